@@ -1,0 +1,59 @@
+// swift-tools-version: 6.1
+// chpox: userspace incremental checkpoint/restart for Linux. See README.md and DESIGN notes.
+import PackageDescription
+
+let package = Package(
+    name: "chpox",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "Store", targets: ["Store"]),
+        .library(name: "Incremental", targets: ["Incremental"]),
+        .executable(name: "cpx", targets: ["cpx"]),
+        .executable(name: "ld-chpox", targets: ["ld-chpox"]),
+        .executable(name: "dumpinfo", targets: ["dumpinfo"]),
+        .executable(name: "chpox-demo", targets: ["chpox-demo"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C libraries from Debian, found with pkg-config.
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+        // Fixed-argument wrappers for the variadic and macro APIs Swift cannot call.
+        .target(name: "CLinux"),
+
+        // Each syscall wrapped once: file descriptors, directories, locks, memory maps.
+        .target(name: "Syscall", dependencies: ["CLinux"]),
+        // The content-addressed, deduplicating chunk store.
+        .target(name: "Store", dependencies: ["Syscall", "CLZ4", "CXXHash"]),
+        // Dirty-page trackers (issue 3).
+        .target(name: "SoftDirty", dependencies: ["Syscall", "CLinux"]),
+        // The engine: checkpointer and restorer over the trackers and the store.
+        .target(name: "Incremental", dependencies: ["Store", "SoftDirty", "Syscall"]),
+
+        .executableTarget(name: "cpx", dependencies: [
+            "Incremental", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "ld-chpox", dependencies: [
+            "Incremental", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "dumpinfo", dependencies: [
+            "Incremental", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "chpox-demo", dependencies: [
+            "Incremental", "StoreTestSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // Test support: a deterministic synthetic memory workload, shared by the tests,
+        // the crash-test writer and the demo.
+        .target(name: "StoreTestSupport", dependencies: ["Store"], path: "Tests/StoreTestSupport"),
+        // A child process that writes generations until killed (crash-safety tests).
+        .executableTarget(name: "chpox-store-writer", dependencies: ["Store", "StoreTestSupport"],
+                          path: "Tests/StoreWriterTool"),
+        .testTarget(name: "StoreTests", dependencies: [
+            "Store", "Syscall", "Incremental", "StoreTestSupport", "chpox-store-writer",
+        ]),
+    ]
+)

@@ -1,0 +1,2 @@
+// The engine's public surface includes the store types its callers hand around.
+@_exported import Store

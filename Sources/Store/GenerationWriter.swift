@@ -1,0 +1,191 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Syscall
+
+/// Writes one generation. Pages are hashed; zero pages and chunks the store already has cost
+/// nothing but an entry; new chunks are gathered into frames of up to 16 pages, LZ4-compressed
+/// into packs. `commit` publishes, in order: packs, one index segment, the manifest, and last
+/// the chain file (the commit point). A writer that is abandoned or killed leaves only garbage
+/// that GC removes; committed generations are never touched.
+public final class GenerationWriter {
+    public let chain: String
+    public let generation: UInt64
+    public let kind: GenerationManifest.Kind
+    /// The previous generation's manifest id, nil for a chain's first generation.
+    public let parent: ChunkID?
+
+    private let store: Store
+    private var storeLock: StoreLock?
+    private var chainLock: StoreLock?
+    private var pack: PackWriter?
+    private var finishedPacks: [(ChunkID, [PackEntry])] = []
+    /// Chunks written by this generation, not yet in the index.
+    private var written: Set<ChunkID> = []
+    private let frame: UnsafeMutableRawBufferPointer
+    private var frameIDs: [ChunkID] = []
+    private var pages: [PageEntry] = []
+    private var unmapped: [PageRange] = []
+    private var statistics = GenerationManifest.Statistics()
+    private var finished = false
+
+    init(store: Store, chain name: String, full: Bool) throws(StoreError) {
+        guard Chain.isValidName(name) else { throw .invalidChainName(name) }
+        self.store = store
+        chain = name
+        frame = .allocate(byteCount: PackFormat.maxPagesPerFrame * pageSize, alignment: pageSize)
+        guard let chainLock = try StoreLock(.chain(name), .exclusive, in: store.directory, wait: false) else {
+            frame.deallocate()
+            throw .chainBusy(chain: name)
+        }
+        self.chainLock = chainLock
+        storeLock = try StoreLock(.store, .shared, in: store.directory)
+        let current = try store.chainOrEmpty(name)
+        generation = current.nextGeneration
+        parent = current.head?.manifest
+        kind = full || current.entries.isEmpty ? .full : .delta
+        // Under the shared lock the index can only grow: what it says now stays true.
+        try store.index.refresh()
+    }
+
+    deinit {
+        if !finished { abandon() }
+        frame.deallocate()
+    }
+
+    /// Records `count` pages starting at page number `firstPage`, whose bytes are `contents`
+    /// (`count * 4096` bytes).
+    public func put(firstPage: UInt64, contents: UnsafeRawBufferPointer) throws(StoreError) {
+        precondition(!finished, "generation already committed or abandoned")
+        guard contents.count % pageSize == 0 else { throw .invalidArgument("page contents must be whole pages") }
+        let count = contents.count / pageSize
+        pages.reserveCapacity(pages.count + count)
+        for k in 0..<count {
+            let page = UnsafeRawBufferPointer(rebasing: contents[(k * pageSize)..<((k + 1) * pageSize)])
+            let id = ChunkID(hashing: page)
+            pages.append(PageEntry(page: firstPage + UInt64(k), chunk: id))
+            statistics.pagesWritten += 1
+            if id == .zeroPage { statistics.zeroPages += 1; continue }
+            if written.contains(id) || store.index.lookup(id) != nil { continue }
+            written.insert(id)
+            UnsafeMutableRawBufferPointer(rebasing: frame[(frameIDs.count * pageSize)..<((frameIDs.count + 1) * pageSize)]).copyMemory(from: page)
+            frameIDs.append(id)
+            if frameIDs.count == PackFormat.maxPagesPerFrame { try flushFrame() }
+        }
+    }
+
+    /// Records one page that is zero without looking at any bytes.
+    public func putZero(page: UInt64) {
+        pages.append(PageEntry(page: page, chunk: .zeroPage))
+        statistics.pagesWritten += 1
+        statistics.zeroPages += 1
+    }
+
+    /// Records pages that are no longer mapped. Applied before the pages put in the same
+    /// generation, so a range unmapped and mapped again is put again in full.
+    public func unmap(_ range: PageRange) {
+        unmapped.append(range)
+    }
+
+    /// Publishes the generation; returns its chain entry.
+    @discardableResult
+    public func commit(metadata: [UInt8] = [], createdNanoseconds: Int64? = nil) throws(StoreError) -> Chain.Entry {
+        precondition(!finished, "generation already committed or abandoned")
+        do throws(StoreError) {
+            try flushFrame()
+            if let pack, !pack.isEmpty { try finishPack() }
+            pack?.discard()
+            pack = nil
+            if !finishedPacks.isEmpty { try store.directory.sync(store.directory.packs, dirName: "packs") }
+            var locations: [(ChunkID, ChunkLocation)] = []
+            locations.reserveCapacity(written.count)
+            for (packID, entries) in finishedPacks {
+                for entry in entries {
+                    locations.append((entry.id, ChunkLocation(pack: packID, frameOffset: entry.frameOffset, frameLength: entry.frameLength, slot: entry.slot)))
+                }
+            }
+            try store.index.add(locations)
+
+            let delta = PageDelta(unmapped: kind == .full ? [] : unmapped, pages: pages)
+            statistics.unmappedPages = delta.unmappedPageCount
+            let created = createdNanoseconds ?? Self.now()
+            let manifest = GenerationManifest(generation: generation, createdNanoseconds: created, parent: parent, kind: kind,
+                                              chain: chain, statistics: statistics, metadata: metadata, delta: delta)
+            let bytes = manifest.encoded()
+            let id = bytes.withUnsafeBytes { ChunkID(hashing: $0) }
+            try store.directory.publish(bytes, as: GenerationManifest.fileName(id), in: store.directory.manifests, dirName: "manifests")
+
+            var current = try store.chainOrEmpty(chain)
+            guard current.nextGeneration == generation else {
+                throw StoreError.brokenChain(chain: chain, generation: generation, reason: "the chain changed while it was being written")
+            }
+            let entry = Chain.Entry(generation: generation, manifest: id, createdNanoseconds: created, kind: kind,
+                                    deltaEntries: UInt64(delta.pages.count + delta.unmapped.count))
+            current.entries.append(entry)
+            current.nextGeneration = generation + 1
+            try store.publish(current)  // the commit point
+            finished = true
+
+            // After the commit: failures here cost speed, never data.
+            try? store.index.compact()
+            writeSnapshotIfDue(current)
+            release()
+            return entry
+        } catch {
+            abandon()
+            throw error
+        }
+    }
+
+    /// Drops the generation: what it wrote is garbage for GC; locks are released.
+    public func abandon() {
+        guard !finished else { return }
+        finished = true
+        pack?.discard()
+        pack = nil
+        release()
+    }
+
+    /// Figures so far (final after commit).
+    public var currentStatistics: GenerationManifest.Statistics { statistics }
+
+    private func release() {
+        storeLock = nil
+        chainLock = nil
+    }
+
+    private func flushFrame() throws(StoreError) {
+        guard !frameIDs.isEmpty else { return }
+        if pack == nil { pack = try PackWriter(directory: store.directory) }
+        let count = frameIDs.count
+        _ = try pack!.appendFrame(UnsafeRawBufferPointer(rebasing: frame[0..<(count * pageSize)]), ids: frameIDs[...])
+        frameIDs.removeAll(keepingCapacity: true)
+        if pack!.isFull { try finishPack() }
+    }
+
+    private func finishPack() throws(StoreError) {
+        guard let current = pack else { return }
+        pack = nil
+        let id = try current.finish()
+        statistics.newChunks += UInt64(current.entries.count)
+        statistics.storedBytes += UInt64(current.storedBytes)
+        statistics.newLogicalBytes += UInt64(current.logicalBytes)
+        finishedPacks.append((id, current.entries))
+    }
+
+    private func writeSnapshotIfDue(_ chain: Chain) {
+        guard let existing = try? store.directory.names(in: store.directory.snapshots, dirName: "snapshots", suffix: "map"),
+              Snapshot.isDue(chain, position: chain.entries.count - 1, existing: Set(existing)),
+              let map = try? store.pageMap(chain, position: chain.entries.count - 1)
+        else { return }
+        try? Snapshot.write(map, for: chain.entries[chain.entries.count - 1].manifest, in: store.directory)
+    }
+
+    static func now() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
+    }
+}

@@ -1,0 +1,280 @@
+import CLZ4
+import Syscall
+
+/// Where a chunk lives: which pack, which frame in it, which page of that frame.
+public struct ChunkLocation: Hashable, Sendable {
+    public var pack: ChunkID
+    /// Byte offset of the frame's header in the pack file.
+    public var frameOffset: UInt32
+    /// Header plus payload, in bytes.
+    public var frameLength: UInt32
+    /// Which page of the frame.
+    public var slot: UInt8
+}
+
+/// Pack file format (all integers little-endian). A pack is named by the XXH3-128 of its bytes.
+///
+///     header   "CHPXPACK" u32 version u32 reserved                       16 bytes
+///     frames   u32 "FRAM" u8 pages u8 encoding(0 raw, 1 lz4) u16 0 u32 payloadLength, payload
+///     trailer  entries: id(16) u32 frameOffset u32 frameLength u8 slot u8[3] 0   28 bytes each
+///     footer   u64 entryCount u64 trailerOffset u64 XXH3-64(trailer) "CHPXPEND"  32 bytes
+///
+/// The trailer makes every pack self-describing: the index can be rebuilt from packs alone.
+enum PackFormat {
+    static let version: UInt32 = 1
+    static let headerSize = 16
+    static let frameHeaderSize = 12
+    static let frameMagic: UInt32 = 0x4D41_5246  // "FRAM"
+    static let trailerEntrySize = 28
+    static let footerSize = 32
+    static let maxPagesPerFrame = 16
+    /// A pack is closed when it reaches this size.
+    static let targetSize = 32 << 20
+    /// Frames must stay addressable by the index's 32-bit offsets.
+    static let maxSize = Int(UInt32.max)
+    static let maxFrameLength = frameHeaderSize + maxPagesPerFrame * pageSize
+
+    enum Encoding: UInt8 {
+        case raw = 0
+        case lz4 = 1
+    }
+
+    static func fileName(_ id: ChunkID) -> String { "\(id.hex).pack" }
+}
+
+/// One entry of a pack's trailer.
+struct PackEntry: Hashable, Sendable {
+    var id: ChunkID
+    var frameOffset: UInt32
+    var frameLength: UInt32
+    var slot: UInt8
+}
+
+/// Writes one pack: frames appended as runs of new pages arrive, then the trailer; the file is
+/// written under tmp/ and renamed into packs/ under its content hash when finished.
+final class PackWriter {
+    private let directory: StoreDirectory
+    private let temporaryName: String
+    private let fd: FileDescriptor
+    private let hash = StreamingHash()
+    private var buffer: [UInt8] = []
+    private var scratch: [UInt8]
+    private(set) var size = 0
+    private(set) var entries: [PackEntry] = []
+    /// Bytes of page data in, and payload bytes out, for statistics.
+    private(set) var logicalBytes = 0
+    private(set) var storedBytes = 0
+
+    static let bufferFlushSize = 1 << 20
+
+    init(directory: StoreDirectory) throws(StoreError) {
+        self.directory = directory
+        temporaryName = StoreDirectory.temporaryName(for: "pack")
+        do {
+            fd = try FileDescriptor.open(temporaryName, in: directory.tmp, [.writeOnly, .create, .exclusive, .noFollow], permissions: 0o600)
+        } catch { throw error.store("create", "\(directory.path)/tmp/\(temporaryName)") }
+        scratch = [UInt8](repeating: 0, count: Int(LZ4_compressBound(Int32(PackFormat.maxPagesPerFrame * pageSize))))
+        buffer.reserveCapacity(Self.bufferFlushSize + PackFormat.maxFrameLength)
+        var header = BinaryWriter()
+        header.append(magic: "CHPXPACK")
+        header.append(PackFormat.version)
+        header.append(UInt32(0))
+        try append(header.bytes)
+    }
+
+    var isEmpty: Bool { entries.isEmpty }
+    var isFull: Bool { size >= PackFormat.targetSize }
+
+    /// Appends one frame holding `pages` (1...16 whole pages) whose ids are `ids`; returns the
+    /// locations of those chunks.
+    func appendFrame(_ pages: UnsafeRawBufferPointer, ids: ArraySlice<ChunkID>) throws(StoreError) -> [ChunkLocation] {
+        let count = pages.count / pageSize
+        precondition(count >= 1 && count <= PackFormat.maxPagesPerFrame && count == ids.count && pages.count == count * pageSize)
+        let compressed = scratch.withUnsafeMutableBytes { out in
+            LZ4_compress_default(pages.baseAddress!.assumingMemoryBound(to: CChar.self),
+                                 out.baseAddress!.assumingMemoryBound(to: CChar.self),
+                                 Int32(pages.count), Int32(out.count))
+        }
+        let useLZ4 = compressed > 0 && Int(compressed) < pages.count
+        let payloadLength = useLZ4 ? Int(compressed) : pages.count
+        let frameOffset = size
+        var header = BinaryWriter(capacity: PackFormat.frameHeaderSize)
+        header.append(PackFormat.frameMagic)
+        header.append(UInt8(count))
+        header.append((useLZ4 ? PackFormat.Encoding.lz4 : .raw).rawValue)
+        header.append(UInt16(0))
+        header.append(UInt32(payloadLength))
+        try append(header.bytes)
+        if useLZ4 {
+            try scratch.withRawBytes { (raw) throws(StoreError) in try append(UnsafeRawBufferPointer(rebasing: raw[0..<payloadLength])) }
+        } else {
+            try append(pages)
+        }
+        logicalBytes += pages.count
+        storedBytes += PackFormat.frameHeaderSize + payloadLength
+        let frameLength = UInt32(PackFormat.frameHeaderSize + payloadLength)
+        var locations: [ChunkLocation] = []
+        locations.reserveCapacity(count)
+        for (slot, id) in ids.enumerated() {
+            entries.append(PackEntry(id: id, frameOffset: UInt32(frameOffset), frameLength: frameLength, slot: UInt8(slot)))
+            locations.append(ChunkLocation(pack: .none, frameOffset: UInt32(frameOffset), frameLength: frameLength, slot: UInt8(slot)))
+        }
+        return locations
+    }
+
+    /// Writes the trailer, syncs and publishes the pack; returns its id.
+    func finish() throws(StoreError) -> ChunkID {
+        var trailer = BinaryWriter(capacity: entries.count * PackFormat.trailerEntrySize + PackFormat.footerSize)
+        let trailerOffset = size
+        for entry in entries {
+            trailer.append(entry.id)
+            trailer.append(entry.frameOffset)
+            trailer.append(entry.frameLength)
+            trailer.append(entry.slot)
+            trailer.append(bytes: [0, 0, 0])
+        }
+        trailer.append(UInt64(entries.count))
+        trailer.append(UInt64(trailerOffset))
+        let sum = trailer.bytes.withUnsafeBytes { checksum64($0) }
+        trailer.append(sum)
+        trailer.append(magic: "CHPXPEND")
+        try append(trailer.bytes)
+        try flush()
+        let id = hash.digest()
+        do { try fd.sync() } catch { throw error.store("fsync", "\(directory.path)/tmp/\(temporaryName)") }
+        fd.close()
+        do {
+            try directory.tmp.rename(temporaryName, to: PackFormat.fileName(id), in: directory.packs)
+        } catch {
+            try? directory.tmp.removeFile(temporaryName)
+            throw error.store("publish", "\(directory.path)/packs/\(PackFormat.fileName(id))")
+        }
+        return id
+    }
+
+    /// Drops an unfinished pack.
+    func discard() {
+        fd.close()
+        try? directory.tmp.removeFile(temporaryName)
+    }
+
+    private func append(_ bytes: [UInt8]) throws(StoreError) {
+        try bytes.withRawBytes { (raw) throws(StoreError) in try append(raw) }
+    }
+
+    private func append(_ bytes: UnsafeRawBufferPointer) throws(StoreError) {
+        guard size + bytes.count <= PackFormat.maxSize else { throw .invalidArgument("pack exceeds 4 GiB") }
+        hash.update(bytes)
+        buffer.append(contentsOf: bytes)
+        size += bytes.count
+        if buffer.count >= Self.bufferFlushSize { try flush() }
+    }
+
+    private func flush() throws(StoreError) {
+        do {
+            try buffer.withRawBytes { (raw) throws(Errno) in try fd.writeAll(raw) }
+        } catch { throw error.store("write", "\(directory.path)/tmp/\(temporaryName)") }
+        buffer.removeAll(keepingCapacity: true)
+    }
+}
+
+/// Reading packs: the trailer, and frames decoded into pages.
+enum PackReader {
+    /// Parses and checks a pack's footer and trailer (what `rebuild-index` trusts).
+    static func readTrailer(_ fd: FileDescriptor, file: String) throws(StoreError) -> [PackEntry] {
+        let size: Int64
+        do { size = try fd.status().size } catch { throw error.store("stat", file) }
+        guard size >= Int64(PackFormat.headerSize + PackFormat.footerSize) else {
+            throw .malformed(file: file, reason: "\(size) bytes is too short for a pack")
+        }
+        var header = [UInt8](repeating: 0, count: PackFormat.headerSize)
+        var footer = [UInt8](repeating: 0, count: PackFormat.footerSize)
+        try readExactly(fd, into: &header, at: 0, file: file)
+        try readExactly(fd, into: &footer, at: size - Int64(PackFormat.footerSize), file: file)
+        try header.withRawBytes { (raw) throws(StoreError) in
+            var reader = BinaryReader(raw, file: file)
+            try reader.expect(magic: "CHPXPACK")
+            let version: UInt32 = try reader.read()
+            guard version == PackFormat.version else { throw StoreError.malformed(file: file, reason: "pack format \(version) is unknown") }
+        }
+        let (count, trailerOffset, sum) = try footer.withRawBytes { (raw) throws(StoreError) -> (UInt64, UInt64, UInt64) in
+            var reader = BinaryReader(raw, file: file)
+            let count: UInt64 = try reader.read()
+            let offset: UInt64 = try reader.read()
+            let sum: UInt64 = try reader.read()
+            try reader.expect(magic: "CHPXPEND")
+            return (count, offset, sum)
+        }
+        let trailerEnd = UInt64(size) - UInt64(PackFormat.footerSize)
+        guard trailerOffset >= UInt64(PackFormat.headerSize), trailerOffset <= trailerEnd,
+              count == (trailerEnd - trailerOffset) / UInt64(PackFormat.trailerEntrySize),
+              (trailerEnd - trailerOffset) % UInt64(PackFormat.trailerEntrySize) == 0
+        else { throw .malformed(file: file, reason: "trailer bounds do not match the file size") }
+        var trailer = [UInt8](repeating: 0, count: Int(trailerEnd - trailerOffset) + 16)
+        try readExactly(fd, into: &trailer, at: Int64(trailerOffset), file: file, count: trailer.count - 16)
+        // The checksum covers the entries, the count and the trailer offset.
+        trailer.replaceSubrange(trailer.count - 16..<trailer.count, with: footer[0..<16])
+        guard trailer.withUnsafeBytes({ checksum64($0) }) == sum else {
+            throw .malformed(file: file, reason: "trailer checksum mismatch")
+        }
+        return try trailer.withRawBytes { (raw) throws(StoreError) -> [PackEntry] in
+            var reader = BinaryReader(raw, file: file)
+            var entries: [PackEntry] = []
+            entries.reserveCapacity(Int(count))
+            for _ in 0..<count {
+                let id = try reader.readID()
+                let frameOffset: UInt32 = try reader.read()
+                let frameLength: UInt32 = try reader.read()
+                let slot: UInt8 = try reader.read()
+                try reader.skip(3)
+                guard UInt64(frameOffset) >= UInt64(PackFormat.headerSize),
+                      UInt64(frameOffset) + UInt64(frameLength) <= trailerOffset,
+                      Int(frameLength) <= PackFormat.maxFrameLength, Int(slot) < PackFormat.maxPagesPerFrame
+                else { throw StoreError.malformed(file: file, reason: "trailer entry for chunk \(id.short) points outside the frames") }
+                entries.append(PackEntry(id: id, frameOffset: frameOffset, frameLength: frameLength, slot: slot))
+            }
+            return entries
+        }
+    }
+
+    private static func readExactly(_ fd: FileDescriptor, into buffer: inout [UInt8], at offset: Int64, file: String, count: Int? = nil) throws(StoreError) {
+        let wanted = count ?? buffer.count
+        let got: Int
+        do {
+            got = try buffer.withMutableRawBytes { (raw) throws(Errno) -> Int in
+                try fd.readFully(into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<wanted]), at: offset)
+            }
+        } catch { throw error.store("read", file) }
+        guard got == wanted else { throw .malformed(file: file, reason: "truncated") }
+    }
+
+    /// Decodes a frame (header and payload, as stored) into `pages`, which must hold 16 pages;
+    /// returns how many pages it held.
+    static func decodeFrame(_ frame: UnsafeRawBufferPointer, into pages: UnsafeMutableRawBufferPointer, file: String, offset: UInt32) throws(StoreError) -> Int {
+        let where_ = "frame at offset \(offset)"
+        guard frame.count >= PackFormat.frameHeaderSize else { throw .malformed(file: file, reason: "\(where_) is truncated") }
+        var reader = BinaryReader(frame, file: file)
+        let magic: UInt32 = try reader.read()
+        let count = Int(try reader.read(UInt8.self))
+        let encodingByte: UInt8 = try reader.read()
+        try reader.skip(2)
+        let payloadLength = Int(try reader.read(UInt32.self))
+        guard magic == PackFormat.frameMagic else { throw .malformed(file: file, reason: "\(where_) has no frame header") }
+        guard count >= 1, count <= PackFormat.maxPagesPerFrame, payloadLength == frame.count - PackFormat.frameHeaderSize,
+              let encoding = PackFormat.Encoding(rawValue: encodingByte)
+        else { throw .malformed(file: file, reason: "\(where_) has an impossible header") }
+        let payload = UnsafeRawBufferPointer(rebasing: frame[PackFormat.frameHeaderSize...])
+        let expected = count * pageSize
+        switch encoding {
+        case .raw:
+            guard payloadLength == expected else { throw .malformed(file: file, reason: "\(where_): raw payload of \(payloadLength) bytes for \(count) pages") }
+            pages.copyMemory(from: payload)
+        case .lz4:
+            let produced = LZ4_decompress_safe(payload.baseAddress!.assumingMemoryBound(to: CChar.self),
+                                               pages.baseAddress!.assumingMemoryBound(to: CChar.self),
+                                               Int32(payloadLength), Int32(min(pages.count, expected)))
+            guard Int(produced) == expected else { throw .malformed(file: file, reason: "\(where_) does not decompress") }
+        }
+        return count
+    }
+}

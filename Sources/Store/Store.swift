@@ -1,0 +1,138 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Syscall
+
+/// A chpox store: chains of generations over a deduplicating, compressed chunk store.
+/// See StoreDirectory for the layout and StoreLock for the lock protocol.
+public final class Store: @unchecked Sendable {
+    public let path: String
+    let directory: StoreDirectory
+    let index: ChunkIndex
+
+    /// Opens the store at `path`; with `create`, makes it (0700) when missing or empty.
+    public init(at path: String, create: Bool = false) throws(StoreError) {
+        self.path = path
+        directory = try StoreDirectory(path: path, create: create)
+        index = try ChunkIndex(directory: directory)
+    }
+
+    /// `$CHPOX_STORE`, else `$XDG_STATE_HOME/chpox`, else `~/.local/state/chpox`.
+    public static func defaultPath(environment: [String: String]) -> String {
+        if let explicit = environment["CHPOX_STORE"], !explicit.isEmpty { return explicit }
+        if let state = environment["XDG_STATE_HOME"], !state.isEmpty { return state + "/chpox" }
+        let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? "/root"
+        return home + "/.local/state/chpox"
+    }
+
+    // MARK: Chains and manifests
+
+    public func chainNames() throws(StoreError) -> [String] {
+        try directory.names(in: directory.chains, dirName: "chains", suffix: "chain").filter(Chain.isValidName).sorted()
+    }
+
+    /// The chain `name`, as last committed.
+    public func chain(_ name: String) throws(StoreError) -> Chain {
+        guard Chain.isValidName(name) else { throw .invalidChainName(name) }
+        let bytes: [UInt8]
+        do {
+            bytes = try directory.readFile(Chain.fileName(name), in: directory.chains, dirName: "chains", limit: Chain.maxSize)
+        } catch .system(let errno, _, _) where errno == .noSuchFile {
+            throw .noSuchChain(name)
+        }
+        let file = "\(path)/chains/\(Chain.fileName(name))"
+        let chain = try bytes.withRawBytes { (raw) throws(StoreError) in try Chain(decoding: raw, file: file) }
+        guard chain.name == name else { throw .malformed(file: file, reason: "it names chain '\(chain.name)'") }
+        return chain
+    }
+
+    /// The chain, or an empty one when it does not exist yet.
+    func chainOrEmpty(_ name: String) throws(StoreError) -> Chain {
+        do { return try chain(name) } catch .noSuchChain { return Chain(name: name, nextGeneration: 0, entries: []) }
+    }
+
+    func publish(_ chain: Chain) throws(StoreError) {
+        try directory.publish(chain.encoded(), as: Chain.fileName(chain.name), in: directory.chains, dirName: "chains")
+    }
+
+    /// Reads manifest `id` and checks that its bytes hash to `id`.
+    public func manifest(_ id: ChunkID) throws(StoreError) -> GenerationManifest {
+        let name = GenerationManifest.fileName(id)
+        let file = "\(path)/manifests/\(name)"
+        let bytes = try directory.readFile(name, in: directory.manifests, dirName: "manifests", limit: GenerationManifest.maxSize)
+        return try bytes.withRawBytes { (raw) throws(StoreError) in
+            guard ChunkID(hashing: raw) == id else {
+                throw StoreError.malformed(file: file, reason: "its bytes do not hash to its id (altered or damaged)")
+            }
+            return try GenerationManifest(decoding: raw, file: file)
+        }
+    }
+
+    /// Manifest of `generation` in `chain`, checked against the chain's record of it.
+    public func manifest(chain name: String, generation: UInt64) throws(StoreError) -> GenerationManifest {
+        let chain = try chain(name)
+        guard let entry = chain.entry(generation) else { throw .noSuchGeneration(chain: name, generation: generation) }
+        return try checkedManifest(entry, in: chain)
+    }
+
+    func checkedManifest(_ entry: Chain.Entry, in chain: Chain) throws(StoreError) -> GenerationManifest {
+        let manifest: GenerationManifest
+        do { manifest = try self.manifest(entry.manifest) } catch {
+            throw .brokenChain(chain: chain.name, generation: entry.generation, reason: "\(error)")
+        }
+        guard manifest.generation == entry.generation, manifest.chain == chain.name, manifest.kind == entry.kind else {
+            throw .brokenChain(chain: chain.name, generation: entry.generation, reason: "manifest \(entry.manifest.short) belongs to another generation")
+        }
+        let position = chain.entries.firstIndex(of: entry)!
+        let expectedParent = position > 0 ? chain.entries[position - 1].manifest : nil
+        guard manifest.parent == expectedParent else {
+            throw .brokenChain(chain: chain.name, generation: entry.generation, reason: "its parent link does not match the chain")
+        }
+        return manifest
+    }
+
+    // MARK: Rebuild
+
+    /// Generation `generation`'s full page map: the nearest snapshot or full generation at or
+    /// before it, with the deltas since composed and applied once. Snapshots are written every
+    /// `SnapshotPolicy.interval` generations, so the work is bounded by the result's size plus
+    /// at most that many deltas, whatever the chain's length.
+    public func pageMap(chain name: String, generation: UInt64) throws(StoreError) -> PageMap {
+        let chain = try chain(name)
+        guard let position = chain.entries.firstIndex(where: { $0.generation == generation }) else {
+            throw .noSuchGeneration(chain: name, generation: generation)
+        }
+        return try pageMap(chain, position: position)
+    }
+
+    func pageMap(_ chain: Chain, position: Int) throws(StoreError) -> PageMap {
+        var deltas: [PageDelta] = []
+        var base = PageMap.empty
+        var i = position
+        while true {
+            let entry = chain.entries[i]
+            if let snapshot = try? Snapshot.read(entry.manifest, in: directory) {
+                base = snapshot
+                break
+            }
+            let manifest = try checkedManifest(entry, in: chain)
+            deltas.append(manifest.delta)
+            if manifest.kind == .full { break }
+            guard i > 0 else { throw .brokenChain(chain: chain.name, generation: entry.generation, reason: "no full generation before it") }
+            i -= 1
+        }
+        return PageDelta.compose(deltas.reversed()).applied(to: base)
+    }
+
+    // MARK: Writing
+
+    /// Starts generation `nextGeneration` of chain `name` (creating the chain). The first
+    /// generation of a chain is always full; `full` forces a full one later.
+    public func beginGeneration(chain name: String, full: Bool = false) throws(StoreError) -> GenerationWriter {
+        try GenerationWriter(store: self, chain: name, full: full)
+    }
+
+    public func reader() -> ChunkReader { ChunkReader(store: self) }
+}

@@ -1,0 +1,182 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CLinux
+
+/// An open file descriptor. Every file call of the project goes through these wrappers.
+public struct FileDescriptor: Hashable, Sendable {
+    public let rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+
+    /// The corresponding C constant is AT_FDCWD.
+    public static let currentDirectory = FileDescriptor(rawValue: AT_FDCWD)
+
+    /// Flags for `open`.
+    public struct OpenOptions: OptionSet, Sendable {
+        public let rawValue: Int32
+        public init(rawValue: Int32) { self.rawValue = rawValue }
+        /// The corresponding C constant is O_RDONLY.
+        public static let readOnly = OpenOptions(rawValue: O_RDONLY)
+        /// The corresponding C constant is O_WRONLY.
+        public static let writeOnly = OpenOptions(rawValue: O_WRONLY)
+        /// The corresponding C constant is O_RDWR.
+        public static let readWrite = OpenOptions(rawValue: O_RDWR)
+        /// The corresponding C constant is O_CREAT.
+        public static let create = OpenOptions(rawValue: O_CREAT)
+        /// The corresponding C constant is O_EXCL.
+        public static let exclusive = OpenOptions(rawValue: O_EXCL)
+        /// The corresponding C constant is O_TRUNC.
+        public static let truncate = OpenOptions(rawValue: O_TRUNC)
+        /// The corresponding C constant is O_NOFOLLOW: fail with ELOOP on a symlink.
+        public static let noFollow = OpenOptions(rawValue: O_NOFOLLOW)
+        /// The corresponding C constant is O_DIRECTORY.
+        public static let directory = OpenOptions(rawValue: O_DIRECTORY)
+        /// The corresponding C constant is O_CLOEXEC.
+        public static let closeOnExec = OpenOptions(rawValue: O_CLOEXEC)
+    }
+
+    /// Opens `path` relative to `directory` (openat(2)); always close-on-exec.
+    public static func open(
+        _ path: String, in directory: FileDescriptor = .currentDirectory,
+        _ options: OpenOptions, permissions: UInt32 = 0o600
+    ) throws(Errno) -> FileDescriptor {
+        let flags = options.union(.closeOnExec).rawValue
+        let fd = try retryingInterrupts { chpox_openat(directory.rawValue, path, flags, permissions) }.get()
+        return FileDescriptor(rawValue: fd)
+    }
+
+    public func close() {
+        // close(2) must not be retried on EINTR on Linux: the descriptor is gone either way.
+        _ = Glibc.close(rawValue)
+    }
+
+    /// Reads up to `buffer.count` bytes at the current offset.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        guard let base = buffer.baseAddress else { return 0 }
+        return try retryingInterrupts { Glibc.read(rawValue, base, buffer.count) }.get()
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset` (pread(2)).
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(Errno) -> Int {
+        guard let base = buffer.baseAddress else { return 0 }
+        return try retryingInterrupts { pread(rawValue, base, buffer.count, off_t(offset)) }.get()
+    }
+
+    /// Fills `buffer` from `offset`, returning how many bytes the file had (less at end of file).
+    public func readFully(into buffer: UnsafeMutableRawBufferPointer, at offset: Int64) throws(Errno) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), at: offset + Int64(done))
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    /// Writes all of `bytes` at the current offset.
+    public func writeAll(_ bytes: UnsafeRawBufferPointer) throws(Errno) {
+        var done = 0
+        while done < bytes.count {
+            let base = bytes.baseAddress! + done
+            let count = bytes.count - done
+            done += try retryingInterrupts { Glibc.write(rawValue, base, count) }.get()
+        }
+    }
+
+    /// Writes all of `bytes` at `offset` (pwrite(2)).
+    public func writeAll(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(Errno) {
+        var done = 0
+        while done < bytes.count {
+            let base = bytes.baseAddress! + done
+            let count = bytes.count - done
+            done += try retryingInterrupts { pwrite(rawValue, base, count, off_t(offset) + off_t(done)) }.get()
+        }
+    }
+
+    /// Reads the whole file from offset 0, refusing files larger than `limit` bytes.
+    public func readAll(limit: Int) throws(Errno) -> [UInt8] {
+        let size = try status().size
+        guard size <= Int64(limit) else { throw Errno(rawValue: EFBIG) }
+        var result = [UInt8](repeating: 0, count: Int(size))
+        let n = try result.withUnsafeMutableBufferPointer { (buffer) throws(Errno) -> Int in
+            try readFully(into: UnsafeMutableRawBufferPointer(buffer), at: 0)
+        }
+        result.removeLast(result.count - n)
+        return result
+    }
+
+    /// Flushes data and metadata to stable storage (fsync(2)).
+    public func sync() throws(Errno) {
+        _ = try retryingInterrupts { fsync(rawValue) }.get()
+    }
+
+    public func truncate(to size: Int64) throws(Errno) {
+        _ = try retryingInterrupts { ftruncate(rawValue, off_t(size)) }.get()
+    }
+
+    /// What fstat(2) says about a file.
+    public struct Status: Sendable {
+        public let size: Int64
+        public let mode: UInt32
+        public let owner: UInt32
+        public let inode: UInt64
+        public let device: UInt64
+        public var isDirectory: Bool { chpox_s_isdir(mode) != 0 }
+        public var isRegularFile: Bool { chpox_s_isreg(mode) != 0 }
+        public var isSymlink: Bool { chpox_s_islnk(mode) != 0 }
+        /// The permission bits (rwx for user, group, other).
+        public var permissions: UInt32 { mode & 0o7777 }
+
+        init(_ s: stat) {
+            size = Int64(s.st_size)
+            mode = UInt32(s.st_mode)
+            owner = UInt32(s.st_uid)
+            inode = UInt64(s.st_ino)
+            device = UInt64(s.st_dev)
+        }
+    }
+
+    public func status() throws(Errno) -> Status {
+        var s = stat()
+        _ = try retryingInterrupts { fstat(rawValue, &s) }.get()
+        return Status(s)
+    }
+
+    /// Status of `name` in this directory without following a final symlink (fstatat(2)).
+    public func status(of name: String) throws(Errno) -> Status {
+        var s = stat()
+        _ = try retryingInterrupts { fstatat(rawValue, name, &s, AT_SYMLINK_NOFOLLOW) }.get()
+        return Status(s)
+    }
+
+    public func setPermissions(_ permissions: UInt32) throws(Errno) {
+        _ = try retryingInterrupts { fchmod(rawValue, mode_t(permissions)) }.get()
+    }
+
+    /// Advisory whole-file locks (flock(2)); released when the descriptor is closed or the
+    /// process dies, so a killed holder never leaves a stale lock.
+    public enum LockKind: Sendable {
+        /// The corresponding C constant is LOCK_SH.
+        case shared
+        /// The corresponding C constant is LOCK_EX.
+        case exclusive
+    }
+
+    /// Takes the lock; with `wait: false`, returns false instead of waiting when it is held.
+    @discardableResult
+    public func lock(_ kind: LockKind, wait: Bool = true) throws(Errno) -> Bool {
+        var operation = kind == .shared ? LOCK_SH : LOCK_EX
+        if !wait { operation |= LOCK_NB }
+        switch retryingInterrupts({ flock(rawValue, operation) }) {
+        case .success: return true
+        case .failure(let error) where error == .wouldBlock && !wait: return false
+        case .failure(let error): throw error
+        }
+    }
+
+    public func unlock() {
+        _ = retryingInterrupts { flock(rawValue, LOCK_UN) }
+    }
+}
