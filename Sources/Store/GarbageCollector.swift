@@ -1,0 +1,323 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import Syscall
+
+/// Which generations GC keeps. A generation is kept when any rule keeps it; with no rule at
+/// all, every generation is kept and GC only sweeps. The newest generation of every chain is
+/// always kept (a writer may be continuing it).
+public struct RetentionPolicy: Sendable {
+    public var keepLast: Int?
+    /// Keep generations created within this many nanoseconds before now.
+    public var keepWithinNanoseconds: Int64?
+    /// Generation numbers to keep.
+    public var keep: Set<UInt64> = []
+    /// Chains the rules apply to; nil means all. Other chains keep every generation.
+    public var chains: Set<String>?
+
+    public init(keepLast: Int? = nil, keepWithinNanoseconds: Int64? = nil, keep: Set<UInt64> = [], chains: Set<String>? = nil) {
+        self.keepLast = keepLast
+        self.keepWithinNanoseconds = keepWithinNanoseconds
+        self.keep = keep
+        self.chains = chains
+    }
+
+    var hasRules: Bool { keepLast != nil || keepWithinNanoseconds != nil || !keep.isEmpty }
+
+    func kept(_ chain: Chain, now: Int64) -> Set<UInt64> {
+        let all = Set(chain.entries.map(\.generation))
+        guard hasRules, chains?.contains(chain.name) ?? true else { return all }
+        var kept = keep.intersection(all)
+        if let keepLast { kept.formUnion(chain.entries.suffix(max(keepLast, 0)).map(\.generation)) }
+        if let within = keepWithinNanoseconds {
+            kept.formUnion(chain.entries.filter { now - $0.createdNanoseconds <= within }.map(\.generation))
+        }
+        if let head = chain.head { kept.insert(head.generation) }
+        return kept
+    }
+}
+
+/// What GC did, or would do with `dryRun`.
+public struct GCReport: Sendable {
+    public var dryRun = false
+    public var dropped: [GenerationRef] = []
+    public var rewrittenManifests = 0
+    public var keptGenerations = 0
+    public var liveChunks = 0
+    public var deadChunks = 0
+    public var packsDeleted = 0
+    public var packsRepacked = 0
+    public var packsWritten = 0
+    public var packBytesBefore: Int64 = 0
+    public var packBytesAfter: Int64 = 0
+    /// Reclaimed bytes (estimated under dry run: whole dead packs plus dead frames of packs
+    /// that would be repacked).
+    public var bytesFreed: Int64 = 0
+    public var manifestsRemoved = 0
+    public var seconds: Double = 0
+}
+
+extension Store {
+    /// Applies `policy`, merges each dropped generation into its successor (so every kept
+    /// generation rebuilds byte for byte, with its number unchanged), marks the chunks the kept
+    /// generations reference, deletes packs with none and repacks packs whose dead share is over
+    /// `repackThreshold`. Holds the exclusive store lock: writers in flight finish first.
+    public func collectGarbage(_ policy: RetentionPolicy, dryRun: Bool = false, repackThreshold: Double = 0.3) throws(StoreError) -> GCReport {
+        let started = GenerationWriter.now()
+        guard let lock = try StoreLock(.store, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
+        defer { withExtendedLifetime(lock) {} }
+        try index.refresh()
+        guard index.damaged.isEmpty else {
+            throw .invalidArgument("the index is damaged (\(index.damaged.map(\.name).joined(separator: ", "))): run `cpx rebuild-index` before GC")
+        }
+        var report = GCReport()
+        report.dryRun = dryRun
+
+        // 1. Retention: new chains, with dropped generations merged into their successors.
+        var plans: [(old: Chain, new: Chain, manifests: [(ChunkID, [UInt8])])] = []
+        var referenced: [ChunkID] = []
+        for name in try chainNames() {
+            let chain = try self.chain(name)
+            let kept = policy.kept(chain, now: started)
+            let plan = try rewrite(chain, keeping: kept, makingFull: [])
+            report.dropped += chain.entries.filter { !kept.contains($0.generation) }.map { GenerationRef(chain: name, generation: $0.generation) }
+            report.keptGenerations += plan.chain.entries.count
+            report.rewrittenManifests += plan.manifests.count
+            referenced += plan.referenced
+            plans.append((chain, plan.chain, plan.manifests))
+        }
+        referenced.sort()
+
+        // 2. Mark and plan: a merge-join of the sorted index with the sorted referenced ids.
+        var live: [ChunkID: Int] = [:]     // pack -> live chunks
+        var dead: [ChunkID: Int] = [:]     // pack -> dead chunks
+        var liveEntries: [(ChunkID, ChunkLocation)] = []
+        var r = 0
+        try ChunkIndex.mergeEntries(index.segments) { (id, location) throws(StoreError) in
+            while r < referenced.count && referenced[r] < id { r += 1 }
+            if r < referenced.count && referenced[r] == id {
+                live[location.pack, default: 0] += 1
+                liveEntries.append((id, location))
+            } else {
+                dead[location.pack, default: 0] += 1
+            }
+        }
+        report.liveChunks = liveEntries.count
+        report.deadChunks = dead.values.reduce(0, +)
+        var packSizes: [ChunkID: Int64] = [:]
+        for name in try directory.names(in: directory.packs, dirName: "packs", suffix: "pack") {
+            guard let id = ChunkID(hex: name) else { continue }
+            let size = (try? directory.packs.status(of: name + ".pack").size) ?? 0
+            packSizes[id] = size
+            report.packBytesBefore += size
+        }
+        let deletable = Set(packSizes.keys.filter { live[$0, default: 0] == 0 })
+        let repack = Set(packSizes.keys.filter { pack in
+            let l = live[pack, default: 0], d = dead[pack, default: 0]
+            return l > 0 && Double(d) / Double(l + d) > repackThreshold
+        })
+        report.packsDeleted = deletable.count
+        report.packsRepacked = repack.count
+
+        if dryRun {
+            report.bytesFreed = deletable.reduce(0) { $0 + packSizes[$1]! }
+                + repack.reduce(0) { $0 + packSizes[$1]! * Int64(dead[$1, default: 0]) / Int64(live[$1, default: 0] + dead[$1, default: 0]) }
+            report.packBytesAfter = report.packBytesBefore - report.bytesFreed
+            report.manifestsRemoved = report.rewrittenManifests + report.dropped.count
+            report.seconds = Double(GenerationWriter.now() - started) / 1e9
+            return report
+        }
+
+        // 3. Repack live chunks out of mostly-dead packs (new packs only: nothing is lost yet).
+        var relocated: [ChunkID: ChunkLocation] = [:]
+        if !repack.isEmpty {
+            let moving = liveEntries.filter { repack.contains($0.1.pack) }.sorted { ($0.1.pack, $0.1.frameOffset, $0.1.slot) < ($1.1.pack, $1.1.frameOffset, $1.1.slot) }
+            let (moved, written) = try copyChunks(moving.map(\.0))
+            relocated = moved
+            report.packsWritten = written
+        }
+
+        // 4. Publish rewritten manifests, then each chain (its commit point).
+        for plan in plans {
+            for (id, bytes) in plan.manifests {
+                try directory.publish(bytes, as: GenerationManifest.fileName(id), in: directory.manifests, dirName: "manifests")
+            }
+            if plan.new != plan.old { try publish(plan.new) }
+        }
+
+        // 5. The new index: live chunks only, at their new places; then delete what is dead.
+        try index.replaceAll { (writer) throws(StoreError) in
+            for (id, location) in liveEntries { try writer.add(id, relocated[id] ?? location) }
+        }
+        for pack in deletable.union(repack) {
+            try directory.remove(PackFormat.fileName(pack), in: directory.packs, dirName: "packs")
+        }
+        try directory.sync(directory.packs, dirName: "packs")
+        let keptManifests = Set(plans.flatMap { $0.new.entries.map(\.manifest.hex) })
+        for name in try directory.names(in: directory.manifests, dirName: "manifests", suffix: "gen") where !keptManifests.contains(name) {
+            try directory.remove(name + ".gen", in: directory.manifests, dirName: "manifests")
+            report.manifestsRemoved += 1
+        }
+        for name in try directory.names(in: directory.snapshots, dirName: "snapshots", suffix: "map") where !keptManifests.contains(name) {
+            try directory.remove(name + ".map", in: directory.snapshots, dirName: "snapshots")
+        }
+        // No writer is in flight under the exclusive lock: whatever is in tmp/ is left over.
+        for name in (try? directory.tmp.entries()) ?? [] { try? directory.tmp.removeFile(name) }
+
+        for name in try directory.names(in: directory.packs, dirName: "packs", suffix: "pack") {
+            report.packBytesAfter += (try? directory.packs.status(of: name + ".pack").size) ?? 0
+        }
+        report.bytesFreed = report.packBytesBefore - report.packBytesAfter
+        report.seconds = Double(GenerationWriter.now() - started) / 1e9
+        return report
+    }
+
+    /// Rewrites `chain` so that only `kept` generations remain (each dropped one merged into the
+    /// next kept one) and generations in `makingFull` become full. Returns the new chain, the
+    /// manifests to publish (id, bytes) and every chunk the kept generations reference.
+    func rewrite(_ chain: Chain, keeping kept: Set<UInt64>, makingFull: Set<UInt64>) throws(StoreError)
+        -> (chain: Chain, manifests: [(ChunkID, [UInt8])], referenced: [ChunkID]) {
+        var entries: [Chain.Entry] = []
+        var manifests: [(ChunkID, [UInt8])] = []
+        var referenced: [ChunkID] = []
+        var pending: [PageDelta] = []
+        var pendingFull = false
+        var pendingStatistics = GenerationManifest.Statistics()
+        for (position, entry) in chain.entries.enumerated() {
+            let manifest = try checkedManifest(entry, in: chain)
+            if manifest.kind == .full {
+                pending = []
+                pendingFull = true
+            }
+            pending.append(manifest.delta)
+            if !kept.contains(entry.generation) {
+                pendingStatistics = pendingStatistics + manifest.statistics
+                continue
+            }
+            var rewritten = manifest
+            let mergesDropped = pending.count > 1 || (pendingFull && manifest.kind != .full)
+            if makingFull.contains(entry.generation) && manifest.kind != .full {
+                rewritten.kind = .full
+                rewritten.delta = PageDelta(full: try pageMap(chain, position: position))
+            } else if mergesDropped {
+                let composed = PageDelta.compose(pending)
+                rewritten.kind = pendingFull || entries.isEmpty ? .full : .delta
+                rewritten.delta = rewritten.kind == .full ? PageDelta(full: composed.applied(to: .empty)) : composed
+                rewritten.statistics = pendingStatistics + manifest.statistics
+            }
+            if entries.isEmpty && rewritten.kind != .full {
+                // The first kept generation of a chain must stand alone.
+                rewritten.kind = .full
+                rewritten.delta = PageDelta(full: try pageMap(chain, position: position))
+            }
+            rewritten.parent = entries.last?.manifest
+            pending = []
+            pendingFull = false
+            pendingStatistics = .init()
+
+            var newEntry = entry
+            if rewritten != manifest {
+                let bytes = rewritten.encoded()
+                let id = bytes.withUnsafeBytes { ChunkID(hashing: $0) }
+                manifests.append((id, bytes))
+                newEntry.manifest = id
+                newEntry.kind = rewritten.kind
+                newEntry.deltaEntries = UInt64(rewritten.delta.pages.count + rewritten.delta.unmapped.count)
+            }
+            entries.append(newEntry)
+            for page in rewritten.delta.pages where page.chunk != .zeroPage { referenced.append(page.chunk) }
+        }
+        return (Chain(name: chain.name, nextGeneration: chain.nextGeneration, entries: entries), manifests, referenced)
+    }
+
+    /// Copies chunks into new packs and returns their new locations and how many packs were
+    /// written.
+    private func copyChunks(_ ids: [ChunkID]) throws(StoreError) -> ([ChunkID: ChunkLocation], Int) {
+        let reader = self.reader()
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: PackFormat.maxPagesPerFrame * pageSize, alignment: pageSize)
+        defer { page.deallocate() }
+        var locations: [ChunkID: ChunkLocation] = [:]
+        var pack: PackWriter?
+        var inPack: [ChunkID] = []
+        var written = 0
+        var frameIDs: [ChunkID] = []
+        func finish() throws(StoreError) {
+            guard let current = pack else { return }
+            pack = nil
+            let id = try current.finish()
+            written += 1
+            for entry in current.entries {
+                locations[entry.id] = ChunkLocation(pack: id, frameOffset: entry.frameOffset, frameLength: entry.frameLength, slot: entry.slot)
+            }
+            inPack = []
+        }
+        func flush() throws(StoreError) {
+            guard !frameIDs.isEmpty else { return }
+            if pack == nil { pack = try PackWriter(directory: directory) }
+            _ = try pack!.appendFrame(UnsafeRawBufferPointer(rebasing: page[0..<(frameIDs.count * pageSize)]), ids: frameIDs[...])
+            inPack += frameIDs
+            frameIDs = []
+            if pack!.isFull { try finish() }
+        }
+        do throws(StoreError) {
+            for id in ids {
+                try reader.read(id, into: UnsafeMutableRawBufferPointer(rebasing: page[(frameIDs.count * pageSize)..<((frameIDs.count + 1) * pageSize)]))
+                frameIDs.append(id)
+                if frameIDs.count == PackFormat.maxPagesPerFrame { try flush() }
+            }
+            try flush()
+            try finish()
+            try directory.sync(directory.packs, dirName: "packs")
+        } catch {
+            pack?.discard()
+            throw error
+        }
+        return (locations, written)
+    }
+
+    /// Makes `generation` of `chain` a full generation (its page map stored whole), so that
+    /// rebuilding it and everything after it no longer reads older generations; those stay.
+    public func rebase(chain name: String, generation: UInt64) throws(StoreError) -> Chain.Entry {
+        guard let lock = try StoreLock(.store, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
+        defer { withExtendedLifetime(lock) {} }
+        let chain = try self.chain(name)
+        guard chain.entry(generation) != nil else { throw .noSuchGeneration(chain: name, generation: generation) }
+        let plan = try rewrite(chain, keeping: Set(chain.entries.map(\.generation)), makingFull: [generation])
+        for (id, bytes) in plan.manifests {
+            try directory.publish(bytes, as: GenerationManifest.fileName(id), in: directory.manifests, dirName: "manifests")
+        }
+        try publish(plan.chain)
+        return plan.chain.entry(generation)!
+    }
+
+    /// Rebuilds the index from the pack trailers alone and replaces every segment with it.
+    /// Packs whose trailer is damaged are reported and left out (their chunks stay missing).
+    public func rebuildIndex() throws(StoreError) -> (chunks: Int, packs: Int, skipped: [VerifyReport.Problem]) {
+        guard let lock = try StoreLock(.store, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
+        defer { withExtendedLifetime(lock) {} }
+        var entries: [(ChunkID, ChunkLocation)] = []
+        var skipped: [VerifyReport.Problem] = []
+        var packs = 0
+        for name in try directory.names(in: directory.packs, dirName: "packs", suffix: "pack") {
+            let file = "packs/\(name).pack"
+            guard let id = ChunkID(hex: name) else { continue }
+            do {
+                let fd = try FileDescriptor.open(name + ".pack", in: directory.packs, [.readOnly, .noFollow])
+                defer { fd.close() }
+                for entry in try PackReader.readTrailer(fd, file: "\(path)/\(file)") {
+                    entries.append((entry.id, ChunkLocation(pack: id, frameOffset: entry.frameOffset, frameLength: entry.frameLength, slot: entry.slot)))
+                }
+                packs += 1
+            } catch {
+                skipped.append(.init(file: file, message: "\(error)"))
+            }
+        }
+        entries.sort { $0.0 < $1.0 }
+        try index.replaceAll { (writer) throws(StoreError) in
+            for (id, location) in entries { try writer.add(id, location) }
+        }
+        return (index.entryCount, packs, skipped)
+    }
+}

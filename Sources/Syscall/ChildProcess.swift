@@ -1,0 +1,43 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A child started with posix_spawn(3): signals and waiting.
+public struct ChildProcess: Sendable {
+    public let pid: pid_t
+
+    /// Starts `path` with `arguments` (argv[1...]); stdout goes to `stdout` when given.
+    public static func spawn(_ path: String, _ arguments: [String], stdout: FileDescriptor? = nil) throws(Errno) -> ChildProcess {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if let stdout { posix_spawn_file_actions_adddup2(&actions, stdout.rawValue, 1) }
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, path, &actions, nil, argv, environ)
+        guard result == 0 else { throw Errno(rawValue: result) }
+        return ChildProcess(pid: pid)
+    }
+
+    /// Sends `signal` (kill(2)).
+    public func send(_ signal: Int32) throws(Errno) {
+        _ = try retryingInterrupts { kill(pid, signal) }.get()
+    }
+
+    /// How a child ended.
+    public enum Termination: Equatable, Sendable {
+        case exited(Int32)
+        case signalled(Int32)
+    }
+
+    /// Waits for the child to end (waitpid(2)).
+    public func wait() throws(Errno) -> Termination {
+        var status: Int32 = 0
+        _ = try retryingInterrupts { waitpid(pid, &status, 0) }.get()
+        let signal = status & 0x7f
+        return signal == 0 ? .exited((status >> 8) & 0xff) : .signalled(signal)
+    }
+}
