@@ -28,6 +28,11 @@ public struct VerifyReport: Sendable {
     public var indexEntries = 0
     /// Chunks rehashed (deep only).
     public var chunksRehashed = 0
+    /// Packs none of whose chunks are indexed: left by a writer that died before its commit.
+    /// Garbage for GC, not damage.
+    public var garbagePacks = 0
+    /// Chunks in packs that no index entry refers to any more (reclaimed by a later repack).
+    public var deadChunks = 0
     public var problems: [Problem] = []
     /// Generations that cannot be rebuilt, with why.
     public var damaged: [GenerationRef: String] = [:]
@@ -65,9 +70,14 @@ extension Store {
                 defer { fd.close() }
                 packSizes[id] = try fd.status().size
                 let entries = try PackReader.readTrailer(fd, file: "\(path)/\(file)")
+                if !entries.isEmpty && entries.allSatisfy({ index.lookup($0.id) == nil }) {
+                    report.garbagePacks += 1
+                    continue
+                }
                 for entry in entries {
+                    // A chunk GC found dead stays in a pack that was not worth repacking.
                     guard let location = index.lookup(entry.id) else {
-                        report.problems.append(.init(file: file, message: "chunk \(entry.id.short) is not in the index (run `cpx rebuild-index`)"))
+                        report.deadChunks += 1
                         continue
                     }
                     if location.pack == id && (location.frameOffset != entry.frameOffset || location.slot != entry.slot) {
