@@ -6,7 +6,8 @@ import Syscall
 public final class ChunkReader {
     private let store: Store
     private var packs: [ChunkID: FileDescriptor] = [:]
-    private var frames: [FrameKey: UnsafeMutableRawBufferPointer] = [:]
+    /// Decoded frames and how many pages each holds.
+    private var frames: [FrameKey: (pages: UnsafeMutableRawBufferPointer, count: Int)] = [:]
     private var frameOrder: [FrameKey] = []
     private var raw: [UInt8] = [UInt8](repeating: 0, count: PackFormat.maxFrameLength)
 
@@ -22,7 +23,7 @@ public final class ChunkReader {
 
     deinit {
         for fd in packs.values { fd.close() }
-        for buffer in frames.values { buffer.deallocate() }
+        for frame in frames.values { frame.pages.deallocate() }
     }
 
     /// Copies chunk `id` (one page) into `page`; the zero page needs no lookup.
@@ -35,7 +36,10 @@ public final class ChunkReader {
         guard let location = store.index.lookup(id) else { throw .missingChunk(id, context: "a read") }
         let decoded = try frame(at: location, for: id)
         let slot = Int(location.slot)
-        page.copyMemory(from: UnsafeRawBufferPointer(rebasing: decoded[(slot * pageSize)..<((slot + 1) * pageSize)]))
+        guard slot < decoded.count else {
+            throw .corruptChunk(id, pack: PackFormat.fileName(location.pack), reason: "its frame has no page \(slot)")
+        }
+        page.copyMemory(from: UnsafeRawBufferPointer(rebasing: decoded.pages[(slot * pageSize)..<((slot + 1) * pageSize)]))
         guard ChunkID(hashing: UnsafeRawBufferPointer(page)) == id else {
             throw .corruptChunk(id, pack: PackFormat.fileName(location.pack), reason: "its bytes do not hash to its id")
         }
@@ -51,7 +55,7 @@ public final class ChunkReader {
         }
     }
 
-    private func frame(at location: ChunkLocation, for id: ChunkID) throws(StoreError) -> UnsafeMutableRawBufferPointer {
+    private func frame(at location: ChunkLocation, for id: ChunkID) throws(StoreError) -> (pages: UnsafeMutableRawBufferPointer, count: Int) {
         let key = FrameKey(pack: location.pack, offset: location.frameOffset)
         if let cached = frames[key] { return cached }
         let name = PackFormat.fileName(location.pack)
@@ -70,7 +74,7 @@ public final class ChunkReader {
         let buffer: UnsafeMutableRawBufferPointer
         if frames.count >= Self.cachedFrames {
             let oldest = frameOrder.removeFirst()
-            buffer = frames.removeValue(forKey: oldest)!
+            buffer = frames.removeValue(forKey: oldest)!.pages
         } else {
             buffer = .allocate(byteCount: PackFormat.maxPagesPerFrame * pageSize, alignment: pageSize)
         }
@@ -83,13 +87,9 @@ public final class ChunkReader {
             buffer.deallocate()
             throw .corruptChunk(id, pack: name, reason: "\(error)")
         }
-        guard Int(location.slot) < count else {
-            buffer.deallocate()
-            throw .corruptChunk(id, pack: name, reason: "the frame has no page \(location.slot)")
-        }
-        frames[key] = buffer
+        frames[key] = (buffer, count)
         frameOrder.append(key)
-        return buffer
+        return (buffer, count)
     }
 
     private func pack(_ id: ChunkID, name: String, file: String) throws(StoreError) -> FileDescriptor {
@@ -106,7 +106,7 @@ public final class ChunkReader {
     func reset() {
         for fd in packs.values { fd.close() }
         packs = [:]
-        for buffer in frames.values { buffer.deallocate() }
+        for frame in frames.values { frame.pages.deallocate() }
         frames = [:]
         frameOrder = []
     }

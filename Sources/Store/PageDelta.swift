@@ -236,7 +236,7 @@ extension PageDelta {
             guard count > 0, first >= next, first <= maxPage - count else {
                 throw reader.fail("page runs out of order or out of range")
             }
-            if pages.isEmpty { pages.reserveCapacity(min(Int(count) * Int(runCount), reader.remaining / 16)) }
+            if pages.isEmpty { pages.reserveCapacity(reader.remaining / 16) }
             for k in 0..<count { pages.append(PageEntry(page: first + k, chunk: try reader.readID())) }
             next = first + count
         }

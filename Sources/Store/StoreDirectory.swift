@@ -36,6 +36,9 @@ final class StoreDirectory: @unchecked Sendable {
     init(path: String, create: Bool) throws(StoreError) {
         self.path = path
         if create { try Self.makeDirectories(path) }
+        if (try? FileDescriptor.currentDirectory.status(of: path))?.isSymlink == true {
+            throw .unsafe(path: path, reason: "it is a symlink; give the real directory")
+        }
         let root: FileDescriptor
         do {
             root = try FileDescriptor.open(path, [.readOnly, .directory, .noFollow])
@@ -67,6 +70,9 @@ final class StoreDirectory: @unchecked Sendable {
             let sub = "\(path)/\(name)"
             do {
                 if !names.contains(name) { try root.makeDirectory(name, permissions: 0o700) }
+                if try root.status(of: name).isSymlink {
+                    throw StoreError.unsafe(path: sub, reason: "it is a symlink; a store never follows symlinks")
+                }
                 let fd = try FileDescriptor.open(name, in: root, [.readOnly, .directory, .noFollow])
                 opened.append(fd)
                 try Self.checkOwnership(fd, path: sub)

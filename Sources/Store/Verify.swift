@@ -176,7 +176,7 @@ extension Store {
                 decodedOffset = entry.frameOffset
                 do {
                     decodedCount = try bytes.withRawBytes { (raw) throws(StoreError) in
-                        let frame = UnsafeRawBufferPointer(rebasing: raw[Int(entry.frameOffset)..<Int(entry.frameOffset + entry.frameLength)])
+                        let frame = UnsafeRawBufferPointer(rebasing: raw[Int(entry.frameOffset)..<(Int(entry.frameOffset) + Int(entry.frameLength))])
                         return try PackReader.decodeFrame(frame, into: pages, file: "\(path)/\(file)", offset: entry.frameOffset)
                     }
                 } catch {

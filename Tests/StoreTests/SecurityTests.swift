@@ -1,0 +1,100 @@
+import Foundation
+import Store
+import StoreTestSupport
+import Testing
+
+/// Stores hold memory images: 0700 directories, 0600 files, owner only, no symlinks followed.
+@Suite(.serialized) struct SecurityTests {
+    static func mode(_ path: String) throws -> Int {
+        try (FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int) ?? -1
+    }
+
+    @Test func everythingIsPrivate() throws {
+        let temporary = TemporaryStore("modes")
+        defer { temporary.cleanup() }
+        let previous = umask(0o022)
+        defer { umask(previous) }
+        let store = try temporary.open()
+        try writeChain(store, chain: "m", seed: 1, rounds: 3, pages: 32)
+        _ = try store.collectGarbage(RetentionPolicy(keepLast: 2))
+        #expect(try Self.mode(temporary.path) == 0o700)
+        let entries = FileManager.default.enumerator(atPath: temporary.path)!.allObjects as! [String]
+        #expect(entries.count > 10)
+        for entry in entries {
+            let path = "\(temporary.path)/\(entry)"
+            var isDirectory: ObjCBool = false
+            FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+            #expect(try Self.mode(path) == (isDirectory.boolValue ? 0o700 : 0o600), "\(entry)")
+        }
+    }
+
+    @Test func refusesASymlinkedStore() throws {
+        let temporary = TemporaryStore("real")
+        defer { temporary.cleanup() }
+        _ = try temporary.open()
+        let link = temporary.path + "-link"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: temporary.path)
+        defer { try? FileManager.default.removeItem(atPath: link) }
+        #expect { _ = try Store(at: link) } throws: { error in
+            guard case StoreError.unsafe(let path, _) = error else { return false }
+            return path == link
+        }
+    }
+
+    @Test func refusesSymlinksInsideTheStore() throws {
+        let temporary = TemporaryStore("inner")
+        let outside = TemporaryStore("outside")
+        defer { temporary.cleanup(); outside.cleanup() }
+        let store = try temporary.open()
+        try writeChain(store, chain: "s", seed: 2, rounds: 2, pages: 16)
+        // A manifest replaced by a symlink to a copy outside the store is not followed.
+        let entry = try store.chain("s").entries[1]
+        let manifest = "\(temporary.path)/manifests/\(entry.manifest.hex).gen"
+        try FileManager.default.createDirectory(atPath: outside.path, withIntermediateDirectories: true)
+        try FileManager.default.moveItem(atPath: manifest, toPath: outside.path + "/copy.gen")
+        try FileManager.default.createSymbolicLink(atPath: manifest, withDestinationPath: outside.path + "/copy.gen")
+        #expect(throws: StoreError.self) { _ = try store.manifest(entry.manifest) }
+        #expect(try !store.verify().isClean)
+        // A subdirectory replaced by a symlink makes the store refuse to open.
+        try FileManager.default.moveItem(atPath: temporary.path + "/packs", toPath: outside.path + "/packs")
+        try FileManager.default.createSymbolicLink(atPath: temporary.path + "/packs", withDestinationPath: outside.path + "/packs")
+        #expect { _ = try Store(at: temporary.path) } throws: { error in
+            guard case StoreError.unsafe(let path, _) = error else { return false }
+            return path.hasSuffix("/packs")
+        }
+    }
+
+    @Test func refusesAStoreOfAnotherUserOrOpenToOthers() throws {
+        let temporary = TemporaryStore("owner")
+        defer { temporary.cleanup() }
+        _ = try temporary.open()
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: temporary.path)
+        #expect { _ = try Store(at: temporary.path) } throws: { error in
+            guard case StoreError.unsafe(_, let reason) = error else { return false }
+            return reason.contains("open to other users")
+        }
+        try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: temporary.path)
+        _ = try Store(at: temporary.path)
+        guard getuid() == 0 else { return }  // only root can give a directory away
+        #expect(chown(temporary.path, 65534, 65534) == 0)
+        #expect { _ = try Store(at: temporary.path) } throws: { error in
+            guard case StoreError.unsafe(_, let reason) = error else { return false }
+            return reason.contains("owned by uid 65534")
+        }
+    }
+
+    @Test func refusesADirectoryThatIsNotAStore() throws {
+        let temporary = TemporaryStore("foreign")
+        defer { temporary.cleanup() }
+        try FileManager.default.createDirectory(atPath: temporary.path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        FileManager.default.createFile(atPath: temporary.path + "/notes.txt", contents: Data("hi".utf8))
+        #expect { _ = try Store(at: temporary.path, create: true) } throws: { error in
+            guard case StoreError.notAStore = error else { return false }
+            return true
+        }
+        #expect { _ = try Store(at: temporary.path + "/missing") } throws: { error in
+            guard case StoreError.notAStore = error else { return false }
+            return true
+        }
+    }
+}
