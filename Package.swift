@@ -32,19 +32,14 @@ let package = Package(
         // The engine: checkpointer and restorer over the trackers and the store.
         .target(name: "Incremental", dependencies: ["Store", "SoftDirty", "Syscall"]),
 
-        .executableTarget(name: "cpx", dependencies: [
+        // Options and error reporting shared by the three commands.
+        .target(name: "CommandSupport", dependencies: [
             "Incremental", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "ld-chpox", dependencies: [
-            "Incremental", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
-        .executableTarget(name: "dumpinfo", dependencies: [
-            "Incremental", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
-        .executableTarget(name: "chpox-demo", dependencies: [
-            "Incremental", "StoreTestSupport",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        .executableTarget(name: "cpx", dependencies: ["CommandSupport"]),
+        .executableTarget(name: "ld-chpox", dependencies: ["CommandSupport"]),
+        .executableTarget(name: "dumpinfo", dependencies: ["CommandSupport"]),
+        .executableTarget(name: "chpox-demo", dependencies: ["CommandSupport", "StoreTestSupport"]),
 
         // Test support: a deterministic synthetic memory workload, shared by the tests,
         // the crash-test writer and the demo.

@@ -9,7 +9,7 @@ let package = Package(
     dependencies: [
         .package(name: "chpox", path: ".."),
         // MallocInterposer instead of jemalloc, which this machine does not have.
-        .package(url: "https://github.com/ordo-one/package-benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
         // liblz4 for the raw-compression baseline; its own module name, since the Store's
@@ -19,11 +19,11 @@ let package = Package(
             name: "StoreBenchmarks",
             dependencies: [
                 .product(name: "Store", package: "chpox"),
-                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "Benchmark", package: "benchmark"),
                 "CBenchLZ4",
             ],
             path: "Benchmarks/StoreBenchmarks",
-            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ]
 )

@@ -136,3 +136,20 @@ public final class Store: @unchecked Sendable {
 
     public func reader() -> ChunkReader { ChunkReader(store: self) }
 }
+
+extension Store {
+    /// Counts for `dumpinfo --stats`.
+    public struct Totals: Sendable {
+        public var chains: Int
+        public var uniqueChunks: Int
+        public var packs: Int
+        public var packBytes: Int64
+    }
+
+    public func totals() throws(StoreError) -> Totals {
+        try index.refresh()
+        let packs = try directory.names(in: directory.packs, dirName: "packs", suffix: "pack")
+        let bytes = packs.reduce(Int64(0)) { $0 + ((try? directory.packs.status(of: $1 + ".pack").size) ?? 0) }
+        return Totals(chains: try chainNames().count, uniqueChunks: index.entryCount, packs: packs.count, packBytes: bytes)
+    }
+}

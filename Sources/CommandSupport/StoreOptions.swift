@@ -1,0 +1,39 @@
+import ArgumentParser
+import Foundation
+import Incremental
+
+/// `--store DIR`, shared by every command.
+public struct StoreOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "The store directory.",
+        discussion: "Default: $CHPOX_STORE, else $XDG_STATE_HOME/chpox, else ~/.local/state/chpox.",
+        valueName: "dir"))
+    public var store: String?
+
+    public init() {}
+
+    public var path: String { store ?? Store.defaultPath(environment: ProcessInfo.processInfo.environment) }
+
+    /// Opens the store; only commands that write create it.
+    public func open(create: Bool = false) throws -> Store {
+        try Store(at: path, create: create)
+    }
+}
+
+/// `--json`, shared by every command that reports.
+public struct OutputOptions: ParsableArguments {
+    @Flag(name: .long, help: "Print JSON for scripts (each document names its schema, e.g. chpox.verify/1).")
+    public var json = false
+
+    public init() {}
+}
+
+/// Runs a command body, printing a store error as one line on stderr with a non-zero exit.
+public func reportingErrors(_ command: String, _ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as StoreError {
+        FileHandle.standardError.write(Data("\(command): \(error)\n".utf8))
+        throw ExitCode.failure
+    }
+}

@@ -1,0 +1,95 @@
+/// Columns of text, padded for people: numbers right-aligned, text left-aligned.
+public struct TextTable {
+    public var headers: [String]
+    public var rows: [[String]] = []
+    /// Columns to right-align (numbers).
+    public var numeric: Set<Int>
+
+    public init(_ headers: [String], numeric: Set<Int> = []) {
+        self.headers = headers
+        self.numeric = numeric
+    }
+
+    public mutating func add(_ row: [String]) { rows.append(row) }
+
+    public func render() -> String {
+        var widths = headers.map(\.count)
+        for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, cell in
+                let pad = String(repeating: " ", count: max(widths[i] - cell.count, 0))
+                return numeric.contains(i) ? pad + cell : cell + pad
+            }.joined(separator: "  ").replacingTrailingSpaces()
+        }
+        return ([line(headers)] + rows.map(line)).joined(separator: "\n")
+    }
+}
+
+extension String {
+    func replacingTrailingSpaces() -> String {
+        var s = self
+        while s.last == " " { s.removeLast() }
+        return s
+    }
+}
+
+/// Human units.
+public enum Format {
+    public static func bytes(_ value: Int64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var amount = Double(value)
+        var unit = 0
+        while abs(amount) >= 1024 && unit < units.count - 1 {
+            amount /= 1024
+            unit += 1
+        }
+        return unit == 0 ? "\(value) B" : String(format1: amount) + " " + units[unit]
+    }
+
+    public static func bytes(_ value: UInt64) -> String { bytes(Int64(clamping: value)) }
+
+    public static func ratio(_ value: Double) -> String { value.isFinite ? String(format1: value) + "x" : "-" }
+
+    /// UTC, to the second: 2026-11-28 18:04:05.
+    public static func time(nanoseconds: Int64) -> String {
+        let seconds = nanoseconds / 1_000_000_000
+        var days = seconds / 86400
+        let rest = seconds - days * 86400
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        days += 719_468
+        let era = (days >= 0 ? days : days - 146_096) / 146_097
+        let dayOfEra = days - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let mp = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        func two(_ n: Int64) -> String { n < 10 ? "0\(n)" : "\(n)" }
+        return "\(year)-\(two(month))-\(two(day)) \(two(rest / 3600)):\(two(rest / 60 % 60)):\(two(rest % 60))"
+    }
+
+    /// Parses "90s", "30m", "12h", "7d", "2w" into nanoseconds.
+    public static func duration(_ text: String) -> Int64? {
+        guard let unit = text.last, let amount = Int64(text.dropLast()), amount >= 0 else { return nil }
+        let seconds: Int64
+        switch unit {
+        case "s": seconds = 1
+        case "m": seconds = 60
+        case "h": seconds = 3600
+        case "d": seconds = 86400
+        case "w": seconds = 7 * 86400
+        default: return nil
+        }
+        return amount * seconds * 1_000_000_000
+    }
+}
+
+extension String {
+    /// One decimal place, without Foundation.
+    init(format1 value: Double) {
+        let tenths = Int64((value * 10).rounded())
+        let sign = tenths < 0 ? "-" : ""
+        self = "\(sign)\(abs(tenths) / 10).\(abs(tenths) % 10)"
+    }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what chpox needs on a fresh Debian machine of this kind, only when missing:
+# the LZ4 and xxHash development packages and pkg-config (Swift finds them through it).
+set -euo pipefail
+
+missing=()
+for package in liblz4-dev libxxhash-dev pkg-config; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v swift >/dev/null || { echo "setup: swift is not on PATH (this machine kind ships it in /opt/swift)"; exit 1; }
