@@ -48,7 +48,7 @@ let package = Package(
         .executableTarget(name: "chpox-store-writer", dependencies: ["Store", "StoreTestSupport"],
                           path: "Tests/StoreWriterTool"),
         .testTarget(name: "StoreTests", dependencies: [
-            "Store", "Syscall", "Incremental", "StoreTestSupport", "chpox-store-writer",
+            "Store", "Syscall", "Incremental", "StoreTestSupport", "chpox-store-writer", "cpx", "dumpinfo", "ld-chpox",
         ]),
     ]
 )

@@ -1,0 +1,105 @@
+import Foundation
+import Store
+import StoreTestSupport
+import Testing
+
+/// The commands as a user runs them: exit status, text and JSON.
+@Suite(.serialized) struct CommandTests {
+    struct Run {
+        var status: Int32
+        var output: String
+        var errors: String
+    }
+
+    static func run(_ tool: String, _ arguments: [String]) throws -> Run {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: TestTools.path(tool))
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus, output: output, errors: errors)
+    }
+
+    static func object(_ json: String) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+    }
+
+    @Test func verifyChainStatsAndCheck() throws {
+        let temporary = TemporaryStore("cli")
+        defer { temporary.cleanup() }
+        let store = try temporary.open()
+        try writeChain(store, chain: "app", seed: 4, rounds: 5, pages: 64)
+
+        var run = try Self.run("dumpinfo", ["--store", temporary.path, "--verify", "--deep"])
+        #expect(run.status == 0)
+        #expect(run.output.contains("OK: no damage found"))
+
+        run = try Self.run("dumpinfo", ["--store", temporary.path, "--chain", "--json"])
+        #expect(run.status == 0)
+        let chain = try Self.object(run.output)
+        #expect(chain["schema"] as? String == "chpox.chain/1")
+        let rows = try #require(chain["generations"] as? [[String: Any]])
+        #expect(rows.map { $0["generation"] as? Int } == [0, 1, 2, 3, 4])
+        #expect(rows[0]["kind"] as? String == "full" && rows[1]["kind"] as? String == "delta")
+        #expect(rows[1]["parent"] as? String == rows[0]["id"] as? String)
+
+        run = try Self.run("dumpinfo", ["--store", temporary.path, "--chain"])
+        #expect(run.output.split(separator: "\n").first?.hasPrefix("CHAIN  GEN  ID") == true)
+        #expect(run.output.split(separator: "\n").count == 6)
+
+        run = try Self.run("dumpinfo", ["--store", temporary.path, "--stats", "--json"])
+        let stats = try Self.object(run.output)
+        #expect(stats["schema"] as? String == "chpox.stats/1")
+        #expect(stats["generations"] as? Int == 5)
+
+        run = try Self.run("ld-chpox", ["--store", temporary.path, "--name", "app", "--generation", "2", "--check"])
+        #expect(run.status == 0)
+        #expect(run.output.contains("app generation 2:") && run.output.contains("every chunk verified"))
+
+        run = try Self.run("cpx", ["gc", "--store", temporary.path, "--keep-last", "2", "--dry-run", "--json"])
+        #expect(run.status == 0)
+        let gc = try Self.object(run.output)
+        #expect(gc["schema"] as? String == "chpox.gc/1" && gc["dryRun"] as? Bool == true)
+        #expect((gc["dropped"] as? [[String: Any]])?.count == 3)
+        #expect(try store.chain("app").entries.count == 5, "a dry run changes nothing")
+
+        run = try Self.run("cpx", ["gc", "--store", temporary.path, "--keep-last", "2"])
+        #expect(run.status == 0 && run.output.contains("dropped app: generations 0, 1, 2"))
+        #expect(try store.chain("app").entries.map(\.generation) == [3, 4])
+    }
+
+    @Test func damageAndBadInputGiveClearErrorsAndNonZeroExits() throws {
+        let temporary = TemporaryStore("clibad")
+        defer { temporary.cleanup() }
+        let store = try temporary.open()
+        try writeChain(store, chain: "app", seed: 4, rounds: 3, pages: 32)
+        let entry = try store.chain("app").entries[1]
+        let file = "\(temporary.path)/manifests/\(entry.manifest.hex).gen"
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+        bytes[bytes.count / 2] ^= 0x10
+        try bytes.write(to: URL(fileURLWithPath: file))
+
+        var run = try Self.run("dumpinfo", ["--store", temporary.path, "--verify"])
+        #expect(run.status == 1)
+        #expect(run.output.contains("DAMAGED app#1"))
+        #expect(run.output.contains("app#2 (on 1)"))
+        run = try Self.run("dumpinfo", ["--store", temporary.path, "--verify", "--json"])
+        let report = try Self.object(run.output)
+        #expect(report["clean"] as? Bool == false)
+        #expect((report["damaged"] as? [[String: Any]])?.first?["generation"] as? Int == 1)
+
+        run = try Self.run("ld-chpox", ["--store", temporary.path, "--name", "app", "--generation", "2", "--check"])
+        #expect(run.status != 0 && run.errors.contains("generation 1 does not verify"))
+        run = try Self.run("dumpinfo", ["--store", temporary.path + "/nope", "--chain"])
+        #expect(run.status != 0 && run.errors.contains("is not a chpox store"))
+        run = try Self.run("ld-chpox", ["--store", temporary.path, "--name", "missing", "--check"])
+        #expect(run.status != 0 && run.errors.contains("no chain named 'missing'"))
+        run = try Self.run("cpx", ["gc", "--store", temporary.path, "--keep-within", "soon"])
+        #expect(run.status != 0 && run.errors.contains("--keep-within takes a number and a unit"))
+    }
+}
