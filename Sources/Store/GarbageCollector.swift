@@ -236,45 +236,18 @@ extension Store {
     /// written.
     private func copyChunks(_ ids: [ChunkID]) throws(StoreError) -> ([ChunkID: ChunkLocation], Int) {
         let reader = self.reader()
-        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: PackFormat.maxPagesPerFrame * pageSize, alignment: pageSize)
-        defer { page.deallocate() }
-        var locations: [ChunkID: ChunkLocation] = [:]
-        var pack: PackWriter?
-        var inPack: [ChunkID] = []
-        var written = 0
-        var frameIDs: [ChunkID] = []
-        func finish() throws(StoreError) {
-            guard let current = pack else { return }
-            pack = nil
-            let id = try current.finish()
-            written += 1
-            for entry in current.entries {
-                locations[entry.id] = ChunkLocation(pack: id, frameOffset: entry.frameOffset, frameLength: entry.frameLength, slot: entry.slot)
-            }
-            inPack = []
-        }
-        func flush() throws(StoreError) {
-            guard !frameIDs.isEmpty else { return }
-            if pack == nil { pack = try PackWriter(directory: directory) }
-            _ = try pack!.appendFrame(UnsafeRawBufferPointer(rebasing: page[0..<(frameIDs.count * pageSize)]), ids: frameIDs[...])
-            inPack += frameIDs
-            frameIDs = []
-            if pack!.isFull { try finish() }
-        }
+        let packer = ChunkPacker(directory: directory)
         do throws(StoreError) {
             for id in ids {
-                try reader.read(id, into: UnsafeMutableRawBufferPointer(rebasing: page[(frameIDs.count * pageSize)..<((frameIDs.count + 1) * pageSize)]))
-                frameIDs.append(id)
-                if frameIDs.count == PackFormat.maxPagesPerFrame { try flush() }
+                try reader.read(id, into: packer.nextSlot())
+                try packer.addFilled(id)
             }
-            try flush()
-            try finish()
-            try directory.sync(directory.packs, dirName: "packs")
+            let packs = try packer.finish()
+            return (Dictionary(packer.locations(), uniquingKeysWith: { first, _ in first }), packs.count)
         } catch {
-            pack?.discard()
+            packer.discard()
             throw error
         }
-        return (locations, written)
     }
 
     /// Makes `generation` of `chain` a full generation (its page map stored whole), so that

@@ -20,12 +20,9 @@ public final class GenerationWriter {
     private let store: Store
     private var storeLock: StoreLock?
     private var chainLock: StoreLock?
-    private var pack: PackWriter?
-    private var finishedPacks: [(ChunkID, [PackEntry])] = []
+    private let packer: ChunkPacker
     /// Chunks written by this generation, not yet in the index.
     private var written: Set<ChunkID> = []
-    private let frame: UnsafeMutableRawBufferPointer
-    private var frameIDs: [ChunkID] = []
     private var pages: [PageEntry] = []
     private var unmapped: [PageRange] = []
     private var statistics = GenerationManifest.Statistics()
@@ -35,9 +32,8 @@ public final class GenerationWriter {
         guard Chain.isValidName(name) else { throw .invalidChainName(name) }
         self.store = store
         chain = name
-        frame = .allocate(byteCount: PackFormat.maxPagesPerFrame * pageSize, alignment: pageSize)
+        packer = ChunkPacker(directory: store.directory)
         guard let chainLock = try StoreLock(.chain(name), .exclusive, in: store.directory, wait: false) else {
-            frame.deallocate()
             throw .chainBusy(chain: name)
         }
         self.chainLock = chainLock
@@ -52,7 +48,6 @@ public final class GenerationWriter {
 
     deinit {
         if !finished { abandon() }
-        frame.deallocate()
     }
 
     /// Records `count` pages starting at page number `firstPage`, whose bytes are `contents`
@@ -70,9 +65,7 @@ public final class GenerationWriter {
             if id == .zeroPage { statistics.zeroPages += 1; continue }
             if written.contains(id) || store.index.lookup(id) != nil { continue }
             written.insert(id)
-            UnsafeMutableRawBufferPointer(rebasing: frame[(frameIDs.count * pageSize)..<((frameIDs.count + 1) * pageSize)]).copyMemory(from: page)
-            frameIDs.append(id)
-            if frameIDs.count == PackFormat.maxPagesPerFrame { try flushFrame() }
+            try packer.add(id, page: page)
         }
     }
 
@@ -94,19 +87,11 @@ public final class GenerationWriter {
     public func commit(metadata: [UInt8] = [], createdNanoseconds: Int64? = nil) throws(StoreError) -> Chain.Entry {
         precondition(!finished, "generation already committed or abandoned")
         do throws(StoreError) {
-            try flushFrame()
-            if let pack, !pack.isEmpty { try finishPack() }
-            pack?.discard()
-            pack = nil
-            if !finishedPacks.isEmpty { try store.directory.sync(store.directory.packs, dirName: "packs") }
-            var locations: [(ChunkID, ChunkLocation)] = []
-            locations.reserveCapacity(written.count)
-            for (packID, entries) in finishedPacks {
-                for entry in entries {
-                    locations.append((entry.id, ChunkLocation(pack: packID, frameOffset: entry.frameOffset, frameLength: entry.frameLength, slot: entry.slot)))
-                }
-            }
-            try store.index.add(locations)
+            _ = try packer.finish()
+            statistics.newChunks = UInt64(packer.chunks)
+            statistics.storedBytes = UInt64(packer.storedBytes)
+            statistics.newLogicalBytes = UInt64(packer.logicalBytes)
+            try store.index.add(packer.locations())
 
             let delta = PageDelta(unmapped: kind == .full ? [] : unmapped, pages: pages)
             statistics.unmappedPages = delta.unmappedPageCount
@@ -143,8 +128,7 @@ public final class GenerationWriter {
     public func abandon() {
         guard !finished else { return }
         finished = true
-        pack?.discard()
-        pack = nil
+        packer.discard()
         release()
     }
 
@@ -154,25 +138,6 @@ public final class GenerationWriter {
     private func release() {
         storeLock = nil
         chainLock = nil
-    }
-
-    private func flushFrame() throws(StoreError) {
-        guard !frameIDs.isEmpty else { return }
-        if pack == nil { pack = try PackWriter(directory: store.directory) }
-        let count = frameIDs.count
-        _ = try pack!.appendFrame(UnsafeRawBufferPointer(rebasing: frame[0..<(count * pageSize)]), ids: frameIDs[...])
-        frameIDs.removeAll(keepingCapacity: true)
-        if pack!.isFull { try finishPack() }
-    }
-
-    private func finishPack() throws(StoreError) {
-        guard let current = pack else { return }
-        pack = nil
-        let id = try current.finish()
-        statistics.newChunks += UInt64(current.entries.count)
-        statistics.storedBytes += UInt64(current.storedBytes)
-        statistics.newLogicalBytes += UInt64(current.logicalBytes)
-        finishedPacks.append((id, current.entries))
     }
 
     private func writeSnapshotIfDue(_ chain: Chain) {

@@ -126,11 +126,8 @@ final class IndexSegment: @unchecked Sendable {
 /// Writes a segment from entries given in ascending id order, in one pass.
 final class IndexSegmentWriter {
     private let directory: StoreDirectory
-    private let temporaryName: String
-    private let fd: FileDescriptor
-    private let nameHash = StreamingHash()
+    private let file: StagedFile
     private let checksum: OpaquePointer
-    private var buffer: [UInt8] = []
     private var packOrdinals: [ChunkID: UInt32] = [:]
     private var packs: [ChunkID] = []
     /// Entries per top-16-bit bucket, reduced to the final fan-out width at the end.
@@ -140,13 +137,9 @@ final class IndexSegmentWriter {
 
     init(directory: StoreDirectory) throws(StoreError) {
         self.directory = directory
-        temporaryName = StoreDirectory.temporaryName(for: "index")
-        do {
-            fd = try FileDescriptor.open(temporaryName, in: directory.tmp, [.writeOnly, .create, .exclusive, .noFollow], permissions: 0o600)
-        } catch { throw error.store("create", "\(directory.path)/tmp/\(temporaryName)") }
+        file = try StagedFile("index", in: directory)
         checksum = XXH3_createState()
         XXH3_64bits_reset(checksum)
-        buffer.reserveCapacity(1 << 20)
     }
 
     deinit { XXH3_freeState(checksum) }
@@ -194,37 +187,18 @@ final class IndexSegmentWriter {
         tail.append(UInt32(0))
         tail.append(magic: "CHPXIDX1")
         try append(tail.bytes)
-        let sum = XXH3_64bits_digest(checksum)
         var closing = BinaryWriter(capacity: 8)
-        closing.append(sum)
-        try append(closing.bytes, checksummed: false)
-        try flush()
-        let id = nameHash.digest()
-        do { try fd.sync() } catch { throw error.store("fsync", "\(directory.path)/tmp/\(temporaryName)") }
-        fd.close()
-        try StoreDirectory.commitRename(temporaryName, as: IndexFormat.fileName(id), in: directory.index,
-                                        dirPath: "\(directory.path)/index", tmp: directory.tmp)
+        closing.append(XXH3_64bits_digest(checksum))
+        try file.append(closing.bytes)
+        let id = try file.publish(in: directory.index, dirName: "index", name: IndexFormat.fileName)
+        try directory.sync(directory.index, dirName: "index")
         return id
     }
 
-    func discard() {
-        fd.close()
-        try? directory.tmp.removeFile(temporaryName)
-    }
+    func discard() { file.discard() }
 
-    private func append(_ bytes: [UInt8], checksummed: Bool = true) throws(StoreError) {
-        bytes.withUnsafeBytes { raw in
-            if checksummed { XXH3_64bits_update(checksum, raw.baseAddress, raw.count) }
-            nameHash.update(raw)
-        }
-        buffer.append(contentsOf: bytes)
-        if buffer.count >= 1 << 20 { try flush() }
-    }
-
-    private func flush() throws(StoreError) {
-        do {
-            try buffer.withRawBytes { (raw) throws(Errno) in try fd.writeAll(raw) }
-        } catch { throw error.store("write", "\(directory.path)/tmp/\(temporaryName)") }
-        buffer.removeAll(keepingCapacity: true)
+    private func append(_ bytes: [UInt8]) throws(StoreError) {
+        bytes.withUnsafeBytes { XXH3_64bits_update(checksum, $0.baseAddress, $0.count) }
+        try file.append(bytes)
     }
 }

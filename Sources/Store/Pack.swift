@@ -50,46 +50,36 @@ struct PackEntry: Hashable, Sendable {
     var slot: UInt8
 }
 
-/// Writes one pack: frames appended as runs of new pages arrive, then the trailer; the file is
-/// written under tmp/ and renamed into packs/ under its content hash when finished.
+/// Writes one pack: frames appended as runs of new pages arrive, then the trailer; published
+/// into packs/ under its content hash when finished.
 final class PackWriter {
-    private let directory: StoreDirectory
-    private let temporaryName: String
-    private let fd: FileDescriptor
-    private let hash = StreamingHash()
-    private var buffer: [UInt8] = []
+    private let file: StagedFile
     private var scratch: [UInt8]
-    private(set) var size = 0
     private(set) var entries: [PackEntry] = []
-    /// Bytes of page data in, and payload bytes out, for statistics.
+    /// Bytes of page data in, and frame bytes out, for statistics.
     private(set) var logicalBytes = 0
     private(set) var storedBytes = 0
-
-    static let bufferFlushSize = 1 << 20
+    private let directory: StoreDirectory
 
     init(directory: StoreDirectory) throws(StoreError) {
         self.directory = directory
-        temporaryName = StoreDirectory.temporaryName(for: "pack")
-        do {
-            fd = try FileDescriptor.open(temporaryName, in: directory.tmp, [.writeOnly, .create, .exclusive, .noFollow], permissions: 0o600)
-        } catch { throw error.store("create", "\(directory.path)/tmp/\(temporaryName)") }
+        file = try StagedFile("pack", in: directory)
         scratch = [UInt8](repeating: 0, count: Int(LZ4_compressBound(Int32(PackFormat.maxPagesPerFrame * pageSize))))
-        buffer.reserveCapacity(Self.bufferFlushSize + PackFormat.maxFrameLength)
         var header = BinaryWriter()
         header.append(magic: "CHPXPACK")
         header.append(PackFormat.version)
         header.append(UInt32(0))
-        try append(header.bytes)
+        try file.append(header.bytes)
     }
 
     var isEmpty: Bool { entries.isEmpty }
-    var isFull: Bool { size >= PackFormat.targetSize }
+    var isFull: Bool { file.size >= PackFormat.targetSize }
 
-    /// Appends one frame holding `pages` (1...16 whole pages) whose ids are `ids`; returns the
-    /// locations of those chunks.
-    func appendFrame(_ pages: UnsafeRawBufferPointer, ids: ArraySlice<ChunkID>) throws(StoreError) -> [ChunkLocation] {
+    /// Appends one frame holding `pages` (1...16 whole pages) whose ids are `ids`.
+    func appendFrame(_ pages: UnsafeRawBufferPointer, ids: ArraySlice<ChunkID>) throws(StoreError) {
         let count = pages.count / pageSize
         precondition(count >= 1 && count <= PackFormat.maxPagesPerFrame && count == ids.count && pages.count == count * pageSize)
+        guard file.size + PackFormat.maxFrameLength <= PackFormat.maxSize else { throw .invalidArgument("pack exceeds 4 GiB") }
         let compressed = scratch.withUnsafeMutableBytes { out in
             LZ4_compress_default(pages.baseAddress!.assumingMemoryBound(to: CChar.self),
                                  out.baseAddress!.assumingMemoryBound(to: CChar.self),
@@ -97,35 +87,32 @@ final class PackWriter {
         }
         let useLZ4 = compressed > 0 && Int(compressed) < pages.count
         let payloadLength = useLZ4 ? Int(compressed) : pages.count
-        let frameOffset = size
+        let frameOffset = UInt32(file.size)
         var header = BinaryWriter(capacity: PackFormat.frameHeaderSize)
         header.append(PackFormat.frameMagic)
         header.append(UInt8(count))
         header.append((useLZ4 ? PackFormat.Encoding.lz4 : .raw).rawValue)
         header.append(UInt16(0))
         header.append(UInt32(payloadLength))
-        try append(header.bytes)
+        try file.append(header.bytes)
         if useLZ4 {
-            try scratch.withRawBytes { (raw) throws(StoreError) in try append(UnsafeRawBufferPointer(rebasing: raw[0..<payloadLength])) }
+            try scratch.withRawBytes { (raw) throws(StoreError) in try file.append(UnsafeRawBufferPointer(rebasing: raw[0..<payloadLength])) }
         } else {
-            try append(pages)
+            try file.append(pages)
         }
-        logicalBytes += pages.count
-        storedBytes += PackFormat.frameHeaderSize + payloadLength
         let frameLength = UInt32(PackFormat.frameHeaderSize + payloadLength)
-        var locations: [ChunkLocation] = []
-        locations.reserveCapacity(count)
+        logicalBytes += pages.count
+        storedBytes += Int(frameLength)
         for (slot, id) in ids.enumerated() {
-            entries.append(PackEntry(id: id, frameOffset: UInt32(frameOffset), frameLength: frameLength, slot: UInt8(slot)))
-            locations.append(ChunkLocation(pack: .none, frameOffset: UInt32(frameOffset), frameLength: frameLength, slot: UInt8(slot)))
+            entries.append(PackEntry(id: id, frameOffset: frameOffset, frameLength: frameLength, slot: UInt8(slot)))
         }
-        return locations
     }
 
-    /// Writes the trailer, syncs and publishes the pack; returns its id.
+    /// Writes the trailer, syncs and publishes the pack; returns its id. The caller fsyncs
+    /// packs/ before anything refers to the pack.
     func finish() throws(StoreError) -> ChunkID {
         var trailer = BinaryWriter(capacity: entries.count * PackFormat.trailerEntrySize + PackFormat.footerSize)
-        let trailerOffset = size
+        let trailerOffset = file.size
         for entry in entries {
             trailer.append(entry.id)
             trailer.append(entry.frameOffset)
@@ -138,43 +125,94 @@ final class PackWriter {
         let sum = trailer.bytes.withUnsafeBytes { checksum64($0) }
         trailer.append(sum)
         trailer.append(magic: "CHPXPEND")
-        try append(trailer.bytes)
-        try flush()
-        let id = hash.digest()
-        do { try fd.sync() } catch { throw error.store("fsync", "\(directory.path)/tmp/\(temporaryName)") }
-        fd.close()
-        do {
-            try directory.tmp.rename(temporaryName, to: PackFormat.fileName(id), in: directory.packs)
-        } catch {
-            try? directory.tmp.removeFile(temporaryName)
-            throw error.store("publish", "\(directory.path)/packs/\(PackFormat.fileName(id))")
-        }
-        return id
+        try file.append(trailer.bytes)
+        return try file.publish(in: directory.packs, dirName: "packs", name: PackFormat.fileName)
     }
 
     /// Drops an unfinished pack.
+    func discard() { file.discard() }
+}
+
+/// Gathers new chunks into frames of up to 16 pages and frames into packs of about 32 MiB:
+/// how every new chunk, from a writer or from GC's repack, reaches the disk.
+final class ChunkPacker {
+    private let directory: StoreDirectory
+    private var pack: PackWriter?
+    private let frame: UnsafeMutableRawBufferPointer
+    private var frameIDs: [ChunkID] = []
+    /// Published packs and their entries.
+    private(set) var finished: [(pack: ChunkID, entries: [PackEntry])] = []
+    private(set) var chunks = 0
+    private(set) var storedBytes = 0
+    private(set) var logicalBytes = 0
+
+    init(directory: StoreDirectory) {
+        self.directory = directory
+        frame = .allocate(byteCount: PackFormat.maxPagesPerFrame * pageSize, alignment: pageSize)
+    }
+
+    deinit {
+        pack?.discard()
+        frame.deallocate()
+    }
+
+    /// Adds chunk `id` whose bytes are `page`.
+    func add(_ id: ChunkID, page: UnsafeRawBufferPointer) throws(StoreError) {
+        let slot = frameIDs.count
+        UnsafeMutableRawBufferPointer(rebasing: frame[(slot * pageSize)..<((slot + 1) * pageSize)]).copyMemory(from: page)
+        frameIDs.append(id)
+        if frameIDs.count == PackFormat.maxPagesPerFrame { try flushFrame() }
+    }
+
+    /// Room in the current frame for one more page, to be filled by the caller and then
+    /// passed to `addFilled`: spares a copy where the page is produced in place.
+    func nextSlot() -> UnsafeMutableRawBufferPointer {
+        let slot = frameIDs.count
+        return UnsafeMutableRawBufferPointer(rebasing: frame[(slot * pageSize)..<((slot + 1) * pageSize)])
+    }
+
+    func addFilled(_ id: ChunkID) throws(StoreError) {
+        frameIDs.append(id)
+        if frameIDs.count == PackFormat.maxPagesPerFrame { try flushFrame() }
+    }
+
+    /// Publishes what is pending and fsyncs packs/; returns every published pack.
+    func finish() throws(StoreError) -> [(pack: ChunkID, entries: [PackEntry])] {
+        try flushFrame()
+        try finishPack()
+        if !finished.isEmpty { try directory.sync(directory.packs, dirName: "packs") }
+        return finished
+    }
+
+    /// The locations of every chunk in the published packs.
+    func locations() -> [(ChunkID, ChunkLocation)] {
+        finished.flatMap { pack, entries in
+            entries.map { ($0.id, ChunkLocation(pack: pack, frameOffset: $0.frameOffset, frameLength: $0.frameLength, slot: $0.slot)) }
+        }
+    }
+
     func discard() {
-        fd.close()
-        try? directory.tmp.removeFile(temporaryName)
+        pack?.discard()
+        pack = nil
+        frameIDs = []
     }
 
-    private func append(_ bytes: [UInt8]) throws(StoreError) {
-        try bytes.withRawBytes { (raw) throws(StoreError) in try append(raw) }
+    private func flushFrame() throws(StoreError) {
+        guard !frameIDs.isEmpty else { return }
+        if pack == nil { pack = try PackWriter(directory: directory) }
+        try pack!.appendFrame(UnsafeRawBufferPointer(rebasing: frame[0..<(frameIDs.count * pageSize)]), ids: frameIDs[...])
+        frameIDs.removeAll(keepingCapacity: true)
+        if pack!.isFull { try finishPack() }
     }
 
-    private func append(_ bytes: UnsafeRawBufferPointer) throws(StoreError) {
-        guard size + bytes.count <= PackFormat.maxSize else { throw .invalidArgument("pack exceeds 4 GiB") }
-        hash.update(bytes)
-        buffer.append(contentsOf: bytes)
-        size += bytes.count
-        if buffer.count >= Self.bufferFlushSize { try flush() }
-    }
-
-    private func flush() throws(StoreError) {
-        do {
-            try buffer.withRawBytes { (raw) throws(Errno) in try fd.writeAll(raw) }
-        } catch { throw error.store("write", "\(directory.path)/tmp/\(temporaryName)") }
-        buffer.removeAll(keepingCapacity: true)
+    private func finishPack() throws(StoreError) {
+        guard let current = pack, !current.isEmpty else { return }
+        pack = nil
+        let id = try current.finish()
+        chunks += current.entries.count
+        storedBytes += current.storedBytes
+        logicalBytes += current.logicalBytes
+        finished.append((id, current.entries))
     }
 }
 

@@ -23,7 +23,7 @@ import Testing
         for entry in entries {
             let path = "\(temporary.path)/\(entry)"
             var isDirectory: ObjCBool = false
-            FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+            _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
             #expect(try Self.mode(path) == (isDirectory.boolValue ? 0o700 : 0o600), "\(entry)")
         }
     }
