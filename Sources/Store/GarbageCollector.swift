@@ -89,22 +89,17 @@ extension Store {
             plans.append((chain, plan.chain, plan.manifests))
         }
         referenced.sort()
+        referenced = referenced.uniqued()
 
-        // 2. Mark and plan: a merge-join of the sorted index with the sorted referenced ids.
+        // 2. Mark and plan: a merge-join of the sorted index with the sorted referenced ids,
+        // counting live and dead chunks per pack. Nothing per chunk is kept in memory but the
+        // referenced ids themselves.
         var live: [ChunkID: Int] = [:]     // pack -> live chunks
         var dead: [ChunkID: Int] = [:]     // pack -> dead chunks
-        var liveEntries: [(ChunkID, ChunkLocation)] = []
-        var r = 0
-        try ChunkIndex.mergeEntries(index.segments) { (id, location) throws(StoreError) in
-            while r < referenced.count && referenced[r] < id { r += 1 }
-            if r < referenced.count && referenced[r] == id {
-                live[location.pack, default: 0] += 1
-                liveEntries.append((id, location))
-            } else {
-                dead[location.pack, default: 0] += 1
-            }
+        try joinIndex(with: referenced) { (_, location, isLive) throws(StoreError) in
+            if isLive { live[location.pack, default: 0] += 1 } else { dead[location.pack, default: 0] += 1 }
         }
-        report.liveChunks = liveEntries.count
+        report.liveChunks = live.values.reduce(0, +)
         report.deadChunks = dead.values.reduce(0, +)
         var packSizes: [ChunkID: Int64] = [:]
         for name in try directory.names(in: directory.packs, dirName: "packs", suffix: "pack") {
@@ -133,7 +128,12 @@ extension Store {
         // 3. Repack live chunks out of mostly-dead packs (new packs only: nothing is lost yet).
         var relocated: [ChunkID: ChunkLocation] = [:]
         if !repack.isEmpty {
-            let moving = liveEntries.filter { repack.contains($0.1.pack) }.sorted { ($0.1.pack, $0.1.frameOffset, $0.1.slot) < ($1.1.pack, $1.1.frameOffset, $1.1.slot) }
+            var moving: [(ChunkID, ChunkLocation)] = []
+            try joinIndex(with: referenced) { (id, location, isLive) throws(StoreError) in
+                if isLive && repack.contains(location.pack) { moving.append((id, location)) }
+            }
+            // In pack order, so each frame is decoded once.
+            moving.sort { ($0.1.pack, $0.1.frameOffset, $0.1.slot) < ($1.1.pack, $1.1.frameOffset, $1.1.slot) }
             let (moved, written) = try copyChunks(moving.map(\.0))
             relocated = moved
             report.packsWritten = written
@@ -149,7 +149,9 @@ extension Store {
 
         // 5. The new index: live chunks only, at their new places; then delete what is dead.
         try index.replaceAll { (writer) throws(StoreError) in
-            for (id, location) in liveEntries { try writer.add(id, relocated[id] ?? location) }
+            try joinIndex(with: referenced) { (id, location, isLive) throws(StoreError) in
+                if isLive { try writer.add(id, relocated[id] ?? location) }
+            }
         }
         for pack in deletable.union(repack) {
             try directory.remove(PackFormat.fileName(pack), in: directory.packs, dirName: "packs")
@@ -172,6 +174,15 @@ extension Store {
         report.bytesFreed = report.packBytesBefore - report.packBytesAfter
         report.seconds = Double(GenerationWriter.now() - started) / 1e9
         return report
+    }
+
+    /// Visits every index entry in id order with whether `referenced` (sorted, unique) has it.
+    private func joinIndex(with referenced: [ChunkID], _ visit: (ChunkID, ChunkLocation, Bool) throws(StoreError) -> Void) throws(StoreError) {
+        var r = 0
+        try ChunkIndex.mergeEntries(index.segments) { (id, location) throws(StoreError) in
+            while r < referenced.count && referenced[r] < id { r += 1 }
+            try visit(id, location, r < referenced.count && referenced[r] == id)
+        }
     }
 
     /// Rewrites `chain` so that only `kept` generations remain (each dropped one merged into the
@@ -292,5 +303,15 @@ extension Store {
             for (id, location) in entries { try writer.add(id, location) }
         }
         return (index.entryCount, packs, skipped)
+    }
+}
+
+extension Array where Element: Equatable {
+    /// A sorted array without repeats.
+    func uniqued() -> [Element] {
+        var result: [Element] = []
+        result.reserveCapacity(count)
+        for element in self where result.last != element { result.append(element) }
+        return result
     }
 }

@@ -33,9 +33,16 @@ public final class GenerationWriter {
         self.store = store
         chain = name
         packer = ChunkPacker(directory: store.directory)
-        guard let chainLock = try StoreLock(.chain(name), .exclusive, in: store.directory, wait: false) else {
-            throw .chainBusy(chain: name)
+        // A lock can outlive its holder's close by the instant a forked child of that process
+        // takes to exec (the child shares the lock until then), so a busy chain is retried
+        // briefly before it is reported; a real writer holds it for a whole generation.
+        var attempt: StoreLock?
+        for _ in 0..<25 {
+            attempt = try StoreLock(.chain(name), .exclusive, in: store.directory, wait: false)
+            if attempt != nil { break }
+            usleep(10_000)
         }
+        guard let chainLock = attempt else { throw .chainBusy(chain: name) }
         self.chainLock = chainLock
         storeLock = try StoreLock(.store, .shared, in: store.directory)
         let current = try store.chainOrEmpty(name)

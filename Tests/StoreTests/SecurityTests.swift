@@ -87,7 +87,7 @@ import Testing
         let temporary = TemporaryStore("foreign")
         defer { temporary.cleanup() }
         try FileManager.default.createDirectory(atPath: temporary.path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        FileManager.default.createFile(atPath: temporary.path + "/notes.txt", contents: Data("hi".utf8))
+        _ = FileManager.default.createFile(atPath: temporary.path + "/notes.txt", contents: Data("hi".utf8))
         #expect { _ = try Store(at: temporary.path, create: true) } throws: { error in
             guard case StoreError.notAStore = error else { return false }
             return true
