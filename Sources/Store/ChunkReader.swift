@@ -9,11 +9,11 @@ import Glibc
 /// packs, since neighbouring pages usually share a frame.
 public final class ChunkReader {
     private let store: Store
-    private var packs: [ChunkID: FileDescriptor] = [:]
+    /// Packs are immutable once published: they are read through read-only mappings.
+    private var packs: [ChunkID: MappedFile] = [:]
     /// Decoded frames and how many pages each holds.
     private var frames: [FrameKey: (pages: UnsafeMutableRawBufferPointer, count: Int)] = [:]
     private var frameOrder: [FrameKey] = []
-    private var raw: [UInt8] = [UInt8](repeating: 0, count: PackFormat.maxFrameLength)
 
     static let cachedFrames = 8
     static let openPacks = 64
@@ -26,7 +26,6 @@ public final class ChunkReader {
     init(store: Store) { self.store = store }
 
     deinit {
-        for fd in packs.values { fd.close() }
         for frame in frames.values { frame.pages.deallocate() }
     }
 
@@ -57,50 +56,68 @@ public final class ChunkReader {
     public func readPages(_ map: PageMap, _ visit: (PageEntry, UnsafeRawBufferPointer) throws -> Void) throws {
         let zero = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: pageSize)
         zero.initializeMemory(as: UInt8.self, repeating: 0)
-        let window = FrameWindow(frames: Self.windowFrames)
+        let window = FrameWindow(frames: Self.windowFrames, store: store.path)
+        let locations = LocationBlock(capacity: Self.lookupBlock)
         defer {
             zero.deallocate()
             window.deallocate()
+            locations.deallocate()
         }
-        var start = 0
         var placement: [Int] = []   // per page of the window: frame index * 16 + slot, or -1 for zero
-        placement.reserveCapacity(4 * Self.windowFrames)
-        while start < map.pages.count {
-            window.reset()
-            placement.removeAll(keepingCapacity: true)
-            var frameOfKey: [FrameKey: Int] = [:]
-            var end = start
-            while end < map.pages.count {
-                let entry = map.pages[end]
-                if entry.chunk == .zeroPage {
-                    placement.append(-1)
+        placement.reserveCapacity(PackFormat.maxPagesPerFrame * Self.windowFrames)
+        var blockStart = 0
+        while blockStart < map.pages.count {
+            // Index lookups for a block of pages, spread over every core.
+            let block = map.pages[blockStart..<min(blockStart + Self.lookupBlock, map.pages.count)]
+            locations.lookUp(block, in: store.index)
+            var start = 0
+            while start < block.count {
+                window.reset()
+                placement.removeAll(keepingCapacity: true)
+                var frameOfKey: [FrameKey: Int] = [:]
+                var lastKey: FrameKey?
+                var lastFrame = 0
+                var end = start
+                while end < block.count {
+                    let entry = block[block.startIndex + end]
+                    if entry.chunk == .zeroPage {
+                        placement.append(-1)
+                        end += 1
+                        continue
+                    }
+                    guard let location = locations[end] else {
+                        throw StoreError.missingChunk(entry.chunk, context: "page \(entry.page)")
+                    }
+                    let key = FrameKey(pack: location.pack, offset: location.frameOffset)
+                    var frame: Int
+                    if key == lastKey {
+                        frame = lastFrame  // neighbouring pages mostly share a frame
+                    } else if let known = frameOfKey[key] {
+                        frame = known
+                    } else {
+                        guard window.count < Self.windowFrames else { break }
+                        frame = window.add(location, pack: try pack(location.pack))
+                        frameOfKey[key] = frame
+                    }
+                    lastKey = key
+                    lastFrame = frame
+                    window.expect(entry.chunk, slot: Int(location.slot), inFrame: frame)
+                    placement.append(frame * PackFormat.maxPagesPerFrame + Int(location.slot))
                     end += 1
-                    continue
                 }
-                guard let location = store.index.lookup(entry.chunk) else {
-                    throw StoreError.missingChunk(entry.chunk, context: "page \(entry.page)")
+                try window.decodeAll()
+                for (offset, place) in placement.enumerated() {
+                    let bytes = place < 0 ? UnsafeRawBufferPointer(zero) : window.page(place)
+                    try visit(block[block.startIndex + start + offset], bytes)
                 }
-                let key = FrameKey(pack: location.pack, offset: location.frameOffset)
-                var frame = frameOfKey[key]
-                if frame == nil {
-                    guard window.count < Self.windowFrames else { break }
-                    let name = PackFormat.fileName(location.pack)
-                    let fd = try pack(location.pack, name: name, file: "\(store.path)/packs/\(name)")
-                    frame = window.add(location, fd: fd, file: "\(store.path)/packs/\(name)")
-                    frameOfKey[key] = frame
-                }
-                window.expect(entry.chunk, slot: Int(location.slot), inFrame: frame!)
-                placement.append(frame! * PackFormat.maxPagesPerFrame + Int(location.slot))
-                end += 1
+                start = end
             }
-            try window.decodeAll()
-            for (offset, place) in placement.enumerated() {
-                let bytes = place < 0 ? UnsafeRawBufferPointer(zero) : window.page(place)
-                try visit(map.pages[start + offset], bytes)
-            }
-            start = end
+            blockStart += block.count
         }
     }
+
+    /// Pages whose chunks are looked up together, in parallel.
+    static let lookupBlock = 16384
 
     /// Distinct frames decoded together by `readPages` (16 MiB of decoded pages).
     static let windowFrames = 256
@@ -110,16 +127,11 @@ public final class ChunkReader {
         if let cached = frames[key] { return cached }
         let name = PackFormat.fileName(location.pack)
         let file = "\(store.path)/packs/\(name)"
-        let fd = try pack(location.pack, name: name, file: file)
+        let mapped = try pack(location.pack)
         let length = Int(location.frameLength)
-        guard length <= raw.count else { throw .corruptChunk(id, pack: name, reason: "the index gives an impossible frame length") }
-        let got: Int
-        do {
-            got = try raw.withMutableRawBytes { (buffer) throws(Errno) -> Int in
-                try fd.readFully(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]), at: Int64(location.frameOffset))
-            }
-        } catch { throw error.store("read", file) }
-        guard got == length else { throw .corruptChunk(id, pack: name, reason: "the pack is truncated") }
+        guard length <= PackFormat.maxFrameLength else { throw .corruptChunk(id, pack: name, reason: "the index gives an impossible frame length") }
+        guard Int(location.frameOffset) + length <= mapped.bytes.count else { throw .corruptChunk(id, pack: name, reason: "the pack is truncated") }
+        let frameBytes = UnsafeRawBufferPointer(rebasing: mapped.bytes[Int(location.frameOffset)..<(Int(location.frameOffset) + length)])
 
         let buffer: UnsafeMutableRawBufferPointer
         if frames.count >= Self.cachedFrames {
@@ -130,9 +142,7 @@ public final class ChunkReader {
         }
         let count: Int
         do {
-            count = try raw.withRawBytes { (bytes) throws(StoreError) -> Int in
-                try PackReader.decodeFrame(UnsafeRawBufferPointer(rebasing: bytes[0..<length]), into: buffer, file: file, offset: location.frameOffset)
-            }
+            count = try PackReader.decodeFrame(frameBytes, into: buffer, file: file, offset: location.frameOffset)
         } catch {
             buffer.deallocate()
             throw .corruptChunk(id, pack: name, reason: "\(error)")
@@ -142,19 +152,22 @@ public final class ChunkReader {
         return (buffer, count)
     }
 
-    private func pack(_ id: ChunkID, name: String, file: String) throws(StoreError) -> FileDescriptor {
-        if let fd = packs[id] { return fd }
-        if packs.count >= Self.openPacks, let victim = packs.keys.first { packs.removeValue(forKey: victim)?.close() }
+    private func pack(_ id: ChunkID) throws(StoreError) -> MappedFile {
+        if let mapped = packs[id] { return mapped }
+        let name = PackFormat.fileName(id)
+        let file = "\(store.path)/packs/\(name)"
+        if packs.count >= Self.openPacks, let victim = packs.keys.first { packs.removeValue(forKey: victim) }
         do {
             let fd = try FileDescriptor.open(name, in: store.directory.packs, [.readOnly, .noFollow])
-            packs[id] = fd
-            return fd
+            defer { fd.close() }
+            let mapped = try MappedFile(fd)
+            packs[id] = mapped
+            return mapped
         } catch { throw error.store("open", file) }
     }
 
     /// Forgets cached frames and descriptors (after GC replaced packs).
     func reset() {
-        for fd in packs.values { fd.close() }
         packs = [:]
         for frame in frames.values { frame.pages.deallocate() }
         frames = [:]
@@ -165,24 +178,23 @@ public final class ChunkReader {
 /// The frames of one `readPages` window: raw and decoded buffers, and which pages of each
 /// frame must hash to which ids. `decodeAll` spreads the frames over every core.
 final class FrameWindow: @unchecked Sendable {
-    private let raw: UnsafeMutableRawBufferPointer
     private let decoded: UnsafeMutableRawBufferPointer
-    private var jobs: [(location: ChunkLocation, fd: FileDescriptor, file: String, checks: [(slot: Int, id: ChunkID)])] = []
+    private var jobs: [(location: ChunkLocation, pack: MappedFile, checks: [(slot: Int, id: ChunkID)])] = []
     private let capacity: Int
+    private let store: String
     /// Each frame's failure, written by the worker that decoded it.
     private let failures: UnsafeMutableBufferPointer<StoreError?>
 
-    init(frames: Int) {
+    init(frames: Int, store: String) {
+        self.store = store
         capacity = frames
         failures = .allocate(capacity: frames)
         failures.initialize(repeating: nil)
-        raw = .allocate(byteCount: frames * PackFormat.maxFrameLength, alignment: 16)
         decoded = .allocate(byteCount: frames * PackFormat.maxPagesPerFrame * pageSize, alignment: pageSize)
     }
 
     func deallocate() {
         failures.deallocate()
-        raw.deallocate()
         decoded.deallocate()
     }
 
@@ -190,9 +202,9 @@ final class FrameWindow: @unchecked Sendable {
 
     func reset() { jobs.removeAll(keepingCapacity: true) }
 
-    func add(_ location: ChunkLocation, fd: FileDescriptor, file: String) -> Int {
+    func add(_ location: ChunkLocation, pack: MappedFile) -> Int {
         precondition(jobs.count < capacity)
-        jobs.append((location, fd, file, []))
+        jobs.append((location, pack, []))
         return jobs.count - 1
     }
 
@@ -220,24 +232,20 @@ final class FrameWindow: @unchecked Sendable {
 
     private func decode(_ k: Int) -> StoreError? {
         let job = jobs[k]
-        let name = PackFormat.fileName(job.location.pack)
+        var name: String { PackFormat.fileName(job.location.pack) }
+        var file: String { "\(store)/packs/\(name)" }
         let length = Int(job.location.frameLength)
         let id = job.checks[0].id
         guard length <= PackFormat.maxFrameLength else {
             return .corruptChunk(id, pack: name, reason: "the index gives an impossible frame length")
         }
-        let rawFrame = UnsafeMutableRawBufferPointer(rebasing: raw[(k * PackFormat.maxFrameLength)..<(k * PackFormat.maxFrameLength + length)])
+        let start = Int(job.location.frameOffset)
+        guard start + length <= job.pack.bytes.count else { return .corruptChunk(id, pack: name, reason: "the pack is truncated") }
+        let frame = UnsafeRawBufferPointer(rebasing: job.pack.bytes[start..<(start + length)])
         let pages = UnsafeMutableRawBufferPointer(rebasing: decoded[(k * PackFormat.maxPagesPerFrame * pageSize)..<((k + 1) * PackFormat.maxPagesPerFrame * pageSize)])
-        do {
-            guard try job.fd.readFully(into: rawFrame, at: Int64(job.location.frameOffset)) == length else {
-                return .corruptChunk(id, pack: name, reason: "the pack is truncated")
-            }
-        } catch {
-            return error.store("read", job.file)
-        }
         let count: Int
         do {
-            count = try PackReader.decodeFrame(UnsafeRawBufferPointer(rawFrame), into: pages, file: job.file, offset: job.location.frameOffset)
+            count = try PackReader.decodeFrame(frame, into: pages, file: file, offset: job.location.frameOffset)
         } catch {
             return .corruptChunk(id, pack: name, reason: "\(error)")
         }
@@ -258,4 +266,38 @@ enum ProcessInfoCores {
         let n = sysconf(Int32(_SC_NPROCESSORS_ONLN))
         return n > 0 ? n : 1
     }()
+}
+
+/// Index lookups for a block of pages, written by several workers at once.
+final class LocationBlock: @unchecked Sendable {
+    private let locations: UnsafeMutableBufferPointer<ChunkLocation?>
+
+    init(capacity: Int) {
+        locations = .allocate(capacity: capacity)
+        locations.initialize(repeating: nil)
+    }
+
+    func deallocate() { locations.deallocate() }
+
+    subscript(_ i: Int) -> ChunkLocation? { locations[i] }
+
+    func lookUp(_ pages: ArraySlice<PageEntry>, in index: ChunkIndex) {
+        let count = pages.count
+        let cores = max(1, min(ProcessInfoCores.active, count / 1024))
+        pages.withUnsafeBufferPointer { entries in
+            let entries = UnsafeSendable(entries)
+            DispatchQueue.concurrentPerform(iterations: cores) { worker in
+                for i in stride(from: worker * count / cores, to: (worker + 1) * count / cores, by: 1) {
+                    let chunk = entries.value[i].chunk
+                    self.locations[i] = chunk == .zeroPage ? nil : index.lookup(chunk)
+                }
+            }
+        }
+    }
+}
+
+/// Hands a buffer to workers that only read it while its owner waits for them.
+struct UnsafeSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

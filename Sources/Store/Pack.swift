@@ -288,30 +288,29 @@ enum PackReader {
 
     /// Decodes a frame (header and payload, as stored) into `pages`, which must hold 16 pages;
     /// returns how many pages it held.
-    static func decodeFrame(_ frame: UnsafeRawBufferPointer, into pages: UnsafeMutableRawBufferPointer, file: String, offset: UInt32) throws(StoreError) -> Int {
-        let where_ = "frame at offset \(offset)"
-        guard frame.count >= PackFormat.frameHeaderSize else { throw .malformed(file: file, reason: "\(where_) is truncated") }
-        var reader = BinaryReader(frame, file: file)
-        let magic: UInt32 = try reader.read()
-        let count = Int(try reader.read(UInt8.self))
-        let encodingByte: UInt8 = try reader.read()
-        try reader.skip(2)
-        let payloadLength = Int(try reader.read(UInt32.self))
-        guard magic == PackFormat.frameMagic else { throw .malformed(file: file, reason: "\(where_) has no frame header") }
+    static func decodeFrame(_ frame: UnsafeRawBufferPointer, into pages: UnsafeMutableRawBufferPointer, file fileName: @autoclosure () -> String, offset: UInt32) throws(StoreError) -> Int {
+        // Messages are built only on failure: this runs once per frame read.
+        var where_: String { "frame at offset \(offset)" }
+        guard frame.count >= PackFormat.frameHeaderSize else { throw .malformed(file: fileName(), reason: "\(where_) is truncated") }
+        let magic = UInt32(littleEndian: frame.loadUnaligned(fromByteOffset: 0, as: UInt32.self))
+        let count = Int(frame[4])
+        let encodingByte = frame[5]
+        let payloadLength = Int(UInt32(littleEndian: frame.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
+        guard magic == PackFormat.frameMagic else { throw .malformed(file: fileName(), reason: "\(where_) has no frame header") }
         guard count >= 1, count <= PackFormat.maxPagesPerFrame, payloadLength == frame.count - PackFormat.frameHeaderSize,
               let encoding = PackFormat.Encoding(rawValue: encodingByte)
-        else { throw .malformed(file: file, reason: "\(where_) has an impossible header") }
+        else { throw .malformed(file: fileName(), reason: "\(where_) has an impossible header") }
         let payload = UnsafeRawBufferPointer(rebasing: frame[PackFormat.frameHeaderSize...])
         let expected = count * pageSize
         switch encoding {
         case .raw:
-            guard payloadLength == expected else { throw .malformed(file: file, reason: "\(where_): raw payload of \(payloadLength) bytes for \(count) pages") }
+            guard payloadLength == expected else { throw .malformed(file: fileName(), reason: "\(where_): raw payload of \(payloadLength) bytes for \(count) pages") }
             pages.copyMemory(from: payload)
         case .lz4:
             let produced = LZ4_decompress_safe(payload.baseAddress!.assumingMemoryBound(to: CChar.self),
                                                pages.baseAddress!.assumingMemoryBound(to: CChar.self),
                                                Int32(payloadLength), Int32(min(pages.count, expected)))
-            guard Int(produced) == expected else { throw .malformed(file: file, reason: "\(where_) does not decompress") }
+            guard Int(produced) == expected else { throw .malformed(file: fileName(), reason: "\(where_) does not decompress") }
         }
         return count
     }
