@@ -251,7 +251,7 @@ extension Store {
         do throws(StoreError) {
             for id in ids {
                 try reader.read(id, into: packer.nextSlot())
-                packer.addFilled(id)
+                try packer.addFilled(id)
             }
             let packs = try packer.finish()
             return (Dictionary(packer.locations(), uniquingKeysWith: { first, _ in first }), packs.count)

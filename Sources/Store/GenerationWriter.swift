@@ -72,7 +72,7 @@ public final class GenerationWriter {
             if id == .zeroPage { statistics.zeroPages += 1; continue }
             if written.contains(id) || store.index.lookup(id) != nil { continue }
             written.insert(id)
-            packer.add(id, page: page)
+            try packer.add(id, page: page)
         }
     }
 

@@ -1,5 +1,4 @@
 import CLZ4
-import Dispatch
 import Syscall
 
 /// Where a chunk lives: which pack, which frame in it, which page of that frame.
@@ -136,72 +135,50 @@ final class PackWriter {
 
 /// Gathers new chunks into frames of up to 16 pages and frames into packs of about 32 MiB:
 /// how every new chunk, from a writer or from GC's repack, reaches the disk.
-///
-/// Compression and writing run on a worker thread, one frame behind the caller, so hashing
-/// and deduplicating the next pages overlaps LZ4 on the other core. Frames rotate through a
-/// few buffers; the worker finishes frames in order, so the buffer the caller waits for is
-/// always the oldest one handed over.
-final class ChunkPacker: @unchecked Sendable {
+final class ChunkPacker {
     private let directory: StoreDirectory
-    private let worker = DispatchQueue(label: "chpox.chunk-packer")
-    private let free: DispatchSemaphore
-    private let frames: [UnsafeMutableRawBufferPointer]
-    private var current = 0
-    private var holdsCurrent = false
-    private var frameIDs: [ChunkID] = []
-
-    // Touched by the worker only, until `finish` or `discard` has drained it.
     private var pack: PackWriter?
-    private var failure: StoreError?
+    private let frame: UnsafeMutableRawBufferPointer
+    private var frameIDs: [ChunkID] = []
     /// Published packs and their entries.
     private(set) var finished: [(pack: ChunkID, entries: [PackEntry])] = []
     private(set) var chunks = 0
     private(set) var storedBytes = 0
     private(set) var logicalBytes = 0
 
-    static let buffers = 3
-
     init(directory: StoreDirectory) {
         self.directory = directory
-        free = DispatchSemaphore(value: Self.buffers)
-        frames = (0..<Self.buffers).map { _ in
-            .allocate(byteCount: PackFormat.maxPagesPerFrame * pageSize, alignment: pageSize)
-        }
+        frame = .allocate(byteCount: PackFormat.maxPagesPerFrame * pageSize, alignment: pageSize)
     }
 
     deinit {
-        discard()
-        if holdsCurrent { free.signal() }
-        for frame in frames { frame.deallocate() }
+        pack?.discard()
+        frame.deallocate()
     }
 
     /// Adds chunk `id` whose bytes are `page`.
-    func add(_ id: ChunkID, page: UnsafeRawBufferPointer) {
-        nextSlot().copyMemory(from: page)
-        addFilled(id)
+    func add(_ id: ChunkID, page: UnsafeRawBufferPointer) throws(StoreError) {
+        let slot = frameIDs.count
+        UnsafeMutableRawBufferPointer(rebasing: frame[(slot * pageSize)..<((slot + 1) * pageSize)]).copyMemory(from: page)
+        frameIDs.append(id)
+        if frameIDs.count == PackFormat.maxPagesPerFrame { try flushFrame() }
     }
 
     /// Room in the current frame for one more page, to be filled by the caller and then
     /// passed to `addFilled`: spares a copy where the page is produced in place.
     func nextSlot() -> UnsafeMutableRawBufferPointer {
-        if !holdsCurrent {
-            free.wait()
-            holdsCurrent = true
-        }
         let slot = frameIDs.count
-        return UnsafeMutableRawBufferPointer(rebasing: frames[current][(slot * pageSize)..<((slot + 1) * pageSize)])
+        return UnsafeMutableRawBufferPointer(rebasing: frame[(slot * pageSize)..<((slot + 1) * pageSize)])
     }
 
-    func addFilled(_ id: ChunkID) {
+    func addFilled(_ id: ChunkID) throws(StoreError) {
         frameIDs.append(id)
-        if frameIDs.count == PackFormat.maxPagesPerFrame { handOver() }
+        if frameIDs.count == PackFormat.maxPagesPerFrame { try flushFrame() }
     }
 
     /// Publishes what is pending and fsyncs packs/; returns every published pack.
     func finish() throws(StoreError) -> [(pack: ChunkID, entries: [PackEntry])] {
-        handOver()
-        worker.sync {}
-        if let failure { throw failure }
+        try flushFrame()
         try finishPack()
         if !finished.isEmpty { try directory.sync(directory.packs, dirName: "packs") }
         return finished
@@ -214,32 +191,17 @@ final class ChunkPacker: @unchecked Sendable {
         }
     }
 
-    /// Drops what is not published; published packs stay (garbage until referenced).
     func discard() {
-        worker.sync {}
         pack?.discard()
         pack = nil
         frameIDs = []
     }
 
-    private func handOver() {
+    private func flushFrame() throws(StoreError) {
         guard !frameIDs.isEmpty else { return }
-        let buffer = UnsafeSendable(UnsafeRawBufferPointer(rebasing: frames[current][0..<(frameIDs.count * pageSize)]))
-        let ids = frameIDs
-        frameIDs.removeAll(keepingCapacity: true)
-        current = (current + 1) % Self.buffers
-        holdsCurrent = false
-        worker.async {
-            if self.failure == nil {
-                do throws(StoreError) { try self.write(buffer.value, ids: ids) } catch { self.failure = error }
-            }
-            self.free.signal()
-        }
-    }
-
-    private func write(_ pages: UnsafeRawBufferPointer, ids: [ChunkID]) throws(StoreError) {
         if pack == nil { pack = try PackWriter(directory: directory) }
-        try pack!.appendFrame(pages, ids: ids[...])
+        try pack!.appendFrame(UnsafeRawBufferPointer(rebasing: frame[0..<(frameIDs.count * pageSize)]), ids: frameIDs[...])
+        frameIDs.removeAll(keepingCapacity: true)
         if pack!.isFull { try finishPack() }
     }
 
