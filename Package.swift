@@ -27,10 +27,12 @@ let package = Package(
         .target(name: "Syscall", dependencies: ["CLinux"]),
         // The content-addressed, deduplicating chunk store.
         .target(name: "Store", dependencies: ["Syscall", "CLZ4", "CXXHash"]),
-        // Dirty-page trackers (issue 3).
-        .target(name: "SoftDirty", dependencies: ["Syscall", "CLinux"]),
+        // A live process from outside: ptrace freeze, remote syscalls, /proc readers, memory.
+        .target(name: "Tracee", dependencies: ["Syscall", "CLinux"]),
+        // Dirty-page trackers behind one protocol: soft-dirty, uffd-wp, hash.
+        .target(name: "SoftDirty", dependencies: ["Tracee", "Syscall", "CLinux", "CXXHash"]),
         // The engine: checkpointer and restorer over the trackers and the store.
-        .target(name: "Incremental", dependencies: ["Store", "SoftDirty", "Syscall"]),
+        .target(name: "Incremental", dependencies: ["Store", "SoftDirty", "Tracee", "Syscall"]),
 
         // Options and error reporting shared by the three commands.
         .target(name: "CommandSupport", dependencies: [

@@ -1,2 +1,10 @@
-// CLinux has only header-inline wrappers so far; this file gives the target a translation unit.
+// Exported constants for macros Swift cannot evaluate.
 #include "CLinux.h"
+
+// _IOWR('f', 16, struct pm_scan_arg), include/uapi/linux/fs.h (6.7+).
+const unsigned long chpox_PAGEMAP_SCAN = _IOWR('f', 16, struct chpox_pm_scan_arg);
+_Static_assert(_IOWR('f', 16, struct chpox_pm_scan_arg) == 0xC0606610UL, "PAGEMAP_SCAN request number");
+const unsigned long chpox_UFFDIO_API = UFFDIO_API;
+const unsigned long chpox_UFFDIO_REGISTER = UFFDIO_REGISTER;
+const unsigned long chpox_UFFDIO_UNREGISTER = UFFDIO_UNREGISTER;
+const unsigned long chpox_UFFDIO_WRITEPROTECT = UFFDIO_WRITEPROTECT;

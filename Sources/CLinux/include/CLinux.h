@@ -1,15 +1,24 @@
 // CLinux: fixed-argument wrappers for the variadic functions and function-like macros that
-// Swift cannot call, and kernel uapi definitions newer than the installed headers.
+// Swift cannot call, and kernel uapi definitions newer than the installed headers (6.1).
 // Every symbol is prefixed chpox_; each wrapper says why it exists.
 #ifndef CHPOX_CLINUX_H
 #define CHPOX_CLINUX_H
 
+#include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <sys/stat.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
+#include <linux/userfaultfd.h>
 
 // openat(2) is variadic (the mode argument is optional): Swift cannot call it directly.
 static inline int chpox_openat(int dirfd, const char *path, int flags, unsigned int mode) {
@@ -25,5 +34,102 @@ static inline int chpox_fcntl_int(int fd, int command, int argument) {
 static inline int chpox_s_isdir(unsigned int mode) { return S_ISDIR(mode); }
 static inline int chpox_s_isreg(unsigned int mode) { return S_ISREG(mode); }
 static inline int chpox_s_islnk(unsigned int mode) { return S_ISLNK(mode); }
+
+// ptrace(2) is variadic in glibc.
+static inline long chpox_ptrace(int request, pid_t pid, void *address, void *data) {
+    return ptrace((enum __ptrace_request)request, pid, address, data);
+}
+
+// ioctl(2) is variadic; every request chpox makes takes a pointer.
+static inline int chpox_ioctl(int fd, unsigned long request, void *argument) {
+    return ioctl(fd, request, argument);
+}
+
+// syscall(2) is variadic; these are the raw calls glibc 2.36 has no wrapper for.
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+#ifndef SYS_userfaultfd
+#define SYS_userfaultfd 323
+#endif
+static inline int chpox_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+static inline int chpox_pidfd_getfd(int pidfd, int targetfd) { return (int)syscall(SYS_pidfd_getfd, pidfd, targetfd, 0); }
+static inline int chpox_userfaultfd(int flags) { return (int)syscall(SYS_userfaultfd, flags); }
+static inline long chpox_syscall_number_userfaultfd(void) { return SYS_userfaultfd; }
+
+// process_vm_readv(2) is declared only under _GNU_SOURCE, which Swift's Glibc module lacks.
+static inline long chpox_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long localCount,
+                                          const struct iovec *remote, unsigned long remoteCount) {
+    return syscall(SYS_process_vm_readv, pid, local, localCount, remote, remoteCount, 0UL);
+}
+
+// The W* status macros.
+static inline int chpox_wifexited(int status) { return WIFEXITED(status); }
+static inline int chpox_wexitstatus(int status) { return WEXITSTATUS(status); }
+static inline int chpox_wifsignaled(int status) { return WIFSIGNALED(status); }
+static inline int chpox_wtermsig(int status) { return WTERMSIG(status); }
+static inline int chpox_wifstopped(int status) { return WIFSTOPPED(status); }
+static inline int chpox_wstopsig(int status) { return WSTOPSIG(status); }
+// The ptrace event of a stop (status >> 16), e.g. PTRACE_EVENT_STOP.
+static inline int chpox_wptrace_event(int status) { return (status >> 16) & 0xff; }
+
+// ---- userfaultfd: features newer than the 6.1 headers ----
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+_Static_assert(sizeof(struct uffdio_api) == 24, "uffdio_api layout");
+_Static_assert(sizeof(struct uffdio_register) == 32, "uffdio_register layout");
+_Static_assert(sizeof(struct uffdio_writeprotect) == 24, "uffdio_writeprotect layout");
+
+// ---- PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h), absent from the 6.1 headers ----
+struct chpox_page_region {
+    uint64_t start;
+    uint64_t end;
+    uint64_t categories;
+};
+
+struct chpox_pm_scan_arg {
+    uint64_t size;
+    uint64_t flags;
+    uint64_t start;
+    uint64_t end;
+    uint64_t walk_end;
+    uint64_t vec;
+    uint64_t vec_len;
+    uint64_t max_pages;
+    uint64_t category_inverted;
+    uint64_t category_mask;
+    uint64_t category_anyof_mask;
+    uint64_t return_mask;
+};
+_Static_assert(sizeof(struct chpox_page_region) == 24, "page_region layout");
+_Static_assert(sizeof(struct chpox_pm_scan_arg) == 96, "pm_scan_arg layout");
+
+#define CHPOX_PAGE_IS_WPALLOWED  (1ULL << 0)
+#define CHPOX_PAGE_IS_WRITTEN    (1ULL << 1)
+#define CHPOX_PAGE_IS_FILE       (1ULL << 2)
+#define CHPOX_PAGE_IS_PRESENT    (1ULL << 3)
+#define CHPOX_PAGE_IS_SWAPPED    (1ULL << 4)
+#define CHPOX_PAGE_IS_PFNZERO    (1ULL << 5)
+#define CHPOX_PAGE_IS_HUGE       (1ULL << 6)
+#define CHPOX_PAGE_IS_SOFT_DIRTY (1ULL << 7)
+#define CHPOX_PM_SCAN_WP_MATCHING    (1ULL << 0)
+#define CHPOX_PM_SCAN_CHECK_WPASYNC  (1ULL << 1)
+
+// ioctl request numbers, exported as constants (the _IO* macros are function-like).
+extern const unsigned long chpox_PAGEMAP_SCAN;
+extern const unsigned long chpox_UFFDIO_API;
+extern const unsigned long chpox_UFFDIO_REGISTER;
+extern const unsigned long chpox_UFFDIO_UNREGISTER;
+extern const unsigned long chpox_UFFDIO_WRITEPROTECT;
 
 #endif

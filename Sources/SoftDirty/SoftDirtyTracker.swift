@@ -1,0 +1,59 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Syscall
+import Tracee
+
+/// The kernel's soft-dirty bits: `4` written to /proc/<pid>/clear_refs clears them, a write
+/// sets the page's bit again, and pagemap bit 55 (or PAGEMAP_SCAN's PAGE_IS_SOFT_DIRTY) reads
+/// it. Kernel state: tracking needs no descriptor and survives the tracker exiting.
+/// Only trust it after `TrackerProbe` proved it: a kernel without CONFIG_MEM_SOFT_DIRTY accepts
+/// clear_refs 4 and never sets the bit.
+public final class SoftDirtyTracker: DirtyTracker {
+    public let kind = TrackerKind.softDirty
+    public let pid: Int32
+    private let pagemap: Pagemap
+    /// Read the bits with PAGEMAP_SCAN rather than pagemap entries.
+    public let usesScan: Bool
+    private var history = TrackingHistory()
+
+    public init(pid: Int32, preferScan: Bool = true) throws(TraceeError) {
+        self.pid = pid
+        pagemap = try Pagemap(pid: pid)
+        usesScan = preferScan && pagemap.hasScan()
+    }
+
+    public func stop() {}
+
+    public func collect(_ process: FrozenProcess) throws(TraceeError) -> DirtyReport {
+        let regions = try TrackingHistory.regions(of: pid)
+        let layout = history.layout(regions)
+        var dirty: [PageRun] = []
+        for region in regions {
+            if usesScan {
+                dirty += try pagemap.scan(start: region.start, end: region.end, required: .softDirty, returned: .softDirty)
+            } else {
+                try Residency.forEachEntry(pagemap, region) { address, entry in
+                    if entry & PagemapBit.softDirty != 0 { dirty.append(PageRun(start: address, end: address + 4096)) }
+                }
+            }
+        }
+        let resident = try Residency(pagemap: pagemap).resident(regions)
+        let vanished = history.vanished(resident: resident, continuing: layout.continuing)
+        try Self.clear(pid)
+        history.record(regions: regions, resident: resident)
+        return DirtyReport(regions: regions, dirty: AddressRuns(dirty).union(layout.new).union(vanished),
+                           unmapped: layout.unmapped, wholesale: layout.new)
+    }
+
+    /// Clears the soft-dirty bits of every page of `pid`.
+    static func clear(_ pid: Int32) throws(TraceeError) {
+        do {
+            let fd = try FileDescriptor.open("/proc/\(pid)/clear_refs", [.writeOnly])
+            defer { fd.close() }
+            try [UInt8(ascii: "4")].withRawBytes { (raw) throws(Errno) in try fd.writeAll(raw) }
+        } catch {
+            throw .from(error, pid: pid, "clear soft-dirty bits (/proc/\(pid)/clear_refs) of")
+        }
+    }
+}

@@ -1,0 +1,103 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Syscall
+
+/// A process with every thread stopped by PTRACE_SEIZE + PTRACE_INTERRUPT. Nothing the
+/// process does can fall between two observations made while it is frozen. `thaw` detaches
+/// every thread; if the tracer dies instead, the kernel detaches them and the process runs on.
+public final class FrozenProcess {
+    public let pid: Int32
+    /// Seized thread ids, the main thread first.
+    public private(set) var threads: [Int32] = []
+    private var thawed = false
+
+    /// Seizes and stops every thread, repeating until no new thread appeared meanwhile.
+    public init(pid: Int32) throws(TraceeError) {
+        self.pid = pid
+        let state = try ProcFS.state(pid)
+        if state == "Z" || state == "X" { throw .zombie(pid: pid) }
+        do {
+            var seized = Set<Int32>()
+            while true {
+                let current = try ProcFS.threads(pid)
+                let fresh = current.filter { !seized.contains($0) }
+                if fresh.isEmpty { break }
+                for tid in fresh {
+                    do {
+                        try Ptrace.seize(tid, pid: pid)
+                    } catch .noSuchProcess where tid != pid {
+                        continue  // a thread that exited meanwhile
+                    }
+                    seized.insert(tid)
+                    threads.append(tid)
+                    try Ptrace.interrupt(tid, pid: pid)
+                    _ = try Ptrace.waitStop(tid, pid: pid, "stop")
+                }
+            }
+            threads.sort { ($0 == pid ? 0 : 1, $0) < ($1 == pid ? 0 : 1, $1) }
+        } catch {
+            thaw()
+            throw error
+        }
+    }
+
+    deinit { thaw() }
+
+    /// Lets every thread run again.
+    public func thaw() {
+        guard !thawed else { return }
+        thawed = true
+        for tid in threads { Ptrace.detach(tid) }
+    }
+
+    /// Runs one system call inside the process, on its main thread, and returns its result
+    /// (a negative errno on failure). Only registers change, and they are restored: the call
+    /// is made at a `syscall` instruction that already exists in the process (in its vDSO),
+    /// so no code is ever patched.
+    public func syscall(_ number: Int, _ arguments: Int...) throws(TraceeError) -> Int {
+        let tid = pid
+        let gadget = try syscallInstruction()
+        let saved = try Ptrace.registers(tid, pid: pid)
+        var regs = saved
+        regs.rip = gadget
+        regs.rax = UInt64(bitPattern: Int64(number))
+        // orig_rax = -1: no syscall-restart logic applies to this call.
+        regs.orig_rax = UInt64.max
+        let slots = arguments + [Int](repeating: 0, count: max(0, 6 - arguments.count))
+        regs.rdi = UInt64(bitPattern: Int64(slots[0]))
+        regs.rsi = UInt64(bitPattern: Int64(slots[1]))
+        regs.rdx = UInt64(bitPattern: Int64(slots[2]))
+        regs.r10 = UInt64(bitPattern: Int64(slots[3]))
+        regs.r8 = UInt64(bitPattern: Int64(slots[4]))
+        regs.r9 = UInt64(bitPattern: Int64(slots[5]))
+        try Ptrace.setRegisters(tid, pid: pid, regs)
+        defer { try? Ptrace.setRegisters(tid, pid: pid, saved) }
+        try Ptrace.singleStep(tid, pid: pid)
+        let status = try Ptrace.waitStop(tid, pid: pid, "run a system call in")
+        guard chpox_wstopsig(status) == SIGTRAP else { throw .unexpectedStop(pid: pid, status: status, operation: "run a system call in") }
+        let after = try Ptrace.registers(tid, pid: pid)
+        guard after.rip == gadget + 2 else { throw .unsupported(pid: pid, reason: "the injected system call did not complete") }
+        return Int(Int64(bitPattern: after.rax))
+    }
+
+    private var gadget: UInt64?
+
+    /// The address of a `syscall` instruction (0f 05) in the process's vDSO.
+    func syscallInstruction() throws(TraceeError) -> UInt64 {
+        if let gadget { return gadget }
+        guard let vdso = try MemoryRegion.of(pid).first(where: { $0.path == "[vdso]" }) else {
+            throw .unsupported(pid: pid, reason: "no vDSO mapped: cannot run system calls in it")
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(vdso.size))
+        let got = try bytes.withMutableRawBytes { (raw) throws(TraceeError) in
+            try ProcessMemory(pid: pid).read(from: vdso.start, into: raw)
+        }
+        for i in 0..<(got - 1) where bytes[i] == 0x0f && bytes[i + 1] == 0x05 {
+            gadget = vdso.start + UInt64(i)
+            return vdso.start + UInt64(i)
+        }
+        throw .unsupported(pid: pid, reason: "no syscall instruction in its vDSO")
+    }
+}

@@ -1,0 +1,138 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Syscall
+
+/// Categories of a page, as PAGEMAP_SCAN reports them (Linux 6.7+).
+public struct PageCategory: OptionSet, Hashable, Sendable {
+    public let rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+    /// The corresponding C constant is PAGE_IS_WPALLOWED: the range is registered for uffd-wp.
+    public static let wpAllowed = PageCategory(rawValue: 1 << 0)
+    /// The corresponding C constant is PAGE_IS_WRITTEN: written since it was write-protected.
+    public static let written = PageCategory(rawValue: 1 << 1)
+    /// The corresponding C constant is PAGE_IS_FILE.
+    public static let file = PageCategory(rawValue: 1 << 2)
+    /// The corresponding C constant is PAGE_IS_PRESENT.
+    public static let present = PageCategory(rawValue: 1 << 3)
+    /// The corresponding C constant is PAGE_IS_SWAPPED.
+    public static let swapped = PageCategory(rawValue: 1 << 4)
+    /// The corresponding C constant is PAGE_IS_PFNZERO: mapped to the shared zero page.
+    public static let pfnZero = PageCategory(rawValue: 1 << 5)
+    /// The corresponding C constant is PAGE_IS_HUGE.
+    public static let huge = PageCategory(rawValue: 1 << 6)
+    /// The corresponding C constant is PAGE_IS_SOFT_DIRTY.
+    public static let softDirty = PageCategory(rawValue: 1 << 7)
+}
+
+/// A run of pages with the same categories: [start, end) in bytes.
+public struct PageRun: Hashable, Sendable, CustomStringConvertible {
+    public var start: UInt64
+    public var end: UInt64
+    public var categories: PageCategory
+
+    public init(start: UInt64, end: UInt64, categories: PageCategory = []) {
+        self.start = start
+        self.end = end
+        self.categories = categories
+    }
+
+    public var pageCount: UInt64 { (end - start) / 4096 }
+    public var description: String { "\(String(start, radix: 16))-\(String(end, radix: 16))" }
+}
+
+/// /proc/<pid>/pagemap: the PAGEMAP_SCAN ioctl where the kernel has it, and the 8-bytes-per-
+/// page read interface everywhere.
+public final class Pagemap {
+    public let pid: Int32
+    private let fd: FileDescriptor
+
+    public init(pid: Int32) throws(TraceeError) {
+        self.pid = pid
+        do { fd = try FileDescriptor.open("/proc/\(pid)/pagemap", [.readOnly]) } catch {
+            throw .from(error, pid: pid, "open /proc/\(pid)/pagemap of")
+        }
+    }
+
+    deinit { fd.close() }
+
+    /// How PAGEMAP_SCAN treats the pages it matches.
+    public struct ScanFlags: OptionSet, Sendable {
+        public let rawValue: UInt64
+        public init(rawValue: UInt64) { self.rawValue = rawValue }
+        /// The corresponding C constant is PM_SCAN_WP_MATCHING: write-protect what matched,
+        /// atomically with reporting it.
+        public static let writeProtectMatching = ScanFlags(rawValue: 1 << 0)
+        /// The corresponding C constant is PM_SCAN_CHECK_WPASYNC: fail unless the range is
+        /// registered for async uffd-wp.
+        public static let checkWPAsync = ScanFlags(rawValue: 1 << 1)
+    }
+
+    /// PAGEMAP_SCAN over [start, end): runs of pages that have every category in `required`
+    /// (after flipping `inverted`) and any of `anyOf` (when not empty), with `returned`
+    /// categories reported. Loops until the whole range is walked.
+    public func scan(start: UInt64, end: UInt64, flags: ScanFlags = [], required: PageCategory = [], inverted: PageCategory = [],
+                     anyOf: PageCategory = [], returned: PageCategory) throws(TraceeError) -> [PageRun] {
+        var runs: [PageRun] = []
+        var regions = [chpox_page_region](repeating: chpox_page_region(), count: 4096)
+        var cursor = start
+        while cursor < end {
+            var argument = chpox_pm_scan_arg()
+            argument.size = UInt64(MemoryLayout<chpox_pm_scan_arg>.size)
+            argument.flags = flags.rawValue
+            argument.start = cursor
+            argument.end = end
+            argument.vec_len = UInt64(regions.count)
+            argument.category_inverted = inverted.rawValue
+            argument.category_mask = required.rawValue
+            argument.category_anyof_mask = anyOf.rawValue
+            argument.return_mask = returned.rawValue
+            let count = regions.withUnsafeMutableBufferPointer { buffer -> Int32 in
+                argument.vec = UInt64(UInt(bitPattern: buffer.baseAddress))
+                return chpox_ioctl(fd.rawValue, chpox_PAGEMAP_SCAN, &argument)
+            }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw .from(Errno.current, pid: pid, "PAGEMAP_SCAN")
+            }
+            for region in regions[0..<Int(count)] {
+                runs.append(PageRun(start: region.start, end: region.end, categories: PageCategory(rawValue: region.categories)))
+            }
+            guard argument.walk_end > cursor else { break }
+            cursor = argument.walk_end
+        }
+        return runs
+    }
+
+    /// Whether this kernel has PAGEMAP_SCAN (Linux 6.7+).
+    public func hasScan() -> Bool {
+        (try? scan(start: 0, end: 4096, returned: .present)) != nil
+    }
+
+    /// Raw 64-bit pagemap entries for `count` pages from `address` (bit 63 present, 62
+    /// swapped, 61 file or shared, 55 soft-dirty, 0-54 the page frame number for root).
+    public func entries(from address: UInt64, count: Int) throws(TraceeError) -> [UInt64] {
+        var entries = [UInt64](repeating: 0, count: count)
+        let got: Int
+        do {
+            got = try entries.withUnsafeMutableBufferPointer { (buffer) throws(Errno) -> Int in
+                try fd.readFully(into: UnsafeMutableRawBufferPointer(buffer), at: Int64(address / 4096 * 8))
+            }
+        } catch {
+            throw .from(error, pid: pid, "read /proc/\(pid)/pagemap of")
+        }
+        entries.removeLast(count - got / 8)
+        return entries
+    }
+}
+
+/// Bits of a pagemap entry.
+public enum PagemapBit {
+    public static let present: UInt64 = 1 << 63
+    public static let swapped: UInt64 = 1 << 62
+    public static let fileOrShared: UInt64 = 1 << 61
+    public static let exclusive: UInt64 = 1 << 56
+    public static let softDirty: UInt64 = 1 << 55
+    public static let frameMask: UInt64 = (1 << 55) - 1
+}

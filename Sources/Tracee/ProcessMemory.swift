@@ -1,0 +1,53 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Syscall
+
+/// Another process's memory, read with process_vm_readv(2) in large batches, falling back to
+/// /proc/<pid>/mem (which also reads PROT_NONE pages) where that fails.
+public struct ProcessMemory: Sendable {
+    public let pid: Int32
+
+    public init(pid: Int32) { self.pid = pid }
+
+    /// Reads `buffer.count` bytes at `address`; returns how many could be read.
+    @discardableResult
+    public func read(from address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(TraceeError) -> Int {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        var local = iovec(iov_base: base, iov_len: buffer.count)
+        var remote = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(address)), iov_len: buffer.count)
+        let n = chpox_process_vm_readv(pid, &local, 1, &remote, 1)
+        if n == buffer.count { return n }
+        if n < 0 && errno == ESRCH { throw .noSuchProcess(pid: pid) }
+        return try readThroughProcMem(from: address, into: buffer)
+    }
+
+    /// Reads many (address, buffer) pairs with as few calls as possible (IOV_MAX at a time).
+    public func read(_ requests: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)]) throws(TraceeError) {
+        var start = 0
+        while start < requests.count {
+            let batch = requests[start..<min(start + 1024, requests.count)]
+            var local = batch.map { iovec(iov_base: $0.buffer.baseAddress, iov_len: $0.buffer.count) }
+            var remote = batch.map { iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt($0.address)), iov_len: $0.buffer.count) }
+            let wanted = batch.reduce(0) { $0 + $1.buffer.count }
+            let n = chpox_process_vm_readv(pid, &local, UInt(local.count), &remote, UInt(remote.count))
+            if n < 0 && errno == ESRCH { throw .noSuchProcess(pid: pid) }
+            if n != wanted {
+                for request in batch { try read(from: request.address, into: request.buffer) }
+            }
+            start += batch.count
+        }
+    }
+
+    private func readThroughProcMem(from address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(TraceeError) -> Int {
+        do {
+            let fd = try FileDescriptor.open("/proc/\(pid)/mem", [.readOnly])
+            defer { fd.close() }
+            return try fd.readFully(into: buffer, at: Int64(bitPattern: address))
+        } catch {
+            if error.rawValue == EIO { return 0 }
+            throw .from(error, pid: pid, "read memory of")
+        }
+    }
+}

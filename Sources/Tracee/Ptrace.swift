@@ -1,0 +1,69 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Syscall
+
+/// ptrace(2) requests, each wrapped once. Every call is made by the thread that seized the
+/// tracee (ptrace ties a tracee to the tracer *thread*).
+public enum Ptrace {
+    /// The corresponding C constant is PTRACE_EVENT_STOP.
+    static let eventStop: Int32 = 128
+    /// The corresponding C constant is __WALL: wait for threads too.
+    static let waitAll: Int32 = 0x4000_0000
+
+    static func call(_ request: Int32, _ tid: Int32, _ address: UnsafeMutableRawPointer? = nil, _ data: UnsafeMutableRawPointer? = nil) -> Result<Int, Errno> {
+        errno = 0
+        let result = chpox_ptrace(request, tid, address, data)
+        if result == -1 && errno != 0 { return .failure(Errno.current) }
+        return .success(result)
+    }
+
+    /// PTRACE_SEIZE: attach without stopping.
+    static func seize(_ tid: Int32, pid: Int32) throws(TraceeError) {
+        if case .failure(let errno) = call(Int32(PTRACE_SEIZE.rawValue), tid) { throw .from(errno, pid: pid, "attach to") }
+    }
+
+    /// PTRACE_INTERRUPT: stop a seized thread (it reports PTRACE_EVENT_STOP).
+    static func interrupt(_ tid: Int32, pid: Int32) throws(TraceeError) {
+        if case .failure(let errno) = call(Int32(PTRACE_INTERRUPT.rawValue), tid) { throw .from(errno, pid: pid, "stop") }
+    }
+
+    /// PTRACE_DETACH: let the thread run on, suppressing any pending stop signal.
+    static func detach(_ tid: Int32) {
+        _ = call(Int32(PTRACE_DETACH.rawValue), tid)
+    }
+
+    /// PTRACE_SINGLESTEP with no signal.
+    static func singleStep(_ tid: Int32, pid: Int32) throws(TraceeError) {
+        if case .failure(let errno) = call(Int32(PTRACE_SINGLESTEP.rawValue), tid) { throw .from(errno, pid: pid, "single-step") }
+    }
+
+    public static func registers(_ tid: Int32, pid: Int32) throws(TraceeError) -> user_regs_struct {
+        var regs = user_regs_struct()
+        if case .failure(let errno) = call(Int32(PTRACE_GETREGS.rawValue), tid, nil, &regs) { throw .from(errno, pid: pid, "read registers of") }
+        return regs
+    }
+
+    public static func setRegisters(_ tid: Int32, pid: Int32, _ regs: user_regs_struct) throws(TraceeError) {
+        var copy = regs
+        if case .failure(let errno) = call(Int32(PTRACE_SETREGS.rawValue), tid, nil, &copy) { throw .from(errno, pid: pid, "write registers of") }
+    }
+
+    /// Waits for thread `tid` to stop; returns the raw status. A thread that exits instead
+    /// is reported as `.noSuchProcess`.
+    static func waitStop(_ tid: Int32, pid: Int32, _ operation: String) throws(TraceeError) -> Int32 {
+        var status: Int32 = 0
+        while true {
+            let result = waitpid(tid, &status, waitAll)
+            if result == -1 {
+                if errno == EINTR { continue }
+                throw .from(Errno.current, pid: pid, operation)
+            }
+            break
+        }
+        if chpox_wifexited(status) != 0 || chpox_wifsignaled(status) != 0 { throw .noSuchProcess(pid: tid) }
+        guard chpox_wifstopped(status) != 0 else { throw .unexpectedStop(pid: pid, status: status, operation: operation) }
+        return status
+    }
+}
