@@ -49,6 +49,16 @@ let package = Package(
         // A child process that writes generations until killed (crash-safety tests).
         .executableTarget(name: "chpox-store-writer", dependencies: ["Store", "StoreTestSupport"],
                           path: "Tests/StoreWriterTool"),
+        // The C workload the tracker proofs run: writes, maps, unmaps, mremaps, forks...
+        .executableTarget(name: "chpox-dirty-workload", path: "Tests/DirtyWorkload"),
+        .target(name: "TrackerTestSupport", dependencies: ["SoftDirty", "Tracee", "Syscall", "CXXHash"],
+                path: "Tests/TrackerTestSupport"),
+        // The proof as a standalone program, for kill tests and QEMU guests.
+        .executableTarget(name: "chpox-tracker-proof", dependencies: ["TrackerTestSupport", "SoftDirty", "Tracee"],
+                          path: "Tests/TrackerProofTool"),
+        .testTarget(name: "TrackerTests", dependencies: [
+            "SoftDirty", "Tracee", "Syscall", "TrackerTestSupport", "chpox-dirty-workload", "chpox-tracker-proof",
+        ]),
         .testTarget(name: "StoreTests", dependencies: [
             "Store", "Syscall", "Incremental", "StoreTestSupport", "chpox-store-writer", "cpx", "dumpinfo", "ld-chpox",
         ]),

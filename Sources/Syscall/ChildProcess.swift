@@ -8,11 +8,13 @@ import Musl
 public struct ChildProcess: Sendable {
     public let pid: pid_t
 
-    /// Starts `path` with `arguments` (argv[1...]); stdout goes to `stdout` when given.
-    public static func spawn(_ path: String, _ arguments: [String], stdout: FileDescriptor? = nil) throws(Errno) -> ChildProcess {
+    /// Starts `path` with `arguments` (argv[1...]); stdin and stdout come from the given
+    /// descriptors when given.
+    public static func spawn(_ path: String, _ arguments: [String], stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil) throws(Errno) -> ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
+        if let stdin { posix_spawn_file_actions_adddup2(&actions, stdin.rawValue, 0) }
         if let stdout { posix_spawn_file_actions_adddup2(&actions, stdout.rawValue, 1) }
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }

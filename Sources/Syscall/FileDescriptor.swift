@@ -180,3 +180,12 @@ public struct FileDescriptor: Hashable, Sendable {
         _ = retryingInterrupts { flock(rawValue, LOCK_UN) }
     }
 }
+
+extension FileDescriptor {
+    /// A pipe (pipe2(2) with O_CLOEXEC): (read end, write end).
+    public static func pipe() throws(Errno) -> (read: FileDescriptor, write: FileDescriptor) {
+        var fds: [Int32] = [0, 0]
+        _ = try retryingInterrupts { chpox_pipe2(&fds, O_CLOEXEC) }.get()
+        return (FileDescriptor(rawValue: fds[0]), FileDescriptor(rawValue: fds[1]))
+    }
+}

@@ -66,6 +66,9 @@ static inline long chpox_process_vm_readv(pid_t pid, const struct iovec *local, 
     return syscall(SYS_process_vm_readv, pid, local, localCount, remote, remoteCount, 0UL);
 }
 
+// pipe2(2) is declared only under _GNU_SOURCE.
+static inline int chpox_pipe2(int fds[2], int flags) { return (int)syscall(SYS_pipe2, fds, flags); }
+
 // The W* status macros.
 static inline int chpox_wifexited(int status) { return WIFEXITED(status); }
 static inline int chpox_wexitstatus(int status) { return WEXITSTATUS(status); }
