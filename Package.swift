@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "ld-chpox", targets: ["ld-chpox"]),
         .executable(name: "dumpinfo", targets: ["dumpinfo"]),
         .executable(name: "chpox-demo", targets: ["chpox-demo"]),
+        .executable(name: "chpox-inject", targets: ["chpox-inject"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -39,6 +40,8 @@ let package = Package(
             "Incremental", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "cpx", dependencies: ["CommandSupport"]),
+        // Creates the uffd-wp tracker's userfaultfd inside the target, as its own process.
+        .executableTarget(name: "chpox-inject", dependencies: ["Tracee"]),
         .executableTarget(name: "ld-chpox", dependencies: ["CommandSupport"]),
         .executableTarget(name: "dumpinfo", dependencies: ["CommandSupport"]),
         .executableTarget(name: "chpox-demo", dependencies: ["CommandSupport", "StoreTestSupport"]),
@@ -57,7 +60,7 @@ let package = Package(
         .executableTarget(name: "chpox-tracker-proof", dependencies: ["TrackerTestSupport", "SoftDirty", "Tracee"],
                           path: "Tests/TrackerProofTool"),
         .testTarget(name: "TrackerTests", dependencies: [
-            "SoftDirty", "Tracee", "Syscall", "TrackerTestSupport", "chpox-dirty-workload", "chpox-tracker-proof",
+            "SoftDirty", "Tracee", "Syscall", "TrackerTestSupport", "chpox-dirty-workload", "chpox-tracker-proof", "chpox-inject",
         ]),
         .testTarget(name: "StoreTests", dependencies: [
             "Store", "Syscall", "Incremental", "StoreTestSupport", "chpox-store-writer", "cpx", "dumpinfo", "ld-chpox",

@@ -96,14 +96,15 @@ public struct TrackerProbe: Sendable {
 public enum TrackerSelection {
     /// `kind` nil means the best the probe allows; a forced kind that the probe refuses is an
     /// error that says why.
-    public static func start(_ kind: TrackerKind?, on process: FrozenProcess, probe: TrackerProbe = TrackerProbe()) throws(TraceeError) -> any DirtyTracker {
+    /// Start it before freezing the process for the first collect.
+    public static func start(_ kind: TrackerKind?, pid: Int32, probe: TrackerProbe = TrackerProbe()) throws(TraceeError) -> any DirtyTracker {
         let chosen = kind ?? probe.best
         let result = probe.result(chosen)
-        guard result.supported else { throw .unsupported(pid: process.pid, reason: "tracker \(chosen.rawValue): \(result.detail)") }
+        guard result.supported else { throw .unsupported(pid: pid, reason: "tracker \(chosen.rawValue): \(result.detail)") }
         switch chosen {
-        case .softDirty: return try SoftDirtyTracker(pid: process.pid)
-        case .uffdWP: return try UffdTracker(process)
-        case .hash: return try HashTracker(pid: process.pid)
+        case .softDirty: return try SoftDirtyTracker(pid: pid)
+        case .uffdWP: return try UffdTracker(pid: pid)
+        case .hash: return try HashTracker(pid: pid)
         }
     }
 }

@@ -23,29 +23,15 @@ public final class UffdTracker: DirtyTracker {
     /// Features required: async write-protect (6.7) and protection of unpopulated pages (6.4).
     static let features = UInt64(UFFD_FEATURE_WP_ASYNC) | UInt64(UFFD_FEATURE_WP_UNPOPULATED)
 
-    /// Creates the userfaultfd inside `process` (which must be frozen).
-    public init(_ process: FrozenProcess) throws(TraceeError) {
-        pid = process.pid
+    /// Creates the userfaultfd inside process `pid` (not frozen by the caller): the
+    /// `chpox-inject` helper does the injection in a process and session of its own, so
+    /// that this process can be killed at any instant without harming the target.
+    public init(pid: Int32) throws(TraceeError) {
+        self.pid = pid
         pagemap = try Pagemap(pid: pid)
         guard pagemap.hasScan() else { throw .unsupported(pid: pid, reason: "uffd-wp needs PAGEMAP_SCAN (Linux 6.7+)") }
-        let flags = Int(O_CLOEXEC | O_NONBLOCK | Int32(UFFD_USER_MODE_ONLY))
-        let remote = try process.syscall(Int(chpox_syscall_number_userfaultfd()), flags)
-        guard remote >= 0 else {
-            throw .system(Errno(rawValue: Int32(-remote)), pid: pid, operation: "create a userfaultfd in")
-        }
-        // From here on, the process's descriptor table has one entry too many until the
-        // injected close below: take it over first, then close it there.
-        let pidfd = chpox_pidfd_open(pid)
-        var local: Int32 = -1
-        if pidfd >= 0 {
-            local = chpox_pidfd_getfd(pidfd, Int32(remote))
-            Glibc.close(pidfd)
-        }
-        let getError = Errno.current
-        _ = try process.syscall(Int(SYS_close), remote)
-        guard local >= 0 else { throw .system(getError, pid: pid, operation: "take the userfaultfd (pidfd_getfd) of") }
+        let local = try Self.takeUserfaultfd(from: pid)
         let fd = FileDescriptor(rawValue: local)
-        _ = chpox_fcntl_int(local, F_SETFD, FD_CLOEXEC)
         var api = uffdio_api(api: UInt64(UFFD_API), features: Self.features, ioctls: 0)
         guard chpox_ioctl(local, chpox_UFFDIO_API, &api) == 0 else {
             let error = Errno.current
@@ -53,6 +39,64 @@ public final class UffdTracker: DirtyTracker {
             throw .unsupported(pid: pid, reason: "uffd-wp: this kernel refuses UFFD_FEATURE_WP_ASYNC (\(error); Linux 6.7+ has it)")
         }
         uffd = fd
+    }
+
+    /// Where `chpox-inject` is: $CHPOX_INJECT, else beside the running executable, else PATH.
+    static func injectorPath() -> String {
+        if let explicit = getenv("CHPOX_INJECT") { return String(cString: explicit) }
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        if n > 0 {
+            let exe = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let candidate = String(exe[..<(exe.lastIndex(of: "/") ?? exe.endIndex)]) + "/chpox-inject"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return "/usr/local/bin/chpox-inject"
+    }
+
+    /// Runs the injector and takes the descriptor it created (pidfd_getfd); the injector
+    /// then closes it inside the target.
+    static func takeUserfaultfd(from pid: Int32) throws(TraceeError) -> Int32 {
+        let injector = injectorPath()
+        let child: ChildProcess
+        let toChild: FileDescriptor, fromChild: FileDescriptor
+        do {
+            let input = try FileDescriptor.pipe()
+            let output = try FileDescriptor.pipe()
+            child = try ChildProcess.spawn(injector, ["userfaultfd", "\(pid)"], stdin: input.read, stdout: output.write, newSession: true)
+            input.read.close()
+            output.write.close()
+            toChild = input.write
+            fromChild = output.read
+        } catch {
+            throw .unsupported(pid: pid, reason: "cannot start \(injector): \(error) (install chpox-inject beside cpx, or set CHPOX_INJECT)")
+        }
+        defer {
+            toChild.close()
+            fromChild.close()
+            _ = try? child.wait()
+        }
+        var line: [UInt8] = []
+        var byte: [UInt8] = [0]
+        while line.last != 10 {
+            guard let n = try? byte.withMutableRawBytes({ (raw) throws(Errno) in try fromChild.read(into: raw) }), n == 1 else { break }
+            line.append(byte[0])
+        }
+        let answer = String(decoding: line, as: UTF8.self).trimmingWhitespace()
+        guard answer.hasPrefix("fd "), let remote = Int32(answer.dropFirst(3)) else {
+            throw .unsupported(pid: pid, reason: "creating a userfaultfd in it failed: \(answer.hasPrefix("error ") ? String(answer.dropFirst(6)) : "the injector ended early")")
+        }
+        let pidfd = chpox_pidfd_open(pid)
+        var local: Int32 = -1
+        if pidfd >= 0 {
+            local = chpox_pidfd_getfd(pidfd, remote)
+            Glibc.close(pidfd)
+        }
+        let error = Errno.current
+        _ = try? Array("taken\n".utf8).withRawBytes { (raw) throws(Errno) in try toChild.writeAll(raw) }
+        guard local >= 0 else { throw .system(error, pid: pid, operation: "take the userfaultfd (pidfd_getfd) of") }
+        _ = chpox_fcntl_int(local, F_SETFD, FD_CLOEXEC)
+        return local
     }
 
     deinit { stop() }
@@ -115,5 +159,14 @@ public final class UffdTracker: DirtyTracker {
         if chpox_ioctl(uffd.rawValue, chpox_UFFDIO_WRITEPROTECT, &protect) != 0 {
             throw .system(Errno.current, pid: pid, operation: "write-protect \(region) of")
         }
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let c = s.first, c.isWhitespace { s.removeFirst() }
+        while let c = s.last, c.isWhitespace { s.removeLast() }
+        return String(s)
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CLinux
 
 /// A child started with posix_spawn(3): signals and waiting.
 public struct ChildProcess: Sendable {
@@ -10,7 +11,14 @@ public struct ChildProcess: Sendable {
 
     /// Starts `path` with `arguments` (argv[1...]); stdin and stdout come from the given
     /// descriptors when given.
-    public static func spawn(_ path: String, _ arguments: [String], stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil) throws(Errno) -> ChildProcess {
+    /// With `newSession`, the child gets a session of its own (setsid), out of reach of
+    /// signals sent to the caller's process group or terminal.
+    public static func spawn(_ path: String, _ arguments: [String], stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil,
+                             newSession: Bool = false) throws(Errno) -> ChildProcess {
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        if newSession { posix_spawnattr_setflags(&attributes, chpox_posix_spawn_setsid()) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -19,7 +27,7 @@ public struct ChildProcess: Sendable {
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var pid: pid_t = 0
-        let result = posix_spawn(&pid, path, &actions, nil, argv, environ)
+        let result = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
         guard result == 0 else { throw Errno(rawValue: result) }
         return ChildProcess(pid: pid)
     }

@@ -101,3 +101,20 @@ public final class FrozenProcess {
         throw .unsupported(pid: pid, reason: "no syscall instruction in its vDSO")
     }
 }
+
+extension FrozenProcess {
+    /// userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY) inside the process; returns
+    /// the descriptor number there.
+    public func remoteUserfaultfd() throws(TraceeError) -> Int32 {
+        let flags = Int(O_CLOEXEC | O_NONBLOCK | Int32(UFFD_USER_MODE_ONLY))
+        let result = try syscall(Int(chpox_syscall_number_userfaultfd()), flags)
+        guard result >= 0 else { throw .system(Errno(rawValue: Int32(-result)), pid: pid, operation: "create a userfaultfd in") }
+        return Int32(result)
+    }
+
+    /// close(fd) inside the process.
+    public func remoteClose(_ fd: Int32) throws(TraceeError) {
+        let result = try syscall(Int(chpox_syscall_number_close()), Int(fd))
+        guard result >= 0 else { throw .system(Errno(rawValue: Int32(-result)), pid: pid, operation: "close descriptor \(fd) in") }
+    }
+}

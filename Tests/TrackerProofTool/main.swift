@@ -40,15 +40,16 @@ case "collect-loop":
         fail("usage: collect-loop PID TRACKER")
     }
     do {
-        var tracker: (any DirtyTracker)?
+        let tracker: any DirtyTracker = try TrackerSelection.start(kind, pid: pid)
+        print("tracking")
         var n = 0
         while true {
             let frozen = try FrozenProcess(pid: pid)
-            if tracker == nil { tracker = try TrackerSelection.start(kind, on: frozen) }
-            _ = try tracker!.collect(frozen)
+            _ = try tracker.collect(frozen)
             frozen.thaw()
             n += 1
             print("collected \(n)")
+            fflush(nil)
         }
     } catch {
         fail("\(error)")

@@ -60,9 +60,9 @@ public struct TrackerProof {
         defer { tracker?.stop() }
         for round in 0...rounds {
             if round > 0 { try workload.round(round) }
+            if tracker == nil { tracker = try TrackerSelection.start(kind, pid: workload.pid) }
             let frozen = try FrozenProcess(pid: workload.pid)
             defer { frozen.thaw() }
-            if tracker == nil { tracker = try TrackerSelection.start(kind, on: frozen) }
             let report = try tracker!.collect(frozen)
             let truth = try read(report.regions, pid: workload.pid)
             if round > 0 {

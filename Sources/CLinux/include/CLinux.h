@@ -59,6 +59,7 @@ static inline int chpox_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_op
 static inline int chpox_pidfd_getfd(int pidfd, int targetfd) { return (int)syscall(SYS_pidfd_getfd, pidfd, targetfd, 0); }
 static inline int chpox_userfaultfd(int flags) { return (int)syscall(SYS_userfaultfd, flags); }
 static inline long chpox_syscall_number_userfaultfd(void) { return SYS_userfaultfd; }
+static inline long chpox_syscall_number_close(void) { return SYS_close; }
 
 // process_vm_readv(2) is declared only under _GNU_SOURCE, which Swift's Glibc module lacks.
 static inline long chpox_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long localCount,
@@ -68,6 +69,12 @@ static inline long chpox_process_vm_readv(pid_t pid, const struct iovec *local, 
 
 // pipe2(2) is declared only under _GNU_SOURCE.
 static inline int chpox_pipe2(int fds[2], int flags) { return (int)syscall(SYS_pipe2, fds, flags); }
+
+// POSIX_SPAWN_SETSID is declared only under _GNU_SOURCE (glibc 2.26+ has it, value 0x80).
+#ifndef POSIX_SPAWN_SETSID
+#define POSIX_SPAWN_SETSID 0x80
+#endif
+static inline short chpox_posix_spawn_setsid(void) { return POSIX_SPAWN_SETSID; }
 
 // The W* status macros.
 static inline int chpox_wifexited(int status) { return WIFEXITED(status); }
