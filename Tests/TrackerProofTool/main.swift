@@ -2,7 +2,11 @@
 // chpox-tracker-proof prove TRACKER WORKLOAD ROUNDS SEED
 // chpox-tracker-proof collect-loop PID TRACKER
 //
-// `probe` prints what this kernel supports. `prove` runs TrackerProof and exits 0 only with
+// chpox-tracker-proof guest WORKLOAD ROUNDS
+//
+// `probe` prints what this kernel supports. `guest` is the suite a QEMU guest runs: every
+// tracker the kernel has (soft-dirty through pagemap and, where present, PAGEMAP_SCAN), and
+// the probe's refusal of the ones it lacks; it ends with "GUEST N passed, M failed". `prove` runs TrackerProof and exits 0 only with
 // zero missed pages (the QEMU guests run this). `collect-loop` attaches to PID and collects
 // forever, printing "collected N" each time (the kill tests SIGKILL it at random instants).
 import SoftDirty
@@ -35,6 +39,40 @@ case "prove":
     } catch {
         fail("\(error)")
     }
+case "guest":
+    guard arguments.count == 4, let rounds = Int(arguments[3]) else { fail("usage: guest WORKLOAD ROUNDS") }
+    let workload = arguments[2]
+    let probe = TrackerProbe()
+    for result in probe.results { print("probe \(result.kind.rawValue): \(result.supported ? "yes" : "no"): \(result.detail)") }
+    var passed = 0, failed = 0
+    func check(_ name: String, _ ok: Bool, _ detail: String) {
+        print("\(ok ? "PASS" : "FAIL") \(name): \(detail)")
+        if ok { passed += 1 } else { failed += 1 }
+    }
+    func prove(_ label: String, _ start: (Int32) throws -> any DirtyTracker) {
+        do {
+            let outcome = try TrackerProof.run(label, start: start, workloadPath: workload, rounds: rounds, seed: 7)
+            check(label, outcome.missedPages == 0 && outcome.rounds == rounds && outcome.changedPages > 0, "\(outcome)")
+        } catch {
+            check(label, false, "\(error)")
+        }
+    }
+    let softDirty = probe.result(.softDirty)
+    check("soft-dirty probe", softDirty.supported, softDirty.detail)
+    if softDirty.supported {
+        prove("soft-dirty (pagemap bit 55)") { pid in try SoftDirtyTracker(pid: pid, preferScan: false) }
+        let scan = (try? Pagemap(pid: getpid()))?.hasScan() ?? false
+        if scan { prove("soft-dirty (PAGEMAP_SCAN)") { pid in try SoftDirtyTracker(pid: pid, preferScan: true) } }
+    }
+    let uffd = probe.result(.uffdWP)
+    if uffd.supported {
+        prove("uffd-wp") { pid in try UffdTracker(pid: pid) }
+    } else {
+        check("uffd-wp probe refuses", uffd.detail.contains("WP_ASYNC"), uffd.detail)
+    }
+    prove("hash") { pid in try HashTracker(pid: pid) }
+    print("GUEST \(passed) passed, \(failed) failed")
+    exit(failed == 0 ? 0 : 1)
 case "collect-loop":
     guard arguments.count == 4, let pid = Int32(arguments[2]), let kind = TrackerKind(rawValue: arguments[3]) else {
         fail("usage: collect-loop PID TRACKER")

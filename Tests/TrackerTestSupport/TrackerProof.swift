@@ -7,7 +7,7 @@ import Tracee
 /// page compared with the previous full read. Zero missed pages; false positives are counted.
 public struct TrackerProof {
     public struct Outcome: Sendable, CustomStringConvertible {
-        public var tracker: TrackerKind
+        public var tracker: String
         public var rounds = 0
         /// Pages that changed (or appeared) between collects, in all rounds.
         public var changedPages = 0
@@ -20,7 +20,7 @@ public struct TrackerProof {
         public var falsePositiveRate: Double { reportedPages == 0 ? 0 : Double(falsePositivePages) / Double(reportedPages) }
 
         public var description: String {
-            "\(tracker.rawValue): \(rounds) rounds, \(changedPages) pages changed, \(reportedPages) reported, \(missedPages) missed"
+            "\(tracker): \(rounds) rounds, \(changedPages) pages changed, \(reportedPages) reported, \(missedPages) missed"
                 + ", false positives \(falsePositivePages) (\(Int(falsePositiveRate * 100))% of reported)"
                 + (firstMiss.map { "; first miss: \($0)" } ?? "")
         }
@@ -53,14 +53,21 @@ public struct TrackerProof {
     /// Runs `rounds` rounds of the workload at `workloadPath` under tracker `kind`.
     public static func run(_ kind: TrackerKind, workloadPath: String, rounds: Int, seed: UInt64,
                            log: (String) -> Void = { _ in }) throws -> Outcome {
+        try run(kind.rawValue, start: { pid in try TrackerSelection.start(kind, pid: pid) }, workloadPath: workloadPath,
+                rounds: rounds, seed: seed, log: log)
+    }
+
+    /// Runs the proof with the tracker `start` makes for the workload's pid.
+    public static func run(_ label: String, start: (Int32) throws -> any DirtyTracker, workloadPath: String, rounds: Int, seed: UInt64,
+                           log: (String) -> Void = { _ in }) throws -> Outcome {
         let workload = try DirtyWorkloadProcess(executable: workloadPath, seed: seed)
-        var outcome = Outcome(tracker: kind)
+        var outcome = Outcome(tracker: label)
         var tracker: (any DirtyTracker)?
         var previous: Snapshot = [:]
         defer { tracker?.stop() }
         for round in 0...rounds {
             if round > 0 { try workload.round(round) }
-            if tracker == nil { tracker = try TrackerSelection.start(kind, pid: workload.pid) }
+            if tracker == nil { tracker = try start(workload.pid) }
             let frozen = try FrozenProcess(pid: workload.pid)
             defer { frozen.thaw() }
             let report = try tracker!.collect(frozen)
