@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinux
 import Tracee
 
 /// Which pages of a process hold data: present or swapped, and not the shared zero page.
@@ -59,7 +60,7 @@ enum ZeroPage {
         let page = mmap(nil, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         guard let page, page != MAP_FAILED else { return 0 }
         defer { munmap(page, 4096) }
-        _ = page.load(as: UInt8.self)  // a read fault maps the zero page
+        _ = chpox_touch_read(page)  // a read fault maps the zero page
         guard let pagemap = try? Pagemap(pid: getpid()),
               let entry = try? pagemap.entries(from: UInt64(UInt(bitPattern: page)), count: 1).first,
               entry & PagemapBit.present != 0

@@ -76,6 +76,12 @@ static inline int chpox_pipe2(int fds[2], int flags) { return (int)syscall(SYS_p
 #endif
 static inline short chpox_posix_spawn_setsid(void) { return POSIX_SPAWN_SETSID; }
 
+// A read the optimizer must keep: it is done for its side effect (a read fault maps the
+// shared zero page), which Swift cannot express.
+static inline unsigned char chpox_touch_read(const void *address) {
+    return *(const volatile unsigned char *)address;
+}
+
 // The W* status macros.
 static inline int chpox_wifexited(int status) { return WIFEXITED(status); }
 static inline int chpox_wexitstatus(int status) { return WEXITSTATUS(status); }
