@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "CommandSupport", dependencies: [
             "Incremental", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "cpx", dependencies: ["CommandSupport"]),
+        .executableTarget(name: "cpx", dependencies: ["CommandSupport", "SoftDirty"]),
         // Creates the uffd-wp tracker's userfaultfd inside the target, as its own process.
         .executableTarget(name: "chpox-inject", dependencies: ["Tracee"]),
         .executableTarget(name: "ld-chpox", dependencies: ["CommandSupport"]),
@@ -60,7 +60,7 @@ let package = Package(
         .executableTarget(name: "chpox-tracker-proof", dependencies: ["TrackerTestSupport", "SoftDirty", "Tracee"],
                           path: "Tests/TrackerProofTool"),
         .testTarget(name: "TrackerTests", dependencies: [
-            "SoftDirty", "Tracee", "Syscall", "TrackerTestSupport", "chpox-dirty-workload", "chpox-tracker-proof", "chpox-inject",
+            "SoftDirty", "Tracee", "Syscall", "TrackerTestSupport", "chpox-dirty-workload", "chpox-tracker-proof", "chpox-inject", "cpx",
         ]),
         .testTarget(name: "StoreTests", dependencies: [
             "Store", "Syscall", "Incremental", "StoreTestSupport", "chpox-store-writer", "cpx", "dumpinfo", "ld-chpox",

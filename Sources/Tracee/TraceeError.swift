@@ -31,7 +31,7 @@ public enum TraceeError: Error, Sendable, CustomStringConvertible, Equatable {
 
     public static func from(_ errno: Errno, pid: Int32, _ operation: String) -> TraceeError {
         switch errno.rawValue {
-        case 3: return .noSuchProcess(pid: pid)              // ESRCH
+        case 2, 3: return .noSuchProcess(pid: pid)           // ENOENT (/proc/<pid> is gone), ESRCH
         case 1, 13: return .permissionDenied(pid: pid, operation: operation)  // EPERM, EACCES
         default: return .system(errno, pid: pid, operation: operation)
         }

@@ -2,6 +2,10 @@ import ArgumentParser
 import CommandSupport
 import Foundation
 import Incremental
+import SoftDirty
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
 struct Cpx: ParsableCommand {
@@ -10,9 +14,100 @@ struct Cpx: ParsableCommand {
         abstract: "Checkpoint processes into a chpox store, and maintain the store.",
         discussion: """
         Checkpointing a live process (`cpx <pid>`, `cpx --interval`) arrives with the
-        checkpointer; the store maintenance commands below work on any store.
+        checkpointer. Today: `cpx --probe` says which dirty-page trackers this kernel supports,
+        `cpx track <pid>` measures how fast a process dirties its memory, and the store
+        maintenance commands below work on any store.
         """,
-        subcommands: [GC.self, Rebase.self, RebuildIndex.self])
+        subcommands: [Track.self, GC.self, Rebase.self, RebuildIndex.self])
+
+    @Flag(name: .long, help: "Print which dirty-page trackers this kernel supports and which one `auto` picks.")
+    var probe = false
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        guard probe else { throw CleanExit.helpRequest(self) }
+        let probe = TrackerProbe()
+        if output.json {
+            struct Document: Codable {
+                var schema = "chpox.probe/1"
+                var trackers: [Entry]
+                var auto: String
+                struct Entry: Codable { var name: String; var supported: Bool; var detail: String }
+            }
+            print(StoreReports.json(Document(trackers: probe.results.map { .init(name: $0.kind.rawValue, supported: $0.supported, detail: $0.detail) },
+                                             auto: probe.best.rawValue)))
+        } else {
+            for result in probe.results { print("\(result.kind.rawValue): \(result.detail)") }
+            print("auto: \(probe.best.rawValue)")
+        }
+    }
+}
+
+/// `--tracker`, shared by every command that tracks a process.
+struct TrackerOption: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Dirty-page tracker: auto, soft-dirty, uffd-wp or hash (see `cpx --probe`).", valueName: "name"))
+    var tracker: String = "auto"
+
+    func validate() throws {
+        guard tracker == "auto" || TrackerKind(rawValue: tracker) != nil else {
+            throw ValidationError("unknown tracker '\(tracker)': use auto, soft-dirty, uffd-wp or hash")
+        }
+    }
+
+    var kind: TrackerKind? { TrackerKind(rawValue: tracker) }
+}
+
+struct Track: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure how many pages a live process writes per interval, with any tracker.",
+        discussion: """
+        Every interval the process is frozen (all threads), the tracker collects and resets, and
+        the process runs on: the freeze time is what a checkpoint's pause would start from.
+        Sample 0 reports every page (there is nothing to compare with yet). The process is
+        never changed: uffd-wp's userfaultfd is created by the chpox-inject helper and leaves
+        no descriptor behind; stopping cpx at any moment leaves the process running.
+        """)
+
+    @Argument(help: "The process to watch.")
+    var pid: Int32
+    @OptionGroup var trackerOption: TrackerOption
+    @OptionGroup var output: OutputOptions
+    @Option(name: .long, help: "Seconds between samples.")
+    var interval: Double = 1
+    @Option(name: .long, help: "Samples to take after the first (default: until the process exits or cpx is interrupted).")
+    var count: Int?
+
+    func validate() throws {
+        guard interval > 0 else { throw ValidationError("--interval must be positive") }
+        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+    }
+
+    func run() throws {
+        let monitor: DirtyRate
+        do { monitor = try DirtyRate(pid: pid, tracker: trackerOption.kind) } catch {
+            FileHandle.standardError.write(Data("cpx track: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+        var index = 0
+        while count.map({ index <= $0 }) ?? true {
+            if index > 0 { usleep(UInt32(interval * 1_000_000)) }
+            let sample: DirtyRate.Sample
+            do { sample = try monitor.sample(index) } catch {
+                if case .noSuchProcess = error, index > 0 {
+                    print(output.json ? "{\"event\":\"exited\",\"pid\":\(pid)}" : "pid \(pid) exited")
+                    return
+                }
+                FileHandle.standardError.write(Data("cpx track: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
+            if output.json {
+                print(StoreReports.jsonLine(sample))
+            } else {
+                print(sample.text)
+            }
+            index += 1
+        }
+    }
 }
 
 struct GC: ParsableCommand {

@@ -5,7 +5,14 @@ import Foundation
 public enum StoreReports {
     public static let schemaVersion = 1
 
-    static func json(_ value: some Encodable) -> String {
+    /// One JSON object on one line (for event streams).
+    public static func jsonLine(_ value: some Encodable) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)
+    }
+
+    public static func json(_ value: some Encodable) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)
