@@ -7,6 +7,8 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .library(name: "Store", targets: ["Store"]),
+        .library(name: "Tracee", targets: ["Tracee"]),
+        .library(name: "SoftDirty", targets: ["SoftDirty"]),
         .library(name: "Incremental", targets: ["Incremental"]),
         .executable(name: "cpx", targets: ["cpx"]),
         .executable(name: "ld-chpox", targets: ["ld-chpox"]),
