@@ -1,6 +1,7 @@
 // swift-tools-version: 6.1
-// Throughput and footprint benchmarks for the chpox Store, each against a baseline measured in
-// the same run (raw LZ4, memcpy). See README.md; `./run-ratios` prints the ratio table.
+// Throughput and footprint benchmarks for the chpox Store, and the cost of the dirty-page
+// trackers' collect, each against a baseline measured in the same run (raw LZ4, memcpy,
+// process_vm_readv of the whole target). See README.md; `./run-ratios` prints the ratio table.
 import PackageDescription
 
 let package = Package(
@@ -23,6 +24,23 @@ let package = Package(
                 "CBenchLZ4",
             ],
             path: "Benchmarks/StoreBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // The process the tracker benchmarks freeze: 1 GiB of written pages, dirtying K more
+        // on request (see Sources/DirtyTarget/main.c).
+        .executableTarget(name: "DirtyTarget"),
+        // Dirty-page trackers (uffd-wp, hash; soft-dirty where the kernel has it) against a
+        // process_vm_readv of the whole target. Needs DirtyTarget and the main package's
+        // chpox-inject built beside it: `run-ratios` builds both first.
+        .executableTarget(
+            name: "TrackerBenchmarks",
+            dependencies: [
+                .product(name: "Tracee", package: "chpox"),
+                .product(name: "SoftDirty", package: "chpox"),
+                .product(name: "Benchmark", package: "benchmark"),
+                "DirtyTarget",
+            ],
+            path: "Benchmarks/TrackerBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ]

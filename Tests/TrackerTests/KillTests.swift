@@ -10,6 +10,8 @@ import Testing
 @Suite(.serialized) struct KillTests {
     static func kill(tracker kind: TrackerKind, instants: Int, seed: UInt64) throws {
         let workload = try DirtyWorkloadProcess(executable: Tools.path("chpox-dirty-workload"), seed: seed)
+        // Once it has answered, its start-up (the dynamic loader opening libraries) is over.
+        try workload.round(0)
         let descriptors = try ProcFS.descriptors(workload.pid)
         var rng = SystemRandomNumberGenerator()
         for instant in 0..<instants {
@@ -32,7 +34,8 @@ import Testing
             // The target was left running: it answers, and nothing of ours stays in it.
             try workload.round(1000 + instant)
             #expect(try workload.selfCheck() == "selfcheck ok", "after kill \(instant)")
-            #expect(try ProcFS.descriptors(workload.pid) == descriptors, "descriptor table after kill \(instant)")
+            let now = try ProcFS.descriptors(workload.pid)
+            #expect(now == descriptors, "descriptor table after kill \(instant): \(now.map { "\($0) -> \(ProcFS.descriptorTarget(workload.pid, $0) ?? "?")" }), was \(descriptors)")
             let state = try ProcFS.state(workload.pid)
             #expect(state != "t" && state != "T", "the target must not stay stopped (state \(state))")
         }

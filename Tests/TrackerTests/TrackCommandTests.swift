@@ -34,6 +34,7 @@ import Testing
 
     @Test func trackSamplesALiveProcessAndLeavesItWhole() throws {
         let workload = try DirtyWorkloadProcess(executable: Tools.path("chpox-dirty-workload"), seed: 9)
+        try workload.round(0)
         let descriptors = try ProcFS.descriptors(workload.pid)
         let run = try Self.run(["track", "\(workload.pid)", "--count", "2", "--interval", "0.1", "--json"])
         #expect(run.status == 0, "\(run.errors)")
