@@ -118,10 +118,22 @@ func locateInjector() {
     if access(candidate, X_OK) == 0 { setenv("CHPOX_INJECT", candidate, 1) }
 }
 
+/// A line for `run-ratios` (which sets CHPOX_BENCH_NOTES; the plugin does not pass on the
+/// benchmark's output in its JMH mode), else for stderr.
+func note(_ line: String) {
+    if let path = getenv("CHPOX_BENCH_NOTES"), let file = fopen(path, "a") {
+        fputs(line + "\n", file)
+        fclose(file)
+    } else {
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+}
+
 let trackerIterations = 5
 
 func trackerConfiguration(_ figures: [BenchmarkMetric], warmup: Int = 0) -> Benchmark.Configuration {
-    .init(metrics: [.wallClock] + figures, timeUnits: .milliseconds, warmupIterations: warmup,
+    // .throughput: the JMH export leaves out benchmarks without it.
+    .init(metrics: [.wallClock, .throughput] + figures, timeUnits: .milliseconds, warmupIterations: warmup,
           maxDuration: .seconds(60), maxIterations: trackerIterations)
 }
 
@@ -167,7 +179,7 @@ let benchmarks: @Sendable () -> Void = {
         Benchmark("Tracker \(kind.rawValue) collect 1 GiB", configuration: trackerConfiguration(TrackerFigure.all(kind))) { benchmark in
             let result = probe.result(kind)
             guard result.supported else {
-                print("tracker-probe: \(kind.rawValue) not supported: \(result.detail)")
+                note("tracker-probe: \(kind.rawValue) not supported: \(result.detail)")
                 benchmark.measurement(TrackerFigure.supported(kind), 0)
                 return
             }
