@@ -125,22 +125,27 @@ public final class UffdTracker: DirtyTracker {
                 wholesale.append(PageRun(start: region.start, end: region.end))
                 continue
             }
-            let runs = try pagemap.scan(start: region.start, end: region.end, returned: [.wpAllowed])
-            let allowed = AddressRuns(runs.filter { $0.categories.contains(.wpAllowed) })
-            let whole = AddressRuns([PageRun(start: region.start, end: region.end)])
-            let unprotected = whole.subtracting(allowed)
+            // Written pages of registered mappings, write-protected again in the same walk.
+            // Unregistered mappings are skipped by the kernel without a page-table walk.
+            dirty += try pagemap.scan(start: region.start, end: region.end, flags: .writeProtectMatching,
+                                      required: [.written, .wpAllowed], returned: .written)
+            // Ranges the userfaultfd does not cover (new, or dropped by mremap): only those
+            // mappings are walked.
+            let unprotected = try pagemap.scan(start: region.start, end: region.end, required: .wpAllowed,
+                                               inverted: .wpAllowed, returned: .wpAllowed)
             if !unprotected.isEmpty {
-                wholesale += unprotected.runs
+                wholesale += unprotected.map { PageRun(start: $0.start, end: $0.end) }
                 fresh.append(region)
-            }
-            for run in allowed.runs {
-                dirty += try pagemap.scan(start: run.start, end: run.end, flags: [.writeProtectMatching, .checkWPAsync],
-                                          required: .written, returned: .written)
             }
         }
         // Newly seen ranges: registered and protected now, so the next collect can vouch for them.
         for region in fresh { try protect(region, uffd) }
-        let resident = try Residency(pagemap: pagemap).resident(regions)
+        // Zapping an anonymous page drops its uffd-wp state with it, so the page reads as
+        // written (mm/memory.c: "Zap on anonymous always means dropping everything"); a file
+        // page keeps a marker and may read back other contents unreported. Only private file
+        // mappings need the "held data, now zero" rule.
+        let fileBacked = regions.filter { !$0.isAnonymous && !$0.shared }
+        let resident = try Residency(pagemap: pagemap).resident(fileBacked)
         let vanished = history.vanished(resident: resident, continuing: layout.continuing)
         history.record(regions: regions, resident: resident)
         let wholesaleRuns = AddressRuns(wholesale)
