@@ -51,7 +51,7 @@ case "guest":
     }
     func prove(_ label: String, _ start: (Int32) throws -> any DirtyTracker) {
         do {
-            let outcome = try TrackerProof.run(label, start: start, workloadPath: workload, rounds: rounds, seed: 7)
+            let outcome = try TrackerProof.run(label, start: start, workloadPath: workload, rounds: rounds, seed: 7, log: { if getenv("CHPOX_DEBUG") != nil { print("debug \($0)") } })
             check(label, outcome.missedPages == 0 && outcome.rounds == rounds && outcome.changedPages > 0, "\(outcome)")
         } catch {
             check(label, false, "\(error)")
