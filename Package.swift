@@ -61,11 +61,13 @@ let package = Package(
         // The proof as a standalone program, for kill tests and QEMU guests.
         .executableTarget(name: "chpox-tracker-proof", dependencies: ["TrackerTestSupport", "SoftDirty", "Tracee"],
                           path: "Tests/TrackerProofTool"),
+        // Finding and running the package's executables from tests.
+        .target(name: "TestTools", path: "Tests/TestTools"),
         .testTarget(name: "TrackerTests", dependencies: [
-            "SoftDirty", "Tracee", "Syscall", "TrackerTestSupport", "chpox-dirty-workload", "chpox-tracker-proof", "chpox-inject", "cpx",
+            "TestTools", "SoftDirty", "Tracee", "Syscall", "TrackerTestSupport", "chpox-dirty-workload", "chpox-tracker-proof", "chpox-inject", "cpx",
         ]),
         .testTarget(name: "StoreTests", dependencies: [
-            "Store", "Syscall", "Incremental", "StoreTestSupport", "chpox-store-writer", "cpx", "dumpinfo", "ld-chpox",
+            "TestTools", "Store", "Syscall", "Incremental", "StoreTestSupport", "chpox-store-writer", "cpx", "dumpinfo", "ld-chpox",
         ]),
     ]
 )

@@ -25,12 +25,17 @@ public enum ProcFS {
 
     /// Thread ids of the process.
     public static func threads(_ pid: Int32) throws(TraceeError) -> [Int32] {
+        try numericEntries(pid, "task", "list threads of")
+    }
+
+    /// The names of /proc/<pid>/<directory> that are numbers (thread ids, descriptors), sorted.
+    static func numericEntries(_ pid: Int32, _ directory: String, _ operation: String) throws(TraceeError) -> [Int32] {
         do {
-            let fd = try FileDescriptor.open("/proc/\(pid)/task", [.readOnly, .directory])
+            let fd = try FileDescriptor.open("/proc/\(pid)/\(directory)", [.readOnly, .directory])
             defer { fd.close() }
             return try fd.entries().compactMap { Int32($0) }.sorted()
         } catch {
-            throw .from(error, pid: pid, "list threads of")
+            throw .from(error, pid: pid, operation)
         }
     }
 
@@ -46,13 +51,7 @@ public enum ProcFS {
 
     /// Open descriptor numbers of the process.
     public static func descriptors(_ pid: Int32) throws(TraceeError) -> [Int32] {
-        do {
-            let fd = try FileDescriptor.open("/proc/\(pid)/fd", [.readOnly, .directory])
-            defer { fd.close() }
-            return try fd.entries().compactMap { Int32($0) }.sorted()
-        } catch {
-            throw .from(error, pid: pid, "list descriptors of")
-        }
+        try numericEntries(pid, "fd", "list descriptors of")
     }
 
     /// Where descriptor `fd` points (readlink of /proc/<pid>/fd/<fd>).

@@ -1,28 +1,13 @@
 import Foundation
 import Store
 import StoreTestSupport
+import TestTools
 import Testing
 
 /// The commands as a user runs them: exit status, text and JSON.
 @Suite(.serialized) struct CommandTests {
-    struct Run {
-        var status: Int32
-        var output: String
-        var errors: String
-    }
-
-    static func run(_ tool: String, _ arguments: [String]) throws -> Run {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: TestTools.path(tool))
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, output: output, errors: errors)
+    static func run(_ tool: String, _ arguments: [String]) throws -> TestTools.Run {
+        try TestTools.run(tool, arguments)
     }
 
     static func object(_ json: String) throws -> [String: Any] {

@@ -2,6 +2,7 @@ import Foundation
 import Store
 import StoreTestSupport
 import Syscall
+@_exported import TestTools
 
 /// A fresh store directory under /tmp, removed by `cleanup()`.
 struct TemporaryStore {
@@ -17,16 +18,6 @@ struct TemporaryStore {
 
     func files(in subdirectory: String, suffix: String) throws -> [String] {
         try FileManager.default.contentsOfDirectory(atPath: "\(path)/\(subdirectory)").filter { $0.hasSuffix(suffix) }.sorted()
-    }
-}
-
-/// Executables built beside the test bundle.
-enum TestTools {
-    static func path(_ name: String) -> String {
-        let beside = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "")
-            .deletingLastPathComponent().appendingPathComponent(name).path
-        let built = FileManager.default.currentDirectoryPath + "/.build/debug/\(name)"
-        return [beside, built].first { FileManager.default.isExecutableFile(atPath: $0) } ?? name
     }
 }
 

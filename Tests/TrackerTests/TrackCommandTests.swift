@@ -2,22 +2,13 @@ import Foundation
 import SoftDirty
 import Tracee
 import TrackerTestSupport
+import TestTools
 import Testing
 
 /// `cpx --probe` and `cpx track` as a user runs them.
 @Suite(.serialized) struct TrackCommandTests {
-    static func run(_ arguments: [String]) throws -> (status: Int32, output: String, errors: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Tools.path("cpx"))
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output, errors)
+    static func run(_ arguments: [String]) throws -> TestTools.Run {
+        try TestTools.run("cpx", arguments)
     }
 
     @Test func probeReportsEveryTrackerAndTheAutomaticChoice() throws {

@@ -3,16 +3,10 @@ import SoftDirty
 import Syscall
 import Tracee
 import TrackerTestSupport
+import TestTools
 import Testing
 
-enum Tools {
-    static func path(_ name: String) -> String {
-        let beside = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "")
-            .deletingLastPathComponent().appendingPathComponent(name).path
-        let built = FileManager.default.currentDirectoryPath + "/.build/debug/\(name)"
-        return [beside, built].first { FileManager.default.isExecutableFile(atPath: $0) } ?? name
-    }
-}
+typealias Tools = TestTools
 
 let probe = TrackerProbe()
 

@@ -1,0 +1,33 @@
+import Foundation
+
+/// The package's executables as tests run them.
+public enum TestTools {
+    /// An executable built beside the test bundle (or in .build/debug).
+    public static func path(_ name: String) -> String {
+        let beside = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "")
+            .deletingLastPathComponent().appendingPathComponent(name).path
+        let built = FileManager.default.currentDirectoryPath + "/.build/debug/\(name)"
+        return [beside, built].first { FileManager.default.isExecutableFile(atPath: $0) } ?? name
+    }
+
+    public struct Run: Sendable {
+        public var status: Int32
+        public var output: String
+        public var errors: String
+    }
+
+    /// Runs `tool` with `arguments` to completion, capturing stdout and stderr.
+    public static func run(_ tool: String, _ arguments: [String]) throws -> Run {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path(tool))
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus, output: output, errors: errors)
+    }
+}
