@@ -25,11 +25,7 @@ for kernel in 6.12 6.1; do
     log=.build-static/guest/$kernel.log
     echo "qemu: Linux $kernel"
     set +e
-    # One vCPU: one full-suite run on 6.1 with two saw no write fault at all after clear_refs
-    # (every soft-dirty bit stayed clear for 50 rounds), never reproduced since; the
-    # signature fits a TLB entry left stale by TCG's cross-vCPU flush. The trackers' logic
-    # does not depend on the number of CPUs.
-    bash scripts/qemu-run.sh --kernel "$kernel" --mem 1024 --smp 1 --timeout 900 \
+    bash scripts/qemu-run.sh --kernel "$kernel" --mem 1024 --smp 2 --timeout 900 \
         --file "$bin/chpox-inject" --file .build-static/guest/chpox-dirty-workload \
         -- "$bin/chpox-tracker-proof" guest /bin/chpox-dirty-workload "$rounds" >"$log" 2>&1
     status=$?

@@ -7,7 +7,6 @@ import Tracee
 public final class HashTracker: DirtyTracker {
     public let kind = TrackerKind.hash
     public let pid: Int32
-    private let pagemap: Pagemap
     private var history = TrackingHistory()
     /// Page address -> hash of its contents at the previous collect (absent: a zero page).
     private var hashes: [UInt64: PageHash] = [:]
@@ -27,7 +26,6 @@ public final class HashTracker: DirtyTracker {
 
     public init(pid: Int32) throws(TraceeError) {
         self.pid = pid
-        pagemap = try Pagemap(pid: pid)
     }
 
     public func stop() { hashes = [:] }
@@ -35,7 +33,7 @@ public final class HashTracker: DirtyTracker {
     public func collect(_ process: FrozenProcess) throws(TraceeError) -> DirtyReport {
         let regions = try TrackingHistory.regions(of: pid)
         let layout = history.layout(regions)
-        let resident = try Residency(pagemap: pagemap).resident(regions)
+        let resident = try Residency(pagemap: try Pagemap(frozen: process)).resident(regions)
         var current: [UInt64: PageHash] = [:]
         current.reserveCapacity(Int(resident.pageCount))
         var dirty: [PageRun] = []

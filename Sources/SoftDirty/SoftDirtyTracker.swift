@@ -12,15 +12,14 @@ import Tracee
 public final class SoftDirtyTracker: DirtyTracker {
     public let kind = TrackerKind.softDirty
     public let pid: Int32
-    private let pagemap: Pagemap
     /// Read the bits with PAGEMAP_SCAN rather than pagemap entries.
     public let usesScan: Bool
     private var history = TrackingHistory()
 
     public init(pid: Int32, preferScan: Bool = true) throws(TraceeError) {
         self.pid = pid
-        pagemap = try Pagemap(pid: pid)
-        usesScan = preferScan && pagemap.hasScan()
+        let scan = try Pagemap(pid: pid).hasScan()
+        usesScan = preferScan && scan
     }
 
     public func stop() {}
@@ -28,6 +27,7 @@ public final class SoftDirtyTracker: DirtyTracker {
     public func collect(_ process: FrozenProcess) throws(TraceeError) -> DirtyReport {
         let regions = try TrackingHistory.regions(of: pid)
         let layout = history.layout(regions)
+        let pagemap = try Pagemap(frozen: process)
         var dirty: [PageRun] = []
         for region in regions {
             if usesScan {

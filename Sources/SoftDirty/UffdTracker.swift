@@ -15,7 +15,6 @@ public final class UffdTracker: DirtyTracker {
     public let kind = TrackerKind.uffdWP
     public let pid: Int32
     private var uffd: FileDescriptor?
-    private let pagemap: Pagemap
     private var history = TrackingHistory()
     /// Ranges registered with the userfaultfd.
     private var registered = AddressRuns()
@@ -28,8 +27,7 @@ public final class UffdTracker: DirtyTracker {
     /// that this process can be killed at any instant without harming the target.
     public init(pid: Int32) throws(TraceeError) {
         self.pid = pid
-        pagemap = try Pagemap(pid: pid)
-        guard pagemap.hasScan() else { throw .unsupported(pid: pid, reason: "uffd-wp needs PAGEMAP_SCAN (Linux 6.7+)") }
+        guard try Pagemap(pid: pid).hasScan() else { throw .unsupported(pid: pid, reason: "uffd-wp needs PAGEMAP_SCAN (Linux 6.7+)") }
         let local = try Self.takeUserfaultfd(from: pid)
         let fd = FileDescriptor(rawValue: local)
         var api = uffdio_api(api: UInt64(UFFD_API), features: Self.features, ioctls: 0)
@@ -116,6 +114,7 @@ public final class UffdTracker: DirtyTracker {
         guard let uffd else { throw .unsupported(pid: pid, reason: "uffd-wp tracking was stopped") }
         let regions = try TrackingHistory.regions(of: pid)
         let layout = history.layout(regions)
+        let pagemap = try Pagemap(frozen: process)
         var dirty: [PageRun] = []
         var wholesale = layout.new.runs
         var fresh: [MemoryRegion] = []

@@ -48,11 +48,21 @@ public final class Pagemap {
     public let pid: Int32
     private let fd: FileDescriptor
 
+    /// Opens /proc/<pid>/pagemap. The file binds the process's address space when it is
+    /// opened: a descriptor opened while the process was still inside execve (posix_spawn
+    /// returns as soon as the child has released its parent's memory, before the new memory
+    /// is installed) reads the old address space for ever. Trackers therefore open it anew,
+    /// with `init(frozen:)`, for every collect.
     public init(pid: Int32) throws(TraceeError) {
         self.pid = pid
         do { fd = try FileDescriptor.open("/proc/\(pid)/pagemap", [.readOnly]) } catch {
             throw .from(error, pid: pid, "open /proc/\(pid)/pagemap of")
         }
+    }
+
+    /// Opens the pagemap of a frozen process: bound to the memory it has now.
+    public convenience init(frozen process: FrozenProcess) throws(TraceeError) {
+        try self.init(pid: process.pid)
     }
 
     deinit { fd.close() }
