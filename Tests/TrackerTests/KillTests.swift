@@ -51,3 +51,56 @@ import Testing
         try Self.kill(tracker: .hash, instants: 20, seed: 32)
     }
 }
+
+/// uffd-wp tracking ends cleanly: once the tracker stops or dies, no range of the target is
+/// registered with a userfaultfd any more, and its descriptor table never changed.
+@Suite(.serialized) struct TrackingEndsTests {
+    static func registeredPages(_ pid: Int32) throws -> UInt64 {
+        let pagemap = try Pagemap(pid: pid)
+        var pages: UInt64 = 0
+        for region in try MemoryRegion.of(pid) where !region.isSpecial {
+            pages += try pagemap.scan(start: region.start, end: region.end, required: .wpAllowed, returned: .wpAllowed)
+                .reduce(0) { $0 + $1.pageCount }
+        }
+        return pages
+    }
+
+    @Test(.enabled(if: probe.result(.uffdWP).supported, "this kernel lacks async uffd-wp (Linux 6.7+)"))
+    func stoppingOrDyingUnregistersEverything() throws {
+        let workload = try DirtyWorkloadProcess(executable: Tools.path("chpox-dirty-workload"), seed: 41)
+        try workload.round(0)
+        let descriptors = try ProcFS.descriptors(workload.pid)
+        #expect(try Self.registeredPages(workload.pid) == 0)
+
+        // In this process: tracking survives thawing between collects, and stop() ends it.
+        let tracker = try TrackerSelection.start(.uffdWP, pid: workload.pid)
+        for round in 1...3 {
+            let frozen = try FrozenProcess(pid: workload.pid)
+            _ = try tracker.collect(frozen)
+            frozen.thaw()
+            #expect(try Self.registeredPages(workload.pid) > 4096, "registered after collect \(round)")
+            try workload.round(round)
+        }
+        tracker.stop()
+        #expect(try Self.registeredPages(workload.pid) == 0)
+        #expect(try ProcFS.descriptors(workload.pid) == descriptors)
+
+        // In a tracker process that is killed: the kernel unregisters everything.
+        let log = NSTemporaryDirectory() + "chpox-ends-\(workload.pid).log"
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let output = try FileDescriptor.open(log, [.writeOnly, .create, .truncate])
+        let child = try ChildProcess.spawn(Tools.path("chpox-tracker-proof"), ["collect-loop", "\(workload.pid)", "uffd-wp"], stdout: output)
+        output.close()
+        var waited = 0
+        while !((try? String(contentsOfFile: log, encoding: .utf8))?.contains("collected 2") ?? false) && waited < 3000 {
+            usleep(1000)
+            waited += 1
+        }
+        #expect(try Self.registeredPages(workload.pid) > 4096)
+        try child.send(SIGKILL)
+        _ = try child.wait()
+        #expect(try Self.registeredPages(workload.pid) == 0)
+        #expect(try ProcFS.descriptors(workload.pid) == descriptors)
+        #expect(try workload.selfCheck() == "selfcheck ok")
+    }
+}
