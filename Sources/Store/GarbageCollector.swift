@@ -60,10 +60,13 @@ public struct GCReport: Sendable {
 }
 
 extension Store {
+    /// Small packs are merged when at least this many exist.
+    static let smallPacksToMerge = 4
+
     /// Applies `policy`, merges each dropped generation into its successor (so every kept
     /// generation rebuilds byte for byte, with its number unchanged), marks the chunks the kept
     /// generations reference, deletes packs with none and repacks packs whose dead share is over
-    /// `repackThreshold`. Holds the exclusive store lock: writers in flight finish first.
+    /// `repackThreshold`, and merges small packs. Holds the exclusive store lock: writers in flight finish first.
     public func collectGarbage(_ policy: RetentionPolicy, dryRun: Bool = false, repackThreshold: Double = 0.3) throws(StoreError) -> GCReport {
         let started = GenerationWriter.now()
         guard let lock = try StoreLock(.store, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
@@ -109,10 +112,14 @@ extension Store {
             report.packBytesBefore += size
         }
         let deletable = Set(packSizes.keys.filter { live[$0, default: 0] == 0 })
-        let repack = Set(packSizes.keys.filter { pack in
+        let mostlyDead = Set(packSizes.keys.filter { pack in
             let l = live[pack, default: 0], d = dead[pack, default: 0]
             return l > 0 && Double(d) / Double(l + d) > repackThreshold
         })
+        // Every generation closes its own pack, so a long chain leaves many small ones:
+        // four or more packs under a quarter of the target size are merged.
+        let small = Set(packSizes.keys.filter { live[$0, default: 0] > 0 && packSizes[$0]! < Int64(PackFormat.targetSize / 4) })
+        let repack = mostlyDead.union(small.count >= Self.smallPacksToMerge ? small : [])
         report.packsDeleted = deletable.count
         report.packsRepacked = repack.count
 

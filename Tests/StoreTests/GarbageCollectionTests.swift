@@ -112,3 +112,24 @@ import Testing
         #expect(collections > 2)
     }
 }
+
+@Suite struct PackCoalescingTests {
+    @Test func smallPacksOfManyGenerationsAreMerged() throws {
+        let temporary = TemporaryStore("coalesce")
+        defer { temporary.cleanup() }
+        let store = try temporary.open()
+        let states = try writeChain(store, chain: "c", seed: 61, rounds: 24, pages: 64, dirty: 8)
+        let before = try temporary.files(in: "packs", suffix: ".pack").count
+        #expect(before >= 20, "one small pack per generation")
+        let report = try store.collectGarbage(RetentionPolicy())
+        let after = try temporary.files(in: "packs", suffix: ".pack").count
+        #expect(after == 1, "\(before) packs became \(after)")
+        #expect(report.packsRepacked == before)
+        for (g, memory) in states.enumerated() {
+            #expect(try mismatch(store, chain: "c", generation: UInt64(g), expected: memory) == nil)
+        }
+        #expect(try store.verify(deep: true).isClean)
+        // A second GC finds nothing left to merge.
+        #expect(try store.collectGarbage(RetentionPolicy()).packsRepacked == 0)
+    }
+}
