@@ -13,10 +13,7 @@ struct Cpx: ParsableCommand {
         commandName: "cpx",
         abstract: "Checkpoint processes into a chpox store, and maintain the store.",
         discussion: """
-        Checkpointing a live process (`cpx <pid>`, `cpx --interval`) arrives with the
-        checkpointer. Today: `cpx --probe` says which dirty-page trackers this kernel supports,
-        `cpx track <pid>` measures how fast a process dirties its memory, and the store
-        maintenance commands below work on any store.
+        Checkpointing a live process (`cpx <pid>`, `cpx --interval`) arrives with the checkpointer. Today: `cpx --probe` says which dirty-page trackers this kernel supports, `cpx track <pid>` measures how fast a process dirties its memory, and the store maintenance commands below work on any store.
         """,
         subcommands: [Track.self, GC.self, Rebase.self, RebuildIndex.self])
 
@@ -61,11 +58,7 @@ struct Track: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure how many pages a live process writes per interval, with any tracker.",
         discussion: """
-        Every interval the process is frozen (all threads), the tracker collects and resets, and
-        the process runs on: the freeze time is what a checkpoint's pause would start from.
-        Sample 0 reports every page (there is nothing to compare with yet). The process is
-        never changed: uffd-wp's userfaultfd is created by the chpox-inject helper and leaves
-        no descriptor behind; stopping cpx at any moment leaves the process running.
+        Every interval the process is frozen (all threads), the tracker collects and resets, and the process runs on: the freeze time is what a checkpoint's pause would start from. Sample 0 reports every page (there is nothing to compare with yet). The process is never changed: uffd-wp's userfaultfd is created by the chpox-inject helper and leaves no descriptor behind; stopping cpx at any moment leaves the process running.
         """)
 
     @Argument(help: "The process to watch.")
@@ -115,11 +108,7 @@ struct GC: ParsableCommand {
         commandName: "gc",
         abstract: "Drop old generations and reclaim the space only they used.",
         discussion: """
-        A dropped generation's changes are merged into the next kept one, so every kept
-        generation still rebuilds byte for byte, under the same number. The newest generation
-        of a chain is always kept. Without a retention option, gc only sweeps garbage left by
-        interrupted writes. Safe while `cpx` writes into the same store: gc waits for the
-        generation in flight, and writers wait for gc at their next generation.
+        A dropped generation's changes are merged into the next kept one, so every kept generation still rebuilds byte for byte, under the same number. The newest generation of a chain is always kept. Without a retention option, gc only sweeps garbage left by interrupted writes. Safe while `cpx` writes into the same store: gc waits for the generation in flight, and writers wait for gc at their next generation.
         """)
 
     @OptionGroup var storeOptions: StoreOptions

@@ -9,8 +9,7 @@ struct DumpInfo: ParsableCommand {
         commandName: "dumpinfo",
         abstract: "Show and verify what a chpox store holds.",
         discussion: """
-        Exactly one of --chain, --verify or --stats. Exit status 1 when verify finds damage.
-        JSON documents name their schema (chpox.chain/1, chpox.verify/1, chpox.stats/1).
+        Exactly one of --chain, --verify or --stats. Exit status 1 when verify finds damage. JSON documents name their schema (chpox.chain/1, chpox.verify/1, chpox.stats/1).
         """)
 
     @OptionGroup var storeOptions: StoreOptions

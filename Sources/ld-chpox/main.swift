@@ -9,8 +9,7 @@ struct LdChpox: ParsableCommand {
         commandName: "ld-chpox",
         abstract: "Rebuild a generation from its chain (and, with the restorer, restart it).",
         discussion: """
-        This build can rebuild and verify any generation (--check). Restarting a process from a
-        generation arrives with the restorer; until then ld-chpox without --check refuses.
+        This build can rebuild and verify any generation (--check). Restarting a process from a generation arrives with the restorer; until then ld-chpox without --check refuses.
         """)
 
     @OptionGroup var storeOptions: StoreOptions
