@@ -1,5 +1,8 @@
 import ArgumentParser
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Incremental
 
 /// `--store DIR`, shared by every command.
@@ -35,5 +38,29 @@ public func reportingErrors(_ command: String, _ body: () throws -> Void) throws
     } catch let error as StoreError {
         FileHandle.standardError.write(Data("\(command): \(error)\n".utf8))
         throw ExitCode.failure
+    }
+}
+
+/// A progress line on stderr, redrawn in place, only when stderr is a terminal.
+public final class ProgressLine: @unchecked Sendable {
+    private let label: String
+    private let enabled: Bool
+    private var shown = false
+
+    public init(_ label: String) {
+        self.label = label
+        enabled = isatty(2) != 0
+    }
+
+    public func update(_ done: Int, _ total: Int) {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\(label): \(done)/\(total)".utf8))
+        shown = true
+    }
+
+    /// Clears the line before the command prints its result.
+    public func finish() {
+        guard enabled && shown else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
     }
 }

@@ -47,7 +47,9 @@ extension Store {
     /// to their parents; every chunk they reference is in the index; every index segment and
     /// pack trailer parses and every index entry points into an existing pack. Deep, in
     /// addition: every pack hashes to its name and every chunk decompresses and hashes to its id.
-    public func verify(deep: Bool = false) throws(StoreError) -> VerifyReport {
+    /// `progress` is told (packs checked, packs in all) after each pack: deep verify of a
+    /// large store reads all of it.
+    public func verify(deep: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws(StoreError) -> VerifyReport {
         var report = VerifyReport()
         report.deep = deep
         try index.refresh()
@@ -58,7 +60,9 @@ extension Store {
         // Packs: trailers (and in deep mode, contents).
         var packSizes: [ChunkID: Int64] = [:]
         var badChunks: Set<ChunkID> = []
-        for name in try directory.names(in: directory.packs, dirName: "packs", suffix: "pack") {
+        let packNames = try directory.names(in: directory.packs, dirName: "packs", suffix: "pack")
+        for (done, name) in packNames.enumerated() {
+            defer { progress?(done + 1, packNames.count) }
             let file = "packs/\(name).pack"
             guard let id = ChunkID(hex: name) else {
                 report.problems.append(.init(file: file, message: "a pack name must be 32 hex digits"))

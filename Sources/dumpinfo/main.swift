@@ -37,7 +37,9 @@ struct DumpInfo: ParsableCommand {
                 let rows = try StoreReports.generationRows(store, chains: name.map { [$0] } ?? store.chainNames())
                 print(output.json ? StoreReports.chainJSON(rows, store: store.path) : StoreReports.chainTable(rows))
             } else if verify {
-                let report = try store.verify(deep: deep)
+                let progress = ProgressLine(deep ? "verifying packs (decompress and rehash)" : "reading pack trailers")
+                let report = try store.verify(deep: deep, progress: progress.update)
+                progress.finish()
                 print(output.json ? StoreReports.verifyJSON(report, store: store.path) : StoreReports.verifyText(report, store: store.path))
                 if !report.isClean { throw ExitCode.failure }
             } else {
