@@ -69,75 +69,30 @@ extension Store {
     /// `repackThreshold`, and merges small packs. Holds the exclusive store lock: writers in flight finish first.
     public func collectGarbage(_ policy: RetentionPolicy, dryRun: Bool = false, repackThreshold: Double = 0.3) throws(StoreError) -> GCReport {
         let started = GenerationWriter.now()
-        guard let lock = try StoreLock(.store, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
-        defer { withExtendedLifetime(lock) {} }
-        try index.refresh()
-        guard index.damaged.isEmpty else {
-            throw .invalidArgument("the index is damaged (\(index.damaged.map(\.name).joined(separator: ", "))): run `cpx rebuild-index` before GC")
-        }
+        // One GC (or rebase, or rebuild-index) at a time.
+        guard let gcLock = try StoreLock(.gc, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
+        defer { withExtendedLifetime(gcLock) {} }
         var report = GCReport()
         report.dryRun = dryRun
 
-        // 1. Retention: new chains, with dropped generations merged into their successors.
-        var plans: [(old: Chain, new: Chain, manifests: [(ChunkID, [UInt8])])] = []
-        var referenced: [ChunkID] = []
-        for name in try chainNames() {
-            let chain = try self.chain(name)
-            let kept = policy.kept(chain, now: started)
-            let plan = try rewrite(chain, keeping: kept, makingFull: [])
-            report.dropped += chain.entries.filter { !kept.contains($0.generation) }.map { GenerationRef(chain: name, generation: $0.generation) }
-            report.keptGenerations += plan.chain.entries.count
-            report.rewrittenManifests += plan.manifests.count
-            referenced += plan.referenced
-            plans.append((chain, plan.chain, plan.manifests))
-        }
-        referenced.sort()
-        referenced = referenced.uniqued()
-
-        // 2. Mark and plan: a merge-join of the sorted index with the sorted referenced ids,
-        // counting live and dead chunks per pack. Nothing per chunk is kept in memory but the
-        // referenced ids themselves.
-        var live: [ChunkID: Int] = [:]     // pack -> live chunks
-        var dead: [ChunkID: Int] = [:]     // pack -> dead chunks
-        try joinIndex(with: referenced) { (_, location, isLive) throws(StoreError) in
-            if isLive { live[location.pack, default: 0] += 1 } else { dead[location.pack, default: 0] += 1 }
-        }
-        report.liveChunks = live.values.reduce(0, +)
-        report.deadChunks = dead.values.reduce(0, +)
-        var packSizes: [ChunkID: Int64] = [:]
-        for name in try directory.names(in: directory.packs, dirName: "packs", suffix: "pack") {
-            guard let id = ChunkID(hex: name) else { continue }
-            let size = (try? directory.packs.status(of: name + ".pack").size) ?? 0
-            packSizes[id] = size
-            report.packBytesBefore += size
-        }
-        let deletable = Set(packSizes.keys.filter { live[$0, default: 0] == 0 })
-        let mostlyDead = Set(packSizes.keys.filter { pack in
-            let l = live[pack, default: 0], d = dead[pack, default: 0]
-            return l > 0 && Double(d) / Double(l + d) > repackThreshold
-        })
-        // Every generation closes its own pack, so a long chain leaves many small ones:
-        // four or more packs under a quarter of the target size are merged.
-        let small = Set(packSizes.keys.filter { live[$0, default: 0] > 0 && packSizes[$0]! < Int64(PackFormat.targetSize / 4) })
-        let repack = mostlyDead.union(small.count >= Self.smallPacksToMerge ? small : [])
-        report.packsDeleted = deletable.count
-        report.packsRepacked = repack.count
-
+        // Phase 1, beside writers (shared lock): plan, and copy the live chunks out of the
+        // packs worth repacking. New packs only: nothing is lost, nothing refers to them yet.
+        var shared = try StoreLock(.store, .shared, in: directory)
+        let first = try planCollection(policy, now: started, repackThreshold: repackThreshold)
         if dryRun {
-            report.bytesFreed = deletable.reduce(0) { $0 + packSizes[$1]! }
-                + repack.reduce(0) { $0 + packSizes[$1]! * Int64(dead[$1, default: 0]) / Int64(live[$1, default: 0] + dead[$1, default: 0]) }
+            first.fill(&report)
+            report.bytesFreed = first.deletable.reduce(0) { $0 + first.packSizes[$1]! }
+                + first.repack.reduce(0) { $0 + first.packSizes[$1]! * Int64(first.dead[$1, default: 0]) / Int64(first.live[$1, default: 0] + first.dead[$1, default: 0]) }
             report.packBytesAfter = report.packBytesBefore - report.bytesFreed
             report.manifestsRemoved = report.rewrittenManifests + report.dropped.count
             report.seconds = Double(GenerationWriter.now() - started) / 1e9
             return report
         }
-
-        // 3. Repack live chunks out of mostly-dead packs (new packs only: nothing is lost yet).
         var relocated: [ChunkID: ChunkLocation] = [:]
-        if !repack.isEmpty {
+        if !first.repack.isEmpty {
             var moving: [(ChunkID, ChunkLocation)] = []
-            try joinIndex(with: referenced) { (id, location, isLive) throws(StoreError) in
-                if isLive && repack.contains(location.pack) { moving.append((id, location)) }
+            try joinIndex(with: first.referenced) { (id, location, isLive) throws(StoreError) in
+                if isLive && first.repack.contains(location.pack) { moving.append((id, location)) }
             }
             // In pack order, so each frame is decoded once.
             moving.sort { ($0.1.pack, $0.1.frameOffset, $0.1.slot) < ($1.1.pack, $1.1.frameOffset, $1.1.slot) }
@@ -145,26 +100,44 @@ extension Store {
             relocated = moved
             report.packsWritten = written
         }
+        shared = nil
 
-        // 4. Publish rewritten manifests, then each chain (its commit point).
-        for plan in plans {
+        // Phase 2, exclusive: plan again against what writers committed meanwhile (rewriting
+        // manifests is cheap), then publish and delete. Writers wait only for this part.
+        guard let exclusive = try StoreLock(.store, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
+        defer { withExtendedLifetime(exclusive) {} }
+        let final = try planCollection(policy, now: started, repackThreshold: repackThreshold)
+        final.fill(&report)
+        // A repacked pack goes only if every chunk live in it now was copied out; a writer may
+        // have come to need a chunk phase 1 found dead.
+        var keep: Set<ChunkID> = []
+        try joinIndex(with: final.referenced) { (id, location, isLive) throws(StoreError) in
+            if isLive && first.repack.contains(location.pack) && relocated[id] == nil { keep.insert(location.pack) }
+        }
+        let repacked = first.repack.subtracting(keep).intersection(final.packSizes.keys)
+        // The packs phase 1 wrote are not indexed yet: they only look unreferenced.
+        let written = Set(relocated.values.map(\.pack))
+        report.packsRepacked = repacked.count
+        report.packsDeleted = final.deletable.subtracting(written).count
+        report.packBytesBefore = final.packSizes.filter { !written.contains($0.key) }.values.reduce(0, +)
+
+        for plan in final.chains {
             for (id, bytes) in plan.manifests {
                 try directory.publish(bytes, as: GenerationManifest.fileName(id), in: directory.manifests, dirName: "manifests")
             }
-            if plan.new != plan.old { try publish(plan.new) }
+            if plan.new != plan.old { try publish(plan.new) }  // each chain's commit point
         }
-
-        // 5. The new index: live chunks only, at their new places; then delete what is dead.
+        // The new index: live chunks only, at their new places; then delete what is dead.
         try index.replaceAll { (writer) throws(StoreError) in
-            try joinIndex(with: referenced) { (id, location, isLive) throws(StoreError) in
+            try joinIndex(with: final.referenced) { (id, location, isLive) throws(StoreError) in
                 if isLive { try writer.add(id, relocated[id] ?? location) }
             }
         }
-        for pack in deletable.union(repack) {
+        for pack in final.deletable.subtracting(written).union(repacked) {
             try directory.remove(PackFormat.fileName(pack), in: directory.packs, dirName: "packs")
         }
         try directory.sync(directory.packs, dirName: "packs")
-        let keptManifests = Set(plans.flatMap { $0.new.entries.map(\.manifest.hex) })
+        let keptManifests = Set(final.chains.flatMap { $0.new.entries.map(\.manifest.hex) })
         for name in try directory.names(in: directory.manifests, dirName: "manifests", suffix: "gen") where !keptManifests.contains(name) {
             try directory.remove(name + ".gen", in: directory.manifests, dirName: "manifests")
             report.manifestsRemoved += 1
@@ -181,6 +154,76 @@ extension Store {
         report.bytesFreed = report.packBytesBefore - report.packBytesAfter
         report.seconds = Double(GenerationWriter.now() - started) / 1e9
         return report
+    }
+
+    /// What a collection would do now: each chain rewritten for retention, the chunks the kept
+    /// generations reference, live and dead chunks per pack, and which packs go or are repacked.
+    struct CollectionPlan {
+        var chains: [(old: Chain, new: Chain, manifests: [(ChunkID, [UInt8])])] = []
+        var dropped: [GenerationRef] = []
+        var keptGenerations = 0
+        var rewrittenManifests = 0
+        /// Sorted, unique.
+        var referenced: [ChunkID] = []
+        var live: [ChunkID: Int] = [:]
+        var dead: [ChunkID: Int] = [:]
+        var packSizes: [ChunkID: Int64] = [:]
+        var deletable: Set<ChunkID> = []
+        var repack: Set<ChunkID> = []
+
+        func fill(_ report: inout GCReport) {
+            report.dropped = dropped
+            report.keptGenerations = keptGenerations
+            report.rewrittenManifests = rewrittenManifests
+            report.liveChunks = live.values.reduce(0, +)
+            report.deadChunks = dead.values.reduce(0, +)
+            report.packBytesBefore = packSizes.values.reduce(0, +)
+            report.packsDeleted = deletable.count
+            report.packsRepacked = repack.count
+        }
+    }
+
+    func planCollection(_ policy: RetentionPolicy, now: Int64, repackThreshold: Double) throws(StoreError) -> CollectionPlan {
+        try index.refresh()
+        guard index.damaged.isEmpty else {
+            throw .invalidArgument("the index is damaged (\(index.damaged.map(\.name).joined(separator: ", "))): run `cpx rebuild-index` before GC")
+        }
+        var plan = CollectionPlan()
+        // Retention: new chains, with dropped generations merged into their successors.
+        for name in try chainNames() {
+            let chain = try self.chain(name)
+            let kept = policy.kept(chain, now: now)
+            let rewritten = try rewrite(chain, keeping: kept, makingFull: [])
+            plan.dropped += chain.entries.filter { !kept.contains($0.generation) }.map { GenerationRef(chain: name, generation: $0.generation) }
+            plan.keptGenerations += rewritten.chain.entries.count
+            plan.rewrittenManifests += rewritten.manifests.count
+            plan.referenced += rewritten.referenced
+            plan.chains.append((chain, rewritten.chain, rewritten.manifests))
+        }
+        plan.referenced.sort()
+        plan.referenced = plan.referenced.uniqued()
+        // Mark: a merge-join of the sorted index with the sorted referenced ids, counting live
+        // and dead chunks per pack; nothing per chunk is held but the referenced ids.
+        var live: [ChunkID: Int] = [:], dead: [ChunkID: Int] = [:]
+        try joinIndex(with: plan.referenced) { (_, location, isLive) throws(StoreError) in
+            if isLive { live[location.pack, default: 0] += 1 } else { dead[location.pack, default: 0] += 1 }
+        }
+        plan.live = live
+        plan.dead = dead
+        for name in try directory.names(in: directory.packs, dirName: "packs", suffix: "pack") {
+            guard let id = ChunkID(hex: name) else { continue }
+            plan.packSizes[id] = (try? directory.packs.status(of: name + ".pack").size) ?? 0
+        }
+        plan.deletable = Set(plan.packSizes.keys.filter { live[$0, default: 0] == 0 })
+        let mostlyDead = Set(plan.packSizes.keys.filter { pack in
+            let l = live[pack, default: 0], d = dead[pack, default: 0]
+            return l > 0 && Double(d) / Double(l + d) > repackThreshold
+        })
+        // Every generation closes its own pack, so a long chain leaves many small ones:
+        // four or more packs under a quarter of the target size are merged.
+        let small = Set(plan.packSizes.keys.filter { live[$0, default: 0] > 0 && plan.packSizes[$0]! < Int64(PackFormat.targetSize / 4) })
+        plan.repack = mostlyDead.union(small.count >= Self.smallPacksToMerge ? small : [])
+        return plan
     }
 
     /// Visits every index entry in id order with whether `referenced` (sorted, unique) has it.
@@ -271,6 +314,8 @@ extension Store {
     /// Makes `generation` of `chain` a full generation (its page map stored whole), so that
     /// rebuilding it and everything after it no longer reads older generations; those stay.
     public func rebase(chain name: String, generation: UInt64) throws(StoreError) -> Chain.Entry {
+        guard let gcLock = try StoreLock(.gc, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
+        defer { withExtendedLifetime(gcLock) {} }
         guard let lock = try StoreLock(.store, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
         defer { withExtendedLifetime(lock) {} }
         let chain = try self.chain(name)
@@ -286,6 +331,8 @@ extension Store {
     /// Rebuilds the index from the pack trailers alone and replaces every segment with it.
     /// Packs whose trailer is damaged are reported and left out (their chunks stay missing).
     public func rebuildIndex() throws(StoreError) -> (chunks: Int, packs: Int, skipped: [VerifyReport.Problem]) {
+        guard let gcLock = try StoreLock(.gc, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
+        defer { withExtendedLifetime(gcLock) {} }
         guard let lock = try StoreLock(.store, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
         defer { withExtendedLifetime(lock) {} }
         var entries: [(ChunkID, ChunkLocation)] = []

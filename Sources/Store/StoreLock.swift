@@ -15,10 +15,12 @@ final class StoreLock {
 
     enum Name {
         case store
+        case gc
         case chain(String)
         var fileName: String {
             switch self {
             case .store: "store.lock"
+            case .gc: "gc.lock"
             case .chain(let name): "\(name).chain.lock"
             }
         }

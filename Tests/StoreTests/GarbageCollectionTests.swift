@@ -91,25 +91,25 @@ import Testing
         defer { temporary.cleanup() }
         let seed: UInt64 = 123, pages = 128
         let store = try temporary.open()
-        let child = try ChildProcess.spawn(TestTools.path("chpox-store-writer"), [temporary.path, "live", "\(seed)", "\(pages)", "40"],
+        let child = try ChildProcess.spawn(TestTools.path("chpox-store-writer"), [temporary.path, "live", "\(seed)", "\(pages)", "80"],
                                            stdout: try FileDescriptor.open("/dev/null", [.writeOnly]))
         var collections = 0
         var done = false
         while !done {
-            usleep(150_000)
+            usleep(60_000)
             _ = try store.collectGarbage(RetentionPolicy(keepLast: 3))
             collections += 1
-            done = (try? store.chain("live"))?.nextGeneration == 40
+            done = (try? store.chain("live"))?.nextGeneration == 80
         }
         #expect(try child.wait() == .exited(0))
         _ = try store.collectGarbage(RetentionPolicy(keepLast: 3))
         let chain = try store.chain("live")
-        #expect(chain.entries.map(\.generation) == [37, 38, 39])
-        let memory = SyntheticMemory(seed: seed, rounds: 39, pages: pages)
-        #expect(try mismatch(store, chain: "live", generation: 39, expected: memory) == nil)
-        #expect(try mismatch(store, chain: "live", generation: 37, expected: SyntheticMemory(seed: seed, rounds: 37, pages: pages)) == nil)
+        #expect(chain.entries.map(\.generation) == [77, 78, 79])
+        let memory = SyntheticMemory(seed: seed, rounds: 79, pages: pages)
+        #expect(try mismatch(store, chain: "live", generation: 79, expected: memory) == nil)
+        #expect(try mismatch(store, chain: "live", generation: 77, expected: SyntheticMemory(seed: seed, rounds: 77, pages: pages)) == nil)
         #expect(try store.verify(deep: true).isClean)
-        #expect(collections > 2)
+        #expect(collections > 5)
     }
 }
 
