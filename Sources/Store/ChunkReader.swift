@@ -166,13 +166,6 @@ public final class ChunkReader {
         } catch { throw error.store("open", file) }
     }
 
-    /// Forgets cached frames and descriptors (after GC replaced packs).
-    func reset() {
-        packs = [:]
-        for frame in frames.values { frame.pages.deallocate() }
-        frames = [:]
-        frameOrder = []
-    }
 }
 
 /// The frames of one `readPages` window: raw and decoded buffers, and which pages of each

@@ -29,20 +29,6 @@ public struct PageMap: Sendable, Equatable {
     public var pages: [PageEntry]
     public init(pages: [PageEntry] = []) { self.pages = pages }
     public static let empty = PageMap()
-
-    /// The number of pages that are not the zero page.
-    public var nonZeroCount: Int { pages.reduce(0) { $0 + ($1.chunk == .zeroPage ? 0 : 1) } }
-
-    /// Binary search for one page.
-    public func chunk(at page: UInt64) -> ChunkID? {
-        var low = 0, high = pages.count
-        while low < high {
-            let middle = (low + high) / 2
-            if pages[middle].page == page { return pages[middle].chunk }
-            if pages[middle].page < page { low = middle + 1 } else { high = middle }
-        }
-        return nil
-    }
 }
 
 /// What one generation changed: ranges that were unmapped, then pages that were set (written,

@@ -24,11 +24,6 @@ extension FileDescriptor {
         _ = try retryingInterrupts { unlinkat(rawValue, name, 0) }.get()
     }
 
-    /// Removes empty directory `name` from this directory.
-    public func removeDirectory(_ name: String) throws(Errno) {
-        _ = try retryingInterrupts { unlinkat(rawValue, name, AT_REMOVEDIR) }.get()
-    }
-
     /// The names in this directory, without "." and "..", in no particular order.
     public func entries() throws(Errno) -> [String] {
         // fdopendir takes ownership of the descriptor it is given, so it gets a duplicate.

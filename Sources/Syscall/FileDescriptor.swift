@@ -85,16 +85,6 @@ public struct FileDescriptor: Hashable, Sendable {
         }
     }
 
-    /// Writes all of `bytes` at `offset` (pwrite(2)).
-    public func writeAll(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(Errno) {
-        var done = 0
-        while done < bytes.count {
-            let base = bytes.baseAddress! + done
-            let count = bytes.count - done
-            done += try retryingInterrupts { pwrite(rawValue, base, count, off_t(offset) + off_t(done)) }.get()
-        }
-    }
-
     /// Reads the whole file from offset 0, refusing files larger than `limit` bytes.
     public func readAll(limit: Int) throws(Errno) -> [UInt8] {
         let size = try status().size
@@ -110,10 +100,6 @@ public struct FileDescriptor: Hashable, Sendable {
     /// Flushes data and metadata to stable storage (fsync(2)).
     public func sync() throws(Errno) {
         _ = try retryingInterrupts { fsync(rawValue) }.get()
-    }
-
-    public func truncate(to size: Int64) throws(Errno) {
-        _ = try retryingInterrupts { ftruncate(rawValue, off_t(size)) }.get()
     }
 
     /// What fstat(2) says about a file.
@@ -174,10 +160,6 @@ public struct FileDescriptor: Hashable, Sendable {
         case .failure(let error) where error == .wouldBlock && !wait: return false
         case .failure(let error): throw error
         }
-    }
-
-    public func unlock() {
-        _ = retryingInterrupts { flock(rawValue, LOCK_UN) }
     }
 }
 
