@@ -5,17 +5,12 @@ import Glibc
 #endif
 
 /// Reads chunks back: index lookup, frame read and decode, and a rehash of every page against
-/// its id, so a damaged pack is reported, never restored. Keeps a few decoded frames and open
-/// packs, since neighbouring pages usually share a frame.
+/// its id, so a damaged pack is reported, never restored. Keeps packs mapped between calls.
 public final class ChunkReader {
     private let store: Store
     /// Packs are immutable once published: they are read through read-only mappings.
     private var packs: [ChunkID: MappedFile] = [:]
-    /// Decoded frames and how many pages each holds.
-    private var frames: [FrameKey: (pages: UnsafeMutableRawBufferPointer, count: Int)] = [:]
-    private var frameOrder: [FrameKey] = []
 
-    static let cachedFrames = 8
     static let openPacks = 64
 
     struct FrameKey: Hashable {
@@ -24,29 +19,6 @@ public final class ChunkReader {
     }
 
     init(store: Store) { self.store = store }
-
-    deinit {
-        for frame in frames.values { frame.pages.deallocate() }
-    }
-
-    /// Copies chunk `id` (one page) into `page`; the zero page needs no lookup.
-    public func read(_ id: ChunkID, into page: UnsafeMutableRawBufferPointer) throws(StoreError) {
-        precondition(page.count == pageSize)
-        if id == .zeroPage {
-            page.initializeMemory(as: UInt8.self, repeating: 0)
-            return
-        }
-        guard let location = store.index.lookup(id) else { throw .missingChunk(id, context: "a read") }
-        let decoded = try frame(at: location, for: id)
-        let slot = Int(location.slot)
-        guard slot < decoded.count else {
-            throw .corruptChunk(id, pack: PackFormat.fileName(location.pack), reason: "its frame has no page \(slot)")
-        }
-        page.copyMemory(from: UnsafeRawBufferPointer(rebasing: decoded.pages[(slot * pageSize)..<((slot + 1) * pageSize)]))
-        guard ChunkID(hashing: UnsafeRawBufferPointer(page)) == id else {
-            throw .corruptChunk(id, pack: PackFormat.fileName(location.pack), reason: "its bytes do not hash to its id")
-        }
-    }
 
     /// Visits every page of `map` in order with its bytes (valid during the call only).
     ///
@@ -121,36 +93,6 @@ public final class ChunkReader {
 
     /// Distinct frames decoded together by `readPages` (16 MiB of decoded pages).
     static let windowFrames = 256
-
-    private func frame(at location: ChunkLocation, for id: ChunkID) throws(StoreError) -> (pages: UnsafeMutableRawBufferPointer, count: Int) {
-        let key = FrameKey(pack: location.pack, offset: location.frameOffset)
-        if let cached = frames[key] { return cached }
-        let name = PackFormat.fileName(location.pack)
-        let file = "\(store.path)/packs/\(name)"
-        let mapped = try pack(location.pack)
-        let length = Int(location.frameLength)
-        guard length <= PackFormat.maxFrameLength else { throw .corruptChunk(id, pack: name, reason: "the index gives an impossible frame length") }
-        guard Int(location.frameOffset) + length <= mapped.bytes.count else { throw .corruptChunk(id, pack: name, reason: "the pack is truncated") }
-        let frameBytes = UnsafeRawBufferPointer(rebasing: mapped.bytes[Int(location.frameOffset)..<(Int(location.frameOffset) + length)])
-
-        let buffer: UnsafeMutableRawBufferPointer
-        if frames.count >= Self.cachedFrames {
-            let oldest = frameOrder.removeFirst()
-            buffer = frames.removeValue(forKey: oldest)!.pages
-        } else {
-            buffer = .allocate(byteCount: PackFormat.maxPagesPerFrame * pageSize, alignment: pageSize)
-        }
-        let count: Int
-        do {
-            count = try PackReader.decodeFrame(frameBytes, into: buffer, file: file, offset: location.frameOffset)
-        } catch {
-            buffer.deallocate()
-            throw .corruptChunk(id, pack: name, reason: "\(error)")
-        }
-        frames[key] = (buffer, count)
-        frameOrder.append(key)
-        return (buffer, count)
-    }
 
     private func pack(_ id: ChunkID) throws(StoreError) -> MappedFile {
         if let mapped = packs[id] { return mapped }

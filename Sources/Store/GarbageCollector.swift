@@ -100,6 +100,7 @@ extension Store {
             relocated = moved
             report.packsWritten = written
         }
+        withExtendedLifetime(shared) {}  // held until here
         shared = nil
 
         // Phase 2, exclusive: plan again against what writers committed meanwhile (rewriting
@@ -296,18 +297,18 @@ extension Store {
     /// Copies chunks into new packs and returns their new locations and how many packs were
     /// written.
     private func copyChunks(_ ids: [ChunkID]) throws(StoreError) -> ([ChunkID: ChunkLocation], Int) {
-        let reader = self.reader()
         let packer = ChunkPacker(directory: directory)
-        do throws(StoreError) {
-            for id in ids {
-                try reader.read(id, into: packer.nextSlot())
-                try packer.addFilled(id)
-            }
+        // The reader takes a page map: number the chunks in the order given (pack order), so
+        // each frame is decoded once.
+        let map = PageMap(pages: ids.enumerated().map { PageEntry(page: UInt64($0.offset), chunk: $0.element) })
+        do {
+            try reader().readPages(map) { entry, page in try packer.add(entry.chunk, page: page) }
             let packs = try packer.finish()
             return (Dictionary(packer.locations(), uniquingKeysWith: { first, _ in first }), packs.count)
         } catch {
             packer.discard()
-            throw error
+            if let error = error as? StoreError { throw error }
+            throw .invalidArgument("\(error)")
         }
     }
 

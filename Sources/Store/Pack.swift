@@ -164,18 +164,6 @@ final class ChunkPacker {
         if frameIDs.count == PackFormat.maxPagesPerFrame { try flushFrame() }
     }
 
-    /// Room in the current frame for one more page, to be filled by the caller and then
-    /// passed to `addFilled`: spares a copy where the page is produced in place.
-    func nextSlot() -> UnsafeMutableRawBufferPointer {
-        let slot = frameIDs.count
-        return UnsafeMutableRawBufferPointer(rebasing: frame[(slot * pageSize)..<((slot + 1) * pageSize)])
-    }
-
-    func addFilled(_ id: ChunkID) throws(StoreError) {
-        frameIDs.append(id)
-        if frameIDs.count == PackFormat.maxPagesPerFrame { try flushFrame() }
-    }
-
     /// Publishes what is pending and fsyncs packs/; returns every published pack.
     func finish() throws(StoreError) -> [(pack: ChunkID, entries: [PackEntry])] {
         try flushFrame()
