@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "CommandSupport", dependencies: [
             "Incremental", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "cpx", dependencies: ["CommandSupport", "SoftDirty"]),
+        .executableTarget(name: "cpx", dependencies: ["CommandSupport", "SoftDirty", "Tracee"]),
         // Creates the uffd-wp tracker's userfaultfd inside the target, as its own process.
         .executableTarget(name: "chpox-inject", dependencies: ["Tracee"]),
         .executableTarget(name: "ld-chpox", dependencies: ["CommandSupport"]),
@@ -56,6 +56,8 @@ let package = Package(
                           path: "Tests/StoreWriterTool"),
         // The C workload the tracker proofs run: writes, maps, unmaps, mremaps, forks...
         .executableTarget(name: "chpox-dirty-workload", path: "Tests/DirtyWorkload"),
+        // The C workload checkpointed live: churns memory, registers, signals and a file, and self-checks.
+        .executableTarget(name: "chpox-churn-workload", path: "Tests/ChurnWorkload", linkerSettings: [.linkedLibrary("pthread"), .linkedLibrary("m")]),
         .target(name: "TrackerTestSupport", dependencies: ["SoftDirty", "Tracee", "Syscall", "CXXHash"],
                 path: "Tests/TrackerTestSupport"),
         // The proof as a standalone program, for kill tests and QEMU guests.

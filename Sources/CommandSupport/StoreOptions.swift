@@ -38,6 +38,12 @@ public func reportingErrors(_ command: String, _ body: () throws -> Void) throws
     } catch let error as StoreError {
         FileHandle.standardError.write(Data("\(command): \(error)\n".utf8))
         throw ExitCode.failure
+    } catch let error as CheckpointError {
+        FileHandle.standardError.write(Data("\(command): \(error)\n".utf8))
+        throw ExitCode.failure
+    } catch let error as TraceeError {
+        FileHandle.standardError.write(Data("\(command): \(error)\n".utf8))
+        throw ExitCode.failure
     }
 }
 
@@ -55,6 +61,13 @@ public final class ProgressLine: @unchecked Sendable {
     public func update(_ done: Int, _ total: Int) {
         guard enabled else { return }
         FileHandle.standardError.write(Data("\r\(label): \(done)/\(total)".utf8))
+        shown = true
+    }
+
+    /// Shows `text` in place of the line.
+    public func show(_ text: String) {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K\(label): \(text)".utf8))
         shown = true
     }
 

@@ -7,7 +7,7 @@ import Tracee
 /// Which pages of a process hold data: present or swapped, and not the shared zero page.
 /// PAGEMAP_SCAN answers for a whole range at once where the kernel has it (6.7+); elsewhere
 /// pagemap is read, 8 bytes a page, in large batches.
-struct Residency {
+public struct Residency {
     let pagemap: Pagemap
     let useScan: Bool
 
@@ -25,7 +25,7 @@ struct Residency {
                     runs.append(run)
                 }
             } else {
-                try Self.forEachEntry(pagemap, region) { address, entry in
+                try Self.forEachEntry(pagemap, PageRun(start: region.start, end: region.end)) { address, entry in
                     if Self.holdsData(entry) { runs.append(PageRun(start: address, end: address + 4096)) }
                 }
             }
@@ -33,18 +33,19 @@ struct Residency {
         return AddressRuns(runs)
     }
 
-    static func holdsData(_ entry: UInt64) -> Bool {
+    /// Whether a pagemap entry is a page that holds data: present or swapped, not the shared zero page.
+    public static func holdsData(_ entry: UInt64) -> Bool {
         if entry & PagemapBit.swapped != 0 { return true }
         guard entry & PagemapBit.present != 0 else { return false }
         let frame = entry & PagemapBit.frameMask
         return frame == 0 || frame != ZeroPage.frame
     }
 
-    /// Visits the pagemap entry of every page of `region`, 64 Ki pages per read.
-    static func forEachEntry(_ pagemap: Pagemap, _ region: MemoryRegion, _ visit: (UInt64, UInt64) -> Void) throws(TraceeError) {
-        var address = region.start
-        while address < region.end {
-            let count = Int(min((region.end - address) / 4096, 65536))
+    /// Visits the pagemap entry of every page of `run`, 64 Ki pages per read.
+    public static func forEachEntry(_ pagemap: Pagemap, _ run: PageRun, _ visit: (UInt64, UInt64) -> Void) throws(TraceeError) {
+        var address = run.start
+        while address < run.end {
+            let count = Int(min((run.end - address) / 4096, 65536))
             let entries = try pagemap.entries(from: address, count: count)
             for (k, entry) in entries.enumerated() { visit(address + UInt64(k) * 4096, entry) }
             if entries.count < count { break }

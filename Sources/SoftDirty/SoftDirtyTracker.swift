@@ -33,7 +33,7 @@ public final class SoftDirtyTracker: DirtyTracker {
             if usesScan {
                 dirty += try pagemap.scan(start: region.start, end: region.end, required: .softDirty, returned: .softDirty)
             } else {
-                try Residency.forEachEntry(pagemap, region) { address, entry in
+                try Residency.forEachEntry(pagemap, PageRun(start: region.start, end: region.end)) { address, entry in
                     if entry & PagemapBit.softDirty != 0 { dirty.append(PageRun(start: address, end: address + 4096)) }
                 }
             }

@@ -39,48 +39,12 @@ public final class UffdTracker: DirtyTracker {
         uffd = fd
     }
 
-    /// Where `chpox-inject` is: $CHPOX_INJECT, else beside the running executable, else PATH.
-    static func injectorPath() -> String {
-        if let explicit = getenv("CHPOX_INJECT") { return String(cString: explicit) }
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        if n > 0 {
-            let exe = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            let candidate = String(exe[..<(exe.lastIndex(of: "/") ?? exe.endIndex)]) + "/chpox-inject"
-            if access(candidate, X_OK) == 0 { return candidate }
-        }
-        return "/usr/local/bin/chpox-inject"
-    }
-
-    /// Runs the injector and takes the descriptor it created (pidfd_getfd); the injector
-    /// then closes it inside the target.
+    /// Has chpox-inject create a userfaultfd in `pid`, takes it with pidfd_getfd, then lets
+    /// the helper close the target's copy.
     static func takeUserfaultfd(from pid: Int32) throws(TraceeError) -> Int32 {
-        let injector = injectorPath()
-        let child: ChildProcess
-        let toChild: FileDescriptor, fromChild: FileDescriptor
-        do {
-            let input = try FileDescriptor.pipe()
-            let output = try FileDescriptor.pipe()
-            child = try ChildProcess.spawn(injector, ["userfaultfd", "\(pid)"], stdin: input.read, stdout: output.write, newSession: true)
-            input.read.close()
-            output.write.close()
-            toChild = input.write
-            fromChild = output.read
-        } catch {
-            throw .unsupported(pid: pid, reason: "cannot start \(injector): \(error) (install chpox-inject beside cpx, or set CHPOX_INJECT)")
-        }
-        defer {
-            toChild.close()
-            fromChild.close()
-            _ = try? child.wait()
-        }
-        var line: [UInt8] = []
-        var byte: [UInt8] = [0]
-        while line.last != 10 {
-            guard let n = try? byte.withMutableRawBytes({ (raw) throws(Errno) in try fromChild.read(into: raw) }), n == 1 else { break }
-            line.append(byte[0])
-        }
-        let answer = String(decoding: line, as: UTF8.self).trimmingWhitespace()
+        let injector = try Injector(["userfaultfd", "\(pid)"], pid: pid)
+        defer { injector.finish() }
+        let answer = (injector.readLine() ?? "").trimmingWhitespace()
         guard answer.hasPrefix("fd "), let remote = Int32(answer.dropFirst(3)) else {
             throw .unsupported(pid: pid, reason: "creating a userfaultfd in it failed: \(answer.hasPrefix("error ") ? String(answer.dropFirst(6)) : "the injector ended early")")
         }
@@ -91,7 +55,7 @@ public final class UffdTracker: DirtyTracker {
             Glibc.close(pidfd)
         }
         let error = Errno.current
-        _ = try? Array("taken\n".utf8).withRawBytes { (raw) throws(Errno) in try toChild.writeAll(raw) }
+        injector.send("taken")
         guard local >= 0 else { throw .system(error, pid: pid, operation: "take the userfaultfd (pidfd_getfd) of") }
         _ = chpox_fcntl_int(local, F_SETFD, FD_CLOEXEC)
         return local

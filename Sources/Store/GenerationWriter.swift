@@ -83,10 +83,37 @@ public final class GenerationWriter {
         statistics.zeroPages += 1
     }
 
-    /// Records pages that are no longer mapped. Applied before the pages put in the same
-    /// generation, so a range unmapped and mapped again is put again in full.
+    /// Records pages that are no longer mapped (or whose contents revert to their mapping's
+    /// backing). Pages put earlier in this generation within the range are taken back; pages
+    /// put after it stand. So a checkpointer can copy memory in rounds while the process runs
+    /// (pre-copy) and unmap what vanished meanwhile, in a full generation too.
     public func unmap(_ range: PageRange) {
         unmapped.append(range)
+        retractions.append(Retraction(range: range, before: pages.count))
+    }
+
+    /// An unmap that takes back the first `before` pages put, within `range`.
+    private struct Retraction { var range: PageRange; var before: Int }
+    private var retractions: [Retraction] = []
+
+    /// `pages` without the entries taken back by later unmaps: a sweep over both sorted by page.
+    private func retracted(_ pages: [PageEntry]) -> [PageEntry] {
+        let relevant = retractions.filter { $0.before > 0 && $0.range.count > 0 }.sorted { $0.range.first < $1.range.first }
+        guard !relevant.isEmpty else { return pages }
+        let order = pages.indices.sorted { (pages[$0].page, $0) < (pages[$1].page, $1) }
+        var dropped = [Bool](repeating: false, count: pages.count)
+        var active: [Retraction] = []
+        var next = 0
+        for index in order {
+            let page = pages[index].page
+            while next < relevant.count && relevant[next].range.first <= page {
+                active.append(relevant[next])
+                next += 1
+            }
+            active.removeAll { $0.range.end <= page }
+            if active.contains(where: { $0.before > index }) { dropped[index] = true }
+        }
+        return pages.indices.filter { !dropped[$0] }.map { pages[$0] }
     }
 
     /// Publishes the generation; returns its chain entry.
@@ -100,7 +127,7 @@ public final class GenerationWriter {
             statistics.newLogicalBytes = UInt64(packer.logicalBytes)
             try store.index.add(packer.locations())
 
-            let delta = PageDelta(unmapped: kind == .full ? [] : unmapped, pages: pages)
+            let delta = PageDelta(unmapped: kind == .full ? [] : unmapped, pages: retracted(pages))
             statistics.unmappedPages = delta.unmappedPageCount
             let created = createdNanoseconds ?? Self.now()
             let manifest = GenerationManifest(generation: generation, createdNanoseconds: created, parent: parent, kind: kind,

@@ -29,6 +29,16 @@ public struct PageMap: Sendable, Equatable {
     public var pages: [PageEntry]
     public init(pages: [PageEntry] = []) { self.pages = pages }
     public static let empty = PageMap()
+
+    /// The chunk of page `page`, nil if the map has none (binary search).
+    public func chunk(of page: UInt64) -> ChunkID? {
+        var low = 0, high = pages.count
+        while low < high {
+            let middle = (low + high) / 2
+            if pages[middle].page < page { low = middle + 1 } else { high = middle }
+        }
+        return low < pages.count && pages[low].page == page ? pages[low].chunk : nil
+    }
 }
 
 /// What one generation changed: ranges that were unmapped, then pages that were set (written,

@@ -52,12 +52,12 @@ public final class FrozenProcess {
         for tid in threads { Ptrace.detach(tid) }
     }
 
-    /// Runs one system call inside the process, on its main thread, and returns its result
-    /// (a negative errno on failure). Only registers change, and they are restored: the call
-    /// is made at a `syscall` instruction that already exists in the process (in its vDSO),
-    /// so no code is ever patched.
-    public func syscall(_ number: Int, _ arguments: Int...) throws(TraceeError) -> Int {
-        let tid = pid
+    /// Runs one system call inside the process, on thread `thread` (default: the main one),
+    /// and returns its result (a negative errno on failure). Only registers change, and they
+    /// are restored: the call is made at a `syscall` instruction that already exists in the
+    /// process (in its vDSO), so no code is ever patched.
+    public func syscall(on thread: Int32? = nil, _ number: Int, _ arguments: Int...) throws(TraceeError) -> Int {
+        let tid = thread ?? pid
         let gadget = try syscallInstruction()
         let saved = try Ptrace.registers(tid, pid: pid)
         var regs = saved
@@ -116,5 +116,23 @@ extension FrozenProcess {
     public func remoteClose(_ fd: Int32) throws(TraceeError) {
         let result = try syscall(Int(chpox_syscall_number_close()), Int(fd))
         guard result >= 0 else { throw .system(Errno(rawValue: Int32(-result)), pid: pid, operation: "close descriptor \(fd) in") }
+    }
+}
+
+extension FrozenProcess {
+    /// Lends `size` bytes of thread `tid`'s own stack, below its red zone, to `body` (for a
+    /// system call that writes its answer into the process's memory) and puts back what was
+    /// there. The area is dead by the ABI: a signal handler could overwrite it at any time.
+    public func withScratch<T>(on tid: Int32, size: Int, _ body: (UInt64) throws(TraceeError) -> T) throws(TraceeError) -> T {
+        let regs = try Ptrace.registers(tid, pid: pid)
+        let address = (regs.rsp &- 128 &- UInt64(size) &- 64) & ~63
+        guard let region = try MemoryRegion.of(pid).first(where: { $0.start <= address && address + UInt64(size) <= $0.end }),
+              region.writable
+        else { throw .unsupported(pid: pid, reason: "thread \(tid) has no writable stack below 0x\(String(regs.rsp, radix: 16))") }
+        let memory = ProcessMemory(pid: pid)
+        var saved = [UInt8](repeating: 0, count: size)
+        try saved.withMutableRawBytes { (raw) throws(TraceeError) in _ = try memory.read(from: address, into: raw) }
+        defer { try? saved.withRawBytes { (raw) throws(TraceeError) in try memory.write(to: address, from: raw) } }
+        return try body(address)
     }
 }

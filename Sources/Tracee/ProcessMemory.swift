@@ -40,6 +40,17 @@ public struct ProcessMemory: Sendable {
         }
     }
 
+    /// Writes `bytes` at `address` (process_vm_writev: writable pages only).
+    public func write(to address: UInt64, from bytes: UnsafeRawBufferPointer) throws(TraceeError) {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        var local = iovec(iov_base: UnsafeMutableRawPointer(mutating: base), iov_len: bytes.count)
+        var remote = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(address)), iov_len: bytes.count)
+        let n = chpox_process_vm_writev(pid, &local, 1, &remote, 1)
+        guard n == bytes.count else {
+            throw .from(n < 0 ? Errno.current : Errno(rawValue: EFAULT), pid: pid, "write \(bytes.count) bytes at 0x\(String(address, radix: 16)) of")
+        }
+    }
+
     private func readThroughProcMem(from address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(TraceeError) -> Int {
         do {
             let fd = try FileDescriptor.open("/proc/\(pid)/mem", [.readOnly])

@@ -3,6 +3,7 @@ import CommandSupport
 import Foundation
 import Incremental
 import SoftDirty
+import Tracee
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,18 +12,125 @@ import Glibc
 struct Cpx: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cpx",
-        abstract: "Checkpoint processes into a chpox store, and maintain the store.",
-        discussion: """
-        Checkpointing a live process (`cpx <pid>`, `cpx --interval`) arrives with the checkpointer. Today: `cpx --probe` says which dirty-page trackers this kernel supports, `cpx track <pid>` measures how fast a process dirties its memory, and the store maintenance commands below work on any store.
+        abstract: "Checkpoint a live process into a chpox store, and maintain the store.",
+        usage: """
+        cpx [--store DIR] [--name NAME] [--interval SECONDS] [--count N] [--keep-last N] <pid>
+        cpx --probe [--json]
+        cpx <subcommand>
         """,
-        subcommands: [Track.self, GC.self, Rebase.self, RebuildIndex.self])
+        discussion: """
+        `cpx PID` takes one generation of process PID into the chain NAME (default: the executable's name and the pid, e.g. python3-4242). The chain's first generation is a full base; every later one, in this run or a later run, stores only what changed: pages the dirty-page tracker reports written (a later run, which has no tracker history, compares every page with the chain instead).
 
+        With --interval, cpx takes a generation every interval until --count is reached, the process exits, or cpx gets SIGINT or SIGTERM: the generation in flight is finished, tracking ends and the process runs on. --leave-stopped and --kill act after the last generation (with --interval and no --count: a last generation taken when cpx is stopped), for migration.
+
+        The process is stopped only to collect its dirty pages, copy them out and read its registers and state; hashing, compression and writing happen after it runs on. With uffd-wp or soft-dirty, pre-copy copies the bulk while it runs first (--no-pre-copy turns it off). Whatever happens to cpx (an error, a full disk, kill -9), the process runs on unharmed and the store never holds a half generation.
+
+        The store: --store, else $CHPOX_STORE, else $XDG_STATE_HOME/chpox, else ~/.local/state/chpox (created 0700). cpx needs to ptrace the process: the same user (and /proc/sys/kernel/yama/ptrace_scope 0) or CAP_SYS_PTRACE. chpox-inject must be installed beside cpx.
+        """,
+        subcommands: [Checkpoint.self, Track.self, GC.self, Rebase.self, RebuildIndex.self],
+        defaultSubcommand: Checkpoint.self)
+}
+
+struct Checkpoint: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "checkpoint",
+        abstract: "Checkpoint process PID (the default: `cpx PID` means `cpx checkpoint PID`).",
+        shouldDisplay: false)
+
+    @Argument(help: "The process to checkpoint.")
+    var pid: Int32?
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(name: .long, help: "The chain to write (default: <executable>-<pid>).")
+    var name: String?
+    @Option(name: .long, help: "Seconds between generations (default: take one and exit).")
+    var interval: Double?
+    @Option(name: .long, help: "Generations to take in all (default: 1 without --interval, until stopped with it).")
+    var count: Int?
+    @Option(name: .long, help: "After each generation, keep only the chain's newest N generations (runs GC).")
+    var keepLast: Int?
+    @OptionGroup var trackerOption: TrackerOption
+    @Flag(name: .long, inversion: .prefixedNo, help: "Copy the bulk of memory while the process runs, then stop it only for what it wrote meanwhile (uffd-wp and soft-dirty).")
+    var preCopy = true
+    @Flag(name: .long, help: "Leave the process stopped (SIGSTOP) after the last generation, exactly as checkpointed.")
+    var leaveStopped = false
+    @Flag(name: .long, help: "Kill the process once the last generation is committed.")
+    var kill = false
+    @Flag(name: .long, help: "Checkpoint a process with descriptors a restart cannot recreate (sockets...): they are recorded and listed by dumpinfo.")
+    var skipUnsupported = false
     @Flag(name: .long, help: "Print which dirty-page trackers this kernel supports and which one `auto` picks.")
     var probe = false
     @OptionGroup var output: OutputOptions
 
+    func validate() throws {
+        if probe { return }
+        guard let pid else { throw ValidationError("give the pid of the process to checkpoint (or --probe)") }
+        guard pid > 0 else { throw ValidationError("pid must be positive") }
+        if let interval, !(interval > 0) { throw ValidationError("--interval must be positive") }
+        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        if let keepLast, keepLast < 1 { throw ValidationError("--keep-last must be at least 1") }
+        if leaveStopped && kill { throw ValidationError("--leave-stopped and --kill exclude each other") }
+    }
+
     func run() throws {
-        guard probe else { throw CleanExit.helpRequest(self) }
+        if probe { return try printProbe() }
+        guard let pid else { return }
+        try reportingErrors("cpx") {
+            let chain = name ?? Self.defaultName(pid)
+            var options = Checkpointer.Options(chain: chain, tracker: trackerOption.kind)
+            options.preCopy = preCopy
+            options.skipUnsupported = skipUnsupported
+            let schedule = CheckpointSchedule(interval: interval, count: count, keepLast: keepLast,
+                                              finish: kill ? .kill : leaveStopped ? .leaveStopped : .resume)
+            let store = try storeOptions.open(create: true)
+            // SIGINT and SIGTERM are held back and waited for between generations, so the
+            // generation in flight always finishes.
+            var stopSignals = sigset_t()
+            sigemptyset(&stopSignals)
+            sigaddset(&stopSignals, SIGINT)
+            sigaddset(&stopSignals, SIGTERM)
+            sigprocmask(SIG_BLOCK, &stopSignals, nil)
+            let checkpointer = try Checkpointer(pid: pid, store: store, options: options)
+            defer { checkpointer.stop() }
+            let progress = ProgressLine("cpx \(chain)")
+            let ending = try schedule.run(checkpointer, wait: { seconds in
+                Self.wait(seconds, for: stopSignals, progress: output.json ? nil : progress)
+            }, report: { generation, collected in
+                progress.finish()
+                print(output.json ? CheckpointReports.json(generation) : generation.text)
+                if let collected, !collected.dropped.isEmpty, !output.json {
+                    print("  gc: dropped \(collected.dropped.count) generation(s), freed \(Format.bytes(collected.bytesFreed))")
+                }
+                fflush(nil)
+            })
+            if interval != nil || output.json { print(CheckpointReports.ending(ending, pid: pid, json: output.json)) }
+        }
+    }
+
+    /// Sleeps up to `seconds`; true if SIGINT or SIGTERM came.
+    static func wait(_ seconds: Double, for signals: sigset_t, progress: ProgressLine?) -> Bool {
+        var remaining = seconds
+        var set = signals
+        while remaining > 0 {
+            progress?.show("next generation in \(Int(remaining.rounded(.up))) s")
+            let step = min(remaining, 1)
+            var timeout = timespec(tv_sec: Int(step), tv_nsec: Int((step - step.rounded(.down)) * 1e9))
+            if sigtimedwait(&set, nil, &timeout) > 0 {
+                progress?.finish()
+                return true
+            }
+            remaining -= step
+        }
+        progress?.finish()
+        return false
+    }
+
+    static func defaultName(_ pid: Int32) -> String {
+        let exe = ProcFS.link(pid, "exe").map { String($0.split(separator: "/").last ?? "process") } ?? "process"
+        let cleaned = exe.replacingOccurrences(of: " (deleted)", with: "").map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." ? $0 : "_" }
+        return String(cleaned) + "-\(pid)"
+    }
+
+    func printProbe() throws {
         let probe = TrackerProbe()
         if output.json {
             struct Document: Codable {

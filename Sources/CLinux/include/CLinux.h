@@ -67,6 +67,35 @@ static inline long chpox_process_vm_readv(pid_t pid, const struct iovec *local, 
     return syscall(SYS_process_vm_readv, pid, local, localCount, remote, remoteCount, 0UL);
 }
 
+// process_vm_writev(2), like readv, is declared only under _GNU_SOURCE.
+static inline long chpox_process_vm_writev(pid_t pid, const struct iovec *local, unsigned long localCount,
+                                           const struct iovec *remote, unsigned long remoteCount) {
+    return syscall(SYS_process_vm_writev, pid, local, localCount, remote, remoteCount, 0UL);
+}
+
+// prlimit(2) on another process is declared only under _GNU_SOURCE.
+static inline int chpox_prlimit(pid_t pid, int resource, unsigned long long limits[2]) {
+    return (int)syscall(SYS_prlimit64, pid, resource, (void *)0, limits);
+}
+
+// System call numbers the injector runs inside a target.
+static inline long chpox_syscall_number_rt_sigaction(void) { return SYS_rt_sigaction; }
+static inline long chpox_syscall_number_prctl(void) { return SYS_prctl; }
+static inline long chpox_syscall_number_brk(void) { return SYS_brk; }
+/// PR_GET_TID_ADDRESS (linux/prctl.h): where the kernel clears the thread id at exit.
+#define CHPOX_PR_GET_TID_ADDRESS 40
+
+// ptrace requests newer than glibc's enum (linux/ptrace.h), with the structs they fill.
+#define CHPOX_PTRACE_PEEKSIGINFO 0x4209
+#define CHPOX_PTRACE_GETSIGMASK 0x420a
+#define CHPOX_PTRACE_GET_RSEQ_CONFIGURATION 0x420f
+#define CHPOX_PTRACE_PEEKSIGINFO_SHARED 1
+#define CHPOX_NT_X86_XSTATE 0x202
+struct chpox_peeksiginfo_args { uint64_t off; uint32_t flags; int32_t nr; };
+_Static_assert(sizeof(struct chpox_peeksiginfo_args) == 16, "ptrace_peeksiginfo_args");
+struct chpox_rseq_configuration { uint64_t rseq_abi_pointer; uint32_t rseq_abi_size; uint32_t signature; uint32_t flags; uint32_t pad; };
+_Static_assert(sizeof(struct chpox_rseq_configuration) == 24, "ptrace_rseq_configuration");
+
 // pipe2(2) is declared only under _GNU_SOURCE.
 static inline int chpox_pipe2(int fds[2], int flags) { return (int)syscall(SYS_pipe2, fds, flags); }
 

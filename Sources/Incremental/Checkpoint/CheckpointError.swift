@@ -1,0 +1,26 @@
+import Store
+import Tracee
+
+/// What stops a checkpoint. Each case says what happened and what to do; the process is
+/// running as before in every case.
+public enum CheckpointError: Error, Sendable, CustomStringConvertible {
+    case process(TraceeError)
+    case store(StoreError)
+    case unsupportedDescriptors(pid: Int32, [String])
+    case badImage(generation: UInt64, reason: String)
+    case notOurs(chain: String, pid: Int32, reason: String)
+
+    public var description: String {
+        switch self {
+        case .process(let error): return "\(error)"
+        case .store(let error): return "\(error)"
+        case .unsupportedDescriptors(let pid, let list):
+            return "pid \(pid) has descriptors a restart cannot recreate yet:\n  " + list.joined(separator: "\n  ")
+                + "\ncheckpoint it anyway with --skip-unsupported (they are recorded and `dumpinfo` lists them), or close them first"
+        case .badImage(let generation, let reason):
+            return "generation \(generation): unreadable process image: \(reason)"
+        case .notOurs(let chain, let pid, let reason):
+            return "chain '\(chain)' cannot continue with pid \(pid): \(reason); use another --name"
+        }
+    }
+}

@@ -1,0 +1,406 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SoftDirty
+import Store
+import Syscall
+import Tracee
+
+/// Checkpoints one live process into a chain of the store: a full base, then deltas of only
+/// the pages its tracker reports written. Data flows one way: process (Tracee) → tracker
+/// (SoftDirty) → selection and image (here) → store.
+///
+/// A generation stops the process only to collect-and-reset its dirty pages, copy them out
+/// and read its registers and /proc state; hashing, compression and writing happen after it
+/// runs on. With a kernel tracker (uffd-wp, soft-dirty) and pre-copy, the bulk is copied while
+/// the process runs and the final stop copies only what it wrote meanwhile, as live migration
+/// does. Whatever fails, the process runs on unharmed and no half generation is published.
+public final class Checkpointer {
+    public struct Options: Sendable {
+        public var chain: String
+        /// nil: the best tracker this kernel supports.
+        public var tracker: TrackerKind?
+        /// Copy while the process runs before the final stop, where the tracker allows it.
+        public var preCopy = true
+        public var maxPreCopyRounds = 3
+        /// Pre-copy stops once a round finds at most this many written pages (16 MiB), and
+        /// a delta is pre-copied only when the previous stop copied more than this.
+        public var stopCopyPages: UInt64 = 4096
+        /// Record descriptors a restart cannot recreate instead of refusing the process.
+        public var skipUnsupported = false
+
+        public init(chain: String, tracker: TrackerKind? = nil) {
+            self.chain = chain
+            self.tracker = tracker
+        }
+    }
+
+    /// What happens to the process after the generation is taken.
+    public enum Finish: Sendable {
+        case resume
+        /// Stopped (SIGSTOP) before it runs another instruction: for migration.
+        case leaveStopped
+        /// Killed once the generation is committed: for migration.
+        case kill
+    }
+
+    /// One committed generation, as `cpx` reports it.
+    public struct Generation: Sendable, Codable {
+        public var event = "generation"
+        public var chain: String
+        public var generation: UInt64
+        public var manifest: String
+        public var pid: Int32
+        public var kind: String
+        public var tracker: String
+        public var dirtyPages: UInt64
+        public var copiedPages: UInt64
+        public var zeroPages: UInt64
+        public var revertedPages: UInt64
+        public var unmappedPages: UInt64
+        public var newChunks: UInt64
+        public var storedBytes: UInt64
+        public var pauseMicroseconds: Int64
+        public var totalPauseMicroseconds: Int64
+        public var preCopyRounds: Int
+        public var milliseconds: Int64
+    }
+
+    public let pid: Int32
+    public let store: Store
+    public let options: Options
+    public private(set) var tracker: any DirtyTracker
+    /// Generations this checkpointer committed.
+    public private(set) var written = 0
+    private var lastFrozenCopy: UInt64 = 0
+
+    /// Called during the final stop of every generation with the frozen process and the
+    /// generation's number: tests take their reference read of memory here.
+    public var observeFrozen: ((FrozenProcess, UInt64) -> Void)?
+
+    /// Starts tracking `pid` (before it is ever stopped: uffd-wp's helper needs it free).
+    public init(pid: Int32, store: Store, options: Options) throws(CheckpointError) {
+        self.pid = pid
+        self.store = store
+        self.options = options
+        guard Chain.isValidName(options.chain) else { throw .store(.invalidChainName(options.chain)) }
+        do {
+            let state = try ProcFS.state(pid)
+            if state == "Z" || state == "X" { throw TraceeError.zombie(pid: pid) }
+            tracker = try TrackerSelection.start(options.tracker, pid: pid)
+        } catch let error as TraceeError {
+            throw .process(error)
+        } catch {
+            throw .process(.unsupported(pid: pid, reason: "\(error)"))
+        }
+    }
+
+    deinit { tracker.stop() }
+
+    /// Ends tracking; the process keeps no trace of it.
+    public func stop() { tracker.stop() }
+
+    /// Takes one generation.
+    public func checkpoint(finish: Finish = .resume) throws(CheckpointError) -> Generation {
+        let started = Clock.now()
+        let writer: GenerationWriter
+        var baseline: PageMap?
+        do throws(StoreError) {
+            writer = try store.beginGeneration(chain: options.chain)
+            // A run continuing a chain it did not start has no tracker history: its first
+            // generation compares every page with the chain's newest (hash tracking
+            // against the store).
+            if written == 0, writer.kind == .delta, let head = try store.chain(options.chain).head {
+                baseline = try store.pageMap(chain: options.chain, generation: head.generation)
+            }
+        } catch {
+            throw .store(error)
+        }
+        var run = Run(writer: writer, baseline: baseline, pid: pid)
+        do {
+            let kernelTracker = tracker.kind != .hash
+            if options.preCopy && kernelTracker && (written == 0 || lastFrozenCopy > options.stopCopyPages) {
+                while run.rounds < options.maxPreCopyRounds {
+                    let round = try preCopyRound(&run)
+                    if round <= options.stopCopyPages { break }
+                }
+            }
+            var image = try finalRound(&run, finish: finish)
+            image.capture.tracker = run.baseline != nil ? "hash (against the chain)" : tracker.kind.rawValue
+            let entry: Chain.Entry
+            do {
+                entry = try run.writer.commit(metadata: image.encoded())
+            } catch {
+                if finish != .resume { kill(pid, SIGCONT) }  // never leave it stopped for nothing
+                throw error
+            }
+            if finish == .kill { kill(pid, SIGKILL) }
+            written += 1
+            lastFrozenCopy = run.frozenCopied
+            let statistics = run.writer.currentStatistics
+            return Generation(chain: options.chain, generation: entry.generation, manifest: entry.manifest.short, pid: pid,
+                              kind: entry.kind == .full ? "full" : "delta", tracker: image.capture.tracker,
+                              dirtyPages: run.dirty, copiedPages: run.runningCopied + run.frozenCopied, zeroPages: run.zeroed,
+                              revertedPages: run.reverted, unmappedPages: run.unmapped, newChunks: statistics.newChunks,
+                              storedBytes: statistics.storedBytes, pauseMicroseconds: image.capture.pauseNanoseconds / 1000,
+                              totalPauseMicroseconds: image.capture.totalPauseNanoseconds / 1000, preCopyRounds: run.rounds,
+                              milliseconds: (Clock.now() - started) / 1_000_000)
+        } catch {
+            run.writer.abandon()
+            throw Self.classify(error, pid: pid)
+        }
+    }
+
+    static func classify(_ error: any Error, pid: Int32) -> CheckpointError {
+        switch error {
+        case let error as CheckpointError: return error
+        case let error as TraceeError: return .process(error)
+        case let error as StoreError: return .store(error)
+        default: return .process(.unsupported(pid: pid, reason: "\(error)"))
+        }
+    }
+
+    /// The state of one generation in progress.
+    struct Run {
+        let writer: GenerationWriter
+        var baseline: PageMap?
+        let pid: Int32
+        var rounds = 0
+        var pause: Int64 = 0
+        var totalPause: Int64 = 0
+        var dirty: UInt64 = 0
+        var runningCopied: UInt64 = 0
+        var frozenCopied: UInt64 = 0
+        var zeroed: UInt64 = 0
+        var reverted: UInt64 = 0
+        var unmapped: UInt64 = 0
+        var firstRound = true
+    }
+
+    /// Collects while frozen, copies while running; returns how many pages were written.
+    private func preCopyRound(_ run: inout Run) throws -> UInt64 {
+        let stopped = Clock.now()
+        let frozen = try FrozenProcess(pid: pid)
+        let report: DirtyReport
+        let pagemap: Pagemap
+        do {
+            pagemap = try Pagemap(frozen: frozen)
+            report = try tracker.collect(frozen)
+            frozen.thaw()
+        } catch {
+            frozen.thaw()
+            throw error
+        }
+        run.totalPause += Clock.now() - stopped
+        let selection = try PageSelection(candidates: report.dirty, regions: report.regions, pagemap: pagemap)
+        let copied = try CopiedPages(selection.copy, from: pid, maximumPages: 16384) { pages in
+            try record(pages, &run)
+        }
+        run.runningCopied += copied.pageCount
+        apply(report, selection, &run)
+        run.rounds += 1
+        return report.dirty.pageCount
+    }
+
+    /// The stop-and-copy: collects, copies what is left, reads the image, and resumes the
+    /// process before anything is hashed or written.
+    private func finalRound(_ run: inout Run, finish: Finish) throws -> ProcessImage {
+        var attempts = 0
+        while true {
+            attempts += 1
+            let asked = Clock.now()
+            let injected = try Injector.readState(of: pid)
+            run.totalPause += Clock.now() - asked
+            let stopped = Clock.now()
+            let frozen = try FrozenProcess(pid: pid)
+            do {
+                // What the helper read must still hold: same threads, same caught and ignored
+                // signals. Otherwise ask again (nothing has been collected yet).
+                if !(try Self.stillHolds(injected, frozen)) && attempts < 5 {
+                    frozen.thaw()
+                    run.totalPause += Clock.now() - stopped
+                    continue
+                }
+                let pagemap = try Pagemap(frozen: frozen)
+                let report = try tracker.collect(frozen)
+                let selection = try PageSelection(candidates: report.dirty, regions: report.regions, pagemap: pagemap)
+                var copy = try CopiedPages(selection.copy, from: pid, maximumPages: Int.max, { _ in })
+                defer { copy.release() }
+                var image = try ImageCapture.capture(frozen, regions: try MemoryRegion.of(pid), injected: injected,
+                                                     skipUnsupported: options.skipUnsupported)
+                observeFrozen?(frozen, run.writer.generation)
+                if finish != .resume { kill(pid, SIGSTOP) }  // delivered before it runs again
+                frozen.thaw()
+                let pause = Clock.now() - stopped
+                run.totalPause += pause
+                run.pause = pause
+                run.frozenCopied = copy.pageCount
+                try copy.forEach { pages in try record(pages, &run) }
+                apply(report, selection, &run)
+                image.capture.pauseNanoseconds = run.pause
+                image.capture.totalPauseNanoseconds = run.totalPause
+                image.capture.preCopyRounds = run.rounds
+                image.capture.pagesCopiedWhileRunning = run.runningCopied
+                image.capture.pagesCopiedFrozen = run.frozenCopied
+                return image
+            } catch {
+                frozen.thaw()
+                throw error
+            }
+        }
+    }
+
+    /// The helper's answer still describes the frozen process.
+    static func stillHolds(_ injected: InjectedState, _ frozen: FrozenProcess) throws(TraceeError) -> Bool {
+        guard Set(injected.threads.map(\.tid)) == Set(frozen.threads) else { return false }
+        let status = try ProcFS.status(frozen.pid)
+        let caught = UInt64(status["SigCgt"] ?? "", radix: 16) ?? 0
+        let ignored = UInt64(status["SigIgn"] ?? "", radix: 16) ?? 0
+        var expectCaught: UInt64 = 0, expectIgnored: UInt64 = 0
+        for action in injected.signalActions where action.signal <= 64 {
+            let bit = UInt64(1) << UInt64(action.signal - 1)
+            if action.handler == 1 { expectIgnored |= bit } else if action.handler > 1 { expectCaught |= bit }
+        }
+        return caught == expectCaught && ignored == expectIgnored
+    }
+
+    /// Puts copied pages; on a run continuing a chain, only those that differ from it.
+    private func record(_ pages: CopiedPages.Slice, _ run: inout Run) throws {
+        guard let baseline = run.baseline else {
+            try run.writer.put(firstPage: pages.firstPage, contents: pages.bytes)
+            return
+        }
+        for k in 0..<Int(pages.count) {
+            let page = UnsafeRawBufferPointer(rebasing: pages.bytes[(k * 4096)..<((k + 1) * 4096)])
+            let number = pages.firstPage + UInt64(k)
+            if let old = baseline.chunk(of: number), old == ChunkID(hashing: page) { continue }
+            try run.writer.put(firstPage: number, contents: page)
+        }
+    }
+
+    /// Records what the round found besides copied pages: unmapped ranges, zeroed pages and
+    /// pages that revert to their file.
+    private func apply(_ report: DirtyReport, _ selection: PageSelection, _ run: inout Run) {
+        run.dirty += report.dirty.pageCount
+        for range in report.unmapped.runs { run.writer.unmap(Self.pages(range)) }
+        run.unmapped += report.unmapped.pageCount
+        for range in selection.revert.runs { run.writer.unmap(Self.pages(range)) }
+        run.reverted += selection.revert.pageCount
+        // A base's first round needs no zero entries: absent anonymous pages are zero.
+        let needZeros = !(run.firstRound && run.writer.kind == .full)
+        if needZeros {
+            for range in selection.zero.runs {
+                for page in Self.pages(range).first..<Self.pages(range).end { run.writer.putZero(page: page) }
+            }
+            run.zeroed += selection.zero.pageCount
+        }
+        if run.firstRound, let baseline = run.baseline {
+            // Stored pages of the chain that hold nothing of their own now.
+            let kept = selection.copy
+            var stale: [PageRun] = []
+            for entry in baseline.pages where !kept.contains(page: entry.page * 4096) {
+                stale.append(PageRun(start: entry.page * 4096, end: entry.page * 4096 + 4096))
+            }
+            for range in AddressRuns(stale).runs { run.writer.unmap(Self.pages(range)) }
+        }
+        run.firstRound = false
+    }
+
+    static func pages(_ run: PageRun) -> PageRange { PageRange(first: run.start / 4096, count: run.pageCount) }
+}
+
+/// Pages copied out of a process in batches: all at once while it is frozen, or batch by batch
+/// while it runs (each batch handed to `consume` before the next is read).
+struct CopiedPages {
+    struct Slice {
+        var firstPage: UInt64
+        var count: UInt64
+        var bytes: UnsafeRawBufferPointer
+    }
+
+    private(set) var pageCount: UInt64 = 0
+    private var buffer: UnsafeMutableRawBufferPointer?
+    private var slices: [(firstPage: UInt64, count: UInt64, offset: Int)] = []
+
+    /// Reads `runs`, at most `maximumPages` per batch; batches other than the last are
+    /// handed to `consume` and released. The last one is kept for `forEach`.
+    init(_ runs: AddressRuns, from pid: Int32, maximumPages: Int, _ consume: (Slice) throws -> Void) throws {
+        let memory = ProcessMemory(pid: pid)
+        var pending: [PageRun] = []
+        var pendingPages = 0
+        var all = runs.runs[...]
+        while let next = all.first {
+            let room = maximumPages - pendingPages
+            let take = min(Int(next.pageCount), room)
+            let piece = PageRun(start: next.start, end: next.start + UInt64(take) * 4096)
+            pending.append(piece)
+            pendingPages += take
+            pageCount += UInt64(take)
+            if take == Int(next.pageCount) { all = all.dropFirst() } else { all[all.startIndex].start = piece.end }
+            if pendingPages == maximumPages && !all.isEmpty {
+                try Self.read(pending, pendingPages, memory, consume)
+                pending = []
+                pendingPages = 0
+            }
+        }
+        guard pendingPages > 0 else { return }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pendingPages * 4096, alignment: 4096)
+        var offset = 0
+        var requests: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)] = []
+        for run in pending {
+            let size = Int(run.pageCount) * 4096
+            requests.append((run.start, UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<(offset + size)])))
+            slices.append((run.start / 4096, run.pageCount, offset))
+            offset += size
+        }
+        do { try memory.read(requests) } catch {
+            buffer.deallocate()
+            throw error
+        }
+        self.buffer = buffer
+        if maximumPages != Int.max {
+            try forEach(consume)
+            release()
+        }
+    }
+
+    private static func read(_ runs: [PageRun], _ pages: Int, _ memory: ProcessMemory, _ consume: (Slice) throws -> Void) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pages * 4096, alignment: 4096)
+        defer { buffer.deallocate() }
+        var offset = 0
+        var requests: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)] = []
+        var slices: [Slice] = []
+        for run in runs {
+            let size = Int(run.pageCount) * 4096
+            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<(offset + size)])
+            requests.append((run.start, part))
+            slices.append(Slice(firstPage: run.start / 4096, count: run.pageCount, bytes: UnsafeRawBufferPointer(part)))
+            offset += size
+        }
+        try memory.read(requests)
+        for slice in slices { try consume(slice) }
+    }
+
+    func forEach(_ body: (Slice) throws -> Void) throws {
+        guard let buffer else { return }
+        for slice in slices {
+            let bytes = UnsafeRawBufferPointer(rebasing: buffer[slice.offset..<(slice.offset + Int(slice.count) * 4096)])
+            try body(Slice(firstPage: slice.firstPage, count: slice.count, bytes: bytes))
+        }
+    }
+
+    mutating func release() {
+        buffer?.deallocate()
+        buffer = nil
+    }
+}
+
+enum Clock {
+    /// CLOCK_MONOTONIC in nanoseconds.
+    static func now() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
+    }
+}

@@ -1,0 +1,148 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Syscall
+import Tracee
+
+/// Reads a frozen process's image: registers, /proc, descriptors. Pages are not read here
+/// (see `PageSelection`); what must be asked inside the process comes in `injected`.
+enum ImageCapture {
+    /// Deleted files larger than this are not copied into the image (and the process is
+    /// refused unless --skip-unsupported).
+    static let deletedFileLimit: Int64 = 64 << 20
+
+    static func capture(_ process: FrozenProcess, regions: [MemoryRegion], injected: InjectedState,
+                        skipUnsupported: Bool) throws(CheckpointError) -> ProcessImage {
+        let pid = process.pid
+        do {
+            let status = try ProcFS.status(pid)
+            let stat = try ProcFS.stat(pid)
+            let flags = try ProcFS.mappingFlags(pid)
+            var threads: [ProcessImage.ThreadImage] = []
+            for tid in process.threads {
+                threads.append(.init(state: try ThreadState(tid: tid, of: process),
+                                     clearAddress: injected.threads.first { $0.tid == tid }?.clearAddress))
+            }
+            let (descriptors, unsupported) = try captureDescriptors(pid)
+            if !unsupported.isEmpty && !skipUnsupported { throw UnsupportedDescriptors(list: unsupported) }
+            func field(_ k: Int) -> UInt64 { stat[k].flatMap { UInt64($0) } ?? 0 }
+            let auxvBytes = try ProcFS.bytes(pid, "auxv")
+            let auxv = auxvBytes.withUnsafeBytes { raw in (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
+            return ProcessImage(
+                pid: pid,
+                command: try ProcFS.bytes(pid, "cmdline").split(separator: 0, omittingEmptySubsequences: false).dropLast()
+                    .map { String(decoding: $0, as: UTF8.self) },
+                executable: ProcFS.link(pid, "exe") ?? "",
+                workingDirectory: ProcFS.link(pid, "cwd") ?? "",
+                umask: status["Umask"].flatMap { UInt32($0, radix: 8) } ?? 0o022,
+                credentials: .init(uid: numbers(status["Uid"]), gid: numbers(status["Gid"]), groups: numbers(status["Groups"])),
+                limits: try limits(pid),
+                addressSpace: .init(startCode: field(26), endCode: field(27), startData: field(45), endData: field(46),
+                                    startBrk: field(47), brk: injected.programBreak, startStack: field(28),
+                                    argStart: field(48), argEnd: field(49), envStart: field(50), envEnd: field(51), auxv: auxv),
+                mappings: regions.map { mapping($0, flags: flags[$0.start] ?? []) },
+                threads: threads,
+                signalActions: injected.signalActions,
+                sharedPendingSignals: try process.sharedPendingSignals(),
+                descriptors: descriptors,
+                unsupported: unsupported,
+                capture: .init(tracker: "", pauseNanoseconds: 0, totalPauseNanoseconds: 0, preCopyRounds: 0,
+                               pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: kernelRelease()))
+        } catch let error as UnsupportedDescriptors {
+            throw .unsupportedDescriptors(pid: pid, error.list)
+        } catch let error as TraceeError {
+            throw .process(error)
+        } catch {
+            throw .process(.unsupported(pid: pid, reason: "\(error)"))
+        }
+    }
+
+    struct UnsupportedDescriptors: Error { var list: [String] }
+
+    static func mapping(_ region: MemoryRegion, flags: [String]) -> ProcessImage.Mapping {
+        .init(start: region.start, end: region.end, protection: region.protection, backing: backing(of: region), offset: region.offset,
+              device: region.device, inode: region.inode, path: region.path, flags: flags)
+    }
+
+    static func backing(of region: MemoryRegion) -> ProcessImage.Mapping.Backing {
+        switch region.path {
+        case "[vdso]": return .vdso
+        case "[vvar]", "[vvar_vclock]": return .vvar
+        case "[vsyscall]": return .vsyscall
+        case "[heap]": return .heap
+        case "[stack]": return .stack
+        default: break
+        }
+        if region.shared {
+            let path = region.path
+            let shmem = region.isAnonymous || path.hasPrefix("/dev/zero") || path.hasPrefix("/SYSV") || path.hasPrefix("/memfd:")
+                || path.hasSuffix(" (deleted)")
+            return shmem ? .sharedAnonymous : .sharedFile
+        }
+        return region.isAnonymous ? .anonymous : .privateFile
+    }
+
+    static let resourceNames = ["cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile", "memlock", "as", "locks",
+                                "sigpending", "msgqueue", "nice", "rtprio", "rttime"]
+
+    static func limits(_ pid: Int32) throws(TraceeError) -> [ProcessImage.ResourceLimit] {
+        var result: [ProcessImage.ResourceLimit] = []
+        for (resource, name) in resourceNames.enumerated() {
+            let limit = try ProcFS.limit(pid, Int32(resource))
+            result.append(.init(resource: Int32(resource), name: name, soft: limit.soft, hard: limit.hard))
+        }
+        return result
+    }
+
+    /// The descriptor table, and a line for each descriptor a restart cannot recreate.
+    static func captureDescriptors(_ pid: Int32) throws(TraceeError) -> ([ProcessImage.Descriptor], [String]) {
+        var descriptors: [ProcessImage.Descriptor] = []
+        var unsupported: [String] = []
+        for fd in try ProcFS.descriptors(pid) {
+            guard let target = ProcFS.descriptorTarget(pid, fd), let info = try? ProcFS.descriptorInfo(pid, fd) else { continue }  // closed meanwhile
+            let flags = info["flags"].flatMap { Int32($0, radix: 8) } ?? 0
+            let offset = info["pos"].flatMap { Int64($0) } ?? 0
+            var descriptor = ProcessImage.Descriptor(fd: fd, kind: .unsupported, target: target, flags: flags, offset: offset, contents: nil)
+            if target == "/dev/null" {
+                descriptor.kind = .null
+            } else if target.hasPrefix("/dev/pts/") || target.hasPrefix("/dev/tty") || target == "/dev/console" {
+                descriptor.kind = .terminal
+            } else if target.hasPrefix("pipe:") {
+                descriptor.kind = .pipe
+            } else if target.hasPrefix("/") && target.hasSuffix(" (deleted)") {
+                if let contents = deletedContents(pid, fd) {
+                    descriptor.kind = .deletedFile
+                    descriptor.contents = contents
+                } else {
+                    unsupported.append("fd \(fd): \(target) (deleted, larger than \(Format.bytes(deletedFileLimit)) or unreadable)")
+                }
+            } else if target.hasPrefix("/") {
+                descriptor.kind = (flags & O_DIRECTORY) != 0 ? .directory : .file
+            } else {
+                unsupported.append("fd \(fd): \(target)")
+            }
+            descriptors.append(descriptor)
+        }
+        return (descriptors, unsupported)
+    }
+
+    static func deletedContents(_ pid: Int32, _ fd: Int32) -> Data? {
+        guard let file = try? FileDescriptor.open("/proc/\(pid)/fd/\(fd)", [.readOnly]) else { return nil }
+        defer { file.close() }
+        guard let status = try? file.status(), status.isRegularFile, status.size <= deletedFileLimit,
+              let bytes = try? file.readAll(limit: Int(deletedFileLimit))
+        else { return nil }
+        return Data(bytes)
+    }
+
+    static func numbers(_ text: String?) -> [UInt32] {
+        (text ?? "").split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) }
+    }
+
+    static func kernelRelease() -> String {
+        var name = utsname()
+        uname(&name)
+        return withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+}

@@ -1,0 +1,104 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Syscall
+
+/// What only the process itself can say, read by running system calls inside it: the signal
+/// handlers (rt_sigaction), each thread's tid address (PR_GET_TID_ADDRESS) and the exact
+/// program break (brk(0)). `chpox-inject state` reads it, so that a checkpointer killed at any
+/// instant never leaves a thread in the middle of an injected call.
+public struct InjectedState: Sendable, Equatable, Codable {
+    public var programBreak: UInt64
+    public var threads: [ThreadAddress]
+    /// Every signal whose action is not the default one.
+    public var signalActions: [SignalAction]
+
+    public struct ThreadAddress: Sendable, Equatable, Codable {
+        public var tid: Int32
+        /// Where the kernel writes 0 and wakes a futex when the thread exits (set_tid_address).
+        public var clearAddress: UInt64
+    }
+
+    /// A struct k_sigaction as the kernel keeps it.
+    public struct SignalAction: Sendable, Equatable, Codable {
+        public var signal: Int32
+        /// 0 SIG_DFL, 1 SIG_IGN, otherwise the handler's address.
+        public var handler: UInt64
+        public var flags: UInt64
+        public var restorer: UInt64
+        public var mask: UInt64
+    }
+
+    public init(programBreak: UInt64, threads: [ThreadAddress], signalActions: [SignalAction]) {
+        self.programBreak = programBreak
+        self.threads = threads
+        self.signalActions = signalActions
+    }
+
+    /// Reads it from a frozen process with remote system calls; every register and every byte
+    /// of scratch stack used is put back.
+    public init(reading process: FrozenProcess) throws(TraceeError) {
+        let pid = process.pid
+        let brk = try process.syscall(Int(chpox_syscall_number_brk()), 0)
+        programBreak = UInt64(bitPattern: Int64(brk))
+        var threads: [ThreadAddress] = []
+        for tid in process.threads {
+            let address = try process.withScratch(on: tid, size: 8) { (scratch) throws(TraceeError) -> UInt64 in
+                let result = try process.syscall(on: tid, Int(chpox_syscall_number_prctl()), Int(CHPOX_PR_GET_TID_ADDRESS), Int(scratch))
+                guard result == 0 else { throw .system(Errno(rawValue: Int32(-result)), pid: pid, operation: "read the tid address of thread \(tid) of") }
+                return try Self.word(process, at: scratch, count: 1)[0]
+            }
+            threads.append(ThreadAddress(tid: tid, clearAddress: address))
+        }
+        self.threads = threads
+        signalActions = try process.withScratch(on: pid, size: 32) { (scratch) throws(TraceeError) -> [SignalAction] in
+            var actions: [SignalAction] = []
+            for signal in Int32(1)...64 where signal != SIGKILL && signal != SIGSTOP {
+                let result = try process.syscall(Int(chpox_syscall_number_rt_sigaction()), Int(signal), 0, Int(scratch), 8)
+                guard result == 0 else { continue }  // 32 and 33 belong to glibc and may refuse
+                let words = try Self.word(process, at: scratch, count: 4)
+                if words[0] != 0 || words[1] != 0 || words[3] != 0 {
+                    actions.append(SignalAction(signal: signal, handler: words[0], flags: words[1], restorer: words[2], mask: words[3]))
+                }
+            }
+            return actions
+        }
+    }
+
+    private static func word(_ process: FrozenProcess, at address: UInt64, count: Int) throws(TraceeError) -> [UInt64] {
+        var bytes = [UInt8](repeating: 0, count: count * 8)
+        let got = try bytes.withMutableRawBytes { (raw) throws(TraceeError) in try ProcessMemory(pid: process.pid).read(from: address, into: raw) }
+        guard got == count * 8 else { throw .unsupported(pid: process.pid, reason: "cannot read back scratch memory at 0x\(String(address, radix: 16))") }
+        return bytes.withUnsafeBytes { raw in (0..<count).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
+    }
+
+    // MARK: Wire format between chpox-inject and the checkpointer: one fact per line.
+
+    public var lines: [String] {
+        ["brk \(hex(programBreak))"] + threads.map { "tid \($0.tid) \(hex($0.clearAddress))" }
+            + signalActions.map { "sigaction \($0.signal) \(hex($0.handler)) \(hex($0.flags)) \(hex($0.restorer)) \(hex($0.mask))" }
+    }
+
+    public init(lines: [String], pid: Int32) throws(TraceeError) {
+        var brk: UInt64?
+        var threads: [ThreadAddress] = []
+        var actions: [SignalAction] = []
+        for line in lines {
+            let fields = line.split(separator: " ").map(String.init)
+            let numbers = fields.dropFirst().compactMap { UInt64($0.hasPrefix("0x") ? String($0.dropFirst(2)) : $0, radix: $0.hasPrefix("0x") ? 16 : 10) }
+            switch (fields.first, numbers.count) {
+            case ("brk", 1): brk = numbers[0]
+            case ("tid", 2): threads.append(ThreadAddress(tid: Int32(truncatingIfNeeded: numbers[0]), clearAddress: numbers[1]))
+            case ("sigaction", 5):
+                actions.append(SignalAction(signal: Int32(truncatingIfNeeded: numbers[0]), handler: numbers[1], flags: numbers[2],
+                                            restorer: numbers[3], mask: numbers[4]))
+            default: throw .malformed(file: "chpox-inject's answer", reason: "unreadable line '\(line)'")
+            }
+        }
+        guard let brk else { throw .malformed(file: "chpox-inject's answer", reason: "no program break (pid \(pid))") }
+        self.init(programBreak: brk, threads: threads, signalActions: actions)
+    }
+
+    private func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+}
