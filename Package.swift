@@ -65,8 +65,10 @@ let package = Package(
                           path: "Tests/TrackerProofTool"),
         // Finding and running the package's executables from tests.
         .target(name: "TestTools", path: "Tests/TestTools"),
-        .testTarget(name: "TrackerTests", dependencies: [
-            "TestTools", "SoftDirty", "Tracee", "Syscall", "TrackerTestSupport", "chpox-dirty-workload", "chpox-tracker-proof", "chpox-inject", "cpx",
+        // Everything that stops, traces or checkpoints a live process: one serialized suite.
+        .testTarget(name: "LiveProcessTests", dependencies: [
+            "TestTools", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport", "StoreTestSupport", "chpox-dirty-workload", "chpox-churn-workload",
+            "chpox-tracker-proof", "chpox-inject", "cpx", "dumpinfo",
         ]),
         .testTarget(name: "StoreTests", dependencies: [
             "TestTools", "Store", "Syscall", "Incremental", "StoreTestSupport", "chpox-store-writer", "cpx", "dumpinfo", "ld-chpox",

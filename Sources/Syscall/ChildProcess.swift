@@ -10,7 +10,7 @@ public struct ChildProcess: Sendable {
     public let pid: pid_t
 
     /// Starts `path` with `arguments` (argv[1...]); stdin and stdout come from the given
-    /// descriptors when given.
+    /// descriptors when given; no other descriptor of the caller is inherited but stderr.
     /// With `newSession`, the child gets a session of its own (setsid), out of reach of
     /// signals sent to the caller's process group or terminal.
     public static func spawn(_ path: String, _ arguments: [String], stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil,
@@ -24,6 +24,7 @@ public struct ChildProcess: Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         if let stdin { posix_spawn_file_actions_adddup2(&actions, stdin.rawValue, 0) }
         if let stdout { posix_spawn_file_actions_adddup2(&actions, stdout.rawValue, 1) }
+        _ = chpox_posix_spawn_closefrom(&actions, 3)
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var pid: pid_t = 0

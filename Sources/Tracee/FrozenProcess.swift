@@ -12,6 +12,8 @@ public final class FrozenProcess {
     /// Seized thread ids, the main thread first.
     public private(set) var threads: [Int32] = []
     private var thawed = false
+    /// Signals dequeued by a thread as it stopped, to be delivered when it resumes.
+    private var heldSignals: [Int32: (signal: Int32, info: [UInt8])] = [:]
 
     /// Seizes and stops every thread, repeating until no new thread appeared meanwhile.
     public init(pid: Int32) throws(TraceeError) {
@@ -33,7 +35,12 @@ public final class FrozenProcess {
                     seized.insert(tid)
                     threads.append(tid)
                     try Ptrace.interrupt(tid, pid: pid)
-                    _ = try Ptrace.waitStop(tid, pid: pid, "stop")
+                    let status = try Ptrace.waitStop(tid, pid: pid, "stop")
+                    // A signal that arrived first stops the thread on its way in: it is held
+                    // here, with its siginfo, and delivered when the thread is let go.
+                    if chpox_wptrace_event(status) != Int32(Ptrace.eventStop) {
+                        heldSignals[tid] = (chpox_wstopsig(status), try Ptrace.signalInfo(tid, pid: pid))
+                    }
                 }
             }
             threads.sort { ($0 == pid ? 0 : 1, $0) < ($1 == pid ? 0 : 1, $1) }
@@ -49,7 +56,14 @@ public final class FrozenProcess {
     public func thaw() {
         guard !thawed else { return }
         thawed = true
-        for tid in threads { Ptrace.detach(tid) }
+        for tid in threads {
+            if let held = heldSignals[tid] {
+                Ptrace.setSignalInfo(tid, held.info)
+                Ptrace.detach(tid, signal: held.signal)
+            } else {
+                Ptrace.detach(tid)
+            }
+        }
     }
 
     /// Runs one system call inside the process, on thread `thread` (default: the main one),
@@ -72,10 +86,21 @@ public final class FrozenProcess {
         regs.r10 = UInt64(bitPattern: Int64(slots[3]))
         regs.r8 = UInt64(bitPattern: Int64(slots[4]))
         regs.r9 = UInt64(bitPattern: Int64(slots[5]))
+        // Every signal blocked meanwhile: one dequeued during the step would stop the thread
+        // before the call and be lost; blocked, it stays pending for after.
+        let mask = try Ptrace.signalMask(tid, pid: pid)
+        try Ptrace.setSignalMask(tid, pid: pid, UInt64.max)
+        defer { try? Ptrace.setSignalMask(tid, pid: pid, mask) }
         try Ptrace.setRegisters(tid, pid: pid, regs)
         defer { try? Ptrace.setRegisters(tid, pid: pid, saved) }
-        try Ptrace.singleStep(tid, pid: pid)
-        let status = try Ptrace.waitStop(tid, pid: pid, "run a system call in")
+        var status: Int32 = 0
+        // A thread that stopped for a signal still has PTRACE_INTERRUPT's trap pending: it is
+        // reported first, before the instruction runs; step again.
+        for _ in 0..<4 {
+            try Ptrace.singleStep(tid, pid: pid)
+            status = try Ptrace.waitStop(tid, pid: pid, "run a system call in")
+            if chpox_wptrace_event(status) != Int32(Ptrace.eventStop) { break }
+        }
         guard chpox_wstopsig(status) == SIGTRAP else { throw .unexpectedStop(pid: pid, status: status, operation: "run a system call in") }
         let after = try Ptrace.registers(tid, pid: pid)
         guard after.rip == gadget + 2 else { throw .unsupported(pid: pid, reason: "the injected system call did not complete") }

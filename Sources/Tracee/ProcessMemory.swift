@@ -23,8 +23,13 @@ public struct ProcessMemory: Sendable {
         return try readThroughProcMem(from: address, into: buffer)
     }
 
-    /// Reads many (address, buffer) pairs with as few calls as possible (IOV_MAX at a time).
-    public func read(_ requests: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)]) throws(TraceeError) {
+    /// Reads many (address, buffer) pairs with as few calls as possible (IOV_MAX at a time);
+    /// returns the pages that could not be read (unmapped meanwhile, or never readable), whose
+    /// bytes in the buffers are left as they were. Every other page is read, also the pages
+    /// after a hole.
+    @discardableResult
+    public func read(_ requests: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)]) throws(TraceeError) -> [PageRun] {
+        var unreadable: [PageRun] = []
         var start = 0
         while start < requests.count {
             let batch = requests[start..<min(start + 1024, requests.count)]
@@ -34,10 +39,29 @@ public struct ProcessMemory: Sendable {
             let n = chpox_process_vm_readv(pid, &local, UInt(local.count), &remote, UInt(remote.count))
             if n < 0 && errno == ESRCH { throw .noSuchProcess(pid: pid) }
             if n != wanted {
-                for request in batch { try read(from: request.address, into: request.buffer) }
+                for request in batch { unreadable += try readAround(from: request.address, into: request.buffer) }
             }
             start += batch.count
         }
+        return unreadable
+    }
+
+    /// Reads a page-aligned range page by page past any page that cannot be read.
+    private func readAround(from address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(TraceeError) -> [PageRun] {
+        var unreadable: [PageRun] = []
+        var offset = try read(from: address, into: buffer)
+        offset -= offset % 4096
+        while offset < buffer.count {
+            let page = UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<min(offset + 4096, buffer.count)])
+            if try read(from: address + UInt64(offset), into: page) < page.count {
+                let at = address + UInt64(offset)
+                if let last = unreadable.last, last.end == at { unreadable[unreadable.count - 1].end += 4096 } else {
+                    unreadable.append(PageRun(start: at, end: at + 4096))
+                }
+            }
+            offset += 4096
+        }
+        return unreadable
     }
 
     /// Writes `bytes` at `address` (process_vm_writev: writable pages only).

@@ -29,9 +29,31 @@ public enum Ptrace {
         if case .failure(let errno) = call(Int32(PTRACE_INTERRUPT.rawValue), tid) { throw .from(errno, pid: pid, "stop") }
     }
 
-    /// PTRACE_DETACH: let the thread run on, suppressing any pending stop signal.
-    static func detach(_ tid: Int32) {
-        _ = call(Int32(PTRACE_DETACH.rawValue), tid)
+    /// PTRACE_DETACH: let the thread run on; `signal` (0: none) is delivered as it resumes.
+    static func detach(_ tid: Int32, signal: Int32 = 0) {
+        _ = call(Int32(PTRACE_DETACH.rawValue), tid, nil, UnsafeMutableRawPointer(bitPattern: Int(signal)))
+    }
+
+    /// PTRACE_GETSIGINFO: the siginfo of the signal a thread is stopped for (128 bytes).
+    static func signalInfo(_ tid: Int32, pid: Int32) throws(TraceeError) -> [UInt8] {
+        var info = [UInt8](repeating: 0, count: 128)
+        let result = info.withUnsafeMutableBytes { call(Int32(PTRACE_GETSIGINFO.rawValue), tid, nil, $0.baseAddress) }
+        if case .failure(let errno) = result { throw .from(errno, pid: pid, "read the stop signal of") }
+        return info
+    }
+
+    /// PTRACE_SETSIGINFO: the siginfo delivered with the signal given at the next resume.
+    static func setSignalInfo(_ tid: Int32, _ info: [UInt8]) {
+        var copy = info
+        _ = copy.withUnsafeMutableBytes { call(Int32(PTRACE_SETSIGINFO.rawValue), tid, nil, $0.baseAddress) }
+    }
+
+    /// PTRACE_SETSIGMASK.
+    static func setSignalMask(_ tid: Int32, pid: Int32, _ mask: UInt64) throws(TraceeError) {
+        var copy = mask
+        if case .failure(let errno) = call(CHPOX_PTRACE_SETSIGMASK, tid, UnsafeMutableRawPointer(bitPattern: 8), &copy) {
+            throw .from(errno, pid: pid, "set the signal mask of")
+        }
     }
 
     /// PTRACE_SINGLESTEP with no signal.

@@ -88,6 +88,7 @@ static inline long chpox_syscall_number_brk(void) { return SYS_brk; }
 // ptrace requests newer than glibc's enum (linux/ptrace.h), with the structs they fill.
 #define CHPOX_PTRACE_PEEKSIGINFO 0x4209
 #define CHPOX_PTRACE_GETSIGMASK 0x420a
+#define CHPOX_PTRACE_SETSIGMASK 0x420b
 #define CHPOX_PTRACE_GET_RSEQ_CONFIGURATION 0x420f
 #define CHPOX_PTRACE_PEEKSIGINFO_SHARED 1
 #define CHPOX_NT_X86_XSTATE 0x202
@@ -104,6 +105,8 @@ static inline int chpox_pipe2(int fds[2], int flags) { return (int)syscall(SYS_p
 #define POSIX_SPAWN_SETSID 0x80
 #endif
 static inline short chpox_posix_spawn_setsid(void) { return POSIX_SPAWN_SETSID; }
+#include <spawn.h>
+int chpox_posix_spawn_closefrom(posix_spawn_file_actions_t *actions, int from);
 
 // A read the optimizer must keep: it is done for its side effect (a read fault maps the
 // shared zero page), which Swift cannot express.

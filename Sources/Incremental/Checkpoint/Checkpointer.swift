@@ -265,9 +265,12 @@ public final class Checkpointer {
         return caught == expectCaught && ignored == expectIgnored
     }
 
-    /// Puts copied pages; on a run continuing a chain, only those that differ from it.
+    /// Puts copied pages; in the first round of a run continuing a chain, only those that
+    /// differ from the chain's newest generation.
     private func record(_ pages: CopiedPages.Slice, _ run: inout Run) throws {
-        guard let baseline = run.baseline else {
+        // Only the first round compares: a later round's page may have changed back to the
+        // chain's bytes after the first round put other bytes, and must be put again.
+        guard let baseline = run.baseline, run.firstRound else {
             try run.writer.put(firstPage: pages.firstPage, contents: pages.bytes)
             return
         }
@@ -282,6 +285,10 @@ public final class Checkpointer {
     /// Records what the round found besides copied pages: unmapped ranges, zeroed pages and
     /// pages that revert to their file.
     private func apply(_ report: DirtyReport, _ selection: PageSelection, _ run: inout Run) {
+        if let path = getenv("CHPOX_DEBUG_LOG") {
+            let text = "round \(run.rounds) gen \(run.writer.generation) copy \(selection.copy.runs) zero \(selection.zero.runs) revert \(selection.revert.runs) unmapped \(report.unmapped.runs) dirty \(report.dirty.runs)\n"
+            if let f = fopen(path, "a") { fputs(text, f); fclose(f) }
+        }
         run.dirty += report.dirty.pageCount
         for range in report.unmapped.runs { run.writer.unmap(Self.pages(range)) }
         run.unmapped += report.unmapped.pageCount
@@ -322,6 +329,8 @@ struct CopiedPages {
     private(set) var pageCount: UInt64 = 0
     private var buffer: UnsafeMutableRawBufferPointer?
     private var slices: [(firstPage: UInt64, count: UInt64, offset: Int)] = []
+    /// Pages that could not be read: not handed on.
+    private(set) var unreadable: [PageRun] = []
 
     /// Reads `runs`, at most `maximumPages` per batch; batches other than the last are
     /// handed to `consume` and released. The last one is kept for `forEach`.
@@ -354,7 +363,7 @@ struct CopiedPages {
             slices.append((run.start / 4096, run.pageCount, offset))
             offset += size
         }
-        do { try memory.read(requests) } catch {
+        do { unreadable = try memory.read(requests) } catch {
             buffer.deallocate()
             throw error
         }
@@ -378,15 +387,28 @@ struct CopiedPages {
             slices.append(Slice(firstPage: run.start / 4096, count: run.pageCount, bytes: UnsafeRawBufferPointer(part)))
             offset += size
         }
-        try memory.read(requests)
-        for slice in slices { try consume(slice) }
+        let unreadable = AddressRuns(try memory.read(requests))
+        for slice in slices { try Self.readable(slice, unreadable, consume) }
+    }
+
+    /// Hands on the parts of `slice` that were read: a page that could not be read (unmapped
+    /// while the process ran) is left to the next collect, which reports it.
+    static func readable(_ slice: Slice, _ unreadable: AddressRuns, _ consume: (Slice) throws -> Void) throws {
+        let range = PageRun(start: slice.firstPage * 4096, end: (slice.firstPage + slice.count) * 4096)
+        guard !unreadable.isEmpty, !unreadable.intersection(AddressRuns([range])).isEmpty else { return try consume(slice) }
+        for part in AddressRuns([range]).subtracting(unreadable).runs {
+            let offset = Int(part.start - range.start)
+            try consume(Slice(firstPage: part.start / 4096, count: part.pageCount,
+                              bytes: UnsafeRawBufferPointer(rebasing: slice.bytes[offset..<(offset + Int(part.pageCount) * 4096)])))
+        }
     }
 
     func forEach(_ body: (Slice) throws -> Void) throws {
         guard let buffer else { return }
+        let unreadable = AddressRuns(self.unreadable)
         for slice in slices {
             let bytes = UnsafeRawBufferPointer(rebasing: buffer[slice.offset..<(slice.offset + Int(slice.count) * 4096)])
-            try body(Slice(firstPage: slice.firstPage, count: slice.count, bytes: bytes))
+            try Self.readable(Slice(firstPage: slice.firstPage, count: slice.count, bytes: bytes), unreadable, body)
         }
     }
 

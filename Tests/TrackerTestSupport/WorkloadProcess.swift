@@ -3,8 +3,9 @@ import Glibc
 #endif
 import Syscall
 
-/// The C workload (Tests/DirtyWorkload) as a child process driven line by line.
-public final class DirtyWorkloadProcess {
+/// A C workload (Tests/DirtyWorkload, Tests/ChurnWorkload) as a child process driven line
+/// by line on its stdin and stdout.
+public final class WorkloadProcess {
     public let child: ChildProcess
     private let commands: FileDescriptor
     private let answers: FileDescriptor
@@ -12,10 +13,15 @@ public final class DirtyWorkloadProcess {
 
     public var pid: Int32 { child.pid }
 
-    public init(executable: String, seed: UInt64) throws {
+    /// The dirty-page workload, seeded.
+    public convenience init(executable: String, seed: UInt64) throws {
+        try self.init(executable: executable, arguments: ["\(seed)"])
+    }
+
+    public init(executable: String, arguments: [String]) throws {
         let input = try FileDescriptor.pipe()
         let output = try FileDescriptor.pipe()
-        child = try ChildProcess.spawn(executable, ["\(seed)"], stdin: input.read, stdout: output.write)
+        child = try ChildProcess.spawn(executable, arguments, stdin: input.read, stdout: output.write)
         input.read.close()
         output.write.close()
         commands = input.write
@@ -42,12 +48,13 @@ public final class DirtyWorkloadProcess {
 
     public func selfCheck() throws -> String { try send("c") }
 
-    public func quit() throws -> ChildProcess.Termination {
-        _ = try? Array("q\n".utf8).withRawBytes { (raw) throws(Errno) in try commands.writeAll(raw) }
+    public func quit(_ command: String = "q") throws -> ChildProcess.Termination {
+        _ = try? Array((command + "\n").utf8).withRawBytes { (raw) throws(Errno) in try commands.writeAll(raw) }
         return try child.wait()
     }
 
-    private func line() throws -> String {
+    /// The next line the workload prints.
+    public func line() throws -> String {
         var buffer = [UInt8](repeating: 0, count: 256)
         while true {
             if let newline = pending.firstIndex(of: 10) {
@@ -72,3 +79,6 @@ public final class DirtyWorkloadProcess {
         }
     }
 }
+
+/// The dirty-page tracker proofs' workload.
+public typealias DirtyWorkloadProcess = WorkloadProcess
