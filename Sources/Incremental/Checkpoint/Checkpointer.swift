@@ -127,7 +127,7 @@ public final class Checkpointer {
                 }
             }
             var image = try finalRound(&run, finish: finish)
-            image.capture.tracker = run.baseline != nil ? "hash (against the chain)" : tracker.kind.rawValue
+            image.capture.tracker = run.baseline != nil ? "hash (chain)" : tracker.kind.rawValue
             let entry: Chain.Entry
             do {
                 entry = try run.writer.commit(metadata: image.encoded())

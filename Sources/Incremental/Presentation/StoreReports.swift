@@ -36,6 +36,11 @@ public enum StoreReports {
         public var newLogicalBytes: UInt64
         /// Pages written per new chunk stored: how much deduplication and zero detection saved.
         public var dedupRatio: Double?
+        /// From the process image, for generations `cpx` took: the tracker that found the
+        /// pages, the final stop in microseconds, and descriptors a restart cannot recreate.
+        public var tracker: String?
+        public var pauseMicroseconds: Int64?
+        public var unsupported: [String]?
     }
 
     public static func generationRows(_ store: Store, chains: [String]) throws -> [GenerationRow] {
@@ -44,13 +49,16 @@ public enum StoreReports {
             for entry in try store.chain(name).entries {
                 let manifest = try store.manifest(entry.manifest)
                 let s = manifest.statistics
+                let image = manifest.metadata.isEmpty ? nil : try? ProcessImage(decoding: manifest.metadata, generation: entry.generation)
                 rows.append(GenerationRow(
                     chain: name, generation: entry.generation, id: entry.manifest.hex,
                     created: Format.time(nanoseconds: entry.createdNanoseconds), createdNanoseconds: entry.createdNanoseconds,
                     kind: entry.kind == .full ? "full" : "delta", parent: manifest.parent?.hex,
                     pagesWritten: s.pagesWritten, zeroPages: s.zeroPages, unmappedPages: s.unmappedPages,
                     newChunks: s.newChunks, storedBytes: s.storedBytes, newLogicalBytes: s.newLogicalBytes,
-                    dedupRatio: s.newChunks > 0 ? Double(s.pagesWritten) / Double(s.newChunks) : nil))
+                    dedupRatio: s.newChunks > 0 ? Double(s.pagesWritten) / Double(s.newChunks) : nil,
+                    tracker: image?.capture.tracker, pauseMicroseconds: image.map { $0.capture.pauseNanoseconds / 1000 },
+                    unsupported: image.map(\.unsupported)))
             }
         }
         return rows
@@ -68,14 +76,21 @@ public enum StoreReports {
 
     public static func chainTable(_ rows: [GenerationRow]) -> String {
         guard !rows.isEmpty else { return "no generations" }
-        var table = TextTable(["CHAIN", "GEN", "ID", "CREATED (UTC)", "KIND", "PARENT", "PAGES", "ZERO", "NEW CHUNKS", "STORED", "DEDUP"],
-                              numeric: [1, 6, 7, 8, 9, 10])
+        var table = TextTable(["CHAIN", "GEN", "ID", "CREATED (UTC)", "KIND", "PARENT", "TRACKER", "PAGES", "ZERO", "NEW CHUNKS",
+                               "STORED", "DEDUP", "PAUSE"],
+                              numeric: [1, 7, 8, 9, 10, 11, 12])
+        var notes: [String] = []
         for row in rows {
             table.add([row.chain, "\(row.generation)", String(row.id.prefix(12)), row.created, row.kind,
-                       row.parent.map { String($0.prefix(12)) } ?? "-", "\(row.pagesWritten)", "\(row.zeroPages)",
-                       "\(row.newChunks)", Format.bytes(row.storedBytes), row.dedupRatio.map(Format.ratio) ?? "-"])
+                       row.parent.map { String($0.prefix(12)) } ?? "-", row.tracker ?? "-", "\(row.pagesWritten)", "\(row.zeroPages)",
+                       "\(row.newChunks)", Format.bytes(row.storedBytes), row.dedupRatio.map(Format.ratio) ?? "-",
+                       row.pauseMicroseconds.map { String(format1: Double($0) / 1000) + " ms" } ?? "-"])
+            if let unsupported = row.unsupported, !unsupported.isEmpty {
+                notes.append("\(row.chain) generation \(row.generation) recorded descriptors a restart cannot recreate (unsupported): "
+                             + unsupported.joined(separator: ", "))
+            }
         }
-        return table.render()
+        return table.render() + notes.map { "\n" + $0 }.joined()
     }
 
     // MARK: Verify

@@ -59,7 +59,7 @@ extension LiveProcess {
             checkpointer.stop()
             #expect(references.failures.isEmpty, "\(references.failures)")
             #expect(trackers.contains(kind.rawValue))
-            if newRunAt != nil { #expect(trackers.contains("hash (against the chain)")) }
+            if newRunAt != nil { #expect(trackers.contains("hash (chain)")) }
 
             for index in 0..<generations {
                 let generation = UInt64(index)
