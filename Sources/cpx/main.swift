@@ -92,6 +92,16 @@ struct Checkpoint: ParsableCommand {
             let checkpointer = try Checkpointer(pid: pid, store: store, options: options)
             defer { checkpointer.stop() }
             let progress = ProgressLine("cpx \(chain)")
+            if !output.json {
+                var shown = Int64(0)
+                checkpointer.progress = { generation, done, total in
+                    // A redraw at most every 100 ms, and only on generations worth watching.
+                    let now = Int64(Date().timeIntervalSince1970 * 1000)
+                    guard total >= 65536, now - shown >= 100 || done == total else { return }
+                    shown = now
+                    progress.show("generation \(generation): stored \(Format.bytes(done * 4096)) of \(Format.bytes(total * 4096))")
+                }
+            }
             let ending = try schedule.run(checkpointer, wait: { seconds in
                 Self.wait(seconds, for: stopSignals, progress: output.json ? nil : progress)
             }, report: { generation, collected in

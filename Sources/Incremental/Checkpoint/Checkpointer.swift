@@ -79,6 +79,10 @@ public final class Checkpointer {
     /// generation's number: tests take their reference read of memory here.
     public var observeFrozen: ((FrozenProcess, UInt64) -> Void)?
 
+    /// Called as copied pages are stored: (generation, pages stored so far in this round,
+    /// pages the round copies). For a progress line on long generations.
+    public var progress: ((UInt64, UInt64, UInt64) -> Void)?
+
     /// Starts tracking `pid` (before it is ever stopped: uffd-wp's helper needs it free).
     public init(pid: Int32, store: Store, options: Options) throws(CheckpointError) {
         self.pid = pid
@@ -176,6 +180,9 @@ public final class Checkpointer {
         var reverted: UInt64 = 0
         var unmapped: UInt64 = 0
         var firstRound = true
+        /// Pages stored and to store in the current round, for `progress`.
+        var roundStored: UInt64 = 0
+        var roundTotal: UInt64 = 0
     }
 
     /// Collects while frozen, copies while running; returns how many pages were written.
@@ -194,6 +201,8 @@ public final class Checkpointer {
         }
         run.totalPause += Clock.now() - stopped
         let selection = try PageSelection(candidates: report.dirty, regions: report.regions, pagemap: pagemap)
+        run.roundStored = 0
+        run.roundTotal = selection.copy.pageCount
         let copied = try CopiedPages(selection.copy, from: pid, maximumPages: 16384) { pages in
             try record(pages, &run)
         }
@@ -236,6 +245,8 @@ public final class Checkpointer {
                 run.totalPause += pause
                 run.pause = pause
                 run.frozenCopied = copy.pageCount
+                run.roundStored = 0
+                run.roundTotal = copy.pageCount
                 try copy.forEach { pages in try record(pages, &run) }
                 apply(report, selection, &run)
                 image.capture.pauseNanoseconds = run.pause
@@ -268,6 +279,10 @@ public final class Checkpointer {
     /// Puts copied pages; in the first round of a run continuing a chain, only those that
     /// differ from the chain's newest generation.
     private func record(_ pages: CopiedPages.Slice, _ run: inout Run) throws {
+        defer {
+            run.roundStored += pages.count
+            progress?(run.writer.generation, run.roundStored, run.roundTotal)
+        }
         // Only the first round compares: a later round's page may have changed back to the
         // chain's bytes after the first round put other bytes, and must be put again.
         guard let baseline = run.baseline, run.firstRound else {
@@ -285,10 +300,6 @@ public final class Checkpointer {
     /// Records what the round found besides copied pages: unmapped ranges, zeroed pages and
     /// pages that revert to their file.
     private func apply(_ report: DirtyReport, _ selection: PageSelection, _ run: inout Run) {
-        if let path = getenv("CHPOX_DEBUG_LOG") {
-            let text = "round \(run.rounds) gen \(run.writer.generation) copy \(selection.copy.runs) zero \(selection.zero.runs) revert \(selection.revert.runs) unmapped \(report.unmapped.runs) dirty \(report.dirty.runs)\n"
-            if let f = fopen(path, "a") { fputs(text, f); fclose(f) }
-        }
         run.dirty += report.dirty.pageCount
         for range in report.unmapped.runs { run.writer.unmap(Self.pages(range)) }
         run.unmapped += report.unmapped.pageCount

@@ -104,6 +104,11 @@ extension LiveProcess {
             #expect(run.status != 0 && run.errors.contains("is not a chpox store"), "\(run.errors)")
             run = try Self.cpx(["--store", directory, "--tracker", "bogus", "1"])
             #expect(run.status != 0 && run.errors.contains("unknown tracker 'bogus'"))
+            // A tracker this kernel lacks: the probe's reason.
+            for result in probe.results where !result.supported {
+                run = try Self.cpx(["--store", directory, "--tracker", result.kind.rawValue, "\(getpid())"])
+                #expect(run.status != 0 && run.errors.contains("tracker \(result.kind.rawValue): \(result.detail)"), "\(run.errors)")
+            }
             run = try Self.cpx(["--store", directory, "--leave-stopped", "--kill", "1"])
             #expect(run.status != 0 && run.errors.contains("exclude each other"))
         }
@@ -129,9 +134,18 @@ extension LiveProcess {
         @Test(.timeLimit(.minutes(2))) func socketsAreRefusedUnlessSkipped() throws {
             let directory = NSTemporaryDirectory() + "chpox-cpx-socket-\(getpid())"
             defer { try? FileManager.default.removeItem(atPath: directory) }
+            // Besides the sockets: a deleted file (its contents are kept), a pipe, /dev/null,
+            // and a file at an offset.
             let python = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", """
-                import socket, sys
+                import os, socket, sys, tempfile
                 a, b = socket.socketpair()
+                fd, path = tempfile.mkstemp()
+                os.write(fd, b"secret contents")
+                os.unlink(path)
+                r, w = os.pipe()
+                null = os.open("/dev/null", os.O_RDWR)
+                kept = os.open("/etc/os-release", os.O_RDONLY)
+                os.lseek(kept, 7, 0)
                 print("ready", flush=True)
                 sys.stdin.readline()
                 """])
@@ -145,6 +159,11 @@ extension LiveProcess {
             let image = try ProcessImage(decoding: try store.manifest(chain: "py", generation: 0).metadata, generation: 0)
             #expect(image.unsupported.count == 2 && image.unsupported.allSatisfy { $0.contains("socket:[") })
             #expect(image.command.first?.hasSuffix("python3") == true)
+            let deleted = image.descriptors.filter { $0.kind == .deletedFile }
+            #expect(deleted.count == 1 && deleted.first?.contents == Data("secret contents".utf8))
+            #expect(image.descriptors.filter { $0.kind == .pipe && $0.fd > 2 }.count == 2)
+            #expect(image.descriptors.contains { $0.kind == .null })
+            #expect(image.descriptors.contains { $0.kind == .file && $0.target.hasSuffix("os-release") && $0.offset == 7 && ($0.flags & O_ACCMODE) == O_RDONLY })
             let info = try TestTools.run("dumpinfo", ["--store", directory, "--chain"])
             #expect(info.output.contains("unsupported"), "\(info.output)")
             _ = try python.quit("")
