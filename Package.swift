@@ -60,14 +60,17 @@ let package = Package(
         .executableTarget(name: "chpox-churn-workload", path: "Tests/ChurnWorkload", linkerSettings: [.linkedLibrary("pthread"), .linkedLibrary("m")]),
         .target(name: "TrackerTestSupport", dependencies: ["SoftDirty", "Tracee", "Syscall", "CXXHash"],
                 path: "Tests/TrackerTestSupport"),
-        // The proof as a standalone program, for kill tests and QEMU guests.
-        .executableTarget(name: "chpox-tracker-proof", dependencies: ["TrackerTestSupport", "SoftDirty", "Tracee"],
+        // The checkpointer's proof on the churn workload, shared by the tests and the guests.
+        .target(name: "CheckpointTestSupport", dependencies: ["Incremental", "TrackerTestSupport", "Syscall"],
+                path: "Tests/CheckpointTestSupport"),
+        // The proofs as a standalone program, for kill tests and QEMU guests.
+        .executableTarget(name: "chpox-tracker-proof", dependencies: ["TrackerTestSupport", "CheckpointTestSupport", "SoftDirty", "Tracee"],
                           path: "Tests/TrackerProofTool"),
         // Finding and running the package's executables from tests.
         .target(name: "TestTools", path: "Tests/TestTools"),
         // Everything that stops, traces or checkpoints a live process: one serialized suite.
         .testTarget(name: "LiveProcessTests", dependencies: [
-            "TestTools", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport", "StoreTestSupport", "chpox-dirty-workload", "chpox-churn-workload",
+            "TestTools", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport", "CheckpointTestSupport", "chpox-dirty-workload", "chpox-churn-workload",
             "chpox-tracker-proof", "chpox-inject", "cpx", "dumpinfo",
         ]),
         .testTarget(name: "StoreTests", dependencies: [

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The dirty-tracker proofs on real kernels that have what the host lacks: Debian's 6.12
+# The dirty-tracker proofs, and the checkpointer's proof with soft-dirty, on real kernels that have what the host lacks: Debian's 6.12
 # (soft-dirty through pagemap and PAGEMAP_SCAN, uffd-wp) and 6.1 (soft-dirty through
 # pagemap; its probe must refuse uffd-wp, which needs WP_ASYNC from 6.7). Builds the proof
 # statically, boots each kernel under QEMU and runs it there. Part of scripts/test.sh.
@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${CHPOX_QEMU_ROUNDS:-50}
+generations=${CHPOX_QEMU_GENERATIONS:-8}
 
 bash scripts/qemu-setup.sh >/dev/null
 echo "qemu: building the static proof"
@@ -18,6 +19,7 @@ swift build --scratch-path .build-static -c release -Xswiftc -static-executable 
 bin=$(swift build --scratch-path .build-static -c release --show-bin-path)
 mkdir -p .build-static/guest
 gcc -O2 -static -o .build-static/guest/chpox-dirty-workload Tests/DirtyWorkload/main.c
+gcc -O2 -static -pthread -o .build-static/guest/chpox-churn-workload Tests/ChurnWorkload/main.c -lm
 
 passed=0
 failed=0
@@ -25,9 +27,9 @@ for kernel in 6.12 6.1; do
     log=.build-static/guest/$kernel.log
     echo "qemu: Linux $kernel"
     set +e
-    bash scripts/qemu-run.sh --kernel "$kernel" --mem 1024 --smp 2 --timeout 900 \
-        --file "$bin/chpox-inject" --file .build-static/guest/chpox-dirty-workload \
-        -- "$bin/chpox-tracker-proof" guest /bin/chpox-dirty-workload "$rounds" >"$log" 2>&1
+    bash scripts/qemu-run.sh --kernel "$kernel" --mem 2048 --smp 2 --timeout 900 \
+        --file "$bin/chpox-inject" --file .build-static/guest/chpox-dirty-workload --file .build-static/guest/chpox-churn-workload \
+        -- "$bin/chpox-tracker-proof" guest /bin/chpox-dirty-workload "$rounds" /bin/chpox-churn-workload "$generations" >"$log" 2>&1
     status=$?
     set -e
     grep -E '^(probe|PASS|FAIL|GUEST)' "$log" | sed "s/^/  [$kernel] /" || true

@@ -34,8 +34,7 @@ struct Cpx: ParsableCommand {
 struct Checkpoint: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "checkpoint",
-        abstract: "Checkpoint process PID (the default: `cpx PID` means `cpx checkpoint PID`).",
-        shouldDisplay: false)
+        abstract: "Checkpoint a live process (the default: `cpx PID` is `cpx checkpoint PID`; its options: `cpx checkpoint --help`).")
 
     @Argument(help: "The process to checkpoint.")
     var pid: Int32?

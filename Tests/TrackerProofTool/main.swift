@@ -2,13 +2,15 @@
 // chpox-tracker-proof prove TRACKER WORKLOAD ROUNDS SEED
 // chpox-tracker-proof collect-loop PID TRACKER
 //
-// chpox-tracker-proof guest WORKLOAD ROUNDS
+// chpox-tracker-proof guest WORKLOAD ROUNDS [CHURN GENERATIONS]
 //
 // `probe` prints what this kernel supports. `guest` is the suite a QEMU guest runs: every
 // tracker the kernel has (soft-dirty through pagemap and, where present, PAGEMAP_SCAN), and
-// the probe's refusal of the ones it lacks; it ends with "GUEST N passed, M failed". `prove` runs TrackerProof and exits 0 only with
+// the probe's refusal of the ones it lacks; with CHURN (the churn workload), the checkpointer's
+// proof with soft-dirty over GENERATIONS generations; it ends with "GUEST N passed, M failed". `prove` runs TrackerProof and exits 0 only with
 // zero missed pages (the QEMU guests run this). `collect-loop` attaches to PID and collects
 // forever, printing "collected N" each time (the kill tests SIGKILL it at random instants).
+import CheckpointTestSupport
 import SoftDirty
 import Tracee
 import TrackerTestSupport
@@ -40,7 +42,7 @@ case "prove":
         fail("\(error)")
     }
 case "guest":
-    guard arguments.count == 4, let rounds = Int(arguments[3]) else { fail("usage: guest WORKLOAD ROUNDS") }
+    guard arguments.count == 4 || arguments.count == 6, let rounds = Int(arguments[3]) else { fail("usage: guest WORKLOAD ROUNDS [CHURN GENERATIONS]") }
     let workload = arguments[2]
     let probe = TrackerProbe()
     for result in probe.results { print("probe \(result.kind.rawValue): \(result.supported ? "yes" : "no"): \(result.detail)") }
@@ -71,6 +73,20 @@ case "guest":
         check("uffd-wp probe refuses", uffd.detail.contains("WP_ASYNC"), uffd.detail)
     }
     prove("hash") { pid in try HashTracker(pid: pid) }
+    if arguments.count == 6, let generations = Int(arguments[5]), softDirty.supported {
+        // The checkpointer with the tracker only the guests have; a new run halfway.
+        for preCopy in [true, false] {
+            let label = "checkpoint with soft-dirty\(preCopy ? ", pre-copy" : "")"
+            do {
+                let outcome = try CheckpointProof.run(.softDirty, churnPath: arguments[4], directory: "/tmp/chpox-proof-\(preCopy)",
+                                                      generations: generations, newRunAt: preCopy ? generations / 2 : nil, preCopy: preCopy,
+                                                      megabytes: 8, threads: 2, paceMicroseconds: 100_000, seed: preCopy ? 61 : 62)
+                check(label, outcome.failures.isEmpty && outcome.generations == generations, "\(outcome)")
+            } catch {
+                check(label, false, "\(error)")
+            }
+        }
+    }
     print("GUEST \(passed) passed, \(failed) failed")
     exit(failed == 0 ? 0 : 1)
 case "collect-loop":

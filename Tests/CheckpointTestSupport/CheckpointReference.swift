@@ -7,14 +7,14 @@ import Syscall
 /// A generation is right when its rebuilt page map says exactly this about every page: a page
 /// in the map holds the chunk's bytes; a page not in it holds its backing's (zero for
 /// anonymous memory, the file's bytes for a private file mapping).
-final class CheckpointReference {
-    let regions: [MemoryRegion]
+public final class CheckpointReference {
+    public let regions: [MemoryRegion]
     /// Page number -> id of its bytes now.
-    private(set) var pages: [UInt64: ChunkID] = [:]
-    let offsets: [Int32: Int64]
-    let threads: [Int32]
+    public private(set) var pages: [UInt64: ChunkID] = [:]
+    public let offsets: [Int32: Int64]
+    public let threads: [Int32]
 
-    init(_ process: FrozenProcess) throws {
+    public init(_ process: FrozenProcess) throws {
         let pid = process.pid
         regions = try MemoryRegion.of(pid)
         threads = process.threads
@@ -42,7 +42,7 @@ final class CheckpointReference {
     }
 
     /// Mappings whose pages a checkpoint keeps: all but shared file mappings and the kernel's.
-    static func kept(_ region: MemoryRegion) -> Bool {
+    public static func kept(_ region: MemoryRegion) -> Bool {
         guard !region.isSpecial else { return false }
         if region.shared {
             let path = region.path
@@ -52,7 +52,7 @@ final class CheckpointReference {
     }
 
     /// Every way `map` differs from this reference (at most `limit` lines).
-    func differences(from map: PageMap, limit: Int = 10) -> [String] {
+    public func differences(from map: PageMap, limit: Int = 10) -> [String] {
         var problems: [String] = []
         var fileCache: [String: FileDescriptor] = [:]
         defer { for fd in fileCache.values { fd.close() } }
