@@ -1,6 +1,7 @@
 import Foundation
 import Incremental
 import Syscall
+import TrackerTestSupport
 
 /// Ground truth for a checkpoint: taken during the generation's own final stop, a full read of
 /// every page of every mapping whose contents a checkpoint keeps, and the descriptor offsets.
@@ -23,21 +24,8 @@ public final class CheckpointReference {
             if let pos = (try? ProcFS.descriptorInfo(pid, fd))?["pos"].flatMap({ Int64($0) }) { offsets[fd] = pos }
         }
         self.offsets = offsets
-        let memory = ProcessMemory(pid: pid)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
-        defer { buffer.deallocate() }
-        for region in regions where Self.kept(region) {
-            var address = region.start
-            while address < region.end {
-                let length = Int(min(region.end - address, UInt64(buffer.count)))
-                let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length])
-                chunk.initializeMemory(as: UInt8.self, repeating: 0)
-                _ = try memory.read(from: address, into: chunk)
-                for offset in stride(from: 0, to: length, by: 4096) {
-                    pages[(address + UInt64(offset)) / 4096] = ChunkID(hashing: UnsafeRawBufferPointer(rebasing: chunk[offset..<(offset + 4096)]))
-                }
-                address += UInt64(length)
-            }
+        try TrackerProof.forEachPage(of: regions.filter(Self.kept), pid: pid) { address, page in
+            pages[address / 4096] = ChunkID(hashing: page)
         }
     }
 

@@ -26,11 +26,9 @@ public struct TrackerProof {
         }
     }
 
-    /// Full-read snapshot: page address -> XXH3-128 of its contents (absent pages: zero).
-    typealias Snapshot = [UInt64: XXH128_hash_t]
-
-    static func read(_ regions: [MemoryRegion], pid: Int32) throws -> Snapshot {
-        var snapshot: Snapshot = [:]
+    /// Reads every page of `regions` (a page that cannot be read reads as zero), 1 MiB at a
+    /// time, and hands each to `visit` with its address: the ground truth of the proofs.
+    public static func forEachPage(of regions: [MemoryRegion], pid: Int32, _ visit: (UInt64, UnsafeRawBufferPointer) throws -> Void) throws {
         let memory = ProcessMemory(pid: pid)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
         defer { buffer.deallocate() }
@@ -42,10 +40,20 @@ public struct TrackerProof {
                 chunk.initializeMemory(as: UInt8.self, repeating: 0)
                 _ = try memory.read(from: address, into: chunk)
                 for offset in stride(from: 0, to: length, by: 4096) {
-                    snapshot[address + UInt64(offset)] = XXH3_128bits(chunk.baseAddress! + offset, 4096)
+                    try visit(address + UInt64(offset), UnsafeRawBufferPointer(rebasing: chunk[offset..<(offset + 4096)]))
                 }
                 address += UInt64(length)
             }
+        }
+    }
+
+    /// Full-read snapshot: page address -> XXH3-128 of its contents (absent pages: zero).
+    typealias Snapshot = [UInt64: XXH128_hash_t]
+
+    static func read(_ regions: [MemoryRegion], pid: Int32) throws -> Snapshot {
+        var snapshot: Snapshot = [:]
+        try Self.forEachPage(of: regions, pid: pid) { address, page in
+            snapshot[address] = XXH3_128bits(page.baseAddress!, 4096)
         }
         return snapshot
     }
