@@ -1,7 +1,8 @@
 // swift-tools-version: 6.1
-// Throughput and footprint benchmarks for the chpox Store, and the cost of the dirty-page
-// trackers' collect, each against a baseline measured in the same run (raw LZ4, memcpy,
-// process_vm_readv of the whole target). See README.md; `./run-ratios` prints the ratio table.
+// Throughput and footprint benchmarks for the chpox Store, the cost of the dirty-page
+// trackers' collect and of live checkpoints, each against a baseline measured in the same run
+// (raw LZ4, memcpy, process_vm_readv of the target). See README.md; `./run-ratios` prints the
+// ratio table.
 import PackageDescription
 
 let package = Package(
@@ -26,9 +27,12 @@ let package = Package(
             path: "Benchmarks/StoreBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
-        // The process the tracker benchmarks freeze: 1 GiB of written pages, dirtying K more
-        // on request (see Sources/DirtyTarget/main.c).
+        // The process the tracker and checkpoint benchmarks freeze: 1 GiB of written pages
+        // (or, `mixed`, a third each zero, text and random), dirtying K more on request (see
+        // Sources/DirtyTarget/main.c).
         .executableTarget(name: "DirtyTarget"),
+        // Starting and driving a DirtyTarget from a benchmark, and the notes run-ratios reads.
+        .target(name: "TargetProcess"),
         // Dirty-page trackers (uffd-wp, hash; soft-dirty where the kernel has it) against a
         // process_vm_readv of the whole target. Needs DirtyTarget and the main package's
         // chpox-inject built beside it: `run-ratios` builds both first.
@@ -38,9 +42,25 @@ let package = Package(
                 .product(name: "Tracee", package: "chpox"),
                 .product(name: "SoftDirty", package: "chpox"),
                 .product(name: "Benchmark", package: "benchmark"),
+                "TargetProcess",
                 "DirtyTarget",
             ],
             path: "Benchmarks/TrackerBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // Live checkpoints of a 1 GiB mixed target (full base with and without pre-copy, a 1%
+        // delta, a second identical process) against process_vm_readv + LZ4 of its resident
+        // pages in the same run. Needs DirtyTarget and chpox-inject, as the tracker benchmarks.
+        .executableTarget(
+            name: "CheckpointBenchmarks",
+            dependencies: [
+                .product(name: "Incremental", package: "chpox"),
+                .product(name: "Benchmark", package: "benchmark"),
+                "CBenchLZ4",
+                "TargetProcess",
+                "DirtyTarget",
+            ],
+            path: "Benchmarks/CheckpointBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ]

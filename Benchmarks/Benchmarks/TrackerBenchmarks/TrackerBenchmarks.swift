@@ -6,6 +6,7 @@ import Musl
 import Benchmark
 import Foundation
 import SoftDirty
+import TargetProcess
 import Tracee
 
 // Cost of one collect-and-reset over a 1 GiB target with 0.1%, 1% and 10% of its pages dirty,
@@ -50,83 +51,13 @@ enum TrackerFigure {
     }
 }
 
-/// Microseconds taken by `work`.
-func microseconds<T>(_ work: () throws -> T) rethrows -> (T, Int) {
-    let start = ContinuousClock.now
-    let result = try work()
-    let elapsed = ContinuousClock.now - start
-    return (result, Int(elapsed.components.seconds) * 1_000_000 + Int(elapsed.components.attoseconds / 1_000_000_000_000))
-}
-
-/// The DirtyTarget child process (Sources/DirtyTarget): 1 GiB of written pages, dirtying K
-/// more on request. One for the whole run, started on first use; it exits with this process.
-final class DirtyTarget: @unchecked Sendable {
+/// The DirtyTarget child process: 1 GiB of written pages, dirtying K more on request. One
+/// for the whole run, started on first use; it exits with this process.
+enum DirtyTarget {
     static let pages = 262_144  // 1 GiB of 4 KiB pages
-    static let shared: DirtyTarget = {
-        do { return try DirtyTarget() } catch { fatalError("cannot start DirtyTarget: \(error)") }
+    static let shared: TargetProcess = {
+        do { return try TargetProcess(pages: pages) } catch { fatalError("cannot start DirtyTarget: \(error)") }
     }()
-
-    let process = Process()
-    let input = Pipe()
-    let output = Pipe()
-    private(set) var base: UInt64 = 0
-    var pid: Int32 { process.processIdentifier }
-    var size: UInt64 { UInt64(Self.pages) * 4096 }
-
-    /// The directory of the running benchmark executable, where SwiftPM puts the products.
-    static var binDirectory: String {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return (exe as NSString).deletingLastPathComponent
-    }
-
-    private init() throws {
-        let path = ProcessInfo.processInfo.environment["CHPOX_DIRTY_TARGET"] ?? Self.binDirectory + "/DirtyTarget"
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = ["\(Self.pages)"]
-        process.standardInput = input
-        process.standardOutput = output
-        try process.run()
-        let ready = readLine().split(separator: " ")
-        guard ready.count == 3, ready[0] == "ready", let address = UInt64(ready[1], radix: 16) else {
-            throw TargetError.protocol("expected 'ready ADDRESS PAGES', got '\(ready.joined(separator: " "))'")
-        }
-        base = address
-    }
-
-    enum TargetError: Error { case `protocol`(String) }
-
-    private func readLine() -> String {
-        var line: [UInt8] = []
-        var byte: UInt8 = 0
-        let fd = output.fileHandleForReading.fileDescriptor
-        while Glibc.read(fd, &byte, 1) == 1 && byte != 10 { line.append(byte) }
-        return String(decoding: line, as: UTF8.self)
-    }
-
-    /// Writes `count` distinct random pages of the target; returns once it has.
-    func dirty(_ count: Int) {
-        input.fileHandleForWriting.write("d \(count)\n".data(using: .utf8)!)
-        let answer = readLine()
-        precondition(answer == "ok", "DirtyTarget answered '\(answer)'")
-    }
-}
-
-/// uffd-wp spawns `chpox-inject`: beside this executable, where `run-ratios` builds it.
-func locateInjector() {
-    guard getenv("CHPOX_INJECT") == nil else { return }
-    let candidate = DirtyTarget.binDirectory + "/chpox-inject"
-    if access(candidate, X_OK) == 0 { setenv("CHPOX_INJECT", candidate, 1) }
-}
-
-/// A line for `run-ratios` (which sets CHPOX_BENCH_NOTES; the plugin does not pass on the
-/// benchmark's output in its JMH mode), else for stderr.
-func note(_ line: String) {
-    if let path = getenv("CHPOX_BENCH_NOTES"), let file = fopen(path, "a") {
-        fputs(line + "\n", file)
-        fclose(file)
-    } else {
-        FileHandle.standardError.write(Data((line + "\n").utf8))
-    }
 }
 
 let trackerIterations = 5
@@ -138,7 +69,7 @@ func trackerConfiguration(_ figures: [BenchmarkMetric], warmup: Int = 0) -> Benc
 }
 
 let benchmarks: @Sendable () -> Void = {
-    locateInjector()
+    TargetProcess.locateInjector()
 
     // The baseline: the whole 1 GiB read with process_vm_readv in 64 MiB chunks, frozen.
     Benchmark("Tracker full read 1 GiB (baseline)",
