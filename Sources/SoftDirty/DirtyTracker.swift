@@ -12,6 +12,18 @@ public struct DirtyReport: Sendable {
     /// Of `dirty`, pages reported because they are new or the tracker could not vouch for
     /// them (new or changed mappings, unregistered ranges, shared mappings).
     public var wholesale: AddressRuns
+    /// Of `dirty`, pages the kernel itself reported written since the previous collect and
+    /// that hold data now (present or swapped, anonymous): a checkpointer need not look them
+    /// up again. Empty where the tracker cannot say (hash, soft-dirty).
+    public var written = AddressRuns()
+
+    public init(regions: [MemoryRegion], dirty: AddressRuns, unmapped: AddressRuns, wholesale: AddressRuns, written: AddressRuns = AddressRuns()) {
+        self.regions = regions
+        self.dirty = dirty
+        self.unmapped = unmapped
+        self.wholesale = wholesale
+        self.written = written
+    }
 }
 
 /// One protocol, three implementations (soft-dirty, uffd-wp, hash), chosen by `TrackerSelection`.

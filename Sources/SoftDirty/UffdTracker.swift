@@ -112,8 +112,11 @@ public final class UffdTracker: DirtyTracker {
         let vanished = history.vanished(resident: resident, continuing: layout.continuing)
         history.record(regions: regions, resident: resident)
         let wholesaleRuns = AddressRuns(wholesale)
+        // A written page of a private mapping is present or swapped, and anonymous (a write
+        // to a private file page copies it), unless the layout makes it suspect.
+        let written = AddressRuns(dirty).subtracting(wholesaleRuns).subtracting(vanished)
         return DirtyReport(regions: regions, dirty: AddressRuns(dirty).union(wholesaleRuns).union(vanished),
-                           unmapped: layout.unmapped, wholesale: wholesaleRuns)
+                           unmapped: layout.unmapped, wholesale: wholesaleRuns, written: written)
     }
 
     private func protect(_ region: MemoryRegion, _ uffd: FileDescriptor) throws(TraceeError) {

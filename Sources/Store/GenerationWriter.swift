@@ -63,7 +63,6 @@ public final class GenerationWriter {
         precondition(!finished, "generation already committed or abandoned")
         guard contents.count % pageSize == 0 else { throw .invalidArgument("page contents must be whole pages") }
         let count = contents.count / pageSize
-        pages.reserveCapacity(pages.count + count)
         for k in 0..<count {
             let page = UnsafeRawBufferPointer(rebasing: contents[(k * pageSize)..<((k + 1) * pageSize)])
             let id = ChunkID(hashing: page)

@@ -200,7 +200,7 @@ public final class Checkpointer {
             throw error
         }
         run.totalPause += Clock.now() - stopped
-        let selection = try PageSelection(candidates: report.dirty, regions: report.regions, pagemap: pagemap)
+        let selection = try PageSelection(candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
         run.roundStored = 0
         run.roundTotal = selection.copy.pageCount
         let copied = try CopiedPages(selection.copy, from: pid, maximumPages: 16384) { pages in
@@ -221,6 +221,7 @@ public final class Checkpointer {
             let asked = Clock.now()
             let injected = try Injector.readState(of: pid)
             run.totalPause += Clock.now() - asked
+            let flags = try ImageCapture.MappingFlags(pid: pid)
             let stopped = Clock.now()
             let frozen = try FrozenProcess(pid: pid)
             do {
@@ -233,10 +234,10 @@ public final class Checkpointer {
                 }
                 let pagemap = try Pagemap(frozen: frozen)
                 let report = try tracker.collect(frozen)
-                let selection = try PageSelection(candidates: report.dirty, regions: report.regions, pagemap: pagemap)
+                let selection = try PageSelection(candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
                 var copy = try CopiedPages(selection.copy, from: pid, maximumPages: Int.max, { _ in })
                 defer { copy.release() }
-                var image = try ImageCapture.capture(frozen, regions: try MemoryRegion.of(pid), injected: injected,
+                var image = try ImageCapture.capture(frozen, regions: try MemoryRegion.of(pid), injected: injected, flags: flags,
                                                      skipUnsupported: options.skipUnsupported)
                 observeFrozen?(frozen, run.writer.generation)
                 if finish != .resume { kill(pid, SIGSTOP) }  // delivered before it runs again

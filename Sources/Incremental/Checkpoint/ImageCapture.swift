@@ -12,13 +12,30 @@ enum ImageCapture {
     /// refused unless --skip-unsupported).
     static let deletedFileLimit: Int64 = 64 << 20
 
-    static func capture(_ process: FrozenProcess, regions: [MemoryRegion], injected: InjectedState,
+    /// The mapping flags (smaps' VmFlags) read before the stop, with the mappings they were
+    /// read for: smaps costs tens of milliseconds on a large process (it walks the page tables
+    /// for its counters), so the stop reads it again only if the mappings changed meanwhile.
+    struct MappingFlags {
+        var regions: [MemoryRegion]
+        var flags: [UInt64: [String]]
+
+        init(pid: Int32) throws(TraceeError) {
+            flags = try ProcFS.mappingFlags(pid)
+            regions = try MemoryRegion.of(pid)
+        }
+
+        func current(_ regions: [MemoryRegion], pid: Int32) throws(TraceeError) -> [UInt64: [String]] {
+            regions == self.regions ? flags : try ProcFS.mappingFlags(pid)
+        }
+    }
+
+    static func capture(_ process: FrozenProcess, regions: [MemoryRegion], injected: InjectedState, flags earlier: MappingFlags,
                         skipUnsupported: Bool) throws(CheckpointError) -> ProcessImage {
         let pid = process.pid
         do {
             let status = try ProcFS.status(pid)
             let stat = try ProcFS.stat(pid)
-            let flags = try ProcFS.mappingFlags(pid)
+            let flags = try earlier.current(regions, pid: pid)
             var threads: [ProcessImage.ThreadImage] = []
             for tid in process.threads {
                 threads.append(.init(state: try ThreadState(tid: tid, of: process),

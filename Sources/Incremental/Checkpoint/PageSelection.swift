@@ -13,11 +13,13 @@ struct PageSelection {
     /// Pages whose bytes come from their file (clean private file pages, shared file mappings).
     var revert = AddressRuns()
 
-    init(candidates: AddressRuns, regions: [MemoryRegion], pagemap: Pagemap) throws(TraceeError) {
-        let useScan = pagemap.hasScan()
+    /// `written`: pages among the candidates known to hold anonymous data (the tracker's word).
+    init(candidates: AddressRuns, written: AddressRuns = AddressRuns(), regions: [MemoryRegion], pagemap: Pagemap) throws(TraceeError) {
+        let residency = Residency(pagemap: pagemap)
         var copy: [PageRun] = [], zero: [PageRun] = [], revert: [PageRun] = []
         for region in regions {
-            let wanted = candidates.intersection(AddressRuns([PageRun(start: region.start, end: region.end)]))
+            let inRegion = AddressRuns([PageRun(start: region.start, end: region.end)])
+            let wanted = candidates.intersection(inRegion)
             guard !wanted.isEmpty else { continue }
             let backing = ImageCapture.backing(of: region)
             if backing == .sharedFile {
@@ -26,38 +28,26 @@ struct PageSelection {
             }
             // A private mapping of a file that is gone keeps every page: nothing else has them.
             let fileBacked = backing == .privateFile && !region.path.hasSuffix(" (deleted)")
-            for run in wanted.runs {
-                let (anonymous, file) = try Self.resident(run, pagemap: pagemap, useScan: useScan)
-                copy += anonymous.runs
-                if fileBacked {
-                    revert += AddressRuns([run]).subtracting(anonymous).runs
-                } else {
-                    copy += file.runs
-                    zero += AddressRuns([run]).subtracting(anonymous).subtracting(file).runs
-                }
+            // What the kernel reported written holds anonymous data: no lookup. The rest (new
+            // or suspect mappings, vanished pages) is looked up in one walk over its span.
+            let known = written.intersection(wanted)
+            let unknown = wanted.subtracting(known)
+            var anonymous = known, file = AddressRuns()
+            if let first = unknown.runs.first, let last = unknown.runs.last {
+                let found = try residency.holdingData(PageRun(start: first.start, end: last.end))
+                anonymous = anonymous.union(found.anonymous.intersection(unknown))
+                file = found.file.intersection(unknown)
+            }
+            copy += anonymous.runs
+            if fileBacked {
+                revert += wanted.subtracting(anonymous).runs
+            } else {
+                copy += file.runs
+                zero += wanted.subtracting(anonymous).subtracting(file).runs
             }
         }
         self.copy = AddressRuns(copy)
         self.zero = AddressRuns(zero)
         self.revert = AddressRuns(revert)
-    }
-
-    /// Pages of `run` holding data (present or swapped, not the shared zero page), split into
-    /// anonymous pages and file (or shmem) pages.
-    static func resident(_ run: PageRun, pagemap: Pagemap, useScan: Bool) throws(TraceeError) -> (anonymous: AddressRuns, file: AddressRuns) {
-        var anonymous: [PageRun] = [], file: [PageRun] = []
-        if useScan {
-            for found in try pagemap.scan(start: run.start, end: run.end, anyOf: [.present, .swapped],
-                                          returned: [.present, .swapped, .pfnZero, .file]) where !found.categories.contains(.pfnZero) {
-                if found.categories.contains(.file) { file.append(found) } else { anonymous.append(found) }
-            }
-        } else {
-            try Residency.forEachEntry(pagemap, run) { address, entry in
-                guard Residency.holdsData(entry) else { return }
-                let page = PageRun(start: address, end: address + 4096)
-                if entry & PagemapBit.fileOrShared != 0 { file.append(page) } else { anonymous.append(page) }
-            }
-        }
-        return (AddressRuns(anonymous), AddressRuns(file))
     }
 }
