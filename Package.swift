@@ -58,6 +58,8 @@ let package = Package(
         .executableTarget(name: "chpox-dirty-workload", path: "Tests/DirtyWorkload"),
         // The C workload checkpointed live: churns memory, registers, signals and a file, and self-checks.
         .executableTarget(name: "chpox-churn-workload", path: "Tests/ChurnWorkload", linkerSettings: [.linkedLibrary("pthread"), .linkedLibrary("m")]),
+        // A process with a known call stack, for the debugger tests of `ld-chpox --core`.
+        .executableTarget(name: "chpox-stack-workload", path: "Tests/StackWorkload", cSettings: [.unsafeFlags(["-g", "-O0"])]),
         .target(name: "TrackerTestSupport", dependencies: ["SoftDirty", "Tracee", "Syscall", "CXXHash"],
                 path: "Tests/TrackerTestSupport"),
         // The checkpointer's proof on the churn workload, shared by the tests and the guests.
@@ -70,8 +72,8 @@ let package = Package(
         .target(name: "TestTools", path: "Tests/TestTools"),
         // Everything that stops, traces or checkpoints a live process: one serialized suite.
         .testTarget(name: "LiveProcessTests", dependencies: [
-            "TestTools", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport", "CheckpointTestSupport", "chpox-dirty-workload", "chpox-churn-workload",
-            "chpox-tracker-proof", "chpox-inject", "cpx", "dumpinfo",
+            "TestTools", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport", "CheckpointTestSupport", "chpox-dirty-workload", "chpox-churn-workload", "chpox-stack-workload",
+            "chpox-tracker-proof", "chpox-inject", "cpx", "dumpinfo", "ld-chpox",
         ]),
         .testTarget(name: "StoreTests", dependencies: [
             "TestTools", "Store", "Syscall", "Incremental", "StoreTestSupport", "chpox-store-writer", "cpx", "dumpinfo", "ld-chpox",

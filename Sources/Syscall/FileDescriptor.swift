@@ -85,6 +85,21 @@ public struct FileDescriptor: Hashable, Sendable {
         }
     }
 
+    /// Writes all of `bytes` at `offset` (pwrite(2)); the file offset does not move.
+    public func writeAll(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws(Errno) {
+        var done = 0
+        while done < bytes.count {
+            let base = bytes.baseAddress! + done
+            let count = bytes.count - done
+            done += try retryingInterrupts { pwrite(rawValue, base, count, off_t(offset + Int64(done))) }.get()
+        }
+    }
+
+    /// Sets the file's size (ftruncate(2)); growing it leaves a hole that reads as zeros.
+    public func setSize(_ size: Int64) throws(Errno) {
+        _ = try retryingInterrupts { ftruncate(rawValue, off_t(size)) }.get()
+    }
+
     /// Reads the whole file from offset 0, refusing files larger than `limit` bytes.
     public func readAll(limit: Int) throws(Errno) -> [UInt8] {
         let size = try status().size

@@ -9,7 +9,7 @@ struct LdChpox: ParsableCommand {
         commandName: "ld-chpox",
         abstract: "Rebuild a generation from its chain (and, with the restorer, restart it).",
         discussion: """
-        This build can rebuild and verify any generation (--check). Restarting a process from a generation arrives with the restorer; until then ld-chpox without --check refuses.
+        This build can rebuild and verify any generation (--check) and write any generation as an ELF core file (--core FILE) that `gdb EXECUTABLE FILE` opens with the process's threads, registers and memory as they were at that generation. Restarting a process from a generation arrives with the restorer; until then ld-chpox without --check or --core refuses.
         """)
 
     @OptionGroup var storeOptions: StoreOptions
@@ -19,10 +19,13 @@ struct LdChpox: ParsableCommand {
     var generation: UInt64?
     @Flag(name: .long, help: "Rebuild the generation and verify every chunk; start nothing.")
     var check = false
+    @Option(name: .long, help: ArgumentHelp("Write the generation as an ELF core file for gdb; start nothing.", valueName: "file"))
+    var core: String?
 
     func run() throws {
+        if let core { return try writeCore(core) }
         guard check else {
-            FileHandle.standardError.write(Data("ld-chpox: restarting a process is not built yet; use --check to rebuild and verify a generation\n".utf8))
+            FileHandle.standardError.write(Data("ld-chpox: restarting a process is not built yet; use --check to rebuild and verify a generation, or --core FILE to inspect it with gdb\n".utf8))
             throw ExitCode.failure
         }
         try reportingErrors("ld-chpox") {
@@ -33,6 +36,23 @@ struct LdChpox: ParsableCommand {
             var bytes = 0
             try store.reader().readPages(map) { _, page in bytes += page.count }
             print("\(name) generation \(target): \(map.pages.count) pages (\(Format.bytes(Int64(bytes)))) rebuilt; every chunk verified")
+        }
+    }
+
+    func writeCore(_ path: String) throws {
+        try reportingErrors("ld-chpox") {
+            let store = try storeOptions.open()
+            let chain = try store.chain(name)
+            guard let target = generation ?? chain.head?.generation else { throw StoreError.noSuchChain(name) }
+            let manifest = try store.manifest(chain: name, generation: target)
+            guard !manifest.metadata.isEmpty else {
+                throw CheckpointError.badImage(generation: target, reason: "it holds pages but no process image (written by something other than cpx)")
+            }
+            let image = try ProcessImage(decoding: manifest.metadata, generation: target)
+            let map = try store.pageMap(chain: name, generation: target)
+            let summary = try CoreFile.write(image, map: map, store: store, to: path)
+            print("\(name) generation \(target): wrote \(path) (\(summary.threads) threads, \(summary.segments) mappings, "
+                  + "\(summary.storedPages) stored pages, \(summary.filePages) from files); open it with: gdb \(image.executable) \(path)")
         }
     }
 }

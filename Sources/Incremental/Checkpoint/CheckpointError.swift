@@ -9,6 +9,7 @@ public enum CheckpointError: Error, Sendable, CustomStringConvertible {
     case unsupportedDescriptors(pid: Int32, [String])
     case badImage(generation: UInt64, reason: String)
     case notOurs(chain: String, pid: Int32, reason: String)
+    case output(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -19,6 +20,8 @@ public enum CheckpointError: Error, Sendable, CustomStringConvertible {
                 + "\ncheckpoint it anyway with --skip-unsupported (they are recorded and `dumpinfo` lists them), or close them first"
         case .badImage(let generation, let reason):
             return "generation \(generation): unreadable process image: \(reason)"
+        case .output(let path, let reason):
+            return "cannot write \(path): \(reason)"
         case .notOurs(let chain, let pid, let reason):
             return "chain '\(chain)' cannot continue with pid \(pid): \(reason); use another --name"
         }

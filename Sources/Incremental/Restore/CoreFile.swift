@@ -1,0 +1,204 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Store
+import Syscall
+import Tracee
+
+/// Writes a generation as an ELF core file, as the kernel would have dumped the process at
+/// that instant: `gdb <executable> FILE` opens it with its threads, registers and memory. Any
+/// generation of a chain can be inspected this way, without restarting anything.
+///
+/// Layout (x86-64, ELF64 little endian): the ELF header, one PT_NOTE and one PT_LOAD per
+/// mapping; the notes are NT_PRPSINFO, NT_AUXV, NT_FILE, then per thread (the main thread
+/// first, which gdb takes as the current one) NT_PRSTATUS, NT_FPREGSET and NT_X86_XSTATE.
+/// Each PT_LOAD holds the mapping's bytes: stored pages from the chain, the rest from the
+/// mapping's file (clean pages), or zero. The file is sparse: zero pages are holes.
+public enum CoreFile {
+    public struct Summary: Sendable {
+        public var threads: Int
+        public var segments: Int
+        public var storedPages: Int
+        public var filePages: Int
+        public var bytes: Int64
+    }
+
+    public static func write(_ image: ProcessImage, map: PageMap, store: Store, to path: String) throws -> Summary {
+        let loads = image.mappings.filter { $0.backing != .vsyscall }
+        let notes = notesSection(image, mappings: loads)
+        let headerSize = 64 + 56 * (1 + loads.count)
+        let notesOffset = headerSize
+        var offset = align(notesOffset + notes.count, 4096)
+        var segmentOffsets: [Int] = []
+        for mapping in loads {
+            segmentOffsets.append(offset)
+            offset += Int(mapping.end - mapping.start)
+        }
+        let total = offset
+
+        var header = Bytes()
+        // e_ident: magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ELFOSABI_NONE.
+        header.raw([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0] + [UInt8](repeating: 0, count: 8))
+        header.u16(4)        // ET_CORE
+        header.u16(62)       // EM_X86_64
+        header.u32(1)        // EV_CURRENT
+        header.u64(0)        // e_entry
+        header.u64(64)       // e_phoff
+        header.u64(0)        // e_shoff
+        header.u32(0)        // e_flags
+        header.u16(64)       // e_ehsize
+        header.u16(56)       // e_phentsize
+        header.u16(UInt16(1 + loads.count))
+        header.u16(64)       // e_shentsize
+        header.u16(0)        // e_shnum
+        header.u16(0)        // e_shstrndx
+        // PT_NOTE
+        header.u32(4); header.u32(0)
+        header.u64(UInt64(notesOffset)); header.u64(0); header.u64(0)
+        header.u64(UInt64(notes.count)); header.u64(0); header.u64(4)
+        for (mapping, segmentOffset) in zip(loads, segmentOffsets) {
+            let protection = Array(mapping.protection)
+            var flags: UInt32 = 0
+            if protection[0] == "r" { flags |= 4 }
+            if protection[1] == "w" { flags |= 2 }
+            if protection[2] == "x" { flags |= 1 }
+            let size = mapping.end - mapping.start
+            // The kernel's own pages (vvar) are not in the image: described, not filled.
+            let fileSize = mapping.backing == .vvar ? 0 : size
+            header.u32(1); header.u32(flags)   // PT_LOAD
+            header.u64(UInt64(segmentOffset)); header.u64(mapping.start); header.u64(0)
+            header.u64(fileSize); header.u64(size); header.u64(4096)
+        }
+
+        let file: FileDescriptor
+        do {
+            file = try FileDescriptor.open(path, [.writeOnly, .create, .truncate, .closeOnExec, .noFollow], permissions: 0o600)
+        } catch {
+            throw CheckpointError.output(path: path, reason: "\(error)")
+        }
+        defer { file.close() }
+        var summary = Summary(threads: image.threads.count, segments: loads.count, storedPages: 0, filePages: 0, bytes: Int64(total))
+        do throws(Errno) {
+            try file.setSize(Int64(total))
+            try header.bytes.withRawBytes { (raw) throws(Errno) in try file.writeAll(raw, at: 0) }
+            try notes.withRawBytes { (raw) throws(Errno) in try file.writeAll(raw, at: Int64(notesOffset)) }
+            // Clean pages of file mappings, from their files.
+            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
+            defer { page.deallocate() }
+            for (mapping, segmentOffset) in zip(loads, segmentOffsets)
+            where (mapping.backing == .privateFile || mapping.backing == .sharedFile) && !mapping.path.hasSuffix(" (deleted)") {
+                guard let source = try? FileDescriptor.open(mapping.path, [.readOnly, .closeOnExec]) else { continue }
+                defer { source.close() }
+                var address = mapping.start
+                while address < mapping.end {
+                    let got = try source.readFully(into: page, at: Int64(mapping.offset + (address - mapping.start)))
+                    if got == 0 { break }
+                    if got < 4096 { UnsafeMutableRawBufferPointer(rebasing: page[got...]).initializeMemory(as: UInt8.self, repeating: 0) }
+                    try file.writeAll(UnsafeRawBufferPointer(page), at: Int64(segmentOffset) + Int64(address - mapping.start))
+                    summary.filePages += 1
+                    address += 4096
+                }
+            }
+        } catch {
+            throw CheckpointError.output(path: path, reason: "\(error)")
+        }
+        // Stored pages over them: what the process had written.
+        let starts = loads.map(\.start)
+        try store.reader().readPages(map) { entry, bytes in
+            let address = entry.page * 4096
+            var low = 0, high = starts.count
+            while low < high {
+                let middle = (low + high) / 2
+                if starts[middle] <= address { low = middle + 1 } else { high = middle }
+            }
+            guard low > 0, address < loads[low - 1].end else { return }
+            let mapping = loads[low - 1]
+            if entry.chunk == .zeroPage && !(mapping.backing == .privateFile || mapping.backing == .sharedFile) { return }
+            do {
+                try file.writeAll(bytes, at: Int64(segmentOffsets[low - 1]) + Int64(address - mapping.start))
+            } catch {
+                throw CheckpointError.output(path: path, reason: "\(error)")
+            }
+            summary.storedPages += 1
+        }
+        return summary
+    }
+
+    // MARK: Notes
+
+    static func notesSection(_ image: ProcessImage, mappings: [ProcessImage.Mapping]) -> [UInt8] {
+        var notes = Bytes()
+        notes.note("CORE", 3, prpsinfo(image))
+        var auxv = Bytes()
+        for word in image.addressSpace.auxv { auxv.u64(word) }
+        notes.note("CORE", 6, auxv.bytes)
+        notes.note("CORE", 0x4649_4c45, fileNote(mappings))
+        for thread in image.threads {
+            notes.note("CORE", 1, prstatus(thread.state, image: image))
+            notes.note("CORE", 2, Array(thread.state.xstate.prefix(512)) + [UInt8](repeating: 0, count: max(0, 512 - thread.state.xstate.count)))
+            if !thread.state.xstate.isEmpty { notes.note("LINUX", 0x202, thread.state.xstate) }
+        }
+        return notes.bytes
+    }
+
+    /// struct elf_prstatus (336 bytes on x86-64).
+    static func prstatus(_ state: ThreadState, image: ProcessImage) -> [UInt8] {
+        var b = Bytes()
+        b.u32(0); b.u32(0); b.u32(0)          // pr_info: signo, code, errno
+        b.u16(0); b.u16(0)                    // pr_cursig, padding
+        b.u64(0)                              // pr_sigpend
+        b.u64(state.signalMask)               // pr_sighold
+        b.u32(UInt32(bitPattern: state.tid)); b.u32(0); b.u32(UInt32(bitPattern: image.pid)); b.u32(UInt32(bitPattern: image.pid))
+        b.raw([UInt8](repeating: 0, count: 64))   // utime, stime, cutime, cstime
+        for word in state.registers.prefix(27) { b.u64(word) }
+        b.u32(state.xstate.isEmpty ? 0 : 1)   // pr_fpvalid
+        b.u32(0)
+        return b.bytes
+    }
+
+    /// struct elf_prpsinfo (136 bytes on x86-64).
+    static func prpsinfo(_ image: ProcessImage) -> [UInt8] {
+        var b = Bytes()
+        b.raw([0, UInt8(ascii: "S"), 0, 0]); b.u32(0)
+        b.u64(0)                                               // pr_flag
+        b.u32(image.credentials.uid.first ?? 0); b.u32(image.credentials.gid.first ?? 0)
+        b.u32(UInt32(bitPattern: image.pid)); b.u32(0); b.u32(UInt32(bitPattern: image.pid)); b.u32(UInt32(bitPattern: image.pid))
+        let name = String(image.executable.split(separator: "/").last ?? "")
+        b.raw(fixed(Array(name.utf8), 16))
+        b.raw(fixed(Array(image.command.joined(separator: " ").utf8), 80))
+        return b.bytes
+    }
+
+    /// NT_FILE: the file-backed mappings, so that a debugger finds the libraries.
+    static func fileNote(_ mappings: [ProcessImage.Mapping]) -> [UInt8] {
+        let files = mappings.filter { $0.path.hasPrefix("/") }
+        var b = Bytes()
+        b.u64(UInt64(files.count)); b.u64(4096)
+        for mapping in files { b.u64(mapping.start); b.u64(mapping.end); b.u64(mapping.offset / 4096) }
+        for mapping in files { b.raw(Array(mapping.path.utf8) + [0]) }
+        return b.bytes
+    }
+
+    static func fixed(_ bytes: [UInt8], _ count: Int) -> [UInt8] {
+        Array(bytes.prefix(count - 1)) + [UInt8](repeating: 0, count: count - min(bytes.count, count - 1))
+    }
+
+    static func align(_ value: Int, _ alignment: Int) -> Int { (value + alignment - 1) / alignment * alignment }
+
+    /// Little-endian byte building.
+    struct Bytes {
+        var bytes: [UInt8] = []
+        mutating func raw(_ more: [UInt8]) { bytes += more }
+        mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+        mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+        mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+        mutating func pad4() { while bytes.count % 4 != 0 { bytes.append(0) } }
+        /// An ELF note: namesz, descsz, type, name (NUL-terminated, padded to 4), desc (padded).
+        mutating func note(_ name: String, _ type: UInt32, _ desc: [UInt8]) {
+            let nameBytes = Array(name.utf8) + [0]
+            u32(UInt32(nameBytes.count)); u32(UInt32(desc.count)); u32(type)
+            raw(nameBytes); pad4()
+            raw(desc); pad4()
+        }
+    }
+}
