@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "dumpinfo", targets: ["dumpinfo"]),
         .executable(name: "chpox-demo", targets: ["chpox-demo"]),
         .executable(name: "chpox-inject", targets: ["chpox-inject"]),
+        .executable(name: "chpox-restore-stub", targets: ["chpox-restore-stub"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -44,6 +45,8 @@ let package = Package(
         .executableTarget(name: "cpx", dependencies: ["CommandSupport", "SoftDirty", "Tracee"]),
         // Creates the uffd-wp tracker's userfaultfd inside the target, as its own process.
         .executableTarget(name: "chpox-inject", dependencies: ["Tracee"]),
+        // The process ld-chpox turns into a restarted one: it only waits.
+        .executableTarget(name: "chpox-restore-stub"),
         .executableTarget(name: "ld-chpox", dependencies: ["CommandSupport"]),
         .executableTarget(name: "dumpinfo", dependencies: ["CommandSupport"]),
         .executableTarget(name: "chpox-demo", dependencies: ["CommandSupport", "StoreTestSupport"]),

@@ -14,7 +14,7 @@ public struct ChildProcess: Sendable {
     /// With `newSession`, the child gets a session of its own (setsid), out of reach of
     /// signals sent to the caller's process group or terminal.
     public static func spawn(_ path: String, _ arguments: [String], stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil,
-                             newSession: Bool = false) throws(Errno) -> ChildProcess {
+                             newSession: Bool = false, environment: [String]? = nil) throws(Errno) -> ChildProcess {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -27,8 +27,10 @@ public struct ChildProcess: Sendable {
         _ = chpox_posix_spawn_closefrom(&actions, 3)
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
+        let envp = environment.map { $0.map { strdup($0) } + [nil] }
+        defer { for pointer in envp ?? [] { free(pointer) } }
         var pid: pid_t = 0
-        let result = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+        let result = envp.map { posix_spawn(&pid, path, &actions, &attributes, argv, $0) } ?? posix_spawn(&pid, path, &actions, &attributes, argv, environ)
         guard result == 0 else { throw Errno(rawValue: result) }
         return ChildProcess(pid: pid)
     }

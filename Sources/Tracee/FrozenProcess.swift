@@ -109,6 +109,10 @@ public final class FrozenProcess {
 
     private var gadget: UInt64?
 
+    /// Runs later system calls at `address`, which must hold a `syscall` instruction (a
+    /// restorer's trampoline, once the vDSO is moved or gone).
+    public func useSyscallInstruction(at address: UInt64) { gadget = address }
+
     /// The address of a `syscall` instruction (0f 05) in the process's vDSO.
     func syscallInstruction() throws(TraceeError) -> UInt64 {
         if let gadget { return gadget }

@@ -69,6 +69,17 @@ extension Ptrace {
         return Array(bytes[0..<got])
     }
 
+    /// PTRACE_SETREGSET: writes one register set of a stopped thread.
+    static func setRegisterSet(_ tid: Int32, pid: Int32, type: Int32, _ bytes: [UInt8]) throws(TraceeError) {
+        var copy = bytes
+        try copy.withMutableRawBytes { (raw) throws(TraceeError) in
+            var vector = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
+            if case .failure(let errno) = call(CHPOX_PTRACE_SETREGSET, tid, UnsafeMutableRawPointer(bitPattern: Int(type)), &vector) {
+                throw .from(errno, pid: pid, "write register set 0x\(String(type, radix: 16)) of")
+            }
+        }
+    }
+
     /// PTRACE_GETSIGMASK.
     static func signalMask(_ tid: Int32, pid: Int32) throws(TraceeError) -> UInt64 {
         var mask: UInt64 = 0
@@ -114,6 +125,31 @@ extension Ptrace {
 }
 
 extension FrozenProcess {
+    /// Puts a saved state back into thread `tid`: registers, XSAVE area, signal mask. A thread
+    /// saved inside an interrupted system call restarts it as the kernel would have after a
+    /// signal with SA_RESTART: `-ERESTART*` rewinds to the `syscall` instruction, and
+    /// `-ERESTART_RESTARTBLOCK` (nanosleep's) returns EINTR instead.
+    public func restore(_ state: ThreadState, into tid: Int32) throws(TraceeError) {
+        var regs = user_regs_struct()
+        withUnsafeMutableBytes(of: &regs) { raw in
+            for (k, word) in state.registers.prefix(raw.count / 8).enumerated() { raw.storeBytes(of: word, toByteOffset: k * 8, as: UInt64.self) }
+        }
+        let result = Int64(bitPattern: regs.rax)
+        if Int64(bitPattern: regs.orig_rax) >= 0 {
+            switch result {
+            case -512, -513, -514:   // ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND
+                regs.rax = regs.orig_rax
+                regs.rip -= 2
+            case -516:               // ERESTART_RESTARTBLOCK
+                regs.rax = UInt64(bitPattern: -4)  // EINTR
+            default: break
+            }
+        }
+        try Ptrace.setRegisters(tid, pid: pid, regs)
+        if !state.xstate.isEmpty { try Ptrace.setRegisterSet(tid, pid: pid, type: CHPOX_NT_X86_XSTATE, state.xstate) }
+        try Ptrace.setSignalMask(tid, pid: pid, state.signalMask)
+    }
+
     /// Signals queued for the whole process, as 128-byte siginfo records, without dequeuing.
     public func sharedPendingSignals() throws(TraceeError) -> [[UInt8]] {
         try Ptrace.pendingSignals(pid, pid: pid, shared: true)

@@ -21,13 +21,12 @@ struct LdChpox: ParsableCommand {
     var check = false
     @Option(name: .long, help: ArgumentHelp("Write the generation as an ELF core file for gdb; start nothing.", valueName: "file"))
     var core: String?
+    @Flag(name: .long, help: "Stay the restarted process's parent and exit with its exit status.")
+    var wait = false
 
     func run() throws {
         if let core { return try writeCore(core) }
-        guard check else {
-            FileHandle.standardError.write(Data("ld-chpox: restarting a process is not built yet; use --check to rebuild and verify a generation, or --core FILE to inspect it with gdb\n".utf8))
-            throw ExitCode.failure
-        }
+        guard check else { return try restart() }
         try reportingErrors("ld-chpox") {
             let store = try storeOptions.open()
             let chain = try store.chain(name)
@@ -54,5 +53,32 @@ struct LdChpox: ParsableCommand {
             print("\(name) generation \(target): wrote \(path) (\(summary.threads) threads, \(summary.segments) mappings, "
                   + "\(summary.storedPages) stored pages, \(summary.filePages) from files); open it with: gdb \(image.executable) \(path)")
         }
+    }
+
+    func restart() throws {
+        var status: Int32 = 0
+        try reportingErrors("ld-chpox") {
+            let store = try storeOptions.open()
+            let chain = try store.chain(name)
+            guard let target = generation ?? chain.head?.generation else { throw StoreError.noSuchChain(name) }
+            let manifest = try store.manifest(chain: name, generation: target)
+            guard !manifest.metadata.isEmpty else {
+                throw CheckpointError.badImage(generation: target, reason: "it holds pages but no process image (written by something other than cpx)")
+            }
+            let image = try ProcessImage(decoding: manifest.metadata, generation: target)
+            let map = try store.pageMap(chain: name, generation: target)
+            let outcome = try Restorer(image: image, map: map, store: store, generation: target).restart()
+            let notice = outcome.pid == outcome.originalPid ? "" : " (it was pid \(outcome.originalPid); that pid is not restored yet)"
+            FileHandle.standardError.write(Data("ld-chpox: \(name) generation \(target) restarted as pid \(outcome.pid)\(notice)\n".utf8))
+            if wait {
+                switch try outcome.child.wait() {
+                case .exited(let code): status = code
+                case .signalled(let signal): status = 128 + signal
+                }
+            } else {
+                print(outcome.pid)
+            }
+        }
+        if status != 0 { throw ExitCode(status) }
     }
 }

@@ -78,10 +78,52 @@ static inline int chpox_prlimit(pid_t pid, int resource, unsigned long long limi
     return (int)syscall(SYS_prlimit64, pid, resource, (void *)0, limits);
 }
 
+// prlimit(2) setting another process's limits.
+static inline int chpox_prlimit_set(pid_t pid, int resource, const unsigned long long limits[2]) {
+    return (int)syscall(SYS_prlimit64, pid, resource, limits, (void *)0);
+}
+
 // System call numbers the injector runs inside a target.
 static inline long chpox_syscall_number_rt_sigaction(void) { return SYS_rt_sigaction; }
 static inline long chpox_syscall_number_prctl(void) { return SYS_prctl; }
 static inline long chpox_syscall_number_brk(void) { return SYS_brk; }
+// System call numbers the restorer runs inside its stub, as one enum Swift can read
+// (SYS_* are macros of macros).
+enum chpox_system_call {
+    CHPOX_SYS_mmap = SYS_mmap,
+    CHPOX_SYS_munmap = SYS_munmap,
+    CHPOX_SYS_mremap = SYS_mremap,
+    CHPOX_SYS_openat = SYS_openat,
+    CHPOX_SYS_close = SYS_close,
+    CHPOX_SYS_dup3 = SYS_dup3,
+    CHPOX_SYS_lseek = SYS_lseek,
+    CHPOX_SYS_prctl = SYS_prctl,
+    CHPOX_SYS_rt_sigaction = SYS_rt_sigaction,
+    CHPOX_SYS_rseq = SYS_rseq,
+    CHPOX_SYS_set_tid_address = SYS_set_tid_address,
+    CHPOX_SYS_umask = SYS_umask,
+    CHPOX_SYS_chdir = SYS_chdir,
+    CHPOX_SYS_clone = SYS_clone,
+    CHPOX_SYS_setresuid = SYS_setresuid,
+    CHPOX_SYS_setresgid = SYS_setresgid,
+    CHPOX_SYS_setgroups = SYS_setgroups,
+};
+/// PR_SET_MM and PR_SET_MM_MAP (linux/prctl.h), and struct prctl_mm_map.
+#define CHPOX_PR_SET_MM 35
+#define CHPOX_PR_SET_MM_MAP 14
+struct chpox_prctl_mm_map {
+    uint64_t start_code, end_code, start_data, end_data, start_brk, brk, start_stack;
+    uint64_t arg_start, arg_end, env_start, env_end;
+    uint64_t auxv;
+    uint32_t auxv_size;
+    uint32_t exe_fd;
+};
+_Static_assert(sizeof(struct chpox_prctl_mm_map) == 104, "struct prctl_mm_map");
+#define CHPOX_PTRACE_SETREGSET 0x4205
+/// mremap(2) flags (declared only under _GNU_SOURCE).
+#define CHPOX_MREMAP_MAYMOVE 1
+#define CHPOX_MREMAP_FIXED 2
+
 /// PR_GET_TID_ADDRESS (linux/prctl.h): where the kernel clears the thread id at exit.
 #define CHPOX_PR_GET_TID_ADDRESS 40
 

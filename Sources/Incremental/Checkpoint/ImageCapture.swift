@@ -125,8 +125,8 @@ enum ImageCapture {
                 descriptor.kind = .null
             } else if target.hasPrefix("/dev/pts/") || target.hasPrefix("/dev/tty") || target == "/dev/console" {
                 descriptor.kind = .terminal
-            } else if target.hasPrefix("pipe:") {
-                descriptor.kind = .pipe
+            } else if target.hasPrefix("pipe:") || isFIFO(pid, fd) {
+                descriptor.kind = .pipe  // a named pipe too: reopening one would block
             } else if target.hasPrefix("/") && target.hasSuffix(" (deleted)") {
                 if let contents = deletedContents(pid, fd) {
                     descriptor.kind = .deletedFile
@@ -142,6 +142,11 @@ enum ImageCapture {
             descriptors.append(descriptor)
         }
         return (descriptors, unsupported)
+    }
+
+    static func isFIFO(_ pid: Int32, _ fd: Int32) -> Bool {
+        var status = stat()
+        return stat("/proc/\(pid)/fd/\(fd)", &status) == 0 && (status.st_mode & S_IFMT) == S_IFIFO
     }
 
     static func deletedContents(_ pid: Int32, _ fd: Int32) -> Data? {
