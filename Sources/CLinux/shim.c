@@ -2,6 +2,7 @@
 // declares only under _GNU_SOURCE.
 #define _GNU_SOURCE
 #include <spawn.h>
+#include <signal.h>
 #include "CLinux.h"
 
 // posix_spawn_file_actions_addclosefrom_np (glibc 2.34+): a child gets only the descriptors
@@ -17,3 +18,20 @@ const unsigned long chpox_UFFDIO_API = UFFDIO_API;
 const unsigned long chpox_UFFDIO_REGISTER = UFFDIO_REGISTER;
 const unsigned long chpox_UFFDIO_UNREGISTER = UFFDIO_UNREGISTER;
 const unsigned long chpox_UFFDIO_WRITEPROTECT = UFFDIO_WRITEPROTECT;
+
+// A child with a chosen pid: clone3 with set_tid, then straight to execve. Between the two
+// only raw system calls run (the parent may have threads: nothing else is safe there).
+long chpox_spawn_with_pid(const char *path, char *const argv[], char *const envp[], pid_t pid) {
+    struct chpox_clone_args args = {0};
+    args.exit_signal = SIGCHLD;
+    args.set_tid = (uint64_t)(uintptr_t)&pid;
+    args.set_tid_size = 1;
+    long child = syscall(SYS_clone3, &args, sizeof args);
+    if (child < 0) return -errno;
+    if (child == 0) {
+        syscall(SYS_close_range, 3, ~0U, 0);
+        syscall(SYS_execve, path, argv, envp);
+        syscall(SYS_exit, 127);
+    }
+    return child;
+}

@@ -35,6 +35,18 @@ public struct ChildProcess: Sendable {
         return ChildProcess(pid: pid)
     }
 
+    /// Starts `path` as a child with process id `pid` (clone3 with set_tid: root, and the pid
+    /// free, else EEXIST or EPERM); it inherits stdin, stdout and stderr only.
+    public static func spawn(_ path: String, _ arguments: [String], pid: pid_t, environment: [String]) throws(Errno) -> ChildProcess {
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        let envp = environment.map { strdup($0) } + [nil]
+        defer { for pointer in envp { free(pointer) } }
+        let result = chpox_spawn_with_pid(path, argv, envp, pid)
+        guard result > 0 else { throw Errno(rawValue: Int32(-result)) }
+        return ChildProcess(pid: pid_t(result))
+    }
+
     /// Sends `signal` (kill(2)).
     public func send(_ signal: Int32) throws(Errno) {
         _ = try retryingInterrupts { kill(pid, signal) }.get()

@@ -12,6 +12,8 @@ public final class FrozenProcess {
     /// Seized thread ids, the main thread first.
     public private(set) var threads: [Int32] = []
     private var thawed = false
+    /// Threads created by remote clone calls, not yet adopted.
+    private var cloned: [Int32] = []
     /// Signals dequeued by a thread as it stopped, to be delivered when it resumes.
     private var heldSignals: [Int32: (signal: Int32, info: [UInt8])] = [:]
 
@@ -96,10 +98,16 @@ public final class FrozenProcess {
         var status: Int32 = 0
         // A thread that stopped for a signal still has PTRACE_INTERRUPT's trap pending: it is
         // reported first, before the instruction runs; step again.
-        for _ in 0..<4 {
+        // A clone reports PTRACE_EVENT_CLONE inside the call (with clones traced): step on.
+        for _ in 0..<8 {
             try Ptrace.singleStep(tid, pid: pid)
             status = try Ptrace.waitStop(tid, pid: pid, "run a system call in")
-            if chpox_wptrace_event(status) != Int32(Ptrace.eventStop) { break }
+            let event = chpox_wptrace_event(status)
+            if event == CHPOX_PTRACE_EVENT_CLONE {
+                cloned.append(try Ptrace.eventMessage(tid, pid: pid))
+                continue
+            }
+            if event != Int32(Ptrace.eventStop) { break }
         }
         guard chpox_wstopsig(status) == SIGTRAP else { throw .unexpectedStop(pid: pid, status: status, operation: "run a system call in") }
         let after = try Ptrace.registers(tid, pid: pid)
@@ -163,5 +171,23 @@ extension FrozenProcess {
         try saved.withMutableRawBytes { (raw) throws(TraceeError) in _ = try memory.read(from: address, into: raw) }
         defer { try? saved.withRawBytes { (raw) throws(TraceeError) in try memory.write(to: address, from: raw) } }
         return try body(address)
+    }
+}
+
+extension FrozenProcess {
+    /// Has threads created by later remote `clone` calls attached and stopped before they run
+    /// a single instruction (PTRACE_O_TRACECLONE on the thread making the calls).
+    public func traceClones(from thread: Int32? = nil) throws(TraceeError) {
+        try Ptrace.setOptions(thread ?? pid, pid: pid, CHPOX_PTRACE_O_TRACECLONE)
+    }
+
+    /// The thread the last remote `clone` created, once it has stopped: it is frozen with the
+    /// others from now on (and let go with them).
+    public func adoptClonedThread() throws(TraceeError) -> Int32 {
+        guard !cloned.isEmpty else { throw .unsupported(pid: pid, reason: "no thread was cloned") }
+        let tid = cloned.removeFirst()
+        _ = try Ptrace.waitStop(tid, pid: pid, "stop a new thread of")
+        threads.append(tid)
+        return tid
     }
 }

@@ -13,6 +13,15 @@ public struct InjectedState: Sendable, Equatable, Codable {
     public var threads: [ThreadAddress]
     /// Every signal whose action is not the default one.
     public var signalActions: [SignalAction]
+    /// The three interval timers (ITIMER_REAL, VIRTUAL, PROF) that are armed: getitimer.
+    public var intervalTimers: [IntervalTimer] = []
+
+    /// struct itimerval: which timer, its interval and the time left, in microseconds.
+    public struct IntervalTimer: Sendable, Equatable, Codable {
+        public var which: Int32
+        public var intervalMicroseconds: UInt64
+        public var valueMicroseconds: UInt64
+    }
 
     public struct ThreadAddress: Sendable, Equatable, Codable {
         public var tid: Int32
@@ -64,6 +73,17 @@ public struct InjectedState: Sendable, Equatable, Codable {
             }
             return actions
         }
+        intervalTimers = try process.withScratch(on: pid, size: 32) { (scratch) throws(TraceeError) -> [IntervalTimer] in
+            var timers: [IntervalTimer] = []
+            for which in Int32(0)...2 {
+                let result = try process.syscall(Int(CHPOX_SYS_getitimer.rawValue), Int(which), Int(scratch))
+                guard result == 0 else { continue }
+                let words = try Self.word(process, at: scratch, count: 4)
+                let interval = words[0] * 1_000_000 + words[1], value = words[2] * 1_000_000 + words[3]
+                if interval != 0 || value != 0 { timers.append(IntervalTimer(which: which, intervalMicroseconds: interval, valueMicroseconds: value)) }
+            }
+            return timers
+        }
     }
 
     private static func word(_ process: FrozenProcess, at address: UInt64, count: Int) throws(TraceeError) -> [UInt64] {
@@ -78,12 +98,14 @@ public struct InjectedState: Sendable, Equatable, Codable {
     public var lines: [String] {
         ["brk \(hex(programBreak))"] + threads.map { "tid \($0.tid) \(hex($0.clearAddress))" }
             + signalActions.map { "sigaction \($0.signal) \(hex($0.handler)) \(hex($0.flags)) \(hex($0.restorer)) \(hex($0.mask))" }
+            + intervalTimers.map { "itimer \($0.which) \($0.intervalMicroseconds) \($0.valueMicroseconds)" }
     }
 
     public init(lines: [String], pid: Int32) throws(TraceeError) {
         var brk: UInt64?
         var threads: [ThreadAddress] = []
         var actions: [SignalAction] = []
+        var timers: [IntervalTimer] = []
         for line in lines {
             let fields = line.split(separator: " ").map(String.init)
             let numbers = fields.dropFirst().compactMap { UInt64($0.hasPrefix("0x") ? String($0.dropFirst(2)) : $0, radix: $0.hasPrefix("0x") ? 16 : 10) }
@@ -93,11 +115,14 @@ public struct InjectedState: Sendable, Equatable, Codable {
             case ("sigaction", 5):
                 actions.append(SignalAction(signal: Int32(truncatingIfNeeded: numbers[0]), handler: numbers[1], flags: numbers[2],
                                             restorer: numbers[3], mask: numbers[4]))
+            case ("itimer", 3):
+                timers.append(IntervalTimer(which: Int32(truncatingIfNeeded: numbers[0]), intervalMicroseconds: numbers[1], valueMicroseconds: numbers[2]))
             default: throw .malformed(file: "chpox-inject's answer", reason: "unreadable line '\(line)'")
             }
         }
         guard let brk else { throw .malformed(file: "chpox-inject's answer", reason: "no program break (pid \(pid))") }
         self.init(programBreak: brk, threads: threads, signalActions: actions)
+        intervalTimers = timers
     }
 
     private func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }

@@ -48,6 +48,20 @@ public enum Ptrace {
         _ = copy.withUnsafeMutableBytes { call(Int32(PTRACE_SETSIGINFO.rawValue), tid, nil, $0.baseAddress) }
     }
 
+    /// PTRACE_SETOPTIONS.
+    static func setOptions(_ tid: Int32, pid: Int32, _ options: Int32) throws(TraceeError) {
+        if case .failure(let errno) = call(CHPOX_PTRACE_SETOPTIONS, tid, nil, UnsafeMutableRawPointer(bitPattern: Int(options))) {
+            throw .from(errno, pid: pid, "set ptrace options of")
+        }
+    }
+
+    /// PTRACE_GETEVENTMSG: the new thread's id at a PTRACE_EVENT_CLONE stop.
+    static func eventMessage(_ tid: Int32, pid: Int32) throws(TraceeError) -> Int32 {
+        var message: UInt = 0
+        if case .failure(let errno) = call(CHPOX_PTRACE_GETEVENTMSG, tid, nil, &message) { throw .from(errno, pid: pid, "read the event of") }
+        return Int32(truncatingIfNeeded: message)
+    }
+
     /// PTRACE_SETSIGMASK.
     static func setSignalMask(_ tid: Int32, pid: Int32, _ mask: UInt64) throws(TraceeError) {
         var copy = mask

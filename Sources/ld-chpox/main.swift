@@ -23,6 +23,8 @@ struct LdChpox: ParsableCommand {
     var core: String?
     @Flag(name: .long, help: "Stay the restarted process's parent and exit with its exit status.")
     var wait = false
+    @Flag(name: .long, help: "Fail if the saved pid is taken, instead of restarting under a new one.")
+    var requireSamePid = false
 
     func run() throws {
         if let core { return try writeCore(core) }
@@ -67,8 +69,10 @@ struct LdChpox: ParsableCommand {
             }
             let image = try ProcessImage(decoding: manifest.metadata, generation: target)
             let map = try store.pageMap(chain: name, generation: target)
-            let outcome = try Restorer(image: image, map: map, store: store, generation: target).restart()
-            let notice = outcome.pid == outcome.originalPid ? "" : " (it was pid \(outcome.originalPid); that pid is not restored yet)"
+            var options = Restorer.Options()
+            options.requireSamePid = requireSamePid
+            let outcome = try Restorer(image: image, map: map, store: store, generation: target).restart(options: options)
+            let notice = outcome.pid == outcome.originalPid ? "" : " (its pid \(outcome.originalPid) is taken: a new pid)"
             FileHandle.standardError.write(Data("ld-chpox: \(name) generation \(target) restarted as pid \(outcome.pid)\(notice)\n".utf8))
             if wait {
                 switch try outcome.child.wait() {

@@ -10,6 +10,8 @@
 //   "ready <pid>"                once every thread has set up
 //   stdin "check" -> "ok <iterations> <checksum-hex>"  after a full self-check
 //   stdin "quit" or EOF -> "bye", exit 0
+//   stdin "restarted" -> "noted": after a restart its stdio are the restarter's (by design),
+//                        so their identities are taken again; everything else must hold
 //   any unknown line -> "error unknown command"
 //   "corrupt <what>"             whenever any thread detects damage; the process then exits 3
 // Bad arguments exit 2.
@@ -736,6 +738,10 @@ int main(int argc, char **argv) {
             if (nl > line && nl[-1] == '\r') nl[-1] = '\0';
             if (strcmp(line, "check") == 0) run_check();
             else if (strcmp(line, "quit") == 0) finish();
+            else if (strcmp(line, "restarted") == 0) {
+                for (int fd = 0; fd < 3; fd++) std_fds[fd] = identify(fd);
+                say("noted");
+            }
             else if (line[0]) say("error unknown command");
             have -= (size_t)(nl + 1 - line);
             memmove(line, nl + 1, have);

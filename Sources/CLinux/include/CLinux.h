@@ -107,6 +107,11 @@ enum chpox_system_call {
     CHPOX_SYS_setresuid = SYS_setresuid,
     CHPOX_SYS_setresgid = SYS_setresgid,
     CHPOX_SYS_setgroups = SYS_setgroups,
+    CHPOX_SYS_clone3 = SYS_clone3,
+    CHPOX_SYS_getitimer = SYS_getitimer,
+    CHPOX_SYS_rt_sigqueueinfo = SYS_rt_sigqueueinfo,
+    CHPOX_SYS_rt_tgsigqueueinfo = SYS_rt_tgsigqueueinfo,
+    CHPOX_SYS_setitimer = SYS_setitimer,
 };
 /// PR_SET_MM and PR_SET_MM_MAP (linux/prctl.h), and struct prctl_mm_map.
 #define CHPOX_PR_SET_MM 35
@@ -120,6 +125,25 @@ struct chpox_prctl_mm_map {
 };
 _Static_assert(sizeof(struct chpox_prctl_mm_map) == 104, "struct prctl_mm_map");
 #define CHPOX_PTRACE_SETREGSET 0x4205
+/// PTRACE_O_TRACECLONE and PTRACE_EVENT_CLONE, PTRACE_SETOPTIONS, PTRACE_GETEVENTMSG.
+#define CHPOX_PTRACE_O_TRACECLONE 0x8
+#define CHPOX_PTRACE_EVENT_CLONE 3
+#define CHPOX_PTRACE_SETOPTIONS 0x4200
+#define CHPOX_PTRACE_GETEVENTMSG 0x4201
+/// Thread-creation flags for a remote clone(2) (sched.h declares them only under _GNU_SOURCE).
+/// CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |
+/// CLONE_SETTLS | CLONE_CHILD_CLEARTID: what pthread_create asks for.
+static inline uint64_t chpox_clone_thread_flags(void) {
+    return 0x00000100 | 0x00000200 | 0x00000400 | 0x00000800 | 0x00010000 | 0x00040000 | 0x00080000 | 0x00200000;
+}
+/// struct clone_args (linux/sched.h, 5.5+ with set_tid).
+struct chpox_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+_Static_assert(sizeof(struct chpox_clone_args) == 88, "struct clone_args");
+/// Starts `path` as a child with process id `pid` (clone3 with set_tid; needs CAP_SYS_ADMIN and
+/// a free pid), only descriptors 0-2 inherited. Returns the pid, or -errno.
+long chpox_spawn_with_pid(const char *path, char *const argv[], char *const envp[], pid_t pid);
 /// mremap(2) flags (declared only under _GNU_SOURCE).
 #define CHPOX_MREMAP_MAYMOVE 1
 #define CHPOX_MREMAP_FIXED 2

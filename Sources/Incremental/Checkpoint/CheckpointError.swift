@@ -10,6 +10,7 @@ public enum CheckpointError: Error, Sendable, CustomStringConvertible {
     case badImage(generation: UInt64, reason: String)
     case notOurs(chain: String, pid: Int32, reason: String)
     case output(path: String, reason: String)
+    case cannotRestart(generation: UInt64, reason: String)
 
     public var description: String {
         switch self {
@@ -20,6 +21,8 @@ public enum CheckpointError: Error, Sendable, CustomStringConvertible {
                 + "\ncheckpoint it anyway with --skip-unsupported (they are recorded and `dumpinfo` lists them), or close them first"
         case .badImage(let generation, let reason):
             return "generation \(generation): unreadable process image: \(reason)"
+        case .cannotRestart(let generation, let reason):
+            return "cannot restart generation \(generation): \(reason)"
         case .output(let path, let reason):
             return "cannot write \(path): \(reason)"
         case .notOurs(let chain, let pid, let reason):

@@ -65,7 +65,8 @@ enum ImageCapture {
                 descriptors: descriptors,
                 unsupported: unsupported,
                 capture: .init(tracker: "", pauseNanoseconds: 0, totalPauseNanoseconds: 0, preCopyRounds: 0,
-                               pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: kernelRelease()))
+                               pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: kernelRelease()),
+                intervalTimers: injected.intervalTimers)
         } catch let error as UnsupportedDescriptors {
             throw .unsupportedDescriptors(pid: pid, error.list)
         } catch let error as TraceeError {

@@ -25,6 +25,8 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     public var threads: [ThreadImage]
     /// Every signal whose action is not the default.
     public var signalActions: [InjectedState.SignalAction]
+    /// Armed interval timers (setitimer).
+    public var intervalTimers: [InjectedState.IntervalTimer]? = nil
     /// Signals queued for the whole process (128-byte siginfo records).
     public var sharedPendingSignals: [[UInt8]]
     public var descriptors: [Descriptor]
@@ -146,7 +148,8 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     public init(pid: Int32, command: [String], executable: String, workingDirectory: String, umask: UInt32, credentials: Credentials,
                 limits: [ResourceLimit], addressSpace: AddressSpace, mappings: [Mapping], threads: [ThreadImage],
                 signalActions: [InjectedState.SignalAction], sharedPendingSignals: [[UInt8]], descriptors: [Descriptor],
-                unsupported: [String], capture: CaptureFacts) {
+                unsupported: [String], capture: CaptureFacts, intervalTimers: [InjectedState.IntervalTimer]? = nil) {
+        self.intervalTimers = intervalTimers
         self.pid = pid
         self.command = command
         self.executable = executable

@@ -15,8 +15,8 @@ import Tracee
 /// the process runs again.
 public final class Restorer {
     public struct Options: Sendable {
-        /// Stay its parent and wait for it (ld-chpox --wait).
-        public var wait = false
+        /// Fail rather than take a new pid when the saved one is taken.
+        public var requireSamePid = false
         public init() {}
     }
 
@@ -50,13 +50,10 @@ public final class Restorer {
         return "/usr/local/bin/chpox-restore-stub"
     }
 
-    /// Checks what can be checked before anything starts: one thread (for now), the files
-    /// mapped still there and large enough, the kernel's vDSO the same size.
+    /// Checks what can be checked before anything starts: the files mapped still there and
+    /// large enough, the kernel's vDSO the same size.
     public func check() throws(CheckpointError) {
-        func refuse(_ reason: String) -> CheckpointError { .badImage(generation: generation, reason: reason) }
-        guard image.threads.count == 1 else {
-            throw refuse("it has \(image.threads.count) threads; this ld-chpox restarts single-threaded processes only (threads are next)")
-        }
+        func refuse(_ reason: String) -> CheckpointError { .cannotRestart(generation: generation, reason: reason) }
         for mapping in image.mappings where mapping.backing == .privateFile || mapping.backing == .sharedFile {
             guard !mapping.path.hasSuffix(" (deleted)") else { continue }
             var status = stat()
@@ -82,9 +79,19 @@ public final class Restorer {
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
         try check()
         let child: ChildProcess
+        let environment = ["GLIBC_TUNABLES=glibc.pthread.rseq=0"]
         do {
-            child = try ChildProcess.spawn(Self.stubPath(), [], environment: ["GLIBC_TUNABLES=glibc.pthread.rseq=0"])
+            // Its own pid where that is free (clone3 with set_tid; root), else a new one.
+            do {
+                child = try ChildProcess.spawn(Self.stubPath(), [], pid: image.pid, environment: environment)
+            } catch where !options.requireSamePid {
+                child = try ChildProcess.spawn(Self.stubPath(), [], environment: environment)
+            }
         } catch {
+            if options.requireSamePid {
+                throw .cannotRestart(generation: generation, reason: "pid \(image.pid) cannot be had (\(error): in use, or ld-chpox is not root); "
+                                + "run without --require-same-pid to take a new one")
+            }
             throw .output(path: Self.stubPath(), reason: "cannot start the restore stub: \(error) (install chpox-restore-stub beside ld-chpox)")
         }
         do {
@@ -153,15 +160,40 @@ public final class Restorer {
             try remote.check(remote.call(CHPOX_SYS_rt_sigaction, Int(action.signal), Int(at), 0, 8), "set the action of signal \(action.signal)")
         }
         let thread = image.threads[0]
-        if let clear = thread.clearAddress { _ = try remote.call(CHPOX_SYS_set_tid_address, Int(clear)) }
+        if let clear = thread.clearAddress {
+            _ = try remote.call(CHPOX_SYS_set_tid_address, Int(clear))
+            // glibc keeps the thread's id where the kernel clears it (pthread->tid).
+            if pid != thread.state.tid { try remote.write(Self.tidBytes(pid), at: clear) }
+        }
         if let rseq = thread.state.rseq {
             try remote.check(remote.call(CHPOX_SYS_rseq, Int(rseq.address), Int(rseq.size), 0, Int(rseq.signature)), "register rseq")
         }
+        try threads(process, remote)
         for limit in image.limits {
             var values: [UInt64] = [limit.soft, limit.hard]
             _ = values.withUnsafeMutableBufferPointer { buffer in
                 buffer.withMemoryRebound(to: CUnsignedLongLong.self) { chpox_prlimit_set(pid, limit.resource, $0.baseAddress) }
             }
+        }
+        for timer in image.intervalTimers ?? [] {
+            // A periodic timer whose signal is pending reads 0 left (it re-arms when the signal
+            // is taken): it restarts with a full interval, and the pending signal is queued below.
+            let value = timer.valueMicroseconds == 0 ? timer.intervalMicroseconds : timer.valueMicroseconds
+            let at = try remote.words([timer.intervalMicroseconds / 1_000_000, timer.intervalMicroseconds % 1_000_000,
+                                       value / 1_000_000, value % 1_000_000])
+            try remote.check(remote.call(CHPOX_SYS_setitimer, Int(timer.which), Int(at), 0), "arm interval timer \(timer.which)")
+        }
+        // Queued signals, with their siginfo (sent by the process to itself, so the kernel
+        // takes every si_code).
+        for info in image.sharedPendingSignals {
+            let signal = info.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
+            let at = try remote.bytes(info, offset: 1024)
+            try remote.check(remote.call(CHPOX_SYS_rt_sigqueueinfo, Int(pid), Int(signal), Int(at)), "queue signal \(signal)")
+        }
+        for info in thread.state.pendingSignals {
+            let signal = info.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
+            let at = try remote.bytes(info, offset: 1024)
+            try remote.check(remote.call(CHPOX_SYS_rt_tgsigqueueinfo, Int(pid), Int(pid), Int(signal), Int(at)), "queue signal \(signal)")
         }
         for fd in 1000..<1003 { _ = try remote.call(CHPOX_SYS_close, fd) }
 
@@ -170,6 +202,42 @@ public final class Restorer {
         try process.restore(thread.state, into: pid)
         return pages
     }
+
+    /// The other threads: cloned from the main one (with their saved ids where free), caught
+    /// before their first instruction, given their saved state and rseq registration.
+    private func threads(_ process: FrozenProcess, _ remote: Remote) throws {
+        guard image.threads.count > 1 else { return }
+        try process.traceClones()
+        for thread in image.threads.dropFirst() {
+            let arguments = remote.scratch + 3584, wanted = remote.scratch + 3712
+            try remote.write(Self.tidBytes(thread.state.tid), at: wanted)
+            var clone = chpox_clone_args()
+            clone.flags = chpox_clone_thread_flags()
+            clone.child_tid = thread.clearAddress ?? 0
+            clone.tls = thread.state.fsBase
+            clone.set_tid = wanted
+            clone.set_tid_size = 1
+            try withUnsafeBytes(of: &clone) { raw in try remote.write(Array(raw), at: arguments) }
+            var result = try remote.call(CHPOX_SYS_clone3, Int(arguments), MemoryLayout<chpox_clone_args>.size)
+            if result < 0 {
+                // That id is taken (or set_tid is refused): any id will do.
+                clone.set_tid = 0
+                clone.set_tid_size = 0
+                try withUnsafeBytes(of: &clone) { raw in try remote.write(Array(raw), at: arguments) }
+                result = try remote.call(CHPOX_SYS_clone3, Int(arguments), MemoryLayout<chpox_clone_args>.size)
+            }
+            try remote.check(result, "create thread \(thread.state.tid)")
+            let tid = try process.adoptClonedThread()
+            if tid != thread.state.tid, let clear = thread.clearAddress { try remote.write(Self.tidBytes(tid), at: clear) }
+            if let rseq = thread.state.rseq {
+                try remote.check(process.syscall(on: tid, Int(CHPOX_SYS_rseq.rawValue), Int(rseq.address), Int(rseq.size), 0, Int(rseq.signature)),
+                                 "register rseq of thread \(tid)")
+            }
+            try process.restore(thread.state, into: tid)
+        }
+    }
+
+    static func tidBytes(_ tid: Int32) -> [UInt8] { withUnsafeBytes(of: tid.littleEndian) { Array($0) } }
 
     private func map(_ mapping: ProcessImage.Mapping, _ remote: Remote) throws {
         let protection = Array(mapping.protection)
@@ -303,6 +371,12 @@ final class Remote {
         guard bytes.count <= 2048 else { throw TraceeError.unsupported(pid: process.pid, reason: "path too long: \(text)") }
         try write(bytes, at: scratch)
         return scratch
+    }
+
+    /// Bytes at `offset` into the scratch page; returns their address.
+    func bytes(_ values: [UInt8], offset: Int) throws -> UInt64 {
+        try write(values, at: scratch + UInt64(offset))
+        return scratch + UInt64(offset)
     }
 
     /// Words at `offset` into the scratch page (default: past the strings); returns their address.
