@@ -76,7 +76,7 @@ let package = Package(
         // Everything that stops, traces or checkpoints a live process: one serialized suite.
         .testTarget(name: "LiveProcessTests", dependencies: [
             "TestTools", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport", "CheckpointTestSupport", "chpox-dirty-workload", "chpox-churn-workload", "chpox-stack-workload",
-            "chpox-tracker-proof", "chpox-inject", "cpx", "dumpinfo", "ld-chpox",
+            "chpox-tracker-proof", "chpox-inject", "chpox-restore-stub", "cpx", "dumpinfo", "ld-chpox",
         ]),
         .testTarget(name: "StoreTests", dependencies: [
             "TestTools", "Store", "Syscall", "Incremental", "StoreTestSupport", "chpox-store-writer", "cpx", "dumpinfo", "ld-chpox",

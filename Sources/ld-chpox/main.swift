@@ -34,6 +34,12 @@ struct LdChpox: ParsableCommand {
             let chain = try store.chain(name)
             guard let target = generation ?? chain.head?.generation else { throw StoreError.noSuchChain(name) }
             let map = try store.pageMap(chain: name, generation: target)
+            let manifest = try store.manifest(chain: name, generation: target)
+            if !manifest.metadata.isEmpty {
+                // What a restart would refuse, said now.
+                try Restorer(image: try ProcessImage(decoding: manifest.metadata, generation: target), map: map, store: store,
+                             generation: target).check()
+            }
             var bytes = 0
             try store.reader().readPages(map) { _, page in bytes += page.count }
             print("\(name) generation \(target): \(map.pages.count) pages (\(Format.bytes(Int64(bytes)))) rebuilt; every chunk verified")
@@ -73,6 +79,7 @@ struct LdChpox: ParsableCommand {
             options.requireSamePid = requireSamePid
             let outcome = try Restorer(image: image, map: map, store: store, generation: target).restart(options: options)
             let notice = outcome.pid == outcome.originalPid ? "" : " (its pid \(outcome.originalPid) is taken: a new pid)"
+            for line in outcome.notices { FileHandle.standardError.write(Data("ld-chpox: \(line)\n".utf8)) }
             FileHandle.standardError.write(Data("ld-chpox: \(name) generation \(target) restarted as pid \(outcome.pid)\(notice)\n".utf8))
             if wait {
                 switch try outcome.child.wait() {

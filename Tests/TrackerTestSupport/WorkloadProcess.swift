@@ -19,6 +19,8 @@ public final class WorkloadProcess {
     }
 
     public init(executable: String, arguments: [String]) throws {
+        // A workload that dies makes writes to its stdin fail with EPIPE, not kill the tests.
+        signal(SIGPIPE, SIG_IGN)
         let input = try FileDescriptor.pipe()
         let output = try FileDescriptor.pipe()
         child = try ChildProcess.spawn(executable, arguments, stdin: input.read, stdout: output.write)
@@ -33,6 +35,11 @@ public final class WorkloadProcess {
         answers.close()
         try? child.send(SIGKILL)
         _ = try? child.wait()
+    }
+
+    /// Sends one line without waiting for an answer.
+    public func write(_ line: String) throws {
+        try Array((line + "\n").utf8).withRawBytes { (raw) throws(Errno) in try commands.writeAll(raw) }
     }
 
     /// Sends one command and returns the answer line.

@@ -137,6 +137,10 @@ enum ImageCapture {
                 }
             } else if target.hasPrefix("/") {
                 descriptor.kind = (flags & O_DIRECTORY) != 0 ? .directory : .file
+                var status = stat()
+                if flags & O_ACCMODE != O_RDONLY, stat("/proc/\(pid)/fd/\(fd)", &status) == 0, (status.st_mode & S_IFMT) == S_IFREG {
+                    descriptor.size = Int64(status.st_size)
+                }
             } else {
                 unsupported.append("fd \(fd): \(target)")
             }

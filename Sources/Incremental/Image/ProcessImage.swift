@@ -112,6 +112,9 @@ public struct ProcessImage: Codable, Sendable, Equatable {
         public var offset: Int64
         /// A deleted regular file's contents (it can be recreated only from here).
         public var contents: Data?
+        /// A regular file open for writing: its size then. A restart from this generation
+        /// cuts back what the process wrote after it.
+        public var size: Int64? = nil
     }
 
     /// How the generation was taken.

@@ -27,6 +27,8 @@ public final class Restorer {
         public var mappings: Int
         public var pagesWritten: Int
         public var child: ChildProcess
+        /// What the restart changed outside the process (files cut back).
+        public var notices: [String] = []
     }
 
     public let image: ProcessImage
@@ -65,6 +67,17 @@ public final class Restorer {
                 throw refuse("\(mapping.path) is \(status.st_size) bytes now, shorter than its mapping at offset \(mapping.offset) needs")
             }
         }
+        for descriptor in image.descriptors where descriptor.kind == .file {
+            guard let size = descriptor.size else { continue }
+            var status = stat()
+            guard stat(descriptor.target, &status) == 0 else {
+                throw refuse("\(descriptor.target), open as descriptor \(descriptor.fd), no longer exists; put it back to restart")
+            }
+            guard Int64(status.st_size) >= size else {
+                throw refuse("\(descriptor.target) is \(status.st_size) bytes, shorter than the \(size) it had at this generation: "
+                             + "what the process wrote is gone (restored from a later generation's run?); restore the file or restart an earlier generation")
+            }
+        }
         let here = (try? MemoryRegion.of(getpid())) ?? []
         for name in ["[vdso]", "[vvar]", "[vvar_vclock]"] {
             let saved = image.mappings.filter { $0.path == name }.map { $0.end - $0.start }
@@ -75,9 +88,26 @@ public final class Restorer {
         }
     }
 
+    /// Files the process was writing that grew since this generation: cut back to their size
+    /// then, so that the process goes on writing where it was (returns what was cut).
+    func rollBackWrittenFiles() throws(CheckpointError) -> [String] {
+        var notices: [String] = []
+        for descriptor in image.descriptors where descriptor.kind == .file {
+            guard let size = descriptor.size else { continue }
+            var status = stat()
+            guard stat(descriptor.target, &status) == 0, Int64(status.st_size) > size else { continue }
+            guard truncate(descriptor.target, off_t(size)) == 0 else {
+                throw .cannotRestart(generation: generation, reason: "\(descriptor.target) grew since (\(status.st_size) bytes, was \(size)) and cannot be cut back: \(Errno.current)")
+            }
+            notices.append("\(descriptor.target): cut back from \(status.st_size) to \(size) bytes, its size at generation \(generation)")
+        }
+        return notices
+    }
+
     /// Starts the stub, rebuilds the process in it and lets it run.
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
         try check()
+        let notices = try rollBackWrittenFiles()
         let child: ChildProcess
         let environment = ["GLIBC_TUNABLES=glibc.pthread.rseq=0"]
         do {
@@ -96,7 +126,8 @@ public final class Restorer {
         }
         do {
             let pages = try build(in: child.pid)
-            return Outcome(pid: child.pid, originalPid: image.pid, mappings: image.mappings.count, pagesWritten: pages, child: child)
+            return Outcome(pid: child.pid, originalPid: image.pid, mappings: image.mappings.count, pagesWritten: pages, child: child,
+                           notices: notices)
         } catch {
             try? child.send(SIGKILL)
             _ = try? child.wait()

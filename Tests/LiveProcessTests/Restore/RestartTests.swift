@@ -1,0 +1,186 @@
+import Foundation
+import Incremental
+import Syscall
+import TestTools
+import TrackerTestSupport
+import Testing
+
+extension LiveProcess {
+    /// `ld-chpox`: real programs restarted from several generations of a chain, each proving
+    /// its own state afterwards. The restarted process's stdio are ld-chpox's (the pipes of
+    /// the original are gone): the tests talk to it through `ld-chpox --wait`'s.
+    @Suite struct RestartTests {
+        static func scratch(_ name: String) throws -> String {
+            let directory = NSTemporaryDirectory() + "chpox-restart-\(name)-\(getpid())"
+            try? FileManager.default.removeItem(atPath: directory)
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            return directory
+        }
+
+        static func checkpoint(_ pid: Int32, store: String, name: String) throws {
+            let run = try TestTools.run("cpx", ["--store", store, "--name", name, "\(pid)"])
+            #expect(run.status == 0, "\(run.errors)")
+        }
+
+        /// Kills the original and waits until its pid is free again.
+        static func end(_ process: WorkloadProcess) {
+            try? process.child.send(SIGKILL)
+            _ = try? process.child.wait()
+        }
+
+        static func restart(store: String, name: String, generation: Int, extra: [String] = []) throws -> WorkloadProcess {
+            try WorkloadProcess(executable: TestTools.path("ld-chpox"),
+                                arguments: ["--store", store, "--name", name, "--generation", "\(generation)", "--wait"] + extra)
+        }
+
+        @Test(.timeLimit(.minutes(2))) func aCounterContinuesFromEachGenerationWithItsPid() throws {
+            let directory = try Self.scratch("counter")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            let original = try WorkloadProcess(executable: TestTools.path("chpox-stack-workload"), arguments: [])
+            #expect(try original.line() == "waiting 21 0")
+            for k in 0..<3 {
+                #expect(try original.send("line") == "waiting 21 \(k + 1)")
+                try Self.checkpoint(original.pid, store: store, name: "counter")
+            }
+            let pid = original.pid
+            Self.end(original)
+            // Generation k was taken when the counter was k + 1: it goes on from there, no gap.
+            for k in [0, 2, 1] {
+                let restarted = try Self.restart(store: store, name: "counter", generation: k)
+                #expect(try restarted.send("line") == "waiting 21 \(k + 2)", "generation \(k)")
+                #expect(try restarted.send("line") == "waiting 21 \(k + 3)", "generation \(k)")
+                // Its own pid (it was free), which the kernel reports from inside too.
+                #expect(FileManager.default.fileExists(atPath: "/proc/\(pid)") && (try ProcFS.link(pid, "exe"))?.hasSuffix("chpox-stack-workload") == true)
+                #expect(try restarted.quit("q") == .exited(0))
+            }
+        }
+
+        @Test(.timeLimit(.minutes(3))) func aThreadedWorkloadRestartsWholeFromTwoGenerations() throws {
+            let target = try ChurnTarget("restart-churn", megabytes: 8, threads: 4, seed: 71)
+            for _ in 0..<3 {
+                usleep(150_000)
+                try Self.checkpoint(target.pid, store: target.store, name: "churn")
+            }
+            #expect(try target.check().hasPrefix("ok"))
+            let pid = target.pid
+            try target.workload.child.send(SIGKILL)
+            _ = try target.workload.child.wait()
+            // Newest first: a restart cuts its file back to the generation's size, and an
+            // earlier generation can go further back, never forward.
+            for generation in [2, 0] {
+                let restarted = try Self.restart(store: target.store, name: "churn", generation: generation)
+                #expect(try restarted.send("restarted") == "noted")
+                // Memory of every thread, registers held across the restart (AVX, x87, MXCSR),
+                // signal handlers and mask, the SIGALRM timer, its file and its offset.
+                let first = try restarted.send("check")
+                #expect(first.hasPrefix("ok"), "generation \(generation): \(first)")
+                usleep(300_000)
+                #expect(try restarted.send("check").hasPrefix("ok"), "generation \(generation)")
+                #expect(try ProcFS.threads(pid).count == 5, "generation \(generation): every thread")
+                #expect(try restarted.quit("quit") == .exited(0), "generation \(generation)")
+            }
+        }
+
+        @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"), .timeLimit(.minutes(3)))
+        func anInterpreterFinishesItsComputationWithTheSameResult() throws {
+            let directory = try Self.scratch("python")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let program = """
+                import sys
+                total, n = 0, 3_000_000
+                print("started", flush=True)
+                sys.stdin.readline()
+                for i in range(n):
+                    total = (total * 31 + i * i) % 1_000_000_007
+                print("result", total, flush=True)
+                """
+            let reference = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", program])
+            #expect(try reference.line() == "started")
+            let expected = try reference.send("go")
+            #expect(expected.hasPrefix("result "))
+
+            let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", program])
+            #expect(try original.line() == "started")
+            try Self.checkpoint(original.pid, store: directory + "/store", name: "py")   // waiting in readline
+            try original.write("go")
+            usleep(200_000)
+            try Self.checkpoint(original.pid, store: directory + "/store", name: "py")   // in the middle of the loop
+            Self.end(original)
+            let fromMiddle = try Self.restart(store: directory + "/store", name: "py", generation: 1)
+            #expect(try fromMiddle.line() == expected)
+            #expect(try fromMiddle.child.wait() == .exited(0))
+            let fromStart = try Self.restart(store: directory + "/store", name: "py", generation: 0)
+            #expect(try fromStart.send("go") == expected)
+            #expect(try fromStart.child.wait() == .exited(0))
+        }
+
+        @Test(.timeLimit(.minutes(2))) func aRestartedProcessIsCheckpointedAndRestartedAgain() throws {
+            let directory = try Self.scratch("again")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            let original = try WorkloadProcess(executable: TestTools.path("chpox-stack-workload"), arguments: [])
+            #expect(try original.line() == "waiting 21 0")
+            #expect(try original.send("line") == "waiting 21 1")
+            try Self.checkpoint(original.pid, store: store, name: "first")
+            Self.end(original)
+            let second = try Self.restart(store: store, name: "first", generation: 0)
+            #expect(try second.send("line") == "waiting 21 2")
+            // ld-chpox --wait is the parent; the restarted process is its child.
+            let restartedPid = try #require(ProcFS.threads(second.pid).isEmpty ? nil : Self.child(of: second.pid))
+            try Self.checkpoint(restartedPid, store: store, name: "second")
+            #expect(try second.send("line") == "waiting 21 3")
+            try? TestTools.run("/bin/kill", ["-9", "\(restartedPid)"])
+            _ = try? second.child.wait()
+            let third = try Self.restart(store: store, name: "second", generation: 0)
+            #expect(try third.send("line") == "waiting 21 3")
+            #expect(try third.quit("q") == .exited(0))
+        }
+
+        static func child(of parent: Int32) -> Int32? {
+            for _ in 0..<200 {
+                let children = (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
+                if let first = children.split(separator: " ").first, let pid = Int32(first) { return pid }
+                usleep(5000)
+            }
+            return nil
+        }
+
+        @Test(.timeLimit(.minutes(2))) func aWrittenFileCutShorterThanTheGenerationIsRefused() throws {
+            let target = try ChurnTarget("restart-file", megabytes: 4, threads: 1, seed: 72)
+            usleep(300_000)
+            try Self.checkpoint(target.pid, store: target.store, name: "f")
+            try target.workload.child.send(SIGKILL)
+            _ = try target.workload.child.wait()
+            let records = target.directory + "/records"
+            #expect(truncate(records, 64) == 0)
+            let run = try TestTools.run("ld-chpox", ["--store", target.store, "--name", "f"])
+            #expect(run.status != 0 && run.errors.contains(records) && run.errors.contains("shorter"), "\(run.errors)")
+        }
+
+        @Test func badInputIsRefusedBeforeAnythingStarts() throws {
+            let directory = try Self.scratch("bad")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            // A copy of the program, checkpointed, then removed: its file is gone.
+            let copy = directory + "/program"
+            try FileManager.default.copyItem(atPath: TestTools.path("chpox-stack-workload"), toPath: copy)
+            let original = try WorkloadProcess(executable: copy, arguments: [])
+            #expect(try original.line() == "waiting 21 0")
+            try Self.checkpoint(original.pid, store: store, name: "gone")
+            // While the original runs, its pid is taken.
+            var run = try TestTools.run("ld-chpox", ["--store", store, "--name", "gone", "--require-same-pid"])
+            #expect(run.status != 0 && run.errors.contains("pid \(original.pid) cannot be had"), "\(run.errors)")
+            Self.end(original)
+            try FileManager.default.removeItem(atPath: copy)
+            let before = Set(((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) })
+            run = try TestTools.run("ld-chpox", ["--store", store, "--name", "gone"])
+            #expect(run.status != 0 && run.errors.contains("no longer exists") && run.errors.contains(copy), "\(run.errors)")
+            run = try TestTools.run("ld-chpox", ["--store", store, "--name", "gone", "--check"])
+            #expect(run.status != 0 && run.errors.contains("no longer exists"), "\(run.errors)")
+            let after = Set(((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) })
+            let left = after.subtracting(before).filter { (try? ProcFS.link($0, "exe"))?.contains("chpox-restore-stub") == true }
+            #expect(left.isEmpty, "no stub left behind")
+        }
+    }
+}
