@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "chpox-demo", targets: ["chpox-demo"]),
         .executable(name: "chpox-inject", targets: ["chpox-inject"]),
         .executable(name: "chpox-restore-stub", targets: ["chpox-restore-stub"]),
+        .executable(name: "chpox-sample", targets: ["chpox-sample"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -50,6 +51,8 @@ let package = Package(
         .executableTarget(name: "ld-chpox", dependencies: ["CommandSupport"]),
         .executableTarget(name: "dumpinfo", dependencies: ["CommandSupport"]),
         .executableTarget(name: "chpox-demo", dependencies: ["CommandSupport", "StoreTestSupport"]),
+        // The program the live demo checkpoints and restarts.
+        .executableTarget(name: "chpox-sample"),
 
         // Test support: a deterministic synthetic memory workload, shared by the tests,
         // the crash-test writer and the demo.

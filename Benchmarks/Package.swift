@@ -1,8 +1,8 @@
 // swift-tools-version: 6.1
 // Throughput and footprint benchmarks for the chpox Store, the cost of the dirty-page
-// trackers' collect and of live checkpoints, each against a baseline measured in the same run
-// (raw LZ4, memcpy, process_vm_readv of the target). See README.md; `./run-ratios` prints the
-// ratio table.
+// trackers' collect, of live checkpoints and of restarts, each against a baseline measured in
+// the same run (raw LZ4, memcpy, process_vm_readv of the target, the store's own page reads).
+// See README.md; `./run-ratios` prints the ratio table.
 import PackageDescription
 
 let package = Package(
@@ -61,6 +61,21 @@ let package = Package(
                 "DirtyTarget",
             ],
             path: "Benchmarks/CheckpointBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // Restarting the 1 GiB mixed target from a full base against reading its pages back
+        // from the store, and rebuilding the page map of chains 1, 100 and 1000 generations
+        // deep, in the same run. Needs DirtyTarget, chpox-inject and chpox-restore-stub built
+        // beside it: `run-ratios` builds them first.
+        .executableTarget(
+            name: "RestartBenchmarks",
+            dependencies: [
+                .product(name: "Incremental", package: "chpox"),
+                .product(name: "Benchmark", package: "benchmark"),
+                "TargetProcess",
+                "DirtyTarget",
+            ],
+            path: "Benchmarks/RestartBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ]

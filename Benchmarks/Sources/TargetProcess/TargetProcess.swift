@@ -114,4 +114,12 @@ public final class TargetProcess: @unchecked Sendable {
         let candidate = binDirectory + "/chpox-inject"
         if access(candidate, X_OK) == 0 { setenv("CHPOX_INJECT", candidate, 1) }
     }
+
+    /// `Restorer` starts `chpox-restore-stub`: beside this executable, where `run-ratios`
+    /// builds it, unless $CHPOX_RESTORE_STUB names one.
+    public static func locateRestoreStub() {
+        guard getenv("CHPOX_RESTORE_STUB") == nil else { return }
+        let candidate = binDirectory + "/chpox-restore-stub"
+        if access(candidate, X_OK) == 0 { setenv("CHPOX_RESTORE_STUB", candidate, 1) }
+    }
 }

@@ -78,6 +78,11 @@ public final class Restorer {
                              + "what the process wrote is gone (restored from a later generation's run?); restore the file or restart an earlier generation")
             }
         }
+        // A user restarts only their own images; root restores the image's own ids, never more.
+        let me = getuid()
+        if me != 0, let owner = image.credentials.uid.first(where: { $0 != me }) {
+            throw refuse("it ran as uid \(owner); only root or that user can restart it")
+        }
         let here = (try? MemoryRegion.of(getpid())) ?? []
         for name in ["[vdso]", "[vvar]", "[vvar_vclock]"] {
             let saved = image.mappings.filter { $0.path == name }.map { $0.end - $0.start }
@@ -228,7 +233,9 @@ public final class Restorer {
         }
         for fd in 1000..<1003 { _ = try remote.call(CHPOX_SYS_close, fd) }
 
-        // 8. Last: the trampoline unmaps itself; the registers are set before anything runs.
+        // 8. Its credentials (when run by root for another user's image), then last the
+        //    trampoline unmaps itself; the registers are set before anything runs.
+        try credentials(remote)
         _ = try remote.call(CHPOX_SYS_munmap, Int(base), 0x2000)
         try process.restore(thread.state, into: pid)
         return pages
@@ -266,6 +273,17 @@ public final class Restorer {
             }
             try process.restore(thread.state, into: tid)
         }
+    }
+
+    private func credentials(_ remote: Remote) throws {
+        let ids = image.credentials
+        guard getuid() == 0, ids.uid.count >= 3, ids.gid.count >= 3, ids.uid.contains(where: { $0 != 0 }) || ids.gid.contains(where: { $0 != 0 }) else { return }
+        var groups: [UInt8] = []
+        for group in ids.groups { withUnsafeBytes(of: group.littleEndian) { groups += $0 } }
+        let at = try remote.bytes(groups.isEmpty ? [0, 0, 0, 0] : groups, offset: 1024)
+        try remote.check(remote.call(CHPOX_SYS_setgroups, ids.groups.count, Int(at)), "set the supplementary groups")
+        try remote.check(remote.call(CHPOX_SYS_setresgid, Int(ids.gid[0]), Int(ids.gid[1]), Int(ids.gid[2])), "set the group ids")
+        try remote.check(remote.call(CHPOX_SYS_setresuid, Int(ids.uid[0]), Int(ids.uid[1]), Int(ids.uid[2])), "set the user ids")
     }
 
     static func tidBytes(_ tid: Int32) -> [UInt8] { withUnsafeBytes(of: tid.littleEndian) { Array($0) } }
@@ -311,17 +329,31 @@ public final class Restorer {
         return written
     }
 
-    /// The saved descriptor table, at the same numbers. Terminals and pipes become
-    /// ld-chpox's own stdio (a pipe on 0 its stdin, others its stdout).
+    /// The saved descriptor table, at the same numbers. Terminals and pipes on 0-2 become
+    /// ld-chpox's own stdio at the same number; other terminals its stdout; other pipes a pipe
+    /// whose other end is closed.
     private func descriptors(_ remote: Remote) throws {
         for fd in 0..<3 where !image.descriptors.contains(where: { $0.fd == fd }) { _ = try remote.call(CHPOX_SYS_close, fd) }
         for descriptor in image.descriptors {
             let target = Int(descriptor.fd)
             let cloexec = Int(descriptor.flags & O_CLOEXEC)
             switch descriptor.kind {
-            case .terminal, .pipe:
-                let source = descriptor.fd == 0 ? 1000 : (descriptor.fd == 2 ? 1002 : 1001)
+            case .terminal, .pipe where descriptor.fd <= 2:
+                let source = 1000 + Int(descriptor.fd)
                 try remote.check(remote.call(CHPOX_SYS_dup3, source, target, cloexec), "set up descriptor \(target)")
+            case .terminal:
+                try remote.check(remote.call(CHPOX_SYS_dup3, 1001, target, cloexec), "set up descriptor \(target)")
+            case .pipe:
+                // The other end is gone with the original process's peers: a pipe whose other
+                // end is closed (reads see end of file, writes EPIPE), as if the peer had exited.
+                let ends = remote.scratch + 3800
+                try remote.check(remote.call(CHPOX_SYS_pipe2, Int(ends), Int(O_CLOEXEC)), "create a pipe for descriptor \(target)")
+                let pair = try remote.readWords(at: ends, count: 1)[0]
+                let read = Int(Int32(truncatingIfNeeded: pair)), write = Int(Int32(truncatingIfNeeded: pair >> 32))
+                let keep = descriptor.flags & O_ACCMODE == O_RDONLY ? read : write
+                try remote.check(remote.call(CHPOX_SYS_dup3, keep, target, cloexec), "set up descriptor \(target)")
+                _ = try remote.call(CHPOX_SYS_close, read)
+                _ = try remote.call(CHPOX_SYS_close, write)
             case .file, .directory, .null, .deletedFile:
                 var path = descriptor.kind == .null ? "/dev/null" : descriptor.target
                 if descriptor.kind == .deletedFile {
@@ -402,6 +434,13 @@ final class Remote {
         guard bytes.count <= 2048 else { throw TraceeError.unsupported(pid: process.pid, reason: "path too long: \(text)") }
         try write(bytes, at: scratch)
         return scratch
+    }
+
+    /// Words read back from the stub's memory.
+    func readWords(at address: UInt64, count: Int) throws -> [UInt64] {
+        var bytes = [UInt8](repeating: 0, count: count * 8)
+        _ = try bytes.withMutableRawBytes { (raw) throws(TraceeError) in try ProcessMemory(pid: process.pid).read(from: address, into: raw) }
+        return bytes.withUnsafeBytes { raw in (0..<count).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
     }
 
     /// Bytes at `offset` into the scratch page; returns their address.
