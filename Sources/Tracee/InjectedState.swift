@@ -27,6 +27,8 @@ public struct InjectedState: Sendable, Equatable, Codable {
         public var tid: Int32
         /// Where the kernel writes 0 and wakes a futex when the thread exits (set_tid_address).
         public var clearAddress: UInt64
+        /// The alternate signal stack (sigaltstack): address, flags, size; nil when disabled.
+        public var alternateStack: [UInt64]? = nil
     }
 
     /// A struct k_sigaction as the kernel keeps it.
@@ -58,7 +60,13 @@ public struct InjectedState: Sendable, Equatable, Codable {
                 guard result == 0 else { throw .system(Errno(rawValue: Int32(-result)), pid: pid, operation: "read the tid address of thread \(tid) of") }
                 return try Self.word(process, at: scratch, count: 1)[0]
             }
-            threads.append(ThreadAddress(tid: tid, clearAddress: address))
+            let stack = try process.withScratch(on: tid, size: 24) { (scratch) throws(TraceeError) -> [UInt64]? in
+                let result = try process.syscall(on: tid, Int(CHPOX_SYS_sigaltstack.rawValue), 0, Int(scratch))
+                guard result == 0 else { return nil }
+                let words = try Self.word(process, at: scratch, count: 3)
+                return words[1] & 2 != 0 ? nil : words  // SS_DISABLE
+            }
+            threads.append(ThreadAddress(tid: tid, clearAddress: address, alternateStack: stack))
         }
         self.threads = threads
         signalActions = try process.withScratch(on: pid, size: 32) { (scratch) throws(TraceeError) -> [SignalAction] in
@@ -97,6 +105,7 @@ public struct InjectedState: Sendable, Equatable, Codable {
 
     public var lines: [String] {
         ["brk \(hex(programBreak))"] + threads.map { "tid \($0.tid) \(hex($0.clearAddress))" }
+            + threads.compactMap { thread in thread.alternateStack.map { "altstack \(thread.tid) \(hex($0[0])) \(hex($0[1])) \(hex($0[2]))" } }
             + signalActions.map { "sigaction \($0.signal) \(hex($0.handler)) \(hex($0.flags)) \(hex($0.restorer)) \(hex($0.mask))" }
             + intervalTimers.map { "itimer \($0.which) \($0.intervalMicroseconds) \($0.valueMicroseconds)" }
     }
@@ -115,6 +124,10 @@ public struct InjectedState: Sendable, Equatable, Codable {
             case ("sigaction", 5):
                 actions.append(SignalAction(signal: Int32(truncatingIfNeeded: numbers[0]), handler: numbers[1], flags: numbers[2],
                                             restorer: numbers[3], mask: numbers[4]))
+            case ("altstack", 4):
+                if let k = threads.firstIndex(where: { $0.tid == Int32(truncatingIfNeeded: numbers[0]) }) {
+                    threads[k].alternateStack = Array(numbers[1...3])
+                }
             case ("itimer", 3):
                 timers.append(IntervalTimer(which: Int32(truncatingIfNeeded: numbers[0]), intervalMicroseconds: numbers[1], valueMicroseconds: numbers[2]))
             default: throw .malformed(file: "chpox-inject's answer", reason: "unreadable line '\(line)'")

@@ -111,6 +111,7 @@ enum chpox_system_call {
     CHPOX_SYS_getitimer = SYS_getitimer,
     CHPOX_SYS_rt_sigqueueinfo = SYS_rt_sigqueueinfo,
     CHPOX_SYS_pipe2 = SYS_pipe2,
+    CHPOX_SYS_sigaltstack = SYS_sigaltstack,
     CHPOX_SYS_rt_tgsigqueueinfo = SYS_rt_tgsigqueueinfo,
     CHPOX_SYS_setitimer = SYS_setitimer,
 };

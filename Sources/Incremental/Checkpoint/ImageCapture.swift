@@ -38,8 +38,9 @@ enum ImageCapture {
             let flags = try earlier.current(regions, pid: pid)
             var threads: [ProcessImage.ThreadImage] = []
             for tid in process.threads {
-                threads.append(.init(state: try ThreadState(tid: tid, of: process),
-                                     clearAddress: injected.threads.first { $0.tid == tid }?.clearAddress))
+                let injectedThread = injected.threads.first { $0.tid == tid }
+                threads.append(.init(state: try ThreadState(tid: tid, of: process), clearAddress: injectedThread?.clearAddress,
+                                     alternateStack: injectedThread?.alternateStack))
             }
             let (descriptors, unsupported) = try captureDescriptors(pid)
             if !unsupported.isEmpty && !skipUnsupported { throw UnsupportedDescriptors(list: unsupported) }

@@ -97,6 +97,8 @@ public struct ProcessImage: Codable, Sendable, Equatable {
         public var state: ThreadState
         /// set_tid_address's pointer (nil if the thread appeared after it was read).
         public var clearAddress: UInt64?
+        /// sigaltstack: address, flags, size (nil: none).
+        public var alternateStack: [UInt64]? = nil
     }
 
     public struct Descriptor: Codable, Sendable, Equatable {

@@ -204,6 +204,7 @@ public final class Restorer {
         if let rseq = thread.state.rseq {
             try remote.check(remote.call(CHPOX_SYS_rseq, Int(rseq.address), Int(rseq.size), 0, Int(rseq.signature)), "register rseq")
         }
+        try alternateStack(thread, on: pid, process, remote)
         try threads(process, remote)
         for limit in image.limits {
             var values: [UInt64] = [limit.soft, limit.hard]
@@ -271,8 +272,17 @@ public final class Restorer {
                 try remote.check(process.syscall(on: tid, Int(CHPOX_SYS_rseq.rawValue), Int(rseq.address), Int(rseq.size), 0, Int(rseq.signature)),
                                  "register rseq of thread \(tid)")
             }
+            try alternateStack(thread, on: tid, process, remote)
             try process.restore(thread.state, into: tid)
         }
+    }
+
+    /// The thread's alternate signal stack as it was, or none: a stub's own (glibc may set
+    /// one) would point into memory that is gone, and an SA_ONSTACK handler would crash.
+    private func alternateStack(_ thread: ProcessImage.ThreadImage, on tid: Int32, _ process: FrozenProcess, _ remote: Remote) throws {
+        let words = thread.alternateStack ?? [0, 2, 0]  // SS_DISABLE
+        let at = try remote.words(words, offset: 3904)
+        try remote.check(process.syscall(on: tid, Int(CHPOX_SYS_sigaltstack.rawValue), Int(at), 0), "set the alternate signal stack of thread \(tid)")
     }
 
     private func credentials(_ remote: Remote) throws {

@@ -158,6 +158,55 @@ extension LiveProcess {
             #expect(run.status != 0 && run.errors.contains(records) && run.errors.contains("shorter"), "\(run.errors)")
         }
 
+        @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"), .timeLimit(.minutes(2)))
+        func aBlockedPendingSignalIsHandledAfterTheRestart() throws {
+            let directory = try Self.scratch("signal")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", """
+                import os, signal, sys
+                got = []
+                signal.signal(signal.SIGUSR1, lambda number, frame: got.append(number))
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+                os.kill(os.getpid(), signal.SIGUSR1)
+                print("pending", flush=True)
+                sys.stdin.readline()
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+                print("handled", got, flush=True)
+                """])
+            #expect(try original.line() == "pending")
+            try Self.checkpoint(original.pid, store: directory + "/store", name: "sig")
+            Self.end(original)
+            let restarted = try Self.restart(store: directory + "/store", name: "sig", generation: 0)
+            #expect(try restarted.send("go") == "handled [\(SIGUSR1)]")
+            #expect(try restarted.child.wait() == .exited(0))
+        }
+
+        @Test(.timeLimit(.minutes(2))) func aDamagedChunkStopsTheRestartAndLeavesNoProcess() throws {
+            let directory = try Self.scratch("damaged")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            let original = try WorkloadProcess(executable: TestTools.path("chpox-stack-workload"), arguments: [])
+            #expect(try original.line() == "waiting 21 0")
+            try Self.checkpoint(original.pid, store: store, name: "damaged")
+            Self.end(original)
+            // Flip a byte in the middle of every pack.
+            for name in try FileManager.default.contentsOfDirectory(atPath: store + "/packs") {
+                let path = store + "/packs/" + name
+                var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+                bytes[bytes.count / 3] ^= 0x55
+                try Data(bytes).write(to: URL(fileURLWithPath: path))
+            }
+            let before = Set(((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) })
+            let run = try TestTools.run("ld-chpox", ["--store", store, "--name", "damaged"])
+            #expect(run.status != 0 && !run.errors.isEmpty, "\(run.output) \(run.errors)")
+            let after = Set(((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) })
+            let left = after.subtracting(before).filter {
+                let exe = ProcFS.link($0, "exe") ?? ""
+                return exe.contains("chpox-restore-stub") || exe.contains("chpox-stack-workload")
+            }
+            #expect(left.isEmpty, "no process left behind")
+        }
+
         @Test func badInputIsRefusedBeforeAnythingStarts() throws {
             let directory = try Self.scratch("bad")
             defer { try? FileManager.default.removeItem(atPath: directory) }
