@@ -7,9 +7,11 @@ import Incremental
 struct LdChpox: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ld-chpox",
-        abstract: "Rebuild a generation from its chain (and, with the restorer, restart it).",
+        abstract: "Restart a process from any generation of its chain, or inspect one.",
         discussion: """
-        This build can rebuild and verify any generation (--check) and write any generation as an ELF core file (--core FILE) that `gdb EXECUTABLE FILE` opens with the process's threads, registers and memory as they were at that generation. Restarting a process from a generation arrives with the restorer; until then ld-chpox without --check or --core refuses.
+        `ld-chpox --name NAME [--generation N]` restarts generation N (default: the newest) of chain NAME and prints the new process's pid; it runs on detached (--wait: stay its parent and exit with its status). It gets its saved pid when that pid is free (root), else a new one with a notice (--require-same-pid: an error instead). Its descriptors are reopened at their numbers; terminals and pipes on 0-2 become ld-chpox's own, other pipes a pipe whose peer is gone. Files it was writing are cut back to their size at that generation.
+
+        --check rebuilds the generation, verifies every chunk and says what a restart would refuse. --core FILE writes the generation as an ELF core file that `gdb EXECUTABLE FILE` opens with the process's threads, registers and memory as they were. ld-chpox needs chpox-restore-stub beside it.
         """)
 
     @OptionGroup var storeOptions: StoreOptions
@@ -48,39 +50,23 @@ struct LdChpox: ParsableCommand {
 
     func writeCore(_ path: String) throws {
         try reportingErrors("ld-chpox") {
-            let store = try storeOptions.open()
-            let chain = try store.chain(name)
-            guard let target = generation ?? chain.head?.generation else { throw StoreError.noSuchChain(name) }
-            let manifest = try store.manifest(chain: name, generation: target)
-            guard !manifest.metadata.isEmpty else {
-                throw CheckpointError.badImage(generation: target, reason: "it holds pages but no process image (written by something other than cpx)")
-            }
-            let image = try ProcessImage(decoding: manifest.metadata, generation: target)
-            let map = try store.pageMap(chain: name, generation: target)
-            let summary = try CoreFile.write(image, map: map, store: store, to: path)
-            print("\(name) generation \(target): wrote \(path) (\(summary.threads) threads, \(summary.segments) mappings, "
-                  + "\(summary.storedPages) stored pages, \(summary.filePages) from files); open it with: gdb \(image.executable) \(path)")
+            let restorer = try Restorer.load(try storeOptions.open(), chain: name, generation: generation)
+            let summary = try CoreFile.write(restorer.image, map: restorer.map, store: restorer.store, to: path)
+            print("\(name) generation \(restorer.generation): wrote \(path) (\(summary.threads) threads, \(summary.segments) mappings, "
+                  + "\(summary.storedPages) stored pages, \(summary.filePages) from files); open it with: gdb \(restorer.image.executable) \(path)")
         }
     }
 
     func restart() throws {
         var status: Int32 = 0
         try reportingErrors("ld-chpox") {
-            let store = try storeOptions.open()
-            let chain = try store.chain(name)
-            guard let target = generation ?? chain.head?.generation else { throw StoreError.noSuchChain(name) }
-            let manifest = try store.manifest(chain: name, generation: target)
-            guard !manifest.metadata.isEmpty else {
-                throw CheckpointError.badImage(generation: target, reason: "it holds pages but no process image (written by something other than cpx)")
-            }
-            let image = try ProcessImage(decoding: manifest.metadata, generation: target)
-            let map = try store.pageMap(chain: name, generation: target)
+            let restorer = try Restorer.load(try storeOptions.open(), chain: name, generation: generation)
             var options = Restorer.Options()
             options.requireSamePid = requireSamePid
-            let outcome = try Restorer(image: image, map: map, store: store, generation: target).restart(options: options)
+            let outcome = try restorer.restart(options: options)
             let notice = outcome.pid == outcome.originalPid ? "" : " (its pid \(outcome.originalPid) is taken: a new pid)"
             for line in outcome.notices { FileHandle.standardError.write(Data("ld-chpox: \(line)\n".utf8)) }
-            FileHandle.standardError.write(Data("ld-chpox: \(name) generation \(target) restarted as pid \(outcome.pid)\(notice)\n".utf8))
+            FileHandle.standardError.write(Data("ld-chpox: \(name) generation \(restorer.generation) restarted as pid \(outcome.pid)\(notice)\n".utf8))
             if wait {
                 switch try outcome.child.wait() {
                 case .exited(let code): status = code

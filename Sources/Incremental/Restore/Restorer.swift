@@ -43,6 +43,19 @@ public final class Restorer {
         self.generation = generation
     }
 
+    /// Generation `generation` of chain `chain` (default: its newest), rebuilt and ready to
+    /// restart or inspect.
+    public static func load(_ store: Store, chain name: String, generation: UInt64?) throws -> Restorer {
+        let chain = try store.chain(name)
+        guard let target = generation ?? chain.head?.generation else { throw StoreError.noSuchChain(name) }
+        let manifest = try store.manifest(chain: name, generation: target)
+        guard !manifest.metadata.isEmpty else {
+            throw CheckpointError.badImage(generation: target, reason: "it holds pages but no process image (written by something other than cpx)")
+        }
+        let image = try ProcessImage(decoding: manifest.metadata, generation: target)
+        return Restorer(image: image, map: try store.pageMap(chain: name, generation: target), store: store, generation: target)
+    }
+
     /// The stub: $CHPOX_RESTORE_STUB, else chpox-restore-stub beside the running executable.
     static func stubPath() -> String {
         if let explicit = getenv("CHPOX_RESTORE_STUB") { return String(cString: explicit) }
