@@ -207,6 +207,50 @@ extension LiveProcess {
             #expect(left.isEmpty, "no process left behind")
         }
 
+        @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"), .timeLimit(.minutes(2)))
+        func aProcessSleepingInNanosleepWakesAfterTheRestart() throws {
+            let directory = try Self.scratch("sleep")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", """
+                import time
+                print("sleeping", flush=True)
+                start = time.monotonic()
+                time.sleep(1.5)
+                print("awake", flush=True)
+                """])
+            #expect(try original.line() == "sleeping")
+            usleep(300_000)
+            try Self.checkpoint(original.pid, store: directory + "/store", name: "sleep")   // inside clock_nanosleep
+            Self.end(original)
+            let restarted = try Self.restart(store: directory + "/store", name: "sleep", generation: 0)
+            #expect(try restarted.line() == "awake")
+            #expect(try restarted.child.wait() == .exited(0))
+        }
+
+        @Test(.timeLimit(.minutes(2))) func withoutWaitTheProcessRunsOnDetached() throws {
+            let directory = try Self.scratch("detached")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            // /bin/sleep with its stdio on /dev/null (pipes would become ld-chpox's own).
+            let null = try FileDescriptor.open("/dev/null", [.readWrite])
+            let sleeper = try ChildProcess.spawn("/bin/sh", ["-c", "exec /bin/sleep 60 2>/dev/null"], stdin: null, stdout: null)
+            null.close()
+            for _ in 0..<400 where (try? ProcFS.link(sleeper.pid, "exe")) != "/usr/bin/sleep" { usleep(5000) }
+            usleep(100_000)
+            try Self.checkpoint(sleeper.pid, store: store, name: "detached")
+            try sleeper.send(SIGKILL)
+            _ = try sleeper.wait()
+            let run = try TestTools.run("ld-chpox", ["--store", store, "--name", "detached"])
+            #expect(run.status == 0, "\(run.errors)")
+            let pid = try #require(Int32(run.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+            defer { kill(pid, SIGKILL) }
+            // ld-chpox has exited; the process lives on, another's child now.
+            #expect(ProcFS.link(pid, "exe")?.hasSuffix("sleep") == true)
+            let parent = try ProcFS.status(pid)["PPid"].flatMap { Int32($0) }
+            #expect(parent != nil && parent != getpid())
+            #expect(try ProcFS.state(pid) == "S")
+        }
+
         @Test func badInputIsRefusedBeforeAnythingStarts() throws {
             let directory = try Self.scratch("bad")
             defer { try? FileManager.default.removeItem(atPath: directory) }
