@@ -37,10 +37,10 @@ struct LdChpox: ParsableCommand {
             guard let target = generation ?? chain.head?.generation else { throw StoreError.noSuchChain(name) }
             let map = try store.pageMap(chain: name, generation: target)
             let manifest = try store.manifest(chain: name, generation: target)
-            if !manifest.metadata.isEmpty {
-                // What a restart would refuse, said now.
-                try Restorer(image: try ProcessImage(decoding: manifest.metadata, generation: target), map: map, store: store,
-                             generation: target).check()
+            // What a restart would refuse, said now (for generations cpx took: others hold
+            // pages only, or metadata of their own).
+            if let image = try? ProcessImage(decoding: manifest.metadata, generation: target) {
+                try Restorer(image: image, map: map, store: store, generation: target).check()
             }
             var bytes = 0
             try store.reader().readPages(map) { _, page in bytes += page.count }
