@@ -32,7 +32,7 @@ let package = Package(
         // Sources/DirtyTarget/main.c).
         .executableTarget(name: "DirtyTarget"),
         // Starting and driving a DirtyTarget from a benchmark, and the notes run-ratios reads.
-        .target(name: "TargetProcess"),
+        .target(name: "TargetProcess", dependencies: [.product(name: "Store", package: "chpox")]),
         // Dirty-page trackers (uffd-wp, hash; soft-dirty where the kernel has it) against a
         // process_vm_readv of the whole target. Needs DirtyTarget and the main package's
         // chpox-inject built beside it: `run-ratios` builds both first.

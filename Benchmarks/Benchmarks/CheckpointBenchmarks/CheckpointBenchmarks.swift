@@ -84,42 +84,6 @@ enum CheckpointFigure {
                       twinMilliseconds, twinStoreBytes, twinNewChunks, twinBytesRatio]
 }
 
-/// Scratch stores: `$CHPOX_BENCH_DIR` if set, else a fresh directory under /tmp, removed at exit.
-enum Scratch {
-    static let root: String = {
-        let parent = ProcessInfo.processInfo.environment["CHPOX_BENCH_DIR"] ?? "/tmp"
-        var template = Array("\(parent)/chpox-bench-XXXXXX".utf8CString)
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            fatalError("cannot make a scratch directory under \(parent): \(String(cString: strerror(errno)))")
-        }
-        let path = String(cString: made)
-        rootMade = true
-        atexit { if Scratch.rootMade { try? FileManager.default.removeItem(atPath: Scratch.root) } }
-        return path
-    }()
-    nonisolated(unsafe) private static var rootMade = false
-
-    static func freshStore(_ name: String) throws -> Store {
-        let path = "\(root)/\(name)"
-        try? FileManager.default.removeItem(atPath: path)
-        return try Store(at: path, create: true)
-    }
-
-    static func remove(_ store: Store) {
-        try? FileManager.default.removeItem(atPath: store.path)
-    }
-
-    /// Total size of the regular files under `directory`, recursively.
-    static func bytes(under directory: String) -> Int {
-        guard let walk = FileManager.default.enumerator(atPath: directory) else { return 0 }
-        var total = 0
-        for case let name as String in walk {
-            var info = stat()
-            if lstat("\(directory)/\(name)", &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG { total += Int(info.st_size) }
-        }
-        return total
-    }
-}
 
 /// Checkpoints `target` once into `store` (a new checkpointer, stopped afterwards); returns
 /// the generation and the bytes it added under the store's directory.
