@@ -58,12 +58,12 @@ public struct InjectedState: Sendable, Equatable, Codable {
             let address = try process.withScratch(on: tid, size: 8) { (scratch) throws(TraceeError) -> UInt64 in
                 let result = try process.syscall(on: tid, Int(chpox_syscall_number_prctl()), Int(CHPOX_PR_GET_TID_ADDRESS), Int(scratch))
                 guard result == 0 else { throw .system(Errno(rawValue: Int32(-result)), pid: pid, operation: "read the tid address of thread \(tid) of") }
-                return try Self.word(process, at: scratch, count: 1)[0]
+                return try ProcessMemory(pid: pid).words(at: scratch, count: 1)[0]
             }
             let stack = try process.withScratch(on: tid, size: 24) { (scratch) throws(TraceeError) -> [UInt64]? in
                 let result = try process.syscall(on: tid, Int(CHPOX_SYS_sigaltstack.rawValue), 0, Int(scratch))
                 guard result == 0 else { return nil }
-                let words = try Self.word(process, at: scratch, count: 3)
+                let words = try ProcessMemory(pid: pid).words(at: scratch, count: 3)
                 return words[1] & 2 != 0 ? nil : words  // SS_DISABLE
             }
             threads.append(ThreadAddress(tid: tid, clearAddress: address, alternateStack: stack))
@@ -74,7 +74,7 @@ public struct InjectedState: Sendable, Equatable, Codable {
             for signal in Int32(1)...64 where signal != SIGKILL && signal != SIGSTOP {
                 let result = try process.syscall(Int(chpox_syscall_number_rt_sigaction()), Int(signal), 0, Int(scratch), 8)
                 guard result == 0 else { continue }  // 32 and 33 belong to glibc and may refuse
-                let words = try Self.word(process, at: scratch, count: 4)
+                let words = try ProcessMemory(pid: pid).words(at: scratch, count: 4)
                 if words[0] != 0 || words[1] != 0 || words[3] != 0 {
                     actions.append(SignalAction(signal: signal, handler: words[0], flags: words[1], restorer: words[2], mask: words[3]))
                 }
@@ -86,19 +86,12 @@ public struct InjectedState: Sendable, Equatable, Codable {
             for which in Int32(0)...2 {
                 let result = try process.syscall(Int(CHPOX_SYS_getitimer.rawValue), Int(which), Int(scratch))
                 guard result == 0 else { continue }
-                let words = try Self.word(process, at: scratch, count: 4)
+                let words = try ProcessMemory(pid: pid).words(at: scratch, count: 4)
                 let interval = words[0] * 1_000_000 + words[1], value = words[2] * 1_000_000 + words[3]
                 if interval != 0 || value != 0 { timers.append(IntervalTimer(which: which, intervalMicroseconds: interval, valueMicroseconds: value)) }
             }
             return timers
         }
-    }
-
-    private static func word(_ process: FrozenProcess, at address: UInt64, count: Int) throws(TraceeError) -> [UInt64] {
-        var bytes = [UInt8](repeating: 0, count: count * 8)
-        let got = try bytes.withMutableRawBytes { (raw) throws(TraceeError) in try ProcessMemory(pid: process.pid).read(from: address, into: raw) }
-        guard got == count * 8 else { throw .unsupported(pid: process.pid, reason: "cannot read back scratch memory at 0x\(String(address, radix: 16))") }
-        return bytes.withUnsafeBytes { raw in (0..<count).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
     }
 
     // MARK: Wire format between chpox-inject and the checkpointer: one fact per line.

@@ -10,13 +10,17 @@ import Syscall
 public final class Injector {
     /// `$CHPOX_INJECT`, else chpox-inject beside the running executable, else
     /// /usr/local/bin/chpox-inject.
-    public static func path() -> String {
-        if let explicit = getenv("CHPOX_INJECT") { return String(cString: explicit) }
+    public static func path() -> String { helperPath("chpox-inject", override: "CHPOX_INJECT") }
+
+    /// Where one of chpox's helper programs is: `$override`, else beside the running
+    /// executable (where the build and the install put them), else /usr/local/bin.
+    public static func helperPath(_ name: String, override: String) -> String {
+        if let explicit = getenv(override) { return String(cString: explicit) }
         if let exe = ProcFS.link(getpid(), "exe") {
-            let candidate = String(exe[..<(exe.lastIndex(of: "/") ?? exe.endIndex)]) + "/chpox-inject"
+            let candidate = String(exe[..<(exe.lastIndex(of: "/") ?? exe.endIndex)]) + "/" + name
             if access(candidate, X_OK) == 0 { return candidate }
         }
-        return "/usr/local/bin/chpox-inject"
+        return "/usr/local/bin/" + name
     }
 
     private let child: ChildProcess

@@ -64,6 +64,15 @@ public struct ProcessMemory: Sendable {
         return unreadable
     }
 
+    /// `count` 64-bit words at `address` (the answers system calls run inside the process
+    /// left in its memory); all of them or an error.
+    public func words(at address: UInt64, count: Int) throws(TraceeError) -> [UInt64] {
+        var bytes = [UInt8](repeating: 0, count: count * 8)
+        let got = try bytes.withMutableRawBytes { (raw) throws(TraceeError) in try read(from: address, into: raw) }
+        guard got == count * 8 else { throw .unsupported(pid: pid, reason: "cannot read \(count * 8) bytes at 0x\(String(address, radix: 16))") }
+        return bytes.withUnsafeBytes { raw in (0..<count).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
+    }
+
     /// Writes `bytes` at `address` (process_vm_writev: writable pages only).
     public func write(to address: UInt64, from bytes: UnsafeRawBufferPointer) throws(TraceeError) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }

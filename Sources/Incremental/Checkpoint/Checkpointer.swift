@@ -203,10 +203,9 @@ public final class Checkpointer {
         let selection = try PageSelection(candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
         run.roundStored = 0
         run.roundTotal = selection.copy.pageCount
-        let copied = try CopiedPages(selection.copy, from: pid, maximumPages: 16384) { pages in
+        run.runningCopied += try CopiedPages.stream(selection.copy, from: pid, maximumPages: 16384) { pages in
             try record(pages, &run)
         }
-        run.runningCopied += copied.pageCount
         apply(report, selection, &run)
         run.rounds += 1
         return report.dirty.pageCount
@@ -235,8 +234,7 @@ public final class Checkpointer {
                 let pagemap = try Pagemap(frozen: frozen)
                 let report = try tracker.collect(frozen)
                 let selection = try PageSelection(candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
-                var copy = try CopiedPages(selection.copy, from: pid, maximumPages: Int.max, { _ in })
-                defer { copy.release() }
+                let copy = try CopiedPages(selection.copy.runs, from: ProcessMemory(pid: pid))
                 var image = try ImageCapture.capture(frozen, regions: try MemoryRegion.of(pid), injected: injected, flags: flags,
                                                      skipUnsupported: options.skipUnsupported)
                 observeFrozen?(frozen, run.writer.generation)
@@ -329,104 +327,83 @@ public final class Checkpointer {
     static func pages(_ run: PageRun) -> PageRange { PageRange(first: run.start / 4096, count: run.pageCount) }
 }
 
-/// Pages copied out of a process in batches: all at once while it is frozen, or batch by batch
-/// while it runs (each batch handed to `consume` before the next is read).
-struct CopiedPages {
+/// Pages copied out of a process into one buffer, with the pages that could not be read
+/// (unmapped while the process ran): those are never handed on, and the next collect reports
+/// them.
+final class CopiedPages {
     struct Slice {
         var firstPage: UInt64
         var count: UInt64
         var bytes: UnsafeRawBufferPointer
     }
 
-    private(set) var pageCount: UInt64 = 0
-    private var buffer: UnsafeMutableRawBufferPointer?
-    private var slices: [(firstPage: UInt64, count: UInt64, offset: Int)] = []
-    /// Pages that could not be read: not handed on.
-    private(set) var unreadable: [PageRun] = []
+    let pageCount: UInt64
+    private let buffer: UnsafeMutableRawBufferPointer
+    private let slices: [(firstPage: UInt64, count: UInt64, offset: Int)]
+    private let unreadable: AddressRuns
 
-    /// Reads `runs`, at most `maximumPages` per batch; batches other than the last are
-    /// handed to `consume` and released. The last one is kept for `forEach`.
-    init(_ runs: AddressRuns, from pid: Int32, maximumPages: Int, _ consume: (Slice) throws -> Void) throws {
-        let memory = ProcessMemory(pid: pid)
-        var pending: [PageRun] = []
-        var pendingPages = 0
-        var all = runs.runs[...]
-        while let next = all.first {
-            let room = maximumPages - pendingPages
-            let take = min(Int(next.pageCount), room)
-            let piece = PageRun(start: next.start, end: next.start + UInt64(take) * 4096)
-            pending.append(piece)
-            pendingPages += take
-            pageCount += UInt64(take)
-            if take == Int(next.pageCount) { all = all.dropFirst() } else { all[all.startIndex].start = piece.end }
-            if pendingPages == maximumPages && !all.isEmpty {
-                try Self.read(pending, pendingPages, memory, consume)
-                pending = []
-                pendingPages = 0
-            }
-        }
-        guard pendingPages > 0 else { return }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pendingPages * 4096, alignment: 4096)
+    /// Reads `runs` now, all at once.
+    init(_ runs: [PageRun], from memory: ProcessMemory) throws {
+        let pages = runs.reduce(0) { $0 + Int($1.pageCount) }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pages * 4096, alignment: 4096)
         var offset = 0
         var requests: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)] = []
-        for run in pending {
+        var slices: [(firstPage: UInt64, count: UInt64, offset: Int)] = []
+        for run in runs {
             let size = Int(run.pageCount) * 4096
             requests.append((run.start, UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<(offset + size)])))
             slices.append((run.start / 4096, run.pageCount, offset))
             offset += size
         }
-        do { unreadable = try memory.read(requests) } catch {
+        do { unreadable = AddressRuns(try memory.read(requests)) } catch {
             buffer.deallocate()
             throw error
         }
         self.buffer = buffer
-        if maximumPages != Int.max {
-            try forEach(consume)
-            release()
-        }
+        self.slices = slices
+        pageCount = UInt64(pages)
     }
 
-    private static func read(_ runs: [PageRun], _ pages: Int, _ memory: ProcessMemory, _ consume: (Slice) throws -> Void) throws {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pages * 4096, alignment: 4096)
-        defer { buffer.deallocate() }
-        var offset = 0
-        var requests: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)] = []
-        var slices: [Slice] = []
-        for run in runs {
-            let size = Int(run.pageCount) * 4096
-            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<(offset + size)])
-            requests.append((run.start, part))
-            slices.append(Slice(firstPage: run.start / 4096, count: run.pageCount, bytes: UnsafeRawBufferPointer(part)))
-            offset += size
-        }
-        let unreadable = AddressRuns(try memory.read(requests))
-        for slice in slices { try Self.readable(slice, unreadable, consume) }
-    }
+    deinit { buffer.deallocate() }
 
-    /// Hands on the parts of `slice` that were read: a page that could not be read (unmapped
-    /// while the process ran) is left to the next collect, which reports it.
-    static func readable(_ slice: Slice, _ unreadable: AddressRuns, _ consume: (Slice) throws -> Void) throws {
-        let range = PageRun(start: slice.firstPage * 4096, end: (slice.firstPage + slice.count) * 4096)
-        guard !unreadable.isEmpty, !unreadable.intersection(AddressRuns([range])).isEmpty else { return try consume(slice) }
-        for part in AddressRuns([range]).subtracting(unreadable).runs {
-            let offset = Int(part.start - range.start)
-            try consume(Slice(firstPage: part.start / 4096, count: part.pageCount,
-                              bytes: UnsafeRawBufferPointer(rebasing: slice.bytes[offset..<(offset + Int(part.pageCount) * 4096)])))
-        }
-    }
-
+    /// Hands on every run of pages that was read.
     func forEach(_ body: (Slice) throws -> Void) throws {
-        guard let buffer else { return }
-        let unreadable = AddressRuns(self.unreadable)
         for slice in slices {
-            let bytes = UnsafeRawBufferPointer(rebasing: buffer[slice.offset..<(slice.offset + Int(slice.count) * 4096)])
-            try Self.readable(Slice(firstPage: slice.firstPage, count: slice.count, bytes: bytes), unreadable, body)
+            let range = PageRun(start: slice.firstPage * 4096, end: (slice.firstPage + slice.count) * 4096)
+            for part in unreadable.isEmpty ? [range] : AddressRuns([range]).subtracting(unreadable).runs {
+                let offset = slice.offset + Int(part.start - range.start)
+                try body(Slice(firstPage: part.start / 4096, count: part.pageCount,
+                               bytes: UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + Int(part.pageCount) * 4096)])))
+            }
         }
     }
 
-    mutating func release() {
-        buffer?.deallocate()
-        buffer = nil
+    /// Reads `runs` batch by batch (at most `maximumPages` each) while the process runs, each
+    /// batch handed to `consume` before the next is read; returns how many pages it read.
+    static func stream(_ runs: AddressRuns, from pid: Int32, maximumPages: Int, _ consume: (Slice) throws -> Void) throws -> UInt64 {
+        let memory = ProcessMemory(pid: pid)
+        var batch: [PageRun] = []
+        var batchPages = 0
+        var total: UInt64 = 0
+        func flush() throws {
+            guard batchPages > 0 else { return }
+            try CopiedPages(batch, from: memory).forEach(consume)
+            total += UInt64(batchPages)
+            batch = []
+            batchPages = 0
+        }
+        for run in runs.runs {
+            var start = run.start
+            while start < run.end {
+                let take = min(Int((run.end - start) / 4096), maximumPages - batchPages)
+                batch.append(PageRun(start: start, end: start + UInt64(take) * 4096))
+                batchPages += take
+                start += UInt64(take) * 4096
+                if batchPages == maximumPages { try flush() }
+            }
+        }
+        try flush()
+        return total
     }
 }
 

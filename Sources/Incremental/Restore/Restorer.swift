@@ -57,13 +57,7 @@ public final class Restorer {
     }
 
     /// The stub: $CHPOX_RESTORE_STUB, else chpox-restore-stub beside the running executable.
-    static func stubPath() -> String {
-        if let explicit = getenv("CHPOX_RESTORE_STUB") { return String(cString: explicit) }
-        if let exe = ProcFS.link(getpid(), "exe") {
-            return String(exe[..<(exe.lastIndex(of: "/") ?? exe.endIndex)]) + "/chpox-restore-stub"
-        }
-        return "/usr/local/bin/chpox-restore-stub"
-    }
+    static func stubPath() -> String { Injector.helperPath("chpox-restore-stub", override: "CHPOX_RESTORE_STUB") }
 
     /// Checks what can be checked before anything starts: the files mapped still there and
     /// large enough, the kernel's vDSO the same size.
@@ -371,7 +365,7 @@ public final class Restorer {
                 // end is closed (reads see end of file, writes EPIPE), as if the peer had exited.
                 let ends = remote.scratch + 3800
                 try remote.check(remote.call(CHPOX_SYS_pipe2, Int(ends), Int(O_CLOEXEC)), "create a pipe for descriptor \(target)")
-                let pair = try remote.readWords(at: ends, count: 1)[0]
+                let pair = try ProcessMemory(pid: remote.process.pid).words(at: ends, count: 1)[0]
                 let read = Int(Int32(truncatingIfNeeded: pair)), write = Int(Int32(truncatingIfNeeded: pair >> 32))
                 let keep = descriptor.flags & O_ACCMODE == O_RDONLY ? read : write
                 try remote.check(remote.call(CHPOX_SYS_dup3, keep, target, cloexec), "set up descriptor \(target)")
@@ -457,13 +451,6 @@ final class Remote {
         guard bytes.count <= 2048 else { throw TraceeError.unsupported(pid: process.pid, reason: "path too long: \(text)") }
         try write(bytes, at: scratch)
         return scratch
-    }
-
-    /// Words read back from the stub's memory.
-    func readWords(at address: UInt64, count: Int) throws -> [UInt64] {
-        var bytes = [UInt8](repeating: 0, count: count * 8)
-        _ = try bytes.withMutableRawBytes { (raw) throws(TraceeError) in try ProcessMemory(pid: process.pid).read(from: address, into: raw) }
-        return bytes.withUnsafeBytes { raw in (0..<count).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
     }
 
     /// Bytes at `offset` into the scratch page; returns their address.

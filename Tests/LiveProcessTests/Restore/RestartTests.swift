@@ -137,6 +137,19 @@ extension LiveProcess {
             #expect(try third.quit("q") == .exited(0))
         }
 
+        /// Every process id now.
+        static func processes() -> Set<Int32> {
+            Set(((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) })
+        }
+
+        /// Processes started since `before` whose executable names one of `programs`.
+        static func started(since before: Set<Int32>, running programs: [String]) -> Set<Int32> {
+            processes().subtracting(before).filter { pid in
+                let exe = ProcFS.link(pid, "exe") ?? ""
+                return programs.contains { exe.contains($0) }
+            }
+        }
+
         static func child(of parent: Int32) -> Int32? {
             for _ in 0..<200 {
                 let children = (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
@@ -196,15 +209,10 @@ extension LiveProcess {
                 bytes[bytes.count / 3] ^= 0x55
                 try Data(bytes).write(to: URL(fileURLWithPath: path))
             }
-            let before = Set(((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) })
+            let before = Self.processes()
             let run = try TestTools.run("ld-chpox", ["--store", store, "--name", "damaged"])
             #expect(run.status != 0 && !run.errors.isEmpty, "\(run.output) \(run.errors)")
-            let after = Set(((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) })
-            let left = after.subtracting(before).filter {
-                let exe = ProcFS.link($0, "exe") ?? ""
-                return exe.contains("chpox-restore-stub") || exe.contains("chpox-stack-workload")
-            }
-            #expect(left.isEmpty, "no process left behind")
+            #expect(Self.started(since: before, running: ["chpox-restore-stub", "chpox-stack-workload"]).isEmpty, "no process left behind")
         }
 
         @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"), .timeLimit(.minutes(2)))
@@ -266,14 +274,12 @@ extension LiveProcess {
             #expect(run.status != 0 && run.errors.contains("pid \(original.pid) cannot be had"), "\(run.errors)")
             Self.end(original)
             try FileManager.default.removeItem(atPath: copy)
-            let before = Set(((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) })
+            let before = Self.processes()
             run = try TestTools.run("ld-chpox", ["--store", store, "--name", "gone"])
             #expect(run.status != 0 && run.errors.contains("no longer exists") && run.errors.contains(copy), "\(run.errors)")
             run = try TestTools.run("ld-chpox", ["--store", store, "--name", "gone", "--check"])
             #expect(run.status != 0 && run.errors.contains("no longer exists"), "\(run.errors)")
-            let after = Set(((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) })
-            let left = after.subtracting(before).filter { (try? ProcFS.link($0, "exe"))?.contains("chpox-restore-stub") == true }
-            #expect(left.isEmpty, "no stub left behind")
+            #expect(Self.started(since: before, running: ["chpox-restore-stub"]).isEmpty, "no stub left behind")
         }
     }
 }
