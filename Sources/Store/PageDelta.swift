@@ -32,12 +32,22 @@ public struct PageMap: Sendable, Equatable {
 
     /// The chunk of page `page`, nil if the map has none (binary search).
     public func chunk(of page: UInt64) -> ChunkID? {
+        let low = firstIndex(atOrAfter: page)
+        return low < pages.count && pages[low].page == page ? pages[low].chunk : nil
+    }
+
+    /// The entries of pages `range.first ..< range.end` (binary search).
+    public func entries(in range: PageRange) -> ArraySlice<PageEntry> {
+        pages[firstIndex(atOrAfter: range.first)..<firstIndex(atOrAfter: range.end)]
+    }
+
+    private func firstIndex(atOrAfter page: UInt64) -> Int {
         var low = 0, high = pages.count
         while low < high {
             let middle = (low + high) / 2
             if pages[middle].page < page { low = middle + 1 } else { high = middle }
         }
-        return low < pages.count && pages[low].page == page ? pages[low].chunk : nil
+        return low
     }
 }
 

@@ -33,6 +33,17 @@ public final class Store: @unchecked Sendable {
         try directory.names(in: directory.chains, dirName: "chains", suffix: "chain").filter(Chain.isValidName).sorted()
     }
 
+    /// `requested`, or the store's only chain when none is named.
+    public func chainName(_ requested: String?) throws(StoreError) -> String {
+        if let requested { return requested }
+        let names = try chainNames()
+        guard names.count == 1 else {
+            throw .invalidArgument(names.isEmpty ? "the store \(path) holds no chains yet"
+                                   : "the store holds \(names.count) chains (\(names.joined(separator: ", "))): name one with --name")
+        }
+        return names[0]
+    }
+
     /// The chain `name`, as last committed.
     public func chain(_ name: String) throws(StoreError) -> Chain {
         guard Chain.isValidName(name) else { throw .invalidChainName(name) }

@@ -50,14 +50,24 @@ public enum ProcFS {
         keyValues(try read(pid, "fdinfo/\(fd)"))
     }
 
-    /// The VmFlags of every mapping in /proc/<pid>/smaps, by start address (two-letter codes:
-    /// gd grows down, dd don't dump, hg/nh huge page advice, mg mergeable...).
-    public static func mappingFlags(_ pid: Int32) throws(TraceeError) -> [UInt64: [String]] {
-        var result: [UInt64: [String]] = [:]
+    /// What smaps says of one mapping: its VmFlags (two-letter codes: gd grows down, dd don't
+    /// dump, hg/nh huge page advice, mg mergeable...) and its resident pages (Rss).
+    public struct MappingDetails: Sendable, Equatable {
+        public var flags: [String] = []
+        public var residentPages: UInt64 = 0
+        public init() {}
+    }
+
+    /// Every mapping's smaps details, by start address.
+    public static func mappingDetails(_ pid: Int32) throws(TraceeError) -> [UInt64: MappingDetails] {
+        var result: [UInt64: MappingDetails] = [:]
         var current: UInt64?
         for line in try read(pid, "smaps").split(separator: "\n") {
             if line.hasPrefix("VmFlags:") {
-                if let current { result[current] = line.dropFirst(8).split(separator: " ").map(String.init) }
+                if let current { result[current, default: .init()].flags = line.dropFirst(8).split(separator: " ").map(String.init) }
+            } else if line.hasPrefix("Rss:") {
+                let kib = line.dropFirst(4).split(separator: " ").first.flatMap { UInt64($0) } ?? 0
+                if let current { result[current, default: .init()].residentPages = kib / 4 }
             } else if let dash = line.firstIndex(of: "-"), let first = line.first, first.isHexDigit,
                       let start = UInt64(line[..<dash], radix: 16), line.contains(" ") {
                 current = start

@@ -12,20 +12,21 @@ enum ImageCapture {
     /// refused unless --skip-unsupported).
     static let deletedFileLimit: Int64 = 64 << 20
 
-    /// The mapping flags (smaps' VmFlags) read before the stop, with the mappings they were
-    /// read for: smaps costs tens of milliseconds on a large process (it walks the page tables
-    /// for its counters), so the stop reads it again only if the mappings changed meanwhile.
+    /// The mapping details (smaps' VmFlags and Rss) read before the stop, with the mappings
+    /// they were read for: smaps costs tens of milliseconds on a large process (it walks the
+    /// page tables for its counters), so the stop reads it again only if the mappings changed
+    /// meanwhile. Resident counts are therefore those of just before the final stop.
     struct MappingFlags {
         var regions: [MemoryRegion]
-        var flags: [UInt64: [String]]
+        var details: [UInt64: ProcFS.MappingDetails]
 
         init(pid: Int32) throws(TraceeError) {
-            flags = try ProcFS.mappingFlags(pid)
+            details = try ProcFS.mappingDetails(pid)
             regions = try MemoryRegion.of(pid)
         }
 
-        func current(_ regions: [MemoryRegion], pid: Int32) throws(TraceeError) -> [UInt64: [String]] {
-            regions == self.regions ? flags : try ProcFS.mappingFlags(pid)
+        func current(_ regions: [MemoryRegion], pid: Int32) throws(TraceeError) -> [UInt64: ProcFS.MappingDetails] {
+            regions == self.regions ? details : try ProcFS.mappingDetails(pid)
         }
     }
 
@@ -59,7 +60,7 @@ enum ImageCapture {
                 addressSpace: .init(startCode: field(26), endCode: field(27), startData: field(45), endData: field(46),
                                     startBrk: field(47), brk: injected.programBreak, startStack: field(28),
                                     argStart: field(48), argEnd: field(49), envStart: field(50), envEnd: field(51), auxv: auxv),
-                mappings: regions.map { mapping($0, flags: flags[$0.start] ?? []) },
+                mappings: regions.map { mapping($0, details: flags[$0.start] ?? .init()) },
                 threads: threads,
                 signalActions: injected.signalActions,
                 sharedPendingSignals: try process.sharedPendingSignals(),
@@ -79,9 +80,9 @@ enum ImageCapture {
 
     struct UnsupportedDescriptors: Error { var list: [String] }
 
-    static func mapping(_ region: MemoryRegion, flags: [String]) -> ProcessImage.Mapping {
+    static func mapping(_ region: MemoryRegion, details: ProcFS.MappingDetails) -> ProcessImage.Mapping {
         .init(start: region.start, end: region.end, protection: region.protection, backing: backing(of: region), offset: region.offset,
-              device: region.device, inode: region.inode, path: region.path, flags: flags)
+              device: region.device, inode: region.inode, path: region.path, flags: details.flags, residentPages: details.residentPages)
     }
 
     static func backing(of region: MemoryRegion) -> ProcessImage.Mapping.Backing {

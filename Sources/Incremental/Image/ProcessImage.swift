@@ -87,6 +87,9 @@ public struct ProcessImage: Codable, Sendable, Equatable {
         public var path: String
         /// VmFlags from smaps (gd grows down, dd don't dump...).
         public var flags: [String]
+        /// Pages resident in memory (smaps Rss) just before the final stop; nil in images
+        /// written before it was recorded.
+        public var residentPages: UInt64? = nil
 
         /// Whether pages of this mapping are held in the store's page map.
         public var storesContents: Bool { backing != .sharedFile && !backing.isKernel }

@@ -48,6 +48,12 @@ public enum Format {
 
     public static func bytes(_ value: UInt64) -> String { bytes(Int64(clamping: value)) }
 
+    /// An address, register or mask as people read them: 0x7f3a2c000000.
+    public static func address(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+
+    /// A resource limit: a number, or "unlimited" (RLIM_INFINITY).
+    public static func limit(_ value: UInt64) -> String { value == UInt64.max ? "unlimited" : "\(value)" }
+
     public static func ratio(_ value: Double) -> String { value.isFinite ? String(format1: value) + "x" : "-" }
 
     /// UTC, to the second: 2026-11-28 18:04:05.

@@ -355,7 +355,7 @@ public final class Restorer {
             let target = Int(descriptor.fd)
             let cloexec = Int(descriptor.flags & O_CLOEXEC)
             switch descriptor.kind {
-            case .terminal, .pipe where descriptor.fd <= 2:
+            case .terminal where descriptor.fd <= 2, .pipe where descriptor.fd <= 2:
                 let source = 1000 + Int(descriptor.fd)
                 try remote.check(remote.call(CHPOX_SYS_dup3, source, target, cloexec), "set up descriptor \(target)")
             case .terminal:

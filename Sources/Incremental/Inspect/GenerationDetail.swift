@@ -1,0 +1,41 @@
+import Store
+
+/// One generation as `dumpinfo --generation` shows it: its chain entry and manifest figures,
+/// the process image cpx recorded, and how many pages of each mapping the store holds.
+public struct GenerationDetail: Sendable {
+    public var chain: String
+    public var entry: Chain.Entry
+    public var parent: ChunkID?
+    public var statistics: GenerationManifest.Statistics
+    /// nil when the generation was written by something other than cpx (pages only).
+    public var image: ProcessImage?
+    /// The rebuilt page map.
+    public var map: PageMap
+    /// For each of the image's mappings, in order: its pages the page map holds.
+    public var storedPages: [UInt64]
+
+    public init(chain: String, entry: Chain.Entry, manifest: GenerationManifest, map: PageMap) throws(CheckpointError) {
+        self.chain = chain
+        self.entry = entry
+        parent = manifest.parent
+        statistics = manifest.statistics
+        image = manifest.metadata.isEmpty ? nil : try ProcessImage(decoding: manifest.metadata, generation: entry.generation)
+        self.map = map
+        storedPages = (image?.mappings ?? []).map { UInt64(map.entries(in: $0.pages).count) }
+    }
+
+    /// Generation `generation` of chain `name` (default: its newest), rebuilt.
+    public static func load(_ store: Store, chain name: String, generation: UInt64?) throws -> GenerationDetail {
+        let chain = try store.chain(name)
+        guard let target = generation ?? chain.head?.generation, let entry = chain.entry(target) else {
+            throw StoreError.noSuchGeneration(chain: name, generation: generation ?? 0)
+        }
+        return try GenerationDetail(chain: name, entry: entry, manifest: try store.manifest(chain: name, generation: target),
+                                    map: try store.pageMap(chain: name, generation: target))
+    }
+}
+
+extension ProcessImage.Mapping {
+    /// The mapping's pages, by page number.
+    public var pages: PageRange { PageRange(first: start / 4096, count: (end - start) / 4096) }
+}

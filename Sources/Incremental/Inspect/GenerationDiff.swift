@@ -1,0 +1,233 @@
+import Store
+import Tracee
+
+/// What changed between two generations (`dumpinfo --diff A B`): pages by content (a page
+/// changed when the chunk holding it differs, or it is held in one generation only), grouped
+/// by the mappings of B; mappings that appeared, vanished or changed; and the process's
+/// descriptors, threads, signals and other state, field by field.
+public struct GenerationDiff: Sendable {
+    public struct MappingChange: Sendable {
+        public enum Kind: String, Sendable, Codable { case added, removed, changed, pages }
+        /// `pages`: same mapping, some pages differ; `changed`: same start, another extent,
+        /// protection or backing (`before` says what it was); `added` / `removed`.
+        public var kind: Kind
+        /// B's mapping (A's for `removed`).
+        public var mapping: ProcessImage.Mapping
+        public var before: ProcessImage.Mapping?
+        /// Pages of the mapping that differ (for `removed`: the pages A held).
+        public var changedPages: UInt64
+        /// Those pages as ascending, coalesced runs.
+        public var ranges: [PageRange]
+    }
+
+    /// One difference in the process's state outside memory.
+    public struct Change: Sendable, Equatable {
+        public enum Kind: String, Sendable, Codable { case added, removed, changed }
+        public var kind: Kind
+        /// What it is about: "fd 3", "thread 4242", "SIGUSR1", "cwd"...
+        public var subject: String
+        public var before: String?
+        public var after: String?
+    }
+
+    public var chain: String
+    public var from: UInt64
+    public var to: UInt64
+    /// Pages that differ in all (the symmetric difference of the two page maps by content).
+    public var changedPages: UInt64
+    /// Changed pages outside every mapping of both images (generations without an image).
+    public var unattributedRanges: [PageRange]
+    public var mappings: [MappingChange]
+    public var descriptors: [Change]
+    public var threads: [Change]
+    public var signals: [Change]
+    public var process: [Change]
+
+    public static func load(_ store: Store, chain: String, from a: UInt64, to b: UInt64) throws -> GenerationDiff {
+        let old = try GenerationDetail.load(store, chain: chain, generation: a)
+        let new = try GenerationDetail.load(store, chain: chain, generation: b)
+        return GenerationDiff(old, new)
+    }
+
+    public init(_ a: GenerationDetail, _ b: GenerationDetail) {
+        chain = b.chain
+        from = a.entry.generation
+        to = b.entry.generation
+        let changed = Self.changedPages(a.map, b.map)
+        changedPages = UInt64(changed.count)
+        let oldMappings = a.image?.mappings ?? []
+        let newMappings = b.image?.mappings ?? []
+        mappings = Self.mappingChanges(oldMappings, newMappings, changed: changed, oldMap: a.map)
+        var attributed = Set<UInt64>()
+        for mapping in oldMappings + newMappings {
+            for page in Self.slice(changed, mapping.pages) { attributed.insert(page) }
+        }
+        unattributedRanges = Self.runs(changed.filter { !attributed.contains($0) })
+        let before = a.image, after = b.image
+        descriptors = Self.keyed(before?.descriptors ?? [], after?.descriptors ?? [], key: \.fd, subject: { "fd \($0.fd)" },
+                                 describe: Self.describe)
+        threads = Self.keyed(before?.threads ?? [], after?.threads ?? [], key: \.state.tid, subject: { "thread \($0.state.tid)" },
+                             describe: Self.describe)
+        signals = Self.keyed(before?.signalActions ?? [], after?.signalActions ?? [], key: \.signal,
+                             subject: { SignalNames.name($0.signal) }, describe: Self.describe)
+            + Self.field("pending signals (process)", before.map { SignalNames.describe(siginfo: $0.sharedPendingSignals) },
+                         after.map { SignalNames.describe(siginfo: $0.sharedPendingSignals) })
+            + Self.keyed(before?.intervalTimers ?? [], after?.intervalTimers ?? [], key: \.which,
+                         subject: { Self.timerName($0.which) }, describe: Self.describe)
+        var process: [Change] = []
+        if let before, let after {
+            process += Self.field("command", before.command.joined(separator: " "), after.command.joined(separator: " "))
+            process += Self.field("executable", before.executable, after.executable)
+            process += Self.field("cwd", before.workingDirectory, after.workingDirectory)
+            process += Self.field("umask", Self.octal(before.umask), Self.octal(after.umask))
+            process += Self.field("credentials", Self.describe(before.credentials), Self.describe(after.credentials))
+            process += Self.field("brk", Format.address(before.addressSpace.brk), Format.address(after.addressSpace.brk))
+            process += Self.keyed(before.limits, after.limits, key: \.resource, subject: { "limit \($0.name)" }, describe: Self.describe)
+            process += Self.field("unsupported", before.unsupported.joined(separator: ", "), after.unsupported.joined(separator: ", "))
+        }
+        self.process = process
+    }
+
+    // MARK: Pages
+
+    /// Pages whose chunk differs or that one map holds and the other does not, ascending.
+    static func changedPages(_ a: PageMap, _ b: PageMap) -> [UInt64] {
+        var result: [UInt64] = []
+        var i = 0, j = 0
+        while i < a.pages.count || j < b.pages.count {
+            if j == b.pages.count || (i < a.pages.count && a.pages[i].page < b.pages[j].page) {
+                result.append(a.pages[i].page)
+                i += 1
+            } else if i == a.pages.count || b.pages[j].page < a.pages[i].page {
+                result.append(b.pages[j].page)
+                j += 1
+            } else {
+                if a.pages[i].chunk != b.pages[j].chunk { result.append(a.pages[i].page) }
+                i += 1
+                j += 1
+            }
+        }
+        return result
+    }
+
+    /// The part of the ascending `pages` inside `range`.
+    static func slice(_ pages: [UInt64], _ range: PageRange) -> ArraySlice<UInt64> {
+        func lowerBound(_ value: UInt64) -> Int {
+            var low = 0, high = pages.count
+            while low < high {
+                let middle = (low + high) / 2
+                if pages[middle] < value { low = middle + 1 } else { high = middle }
+            }
+            return low
+        }
+        return pages[lowerBound(range.first)..<lowerBound(range.end)]
+    }
+
+    /// Ascending pages as coalesced runs.
+    static func runs(_ pages: some Sequence<UInt64>) -> [PageRange] {
+        var runs: [PageRange] = []
+        for page in pages {
+            if let last = runs.last, last.end == page {
+                runs[runs.count - 1].count += 1
+            } else {
+                runs.append(PageRange(first: page, count: 1))
+            }
+        }
+        return runs
+    }
+
+    static func mappingChanges(_ old: [ProcessImage.Mapping], _ new: [ProcessImage.Mapping], changed: [UInt64],
+                               oldMap: PageMap) -> [MappingChange] {
+        let oldByStart = Dictionary(old.map { ($0.start, $0) }, uniquingKeysWith: { first, _ in first })
+        let newStarts = Set(new.map(\.start))
+        var result: [MappingChange] = []
+        for mapping in new {
+            let pages = slice(changed, mapping.pages)
+            guard let before = oldByStart[mapping.start] else {
+                result.append(.init(kind: .added, mapping: mapping, before: nil, changedPages: UInt64(pages.count), ranges: runs(pages)))
+                continue
+            }
+            let same = before.end == mapping.end && before.protection == mapping.protection && before.backing == mapping.backing
+                && before.path == mapping.path && before.offset == mapping.offset
+            if !same {
+                result.append(.init(kind: .changed, mapping: mapping, before: before, changedPages: UInt64(pages.count), ranges: runs(pages)))
+            } else if !pages.isEmpty {
+                result.append(.init(kind: .pages, mapping: mapping, before: nil, changedPages: UInt64(pages.count), ranges: runs(pages)))
+            }
+        }
+        for mapping in old where !newStarts.contains(mapping.start) {
+            let held = oldMap.entries(in: mapping.pages)
+            result.append(.init(kind: .removed, mapping: mapping, before: nil, changedPages: UInt64(held.count),
+                                ranges: runs(held.map(\.page))))
+        }
+        return result.sorted { $0.mapping.start < $1.mapping.start }
+    }
+
+    // MARK: Everything else
+
+    static func field(_ subject: String, _ before: String?, _ after: String?) -> [Change] {
+        guard before != after else { return [] }
+        return [Change(kind: .changed, subject: subject, before: before, after: after)]
+    }
+
+    /// Items matched by `key`: added, removed, and changed where their descriptions differ.
+    static func keyed<Item, Key: Hashable & Comparable>(_ old: [Item], _ new: [Item], key: (Item) -> Key, subject: (Item) -> String,
+                                                        describe: (Item) -> String) -> [Change] {
+        let oldByKey = Dictionary(old.map { (key($0), $0) }, uniquingKeysWith: { first, _ in first })
+        let newByKey = Dictionary(new.map { (key($0), $0) }, uniquingKeysWith: { first, _ in first })
+        var result: [Change] = []
+        for k in Set(oldByKey.keys).union(newByKey.keys).sorted() {
+            switch (oldByKey[k], newByKey[k]) {
+            case (nil, let added?): result.append(Change(kind: .added, subject: subject(added), before: nil, after: describe(added)))
+            case (let removed?, nil): result.append(Change(kind: .removed, subject: subject(removed), before: describe(removed), after: nil))
+            case (let a?, let b?):
+                let (before, after) = (describe(a), describe(b))
+                if before != after { result.append(Change(kind: .changed, subject: subject(b), before: before, after: after)) }
+            default: break
+            }
+        }
+        return result
+    }
+
+    static func describe(_ d: ProcessImage.Descriptor) -> String {
+        "\(d.kind.rawValue) \(d.target) flags \(OpenFlags.describe(d.flags)) offset \(d.offset)" + (d.size.map { " size \($0)" } ?? "")
+    }
+
+    /// A thread: where it is, its mask, what is pending; registers as a count of those that differ
+    /// would hide which, so the ones people read first are named.
+    static func describe(_ t: ProcessImage.ThreadImage) -> String {
+        let s = t.state
+        return "rip \(Format.address(s.instructionPointer)) rsp \(Format.address(s.stackPointer)) fs_base \(Format.address(s.fsBase))"
+            + " mask \(SignalNames.describe(mask: s.signalMask)) pending \(SignalNames.describe(siginfo: s.pendingSignals))"
+            + (t.alternateStack.map { " altstack \(Format.address($0[0])) size \($0.count > 2 ? $0[2] : 0)" } ?? "")
+    }
+
+    static func describe(_ a: InjectedState.SignalAction) -> String {
+        "\(SignalNames.handler(a.handler)) flags \(SignalNames.describe(actionFlags: a.flags)) mask \(SignalNames.describe(mask: a.mask))"
+    }
+
+    static func describe(_ t: InjectedState.IntervalTimer) -> String {
+        "interval \(t.intervalMicroseconds) µs, \(t.valueMicroseconds) µs left"
+    }
+
+    static func describe(_ c: ProcessImage.Credentials) -> String {
+        "uid \(c.uid.map(String.init).joined(separator: "/")) gid \(c.gid.map(String.init).joined(separator: "/"))"
+            + " groups \(c.groups.isEmpty ? "-" : c.groups.map(String.init).joined(separator: ","))"
+    }
+
+    static func describe(_ l: ProcessImage.ResourceLimit) -> String { "\(Format.limit(l.soft)) / \(Format.limit(l.hard))" }
+
+    static func octal(_ value: UInt32) -> String {
+        let digits = String(value, radix: 8)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+    }
+
+    static func timerName(_ which: Int32) -> String {
+        switch which {
+        case 0: return "ITIMER_REAL"
+        case 1: return "ITIMER_VIRTUAL"
+        case 2: return "ITIMER_PROF"
+        default: return "itimer \(which)"
+        }
+    }
+}
