@@ -59,7 +59,31 @@ public struct GCReport: Sendable {
     public var seconds: Double = 0
 }
 
+/// How much the chains share and how much a sweep would free (`dumpinfo --stats`).
+public struct StoreSharing: Sendable {
+    /// Distinct chunks the generations of all chains reference.
+    public var referencedChunks = 0
+    /// Distinct chunks each chain references, summed over chains: over `referencedChunks`,
+    /// how much deduplication across chains saves.
+    public var referencesByChain = 0
+    /// Indexed chunks no generation references.
+    public var deadChunks = 0
+    /// What deleting dead packs and repacking every pack with dead chunks would free (estimate).
+    public var reclaimableBytes: Int64 = 0
+    public var acrossChainsRatio: Double? { referencedChunks > 0 ? Double(referencesByChain) / Double(referencedChunks) : nil }
+}
+
 extension Store {
+    /// Sharing and garbage as of now, under a shared lock (writers go on).
+    public func sharing() throws(StoreError) -> StoreSharing {
+        let shared = try StoreLock(.store, .shared, in: directory)
+        defer { withExtendedLifetime(shared) {} }
+        let plan = try planCollection(RetentionPolicy(), now: GenerationWriter.now(), repackThreshold: 1)
+        let withDead = Set(plan.dead.filter { $0.value > 0 }.keys)
+        return StoreSharing(referencedChunks: plan.referenced.count, referencesByChain: plan.referencesByChain,
+                            deadChunks: plan.dead.values.reduce(0, +), reclaimableBytes: plan.estimatedFreedBytes(repacking: withDead))
+    }
+
     /// Small packs are merged when at least this many exist.
     static let smallPacksToMerge = 4
 
@@ -81,8 +105,7 @@ extension Store {
         let first = try planCollection(policy, now: started, repackThreshold: repackThreshold)
         if dryRun {
             first.fill(&report)
-            report.bytesFreed = first.deletable.reduce(0) { $0 + first.packSizes[$1]! }
-                + first.repack.reduce(0) { $0 + first.packSizes[$1]! * Int64(first.dead[$1, default: 0]) / Int64(first.live[$1, default: 0] + first.dead[$1, default: 0]) }
+            report.bytesFreed = first.estimatedFreedBytes(repacking: first.repack)
             report.packBytesAfter = report.packBytesBefore - report.bytesFreed
             report.manifestsRemoved = report.rewrittenManifests + report.dropped.count
             report.seconds = Double(GenerationWriter.now() - started) / 1e9
@@ -172,6 +195,19 @@ extension Store {
         var deletable: Set<ChunkID> = []
         var repack: Set<ChunkID> = []
 
+        /// Distinct chunks each chain references, summed over chains.
+        var referencesByChain = 0
+
+        /// Bytes freed by deleting the dead packs and repacking `packs`: each repacked pack
+        /// loses its dead share (an estimate: frames compress differently).
+        func estimatedFreedBytes(repacking packs: Set<ChunkID>) -> Int64 {
+            deletable.reduce(0) { $0 + packSizes[$1]! }
+                + packs.subtracting(deletable).reduce(0) { total, pack in
+                    let l = Int64(live[pack, default: 0]), d = Int64(dead[pack, default: 0])
+                    return total + (l + d > 0 ? packSizes[pack, default: 0] * d / (l + d) : 0)
+                }
+        }
+
         func fill(_ report: inout GCReport) {
             report.dropped = dropped
             report.keptGenerations = keptGenerations
@@ -199,6 +235,7 @@ extension Store {
             plan.keptGenerations += rewritten.chain.entries.count
             plan.rewrittenManifests += rewritten.manifests.count
             plan.referenced += rewritten.referenced
+            plan.referencesByChain += rewritten.referenced.sorted().uniqued().count
             plan.chains.append((chain, rewritten.chain, rewritten.manifests))
         }
         plan.referenced.sort()

@@ -7,27 +7,49 @@ import Incremental
 struct DumpInfo: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dumpinfo",
-        abstract: "Show and verify what a chpox store holds.",
+        abstract: "Show, compare and verify what a chpox store holds.",
         discussion: """
-        Exactly one of --chain, --verify or --stats. Exit status 1 when verify finds damage. JSON documents name their schema (chpox.chain/1, chpox.verify/1, chpox.stats/1).
+        Exactly one of --chain, --generation, --diff, --verify or --stats.
+
+          dumpinfo --chain                    every generation of every chain
+          dumpinfo --generation 7 --maps      the process at generation 7 and its memory map
+          dumpinfo --diff 3 7                 what changed between generations 3 and 7
+          dumpinfo --verify --deep            decompress and rehash every chunk
+
+        --generation and --diff read the chain named by --name, or the store's only chain. Exit status 1 when verify finds damage, 2 on bad arguments. With --json every form prints one JSON document naming its schema (chpox.chain/1, chpox.generation/1, chpox.diff/1, chpox.verify/1, chpox.stats/1); docs/json-schemas.md documents them.
         """)
 
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
-    @Flag(name: .long, help: "One row per generation: number, id, time, kind, parent, pages, new chunks, bytes stored, dedup.")
+    @Flag(name: .long, help: "One row per generation: number, id, time, kind, parent, tracker, pages, new chunks, bytes stored, dedup, pause.")
     var chain = false
+    @Option(name: .long, help: ArgumentHelp("The process at this generation (a number, or 'latest'): command, threads, descriptors, signal handlers, memory.", valueName: "n"))
+    var generation: String?
+    @Flag(name: .long, help: "With --generation: every thread's registers.")
+    var regs = false
+    @Flag(name: .long, help: "With --generation: every mapping (address, size, protection, backing, resident and stored pages).")
+    var maps = false
+    @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp("What changed from generation A to B: pages per mapping, descriptors, threads, signals.", valueName: "a b"))
+    var diff: [UInt64] = []
     @Flag(name: .long, help: "Check the store: manifests, chain links, index, pack trailers.")
     var verify = false
     @Flag(name: .long, help: "With --verify: also decompress and rehash every chunk.")
     var deep = false
-    @Flag(name: .long, help: "Store totals: chains, generations, chunks, packs, bytes, savings.")
+    @Flag(name: .long, help: "Store totals: chains, generations, chunks, packs, bytes, dedup across chains, garbage reclaimable.")
     var stats = false
-    @Option(name: .long, help: "Only this chain (with --chain).")
+    @Option(name: .long, help: "The chain (with --chain: only this one; with --generation and --diff: needed when the store holds several).")
     var name: String?
 
     func validate() throws {
-        guard [chain, verify, stats].filter({ $0 }).count == 1 else { throw ValidationError("give one of --chain, --verify or --stats") }
+        guard [chain, generation != nil, !diff.isEmpty, verify, stats].filter({ $0 }).count == 1 else {
+            throw ValidationError("give one of --chain, --generation, --diff, --verify or --stats")
+        }
         if deep && !verify { throw ValidationError("--deep goes with --verify") }
+        if (regs || maps) && generation == nil { throw ValidationError("--regs and --maps go with --generation") }
+        if !diff.isEmpty && diff.count != 2 { throw ValidationError("--diff takes two generation numbers: --diff A B") }
+        if let generation, generation != "latest", UInt64(generation) == nil {
+            throw ValidationError("--generation takes a generation number or 'latest', not '\(generation)'")
+        }
     }
 
     func run() throws {
@@ -36,6 +58,12 @@ struct DumpInfo: ParsableCommand {
             if chain {
                 let rows = try StoreReports.generationRows(store, chains: name.map { [$0] } ?? store.chainNames())
                 print(output.json ? StoreReports.chainJSON(rows, store: store.path) : StoreReports.chainTable(rows))
+            } else if let generation {
+                let detail = try GenerationDetail.load(store, chain: try store.chainName(name), generation: UInt64(generation))
+                print(output.json ? GenerationReports.json(detail, store: store.path) : GenerationReports.text(detail, regs: regs, maps: maps))
+            } else if diff.count == 2 {
+                let changes = try GenerationDiff.load(store, chain: try store.chainName(name), from: diff[0], to: diff[1])
+                print(output.json ? DiffReports.json(changes, store: store.path) : DiffReports.text(changes))
             } else if verify {
                 let progress = ProgressLine(deep ? "verifying packs (decompress and rehash)" : "reading pack trailers")
                 let report = try store.verify(deep: deep, progress: progress.update)

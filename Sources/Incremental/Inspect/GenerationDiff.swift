@@ -170,44 +170,55 @@ public struct GenerationDiff: Sendable {
         return [Change(kind: .changed, subject: subject, before: before, after: after)]
     }
 
-    /// Items matched by `key`: added, removed, and changed where their descriptions differ.
+    /// Items matched by `key`: added, removed, and changed where a field differs (a change
+    /// names only the fields that differ).
     static func keyed<Item, Key: Hashable & Comparable>(_ old: [Item], _ new: [Item], key: (Item) -> Key, subject: (Item) -> String,
-                                                        describe: (Item) -> String) -> [Change] {
+                                                        describe: (Item) -> [(String, String)]) -> [Change] {
         let oldByKey = Dictionary(old.map { (key($0), $0) }, uniquingKeysWith: { first, _ in first })
         let newByKey = Dictionary(new.map { (key($0), $0) }, uniquingKeysWith: { first, _ in first })
         var result: [Change] = []
         for k in Set(oldByKey.keys).union(newByKey.keys).sorted() {
             switch (oldByKey[k], newByKey[k]) {
-            case (nil, let added?): result.append(Change(kind: .added, subject: subject(added), before: nil, after: describe(added)))
-            case (let removed?, nil): result.append(Change(kind: .removed, subject: subject(removed), before: describe(removed), after: nil))
+            case (nil, let added?): result.append(Change(kind: .added, subject: subject(added), before: nil, after: text(describe(added))))
+            case (let removed?, nil): result.append(Change(kind: .removed, subject: subject(removed), before: text(describe(removed)), after: nil))
             case (let a?, let b?):
                 let (before, after) = (describe(a), describe(b))
-                if before != after { result.append(Change(kind: .changed, subject: subject(b), before: before, after: after)) }
+                let differing = before.indices.filter { $0 >= after.count || before[$0] != after[$0] }
+                if !differing.isEmpty || before.count != after.count {
+                    result.append(Change(kind: .changed, subject: subject(b), before: text(differing.map { before[$0] }),
+                                         after: text(differing.filter { $0 < after.count }.map { after[$0] } + after.dropFirst(before.count))))
+                }
             default: break
             }
         }
         return result
     }
 
-    static func describe(_ d: ProcessImage.Descriptor) -> String {
-        "\(d.kind.rawValue) \(d.target) flags \(OpenFlags.describe(d.flags)) offset \(d.offset)" + (d.size.map { " size \($0)" } ?? "")
+    /// Fields as one line: "flags rdwr offset 42" (a field with no label is its value alone).
+    static func text(_ fields: [(String, String)]) -> String {
+        fields.map { $0.0.isEmpty ? $0.1 : "\($0.0) \($0.1)" }.joined(separator: " ")
     }
 
-    /// A thread: where it is, its mask, what is pending; registers as a count of those that differ
-    /// would hide which, so the ones people read first are named.
-    static func describe(_ t: ProcessImage.ThreadImage) -> String {
+    static func describe(_ d: ProcessImage.Descriptor) -> [(String, String)] {
+        [("", "\(d.kind.rawValue) \(d.target)"), ("flags", OpenFlags.describe(d.flags)), ("offset", "\(d.offset)"),
+         ("size", d.size.map { "\($0)" } ?? "-")]
+    }
+
+    /// A thread: where it is, its mask, what is pending, its alternate stack.
+    static func describe(_ t: ProcessImage.ThreadImage) -> [(String, String)] {
         let s = t.state
-        return "rip \(Format.address(s.instructionPointer)) rsp \(Format.address(s.stackPointer)) fs_base \(Format.address(s.fsBase))"
-            + " mask \(SignalNames.describe(mask: s.signalMask)) pending \(SignalNames.describe(siginfo: s.pendingSignals))"
-            + (t.alternateStack.map { " altstack \(Format.address($0[0])) size \($0.count > 2 ? $0[2] : 0)" } ?? "")
+        return [("rip", Format.address(s.instructionPointer)), ("rsp", Format.address(s.stackPointer)), ("fs_base", Format.address(s.fsBase)),
+                ("blocked", SignalNames.describe(mask: s.signalMask)), ("pending", SignalNames.describe(siginfo: s.pendingSignals)),
+                ("altstack", t.alternateStack.map { "\(Format.address($0[0]))+\($0.count > 2 ? $0[2] : 0)" } ?? "-")]
     }
 
-    static func describe(_ a: InjectedState.SignalAction) -> String {
-        "\(SignalNames.handler(a.handler)) flags \(SignalNames.describe(actionFlags: a.flags)) mask \(SignalNames.describe(mask: a.mask))"
+    static func describe(_ a: InjectedState.SignalAction) -> [(String, String)] {
+        [("handler", SignalNames.handler(a.handler)), ("flags", SignalNames.describe(actionFlags: a.flags)),
+         ("mask", SignalNames.describe(mask: a.mask))]
     }
 
-    static func describe(_ t: InjectedState.IntervalTimer) -> String {
-        "interval \(t.intervalMicroseconds) µs, \(t.valueMicroseconds) µs left"
+    static func describe(_ t: InjectedState.IntervalTimer) -> [(String, String)] {
+        [("interval", "\(t.intervalMicroseconds) µs"), ("left", "\(t.valueMicroseconds) µs")]
     }
 
     static func describe(_ c: ProcessImage.Credentials) -> String {
@@ -215,7 +226,7 @@ public struct GenerationDiff: Sendable {
             + " groups \(c.groups.isEmpty ? "-" : c.groups.map(String.init).joined(separator: ","))"
     }
 
-    static func describe(_ l: ProcessImage.ResourceLimit) -> String { "\(Format.limit(l.soft)) / \(Format.limit(l.hard))" }
+    static func describe(_ l: ProcessImage.ResourceLimit) -> [(String, String)] { [("soft", Format.limit(l.soft)), ("hard", Format.limit(l.hard))] }
 
     static func octal(_ value: UInt32) -> String {
         let digits = String(value, radix: 8)

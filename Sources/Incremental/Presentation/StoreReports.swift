@@ -157,6 +157,14 @@ public enum StoreReports {
         /// Pages written by all generations, times 4096.
         public var logicalBytes: UInt64
         public var dedupRatio: Double?
+        /// Distinct chunks referenced by any generation, and each chain's distinct chunks
+        /// summed over chains over it: what deduplication across chains saves (1.0: nothing
+        /// shared). Nil when the index is damaged (`cpx rebuild-index`).
+        public var referencedChunks: Int?
+        public var dedupAcrossChains: Double?
+        /// Chunks no generation references, and the bytes `cpx gc` would free (an estimate).
+        public var deadChunks: Int?
+        public var reclaimableBytes: Int64?
     }
 
     public static func statistics(_ store: Store) throws -> Statistics {
@@ -169,9 +177,12 @@ public enum StoreReports {
                 generations += 1
             }
         }
+        let sharing = try? store.sharing()
         return Statistics(store: store.path, chains: totals.chains, generations: generations, uniqueChunks: totals.uniqueChunks,
                           packs: totals.packs, packBytes: totals.packBytes, logicalBytes: logical,
-                          dedupRatio: totals.packBytes > 0 ? Double(logical) / Double(totals.packBytes) : nil)
+                          dedupRatio: totals.packBytes > 0 ? Double(logical) / Double(totals.packBytes) : nil,
+                          referencedChunks: sharing?.referencedChunks, dedupAcrossChains: sharing?.acrossChainsRatio,
+                          deadChunks: sharing?.deadChunks, reclaimableBytes: sharing?.reclaimableBytes)
     }
 
     public static func statisticsText(_ s: Statistics) -> String {
@@ -183,6 +194,8 @@ public enum StoreReports {
         packs          \(s.packs) (\(Format.bytes(s.packBytes)))
         logical        \(Format.bytes(s.logicalBytes)) written by all generations
         saved          \(s.dedupRatio.map(Format.ratio) ?? "-") (logical / stored: zero pages, dedup and LZ4)
+        across chains  \(s.dedupAcrossChains.map(Format.ratio) ?? "-") (chunks each chain references / distinct chunks referenced)
+        garbage        \(s.deadChunks.map { "\($0) dead chunks" } ?? "-"), \(s.reclaimableBytes.map(Format.bytes) ?? "-") reclaimable by `cpx gc`
         """
     }
 

@@ -1,0 +1,276 @@
+import Store
+import Tracee
+
+/// `dumpinfo --generation N`: the process at one generation, as text (threads, descriptors,
+/// signal handlers; registers with `regs`, the memory map with `maps`) or as
+/// `chpox.generation/1` JSON, which always holds everything. Addresses, registers and masks
+/// are hex strings in JSON ("0x7ffd…"): 64-bit values do not fit a JSON number exactly.
+public enum GenerationReports {
+    public struct Document: Codable, Sendable {
+        public var schema = "chpox.generation/\(StoreReports.schemaVersion)"
+        public var store: String
+        public var chain: String
+        public var generation: UInt64
+        public var id: String
+        public var created: String
+        public var createdNanoseconds: Int64
+        public var kind: String
+        public var parent: String?
+        public var pagesWritten: UInt64
+        public var zeroPages: UInt64
+        public var newChunks: UInt64
+        public var storedBytes: UInt64
+        /// Pages the rebuilt page map holds.
+        public var storedPages: UInt64
+        /// nil for generations written by something other than cpx.
+        public var process: Process?
+    }
+
+    public struct Process: Codable, Sendable {
+        public var pid: Int32
+        public var command: [String]
+        public var executable: String
+        public var workingDirectory: String
+        public var umask: String
+        public var credentials: Credentials
+        public var capture: Capture
+        public var threads: [Thread]
+        public var mappings: [Mapping]
+        public var descriptors: [Descriptor]
+        public var signalActions: [SignalAction]
+        public var intervalTimers: [Timer]
+        public var pendingSignals: [String]
+        public var limits: [Limit]
+        public var unsupported: [String]
+    }
+
+    public struct Credentials: Codable, Sendable { public var uid: [UInt32]; public var gid: [UInt32]; public var groups: [UInt32] }
+    public struct Capture: Codable, Sendable {
+        public var tracker: String
+        public var pauseMicroseconds: Int64
+        public var totalPauseMicroseconds: Int64
+        public var preCopyRounds: Int
+        public var pagesCopiedWhileRunning: UInt64
+        public var pagesCopiedFrozen: UInt64
+        public var kernel: String
+    }
+    public struct Thread: Codable, Sendable {
+        public var tid: Int32
+        public var instructionPointer: String
+        public var stackPointer: String
+        public var fsBase: String
+        public var blockedSignals: [String]
+        public var pendingSignals: [String]
+        public var alternateStack: AlternateStack?
+        /// Every general register by its user_regs_struct name.
+        public var registers: [String: String]
+        public var xsaveBytes: Int
+    }
+    public struct AlternateStack: Codable, Sendable { public var address: String; public var size: UInt64; public var flags: UInt64 }
+    public struct Mapping: Codable, Sendable {
+        public var start: String
+        public var end: String
+        public var size: UInt64
+        public var protection: String
+        public var backing: String
+        public var path: String
+        public var offset: UInt64
+        public var flags: [String]
+        public var residentPages: UInt64?
+        public var storedPages: UInt64
+    }
+    public struct Descriptor: Codable, Sendable {
+        public var fd: Int32
+        public var kind: String
+        public var target: String
+        public var flags: String
+        public var offset: Int64
+        public var size: Int64?
+    }
+    public struct SignalAction: Codable, Sendable {
+        public var signal: Int32
+        public var name: String
+        public var handler: String
+        public var flags: String
+        public var mask: [String]
+    }
+    public struct Timer: Codable, Sendable { public var timer: String; public var intervalMicroseconds: UInt64; public var valueMicroseconds: UInt64 }
+    /// A limit's values; nil is unlimited.
+    public struct Limit: Codable, Sendable { public var name: String; public var soft: UInt64?; public var hard: UInt64? }
+
+    public static func document(_ detail: GenerationDetail, store: String) -> Document {
+        let s = detail.statistics
+        return Document(
+            store: store, chain: detail.chain, generation: detail.entry.generation, id: detail.entry.manifest.hex,
+            created: Format.time(nanoseconds: detail.entry.createdNanoseconds), createdNanoseconds: detail.entry.createdNanoseconds,
+            kind: detail.entry.kind == .full ? "full" : "delta", parent: detail.parent?.hex, pagesWritten: s.pagesWritten,
+            zeroPages: s.zeroPages, newChunks: s.newChunks, storedBytes: s.storedBytes, storedPages: UInt64(detail.map.pages.count),
+            process: detail.image.map { process($0, storedPages: detail.storedPages) })
+    }
+
+    static func signals(_ mask: UInt64) -> [String] {
+        (1...64).filter { mask & (1 << UInt64($0 - 1)) != 0 }.map { SignalNames.name(Int32($0)) }
+    }
+
+    static func pending(_ records: [[UInt8]]) -> [String] {
+        records.isEmpty ? [] : SignalNames.describe(siginfo: records).split(separator: ",").map(String.init)
+    }
+
+    static func process(_ image: ProcessImage, storedPages: [UInt64]) -> Process {
+        let c = image.capture
+        return Process(
+            pid: image.pid, command: image.command, executable: image.executable, workingDirectory: image.workingDirectory,
+            umask: GenerationDiff.octal(image.umask),
+            credentials: .init(uid: image.credentials.uid, gid: image.credentials.gid, groups: image.credentials.groups),
+            capture: .init(tracker: c.tracker, pauseMicroseconds: c.pauseNanoseconds / 1000, totalPauseMicroseconds: c.totalPauseNanoseconds / 1000,
+                           preCopyRounds: c.preCopyRounds, pagesCopiedWhileRunning: c.pagesCopiedWhileRunning,
+                           pagesCopiedFrozen: c.pagesCopiedFrozen, kernel: c.kernel),
+            threads: image.threads.map { thread in
+                let s = thread.state
+                var registers: [String: String] = [:]
+                for (name, value) in zip(ThreadState.registerNames, s.registers) { registers[name] = Format.address(value) }
+                return Thread(tid: s.tid, instructionPointer: Format.address(s.instructionPointer), stackPointer: Format.address(s.stackPointer),
+                              fsBase: Format.address(s.fsBase), blockedSignals: signals(s.signalMask), pendingSignals: pending(s.pendingSignals),
+                              alternateStack: thread.alternateStack.flatMap { $0.count >= 3 ? AlternateStack(address: Format.address($0[0]), size: $0[2], flags: $0[1]) : nil },
+                              registers: registers, xsaveBytes: s.xstate.count)
+            },
+            mappings: zip(image.mappings, storedPages).map { m, stored in
+                Mapping(start: Format.address(m.start), end: Format.address(m.end), size: m.end - m.start, protection: m.protection,
+                        backing: m.backing.rawValue, path: m.path, offset: m.offset, flags: m.flags, residentPages: m.residentPages,
+                        storedPages: stored)
+            },
+            descriptors: image.descriptors.map {
+                Descriptor(fd: $0.fd, kind: $0.kind.rawValue, target: $0.target, flags: OpenFlags.describe($0.flags), offset: $0.offset, size: $0.size)
+            },
+            signalActions: image.signalActions.map {
+                SignalAction(signal: $0.signal, name: SignalNames.name($0.signal), handler: SignalNames.handler($0.handler),
+                             flags: SignalNames.describe(actionFlags: $0.flags), mask: signals($0.mask))
+            },
+            intervalTimers: (image.intervalTimers ?? []).map {
+                Timer(timer: GenerationDiff.timerName($0.which), intervalMicroseconds: $0.intervalMicroseconds, valueMicroseconds: $0.valueMicroseconds)
+            },
+            pendingSignals: pending(image.sharedPendingSignals),
+            limits: image.limits.map {
+                Limit(name: $0.name, soft: $0.soft == .max ? nil : $0.soft, hard: $0.hard == .max ? nil : $0.hard)
+            },
+            unsupported: image.unsupported)
+    }
+
+    public static func json(_ detail: GenerationDetail, store: String) -> String { StoreReports.json(document(detail, store: store)) }
+
+    /// The text for people. `regs`: every thread's registers; `maps`: every mapping.
+    public static func text(_ detail: GenerationDetail, regs: Bool, maps: Bool) -> String {
+        let entry = detail.entry
+        var lines: [String] = []
+        let lineage = entry.kind == .full ? "full" : "delta on " + (detail.parent.map { String($0.hex.prefix(12)) } ?? "?")
+        lines.append("\(detail.chain) generation \(entry.generation)  (\(lineage))  id \(entry.manifest.hex.prefix(12))")
+        lines.append("created      \(Format.time(nanoseconds: entry.createdNanoseconds)) UTC")
+        guard let image = detail.image else {
+            lines.append("pages        \(detail.map.pages.count) in its page map; no process image (written by something other than cpx)")
+            return lines.joined(separator: "\n")
+        }
+        let c = image.capture
+        let mapped = image.mappings.reduce(UInt64(0)) { $0 + ($1.end - $1.start) }
+        let resident = image.mappings.compactMap(\.residentPages)
+        lines.append("process      pid \(image.pid), \(image.threads.count) thread\(image.threads.count == 1 ? "" : "s")")
+        lines.append("command      " + image.command.map(quoted).joined(separator: " "))
+        lines.append("executable   \(image.executable)")
+        lines.append("cwd          \(image.workingDirectory)  (umask \(GenerationDiff.octal(image.umask)))")
+        lines.append("credentials  " + GenerationDiff.describe(image.credentials))
+        lines.append("captured     \(c.tracker.isEmpty ? "-" : c.tracker); pause \(milliseconds(c.pauseNanoseconds))"
+                     + " (every stop \(milliseconds(c.totalPauseNanoseconds)), \(c.preCopyRounds) pre-copy round\(c.preCopyRounds == 1 ? "" : "s")); kernel \(c.kernel)")
+        lines.append("memory       \(image.mappings.count) mappings, \(Format.bytes(mapped)) mapped"
+                     + (resident.count == image.mappings.count ? ", \(Format.bytes(resident.reduce(0, +) * 4096)) resident" : "")
+                     + ", \(detail.map.pages.count) pages stored (\(detail.statistics.pagesWritten) written by this generation)")
+        lines.append("unsupported  " + (image.unsupported.isEmpty ? "none" : image.unsupported.joined(separator: ", ")))
+
+        lines.append("")
+        lines.append("THREADS")
+        var threads = TextTable(["TID", "RIP", "RSP", "FS_BASE", "BLOCKED", "PENDING", "ALTSTACK"], numeric: [0])
+        for thread in image.threads {
+            let s = thread.state
+            threads.add(["\(s.tid)", Format.address(s.instructionPointer), Format.address(s.stackPointer), Format.address(s.fsBase),
+                         SignalNames.describe(mask: s.signalMask), SignalNames.describe(siginfo: s.pendingSignals),
+                         thread.alternateStack.flatMap { $0.count >= 3 ? "\(Format.address($0[0])) +\($0[2])" : nil } ?? "-"])
+        }
+        lines.append(threads.render())
+        if regs {
+            for thread in image.threads {
+                lines.append("")
+                lines.append("thread \(thread.state.tid) registers (XSAVE area \(thread.state.xstate.count) bytes)")
+                let pairs = zip(ThreadState.registerNames, thread.state.registers).map { name, value in
+                    name.padding(9) + Format.address(value).padding(20)
+                }
+                for row in stride(from: 0, to: pairs.count, by: 3) {
+                    lines.append(("  " + pairs[row..<min(row + 3, pairs.count)].joined()).replacingTrailingSpaces())
+                }
+            }
+        }
+
+        lines.append("")
+        lines.append("DESCRIPTORS")
+        if image.descriptors.isEmpty {
+            lines.append("none")
+        } else {
+            var fds = TextTable(["FD", "KIND", "FLAGS", "OFFSET", "TARGET"], numeric: [0, 3])
+            for d in image.descriptors {
+                fds.add(["\(d.fd)", d.kind.rawValue, OpenFlags.describe(d.flags), "\(d.offset)", d.target + (d.size.map { "  (size \($0))" } ?? "")])
+            }
+            lines.append(fds.render())
+        }
+
+        lines.append("")
+        lines.append("SIGNAL HANDLERS")
+        if image.signalActions.isEmpty {
+            lines.append("none (every signal has its default action)")
+        } else {
+            var actions = TextTable(["SIGNAL", "HANDLER", "FLAGS", "MASK"])
+            for a in image.signalActions {
+                actions.add([SignalNames.name(a.signal), SignalNames.handler(a.handler), SignalNames.describe(actionFlags: a.flags),
+                             SignalNames.describe(mask: a.mask)])
+            }
+            lines.append(actions.render())
+        }
+        for timer in image.intervalTimers ?? [] {
+            lines.append("timer \(GenerationDiff.timerName(timer.which)): \(GenerationDiff.text(GenerationDiff.describe(timer)))")
+        }
+        lines.append("pending for the process: " + SignalNames.describe(siginfo: image.sharedPendingSignals))
+
+        lines.append("")
+        if maps {
+            lines.append("MEMORY MAP")
+            var table = TextTable(["START", "END", "SIZE", "PROT", "BACKING", "RESIDENT", "STORED", "PATH"], numeric: [2, 5, 6])
+            for (m, stored) in zip(image.mappings, detail.storedPages) {
+                table.add([Format.address(m.start), Format.address(m.end), Format.bytes(m.end - m.start), m.protection, m.backing.rawValue,
+                           m.residentPages.map { "\($0)" } ?? "-", "\(stored)", m.path])
+            }
+            lines.append(table.render())
+        } else {
+            var byBacking: [String: (count: Int, bytes: UInt64, stored: UInt64)] = [:]
+            for (m, stored) in zip(image.mappings, detail.storedPages) {
+                let k = m.backing.rawValue
+                byBacking[k] = ((byBacking[k]?.count ?? 0) + 1, (byBacking[k]?.bytes ?? 0) + m.end - m.start, (byBacking[k]?.stored ?? 0) + stored)
+            }
+            lines.append("MEMORY (by backing; --maps lists every mapping)")
+            var table = TextTable(["BACKING", "MAPPINGS", "SIZE", "STORED PAGES"], numeric: [1, 2, 3])
+            for k in byBacking.keys.sorted() {
+                let v = byBacking[k]!
+                table.add([k, "\(v.count)", Format.bytes(v.bytes), "\(v.stored)"])
+            }
+            lines.append(table.render())
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func milliseconds(_ nanoseconds: Int64) -> String { String(format1: Double(nanoseconds) / 1e6) + " ms" }
+
+    /// An argument as a shell would need it: quoted when it holds spaces or quotes.
+    static func quoted(_ argument: String) -> String {
+        guard argument.isEmpty || argument.contains(where: { " \t\n'\"\\$`".contains($0) }) else { return argument }
+        return "'" + argument.replacing("'", with: "'\\''") + "'"
+    }
+}
+
+extension String {
+    func padding(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
+}
