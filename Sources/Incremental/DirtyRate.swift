@@ -8,6 +8,8 @@ import Tracee
 /// prints, and a way to see what a checkpoint interval will cost before taking one.
 public struct DirtyRate {
     public struct Sample: Sendable, Codable {
+        public var schema = "chpox.track/1"
+        public var event = "sample"
         public var index: Int
         public var tracker: String
         /// Pages reported written since the previous sample (everything on sample 0).

@@ -204,7 +204,7 @@ struct Track: ParsableCommand {
             let sample: DirtyRate.Sample
             do { sample = try monitor.sample(index) } catch {
                 if case .noSuchProcess = error, index > 0 {
-                    print(output.json ? "{\"event\":\"exited\",\"pid\":\(pid)}" : "pid \(pid) exited")
+                    print(output.json ? "{\"event\":\"exited\",\"pid\":\(pid),\"schema\":\"chpox.track/1\"}" : "pid \(pid) exited")
                     return
                 }
                 FileHandle.standardError.write(Data("cpx track: \(error)\n".utf8))

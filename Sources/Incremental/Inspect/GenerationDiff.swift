@@ -179,8 +179,10 @@ public struct GenerationDiff: Sendable {
         var result: [Change] = []
         for k in Set(oldByKey.keys).union(newByKey.keys).sorted() {
             switch (oldByKey[k], newByKey[k]) {
-            case (nil, let added?): result.append(Change(kind: .added, subject: subject(added), before: nil, after: text(describe(added))))
-            case (let removed?, nil): result.append(Change(kind: .removed, subject: subject(removed), before: text(describe(removed)), after: nil))
+            case (nil, let added?):
+                result.append(Change(kind: .added, subject: subject(added), before: nil, after: text(describe(added).filter { $0.1 != "-" })))
+            case (let removed?, nil):
+                result.append(Change(kind: .removed, subject: subject(removed), before: text(describe(removed).filter { $0.1 != "-" }), after: nil))
             case (let a?, let b?):
                 let (before, after) = (describe(a), describe(b))
                 let differing = before.indices.filter { $0 >= after.count || before[$0] != after[$0] }
