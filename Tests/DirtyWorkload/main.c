@@ -4,6 +4,9 @@
 // commands on stdin, one per line, and answers each on stdout:
 //   "r N"  run round N (seeded by SEED and N), answer "ok N"
 //   "c"    self-check, answer "selfcheck ok" or "selfcheck FAIL <why>"
+//   "a"    answer "main 0x... shadow 0x..." (where the main region and its shadow are)
+//   "w K..." write pages K... of the main region (and the shadow) with fresh random bytes and
+//          nothing else, answer "ok" (the inspection tests know exactly which pages changed)
 //   "q"    exit 0
 // A round writes random pages of a main region and of a shadow copy of it (the self-check
 // compares the two), maps, unmaps, remaps at the same address, mremaps (moves and grows),
@@ -174,7 +177,7 @@ int main(int argc, char **argv) {
     memset(thp, 1, THP_SIZE);
     initial_fds = count_fds();
 
-    char line[128];
+    static char line[8192];
     while (fgets(line, sizeof line, stdin)) {
         if (line[0] == 'r') {
             unsigned long n = strtoul(line + 1, NULL, 10);
@@ -184,6 +187,15 @@ int main(int argc, char **argv) {
             if (memcmp(main_region, shadow, MAIN_PAGES * PAGE) != 0) printf("selfcheck FAIL memory differs from its shadow\n");
             else if (count_fds() != initial_fds) printf("selfcheck FAIL %d descriptors open, %d at start\n", count_fds(), initial_fds);
             else printf("selfcheck ok\n");
+        } else if (line[0] == 'a') {
+            printf("main %p shadow %p\n", (void *)main_region, (void *)shadow);
+        } else if (line[0] == 'w') {
+            char *cursor = line + 1, *end;
+            for (unsigned long k = strtoul(cursor, &end, 10); end != cursor; k = strtoul(cursor, &end, 10)) {
+                if (k < MAIN_PAGES) write_main(k);
+                cursor = end;
+            }
+            printf("ok\n");
         } else if (line[0] == 'q') {
             return 0;
         }

@@ -53,7 +53,7 @@ public struct GenerationDiff: Sendable {
         chain = b.chain
         from = a.entry.generation
         to = b.entry.generation
-        let changed = Self.changedPages(a.map, b.map)
+        let changed = Self.changedPages(Self.contents(a), Self.contents(b))
         changedPages = UInt64(changed.count)
         let oldMappings = a.image?.mappings ?? []
         let newMappings = b.image?.mappings ?? []
@@ -89,6 +89,16 @@ public struct GenerationDiff: Sendable {
     }
 
     // MARK: Pages
+
+    /// The page map with zero pages of anonymous memory left out: there a page the map does
+    /// not hold is zero too (a full generation records untouched memory as absent, a later
+    /// one may record it as zero). In a file mapping a zero page is not the file's bytes.
+    static func contents(_ detail: GenerationDetail) -> PageMap {
+        let fileRanges = (detail.image?.mappings ?? []).filter { $0.backing == .privateFile || $0.backing == .sharedFile }.map(\.pages)
+        return PageMap(pages: detail.map.pages.filter { entry in
+            entry.chunk != .zeroPage || fileRanges.contains { $0.first <= entry.page && entry.page < $0.end }
+        })
+    }
 
     /// Pages whose chunk differs or that one map holds and the other does not, ascending.
     static func changedPages(_ a: PageMap, _ b: PageMap) -> [UInt64] {
