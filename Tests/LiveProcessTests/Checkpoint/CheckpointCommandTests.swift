@@ -25,6 +25,9 @@ extension LiveProcess {
             #expect(events.prefix(3).allSatisfy { $0["schema"] as? String == "chpox.checkpoint/1" && $0["event"] as? String == "generation" })
             #expect(events.first?["kind"] as? String == "full" && events[1]["kind"] as? String == "delta")
             #expect(events.last?["event"] as? String == "completed" && events.last?["generations"] as? Int == 3)
+            // Every line, field by field, as docs/json-schemas.md says.
+            let schemas = try JSONSchemaCheck()
+            for line in run.output.split(separator: "\n") { #expect(schemas.problems(String(line)) == []) }
 
             // A later run has no tracker history: it compares with the chain.
             run = try Self.cpx(["--store", target.store, "--name", "churn", "--json", "\(target.pid)"])

@@ -32,6 +32,8 @@ extension LiveProcess {
             #expect(run.status == 0, "\(run.errors)")
             let samples = run.output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
             #expect(samples.count == 3)
+            let schemas = try JSONSchemaCheck()
+            for line in run.output.split(separator: "\n") { #expect(schemas.problems(String(line)) == []) }
             #expect(samples.first?["tracker"] as? String == probe.best.rawValue)
             // Sample 0 reports everything; an idle process writes little afterwards.
             let first = try #require(samples.first?["dirtyPages"] as? Int)
