@@ -267,18 +267,21 @@ struct Rebase: ParsableCommand {
         discussion: "Older generations stay; `cpx gc --keep-last` can then drop them cheaply.")
 
     @OptionGroup var storeOptions: StoreOptions
-    @Option(name: .long, help: "The chain.")
-    var name: String
+    @OptionGroup var output: OutputOptions
+    @Option(name: .long, help: "The chain (default: the store's only chain).")
+    var name: String?
     @Option(name: .long, help: "The generation to make full (default: the oldest).")
     var generation: UInt64?
 
     func run() throws {
         try reportingErrors("cpx rebase") {
             let store = try storeOptions.open()
+            let name = try store.chainName(name)
             let chain = try store.chain(name)
             guard let target = generation ?? chain.entries.first?.generation else { throw StoreError.noSuchChain(name) }
             let entry = try store.rebase(chain: name, generation: target)
-            print("\(name) generation \(entry.generation) is now full (manifest \(entry.manifest.short))")
+            print(output.json ? StoreReports.rebaseJSON(entry, chain: name, store: store.path)
+                  : "\(name) generation \(entry.generation) is now full (manifest \(entry.manifest.short))")
         }
     }
 }
@@ -289,13 +292,18 @@ struct RebuildIndex: ParsableCommand {
         abstract: "Rebuild the chunk index from the packs alone (after index damage).")
 
     @OptionGroup var storeOptions: StoreOptions
+    @OptionGroup var output: OutputOptions
 
     func run() throws {
         try reportingErrors("cpx rebuild-index") {
             let store = try storeOptions.open()
             let result = try store.rebuildIndex()
-            print("indexed \(result.chunks) chunks from \(result.packs) packs")
-            for problem in result.skipped { print("skipped \(problem.file): \(problem.message)") }
+            if output.json {
+                print(StoreReports.rebuildIndexJSON(chunks: result.chunks, packs: result.packs, skipped: result.skipped, store: store.path))
+            } else {
+                print("indexed \(result.chunks) chunks from \(result.packs) packs")
+                for problem in result.skipped { print("skipped \(problem.file): \(problem.message)") }
+            }
             if !result.skipped.isEmpty { throw ExitCode.failure }
         }
     }

@@ -9,14 +9,14 @@ struct LdChpox: ParsableCommand {
         commandName: "ld-chpox",
         abstract: "Restart a process from any generation of its chain, or inspect one.",
         discussion: """
-        `ld-chpox --name NAME [--generation N]` restarts generation N (default: the newest) of chain NAME and prints the new process's pid; it runs on detached (--wait: stay its parent and exit with its status). It gets its saved pid when that pid is free (root), else a new one with a notice (--require-same-pid: an error instead). Its descriptors are reopened at their numbers; terminals and pipes on 0-2 become ld-chpox's own, other pipes a pipe whose peer is gone. Files it was writing are cut back to their size at that generation.
+        `ld-chpox [--name NAME] [--generation N]` restarts generation N (default: the newest) of chain NAME (default: the store's only chain) and prints the new process's pid; it runs on detached (--wait: stay its parent and exit with its status). It gets its saved pid when that pid is free (root), else a new one with a notice (--require-same-pid: an error instead). Its descriptors are reopened at their numbers; terminals and pipes on 0-2 become ld-chpox's own, other pipes a pipe whose peer is gone. Files it was writing are cut back to their size at that generation.
 
         --check rebuilds the generation, verifies every chunk and says what a restart would refuse. --core FILE writes the generation as an ELF core file that `gdb EXECUTABLE FILE` opens with the process's threads, registers and memory as they were. ld-chpox needs chpox-restore-stub beside it.
         """)
 
     @OptionGroup var storeOptions: StoreOptions
-    @Option(name: .long, help: "The chain (the process's name in the store).")
-    var name: String
+    @Option(name: .long, help: "The chain (the process's name in the store; needed when the store holds several).")
+    var name: String?
     @Option(name: .long, help: "The generation (default: the newest).")
     var generation: UInt64?
     @Flag(name: .long, help: "Rebuild the generation and verify every chunk; start nothing.")
@@ -33,6 +33,7 @@ struct LdChpox: ParsableCommand {
         guard check else { return try restart() }
         try reportingErrors("ld-chpox") {
             let store = try storeOptions.open()
+            let name = try store.chainName(name)
             let chain = try store.chain(name)
             guard let target = generation ?? chain.head?.generation else { throw StoreError.noSuchChain(name) }
             let map = try store.pageMap(chain: name, generation: target)
@@ -50,7 +51,9 @@ struct LdChpox: ParsableCommand {
 
     func writeCore(_ path: String) throws {
         try reportingErrors("ld-chpox") {
-            let restorer = try Restorer.load(try storeOptions.open(), chain: name, generation: generation)
+            let store = try storeOptions.open()
+            let name = try store.chainName(name)
+            let restorer = try Restorer.load(store, chain: name, generation: generation)
             let summary = try CoreFile.write(restorer.image, map: restorer.map, store: restorer.store, to: path)
             print("\(name) generation \(restorer.generation): wrote \(path) (\(summary.threads) threads, \(summary.segments) mappings, "
                   + "\(summary.storedPages) stored pages, \(summary.filePages) from files); open it with: gdb \(restorer.image.executable) \(path)")
@@ -60,7 +63,9 @@ struct LdChpox: ParsableCommand {
     func restart() throws {
         var status: Int32 = 0
         try reportingErrors("ld-chpox") {
-            let restorer = try Restorer.load(try storeOptions.open(), chain: name, generation: generation)
+            let store = try storeOptions.open()
+            let name = try store.chainName(name)
+            let restorer = try Restorer.load(store, chain: name, generation: generation)
             var options = Restorer.Options()
             options.requireSamePid = requireSamePid
             let outcome = try restorer.restart(options: options)

@@ -66,7 +66,8 @@ import Testing
             #expect(run.status == 0, "dumpinfo \(arguments) --json: \(run.errors)")
             #expect(schemas.problems(run.output) == [], "dumpinfo \(arguments.joined(separator: " ")) --json")
         }
-        for arguments in [["gc", "--store", temporary.path, "--keep-last", "1", "--dry-run", "--json"], ["--probe", "--json"]] {
+        for arguments in [["gc", "--store", temporary.path, "--keep-last", "1", "--dry-run", "--json"], ["--probe", "--json"],
+                          ["rebase", "--store", temporary.path, "--generation", "1", "--json"], ["rebuild-index", "--store", temporary.path, "--json"]] {
             let run = try TestTools.run("cpx", arguments)
             #expect(run.status == 0, "cpx \(arguments): \(run.errors)")
             #expect(schemas.problems(run.output) == [], "cpx \(arguments.joined(separator: " "))")

@@ -242,4 +242,30 @@ public enum StoreReports {
         lines.append((r.dryRun ? "would free " : "freed ") + Format.bytes(r.bytesFreed) + " (packs \(Format.bytes(r.packBytesBefore)) -> \(Format.bytes(r.packBytesAfter))) in \(String(format1: r.seconds)) s")
         return lines.joined(separator: "\n")
     }
+
+    // MARK: Rebase and index rebuild
+
+    struct RebaseDocument: Codable {
+        var schema = "chpox.rebase/\(StoreReports.schemaVersion)"
+        var store: String
+        var chain: String
+        var generation: UInt64
+        var id: String
+    }
+
+    public static func rebaseJSON(_ entry: Chain.Entry, chain: String, store: String) -> String {
+        json(RebaseDocument(store: store, chain: chain, generation: entry.generation, id: entry.manifest.hex))
+    }
+
+    struct RebuildIndexDocument: Codable {
+        var schema = "chpox.rebuild-index/\(StoreReports.schemaVersion)"
+        var store: String
+        var chunks: Int
+        var packs: Int
+        var skipped: [VerifyDocument.Problem]
+    }
+
+    public static func rebuildIndexJSON(chunks: Int, packs: Int, skipped: [VerifyReport.Problem], store: String) -> String {
+        json(RebuildIndexDocument(store: store, chunks: chunks, packs: packs, skipped: skipped.map { .init(file: $0.file, message: $0.message) }))
+    }
 }
