@@ -3,7 +3,8 @@
 # store ($CHPOX_STORE, else $XDG_STATE_HOME/chpox, else ~/.local/state/chpox):
 #   1. starts chpox-sample (a counter that prints a checksum of its memory every 0.3 s),
 #   2. checkpoints it with `cpx --interval 1` for 4 generations,
-#   3. kills it, shows `dumpinfo --chain`,
+#   3. kills it, shows `dumpinfo --chain`, generation 1 (`--generation 1`) and what changed
+#      from generation 1 to 3 (`--diff 1 3`),
 #   4. restarts generation 1 with `ld-chpox --generation 1`: the program goes on from the tick
 #      it had reached then, with the same checksum (its output file is cut back to that point),
 #   5. stops it and verifies the store.
@@ -42,6 +43,12 @@ tail -n 3 "$log"
 
 say "dumpinfo --chain --name $chain"
 "$bin/dumpinfo" --chain --name "$chain"
+
+say "dumpinfo --name $chain --generation 1 (the start of it)"
+"$bin/dumpinfo" --name "$chain" --generation 1 | head -n 16
+
+say "dumpinfo --name $chain --diff 1 3"
+"$bin/dumpinfo" --name "$chain" --diff 1 3 | head -n 12
 
 say "4. ld-chpox --name $chain --generation 1"
 restarted=$("$bin/ld-chpox" --name "$chain" --generation 1)
