@@ -33,8 +33,9 @@ FISHDIR := $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 .PHONY: all build man completions install uninstall
 all: build man completions
 
+# One product per call: swift build keeps only the last of several --product options.
 build:
-	$(SWIFT) build -c $(CONFIGURATION) $(addprefix --product ,$(PROGRAMS))
+	for product in $(PROGRAMS); do $(SWIFT) build -c $(CONFIGURATION) --product $$product || exit 1; done
 
 # The plugin builds every product of the package (it cannot be limited to some) and writes a
 # page for each ArgumentParser executable, chpox-demo included; only ours are kept. One page
