@@ -30,13 +30,17 @@ programs=("${tools[@]}" chpox-inject chpox-restore-stub)
 # An option each man page must show, proof that it holds the tool's real options.
 declare -A option=([cpx]=--interval [ld-chpox]=--generation [dumpinfo]=--chain)
 
-# Rendering needs man (man-db) or groff; install groff-base as scripts/setup.sh installs its packages.
-if ! command -v man >/dev/null && ! command -v groff >/dev/null; then
-    echo "install-test: installing groff-base"
+# The step needs make; rendering needs man (man-db) or groff. Installed when missing, as
+# scripts/setup.sh installs its packages.
+missing=()
+command -v make >/dev/null || missing+=(make)
+command -v man >/dev/null || command -v groff >/dev/null || missing+=(groff-base)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-test: installing ${missing[*]}"
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends groff-base >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The pages are mdoc. LC_ALL=C renders ASCII hyphens (not U+2010) and a wide page keeps options
 # unbroken, so grep finds them as typed.
