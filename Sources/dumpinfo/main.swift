@@ -16,7 +16,7 @@ struct DumpInfo: ParsableCommand {
           dumpinfo --diff 3 7                 what changed between generations 3 and 7
           dumpinfo --verify --deep            decompress and rehash every chunk
 
-        --generation and --diff read the chain named by --name, or the store's only chain. Exit status 1 when verify finds damage, 2 on bad arguments. With --json every form prints one JSON document naming its schema (chpox.chain/1, chpox.generation/1, chpox.diff/1, chpox.verify/1, chpox.stats/1); docs/json-schemas.md documents them.
+        --generation and --diff read the chain named by --name, or the store's only chain. Exit status 1 on an error or when verify finds damage, 64 on bad arguments. With --json every form prints one JSON document naming its schema (chpox.chain/1, chpox.generation/1, chpox.diff/1, chpox.verify/1, chpox.stats/1); docs/json-schemas.md documents them.
         """)
 
     @OptionGroup var storeOptions: StoreOptions
