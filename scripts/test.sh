@@ -15,26 +15,26 @@ passed=$(grep -E '^✔ Test .* passed' "$log" | grep -v -c 'Test run with' || tr
 failed=$(grep -E '^✘ Test .* failed' "$log" | grep -v -c 'Test run with' || true)
 if [ "$passed" -eq 0 ] && [ "$status" -eq 0 ]; then echo "no test ran"; exit 1; fi
 
-# The install step (make install/uninstall into a temporary DESTDIR), on the debug build above.
-ilog=.build/install-output.txt
-set +e
-bash scripts/install-test.sh 2>&1 | tee "$ilog"
-istatus=${PIPESTATUS[0]}
-set -e
-isummary=$(grep -E '^install: [0-9]+ passed, [0-9]+ failed' "$ilog" | tail -n 1 || true)
-ipassed=$(echo "$isummary" | awk '{print $2}')
-ifailed=$(echo "$isummary" | awk '{print $4}')
-if [ -z "$isummary" ]; then ipassed=0; ifailed=1; fi
+# A part that prints "<label>: N passed, M failed" last: run it, and add its counts.
+# part LABEL SCRIPT: sets part_passed, part_failed, part_status (a part that printed no
+# summary counts as one failure).
+part() {
+    local label=$1 script=$2 log=.build/$1-output.txt summary
+    set +e
+    bash "$script" 2>&1 | tee "$log"
+    part_status=${PIPESTATUS[0]}
+    set -e
+    summary=$(grep -E "^$label: [0-9]+ passed, [0-9]+ failed" "$log" | tail -n 1 || true)
+    part_passed=$(echo "$summary" | awk '{print $2}')
+    part_failed=$(echo "$summary" | awk '{print $4}')
+    if [ -z "$summary" ]; then part_passed=0; part_failed=1; fi
+}
 
+# The install step (make install/uninstall into a temporary DESTDIR), on the debug build above.
+part install scripts/install-test.sh
+ipassed=$part_passed ifailed=$part_failed istatus=$part_status
 # The dirty trackers on kernels the host is not: Debian's 6.12 and 6.1 under QEMU.
-qlog=.build/qemu-output.txt
-set +e
-bash scripts/qemu-tests.sh 2>&1 | tee "$qlog"
-qstatus=${PIPESTATUS[0]}
-set -e
-qsummary=$(grep -E '^qemu: [0-9]+ passed, [0-9]+ failed' "$qlog" | tail -n 1 || true)
-qpassed=$(echo "$qsummary" | awk '{print $2}')
-qfailed=$(echo "$qsummary" | awk '{print $4}')
-if [ -z "$qsummary" ]; then qpassed=0; qfailed=1; fi
+part qemu scripts/qemu-tests.sh
+qpassed=$part_passed qfailed=$part_failed qstatus=$part_status
 echo "$((passed + ipassed + qpassed)) passed, $((failed + ifailed + qfailed)) failed"
 [ "$status" -eq 0 ] && [ "$istatus" -eq 0 ] && [ "$qstatus" -eq 0 ]
