@@ -45,7 +45,7 @@ say "dumpinfo --chain --name $chain"
 "$bin/dumpinfo" --chain --name "$chain"
 
 say "dumpinfo --name $chain --generation 1 (the start of it)"
-"$bin/dumpinfo" --name "$chain" --generation 1 | head -n 16
+"$bin/dumpinfo" --name "$chain" --generation 1 | head -n 22
 
 say "dumpinfo --name $chain --diff 1 3"
 "$bin/dumpinfo" --name "$chain" --diff 1 3 | head -n 12
