@@ -8,8 +8,8 @@ import Tracee
 public struct GenerationDiff: Sendable {
     public struct MappingChange: Sendable {
         public enum Kind: String, Sendable, Codable { case added, removed, changed, pages }
-        /// `pages`: same mapping, some pages differ; `changed`: same start, another extent,
-        /// protection or backing (`before` says what it was); `added` / `removed`.
+        /// `pages`: same mapping, some pages differ; `changed`: the mapping it continues had
+        /// another extent, protection or backing (`before` says what it was); `added` / `removed`.
         public var kind: Kind
         /// B's mapping (A's for `removed`).
         public var mapping: ProcessImage.Mapping
@@ -146,31 +146,49 @@ public struct GenerationDiff: Sendable {
         return runs
     }
 
+    /// Each mapping of B is paired with the mapping of A it continues: the one at the same
+    /// start, else an overlapping one with the same backing, path and protection (a region
+    /// that grew or moved its boundary, like a guard area after its neighbour grew). Paired
+    /// and identical in shape: `pages` if any page differs; paired and reshaped: `changed`;
+    /// unpaired: `added` (B) or `removed` (A).
     static func mappingChanges(_ old: [ProcessImage.Mapping], _ new: [ProcessImage.Mapping], changed: [UInt64],
                                oldMap: PageMap) -> [MappingChange] {
-        let oldByStart = Dictionary(old.map { ($0.start, $0) }, uniquingKeysWith: { first, _ in first })
-        let newStarts = Set(new.map(\.start))
+        var paired = [Bool](repeating: false, count: old.count)
         var result: [MappingChange] = []
+        // Both lists ascend (as /proc/pid/maps does): the overlapping ones are a window that
+        // only moves forward.
+        var low = 0
         for mapping in new {
             let pages = slice(changed, mapping.pages)
-            guard let before = oldByStart[mapping.start] else {
+            while low < old.count && old[low].end <= mapping.start { low += 1 }
+            var overlapping: [Int] = []
+            var i = low
+            while i < old.count && old[i].start < mapping.end {
+                if !paired[i] { overlapping.append(i) }
+                i += 1
+            }
+            let match = overlapping.first { old[$0].start == mapping.start }
+                ?? overlapping.first { old[$0].backing == mapping.backing && old[$0].path == mapping.path && old[$0].protection == mapping.protection }
+            guard let match else {
                 result.append(.init(kind: .added, mapping: mapping, before: nil, changedPages: UInt64(pages.count), ranges: runs(pages)))
                 continue
             }
-            let same = before.end == mapping.end && before.protection == mapping.protection && before.backing == mapping.backing
-                && before.path == mapping.path && before.offset == mapping.offset
+            paired[match] = true
+            let before = old[match]
+            let same = before.start == mapping.start && before.end == mapping.end && before.protection == mapping.protection
+                && before.backing == mapping.backing && before.path == mapping.path && before.offset == mapping.offset
             if !same {
                 result.append(.init(kind: .changed, mapping: mapping, before: before, changedPages: UInt64(pages.count), ranges: runs(pages)))
             } else if !pages.isEmpty {
                 result.append(.init(kind: .pages, mapping: mapping, before: nil, changedPages: UInt64(pages.count), ranges: runs(pages)))
             }
         }
-        for mapping in old where !newStarts.contains(mapping.start) {
+        for (index, mapping) in old.enumerated() where !paired[index] {
             let held = oldMap.entries(in: mapping.pages)
             result.append(.init(kind: .removed, mapping: mapping, before: nil, changedPages: UInt64(held.count),
                                 ranges: runs(held.map(\.page))))
         }
-        return result.sorted { $0.mapping.start < $1.mapping.start }
+        return result.sorted { ($0.mapping.start, $0.kind.rawValue) < ($1.mapping.start, $1.kind.rawValue) }
     }
 
     // MARK: Everything else
