@@ -118,7 +118,19 @@ public final class Store: @unchecked Sendable {
         return try pageMap(chain, position: position)
     }
 
-    func pageMap(_ chain: Chain, position: Int) throws(StoreError) -> PageMap {
+    /// Generation `generation`'s manifest (its metadata, statistics) and its full page map, the
+    /// manifest read and decoded once for both: what inspecting or restarting a generation needs.
+    public func rebuild(chain name: String, generation: UInt64) throws(StoreError) -> (manifest: GenerationManifest, map: PageMap) {
+        let chain = try chain(name)
+        guard let position = chain.entries.firstIndex(where: { $0.generation == generation }) else {
+            throw .noSuchGeneration(chain: name, generation: generation)
+        }
+        let manifest = try checkedManifest(chain.entries[position], in: chain)
+        return (manifest, try pageMap(chain, position: position, newest: manifest))
+    }
+
+    /// `newest`: the manifest at `position`, when the caller has read it already.
+    func pageMap(_ chain: Chain, position: Int, newest: GenerationManifest? = nil) throws(StoreError) -> PageMap {
         var deltas: [PageDelta] = []
         var base = PageMap.empty
         var i = position
@@ -128,7 +140,8 @@ public final class Store: @unchecked Sendable {
                 base = snapshot
                 break
             }
-            let manifest = try checkedManifest(entry, in: chain)
+            let manifest: GenerationManifest
+            if i == position, let newest { manifest = newest } else { manifest = try checkedManifest(entry, in: chain) }
             deltas.append(manifest.delta)
             if manifest.kind == .full { break }
             guard i > 0 else { throw .brokenChain(chain: chain.name, generation: entry.generation, reason: "no full generation before it") }

@@ -36,8 +36,7 @@ struct LdChpox: ParsableCommand {
             let name = try store.chainName(name)
             let chain = try store.chain(name)
             guard let target = generation ?? chain.head?.generation else { throw StoreError.noSuchChain(name) }
-            let map = try store.pageMap(chain: name, generation: target)
-            let manifest = try store.manifest(chain: name, generation: target)
+            let (manifest, map) = try store.rebuild(chain: name, generation: target)
             // What a restart would refuse, said now (for generations cpx took: others hold
             // pages only, or metadata of their own).
             if let image = try? ProcessImage(decoding: manifest.metadata, generation: target) {

@@ -31,3 +31,11 @@ import Testing
         #expect(Self.kinds(old, new, changed: [0x1000_0000 / 4096 + 3]) == ["pages 10000000", "removed 20000000", "added 20008000"])
     }
 }
+
+extension GenerationDiffTests {
+    @Test func pagesOutsideEveryMappingAreFoundInOneSweep() {
+        let ranges = [PageRange(first: 10, count: 5), PageRange(first: 0, count: 3), PageRange(first: 12, count: 10)]
+        #expect(GenerationDiff.outside([0, 2, 3, 9, 10, 14, 15, 21, 22, 40], ranges) == [3, 9, 22, 40])
+        #expect(GenerationDiff.outside([1, 2], []) == [1, 2])
+    }
+}

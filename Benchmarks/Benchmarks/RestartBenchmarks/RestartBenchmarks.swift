@@ -19,7 +19,9 @@ import TargetProcess
 //                          `store.pageMap(chain:generation:)` of the newest generation of chains
 //                          1, 100 and 1,000 generations deep (a 262144-page base, then deltas
 //                          each rewriting 1% of the pages at random), written once per run
-//                          straight through GenerationWriter, no process.
+//                          straight through GenerationWriter, no process; then `dumpinfo
+//                          --diff` (GenerationDiff.load) of the deepest chain's two newest
+//                          generations and of its first and newest, against its rebuild.
 // Figures are custom metrics (one name each: the JMH export keys them by name alone); ratios
 // are computed per iteration, in thousandths. `run-ratios` prints the restart table from their
 // medians. See README.md.
@@ -87,8 +89,23 @@ enum RebuildFigure {
     static let snapshotRebuild = metric("rebuild snapshot alone us")
     static let deltasPastSnapshot = metric("rebuild deltas past snapshot")
 
+    /// `dumpinfo --diff` of the deepest chain: `GenerationDiff.load` of its two newest
+    /// generations (2,621 pages apart) and of its first and newest (every page), each / the
+    /// two `pageMap` rebuilds it needs, timed in the same iteration, x1000 (goal for adjacent
+    /// generations < 2: the comparison costs less than the rebuilds; first-newest, where every
+    /// page changed and is listed, is information).
+    static let diffAdjacent = metric("inspect diff adjacent us")
+    static let diffWhole = metric("inspect diff first-newest us")
+    static let diffAdjacentRatio = metric("inspect diff adjacent/rebuilds x1000")
+    static let diffWholeRatio = metric("inspect diff first-newest/rebuilds x1000")
+    static let rebuildsAdjacent = metric("inspect rebuilds adjacent us")
+    static let rebuildsWhole = metric("inspect rebuilds first-newest us")
+    static let diffAdjacentPages = metric("inspect diff adjacent pages")
+    static let diffWholePages = metric("inspect diff first-newest pages")
+
     static let all = depths.map { rebuild[$0]! } + depths.dropFirst().map { ratio[$0]! }
-        + [buildMilliseconds, mapPages, snapshots, chainFile, snapshotRebuild, deltasPastSnapshot]
+        + [buildMilliseconds, mapPages, snapshots, chainFile, snapshotRebuild, deltasPastSnapshot,
+           diffAdjacent, diffWhole, diffAdjacentRatio, diffWholeRatio, diffAdjacentPages, diffWholePages, rebuildsAdjacent, rebuildsWhole]
 }
 
 
@@ -318,8 +335,25 @@ let benchmarks: @Sendable () -> Void = {
         for depth in RebuildFigure.depths.dropFirst() {
             measure(RebuildFigure.ratio[depth]!, ratio1000(times[depth]!, times[RebuildFigure.depths.first!]!))
         }
+        let newest = c.newest[RebuildFigure.depths.last!]!
+        func rebuilds(_ a: UInt64, _ b: UInt64) throws -> Int {
+            try microseconds { try c.store.pageMap(chain: deepest, generation: a) }.1 + microseconds { try c.store.pageMap(chain: deepest, generation: b) }.1
+        }
+        let adjacentRebuilds = try rebuilds(newest - 1, newest)
+        let (adjacent, adjacentTime) = try microseconds { try GenerationDiff.load(c.store, chain: deepest, from: newest - 1, to: newest) }
+        let wholeRebuilds = try rebuilds(0, newest)
+        let (whole, wholeTime) = try microseconds { try GenerationDiff.load(c.store, chain: deepest, from: 0, to: newest) }
+        measure(RebuildFigure.rebuildsAdjacent, adjacentRebuilds)
+        measure(RebuildFigure.rebuildsWhole, wholeRebuilds)
+        measure(RebuildFigure.diffAdjacent, adjacentTime)
+        measure(RebuildFigure.diffWhole, wholeTime)
+        measure(RebuildFigure.diffAdjacentRatio, ratio1000(adjacentTime, adjacentRebuilds))
+        measure(RebuildFigure.diffWholeRatio, ratio1000(wholeTime, wholeRebuilds))
+        measure(RebuildFigure.diffAdjacentPages, adjacent.changedPages)
+        measure(RebuildFigure.diffWholePages, whole.changedPages)
         note("rebuild-iteration: " + RebuildFigure.depths.map { "depth \($0) \(times[$0]!) us" }.joined(separator: ", ")
             + "; of depth \(RebuildFigure.depths.last!): generation \(c.snapshotGeneration) (a snapshot) \(snapshotTime) us, "
-            + "chain file \(chainTime) us")
+            + "chain file \(chainTime) us; diff \(newest - 1)-\(newest) \(adjacentTime) us (\(adjacent.changedPages) pages; its rebuilds \(adjacentRebuilds) us), "
+            + "diff 0-\(newest) \(wholeTime) us (\(whole.changedPages) pages; its rebuilds \(wholeRebuilds) us)")
     }
 }

@@ -30,8 +30,8 @@ public struct GenerationDetail: Sendable {
         guard let target = generation ?? chain.head?.generation, let entry = chain.entry(target) else {
             throw StoreError.noSuchGeneration(chain: name, generation: generation ?? 0)
         }
-        return try GenerationDetail(chain: name, entry: entry, manifest: try store.manifest(chain: name, generation: target),
-                                    map: try store.pageMap(chain: name, generation: target))
+        let (manifest, map) = try store.rebuild(chain: name, generation: target)
+        return try GenerationDetail(chain: name, entry: entry, manifest: manifest, map: map)
     }
 }
 

@@ -58,11 +58,7 @@ public struct GenerationDiff: Sendable {
         let oldMappings = a.image?.mappings ?? []
         let newMappings = b.image?.mappings ?? []
         mappings = Self.mappingChanges(oldMappings, newMappings, changed: changed, oldMap: a.map)
-        var attributed = Set<UInt64>()
-        for mapping in oldMappings + newMappings {
-            for page in Self.slice(changed, mapping.pages) { attributed.insert(page) }
-        }
-        unattributedRanges = Self.runs(changed.filter { !attributed.contains($0) })
+        unattributedRanges = Self.runs(Self.outside(changed, (oldMappings + newMappings).map(\.pages)))
         let before = a.image, after = b.image
         descriptors = Self.keyed(before?.descriptors ?? [], after?.descriptors ?? [], key: \.fd, subject: { "fd \($0.fd)" },
                                  describe: Self.describe)
@@ -94,25 +90,43 @@ public struct GenerationDiff: Sendable {
     /// not hold is zero too (a full generation records untouched memory as absent, a later
     /// one may record it as zero). In a file mapping a zero page is not the file's bytes.
     static func contents(_ detail: GenerationDetail) -> PageMap {
+        guard detail.map.pages.contains(where: { $0.chunk == .zeroPage }) else { return detail.map }
         let fileRanges = (detail.image?.mappings ?? []).filter { $0.backing == .privateFile || $0.backing == .sharedFile }.map(\.pages)
         return PageMap(pages: detail.map.pages.filter { entry in
             entry.chunk != .zeroPage || fileRanges.contains { $0.first <= entry.page && entry.page < $0.end }
         })
     }
 
+    /// The ascending `pages` that lie in none of `ranges`, in one sweep.
+    static func outside(_ pages: [UInt64], _ ranges: [PageRange]) -> [UInt64] {
+        let sorted = ranges.sorted { $0.first < $1.first }
+        var result: [UInt64] = []
+        var r = 0
+        var coveredUpTo: UInt64 = 0  // pages below this are inside some range seen
+        for page in pages {
+            while r < sorted.count && sorted[r].first <= page {
+                coveredUpTo = max(coveredUpTo, sorted[r].end)
+                r += 1
+            }
+            if page >= coveredUpTo { result.append(page) }
+        }
+        return result
+    }
+
     /// Pages whose chunk differs or that one map holds and the other does not, ascending.
     static func changedPages(_ a: PageMap, _ b: PageMap) -> [UInt64] {
         var result: [UInt64] = []
         var i = 0, j = 0
-        while i < a.pages.count || j < b.pages.count {
-            if j == b.pages.count || (i < a.pages.count && a.pages[i].page < b.pages[j].page) {
-                result.append(a.pages[i].page)
+        let (a, b) = (a.pages, b.pages)
+        while i < a.count || j < b.count {
+            if j == b.count || (i < a.count && a[i].page < b[j].page) {
+                result.append(a[i].page)
                 i += 1
-            } else if i == a.pages.count || b.pages[j].page < a.pages[i].page {
-                result.append(b.pages[j].page)
+            } else if i == a.count || b[j].page < a[i].page {
+                result.append(b[j].page)
                 j += 1
             } else {
-                if a.pages[i].chunk != b.pages[j].chunk { result.append(a.pages[i].page) }
+                if a[i].chunk != b[j].chunk { result.append(a[i].page) }
                 i += 1
                 j += 1
             }

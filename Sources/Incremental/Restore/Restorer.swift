@@ -48,12 +48,12 @@ public final class Restorer {
     public static func load(_ store: Store, chain name: String, generation: UInt64?) throws -> Restorer {
         let chain = try store.chain(name)
         guard let target = generation ?? chain.head?.generation else { throw StoreError.noSuchChain(name) }
-        let manifest = try store.manifest(chain: name, generation: target)
+        let (manifest, map) = try store.rebuild(chain: name, generation: target)
         guard !manifest.metadata.isEmpty else {
             throw CheckpointError.badImage(generation: target, reason: "it holds pages but no process image (written by something other than cpx)")
         }
         let image = try ProcessImage(decoding: manifest.metadata, generation: target)
-        return Restorer(image: image, map: try store.pageMap(chain: name, generation: target), store: store, generation: target)
+        return Restorer(image: image, map: map, store: store, generation: target)
     }
 
     /// The stub: $CHPOX_RESTORE_STUB, else chpox-restore-stub beside the running executable.
