@@ -11,10 +11,13 @@ struct LdChpox: ParsableCommand {
         discussion: """
         `ld-chpox [--name NAME] [--generation N]` restarts generation N (default: the newest) of chain NAME (default: the store's only chain) and prints the new process's pid; it runs on detached (--wait: stay its parent and exit with its status). It gets its saved pid when that pid is free (root), else a new one with a notice (--require-same-pid: an error instead). Its descriptors are reopened at their numbers; terminals and pipes on 0-2 become ld-chpox's own, other pipes a pipe whose peer is gone. Files it was writing are cut back to their size at that generation.
 
+        --json prints one document (chpox.restart/1: pid, original pid, notices; chpox.check/1; chpox.core/1; see docs/json-schemas.md); with --wait it comes before the process's own output.
+
         --check rebuilds the generation, verifies every chunk and says what a restart would refuse. --core FILE writes the generation as an ELF core file that `gdb EXECUTABLE FILE` opens with the process's threads, registers and memory as they were. ld-chpox needs chpox-restore-stub beside it.
         """)
 
     @OptionGroup var storeOptions: StoreOptions
+    @OptionGroup var output: OutputOptions
     @Option(name: .long, help: "The chain (the process's name in the store; needed when the store holds several).")
     var name: String?
     @Option(name: .long, help: "The generation (default: the newest).")
@@ -39,12 +42,13 @@ struct LdChpox: ParsableCommand {
             let (manifest, map) = try store.rebuild(chain: name, generation: target)
             // What a restart would refuse, said now (for generations cpx took: others hold
             // pages only, or metadata of their own).
-            if let image = try? ProcessImage(decoding: manifest.metadata, generation: target) {
-                try Restorer(image: image, map: map, store: store, generation: target).check()
-            }
+            let image = try? ProcessImage(decoding: manifest.metadata, generation: target)
+            if let image { try Restorer(image: image, map: map, store: store, generation: target).check() }
             var bytes = 0
             try store.reader().readPages(map) { _, page in bytes += page.count }
-            print("\(name) generation \(target): \(map.pages.count) pages (\(Format.bytes(Int64(bytes)))) rebuilt; every chunk verified")
+            print(output.json ? RestartReports.checkJSON(store: store.path, chain: name, generation: target, pages: map.pages.count, bytes: bytes,
+                                                         processImage: image != nil)
+                  : "\(name) generation \(target): \(map.pages.count) pages (\(Format.bytes(Int64(bytes)))) rebuilt; every chunk verified")
         }
     }
 
@@ -54,7 +58,8 @@ struct LdChpox: ParsableCommand {
             let name = try store.chainName(name)
             let restorer = try Restorer.load(store, chain: name, generation: generation)
             let summary = try CoreFile.write(restorer.image, map: restorer.map, store: restorer.store, to: path)
-            print("\(name) generation \(restorer.generation): wrote \(path) (\(summary.threads) threads, \(summary.segments) mappings, "
+            print(output.json ? RestartReports.coreJSON(summary, chain: name, generation: restorer.generation, file: path, executable: restorer.image.executable)
+                  : "\(name) generation \(restorer.generation): wrote \(path) (\(summary.threads) threads, \(summary.segments) mappings, "
                   + "\(summary.storedPages) stored pages, \(summary.filePages) from files); open it with: gdb \(restorer.image.executable) \(path)")
         }
     }
@@ -71,12 +76,17 @@ struct LdChpox: ParsableCommand {
             let notice = outcome.pid == outcome.originalPid ? "" : " (its pid \(outcome.originalPid) is taken: a new pid)"
             for line in outcome.notices { FileHandle.standardError.write(Data("ld-chpox: \(line)\n".utf8)) }
             FileHandle.standardError.write(Data("ld-chpox: \(name) generation \(restorer.generation) restarted as pid \(outcome.pid)\(notice)\n".utf8))
+            // With --wait the process shares this stdout: the document comes first, its output after.
+            if output.json {
+                print(RestartReports.restartJSON(outcome, chain: name, generation: restorer.generation))
+                fflush(nil)  // every stream: the document must precede the process's output
+            }
             if wait {
                 switch try outcome.child.wait() {
                 case .exited(let code): status = code
                 case .signalled(let signal): status = 128 + signal
                 }
-            } else {
+            } else if !output.json {
                 print(outcome.pid)
             }
         }

@@ -46,6 +46,9 @@ import Testing
         run = try Self.run("ld-chpox", ["--store", temporary.path, "--generation", "2", "--check"])
         #expect(run.status == 0, "\(run.errors)")
         #expect(run.output.contains("app generation 2:") && run.output.contains("every chunk verified"))
+        run = try Self.run("ld-chpox", ["--store", temporary.path, "--generation", "2", "--check", "--json"])
+        #expect(try JSONSchemaCheck().problems(run.output) == [])
+        #expect(try Self.object(run.output)["processImage"] as? Bool == false)
 
         run = try Self.run("cpx", ["gc", "--store", temporary.path, "--keep-last", "2", "--dry-run", "--json"])
         #expect(run.status == 0)

@@ -80,9 +80,14 @@ extension LiveProcess {
             let pid = target.pid
             try target.workload.child.send(SIGKILL)
             _ = try target.workload.child.wait()
+            let schemas = try JSONSchemaCheck()
             for generation in kept.reversed() {
                 let restarted = try WorkloadProcess(executable: TestTools.path("ld-chpox"),
-                                                    arguments: ["--store", target.store, "--name", "g", "--generation", "\(generation)", "--wait"])
+                                                    arguments: ["--store", target.store, "--name", "g", "--generation", "\(generation)", "--wait", "--json"])
+                // ld-chpox's document first, then the process's own answers on the same stdout.
+                let document = try restarted.line()
+                #expect(schemas.problems(document) == [], "\(document)")
+                #expect(document.contains("\"generation\":\(generation)") && document.contains("\"samePid\":true"), "\(document)")
                 #expect(try restarted.send("restarted") == "noted", "generation \(generation)")
                 let check = try restarted.send("check")
                 #expect(check.hasPrefix("ok"), "generation \(generation): \(check)")

@@ -58,7 +58,11 @@ extension LiveProcess {
             let store = try Store(at: target.store)
             let image = try ProcessImage(decoding: try store.manifest(chain: "churn", generation: 0).metadata, generation: 0)
             let core = target.directory + "/churn.core"
-            #expect(try TestTools.run("ld-chpox", ["--store", target.store, "--name", "churn", "--core", core]).status == 0)
+            let written = try TestTools.run("ld-chpox", ["--store", target.store, "--name", "churn", "--core", core, "--json"])
+            #expect(written.status == 0, "\(written.errors)")
+            #expect(try JSONSchemaCheck().problems(written.output) == [])
+            let summary = try #require(try JSONSerialization.jsonObject(with: Data(written.output.utf8)) as? [String: Any])
+            #expect(summary["threads"] as? Int == 5 && summary["file"] as? String == core)
             let text = try Self.debugger(TestTools.path("chpox-churn-workload"), core, ["info threads", "thread 1", "print/x $rsp", "print/x $fs_base"])
             for thread in image.threads { #expect(text.contains("LWP \(thread.state.tid)"), "thread \(thread.state.tid)\n\(text)") }
             #expect(image.threads.count == 5)

@@ -1,0 +1,53 @@
+/// What `ld-chpox --json` prints: one document per run, naming its schema (chpox.restart/1,
+/// chpox.check/1, chpox.core/1; docs/json-schemas.md).
+public enum RestartReports {
+    struct Restart: Codable {
+        var schema = "chpox.restart/\(StoreReports.schemaVersion)"
+        var chain: String
+        var generation: UInt64
+        var pid: Int32
+        var originalPid: Int32
+        var samePid: Bool
+        var mappings: Int
+        var pagesWritten: Int
+        var notices: [String]
+    }
+
+    public static func restartJSON(_ outcome: Restorer.Outcome, chain: String, generation: UInt64) -> String {
+        StoreReports.jsonLine(Restart(chain: chain, generation: generation, pid: outcome.pid, originalPid: outcome.originalPid,
+                                      samePid: outcome.pid == outcome.originalPid, mappings: outcome.mappings,
+                                      pagesWritten: outcome.pagesWritten, notices: outcome.notices))
+    }
+
+    struct Check: Codable {
+        var schema = "chpox.check/\(StoreReports.schemaVersion)"
+        var store: String
+        var chain: String
+        var generation: UInt64
+        var pages: Int
+        var bytes: Int
+        var processImage: Bool
+    }
+
+    public static func checkJSON(store: String, chain: String, generation: UInt64, pages: Int, bytes: Int, processImage: Bool) -> String {
+        StoreReports.json(Check(store: store, chain: chain, generation: generation, pages: pages, bytes: bytes, processImage: processImage))
+    }
+
+    struct Core: Codable {
+        var schema = "chpox.core/\(StoreReports.schemaVersion)"
+        var chain: String
+        var generation: UInt64
+        var file: String
+        var executable: String
+        var threads: Int
+        var segments: Int
+        var storedPages: Int
+        var filePages: Int
+        var bytes: Int64
+    }
+
+    public static func coreJSON(_ summary: CoreFile.Summary, chain: String, generation: UInt64, file: String, executable: String) -> String {
+        StoreReports.json(Core(chain: chain, generation: generation, file: file, executable: executable, threads: summary.threads,
+                               segments: summary.segments, storedPages: summary.storedPages, filePages: summary.filePages, bytes: summary.bytes))
+    }
+}
