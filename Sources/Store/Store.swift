@@ -118,15 +118,19 @@ public final class Store: @unchecked Sendable {
         return try pageMap(chain, position: position)
     }
 
-    /// Generation `generation`'s manifest (its metadata, statistics) and its full page map, the
-    /// manifest read and decoded once for both: what inspecting or restarting a generation needs.
-    public func rebuild(chain name: String, generation: UInt64) throws(StoreError) -> (manifest: GenerationManifest, map: PageMap) {
+    /// Generation `generation` (default: the chain's newest): its chain entry, its manifest
+    /// (metadata, statistics) and its full page map, the manifest read and decoded once for
+    /// both: what inspecting or restarting a generation needs.
+    public func rebuild(chain name: String, generation: UInt64?) throws(StoreError)
+        -> (entry: Chain.Entry, manifest: GenerationManifest, map: PageMap) {
         let chain = try chain(name)
-        guard let position = chain.entries.firstIndex(where: { $0.generation == generation }) else {
-            throw .noSuchGeneration(chain: name, generation: generation)
+        guard let target = generation ?? chain.head?.generation else { throw .noSuchChain(name) }
+        guard let position = chain.entries.firstIndex(where: { $0.generation == target }) else {
+            throw .noSuchGeneration(chain: name, generation: target)
         }
-        let manifest = try checkedManifest(chain.entries[position], in: chain)
-        return (manifest, try pageMap(chain, position: position, newest: manifest))
+        let entry = chain.entries[position]
+        let manifest = try checkedManifest(entry, in: chain)
+        return (entry, manifest, try pageMap(chain, position: position, newest: manifest))
     }
 
     /// `newest`: the manifest at `position`, when the caller has read it already.

@@ -37,9 +37,8 @@ struct LdChpox: ParsableCommand {
         try reportingErrors("ld-chpox") {
             let store = try storeOptions.open()
             let name = try store.chainName(name)
-            let chain = try store.chain(name)
-            guard let target = generation ?? chain.head?.generation else { throw StoreError.noSuchChain(name) }
-            let (manifest, map) = try store.rebuild(chain: name, generation: target)
+            let (entry, manifest, map) = try store.rebuild(chain: name, generation: generation)
+            let target = entry.generation
             // What a restart would refuse, said now (for generations cpx took: others hold
             // pages only, or metadata of their own).
             let image = try? ProcessImage(decoding: manifest.metadata, generation: target)

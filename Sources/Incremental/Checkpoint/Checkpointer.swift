@@ -220,7 +220,7 @@ public final class Checkpointer {
             let asked = Clock.now()
             let injected = try Injector.readState(of: pid)
             run.totalPause += Clock.now() - asked
-            let flags = try ImageCapture.MappingFlags(pid: pid)
+            let smaps = try ImageCapture.EarlySmaps(pid: pid)
             let stopped = Clock.now()
             let frozen = try FrozenProcess(pid: pid)
             do {
@@ -235,7 +235,7 @@ public final class Checkpointer {
                 let report = try tracker.collect(frozen)
                 let selection = try PageSelection(candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
                 let copy = try CopiedPages(selection.copy.runs, from: ProcessMemory(pid: pid))
-                var image = try ImageCapture.capture(frozen, regions: try MemoryRegion.of(pid), injected: injected, flags: flags,
+                var image = try ImageCapture.capture(frozen, regions: try MemoryRegion.of(pid), injected: injected, smaps: smaps,
                                                      skipUnsupported: options.skipUnsupported)
                 observeFrozen?(frozen, run.writer.generation)
                 if finish != .resume { kill(pid, SIGSTOP) }  // delivered before it runs again

@@ -16,7 +16,7 @@ enum ImageCapture {
     /// they were read for: smaps costs tens of milliseconds on a large process (it walks the
     /// page tables for its counters), so the stop reads it again only if the mappings changed
     /// meanwhile. Resident counts are therefore those of just before the final stop.
-    struct MappingFlags {
+    struct EarlySmaps {
         var regions: [MemoryRegion]
         var details: [UInt64: ProcFS.MappingDetails]
 
@@ -30,13 +30,13 @@ enum ImageCapture {
         }
     }
 
-    static func capture(_ process: FrozenProcess, regions: [MemoryRegion], injected: InjectedState, flags earlier: MappingFlags,
+    static func capture(_ process: FrozenProcess, regions: [MemoryRegion], injected: InjectedState, smaps earlier: EarlySmaps,
                         skipUnsupported: Bool) throws(CheckpointError) -> ProcessImage {
         let pid = process.pid
         do {
             let status = try ProcFS.status(pid)
             let stat = try ProcFS.stat(pid)
-            let flags = try earlier.current(regions, pid: pid)
+            let details = try earlier.current(regions, pid: pid)
             var threads: [ProcessImage.ThreadImage] = []
             for tid in process.threads {
                 let injectedThread = injected.threads.first { $0.tid == tid }
@@ -60,7 +60,7 @@ enum ImageCapture {
                 addressSpace: .init(startCode: field(26), endCode: field(27), startData: field(45), endData: field(46),
                                     startBrk: field(47), brk: injected.programBreak, startStack: field(28),
                                     argStart: field(48), argEnd: field(49), envStart: field(50), envEnd: field(51), auxv: auxv),
-                mappings: regions.map { mapping($0, details: flags[$0.start] ?? .init()) },
+                mappings: regions.map { mapping($0, details: details[$0.start] ?? .init()) },
                 threads: threads,
                 signalActions: injected.signalActions,
                 sharedPendingSignals: try process.sharedPendingSignals(),

@@ -102,6 +102,12 @@ public struct ProcessImage: Codable, Sendable, Equatable {
         public var clearAddress: UInt64?
         /// sigaltstack: address, flags, size (nil: none).
         public var alternateStack: [UInt64]? = nil
+
+        /// `alternateStack` by name (nil: none, or a malformed record).
+        public var signalStack: (address: UInt64, flags: UInt64, size: UInt64)? {
+            guard let words = alternateStack, words.count >= 3 else { return nil }
+            return (words[0], words[1], words[2])
+        }
     }
 
     public struct Descriptor: Codable, Sendable, Equatable {

@@ -26,16 +26,12 @@ public struct GenerationDetail: Sendable {
 
     /// Generation `generation` of chain `name` (default: its newest), rebuilt.
     public static func load(_ store: Store, chain name: String, generation: UInt64?) throws -> GenerationDetail {
-        let chain = try store.chain(name)
-        guard let target = generation ?? chain.head?.generation, let entry = chain.entry(target) else {
-            throw StoreError.noSuchGeneration(chain: name, generation: generation ?? 0)
-        }
-        let (manifest, map) = try store.rebuild(chain: name, generation: target)
+        let (entry, manifest, map) = try store.rebuild(chain: name, generation: generation)
         return try GenerationDetail(chain: name, entry: entry, manifest: manifest, map: map)
     }
 }
 
 extension ProcessImage.Mapping {
     /// The mapping's pages, by page number.
-    public var pages: PageRange { PageRange(first: start / 4096, count: (end - start) / 4096) }
+    public var pages: PageRange { PageRange(first: start / 4096, count: pageCount) }
 }

@@ -253,7 +253,7 @@ public struct GenerationDiff: Sendable {
         let s = t.state
         return [("rip", Format.address(s.instructionPointer)), ("rsp", Format.address(s.stackPointer)), ("fs_base", Format.address(s.fsBase)),
                 ("blocked", SignalNames.describe(mask: s.signalMask)), ("pending", SignalNames.describe(siginfo: s.pendingSignals)),
-                ("altstack", t.alternateStack.map { "\(Format.address($0[0]))+\($0.count > 2 ? $0[2] : 0)" } ?? "-")]
+                ("altstack", t.signalStack.map { "\(Format.address($0.address))+\($0.size)" } ?? "-")]
     }
 
     static func describe(_ a: InjectedState.SignalAction) -> [(String, String)] {

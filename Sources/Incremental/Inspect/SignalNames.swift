@@ -13,21 +13,29 @@ public enum SignalNames {
         return "signal \(signal)"
     }
 
-    /// The signals of a 64-bit mask (bit n-1 for signal n): "-" when none, names up to six,
-    /// else the mask in hex with a count.
+    /// The names of the signals in a 64-bit mask (bit n-1 for signal n), ascending.
+    public static func names(mask: UInt64) -> [String] {
+        (1...64).filter { mask & (1 << UInt64($0 - 1)) != 0 }.map { name(Int32($0)) }
+    }
+
+    /// The names of queued signals (128-byte siginfo records, si_signo first).
+    public static func names(siginfo records: [[UInt8]]) -> [String] {
+        records.map { record in
+            name(record.count >= 4 ? Int32(record[0]) | Int32(record[1]) << 8 | Int32(record[2]) << 16 | Int32(record[3]) << 24 : 0)
+        }
+    }
+
+    /// A mask for people: "-" when empty, names up to six, else the mask in hex with a count.
     public static func describe(mask: UInt64) -> String {
-        let signals = (1...64).filter { mask & (1 << UInt64($0 - 1)) != 0 }.map { Int32($0) }
+        let signals = names(mask: mask)
         if signals.isEmpty { return "-" }
-        if signals.count <= 6 { return signals.map(name).joined(separator: ",") }
+        if signals.count <= 6 { return signals.joined(separator: ",") }
         return Format.address(mask) + " (\(signals.count) signals)"
     }
 
-    /// Queued signals (128-byte siginfo records, si_signo first): their names, "-" when none.
+    /// Queued signals for people: their names, "-" when none.
     public static func describe(siginfo records: [[UInt8]]) -> String {
-        let signals = records.map { record in
-            record.count >= 4 ? Int32(record[0]) | Int32(record[1]) << 8 | Int32(record[2]) << 16 | Int32(record[3]) << 24 : 0
-        }
-        return signals.isEmpty ? "-" : signals.map(name).joined(separator: ",")
+        records.isEmpty ? "-" : names(siginfo: records).joined(separator: ",")
     }
 
     /// SIG_DFL, SIG_IGN or the handler's address.

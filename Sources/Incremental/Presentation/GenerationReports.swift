@@ -108,14 +108,6 @@ public enum GenerationReports {
             process: detail.image.map { process($0, storedPages: detail.storedPages) })
     }
 
-    static func signals(_ mask: UInt64) -> [String] {
-        (1...64).filter { mask & (1 << UInt64($0 - 1)) != 0 }.map { SignalNames.name(Int32($0)) }
-    }
-
-    static func pending(_ records: [[UInt8]]) -> [String] {
-        records.isEmpty ? [] : SignalNames.describe(siginfo: records).split(separator: ",").map(String.init)
-    }
-
     static func process(_ image: ProcessImage, storedPages: [UInt64]) -> Process {
         let c = image.capture
         return Process(
@@ -130,8 +122,8 @@ public enum GenerationReports {
                 var registers: [String: String] = [:]
                 for (name, value) in zip(ThreadState.registerNames, s.registers) { registers[name] = Format.address(value) }
                 return Thread(tid: s.tid, instructionPointer: Format.address(s.instructionPointer), stackPointer: Format.address(s.stackPointer),
-                              fsBase: Format.address(s.fsBase), blockedSignals: signals(s.signalMask), pendingSignals: pending(s.pendingSignals),
-                              alternateStack: thread.alternateStack.flatMap { $0.count >= 3 ? AlternateStack(address: Format.address($0[0]), size: $0[2], flags: $0[1]) : nil },
+                              fsBase: Format.address(s.fsBase), blockedSignals: SignalNames.names(mask: s.signalMask), pendingSignals: SignalNames.names(siginfo: s.pendingSignals),
+                              alternateStack: thread.signalStack.map { AlternateStack(address: Format.address($0.address), size: $0.size, flags: $0.flags) },
                               registers: registers, xsaveBytes: s.xstate.count)
             },
             mappings: zip(image.mappings, storedPages).map { m, stored in
@@ -144,12 +136,12 @@ public enum GenerationReports {
             },
             signalActions: image.signalActions.map {
                 SignalAction(signal: $0.signal, name: SignalNames.name($0.signal), handler: SignalNames.handler($0.handler),
-                             flags: SignalNames.describe(actionFlags: $0.flags), mask: signals($0.mask))
+                             flags: SignalNames.describe(actionFlags: $0.flags), mask: SignalNames.names(mask: $0.mask))
             },
             intervalTimers: (image.intervalTimers ?? []).map {
                 Timer(timer: GenerationDiff.timerName($0.which), intervalMicroseconds: $0.intervalMicroseconds, valueMicroseconds: $0.valueMicroseconds)
             },
-            pendingSignals: pending(image.sharedPendingSignals),
+            pendingSignals: SignalNames.names(siginfo: image.sharedPendingSignals),
             limits: image.limits.map {
                 Limit(name: $0.name, soft: $0.soft == .max ? nil : $0.soft, hard: $0.hard == .max ? nil : $0.hard)
             },
@@ -191,7 +183,7 @@ public enum GenerationReports {
             let s = thread.state
             threads.add(["\(s.tid)", Format.address(s.instructionPointer), Format.address(s.stackPointer), Format.address(s.fsBase),
                          SignalNames.describe(mask: s.signalMask), SignalNames.describe(siginfo: s.pendingSignals),
-                         thread.alternateStack.flatMap { $0.count >= 3 ? "\(Format.address($0[0])) +\($0[2])" : nil } ?? "-"])
+                         thread.signalStack.map { "\(Format.address($0.address)) +\($0.size)" } ?? "-"])
         }
         lines.append(threads.render())
         if regs {

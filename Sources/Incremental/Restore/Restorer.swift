@@ -46,9 +46,8 @@ public final class Restorer {
     /// Generation `generation` of chain `chain` (default: its newest), rebuilt and ready to
     /// restart or inspect.
     public static func load(_ store: Store, chain name: String, generation: UInt64?) throws -> Restorer {
-        let chain = try store.chain(name)
-        guard let target = generation ?? chain.head?.generation else { throw StoreError.noSuchChain(name) }
-        let (manifest, map) = try store.rebuild(chain: name, generation: target)
+        let (entry, manifest, map) = try store.rebuild(chain: name, generation: generation)
+        let target = entry.generation
         guard !manifest.metadata.isEmpty else {
             throw CheckpointError.badImage(generation: target, reason: "it holds pages but no process image (written by something other than cpx)")
         }
