@@ -23,6 +23,7 @@ let package = Package(
                 .product(name: "Store", package: "chpox"),
                 .product(name: "Benchmark", package: "benchmark"),
                 "CBenchLZ4",
+                "TargetProcess",
             ],
             path: "Benchmarks/StoreBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
@@ -31,7 +32,8 @@ let package = Package(
         // (or, `mixed`, a third each zero, text and random), dirtying K more on request (see
         // Sources/DirtyTarget/main.c).
         .executableTarget(name: "DirtyTarget"),
-        // Starting and driving a DirtyTarget from a benchmark, and the notes run-ratios reads.
+        // What the benchmarks share: starting and driving a DirtyTarget, scratch stores, a
+        // seeded generator (SplitMix64), and the notes run-ratios reads.
         .target(name: "TargetProcess", dependencies: [.product(name: "Store", package: "chpox")]),
         // Dirty-page trackers (uffd-wp, hash; soft-dirty where the kernel has it) against a
         // process_vm_readv of the whole target. Needs DirtyTarget and the main package's

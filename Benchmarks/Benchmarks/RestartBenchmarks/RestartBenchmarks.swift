@@ -196,17 +196,6 @@ final class RebuildChains: @unchecked Sendable {
     /// The deepest chain's newest generation with a snapshot beside it.
     var snapshotGeneration: UInt64 = 0
 
-    struct SplitMix64 {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     init() throws {
         store = try Scratch.freshStore("rebuild")
         let start = ContinuousClock.now
@@ -225,7 +214,7 @@ final class RebuildChains: @unchecked Sendable {
             for k in 0..<UInt64(RebuildFigure.basePages) { try put(writer, first + k, stamp: 0) }
             newest[depth] = try writer.commit().generation
         }
-        var random = SplitMix64(state: 0x5EED_C4B0)
+        var random = SplitMix64(seed: 0x5EED_C4B0)
         var chosen = Set<UInt64>()
         for step in 1..<UInt64(RebuildFigure.depths.max()!) {
             chosen.removeAll(keepingCapacity: true)

@@ -6,6 +6,7 @@ import Musl
 import Benchmark
 import CBenchLZ4
 import Store
+import TargetProcess
 
 // Every store figure is read against a baseline measured in the same run, on the same data:
 // the box is shared and noisy, so absolute numbers from different runs do not compare.
@@ -78,8 +79,8 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     Benchmark("Store put new pages", configuration: configuration([Figure.putNew, Figure.putNewCommit, Figure.storeRatio])) { benchmark in
-        let store = try Workload.freshStore("new")
-        defer { Workload.remove(store) }
+        let store = try Scratch.freshStore("new")
+        defer { Scratch.remove(store) }
         benchmark.startMeasurement()
         let writer = try store.beginGeneration(chain: "new")
         let putTime = try seconds { try Workload.put(data, into: writer) }
@@ -149,8 +150,8 @@ let benchmarks: @Sendable () -> Void = {
     // 4b. GC: a full generation and three that each rewrite a random quarter of the pages, then
     //     GC keeping the last; reported per million chunks in the index before GC.
     Benchmark("Store GC keepLast 1", configuration: configuration([Figure.gcPerMillion, Figure.gcChunks], iterations: 3, warmup: 0)) { benchmark in
-        let store = try Workload.freshStore("gc")
-        defer { Workload.remove(store) }
+        let store = try Scratch.freshStore("gc")
+        defer { Scratch.remove(store) }
         var writer = try store.beginGeneration(chain: "gc")
         try Workload.put(data, into: writer)
         try writer.commit()

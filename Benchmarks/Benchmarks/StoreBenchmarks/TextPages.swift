@@ -1,19 +1,5 @@
 import Store
-
-/// SplitMix64: a small, fast, seedable generator, so every run benchmarks the same bytes.
-struct SplitMix64 {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import TargetProcess
 
 /// Text-like page contents, like a heap of log lines: each line is one of 256 six-word
 /// templates followed by four free words, all drawn from a fixed 1024-word vocabulary with a

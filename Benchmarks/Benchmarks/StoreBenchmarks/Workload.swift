@@ -5,6 +5,7 @@ import Musl
 #endif
 import Foundation
 import Store
+import TargetProcess
 
 /// The data and stores the benchmarks share: a 256 MiB data set of text-like pages, three
 /// generations of changes to it, and a store holding the data set as chain "base". Everything
@@ -28,25 +29,10 @@ enum Workload {
         return PageSet(numbers: chosen.sorted(), version: UInt64(generation))
     }
 
-    /// `$CHPOX_BENCH_DIR` if set (to benchmark another file system), else a fresh directory
-    /// under /tmp.
-    static let root: String = {
-        let parent = ProcessInfo.processInfo.environment["CHPOX_BENCH_DIR"] ?? "/tmp"
-        var template = Array("\(parent)/chpox-bench-XXXXXX".utf8CString)
-        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            fatalError("cannot make a scratch directory under \(parent): \(String(cString: strerror(errno)))")
-        }
-        let path = String(cString: made)
-        rootMade = true
-        atexit { if Workload.rootMade { try? FileManager.default.removeItem(atPath: Workload.root) } }
-        return path
-    }()
-    nonisolated(unsafe) private static var rootMade = false
-
     /// A store holding `base` as generation 0 of chain "base".
     static let baseStore: Store = {
         do {
-            let store = try Store(at: "\(root)/base", create: true)
+            let store = try Scratch.freshStore("base")
             let writer = try store.beginGeneration(chain: "base")
             try put(base, into: writer)
             try writer.commit()
@@ -55,17 +41,6 @@ enum Workload {
             fatalError("cannot build the base store: \(error)")
         }
     }()
-
-    /// A new, empty store under the scratch directory.
-    static func freshStore(_ name: String) throws -> Store {
-        let path = "\(root)/\(name)"
-        try? FileManager.default.removeItem(atPath: path)
-        return try Store(at: path, create: true)
-    }
-
-    static func remove(_ store: Store) {
-        try? FileManager.default.removeItem(atPath: store.path)
-    }
 
     /// Puts every page of `pages`: runs of consecutive page numbers in one call of up to
     /// `pagesPerPut` pages.
