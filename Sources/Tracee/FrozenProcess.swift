@@ -68,52 +68,8 @@ public final class FrozenProcess {
         }
     }
 
-    /// Runs one system call inside the process, on thread `thread` (default: the main one),
-    /// and returns its result (a negative errno on failure). Only registers change, and they
-    /// are restored: the call is made at a `syscall` instruction that already exists in the
-    /// process (in its vDSO), so no code is ever patched.
-    public func syscall(on thread: Int32? = nil, _ number: Int, _ arguments: Int...) throws(TraceeError) -> Int {
-        let tid = thread ?? pid
-        let gadget = try syscallInstruction()
-        let saved = try Ptrace.registers(tid, pid: pid)
-        var regs = saved
-        regs.rip = gadget
-        regs.rax = UInt64(bitPattern: Int64(number))
-        // orig_rax = -1: no syscall-restart logic applies to this call.
-        regs.orig_rax = UInt64.max
-        let slots = arguments + [Int](repeating: 0, count: max(0, 6 - arguments.count))
-        regs.rdi = UInt64(bitPattern: Int64(slots[0]))
-        regs.rsi = UInt64(bitPattern: Int64(slots[1]))
-        regs.rdx = UInt64(bitPattern: Int64(slots[2]))
-        regs.r10 = UInt64(bitPattern: Int64(slots[3]))
-        regs.r8 = UInt64(bitPattern: Int64(slots[4]))
-        regs.r9 = UInt64(bitPattern: Int64(slots[5]))
-        // Every signal blocked meanwhile: one dequeued during the step would stop the thread
-        // before the call and be lost; blocked, it stays pending for after.
-        let mask = try Ptrace.signalMask(tid, pid: pid)
-        try Ptrace.setSignalMask(tid, pid: pid, UInt64.max)
-        defer { try? Ptrace.setSignalMask(tid, pid: pid, mask) }
-        try Ptrace.setRegisters(tid, pid: pid, regs)
-        defer { try? Ptrace.setRegisters(tid, pid: pid, saved) }
-        var status: Int32 = 0
-        // A thread that stopped for a signal still has PTRACE_INTERRUPT's trap pending: it is
-        // reported first, before the instruction runs; step again.
-        // A clone reports PTRACE_EVENT_CLONE inside the call (with clones traced): step on.
-        for _ in 0..<8 {
-            try Ptrace.singleStep(tid, pid: pid)
-            status = try Ptrace.waitStop(tid, pid: pid, "run a system call in")
-            let event = chpox_wptrace_event(status)
-            if event == CHPOX_PTRACE_EVENT_CLONE {
-                cloned.append(try Ptrace.eventMessage(tid, pid: pid))
-                continue
-            }
-            if event != Int32(Ptrace.eventStop) { break }
-        }
-        guard chpox_wstopsig(status) == SIGTRAP else { throw .unexpectedStop(pid: pid, status: status, operation: "run a system call in") }
-        let after = try Ptrace.registers(tid, pid: pid)
-        guard after.rip == gadget + 2 else { throw .unsupported(pid: pid, reason: "the injected system call did not complete") }
-        return Int(Int64(bitPattern: after.rax))
-    }
+    /// A thread a remote `clone` call created (PTRACE_EVENT_CLONE), to adopt.
+    func noteClone(_ tid: Int32) { cloned.append(tid) }
 
     private var gadget: UInt64?
 
@@ -136,41 +92,6 @@ public final class FrozenProcess {
             return vdso.start + UInt64(i)
         }
         throw .unsupported(pid: pid, reason: "no syscall instruction in its vDSO")
-    }
-}
-
-extension FrozenProcess {
-    /// userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY) inside the process; returns
-    /// the descriptor number there.
-    public func remoteUserfaultfd() throws(TraceeError) -> Int32 {
-        let flags = Int(O_CLOEXEC | O_NONBLOCK | Int32(UFFD_USER_MODE_ONLY))
-        let result = try syscall(Int(chpox_syscall_number_userfaultfd()), flags)
-        guard result >= 0 else { throw .system(Errno(rawValue: Int32(-result)), pid: pid, operation: "create a userfaultfd in") }
-        return Int32(result)
-    }
-
-    /// close(fd) inside the process.
-    public func remoteClose(_ fd: Int32) throws(TraceeError) {
-        let result = try syscall(Int(chpox_syscall_number_close()), Int(fd))
-        guard result >= 0 else { throw .system(Errno(rawValue: Int32(-result)), pid: pid, operation: "close descriptor \(fd) in") }
-    }
-}
-
-extension FrozenProcess {
-    /// Lends `size` bytes of thread `tid`'s own stack, below its red zone, to `body` (for a
-    /// system call that writes its answer into the process's memory) and puts back what was
-    /// there. The area is dead by the ABI: a signal handler could overwrite it at any time.
-    public func withScratch<T>(on tid: Int32, size: Int, _ body: (UInt64) throws(TraceeError) -> T) throws(TraceeError) -> T {
-        let regs = try Ptrace.registers(tid, pid: pid)
-        let address = (regs.rsp &- 128 &- UInt64(size) &- 64) & ~63
-        guard let region = try MemoryRegion.of(pid).first(where: { $0.start <= address && address + UInt64(size) <= $0.end }),
-              region.writable
-        else { throw .unsupported(pid: pid, reason: "thread \(tid) has no writable stack below 0x\(String(regs.rsp, radix: 16))") }
-        let memory = ProcessMemory(pid: pid)
-        var saved = [UInt8](repeating: 0, count: size)
-        try saved.withMutableRawBytes { (raw) throws(TraceeError) in _ = try memory.read(from: address, into: raw) }
-        defer { try? saved.withRawBytes { (raw) throws(TraceeError) in try memory.write(to: address, from: raw) } }
-        return try body(address)
     }
 }
 

@@ -50,47 +50,40 @@ public struct InjectedState: Sendable, Equatable, Codable {
     /// Reads it from a frozen process with remote system calls; every register and every byte
     /// of scratch stack used is put back.
     public init(reading process: FrozenProcess) throws(TraceeError) {
-        let pid = process.pid
-        let brk = try process.syscall(Int(chpox_syscall_number_brk()), 0)
-        programBreak = UInt64(bitPattern: Int64(brk))
+        programBreak = UInt64(bitPattern: Int64(try RemoteCalls(process).result(of: .brk, 0)))
         var threads: [ThreadAddress] = []
         for tid in process.threads {
-            let address = try process.withScratch(on: tid, size: 8) { (scratch) throws(TraceeError) -> UInt64 in
-                let result = try process.syscall(on: tid, Int(chpox_syscall_number_prctl()), Int(CHPOX_PR_GET_TID_ADDRESS), Int(scratch))
-                guard result == 0 else { throw .system(Errno(rawValue: Int32(-result)), pid: pid, operation: "read the tid address of thread \(tid) of") }
-                return try ProcessMemory(pid: pid).words(at: scratch, count: 1)[0]
+            let thread = try RemoteCalls.onStack(of: process, thread: tid, size: 64) { (calls) throws(TraceeError) -> ThreadAddress in
+                let slot = try calls.reserve(8)
+                try calls.call(.prctl, CHPOX_PR_GET_TID_ADDRESS, slot, to: "read the tid address of thread \(tid)")
+                let address = try calls.words(at: slot, count: 1)[0]
+                let stack = try calls.reserve(24)
+                guard try calls.result(of: .sigaltstack, 0, stack) == 0 else { return ThreadAddress(tid: tid, clearAddress: address) }
+                let words = try calls.words(at: stack, count: 3)
+                return ThreadAddress(tid: tid, clearAddress: address, alternateStack: words[1] & 2 != 0 ? nil : words)  // SS_DISABLE
             }
-            let stack = try process.withScratch(on: tid, size: 24) { (scratch) throws(TraceeError) -> [UInt64]? in
-                let result = try process.syscall(on: tid, Int(CHPOX_SYS_sigaltstack.rawValue), 0, Int(scratch))
-                guard result == 0 else { return nil }
-                let words = try ProcessMemory(pid: pid).words(at: scratch, count: 3)
-                return words[1] & 2 != 0 ? nil : words  // SS_DISABLE
-            }
-            threads.append(ThreadAddress(tid: tid, clearAddress: address, alternateStack: stack))
+            threads.append(thread)
         }
         self.threads = threads
-        signalActions = try process.withScratch(on: pid, size: 32) { (scratch) throws(TraceeError) -> [SignalAction] in
+        (signalActions, intervalTimers) = try RemoteCalls.onStack(of: process, size: 64) { (calls) throws(TraceeError) in
+            let slot = try calls.reserve(32)
             var actions: [SignalAction] = []
             for signal in Int32(1)...64 where signal != SIGKILL && signal != SIGSTOP {
-                let result = try process.syscall(Int(chpox_syscall_number_rt_sigaction()), Int(signal), 0, Int(scratch), 8)
-                guard result == 0 else { continue }  // 32 and 33 belong to glibc and may refuse
-                let words = try ProcessMemory(pid: pid).words(at: scratch, count: 4)
+                // 32 and 33 belong to glibc and may refuse.
+                guard try calls.result(of: .rtSigaction, signal, 0, slot, 8) == 0 else { continue }
+                let words = try calls.words(at: slot, count: 4)
                 if words[0] != 0 || words[1] != 0 || words[3] != 0 {
                     actions.append(SignalAction(signal: signal, handler: words[0], flags: words[1], restorer: words[2], mask: words[3]))
                 }
             }
-            return actions
-        }
-        intervalTimers = try process.withScratch(on: pid, size: 32) { (scratch) throws(TraceeError) -> [IntervalTimer] in
             var timers: [IntervalTimer] = []
             for which in Int32(0)...2 {
-                let result = try process.syscall(Int(CHPOX_SYS_getitimer.rawValue), Int(which), Int(scratch))
-                guard result == 0 else { continue }
-                let words = try ProcessMemory(pid: pid).words(at: scratch, count: 4)
+                guard try calls.result(of: .getitimer, which, slot) == 0 else { continue }
+                let words = try calls.words(at: slot, count: 4)
                 let interval = words[0] * 1_000_000 + words[1], value = words[2] * 1_000_000 + words[3]
                 if interval != 0 || value != 0 { timers.append(IntervalTimer(which: which, intervalMicroseconds: interval, valueMicroseconds: value)) }
             }
-            return timers
+            return (actions, timers)
         }
     }
 

@@ -34,12 +34,13 @@ do {
     let process = try FrozenProcess(pid: pid)
     switch arguments[1] {
     case "userfaultfd":
-        let fd = try process.remoteUserfaultfd()
+        let calls = RemoteCalls(process)
+        let fd = try calls.userfaultfd()
         print("fd \(fd)")
         fflush(nil)
         var byte: UInt8 = 0
         _ = read(0, &byte, 1)  // a line or end of file: either way the descriptor goes
-        try process.remoteClose(fd)
+        try calls.close(fd)
     default:
         let state = try InjectedState(reading: process)
         process.thaw()

@@ -58,8 +58,6 @@ static inline int chpox_ioctl(int fd, unsigned long request, void *argument) {
 static inline int chpox_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 static inline int chpox_pidfd_getfd(int pidfd, int targetfd) { return (int)syscall(SYS_pidfd_getfd, pidfd, targetfd, 0); }
 static inline int chpox_userfaultfd(int flags) { return (int)syscall(SYS_userfaultfd, flags); }
-static inline long chpox_syscall_number_userfaultfd(void) { return SYS_userfaultfd; }
-static inline long chpox_syscall_number_close(void) { return SYS_close; }
 
 // process_vm_readv(2) is declared only under _GNU_SOURCE, which Swift's Glibc module lacks.
 static inline long chpox_process_vm_readv(pid_t pid, const struct iovec *local, unsigned long localCount,
@@ -83,19 +81,18 @@ static inline int chpox_prlimit_set(pid_t pid, int resource, const unsigned long
     return (int)syscall(SYS_prlimit64, pid, resource, limits, (void *)0);
 }
 
-// System call numbers the injector runs inside a target.
-static inline long chpox_syscall_number_rt_sigaction(void) { return SYS_rt_sigaction; }
-static inline long chpox_syscall_number_prctl(void) { return SYS_prctl; }
-static inline long chpox_syscall_number_brk(void) { return SYS_brk; }
-// System call numbers the restorer runs inside its stub, as one enum Swift can read
-// (SYS_* are macros of macros).
+// System call numbers run inside another process (Tracee's RemoteCalls: the injector's and the
+// restorer's), as one enum Swift can read (SYS_* are macros of macros).
 enum chpox_system_call {
+    CHPOX_SYS_brk = SYS_brk,
+    CHPOX_SYS_userfaultfd = SYS_userfaultfd,
     CHPOX_SYS_mmap = SYS_mmap,
     CHPOX_SYS_munmap = SYS_munmap,
     CHPOX_SYS_mremap = SYS_mremap,
     CHPOX_SYS_openat = SYS_openat,
     CHPOX_SYS_close = SYS_close,
     CHPOX_SYS_dup3 = SYS_dup3,
+    CHPOX_SYS_fcntl = SYS_fcntl,
     CHPOX_SYS_lseek = SYS_lseek,
     CHPOX_SYS_prctl = SYS_prctl,
     CHPOX_SYS_rt_sigaction = SYS_rt_sigaction,

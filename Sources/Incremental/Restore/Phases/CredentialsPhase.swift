@@ -1,0 +1,49 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Tracee
+
+/// What the process may do: its resource limits (set from outside, prlimit), then, when root
+/// restarts another user's image, its supplementary groups, group ids and user ids, last of
+/// all calls that need privilege.
+public struct CredentialsPhase: RestartPhase {
+    public var limits: [ProcessImage.ResourceLimit]
+    public var credentials: ProcessImage.Credentials
+
+    public var name: String { "limits and credentials" }
+    public var steps: [String] {
+        limits.map { "limit \($0.name): \($0.soft) / \($0.hard)" }
+            + (changesIds(asUser: 0) ? ["groups \(credentials.groups), gid \(credentials.gid.prefix(3)), uid \(credentials.uid.prefix(3))"] : [])
+    }
+
+    public init(image: ProcessImage) {
+        limits = image.limits
+        credentials = image.credentials
+    }
+
+    /// Whether a restart by `uid` sets the ids: only root does, and only to ones not all root's.
+    public func changesIds(asUser uid: UInt32) -> Bool {
+        let ids = credentials
+        return uid == 0 && ids.uid.count >= 3 && ids.gid.count >= 3
+            && (ids.uid.contains(where: { $0 != 0 }) || ids.gid.contains(where: { $0 != 0 }))
+    }
+
+    public func run(in session: RestartSession) throws {
+        let pid = session.pid
+        for limit in limits {
+            var values: [UInt64] = [limit.soft, limit.hard]
+            _ = values.withUnsafeMutableBufferPointer { buffer in
+                buffer.withMemoryRebound(to: CUnsignedLongLong.self) { chpox_prlimit_set(pid, limit.resource, $0.baseAddress) }
+            }
+        }
+        guard changesIds(asUser: getuid()) else { return }
+        let ids = credentials, calls = session.calls
+        try calls.withFrame { () throws(TraceeError) in
+            let groups = ids.groups.isEmpty ? try calls.reserve(4) : try calls.value(ids.groups.map(\.littleEndian))
+            try calls.call(.setgroups, ids.groups.count, groups, to: "set the supplementary groups")
+        }
+        try calls.call(.setresgid, ids.gid[0], ids.gid[1], ids.gid[2], to: "set the group ids")
+        try calls.call(.setresuid, ids.uid[0], ids.uid[1], ids.uid[2], to: "set the user ids")
+    }
+}

@@ -1,0 +1,133 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Tracee
+
+/// The image's address space in the stub: a trampoline page (`syscall; int3`) and scratch pages
+/// where neither has anything, every later call made from there; the stub's stdio kept aside,
+/// all its own memory unmapped; the kernel's pages (vDSO, vvar) moved where the image had them
+/// (same kernel: same sizes, checked by `Preflight`); then every mapping the image stores or
+/// shares with a file, empty (`PageFillPhase` fills it).
+public struct MemoryLayoutPhase: RestartPhase {
+    /// One mapping to create.
+    public struct MappingSetup: Sendable, Equatable, CustomStringConvertible {
+        public enum Source: Sendable, Equatable {
+            case anonymous
+            /// Opened by path inside the stub (read-write only for a shared writable mapping).
+            case file(path: String, writable: Bool, offset: UInt64)
+        }
+        public var start: UInt64
+        public var size: Int
+        /// PROT_* bits.
+        public var protection: Int32
+        /// MAP_* bits (MAP_FIXED always; MAP_ANONYMOUS is added for anonymous ones).
+        public var flags: Int32
+        public var source: Source
+
+        public var description: String {
+            let at = "0x\(String(start, radix: 16)) +\(size)"
+            switch source {
+            case .anonymous: return "map \(at) anonymous" + (flags & MAP_SHARED != 0 ? " shared" : "")
+            case .file(let path, let writable, let offset): return "map \(at) \(path) at \(offset)" + (writable ? " read-write" : "")
+            }
+        }
+    }
+
+    /// A kernel mapping of the stub moved to where the image had it.
+    public struct KernelPages: Sendable, Equatable {
+        public var name: String
+        public var start: UInt64
+    }
+
+    public var kernelPages: [KernelPages]
+    public var mappings: [MappingSetup]
+    /// Ranges the image occupies (the trampoline goes elsewhere).
+    let occupied: [ClosedRange<UInt64>]
+
+    /// The trampoline page, then the scratch pages remote calls put their arguments in.
+    static let trampolineSize = 0x1000
+    static let scratchSize = 0x4000
+
+    public var name: String { "memory layout" }
+    public var steps: [String] {
+        ["map a trampoline and \(Self.scratchSize) bytes of scratch where neither the stub nor the image has anything",
+         "keep the stub's stdin, stdout, stderr as \(RestartSession.stdioCopies)-\(RestartSession.stdioCopies + 2); unmap all its memory"]
+            + kernelPages.map { "move \($0.name) to 0x\(String($0.start, radix: 16))" }
+            + mappings.map(\.description)
+    }
+
+    public init(image: ProcessImage) {
+        occupied = image.mappings.map { $0.start...($0.end - 1) }
+        kernelPages = ["[vvar]", "[vvar_vclock]", "[vdso]"].compactMap { name in
+            image.mappings.first(where: { $0.path == name }).map { KernelPages(name: name, start: $0.start) }
+        }
+        mappings = image.mappings.filter { $0.storesContents || $0.backing == .sharedFile }.map(Self.setup)
+    }
+
+    static func setup(_ mapping: ProcessImage.Mapping) -> MappingSetup {
+        let protection = Array(mapping.protection)
+        var prot: Int32 = 0
+        if protection[0] == "r" { prot |= PROT_READ }
+        if protection[1] == "w" { prot |= PROT_WRITE }
+        if protection[2] == "x" { prot |= PROT_EXEC }
+        var flags = MAP_FIXED | (mapping.backing == .sharedFile || mapping.backing == .sharedAnonymous ? MAP_SHARED : MAP_PRIVATE)
+        if mapping.flags.contains("gd") { flags |= MAP_GROWSDOWN }
+        let size = Int(mapping.end - mapping.start)
+        if mapping.backing == .privateFile || mapping.backing == .sharedFile, !mapping.path.hasSuffix(" (deleted)") {
+            let writable = mapping.backing == .sharedFile && protection[1] == "w"
+            return MappingSetup(start: mapping.start, size: size, protection: prot, flags: flags,
+                                source: .file(path: mapping.path, writable: writable, offset: mapping.offset))
+        }
+        return MappingSetup(start: mapping.start, size: size, protection: prot, flags: flags, source: .anonymous)
+    }
+
+    public func run(in session: RestartSession) throws {
+        let calls = session.calls
+        let stub = try MemoryRegion.of(session.pid)
+        let total = UInt64(Self.trampolineSize + Self.scratchSize)
+        let taken = stub.map { $0.start...($0.end - 1) } + occupied
+        var base: UInt64 = 0x1000_0000
+        while taken.contains(where: { $0.overlaps(base...(base + total - 1)) }) { base += 0x10_0000 }
+        try calls.call(.mmap, base, total, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0,
+                       to: "map the trampoline")
+        try calls.write([0x0f, 0x05, 0xcc], at: base)  // syscall; int3
+        let scratch = ScratchArena(base: base + UInt64(Self.trampolineSize), size: Self.scratchSize)
+        session.useTrampoline(at: base, size: Int(total), scratch: scratch)
+        try dropStub(stub, keeping: base, session.calls)
+        try moveKernelPages(session.calls)
+        for mapping in mappings { try map(mapping, session.calls) }
+    }
+
+    /// Keeps the stub's stdio as sources for terminals and pipes, then unmaps everything of the
+    /// stub's but the trampoline and the kernel's pages.
+    private func dropStub(_ stub: [MemoryRegion], keeping trampoline: UInt64, _ calls: RemoteCalls) throws {
+        for fd in Int32(0)..<3 { _ = try calls.result(of: .dup3, fd, RestartSession.stdioCopies + fd, O_CLOEXEC) }
+        for region in stub where !region.isSpecial && region.start != trampoline {
+            try calls.call(.munmap, region.start, region.size, to: "unmap \(region)")
+        }
+    }
+
+    private func moveKernelPages(_ calls: RemoteCalls) throws {
+        let current = try MemoryRegion.of(calls.pid)
+        for pages in kernelPages {
+            guard let from = current.first(where: { $0.path == pages.name }), from.start != pages.start else { continue }
+            try calls.call(.mremap, from.start, from.size, from.size, CHPOX_MREMAP_MAYMOVE | CHPOX_MREMAP_FIXED, pages.start,
+                           to: "move \(pages.name) to 0x\(String(pages.start, radix: 16))")
+        }
+    }
+
+    private func map(_ mapping: MappingSetup, _ calls: RemoteCalls) throws {
+        switch mapping.source {
+        case .anonymous:
+            try calls.call(.mmap, mapping.start, mapping.size, mapping.protection, mapping.flags | MAP_ANONYMOUS, -1, 0,
+                           to: "map anonymous memory at 0x\(String(mapping.start, radix: 16))")
+        case .file(let path, let writable, let offset):
+            let fd = try calls.withFrame { () throws(TraceeError) in
+                try calls.call(.openat, AT_FDCWD, try calls.string(path), writable ? O_RDWR : O_RDONLY, 0, to: "open \(path)")
+            }
+            defer { _ = try? calls.result(of: .close, fd) }
+            try calls.call(.mmap, mapping.start, mapping.size, mapping.protection, mapping.flags, fd, offset, to: "map \(path)")
+        }
+    }
+}

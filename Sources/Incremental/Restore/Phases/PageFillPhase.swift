@@ -1,0 +1,43 @@
+import Store
+import Syscall
+import Tracee
+
+/// Every page the generation's page map holds, written into the mappings through
+/// /proc/<pid>/mem (which writes read-only pages too). A zero page is written only where a
+/// file's bytes would otherwise show; anonymous memory is zero already.
+public struct PageFillPhase: RestartPhase {
+    /// Page ranges (page numbers, end exclusive) of private file mappings.
+    public var fileBackedPages: [Range<UInt64>]
+
+    public var name: String { "page fill" }
+    public var steps: [String] {
+        ["write the stored pages through /proc/PID/mem (zero pages only over \(fileBackedPages.count) file mappings)"]
+    }
+
+    public init(image: ProcessImage) {
+        fileBackedPages = image.mappings.filter { $0.backing == .privateFile }.map { ($0.start / 4096)..<($0.end / 4096) }
+    }
+
+    /// Whether a zero page at `page` must be written (it would show a file's bytes otherwise).
+    public func writesZeroPage(at page: UInt64) -> Bool {
+        fileBackedPages.contains { $0.contains(page) }
+    }
+
+    public func run(in session: RestartSession) throws {
+        let pid = session.pid
+        let memory: FileDescriptor
+        do { memory = try FileDescriptor.open("/proc/\(pid)/mem", [.readWrite, .closeOnExec]) } catch {
+            throw TraceeError.from(error, pid: pid, "open the memory of")
+        }
+        defer { memory.close() }
+        var written = 0
+        try session.store.reader().readPages(session.map) { entry, bytes in
+            if entry.chunk == .zeroPage && !writesZeroPage(at: entry.page) { return }
+            do throws(Errno) { try memory.writeAll(bytes, at: Int64(entry.page * 4096)) } catch {
+                throw TraceeError.from(error, pid: pid, "write page 0x\(String(entry.page * 4096, radix: 16)) of")
+            }
+            written += 1
+        }
+        session.pagesWritten = written
+    }
+}

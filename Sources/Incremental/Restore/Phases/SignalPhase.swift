@@ -1,0 +1,60 @@
+import Tracee
+
+/// Signal actions, interval timers, and the signals that were pending: queued again with their
+/// siginfo (sent by the process to itself, so the kernel takes every si_code).
+public struct SignalPhase: RestartPhase {
+    public var actions: [InjectedState.SignalAction]
+    public var timers: [InjectedState.IntervalTimer]
+    /// 128-byte siginfo records queued for the whole process.
+    public var sharedPending: [[UInt8]]
+    /// 128-byte siginfo records queued for the main thread.
+    public var threadPending: [[UInt8]]
+
+    public var name: String { "signals and timers" }
+    public var steps: [String] {
+        actions.map { "action of signal \($0.signal): handler 0x\(String($0.handler, radix: 16))" }
+            + timers.map { "interval timer \($0.which): every \($0.intervalMicroseconds) µs" }
+            + sharedPending.map { "queue signal \(Self.signal(of: $0)) to the process" }
+            + threadPending.map { "queue signal \(Self.signal(of: $0)) to the main thread" }
+    }
+
+    public init(image: ProcessImage) {
+        actions = image.signalActions
+        timers = image.intervalTimers ?? []
+        sharedPending = image.sharedPendingSignals
+        threadPending = image.threads.first?.state.pendingSignals ?? []
+    }
+
+    static func signal(of info: [UInt8]) -> Int32 { info.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) } }
+
+    public func run(in session: RestartSession) throws {
+        let calls = session.calls, pid = session.pid
+        for action in actions {
+            try calls.withFrame { () throws(TraceeError) in
+                let at = try calls.words([action.handler, action.flags, action.restorer, action.mask])
+                try calls.call(.rtSigaction, action.signal, at, 0, 8, to: "set the action of signal \(action.signal)")
+            }
+        }
+        for timer in timers {
+            // A periodic timer whose signal is pending reads 0 left (it re-arms when the signal
+            // is taken): it restarts with a full interval, and the pending signal is queued below.
+            let value = timer.valueMicroseconds == 0 ? timer.intervalMicroseconds : timer.valueMicroseconds
+            try calls.withFrame { () throws(TraceeError) in
+                let at = try calls.words([timer.intervalMicroseconds / 1_000_000, timer.intervalMicroseconds % 1_000_000,
+                                          value / 1_000_000, value % 1_000_000])
+                try calls.call(.setitimer, timer.which, at, 0, to: "arm interval timer \(timer.which)")
+            }
+        }
+        for info in sharedPending {
+            try calls.withFrame { () throws(TraceeError) in
+                try calls.call(.rtSigqueueinfo, pid, Self.signal(of: info), try calls.bytes(info), to: "queue signal \(Self.signal(of: info))")
+            }
+        }
+        for info in threadPending {
+            try calls.withFrame { () throws(TraceeError) in
+                try calls.call(.rtTgsigqueueinfo, pid, pid, Self.signal(of: info), try calls.bytes(info),
+                               to: "queue signal \(Self.signal(of: info))")
+            }
+        }
+    }
+}

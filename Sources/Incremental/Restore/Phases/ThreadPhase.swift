@@ -1,0 +1,78 @@
+import CLinux
+import Tracee
+
+/// Every thread as it was: the main thread's tid address, rseq registration and alternate
+/// signal stack; the others cloned from it (with their saved ids where free), caught before
+/// their first instruction, given the same and their saved registers. (The main thread's
+/// registers are set last, by `RegistersPhase`.)
+public struct ThreadPhase: RestartPhase {
+    public var threads: [ProcessImage.ThreadImage]
+
+    public var name: String { "threads" }
+    public var steps: [String] {
+        threads.enumerated().map { k, thread in
+            (k == 0 ? "main thread \(thread.state.tid)" : "clone thread \(thread.state.tid)")
+                + (thread.clearAddress.map { ", tid address 0x\(String($0, radix: 16))" } ?? "")
+                + (thread.state.rseq != nil ? ", rseq" : "")
+                + (thread.signalStack != nil ? ", alternate signal stack" : "")
+        }
+    }
+
+    public init(image: ProcessImage) { threads = image.threads }
+
+    public func run(in session: RestartSession) throws {
+        guard let main = threads.first else { return }
+        let calls = session.calls, pid = session.pid
+        if let clear = main.clearAddress {
+            _ = try calls.result(of: .setTidAddress, clear)
+            // glibc keeps the thread's id where the kernel clears it (pthread->tid).
+            if pid != main.state.tid { try calls.write(Self.tidBytes(pid), at: clear) }
+        }
+        try registerRseq(main, on: pid, calls)
+        try alternateStack(main, on: pid, calls)
+        guard threads.count > 1 else { return }
+        try session.process.traceClones()
+        for thread in threads.dropFirst() { try clone(thread, session) }
+    }
+
+    private func clone(_ thread: ProcessImage.ThreadImage, _ session: RestartSession) throws {
+        let calls = session.calls
+        let result = try calls.withFrame { () throws(TraceeError) -> Int in
+            var arguments = chpox_clone_args()
+            arguments.flags = chpox_clone_thread_flags()
+            arguments.child_tid = thread.clearAddress ?? 0
+            arguments.tls = thread.state.fsBase
+            arguments.set_tid = try calls.value(thread.state.tid.littleEndian)
+            arguments.set_tid_size = 1
+            let size = MemoryLayout<chpox_clone_args>.size
+            let result = try calls.result(of: .clone3, try calls.value(arguments), size)
+            guard result < 0 else { return result }
+            // That id is taken (or set_tid is refused): any id will do.
+            arguments.set_tid = 0
+            arguments.set_tid_size = 0
+            return try calls.result(of: .clone3, try calls.value(arguments), size)
+        }
+        try calls.check(result, "create thread \(thread.state.tid)")
+        let tid = try session.process.adoptClonedThread()
+        if tid != thread.state.tid, let clear = thread.clearAddress { try calls.write(Self.tidBytes(tid), at: clear) }
+        try registerRseq(thread, on: tid, calls)
+        try alternateStack(thread, on: tid, calls)
+        try session.process.restore(thread.state, into: tid)
+    }
+
+    private func registerRseq(_ thread: ProcessImage.ThreadImage, on tid: Int32, _ calls: RemoteCalls) throws {
+        guard let rseq = thread.state.rseq else { return }
+        try calls.call(.rseq, rseq.address, rseq.size, 0, rseq.signature, on: tid, to: "register rseq of thread \(tid)")
+    }
+
+    /// The thread's alternate signal stack as it was, or none: a stub's own (glibc may set
+    /// one) would point into memory that is gone, and an SA_ONSTACK handler would crash.
+    private func alternateStack(_ thread: ProcessImage.ThreadImage, on tid: Int32, _ calls: RemoteCalls) throws {
+        let words = thread.alternateStack ?? [0, 2, 0]  // SS_DISABLE
+        try calls.withFrame { () throws(TraceeError) in
+            try calls.call(.sigaltstack, try calls.words(words), 0, on: tid, to: "set the alternate signal stack of thread \(tid)")
+        }
+    }
+
+    static func tidBytes(_ tid: Int32) -> [UInt8] { withUnsafeBytes(of: tid.littleEndian) { Array($0) } }
+}

@@ -1,0 +1,47 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Store
+import Tracee
+
+/// The live side of a restart: the stub being rebuilt (frozen), the system calls run in it,
+/// and what one phase leaves for a later one.
+public final class RestartSession {
+    public let image: ProcessImage
+    public let store: Store
+    public let map: PageMap
+    public let generation: UInt64
+    public let process: FrozenProcess
+    /// System calls inside the stub. Until the memory layout phase has mapped the trampoline
+    /// they run at the stub's vDSO with no scratch memory; then at the trampoline with its
+    /// scratch pages.
+    public internal(set) var calls: RemoteCalls
+    /// The trampoline and scratch mapping (`MemoryLayoutPhase`), unmapped last (`RegistersPhase`).
+    var trampoline: (address: UInt64, size: Int)?
+    /// Pages written by the page fill.
+    public internal(set) var pagesWritten = 0
+
+    public var pid: Int32 { process.pid }
+
+    /// Where the stub's own stdin, stdout and stderr are kept while its descriptors are rebuilt
+    /// (terminals and pipes of the image become these).
+    static let stdioCopies: Int32 = 1000
+
+    /// Freezes the stub `pid` once it has reached its pause.
+    init(stub pid: Int32, image: ProcessImage, store: Store, map: PageMap, generation: UInt64) throws {
+        for _ in 0..<2000 where (try? ProcFS.state(pid)) != "S" { usleep(500) }
+        self.image = image
+        self.store = store
+        self.map = map
+        self.generation = generation
+        process = try FrozenProcess(pid: pid)
+        calls = RemoteCalls(process, purpose: "restart")
+    }
+
+    /// Runs later calls at the trampoline, with the scratch pages after it.
+    func useTrampoline(at address: UInt64, size: Int, scratch: ScratchArena) {
+        trampoline = (address, size)
+        process.useSyscallInstruction(at: address)
+        calls = RemoteCalls(process, scratch: scratch, purpose: "restart")
+    }
+}

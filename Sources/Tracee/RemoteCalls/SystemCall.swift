@@ -1,0 +1,61 @@
+import CLinux
+
+/// A system call run inside another process, by its x86-64 number (`RemoteCalls`).
+public struct SystemCall: RawRepresentable, Sendable, Hashable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    init(_ number: chpox_system_call) { rawValue = Int(number.rawValue) }
+
+    /// The corresponding C constant is SYS_brk.
+    public static let brk = SystemCall(CHPOX_SYS_brk)
+    /// The corresponding C constant is SYS_userfaultfd.
+    public static let userfaultfd = SystemCall(CHPOX_SYS_userfaultfd)
+    /// The corresponding C constant is SYS_mmap.
+    public static let mmap = SystemCall(CHPOX_SYS_mmap)
+    /// The corresponding C constant is SYS_munmap.
+    public static let munmap = SystemCall(CHPOX_SYS_munmap)
+    /// The corresponding C constant is SYS_mremap.
+    public static let mremap = SystemCall(CHPOX_SYS_mremap)
+    /// The corresponding C constant is SYS_openat.
+    public static let openat = SystemCall(CHPOX_SYS_openat)
+    /// The corresponding C constant is SYS_close.
+    public static let close = SystemCall(CHPOX_SYS_close)
+    /// The corresponding C constant is SYS_dup3.
+    public static let dup3 = SystemCall(CHPOX_SYS_dup3)
+    /// The corresponding C constant is SYS_fcntl.
+    public static let fcntl = SystemCall(CHPOX_SYS_fcntl)
+    /// The corresponding C constant is SYS_lseek.
+    public static let lseek = SystemCall(CHPOX_SYS_lseek)
+    /// The corresponding C constant is SYS_pipe2.
+    public static let pipe2 = SystemCall(CHPOX_SYS_pipe2)
+    /// The corresponding C constant is SYS_prctl.
+    public static let prctl = SystemCall(CHPOX_SYS_prctl)
+    /// The corresponding C constant is SYS_rt_sigaction.
+    public static let rtSigaction = SystemCall(CHPOX_SYS_rt_sigaction)
+    /// The corresponding C constant is SYS_sigaltstack.
+    public static let sigaltstack = SystemCall(CHPOX_SYS_sigaltstack)
+    /// The corresponding C constant is SYS_rt_sigqueueinfo.
+    public static let rtSigqueueinfo = SystemCall(CHPOX_SYS_rt_sigqueueinfo)
+    /// The corresponding C constant is SYS_rt_tgsigqueueinfo.
+    public static let rtTgsigqueueinfo = SystemCall(CHPOX_SYS_rt_tgsigqueueinfo)
+    /// The corresponding C constant is SYS_getitimer.
+    public static let getitimer = SystemCall(CHPOX_SYS_getitimer)
+    /// The corresponding C constant is SYS_setitimer.
+    public static let setitimer = SystemCall(CHPOX_SYS_setitimer)
+    /// The corresponding C constant is SYS_rseq.
+    public static let rseq = SystemCall(CHPOX_SYS_rseq)
+    /// The corresponding C constant is SYS_set_tid_address.
+    public static let setTidAddress = SystemCall(CHPOX_SYS_set_tid_address)
+    /// The corresponding C constant is SYS_umask.
+    public static let umask = SystemCall(CHPOX_SYS_umask)
+    /// The corresponding C constant is SYS_chdir.
+    public static let chdir = SystemCall(CHPOX_SYS_chdir)
+    /// The corresponding C constant is SYS_clone3.
+    public static let clone3 = SystemCall(CHPOX_SYS_clone3)
+    /// The corresponding C constant is SYS_setresuid.
+    public static let setresuid = SystemCall(CHPOX_SYS_setresuid)
+    /// The corresponding C constant is SYS_setresgid.
+    public static let setresgid = SystemCall(CHPOX_SYS_setresgid)
+    /// The corresponding C constant is SYS_setgroups.
+    public static let setgroups = SystemCall(CHPOX_SYS_setgroups)
+}
