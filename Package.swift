@@ -81,8 +81,10 @@ let package = Package(
             "TestTools", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport", "CheckpointTestSupport", "chpox-dirty-workload", "chpox-churn-workload", "chpox-stack-workload",
             "chpox-tracker-proof", "chpox-inject", "chpox-restore-stub", "cpx", "dumpinfo", "ld-chpox",
         ]),
+        // Tracee's pieces that need no live process.
+        .testTarget(name: "TraceeTests", dependencies: ["Tracee"]),
         .testTarget(name: "StoreTests", dependencies: [
-            "TestTools", "Store", "Syscall", "Incremental", "StoreTestSupport", "chpox-store-writer", "cpx", "dumpinfo", "ld-chpox",
+            "TestTools", "Store", "Syscall", "Tracee", "Incremental", "StoreTestSupport", "chpox-store-writer", "cpx", "dumpinfo", "ld-chpox",
         ]),
     ]
 )

@@ -49,6 +49,12 @@ public struct ScratchError: Error, Sendable, Equatable, CustomStringConvertible 
     public var available: Int
     public var size: Int
 
+    public init(requested: Int, available: Int, size: Int) {
+        self.requested = requested
+        self.available = available
+        self.size = size
+    }
+
     public var description: String {
         "scratch memory exhausted: \(requested) bytes asked, \(available) of \(size) left"
     }

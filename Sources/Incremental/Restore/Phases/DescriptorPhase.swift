@@ -26,6 +26,12 @@ public struct DescriptorPhase: RestartPhase {
         public var fd: Int32
         public var closeOnExec: Bool
         public var setup: Setup
+
+        public init(fd: Int32, closeOnExec: Bool, setup: Setup) {
+            self.fd = fd
+            self.closeOnExec = closeOnExec
+            self.setup = setup
+        }
     }
 
     /// Standard descriptors the image did not have: closed.

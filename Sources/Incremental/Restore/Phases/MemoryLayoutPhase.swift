@@ -25,6 +25,14 @@ public struct MemoryLayoutPhase: RestartPhase {
         public var flags: Int32
         public var source: Source
 
+        public init(start: UInt64, size: Int, protection: Int32, flags: Int32, source: Source) {
+            self.start = start
+            self.size = size
+            self.protection = protection
+            self.flags = flags
+            self.source = source
+        }
+
         public var description: String {
             let at = "0x\(String(start, radix: 16)) +\(size)"
             switch source {

@@ -1,0 +1,96 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Incremental
+import Testing
+
+/// The restart plan of the fixture's made-up process, read without any process: every phase
+/// in order, and what each decided from the image (InspectFixture says what the image holds).
+@Suite struct RestartPlanTests {
+    static func plan(generation: Int = 0) throws -> (RestartPlan, ProcessImage) {
+        let image = try ProcessImage(decoding: InspectFixture.image(generation: generation), generation: UInt64(generation))
+        return (RestartPlan(image: image, generation: UInt64(generation)), image)
+    }
+
+    @Test func phasesComeInTheOrderARestartNeedsThem() throws {
+        let (plan, _) = try Self.plan()
+        #expect(plan.processes.count == 1)
+        let process = try #require(plan.processes.first)
+        #expect(process.pid == 1001)
+        #expect(process.parent == nil)
+        #expect(process.phases.map(\.name) == ["memory layout", "page fill", "descriptors", "mm fields", "threads",
+                                               "signals and timers", "limits and credentials", "registers"])
+        #expect(plan.steps.first == "process 1001")
+        #expect(plan.steps.contains("    clone thread 1002, tid address 0x7f0000001010, alternate signal stack"))
+    }
+
+    @Test func memoryLayoutMapsEveryMappingAtItsPlaceWithItsProtection() throws {
+        let (plan, _) = try Self.plan()
+        let layout = try #require(plan.processes[0].phase(MemoryLayoutPhase.self))
+        typealias Setup = MemoryLayoutPhase.MappingSetup
+        #expect(layout.mappings == [
+            Setup(start: 0x40_0000, size: 4096, protection: PROT_READ | PROT_EXEC, flags: MAP_FIXED | MAP_PRIVATE,
+                  source: .file(path: "/usr/bin/fixture", writable: false, offset: 0)),
+            Setup(start: 0x40_1000, size: 4096, protection: PROT_READ | PROT_WRITE, flags: MAP_FIXED | MAP_PRIVATE,
+                  source: .file(path: "/usr/bin/fixture", writable: false, offset: 0)),
+            Setup(start: 0x1000_0000, size: 16 * 4096, protection: PROT_READ | PROT_WRITE, flags: MAP_FIXED | MAP_PRIVATE, source: .anonymous),
+            Setup(start: 0x2000_0000, size: 4 * 4096, protection: PROT_READ | PROT_WRITE, flags: MAP_FIXED | MAP_PRIVATE, source: .anonymous),
+            Setup(start: 0x7fff_f000_0000, size: 8 * 4096, protection: PROT_READ | PROT_WRITE, flags: MAP_FIXED | MAP_PRIVATE, source: .anonymous),
+        ])
+        #expect(layout.kernelPages.isEmpty, "the fixture records no vDSO")
+        let fill = try #require(plan.processes[0].phase(PageFillPhase.self))
+        #expect(fill.fileBackedPages == [0x400..<0x401, 0x401..<0x402])
+        #expect(fill.writesZeroPage(at: 0x401))
+        #expect(!fill.writesZeroPage(at: 0x1_0000), "anonymous memory is zero already")
+    }
+
+    @Test func descriptorsAreDecidedByKind() throws {
+        var (plan, image) = try Self.plan()
+        let descriptors = try #require(plan.processes[0].phase(DescriptorPhase.self))
+        typealias Entry = DescriptorPhase.Entry
+        #expect(descriptors.closed == [2])
+        #expect(descriptors.entries == [
+            Entry(fd: 0, closeOnExec: false, setup: .reopen(path: "/dev/null", flags: 0o100000, offset: nil)),
+            Entry(fd: 1, closeOnExec: false, setup: .reopen(path: "/var/log/fixture.log", flags: 0o102001, offset: 4096)),
+            Entry(fd: 3, closeOnExec: false, setup: .pipeWithoutPeer(readEnd: false)),
+        ])
+        #expect(descriptors.workingDirectory == "/srv")
+        #expect(descriptors.umask == 0o022)
+        #expect(plan.preflight.writtenFiles.map(\.path) == ["/var/log/fixture.log"])
+        #expect(plan.preflight.writtenFiles.map(\.size) == [4096])
+
+        // Terminals and pipes: stdio at 0-2 stays ld-chpox's, a terminal elsewhere is its stdout.
+        var terminal = image.descriptors[2]
+        terminal.fd = 5
+        terminal.kind = .terminal
+        terminal.flags = O_RDWR | O_CLOEXEC
+        var pipe = image.descriptors[2]
+        pipe.fd = 2
+        pipe.flags = O_RDONLY
+        image.descriptors += [terminal, pipe]
+        plan = RestartPlan(image: image, generation: 0)
+        let more = try #require(plan.processes[0].phase(DescriptorPhase.self))
+        #expect(more.closed == [])
+        #expect(more.entries.suffix(2) == [Entry(fd: 5, closeOnExec: true, setup: .stdio(1)), Entry(fd: 2, closeOnExec: false, setup: .stdio(2))])
+    }
+
+    @Test func threadsSignalsCredentialsAndRegistersComeFromTheImage() throws {
+        let (plan, _) = try Self.plan()
+        let process = plan.processes[0]
+        let threads = try #require(process.phase(ThreadPhase.self))
+        #expect(threads.threads.map(\.state.tid) == [1001, 1002])
+        let signals = try #require(process.phase(SignalPhase.self))
+        #expect(signals.actions.map(\.signal) == [10, 15])
+        #expect(signals.timers.map(\.intervalMicroseconds) == [5000])
+        #expect(signals.sharedPending.count == 1)
+        #expect(signals.steps.contains("queue signal 12 to the process"))
+        let credentials = try #require(process.phase(CredentialsPhase.self))
+        #expect(credentials.limits.map(\.name) == ["nofile", "stack"])
+        #expect(credentials.changesIds(asUser: 0), "root restarting uid 1000's image sets its ids")
+        #expect(!credentials.changesIds(asUser: 1000), "the user itself has them already")
+        let registers = try #require(process.phase(RegistersPhase.self))
+        #expect(registers.main?.tid == 1001)
+        #expect(registers.main?.instructionPointer == 0x40_0100)
+    }
+}
