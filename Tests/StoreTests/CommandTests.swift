@@ -30,7 +30,8 @@ import Testing
         #expect(chain["schema"] as? String == "chpox.chain/1")
         let rows = try #require(chain["generations"] as? [[String: Any]])
         #expect(rows.map { $0["generation"] as? Int } == [0, 1, 2, 3, 4])
-        #expect(rows[0]["kind"] as? String == "full" && rows[1]["kind"] as? String == "delta")
+        #expect(rows[0]["kind"] as? String == "full")
+        #expect(rows[1]["kind"] as? String == "delta")
         #expect(rows[1]["parent"] as? String == rows[0]["id"] as? String)
 
         run = try Self.run("dumpinfo", ["--store", temporary.path, "--chain"])
@@ -45,7 +46,8 @@ import Testing
         // The store's only chain needs no --name.
         run = try Self.run("ld-chpox", ["--store", temporary.path, "--generation", "2", "--check"])
         #expect(run.status == 0, "\(run.errors)")
-        #expect(run.output.contains("app generation 2:") && run.output.contains("every chunk verified"))
+        #expect(run.output.contains("app generation 2:"))
+        #expect(run.output.contains("every chunk verified"))
         run = try Self.run("ld-chpox", ["--store", temporary.path, "--generation", "2", "--check", "--json"])
         #expect(try JSONSchemaCheck().problems(run.output) == [])
         #expect(try Self.object(run.output)["processImage"] as? Bool == false)
@@ -53,12 +55,14 @@ import Testing
         run = try Self.run("cpx", ["gc", "--store", temporary.path, "--keep-last", "2", "--dry-run", "--json"])
         #expect(run.status == 0)
         let gc = try Self.object(run.output)
-        #expect(gc["schema"] as? String == "chpox.gc/1" && gc["dryRun"] as? Bool == true)
+        #expect(gc["schema"] as? String == "chpox.gc/1")
+        #expect(gc["dryRun"] as? Bool == true)
         #expect((gc["dropped"] as? [[String: Any]])?.count == 3)
         #expect(try store.chain("app").entries.count == 5, "a dry run changes nothing")
 
         run = try Self.run("cpx", ["gc", "--store", temporary.path, "--keep-last", "2"])
-        #expect(run.status == 0 && run.output.contains("dropped app: generations 0, 1, 2"))
+        #expect(run.status == 0)
+        #expect(run.output.contains("dropped app: generations 0, 1, 2"))
         #expect(try store.chain("app").entries.map(\.generation) == [3, 4])
     }
 
@@ -83,12 +87,16 @@ import Testing
         #expect((report["damaged"] as? [[String: Any]])?.first?["generation"] as? Int == 1)
 
         run = try Self.run("ld-chpox", ["--store", temporary.path, "--name", "app", "--generation", "2", "--check"])
-        #expect(run.status != 0 && run.errors.contains("generation 1 does not verify"))
+        #expect(run.status != 0)
+        #expect(run.errors.contains("generation 1 does not verify"))
         run = try Self.run("dumpinfo", ["--store", temporary.path + "/nope", "--chain"])
-        #expect(run.status != 0 && run.errors.contains("is not a chpox store"))
+        #expect(run.status != 0)
+        #expect(run.errors.contains("is not a chpox store"))
         run = try Self.run("ld-chpox", ["--store", temporary.path, "--name", "missing", "--check"])
-        #expect(run.status != 0 && run.errors.contains("no chain named 'missing'"))
+        #expect(run.status != 0)
+        #expect(run.errors.contains("no chain named 'missing'"))
         run = try Self.run("cpx", ["gc", "--store", temporary.path, "--keep-within", "soon"])
-        #expect(run.status != 0 && run.errors.contains("--keep-within takes a number and a unit"))
+        #expect(run.status != 0)
+        #expect(run.errors.contains("--keep-within takes a number and a unit"))
     }
 }

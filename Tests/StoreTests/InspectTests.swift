@@ -76,7 +76,8 @@ import Testing
 
     @Test func schemaCheckFindsUndocumentedMissingAndMistypedFields() throws {
         let schemas = try JSONSchemaCheck()
-        #expect(schemas.schemas.keys.contains("chpox.generation/1") && schemas.schemas.keys.contains("chpox.checkpoint/1 event generation"))
+        #expect(schemas.schemas.keys.contains("chpox.generation/1"))
+        #expect(schemas.schemas.keys.contains("chpox.checkpoint/1 event generation"))
         let good = #"{"schema": "chpox.probe/1", "auto": "hash", "trackers": [{"name": "hash", "supported": true, "detail": "x"}]}"#
         #expect(schemas.problems(good) == [])
         let extra = #"{"schema": "chpox.probe/1", "auto": "hash", "trackers": [], "surprise": 1}"#
@@ -108,18 +109,22 @@ import Testing
         #expect(subjects("signals") == ["added SIGINT", "changed SIGUSR1", "changed pending signals (process)", "changed ITIMER_REAL"])
         #expect(subjects("process") == ["changed umask"])
         let fd1 = try #require((document["descriptors"] as? [[String: Any]])?.first)
-        #expect(fd1["before"] as? String == "offset 4096 size 4096" && fd1["after"] as? String == "offset 8192 size 8192")
+        #expect(fd1["before"] as? String == "offset 4096 size 4096")
+        #expect(fd1["after"] as? String == "offset 8192 size 8192")
     }
 
     @Test func badArgumentsAreRefusedWithAReason() throws {
         let temporary = try Self.fixture()
         defer { temporary.cleanup() }
         var run = try Self.dumpinfo(["--generation", "7"], in: temporary)
-        #expect(run.status == 1 && run.errors.contains("no generation 7"), "\(run.errors)")
+        #expect(run.status == 1, "\(run.errors)")
+        #expect(run.errors.contains("no generation 7"), "\(run.errors)")
         run = try Self.dumpinfo(["--diff", "0"], in: temporary)
-        #expect(run.status == 64 && run.errors.contains("--diff takes two generation numbers"), "\(run.errors)")
+        #expect(run.status == 64, "\(run.errors)")
+        #expect(run.errors.contains("--diff takes two generation numbers"), "\(run.errors)")
         run = try Self.dumpinfo(["--generation", "soon"], in: temporary)
-        #expect(run.status == 64 && run.errors.contains("a generation number or 'latest'"), "\(run.errors)")
+        #expect(run.status == 64, "\(run.errors)")
+        #expect(run.errors.contains("a generation number or 'latest'"), "\(run.errors)")
         run = try Self.dumpinfo(["--maps"], in: temporary)
         #expect(run.status == 64, "\(run.errors)")
         // A second chain: --generation and --diff must be told which.
@@ -127,9 +132,11 @@ import Testing
         try InspectFixture.put(writer, address: 0x1000_0000, pages: 0..<1, salt: 0)
         try writer.commit()
         run = try Self.dumpinfo(["--generation", "0"], in: temporary)
-        #expect(run.status == 1 && run.errors.contains("holds 2 chains (fixture, other): name one with --name"), "\(run.errors)")
+        #expect(run.status == 1, "\(run.errors)")
+        #expect(run.errors.contains("holds 2 chains (fixture, other): name one with --name"), "\(run.errors)")
         run = try Self.dumpinfo(["--generation", "0", "--name", "other"], in: temporary)
-        #expect(run.status == 0 && run.output.contains("no process image"), "\(run.output)")
+        #expect(run.status == 0, "\(run.output)")
+        #expect(run.output.contains("no process image"), "\(run.output)")
         // Its one page is also the fixture's: shared across chains.
         run = try Self.dumpinfo(["--stats", "--json"], in: temporary)
         let stats = try #require(try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any])
