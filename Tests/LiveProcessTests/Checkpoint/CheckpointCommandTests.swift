@@ -11,22 +11,23 @@ extension LiveProcess {
     @Suite struct CheckpointCommandTests {
         static func cpx(_ arguments: [String]) throws -> TestTools.Run { try TestTools.run("cpx", arguments) }
 
-        static func events(_ output: String) -> [[String: Any]] {
-            output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        static func events(_ output: String, growing: Bool = false) throws -> [CheckpointEvent] {
+            try JSONDocument.lines(CheckpointEvent.self, output, growing: growing)
         }
 
         @Test(.timeLimit(.minutes(3))) func intervalRunsContinueTheChainAndReportEachGeneration() throws {
             let target = try ChurnTarget("cpx-interval")
             var run = try Self.cpx(["--store", target.store, "--name", "churn", "--interval", "0.1", "--count", "3", "--json", "\(target.pid)"])
             #expect(run.status == 0, "\(run.errors)")
-            var events = Self.events(run.output)
+            var events = try Self.events(run.output)
             #expect(events.count == 4)
-            #expect(events.prefix(3).map { $0["generation"] as? Int } == [0, 1, 2])
-            #expect(events.prefix(3).allSatisfy { $0["schema"] as? String == "chpox.checkpoint/1" && $0["event"] as? String == "generation" })
-            #expect(events.first?["kind"] as? String == "full")
-            #expect(events[1]["kind"] as? String == "delta")
-            #expect(events.last?["event"] as? String == "completed")
-            #expect(events.last?["generations"] as? Int == 3)
+            #expect(events.map(\.schema) == Array(repeating: "chpox.checkpoint/1", count: 4))
+            #expect(events.map(\.event) == ["generation", "generation", "generation", "completed"])
+            #expect(events.prefix(3).map { $0.generation?.generation } == [0, 1, 2])
+            #expect(events.prefix(3).map { $0.generation?.kind } == ["full", "delta", "delta"])
+            #expect(events.prefix(3).allSatisfy { $0.generation?.pid == Int(target.pid) })
+            #expect(events.last?.ending?.generations == 3)
+            #expect(events.last?.ending?.pid == Int(target.pid))
             // Every line, field by field, as docs/json-schemas.md says.
             let schemas = try JSONSchemaCheck()
             for line in run.output.split(separator: "\n") { #expect(schemas.problems(String(line)) == []) }
@@ -34,9 +35,9 @@ extension LiveProcess {
             // A later run has no tracker history: it compares with the chain.
             run = try Self.cpx(["--store", target.store, "--name", "churn", "--json", "\(target.pid)"])
             #expect(run.status == 0, "\(run.errors)")
-            events = Self.events(run.output)
-            #expect(events.first?["generation"] as? Int == 3)
-            #expect(events.first?["tracker"] as? String == "hash (chain)")
+            events = try Self.events(run.output)
+            #expect(events.first?.generation?.generation == 3)
+            #expect(events.first?.generation?.tracker == "hash (chain)")
 
             // People get a line per generation.
             run = try Self.cpx(["--store", target.store, "--name", "churn", "--keep-last", "2", "--interval", "0.05", "--count", "3", "\(target.pid)"])
@@ -56,12 +57,14 @@ extension LiveProcess {
             let output = try FileDescriptor.open(log, [.writeOnly, .create, .truncate])
             let cpx = try ChildProcess.spawn(TestTools.path("cpx"), ["--store", target.store, "--name", "t", "--interval", "0.2", "--json", "\(target.pid)"], stdout: output)
             output.close()
-            for _ in 0..<3000 where !((try? String(contentsOfFile: log, encoding: .utf8))?.contains("\"generation\":2") ?? false) { usleep(2000) }
+            for _ in 0..<3000 where !(try Self.events((try? String(contentsOfFile: log, encoding: .utf8)) ?? "", growing: true).contains { $0.generation?.generation == 2 }) {
+                usleep(2000)
+            }
             try cpx.send(SIGTERM)
             #expect(try cpx.wait() == .exited(0))
-            let events = Self.events((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
-            #expect(events.last?["event"] as? String == "stopped")
-            let taken = try #require(events.last?["generations"] as? Int)
+            let events = try Self.events(try String(contentsOfFile: log, encoding: .utf8))
+            #expect(events.last?.event == "stopped")
+            let taken = try #require(events.last?.ending?.generations)
             let chain = try Store(at: target.store).chain("t")
             #expect(chain.entries.count == taken)
             #expect(taken >= 3)
