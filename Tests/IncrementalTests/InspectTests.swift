@@ -1,10 +1,11 @@
 import Foundation
 import Store
+import StoreTestSupport
 import TestTools
 import Testing
 
 /// dumpinfo as people and scripts read it, on the fixture store (InspectFixture): the text
-/// against golden files in Tests/StoreTests/Golden (`CHPOX_UPDATE_GOLDEN=1 swift test --filter
+/// against golden files in Tests/IncrementalTests/Golden (`CHPOX_UPDATE_GOLDEN=1 swift test --filter
 /// InspectTests` rewrites them; review the diff), and every JSON document against
 /// docs/json-schemas.md.
 @Suite(.serialized) struct InspectTests {

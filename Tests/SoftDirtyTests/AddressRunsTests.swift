@@ -1,0 +1,2 @@
+import SoftDirty
+import Testing
