@@ -81,10 +81,13 @@ let package = Package(
             "TestTools", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport", "CheckpointTestSupport", "chpox-dirty-workload", "chpox-churn-workload", "chpox-stack-workload",
             "chpox-tracker-proof", "chpox-inject", "chpox-restore-stub", "cpx", "dumpinfo", "ld-chpox",
         ]),
-        // Tracee's pieces that need no live process.
+        // Unit tests, one target per module; none runs a live process.
+        .testTarget(name: "StoreTests", dependencies: ["TestTools", "Store", "Syscall", "StoreTestSupport", "chpox-store-writer"]),
         .testTarget(name: "TraceeTests", dependencies: ["Tracee"]),
-        .testTarget(name: "StoreTests", dependencies: [
-            "TestTools", "Store", "Syscall", "Tracee", "Incremental", "StoreTestSupport", "chpox-store-writer", "cpx", "dumpinfo", "ld-chpox",
-        ]),
+        .testTarget(name: "SoftDirtyTests", dependencies: ["SoftDirty", "Tracee"]),
+        // The engine, and the commands over stores it wrote (dumpinfo's golden text in Golden/).
+        .testTarget(name: "IncrementalTests", dependencies: [
+            "TestTools", "Store", "Incremental", "SoftDirty", "Tracee", "StoreTestSupport", "cpx", "dumpinfo", "ld-chpox",
+        ], exclude: ["Golden"]),
     ]
 )

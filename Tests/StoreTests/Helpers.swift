@@ -4,38 +4,6 @@ import StoreTestSupport
 import Syscall
 @_exported import TestTools
 
-/// A fresh store directory under /tmp, removed by `cleanup()`.
-struct TemporaryStore {
-    let path: String
-
-    init(_ label: String = "store") {
-        path = NSTemporaryDirectory() + "chpox-test-\(label)-\(UInt64.random(in: 0...UInt64.max))"
-    }
-
-    func open(create: Bool = true) throws -> Store { try Store(at: path, create: create) }
-
-    func cleanup() { try? FileManager.default.removeItem(atPath: path) }
-
-    func files(in subdirectory: String, suffix: String) throws -> [String] {
-        try FileManager.default.contentsOfDirectory(atPath: "\(path)/\(subdirectory)").filter { $0.hasSuffix(suffix) }.sorted()
-    }
-}
-
-/// Writes `rounds` generations of `memory` into `chain` and returns the memory at each.
-@discardableResult
-func writeChain(_ store: Store, chain: String, seed: UInt64, rounds: Int, pages: Int = 256, dirty: Int = 24) throws -> [SyntheticMemory] {
-    var memory = SyntheticMemory(seed: seed, pages: pages, dirtyPerRound: dirty)
-    var states: [SyntheticMemory] = []
-    for round in 0..<rounds {
-        let writer = try store.beginGeneration(chain: chain)
-        let change = round == 0 ? nil : memory.advance()
-        try memory.record(change, into: writer)
-        try writer.commit(metadata: Array("round \(round)".utf8))
-        states.append(memory)
-    }
-    return states
-}
-
 /// Rebuilds `generation` and checks every page's bytes against `memory`; returns a failure
 /// description or nil.
 func mismatch(_ store: Store, chain: String, generation: UInt64, expected memory: SyntheticMemory) throws -> String? {

@@ -27,9 +27,8 @@ extension LiveProcess {
             let cpx = try ChildProcess.spawn(TestTools.path("cpx"), ["--store", target.store, "--name", "g", "--interval", "1",
                                                                     "--count", "\(Self.generations)", "--json", "\(target.pid)"], stdout: output)
             output.close()
-            func events() -> [[String: Any]] {
-                ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n")
-                    .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            func events() throws -> [CheckpointEvent] {
+                try JSONDocument.lines(CheckpointEvent.self, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "", growing: true)
             }
 
             // GC over and over while cpx writes: (generations taken so far, pack bytes after GC).
@@ -37,11 +36,11 @@ extension LiveProcess {
             var collections = 0
             while true {
                 usleep(1_500_000)
-                let done = events().contains { $0["event"] as? String == "completed" }
+                let done = try events().contains { $0.event == "completed" }
                 let run = try TestTools.run("cpx", ["gc", "--store", target.store, "--name", "g", "--keep-last", "\(Self.keepLast)", "--json"])
                 #expect(run.status == 0, "gc: \(run.errors)")
                 if run.status == 0 { collections += 1 }
-                let taken = events().filter { $0["event"] as? String == "generation" }.count
+                let taken = try events().filter { $0.event == "generation" }.count
                 samples.append((taken, Self.packBytes(target.store)))
                 // Numbers never change: what is kept is the newest generations, by their numbers.
                 let chain = try Store(at: target.store).chain("g")
@@ -50,7 +49,7 @@ extension LiveProcess {
                 if done { break }
             }
             #expect(try cpx.wait() == .exited(0))
-            let written = events().filter { $0["event"] as? String == "generation" }
+            let written = try events().compactMap(\.generation)
             #expect(written.count == Self.generations)
             #expect(collections >= 10, "GC ran \(collections) times beside cpx")
             #expect(try target.check().hasPrefix("ok"), "the process was never harmed")
@@ -62,12 +61,13 @@ extension LiveProcess {
 
             // Disk: everything cpx wrote, against what stays. Without GC the packs would hold
             // every generation's new chunks; with it they hold the kept ones' and little more.
-            let storedInAll = written.reduce(Int64(0)) { $0 + Int64($1["storedBytes"] as? Int ?? 0) }
+            let storedInAll = written.reduce(Int64(0)) { $0 + Int64($1.storedBytes) }
             let final = Self.packBytes(target.store)
             #expect(final * 2 < storedInAll, "packs \(final) bytes after GC, \(storedInAll) written in all")
             let early = samples.filter { (8..<16).contains($0.taken) }.map(\.bytes).max() ?? 0
             let late = samples.filter { $0.taken >= 20 }.map(\.bytes).max() ?? .max
-            #expect(early > 0 && late <= early + early / 2, "bounded: at most \(early) bytes early, \(late) late")
+            #expect(early > 0, "bounded: at most \(early) bytes early, \(late) late")
+            #expect(late <= early + early / 2, "bounded: at most \(early) bytes early, \(late) late")
 
             #expect(try TestTools.run("dumpinfo", ["--store", target.store, "--verify", "--deep"]).status == 0)
             for generation in kept {
@@ -87,7 +87,10 @@ extension LiveProcess {
                 // ld-chpox's document first, then the process's own answers on the same stdout.
                 let document = try restarted.line()
                 #expect(schemas.problems(document) == [], "\(document)")
-                #expect(document.contains("\"generation\":\(generation)") && document.contains("\"samePid\":true"), "\(document)")
+                let restart = try JSONDocument.decode(RestartDocument.self, document)
+                #expect(restart.generation == generation, "\(document)")
+                #expect(restart.samePid, "\(document)")
+                #expect(restart.pid == restart.originalPid, "\(document)")
                 #expect(try restarted.send("restarted") == "noted", "generation \(generation)")
                 let check = try restarted.send("check")
                 #expect(check.hasPrefix("ok"), "generation \(generation): \(check)")

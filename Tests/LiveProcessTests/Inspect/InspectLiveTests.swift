@@ -10,18 +10,13 @@ extension LiveProcess {
     /// the pages the program is known to have written, and retention while `cpx --interval`
     /// keeps writing.
     @Suite struct InspectLiveTests {
-        static func json(_ output: String) throws -> [String: Any] {
-            try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
-        }
-
         /// Pages (by address) of the diff's ranges that fall inside [start, start + size).
-        static func changedPages(_ diff: [String: Any], in start: UInt64, size: UInt64) -> Set<UInt64> {
+        static func changedPages(_ diff: DiffDocument, in start: UInt64, size: UInt64) throws -> Set<UInt64> {
             var pages = Set<UInt64>()
-            for mapping in diff["mappings"] as? [[String: Any]] ?? [] {
-                for range in mapping["ranges"] as? [[String: Any]] ?? [] {
-                    guard let text = range["start"] as? String, let first = UInt64(text.dropFirst(2), radix: 16),
-                          let count = range["pages"] as? Int else { continue }
-                    for k in 0..<UInt64(count) where (start..<(start + size)).contains(first + k * 4096) { pages.insert(first + k * 4096) }
+            for mapping in diff.mappings {
+                for range in mapping.ranges {
+                    let first = try #require(JSONDocument.hex(range.start), "\(range.start)")
+                    for k in 0..<UInt64(range.pages) where (start..<(start + size)).contains(first + k * 4096) { pages.insert(first + k * 4096) }
                 }
             }
             return pages
@@ -57,9 +52,9 @@ extension LiveProcess {
                 let run = try TestTools.run("dumpinfo", ["--store", store, "--diff", "\(a)", "\(a + 1)", "--json"])
                 #expect(run.status == 0, "\(run.errors)")
                 #expect(schemas.problems(run.output) == [])
-                let diff = try Self.json(run.output)
+                let diff = try JSONDocument.decode(DiffDocument.self, run.output)
                 for (name, base) in [("main region", main), ("shadow", shadow)] {
-                    let got = Self.changedPages(diff, in: base, size: size), want = Set(pages.map { base + $0 * 4096 })
+                    let got = try Self.changedPages(diff, in: base, size: size), want = Set(pages.map { base + $0 * 4096 })
                     let same = got == want
                     #expect(same, "\(name), \(a) -> \(a + 1): \(got.subtracting(want).count) pages too many, \(want.subtracting(got).count) missing of \(want.count)")
                 }
@@ -70,24 +65,24 @@ extension LiveProcess {
             // Across both steps: the union (a page written twice is one change).
             let run = try TestTools.run("dumpinfo", ["--store", store, "--diff", "0", "2", "--json"])
             let union = written.reduce(Set<UInt64>()) { $0.union($1) }
-            let same = Self.changedPages(try Self.json(run.output), in: main, size: size) == Set(union.map { main + $0 * 4096 })
+            let same = try Self.changedPages(JSONDocument.decode(DiffDocument.self, run.output), in: main, size: size) == Set(union.map { main + $0 * 4096 })
             #expect(same, "0 -> 2 is the union of what was written")
 
             // The generation itself: the process as dumpinfo shows it.
             let shown = try TestTools.run("dumpinfo", ["--store", store, "--generation", "2", "--json"])
             #expect(schemas.problems(shown.output) == [])
-            let process = try #require(try Self.json(shown.output)["process"] as? [String: Any])
-            #expect(process["pid"] as? Int == Int(workload.pid))
-            let mappings = try #require(process["mappings"] as? [[String: Any]])
-            let holding = try #require(mappings.first { m in
-                let start = UInt64((m["start"] as? String ?? "0x0").dropFirst(2), radix: 16) ?? 0
-                let end = UInt64((m["end"] as? String ?? "0x0").dropFirst(2), radix: 16) ?? 0
+            let process = try #require(try JSONDocument.decode(GenerationDocument.self, shown.output).process)
+            #expect(process.pid == Int(workload.pid))
+            let holding = try #require(process.mappings.first { m in
+                guard let start = JSONDocument.hex(m.start), let end = JSONDocument.hex(m.end) else { return false }
                 return start <= main && main + size <= end
             })
-            #expect((holding["storedPages"] as? Int ?? 0) >= 4096, "the whole main region is stored")
-            #expect((holding["residentPages"] as? Int ?? 0) >= 4096, "and was resident")
+            #expect(holding.storedPages >= 4096, "the whole main region is stored")
+            #expect((holding.residentPages ?? 0) >= 4096, "and was resident")
             let text = try TestTools.run("dumpinfo", ["--store", store, "--generation", "2", "--maps", "--regs"])
-            #expect(text.status == 0 && text.output.contains("MEMORY MAP") && text.output.contains("orig_rax"))
+            #expect(text.status == 0)
+            #expect(text.output.contains("MEMORY MAP"))
+            #expect(text.output.contains("orig_rax"))
             #expect(try workload.selfCheck() == "selfcheck ok")
         }
     }

@@ -61,8 +61,11 @@ extension LiveProcess {
             let written = try TestTools.run("ld-chpox", ["--store", target.store, "--name", "churn", "--core", core, "--json"])
             #expect(written.status == 0, "\(written.errors)")
             #expect(try JSONSchemaCheck().problems(written.output) == [])
-            let summary = try #require(try JSONSerialization.jsonObject(with: Data(written.output.utf8)) as? [String: Any])
-            #expect(summary["threads"] as? Int == 5 && summary["file"] as? String == core)
+            let summary = try JSONDocument.decode(CoreDocument.self, written.output)
+            #expect(summary.threads == 5)
+            #expect(summary.file == core)
+            #expect(summary.chain == "churn")
+            #expect(summary.generation == 0)
             let text = try Self.debugger(TestTools.path("chpox-churn-workload"), core, ["info threads", "thread 1", "print/x $rsp", "print/x $fs_base"])
             for thread in image.threads { #expect(text.contains("LWP \(thread.state.tid)"), "thread \(thread.state.tid)\n\(text)") }
             #expect(image.threads.count == 5)

@@ -51,7 +51,8 @@ extension LiveProcess {
                 #expect(try restarted.send("line") == "waiting 21 \(k + 2)", "generation \(k)")
                 #expect(try restarted.send("line") == "waiting 21 \(k + 3)", "generation \(k)")
                 // Its own pid (it was free), which the kernel reports from inside too.
-                #expect(FileManager.default.fileExists(atPath: "/proc/\(pid)") && (try ProcFS.link(pid, "exe"))?.hasSuffix("chpox-stack-workload") == true)
+                #expect(FileManager.default.fileExists(atPath: "/proc/\(pid)"))
+                #expect((try ProcFS.link(pid, "exe"))?.hasSuffix("chpox-stack-workload") == true)
                 #expect(try restarted.quit("q") == .exited(0))
             }
         }
@@ -168,7 +169,9 @@ extension LiveProcess {
             let records = target.directory + "/records"
             #expect(truncate(records, 64) == 0)
             let run = try TestTools.run("ld-chpox", ["--store", target.store, "--name", "f"])
-            #expect(run.status != 0 && run.errors.contains(records) && run.errors.contains("shorter"), "\(run.errors)")
+            #expect(run.status != 0, "\(run.errors)")
+            #expect(run.errors.contains(records), "\(run.errors)")
+            #expect(run.errors.contains("shorter"), "\(run.errors)")
         }
 
         @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"), .timeLimit(.minutes(2)))
@@ -211,7 +214,8 @@ extension LiveProcess {
             }
             let before = Self.processes()
             let run = try TestTools.run("ld-chpox", ["--store", store, "--name", "damaged"])
-            #expect(run.status != 0 && !run.errors.isEmpty, "\(run.output) \(run.errors)")
+            #expect(run.status != 0, "\(run.output) \(run.errors)")
+            #expect(!run.errors.isEmpty, "\(run.output) \(run.errors)")
             #expect(Self.started(since: before, running: ["chpox-restore-stub", "chpox-stack-workload"]).isEmpty, "no process left behind")
         }
 
@@ -255,7 +259,8 @@ extension LiveProcess {
             // ld-chpox has exited; the process lives on, another's child now.
             #expect(ProcFS.link(pid, "exe")?.hasSuffix("sleep") == true)
             let parent = try ProcFS.status(pid)["PPid"].flatMap { Int32($0) }
-            #expect(parent != nil && parent != getpid())
+            #expect(parent != nil)
+            #expect(parent != getpid())
             #expect(try ProcFS.state(pid) == "S")
         }
 
@@ -271,14 +276,18 @@ extension LiveProcess {
             try Self.checkpoint(original.pid, store: store, name: "gone")
             // While the original runs, its pid is taken.
             var run = try TestTools.run("ld-chpox", ["--store", store, "--name", "gone", "--require-same-pid"])
-            #expect(run.status != 0 && run.errors.contains("pid \(original.pid) cannot be had"), "\(run.errors)")
+            #expect(run.status != 0, "\(run.errors)")
+            #expect(run.errors.contains("pid \(original.pid) cannot be had"), "\(run.errors)")
             Self.end(original)
             try FileManager.default.removeItem(atPath: copy)
             let before = Self.processes()
             run = try TestTools.run("ld-chpox", ["--store", store, "--name", "gone"])
-            #expect(run.status != 0 && run.errors.contains("no longer exists") && run.errors.contains(copy), "\(run.errors)")
+            #expect(run.status != 0, "\(run.errors)")
+            #expect(run.errors.contains("no longer exists"), "\(run.errors)")
+            #expect(run.errors.contains(copy), "\(run.errors)")
             run = try TestTools.run("ld-chpox", ["--store", store, "--name", "gone", "--check"])
-            #expect(run.status != 0 && run.errors.contains("no longer exists"), "\(run.errors)")
+            #expect(run.status != 0, "\(run.errors)")
+            #expect(run.errors.contains("no longer exists"), "\(run.errors)")
             #expect(Self.started(since: before, running: ["chpox-restore-stub"]).isEmpty, "no stub left behind")
         }
     }

@@ -18,10 +18,12 @@ extension LiveProcess {
             for result in probe.results { #expect(text.output.contains("\(result.kind.rawValue): \(result.detail)")) }
             #expect(text.output.contains("auto: \(probe.best.rawValue)"))
             let json = try Self.run(["--probe", "--json"])
-            let document = try #require(try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any])
-            #expect(document["schema"] as? String == "chpox.probe/1")
-            #expect(document["auto"] as? String == probe.best.rawValue)
-            #expect((document["trackers"] as? [[String: Any]])?.count == 3)
+            let document = try JSONDocument.decode(ProbeDocument.self, json.output)
+            #expect(document.schema == "chpox.probe/1")
+            #expect(document.auto == probe.best.rawValue)
+            #expect(document.trackers.map(\.name) == probe.results.map(\.kind.rawValue))
+            #expect(document.trackers.map(\.supported) == probe.results.map(\.supported))
+            #expect(document.trackers.map(\.detail) == probe.results.map(\.detail))
         }
 
         @Test func trackSamplesALiveProcessAndLeavesItWhole() throws {
@@ -30,16 +32,17 @@ extension LiveProcess {
             let descriptors = try ProcFS.descriptors(workload.pid)
             let run = try Self.run(["track", "\(workload.pid)", "--count", "2", "--interval", "0.1", "--json"])
             #expect(run.status == 0, "\(run.errors)")
-            let samples = run.output.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-            #expect(samples.count == 3)
+            let events = try JSONDocument.lines(TrackEvent.self, run.output)
+            #expect(events.map(\.event) == ["sample", "sample", "sample"])
+            let samples = events.compactMap(\.sample)
+            #expect(samples.map(\.index) == [0, 1, 2])
             let schemas = try JSONSchemaCheck()
             for line in run.output.split(separator: "\n") { #expect(schemas.problems(String(line)) == []) }
-            #expect(samples.first?["tracker"] as? String == probe.best.rawValue)
+            #expect(samples.first?.tracker == probe.best.rawValue)
             // Sample 0 reports everything; an idle process writes little afterwards.
-            let first = try #require(samples.first?["dirtyPages"] as? Int)
-            let mapped = try #require(samples.first?["mappedPages"] as? Int)
-            #expect(first == mapped)
-            #expect((samples.last?["dirtyPages"] as? Int ?? .max) < first / 10)
+            let first = try #require(samples.first)
+            #expect(first.dirtyPages == first.mappedPages)
+            #expect((samples.last?.dirtyPages ?? .max) < first.dirtyPages / 10)
             try workload.round(1)
             #expect(try workload.selfCheck() == "selfcheck ok")
             #expect(try ProcFS.descriptors(workload.pid) == descriptors)
@@ -47,12 +50,15 @@ extension LiveProcess {
 
         @Test func badTargetsAndTrackersGiveClearErrors() throws {
             var run = try Self.run(["track", "999999", "--count", "1"])
-            #expect(run.status != 0 && run.errors.contains("no process with pid 999999"))
+            #expect(run.status != 0)
+            #expect(run.errors.contains("no process with pid 999999"))
             run = try Self.run(["track", "1", "--tracker", "bogus"])
-            #expect(run.status != 0 && run.errors.contains("unknown tracker 'bogus'"))
+            #expect(run.status != 0)
+            #expect(run.errors.contains("unknown tracker 'bogus'"))
             for result in probe.results where !result.supported {
                 run = try Self.run(["track", "\(getpid())", "--tracker", result.kind.rawValue, "--count", "1"])
-                #expect(run.status != 0 && run.errors.contains("tracker \(result.kind.rawValue): \(result.detail)"))
+                #expect(run.status != 0)
+                #expect(run.errors.contains("tracker \(result.kind.rawValue): \(result.detail)"))
             }
         }
     }

@@ -10,10 +10,6 @@ import Testing
         try TestTools.run(tool, arguments)
     }
 
-    static func object(_ json: String) throws -> [String: Any] {
-        try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
-    }
-
     @Test func verifyChainStatsAndCheck() throws {
         let temporary = TemporaryStore("cli")
         defer { temporary.cleanup() }
@@ -26,39 +22,47 @@ import Testing
 
         run = try Self.run("dumpinfo", ["--store", temporary.path, "--chain", "--json"])
         #expect(run.status == 0)
-        let chain = try Self.object(run.output)
-        #expect(chain["schema"] as? String == "chpox.chain/1")
-        let rows = try #require(chain["generations"] as? [[String: Any]])
-        #expect(rows.map { $0["generation"] as? Int } == [0, 1, 2, 3, 4])
-        #expect(rows[0]["kind"] as? String == "full" && rows[1]["kind"] as? String == "delta")
-        #expect(rows[1]["parent"] as? String == rows[0]["id"] as? String)
+        let chain = try JSONDocument.decode(ChainDocument.self, run.output)
+        #expect(chain.schema == "chpox.chain/1")
+        let rows = chain.generations
+        #expect(rows.map(\.generation) == [0, 1, 2, 3, 4])
+        #expect(rows.map(\.kind) == ["full", "delta", "delta", "delta", "delta"])
+        #expect(rows[0].parent == nil)
+        #expect(rows[1].parent == rows[0].id)
 
         run = try Self.run("dumpinfo", ["--store", temporary.path, "--chain"])
         #expect(run.output.split(separator: "\n").first?.hasPrefix("CHAIN  GEN  ID") == true)
         #expect(run.output.split(separator: "\n").count == 6)
 
         run = try Self.run("dumpinfo", ["--store", temporary.path, "--stats", "--json"])
-        let stats = try Self.object(run.output)
-        #expect(stats["schema"] as? String == "chpox.stats/1")
-        #expect(stats["generations"] as? Int == 5)
+        let stats = try JSONDocument.decode(StatsDocument.self, run.output)
+        #expect(stats.schema == "chpox.stats/1")
+        #expect(stats.generations == 5)
 
         // The store's only chain needs no --name.
         run = try Self.run("ld-chpox", ["--store", temporary.path, "--generation", "2", "--check"])
         #expect(run.status == 0, "\(run.errors)")
-        #expect(run.output.contains("app generation 2:") && run.output.contains("every chunk verified"))
+        #expect(run.output.contains("app generation 2:"))
+        #expect(run.output.contains("every chunk verified"))
         run = try Self.run("ld-chpox", ["--store", temporary.path, "--generation", "2", "--check", "--json"])
         #expect(try JSONSchemaCheck().problems(run.output) == [])
-        #expect(try Self.object(run.output)["processImage"] as? Bool == false)
+        let check = try JSONDocument.decode(CheckDocument.self, run.output)
+        #expect(check.processImage == false)
+        #expect(check.chain == "app")
+        #expect(check.generation == 2)
 
         run = try Self.run("cpx", ["gc", "--store", temporary.path, "--keep-last", "2", "--dry-run", "--json"])
         #expect(run.status == 0)
-        let gc = try Self.object(run.output)
-        #expect(gc["schema"] as? String == "chpox.gc/1" && gc["dryRun"] as? Bool == true)
-        #expect((gc["dropped"] as? [[String: Any]])?.count == 3)
+        let gc = try JSONDocument.decode(GarbageCollectionDocument.self, run.output)
+        #expect(gc.schema == "chpox.gc/1")
+        #expect(gc.dryRun)
+        #expect(gc.dropped.map(\.generation) == [0, 1, 2])
+        #expect(gc.keptGenerations == 2)
         #expect(try store.chain("app").entries.count == 5, "a dry run changes nothing")
 
         run = try Self.run("cpx", ["gc", "--store", temporary.path, "--keep-last", "2"])
-        #expect(run.status == 0 && run.output.contains("dropped app: generations 0, 1, 2"))
+        #expect(run.status == 0)
+        #expect(run.output.contains("dropped app: generations 0, 1, 2"))
         #expect(try store.chain("app").entries.map(\.generation) == [3, 4])
     }
 
@@ -78,17 +82,22 @@ import Testing
         #expect(run.output.contains("DAMAGED app#1"))
         #expect(run.output.contains("app#2 (on 1)"))
         run = try Self.run("dumpinfo", ["--store", temporary.path, "--verify", "--json"])
-        let report = try Self.object(run.output)
-        #expect(report["clean"] as? Bool == false)
-        #expect((report["damaged"] as? [[String: Any]])?.first?["generation"] as? Int == 1)
+        let report = try JSONDocument.decode(VerifyDocument.self, run.output)
+        #expect(!report.clean)
+        #expect(report.damaged.map(\.generation) == [1])
+        #expect(report.dependents.map(\.generation) == [2])
 
         run = try Self.run("ld-chpox", ["--store", temporary.path, "--name", "app", "--generation", "2", "--check"])
-        #expect(run.status != 0 && run.errors.contains("generation 1 does not verify"))
+        #expect(run.status != 0)
+        #expect(run.errors.contains("generation 1 does not verify"))
         run = try Self.run("dumpinfo", ["--store", temporary.path + "/nope", "--chain"])
-        #expect(run.status != 0 && run.errors.contains("is not a chpox store"))
+        #expect(run.status != 0)
+        #expect(run.errors.contains("is not a chpox store"))
         run = try Self.run("ld-chpox", ["--store", temporary.path, "--name", "missing", "--check"])
-        #expect(run.status != 0 && run.errors.contains("no chain named 'missing'"))
+        #expect(run.status != 0)
+        #expect(run.errors.contains("no chain named 'missing'"))
         run = try Self.run("cpx", ["gc", "--store", temporary.path, "--keep-within", "soon"])
-        #expect(run.status != 0 && run.errors.contains("--keep-within takes a number and a unit"))
+        #expect(run.status != 0)
+        #expect(run.errors.contains("--keep-within takes a number and a unit"))
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Store
+import StoreTestSupport
 
 /// A store built in the test with two generations of a made-up process whose every value is
 /// fixed (times, addresses, registers, descriptors, handlers), so that dumpinfo's text can be

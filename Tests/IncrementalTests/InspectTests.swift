@@ -1,10 +1,11 @@
 import Foundation
 import Store
+import StoreTestSupport
 import TestTools
 import Testing
 
 /// dumpinfo as people and scripts read it, on the fixture store (InspectFixture): the text
-/// against golden files in Tests/StoreTests/Golden (`CHPOX_UPDATE_GOLDEN=1 swift test --filter
+/// against golden files in Tests/IncrementalTests/Golden (`CHPOX_UPDATE_GOLDEN=1 swift test --filter
 /// InspectTests` rewrites them; review the diff), and every JSON document against
 /// docs/json-schemas.md.
 @Suite(.serialized) struct InspectTests {
@@ -76,7 +77,8 @@ import Testing
 
     @Test func schemaCheckFindsUndocumentedMissingAndMistypedFields() throws {
         let schemas = try JSONSchemaCheck()
-        #expect(schemas.schemas.keys.contains("chpox.generation/1") && schemas.schemas.keys.contains("chpox.checkpoint/1 event generation"))
+        #expect(schemas.schemas.keys.contains("chpox.generation/1"))
+        #expect(schemas.schemas.keys.contains("chpox.checkpoint/1 event generation"))
         let good = #"{"schema": "chpox.probe/1", "auto": "hash", "trackers": [{"name": "hash", "supported": true, "detail": "x"}]}"#
         #expect(schemas.problems(good) == [])
         let extra = #"{"schema": "chpox.probe/1", "auto": "hash", "trackers": [], "surprise": 1}"#
@@ -91,35 +93,35 @@ import Testing
         let temporary = try Self.fixture()
         defer { temporary.cleanup() }
         let run = try Self.dumpinfo(["--diff", "0", "1", "--json"], in: temporary)
-        let document = try #require(try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any])
-        #expect(document["changedPages"] as? Int == Int(InspectFixture.expectedChangedPages))
-        let mappings = try #require(document["mappings"] as? [[String: Any]])
-        let got = mappings.map { ($0["change"] as? String ?? "", $0["start"] as? String ?? "", $0["changedPages"] as? Int ?? -1) }
-        let want = InspectFixture.expectedMappings.map { ($0.0, "0x" + String($0.1, radix: 16), Int($0.2)) }
-        #expect(got.map { "\($0)" } == want.map { "\($0)" })
-        let anonymous = try #require(mappings.first)
-        let ranges = try #require(anonymous["ranges"] as? [[String: Any]])
-        #expect(ranges.map { "\($0["start"] as? String ?? "")+\($0["pages"] as? Int ?? 0)" } == ["0x10002000+3", "0x10009000+1", "0x1000c000+1"])
-        func subjects(_ key: String) -> [String] {
-            ((document[key] as? [[String: Any]]) ?? []).map { "\($0["change"] as? String ?? "") \($0["subject"] as? String ?? "")" }
-        }
-        #expect(subjects("descriptors") == ["changed fd 1", "removed fd 3", "added fd 4"])
-        #expect(subjects("threads") == ["changed thread 1001", "removed thread 1002"])
-        #expect(subjects("signals") == ["added SIGINT", "changed SIGUSR1", "changed pending signals (process)", "changed ITIMER_REAL"])
-        #expect(subjects("process") == ["changed umask"])
-        let fd1 = try #require((document["descriptors"] as? [[String: Any]])?.first)
-        #expect(fd1["before"] as? String == "offset 4096 size 4096" && fd1["after"] as? String == "offset 8192 size 8192")
+        let document = try JSONDocument.decode(DiffDocument.self, run.output)
+        #expect(document.changedPages == Int(InspectFixture.expectedChangedPages))
+        let got = document.mappings.map { "\($0.change) \($0.start) \($0.changedPages)" }
+        let want = InspectFixture.expectedMappings.map { "\($0.0) 0x\(String($0.1, radix: 16)) \($0.2)" }
+        #expect(got == want)
+        let anonymous = try #require(document.mappings.first)
+        #expect(anonymous.ranges.map { "\($0.start)+\($0.pages)" } == ["0x10002000+3", "0x10009000+1", "0x1000c000+1"])
+        func subjects(_ changes: [DiffDocument.Change]) -> [String] { changes.map { "\($0.change) \($0.subject)" } }
+        #expect(subjects(document.descriptors) == ["changed fd 1", "removed fd 3", "added fd 4"])
+        #expect(subjects(document.threads) == ["changed thread 1001", "removed thread 1002"])
+        #expect(subjects(document.signals) == ["added SIGINT", "changed SIGUSR1", "changed pending signals (process)", "changed ITIMER_REAL"])
+        #expect(subjects(document.process) == ["changed umask"])
+        let fd1 = try #require(document.descriptors.first)
+        #expect(fd1.before == "offset 4096 size 4096")
+        #expect(fd1.after == "offset 8192 size 8192")
     }
 
     @Test func badArgumentsAreRefusedWithAReason() throws {
         let temporary = try Self.fixture()
         defer { temporary.cleanup() }
         var run = try Self.dumpinfo(["--generation", "7"], in: temporary)
-        #expect(run.status == 1 && run.errors.contains("no generation 7"), "\(run.errors)")
+        #expect(run.status == 1, "\(run.errors)")
+        #expect(run.errors.contains("no generation 7"), "\(run.errors)")
         run = try Self.dumpinfo(["--diff", "0"], in: temporary)
-        #expect(run.status == 64 && run.errors.contains("--diff takes two generation numbers"), "\(run.errors)")
+        #expect(run.status == 64, "\(run.errors)")
+        #expect(run.errors.contains("--diff takes two generation numbers"), "\(run.errors)")
         run = try Self.dumpinfo(["--generation", "soon"], in: temporary)
-        #expect(run.status == 64 && run.errors.contains("a generation number or 'latest'"), "\(run.errors)")
+        #expect(run.status == 64, "\(run.errors)")
+        #expect(run.errors.contains("a generation number or 'latest'"), "\(run.errors)")
         run = try Self.dumpinfo(["--maps"], in: temporary)
         #expect(run.status == 64, "\(run.errors)")
         // A second chain: --generation and --diff must be told which.
@@ -127,13 +129,16 @@ import Testing
         try InspectFixture.put(writer, address: 0x1000_0000, pages: 0..<1, salt: 0)
         try writer.commit()
         run = try Self.dumpinfo(["--generation", "0"], in: temporary)
-        #expect(run.status == 1 && run.errors.contains("holds 2 chains (fixture, other): name one with --name"), "\(run.errors)")
+        #expect(run.status == 1, "\(run.errors)")
+        #expect(run.errors.contains("holds 2 chains (fixture, other): name one with --name"), "\(run.errors)")
         run = try Self.dumpinfo(["--generation", "0", "--name", "other"], in: temporary)
-        #expect(run.status == 0 && run.output.contains("no process image"), "\(run.output)")
+        #expect(run.status == 0, "\(run.output)")
+        #expect(run.output.contains("no process image"), "\(run.output)")
         // Its one page is also the fixture's: shared across chains.
         run = try Self.dumpinfo(["--stats", "--json"], in: temporary)
-        let stats = try #require(try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any])
-        let referenced = try #require(stats["referencedChunks"] as? Int)
-        #expect(abs((stats["dedupAcrossChains"] as? Double ?? 0) - Double(referenced + 1) / Double(referenced)) < 1e-9)
+        let stats = try JSONDocument.decode(StatsDocument.self, run.output)
+        let referenced = try #require(stats.referencedChunks)
+        let across = try #require(stats.dedupAcrossChains)
+        #expect(abs(across - Double(referenced + 1) / Double(referenced)) < 1e-9)
     }
 }
