@@ -265,8 +265,7 @@ public final class Checkpointer {
     static func stillHolds(_ injected: InjectedState, _ frozen: FrozenProcess) throws(TraceeError) -> Bool {
         guard Set(injected.threads.map(\.tid)) == Set(frozen.threads) else { return false }
         let status = try ProcFS.status(frozen.pid)
-        let caught = UInt64(status["SigCgt"] ?? "", radix: 16) ?? 0
-        let ignored = UInt64(status["SigIgn"] ?? "", radix: 16) ?? 0
+        let caught = status.caughtSignals, ignored = status.ignoredSignals
         var expectCaught: UInt64 = 0, expectIgnored: UInt64 = 0
         for action in injected.signalActions where action.signal <= 64 {
             let bit = UInt64(1) << UInt64(action.signal - 1)
