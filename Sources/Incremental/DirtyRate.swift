@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import SoftDirty
+import Syscall
 import Tracee
 
 /// Watches how fast a live process dirties its memory, with any tracker: what `cpx track`
@@ -42,7 +43,7 @@ public struct DirtyRate {
 
     /// Freezes the process, collects, thaws it; returns the figures.
     public func sample(_ index: Int) throws(TraceeError) -> Sample {
-        let started = Self.now()
+        let started = ClockTime.monotonic()
         let frozen = try FrozenProcess(pid: pid)
         let report: DirtyReport
         do { report = try tracker.collect(frozen) } catch {
@@ -50,16 +51,10 @@ public struct DirtyRate {
             throw error
         }
         frozen.thaw()
-        let elapsed = Self.now() - started
+        let elapsed = ClockTime.monotonic() - started
         return Sample(index: index, tracker: tracker.kind.rawValue, dirtyPages: report.dirty.pageCount,
                       wholesalePages: report.wholesale.pageCount, unmappedPages: report.unmapped.pageCount,
                       mappedPages: report.regions.reduce(0) { $0 + $1.pageCount }, regions: report.regions.count,
                       freezeMicroseconds: elapsed / 1000)
-    }
-
-    static func now() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
     }
 }

@@ -78,7 +78,7 @@ extension Store {
     public func sharing() throws(StoreError) -> StoreSharing {
         let shared = try StoreLock(.store, .shared, in: directory)
         defer { withExtendedLifetime(shared) {} }
-        let plan = try planCollection(RetentionPolicy(), now: GenerationWriter.now(), repackThreshold: 1)
+        let plan = try planCollection(RetentionPolicy(), now: ClockTime.realtime(), repackThreshold: 1)
         let withDead = Set(plan.dead.filter { $0.value > 0 }.keys)
         return StoreSharing(referencedChunks: plan.referenced.count, referencesByChain: plan.referencesByChain,
                             deadChunks: plan.dead.values.reduce(0, +), reclaimableBytes: plan.estimatedFreedBytes(repacking: withDead))
@@ -92,7 +92,7 @@ extension Store {
     /// generations reference, deletes packs with none and repacks packs whose dead share is over
     /// `repackThreshold`, and merges small packs. Holds the exclusive store lock: writers in flight finish first.
     public func collectGarbage(_ policy: RetentionPolicy, dryRun: Bool = false, repackThreshold: Double = 0.3) throws(StoreError) -> GCReport {
-        let started = GenerationWriter.now()
+        let started = ClockTime.realtime()
         // One GC (or rebase, or rebuild-index) at a time.
         guard let gcLock = try StoreLock(.gc, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
         defer { withExtendedLifetime(gcLock) {} }
@@ -108,7 +108,7 @@ extension Store {
             report.bytesFreed = first.estimatedFreedBytes(repacking: first.repack)
             report.packBytesAfter = report.packBytesBefore - report.bytesFreed
             report.manifestsRemoved = report.rewrittenManifests + report.dropped.count
-            report.seconds = Double(GenerationWriter.now() - started) / 1e9
+            report.seconds = Double(ClockTime.realtime() - started) / 1e9
             return report
         }
         var relocated: [ChunkID: ChunkLocation] = [:]
@@ -176,7 +176,7 @@ extension Store {
             report.packBytesAfter += (try? directory.packs.status(of: name + ".pack").size) ?? 0
         }
         report.bytesFreed = report.packBytesBefore - report.packBytesAfter
-        report.seconds = Double(GenerationWriter.now() - started) / 1e9
+        report.seconds = Double(ClockTime.realtime() - started) / 1e9
         return report
     }
 

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CLinux
 import Syscall
 
 /// Readers of /proc/<pid>: small text files read whole.
@@ -72,20 +71,17 @@ public enum ProcFS {
 
     /// Where /proc/<pid>/<name> points (exe, cwd, fd/N...), nil if it cannot be read.
     public static func link(_ pid: Int32, _ name: String) -> String? {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/\(pid)/\(name)", &buffer, buffer.count - 1)
-        guard n >= 0 else { return nil }
-        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        try? FileDescriptor.currentDirectory.linkTarget(of: "/proc/\(pid)/\(name)")
     }
 
     /// The soft and hard limit of `resource` (RLIMIT_*) of the process (prlimit(2)).
     public static func limit(_ pid: Int32, _ resource: Int32) throws(TraceeError) -> (soft: UInt64, hard: UInt64) {
-        var limits: [UInt64] = [0, 0]
-        let result = limits.withUnsafeMutableBufferPointer { buffer in
-            buffer.withMemoryRebound(to: CUnsignedLongLong.self) { chpox_prlimit(pid, resource, $0.baseAddress) }
+        do {
+            let limit = try ResourceLimit.of(pid, resource)
+            return (limit.soft, limit.hard)
+        } catch {
+            throw .from(error, pid: pid, "read resource limit \(resource) of")
         }
-        guard result == 0 else { throw .from(Errno.current, pid: pid, "read resource limit \(resource) of") }
-        return (limits[0], limits[1])
     }
 
     static func keyValues(_ text: String) -> [String: String] {

@@ -66,7 +66,7 @@ enum ImageCapture {
                 descriptors: descriptors,
                 unsupported: unsupported,
                 capture: .init(tracker: "", pauseNanoseconds: 0, totalPauseNanoseconds: 0, preCopyRounds: 0,
-                               pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: kernelRelease()),
+                               pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release),
                 intervalTimers: injected.intervalTimers)
         } catch let error as UnsupportedDescriptors {
             throw .unsupportedDescriptors(pid: pid, error.list)
@@ -138,9 +138,8 @@ enum ImageCapture {
                 }
             } else if target.hasPrefix("/") {
                 descriptor.kind = (flags & O_DIRECTORY) != 0 ? .directory : .file
-                var status = stat()
-                if flags & O_ACCMODE != O_RDONLY, stat("/proc/\(pid)/fd/\(fd)", &status) == 0, (status.st_mode & S_IFMT) == S_IFREG {
-                    descriptor.size = Int64(status.st_size)
+                if flags & O_ACCMODE != O_RDONLY, let status = openFileStatus(pid, fd), status.isRegularFile {
+                    descriptor.size = status.size
                 }
             } else {
                 unsupported.append("fd \(fd): \(target)")
@@ -151,8 +150,12 @@ enum ImageCapture {
     }
 
     static func isFIFO(_ pid: Int32, _ fd: Int32) -> Bool {
-        var status = stat()
-        return stat("/proc/\(pid)/fd/\(fd)", &status) == 0 && (status.st_mode & S_IFMT) == S_IFIFO
+        openFileStatus(pid, fd)?.isFIFO ?? false
+    }
+
+    /// The status of what descriptor `fd` of the process has open, nil if it was closed meanwhile.
+    static func openFileStatus(_ pid: Int32, _ fd: Int32) -> FileDescriptor.Status? {
+        try? FileDescriptor.currentDirectory.status(of: "/proc/\(pid)/fd/\(fd)", followingSymlinks: true)
     }
 
     static func deletedContents(_ pid: Int32, _ fd: Int32) -> Data? {
@@ -164,9 +167,4 @@ enum ImageCapture {
         return Data(bytes)
     }
 
-    static func kernelRelease() -> String {
-        var name = utsname()
-        uname(&name)
-        return withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-    }
 }
