@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import SoftDirty
 import Syscall
 import Tracee
 
@@ -22,14 +18,6 @@ public struct DirtyRate {
         public var regions: Int
         /// How long every thread was stopped for the collect, in microseconds.
         public var freezeMicroseconds: Int64
-
-        /// One line for people.
-        public var text: String {
-            let dirty = "\(dirtyPages) pages dirty (\(Format.bytes(Int64(dirtyPages) * 4096)))"
-            let mapped = "of \(mappedPages) mapped in \(regions) regions"
-            let frozen = "frozen " + String(format1: Double(freezeMicroseconds) / 1000) + " ms"
-            return "[\(index)] \(tracker): \(dirty) \(mapped); \(wholesalePages) reported whole; \(frozen)"
-        }
     }
 
     public let pid: Int32
