@@ -38,7 +38,7 @@ public final class GenerationWriter {
         // briefly before it is reported; a real writer holds it for a whole generation.
         var attempt: StoreLock?
         for _ in 0..<25 {
-            attempt = try StoreLock(.chain(name), .exclusive, in: store.directory, wait: false)
+            attempt = try StoreLock.ifFree(.chain(name), .exclusive, in: store.directory)
             if attempt != nil { break }
             CurrentProcess.sleep(microseconds: 10_000)
         }
