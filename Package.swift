@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "Tracee", targets: ["Tracee"]),
         .library(name: "SoftDirty", targets: ["SoftDirty"]),
         .library(name: "Incremental", targets: ["Incremental"]),
+        .library(name: "Reports", targets: ["Reports"]),
         .executable(name: "cpx", targets: ["cpx"]),
         .executable(name: "ld-chpox", targets: ["ld-chpox"]),
         .executable(name: "dumpinfo", targets: ["dumpinfo"]),
@@ -34,23 +35,26 @@ let package = Package(
         .target(name: "Store", dependencies: ["Syscall", "CLZ4", "CXXHash"]),
         // A live process from outside: ptrace freeze, remote syscalls, /proc readers, memory.
         .target(name: "Tracee", dependencies: ["Syscall", "CLinux"]),
-        // Dirty-page trackers behind one protocol: soft-dirty, uffd-wp, hash.
+        // Dirty-page trackers behind one protocol: soft-dirty, uffd-wp, hash; DirtyRate.
         .target(name: "SoftDirty", dependencies: ["Tracee", "Syscall", "CLinux", "CXXHash"]),
         // The engine: checkpointer and restorer over the trackers and the store.
         .target(name: "Incremental", dependencies: ["Store", "SoftDirty", "Tracee", "Syscall"]),
+        // What the commands print: the engine's, the store's and the trackers' results as
+        // text for people and JSON for scripts.
+        .target(name: "Reports", dependencies: ["Incremental", "Store", "SoftDirty", "Tracee"]),
 
         // Options and error reporting shared by the three commands.
         .target(name: "CommandSupport", dependencies: [
-            "Incremental", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Incremental", "Store", "Tracee", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "cpx", dependencies: ["CommandSupport", "SoftDirty", "Tracee"]),
+        .executableTarget(name: "cpx", dependencies: ["CommandSupport", "Reports", "Incremental", "Store", "SoftDirty", "Tracee", "Syscall"]),
         // Creates the uffd-wp tracker's userfaultfd inside the target, as its own process.
         .executableTarget(name: "chpox-inject", dependencies: ["Tracee"]),
         // The process ld-chpox turns into a restarted one: it only waits.
         .executableTarget(name: "chpox-restore-stub"),
-        .executableTarget(name: "ld-chpox", dependencies: ["CommandSupport"]),
-        .executableTarget(name: "dumpinfo", dependencies: ["CommandSupport"]),
-        .executableTarget(name: "chpox-demo", dependencies: ["CommandSupport", "StoreTestSupport"]),
+        .executableTarget(name: "ld-chpox", dependencies: ["CommandSupport", "Reports", "Incremental", "Store"]),
+        .executableTarget(name: "dumpinfo", dependencies: ["CommandSupport", "Reports", "Incremental", "Store"]),
+        .executableTarget(name: "chpox-demo", dependencies: ["CommandSupport", "Reports", "Incremental", "Store", "StoreTestSupport"]),
         // The program the live demo checkpoints and restarts.
         .executableTarget(name: "chpox-sample"),
 
@@ -69,7 +73,7 @@ let package = Package(
         .target(name: "TrackerTestSupport", dependencies: ["SoftDirty", "Tracee", "Syscall", "CXXHash"],
                 path: "Tests/TrackerTestSupport"),
         // The checkpointer's proof on the churn workload, shared by the tests and the guests.
-        .target(name: "CheckpointTestSupport", dependencies: ["Incremental", "TrackerTestSupport", "Syscall"],
+        .target(name: "CheckpointTestSupport", dependencies: ["Incremental", "Store", "SoftDirty", "Tracee", "TrackerTestSupport", "Syscall"],
                 path: "Tests/CheckpointTestSupport"),
         // The proofs as a standalone program, for kill tests and QEMU guests.
         .executableTarget(name: "chpox-tracker-proof", dependencies: ["TrackerTestSupport", "CheckpointTestSupport", "SoftDirty", "Tracee"],
@@ -78,7 +82,7 @@ let package = Package(
         .target(name: "TestTools", path: "Tests/TestTools"),
         // Everything that stops, traces or checkpoints a live process: one serialized suite.
         .testTarget(name: "LiveProcessTests", dependencies: [
-            "TestTools", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport", "CheckpointTestSupport", "chpox-dirty-workload", "chpox-churn-workload", "chpox-stack-workload",
+            "TestTools", "Store", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport", "CheckpointTestSupport", "chpox-dirty-workload", "chpox-churn-workload", "chpox-stack-workload",
             "chpox-tracker-proof", "chpox-inject", "chpox-restore-stub", "cpx", "dumpinfo", "ld-chpox",
         ]),
         // Unit tests, one target per module; none runs a live process.

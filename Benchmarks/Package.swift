@@ -57,6 +57,9 @@ let package = Package(
             name: "CheckpointBenchmarks",
             dependencies: [
                 .product(name: "Incremental", package: "chpox"),
+                .product(name: "Store", package: "chpox"),
+                .product(name: "Tracee", package: "chpox"),
+                .product(name: "SoftDirty", package: "chpox"),
                 .product(name: "Benchmark", package: "benchmark"),
                 "CBenchLZ4",
                 "TargetProcess",
@@ -73,6 +76,7 @@ let package = Package(
             name: "RestartBenchmarks",
             dependencies: [
                 .product(name: "Incremental", package: "chpox"),
+                .product(name: "Store", package: "chpox"),
                 .product(name: "Benchmark", package: "benchmark"),
                 "TargetProcess",
                 "DirtyTarget",

@@ -4,6 +4,8 @@ import Foundation
 import Glibc
 #endif
 import Incremental
+import Store
+import Tracee
 
 /// `--store DIR`, shared by every command.
 public struct StoreOptions: ParsableArguments {

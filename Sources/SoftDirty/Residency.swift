@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Syscall
 import Tracee
 
 /// Which pages of a process hold data: present or swapped, and not the shared zero page nor a
@@ -87,14 +88,14 @@ public struct Residency {
 /// frame numbers are hidden): a page mapped to it reads as zero and holds no data.
 enum ZeroPage {
     static let frame: UInt64 = {
-        let page = mmap(nil, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-        guard let page, page != MAP_FAILED else { return 0 }
-        defer { munmap(page, 4096) }
-        _ = chpox_touch_read(page)  // a read fault maps the zero page
-        guard let pagemap = try? Pagemap(pid: getpid()),
-              let entry = try? pagemap.entries(from: UInt64(UInt(bitPattern: page)), count: 1).first,
-              entry & PagemapBit.present != 0
-        else { return 0 }
-        return entry & PagemapBit.frameMask
+        guard let page = try? AnonymousMapping(size: 4096, .read) else { return 0 }
+        return withExtendedLifetime(page) {
+            _ = chpox_touch_read(page.bytes.baseAddress)  // a read fault maps the zero page
+            guard let pagemap = try? Pagemap(pid: CurrentProcess.id),
+                  let entry = try? pagemap.entries(from: page.address, count: 1).first,
+                  entry & PagemapBit.present != 0
+            else { return 0 }
+            return entry & PagemapBit.frameMask
+        }
     }()
 }

@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import CLinux
 import Syscall
 import Tracee
 
@@ -27,16 +23,16 @@ public struct TrackerProbe: Sendable {
     public var best: TrackerKind { results.first { $0.supported }!.kind }
 
     /// A page of our own, written after tracking was reset.
-    private static func withPage<T>(_ body: (UnsafeMutableRawPointer, UInt64) -> T) -> T? {
-        let page = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
-        guard let page, page != MAP_FAILED else { return nil }
-        defer { munmap(page, 4096) }
-        page.storeBytes(of: 1, as: UInt8.self)
-        return body(page, UInt64(UInt(bitPattern: page)))
+    private static func withPage<T>(_ body: (UnsafeMutableRawBufferPointer, UInt64) -> T) -> T? {
+        guard let mapping = try? AnonymousMapping(size: 4096, [.read, .write]) else { return nil }
+        return withExtendedLifetime(mapping) {
+            mapping.bytes.storeBytes(of: 1, as: UInt8.self)
+            return body(mapping.bytes, mapping.address)
+        }
     }
 
     static func probeSoftDirty() -> Result {
-        let pid = getpid()
+        let pid = CurrentProcess.id
         let outcome: Result? = withPage { page, address in
             do {
                 let pagemap = try Pagemap(pid: pid)
@@ -60,23 +56,23 @@ public struct TrackerProbe: Sendable {
     }
 
     static func probeUffdWP() -> Result {
-        let fd = chpox_userfaultfd(O_CLOEXEC | O_NONBLOCK | Int32(UFFD_USER_MODE_ONLY))
-        guard fd >= 0 else {
-            return Result(kind: .uffdWP, supported: false, detail: "unusable: userfaultfd(2) failed: \(Errno.current) (CONFIG_USERFAULTFD, or vm.unprivileged_userfaultfd)")
+        let uffd: Userfaultfd
+        do { uffd = try .create([.nonBlocking, .userModeOnly]) } catch {
+            return Result(kind: .uffdWP, supported: false, detail: "unusable: userfaultfd(2) failed: \(error) (CONFIG_USERFAULTFD, or vm.unprivileged_userfaultfd)")
         }
-        defer { Glibc.close(fd) }
-        var api = uffdio_api(api: UInt64(UFFD_API), features: UffdTracker.features, ioctls: 0)
-        guard chpox_ioctl(fd, chpox_UFFDIO_API, &api) == 0 else {
+        defer { uffd.close() }
+        do { try uffd.enable(UffdTracker.features) } catch {
             return Result(kind: .uffdWP, supported: false, detail: "unsupported by this kernel (no UFFD_FEATURE_WP_ASYNC: Linux 6.7+)")
         }
         let outcome: Result? = withPage { page, address in
-            var register = uffdio_register(range: uffdio_range(start: address, len: 4096), mode: UInt64(UFFDIO_REGISTER_MODE_WP), ioctls: 0)
-            var protect = uffdio_writeprotect(range: uffdio_range(start: address, len: 4096), mode: UInt64(UFFDIO_WRITEPROTECT_MODE_WP))
-            guard chpox_ioctl(fd, chpox_UFFDIO_REGISTER, &register) == 0, chpox_ioctl(fd, chpox_UFFDIO_WRITEPROTECT, &protect) == 0 else {
-                return Result(kind: .uffdWP, supported: false, detail: "unusable: cannot register or write-protect a page (\(Errno.current))")
+            do {
+                try uffd.registerForWriteProtect(start: address, length: 4096)
+                try uffd.writeProtect(start: address, length: 4096)
+            } catch {
+                return Result(kind: .uffdWP, supported: false, detail: "unusable: cannot register or write-protect a page (\(error))")
             }
             do {
-                let pagemap = try Pagemap(pid: getpid())
+                let pagemap = try Pagemap(pid: CurrentProcess.id)
                 let before = try pagemap.scan(start: address, end: address + 4096, required: .written, returned: .written)
                 page.storeBytes(of: 3, as: UInt8.self)
                 let after = try pagemap.scan(start: address, end: address + 4096, required: .written, returned: .written)

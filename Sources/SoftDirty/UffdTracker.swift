@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import CLinux
 import Syscall
 import Tracee
 
@@ -14,13 +10,13 @@ import Tracee
 public final class UffdTracker: DirtyTracker {
     public let kind = TrackerKind.uffdWP
     public let pid: Int32
-    private var uffd: FileDescriptor?
+    private var uffd: Userfaultfd?
     private var history = TrackingHistory()
     /// Ranges registered with the userfaultfd.
     private var registered = AddressRuns()
 
     /// Features required: async write-protect (6.7) and protection of unpopulated pages (6.4).
-    static let features = UInt64(UFFD_FEATURE_WP_ASYNC) | UInt64(UFFD_FEATURE_WP_UNPOPULATED)
+    static let features: Userfaultfd.Features = [.writeProtectAsync, .writeProtectUnpopulated]
 
     /// Creates the userfaultfd inside process `pid` (not frozen by the caller): the
     /// `chpox-inject` helper does the injection in a process and session of its own, so
@@ -28,37 +24,37 @@ public final class UffdTracker: DirtyTracker {
     public init(pid: Int32) throws(TraceeError) {
         self.pid = pid
         guard try Pagemap(pid: pid).hasScan() else { throw .unsupported(pid: pid, reason: "uffd-wp needs PAGEMAP_SCAN (Linux 6.7+)") }
-        let local = try Self.takeUserfaultfd(from: pid)
-        let fd = FileDescriptor(rawValue: local)
-        var api = uffdio_api(api: UInt64(UFFD_API), features: Self.features, ioctls: 0)
-        guard chpox_ioctl(local, chpox_UFFDIO_API, &api) == 0 else {
-            let error = Errno.current
-            fd.close()
+        let uffd = try Self.takeUserfaultfd(from: pid)
+        do { try uffd.enable(Self.features) } catch {
+            uffd.close()
             throw .unsupported(pid: pid, reason: "uffd-wp: this kernel refuses UFFD_FEATURE_WP_ASYNC (\(error); Linux 6.7+ has it)")
         }
-        uffd = fd
+        self.uffd = uffd
     }
 
     /// Has chpox-inject create a userfaultfd in `pid`, takes it with pidfd_getfd, then lets
     /// the helper close the target's copy.
-    static func takeUserfaultfd(from pid: Int32) throws(TraceeError) -> Int32 {
+    static func takeUserfaultfd(from pid: Int32) throws(TraceeError) -> Userfaultfd {
         let injector = try Injector(["userfaultfd", "\(pid)"], pid: pid)
         defer { injector.finish() }
         let answer = (injector.readLine() ?? "").trimmingWhitespace()
         guard answer.hasPrefix("fd "), let remote = Int32(answer.dropFirst(3)) else {
             throw .unsupported(pid: pid, reason: "creating a userfaultfd in it failed: \(answer.hasPrefix("error ") ? String(answer.dropFirst(6)) : "the injector ended early")")
         }
-        let pidfd = chpox_pidfd_open(pid)
-        var local: Int32 = -1
-        if pidfd >= 0 {
-            local = chpox_pidfd_getfd(pidfd, remote)
-            Glibc.close(pidfd)
+        let local: Result<FileDescriptor, Errno>
+        do {
+            let process = try ProcessDescriptor.open(pid)
+            defer { process.close() }
+            local = .success(try process.copyDescriptor(remote))
+        } catch {
+            local = .failure(error)
         }
-        let error = Errno.current
+        // The helper closes its copy either way.
         injector.send("taken")
-        guard local >= 0 else { throw .system(error, pid: pid, operation: "take the userfaultfd (pidfd_getfd) of") }
-        _ = chpox_fcntl_int(local, F_SETFD, FD_CLOEXEC)
-        return local
+        switch local {
+        case .success(let fd): return Userfaultfd(descriptor: fd)
+        case .failure(let error): throw .system(error, pid: pid, operation: "take the userfaultfd (pidfd_getfd) of")
+        }
     }
 
     deinit { stop() }
@@ -66,8 +62,7 @@ public final class UffdTracker: DirtyTracker {
     public func stop() {
         guard let uffd else { return }
         for run in registered.runs {
-            var range = uffdio_range(start: run.start, len: run.end - run.start)
-            _ = chpox_ioctl(uffd.rawValue, chpox_UFFDIO_UNREGISTER, &range)
+            try? uffd.unregister(start: run.start, length: run.end - run.start)
         }
         uffd.close()
         self.uffd = nil
@@ -119,16 +114,14 @@ public final class UffdTracker: DirtyTracker {
                            unmapped: layout.unmapped, wholesale: wholesaleRuns, written: written)
     }
 
-    private func protect(_ region: MemoryRegion, _ uffd: FileDescriptor) throws(TraceeError) {
-        var register = uffdio_register(range: uffdio_range(start: region.start, len: region.size), mode: UInt64(UFFDIO_REGISTER_MODE_WP), ioctls: 0)
-        guard chpox_ioctl(uffd.rawValue, chpox_UFFDIO_REGISTER, &register) == 0 else {
+    private func protect(_ region: MemoryRegion, _ uffd: Userfaultfd) throws(TraceeError) {
+        do { try uffd.registerForWriteProtect(start: region.start, length: region.size) } catch {
             // A mapping the kernel will not track (e.g. VM_PFNMAP): it stays wholly dirty.
             return
         }
         registered = registered.union(AddressRuns([PageRun(start: region.start, end: region.end)]))
-        var protect = uffdio_writeprotect(range: uffdio_range(start: region.start, len: region.size), mode: UInt64(UFFDIO_WRITEPROTECT_MODE_WP))
-        if chpox_ioctl(uffd.rawValue, chpox_UFFDIO_WRITEPROTECT, &protect) != 0 {
-            throw .system(Errno.current, pid: pid, operation: "write-protect \(region) of")
+        do { try uffd.writeProtect(start: region.start, length: region.size) } catch {
+            throw .system(error, pid: pid, operation: "write-protect \(region) of")
         }
     }
 }

@@ -197,10 +197,7 @@ final class FrameWindow: @unchecked Sendable {
 
 /// Cores this process may run on.
 enum ProcessInfoCores {
-    static let active: Int = {
-        let n = sysconf(Int32(_SC_NPROCESSORS_ONLN))
-        return n > 0 ? n : 1
-    }()
+    static let active = Kernel.onlineProcessors
 }
 
 /// Index lookups for a block of pages, written by several workers at once.

@@ -76,12 +76,12 @@ public struct StoreSharing: Sendable {
 extension Store {
     /// Sharing and garbage as of now, under a shared lock (writers go on).
     public func sharing() throws(StoreError) -> StoreSharing {
-        let shared = try StoreLock(.store, .shared, in: directory)
-        defer { withExtendedLifetime(shared) {} }
-        let plan = try planCollection(RetentionPolicy(), now: GenerationWriter.now(), repackThreshold: 1)
-        let withDead = Set(plan.dead.filter { $0.value > 0 }.keys)
-        return StoreSharing(referencedChunks: plan.referenced.count, referencesByChain: plan.referencesByChain,
-                            deadChunks: plan.dead.values.reduce(0, +), reclaimableBytes: plan.estimatedFreedBytes(repacking: withDead))
+        try StoreLock.withLock(.store, .shared, in: directory) { () throws(StoreError) -> StoreSharing in
+            let plan = try planCollection(RetentionPolicy(), now: ClockTime.realtime(), repackThreshold: 1)
+            let withDead = Set(plan.dead.filter { $0.value > 0 }.keys)
+            return StoreSharing(referencedChunks: plan.referenced.count, referencesByChain: plan.referencesByChain,
+                                deadChunks: plan.dead.values.reduce(0, +), reclaimableBytes: plan.estimatedFreedBytes(repacking: withDead))
+        }
     }
 
     /// Small packs are merged when at least this many exist.
@@ -92,27 +92,24 @@ extension Store {
     /// generations reference, deletes packs with none and repacks packs whose dead share is over
     /// `repackThreshold`, and merges small packs. Holds the exclusive store lock: writers in flight finish first.
     public func collectGarbage(_ policy: RetentionPolicy, dryRun: Bool = false, repackThreshold: Double = 0.3) throws(StoreError) -> GCReport {
-        let started = GenerationWriter.now()
         // One GC (or rebase, or rebuild-index) at a time.
-        guard let gcLock = try StoreLock(.gc, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
-        defer { withExtendedLifetime(gcLock) {} }
+        try StoreLock.withLock(.gc, .exclusive, in: directory) { () throws(StoreError) -> GCReport in
+            try collectGarbageAlone(policy, dryRun: dryRun, repackThreshold: repackThreshold)
+        }
+    }
+
+    /// `collectGarbage` under gc.lock.
+    private func collectGarbageAlone(_ policy: RetentionPolicy, dryRun: Bool, repackThreshold: Double) throws(StoreError) -> GCReport {
+        let started = ClockTime.realtime()
         var report = GCReport()
         report.dryRun = dryRun
 
         // Phase 1, beside writers (shared lock): plan, and copy the live chunks out of the
         // packs worth repacking. New packs only: nothing is lost, nothing refers to them yet.
-        var shared = try StoreLock(.store, .shared, in: directory)
-        let first = try planCollection(policy, now: started, repackThreshold: repackThreshold)
-        if dryRun {
-            first.fill(&report)
-            report.bytesFreed = first.estimatedFreedBytes(repacking: first.repack)
-            report.packBytesAfter = report.packBytesBefore - report.bytesFreed
-            report.manifestsRemoved = report.rewrittenManifests + report.dropped.count
-            report.seconds = Double(GenerationWriter.now() - started) / 1e9
-            return report
-        }
         var relocated: [ChunkID: ChunkLocation] = [:]
-        if !first.repack.isEmpty {
+        let first = try StoreLock.withLock(.store, .shared, in: directory) { () throws(StoreError) in
+            let first = try planCollection(policy, now: started, repackThreshold: repackThreshold)
+            guard !dryRun && !first.repack.isEmpty else { return first }
             var moving: [(ChunkID, ChunkLocation)] = []
             try joinIndex(with: first.referenced) { (id, location, isLive) throws(StoreError) in
                 if isLive && first.repack.contains(location.pack) { moving.append((id, location)) }
@@ -122,62 +119,69 @@ extension Store {
             let (moved, written) = try copyChunks(moving.map(\.0))
             relocated = moved
             report.packsWritten = written
+            return first
         }
-        withExtendedLifetime(shared) {}  // held until here
-        shared = nil
+        if dryRun {
+            first.fill(&report)
+            report.bytesFreed = first.estimatedFreedBytes(repacking: first.repack)
+            report.packBytesAfter = report.packBytesBefore - report.bytesFreed
+            report.manifestsRemoved = report.rewrittenManifests + report.dropped.count
+            report.seconds = Double(ClockTime.realtime() - started) / 1e9
+            return report
+        }
 
         // Phase 2, exclusive: plan again against what writers committed meanwhile (rewriting
         // manifests is cheap), then publish and delete. Writers wait only for this part.
-        guard let exclusive = try StoreLock(.store, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
-        defer { withExtendedLifetime(exclusive) {} }
-        let final = try planCollection(policy, now: started, repackThreshold: repackThreshold)
-        final.fill(&report)
-        // A repacked pack goes only if every chunk live in it now was copied out; a writer may
-        // have come to need a chunk phase 1 found dead.
-        var keep: Set<ChunkID> = []
-        try joinIndex(with: final.referenced) { (id, location, isLive) throws(StoreError) in
-            if isLive && first.repack.contains(location.pack) && relocated[id] == nil { keep.insert(location.pack) }
-        }
-        let repacked = first.repack.subtracting(keep).intersection(final.packSizes.keys)
-        // The packs phase 1 wrote are not indexed yet: they only look unreferenced.
-        let written = Set(relocated.values.map(\.pack))
-        report.packsRepacked = repacked.count
-        report.packsDeleted = final.deletable.subtracting(written).count
-        report.packBytesBefore = final.packSizes.filter { !written.contains($0.key) }.values.reduce(0, +)
-
-        for plan in final.chains {
-            for (id, bytes) in plan.manifests {
-                try directory.publish(bytes, as: GenerationManifest.fileName(id), in: directory.manifests, dirName: "manifests")
-            }
-            if plan.new != plan.old { try publish(plan.new) }  // each chain's commit point
-        }
-        // The new index: live chunks only, at their new places; then delete what is dead.
-        try index.replaceAll { (writer) throws(StoreError) in
+        return try StoreLock.withLock(.store, .exclusive, in: directory) { () throws(StoreError) -> GCReport in
+            let final = try planCollection(policy, now: started, repackThreshold: repackThreshold)
+            final.fill(&report)
+            // A repacked pack goes only if every chunk live in it now was copied out; a writer may
+            // have come to need a chunk phase 1 found dead.
+            var keep: Set<ChunkID> = []
             try joinIndex(with: final.referenced) { (id, location, isLive) throws(StoreError) in
-                if isLive { try writer.add(id, relocated[id] ?? location) }
+                if isLive && first.repack.contains(location.pack) && relocated[id] == nil { keep.insert(location.pack) }
             }
-        }
-        for pack in final.deletable.subtracting(written).union(repacked) {
-            try directory.remove(PackFormat.fileName(pack), in: directory.packs, dirName: "packs")
-        }
-        try directory.sync(directory.packs, dirName: "packs")
-        let keptManifests = Set(final.chains.flatMap { $0.new.entries.map(\.manifest.hex) })
-        for name in try directory.names(in: directory.manifests, dirName: "manifests", suffix: "gen") where !keptManifests.contains(name) {
-            try directory.remove(name + ".gen", in: directory.manifests, dirName: "manifests")
-            report.manifestsRemoved += 1
-        }
-        for name in try directory.names(in: directory.snapshots, dirName: "snapshots", suffix: "map") where !keptManifests.contains(name) {
-            try directory.remove(name + ".map", in: directory.snapshots, dirName: "snapshots")
-        }
-        // No writer is in flight under the exclusive lock: whatever is in tmp/ is left over.
-        for name in (try? directory.tmp.entries()) ?? [] { try? directory.tmp.removeFile(name) }
+            let repacked = first.repack.subtracting(keep).intersection(final.packSizes.keys)
+            // The packs phase 1 wrote are not indexed yet: they only look unreferenced.
+            let written = Set(relocated.values.map(\.pack))
+            report.packsRepacked = repacked.count
+            report.packsDeleted = final.deletable.subtracting(written).count
+            report.packBytesBefore = final.packSizes.filter { !written.contains($0.key) }.values.reduce(0, +)
 
-        for name in try directory.names(in: directory.packs, dirName: "packs", suffix: "pack") {
-            report.packBytesAfter += (try? directory.packs.status(of: name + ".pack").size) ?? 0
+            for plan in final.chains {
+                for (id, bytes) in plan.manifests {
+                    try directory.publish(bytes, as: GenerationManifest.fileName(id), in: directory.manifests, dirName: "manifests")
+                }
+                if plan.new != plan.old { try publish(plan.new) }  // each chain's commit point
+            }
+            // The new index: live chunks only, at their new places; then delete what is dead.
+            try index.replaceAll { (writer) throws(StoreError) in
+                try joinIndex(with: final.referenced) { (id, location, isLive) throws(StoreError) in
+                    if isLive { try writer.add(id, relocated[id] ?? location) }
+                }
+            }
+            for pack in final.deletable.subtracting(written).union(repacked) {
+                try directory.remove(PackFormat.fileName(pack), in: directory.packs, dirName: "packs")
+            }
+            try directory.sync(directory.packs, dirName: "packs")
+            let keptManifests = Set(final.chains.flatMap { $0.new.entries.map(\.manifest.hex) })
+            for name in try directory.names(in: directory.manifests, dirName: "manifests", suffix: "gen") where !keptManifests.contains(name) {
+                try directory.remove(name + ".gen", in: directory.manifests, dirName: "manifests")
+                report.manifestsRemoved += 1
+            }
+            for name in try directory.names(in: directory.snapshots, dirName: "snapshots", suffix: "map") where !keptManifests.contains(name) {
+                try directory.remove(name + ".map", in: directory.snapshots, dirName: "snapshots")
+            }
+            // No writer is in flight under the exclusive lock: whatever is in tmp/ is left over.
+            for name in (try? directory.tmp.entries()) ?? [] { try? directory.tmp.removeFile(name) }
+
+            for name in try directory.names(in: directory.packs, dirName: "packs", suffix: "pack") {
+                report.packBytesAfter += (try? directory.packs.status(of: name + ".pack").size) ?? 0
+            }
+            report.bytesFreed = report.packBytesBefore - report.packBytesAfter
+            report.seconds = Double(ClockTime.realtime() - started) / 1e9
+            return report
         }
-        report.bytesFreed = report.packBytesBefore - report.packBytesAfter
-        report.seconds = Double(GenerationWriter.now() - started) / 1e9
-        return report
     }
 
     /// What a collection would do now: each chain rewritten for retention, the chunks the kept
@@ -352,49 +356,45 @@ extension Store {
     /// Makes `generation` of `chain` a full generation (its page map stored whole), so that
     /// rebuilding it and everything after it no longer reads older generations; those stay.
     public func rebase(chain name: String, generation: UInt64) throws(StoreError) -> Chain.Entry {
-        guard let gcLock = try StoreLock(.gc, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
-        defer { withExtendedLifetime(gcLock) {} }
-        guard let lock = try StoreLock(.store, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
-        defer { withExtendedLifetime(lock) {} }
-        let chain = try self.chain(name)
-        guard chain.entry(generation) != nil else { throw .noSuchGeneration(chain: name, generation: generation) }
-        let plan = try rewrite(chain, keeping: Set(chain.entries.map(\.generation)), makingFull: [generation])
-        for (id, bytes) in plan.manifests {
-            try directory.publish(bytes, as: GenerationManifest.fileName(id), in: directory.manifests, dirName: "manifests")
+        try StoreLock.withMaintenanceLocks(in: directory) { () throws(StoreError) in
+            let chain = try self.chain(name)
+            guard chain.entry(generation) != nil else { throw .noSuchGeneration(chain: name, generation: generation) }
+            let plan = try rewrite(chain, keeping: Set(chain.entries.map(\.generation)), makingFull: [generation])
+            for (id, bytes) in plan.manifests {
+                try directory.publish(bytes, as: GenerationManifest.fileName(id), in: directory.manifests, dirName: "manifests")
+            }
+            try publish(plan.chain)
+            return plan.chain.entry(generation)!
         }
-        try publish(plan.chain)
-        return plan.chain.entry(generation)!
     }
 
     /// Rebuilds the index from the pack trailers alone and replaces every segment with it.
     /// Packs whose trailer is damaged are reported and left out (their chunks stay missing).
     public func rebuildIndex() throws(StoreError) -> (chunks: Int, packs: Int, skipped: [VerifyReport.Problem]) {
-        guard let gcLock = try StoreLock(.gc, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
-        defer { withExtendedLifetime(gcLock) {} }
-        guard let lock = try StoreLock(.store, .exclusive, in: directory) else { fatalError("a waiting lock always succeeds") }
-        defer { withExtendedLifetime(lock) {} }
-        var entries: [(ChunkID, ChunkLocation)] = []
-        var skipped: [VerifyReport.Problem] = []
-        var packs = 0
-        for name in try directory.names(in: directory.packs, dirName: "packs", suffix: "pack") {
-            let file = "packs/\(name).pack"
-            guard let id = ChunkID(hex: name) else { continue }
-            do {
-                let fd = try FileDescriptor.open(name + ".pack", in: directory.packs, [.readOnly, .noFollow])
-                defer { fd.close() }
-                for entry in try PackReader.readTrailer(fd, file: "\(path)/\(file)") {
-                    entries.append((entry.id, ChunkLocation(pack: id, frameOffset: entry.frameOffset, frameLength: entry.frameLength, slot: entry.slot)))
+        try StoreLock.withMaintenanceLocks(in: directory) { () throws(StoreError) in
+            var entries: [(ChunkID, ChunkLocation)] = []
+            var skipped: [VerifyReport.Problem] = []
+            var packs = 0
+            for name in try directory.names(in: directory.packs, dirName: "packs", suffix: "pack") {
+                let file = "packs/\(name).pack"
+                guard let id = ChunkID(hex: name) else { continue }
+                do {
+                    let fd = try FileDescriptor.open(name + ".pack", in: directory.packs, [.readOnly, .noFollow])
+                    defer { fd.close() }
+                    for entry in try PackReader.readTrailer(fd, file: "\(path)/\(file)") {
+                        entries.append((entry.id, ChunkLocation(pack: id, frameOffset: entry.frameOffset, frameLength: entry.frameLength, slot: entry.slot)))
+                    }
+                    packs += 1
+                } catch {
+                    skipped.append(.init(file: file, message: "\(error)"))
                 }
-                packs += 1
-            } catch {
-                skipped.append(.init(file: file, message: "\(error)"))
             }
+            entries.sort { $0.0 < $1.0 }
+            try index.replaceAll { (writer) throws(StoreError) in
+                for (id, location) in entries { try writer.add(id, location) }
+            }
+            return (index.entryCount, packs, skipped)
         }
-        entries.sort { $0.0 < $1.0 }
-        try index.replaceAll { (writer) throws(StoreError) in
-            for (id, location) in entries { try writer.add(id, location) }
-        }
-        return (index.entryCount, packs, skipped)
     }
 }
 

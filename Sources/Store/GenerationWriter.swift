@@ -38,9 +38,9 @@ public final class GenerationWriter {
         // briefly before it is reported; a real writer holds it for a whole generation.
         var attempt: StoreLock?
         for _ in 0..<25 {
-            attempt = try StoreLock(.chain(name), .exclusive, in: store.directory, wait: false)
+            attempt = try StoreLock.ifFree(.chain(name), .exclusive, in: store.directory)
             if attempt != nil { break }
-            usleep(10_000)
+            CurrentProcess.sleep(microseconds: 10_000)
         }
         guard let chainLock = attempt else { throw .chainBusy(chain: name) }
         self.chainLock = chainLock
@@ -128,7 +128,7 @@ public final class GenerationWriter {
 
             let delta = PageDelta(unmapped: kind == .full ? [] : unmapped, pages: retracted(pages))
             statistics.unmappedPages = delta.unmappedPageCount
-            let created = createdNanoseconds ?? Self.now()
+            let created = createdNanoseconds ?? ClockTime.realtime()
             let manifest = GenerationManifest(generation: generation, createdNanoseconds: created, parent: parent, kind: kind,
                                               chain: chain, statistics: statistics, metadata: metadata, delta: delta)
             let bytes = manifest.encoded()
@@ -181,9 +181,4 @@ public final class GenerationWriter {
         try? Snapshot.write(map, for: chain.entries[chain.entries.count - 1].manifest, in: store.directory)
     }
 
-    static func now() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_REALTIME, &time)
-        return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
-    }
 }

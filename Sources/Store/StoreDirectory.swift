@@ -97,8 +97,8 @@ final class StoreDirectory: @unchecked Sendable {
         var prefix = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             prefix += "/" + component
-            if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
-                throw Errno.current.store("create directory", prefix)
+            do { try FileDescriptor.currentDirectory.makeDirectory(prefix) } catch {
+                if error != .exists { throw error.store("create directory", prefix) }
             }
         }
     }
@@ -106,8 +106,8 @@ final class StoreDirectory: @unchecked Sendable {
     private static func checkOwnership(_ fd: FileDescriptor, path: String) throws(StoreError) {
         let status: FileDescriptor.Status
         do { status = try fd.status() } catch { throw error.store("stat", path) }
-        guard status.owner == geteuid() else {
-            throw .unsafe(path: path, reason: "it is owned by uid \(status.owner), not by you (uid \(geteuid())); a store holds memory images and is only opened by its owner")
+        guard status.owner == CurrentProcess.effectiveUserID else {
+            throw .unsafe(path: path, reason: "it is owned by uid \(status.owner), not by you (uid \(CurrentProcess.effectiveUserID)); a store holds memory images and is only opened by its owner")
         }
         guard status.permissions & 0o077 == 0 else {
             throw .unsafe(path: path, reason: "it is open to other users (mode \(String(status.permissions, radix: 8))); run `chmod -R go-rwx \(path)`")
@@ -178,7 +178,7 @@ final class StoreDirectory: @unchecked Sendable {
     }
 
     static func temporaryName(for name: String) -> String {
-        "\(name).\(getpid()).\(UInt64.random(in: 0...UInt64.max))"
+        "\(name).\(CurrentProcess.id).\(UInt64.random(in: 0...UInt64.max))"
     }
 
     static func readFile(_ name: String, in directory: FileDescriptor, dirPath: String, limit: Int) throws(StoreError) -> [UInt8] {

@@ -26,14 +26,23 @@ final class StoreLock {
         }
     }
 
-    /// Takes the lock, waiting for it unless `wait` is false; nil when not waiting and held.
-    init?(_ name: Name, _ kind: FileDescriptor.LockKind, in directory: StoreDirectory, wait: Bool = true) throws(StoreError) {
-        let file = "\(directory.path)/locks/\(name.fileName)"
+    private init(fd: FileDescriptor) { self.fd = fd }
+
+    /// Takes the lock, waiting for it; it is held until the lock is released (deinit).
+    convenience init(_ name: Name, _ kind: FileDescriptor.LockKind, in directory: StoreDirectory) throws(StoreError) {
+        let (fd, file) = try Self.open(name, in: directory)
+        do { try fd.lock(kind) } catch {
+            fd.close()
+            throw error.store("lock", file)
+        }
+        self.init(fd: fd)
+    }
+
+    /// Takes the lock if no one holds it; nil if someone does.
+    static func ifFree(_ name: Name, _ kind: FileDescriptor.LockKind, in directory: StoreDirectory) throws(StoreError) -> StoreLock? {
+        let (fd, file) = try open(name, in: directory)
         do {
-            fd = try FileDescriptor.open(name.fileName, in: directory.locks, [.readWrite, .create, .noFollow], permissions: 0o600)
-        } catch { throw error.store("open lock", file) }
-        do {
-            guard try fd.lock(kind, wait: wait) else {
+            guard try fd.lock(kind, wait: false) else {
                 fd.close()
                 return nil
             }
@@ -41,6 +50,30 @@ final class StoreLock {
             fd.close()
             throw error.store("lock", file)
         }
+        return StoreLock(fd: fd)
+    }
+
+    /// Runs `body` holding the lock (waiting for it first); released when `body` returns or throws.
+    static func withLock<Result>(_ name: Name, _ kind: FileDescriptor.LockKind, in directory: StoreDirectory,
+                                 _ body: () throws(StoreError) -> Result) throws(StoreError) -> Result {
+        let lock = try StoreLock(name, kind, in: directory)
+        return try withExtendedLifetime(lock) { () throws(StoreError) -> Result in try body() }
+    }
+
+    /// Runs `body` as the only maintainer (gc.lock: one GC, rebase or rebuild-index at a time)
+    /// with writers held off (store.lock, exclusive).
+    static func withMaintenanceLocks<Result>(in directory: StoreDirectory, _ body: () throws(StoreError) -> Result) throws(StoreError) -> Result {
+        try withLock(.gc, .exclusive, in: directory) { () throws(StoreError) -> Result in
+            try withLock(.store, .exclusive, in: directory, body)
+        }
+    }
+
+    /// The lock file's descriptor, and its path for messages.
+    private static func open(_ name: Name, in directory: StoreDirectory) throws(StoreError) -> (FileDescriptor, String) {
+        let file = "\(directory.path)/locks/\(name.fileName)"
+        do {
+            return (try FileDescriptor.open(name.fileName, in: directory.locks, [.readWrite, .create, .noFollow], permissions: 0o600), file)
+        } catch { throw error.store("open lock", file) }
     }
 
     deinit { fd.close() }

@@ -49,7 +49,7 @@ public struct ChildProcess: Sendable {
 
     /// Sends `signal` (kill(2)).
     public func send(_ signal: Int32) throws(Errno) {
-        _ = try retryingInterrupts { kill(pid, signal) }.get()
+        try Signal.send(signal, to: pid)
     }
 
     /// How a child ended.

@@ -24,6 +24,21 @@ extension FileDescriptor {
         _ = try retryingInterrupts { unlinkat(rawValue, name, 0) }.get()
     }
 
+    /// Where symlink `name` in this directory points (readlinkat(2)); the /proc links (exe,
+    /// cwd, fd/<n>) name deleted files with a " (deleted)" suffix.
+    public func linkTarget(of name: String) throws(Errno) -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+        let count = buffer.count
+        let n = try retryingInterrupts { readlinkat(rawValue, name, &buffer, count) }.get()
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Whether this process may execute `name` in this directory (faccessat(2) with X_OK,
+    /// checked with the real ids as access(2) does).
+    public func isExecutable(_ name: String) -> Bool {
+        (try? retryingInterrupts { faccessat(rawValue, name, X_OK, 0) }.get()) != nil
+    }
+
     /// The names in this directory, without "." and "..", in no particular order.
     public func entries() throws(Errno) -> [String] {
         // fdopendir takes ownership of the descriptor it is given, so it gets a duplicate.

@@ -112,6 +112,20 @@ public struct FileDescriptor: Hashable, Sendable {
         return result
     }
 
+    /// Sets the size of the file at `path` (truncate(2)): for a file chpox does not hold open.
+    public static func setSize(ofFileAt path: String, to size: Int64) throws(Errno) {
+        _ = try retryingInterrupts { truncate(path, off_t(size)) }.get()
+    }
+
+    /// Issues device or kernel-object request `request` with a pointer to `argument` (ioctl(2)),
+    /// returning the call's non-negative result. Every request chpox makes takes a pointer.
+    public func control<Argument>(_ request: UInt, _ argument: inout Argument) throws(Errno) -> Int32 {
+        let fd = rawValue
+        return try withUnsafeMutablePointer(to: &argument) { (pointer) throws(Errno) -> Int32 in
+            try retryingInterrupts { chpox_ioctl(fd, request, pointer) }.get()
+        }
+    }
+
     /// Flushes data and metadata to stable storage (fsync(2)).
     public func sync() throws(Errno) {
         _ = try retryingInterrupts { fsync(rawValue) }.get()
@@ -127,6 +141,8 @@ public struct FileDescriptor: Hashable, Sendable {
         public var isDirectory: Bool { chpox_s_isdir(mode) != 0 }
         public var isRegularFile: Bool { chpox_s_isreg(mode) != 0 }
         public var isSymlink: Bool { chpox_s_islnk(mode) != 0 }
+        /// A pipe or a FIFO.
+        public var isFIFO: Bool { chpox_s_isfifo(mode) != 0 }
         /// The permission bits (rwx for user, group, other).
         public var permissions: UInt32 { mode & 0o7777 }
 
@@ -145,10 +161,12 @@ public struct FileDescriptor: Hashable, Sendable {
         return Status(s)
     }
 
-    /// Status of `name` in this directory without following a final symlink (fstatat(2)).
-    public func status(of name: String) throws(Errno) -> Status {
+    /// Status of `name` in this directory (fstatat(2)), of the symlink itself unless
+    /// `followingSymlinks` (a /proc/<pid>/fd/<n> link is followed to the open file).
+    public func status(of name: String, followingSymlinks: Bool = false) throws(Errno) -> Status {
         var s = stat()
-        _ = try retryingInterrupts { fstatat(rawValue, name, &s, AT_SYMLINK_NOFOLLOW) }.get()
+        let flags = followingSymlinks ? 0 : AT_SYMLINK_NOFOLLOW
+        _ = try retryingInterrupts { fstatat(rawValue, name, &s, flags) }.get()
         return Status(s)
     }
 

@@ -98,13 +98,14 @@ public final class Pagemap {
             argument.category_mask = required.rawValue
             argument.category_anyof_mask = anyOf.rawValue
             argument.return_mask = returned.rawValue
-            let count = regions.withUnsafeMutableBufferPointer { buffer -> Int32 in
-                argument.vec = UInt64(UInt(bitPattern: buffer.baseAddress))
-                return chpox_ioctl(fd.rawValue, chpox_PAGEMAP_SCAN, &argument)
-            }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw .from(Errno.current, pid: pid, "PAGEMAP_SCAN")
+            let count: Int32
+            do {
+                count = try regions.withUnsafeMutableBufferPointer { (buffer) throws(Errno) -> Int32 in
+                    argument.vec = UInt64(UInt(bitPattern: buffer.baseAddress))
+                    return try fd.control(chpox_PAGEMAP_SCAN, &argument)
+                }
+            } catch {
+                throw .from(error, pid: pid, "PAGEMAP_SCAN")
             }
             for region in regions[0..<Int(count)] {
                 runs.append(PageRun(start: region.start, end: region.end, categories: PageCategory(rawValue: region.categories)))

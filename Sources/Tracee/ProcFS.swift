@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CLinux
 import Syscall
 
 /// Readers of /proc/<pid>: small text files read whole.
@@ -29,20 +28,14 @@ public enum ProcFS {
         }
     }
 
-    /// The "Key:\tvalue" lines of /proc/<pid>/status (or of a thread's, `task/<tid>/status`).
-    public static func status(_ pid: Int32, thread: Int32? = nil) throws(TraceeError) -> [String: String] {
-        let text = try read(pid, thread.map { "task/\($0)/status" } ?? "status")
-        return keyValues(text)
+    /// /proc/<pid>/status (or a thread's, `task/<tid>/status`), parsed once.
+    public static func status(_ pid: Int32, thread: Int32? = nil) throws(TraceeError) -> Status {
+        Status(fields: keyValues(try read(pid, thread.map { "task/\($0)/status" } ?? "status")))
     }
 
-    /// The fields of /proc/<pid>/stat after the command name, numbered as proc(5) numbers
-    /// them (field 3 is the state), so `stat[28]` is startstack.
-    public static func stat(_ pid: Int32) throws(TraceeError) -> [Int: String] {
-        let stat = try read(pid, "stat")
-        guard let close = stat.lastIndex(of: ")") else { throw .malformed(file: "/proc/\(pid)/stat", reason: "no command field") }
-        var fields: [Int: String] = [:]
-        for (k, field) in stat[stat.index(after: close)...].split(separator: " ").enumerated() { fields[k + 3] = String(field) }
-        return fields
+    /// /proc/<pid>/stat, parsed once.
+    public static func stat(_ pid: Int32) throws(TraceeError) -> Stat {
+        try Stat(parsing: try read(pid, "stat"), file: "/proc/\(pid)/stat")
     }
 
     /// The "key: value" lines of /proc/<pid>/fdinfo/<fd>.
@@ -78,20 +71,17 @@ public enum ProcFS {
 
     /// Where /proc/<pid>/<name> points (exe, cwd, fd/N...), nil if it cannot be read.
     public static func link(_ pid: Int32, _ name: String) -> String? {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/\(pid)/\(name)", &buffer, buffer.count - 1)
-        guard n >= 0 else { return nil }
-        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        try? FileDescriptor.currentDirectory.linkTarget(of: "/proc/\(pid)/\(name)")
     }
 
     /// The soft and hard limit of `resource` (RLIMIT_*) of the process (prlimit(2)).
     public static func limit(_ pid: Int32, _ resource: Int32) throws(TraceeError) -> (soft: UInt64, hard: UInt64) {
-        var limits: [UInt64] = [0, 0]
-        let result = limits.withUnsafeMutableBufferPointer { buffer in
-            buffer.withMemoryRebound(to: CUnsignedLongLong.self) { chpox_prlimit(pid, resource, $0.baseAddress) }
+        do {
+            let limit = try ResourceLimit.of(pid, resource)
+            return (limit.soft, limit.hard)
+        } catch {
+            throw .from(error, pid: pid, "read resource limit \(resource) of")
         }
-        guard result == 0 else { throw .from(Errno.current, pid: pid, "read resource limit \(resource) of") }
-        return (limits[0], limits[1])
     }
 
     static func keyValues(_ text: String) -> [String: String] {
@@ -121,12 +111,7 @@ public enum ProcFS {
 
     /// The state letter of /proc/<pid>/stat (R, S, D, Z, T, t, X...).
     public static func state(_ pid: Int32) throws(TraceeError) -> Character {
-        let stat = try read(pid, "stat")
-        // The command name is in parentheses and may hold spaces or parentheses itself.
-        guard let close = stat.lastIndex(of: ")") else { throw .malformed(file: "/proc/\(pid)/stat", reason: "no command field") }
-        let rest = stat[stat.index(after: close)...].drop(while: { $0 == " " })
-        guard let state = rest.first else { throw .malformed(file: "/proc/\(pid)/stat", reason: "no state field") }
-        return state
+        try stat(pid).state
     }
 
     /// Open descriptor numbers of the process.
@@ -137,5 +122,78 @@ public enum ProcFS {
     /// Where descriptor `fd` points (readlink of /proc/<pid>/fd/<fd>).
     public static func descriptorTarget(_ pid: Int32, _ fd: Int32) -> String? {
         link(pid, "fd/\(fd)")
+    }
+}
+
+extension ProcFS {
+    /// The "Key:\tvalue" lines of /proc/<pid>/status (proc(5)): the fields chpox reads by
+    /// name, and any other by its key.
+    public struct Status: Sendable, Equatable {
+        let fields: [String: String]
+
+        /// The value of line `key`, as the kernel wrote it.
+        public subscript(key: String) -> String? { fields[key] }
+
+        /// The file mode creation mask (Umask, octal; since Linux 4.7).
+        public var umask: UInt32? { fields["Umask"].flatMap { UInt32($0, radix: 8) } }
+        /// Real, effective, saved and filesystem user ids (Uid).
+        public var userIDs: [UInt32] { numbers("Uid") }
+        /// Real, effective, saved and filesystem group ids (Gid).
+        public var groupIDs: [UInt32] { numbers("Gid") }
+        /// Supplementary groups (Groups).
+        public var groups: [UInt32] { numbers("Groups") }
+        /// The parent's pid (PPid).
+        public var parent: Int32? { fields["PPid"].flatMap { Int32($0) } }
+        /// Signals with a handler (SigCgt): bit n-1 is signal n.
+        public var caughtSignals: UInt64 { mask("SigCgt") }
+        /// Ignored signals (SigIgn): bit n-1 is signal n.
+        public var ignoredSignals: UInt64 { mask("SigIgn") }
+
+        private func numbers(_ key: String) -> [UInt32] {
+            (fields[key] ?? "").split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) }
+        }
+
+        private func mask(_ key: String) -> UInt64 { UInt64(fields[key] ?? "", radix: 16) ?? 0 }
+    }
+
+    /// /proc/<pid>/stat (proc(5)): one line of space-separated fields, the fields chpox reads
+    /// by name. A field the kernel does not write (the address-space ones before Linux 3.5, or
+    /// ones it zeroes for a reader without ptrace access) reads as 0.
+    public struct Stat: Sendable, Equatable {
+        /// Field 2, the command name without its parentheses.
+        public var command: String
+        /// Field 3: R, S, D, Z, T, t, X...
+        public var state: Character
+        /// Fields 26 and 27: where the program text starts and ends.
+        public var startCode: UInt64, endCode: UInt64
+        /// Field 28: the bottom of the main thread's stack.
+        public var startStack: UInt64
+        /// Fields 45 and 46: where initialized and uninitialized data start and end.
+        public var startData: UInt64, endData: UInt64
+        /// Field 47: where the heap starts (the first brk).
+        public var startBrk: UInt64
+        /// Fields 48 to 51: where the command line and the environment lie.
+        public var argStart: UInt64, argEnd: UInt64, envStart: UInt64, envEnd: UInt64
+
+        /// Parses the text of a stat file.
+        public init(parsing text: String, file: String) throws(TraceeError) {
+            // The command name is in parentheses and may hold spaces or parentheses itself:
+            // the fields after it start after the last ')'.
+            guard let open = text.firstIndex(of: "("), let close = text.lastIndex(of: ")"), open < close else {
+                throw .malformed(file: file, reason: "no command field")
+            }
+            command = String(text[text.index(after: open)..<close])
+            let rest = text[text.index(after: close)...].split(whereSeparator: { $0 == " " || $0 == "\n" })
+            guard let state = rest.first?.first else { throw .malformed(file: file, reason: "no state field") }
+            self.state = state
+            // rest[0] is field 3.
+            func field(_ number: Int) -> UInt64 {
+                let k = number - 3
+                return k < rest.count ? UInt64(rest[k]) ?? 0 : 0
+            }
+            startCode = field(26); endCode = field(27); startStack = field(28)
+            startData = field(45); endData = field(46); startBrk = field(47)
+            argStart = field(48); argEnd = field(49); envStart = field(50); envEnd = field(51)
+        }
     }
 }

@@ -2,6 +2,8 @@ import ArgumentParser
 import CommandSupport
 import Foundation
 import Incremental
+import Reports
+import Store
 import StoreTestSupport
 
 /// The README's main command, for now a tour of the store: a simulated process's memory is

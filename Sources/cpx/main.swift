@@ -2,6 +2,8 @@ import ArgumentParser
 import CommandSupport
 import Foundation
 import Incremental
+import Reports
+import Store
 import SoftDirty
 import Tracee
 #if canImport(Glibc)
@@ -141,19 +143,7 @@ struct Checkpoint: ParsableCommand {
 
     func printProbe() throws {
         let probe = TrackerProbe()
-        if output.json {
-            struct Document: Codable {
-                var schema = "chpox.probe/1"
-                var trackers: [Entry]
-                var auto: String
-                struct Entry: Codable { var name: String; var supported: Bool; var detail: String }
-            }
-            print(StoreReports.json(Document(trackers: probe.results.map { .init(name: $0.kind.rawValue, supported: $0.supported, detail: $0.detail) },
-                                             auto: probe.best.rawValue)))
-        } else {
-            for result in probe.results { print("\(result.kind.rawValue): \(result.detail)") }
-            print("auto: \(probe.best.rawValue)")
-        }
+        print(output.json ? ProbeReports.json(probe) : ProbeReports.text(probe))
     }
 }
 

@@ -2,6 +2,8 @@ import ArgumentParser
 import CommandSupport
 import Foundation
 import Incremental
+import Reports
+import Store
 
 @main
 struct LdChpox: ParsableCommand {

@@ -3,6 +3,8 @@ import Glibc
 #endif
 import Foundation
 import Incremental
+import SoftDirty
+import Store
 import Syscall
 import TrackerTestSupport
 

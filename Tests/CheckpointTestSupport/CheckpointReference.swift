@@ -1,5 +1,7 @@
 import Foundation
 import Incremental
+import Store
+import Tracee
 import Syscall
 import TrackerTestSupport
 

@@ -7,6 +7,7 @@ import Benchmark
 import Foundation
 import Incremental
 import TargetProcess
+import Store
 
 // Live checkpoints of a 1 GiB mixed DirtyTarget (a third each zero, text and random pages),
 // each figure read against a baseline measured in the same iteration: process_vm_readv of the

@@ -6,6 +6,9 @@ import Musl
 import CBenchLZ4
 import Incremental
 import TargetProcess
+import Store
+import Tracee
+import SoftDirty
 
 /// The target's 1 GiB region read from outside, as the baselines need it: which pages are
 /// resident, their bytes in address order, their hashes, and the LZ4 size of a run of pages

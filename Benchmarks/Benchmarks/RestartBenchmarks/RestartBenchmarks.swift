@@ -7,6 +7,7 @@ import Benchmark
 import Foundation
 import Incremental
 import TargetProcess
+import Store
 
 // Restarts, each figure read against a baseline measured in the same iteration. Two benchmarks:
 //   Restart 1 GiB mixed    a full base generation of a 1 GiB mixed DirtyTarget (a third each

@@ -30,10 +30,11 @@ static inline int chpox_fcntl_int(int fd, int command, int argument) {
     return fcntl(fd, command, argument);
 }
 
-// S_ISDIR/S_ISREG/S_ISLNK are function-like macros.
+// S_ISDIR/S_ISREG/S_ISLNK/S_ISFIFO are function-like macros.
 static inline int chpox_s_isdir(unsigned int mode) { return S_ISDIR(mode); }
 static inline int chpox_s_isreg(unsigned int mode) { return S_ISREG(mode); }
 static inline int chpox_s_islnk(unsigned int mode) { return S_ISLNK(mode); }
+static inline int chpox_s_isfifo(unsigned int mode) { return S_ISFIFO(mode); }
 
 // ptrace(2) is variadic in glibc.
 static inline long chpox_ptrace(int request, pid_t pid, void *address, void *data) {

@@ -107,7 +107,7 @@ public final class Checkpointer {
 
     /// Takes one generation.
     public func checkpoint(finish: Finish = .resume) throws(CheckpointError) -> Generation {
-        let started = Clock.now()
+        let started = ClockTime.monotonic()
         let writer: GenerationWriter
         var baseline: PageMap?
         do throws(StoreError) {
@@ -136,10 +136,10 @@ public final class Checkpointer {
             do {
                 entry = try run.writer.commit(metadata: image.encoded())
             } catch {
-                if finish != .resume { kill(pid, SIGCONT) }  // never leave it stopped for nothing
+                if finish != .resume { try? Signal.send(SIGCONT, to: pid) }  // never leave it stopped for nothing
                 throw error
             }
-            if finish == .kill { kill(pid, SIGKILL) }
+            if finish == .kill { try? Signal.send(SIGKILL, to: pid) }
             written += 1
             lastFrozenCopy = run.frozenCopied
             let statistics = run.writer.currentStatistics
@@ -149,7 +149,7 @@ public final class Checkpointer {
                               revertedPages: run.reverted, unmappedPages: run.unmapped, newChunks: statistics.newChunks,
                               storedBytes: statistics.storedBytes, pauseMicroseconds: image.capture.pauseNanoseconds / 1000,
                               totalPauseMicroseconds: image.capture.totalPauseNanoseconds / 1000, preCopyRounds: run.rounds,
-                              milliseconds: (Clock.now() - started) / 1_000_000)
+                              milliseconds: (ClockTime.monotonic() - started) / 1_000_000)
         } catch {
             run.writer.abandon()
             throw Self.classify(error, pid: pid)
@@ -187,7 +187,7 @@ public final class Checkpointer {
 
     /// Collects while frozen, copies while running; returns how many pages were written.
     private func preCopyRound(_ run: inout Run) throws -> UInt64 {
-        let stopped = Clock.now()
+        let stopped = ClockTime.monotonic()
         let frozen = try FrozenProcess(pid: pid)
         let report: DirtyReport
         let pagemap: Pagemap
@@ -199,7 +199,7 @@ public final class Checkpointer {
             frozen.thaw()
             throw error
         }
-        run.totalPause += Clock.now() - stopped
+        run.totalPause += ClockTime.monotonic() - stopped
         let selection = try PageSelection(candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
         run.roundStored = 0
         run.roundTotal = selection.copy.pageCount
@@ -217,18 +217,18 @@ public final class Checkpointer {
         var attempts = 0
         while true {
             attempts += 1
-            let asked = Clock.now()
+            let asked = ClockTime.monotonic()
             let injected = try Injector.readState(of: pid)
-            run.totalPause += Clock.now() - asked
+            run.totalPause += ClockTime.monotonic() - asked
             let smaps = try ImageCapture.EarlySmaps(pid: pid)
-            let stopped = Clock.now()
+            let stopped = ClockTime.monotonic()
             let frozen = try FrozenProcess(pid: pid)
             do {
                 // What the helper read must still hold: same threads, same caught and ignored
                 // signals. Otherwise ask again (nothing has been collected yet).
                 if !(try Self.stillHolds(injected, frozen)) && attempts < 5 {
                     frozen.thaw()
-                    run.totalPause += Clock.now() - stopped
+                    run.totalPause += ClockTime.monotonic() - stopped
                     continue
                 }
                 let pagemap = try Pagemap(frozen: frozen)
@@ -238,9 +238,9 @@ public final class Checkpointer {
                 var image = try ImageCapture.capture(frozen, regions: try MemoryRegion.of(pid), injected: injected, smaps: smaps,
                                                      skipUnsupported: options.skipUnsupported)
                 observeFrozen?(frozen, run.writer.generation)
-                if finish != .resume { kill(pid, SIGSTOP) }  // delivered before it runs again
+                if finish != .resume { try? Signal.send(SIGSTOP, to: pid) }  // delivered before it runs again
                 frozen.thaw()
-                let pause = Clock.now() - stopped
+                let pause = ClockTime.monotonic() - stopped
                 run.totalPause += pause
                 run.pause = pause
                 run.frozenCopied = copy.pageCount
@@ -265,8 +265,7 @@ public final class Checkpointer {
     static func stillHolds(_ injected: InjectedState, _ frozen: FrozenProcess) throws(TraceeError) -> Bool {
         guard Set(injected.threads.map(\.tid)) == Set(frozen.threads) else { return false }
         let status = try ProcFS.status(frozen.pid)
-        let caught = UInt64(status["SigCgt"] ?? "", radix: 16) ?? 0
-        let ignored = UInt64(status["SigIgn"] ?? "", radix: 16) ?? 0
+        let caught = status.caughtSignals, ignored = status.ignoredSignals
         var expectCaught: UInt64 = 0, expectIgnored: UInt64 = 0
         for action in injected.signalActions where action.signal <= 64 {
             let bit = UInt64(1) << UInt64(action.signal - 1)
@@ -404,14 +403,5 @@ final class CopiedPages {
         }
         try flush()
         return total
-    }
-}
-
-enum Clock {
-    /// CLOCK_MONOTONIC in nanoseconds.
-    static func now() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
     }
 }

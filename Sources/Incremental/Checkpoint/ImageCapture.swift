@@ -45,7 +45,6 @@ enum ImageCapture {
             }
             let (descriptors, unsupported) = try captureDescriptors(pid)
             if !unsupported.isEmpty && !skipUnsupported { throw UnsupportedDescriptors(list: unsupported) }
-            func field(_ k: Int) -> UInt64 { stat[k].flatMap { UInt64($0) } ?? 0 }
             let auxvBytes = try ProcFS.bytes(pid, "auxv")
             let auxv = auxvBytes.withUnsafeBytes { raw in (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
             return ProcessImage(
@@ -54,12 +53,12 @@ enum ImageCapture {
                     .map { String(decoding: $0, as: UTF8.self) },
                 executable: ProcFS.link(pid, "exe") ?? "",
                 workingDirectory: ProcFS.link(pid, "cwd") ?? "",
-                umask: status["Umask"].flatMap { UInt32($0, radix: 8) } ?? 0o022,
-                credentials: .init(uid: numbers(status["Uid"]), gid: numbers(status["Gid"]), groups: numbers(status["Groups"])),
+                umask: status.umask ?? 0o022,
+                credentials: .init(uid: status.userIDs, gid: status.groupIDs, groups: status.groups),
                 limits: try limits(pid),
-                addressSpace: .init(startCode: field(26), endCode: field(27), startData: field(45), endData: field(46),
-                                    startBrk: field(47), brk: injected.programBreak, startStack: field(28),
-                                    argStart: field(48), argEnd: field(49), envStart: field(50), envEnd: field(51), auxv: auxv),
+                addressSpace: .init(startCode: stat.startCode, endCode: stat.endCode, startData: stat.startData, endData: stat.endData,
+                                    startBrk: stat.startBrk, brk: injected.programBreak, startStack: stat.startStack,
+                                    argStart: stat.argStart, argEnd: stat.argEnd, envStart: stat.envStart, envEnd: stat.envEnd, auxv: auxv),
                 mappings: regions.map { mapping($0, details: details[$0.start] ?? .init()) },
                 threads: threads,
                 signalActions: injected.signalActions,
@@ -67,7 +66,7 @@ enum ImageCapture {
                 descriptors: descriptors,
                 unsupported: unsupported,
                 capture: .init(tracker: "", pauseNanoseconds: 0, totalPauseNanoseconds: 0, preCopyRounds: 0,
-                               pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: kernelRelease()),
+                               pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release),
                 intervalTimers: injected.intervalTimers)
         } catch let error as UnsupportedDescriptors {
             throw .unsupportedDescriptors(pid: pid, error.list)
@@ -139,9 +138,8 @@ enum ImageCapture {
                 }
             } else if target.hasPrefix("/") {
                 descriptor.kind = (flags & O_DIRECTORY) != 0 ? .directory : .file
-                var status = stat()
-                if flags & O_ACCMODE != O_RDONLY, stat("/proc/\(pid)/fd/\(fd)", &status) == 0, (status.st_mode & S_IFMT) == S_IFREG {
-                    descriptor.size = Int64(status.st_size)
+                if flags & O_ACCMODE != O_RDONLY, let status = openFileStatus(pid, fd), status.isRegularFile {
+                    descriptor.size = status.size
                 }
             } else {
                 unsupported.append("fd \(fd): \(target)")
@@ -152,8 +150,12 @@ enum ImageCapture {
     }
 
     static func isFIFO(_ pid: Int32, _ fd: Int32) -> Bool {
-        var status = stat()
-        return stat("/proc/\(pid)/fd/\(fd)", &status) == 0 && (status.st_mode & S_IFMT) == S_IFIFO
+        openFileStatus(pid, fd)?.isFIFO ?? false
+    }
+
+    /// The status of what descriptor `fd` of the process has open, nil if it was closed meanwhile.
+    static func openFileStatus(_ pid: Int32, _ fd: Int32) -> FileDescriptor.Status? {
+        try? FileDescriptor.currentDirectory.status(of: "/proc/\(pid)/fd/\(fd)", followingSymlinks: true)
     }
 
     static func deletedContents(_ pid: Int32, _ fd: Int32) -> Data? {
@@ -165,13 +167,4 @@ enum ImageCapture {
         return Data(bytes)
     }
 
-    static func numbers(_ text: String?) -> [UInt32] {
-        (text ?? "").split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) }
-    }
-
-    static func kernelRelease() -> String {
-        var name = utsname()
-        uname(&name)
-        return withUnsafeBytes(of: name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-    }
 }

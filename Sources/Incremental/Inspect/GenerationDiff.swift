@@ -239,45 +239,45 @@ public struct GenerationDiff: Sendable {
     }
 
     /// Fields as one line: "flags rdwr offset 42" (a field with no label is its value alone).
-    static func text(_ fields: [(String, String)]) -> String {
+    public static func text(_ fields: [(String, String)]) -> String {
         fields.map { $0.0.isEmpty ? $0.1 : "\($0.0) \($0.1)" }.joined(separator: " ")
     }
 
-    static func describe(_ d: ProcessImage.Descriptor) -> [(String, String)] {
+    public static func describe(_ d: ProcessImage.Descriptor) -> [(String, String)] {
         [("", "\(d.kind.rawValue) \(d.target)"), ("flags", OpenFlags.describe(d.flags)), ("offset", "\(d.offset)"),
          ("size", d.size.map { "\($0)" } ?? "-")]
     }
 
     /// A thread: where it is, its mask, what is pending, its alternate stack.
-    static func describe(_ t: ProcessImage.ThreadImage) -> [(String, String)] {
+    public static func describe(_ t: ProcessImage.ThreadImage) -> [(String, String)] {
         let s = t.state
         return [("rip", Format.address(s.instructionPointer)), ("rsp", Format.address(s.stackPointer)), ("fs_base", Format.address(s.fsBase)),
                 ("blocked", SignalNames.describe(mask: s.signalMask)), ("pending", SignalNames.describe(siginfo: s.pendingSignals)),
                 ("altstack", t.signalStack.map { "\(Format.address($0.address))+\($0.size)" } ?? "-")]
     }
 
-    static func describe(_ a: InjectedState.SignalAction) -> [(String, String)] {
+    public static func describe(_ a: InjectedState.SignalAction) -> [(String, String)] {
         [("handler", SignalNames.handler(a.handler)), ("flags", SignalNames.describe(actionFlags: a.flags)),
          ("mask", SignalNames.describe(mask: a.mask))]
     }
 
-    static func describe(_ t: InjectedState.IntervalTimer) -> [(String, String)] {
+    public static func describe(_ t: InjectedState.IntervalTimer) -> [(String, String)] {
         [("interval", "\(t.intervalMicroseconds) µs"), ("left", "\(t.valueMicroseconds) µs")]
     }
 
-    static func describe(_ c: ProcessImage.Credentials) -> String {
+    public static func describe(_ c: ProcessImage.Credentials) -> String {
         "uid \(c.uid.map(String.init).joined(separator: "/")) gid \(c.gid.map(String.init).joined(separator: "/"))"
             + " groups \(c.groups.isEmpty ? "-" : c.groups.map(String.init).joined(separator: ","))"
     }
 
-    static func describe(_ l: ProcessImage.ResourceLimit) -> [(String, String)] { [("soft", Format.limit(l.soft)), ("hard", Format.limit(l.hard))] }
+    public static func describe(_ l: ProcessImage.ResourceLimit) -> [(String, String)] { [("soft", Format.limit(l.soft)), ("hard", Format.limit(l.hard))] }
 
-    static func octal(_ value: UInt32) -> String {
+    public static func octal(_ value: UInt32) -> String {
         let digits = String(value, radix: 8)
         return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
     }
 
-    static func timerName(_ which: Int32) -> String {
+    public static func timerName(_ which: Int32) -> String {
         switch which {
         case 0: return "ITIMER_REAL"
         case 1: return "ITIMER_VIRTUAL"

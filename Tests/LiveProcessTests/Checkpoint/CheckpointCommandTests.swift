@@ -4,6 +4,8 @@ import Syscall
 import TestTools
 import TrackerTestSupport
 import Testing
+import Store
+import Tracee
 
 extension LiveProcess {
     /// `cpx PID` as a user runs it: chains that continue across runs, --interval with --count

@@ -3,6 +3,8 @@ import Incremental
 import Syscall
 import TestTools
 import Testing
+import Store
+import Tracee
 
 extension LiveProcess {
     /// `cpx --interval` is killed with SIGKILL at random instants (tracker start, pre-copy,

@@ -3,6 +3,7 @@ import Foundation
 import Incremental
 import TestTools
 import Testing
+import SoftDirty
 
 extension LiveProcess {
     /// The checkpointer proven on a real process, for each tracker this kernel has (see

@@ -4,6 +4,8 @@ import Syscall
 import TestTools
 import TrackerTestSupport
 import Testing
+import Store
+import Tracee
 
 extension LiveProcess {
     /// `cpx gc --keep-last` run again and again while `cpx --interval 1` checkpoints a live

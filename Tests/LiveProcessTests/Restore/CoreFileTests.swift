@@ -4,6 +4,7 @@ import Syscall
 import TestTools
 import TrackerTestSupport
 import Testing
+import Store
 
 extension LiveProcess {
     /// `ld-chpox --core FILE`: any generation of a chain as an ELF core file that gdb opens with

@@ -4,6 +4,7 @@ import Syscall
 import TestTools
 import TrackerTestSupport
 import Testing
+import Tracee
 
 extension LiveProcess {
     /// `ld-chpox`: real programs restarted from several generations of a chain, each proving

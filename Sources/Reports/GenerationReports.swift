@@ -1,3 +1,4 @@
+import Incremental
 import Store
 import Tracee
 
@@ -254,7 +255,7 @@ public enum GenerationReports {
         return lines.joined(separator: "\n")
     }
 
-    static func milliseconds(_ nanoseconds: Int64) -> String { String(format1: Double(nanoseconds) / 1e6) + " ms" }
+    static func milliseconds(_ nanoseconds: Int64) -> String { Format.decimal(Double(nanoseconds) / 1e6) + " ms" }
 
     /// An argument as a shell would need it: quoted when it holds spaces or quotes.
     static func quoted(_ argument: String) -> String {

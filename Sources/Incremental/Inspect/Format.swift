@@ -1,40 +1,12 @@
-/// Columns of text, padded for people: numbers right-aligned, text left-aligned.
-public struct TextTable {
-    public var headers: [String]
-    public var rows: [[String]] = []
-    /// Columns to right-align (numbers).
-    public var numeric: Set<Int>
-
-    public init(_ headers: [String], numeric: Set<Int> = []) {
-        self.headers = headers
-        self.numeric = numeric
-    }
-
-    public mutating func add(_ row: [String]) { rows.append(row) }
-
-    public func render() -> String {
-        var widths = headers.map(\.count)
-        for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
-        func line(_ cells: [String]) -> String {
-            cells.enumerated().map { i, cell in
-                let pad = String(repeating: " ", count: max(widths[i] - cell.count, 0))
-                return numeric.contains(i) ? pad + cell : cell + pad
-            }.joined(separator: "  ").replacingTrailingSpaces()
-        }
-        return ([line(headers)] + rows.map(line)).joined(separator: "\n")
-    }
-}
-
-extension String {
-    func replacingTrailingSpaces() -> String {
-        var s = self
-        while s.last == " " { s.removeLast() }
-        return s
-    }
-}
-
 /// Human units.
 public enum Format {
+    /// One decimal place, without Foundation: 12.5.
+    public static func decimal(_ value: Double) -> String {
+        let tenths = Int64((value * 10).rounded())
+        let sign = tenths < 0 ? "-" : ""
+        return "\(sign)\(abs(tenths) / 10).\(abs(tenths) % 10)"
+    }
+
     public static func bytes(_ value: Int64) -> String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var amount = Double(value)
@@ -43,7 +15,7 @@ public enum Format {
             amount /= 1024
             unit += 1
         }
-        return unit == 0 ? "\(value) B" : String(format1: amount) + " " + units[unit]
+        return unit == 0 ? "\(value) B" : decimal(amount) + " " + units[unit]
     }
 
     public static func bytes(_ value: UInt64) -> String { bytes(Int64(clamping: value)) }
@@ -54,7 +26,7 @@ public enum Format {
     /// A resource limit: a number, or "unlimited" (RLIM_INFINITY).
     public static func limit(_ value: UInt64) -> String { value == UInt64.max ? "unlimited" : "\(value)" }
 
-    public static func ratio(_ value: Double) -> String { value.isFinite ? String(format1: value) + "x" : "-" }
+    public static func ratio(_ value: Double) -> String { value.isFinite ? decimal(value) + "x" : "-" }
 
     /// UTC, to the second: 2026-11-28 18:04:05.
     public static func time(nanoseconds: Int64) -> String {
@@ -88,14 +60,5 @@ public enum Format {
         default: return nil
         }
         return amount * seconds * 1_000_000_000
-    }
-}
-
-extension String {
-    /// One decimal place, without Foundation.
-    init(format1 value: Double) {
-        let tenths = Int64((value * 10).rounded())
-        let sign = tenths < 0 ? "-" : ""
-        self = "\(sign)\(abs(tenths) / 10).\(abs(tenths) % 10)"
     }
 }

@@ -1,12 +1,13 @@
 import Foundation
+import Incremental
 import Store
 
 /// What `cpx` prints for each generation: a line for people, a JSON object per line
 /// (`"event": "generation"`, schema chpox.checkpoint/1) for scripts.
 extension Checkpointer.Generation {
     public var text: String {
-        let pause = String(format1: Double(pauseMicroseconds) / 1000)
-        let total = String(format1: Double(totalPauseMicroseconds) / 1000)
+        let pause = Format.decimal(Double(pauseMicroseconds) / 1000)
+        let total = Format.decimal(Double(totalPauseMicroseconds) / 1000)
         let rounds = preCopyRounds > 0 ? ", \(preCopyRounds) pre-copy round\(preCopyRounds == 1 ? "" : "s")" : ""
         return "\(chain) generation \(generation) (\(kind), \(tracker)): \(dirtyPages) pages dirty, \(copiedPages) copied, "
             + "\(newChunks) new chunks, \(Format.bytes(storedBytes)) stored; paused \(pause) ms (\(total) ms in all\(rounds)); "

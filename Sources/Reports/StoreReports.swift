@@ -1,4 +1,6 @@
 import Foundation
+import Incremental
+import Store
 
 /// What the store commands print: a table or text for people, and JSON for scripts. Every JSON
 /// document carries `"schema": "chpox.<kind>/1"`; fields are only ever added within a version.
@@ -84,7 +86,7 @@ public enum StoreReports {
             table.add([row.chain, "\(row.generation)", String(row.id.prefix(12)), row.created, row.kind,
                        row.parent.map { String($0.prefix(12)) } ?? "-", row.tracker ?? "-", "\(row.pagesWritten)", "\(row.zeroPages)",
                        "\(row.newChunks)", Format.bytes(row.storedBytes), row.dedupRatio.map(Format.ratio) ?? "-",
-                       row.pauseMicroseconds.map { String(format1: Double($0) / 1000) + " ms" } ?? "-"])
+                       row.pauseMicroseconds.map { Format.decimal(Double($0) / 1000) + " ms" } ?? "-"])
             if let unsupported = row.unsupported, !unsupported.isEmpty {
                 notes.append("\(row.chain) generation \(row.generation) recorded descriptors a restart cannot recreate (unsupported): "
                              + unsupported.joined(separator: ", "))
@@ -239,7 +241,7 @@ public enum StoreReports {
         }
         lines.append("kept \(r.keptGenerations) generations (\(r.rewrittenManifests) manifests rewritten to absorb dropped ones)")
         lines.append("chunks: \(r.liveChunks) live, \(r.deadChunks) dead; packs: \(r.packsDeleted) deleted, \(r.packsRepacked) repacked into \(r.packsWritten)")
-        lines.append((r.dryRun ? "would free " : "freed ") + Format.bytes(r.bytesFreed) + " (packs \(Format.bytes(r.packBytesBefore)) -> \(Format.bytes(r.packBytesAfter))) in \(String(format1: r.seconds)) s")
+        lines.append((r.dryRun ? "would free " : "freed ") + Format.bytes(r.bytesFreed) + " (packs \(Format.bytes(r.packBytesBefore)) -> \(Format.bytes(r.packBytesAfter))) in \(Format.decimal(r.seconds)) s")
         return lines.joined(separator: "\n")
     }
 

@@ -1,3 +1,4 @@
+import Incremental
 import Store
 
 /// `dumpinfo --diff A B`: a table of the mappings whose pages or shape changed and lists of

@@ -1,7 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import SoftDirty
+import Syscall
 import Tracee
 
 /// Watches how fast a live process dirties its memory, with any tracker: what `cpx track`
@@ -21,14 +18,6 @@ public struct DirtyRate {
         public var regions: Int
         /// How long every thread was stopped for the collect, in microseconds.
         public var freezeMicroseconds: Int64
-
-        /// One line for people.
-        public var text: String {
-            let dirty = "\(dirtyPages) pages dirty (\(Format.bytes(Int64(dirtyPages) * 4096)))"
-            let mapped = "of \(mappedPages) mapped in \(regions) regions"
-            let frozen = "frozen " + String(format1: Double(freezeMicroseconds) / 1000) + " ms"
-            return "[\(index)] \(tracker): \(dirty) \(mapped); \(wholesalePages) reported whole; \(frozen)"
-        }
     }
 
     public let pid: Int32
@@ -42,7 +31,7 @@ public struct DirtyRate {
 
     /// Freezes the process, collects, thaws it; returns the figures.
     public func sample(_ index: Int) throws(TraceeError) -> Sample {
-        let started = Self.now()
+        let started = ClockTime.monotonic()
         let frozen = try FrozenProcess(pid: pid)
         let report: DirtyReport
         do { report = try tracker.collect(frozen) } catch {
@@ -50,16 +39,10 @@ public struct DirtyRate {
             throw error
         }
         frozen.thaw()
-        let elapsed = Self.now() - started
+        let elapsed = ClockTime.monotonic() - started
         return Sample(index: index, tracker: tracker.kind.rawValue, dirtyPages: report.dirty.pageCount,
                       wholesalePages: report.wholesale.pageCount, unmappedPages: report.unmapped.pageCount,
                       mappedPages: report.regions.reduce(0) { $0 + $1.pageCount }, regions: report.regions.count,
                       freezeMicroseconds: elapsed / 1000)
-    }
-
-    static func now() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
     }
 }

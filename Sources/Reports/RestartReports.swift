@@ -1,3 +1,5 @@
+import Incremental
+
 /// What `ld-chpox --json` prints: one document per run, naming its schema (chpox.restart/1,
 /// chpox.check/1, chpox.core/1; docs/json-schemas.md).
 public enum RestartReports {
