@@ -47,8 +47,8 @@ public enum DiffReports {
             store: store, chain: diff.chain, from: diff.from, to: diff.to, changedPages: diff.changedPages,
             mappings: diff.mappings.map { m in
                 Mapping(change: m.kind.rawValue, start: Format.address(m.mapping.start), end: Format.address(m.mapping.end),
-                        protection: m.mapping.protection, backing: m.mapping.backing.rawValue, path: m.mapping.path,
-                        before: m.before.map { Before(start: Format.address($0.start), end: Format.address($0.end), protection: $0.protection,
+                        protection: m.mapping.protection.description, backing: m.mapping.backing.rawValue, path: m.mapping.path,
+                        before: m.before.map { Before(start: Format.address($0.start), end: Format.address($0.end), protection: $0.protection.description,
                                                       backing: $0.backing.rawValue, path: $0.path) },
                         changedPages: m.changedPages, ranges: m.ranges.map(range))
             },
@@ -71,8 +71,8 @@ public enum DiffReports {
         } else {
             var table = TextTable(["CHANGE", "START", "END", "PROT", "BACKING", "PAGES", "RANGES", "PATH"], numeric: [5])
             for m in diff.mappings {
-                let shape = m.before.map { " (was \(Format.address($0.start))-\(Format.address($0.end)) \($0.protection) \($0.backing.rawValue))" } ?? ""
-                table.add([m.kind.rawValue, Format.address(m.mapping.start), Format.address(m.mapping.end), m.mapping.protection,
+                let shape = m.before.map { " (was \(Format.address($0.start))-\(Format.address($0.end)) \($0.protection.description) \($0.backing.rawValue))" } ?? ""
+                table.add([m.kind.rawValue, Format.address(m.mapping.start), Format.address(m.mapping.end), m.mapping.protection.description,
                            m.mapping.backing.rawValue, "\(m.changedPages)", ranges(m.ranges), m.mapping.path + shape])
             }
             if !diff.unattributedRanges.isEmpty {

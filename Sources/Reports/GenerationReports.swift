@@ -114,21 +114,22 @@ public enum GenerationReports {
         return Process(
             pid: image.pid, command: image.command, executable: image.executable, workingDirectory: image.workingDirectory,
             umask: GenerationDiff.octal(image.umask),
-            credentials: .init(uid: image.credentials.uid, gid: image.credentials.gid, groups: image.credentials.groups),
+            credentials: .init(uid: image.credentials.user.all, gid: image.credentials.group.all, groups: image.credentials.groups),
             capture: .init(tracker: c.tracker, pauseMicroseconds: c.pauseNanoseconds / 1000, totalPauseMicroseconds: c.totalPauseNanoseconds / 1000,
                            preCopyRounds: c.preCopyRounds, pagesCopiedWhileRunning: c.pagesCopiedWhileRunning,
                            pagesCopiedFrozen: c.pagesCopiedFrozen, kernel: c.kernel),
             threads: image.threads.map { thread in
-                let s = thread.state
+                let r = thread.registers
                 var registers: [String: String] = [:]
-                for (name, value) in zip(ThreadState.registerNames, s.registers) { registers[name] = Format.address(value) }
-                return Thread(tid: s.tid, instructionPointer: Format.address(s.instructionPointer), stackPointer: Format.address(s.stackPointer),
-                              fsBase: Format.address(s.fsBase), blockedSignals: SignalNames.names(mask: s.signalMask), pendingSignals: SignalNames.names(siginfo: s.pendingSignals),
+                for (name, value) in zip(ProcessImage.Registers.names, r.words) { registers[name] = Format.address(value) }
+                return Thread(tid: thread.tid, instructionPointer: Format.address(r.rip), stackPointer: Format.address(r.rsp),
+                              fsBase: Format.address(r.fsBase), blockedSignals: SignalNames.names(mask: thread.signalMask),
+                              pendingSignals: SignalNames.names(siginfo: thread.pendingSignals.map(\.bytes)),
                               alternateStack: thread.signalStack.map { AlternateStack(address: Format.address($0.address), size: $0.size, flags: $0.flags) },
-                              registers: registers, xsaveBytes: s.xstate.count)
+                              registers: registers, xsaveBytes: thread.xstate.count)
             },
             mappings: zip(image.mappings, storedPages).map { m, stored in
-                Mapping(start: Format.address(m.start), end: Format.address(m.end), size: m.end - m.start, protection: m.protection,
+                Mapping(start: Format.address(m.start), end: Format.address(m.end), size: m.end - m.start, protection: m.protection.description,
                         backing: m.backing.rawValue, path: m.path, offset: m.offset, flags: m.flags, residentPages: m.residentPages,
                         storedPages: stored)
             },
@@ -142,7 +143,7 @@ public enum GenerationReports {
             intervalTimers: (image.intervalTimers ?? []).map {
                 Timer(timer: GenerationDiff.timerName($0.which), intervalMicroseconds: $0.intervalMicroseconds, valueMicroseconds: $0.valueMicroseconds)
             },
-            pendingSignals: SignalNames.names(siginfo: image.sharedPendingSignals),
+            pendingSignals: SignalNames.names(siginfo: image.sharedPendingSignals.map(\.bytes)),
             limits: image.limits.map {
                 Limit(name: $0.name, soft: $0.soft == .max ? nil : $0.soft, hard: $0.hard == .max ? nil : $0.hard)
             },
@@ -190,8 +191,8 @@ public enum GenerationReports {
         if regs {
             for thread in image.threads {
                 lines.append("")
-                lines.append("thread \(thread.state.tid) registers (XSAVE area \(thread.state.xstate.count) bytes)")
-                let pairs = zip(ThreadState.registerNames, thread.state.registers).map { name, value in
+                lines.append("thread \(thread.tid) registers (XSAVE area \(thread.xstate.count) bytes)")
+                let pairs = zip(ProcessImage.Registers.names, thread.registers.words).map { name, value in
                     name.padding(9) + Format.address(value).padding(20)
                 }
                 for row in stride(from: 0, to: pairs.count, by: 3) {
@@ -227,14 +228,14 @@ public enum GenerationReports {
         for timer in image.intervalTimers ?? [] {
             lines.append("timer \(GenerationDiff.timerName(timer.which)): \(GenerationDiff.text(GenerationDiff.describe(timer)))")
         }
-        lines.append("pending for the process: " + SignalNames.describe(siginfo: image.sharedPendingSignals))
+        lines.append("pending for the process: " + SignalNames.describe(siginfo: image.sharedPendingSignals.map(\.bytes)))
 
         lines.append("")
         if maps {
             lines.append("MEMORY MAP")
             var table = TextTable(["START", "END", "SIZE", "PROT", "BACKING", "RESIDENT", "STORED", "PATH"], numeric: [2, 5, 6])
             for (m, stored) in zip(image.mappings, detail.storedPages) {
-                table.add([Format.address(m.start), Format.address(m.end), Format.bytes(m.end - m.start), m.protection, m.backing.rawValue,
+                table.add([Format.address(m.start), Format.address(m.end), Format.bytes(m.end - m.start), m.protection.description, m.backing.rawValue,
                            m.residentPages.map { "\($0)" } ?? "-", "\(stored)", m.path])
             }
             lines.append(table.render())

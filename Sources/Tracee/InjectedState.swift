@@ -8,7 +8,7 @@ import Syscall
 /// handlers (rt_sigaction), each thread's tid address (PR_GET_TID_ADDRESS) and the exact
 /// program break (brk(0)). `chpox-inject state` reads it, so that a checkpointer killed at any
 /// instant never leaves a thread in the middle of an injected call.
-public struct InjectedState: Sendable, Equatable, Codable {
+public struct InjectedState: Sendable, Equatable {
     public var programBreak: UInt64
     public var threads: [ThreadAddress]
     /// Every signal whose action is not the default one.
@@ -17,13 +17,13 @@ public struct InjectedState: Sendable, Equatable, Codable {
     public var intervalTimers: [IntervalTimer] = []
 
     /// struct itimerval: which timer, its interval and the time left, in microseconds.
-    public struct IntervalTimer: Sendable, Equatable, Codable {
+    public struct IntervalTimer: Sendable, Equatable {
         public var which: Int32
         public var intervalMicroseconds: UInt64
         public var valueMicroseconds: UInt64
     }
 
-    public struct ThreadAddress: Sendable, Equatable, Codable {
+    public struct ThreadAddress: Sendable, Equatable {
         public var tid: Int32
         /// Where the kernel writes 0 and wakes a futex when the thread exits (set_tid_address).
         public var clearAddress: UInt64
@@ -32,7 +32,7 @@ public struct InjectedState: Sendable, Equatable, Codable {
     }
 
     /// A struct k_sigaction as the kernel keeps it.
-    public struct SignalAction: Sendable, Equatable, Codable {
+    public struct SignalAction: Sendable, Equatable {
         public var signal: Int32
         /// 0 SIG_DFL, 1 SIG_IGN, otherwise the handler's address.
         public var handler: UInt64
@@ -104,6 +104,9 @@ public struct InjectedState: Sendable, Equatable, Codable {
         for line in lines {
             let fields = line.split(separator: " ").map(String.init)
             let numbers = fields.dropFirst().compactMap { UInt64($0.hasPrefix("0x") ? String($0.dropFirst(2)) : $0, radix: $0.hasPrefix("0x") ? 16 : 10) }
+            guard numbers.count == fields.count - 1 else {
+                throw .malformed(file: "chpox-inject's answer", reason: "unreadable line '\(line)'")
+            }
             switch (fields.first, numbers.count) {
             case ("brk", 1): brk = numbers[0]
             case ("tid", 2): threads.append(ThreadAddress(tid: Int32(truncatingIfNeeded: numbers[0]), clearAddress: numbers[1]))

@@ -7,7 +7,7 @@ import Syscall
 /// What the kernel holds for one stopped thread, read with ptrace: everything a restart needs
 /// to put the thread back where it was, except what only the thread itself can ask for (its
 /// tid address), which the injector reads.
-public struct ThreadState: Sendable, Equatable, Codable {
+public struct ThreadState: Sendable, Equatable {
     public var tid: Int32
     /// user_regs_struct, field by field (r15 first, gs last: 27 words), fs_base and gs_base
     /// included.
@@ -21,11 +21,20 @@ public struct ThreadState: Sendable, Equatable, Codable {
     /// Signals queued for this thread alone, as 128-byte siginfo records.
     public var pendingSignals: [[UInt8]]
 
-    public struct RseqRegistration: Sendable, Equatable, Codable {
+    public struct RseqRegistration: Sendable, Equatable {
         public var address: UInt64
         public var size: UInt32
         public var signature: UInt32
         public var flags: UInt32
+
+        public init(address: UInt64, size: UInt32, signature: UInt32, flags: UInt32) {
+            (self.address, self.size, self.signature, self.flags) = (address, size, signature, flags)
+        }
+    }
+
+    /// A saved state, to put back with `FrozenProcess.restore`.
+    public init(tid: Int32, registers: [UInt64], xstate: [UInt8], signalMask: UInt64, rseq: RseqRegistration?, pendingSignals: [[UInt8]]) {
+        (self.tid, self.registers, self.xstate, self.signalMask, self.rseq, self.pendingSignals) = (tid, registers, xstate, signalMask, rseq, pendingSignals)
     }
 
     /// Reads the state of a thread stopped under `process`.
@@ -44,11 +53,6 @@ public struct ThreadState: Sendable, Equatable, Codable {
     public var stackPointer: UInt64 { registers[19] }
     public var fsBase: UInt64 { registers[21] }
     public var gsBase: UInt64 { registers[22] }
-
-    /// user_regs_struct's field names in order, for people reading a dump.
-    public static let registerNames = ["r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
-                                       "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base",
-                                       "ds", "es", "fs", "gs"]
 
     static func words(_ regs: user_regs_struct) -> [UInt64] {
         withUnsafeBytes(of: regs) { Array($0.bindMemory(to: UInt64.self)) }

@@ -4,7 +4,7 @@ import Testing
 
 /// How `dumpinfo --diff` pairs the mappings of two generations.
 @Suite struct GenerationDiffTests {
-    static func mapping(_ start: UInt64, _ end: UInt64, _ protection: String = "rw-p", path: String = "") -> ProcessImage.Mapping {
+    static func mapping(_ start: UInt64, _ end: UInt64, _ protection: ProcessImage.Protection = [.read, .write], path: String = "") -> ProcessImage.Mapping {
         ProcessImage.Mapping(start: start, end: end, protection: protection, backing: .anonymous, offset: 0, device: "00:00", inode: 0,
                              path: path, flags: [])
     }
@@ -17,8 +17,8 @@ import Testing
 
     @Test func aBoundaryThatMovedIsAChangeNotARemovalAndAnAddition() {
         // An arena grew into its guard area: both continue, reshaped.
-        let old = [Self.mapping(0x1000_0000, 0x1009_0000), Self.mapping(0x1009_0000, 0x1400_0000, "---p")]
-        let new = [Self.mapping(0x1000_0000, 0x100a_0000), Self.mapping(0x100a_0000, 0x1400_0000, "---p")]
+        let old = [Self.mapping(0x1000_0000, 0x1009_0000), Self.mapping(0x1009_0000, 0x1400_0000, [])]
+        let new = [Self.mapping(0x1000_0000, 0x100a_0000), Self.mapping(0x100a_0000, 0x1400_0000, [])]
         #expect(Self.kinds(old, new) == ["changed 10000000 was 10000000-10090000", "changed 100a0000 was 10090000-14000000"])
     }
 

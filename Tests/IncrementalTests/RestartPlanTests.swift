@@ -79,7 +79,7 @@ import Testing
         let (plan, _) = try Self.plan()
         let process = plan.processes[0]
         let threads = try #require(process.phase(ThreadPhase.self))
-        #expect(threads.threads.map(\.state.tid) == [1001, 1002])
+        #expect(threads.threads.map(\.tid) == [1001, 1002])
         let signals = try #require(process.phase(SignalPhase.self))
         #expect(signals.actions.map(\.signal) == [10, 15])
         #expect(signals.timers.map(\.intervalMicroseconds) == [5000])
@@ -91,6 +91,6 @@ import Testing
         #expect(!credentials.changesIds(asUser: 1000), "the user itself has them already")
         let registers = try #require(process.phase(RegistersPhase.self))
         #expect(registers.main?.tid == 1001)
-        #expect(registers.main?.instructionPointer == 0x40_0100)
+        #expect(registers.main?.registers.rip == 0x40_0100)
     }
 }

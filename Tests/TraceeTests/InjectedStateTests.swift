@@ -58,12 +58,10 @@ import Testing
         #expect(error == .malformed(file: "chpox-inject's answer", reason: "no program break (pid 7)"))
     }
 
-    /// A line with a word too many is malformed, but today the reader drops the word that is
-    /// not a number and takes the line.
+    /// A line with a word that is not a number is malformed: refused, not read without it.
     @Test func aLineWithAnExtraWordIsRefused() throws {
-        withKnownIssue("InjectedState(lines:) drops fields that are not numbers before counting them") {
-            _ = try InjectedState(lines: ["brk 0x1000 junk"], pid: 7)
-            Issue.record("'brk 0x1000 junk' was accepted")
+        #expect(throws: TraceeError.malformed(file: "chpox-inject's answer", reason: "unreadable line 'brk 0x1000 junk'")) {
+            try InjectedState(lines: ["brk 0x1000 junk"], pid: 7)
         }
     }
 }

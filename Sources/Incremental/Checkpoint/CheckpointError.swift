@@ -11,6 +11,7 @@ public enum CheckpointError: Error, Sendable, CustomStringConvertible {
     case notOurs(chain: String, pid: Int32, reason: String)
     case output(path: String, reason: String)
     case cannotRestart(generation: UInt64, reason: String)
+    case unencodableImage(pid: Int32, reason: String)
 
     public var description: String {
         switch self {
@@ -21,6 +22,8 @@ public enum CheckpointError: Error, Sendable, CustomStringConvertible {
                 + "\ncheckpoint it anyway with --skip-unsupported (they are recorded and `dumpinfo` lists them), or close them first"
         case .badImage(let generation, let reason):
             return "generation \(generation): unreadable process image: \(reason)"
+        case .unencodableImage(let pid, let reason):
+            return "cannot encode the process image of pid \(pid): \(reason); nothing was committed"
         case .cannotRestart(let generation, let reason):
             return "cannot restart generation \(generation): \(reason)"
         case .output(let path, let reason):

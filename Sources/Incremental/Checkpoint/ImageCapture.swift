@@ -40,11 +40,15 @@ enum ImageCapture {
             var threads: [ProcessImage.ThreadImage] = []
             for tid in process.threads {
                 let injectedThread = injected.threads.first { $0.tid == tid }
-                threads.append(.init(state: try ThreadState(tid: tid, of: process), clearAddress: injectedThread?.clearAddress,
-                                     alternateStack: injectedThread?.alternateStack))
+                let stack = injectedThread?.alternateStack.map { ProcessImage.SignalStack(address: $0[0], flags: $0[1], size: $0[2]) }
+                threads.append(ProcessImage.ThreadImage(try ThreadState(tid: tid, of: process), clearAddress: injectedThread?.clearAddress,
+                                                        signalStack: stack))
             }
             let (descriptors, unsupported) = try captureDescriptors(pid)
             if !unsupported.isEmpty && !skipUnsupported { throw UnsupportedDescriptors(list: unsupported) }
+            guard let user = ProcessImage.Credentials.IDs(status.userIDs), let group = ProcessImage.Credentials.IDs(status.groupIDs) else {
+                throw TraceeError.malformed(file: "/proc/\(pid)/status", reason: "Uid: or Gid: does not list four ids")
+            }
             let auxvBytes = try ProcFS.bytes(pid, "auxv")
             let auxv = auxvBytes.withUnsafeBytes { raw in (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
             return ProcessImage(
@@ -54,20 +58,24 @@ enum ImageCapture {
                 executable: ProcFS.link(pid, "exe") ?? "",
                 workingDirectory: ProcFS.link(pid, "cwd") ?? "",
                 umask: status.umask ?? 0o022,
-                credentials: .init(uid: status.userIDs, gid: status.groupIDs, groups: status.groups),
+                credentials: .init(user: user, group: group, groups: status.groups),
                 limits: try limits(pid),
                 addressSpace: .init(startCode: stat.startCode, endCode: stat.endCode, startData: stat.startData, endData: stat.endData,
                                     startBrk: stat.startBrk, brk: injected.programBreak, startStack: stat.startStack,
                                     argStart: stat.argStart, argEnd: stat.argEnd, envStart: stat.envStart, envEnd: stat.envEnd, auxv: auxv),
                 mappings: regions.map { mapping($0, details: details[$0.start] ?? .init()) },
                 threads: threads,
-                signalActions: injected.signalActions,
-                sharedPendingSignals: try process.sharedPendingSignals(),
+                signalActions: injected.signalActions.map {
+                    .init(signal: $0.signal, handler: $0.handler, flags: $0.flags, restorer: $0.restorer, mask: $0.mask)
+                },
+                intervalTimers: injected.intervalTimers.map {
+                    .init(which: $0.which, intervalMicroseconds: $0.intervalMicroseconds, valueMicroseconds: $0.valueMicroseconds)
+                },
+                sharedPendingSignals: try process.sharedPendingSignals().map(ProcessImage.SignalInfo.init),
                 descriptors: descriptors,
                 unsupported: unsupported,
                 capture: .init(tracker: "", pauseNanoseconds: 0, totalPauseNanoseconds: 0, preCopyRounds: 0,
-                               pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release),
-                intervalTimers: injected.intervalTimers)
+                               pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release))
         } catch let error as UnsupportedDescriptors {
             throw .unsupportedDescriptors(pid: pid, error.list)
         } catch let error as TraceeError {
@@ -80,7 +88,7 @@ enum ImageCapture {
     struct UnsupportedDescriptors: Error { var list: [String] }
 
     static func mapping(_ region: MemoryRegion, details: ProcFS.MappingDetails) -> ProcessImage.Mapping {
-        .init(start: region.start, end: region.end, protection: region.protection, backing: backing(of: region), offset: region.offset,
+        .init(start: region.start, end: region.end, protection: ProcessImage.Protection(maps: region.protection) ?? [], backing: backing(of: region), offset: region.offset,
               device: region.device, inode: region.inode, path: region.path, flags: details.flags, residentPages: details.residentPages)
     }
 

@@ -62,12 +62,12 @@ public struct GenerationDiff: Sendable {
         let before = a.image, after = b.image
         descriptors = Self.keyed(before?.descriptors ?? [], after?.descriptors ?? [], key: \.fd, subject: { "fd \($0.fd)" },
                                  describe: Self.describe)
-        threads = Self.keyed(before?.threads ?? [], after?.threads ?? [], key: \.state.tid, subject: { "thread \($0.state.tid)" },
+        threads = Self.keyed(before?.threads ?? [], after?.threads ?? [], key: \.tid, subject: { "thread \($0.tid)" },
                              describe: Self.describe)
         signals = Self.keyed(before?.signalActions ?? [], after?.signalActions ?? [], key: \.signal,
                              subject: { SignalNames.name($0.signal) }, describe: Self.describe)
-            + Self.field("pending signals (process)", before.map { SignalNames.describe(siginfo: $0.sharedPendingSignals) },
-                         after.map { SignalNames.describe(siginfo: $0.sharedPendingSignals) })
+            + Self.field("pending signals (process)", before.map { SignalNames.describe(siginfo: $0.sharedPendingSignals.map(\.bytes)) },
+                         after.map { SignalNames.describe(siginfo: $0.sharedPendingSignals.map(\.bytes)) })
             + Self.keyed(before?.intervalTimers ?? [], after?.intervalTimers ?? [], key: \.which,
                          subject: { Self.timerName($0.which) }, describe: Self.describe)
         var process: [Change] = []
@@ -250,23 +250,23 @@ public struct GenerationDiff: Sendable {
 
     /// A thread: where it is, its mask, what is pending, its alternate stack.
     public static func describe(_ t: ProcessImage.ThreadImage) -> [(String, String)] {
-        let s = t.state
-        return [("rip", Format.address(s.instructionPointer)), ("rsp", Format.address(s.stackPointer)), ("fs_base", Format.address(s.fsBase)),
-                ("blocked", SignalNames.describe(mask: s.signalMask)), ("pending", SignalNames.describe(siginfo: s.pendingSignals)),
+        let r = t.registers
+        return [("rip", Format.address(r.rip)), ("rsp", Format.address(r.rsp)), ("fs_base", Format.address(r.fsBase)),
+                ("blocked", SignalNames.describe(mask: t.signalMask)), ("pending", SignalNames.describe(siginfo: t.pendingSignals.map(\.bytes))),
                 ("altstack", t.signalStack.map { "\(Format.address($0.address))+\($0.size)" } ?? "-")]
     }
 
-    public static func describe(_ a: InjectedState.SignalAction) -> [(String, String)] {
+    public static func describe(_ a: ProcessImage.SignalAction) -> [(String, String)] {
         [("handler", SignalNames.handler(a.handler)), ("flags", SignalNames.describe(actionFlags: a.flags)),
          ("mask", SignalNames.describe(mask: a.mask))]
     }
 
-    public static func describe(_ t: InjectedState.IntervalTimer) -> [(String, String)] {
+    public static func describe(_ t: ProcessImage.IntervalTimer) -> [(String, String)] {
         [("interval", "\(t.intervalMicroseconds) µs"), ("left", "\(t.valueMicroseconds) µs")]
     }
 
     public static func describe(_ c: ProcessImage.Credentials) -> String {
-        "uid \(c.uid.map(String.init).joined(separator: "/")) gid \(c.gid.map(String.init).joined(separator: "/"))"
+        "uid \(c.user.all.map(String.init).joined(separator: "/")) gid \(c.group.all.map(String.init).joined(separator: "/"))"
             + " groups \(c.groups.isEmpty ? "-" : c.groups.map(String.init).joined(separator: ","))"
     }
 

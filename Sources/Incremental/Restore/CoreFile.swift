@@ -57,11 +57,10 @@ public enum CoreFile {
         header.u64(UInt64(notesOffset)); header.u64(0); header.u64(0)
         header.u64(UInt64(notes.count)); header.u64(0); header.u64(4)
         for (mapping, segmentOffset) in zip(loads, segmentOffsets) {
-            let protection = Array(mapping.protection)
-            var flags: UInt32 = 0
-            if protection[0] == "r" { flags |= 4 }
-            if protection[1] == "w" { flags |= 2 }
-            if protection[2] == "x" { flags |= 1 }
+            var flags: UInt32 = 0  // PF_R, PF_W, PF_X
+            if mapping.protection.contains(.read) { flags |= 4 }
+            if mapping.protection.contains(.write) { flags |= 2 }
+            if mapping.protection.contains(.execute) { flags |= 1 }
             let size = mapping.end - mapping.start
             // The kernel's own pages (vvar) are not in the image: described, not filled.
             let fileSize = mapping.backing == .vvar ? 0 : size
@@ -134,24 +133,25 @@ public enum CoreFile {
         notes.note("CORE", 6, auxv.bytes)
         notes.note("CORE", 0x4649_4c45, fileNote(mappings))
         for thread in image.threads {
-            notes.note("CORE", 1, prstatus(thread.state, image: image))
-            notes.note("CORE", 2, Array(thread.state.xstate.prefix(512)) + [UInt8](repeating: 0, count: max(0, 512 - thread.state.xstate.count)))
-            if !thread.state.xstate.isEmpty { notes.note("LINUX", 0x202, thread.state.xstate) }
+            let xstate = [UInt8](thread.xstate)
+            notes.note("CORE", 1, prstatus(thread, image: image))
+            notes.note("CORE", 2, Array(xstate.prefix(512)) + [UInt8](repeating: 0, count: max(0, 512 - xstate.count)))
+            if !xstate.isEmpty { notes.note("LINUX", 0x202, xstate) }
         }
         return notes.bytes
     }
 
     /// struct elf_prstatus (336 bytes on x86-64).
-    static func prstatus(_ state: ThreadState, image: ProcessImage) -> [UInt8] {
+    static func prstatus(_ thread: ProcessImage.ThreadImage, image: ProcessImage) -> [UInt8] {
         var b = Bytes()
         b.u32(0); b.u32(0); b.u32(0)          // pr_info: signo, code, errno
         b.u16(0); b.u16(0)                    // pr_cursig, padding
         b.u64(0)                              // pr_sigpend
-        b.u64(state.signalMask)               // pr_sighold
-        b.u32(UInt32(bitPattern: state.tid)); b.u32(0); b.u32(UInt32(bitPattern: image.pid)); b.u32(UInt32(bitPattern: image.pid))
+        b.u64(thread.signalMask)              // pr_sighold
+        b.u32(UInt32(bitPattern: thread.tid)); b.u32(0); b.u32(UInt32(bitPattern: image.pid)); b.u32(UInt32(bitPattern: image.pid))
         b.raw([UInt8](repeating: 0, count: 64))   // utime, stime, cutime, cstime
-        for word in state.registers.prefix(27) { b.u64(word) }
-        b.u32(state.xstate.isEmpty ? 0 : 1)   // pr_fpvalid
+        for word in thread.registers.words { b.u64(word) }
+        b.u32(thread.xstate.isEmpty ? 0 : 1)  // pr_fpvalid
         b.u32(0)
         return b.bytes
     }
@@ -161,7 +161,7 @@ public enum CoreFile {
         var b = Bytes()
         b.raw([0, UInt8(ascii: "S"), 0, 0]); b.u32(0)
         b.u64(0)                                               // pr_flag
-        b.u32(image.credentials.uid.first ?? 0); b.u32(image.credentials.gid.first ?? 0)
+        b.u32(image.credentials.user.real); b.u32(image.credentials.group.real)
         b.u32(UInt32(bitPattern: image.pid)); b.u32(0); b.u32(UInt32(bitPattern: image.pid)); b.u32(UInt32(bitPattern: image.pid))
         let name = String(image.executable.split(separator: "/").last ?? "")
         b.raw(fixed(Array(name.utf8), 16))

@@ -4,6 +4,7 @@ import Syscall
 import TestTools
 import TrackerTestSupport
 import Testing
+import Tracee
 
 extension LiveProcess {
     /// What the restart's scratch memory and descriptor table must get exactly right: the

@@ -14,7 +14,7 @@ public struct CredentialsPhase: RestartPhase {
     public var name: String { "limits and credentials" }
     public var steps: [String] {
         limits.map { "limit \($0.name): \($0.soft) / \($0.hard)" }
-            + (changesIds(asUser: 0) ? ["groups \(credentials.groups), gid \(credentials.gid.prefix(3)), uid \(credentials.uid.prefix(3))"] : [])
+            + (changesIds(asUser: 0) ? ["groups \(credentials.groups), gid \(credentials.group.all.prefix(3)), uid \(credentials.user.all.prefix(3))"] : [])
     }
 
     public init(image: ProcessImage) {
@@ -24,9 +24,7 @@ public struct CredentialsPhase: RestartPhase {
 
     /// Whether a restart by `uid` sets the ids: only root does, and only to ones not all root's.
     public func changesIds(asUser uid: UInt32) -> Bool {
-        let ids = credentials
-        return uid == 0 && ids.uid.count >= 3 && ids.gid.count >= 3
-            && (ids.uid.contains(where: { $0 != 0 }) || ids.gid.contains(where: { $0 != 0 }))
+        uid == 0 && (credentials.user.all + credentials.group.all).contains { $0 != 0 }
     }
 
     public func run(in session: RestartSession) throws {
@@ -43,7 +41,7 @@ public struct CredentialsPhase: RestartPhase {
             let groups = ids.groups.isEmpty ? try calls.reserve(4) : try calls.value(ids.groups.map(\.littleEndian))
             try calls.call(.setgroups, ids.groups.count, groups, to: "set the supplementary groups")
         }
-        try calls.call(.setresgid, ids.gid[0], ids.gid[1], ids.gid[2], to: "set the group ids")
-        try calls.call(.setresuid, ids.uid[0], ids.uid[1], ids.uid[2], to: "set the user ids")
+        try calls.call(.setresgid, ids.group.real, ids.group.effective, ids.group.saved, to: "set the group ids")
+        try calls.call(.setresuid, ids.user.real, ids.user.effective, ids.user.saved, to: "set the user ids")
     }
 }

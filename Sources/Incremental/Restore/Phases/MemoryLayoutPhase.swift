@@ -74,16 +74,15 @@ public struct MemoryLayoutPhase: RestartPhase {
     }
 
     static func setup(_ mapping: ProcessImage.Mapping) -> MappingSetup {
-        let protection = Array(mapping.protection)
         var prot: Int32 = 0
-        if protection[0] == "r" { prot |= PROT_READ }
-        if protection[1] == "w" { prot |= PROT_WRITE }
-        if protection[2] == "x" { prot |= PROT_EXEC }
+        if mapping.protection.contains(.read) { prot |= PROT_READ }
+        if mapping.protection.contains(.write) { prot |= PROT_WRITE }
+        if mapping.protection.contains(.execute) { prot |= PROT_EXEC }
         var flags = MAP_FIXED | (mapping.backing == .sharedFile || mapping.backing == .sharedAnonymous ? MAP_SHARED : MAP_PRIVATE)
-        if mapping.flags.contains("gd") { flags |= MAP_GROWSDOWN }
+        if mapping.growsDown { flags |= MAP_GROWSDOWN }
         let size = Int(mapping.end - mapping.start)
         if mapping.backing == .privateFile || mapping.backing == .sharedFile, !mapping.path.hasSuffix(" (deleted)") {
-            let writable = mapping.backing == .sharedFile && protection[1] == "w"
+            let writable = mapping.backing == .sharedFile && mapping.protection.contains(.write)
             return MappingSetup(start: mapping.start, size: size, protection: prot, flags: flags,
                                 source: .file(path: mapping.path, writable: writable, offset: mapping.offset))
         }

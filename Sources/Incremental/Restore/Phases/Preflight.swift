@@ -54,7 +54,7 @@ public struct Preflight: Sendable {
         }
         // A user restarts only their own images; root restores the image's own ids, never more.
         let me = getuid()
-        if me != 0, let owner = image.credentials.uid.first(where: { $0 != me }) {
+        if me != 0, let owner = image.credentials.user.all.first(where: { $0 != me }) {
             throw refuse("it ran as uid \(owner); only root or that user can restart it")
         }
         let here = (try? MemoryRegion.of(getpid())) ?? []

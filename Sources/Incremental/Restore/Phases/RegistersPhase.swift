@@ -4,19 +4,19 @@ import Tracee
 /// is stopped at its exit and never runs there), and the main thread gets its saved registers,
 /// XSAVE area and signal mask. Nothing of the stub's is left.
 public struct RegistersPhase: RestartPhase {
-    public var main: ThreadState?
+    public var main: ProcessImage.ThreadImage?
 
     public var name: String { "registers" }
     public var steps: [String] {
-        ["unmap the trampoline", main.map { "main thread: rip 0x\(String($0.instructionPointer, radix: 16)), rsp 0x\(String($0.stackPointer, radix: 16))" }
+        ["unmap the trampoline", main.map { "main thread: rip 0x\(String($0.registers.rip, radix: 16)), rsp 0x\(String($0.registers.rsp, radix: 16))" }
             ?? "no thread saved"]
     }
 
-    public init(image: ProcessImage) { main = image.threads.first?.state }
+    public init(image: ProcessImage) { main = image.threads.first }
 
     public func run(in session: RestartSession) throws {
         guard let main else { throw TraceeError.unsupported(pid: session.pid, reason: "the image has no thread") }
         if let trampoline = session.trampoline { _ = try session.calls.result(of: .munmap, trampoline.address, trampoline.size) }
-        try session.process.restore(main, into: session.pid)
+        try session.process.restore(main.state, into: session.pid)
     }
 }

@@ -3,29 +3,27 @@ import Tracee
 /// Signal actions, interval timers, and the signals that were pending: queued again with their
 /// siginfo (sent by the process to itself, so the kernel takes every si_code).
 public struct SignalPhase: RestartPhase {
-    public var actions: [InjectedState.SignalAction]
-    public var timers: [InjectedState.IntervalTimer]
-    /// 128-byte siginfo records queued for the whole process.
-    public var sharedPending: [[UInt8]]
-    /// 128-byte siginfo records queued for the main thread.
-    public var threadPending: [[UInt8]]
+    public var actions: [ProcessImage.SignalAction]
+    public var timers: [ProcessImage.IntervalTimer]
+    /// Signals queued for the whole process.
+    public var sharedPending: [ProcessImage.SignalInfo]
+    /// Signals queued for the main thread.
+    public var threadPending: [ProcessImage.SignalInfo]
 
     public var name: String { "signals and timers" }
     public var steps: [String] {
         actions.map { "action of signal \($0.signal): handler 0x\(String($0.handler, radix: 16))" }
             + timers.map { "interval timer \($0.which): every \($0.intervalMicroseconds) µs" }
-            + sharedPending.map { "queue signal \(Self.signal(of: $0)) to the process" }
-            + threadPending.map { "queue signal \(Self.signal(of: $0)) to the main thread" }
+            + sharedPending.map { "queue signal \($0.signal) to the process" }
+            + threadPending.map { "queue signal \($0.signal) to the main thread" }
     }
 
     public init(image: ProcessImage) {
         actions = image.signalActions
-        timers = image.intervalTimers ?? []
+        timers = image.intervalTimers
         sharedPending = image.sharedPendingSignals
-        threadPending = image.threads.first?.state.pendingSignals ?? []
+        threadPending = image.threads.first?.pendingSignals ?? []
     }
-
-    static func signal(of info: [UInt8]) -> Int32 { info.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) } }
 
     public func run(in session: RestartSession) throws {
         let calls = session.calls, pid = session.pid
@@ -47,13 +45,12 @@ public struct SignalPhase: RestartPhase {
         }
         for info in sharedPending {
             try calls.withFrame { () throws(TraceeError) in
-                try calls.call(.rtSigqueueinfo, pid, Self.signal(of: info), try calls.bytes(info), to: "queue signal \(Self.signal(of: info))")
+                try calls.call(.rtSigqueueinfo, pid, info.signal, try calls.bytes(info.bytes), to: "queue signal \(info.signal)")
             }
         }
         for info in threadPending {
             try calls.withFrame { () throws(TraceeError) in
-                try calls.call(.rtTgsigqueueinfo, pid, pid, Self.signal(of: info), try calls.bytes(info),
-                               to: "queue signal \(Self.signal(of: info))")
+                try calls.call(.rtTgsigqueueinfo, pid, pid, info.signal, try calls.bytes(info.bytes), to: "queue signal \(info.signal)")
             }
         }
     }

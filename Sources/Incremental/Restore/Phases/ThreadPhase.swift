@@ -11,9 +11,9 @@ public struct ThreadPhase: RestartPhase {
     public var name: String { "threads" }
     public var steps: [String] {
         threads.enumerated().map { k, thread in
-            (k == 0 ? "main thread \(thread.state.tid)" : "clone thread \(thread.state.tid)")
+            (k == 0 ? "main thread \(thread.tid)" : "clone thread \(thread.tid)")
                 + (thread.clearAddress.map { ", tid address 0x\(String($0, radix: 16))" } ?? "")
-                + (thread.state.rseq != nil ? ", rseq" : "")
+                + (thread.rseq != nil ? ", rseq" : "")
                 + (thread.signalStack != nil ? ", alternate signal stack" : "")
         }
     }
@@ -26,7 +26,7 @@ public struct ThreadPhase: RestartPhase {
         if let clear = main.clearAddress {
             _ = try calls.result(of: .setTidAddress, clear)
             // glibc keeps the thread's id where the kernel clears it (pthread->tid).
-            if pid != main.state.tid { try calls.write(Self.tidBytes(pid), at: clear) }
+            if pid != main.tid { try calls.write(Self.tidBytes(pid), at: clear) }
         }
         try registerRseq(main, on: pid, calls)
         try alternateStack(main, on: pid, calls)
@@ -41,8 +41,8 @@ public struct ThreadPhase: RestartPhase {
             var arguments = chpox_clone_args()
             arguments.flags = chpox_clone_thread_flags()
             arguments.child_tid = thread.clearAddress ?? 0
-            arguments.tls = thread.state.fsBase
-            arguments.set_tid = try calls.value(thread.state.tid.littleEndian)
+            arguments.tls = thread.registers.fsBase
+            arguments.set_tid = try calls.value(thread.tid.littleEndian)
             arguments.set_tid_size = 1
             let size = MemoryLayout<chpox_clone_args>.size
             let result = try calls.result(of: .clone3, try calls.value(arguments), size)
@@ -52,25 +52,25 @@ public struct ThreadPhase: RestartPhase {
             arguments.set_tid_size = 0
             return try calls.result(of: .clone3, try calls.value(arguments), size)
         }
-        try calls.check(result, "create thread \(thread.state.tid)")
+        try calls.check(result, "create thread \(thread.tid)")
         let tid = try session.process.adoptClonedThread()
-        if tid != thread.state.tid, let clear = thread.clearAddress { try calls.write(Self.tidBytes(tid), at: clear) }
+        if tid != thread.tid, let clear = thread.clearAddress { try calls.write(Self.tidBytes(tid), at: clear) }
         try registerRseq(thread, on: tid, calls)
         try alternateStack(thread, on: tid, calls)
         try session.process.restore(thread.state, into: tid)
     }
 
     private func registerRseq(_ thread: ProcessImage.ThreadImage, on tid: Int32, _ calls: RemoteCalls) throws {
-        guard let rseq = thread.state.rseq else { return }
+        guard let rseq = thread.rseq else { return }
         try calls.call(.rseq, rseq.address, rseq.size, 0, rseq.signature, on: tid, to: "register rseq of thread \(tid)")
     }
 
     /// The thread's alternate signal stack as it was, or none: a stub's own (glibc may set
     /// one) would point into memory that is gone, and an SA_ONSTACK handler would crash.
     private func alternateStack(_ thread: ProcessImage.ThreadImage, on tid: Int32, _ calls: RemoteCalls) throws {
-        let words = thread.alternateStack ?? [0, 2, 0]  // SS_DISABLE
+        let stack = thread.signalStack ?? .disabled
         try calls.withFrame { () throws(TraceeError) in
-            try calls.call(.sigaltstack, try calls.words(words), 0, on: tid, to: "set the alternate signal stack of thread \(tid)")
+            try calls.call(.sigaltstack, try calls.words(stack.words), 0, on: tid, to: "set the alternate signal stack of thread \(tid)")
         }
     }
 

@@ -1,0 +1,133 @@
+import Store
+
+/// The image's memory: the mm fields and every mapping (their pages are in the page map).
+extension ProcessImage {
+    /// The mm fields `prctl(PR_SET_MM_MAP)` sets at restart.
+    public struct AddressSpace: Codable, Sendable, Equatable {
+        public var startCode: UInt64
+        public var endCode: UInt64
+        public var startData: UInt64
+        public var endData: UInt64
+        public var startBrk: UInt64
+        public var brk: UInt64
+        public var startStack: UInt64
+        public var argStart: UInt64
+        public var argEnd: UInt64
+        public var envStart: UInt64
+        public var envEnd: UInt64
+        /// The auxiliary vector as (type, value) words, AT_NULL included.
+        public var auxv: [UInt64]
+
+        enum CodingKeys: String, CodingKey {
+            case startCode, endCode, startData, endData, startBrk, brk, startStack, argStart, argEnd, envStart, envEnd, auxv
+        }
+
+        public init(startCode: UInt64, endCode: UInt64, startData: UInt64, endData: UInt64, startBrk: UInt64, brk: UInt64,
+                    startStack: UInt64, argStart: UInt64, argEnd: UInt64, envStart: UInt64, envEnd: UInt64, auxv: [UInt64]) {
+            (self.startCode, self.endCode, self.startData, self.endData) = (startCode, endCode, startData, endData)
+            (self.startBrk, self.brk, self.startStack) = (startBrk, brk, startStack)
+            (self.argStart, self.argEnd, self.envStart, self.envEnd) = (argStart, argEnd, envStart, envEnd)
+            self.auxv = auxv
+        }
+    }
+
+    /// How a mapping may be accessed, and whether it is shared: the `rwxp` / `rwxs` column of
+    /// /proc/PID/maps, which is also its form in the file.
+    public struct Protection: OptionSet, Codable, Sendable, Hashable, CustomStringConvertible {
+        public let rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+        /// The corresponding C constant is PROT_READ.
+        public static let read = Protection(rawValue: 1)
+        /// The corresponding C constant is PROT_WRITE.
+        public static let write = Protection(rawValue: 2)
+        /// The corresponding C constant is PROT_EXEC.
+        public static let execute = Protection(rawValue: 4)
+        /// MAP_SHARED (`s`); without it the mapping is private (`p`).
+        public static let shared = Protection(rawValue: 8)
+
+        /// The maps column (`r-xp`); nil unless it is four such letters.
+        public init?(maps text: String) {
+            let letters = Array(text.utf8)
+            guard letters.count == 4 else { return nil }
+            var protection: Protection = []
+            let columns: [(UInt8, Protection)] = [(UInt8(ascii: "r"), .read), (UInt8(ascii: "w"), .write), (UInt8(ascii: "x"), .execute)]
+            for (k, (letter, flag)) in columns.enumerated() {
+                switch letters[k] {
+                case letter: protection.insert(flag)
+                case UInt8(ascii: "-"): break
+                default: return nil
+                }
+            }
+            switch letters[3] {
+            case UInt8(ascii: "s"): protection.insert(.shared)
+            case UInt8(ascii: "p"): break
+            default: return nil
+            }
+            self = protection
+        }
+
+        public var description: String {
+            (contains(.read) ? "r" : "-") + (contains(.write) ? "w" : "-") + (contains(.execute) ? "x" : "-") + (contains(.shared) ? "s" : "p")
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let protection = Protection(maps: text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "protection '\(text)' is not like r-xp"))
+            }
+            self = protection
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            try container.encode(description)
+        }
+    }
+
+    public struct Mapping: Codable, Sendable, Equatable {
+        public enum Backing: String, Codable, Sendable {
+            case anonymous, heap, stack
+            /// MAP_PRIVATE of a file: clean pages come from the file, written ones are stored.
+            case privateFile = "private-file"
+            /// MAP_SHARED of a file: the file holds the data; nothing is stored.
+            case sharedFile = "shared-file"
+            /// MAP_SHARED anonymous memory, memfd or SysV shm: stored.
+            case sharedAnonymous = "shared-anonymous"
+            case vdso, vvar, vsyscall
+
+            var isKernel: Bool { self == .vdso || self == .vvar || self == .vsyscall }
+        }
+        public var start: UInt64
+        public var end: UInt64
+        public var protection: Protection
+        public var backing: Backing
+        public var offset: UInt64
+        public var device: String
+        public var inode: UInt64
+        public var path: String
+        /// VmFlags from smaps, the kernel's two-letter names (gd grows down, dd don't dump...).
+        public var flags: [String]
+        /// Pages resident in memory (smaps Rss) just before the final stop; nil in images
+        /// written before it was recorded.
+        public var residentPages: UInt64? = nil
+
+        enum CodingKeys: String, CodingKey {
+            case start, end, protection, backing, offset, device, inode, path, flags, residentPages
+        }
+
+        public init(start: UInt64, end: UInt64, protection: Protection, backing: Backing, offset: UInt64, device: String,
+                    inode: UInt64, path: String, flags: [String], residentPages: UInt64? = nil) {
+            (self.start, self.end, self.protection, self.backing) = (start, end, protection, backing)
+            (self.offset, self.device, self.inode, self.path) = (offset, device, inode, path)
+            self.flags = flags
+            self.residentPages = residentPages
+        }
+
+        /// Whether pages of this mapping are held in the store's page map.
+        public var storesContents: Bool { backing != .sharedFile && !backing.isKernel }
+        public var pageCount: UInt64 { (end - start) / UInt64(pageSize) }
+        /// VmFlags `gd`: the mapping grows down (a stack).
+        public var growsDown: Bool { flags.contains("gd") }
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+
+/// The image's process-wide facts: who it runs as, its limits, its descriptors, and how the
+/// generation was taken.
+extension ProcessImage {
+    public struct Credentials: Codable, Sendable, Equatable {
+        /// One kind of id as the kernel keeps four of them (/proc/PID/status Uid: and Gid:).
+        public struct IDs: Codable, Sendable, Equatable {
+            public var real: UInt32
+            public var effective: UInt32
+            public var saved: UInt32
+            public var filesystem: UInt32
+
+            enum CodingKeys: String, CodingKey { case real, effective, saved, filesystem }
+
+            public init(real: UInt32, effective: UInt32, saved: UInt32, filesystem: UInt32) {
+                (self.real, self.effective, self.saved, self.filesystem) = (real, effective, saved, filesystem)
+            }
+
+            /// The four in the order /proc/PID/status lists them; nil unless there are four.
+            public init?(_ list: [UInt32]) {
+                guard list.count == 4 else { return nil }
+                self.init(real: list[0], effective: list[1], saved: list[2], filesystem: list[3])
+            }
+
+            /// The four, in the order /proc/PID/status lists them.
+            public var all: [UInt32] { [real, effective, saved, filesystem] }
+        }
+
+        public var user: IDs
+        public var group: IDs
+        /// Supplementary groups.
+        public var groups: [UInt32]
+
+        enum CodingKeys: String, CodingKey { case user, group, groups }
+
+        public init(user: IDs, group: IDs, groups: [UInt32]) { (self.user, self.group, self.groups) = (user, group, groups) }
+    }
+
+    public struct ResourceLimit: Codable, Sendable, Equatable {
+        /// RLIMIT_* number.
+        public var resource: Int32
+        public var name: String
+        public var soft: UInt64
+        public var hard: UInt64
+
+        enum CodingKeys: String, CodingKey { case resource, name, soft, hard }
+
+        public init(resource: Int32, name: String, soft: UInt64, hard: UInt64) {
+            (self.resource, self.name, self.soft, self.hard) = (resource, name, soft, hard)
+        }
+    }
+
+    public struct Descriptor: Codable, Sendable, Equatable {
+        public enum Kind: String, Codable, Sendable {
+            case file, deletedFile = "deleted-file", directory, null, terminal, pipe, unsupported
+        }
+        public var fd: Int32
+        public var kind: Kind
+        /// What /proc/<pid>/fd/<fd> points to.
+        public var target: String
+        /// open(2) flags, O_CLOEXEC included.
+        public var flags: Int32
+        public var offset: Int64
+        /// A deleted regular file's contents (it can be recreated only from here).
+        public var contents: Data?
+        /// A regular file open for writing: its size then. A restart from this generation
+        /// cuts back what the process wrote after it.
+        public var size: Int64? = nil
+
+        enum CodingKeys: String, CodingKey { case fd, kind, target, flags, offset, contents, size }
+
+        public init(fd: Int32, kind: Kind, target: String, flags: Int32, offset: Int64, contents: Data? = nil, size: Int64? = nil) {
+            (self.fd, self.kind, self.target, self.flags, self.offset) = (fd, kind, target, flags, offset)
+            (self.contents, self.size) = (contents, size)
+        }
+    }
+
+    /// How the generation was taken.
+    public struct CaptureFacts: Codable, Sendable, Equatable {
+        public var tracker: String
+        /// The final freeze (stop-and-copy), in nanoseconds.
+        public var pauseNanoseconds: Int64
+        /// Every stop of the process for this generation: pre-copy collects, the injector's
+        /// and the final freeze.
+        public var totalPauseNanoseconds: Int64
+        public var preCopyRounds: Int
+        public var pagesCopiedWhileRunning: UInt64
+        public var pagesCopiedFrozen: UInt64
+        /// uname's release of the kernel it ran on.
+        public var kernel: String
+
+        enum CodingKeys: String, CodingKey {
+            case tracker, pauseNanoseconds, totalPauseNanoseconds, preCopyRounds, pagesCopiedWhileRunning, pagesCopiedFrozen, kernel
+        }
+
+        public init(tracker: String, pauseNanoseconds: Int64, totalPauseNanoseconds: Int64, preCopyRounds: Int,
+                    pagesCopiedWhileRunning: UInt64, pagesCopiedFrozen: UInt64, kernel: String) {
+            (self.tracker, self.pauseNanoseconds, self.totalPauseNanoseconds) = (tracker, pauseNanoseconds, totalPauseNanoseconds)
+            (self.preCopyRounds, self.pagesCopiedWhileRunning, self.pagesCopiedFrozen) = (preCopyRounds, pagesCopiedWhileRunning, pagesCopiedFrozen)
+            self.kernel = kernel
+        }
+    }
+}

@@ -1,0 +1,116 @@
+import Foundation
+import Tracee
+
+/// The image's threads: registers by name, XSAVE area, signal mask and queue, rseq, tid
+/// address, alternate signal stack.
+extension ProcessImage {
+    public struct ThreadImage: Codable, Sendable, Equatable {
+        public var tid: Int32
+        public var registers: Registers
+        /// The XSAVE area (x87, SSE, AVX...) as PTRACE_GETREGSET NT_X86_XSTATE returns it.
+        public var xstate: Data
+        /// The blocked-signal mask (bit n-1 for signal n).
+        public var signalMask: UInt64
+        /// rseq registration (nil when the thread has none).
+        public var rseq: Rseq?
+        /// Signals queued for this thread alone.
+        public var pendingSignals: [SignalInfo]
+        /// set_tid_address's pointer (nil if the thread appeared after it was read).
+        public var clearAddress: UInt64?
+        /// sigaltstack (nil: none).
+        public var signalStack: SignalStack?
+
+        enum CodingKeys: String, CodingKey {
+            case tid, registers, xstate, signalMask, rseq, pendingSignals, clearAddress, signalStack
+        }
+
+        public init(tid: Int32, registers: Registers, xstate: Data, signalMask: UInt64, rseq: Rseq?, pendingSignals: [SignalInfo],
+                    clearAddress: UInt64?, signalStack: SignalStack?) {
+            (self.tid, self.registers, self.xstate, self.signalMask) = (tid, registers, xstate, signalMask)
+            (self.rseq, self.pendingSignals, self.clearAddress, self.signalStack) = (rseq, pendingSignals, clearAddress, signalStack)
+        }
+
+        /// A thread read with ptrace, with what the injector read for it.
+        public init(_ state: ThreadState, clearAddress: UInt64?, signalStack: SignalStack?) {
+            self.init(tid: state.tid, registers: Registers(words: state.registers), xstate: Data(state.xstate),
+                      signalMask: state.signalMask,
+                      rseq: state.rseq.map { Rseq(address: $0.address, size: $0.size, signature: $0.signature, flags: $0.flags) },
+                      pendingSignals: state.pendingSignals.map(SignalInfo.init), clearAddress: clearAddress, signalStack: signalStack)
+        }
+
+        /// What ptrace puts back into a thread.
+        public var state: ThreadState {
+            ThreadState(tid: tid, registers: registers.words, xstate: [UInt8](xstate), signalMask: signalMask,
+                        rseq: rseq.map { .init(address: $0.address, size: $0.size, signature: $0.signature, flags: $0.flags) },
+                        pendingSignals: pendingSignals.map(\.bytes))
+        }
+    }
+
+    /// user_regs_struct, field by field.
+    public struct Registers: Codable, Sendable, Equatable {
+        public var r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi: UInt64
+        /// The system call a thread stopped in (-1: none).
+        public var origRax: UInt64
+        public var rip, cs, eflags, rsp, ss: UInt64
+        public var fsBase, gsBase: UInt64
+        public var ds, es, fs, gs: UInt64
+
+        enum CodingKeys: String, CodingKey {
+            case r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi
+            case origRax = "orig_rax"
+            case rip, cs, eflags, rsp, ss
+            case fsBase = "fs_base", gsBase = "gs_base"
+            case ds, es, fs, gs
+        }
+
+        /// The register names in user_regs_struct order, for people reading a dump.
+        public static let names = ["r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+                                   "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base",
+                                   "ds", "es", "fs", "gs"]
+
+        /// From user_regs_struct's 27 words (missing ones are zero).
+        public init(words: [UInt64]) {
+            let w = words + [UInt64](repeating: 0, count: max(0, 27 - words.count))
+            (r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8) = (w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9])
+            (rax, rcx, rdx, rsi, rdi, origRax, rip, cs, eflags) = (w[10], w[11], w[12], w[13], w[14], w[15], w[16], w[17], w[18])
+            (rsp, ss, fsBase, gsBase, ds, es, fs, gs) = (w[19], w[20], w[21], w[22], w[23], w[24], w[25], w[26])
+        }
+
+        /// user_regs_struct's 27 words, in `names` order.
+        public var words: [UInt64] {
+            [r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, origRax, rip, cs, eflags, rsp, ss,
+             fsBase, gsBase, ds, es, fs, gs]
+        }
+    }
+
+    /// rseq(2) registration.
+    public struct Rseq: Codable, Sendable, Equatable {
+        public var address: UInt64
+        public var size: UInt32
+        public var signature: UInt32
+        public var flags: UInt32
+
+        enum CodingKeys: String, CodingKey { case address, size, signature, flags }
+
+        public init(address: UInt64, size: UInt32, signature: UInt32, flags: UInt32) {
+            (self.address, self.size, self.signature, self.flags) = (address, size, signature, flags)
+        }
+    }
+
+    /// sigaltstack(2): stack_t.
+    public struct SignalStack: Codable, Sendable, Equatable {
+        public var address: UInt64
+        /// SS_ONSTACK (1), SS_DISABLE (2), SS_AUTODISARM.
+        public var flags: UInt64
+        public var size: UInt64
+
+        enum CodingKeys: String, CodingKey { case address, flags, size }
+
+        public init(address: UInt64, flags: UInt64, size: UInt64) { (self.address, self.flags, self.size) = (address, flags, size) }
+
+        /// What a restart sets for a thread that had none: SS_DISABLE.
+        public static let disabled = SignalStack(address: 0, flags: 2, size: 0)
+        /// stack_t's three words.
+        public var words: [UInt64] { [address, flags, size] }
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import Incremental
+import Testing
+
+/// The image format is ours: `chpox.image/2` is pinned by a golden file (a renamed field or
+/// key shows as a diff), `/1` images read into today's types, and what cannot be read is
+/// refused with the generation and the reason.
+@Suite struct ProcessImageTests {
+    static let golden = InspectTests.golden.appendingPathComponent("image-v2.json")
+
+    /// InspectFixture writes its images in the first format, as cpx did until 2026-12.
+    static func version1(_ generation: Int = 0) throws -> ProcessImage {
+        try ProcessImage(decoding: InspectFixture.image(generation: generation), generation: UInt64(generation))
+    }
+
+    @Test func aVersion1ImageReadsIntoTodaysTypes() throws {
+        let image = try Self.version1()
+        #expect(image.format == "chpox.image/2")
+        #expect(image.credentials.user == .init(real: 1000, effective: 1000, saved: 1000, filesystem: 1000))
+        #expect(image.credentials.groups == [1000, 27])
+        #expect(image.mappings.map(\.protection) == [[.read, .execute], [.read, .write], [.read, .write], [.read, .write], [.read, .write]])
+        #expect(image.mappings.map(\.protection.description) == ["r-xp", "rw-p", "rw-p", "rw-p", "rw-p"])
+        let thread = try #require(image.threads.first)
+        #expect(thread.tid == 1001)
+        #expect(thread.registers.rip == 0x40_0100)
+        #expect(thread.registers.rsp == 0x7fff_f000_7f00)
+        #expect(thread.registers.fsBase == 0x7f00_0000_1000)
+        #expect(thread.registers.r14 == 0x1111)
+        #expect(thread.signalStack == .init(address: 0x7f00_0010_0000, flags: 0, size: 65536))
+        #expect(thread.xstate.count == 64)
+        #expect(image.sharedPendingSignals.map(\.signal) == [12])
+        #expect(image.intervalTimers == [.init(which: 0, intervalMicroseconds: 5000, valueMicroseconds: 3400)])
+        #expect(image.signalActions.map(\.signal) == [10, 15])
+    }
+
+    @Test func todaysFormatRoundTripsAndIsPinnedByItsGoldenFile() throws {
+        let image = try Self.version1(1)
+        let bytes = try image.encoded()
+        #expect(try ProcessImage(decoding: bytes, generation: 1) == image)
+        let text = String(decoding: bytes, as: UTF8.self)
+        if ProcessInfo.processInfo.environment["CHPOX_UPDATE_GOLDEN"] == "1" {
+            try text.write(to: Self.golden, atomically: true, encoding: .utf8)
+            return
+        }
+        #expect(text == (try String(contentsOf: Self.golden, encoding: .utf8)), "CHPOX_UPDATE_GOLDEN=1 rewrites \(Self.golden.path)")
+    }
+
+    @Test func everyFieldHasAName() throws {
+        let json = try JSONSerialization.jsonObject(with: Data(try Self.version1().encoded())) as? [String: Any]
+        let thread = try #require((json?["threads"] as? [[String: Any]])?.first)
+        let registers = try #require(thread["registers"] as? [String: Any])
+        #expect(Set(registers.keys) == Set(ProcessImage.Registers.names))
+        #expect((thread["signalStack"] as? [String: Any]).map { Set($0.keys) } == ["address", "flags", "size"])
+        let credentials = try #require(json?["credentials"] as? [String: Any])
+        #expect((credentials["user"] as? [String: Any]).map { Set($0.keys) } == ["real", "effective", "saved", "filesystem"])
+        let mapping = try #require((json?["mappings"] as? [[String: Any]])?.first)
+        #expect(mapping["protection"] as? String == "r-xp")
+    }
+
+    static func refusal(_ edit: (inout [String: Any]) -> Void) throws -> String {
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(InspectFixture.image(generation: 0))) as? [String: Any])
+        edit(&json)
+        let bytes = Array(try JSONSerialization.data(withJSONObject: json))
+        do {
+            _ = try ProcessImage(decoding: bytes, generation: 7)
+            return "accepted"
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func whatCannotBeReadIsRefusedWithTheReason() throws {
+        let unknown = try Self.refusal { $0["format"] = "chpox.image/9" }
+        #expect(unknown.hasPrefix("generation 7: unreadable process image: format 'chpox.image/9' is none of chpox.image/2, chpox.image/1"))
+        let protection = try Self.refusal { json in
+            var mappings = json["mappings"] as? [[String: Any]] ?? []
+            mappings[0]["protection"] = "rwz"
+            json["mappings"] = mappings
+        }
+        #expect(protection.contains("protection 'rwz' is not like r-xp"), "\(protection)")
+        let ids = try Self.refusal { $0["credentials"] = ["uid": [0, 0], "gid": [0, 0, 0, 0], "groups": [Int]()] }
+        #expect(ids.contains("user ids [0, 0] are not four"), "\(ids)")
+        let registers = try Self.refusal { json in
+            var threads = json["threads"] as? [[String: Any]] ?? []
+            var state = threads[0]["state"] as? [String: Any] ?? [:]
+            state["registers"] = [1, 2, 3]
+            threads[0]["state"] = state
+            json["threads"] = threads
+        }
+        #expect(registers.contains("3 registers, not 27"), "\(registers)")
+    }
+}
