@@ -16,9 +16,9 @@ public final class Injector {
     /// executable (where the build and the install put them), else /usr/local/bin.
     public static func helperPath(_ name: String, override: String) -> String {
         if let explicit = getenv(override) { return String(cString: explicit) }
-        if let exe = ProcFS.link(getpid(), "exe") {
+        if let exe = ProcFS.link(CurrentProcess.id, "exe") {
             let candidate = String(exe[..<(exe.lastIndex(of: "/") ?? exe.endIndex)]) + "/" + name
-            if access(candidate, X_OK) == 0 { return candidate }
+            if FileDescriptor.currentDirectory.isExecutable(candidate) { return candidate }
         }
         return "/usr/local/bin/" + name
     }

@@ -1,7 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Store
+import Syscall
 import Tracee
 
 /// The live side of a restart: the stub being rebuilt (frozen), the system calls run in it,
@@ -29,7 +27,7 @@ public final class RestartSession {
 
     /// Freezes the stub `pid` once it has reached its pause.
     init(stub pid: Int32, image: ProcessImage, store: Store, map: PageMap, generation: UInt64) throws {
-        for _ in 0..<2000 where (try? ProcFS.state(pid)) != "S" { usleep(500) }
+        for _ in 0..<2000 where (try? ProcFS.state(pid)) != "S" { CurrentProcess.sleep(microseconds: 500) }
         self.image = image
         self.store = store
         self.map = map

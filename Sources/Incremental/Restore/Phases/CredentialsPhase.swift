@@ -1,7 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import CLinux
+import Syscall
 import Tracee
 
 /// What the process may do: its resource limits (set from outside, prlimit), then, when root
@@ -30,12 +27,11 @@ public struct CredentialsPhase: RestartPhase {
     public func run(in session: RestartSession) throws {
         let pid = session.pid
         for limit in limits {
-            var values: [UInt64] = [limit.soft, limit.hard]
-            _ = values.withUnsafeMutableBufferPointer { buffer in
-                buffer.withMemoryRebound(to: CUnsignedLongLong.self) { chpox_prlimit_set(pid, limit.resource, $0.baseAddress) }
+            do throws(Errno) { try Syscall.ResourceLimit(soft: limit.soft, hard: limit.hard).set(pid, limit.resource) } catch {
+                throw TraceeError.from(error, pid: pid, "set resource limit \(limit.name) of")
             }
         }
-        guard changesIds(asUser: getuid()) else { return }
+        guard changesIds(asUser: CurrentProcess.userID) else { return }
         let ids = credentials, calls = session.calls
         try calls.withFrame { () throws(TraceeError) in
             let groups = ids.groups.isEmpty ? try calls.reserve(4) : try calls.value(ids.groups.map(\.littleEndian))

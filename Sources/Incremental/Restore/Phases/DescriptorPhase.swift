@@ -113,7 +113,7 @@ public struct DescriptorPhase: RestartPhase {
             if let offset { _ = try calls.result(of: .lseek, target, offset, SEEK_SET) }
         case .recreate(let contents, let flags, let offset):
             let path = try recreate(contents, fd: target)
-            defer { unlink(path) }
+            defer { try? FileDescriptor.currentDirectory.removeFile(path) }
             try open(path, flags: flags, as: target, cloexec: cloexec, calls)
             _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
         }
@@ -131,7 +131,7 @@ public struct DescriptorPhase: RestartPhase {
 
     /// A deleted file's saved contents in a new file (unlinked again once opened).
     private func recreate(_ contents: Data, fd: Int32) throws -> String {
-        let path = "/tmp/chpox-restored-\(getpid())-\(fd)"
+        let path = "/tmp/chpox-restored-\(CurrentProcess.id)-\(fd)"
         let file = try FileDescriptor.open(path, [.writeOnly, .create, .truncate, .closeOnExec])
         defer { file.close() }
         try [UInt8](contents).withRawBytes { (raw) throws(Errno) in try file.writeAll(raw) }

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Syscall
 import Tracee
 
@@ -32,32 +29,29 @@ public struct Preflight: Sendable {
     public func check() throws(CheckpointError) {
         for mapping in image.mappings where mapping.backing == .privateFile || mapping.backing == .sharedFile {
             guard !mapping.path.hasSuffix(" (deleted)") else { continue }
-            var status = stat()
-            guard stat(mapping.path, &status) == 0 else {
+            guard let status = Self.status(mapping.path) else {
                 throw refuse("\(mapping.path), mapped at 0x\(String(mapping.start, radix: 16)), no longer exists; put it back to restart")
             }
-            let needed = Int64(mapping.offset)
-            guard Int64(status.st_size) > needed || mapping.offset == 0 else {
-                throw refuse("\(mapping.path) is \(status.st_size) bytes now, shorter than its mapping at offset \(mapping.offset) needs")
+            guard status.size > Int64(mapping.offset) || mapping.offset == 0 else {
+                throw refuse("\(mapping.path) is \(status.size) bytes now, shorter than its mapping at offset \(mapping.offset) needs")
             }
         }
         for descriptor in image.descriptors where descriptor.kind == .file {
             guard let size = descriptor.size else { continue }
-            var status = stat()
-            guard stat(descriptor.target, &status) == 0 else {
+            guard let status = Self.status(descriptor.target) else {
                 throw refuse("\(descriptor.target), open as descriptor \(descriptor.fd), no longer exists; put it back to restart")
             }
-            guard Int64(status.st_size) >= size else {
-                throw refuse("\(descriptor.target) is \(status.st_size) bytes, shorter than the \(size) it had at this generation: "
+            guard status.size >= size else {
+                throw refuse("\(descriptor.target) is \(status.size) bytes, shorter than the \(size) it had at this generation: "
                              + "what the process wrote is gone (restored from a later generation's run?); restore the file or restart an earlier generation")
             }
         }
         // A user restarts only their own images; root restores the image's own ids, never more.
-        let me = getuid()
+        let me = CurrentProcess.userID
         if me != 0, let owner = image.credentials.user.all.first(where: { $0 != me }) {
             throw refuse("it ran as uid \(owner); only root or that user can restart it")
         }
-        let here = (try? MemoryRegion.of(getpid())) ?? []
+        let here = (try? MemoryRegion.of(CurrentProcess.id)) ?? []
         for name in ["[vdso]", "[vvar]", "[vvar_vclock]"] {
             let saved = image.mappings.filter { $0.path == name }.map { $0.end - $0.start }
             let current = here.filter { $0.path == name }.map(\.size)
@@ -72,13 +66,17 @@ public struct Preflight: Sendable {
     public func rollBackWrittenFiles() throws(CheckpointError) -> [String] {
         var notices: [String] = []
         for (path, size) in writtenFiles {
-            var status = stat()
-            guard stat(path, &status) == 0, Int64(status.st_size) > size else { continue }
-            guard truncate(path, off_t(size)) == 0 else {
-                throw refuse("\(path) grew since (\(status.st_size) bytes, was \(size)) and cannot be cut back: \(Errno.current)")
+            guard let status = Self.status(path), status.size > size else { continue }
+            do throws(Errno) { try FileDescriptor.setSize(ofFileAt: path, to: size) } catch {
+                throw refuse("\(path) grew since (\(status.size) bytes, was \(size)) and cannot be cut back: \(error)")
             }
-            notices.append("\(path): cut back from \(status.st_size) to \(size) bytes, its size at generation \(generation)")
+            notices.append("\(path): cut back from \(status.size) to \(size) bytes, its size at generation \(generation)")
         }
         return notices
+    }
+
+    /// What stat(2) says of `path`, through symlinks; nil when it cannot be reached.
+    static func status(_ path: String) -> FileDescriptor.Status? {
+        try? FileDescriptor.currentDirectory.status(of: path, followingSymlinks: true)
     }
 }
