@@ -277,64 +277,6 @@ extension Store {
         }
     }
 
-    /// Rewrites `chain` so that only `kept` generations remain (each dropped one merged into the
-    /// next kept one) and generations in `makingFull` become full. Returns the new chain, the
-    /// manifests to publish (id, bytes) and every chunk the kept generations reference.
-    func rewrite(_ chain: Chain, keeping kept: Set<UInt64>, makingFull: Set<UInt64>) throws(StoreError)
-        -> (chain: Chain, manifests: [(ChunkID, [UInt8])], referenced: [ChunkID]) {
-        var entries: [Chain.Entry] = []
-        var manifests: [(ChunkID, [UInt8])] = []
-        var referenced: [ChunkID] = []
-        var pending: [PageDelta] = []
-        var pendingFull = false
-        var pendingStatistics = GenerationManifest.Statistics()
-        for (position, entry) in chain.entries.enumerated() {
-            let manifest = try checkedManifest(entry, in: chain)
-            if manifest.kind == .full {
-                pending = []
-                pendingFull = true
-            }
-            pending.append(manifest.delta)
-            if !kept.contains(entry.generation) {
-                pendingStatistics = pendingStatistics + manifest.statistics
-                continue
-            }
-            var rewritten = manifest
-            let mergesDropped = pending.count > 1 || (pendingFull && manifest.kind != .full)
-            if makingFull.contains(entry.generation) && manifest.kind != .full {
-                rewritten.kind = .full
-                rewritten.delta = PageDelta(full: try pageMap(chain, position: position))
-            } else if mergesDropped {
-                let composed = PageDelta.compose(pending)
-                rewritten.kind = pendingFull || entries.isEmpty ? .full : .delta
-                rewritten.delta = rewritten.kind == .full ? PageDelta(full: composed.applied(to: .empty)) : composed
-                rewritten.statistics = pendingStatistics + manifest.statistics
-            }
-            if entries.isEmpty && rewritten.kind != .full {
-                // The first kept generation of a chain must stand alone.
-                rewritten.kind = .full
-                rewritten.delta = PageDelta(full: try pageMap(chain, position: position))
-            }
-            rewritten.parent = entries.last?.manifest
-            pending = []
-            pendingFull = false
-            pendingStatistics = .init()
-
-            var newEntry = entry
-            if rewritten != manifest {
-                let bytes = rewritten.encoded()
-                let id = bytes.withUnsafeBytes { ChunkID(hashing: $0) }
-                manifests.append((id, bytes))
-                newEntry.manifest = id
-                newEntry.kind = rewritten.kind
-                newEntry.deltaEntries = UInt64(rewritten.delta.pages.count + rewritten.delta.unmapped.count)
-            }
-            entries.append(newEntry)
-            for page in rewritten.delta.pages where page.chunk != .zeroPage { referenced.append(page.chunk) }
-        }
-        return (Chain(name: chain.name, nextGeneration: chain.nextGeneration, entries: entries), manifests, referenced)
-    }
-
     /// Copies chunks into new packs and returns their new locations and how many packs were
     /// written.
     private func copyChunks(_ ids: [ChunkID]) throws(StoreError) -> ([ChunkID: ChunkLocation], Int) {
@@ -350,50 +292,6 @@ extension Store {
             packer.discard()
             if let error = error as? StoreError { throw error }
             throw .invalidArgument("\(error)")
-        }
-    }
-
-    /// Makes `generation` of `chain` a full generation (its page map stored whole), so that
-    /// rebuilding it and everything after it no longer reads older generations; those stay.
-    public func rebase(chain name: String, generation: UInt64) throws(StoreError) -> Chain.Entry {
-        try StoreLock.withMaintenanceLocks(in: directory) { () throws(StoreError) in
-            let chain = try self.chain(name)
-            guard chain.entry(generation) != nil else { throw .noSuchGeneration(chain: name, generation: generation) }
-            let plan = try rewrite(chain, keeping: Set(chain.entries.map(\.generation)), makingFull: [generation])
-            for (id, bytes) in plan.manifests {
-                try directory.publish(bytes, as: GenerationManifest.fileName(id), in: directory.manifests, dirName: "manifests")
-            }
-            try publish(plan.chain)
-            return plan.chain.entry(generation)!
-        }
-    }
-
-    /// Rebuilds the index from the pack trailers alone and replaces every segment with it.
-    /// Packs whose trailer is damaged are reported and left out (their chunks stay missing).
-    public func rebuildIndex() throws(StoreError) -> (chunks: Int, packs: Int, skipped: [VerifyReport.Problem]) {
-        try StoreLock.withMaintenanceLocks(in: directory) { () throws(StoreError) in
-            var entries: [(ChunkID, ChunkLocation)] = []
-            var skipped: [VerifyReport.Problem] = []
-            var packs = 0
-            for name in try directory.names(in: directory.packs, dirName: "packs", suffix: "pack") {
-                let file = "packs/\(name).pack"
-                guard let id = ChunkID(hex: name) else { continue }
-                do {
-                    let fd = try FileDescriptor.open(name + ".pack", in: directory.packs, [.readOnly, .noFollow])
-                    defer { fd.close() }
-                    for entry in try PackReader.readTrailer(fd, file: "\(path)/\(file)") {
-                        entries.append((entry.id, ChunkLocation(pack: id, frameOffset: entry.frameOffset, frameLength: entry.frameLength, slot: entry.slot)))
-                    }
-                    packs += 1
-                } catch {
-                    skipped.append(.init(file: file, message: "\(error)"))
-                }
-            }
-            entries.sort { $0.0 < $1.0 }
-            try index.replaceAll { (writer) throws(StoreError) in
-                for (id, location) in entries { try writer.add(id, location) }
-            }
-            return (index.entryCount, packs, skipped)
         }
     }
 }
