@@ -2,6 +2,7 @@ import Foundation
 import Store
 import StoreTestSupport
 import Syscall
+import TestTools
 import Testing
 
 /// A child writing generations is killed with SIGKILL at random instants; after each kill the

@@ -2,6 +2,7 @@ import Foundation
 import Store
 import StoreTestSupport
 import Syscall
+import TestTools
 import Testing
 
 @Suite(.serialized) struct GarbageCollectionTests {

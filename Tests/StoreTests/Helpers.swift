@@ -2,7 +2,7 @@ import Foundation
 import Store
 import StoreTestSupport
 import Syscall
-@_exported import TestTools
+import TestTools
 
 /// Rebuilds `generation` and checks every page's bytes against `memory`; returns a failure
 /// description or nil.
