@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command, and what CI runs: sets up, builds everything and runs every test
 # (unit, crash-safety with SIGKILLed writers, corruption, GC, security, and the bounded fuzzer),
-# then the install step and the QEMU guests.
+# then the formatter's lint, the install step and the QEMU guests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -30,11 +30,14 @@ part() {
     if [ -z "$summary" ]; then part_passed=0; part_failed=1; fi
 }
 
+# The formatter: every Swift file as .swift-format says (swift format lint --strict).
+part format scripts/format-lint.sh
+fpassed=$part_passed ffailed=$part_failed fstatus=$part_status
 # The install step (make install/uninstall into a temporary DESTDIR), on the debug build above.
 part install scripts/install-test.sh
 ipassed=$part_passed ifailed=$part_failed istatus=$part_status
 # The dirty trackers on kernels the host is not: Debian's 6.12 and 6.1 under QEMU.
 part qemu scripts/qemu-tests.sh
 qpassed=$part_passed qfailed=$part_failed qstatus=$part_status
-echo "$((passed + ipassed + qpassed)) passed, $((failed + ifailed + qfailed)) failed"
-[ "$status" -eq 0 ] && [ "$istatus" -eq 0 ] && [ "$qstatus" -eq 0 ]
+echo "$((passed + fpassed + ipassed + qpassed)) passed, $((failed + ffailed + ifailed + qfailed)) failed"
+[ "$status" -eq 0 ] && [ "$fstatus" -eq 0 ] && [ "$istatus" -eq 0 ] && [ "$qstatus" -eq 0 ]

@@ -94,6 +94,13 @@ public enum ProcFS {
     }
 
     /// Thread ids of the process.
+    /// A thread's name (/proc/PID/task/TID/comm, PR_SET_NAME's; at most 15 bytes).
+    public static func threadName(_ pid: Int32, thread: Int32) throws(TraceeError) -> String {
+        var bytes = try bytes(pid, "task/\(thread)/comm")
+        if bytes.last == 10 { bytes.removeLast() }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     public static func threads(_ pid: Int32) throws(TraceeError) -> [Int32] {
         try numericEntries(pid, "task", "list threads of")
     }

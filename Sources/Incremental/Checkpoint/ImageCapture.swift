@@ -41,8 +41,8 @@ enum ImageCapture {
             for tid in process.threads {
                 let injectedThread = injected.threads.first { $0.tid == tid }
                 let stack = injectedThread?.alternateStack.map { ProcessImage.SignalStack(address: $0[0], flags: $0[1], size: $0[2]) }
-                threads.append(ProcessImage.ThreadImage(try ThreadState(tid: tid, of: process), clearAddress: injectedThread?.clearAddress,
-                                                        signalStack: stack))
+                threads.append(ProcessImage.ThreadImage(try ThreadState(tid: tid, of: process), name: try ProcFS.threadName(pid, thread: tid),
+                                                        clearAddress: injectedThread?.clearAddress, signalStack: stack))
             }
             let (descriptors, unsupported) = try captureDescriptors(pid)
             if !unsupported.isEmpty && !skipUnsupported { throw UnsupportedDescriptors(list: unsupported) }

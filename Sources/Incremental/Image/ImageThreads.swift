@@ -6,6 +6,8 @@ import Tracee
 extension ProcessImage {
     public struct ThreadImage: Codable, Sendable, Equatable {
         public var tid: Int32
+        /// Its name (comm: PR_SET_NAME, what `ps` and `top` show); nil in `/1` images.
+        public var name: String?
         public var registers: Registers
         /// The XSAVE area (x87, SSE, AVX...) as PTRACE_GETREGSET NT_X86_XSTATE returns it.
         public var xstate: Data
@@ -21,21 +23,23 @@ extension ProcessImage {
         public var signalStack: SignalStack?
 
         enum CodingKeys: String, CodingKey {
-            case tid, registers, xstate, signalMask, rseq, pendingSignals, clearAddress, signalStack
+            case tid, name, registers, xstate, signalMask, rseq, pendingSignals, clearAddress, signalStack
         }
 
         public init(tid: Int32, registers: Registers, xstate: Data, signalMask: UInt64, rseq: Rseq?, pendingSignals: [SignalInfo],
-                    clearAddress: UInt64?, signalStack: SignalStack?) {
+                    clearAddress: UInt64?, signalStack: SignalStack?, name: String? = nil) {
+            self.name = name
             (self.tid, self.registers, self.xstate, self.signalMask) = (tid, registers, xstate, signalMask)
             (self.rseq, self.pendingSignals, self.clearAddress, self.signalStack) = (rseq, pendingSignals, clearAddress, signalStack)
         }
 
         /// A thread read with ptrace, with what the injector read for it.
-        public init(_ state: ThreadState, clearAddress: UInt64?, signalStack: SignalStack?) {
+        public init(_ state: ThreadState, name: String?, clearAddress: UInt64?, signalStack: SignalStack?) {
             self.init(tid: state.tid, registers: Registers(words: state.registers), xstate: Data(state.xstate),
                       signalMask: state.signalMask,
                       rseq: state.rseq.map { Rseq(address: $0.address, size: $0.size, signature: $0.signature, flags: $0.flags) },
-                      pendingSignals: state.pendingSignals.map(SignalInfo.init), clearAddress: clearAddress, signalStack: signalStack)
+                      pendingSignals: state.pendingSignals.map(SignalInfo.init), clearAddress: clearAddress, signalStack: signalStack,
+                      name: name)
         }
 
         /// What ptrace puts back into a thread.

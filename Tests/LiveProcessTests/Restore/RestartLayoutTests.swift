@@ -15,7 +15,7 @@ extension LiveProcess {
             try [UInt8](Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/auxv")))
         }
 
-        @Test(.timeLimit(.minutes(2))) func aProgramStartedFromA600CharacterPathKeepsItsAuxiliaryVector() throws {
+        @Test(.timeLimit(.minutes(2))) func aProgramStartedFromA600CharacterPathKeepsItsAuxiliaryVectorAndName() throws {
             let directory = try RestartTests.scratch("long-path")
             defer { try? FileManager.default.removeItem(atPath: directory) }
             var folder = directory
@@ -27,6 +27,8 @@ extension LiveProcess {
             let original = try WorkloadProcess(executable: program, arguments: [])
             #expect(try original.line() == "waiting 21 0")
             let saved = try Self.auxv(original.pid)
+            let name = try ProcFS.threadName(original.pid, thread: original.pid)
+            #expect(name == "chpox-stack-wor")
             try RestartTests.checkpoint(original.pid, store: directory + "/store", name: "long")
             RestartTests.end(original)
 
@@ -36,6 +38,8 @@ extension LiveProcess {
             // The kernel's copy (what gdb and getauxval's readers see), word for word.
             #expect(try Self.auxv(pid) == saved)
             #expect(ProcFS.link(pid, "exe") == program)
+            // Its name, not the stub's (`ps` shows it).
+            #expect(try ProcFS.threadName(pid, thread: pid) == name)
             #expect(try restarted.quit("q") == .exited(0))
         }
 

@@ -12,6 +12,7 @@ public struct ThreadPhase: RestartPhase {
     public var steps: [String] {
         threads.enumerated().map { k, thread in
             (k == 0 ? "main thread \(thread.tid)" : "clone thread \(thread.tid)")
+                + (thread.name.map { " \"\($0)\"" } ?? "")
                 + (thread.clearAddress.map { ", tid address 0x\(String($0, radix: 16))" } ?? "")
                 + (thread.rseq != nil ? ", rseq" : "")
                 + (thread.signalStack != nil ? ", alternate signal stack" : "")
@@ -30,6 +31,7 @@ public struct ThreadPhase: RestartPhase {
         }
         try registerRseq(main, on: pid, calls)
         try alternateStack(main, on: pid, calls)
+        try rename(main, on: pid, calls)
         guard threads.count > 1 else { return }
         try session.process.traceClones()
         for thread in threads.dropFirst() { try clone(thread, session) }
@@ -57,6 +59,7 @@ public struct ThreadPhase: RestartPhase {
         if tid != thread.tid, let clear = thread.clearAddress { try calls.write(Self.tidBytes(tid), at: clear) }
         try registerRseq(thread, on: tid, calls)
         try alternateStack(thread, on: tid, calls)
+        try rename(thread, on: tid, calls)
         try session.process.restore(thread.state, into: tid)
     }
 
@@ -71,6 +74,14 @@ public struct ThreadPhase: RestartPhase {
         let stack = thread.signalStack ?? .disabled
         try calls.withFrame { () throws(TraceeError) in
             try calls.call(.sigaltstack, try calls.words(stack.words), 0, on: tid, to: "set the alternate signal stack of thread \(tid)")
+        }
+    }
+
+    /// The thread's name as it was (the stub's own otherwise: `ps` would show chpox-restore-s).
+    private func rename(_ thread: ProcessImage.ThreadImage, on tid: Int32, _ calls: RemoteCalls) throws {
+        guard let name = thread.name else { return }
+        try calls.withFrame { () throws(TraceeError) in
+            try calls.call(.prctl, CHPOX_PR_SET_NAME, try calls.string(name), on: tid, to: "name thread \(tid) '\(name)'")
         }
     }
 
