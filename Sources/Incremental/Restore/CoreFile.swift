@@ -28,7 +28,7 @@ public enum CoreFile {
         let notes = notesSection(image, mappings: loads)
         let headerSize = 64 + 56 * (1 + loads.count)
         let notesOffset = headerSize
-        var offset = align(notesOffset + notes.count, 4096)
+        var offset = Page.alignUp(notesOffset + notes.count)
         var segmentOffsets: [Int] = []
         for mapping in loads {
             segmentOffsets.append(offset)
@@ -66,7 +66,7 @@ public enum CoreFile {
             let fileSize = mapping.backing == .vvar ? 0 : size
             header.u32(1); header.u32(flags)   // PT_LOAD
             header.u64(UInt64(segmentOffset)); header.u64(mapping.start); header.u64(0)
-            header.u64(fileSize); header.u64(size); header.u64(4096)
+            header.u64(fileSize); header.u64(size); header.u64(UInt64(Page.size))  // p_align
         }
 
         let file: FileDescriptor
@@ -82,7 +82,7 @@ public enum CoreFile {
             try header.bytes.withRawBytes { (raw) throws(Errno) in try file.writeAll(raw, at: 0) }
             try notes.withRawBytes { (raw) throws(Errno) in try file.writeAll(raw, at: Int64(notesOffset)) }
             // Clean pages of file mappings, from their files.
-            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
+            let page = UnsafeMutableRawBufferPointer.allocate(pages: 1)
             defer { page.deallocate() }
             for (mapping, segmentOffset) in zip(loads, segmentOffsets)
             where (mapping.backing == .privateFile || mapping.backing == .sharedFile) && !mapping.path.hasSuffix(" (deleted)") {
@@ -92,10 +92,10 @@ public enum CoreFile {
                 while address < mapping.end {
                     let got = try source.readFully(into: page, at: Int64(mapping.offset + (address - mapping.start)))
                     if got == 0 { break }
-                    if got < 4096 { UnsafeMutableRawBufferPointer(rebasing: page[got...]).initializeMemory(as: UInt8.self, repeating: 0) }
+                    if got < Page.size { UnsafeMutableRawBufferPointer(rebasing: page[got...]).initializeMemory(as: UInt8.self, repeating: 0) }
                     try file.writeAll(UnsafeRawBufferPointer(page), at: Int64(segmentOffset) + Int64(address - mapping.start))
                     summary.filePages += 1
-                    address += 4096
+                    address += UInt64(Page.size)
                 }
             }
         } catch {
@@ -104,7 +104,7 @@ public enum CoreFile {
         // Stored pages over them: what the process had written.
         let starts = loads.map(\.start)
         try store.reader().readPages(map) { entry, bytes in
-            let address = entry.page * 4096
+            let address = Page.address(of: entry.page)
             var low = 0, high = starts.count
             while low < high {
                 let middle = (low + high) / 2
@@ -173,8 +173,8 @@ public enum CoreFile {
     static func fileNote(_ mappings: [ProcessImage.Mapping]) -> [UInt8] {
         let files = mappings.filter { $0.path.hasPrefix("/") }
         var b = Bytes()
-        b.u64(UInt64(files.count)); b.u64(4096)
-        for mapping in files { b.u64(mapping.start); b.u64(mapping.end); b.u64(mapping.offset / 4096) }
+        b.u64(UInt64(files.count)); b.u64(UInt64(Page.size))  // count, page size (the unit of the offsets)
+        for mapping in files { b.u64(mapping.start); b.u64(mapping.end); b.u64(Page.number(of: mapping.offset)) }
         for mapping in files { b.raw(Array(mapping.path.utf8) + [0]) }
         return b.bytes
     }
@@ -182,8 +182,6 @@ public enum CoreFile {
     static func fixed(_ bytes: [UInt8], _ count: Int) -> [UInt8] {
         Array(bytes.prefix(count - 1)) + [UInt8](repeating: 0, count: count - min(bytes.count, count - 1))
     }
-
-    static func align(_ value: Int, _ alignment: Int) -> Int { (value + alignment - 1) / alignment * alignment }
 
     /// Little-endian byte building.
     struct Bytes {
