@@ -1,3 +1,5 @@
+import Syscall
+
 /// A run of pages, by page number (`Page.number(of: address)`).
 public struct PageRange: Hashable, Sendable, CustomStringConvertible {
     public var first: UInt64

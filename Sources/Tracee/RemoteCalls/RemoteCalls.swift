@@ -104,7 +104,9 @@ public final class RemoteCalls {
 
     /// 64-bit words, little-endian; their address.
     public func words(_ values: [UInt64]) throws(TraceeError) -> UInt64 {
-        try value(values.map(\.littleEndian))
+        var writer = BinaryWriter(capacity: 8 * values.count)
+        for value in values { writer.append(value) }
+        return try bytes(writer.bytes, alignment: 8)
     }
 
     /// The bytes of `value` (a C struct, or an array of plain values); their address.
