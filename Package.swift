@@ -41,7 +41,7 @@ let package = Package(
         .target(name: "Incremental", dependencies: ["Store", "SoftDirty", "Tracee", "Syscall"]),
         // What the commands print: the engine's, the store's and the trackers' results as
         // text for people and JSON for scripts.
-        .target(name: "Reports", dependencies: ["Incremental", "Store", "SoftDirty", "Tracee"]),
+        .target(name: "Reports", dependencies: ["Incremental", "Store", "SoftDirty", "Tracee", "Syscall"]),
 
         // Options and error reporting shared by the three commands.
         .target(name: "CommandSupport", dependencies: [
@@ -54,7 +54,7 @@ let package = Package(
         .executableTarget(name: "chpox-restore-stub"),
         .executableTarget(name: "ld-chpox", dependencies: ["CommandSupport", "Reports", "Incremental", "Store"]),
         .executableTarget(name: "dumpinfo", dependencies: ["CommandSupport", "Reports", "Incremental", "Store"]),
-        .executableTarget(name: "chpox-demo", dependencies: ["CommandSupport", "Reports", "Incremental", "Store", "StoreTestSupport"]),
+        .executableTarget(name: "chpox-demo", dependencies: ["CommandSupport", "Reports", "Incremental", "Store", "StoreTestSupport", "Syscall"]),
         // The program the live demo checkpoints and restarts.
         .executableTarget(name: "chpox-sample"),
 

@@ -1,5 +1,6 @@
 import Incremental
 import Store
+import Syscall
 
 /// `dumpinfo --diff A B`: a table of the mappings whose pages or shape changed and lists of
 /// the other changes, for people; `chpox.diff/1` JSON with every changed range, for scripts.
@@ -39,7 +40,7 @@ public enum DiffReports {
     public struct Range: Codable, Sendable { public var start: String; public var pages: UInt64 }
     public struct Change: Codable, Sendable { public var change: String; public var subject: String; public var before: String?; public var after: String? }
 
-    static func range(_ r: PageRange) -> Range { Range(start: Format.address(r.first * 4096), pages: r.count) }
+    static func range(_ r: PageRange) -> Range { Range(start: Format.address(Page.address(of: r.first)), pages: r.count) }
     static func change(_ c: GenerationDiff.Change) -> Change { Change(change: c.kind.rawValue, subject: c.subject, before: c.before, after: c.after) }
 
     public static func document(_ diff: GenerationDiff, store: String) -> Document {
@@ -63,7 +64,7 @@ public enum DiffReports {
     static let rangesShown = 3
 
     public static func text(_ diff: GenerationDiff) -> String {
-        var lines = ["\(diff.chain): generation \(diff.from) -> \(diff.to): \(diff.changedPages) pages changed (\(Format.bytes(diff.changedPages * 4096)))"]
+        var lines = ["\(diff.chain): generation \(diff.from) -> \(diff.to): \(diff.changedPages) pages changed (\(Format.bytes(Page.bytes(diff.changedPages))))"]
         lines.append("")
         lines.append("MEMORY")
         if diff.mappings.isEmpty && diff.unattributedRanges.isEmpty {
@@ -99,7 +100,7 @@ public enum DiffReports {
     /// "0x7f00+3, 0x7f10+1, +5 more": each run's first address and its page count.
     static func ranges(_ runs: [PageRange]) -> String {
         guard !runs.isEmpty else { return "-" }
-        let shown = runs.prefix(rangesShown).map { "\(Format.address($0.first * 4096))+\($0.count)" }
+        let shown = runs.prefix(rangesShown).map { "\(Format.address(Page.address(of: $0.first)))+\($0.count)" }
         return shown.joined(separator: ", ") + (runs.count > rangesShown ? ", +\(runs.count - rangesShown) more" : "")
     }
 }

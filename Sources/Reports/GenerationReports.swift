@@ -1,5 +1,6 @@
 import Incremental
 import Store
+import Syscall
 import Tracee
 
 /// `dumpinfo --generation N`: the process at one generation, as text (threads, descriptors,
@@ -174,7 +175,7 @@ public enum GenerationReports {
         lines.append("captured     \(c.tracker.isEmpty ? "-" : c.tracker); pause \(milliseconds(c.pauseNanoseconds))"
                      + " (every stop \(milliseconds(c.totalPauseNanoseconds)), \(c.preCopyRounds) pre-copy round\(c.preCopyRounds == 1 ? "" : "s")); kernel \(c.kernel)")
         lines.append("memory       \(image.mappings.count) mappings, \(Format.bytes(mapped)) mapped"
-                     + (resident.count == image.mappings.count ? ", \(Format.bytes(resident.reduce(0, +) * 4096)) resident" : "")
+                     + (resident.count == image.mappings.count ? ", \(Format.bytes(Page.bytes(resident.reduce(0, +)))) resident" : "")
                      + ", \(detail.map.pages.count) pages stored (\(detail.statistics.pagesWritten) written by this generation)")
         lines.append("unsupported  " + (image.unsupported.isEmpty ? "none" : image.unsupported.joined(separator: ", ")))
 

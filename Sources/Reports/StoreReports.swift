@@ -1,6 +1,7 @@
 import Foundation
 import Incremental
 import Store
+import Syscall
 
 /// What the store commands print: a table or text for people, and JSON for scripts. Every JSON
 /// document carries `"schema": "chpox.<kind>/1"`; fields are only ever added within a version.
@@ -156,7 +157,7 @@ public enum StoreReports {
         public var uniqueChunks: Int
         public var packs: Int
         public var packBytes: Int64
-        /// Pages written by all generations, times 4096.
+        /// Pages written by all generations, times the page size.
         public var logicalBytes: UInt64
         public var dedupRatio: Double?
         /// Distinct chunks referenced by any generation, and each chain's distinct chunks
@@ -175,7 +176,7 @@ public enum StoreReports {
         var generations = 0
         for name in try store.chainNames() {
             for entry in try store.chain(name).entries {
-                logical += try store.manifest(entry.manifest).statistics.pagesWritten * UInt64(pageSize)
+                logical += Page.bytes(try store.manifest(entry.manifest).statistics.pagesWritten)
                 generations += 1
             }
         }

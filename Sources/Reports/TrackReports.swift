@@ -1,12 +1,13 @@
 import Incremental
 import SoftDirty
+import Syscall
 
 /// What `cpx track` prints for each sample: a line for people; the sample itself, one JSON
 /// object per line (schema chpox.track/1), for scripts.
 extension DirtyRate.Sample {
     /// One line for people.
     public var text: String {
-        let dirty = "\(dirtyPages) pages dirty (\(Format.bytes(Int64(dirtyPages) * 4096)))"
+        let dirty = "\(dirtyPages) pages dirty (\(Format.bytes(Page.bytes(Int64(dirtyPages)))))"
         let mapped = "of \(mappedPages) mapped in \(regions) regions"
         let frozen = "frozen " + Format.decimal(Double(freezeMicroseconds) / 1000) + " ms"
         return "[\(index)] \(tracker): \(dirty) \(mapped); \(wholesalePages) reported whole; \(frozen)"

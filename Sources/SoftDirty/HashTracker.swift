@@ -1,4 +1,5 @@
 import CXXHash
+import Syscall
 import Tracee
 
 /// Needs nothing from the kernel: hashes (XXH3-128) every page that holds data and compares
@@ -17,7 +18,7 @@ public final class HashTracker: DirtyTracker {
     }
 
     static let zeroHash: PageHash = {
-        let zeros = [UInt8](repeating: 0, count: 4096)
+        let zeros = [UInt8](repeating: 0, count: Page.size)
         return zeros.withUnsafeBytes { raw in
             let hash = XXH3_128bits(raw.baseAddress, raw.count)
             return PageHash(high: hash.high64, low: hash.low64)
@@ -38,7 +39,7 @@ public final class HashTracker: DirtyTracker {
         current.reserveCapacity(Int(resident.pageCount))
         var dirty: [PageRun] = []
         let memory = ProcessMemory(pid: pid)
-        let batch = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 << 20, alignment: 4096)
+        let batch = UnsafeMutableRawBufferPointer.allocate(pages: Page.count(of: 4 << 20))
         defer { batch.deallocate() }
         for run in resident.runs {
             var address = run.start
@@ -46,24 +47,24 @@ public final class HashTracker: DirtyTracker {
                 let length = Int(min(run.end - address, UInt64(batch.count)))
                 let chunk = UnsafeMutableRawBufferPointer(rebasing: batch[0..<length])
                 let got = try memory.read(from: address, into: chunk)
-                for offset in stride(from: 0, to: length, by: 4096) {
+                for offset in stride(from: 0, to: length, by: Page.size) {
                     let page = address + UInt64(offset)
                     let hash: PageHash
-                    if offset + 4096 <= got {
-                        let digest = XXH3_128bits(chunk.baseAddress! + offset, 4096)
+                    if offset + Page.size <= got {
+                        let digest = XXH3_128bits(chunk.baseAddress! + offset, Page.size)
                         hash = PageHash(high: digest.high64, low: digest.low64)
                     } else {
                         hash = PageHash(high: ~0, low: UInt64(page))  // unreadable: never equal
                     }
                     if hash != Self.zeroHash { current[page] = hash }
-                    if (hashes[page] ?? Self.zeroHash) != hash { dirty.append(PageRun(start: page, end: page + 4096)) }
+                    if (hashes[page] ?? Self.zeroHash) != hash { dirty.append(PageRun(pageAt: page)) }
                 }
                 address += UInt64(length)
             }
         }
         // Pages that held data before and read as zero now.
         for (page, _) in hashes where current[page] == nil && layout.continuing.contains(page: page) {
-            dirty.append(PageRun(start: page, end: page + 4096))
+            dirty.append(PageRun(pageAt: page))
         }
         hashes = current
         history.record(regions: regions, resident: resident)

@@ -43,13 +43,13 @@ public struct Residency {
                 let candidates = AddressRuns(swapped)
                 try Self.forEachEntry(pagemap, PageRun(start: first.start, end: last.end)) { address, entry in
                     if Self.holdsData(entry) && candidates.contains(page: address) {
-                        add(PageRun(start: address, end: address + 4096), isFile: file.contains(page: address))
+                        add(PageRun(pageAt: address), isFile: file.contains(page: address))
                     }
                 }
             }
         } else {
             try Self.forEachEntry(pagemap, run) { address, entry in
-                if Self.holdsData(entry) { add(PageRun(start: address, end: address + 4096), isFile: entry & PagemapBit.fileOrShared != 0) }
+                if Self.holdsData(entry) { add(PageRun(pageAt: address), isFile: entry & PagemapBit.fileOrShared != 0) }
             }
         }
         return (AddressRuns(anonymous), AddressRuns(file))
@@ -75,11 +75,11 @@ public struct Residency {
     public static func forEachEntry(_ pagemap: Pagemap, _ run: PageRun, _ visit: (UInt64, UInt64) -> Void) throws(TraceeError) {
         var address = run.start
         while address < run.end {
-            let count = Int(min((run.end - address) / 4096, 65536))
+            let count = Int(min(Page.count(of: run.end - address), 65536))
             let entries = try pagemap.entries(from: address, count: count)
-            for (k, entry) in entries.enumerated() { visit(address + UInt64(k) * 4096, entry) }
+            for (k, entry) in entries.enumerated() { visit(address + Page.address(of: UInt64(k)), entry) }
             if entries.count < count { break }
-            address += UInt64(count) * 4096
+            address += Page.address(of: UInt64(count))
         }
     }
 }
@@ -88,7 +88,7 @@ public struct Residency {
 /// frame numbers are hidden): a page mapped to it reads as zero and holds no data.
 enum ZeroPage {
     static let frame: UInt64 = {
-        guard let page = try? AnonymousMapping(size: 4096, .read) else { return 0 }
+        guard let page = try? AnonymousMapping(size: Page.size, .read) else { return 0 }
         return withExtendedLifetime(page) {
             _ = chpox_touch_read(page.bytes.baseAddress)  // a read fault maps the zero page
             guard let pagemap = try? Pagemap(pid: CurrentProcess.id),

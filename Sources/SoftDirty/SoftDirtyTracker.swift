@@ -34,7 +34,7 @@ public final class SoftDirtyTracker: DirtyTracker {
                 dirty += try pagemap.scan(start: region.start, end: region.end, required: .softDirty, returned: .softDirty)
             } else {
                 try Residency.forEachEntry(pagemap, PageRun(start: region.start, end: region.end)) { address, entry in
-                    if entry & PagemapBit.softDirty != 0 { dirty.append(PageRun(start: address, end: address + 4096)) }
+                    if entry & PagemapBit.softDirty != 0 { dirty.append(PageRun(pageAt: address)) }
                 }
             }
         }

@@ -24,7 +24,7 @@ public struct TrackerProbe: Sendable {
 
     /// A page of our own, written after tracking was reset.
     private static func withPage<T>(_ body: (UnsafeMutableRawBufferPointer, UInt64) -> T) -> T? {
-        guard let mapping = try? AnonymousMapping(size: 4096, [.read, .write]) else { return nil }
+        guard let mapping = try? AnonymousMapping(size: Page.size, [.read, .write]) else { return nil }
         return withExtendedLifetime(mapping) {
             mapping.bytes.storeBytes(of: 1, as: UInt8.self)
             return body(mapping.bytes, mapping.address)
@@ -66,16 +66,16 @@ public struct TrackerProbe: Sendable {
         }
         let outcome: Result? = withPage { page, address in
             do {
-                try uffd.registerForWriteProtect(start: address, length: 4096)
-                try uffd.writeProtect(start: address, length: 4096)
+                try uffd.registerForWriteProtect(start: address, length: UInt64(Page.size))
+                try uffd.writeProtect(start: address, length: UInt64(Page.size))
             } catch {
                 return Result(kind: .uffdWP, supported: false, detail: "unusable: cannot register or write-protect a page (\(error))")
             }
             do {
                 let pagemap = try Pagemap(pid: CurrentProcess.id)
-                let before = try pagemap.scan(start: address, end: address + 4096, required: .written, returned: .written)
+                let before = try pagemap.scan(start: address, end: address + UInt64(Page.size), required: .written, returned: .written)
                 page.storeBytes(of: 3, as: UInt8.self)
-                let after = try pagemap.scan(start: address, end: address + 4096, required: .written, returned: .written)
+                let after = try pagemap.scan(start: address, end: address + UInt64(Page.size), required: .written, returned: .written)
                 guard before.isEmpty, after.count == 1 else {
                     return Result(kind: .uffdWP, supported: false, detail: "PAGEMAP_SCAN does not report the written page")
                 }

@@ -1,31 +1,21 @@
-/// Little-endian encoding of the store's file formats. Every parser goes through
-/// `BinaryReader`, which checks each length against the bytes that remain before it allocates,
-/// so malformed input ends in a `StoreError.malformed` naming the file, never a crash.
-struct BinaryWriter {
-    private(set) var bytes: [UInt8] = []
+import Syscall
 
-    init(capacity: Int = 256) { bytes.reserveCapacity(capacity) }
-
-    mutating func append<T: FixedWidthInteger>(_ value: T) {
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
-    }
-
+/// Little-endian encoding of the store's file formats: Syscall's `BinaryWriter`, plus what
+/// only the store writes (chunk ids, length-prefixed strings, checksums). Every parser goes
+/// through `BinaryReader`, which checks each length against the bytes that remain before it
+/// allocates, so malformed input ends in a `StoreError.malformed` naming the file, never a crash.
+extension BinaryWriter {
+    /// A chunk id, big-endian (its canonical, sortable form).
     mutating func append(_ id: ChunkID) {
-        withUnsafeBytes(of: id.high.bigEndian) { bytes.append(contentsOf: $0) }
-        withUnsafeBytes(of: id.low.bigEndian) { bytes.append(contentsOf: $0) }
-    }
-
-    mutating func append(bytes more: some Sequence<UInt8>) { bytes.append(contentsOf: more) }
-
-    mutating func append(magic: StaticString) {
-        magic.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        append(bigEndian: id.high)
+        append(bigEndian: id.low)
     }
 
     /// A UTF-8 string prefixed by its length as a UInt16.
     mutating func append(string: String) {
         let utf8 = Array(string.utf8)
         append(UInt16(utf8.count))
-        bytes.append(contentsOf: utf8)
+        append(bytes: utf8)
     }
 
     /// Appends the XXH3-64 of everything written so far.

@@ -1,3 +1,5 @@
+import Syscall
+
 /// A chain: the generations of one checkpointed process, oldest first. `chains/<name>.chain` is
 /// replaced atomically on every commit; publishing it is the commit point of a generation.
 ///

@@ -1,7 +1,9 @@
 import CXXHash
+import Syscall
 
-/// The size of a chunk: one page.
-public let pageSize = 4096
+/// The size of a chunk: one page, `Page.size`. Kept for the Store's clients that do not import
+/// Syscall (the benchmarks); the package's own code says `Page.size`.
+public let pageSize = Page.size
 
 /// A chunk's identity: XXH3-128 of its 4 KiB of bytes. Compared and stored big-endian
 /// (XXH128's canonical form), so the byte order of the index is the numeric order.
@@ -22,7 +24,7 @@ public struct ChunkID: Hashable, Comparable, Sendable, CustomStringConvertible {
 
     /// The all-zero page: implicit, never stored, always readable.
     public static let zeroPage: ChunkID = {
-        let zeros = [UInt8](repeating: 0, count: pageSize)
+        let zeros = [UInt8](repeating: 0, count: Page.size)
         return zeros.withUnsafeBytes { ChunkID(hashing: $0) }
     }()
 

@@ -26,7 +26,7 @@ public final class ChunkReader {
     /// window is read and decoded once, and its pages rehashed, in parallel on every core;
     /// then the visitor gets pointers into the decoded frames, in page order, without a copy.
     public func readPages(_ map: PageMap, _ visit: (PageEntry, UnsafeRawBufferPointer) throws -> Void) throws {
-        let zero = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: pageSize)
+        let zero = UnsafeMutableRawBufferPointer.allocate(pages: 1)
         zero.initializeMemory(as: UInt8.self, repeating: 0)
         let window = FrameWindow(frames: Self.windowFrames, store: store.path)
         let locations = LocationBlock(capacity: Self.lookupBlock)
@@ -125,7 +125,7 @@ final class FrameWindow: @unchecked Sendable {
         capacity = frames
         failures = .allocate(capacity: frames)
         failures.initialize(repeating: nil)
-        decoded = .allocate(byteCount: frames * PackFormat.maxPagesPerFrame * pageSize, alignment: pageSize)
+        decoded = .allocate(pages: frames * PackFormat.maxPagesPerFrame)
     }
 
     func deallocate() {
@@ -149,7 +149,7 @@ final class FrameWindow: @unchecked Sendable {
 
     /// Page `place` (frame * 16 + slot) of the decoded window.
     func page(_ place: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: decoded[(place * pageSize)..<((place + 1) * pageSize)])
+        UnsafeRawBufferPointer(decoded.page(at: place))
     }
 
     /// Reads, decodes and verifies every frame; throws the first failure in frame order.
@@ -177,7 +177,7 @@ final class FrameWindow: @unchecked Sendable {
         let start = Int(job.location.frameOffset)
         guard start + length <= job.pack.bytes.count else { return .corruptChunk(id, pack: name, reason: "the pack is truncated") }
         let frame = UnsafeRawBufferPointer(rebasing: job.pack.bytes[start..<(start + length)])
-        let pages = UnsafeMutableRawBufferPointer(rebasing: decoded[(k * PackFormat.maxPagesPerFrame * pageSize)..<((k + 1) * PackFormat.maxPagesPerFrame * pageSize)])
+        let pages = decoded.pages((k * PackFormat.maxPagesPerFrame)..<((k + 1) * PackFormat.maxPagesPerFrame))
         let count: Int
         do {
             count = try PackReader.decodeFrame(frame, into: pages, file: file, offset: job.location.frameOffset)
@@ -186,7 +186,7 @@ final class FrameWindow: @unchecked Sendable {
         }
         for check in job.checks {
             guard check.slot < count else { return .corruptChunk(check.id, pack: name, reason: "its frame has no page \(check.slot)") }
-            let page = UnsafeRawBufferPointer(rebasing: pages[(check.slot * pageSize)..<((check.slot + 1) * pageSize)])
+            let page = UnsafeRawBufferPointer(pages.page(at: check.slot))
             guard ChunkID(hashing: page) == check.id else {
                 return .corruptChunk(check.id, pack: name, reason: "its bytes do not hash to its id")
             }

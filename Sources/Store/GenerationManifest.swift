@@ -1,3 +1,5 @@
+import Syscall
+
 /// One generation of a chain, as stored in `manifests/<id>.gen`. Its id is the XXH3-128 of its
 /// bytes, which include the parent's id: a chain is tamper-evident, like a chain of commits.
 ///

@@ -58,13 +58,12 @@ public final class GenerationWriter {
     }
 
     /// Records `count` pages starting at page number `firstPage`, whose bytes are `contents`
-    /// (`count * 4096` bytes).
+    /// (`count` whole pages of bytes).
     public func put(firstPage: UInt64, contents: UnsafeRawBufferPointer) throws(StoreError) {
         precondition(!finished, "generation already committed or abandoned")
-        guard contents.count % pageSize == 0 else { throw .invalidArgument("page contents must be whole pages") }
-        let count = contents.count / pageSize
-        for k in 0..<count {
-            let page = UnsafeRawBufferPointer(rebasing: contents[(k * pageSize)..<((k + 1) * pageSize)])
+        guard Page.isAligned(contents.count) else { throw .invalidArgument("page contents must be whole pages") }
+        for k in 0..<contents.pageCount {
+            let page = contents.page(at: k)
             let id = ChunkID(hashing: page)
             pages.append(PageEntry(page: firstPage + UInt64(k), chunk: id))
             statistics.pagesWritten += 1

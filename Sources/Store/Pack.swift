@@ -32,7 +32,7 @@ enum PackFormat {
     static let targetSize = 32 << 20
     /// Frames must stay addressable by the index's 32-bit offsets.
     static let maxSize = Int(UInt32.max)
-    static let maxFrameLength = frameHeaderSize + maxPagesPerFrame * pageSize
+    static let maxFrameLength = frameHeaderSize + Page.bytes(maxPagesPerFrame)
 
     enum Encoding: UInt8 {
         case raw = 0
@@ -64,7 +64,7 @@ final class PackWriter {
     init(directory: StoreDirectory) throws(StoreError) {
         self.directory = directory
         file = try StagedFile("pack", in: directory)
-        scratch = [UInt8](repeating: 0, count: Int(LZ4_compressBound(Int32(PackFormat.maxPagesPerFrame * pageSize))))
+        scratch = [UInt8](repeating: 0, count: Int(LZ4_compressBound(Int32(Page.bytes(PackFormat.maxPagesPerFrame)))))
         var header = BinaryWriter()
         header.append(magic: "CHPXPACK")
         header.append(PackFormat.version)
@@ -77,8 +77,8 @@ final class PackWriter {
 
     /// Appends one frame holding `pages` (1...16 whole pages) whose ids are `ids`.
     func appendFrame(_ pages: UnsafeRawBufferPointer, ids: ArraySlice<ChunkID>) throws(StoreError) {
-        let count = pages.count / pageSize
-        precondition(count >= 1 && count <= PackFormat.maxPagesPerFrame && count == ids.count && pages.count == count * pageSize)
+        let count = pages.pageCount
+        precondition(count >= 1 && count <= PackFormat.maxPagesPerFrame && count == ids.count && Page.isAligned(pages.count))
         guard file.size + PackFormat.maxFrameLength <= PackFormat.maxSize else { throw .invalidArgument("pack exceeds 4 GiB") }
         let compressed = scratch.withUnsafeMutableBytes { out in
             LZ4_compress_default(pages.baseAddress!.assumingMemoryBound(to: CChar.self),
@@ -148,7 +148,7 @@ final class ChunkPacker {
 
     init(directory: StoreDirectory) {
         self.directory = directory
-        frame = .allocate(byteCount: PackFormat.maxPagesPerFrame * pageSize, alignment: pageSize)
+        frame = .allocate(pages: PackFormat.maxPagesPerFrame)
     }
 
     deinit {
@@ -159,7 +159,7 @@ final class ChunkPacker {
     /// Adds chunk `id` whose bytes are `page`.
     func add(_ id: ChunkID, page: UnsafeRawBufferPointer) throws(StoreError) {
         let slot = frameIDs.count
-        UnsafeMutableRawBufferPointer(rebasing: frame[(slot * pageSize)..<((slot + 1) * pageSize)]).copyMemory(from: page)
+        frame.page(at: slot).copyMemory(from: page)
         frameIDs.append(id)
         if frameIDs.count == PackFormat.maxPagesPerFrame { try flushFrame() }
     }
@@ -188,7 +188,7 @@ final class ChunkPacker {
     private func flushFrame() throws(StoreError) {
         guard !frameIDs.isEmpty else { return }
         if pack == nil { pack = try PackWriter(directory: directory) }
-        try pack!.appendFrame(UnsafeRawBufferPointer(rebasing: frame[0..<(frameIDs.count * pageSize)]), ids: frameIDs[...])
+        try pack!.appendFrame(UnsafeRawBufferPointer(frame.pages(0..<frameIDs.count)), ids: frameIDs[...])
         frameIDs.removeAll(keepingCapacity: true)
         if pack!.isFull { try finishPack() }
     }
@@ -289,7 +289,7 @@ enum PackReader {
               let encoding = PackFormat.Encoding(rawValue: encodingByte)
         else { throw .malformed(file: fileName(), reason: "\(where_) has an impossible header") }
         let payload = UnsafeRawBufferPointer(rebasing: frame[PackFormat.frameHeaderSize...])
-        let expected = count * pageSize
+        let expected = Page.bytes(count)
         switch encoding {
         case .raw:
             guard payloadLength == expected else { throw .malformed(file: fileName(), reason: "\(where_): raw payload of \(payloadLength) bytes for \(count) pages") }

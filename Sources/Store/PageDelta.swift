@@ -1,4 +1,6 @@
-/// A run of pages, by page number (address / 4096).
+import Syscall
+
+/// A run of pages, by page number (`Page.number(of: address)`).
 public struct PageRange: Hashable, Sendable, CustomStringConvertible {
     public var first: UInt64
     public var count: UInt64

@@ -1,3 +1,5 @@
+import Syscall
+
 /// A rebuilt page map kept beside a generation (`snapshots/<manifest id>.map`), so that a long
 /// chain rebuilds from the nearest snapshot instead of its base. Purely a cache: a missing or
 /// damaged snapshot is ignored and the chain is read instead.

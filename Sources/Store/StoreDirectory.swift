@@ -29,6 +29,9 @@ final class StoreDirectory: @unchecked Sendable {
     let tmp: FileDescriptor
 
     static let markerName = "chpox-store"
+    /// The most the marker is read for: it holds a magic and a version, so anything longer is
+    /// not a chpox marker (a read limit, not a page).
+    static let markerLimit = 4096
     static let subdirectories = ["packs", "index", "manifests", "chains", "snapshots", "locks", "tmp"]
     static let formatVersion: UInt32 = 1
 
@@ -135,7 +138,7 @@ final class StoreDirectory: @unchecked Sendable {
     }
 
     private static func checkMarker(_ root: FileDescriptor, path: String) throws(StoreError) {
-        let bytes = try readFile(markerName, in: root, dirPath: path, limit: 4096)
+        let bytes = try readFile(markerName, in: root, dirPath: path, limit: markerLimit)
         try bytes.withRawBytes { (raw) throws(StoreError) in
             var reader = BinaryReader(raw, file: "\(path)/\(markerName)")
             try reader.expect(magic: "CHPXSTOR")

@@ -170,7 +170,7 @@ extension Store {
         if bytes.withUnsafeBytes({ ChunkID(hashing: $0) }) != id {
             report.problems.append(.init(file: file, message: "its bytes do not hash to its name (damaged)"))
         }
-        let pages = UnsafeMutableRawBufferPointer.allocate(byteCount: PackFormat.maxPagesPerFrame * pageSize, alignment: pageSize)
+        let pages = UnsafeMutableRawBufferPointer.allocate(pages: PackFormat.maxPagesPerFrame)
         defer { pages.deallocate() }
         var decodedOffset: UInt32?
         var decodedCount = 0
@@ -191,7 +191,7 @@ extension Store {
             rehashed += 1
             let slot = Int(entry.slot)
             guard slot < decodedCount,
-                  ChunkID(hashing: UnsafeRawBufferPointer(rebasing: pages[(slot * pageSize)..<((slot + 1) * pageSize)])) == entry.id
+                  ChunkID(hashing: UnsafeRawBufferPointer(pages.page(at: slot))) == entry.id
             else {
                 if index.lookup(entry.id)?.pack == id { bad.insert(entry.id) }
                 report.problems.append(.init(file: file, message: "chunk \(entry.id.short) does not decode to its id"))

@@ -1,3 +1,5 @@
+import Syscall
+
 /// One line of /proc/<pid>/maps: a virtual memory area.
 public struct MemoryRegion: Hashable, Sendable, CustomStringConvertible {
     public var start: UInt64
@@ -14,7 +16,7 @@ public struct MemoryRegion: Hashable, Sendable, CustomStringConvertible {
     public var path: String
 
     public var size: UInt64 { end - start }
-    public var pageCount: UInt64 { size / 4096 }
+    public var pageCount: UInt64 { Page.count(of: size) }
     public var isAnonymous: Bool { inode == 0 }
 
     /// Kernel-provided areas a checkpoint does not copy: they are recreated at restart.

@@ -38,7 +38,12 @@ public struct PageRun: Hashable, Sendable, CustomStringConvertible {
         self.categories = categories
     }
 
-    public var pageCount: UInt64 { (end - start) / 4096 }
+    /// The one page at `address` (page-aligned).
+    public init(pageAt address: UInt64, categories: PageCategory = []) {
+        self.init(start: address, end: address + UInt64(Page.size), categories: categories)
+    }
+
+    public var pageCount: UInt64 { Page.count(of: end - start) }
     public var description: String { "\(String(start, radix: 16))-\(String(end, radix: 16))" }
 }
 
@@ -79,13 +84,17 @@ public final class Pagemap {
         public static let checkWPAsync = ScanFlags(rawValue: 1 << 1)
     }
 
+    /// Runs of pages one PAGEMAP_SCAN call can return (a buffer size, not a page); `scan` calls
+    /// again from where the kernel stopped.
+    static let regionsPerScan = 4096
+
     /// PAGEMAP_SCAN over [start, end): runs of pages that have every category in `required`
     /// (after flipping `inverted`) and any of `anyOf` (when not empty), with `returned`
     /// categories reported. Loops until the whole range is walked.
     public func scan(start: UInt64, end: UInt64, flags: ScanFlags = [], required: PageCategory = [], inverted: PageCategory = [],
                      anyOf: PageCategory = [], returned: PageCategory) throws(TraceeError) -> [PageRun] {
         var runs: [PageRun] = []
-        var regions = [chpox_page_region](repeating: chpox_page_region(), count: 4096)
+        var regions = [chpox_page_region](repeating: chpox_page_region(), count: Self.regionsPerScan)
         var cursor = start
         while cursor < end {
             var argument = chpox_pm_scan_arg()
@@ -118,7 +127,7 @@ public final class Pagemap {
 
     /// Whether this kernel has PAGEMAP_SCAN (Linux 6.7+).
     public func hasScan() -> Bool {
-        (try? scan(start: 0, end: 4096, returned: .present)) != nil
+        (try? scan(start: 0, end: UInt64(Page.size), returned: .present)) != nil
     }
 
     /// Raw 64-bit pagemap entries for `count` pages from `address` (bit 63 present, 62
@@ -128,7 +137,7 @@ public final class Pagemap {
         let got: Int
         do {
             got = try entries.withUnsafeMutableBufferPointer { (buffer) throws(Errno) -> Int in
-                try fd.readFully(into: UnsafeMutableRawBufferPointer(buffer), at: Int64(address / 4096 * 8))
+                try fd.readFully(into: UnsafeMutableRawBufferPointer(buffer), at: Int64(Page.number(of: address) * 8))
             }
         } catch {
             throw .from(error, pid: pid, "read /proc/\(pid)/pagemap of")

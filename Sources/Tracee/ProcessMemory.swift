@@ -50,16 +50,16 @@ public struct ProcessMemory: Sendable {
     private func readAround(from address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(TraceeError) -> [PageRun] {
         var unreadable: [PageRun] = []
         var offset = try read(from: address, into: buffer)
-        offset -= offset % 4096
+        offset = Page.alignDown(offset)
         while offset < buffer.count {
-            let page = UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<min(offset + 4096, buffer.count)])
+            let page = UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<min(offset + Page.size, buffer.count)])
             if try read(from: address + UInt64(offset), into: page) < page.count {
                 let at = address + UInt64(offset)
-                if let last = unreadable.last, last.end == at { unreadable[unreadable.count - 1].end += 4096 } else {
-                    unreadable.append(PageRun(start: at, end: at + 4096))
+                if let last = unreadable.last, last.end == at { unreadable[unreadable.count - 1].end += UInt64(Page.size) } else {
+                    unreadable.append(PageRun(pageAt: at))
                 }
             }
-            offset += 4096
+            offset += Page.size
         }
         return unreadable
     }

@@ -5,6 +5,7 @@ import Incremental
 import Reports
 import Store
 import StoreTestSupport
+import Syscall
 
 /// The README's main command, for now a tour of the store: a simulated process's memory is
 /// checkpointed generation by generation, an earlier generation is rebuilt and compared with
@@ -34,7 +35,7 @@ struct Demo: ParsableCommand {
             let seed: UInt64 = 2026
             let start = (try? store.chain(chain).nextGeneration) ?? 0
             print("store: \(store.path)")
-            print("== checkpointing a simulated process (\(pages) pages, \(Format.bytes(Int64(pages * pageSize)))) into chain '\(chain)'")
+            print("== checkpointing a simulated process (\(pages) pages, \(Format.bytes(Int64(Page.bytes(pages))))) into chain '\(chain)'")
             var memory = SyntheticMemory(seed: seed, rounds: max(Int(start) - 1, 0), pages: pages, dirtyPerRound: pages / 100)
             var snapshots: [UInt64: SyntheticMemory] = [:]
             for _ in 0..<generations {

@@ -5,6 +5,7 @@ import Incremental
 import Reports
 import Store
 import SoftDirty
+import Syscall
 import Tracee
 #if canImport(Glibc)
 import Glibc
@@ -100,7 +101,7 @@ struct Checkpoint: ParsableCommand {
                     let now = Int64(Date().timeIntervalSince1970 * 1000)
                     guard total >= 65536, now - shown >= 100 || done == total else { return }
                     shown = now
-                    progress.show("generation \(generation): stored \(Format.bytes(done * 4096)) of \(Format.bytes(total * 4096))")
+                    progress.show("generation \(generation): stored \(Format.bytes(Page.bytes(done))) of \(Format.bytes(Page.bytes(total)))")
                 }
             }
             let ending = try schedule.run(checkpointer, wait: { seconds in

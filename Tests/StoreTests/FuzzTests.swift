@@ -1,6 +1,7 @@
 import Foundation
 @testable import Store
 import StoreTestSupport
+import Syscall
 import Testing
 
 /// A seeded mutator against every parser: flipped bits, overwritten bytes, boundary integers,

@@ -1,6 +1,7 @@
 import Foundation
 import Store
 import StoreTestSupport
+import Syscall
 import Testing
 
 @Suite struct RoundTripTests {
@@ -27,10 +28,10 @@ import Testing
         let temporary = TemporaryStore("dedup")
         defer { temporary.cleanup() }
         let store = try temporary.open()
-        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * pageSize, alignment: pageSize)
+        let page = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * Page.size, alignment: Page.size)
         defer { page.deallocate() }
         page.initializeMemory(as: UInt8.self, repeating: 0)
-        for k in 0..<32 { page.storeBytes(of: UInt64(k % 4 + 1), toByteOffset: k * pageSize, as: UInt64.self) }
+        for k in 0..<32 { page.storeBytes(of: UInt64(k % 4 + 1), toByteOffset: k * Page.size, as: UInt64.self) }
         let writer = try store.beginGeneration(chain: "d")
         try writer.put(firstPage: 100, contents: UnsafeRawBufferPointer(page))
         let entry = try writer.commit()
@@ -77,15 +78,15 @@ import Testing
         let temporary = TemporaryStore("remap")
         defer { temporary.cleanup() }
         let store = try temporary.open()
-        let pages = UnsafeMutableRawBufferPointer.allocate(byteCount: 8 * pageSize, alignment: pageSize)
+        let pages = UnsafeMutableRawBufferPointer.allocate(byteCount: 8 * Page.size, alignment: Page.size)
         defer { pages.deallocate() }
-        for k in 0..<8 { pages.storeBytes(of: UInt64(k + 1), toByteOffset: k * pageSize, as: UInt64.self) }
+        for k in 0..<8 { pages.storeBytes(of: UInt64(k + 1), toByteOffset: k * Page.size, as: UInt64.self) }
         var writer = try store.beginGeneration(chain: "r")
         try writer.put(firstPage: 10, contents: UnsafeRawBufferPointer(pages))
         try writer.commit()
         writer = try store.beginGeneration(chain: "r")
         writer.unmap(PageRange(first: 10, count: 8))
-        try writer.put(firstPage: 12, contents: UnsafeRawBufferPointer(rebasing: pages[0..<(2 * pageSize)]))
+        try writer.put(firstPage: 12, contents: UnsafeRawBufferPointer(rebasing: pages[0..<(2 * Page.size)]))
         try writer.commit()
         let map = try store.pageMap(chain: "r", generation: 1)
         #expect(map.pages.map(\.page) == [12, 13])

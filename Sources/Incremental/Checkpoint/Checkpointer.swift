@@ -26,7 +26,7 @@ public final class Checkpointer {
         public var maxPreCopyRounds = 3
         /// Pre-copy stops once a round finds at most this many written pages (16 MiB), and
         /// a delta is pre-copied only when the previous stop copied more than this.
-        public var stopCopyPages: UInt64 = 4096
+        public var stopCopyPages: UInt64 = 4096  // pages (16 MiB), not a page size
         /// Record descriptors a restart cannot recreate instead of refusing the process.
         public var skipUnsupported = false
 
@@ -288,7 +288,7 @@ public final class Checkpointer {
             return
         }
         for k in 0..<Int(pages.count) {
-            let page = UnsafeRawBufferPointer(rebasing: pages.bytes[(k * 4096)..<((k + 1) * 4096)])
+            let page = pages.bytes.page(at: k)
             let number = pages.firstPage + UInt64(k)
             if let old = baseline.chunk(of: number), old == ChunkID(hashing: page) { continue }
             try run.writer.put(firstPage: number, contents: page)
@@ -315,13 +315,13 @@ public final class Checkpointer {
             // Stored pages of the chain that hold nothing of their own now.
             let kept = selection.copy
             var stale: [PageRun] = []
-            for entry in baseline.pages where !kept.contains(page: entry.page * 4096) {
-                stale.append(PageRun(start: entry.page * 4096, end: entry.page * 4096 + 4096))
+            for entry in baseline.pages where !kept.contains(page: Page.address(of: entry.page)) {
+                stale.append(PageRun(pageAt: Page.address(of: entry.page)))
             }
             for range in AddressRuns(stale).runs { run.writer.unmap(Self.pages(range)) }
         }
         run.firstRound = false
     }
 
-    static func pages(_ run: PageRun) -> PageRange { PageRange(first: run.start / 4096, count: run.pageCount) }
+    static func pages(_ run: PageRun) -> PageRange { PageRange(first: Page.number(of: run.start), count: run.pageCount) }
 }

@@ -25,14 +25,14 @@ final class CopiedPages {
     /// Reads `runs` now, all at once.
     init(_ runs: [PageRun], from memory: ProcessMemory) throws {
         let pages = runs.reduce(0) { $0 + Int($1.pageCount) }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pages * 4096, alignment: 4096)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(pages: pages)
         var offset = 0
         var requests: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)] = []
         var slices: [(firstPage: UInt64, count: UInt64, offset: Int)] = []
         for run in runs {
-            let size = Int(run.pageCount) * 4096
+            let size = Page.bytes(Int(run.pageCount))
             requests.append((run.start, UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<(offset + size)])))
-            slices.append((run.start / 4096, run.pageCount, offset))
+            slices.append((Page.number(of: run.start), run.pageCount, offset))
             offset += size
         }
         do { unreadable = AddressRuns(try memory.read(requests)) } catch {
@@ -49,11 +49,11 @@ final class CopiedPages {
     /// Hands on every run of pages that was read.
     func forEach(_ body: (Slice) throws -> Void) throws {
         for slice in slices {
-            let range = PageRun(start: slice.firstPage * 4096, end: (slice.firstPage + slice.count) * 4096)
+            let range = PageRun(start: Page.address(of: slice.firstPage), end: Page.address(of: slice.firstPage + slice.count))
             for part in unreadable.isEmpty ? [range] : AddressRuns([range]).subtracting(unreadable).runs {
                 let offset = slice.offset + Int(part.start - range.start)
-                try body(Slice(firstPage: part.start / 4096, count: part.pageCount,
-                               bytes: UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + Int(part.pageCount) * 4096)])))
+                try body(Slice(firstPage: Page.number(of: part.start), count: part.pageCount,
+                               bytes: UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + Page.bytes(Int(part.pageCount)))])))
             }
         }
     }
@@ -75,10 +75,10 @@ final class CopiedPages {
         for run in runs.runs {
             var start = run.start
             while start < run.end {
-                let take = min(Int((run.end - start) / 4096), maximumPages - batchPages)
-                batch.append(PageRun(start: start, end: start + UInt64(take) * 4096))
+                let take = min(Int(Page.count(of: run.end - start)), maximumPages - batchPages)
+                batch.append(PageRun(start: start, end: start + Page.bytes(UInt64(take))))
                 batchPages += take
-                start += UInt64(take) * 4096
+                start += Page.bytes(UInt64(take))
                 if batchPages == maximumPages { try flush() }
             }
         }

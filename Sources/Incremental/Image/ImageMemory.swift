@@ -1,4 +1,5 @@
 import Store
+import Syscall
 
 /// The image's memory: the mm fields and every mapping (their pages are in the page map).
 extension ProcessImage {
@@ -126,7 +127,7 @@ extension ProcessImage {
 
         /// Whether pages of this mapping are held in the store's page map.
         public var storesContents: Bool { backing != .sharedFile && !backing.isKernel }
-        public var pageCount: UInt64 { (end - start) / UInt64(pageSize) }
+        public var pageCount: UInt64 { Page.count(of: end - start) }
         /// VmFlags `gd`: the mapping grows down (a stack).
         public var growsDown: Bool { flags.contains("gd") }
     }

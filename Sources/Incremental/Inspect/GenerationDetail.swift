@@ -1,4 +1,5 @@
 import Store
+import Syscall
 
 /// One generation as `dumpinfo --generation` shows it: its chain entry and manifest figures,
 /// the process image cpx recorded, and how many pages of each mapping the store holds.
@@ -33,5 +34,5 @@ public struct GenerationDetail: Sendable {
 
 extension ProcessImage.Mapping {
     /// The mapping's pages, by page number.
-    public var pages: PageRange { PageRange(first: start / 4096, count: pageCount) }
+    public var pages: PageRange { PageRange(first: Page.number(of: start), count: pageCount) }
 }

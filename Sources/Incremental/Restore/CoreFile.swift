@@ -28,7 +28,7 @@ public enum CoreFile {
         let notes = notesSection(image, mappings: loads)
         let headerSize = 64 + 56 * (1 + loads.count)
         let notesOffset = headerSize
-        var offset = align(notesOffset + notes.count, 4096)
+        var offset = Page.alignUp(notesOffset + notes.count)
         var segmentOffsets: [Int] = []
         for mapping in loads {
             segmentOffsets.append(offset)
@@ -36,26 +36,26 @@ public enum CoreFile {
         }
         let total = offset
 
-        var header = Bytes()
+        var header = BinaryWriter()
         // e_ident: magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ELFOSABI_NONE.
-        header.raw([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0] + [UInt8](repeating: 0, count: 8))
-        header.u16(4)        // ET_CORE
-        header.u16(62)       // EM_X86_64
-        header.u32(1)        // EV_CURRENT
-        header.u64(0)        // e_entry
-        header.u64(64)       // e_phoff
-        header.u64(0)        // e_shoff
-        header.u32(0)        // e_flags
-        header.u16(64)       // e_ehsize
-        header.u16(56)       // e_phentsize
-        header.u16(UInt16(1 + loads.count))
-        header.u16(64)       // e_shentsize
-        header.u16(0)        // e_shnum
-        header.u16(0)        // e_shstrndx
+        header.append(bytes: [0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0] + [UInt8](repeating: 0, count: 8))
+        header.append(UInt16(4))        // ET_CORE
+        header.append(UInt16(62))       // EM_X86_64
+        header.append(UInt32(1))        // EV_CURRENT
+        header.append(UInt64(0))        // e_entry
+        header.append(UInt64(64))       // e_phoff
+        header.append(UInt64(0))        // e_shoff
+        header.append(UInt32(0))        // e_flags
+        header.append(UInt16(64))       // e_ehsize
+        header.append(UInt16(56))       // e_phentsize
+        header.append(UInt16(1 + loads.count))
+        header.append(UInt16(64))       // e_shentsize
+        header.append(UInt16(0))        // e_shnum
+        header.append(UInt16(0))        // e_shstrndx
         // PT_NOTE
-        header.u32(4); header.u32(0)
-        header.u64(UInt64(notesOffset)); header.u64(0); header.u64(0)
-        header.u64(UInt64(notes.count)); header.u64(0); header.u64(4)
+        header.append(UInt32(4)); header.append(UInt32(0))
+        header.append(UInt64(notesOffset)); header.append(UInt64(0)); header.append(UInt64(0))
+        header.append(UInt64(notes.count)); header.append(UInt64(0)); header.append(UInt64(4))
         for (mapping, segmentOffset) in zip(loads, segmentOffsets) {
             var flags: UInt32 = 0  // PF_R, PF_W, PF_X
             if mapping.protection.contains(.read) { flags |= 4 }
@@ -64,9 +64,9 @@ public enum CoreFile {
             let size = mapping.end - mapping.start
             // The kernel's own pages (vvar) are not in the image: described, not filled.
             let fileSize = mapping.backing == .vvar ? 0 : size
-            header.u32(1); header.u32(flags)   // PT_LOAD
-            header.u64(UInt64(segmentOffset)); header.u64(mapping.start); header.u64(0)
-            header.u64(fileSize); header.u64(size); header.u64(4096)
+            header.append(UInt32(1)); header.append(flags)   // PT_LOAD
+            header.append(UInt64(segmentOffset)); header.append(mapping.start); header.append(UInt64(0))
+            header.append(fileSize); header.append(size); header.append(UInt64(Page.size))  // p_align
         }
 
         let file: FileDescriptor
@@ -82,7 +82,7 @@ public enum CoreFile {
             try header.bytes.withRawBytes { (raw) throws(Errno) in try file.writeAll(raw, at: 0) }
             try notes.withRawBytes { (raw) throws(Errno) in try file.writeAll(raw, at: Int64(notesOffset)) }
             // Clean pages of file mappings, from their files.
-            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
+            let page = UnsafeMutableRawBufferPointer.allocate(pages: 1)
             defer { page.deallocate() }
             for (mapping, segmentOffset) in zip(loads, segmentOffsets)
             where (mapping.backing == .privateFile || mapping.backing == .sharedFile) && !mapping.path.hasSuffix(" (deleted)") {
@@ -92,10 +92,10 @@ public enum CoreFile {
                 while address < mapping.end {
                     let got = try source.readFully(into: page, at: Int64(mapping.offset + (address - mapping.start)))
                     if got == 0 { break }
-                    if got < 4096 { UnsafeMutableRawBufferPointer(rebasing: page[got...]).initializeMemory(as: UInt8.self, repeating: 0) }
+                    if got < Page.size { UnsafeMutableRawBufferPointer(rebasing: page[got...]).initializeMemory(as: UInt8.self, repeating: 0) }
                     try file.writeAll(UnsafeRawBufferPointer(page), at: Int64(segmentOffset) + Int64(address - mapping.start))
                     summary.filePages += 1
-                    address += 4096
+                    address += UInt64(Page.size)
                 }
             }
         } catch {
@@ -104,7 +104,7 @@ public enum CoreFile {
         // Stored pages over them: what the process had written.
         let starts = loads.map(\.start)
         try store.reader().readPages(map) { entry, bytes in
-            let address = entry.page * 4096
+            let address = Page.address(of: entry.page)
             var low = 0, high = starts.count
             while low < high {
                 let middle = (low + high) / 2
@@ -126,10 +126,10 @@ public enum CoreFile {
     // MARK: Notes
 
     static func notesSection(_ image: ProcessImage, mappings: [ProcessImage.Mapping]) -> [UInt8] {
-        var notes = Bytes()
+        var notes = BinaryWriter()
         notes.note("CORE", 3, prpsinfo(image))
-        var auxv = Bytes()
-        for word in image.addressSpace.auxv { auxv.u64(word) }
+        var auxv = BinaryWriter()
+        for word in image.addressSpace.auxv { auxv.append(word) }
         notes.note("CORE", 6, auxv.bytes)
         notes.note("CORE", 0x4649_4c45, fileNote(mappings))
         for thread in image.threads {
@@ -143,62 +143,53 @@ public enum CoreFile {
 
     /// struct elf_prstatus (336 bytes on x86-64).
     static func prstatus(_ thread: ProcessImage.ThreadImage, image: ProcessImage) -> [UInt8] {
-        var b = Bytes()
-        b.u32(0); b.u32(0); b.u32(0)          // pr_info: signo, code, errno
-        b.u16(0); b.u16(0)                    // pr_cursig, padding
-        b.u64(0)                              // pr_sigpend
-        b.u64(thread.signalMask)              // pr_sighold
-        b.u32(UInt32(bitPattern: thread.tid)); b.u32(0); b.u32(UInt32(bitPattern: image.pid)); b.u32(UInt32(bitPattern: image.pid))
-        b.raw([UInt8](repeating: 0, count: 64))   // utime, stime, cutime, cstime
-        for word in thread.registers.words { b.u64(word) }
-        b.u32(thread.xstate.isEmpty ? 0 : 1)  // pr_fpvalid
-        b.u32(0)
+        var b = BinaryWriter()
+        b.append(UInt32(0)); b.append(UInt32(0)); b.append(UInt32(0))          // pr_info: signo, code, errno
+        b.append(UInt16(0)); b.append(UInt16(0))                    // pr_cursig, padding
+        b.append(UInt64(0))                              // pr_sigpend
+        b.append(thread.signalMask)              // pr_sighold
+        b.append(UInt32(bitPattern: thread.tid)); b.append(UInt32(0)); b.append(UInt32(bitPattern: image.pid)); b.append(UInt32(bitPattern: image.pid))
+        b.append(bytes: [UInt8](repeating: 0, count: 64))   // utime, stime, cutime, cstime
+        for word in thread.registers.words { b.append(word) }
+        b.append(UInt32(thread.xstate.isEmpty ? 0 : 1))  // pr_fpvalid
+        b.append(UInt32(0))
         return b.bytes
     }
 
     /// struct elf_prpsinfo (136 bytes on x86-64).
     static func prpsinfo(_ image: ProcessImage) -> [UInt8] {
-        var b = Bytes()
-        b.raw([0, UInt8(ascii: "S"), 0, 0]); b.u32(0)
-        b.u64(0)                                               // pr_flag
-        b.u32(image.credentials.user.real); b.u32(image.credentials.group.real)
-        b.u32(UInt32(bitPattern: image.pid)); b.u32(0); b.u32(UInt32(bitPattern: image.pid)); b.u32(UInt32(bitPattern: image.pid))
+        var b = BinaryWriter()
+        b.append(bytes: [0, UInt8(ascii: "S"), 0, 0]); b.append(UInt32(0))
+        b.append(UInt64(0))                                               // pr_flag
+        b.append(image.credentials.user.real); b.append(image.credentials.group.real)
+        b.append(UInt32(bitPattern: image.pid)); b.append(UInt32(0)); b.append(UInt32(bitPattern: image.pid)); b.append(UInt32(bitPattern: image.pid))
         let name = String(image.executable.split(separator: "/").last ?? "")
-        b.raw(fixed(Array(name.utf8), 16))
-        b.raw(fixed(Array(image.command.joined(separator: " ").utf8), 80))
+        b.append(bytes: fixed(Array(name.utf8), 16))
+        b.append(bytes: fixed(Array(image.command.joined(separator: " ").utf8), 80))
         return b.bytes
     }
 
     /// NT_FILE: the file-backed mappings, so that a debugger finds the libraries.
     static func fileNote(_ mappings: [ProcessImage.Mapping]) -> [UInt8] {
         let files = mappings.filter { $0.path.hasPrefix("/") }
-        var b = Bytes()
-        b.u64(UInt64(files.count)); b.u64(4096)
-        for mapping in files { b.u64(mapping.start); b.u64(mapping.end); b.u64(mapping.offset / 4096) }
-        for mapping in files { b.raw(Array(mapping.path.utf8) + [0]) }
+        var b = BinaryWriter()
+        b.append(UInt64(files.count)); b.append(UInt64(Page.size))  // count, page size (the unit of the offsets)
+        for mapping in files { b.append(mapping.start); b.append(mapping.end); b.append(Page.number(of: mapping.offset)) }
+        for mapping in files { b.append(bytes: Array(mapping.path.utf8) + [0]) }
         return b.bytes
     }
 
     static func fixed(_ bytes: [UInt8], _ count: Int) -> [UInt8] {
         Array(bytes.prefix(count - 1)) + [UInt8](repeating: 0, count: count - min(bytes.count, count - 1))
     }
+}
 
-    static func align(_ value: Int, _ alignment: Int) -> Int { (value + alignment - 1) / alignment * alignment }
-
-    /// Little-endian byte building.
-    struct Bytes {
-        var bytes: [UInt8] = []
-        mutating func raw(_ more: [UInt8]) { bytes += more }
-        mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
-        mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
-        mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
-        mutating func pad4() { while bytes.count % 4 != 0 { bytes.append(0) } }
-        /// An ELF note: namesz, descsz, type, name (NUL-terminated, padded to 4), desc (padded).
-        mutating func note(_ name: String, _ type: UInt32, _ desc: [UInt8]) {
-            let nameBytes = Array(name.utf8) + [0]
-            u32(UInt32(nameBytes.count)); u32(UInt32(desc.count)); u32(type)
-            raw(nameBytes); pad4()
-            raw(desc); pad4()
-        }
+extension BinaryWriter {
+    /// An ELF note: namesz, descsz, type, name (NUL-terminated, padded to 4), desc (padded).
+    fileprivate mutating func note(_ name: String, _ type: UInt32, _ desc: [UInt8]) {
+        let nameBytes = Array(name.utf8) + [0]
+        append(UInt32(nameBytes.count)); append(UInt32(desc.count)); append(type)
+        append(bytes: nameBytes); pad(toMultipleOf: 4)
+        append(bytes: desc); pad(toMultipleOf: 4)
     }
 }

@@ -62,9 +62,13 @@ public final class RemoteCalls {
         return result
     }
 
+    /// The largest errno a system call returns, negated (the kernel's MAX_ERRNO): a result in
+    /// -4095 ... -1 is an error, anything else (a large address from mmap) is a value.
+    static let maxErrno = 4095
+
     /// Throws for a failed result (a negated errno), naming `what` the call was to do.
     public func check(_ result: Int, _ what: String) throws(TraceeError) {
-        guard result < 0, result > -4096 else { return }
+        guard result < 0, result >= -Self.maxErrno else { return }
         let operation = (purpose.map { "\($0): " } ?? "") + "\(what) in"
         throw .system(Errno(rawValue: Int32(-result)), pid: pid, operation: operation)
     }
@@ -100,7 +104,9 @@ public final class RemoteCalls {
 
     /// 64-bit words, little-endian; their address.
     public func words(_ values: [UInt64]) throws(TraceeError) -> UInt64 {
-        try value(values.map(\.littleEndian))
+        var writer = BinaryWriter(capacity: 8 * values.count)
+        for value in values { writer.append(value) }
+        return try bytes(writer.bytes, alignment: 8)
     }
 
     /// The bytes of `value` (a C struct, or an array of plain values); their address.

@@ -34,7 +34,9 @@ public struct CredentialsPhase: RestartPhase {
         guard changesIds(asUser: CurrentProcess.userID) else { return }
         let ids = credentials, calls = session.calls
         try calls.withFrame { () throws(TraceeError) in
-            let groups = ids.groups.isEmpty ? try calls.reserve(4) : try calls.value(ids.groups.map(\.littleEndian))
+            var list = BinaryWriter(capacity: 4 * ids.groups.count)  // gid_t[]
+            for group in ids.groups { list.append(group) }
+            let groups = ids.groups.isEmpty ? try calls.reserve(4) : try calls.bytes(list.bytes, alignment: 8)
             try calls.call(.setgroups, ids.groups.count, groups, to: "set the supplementary groups")
         }
         try calls.call(.setresgid, ids.group.real, ids.group.effective, ids.group.saved, to: "set the group ids")

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Syscall
 import Tracee
 
 /// The image's address space in the stub: a trampoline page (`syscall; int3`) and scratch pages
@@ -54,8 +55,8 @@ public struct MemoryLayoutPhase: RestartPhase {
     let occupied: [ClosedRange<UInt64>]
 
     /// The trampoline page, then the scratch pages remote calls put their arguments in.
-    static let trampolineSize = 0x1000
-    static let scratchSize = 0x4000
+    static let trampolineSize = Page.size
+    static let scratchSize = Page.bytes(4)
 
     public var name: String { "memory layout" }
     public var steps: [String] {

@@ -15,7 +15,7 @@ public struct PageFillPhase: RestartPhase {
     }
 
     public init(image: ProcessImage) {
-        fileBackedPages = image.mappings.filter { $0.backing == .privateFile }.map { ($0.start / 4096)..<($0.end / 4096) }
+        fileBackedPages = image.mappings.filter { $0.backing == .privateFile }.map { Page.numbers(from: $0.start, to: $0.end) }
     }
 
     /// Whether a zero page at `page` must be written (it would show a file's bytes otherwise).
@@ -33,8 +33,8 @@ public struct PageFillPhase: RestartPhase {
         var written = 0
         try session.store.reader().readPages(session.map) { entry, bytes in
             if entry.chunk == .zeroPage && !writesZeroPage(at: entry.page) { return }
-            do throws(Errno) { try memory.writeAll(bytes, at: Int64(entry.page * 4096)) } catch {
-                throw TraceeError.from(error, pid: pid, "write page 0x\(String(entry.page * 4096, radix: 16)) of")
+            do throws(Errno) { try memory.writeAll(bytes, at: Int64(Page.address(of: entry.page))) } catch {
+                throw TraceeError.from(error, pid: pid, "write page 0x\(String(Page.address(of: entry.page), radix: 16)) of")
             }
             written += 1
         }

@@ -1,4 +1,5 @@
 import CLinux
+import Syscall
 import Tracee
 
 /// Every thread as it was: the main thread's tid address, rseq registration and alternate
@@ -44,7 +45,7 @@ public struct ThreadPhase: RestartPhase {
             arguments.flags = chpox_clone_thread_flags()
             arguments.child_tid = thread.clearAddress ?? 0
             arguments.tls = thread.registers.fsBase
-            arguments.set_tid = try calls.value(thread.tid.littleEndian)
+            arguments.set_tid = try calls.bytes(Self.tidBytes(thread.tid), alignment: 8)
             arguments.set_tid_size = 1
             let size = MemoryLayout<chpox_clone_args>.size
             let result = try calls.result(of: .clone3, try calls.value(arguments), size)
@@ -85,5 +86,10 @@ public struct ThreadPhase: RestartPhase {
         }
     }
 
-    static func tidBytes(_ tid: Int32) -> [UInt8] { withUnsafeBytes(of: tid.littleEndian) { Array($0) } }
+    /// A tid as the kernel reads it (a pid_t, little-endian): the clear-tid word, clone3's set_tid.
+    static func tidBytes(_ tid: Int32) -> [UInt8] {
+        var writer = BinaryWriter(capacity: 4)
+        writer.append(tid)
+        return writer.bytes
+    }
 }
