@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The formatter the project keeps: `swift format lint --strict` over Sources, Tests and
-# Benchmarks with the repository's .swift-format (line length 120). Part of the test command.
-# To fix what it reports: `swift format format -i -r Sources Tests Benchmarks/Benchmarks Benchmarks/Sources`.
+# Package.swift with the repository's .swift-format (line length 120). Part of the test command.
+# To fix what it reports: `swift format format -i -r Sources Tests Package.swift`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-paths=(Sources Tests Benchmarks/Benchmarks Benchmarks/Sources Package.swift Benchmarks/Package.swift)
+paths=(Sources Tests Package.swift)
 if ! command -v swift >/dev/null; then echo "format: swift is not on PATH"; echo "format: 0 passed, 1 failed"; exit 1; fi
 report=$(swift format lint --strict --parallel -r "${paths[@]}" 2>&1)
 status=$?
