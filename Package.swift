@@ -20,7 +20,7 @@ let package = Package(
         .executable(name: "chpox-sample", targets: ["chpox-sample"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
     ],
     targets: [
         // C libraries from Debian, found with pkg-config.
@@ -44,17 +44,23 @@ let package = Package(
         .target(name: "Reports", dependencies: ["Incremental", "Store", "SoftDirty", "Tracee", "Syscall"]),
 
         // Options and error reporting shared by the three commands.
-        .target(name: "CommandSupport", dependencies: [
-            "Incremental", "Store", "Tracee", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
-        .executableTarget(name: "cpx", dependencies: ["CommandSupport", "Reports", "Incremental", "Store", "SoftDirty", "Tracee", "Syscall"]),
+        .target(
+            name: "CommandSupport",
+            dependencies: [
+                "Incremental", "Store", "Tracee", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(
+            name: "cpx",
+            dependencies: ["CommandSupport", "Reports", "Incremental", "Store", "SoftDirty", "Tracee", "Syscall"]),
         // Creates the uffd-wp tracker's userfaultfd inside the target, as its own process.
         .executableTarget(name: "chpox-inject", dependencies: ["Tracee"]),
         // The process ld-chpox turns into a restarted one: it only waits.
         .executableTarget(name: "chpox-restore-stub"),
         .executableTarget(name: "ld-chpox", dependencies: ["CommandSupport", "Reports", "Incremental", "Store"]),
         .executableTarget(name: "dumpinfo", dependencies: ["CommandSupport", "Reports", "Incremental", "Store"]),
-        .executableTarget(name: "chpox-demo", dependencies: ["CommandSupport", "Reports", "Incremental", "Store", "StoreTestSupport", "Syscall"]),
+        .executableTarget(
+            name: "chpox-demo",
+            dependencies: ["CommandSupport", "Reports", "Incremental", "Store", "StoreTestSupport", "Syscall"]),
         // The program the live demo checkpoints and restarts.
         .executableTarget(name: "chpox-sample"),
 
@@ -62,36 +68,53 @@ let package = Package(
         // the crash-test writer and the demo.
         .target(name: "StoreTestSupport", dependencies: ["Store"], path: "Tests/StoreTestSupport"),
         // A child process that writes generations until killed (crash-safety tests).
-        .executableTarget(name: "chpox-store-writer", dependencies: ["Store", "StoreTestSupport"],
-                          path: "Tests/StoreWriterTool"),
+        .executableTarget(
+            name: "chpox-store-writer", dependencies: ["Store", "StoreTestSupport"],
+            path: "Tests/StoreWriterTool"),
         // The C workload the tracker proofs run: writes, maps, unmaps, mremaps, forks...
         .executableTarget(name: "chpox-dirty-workload", path: "Tests/DirtyWorkload"),
         // The C workload checkpointed live: churns memory, registers, signals and a file, and self-checks.
-        .executableTarget(name: "chpox-churn-workload", path: "Tests/ChurnWorkload", linkerSettings: [.linkedLibrary("pthread"), .linkedLibrary("m")]),
+        .executableTarget(
+            name: "chpox-churn-workload", path: "Tests/ChurnWorkload",
+            linkerSettings: [.linkedLibrary("pthread"), .linkedLibrary("m")]),
         // A process with a known call stack, for the debugger tests of `ld-chpox --core`.
-        .executableTarget(name: "chpox-stack-workload", path: "Tests/StackWorkload", cSettings: [.unsafeFlags(["-g", "-O0"])]),
-        .target(name: "TrackerTestSupport", dependencies: ["SoftDirty", "Tracee", "Syscall", "CXXHash"],
-                path: "Tests/TrackerTestSupport"),
+        .executableTarget(
+            name: "chpox-stack-workload", path: "Tests/StackWorkload", cSettings: [.unsafeFlags(["-g", "-O0"])]),
+        .target(
+            name: "TrackerTestSupport", dependencies: ["SoftDirty", "Tracee", "Syscall", "CXXHash"],
+            path: "Tests/TrackerTestSupport"),
         // The checkpointer's proof on the churn workload, shared by the tests and the guests.
-        .target(name: "CheckpointTestSupport", dependencies: ["Incremental", "Store", "SoftDirty", "Tracee", "TrackerTestSupport", "Syscall"],
-                path: "Tests/CheckpointTestSupport"),
+        .target(
+            name: "CheckpointTestSupport",
+            dependencies: ["Incremental", "Store", "SoftDirty", "Tracee", "TrackerTestSupport", "Syscall"],
+            path: "Tests/CheckpointTestSupport"),
         // The proofs as a standalone program, for kill tests and QEMU guests.
-        .executableTarget(name: "chpox-tracker-proof", dependencies: ["TrackerTestSupport", "CheckpointTestSupport", "SoftDirty", "Tracee"],
-                          path: "Tests/TrackerProofTool"),
+        .executableTarget(
+            name: "chpox-tracker-proof",
+            dependencies: ["TrackerTestSupport", "CheckpointTestSupport", "SoftDirty", "Tracee"],
+            path: "Tests/TrackerProofTool"),
         // Finding and running the package's executables from tests.
         .target(name: "TestTools", path: "Tests/TestTools"),
         // Everything that stops, traces or checkpoints a live process: one serialized suite.
-        .testTarget(name: "LiveProcessTests", dependencies: [
-            "TestTools", "Store", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport", "CheckpointTestSupport", "chpox-dirty-workload", "chpox-churn-workload", "chpox-stack-workload",
-            "chpox-tracker-proof", "chpox-inject", "chpox-restore-stub", "cpx", "dumpinfo", "ld-chpox",
-        ], exclude: ["Restore/Golden"]),
+        .testTarget(
+            name: "LiveProcessTests",
+            dependencies: [
+                "TestTools", "Store", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport",
+                "CheckpointTestSupport", "chpox-dirty-workload", "chpox-churn-workload", "chpox-stack-workload",
+                "chpox-tracker-proof", "chpox-inject", "chpox-restore-stub", "cpx", "dumpinfo", "ld-chpox",
+            ], exclude: ["Restore/Golden"]),
         // Unit tests, one target per module; none runs a live process.
-        .testTarget(name: "StoreTests", dependencies: ["TestTools", "Store", "Syscall", "StoreTestSupport", "chpox-store-writer"]),
+        .testTarget(
+            name: "StoreTests",
+            dependencies: ["TestTools", "Store", "Syscall", "StoreTestSupport", "chpox-store-writer"]),
         .testTarget(name: "TraceeTests", dependencies: ["Tracee"]),
         .testTarget(name: "SoftDirtyTests", dependencies: ["SoftDirty", "Tracee"]),
         // The engine, and the commands over stores it wrote (dumpinfo's golden text in Golden/).
-        .testTarget(name: "IncrementalTests", dependencies: [
-            "TestTools", "Store", "Incremental", "SoftDirty", "Tracee", "StoreTestSupport", "cpx", "dumpinfo", "ld-chpox",
-        ], exclude: ["Golden"]),
+        .testTarget(
+            name: "IncrementalTests",
+            dependencies: [
+                "TestTools", "Store", "Incremental", "SoftDirty", "Tracee", "StoreTestSupport", "cpx", "dumpinfo",
+                "ld-chpox",
+            ], exclude: ["Golden"]),
     ]
 )

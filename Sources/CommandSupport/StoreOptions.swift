@@ -9,10 +9,12 @@ import Tracee
 
 /// `--store DIR`, shared by every command.
 public struct StoreOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp(
-        "The store directory.",
-        discussion: "Default: $CHPOX_STORE, else $XDG_STATE_HOME/chpox, else ~/.local/state/chpox.",
-        valueName: "dir"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The store directory.",
+            discussion: "Default: $CHPOX_STORE, else $XDG_STATE_HOME/chpox, else ~/.local/state/chpox.",
+            valueName: "dir"))
     public var store: String?
 
     public init() {}

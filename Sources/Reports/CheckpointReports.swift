@@ -9,7 +9,8 @@ extension Checkpointer.Generation {
         let pause = Format.decimal(Double(pauseMicroseconds) / 1000)
         let total = Format.decimal(Double(totalPauseMicroseconds) / 1000)
         let rounds = preCopyRounds > 0 ? ", \(preCopyRounds) pre-copy round\(preCopyRounds == 1 ? "" : "s")" : ""
-        return "\(chain) generation \(generation) (\(kind), \(tracker)): \(dirtyPages) pages dirty, \(copiedPages) copied, "
+        return
+            "\(chain) generation \(generation) (\(kind), \(tracker)): \(dirtyPages) pages dirty, \(copiedPages) copied, "
             + "\(newChunks) new chunks, \(Format.bytes(storedBytes)) stored; paused \(pause) ms (\(total) ms in all\(rounds)); "
             + "\(milliseconds) ms"
     }

@@ -35,54 +35,86 @@ public enum DiffReports {
         public var ranges: [Range]
     }
 
-    public struct Before: Codable, Sendable { public var start: String; public var end: String; public var protection: String; public var backing: String; public var path: String }
+    public struct Before: Codable, Sendable {
+        public var start: String; public var end: String; public var protection: String; public var backing: String;
+        public var path: String
+    }
     /// A run of changed pages: its first page's address and how many pages.
     public struct Range: Codable, Sendable { public var start: String; public var pages: UInt64 }
-    public struct Change: Codable, Sendable { public var change: String; public var subject: String; public var before: String?; public var after: String? }
+    public struct Change: Codable, Sendable {
+        public var change: String; public var subject: String; public var before: String?; public var after: String?
+    }
 
-    static func range(_ r: PageRange) -> Range { Range(start: Format.address(Page.address(of: r.first)), pages: r.count) }
-    static func change(_ c: GenerationDiff.Change) -> Change { Change(change: c.kind.rawValue, subject: c.subject, before: c.before, after: c.after) }
+    static func range(_ r: PageRange) -> Range {
+        Range(start: Format.address(Page.address(of: r.first)), pages: r.count)
+    }
+    static func change(_ c: GenerationDiff.Change) -> Change {
+        Change(change: c.kind.rawValue, subject: c.subject, before: c.before, after: c.after)
+    }
 
     public static func document(_ diff: GenerationDiff, store: String) -> Document {
         Document(
             store: store, chain: diff.chain, from: diff.from, to: diff.to, changedPages: diff.changedPages,
             mappings: diff.mappings.map { m in
-                Mapping(change: m.kind.rawValue, start: Format.address(m.mapping.start), end: Format.address(m.mapping.end),
-                        protection: m.mapping.protection.description, backing: m.mapping.backing.rawValue, path: m.mapping.path,
-                        before: m.before.map { Before(start: Format.address($0.start), end: Format.address($0.end), protection: $0.protection.description,
-                                                      backing: $0.backing.rawValue, path: $0.path) },
-                        changedPages: m.changedPages, ranges: m.ranges.map(range))
+                Mapping(
+                    change: m.kind.rawValue, start: Format.address(m.mapping.start), end: Format.address(m.mapping.end),
+                    protection: m.mapping.protection.description, backing: m.mapping.backing.rawValue,
+                    path: m.mapping.path,
+                    before: m.before.map {
+                        Before(
+                            start: Format.address($0.start), end: Format.address($0.end),
+                            protection: $0.protection.description,
+                            backing: $0.backing.rawValue, path: $0.path)
+                    },
+                    changedPages: m.changedPages, ranges: m.ranges.map(range))
             },
             unattributedRanges: diff.unattributedRanges.map(range),
-            descriptors: diff.descriptors.map(change), threads: diff.threads.map(change), signals: diff.signals.map(change),
+            descriptors: diff.descriptors.map(change), threads: diff.threads.map(change),
+            signals: diff.signals.map(change),
             process: diff.process.map(change))
     }
 
-    public static func json(_ diff: GenerationDiff, store: String) -> String { StoreReports.json(document(diff, store: store)) }
+    public static func json(_ diff: GenerationDiff, store: String) -> String {
+        StoreReports.json(document(diff, store: store))
+    }
 
     /// Ranges shown per mapping in the table; JSON has them all.
     static let rangesShown = 3
 
     public static func text(_ diff: GenerationDiff) -> String {
-        var lines = ["\(diff.chain): generation \(diff.from) -> \(diff.to): \(diff.changedPages) pages changed (\(Format.bytes(Page.bytes(diff.changedPages))))"]
+        var lines = [
+            "\(diff.chain): generation \(diff.from) -> \(diff.to): \(diff.changedPages) pages changed (\(Format.bytes(Page.bytes(diff.changedPages))))"
+        ]
         lines.append("")
         lines.append("MEMORY")
         if diff.mappings.isEmpty && diff.unattributedRanges.isEmpty {
             lines.append("no changes")
         } else {
-            var table = TextTable(["CHANGE", "START", "END", "PROT", "BACKING", "PAGES", "RANGES", "PATH"], numeric: [5])
+            var table = TextTable(
+                ["CHANGE", "START", "END", "PROT", "BACKING", "PAGES", "RANGES", "PATH"], numeric: [5])
             for m in diff.mappings {
-                let shape = m.before.map { " (was \(Format.address($0.start))-\(Format.address($0.end)) \($0.protection.description) \($0.backing.rawValue))" } ?? ""
-                table.add([m.kind.rawValue, Format.address(m.mapping.start), Format.address(m.mapping.end), m.mapping.protection.description,
-                           m.mapping.backing.rawValue, "\(m.changedPages)", ranges(m.ranges), m.mapping.path + shape])
+                let shape =
+                    m.before.map {
+                        " (was \(Format.address($0.start))-\(Format.address($0.end)) \($0.protection.description) \($0.backing.rawValue))"
+                    } ?? ""
+                table.add([
+                    m.kind.rawValue, Format.address(m.mapping.start), Format.address(m.mapping.end),
+                    m.mapping.protection.description,
+                    m.mapping.backing.rawValue, "\(m.changedPages)", ranges(m.ranges), m.mapping.path + shape,
+                ])
             }
             if !diff.unattributedRanges.isEmpty {
                 let pages = diff.unattributedRanges.reduce(0) { $0 + $1.count }
-                table.add(["pages", "-", "-", "-", "-", "\(pages)", ranges(diff.unattributedRanges), "(no process image)"])
+                table.add([
+                    "pages", "-", "-", "-", "-", "\(pages)", ranges(diff.unattributedRanges), "(no process image)",
+                ])
             }
             lines.append(table.render())
         }
-        for (title, changes) in [("DESCRIPTORS", diff.descriptors), ("THREADS", diff.threads), ("SIGNALS", diff.signals), ("PROCESS", diff.process)] {
+        for (title, changes) in [
+            ("DESCRIPTORS", diff.descriptors), ("THREADS", diff.threads), ("SIGNALS", diff.signals),
+            ("PROCESS", diff.process),
+        ] {
             lines.append("")
             lines.append(title)
             if changes.isEmpty { lines.append("no changes") }

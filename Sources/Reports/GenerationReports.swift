@@ -46,7 +46,9 @@ public enum GenerationReports {
         public var unsupported: [String]
     }
 
-    public struct Credentials: Codable, Sendable { public var uid: [UInt32]; public var gid: [UInt32]; public var groups: [UInt32] }
+    public struct Credentials: Codable, Sendable {
+        public var uid: [UInt32]; public var gid: [UInt32]; public var groups: [UInt32]
+    }
     public struct Capture: Codable, Sendable {
         public var tracker: String
         public var pauseMicroseconds: Int64
@@ -68,7 +70,9 @@ public enum GenerationReports {
         public var registers: [String: String]
         public var xsaveBytes: Int
     }
-    public struct AlternateStack: Codable, Sendable { public var address: String; public var size: UInt64; public var flags: UInt64 }
+    public struct AlternateStack: Codable, Sendable {
+        public var address: String; public var size: UInt64; public var flags: UInt64
+    }
     public struct Mapping: Codable, Sendable {
         public var start: String
         public var end: String
@@ -96,53 +100,77 @@ public enum GenerationReports {
         public var flags: String
         public var mask: [String]
     }
-    public struct Timer: Codable, Sendable { public var timer: String; public var intervalMicroseconds: UInt64; public var valueMicroseconds: UInt64 }
+    public struct Timer: Codable, Sendable {
+        public var timer: String; public var intervalMicroseconds: UInt64; public var valueMicroseconds: UInt64
+    }
     /// A limit's values; nil is unlimited.
-    public struct Limit: Codable, Sendable { public var name: String; public var soft: UInt64?; public var hard: UInt64? }
+    public struct Limit: Codable, Sendable {
+        public var name: String; public var soft: UInt64?; public var hard: UInt64?
+    }
 
     public static func document(_ detail: GenerationDetail, store: String) -> Document {
         let s = detail.statistics
         return Document(
             store: store, chain: detail.chain, generation: detail.entry.generation, id: detail.entry.manifest.hex,
-            created: Format.time(nanoseconds: detail.entry.createdNanoseconds), createdNanoseconds: detail.entry.createdNanoseconds,
-            kind: detail.entry.kind == .full ? "full" : "delta", parent: detail.parent?.hex, pagesWritten: s.pagesWritten,
-            zeroPages: s.zeroPages, newChunks: s.newChunks, storedBytes: s.storedBytes, storedPages: UInt64(detail.map.pages.count),
+            created: Format.time(nanoseconds: detail.entry.createdNanoseconds),
+            createdNanoseconds: detail.entry.createdNanoseconds,
+            kind: detail.entry.kind == .full ? "full" : "delta", parent: detail.parent?.hex,
+            pagesWritten: s.pagesWritten,
+            zeroPages: s.zeroPages, newChunks: s.newChunks, storedBytes: s.storedBytes,
+            storedPages: UInt64(detail.map.pages.count),
             process: detail.image.map { process($0, storedPages: detail.storedPages) })
     }
 
     static func process(_ image: ProcessImage, storedPages: [UInt64]) -> Process {
         let c = image.capture
         return Process(
-            pid: image.pid, command: image.command, executable: image.executable, workingDirectory: image.workingDirectory,
+            pid: image.pid, command: image.command, executable: image.executable,
+            workingDirectory: image.workingDirectory,
             umask: GenerationDiff.octal(image.umask),
-            credentials: .init(uid: image.credentials.user.all, gid: image.credentials.group.all, groups: image.credentials.groups),
-            capture: .init(tracker: c.tracker, pauseMicroseconds: c.pauseNanoseconds / 1000, totalPauseMicroseconds: c.totalPauseNanoseconds / 1000,
-                           preCopyRounds: c.preCopyRounds, pagesCopiedWhileRunning: c.pagesCopiedWhileRunning,
-                           pagesCopiedFrozen: c.pagesCopiedFrozen, kernel: c.kernel),
+            credentials: .init(
+                uid: image.credentials.user.all, gid: image.credentials.group.all, groups: image.credentials.groups),
+            capture: .init(
+                tracker: c.tracker, pauseMicroseconds: c.pauseNanoseconds / 1000,
+                totalPauseMicroseconds: c.totalPauseNanoseconds / 1000,
+                preCopyRounds: c.preCopyRounds, pagesCopiedWhileRunning: c.pagesCopiedWhileRunning,
+                pagesCopiedFrozen: c.pagesCopiedFrozen, kernel: c.kernel),
             threads: image.threads.map { thread in
                 let r = thread.registers
                 var registers: [String: String] = [:]
-                for (name, value) in zip(ProcessImage.Registers.names, r.words) { registers[name] = Format.address(value) }
-                return Thread(tid: thread.tid, instructionPointer: Format.address(r.rip), stackPointer: Format.address(r.rsp),
-                              fsBase: Format.address(r.fsBase), blockedSignals: SignalNames.names(mask: thread.signalMask),
-                              pendingSignals: SignalNames.names(siginfo: thread.pendingSignals.map(\.bytes)),
-                              alternateStack: thread.signalStack.map { AlternateStack(address: Format.address($0.address), size: $0.size, flags: $0.flags) },
-                              registers: registers, xsaveBytes: thread.xstate.count)
+                for (name, value) in zip(ProcessImage.Registers.names, r.words) {
+                    registers[name] = Format.address(value)
+                }
+                return Thread(
+                    tid: thread.tid, instructionPointer: Format.address(r.rip), stackPointer: Format.address(r.rsp),
+                    fsBase: Format.address(r.fsBase), blockedSignals: SignalNames.names(mask: thread.signalMask),
+                    pendingSignals: SignalNames.names(siginfo: thread.pendingSignals.map(\.bytes)),
+                    alternateStack: thread.signalStack.map {
+                        AlternateStack(address: Format.address($0.address), size: $0.size, flags: $0.flags)
+                    },
+                    registers: registers, xsaveBytes: thread.xstate.count)
             },
             mappings: zip(image.mappings, storedPages).map { m, stored in
-                Mapping(start: Format.address(m.start), end: Format.address(m.end), size: m.end - m.start, protection: m.protection.description,
-                        backing: m.backing.rawValue, path: m.path, offset: m.offset, flags: m.flags, residentPages: m.residentPages,
-                        storedPages: stored)
+                Mapping(
+                    start: Format.address(m.start), end: Format.address(m.end), size: m.end - m.start,
+                    protection: m.protection.description,
+                    backing: m.backing.rawValue, path: m.path, offset: m.offset, flags: m.flags,
+                    residentPages: m.residentPages,
+                    storedPages: stored)
             },
             descriptors: image.descriptors.map {
-                Descriptor(fd: $0.fd, kind: $0.kind.rawValue, target: $0.target, flags: OpenFlags.describe($0.flags), offset: $0.offset, size: $0.size)
+                Descriptor(
+                    fd: $0.fd, kind: $0.kind.rawValue, target: $0.target, flags: OpenFlags.describe($0.flags),
+                    offset: $0.offset, size: $0.size)
             },
             signalActions: image.signalActions.map {
-                SignalAction(signal: $0.signal, name: SignalNames.name($0.signal), handler: SignalNames.handler($0.handler),
-                             flags: SignalNames.describe(actionFlags: $0.flags), mask: SignalNames.names(mask: $0.mask))
+                SignalAction(
+                    signal: $0.signal, name: SignalNames.name($0.signal), handler: SignalNames.handler($0.handler),
+                    flags: SignalNames.describe(actionFlags: $0.flags), mask: SignalNames.names(mask: $0.mask))
             },
             intervalTimers: (image.intervalTimers ?? []).map {
-                Timer(timer: GenerationDiff.timerName($0.which), intervalMicroseconds: $0.intervalMicroseconds, valueMicroseconds: $0.valueMicroseconds)
+                Timer(
+                    timer: GenerationDiff.timerName($0.which), intervalMicroseconds: $0.intervalMicroseconds,
+                    valueMicroseconds: $0.valueMicroseconds)
             },
             pendingSignals: SignalNames.names(siginfo: image.sharedPendingSignals.map(\.bytes)),
             limits: image.limits.map {
@@ -151,32 +179,44 @@ public enum GenerationReports {
             unsupported: image.unsupported)
     }
 
-    public static func json(_ detail: GenerationDetail, store: String) -> String { StoreReports.json(document(detail, store: store)) }
+    public static func json(_ detail: GenerationDetail, store: String) -> String {
+        StoreReports.json(document(detail, store: store))
+    }
 
     /// The text for people. `regs`: every thread's registers; `maps`: every mapping.
     public static func text(_ detail: GenerationDetail, regs: Bool, maps: Bool) -> String {
         let entry = detail.entry
         var lines: [String] = []
-        let lineage = entry.kind == .full ? "full" : "delta on " + (detail.parent.map { String($0.hex.prefix(12)) } ?? "?")
-        lines.append("\(detail.chain) generation \(entry.generation)  (\(lineage))  id \(entry.manifest.hex.prefix(12))")
+        let lineage =
+            entry.kind == .full ? "full" : "delta on " + (detail.parent.map { String($0.hex.prefix(12)) } ?? "?")
+        lines.append(
+            "\(detail.chain) generation \(entry.generation)  (\(lineage))  id \(entry.manifest.hex.prefix(12))")
         lines.append("created      \(Format.time(nanoseconds: entry.createdNanoseconds)) UTC")
         guard let image = detail.image else {
-            lines.append("pages        \(detail.map.pages.count) in its page map; no process image (written by something other than cpx)")
+            lines.append(
+                "pages        \(detail.map.pages.count) in its page map; no process image (written by something other than cpx)"
+            )
             return lines.joined(separator: "\n")
         }
         let c = image.capture
         let mapped = image.mappings.reduce(UInt64(0)) { $0 + ($1.end - $1.start) }
         let resident = image.mappings.compactMap(\.residentPages)
-        lines.append("process      pid \(image.pid), \(image.threads.count) thread\(image.threads.count == 1 ? "" : "s")")
+        lines.append(
+            "process      pid \(image.pid), \(image.threads.count) thread\(image.threads.count == 1 ? "" : "s")")
         lines.append("command      " + image.command.map(quoted).joined(separator: " "))
         lines.append("executable   \(image.executable)")
         lines.append("cwd          \(image.workingDirectory)  (umask \(GenerationDiff.octal(image.umask)))")
         lines.append("credentials  " + GenerationDiff.describe(image.credentials))
-        lines.append("captured     \(c.tracker.isEmpty ? "-" : c.tracker); pause \(milliseconds(c.pauseNanoseconds))"
-                     + " (every stop \(milliseconds(c.totalPauseNanoseconds)), \(c.preCopyRounds) pre-copy round\(c.preCopyRounds == 1 ? "" : "s")); kernel \(c.kernel)")
-        lines.append("memory       \(image.mappings.count) mappings, \(Format.bytes(mapped)) mapped"
-                     + (resident.count == image.mappings.count ? ", \(Format.bytes(Page.bytes(resident.reduce(0, +)))) resident" : "")
-                     + ", \(detail.map.pages.count) pages stored (\(detail.statistics.pagesWritten) written by this generation)")
+        lines.append(
+            "captured     \(c.tracker.isEmpty ? "-" : c.tracker); pause \(milliseconds(c.pauseNanoseconds))"
+                + " (every stop \(milliseconds(c.totalPauseNanoseconds)), \(c.preCopyRounds) pre-copy round\(c.preCopyRounds == 1 ? "" : "s")); kernel \(c.kernel)"
+        )
+        lines.append(
+            "memory       \(image.mappings.count) mappings, \(Format.bytes(mapped)) mapped"
+                + (resident.count == image.mappings.count
+                    ? ", \(Format.bytes(Page.bytes(resident.reduce(0, +)))) resident" : "")
+                + ", \(detail.map.pages.count) pages stored (\(detail.statistics.pagesWritten) written by this generation)"
+        )
         lines.append("unsupported  " + (image.unsupported.isEmpty ? "none" : image.unsupported.joined(separator: ", ")))
 
         lines.append("")
@@ -184,9 +224,12 @@ public enum GenerationReports {
         var threads = TextTable(["TID", "RIP", "RSP", "FS_BASE", "BLOCKED", "PENDING", "ALTSTACK"], numeric: [0])
         for thread in image.threads {
             let s = thread.state
-            threads.add(["\(s.tid)", Format.address(s.instructionPointer), Format.address(s.stackPointer), Format.address(s.fsBase),
-                         SignalNames.describe(mask: s.signalMask), SignalNames.describe(siginfo: s.pendingSignals),
-                         thread.signalStack.map { "\(Format.address($0.address)) +\($0.size)" } ?? "-"])
+            threads.add([
+                "\(s.tid)", Format.address(s.instructionPointer), Format.address(s.stackPointer),
+                Format.address(s.fsBase),
+                SignalNames.describe(mask: s.signalMask), SignalNames.describe(siginfo: s.pendingSignals),
+                thread.signalStack.map { "\(Format.address($0.address)) +\($0.size)" } ?? "-",
+            ])
         }
         lines.append(threads.render())
         if regs {
@@ -209,7 +252,10 @@ public enum GenerationReports {
         } else {
             var fds = TextTable(["FD", "KIND", "FLAGS", "OFFSET", "TARGET"], numeric: [0, 3])
             for d in image.descriptors {
-                fds.add(["\(d.fd)", d.kind.rawValue, OpenFlags.describe(d.flags), "\(d.offset)", d.target + (d.size.map { "  (size \($0))" } ?? "")])
+                fds.add([
+                    "\(d.fd)", d.kind.rawValue, OpenFlags.describe(d.flags), "\(d.offset)",
+                    d.target + (d.size.map { "  (size \($0))" } ?? ""),
+                ])
             }
             lines.append(fds.render())
         }
@@ -221,30 +267,43 @@ public enum GenerationReports {
         } else {
             var actions = TextTable(["SIGNAL", "HANDLER", "FLAGS", "MASK"])
             for a in image.signalActions {
-                actions.add([SignalNames.name(a.signal), SignalNames.handler(a.handler), SignalNames.describe(actionFlags: a.flags),
-                             SignalNames.describe(mask: a.mask)])
+                actions.add([
+                    SignalNames.name(a.signal), SignalNames.handler(a.handler),
+                    SignalNames.describe(actionFlags: a.flags),
+                    SignalNames.describe(mask: a.mask),
+                ])
             }
             lines.append(actions.render())
         }
         for timer in image.intervalTimers ?? [] {
-            lines.append("timer \(GenerationDiff.timerName(timer.which)): \(GenerationDiff.text(GenerationDiff.describe(timer)))")
+            lines.append(
+                "timer \(GenerationDiff.timerName(timer.which)): \(GenerationDiff.text(GenerationDiff.describe(timer)))"
+            )
         }
-        lines.append("pending for the process: " + SignalNames.describe(siginfo: image.sharedPendingSignals.map(\.bytes)))
+        lines.append(
+            "pending for the process: " + SignalNames.describe(siginfo: image.sharedPendingSignals.map(\.bytes)))
 
         lines.append("")
         if maps {
             lines.append("MEMORY MAP")
-            var table = TextTable(["START", "END", "SIZE", "PROT", "BACKING", "RESIDENT", "STORED", "PATH"], numeric: [2, 5, 6])
+            var table = TextTable(
+                ["START", "END", "SIZE", "PROT", "BACKING", "RESIDENT", "STORED", "PATH"], numeric: [2, 5, 6])
             for (m, stored) in zip(image.mappings, detail.storedPages) {
-                table.add([Format.address(m.start), Format.address(m.end), Format.bytes(m.end - m.start), m.protection.description, m.backing.rawValue,
-                           m.residentPages.map { "\($0)" } ?? "-", "\(stored)", m.path])
+                table.add([
+                    Format.address(m.start), Format.address(m.end), Format.bytes(m.end - m.start),
+                    m.protection.description, m.backing.rawValue,
+                    m.residentPages.map { "\($0)" } ?? "-", "\(stored)", m.path,
+                ])
             }
             lines.append(table.render())
         } else {
             var byBacking: [String: (count: Int, bytes: UInt64, stored: UInt64)] = [:]
             for (m, stored) in zip(image.mappings, detail.storedPages) {
                 let k = m.backing.rawValue
-                byBacking[k] = ((byBacking[k]?.count ?? 0) + 1, (byBacking[k]?.bytes ?? 0) + m.end - m.start, (byBacking[k]?.stored ?? 0) + stored)
+                byBacking[k] = (
+                    (byBacking[k]?.count ?? 0) + 1, (byBacking[k]?.bytes ?? 0) + m.end - m.start,
+                    (byBacking[k]?.stored ?? 0) + stored
+                )
             }
             lines.append("MEMORY (by backing; --maps lists every mapping)")
             var table = TextTable(["BACKING", "MAPPINGS", "SIZE", "STORED PAGES"], numeric: [1, 2, 3])
@@ -267,5 +326,7 @@ public enum GenerationReports {
 }
 
 extension String {
-    func padding(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
+    func padding(_ width: Int) -> String {
+        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
+    }
 }

@@ -16,9 +16,11 @@ public enum RestartReports {
     }
 
     public static func restartJSON(_ outcome: Restorer.Outcome, chain: String, generation: UInt64) -> String {
-        StoreReports.jsonLine(Restart(chain: chain, generation: generation, pid: outcome.pid, originalPid: outcome.originalPid,
-                                      samePid: outcome.pid == outcome.originalPid, mappings: outcome.mappings,
-                                      pagesWritten: outcome.pagesWritten, notices: outcome.notices))
+        StoreReports.jsonLine(
+            Restart(
+                chain: chain, generation: generation, pid: outcome.pid, originalPid: outcome.originalPid,
+                samePid: outcome.pid == outcome.originalPid, mappings: outcome.mappings,
+                pagesWritten: outcome.pagesWritten, notices: outcome.notices))
     }
 
     struct Check: Codable {
@@ -31,8 +33,13 @@ public enum RestartReports {
         var processImage: Bool
     }
 
-    public static func checkJSON(store: String, chain: String, generation: UInt64, pages: Int, bytes: Int, processImage: Bool) -> String {
-        StoreReports.json(Check(store: store, chain: chain, generation: generation, pages: pages, bytes: bytes, processImage: processImage))
+    public static func checkJSON(
+        store: String, chain: String, generation: UInt64, pages: Int, bytes: Int, processImage: Bool
+    ) -> String {
+        StoreReports.json(
+            Check(
+                store: store, chain: chain, generation: generation, pages: pages, bytes: bytes,
+                processImage: processImage))
     }
 
     struct Core: Codable {
@@ -48,8 +55,13 @@ public enum RestartReports {
         var bytes: Int64
     }
 
-    public static func coreJSON(_ summary: CoreFile.Summary, chain: String, generation: UInt64, file: String, executable: String) -> String {
-        StoreReports.json(Core(chain: chain, generation: generation, file: file, executable: executable, threads: summary.threads,
-                               segments: summary.segments, storedPages: summary.storedPages, filePages: summary.filePages, bytes: summary.bytes))
+    public static func coreJSON(
+        _ summary: CoreFile.Summary, chain: String, generation: UInt64, file: String, executable: String
+    ) -> String {
+        StoreReports.json(
+            Core(
+                chain: chain, generation: generation, file: file, executable: executable, threads: summary.threads,
+                segments: summary.segments, storedPages: summary.storedPages, filePages: summary.filePages,
+                bytes: summary.bytes))
     }
 }

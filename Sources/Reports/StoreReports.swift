@@ -52,16 +52,21 @@ public enum StoreReports {
             for entry in try store.chain(name).entries {
                 let manifest = try store.manifest(entry.manifest)
                 let s = manifest.statistics
-                let image = manifest.metadata.isEmpty ? nil : try? ProcessImage(decoding: manifest.metadata, generation: entry.generation)
-                rows.append(GenerationRow(
-                    chain: name, generation: entry.generation, id: entry.manifest.hex,
-                    created: Format.time(nanoseconds: entry.createdNanoseconds), createdNanoseconds: entry.createdNanoseconds,
-                    kind: entry.kind == .full ? "full" : "delta", parent: manifest.parent?.hex,
-                    pagesWritten: s.pagesWritten, zeroPages: s.zeroPages, unmappedPages: s.unmappedPages,
-                    newChunks: s.newChunks, storedBytes: s.storedBytes, newLogicalBytes: s.newLogicalBytes,
-                    dedupRatio: s.newChunks > 0 ? Double(s.pagesWritten) / Double(s.newChunks) : nil,
-                    tracker: image?.capture.tracker, pauseMicroseconds: image.map { $0.capture.pauseNanoseconds / 1000 },
-                    unsupported: image.map(\.unsupported)))
+                let image =
+                    manifest.metadata.isEmpty
+                    ? nil : try? ProcessImage(decoding: manifest.metadata, generation: entry.generation)
+                rows.append(
+                    GenerationRow(
+                        chain: name, generation: entry.generation, id: entry.manifest.hex,
+                        created: Format.time(nanoseconds: entry.createdNanoseconds),
+                        createdNanoseconds: entry.createdNanoseconds,
+                        kind: entry.kind == .full ? "full" : "delta", parent: manifest.parent?.hex,
+                        pagesWritten: s.pagesWritten, zeroPages: s.zeroPages, unmappedPages: s.unmappedPages,
+                        newChunks: s.newChunks, storedBytes: s.storedBytes, newLogicalBytes: s.newLogicalBytes,
+                        dedupRatio: s.newChunks > 0 ? Double(s.pagesWritten) / Double(s.newChunks) : nil,
+                        tracker: image?.capture.tracker,
+                        pauseMicroseconds: image.map { $0.capture.pauseNanoseconds / 1000 },
+                        unsupported: image.map(\.unsupported)))
             }
         }
         return rows
@@ -79,18 +84,25 @@ public enum StoreReports {
 
     public static func chainTable(_ rows: [GenerationRow]) -> String {
         guard !rows.isEmpty else { return "no generations" }
-        var table = TextTable(["CHAIN", "GEN", "ID", "CREATED (UTC)", "KIND", "PARENT", "TRACKER", "PAGES", "ZERO", "NEW CHUNKS",
-                               "STORED", "DEDUP", "PAUSE"],
-                              numeric: [1, 7, 8, 9, 10, 11, 12])
+        var table = TextTable(
+            [
+                "CHAIN", "GEN", "ID", "CREATED (UTC)", "KIND", "PARENT", "TRACKER", "PAGES", "ZERO", "NEW CHUNKS",
+                "STORED", "DEDUP", "PAUSE",
+            ],
+            numeric: [1, 7, 8, 9, 10, 11, 12])
         var notes: [String] = []
         for row in rows {
-            table.add([row.chain, "\(row.generation)", String(row.id.prefix(12)), row.created, row.kind,
-                       row.parent.map { String($0.prefix(12)) } ?? "-", row.tracker ?? "-", "\(row.pagesWritten)", "\(row.zeroPages)",
-                       "\(row.newChunks)", Format.bytes(row.storedBytes), row.dedupRatio.map(Format.ratio) ?? "-",
-                       row.pauseMicroseconds.map { Format.decimal(Double($0) / 1000) + " ms" } ?? "-"])
+            table.add([
+                row.chain, "\(row.generation)", String(row.id.prefix(12)), row.created, row.kind,
+                row.parent.map { String($0.prefix(12)) } ?? "-", row.tracker ?? "-", "\(row.pagesWritten)",
+                "\(row.zeroPages)",
+                "\(row.newChunks)", Format.bytes(row.storedBytes), row.dedupRatio.map(Format.ratio) ?? "-",
+                row.pauseMicroseconds.map { Format.decimal(Double($0) / 1000) + " ms" } ?? "-",
+            ])
             if let unsupported = row.unsupported, !unsupported.isEmpty {
-                notes.append("\(row.chain) generation \(row.generation) recorded descriptors a restart cannot recreate (unsupported): "
-                             + unsupported.joined(separator: ", "))
+                notes.append(
+                    "\(row.chain) generation \(row.generation) recorded descriptors a restart cannot recreate (unsupported): "
+                        + unsupported.joined(separator: ", "))
             }
         }
         return table.render() + notes.map { "\n" + $0 }.joined()
@@ -119,31 +131,46 @@ public enum StoreReports {
     }
 
     public static func verifyJSON(_ report: VerifyReport, store: String) -> String {
-        json(VerifyDocument(
-            store: store, deep: report.deep, clean: report.isClean, chains: report.chains, generations: report.generations,
-            packs: report.packs, indexEntries: report.indexEntries, chunksRehashed: report.chunksRehashed,
-            garbagePacks: report.garbagePacks, deadChunks: report.deadChunks,
-            problems: report.problems.map { .init(file: $0.file, message: $0.message) },
-            damaged: report.damaged.keys.sorted().map { .init(chain: $0.chain, generation: $0.generation, reason: report.damaged[$0]!) },
-            dependents: report.dependents.keys.sorted().map { .init(chain: $0.chain, generation: $0.generation, dependsOn: report.dependents[$0]!.generation) }))
+        json(
+            VerifyDocument(
+                store: store, deep: report.deep, clean: report.isClean, chains: report.chains,
+                generations: report.generations,
+                packs: report.packs, indexEntries: report.indexEntries, chunksRehashed: report.chunksRehashed,
+                garbagePacks: report.garbagePacks, deadChunks: report.deadChunks,
+                problems: report.problems.map { .init(file: $0.file, message: $0.message) },
+                damaged: report.damaged.keys.sorted().map {
+                    .init(chain: $0.chain, generation: $0.generation, reason: report.damaged[$0]!)
+                },
+                dependents: report.dependents.keys.sorted().map {
+                    .init(chain: $0.chain, generation: $0.generation, dependsOn: report.dependents[$0]!.generation)
+                }))
     }
 
     public static func verifyText(_ report: VerifyReport, store: String) -> String {
         var lines: [String] = []
         let what = report.deep ? "deep verify (every chunk decompressed and rehashed)" : "structural verify"
         lines.append("\(store): \(what)")
-        lines.append("  \(report.chains) chains, \(report.generations) generations, \(report.packs) packs, \(report.indexEntries) indexed chunks"
-            + (report.deep ? ", \(report.chunksRehashed) chunks rehashed" : ""))
+        lines.append(
+            "  \(report.chains) chains, \(report.generations) generations, \(report.packs) packs, \(report.indexEntries) indexed chunks"
+                + (report.deep ? ", \(report.chunksRehashed) chunks rehashed" : ""))
         if report.garbagePacks > 0 || report.deadChunks > 0 {
-            lines.append("  garbage: \(report.garbagePacks) packs from interrupted writes, \(report.deadChunks) dead chunks (`cpx gc` reclaims them)")
+            lines.append(
+                "  garbage: \(report.garbagePacks) packs from interrupted writes, \(report.deadChunks) dead chunks (`cpx gc` reclaims them)"
+            )
         }
         for problem in report.problems { lines.append("  PROBLEM \(problem.file): \(problem.message)") }
         for ref in report.damaged.keys.sorted() { lines.append("  DAMAGED \(ref): \(report.damaged[ref]!)") }
         let dependents = report.dependents.keys.sorted()
         if !dependents.isEmpty {
-            lines.append("  depending on damaged generations: " + dependents.map { "\($0) (on \(report.dependents[$0]!.generation))" }.joined(separator: ", "))
+            lines.append(
+                "  depending on damaged generations: "
+                    + dependents.map { "\($0) (on \(report.dependents[$0]!.generation))" }.joined(separator: ", "))
         }
-        lines.append(report.isClean ? "OK: no damage found" : "DAMAGE FOUND: nothing was changed; restore the named files from a backup, or drop the damaged generations with `cpx gc --keep ...`")
+        lines.append(
+            report.isClean
+                ? "OK: no damage found"
+                : "DAMAGE FOUND: nothing was changed; restore the named files from a backup, or drop the damaged generations with `cpx gc --keep ...`"
+        )
         return lines.joined(separator: "\n")
     }
 
@@ -181,11 +208,12 @@ public enum StoreReports {
             }
         }
         let sharing = try? store.sharing()
-        return Statistics(store: store.path, chains: totals.chains, generations: generations, uniqueChunks: totals.uniqueChunks,
-                          packs: totals.packs, packBytes: totals.packBytes, logicalBytes: logical,
-                          dedupRatio: totals.packBytes > 0 ? Double(logical) / Double(totals.packBytes) : nil,
-                          referencedChunks: sharing?.referencedChunks, dedupAcrossChains: sharing?.acrossChainsRatio,
-                          deadChunks: sharing?.deadChunks, reclaimableBytes: sharing?.reclaimableBytes)
+        return Statistics(
+            store: store.path, chains: totals.chains, generations: generations, uniqueChunks: totals.uniqueChunks,
+            packs: totals.packs, packBytes: totals.packBytes, logicalBytes: logical,
+            dedupRatio: totals.packBytes > 0 ? Double(logical) / Double(totals.packBytes) : nil,
+            referencedChunks: sharing?.referencedChunks, dedupAcrossChains: sharing?.acrossChainsRatio,
+            deadChunks: sharing?.deadChunks, reclaimableBytes: sharing?.reclaimableBytes)
     }
 
     public static func statisticsText(_ s: Statistics) -> String {
@@ -226,10 +254,15 @@ public enum StoreReports {
     }
 
     public static func gcJSON(_ r: GCReport, store: String) -> String {
-        json(GCDocument(store: store, dryRun: r.dryRun, dropped: r.dropped.map { .init(chain: $0.chain, generation: $0.generation) },
-                        keptGenerations: r.keptGenerations, rewrittenManifests: r.rewrittenManifests, liveChunks: r.liveChunks,
-                        deadChunks: r.deadChunks, packsDeleted: r.packsDeleted, packsRepacked: r.packsRepacked, packsWritten: r.packsWritten,
-                        packBytesBefore: r.packBytesBefore, packBytesAfter: r.packBytesAfter, bytesFreed: r.bytesFreed, seconds: r.seconds))
+        json(
+            GCDocument(
+                store: store, dryRun: r.dryRun,
+                dropped: r.dropped.map { .init(chain: $0.chain, generation: $0.generation) },
+                keptGenerations: r.keptGenerations, rewrittenManifests: r.rewrittenManifests, liveChunks: r.liveChunks,
+                deadChunks: r.deadChunks, packsDeleted: r.packsDeleted, packsRepacked: r.packsRepacked,
+                packsWritten: r.packsWritten,
+                packBytesBefore: r.packBytesBefore, packBytesAfter: r.packBytesAfter, bytesFreed: r.bytesFreed,
+                seconds: r.seconds))
     }
 
     public static func gcText(_ r: GCReport) -> String {
@@ -238,11 +271,19 @@ public enum StoreReports {
         let byChain = Dictionary(grouping: r.dropped, by: \.chain)
         if byChain.isEmpty { lines.append("\(verb) no generations") }
         for chain in byChain.keys.sorted() {
-            lines.append("\(verb) \(chain): generations " + byChain[chain]!.map { "\($0.generation)" }.joined(separator: ", "))
+            lines.append(
+                "\(verb) \(chain): generations " + byChain[chain]!.map { "\($0.generation)" }.joined(separator: ", "))
         }
-        lines.append("kept \(r.keptGenerations) generations (\(r.rewrittenManifests) manifests rewritten to absorb dropped ones)")
-        lines.append("chunks: \(r.liveChunks) live, \(r.deadChunks) dead; packs: \(r.packsDeleted) deleted, \(r.packsRepacked) repacked into \(r.packsWritten)")
-        lines.append((r.dryRun ? "would free " : "freed ") + Format.bytes(r.bytesFreed) + " (packs \(Format.bytes(r.packBytesBefore)) -> \(Format.bytes(r.packBytesAfter))) in \(Format.decimal(r.seconds)) s")
+        lines.append(
+            "kept \(r.keptGenerations) generations (\(r.rewrittenManifests) manifests rewritten to absorb dropped ones)"
+        )
+        lines.append(
+            "chunks: \(r.liveChunks) live, \(r.deadChunks) dead; packs: \(r.packsDeleted) deleted, \(r.packsRepacked) repacked into \(r.packsWritten)"
+        )
+        lines.append(
+            (r.dryRun ? "would free " : "freed ") + Format.bytes(r.bytesFreed)
+                + " (packs \(Format.bytes(r.packBytesBefore)) -> \(Format.bytes(r.packBytesAfter))) in \(Format.decimal(r.seconds)) s"
+        )
         return lines.joined(separator: "\n")
     }
 
@@ -268,7 +309,12 @@ public enum StoreReports {
         var skipped: [VerifyDocument.Problem]
     }
 
-    public static func rebuildIndexJSON(chunks: Int, packs: Int, skipped: [VerifyReport.Problem], store: String) -> String {
-        json(RebuildIndexDocument(store: store, chunks: chunks, packs: packs, skipped: skipped.map { .init(file: $0.file, message: $0.message) }))
+    public static func rebuildIndexJSON(
+        chunks: Int, packs: Int, skipped: [VerifyReport.Problem], store: String
+    ) -> String {
+        json(
+            RebuildIndexDocument(
+                store: store, chunks: chunks, packs: packs,
+                skipped: skipped.map { .init(file: $0.file, message: $0.message) }))
     }
 }

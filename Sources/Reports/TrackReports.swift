@@ -18,7 +18,8 @@ extension DirtyRate.Sample {
 /// as lines for people or a JSON document (schema chpox.probe/1).
 public enum ProbeReports {
     public static func text(_ probe: TrackerProbe) -> String {
-        (probe.results.map { "\($0.kind.rawValue): \($0.detail)" } + ["auto: \(probe.best.rawValue)"]).joined(separator: "\n")
+        (probe.results.map { "\($0.kind.rawValue): \($0.detail)" } + ["auto: \(probe.best.rawValue)"]).joined(
+            separator: "\n")
     }
 
     public static func json(_ probe: TrackerProbe) -> String {
@@ -28,7 +29,11 @@ public enum ProbeReports {
             var auto: String
             struct Entry: Codable { var name: String; var supported: Bool; var detail: String }
         }
-        return StoreReports.json(Document(trackers: probe.results.map { .init(name: $0.kind.rawValue, supported: $0.supported, detail: $0.detail) },
-                                          auto: probe.best.rawValue))
+        return StoreReports.json(
+            Document(
+                trackers: probe.results.map {
+                    .init(name: $0.kind.rawValue, supported: $0.supported, detail: $0.detail)
+                },
+                auto: probe.best.rawValue))
     }
 }

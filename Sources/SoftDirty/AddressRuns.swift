@@ -60,7 +60,13 @@ public struct AddressRuns: Sendable, Equatable {
         var low = 0, high = runs.count
         while low < high {
             let middle = (low + high) / 2
-            if runs[middle].end <= address { low = middle + 1 } else if runs[middle].start > address { high = middle } else { return true }
+            if runs[middle].end <= address {
+                low = middle + 1
+            } else if runs[middle].start > address {
+                high = middle
+            } else {
+                return true
+            }
         }
         return false
     }

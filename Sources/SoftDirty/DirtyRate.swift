@@ -40,9 +40,10 @@ public struct DirtyRate {
         }
         frozen.thaw()
         let elapsed = ClockTime.monotonic() - started
-        return Sample(index: index, tracker: tracker.kind.rawValue, dirtyPages: report.dirty.pageCount,
-                      wholesalePages: report.wholesale.pageCount, unmappedPages: report.unmapped.pageCount,
-                      mappedPages: report.regions.reduce(0) { $0 + $1.pageCount }, regions: report.regions.count,
-                      freezeMicroseconds: elapsed / 1000)
+        return Sample(
+            index: index, tracker: tracker.kind.rawValue, dirtyPages: report.dirty.pageCount,
+            wholesalePages: report.wholesale.pageCount, unmappedPages: report.unmapped.pageCount,
+            mappedPages: report.regions.reduce(0) { $0 + $1.pageCount }, regions: report.regions.count,
+            freezeMicroseconds: elapsed / 1000)
     }
 }

@@ -17,7 +17,10 @@ public struct DirtyReport: Sendable {
     /// up again. Empty where the tracker cannot say (hash, soft-dirty).
     public var written = AddressRuns()
 
-    public init(regions: [MemoryRegion], dirty: AddressRuns, unmapped: AddressRuns, wholesale: AddressRuns, written: AddressRuns = AddressRuns()) {
+    public init(
+        regions: [MemoryRegion], dirty: AddressRuns, unmapped: AddressRuns, wholesale: AddressRuns,
+        written: AddressRuns = AddressRuns()
+    ) {
         self.regions = regions
         self.dirty = dirty
         self.unmapped = unmapped

@@ -68,6 +68,8 @@ public final class HashTracker: DirtyTracker {
         }
         hashes = current
         history.record(regions: regions, resident: resident)
-        return DirtyReport(regions: regions, dirty: AddressRuns(dirty).union(layout.new), unmapped: layout.unmapped, wholesale: layout.new)
+        return DirtyReport(
+            regions: regions, dirty: AddressRuns(dirty).union(layout.new), unmapped: layout.unmapped,
+            wholesale: layout.new)
     }
 }

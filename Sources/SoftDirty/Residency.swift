@@ -32,9 +32,15 @@ public struct Residency {
         var anonymous: [PageRun] = [], file: [PageRun] = [], swapped: [PageRun] = []
         func add(_ page: PageRun, isFile: Bool) { if isFile { file.append(page) } else { anonymous.append(page) } }
         if useScan {
-            for found in try pagemap.scan(start: run.start, end: run.end, anyOf: [.present, .swapped],
-                                          returned: [.present, .swapped, .pfnZero, .file]) where !found.categories.contains(.pfnZero) {
-                if found.categories.contains(.present) { add(found, isFile: found.categories.contains(.file)) } else { swapped.append(found) }
+            for found in try pagemap.scan(
+                start: run.start, end: run.end, anyOf: [.present, .swapped],
+                returned: [.present, .swapped, .pfnZero, .file]) where !found.categories.contains(.pfnZero)
+            {
+                if found.categories.contains(.present) {
+                    add(found, isFile: found.categories.contains(.file))
+                } else {
+                    swapped.append(found)
+                }
             }
             // Swapped: a real swap or migration entry, or a uffd-wp marker (no data); pagemap
             // tells them apart, read in large batches over the span of all of them.
@@ -72,7 +78,9 @@ public struct Residency {
     }
 
     /// Visits the pagemap entry of every page of `run`, 64 Ki pages per read.
-    public static func forEachEntry(_ pagemap: Pagemap, _ run: PageRun, _ visit: (UInt64, UInt64) -> Void) throws(TraceeError) {
+    public static func forEachEntry(
+        _ pagemap: Pagemap, _ run: PageRun, _ visit: (UInt64, UInt64) -> Void
+    ) throws(TraceeError) {
         var address = run.start
         while address < run.end {
             let count = Int(min(Page.count(of: run.end - address), 65536))
@@ -92,8 +100,8 @@ enum ZeroPage {
         return withExtendedLifetime(page) {
             _ = chpox_touch_read(page.bytes.baseAddress)  // a read fault maps the zero page
             guard let pagemap = try? Pagemap(pid: CurrentProcess.id),
-                  let entry = try? pagemap.entries(from: page.address, count: 1).first,
-                  entry & PagemapBit.present != 0
+                let entry = try? pagemap.entries(from: page.address, count: 1).first,
+                entry & PagemapBit.present != 0
             else { return 0 }
             return entry & PagemapBit.frameMask
         }

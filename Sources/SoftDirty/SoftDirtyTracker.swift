@@ -31,7 +31,8 @@ public final class SoftDirtyTracker: DirtyTracker {
         var dirty: [PageRun] = []
         for region in regions {
             if usesScan {
-                dirty += try pagemap.scan(start: region.start, end: region.end, required: .softDirty, returned: .softDirty)
+                dirty += try pagemap.scan(
+                    start: region.start, end: region.end, required: .softDirty, returned: .softDirty)
             } else {
                 try Residency.forEachEntry(pagemap, PageRun(start: region.start, end: region.end)) { address, entry in
                     if entry & PagemapBit.softDirty != 0 { dirty.append(PageRun(pageAt: address)) }
@@ -42,8 +43,9 @@ public final class SoftDirtyTracker: DirtyTracker {
         let vanished = history.vanished(resident: resident, continuing: layout.continuing)
         try Self.clear(pid)
         history.record(regions: regions, resident: resident)
-        return DirtyReport(regions: regions, dirty: AddressRuns(dirty).union(layout.new).union(vanished),
-                           unmapped: layout.unmapped, wholesale: layout.new)
+        return DirtyReport(
+            regions: regions, dirty: AddressRuns(dirty).union(layout.new).union(vanished),
+            unmapped: layout.unmapped, wholesale: layout.new)
     }
 
     /// Clears the soft-dirty bits of every page of `pid`.

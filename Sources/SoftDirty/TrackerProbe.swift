@@ -14,7 +14,10 @@ public struct TrackerProbe: Sendable {
     public let results: [Result]
 
     public init() {
-        results = [Self.probeSoftDirty(), Self.probeUffdWP(), Result(kind: .hash, supported: true, detail: "needs nothing from the kernel")]
+        results = [
+            Self.probeSoftDirty(), Self.probeUffdWP(),
+            Result(kind: .hash, supported: true, detail: "needs nothing from the kernel"),
+        ]
     }
 
     public func result(_ kind: TrackerKind) -> Result { results.first { $0.kind == kind }! }
@@ -41,12 +44,20 @@ public struct TrackerProbe: Sendable {
                 page.storeBytes(of: 2, as: UInt8.self)
                 let written = try pagemap.entries(from: address, count: 1).first ?? 0
                 if written & PagemapBit.softDirty == 0 {
-                    return Result(kind: .softDirty, supported: false, detail: "unsupported by this kernel (CONFIG_MEM_SOFT_DIRTY is off: clear_refs 4 is accepted but no write sets the bit)")
+                    return Result(
+                        kind: .softDirty, supported: false,
+                        detail:
+                            "unsupported by this kernel (CONFIG_MEM_SOFT_DIRTY is off: clear_refs 4 is accepted but no write sets the bit)"
+                    )
                 }
                 if cleared & PagemapBit.softDirty != 0 {
-                    return Result(kind: .softDirty, supported: false, detail: "clear_refs 4 does not clear the soft-dirty bit on this kernel")
+                    return Result(
+                        kind: .softDirty, supported: false,
+                        detail: "clear_refs 4 does not clear the soft-dirty bit on this kernel")
                 }
-                let scan = pagemap.hasScan() ? "pagemap bit 55 and PAGEMAP_SCAN" : "pagemap bit 55 (no PAGEMAP_SCAN before Linux 6.7)"
+                let scan =
+                    pagemap.hasScan()
+                    ? "pagemap bit 55 and PAGEMAP_SCAN" : "pagemap bit 55 (no PAGEMAP_SCAN before Linux 6.7)"
                 return Result(kind: .softDirty, supported: true, detail: "supported (\(scan))")
             } catch {
                 return Result(kind: .softDirty, supported: false, detail: "unusable: \(error)")
@@ -58,28 +69,39 @@ public struct TrackerProbe: Sendable {
     static func probeUffdWP() -> Result {
         let uffd: Userfaultfd
         do { uffd = try .create([.nonBlocking, .userModeOnly]) } catch {
-            return Result(kind: .uffdWP, supported: false, detail: "unusable: userfaultfd(2) failed: \(error) (CONFIG_USERFAULTFD, or vm.unprivileged_userfaultfd)")
+            return Result(
+                kind: .uffdWP, supported: false,
+                detail: "unusable: userfaultfd(2) failed: \(error) (CONFIG_USERFAULTFD, or vm.unprivileged_userfaultfd)"
+            )
         }
         defer { uffd.close() }
         do { try uffd.enable(UffdTracker.features) } catch {
-            return Result(kind: .uffdWP, supported: false, detail: "unsupported by this kernel (no UFFD_FEATURE_WP_ASYNC: Linux 6.7+)")
+            return Result(
+                kind: .uffdWP, supported: false,
+                detail: "unsupported by this kernel (no UFFD_FEATURE_WP_ASYNC: Linux 6.7+)")
         }
         let outcome: Result? = withPage { page, address in
             do {
                 try uffd.registerForWriteProtect(start: address, length: UInt64(Page.size))
                 try uffd.writeProtect(start: address, length: UInt64(Page.size))
             } catch {
-                return Result(kind: .uffdWP, supported: false, detail: "unusable: cannot register or write-protect a page (\(error))")
+                return Result(
+                    kind: .uffdWP, supported: false,
+                    detail: "unusable: cannot register or write-protect a page (\(error))")
             }
             do {
                 let pagemap = try Pagemap(pid: CurrentProcess.id)
-                let before = try pagemap.scan(start: address, end: address + UInt64(Page.size), required: .written, returned: .written)
+                let before = try pagemap.scan(
+                    start: address, end: address + UInt64(Page.size), required: .written, returned: .written)
                 page.storeBytes(of: 3, as: UInt8.self)
-                let after = try pagemap.scan(start: address, end: address + UInt64(Page.size), required: .written, returned: .written)
+                let after = try pagemap.scan(
+                    start: address, end: address + UInt64(Page.size), required: .written, returned: .written)
                 guard before.isEmpty, after.count == 1 else {
-                    return Result(kind: .uffdWP, supported: false, detail: "PAGEMAP_SCAN does not report the written page")
+                    return Result(
+                        kind: .uffdWP, supported: false, detail: "PAGEMAP_SCAN does not report the written page")
                 }
-                return Result(kind: .uffdWP, supported: true, detail: "supported (userfaultfd async write-protect, PAGEMAP_SCAN)")
+                return Result(
+                    kind: .uffdWP, supported: true, detail: "supported (userfaultfd async write-protect, PAGEMAP_SCAN)")
             } catch {
                 return Result(kind: .uffdWP, supported: false, detail: "unusable: \(error)")
             }
@@ -93,10 +115,14 @@ public enum TrackerSelection {
     /// `kind` nil means the best the probe allows; a forced kind that the probe refuses is an
     /// error that says why.
     /// Start it before freezing the process for the first collect.
-    public static func start(_ kind: TrackerKind?, pid: Int32, probe: TrackerProbe = TrackerProbe()) throws(TraceeError) -> any DirtyTracker {
+    public static func start(
+        _ kind: TrackerKind?, pid: Int32, probe: TrackerProbe = TrackerProbe()
+    ) throws(TraceeError) -> any DirtyTracker {
         let chosen = kind ?? probe.best
         let result = probe.result(chosen)
-        guard result.supported else { throw .unsupported(pid: pid, reason: "tracker \(chosen.rawValue): \(result.detail)") }
+        guard result.supported else {
+            throw .unsupported(pid: pid, reason: "tracker \(chosen.rawValue): \(result.detail)")
+        }
         switch chosen {
         case .softDirty: return try SoftDirtyTracker(pid: pid)
         case .uffdWP: return try UffdTracker(pid: pid)

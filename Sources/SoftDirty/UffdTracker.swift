@@ -23,11 +23,14 @@ public final class UffdTracker: DirtyTracker {
     /// that this process can be killed at any instant without harming the target.
     public init(pid: Int32) throws(TraceeError) {
         self.pid = pid
-        guard try Pagemap(pid: pid).hasScan() else { throw .unsupported(pid: pid, reason: "uffd-wp needs PAGEMAP_SCAN (Linux 6.7+)") }
+        guard try Pagemap(pid: pid).hasScan() else {
+            throw .unsupported(pid: pid, reason: "uffd-wp needs PAGEMAP_SCAN (Linux 6.7+)")
+        }
         let uffd = try Self.takeUserfaultfd(from: pid)
         do { try uffd.enable(Self.features) } catch {
             uffd.close()
-            throw .unsupported(pid: pid, reason: "uffd-wp: this kernel refuses UFFD_FEATURE_WP_ASYNC (\(error); Linux 6.7+ has it)")
+            throw .unsupported(
+                pid: pid, reason: "uffd-wp: this kernel refuses UFFD_FEATURE_WP_ASYNC (\(error); Linux 6.7+ has it)")
         }
         self.uffd = uffd
     }
@@ -39,7 +42,11 @@ public final class UffdTracker: DirtyTracker {
         defer { injector.finish() }
         let answer = (injector.readLine() ?? "").trimmingWhitespace()
         guard answer.hasPrefix("fd "), let remote = Int32(answer.dropFirst(3)) else {
-            throw .unsupported(pid: pid, reason: "creating a userfaultfd in it failed: \(answer.hasPrefix("error ") ? String(answer.dropFirst(6)) : "the injector ended early")")
+            throw .unsupported(
+                pid: pid,
+                reason:
+                    "creating a userfaultfd in it failed: \(answer.hasPrefix("error ") ? String(answer.dropFirst(6)) : "the injector ended early")"
+            )
         }
         let local: Result<FileDescriptor, Errno>
         do {
@@ -85,12 +92,14 @@ public final class UffdTracker: DirtyTracker {
             }
             // Written pages of registered mappings, write-protected again in the same walk.
             // Unregistered mappings are skipped by the kernel without a page-table walk.
-            dirty += try pagemap.scan(start: region.start, end: region.end, flags: .writeProtectMatching,
-                                      required: [.written, .wpAllowed], returned: .written)
+            dirty += try pagemap.scan(
+                start: region.start, end: region.end, flags: .writeProtectMatching,
+                required: [.written, .wpAllowed], returned: .written)
             // Ranges the userfaultfd does not cover (new, or dropped by mremap): only those
             // mappings are walked.
-            let unprotected = try pagemap.scan(start: region.start, end: region.end, required: .wpAllowed,
-                                               inverted: .wpAllowed, returned: .wpAllowed)
+            let unprotected = try pagemap.scan(
+                start: region.start, end: region.end, required: .wpAllowed,
+                inverted: .wpAllowed, returned: .wpAllowed)
             if !unprotected.isEmpty {
                 wholesale += unprotected.map { PageRun(start: $0.start, end: $0.end) }
                 fresh.append(region)
@@ -110,8 +119,9 @@ public final class UffdTracker: DirtyTracker {
         // A written page of a private mapping is present or swapped, and anonymous (a write
         // to a private file page copies it), unless the layout makes it suspect.
         let written = AddressRuns(dirty).subtracting(wholesaleRuns).subtracting(vanished)
-        return DirtyReport(regions: regions, dirty: AddressRuns(dirty).union(wholesaleRuns).union(vanished),
-                           unmapped: layout.unmapped, wholesale: wholesaleRuns, written: written)
+        return DirtyReport(
+            regions: regions, dirty: AddressRuns(dirty).union(wholesaleRuns).union(vanished),
+            unmapped: layout.unmapped, wholesale: wholesaleRuns, written: written)
     }
 
     private func protect(_ region: MemoryRegion, _ uffd: Userfaultfd) throws(TraceeError) {

@@ -65,7 +65,7 @@ struct BinaryReader {
     mutating func expect(magic: StaticString) throws(StoreError) {
         let expected = magic.withUTF8Buffer { Array($0) }
         guard remaining >= expected.count,
-              expected.indices.allSatisfy({ bytes[offset + $0] == expected[$0] })
+            expected.indices.allSatisfy({ bytes[offset + $0] == expected[$0] })
         else { throw StoreError.malformed(file: file, reason: "not a chpox file of this kind (bad magic)") }
         offset += expected.count
     }
@@ -107,6 +107,7 @@ struct BinaryReader {
 /// Reads a big-endian chunk id at `offset` (unchecked: callers check bounds).
 @inline(__always)
 func loadID(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> ChunkID {
-    ChunkID(high: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)),
-            low: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
+    ChunkID(
+        high: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)),
+        low: UInt64(bigEndian: bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)))
 }

@@ -37,7 +37,8 @@ public struct Chain: Sendable, Equatable {
     public static func isValidName(_ name: String) -> Bool {
         guard (1...64).contains(name.utf8.count), !name.hasPrefix(".") else { return false }
         return name.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F
+                || c == 0x2D
         }
     }
 
@@ -70,7 +71,9 @@ public struct Chain: Sendable, Equatable {
         var reader = BinaryReader(bytes, file: file)
         try reader.expect(magic: "CHPXCHN1")
         let version: UInt32 = try reader.read()
-        guard version == Self.version else { throw .malformed(file: file, reason: "chain format \(version) is unknown") }
+        guard version == Self.version else {
+            throw .malformed(file: file, reason: "chain format \(version) is unknown")
+        }
         name = try reader.readString()
         guard Self.isValidName(name) else { throw reader.fail("invalid chain name") }
         nextGeneration = try reader.read()
@@ -82,13 +85,18 @@ public struct Chain: Sendable, Equatable {
             let generation: UInt64 = try reader.read()
             let manifest = try reader.readID()
             let created: Int64 = try reader.read()
-            guard let kind = GenerationManifest.Kind(rawValue: try reader.read()) else { throw reader.fail("unknown generation kind") }
+            guard let kind = GenerationManifest.Kind(rawValue: try reader.read()) else {
+                throw reader.fail("unknown generation kind")
+            }
             try reader.skip(7)
             let deltaEntries: UInt64 = try reader.read()
             guard generation < nextGeneration, entries.last.map({ $0.generation < generation }) ?? true else {
                 throw reader.fail("generation numbers out of order")
             }
-            entries.append(Entry(generation: generation, manifest: manifest, createdNanoseconds: created, kind: kind, deltaEntries: deltaEntries))
+            entries.append(
+                Entry(
+                    generation: generation, manifest: manifest, createdNanoseconds: created, kind: kind,
+                    deltaEntries: deltaEntries))
         }
         try reader.verifyChecksum()
         guard entries.first.map({ $0.kind == .full }) ?? true else {

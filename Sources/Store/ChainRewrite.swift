@@ -12,8 +12,11 @@ extension Store {
     /// Rewrites `chain` so that only `kept` generations remain (each dropped one merged into the
     /// next kept one) and generations in `makingFull` become full. Returns the new chain, the
     /// manifests to publish (id, bytes) and every chunk the kept generations reference.
-    func rewrite(_ chain: Chain, keeping kept: Set<UInt64>, makingFull: Set<UInt64>) throws(StoreError)
-        -> (chain: Chain, manifests: [(ChunkID, [UInt8])], referenced: [ChunkID]) {
+    func rewrite(
+        _ chain: Chain, keeping kept: Set<UInt64>, makingFull: Set<UInt64>
+    ) throws(StoreError)
+        -> (chain: Chain, manifests: [(ChunkID, [UInt8])], referenced: [ChunkID])
+    {
         var entries: [Chain.Entry] = []
         var manifests: [(ChunkID, [UInt8])] = []
         var referenced: [ChunkID] = []
@@ -75,7 +78,8 @@ extension Store {
             guard chain.entry(generation) != nil else { throw .noSuchGeneration(chain: name, generation: generation) }
             let plan = try rewrite(chain, keeping: Set(chain.entries.map(\.generation)), makingFull: [generation])
             for (id, bytes) in plan.manifests {
-                try directory.publish(bytes, as: GenerationManifest.fileName(id), in: directory.manifests, dirName: "manifests")
+                try directory.publish(
+                    bytes, as: GenerationManifest.fileName(id), in: directory.manifests, dirName: "manifests")
             }
             try publish(plan.chain)
             return plan.chain.entry(generation)!

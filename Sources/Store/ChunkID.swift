@@ -52,7 +52,7 @@ public struct ChunkID: Hashable, Comparable, Sendable, CustomStringConvertible {
     /// Parses 32 hex digits; nil for anything else.
     public init?(hex: some StringProtocol) {
         guard hex.count == 32, hex.allSatisfy(\.isHexDigit),
-              let high = UInt64(hex.prefix(16), radix: 16), let low = UInt64(hex.suffix(16), radix: 16)
+            let high = UInt64(hex.prefix(16), radix: 16), let low = UInt64(hex.suffix(16), radix: 16)
         else { return nil }
         self.init(high: high, low: low)
     }

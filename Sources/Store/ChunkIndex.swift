@@ -100,7 +100,9 @@ final class ChunkIndex: @unchecked Sendable {
     }
 
     /// Visits the entries of `sources` in ascending id order, each id once.
-    static func mergeEntries(_ sources: [IndexSegment], _ visit: (ChunkID, ChunkLocation) throws(StoreError) -> Void) throws(StoreError) {
+    static func mergeEntries(
+        _ sources: [IndexSegment], _ visit: (ChunkID, ChunkLocation) throws(StoreError) -> Void
+    ) throws(StoreError) {
         var cursors = [Int](repeating: 0, count: sources.count)
         var last: ChunkID?
         while true {

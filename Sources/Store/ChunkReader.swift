@@ -35,7 +35,7 @@ public final class ChunkReader {
             window.deallocate()
             locations.deallocate()
         }
-        var placement: [Int] = []   // per page of the window: frame index * 16 + slot, or -1 for zero
+        var placement: [Int] = []  // per page of the window: frame index * 16 + slot, or -1 for zero
         placement.reserveCapacity(PackFormat.maxPagesPerFrame * Self.windowFrames)
         var blockStart = 0
         while blockStart < map.pages.count {
@@ -175,7 +175,9 @@ final class FrameWindow: @unchecked Sendable {
             return .corruptChunk(id, pack: name, reason: "the index gives an impossible frame length")
         }
         let start = Int(job.location.frameOffset)
-        guard start + length <= job.pack.bytes.count else { return .corruptChunk(id, pack: name, reason: "the pack is truncated") }
+        guard start + length <= job.pack.bytes.count else {
+            return .corruptChunk(id, pack: name, reason: "the pack is truncated")
+        }
         let frame = UnsafeRawBufferPointer(rebasing: job.pack.bytes[start..<(start + length)])
         let pages = decoded.pages((k * PackFormat.maxPagesPerFrame)..<((k + 1) * PackFormat.maxPagesPerFrame))
         let count: Int
@@ -185,7 +187,9 @@ final class FrameWindow: @unchecked Sendable {
             return .corruptChunk(id, pack: name, reason: "\(error)")
         }
         for check in job.checks {
-            guard check.slot < count else { return .corruptChunk(check.id, pack: name, reason: "its frame has no page \(check.slot)") }
+            guard check.slot < count else {
+                return .corruptChunk(check.id, pack: name, reason: "its frame has no page \(check.slot)")
+            }
             let page = UnsafeRawBufferPointer(pages.page(at: check.slot))
             guard ChunkID(hashing: page) == check.id else {
                 return .corruptChunk(check.id, pack: name, reason: "its bytes do not hash to its id")

@@ -17,7 +17,9 @@ public struct RetentionPolicy: Sendable {
     /// Chains the rules apply to; nil means all. Other chains keep every generation.
     public var chains: Set<String>?
 
-    public init(keepLast: Int? = nil, keepWithinNanoseconds: Int64? = nil, keep: Set<UInt64> = [], chains: Set<String>? = nil) {
+    public init(
+        keepLast: Int? = nil, keepWithinNanoseconds: Int64? = nil, keep: Set<UInt64> = [], chains: Set<String>? = nil
+    ) {
         self.keepLast = keepLast
         self.keepWithinNanoseconds = keepWithinNanoseconds
         self.keep = keep
@@ -70,7 +72,9 @@ public struct StoreSharing: Sendable {
     public var deadChunks = 0
     /// What deleting dead packs and repacking every pack with dead chunks would free (estimate).
     public var reclaimableBytes: Int64 = 0
-    public var acrossChainsRatio: Double? { referencedChunks > 0 ? Double(referencesByChain) / Double(referencedChunks) : nil }
+    public var acrossChainsRatio: Double? {
+        referencedChunks > 0 ? Double(referencesByChain) / Double(referencedChunks) : nil
+    }
 }
 
 extension Store {
@@ -79,8 +83,10 @@ extension Store {
         try StoreLock.withLock(.store, .shared, in: directory) { () throws(StoreError) -> StoreSharing in
             let plan = try planCollection(RetentionPolicy(), now: ClockTime.realtime(), repackThreshold: 1)
             let withDead = Set(plan.dead.filter { $0.value > 0 }.keys)
-            return StoreSharing(referencedChunks: plan.referenced.count, referencesByChain: plan.referencesByChain,
-                                deadChunks: plan.dead.values.reduce(0, +), reclaimableBytes: plan.estimatedFreedBytes(repacking: withDead))
+            return StoreSharing(
+                referencedChunks: plan.referenced.count, referencesByChain: plan.referencesByChain,
+                deadChunks: plan.dead.values.reduce(0, +),
+                reclaimableBytes: plan.estimatedFreedBytes(repacking: withDead))
         }
     }
 
@@ -91,7 +97,9 @@ extension Store {
     /// generation rebuilds byte for byte, with its number unchanged), marks the chunks the kept
     /// generations reference, deletes packs with none and repacks packs whose dead share is over
     /// `repackThreshold`, and merges small packs. Holds the exclusive store lock: writers in flight finish first.
-    public func collectGarbage(_ policy: RetentionPolicy, dryRun: Bool = false, repackThreshold: Double = 0.3) throws(StoreError) -> GCReport {
+    public func collectGarbage(
+        _ policy: RetentionPolicy, dryRun: Bool = false, repackThreshold: Double = 0.3
+    ) throws(StoreError) -> GCReport {
         // One GC (or rebase, or rebuild-index) at a time.
         try StoreLock.withLock(.gc, .exclusive, in: directory) { () throws(StoreError) -> GCReport in
             try collectGarbageAlone(policy, dryRun: dryRun, repackThreshold: repackThreshold)
@@ -99,7 +107,9 @@ extension Store {
     }
 
     /// `collectGarbage` under gc.lock.
-    private func collectGarbageAlone(_ policy: RetentionPolicy, dryRun: Bool, repackThreshold: Double) throws(StoreError) -> GCReport {
+    private func collectGarbageAlone(
+        _ policy: RetentionPolicy, dryRun: Bool, repackThreshold: Double
+    ) throws(StoreError) -> GCReport {
         let started = ClockTime.realtime()
         var report = GCReport()
         report.dryRun = dryRun
@@ -150,7 +160,8 @@ extension Store {
 
             for plan in final.chains {
                 for (id, bytes) in plan.manifests {
-                    try directory.publish(bytes, as: GenerationManifest.fileName(id), in: directory.manifests, dirName: "manifests")
+                    try directory.publish(
+                        bytes, as: GenerationManifest.fileName(id), in: directory.manifests, dirName: "manifests")
                 }
                 if plan.new != plan.old { try publish(plan.new) }  // each chain's commit point
             }
@@ -165,11 +176,13 @@ extension Store {
             }
             try directory.sync(directory.packs, dirName: "packs")
             let keptManifests = Set(final.chains.flatMap { $0.new.entries.map(\.manifest.hex) })
-            for name in try directory.names(in: directory.manifests, dirName: "manifests", suffix: "gen") where !keptManifests.contains(name) {
+            for name in try directory.names(in: directory.manifests, dirName: "manifests", suffix: "gen")
+            where !keptManifests.contains(name) {
                 try directory.remove(name + ".gen", in: directory.manifests, dirName: "manifests")
                 report.manifestsRemoved += 1
             }
-            for name in try directory.names(in: directory.snapshots, dirName: "snapshots", suffix: "map") where !keptManifests.contains(name) {
+            for name in try directory.names(in: directory.snapshots, dirName: "snapshots", suffix: "map")
+            where !keptManifests.contains(name) {
                 try directory.remove(name + ".map", in: directory.snapshots, dirName: "snapshots")
             }
             // No writer is in flight under the exclusive lock: whatever is in tmp/ is left over.
@@ -224,10 +237,14 @@ extension Store {
         }
     }
 
-    func planCollection(_ policy: RetentionPolicy, now: Int64, repackThreshold: Double) throws(StoreError) -> CollectionPlan {
+    func planCollection(
+        _ policy: RetentionPolicy, now: Int64, repackThreshold: Double
+    ) throws(StoreError) -> CollectionPlan {
         try index.refresh()
         guard index.damaged.isEmpty else {
-            throw .invalidArgument("the index is damaged (\(index.damaged.map(\.name).joined(separator: ", "))): run `cpx rebuild-index` before GC")
+            throw .invalidArgument(
+                "the index is damaged (\(index.damaged.map(\.name).joined(separator: ", "))): run `cpx rebuild-index` before GC"
+            )
         }
         var plan = CollectionPlan()
         // Retention: new chains, with dropped generations merged into their successors.
@@ -235,7 +252,9 @@ extension Store {
             let chain = try self.chain(name)
             let kept = policy.kept(chain, now: now)
             let rewritten = try rewrite(chain, keeping: kept, makingFull: [])
-            plan.dropped += chain.entries.filter { !kept.contains($0.generation) }.map { GenerationRef(chain: name, generation: $0.generation) }
+            plan.dropped += chain.entries.filter { !kept.contains($0.generation) }.map {
+                GenerationRef(chain: name, generation: $0.generation)
+            }
             plan.keptGenerations += rewritten.chain.entries.count
             plan.rewrittenManifests += rewritten.manifests.count
             plan.referenced += rewritten.referenced
@@ -257,19 +276,25 @@ extension Store {
             plan.packSizes[id] = (try? directory.packs.status(of: name + ".pack").size) ?? 0
         }
         plan.deletable = Set(plan.packSizes.keys.filter { live[$0, default: 0] == 0 })
-        let mostlyDead = Set(plan.packSizes.keys.filter { pack in
-            let l = live[pack, default: 0], d = dead[pack, default: 0]
-            return l > 0 && Double(d) / Double(l + d) > repackThreshold
-        })
+        let mostlyDead = Set(
+            plan.packSizes.keys.filter { pack in
+                let l = live[pack, default: 0], d = dead[pack, default: 0]
+                return l > 0 && Double(d) / Double(l + d) > repackThreshold
+            })
         // Every generation closes its own pack, so a long chain leaves many small ones:
         // four or more packs under a quarter of the target size are merged.
-        let small = Set(plan.packSizes.keys.filter { live[$0, default: 0] > 0 && plan.packSizes[$0]! < Int64(PackFormat.targetSize / 4) })
+        let small = Set(
+            plan.packSizes.keys.filter {
+                live[$0, default: 0] > 0 && plan.packSizes[$0]! < Int64(PackFormat.targetSize / 4)
+            })
         plan.repack = mostlyDead.union(small.count >= Self.smallPacksToMerge ? small : [])
         return plan
     }
 
     /// Visits every index entry in id order with whether `referenced` (sorted, unique) has it.
-    private func joinIndex(with referenced: [ChunkID], _ visit: (ChunkID, ChunkLocation, Bool) throws(StoreError) -> Void) throws(StoreError) {
+    private func joinIndex(
+        with referenced: [ChunkID], _ visit: (ChunkID, ChunkLocation, Bool) throws(StoreError) -> Void
+    ) throws(StoreError) {
         var r = 0
         try ChunkIndex.mergeEntries(index.segments) { (id, location) throws(StoreError) in
             while r < referenced.count && referenced[r] < id { r += 1 }

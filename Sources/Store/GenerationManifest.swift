@@ -62,8 +62,10 @@ public struct GenerationManifest: Sendable, Equatable {
 
     static func fileName(_ id: ChunkID) -> String { "\(id.hex).gen" }
 
-    public init(generation: UInt64, createdNanoseconds: Int64, parent: ChunkID?, kind: Kind, chain: String,
-                statistics: Statistics, metadata: [UInt8], delta: PageDelta) {
+    public init(
+        generation: UInt64, createdNanoseconds: Int64, parent: ChunkID?, kind: Kind, chain: String,
+        statistics: Statistics, metadata: [UInt8], delta: PageDelta
+    ) {
         self.generation = generation
         self.createdNanoseconds = createdNanoseconds
         self.parent = parent
@@ -84,8 +86,10 @@ public struct GenerationManifest: Sendable, Equatable {
         writer.append(kind.rawValue)
         writer.append(bytes: [UInt8](repeating: 0, count: 7))
         writer.append(string: chain)
-        for value in [statistics.pagesWritten, statistics.zeroPages, statistics.newChunks,
-                      statistics.storedBytes, statistics.newLogicalBytes, statistics.unmappedPages] {
+        for value in [
+            statistics.pagesWritten, statistics.zeroPages, statistics.newChunks,
+            statistics.storedBytes, statistics.newLogicalBytes, statistics.unmappedPages,
+        ] {
             writer.append(value)
         }
         writer.append(UInt32(metadata.count))
@@ -100,7 +104,9 @@ public struct GenerationManifest: Sendable, Equatable {
         var reader = BinaryReader(bytes, file: file)
         try reader.expect(magic: "CHPXGEN1")
         let version: UInt32 = try reader.read()
-        guard version == Self.version else { throw .malformed(file: file, reason: "manifest format \(version) is unknown") }
+        guard version == Self.version else {
+            throw .malformed(file: file, reason: "manifest format \(version) is unknown")
+        }
         generation = try reader.read()
         createdNanoseconds = try reader.read()
         let parent = try reader.readID()

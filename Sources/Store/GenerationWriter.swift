@@ -96,7 +96,9 @@ public final class GenerationWriter {
 
     /// `pages` without the entries taken back by later unmaps: a sweep over both sorted by page.
     private func retracted(_ pages: [PageEntry]) -> [PageEntry] {
-        let relevant = retractions.filter { $0.before > 0 && $0.range.count > 0 }.sorted { $0.range.first < $1.range.first }
+        let relevant = retractions.filter { $0.before > 0 && $0.range.count > 0 }.sorted {
+            $0.range.first < $1.range.first
+        }
         guard !relevant.isEmpty else { return pages }
         let order = pages.indices.sorted { (pages[$0].page, $0) < (pages[$1].page, $1) }
         var dropped = [Bool](repeating: false, count: pages.count)
@@ -128,18 +130,22 @@ public final class GenerationWriter {
             let delta = PageDelta(unmapped: kind == .full ? [] : unmapped, pages: retracted(pages))
             statistics.unmappedPages = delta.unmappedPageCount
             let created = createdNanoseconds ?? ClockTime.realtime()
-            let manifest = GenerationManifest(generation: generation, createdNanoseconds: created, parent: parent, kind: kind,
-                                              chain: chain, statistics: statistics, metadata: metadata, delta: delta)
+            let manifest = GenerationManifest(
+                generation: generation, createdNanoseconds: created, parent: parent, kind: kind,
+                chain: chain, statistics: statistics, metadata: metadata, delta: delta)
             let bytes = manifest.encoded()
             let id = bytes.withUnsafeBytes { ChunkID(hashing: $0) }
-            try store.directory.publish(bytes, as: GenerationManifest.fileName(id), in: store.directory.manifests, dirName: "manifests")
+            try store.directory.publish(
+                bytes, as: GenerationManifest.fileName(id), in: store.directory.manifests, dirName: "manifests")
 
             var current = try store.chainOrEmpty(chain)
             guard current.nextGeneration == generation else {
-                throw StoreError.brokenChain(chain: chain, generation: generation, reason: "the chain changed while it was being written")
+                throw StoreError.brokenChain(
+                    chain: chain, generation: generation, reason: "the chain changed while it was being written")
             }
-            let entry = Chain.Entry(generation: generation, manifest: id, createdNanoseconds: created, kind: kind,
-                                    deltaEntries: UInt64(delta.pages.count + delta.unmapped.count))
+            let entry = Chain.Entry(
+                generation: generation, manifest: id, createdNanoseconds: created, kind: kind,
+                deltaEntries: UInt64(delta.pages.count + delta.unmapped.count))
             current.entries.append(entry)
             current.nextGeneration = generation + 1
             try store.publish(current)  // the commit point
@@ -173,9 +179,11 @@ public final class GenerationWriter {
     }
 
     private func writeSnapshotIfDue(_ chain: Chain) {
-        guard let existing = try? store.directory.names(in: store.directory.snapshots, dirName: "snapshots", suffix: "map"),
-              Snapshot.isDue(chain, position: chain.entries.count - 1, existing: Set(existing)),
-              let map = try? store.pageMap(chain, position: chain.entries.count - 1)
+        guard
+            let existing = try? store.directory.names(
+                in: store.directory.snapshots, dirName: "snapshots", suffix: "map"),
+            Snapshot.isDue(chain, position: chain.entries.count - 1, existing: Set(existing)),
+            let map = try? store.pageMap(chain, position: chain.entries.count - 1)
         else { return }
         try? Snapshot.write(map, for: chain.entries[chain.entries.count - 1].manifest, in: store.directory)
     }

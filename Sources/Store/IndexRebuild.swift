@@ -20,7 +20,13 @@ extension Store {
                     let fd = try FileDescriptor.open(name + ".pack", in: directory.packs, [.readOnly, .noFollow])
                     defer { fd.close() }
                     for entry in try PackReader.readTrailer(fd, file: "\(path)/\(file)") {
-                        entries.append((entry.id, ChunkLocation(pack: id, frameOffset: entry.frameOffset, frameLength: entry.frameLength, slot: entry.slot)))
+                        entries.append(
+                            (
+                                entry.id,
+                                ChunkLocation(
+                                    pack: id, frameOffset: entry.frameOffset, frameLength: entry.frameLength,
+                                    slot: entry.slot)
+                            ))
                     }
                     packs += 1
                 } catch {

@@ -47,8 +47,11 @@ final class IndexSegment: @unchecked Sendable {
             map = try MappedFile(fd)
         } catch { throw error.store("open", file) }
         let bytes = map.bytes
-        guard bytes.count >= IndexFormat.footerSize else { throw .malformed(file: file, reason: "too short for an index segment") }
-        var footer = BinaryReader(UnsafeRawBufferPointer(rebasing: bytes[(bytes.count - IndexFormat.footerSize)...]), file: file)
+        guard bytes.count >= IndexFormat.footerSize else {
+            throw .malformed(file: file, reason: "too short for an index segment")
+        }
+        var footer = BinaryReader(
+            UnsafeRawBufferPointer(rebasing: bytes[(bytes.count - IndexFormat.footerSize)...]), file: file)
         let count: UInt64 = try footer.read()
         let packCount: UInt32 = try footer.read()
         let bits: UInt32 = try footer.read()
@@ -56,13 +59,16 @@ final class IndexSegment: @unchecked Sendable {
         try footer.skip(4)
         try footer.expect(magic: "CHPXIDX1")
         let stored: UInt64 = try footer.read()
-        guard version == IndexFormat.version else { throw .malformed(file: file, reason: "index format \(version) is unknown") }
+        guard version == IndexFormat.version else {
+            throw .malformed(file: file, reason: "index format \(version) is unknown")
+        }
         guard bits <= UInt32(IndexFormat.maxFanoutBits), count <= UInt64(bytes.count / IndexFormat.entrySize) else {
             throw .malformed(file: file, reason: "impossible footer")
         }
         let fanoutOffset = Int(count) * IndexFormat.entrySize
         let packsOffset = fanoutOffset + (4 << Int(bits))
-        guard UInt64(packsOffset) + UInt64(packCount) * 16 + UInt64(IndexFormat.footerSize) == UInt64(bytes.count) else {
+        guard UInt64(packsOffset) + UInt64(packCount) * 16 + UInt64(IndexFormat.footerSize) == UInt64(bytes.count)
+        else {
             throw .malformed(file: file, reason: "sizes in the footer do not match the file size")
         }
         guard checksum64(UnsafeRawBufferPointer(rebasing: bytes[..<(bytes.count - 8)])) == stored else {
@@ -78,10 +84,14 @@ final class IndexSegment: @unchecked Sendable {
         var previous: UInt32 = 0
         for bucket in 0..<(1 << self.bits) {
             let end = fanout(bucket)
-            guard end >= previous, end <= UInt32(count) else { throw .malformed(file: file, reason: "fan-out table is not monotonic") }
+            guard end >= previous, end <= UInt32(count) else {
+                throw .malformed(file: file, reason: "fan-out table is not monotonic")
+            }
             previous = end
         }
-        guard previous == UInt32(count) else { throw .malformed(file: file, reason: "fan-out table does not cover every entry") }
+        guard previous == UInt32(count) else {
+            throw .malformed(file: file, reason: "fan-out table does not cover every entry")
+        }
     }
 
     @inline(__always)
@@ -100,7 +110,8 @@ final class IndexSegment: @unchecked Sendable {
         guard pack < packs.count else { return nil }
         let frameOffset = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: base + 4, as: UInt32.self))
         let packed = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: base + 8, as: UInt32.self))
-        return ChunkLocation(pack: packs[pack], frameOffset: frameOffset, frameLength: packed & 0xFF_FFFF, slot: UInt8(packed >> 24))
+        return ChunkLocation(
+            pack: packs[pack], frameOffset: frameOffset, frameLength: packed & 0xFF_FFFF, slot: UInt8(packed >> 24))
     }
 
     /// Binary search within the id's fan-out bucket.

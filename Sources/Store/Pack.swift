@@ -78,12 +78,16 @@ final class PackWriter {
     /// Appends one frame holding `pages` (1...16 whole pages) whose ids are `ids`.
     func appendFrame(_ pages: UnsafeRawBufferPointer, ids: ArraySlice<ChunkID>) throws(StoreError) {
         let count = pages.pageCount
-        precondition(count >= 1 && count <= PackFormat.maxPagesPerFrame && count == ids.count && Page.isAligned(pages.count))
-        guard file.size + PackFormat.maxFrameLength <= PackFormat.maxSize else { throw .invalidArgument("pack exceeds 4 GiB") }
+        precondition(
+            count >= 1 && count <= PackFormat.maxPagesPerFrame && count == ids.count && Page.isAligned(pages.count))
+        guard file.size + PackFormat.maxFrameLength <= PackFormat.maxSize else {
+            throw .invalidArgument("pack exceeds 4 GiB")
+        }
         let compressed = scratch.withUnsafeMutableBytes { out in
-            LZ4_compress_default(pages.baseAddress!.assumingMemoryBound(to: CChar.self),
-                                 out.baseAddress!.assumingMemoryBound(to: CChar.self),
-                                 Int32(pages.count), Int32(out.count))
+            LZ4_compress_default(
+                pages.baseAddress!.assumingMemoryBound(to: CChar.self),
+                out.baseAddress!.assumingMemoryBound(to: CChar.self),
+                Int32(pages.count), Int32(out.count))
         }
         let useLZ4 = compressed > 0 && Int(compressed) < pages.count
         let payloadLength = useLZ4 ? Int(compressed) : pages.count
@@ -96,7 +100,9 @@ final class PackWriter {
         header.append(UInt32(payloadLength))
         try file.append(header.bytes)
         if useLZ4 {
-            try scratch.withRawBytes { (raw) throws(StoreError) in try file.append(UnsafeRawBufferPointer(rebasing: raw[0..<payloadLength])) }
+            try scratch.withRawBytes { (raw) throws(StoreError) in
+                try file.append(UnsafeRawBufferPointer(rebasing: raw[0..<payloadLength]))
+            }
         } else {
             try file.append(pages)
         }
@@ -175,7 +181,12 @@ final class ChunkPacker {
     /// The locations of every chunk in the published packs.
     func locations() -> [(ChunkID, ChunkLocation)] {
         finished.flatMap { pack, entries in
-            entries.map { ($0.id, ChunkLocation(pack: pack, frameOffset: $0.frameOffset, frameLength: $0.frameLength, slot: $0.slot)) }
+            entries.map {
+                (
+                    $0.id,
+                    ChunkLocation(pack: pack, frameOffset: $0.frameOffset, frameLength: $0.frameLength, slot: $0.slot)
+                )
+            }
         }
     }
 
@@ -221,9 +232,12 @@ enum PackReader {
             var reader = BinaryReader(raw, file: file)
             try reader.expect(magic: "CHPXPACK")
             let version: UInt32 = try reader.read()
-            guard version == PackFormat.version else { throw StoreError.malformed(file: file, reason: "pack format \(version) is unknown") }
+            guard version == PackFormat.version else {
+                throw StoreError.malformed(file: file, reason: "pack format \(version) is unknown")
+            }
         }
-        let (count, trailerOffset, sum) = try footer.withRawBytes { (raw) throws(StoreError) -> (UInt64, UInt64, UInt64) in
+        let (count, trailerOffset, sum) = try footer.withRawBytes {
+            (raw) throws(StoreError) -> (UInt64, UInt64, UInt64) in
             var reader = BinaryReader(raw, file: file)
             let count: UInt64 = try reader.read()
             let offset: UInt64 = try reader.read()
@@ -233,8 +247,8 @@ enum PackReader {
         }
         let trailerEnd = UInt64(size) - UInt64(PackFormat.footerSize)
         guard trailerOffset >= UInt64(PackFormat.headerSize), trailerOffset <= trailerEnd,
-              count == (trailerEnd - trailerOffset) / UInt64(PackFormat.trailerEntrySize),
-              (trailerEnd - trailerOffset) % UInt64(PackFormat.trailerEntrySize) == 0
+            count == (trailerEnd - trailerOffset) / UInt64(PackFormat.trailerEntrySize),
+            (trailerEnd - trailerOffset) % UInt64(PackFormat.trailerEntrySize) == 0
         else { throw .malformed(file: file, reason: "trailer bounds do not match the file size") }
         var trailer = [UInt8](repeating: 0, count: Int(trailerEnd - trailerOffset) + 16)
         try readExactly(fd, into: &trailer, at: Int64(trailerOffset), file: file, count: trailer.count - 16)
@@ -254,16 +268,21 @@ enum PackReader {
                 let slot: UInt8 = try reader.read()
                 try reader.skip(3)
                 guard UInt64(frameOffset) >= UInt64(PackFormat.headerSize),
-                      UInt64(frameOffset) + UInt64(frameLength) <= trailerOffset,
-                      Int(frameLength) <= PackFormat.maxFrameLength, Int(slot) < PackFormat.maxPagesPerFrame
-                else { throw StoreError.malformed(file: file, reason: "trailer entry for chunk \(id.short) points outside the frames") }
+                    UInt64(frameOffset) + UInt64(frameLength) <= trailerOffset,
+                    Int(frameLength) <= PackFormat.maxFrameLength, Int(slot) < PackFormat.maxPagesPerFrame
+                else {
+                    throw StoreError.malformed(
+                        file: file, reason: "trailer entry for chunk \(id.short) points outside the frames")
+                }
                 entries.append(PackEntry(id: id, frameOffset: frameOffset, frameLength: frameLength, slot: slot))
             }
             return entries
         }
     }
 
-    private static func readExactly(_ fd: FileDescriptor, into buffer: inout [UInt8], at offset: Int64, file: String, count: Int? = nil) throws(StoreError) {
+    private static func readExactly(
+        _ fd: FileDescriptor, into buffer: inout [UInt8], at offset: Int64, file: String, count: Int? = nil
+    ) throws(StoreError) {
         let wanted = count ?? buffer.count
         let got: Int
         do {
@@ -276,29 +295,43 @@ enum PackReader {
 
     /// Decodes a frame (header and payload, as stored) into `pages`, which must hold 16 pages;
     /// returns how many pages it held.
-    static func decodeFrame(_ frame: UnsafeRawBufferPointer, into pages: UnsafeMutableRawBufferPointer, file fileName: @autoclosure () -> String, offset: UInt32) throws(StoreError) -> Int {
+    static func decodeFrame(
+        _ frame: UnsafeRawBufferPointer, into pages: UnsafeMutableRawBufferPointer,
+        file fileName: @autoclosure () -> String, offset: UInt32
+    ) throws(StoreError) -> Int {
         // Messages are built only on failure: this runs once per frame read.
         var where_: String { "frame at offset \(offset)" }
-        guard frame.count >= PackFormat.frameHeaderSize else { throw .malformed(file: fileName(), reason: "\(where_) is truncated") }
+        guard frame.count >= PackFormat.frameHeaderSize else {
+            throw .malformed(file: fileName(), reason: "\(where_) is truncated")
+        }
         let magic = UInt32(littleEndian: frame.loadUnaligned(fromByteOffset: 0, as: UInt32.self))
         let count = Int(frame[4])
         let encodingByte = frame[5]
         let payloadLength = Int(UInt32(littleEndian: frame.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
-        guard magic == PackFormat.frameMagic else { throw .malformed(file: fileName(), reason: "\(where_) has no frame header") }
-        guard count >= 1, count <= PackFormat.maxPagesPerFrame, payloadLength == frame.count - PackFormat.frameHeaderSize,
-              let encoding = PackFormat.Encoding(rawValue: encodingByte)
+        guard magic == PackFormat.frameMagic else {
+            throw .malformed(file: fileName(), reason: "\(where_) has no frame header")
+        }
+        guard count >= 1, count <= PackFormat.maxPagesPerFrame,
+            payloadLength == frame.count - PackFormat.frameHeaderSize,
+            let encoding = PackFormat.Encoding(rawValue: encodingByte)
         else { throw .malformed(file: fileName(), reason: "\(where_) has an impossible header") }
         let payload = UnsafeRawBufferPointer(rebasing: frame[PackFormat.frameHeaderSize...])
         let expected = Page.bytes(count)
         switch encoding {
         case .raw:
-            guard payloadLength == expected else { throw .malformed(file: fileName(), reason: "\(where_): raw payload of \(payloadLength) bytes for \(count) pages") }
+            guard payloadLength == expected else {
+                throw .malformed(
+                    file: fileName(), reason: "\(where_): raw payload of \(payloadLength) bytes for \(count) pages")
+            }
             pages.copyMemory(from: payload)
         case .lz4:
-            let produced = LZ4_decompress_safe(payload.baseAddress!.assumingMemoryBound(to: CChar.self),
-                                               pages.baseAddress!.assumingMemoryBound(to: CChar.self),
-                                               Int32(payloadLength), Int32(min(pages.count, expected)))
-            guard Int(produced) == expected else { throw .malformed(file: fileName(), reason: "\(where_) does not decompress") }
+            let produced = LZ4_decompress_safe(
+                payload.baseAddress!.assumingMemoryBound(to: CChar.self),
+                pages.baseAddress!.assumingMemoryBound(to: CChar.self),
+                Int32(payloadLength), Int32(min(pages.count, expected)))
+            guard Int(produced) == expected else {
+                throw .malformed(file: fileName(), reason: "\(where_) does not decompress")
+            }
         }
         return count
     }

@@ -76,11 +76,16 @@ public struct PageDelta: Sendable, Equatable {
     public init(unmapped: [PageRange], pages: [PageEntry]) {
         self.unmapped = Self.normalize(unmapped)
         // A stable sort keeps the order of equal pages, so the last one written wins.
-        let ordered = pages.enumerated().sorted { ($0.element.page, $0.offset) < ($1.element.page, $1.offset) }.map(\.element)
+        let ordered = pages.enumerated().sorted { ($0.element.page, $0.offset) < ($1.element.page, $1.offset) }.map(
+            \.element)
         var unique: [PageEntry] = []
         unique.reserveCapacity(ordered.count)
         for entry in ordered {
-            if let last = unique.last, last.page == entry.page { unique[unique.count - 1] = entry } else { unique.append(entry) }
+            if let last = unique.last, last.page == entry.page {
+                unique[unique.count - 1] = entry
+            } else {
+                unique.append(entry)
+            }
         }
         self.pages = unique
     }
@@ -102,8 +107,9 @@ public struct PageDelta: Sendable, Equatable {
 
     /// `older` then `newer`, as one delta.
     public static func compose(_ older: PageDelta, _ newer: PageDelta) -> PageDelta {
-        PageDelta(normalizedUnmapped: union(older.unmapped, newer.unmapped),
-                  normalizedPages: overlay(subtract(older.pages, newer.unmapped), with: newer.pages))
+        PageDelta(
+            normalizedUnmapped: union(older.unmapped, newer.unmapped),
+            normalizedPages: overlay(subtract(older.pages, newer.unmapped), with: newer.pages))
     }
 
     /// Composes many deltas, oldest first, pairwise in a balanced tree: O(n log k) for k deltas
@@ -175,9 +181,13 @@ public struct PageDelta: Sendable, Equatable {
         var i = 0, j = 0
         while i < older.count && j < newer.count {
             let a = older[i], b = newer[j]
-            if a.page < b.page { result.append(a); i += 1 }
-            else if b.page < a.page { result.append(b); j += 1 }
-            else { result.append(b); i += 1; j += 1 }
+            if a.page < b.page {
+                result.append(a); i += 1
+            } else if b.page < a.page {
+                result.append(b); j += 1
+            } else {
+                result.append(b); i += 1; j += 1
+            }
         }
         result.append(contentsOf: older[i...])
         result.append(contentsOf: newer[j...])
@@ -227,7 +237,8 @@ extension PageDelta {
         for _ in 0..<rangeCount {
             let first: UInt64 = try reader.read()
             let count: UInt64 = try reader.read()
-            guard count > 0, first >= floor, count <= maxPage, first <= maxPage - count, ranges.isEmpty || first > floor else {
+            guard count > 0, first >= floor, count <= maxPage, first <= maxPage - count, ranges.isEmpty || first > floor
+            else {
                 throw reader.fail("unmapped ranges out of order or out of range")
             }
             ranges.append(PageRange(first: first, count: count))

@@ -25,16 +25,23 @@ enum Snapshot {
     static func read(_ manifest: ChunkID, in directory: StoreDirectory) throws(StoreError) -> PageMap {
         let name = fileName(manifest)
         let file = "\(directory.path)/snapshots/\(name)"
-        let bytes = try directory.readFile(name, in: directory.snapshots, dirName: "snapshots", limit: GenerationManifest.maxSize)
+        let bytes = try directory.readFile(
+            name, in: directory.snapshots, dirName: "snapshots", limit: GenerationManifest.maxSize)
         return try bytes.withRawBytes { (raw) throws(StoreError) in
             var reader = BinaryReader(raw, file: file)
             try reader.expect(magic: "CHPXSNAP")
             let version: UInt32 = try reader.read()
-            guard version == Self.version else { throw StoreError.malformed(file: file, reason: "snapshot format \(version) is unknown") }
-            guard try reader.readID() == manifest else { throw StoreError.malformed(file: file, reason: "it belongs to another manifest") }
+            guard version == Self.version else {
+                throw StoreError.malformed(file: file, reason: "snapshot format \(version) is unknown")
+            }
+            guard try reader.readID() == manifest else {
+                throw StoreError.malformed(file: file, reason: "it belongs to another manifest")
+            }
             let delta = try PageDelta.decode(from: &reader)
             try reader.verifyChecksum()
-            guard delta.unmapped.isEmpty else { throw StoreError.malformed(file: file, reason: "a snapshot has no unmapped ranges") }
+            guard delta.unmapped.isEmpty else {
+                throw StoreError.malformed(file: file, reason: "a snapshot has no unmapped ranges")
+            }
             return PageMap(pages: delta.pages)
         }
     }

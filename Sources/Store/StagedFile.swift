@@ -18,7 +18,8 @@ final class StagedFile {
         self.directory = directory
         temporaryName = StoreDirectory.temporaryName(for: kind)
         do {
-            fd = try FileDescriptor.open(temporaryName, in: directory.tmp, [.writeOnly, .create, .exclusive, .noFollow], permissions: 0o600)
+            fd = try FileDescriptor.open(
+                temporaryName, in: directory.tmp, [.writeOnly, .create, .exclusive, .noFollow], permissions: 0o600)
         } catch { throw error.store("create", "\(directory.path)/tmp/\(temporaryName)") }
         buffer.reserveCapacity(Self.flushSize + (64 << 10))
     }

@@ -38,8 +38,10 @@ public final class Store: @unchecked Sendable {
         if let requested { return requested }
         let names = try chainNames()
         guard names.count == 1 else {
-            throw .invalidArgument(names.isEmpty ? "the store \(path) holds no chains yet"
-                                   : "the store holds \(names.count) chains (\(names.joined(separator: ", "))): name one with --name")
+            throw .invalidArgument(
+                names.isEmpty
+                    ? "the store \(path) holds no chains yet"
+                    : "the store holds \(names.count) chains (\(names.joined(separator: ", "))): name one with --name")
         }
         return names[0]
     }
@@ -49,7 +51,8 @@ public final class Store: @unchecked Sendable {
         guard Chain.isValidName(name) else { throw .invalidChainName(name) }
         let bytes: [UInt8]
         do {
-            bytes = try directory.readFile(Chain.fileName(name), in: directory.chains, dirName: "chains", limit: Chain.maxSize)
+            bytes = try directory.readFile(
+                Chain.fileName(name), in: directory.chains, dirName: "chains", limit: Chain.maxSize)
         } catch .system(let errno, _, _) where errno == .noSuchFile {
             throw .noSuchChain(name)
         }
@@ -72,7 +75,8 @@ public final class Store: @unchecked Sendable {
     public func manifest(_ id: ChunkID) throws(StoreError) -> GenerationManifest {
         let name = GenerationManifest.fileName(id)
         let file = "\(path)/manifests/\(name)"
-        let bytes = try directory.readFile(name, in: directory.manifests, dirName: "manifests", limit: GenerationManifest.maxSize)
+        let bytes = try directory.readFile(
+            name, in: directory.manifests, dirName: "manifests", limit: GenerationManifest.maxSize)
         return try bytes.withRawBytes { (raw) throws(StoreError) in
             guard ChunkID(hashing: raw) == id else {
                 throw StoreError.malformed(file: file, reason: "its bytes do not hash to its id (altered or damaged)")
@@ -94,12 +98,15 @@ public final class Store: @unchecked Sendable {
             throw .brokenChain(chain: chain.name, generation: entry.generation, reason: "\(error)")
         }
         guard manifest.generation == entry.generation, manifest.chain == chain.name, manifest.kind == entry.kind else {
-            throw .brokenChain(chain: chain.name, generation: entry.generation, reason: "manifest \(entry.manifest.short) belongs to another generation")
+            throw .brokenChain(
+                chain: chain.name, generation: entry.generation,
+                reason: "manifest \(entry.manifest.short) belongs to another generation")
         }
         let position = chain.entries.firstIndex(of: entry)!
         let expectedParent = position > 0 ? chain.entries[position - 1].manifest : nil
         guard manifest.parent == expectedParent else {
-            throw .brokenChain(chain: chain.name, generation: entry.generation, reason: "its parent link does not match the chain")
+            throw .brokenChain(
+                chain: chain.name, generation: entry.generation, reason: "its parent link does not match the chain")
         }
         return manifest
     }
@@ -121,8 +128,11 @@ public final class Store: @unchecked Sendable {
     /// Generation `generation` (default: the chain's newest): its chain entry, its manifest
     /// (metadata, statistics) and its full page map, the manifest read and decoded once for
     /// both: what inspecting or restarting a generation needs.
-    public func rebuild(chain name: String, generation: UInt64?) throws(StoreError)
-        -> (entry: Chain.Entry, manifest: GenerationManifest, map: PageMap) {
+    public func rebuild(
+        chain name: String, generation: UInt64?
+    ) throws(StoreError)
+        -> (entry: Chain.Entry, manifest: GenerationManifest, map: PageMap)
+    {
         let chain = try chain(name)
         guard let target = generation ?? chain.head?.generation else { throw .noSuchChain(name) }
         guard let position = chain.entries.firstIndex(where: { $0.generation == target }) else {
@@ -148,7 +158,10 @@ public final class Store: @unchecked Sendable {
             if i == position, let newest { manifest = newest } else { manifest = try checkedManifest(entry, in: chain) }
             deltas.append(manifest.delta)
             if manifest.kind == .full { break }
-            guard i > 0 else { throw .brokenChain(chain: chain.name, generation: entry.generation, reason: "no full generation before it") }
+            guard i > 0 else {
+                throw .brokenChain(
+                    chain: chain.name, generation: entry.generation, reason: "no full generation before it")
+            }
             i -= 1
         }
         return PageDelta.compose(deltas.reversed()).applied(to: base)
@@ -178,6 +191,7 @@ extension Store {
         try index.refresh()
         let packs = try directory.names(in: directory.packs, dirName: "packs", suffix: "pack")
         let bytes = packs.reduce(Int64(0)) { $0 + ((try? directory.packs.status(of: $1 + ".pack").size) ?? 0) }
-        return Totals(chains: try chainNames().count, uniqueChunks: index.entryCount, packs: packs.count, packBytes: bytes)
+        return Totals(
+            chains: try chainNames().count, uniqueChunks: index.entryCount, packs: packs.count, packBytes: bytes)
     }
 }

@@ -61,7 +61,9 @@ final class StoreDirectory: @unchecked Sendable {
         do { names = try root.entries() } catch { throw error.store("list", path) }
         if !names.contains(Self.markerName) {
             guard create, names.isEmpty else {
-                throw .notAStore(path: path, reason: names.isEmpty ? "not initialized" : "it holds other files and no \(Self.markerName) marker")
+                throw .notAStore(
+                    path: path,
+                    reason: names.isEmpty ? "not initialized" : "it holds other files and no \(Self.markerName) marker")
             }
             try Self.initialize(root, path: path)
             names = Self.subdirectories + [Self.markerName]
@@ -82,7 +84,9 @@ final class StoreDirectory: @unchecked Sendable {
             } catch let error as StoreError {
                 throw error
             } catch let error as Errno {
-                if error == .tooManySymlinks { throw .unsafe(path: sub, reason: "it is a symlink; a store never follows symlinks") }
+                if error == .tooManySymlinks {
+                    throw .unsafe(path: sub, reason: "it is a symlink; a store never follows symlinks")
+                }
                 throw error.store("open", sub)
             } catch {
                 throw .invalidArgument("\(error)")
@@ -110,17 +114,25 @@ final class StoreDirectory: @unchecked Sendable {
         let status: FileDescriptor.Status
         do { status = try fd.status() } catch { throw error.store("stat", path) }
         guard status.owner == CurrentProcess.effectiveUserID else {
-            throw .unsafe(path: path, reason: "it is owned by uid \(status.owner), not by you (uid \(CurrentProcess.effectiveUserID)); a store holds memory images and is only opened by its owner")
+            throw .unsafe(
+                path: path,
+                reason:
+                    "it is owned by uid \(status.owner), not by you (uid \(CurrentProcess.effectiveUserID)); a store holds memory images and is only opened by its owner"
+            )
         }
         guard status.permissions & 0o077 == 0 else {
-            throw .unsafe(path: path, reason: "it is open to other users (mode \(String(status.permissions, radix: 8))); run `chmod -R go-rwx \(path)`")
+            throw .unsafe(
+                path: path,
+                reason:
+                    "it is open to other users (mode \(String(status.permissions, radix: 8))); run `chmod -R go-rwx \(path)`"
+            )
         }
     }
 
     private static func initialize(_ root: FileDescriptor, path: String) throws(StoreError) {
         do { try root.setPermissions(0o700) } catch { throw error.store("chmod", path) }
         for name in subdirectories {
-            do { try root.makeDirectory(name, permissions: 0o700) } catch where error == .exists {
+            do { try root.makeDirectory(name, permissions: 0o700) } catch  where error == .exists {
             } catch { throw error.store("create directory", "\(path)/\(name)") }
         }
         var marker = BinaryWriter()
@@ -145,7 +157,8 @@ final class StoreDirectory: @unchecked Sendable {
             let version: UInt32 = try reader.read()
             try reader.verifyChecksum()
             guard version == formatVersion else {
-                throw .notAStore(path: path, reason: "store format \(version); this chpox reads format \(formatVersion)")
+                throw .notAStore(
+                    path: path, reason: "store format \(version); this chpox reads format \(formatVersion)")
             }
         }
     }
@@ -155,10 +168,13 @@ final class StoreDirectory: @unchecked Sendable {
     /// Writes `bytes` to a temporary file, fsyncs it, renames it to `name` in `directory` and
     /// fsyncs the directory: after this returns the file is durable and complete, and a crash at
     /// any point leaves either nothing or the whole file under `name`.
-    static func publish(_ bytes: [UInt8], as name: String, in directory: FileDescriptor, dirPath: String, tmp: FileDescriptor) throws(StoreError) {
+    static func publish(
+        _ bytes: [UInt8], as name: String, in directory: FileDescriptor, dirPath: String, tmp: FileDescriptor
+    ) throws(StoreError) {
         let temporary = temporaryName(for: name)
         do {
-            let fd = try FileDescriptor.open(temporary, in: tmp, [.writeOnly, .create, .exclusive, .noFollow], permissions: 0o600)
+            let fd = try FileDescriptor.open(
+                temporary, in: tmp, [.writeOnly, .create, .exclusive, .noFollow], permissions: 0o600)
             defer { fd.close() }
             try bytes.withRawBytes { (raw) throws(Errno) in try fd.writeAll(raw) }
             try fd.sync()
@@ -170,7 +186,9 @@ final class StoreDirectory: @unchecked Sendable {
     }
 
     /// Renames a complete, synced temporary file into place and makes the rename durable.
-    static func commitRename(_ temporary: String, as name: String, in directory: FileDescriptor, dirPath: String, tmp: FileDescriptor) throws(StoreError) {
+    static func commitRename(
+        _ temporary: String, as name: String, in directory: FileDescriptor, dirPath: String, tmp: FileDescriptor
+    ) throws(StoreError) {
         do {
             try tmp.rename(temporary, to: name, in: directory)
             try directory.sync()
@@ -184,7 +202,9 @@ final class StoreDirectory: @unchecked Sendable {
         "\(name).\(CurrentProcess.id).\(UInt64.random(in: 0...UInt64.max))"
     }
 
-    static func readFile(_ name: String, in directory: FileDescriptor, dirPath: String, limit: Int) throws(StoreError) -> [UInt8] {
+    static func readFile(
+        _ name: String, in directory: FileDescriptor, dirPath: String, limit: Int
+    ) throws(StoreError) -> [UInt8] {
         let full = "\(dirPath)/\(name)"
         do {
             let fd = try FileDescriptor.open(name, in: directory, [.readOnly, .noFollow])
@@ -192,13 +212,16 @@ final class StoreDirectory: @unchecked Sendable {
             let status = try fd.status()
             guard status.isRegularFile else { throw StoreError.malformed(file: full, reason: "not a regular file") }
             guard status.size <= Int64(limit) else {
-                throw StoreError.malformed(file: full, reason: "\(status.size) bytes, more than the \(limit) a file of this kind may have")
+                throw StoreError.malformed(
+                    file: full, reason: "\(status.size) bytes, more than the \(limit) a file of this kind may have")
             }
             return try fd.readAll(limit: limit)
         } catch let error as StoreError {
             throw error
         } catch let error as Errno {
-            if error == .tooManySymlinks { throw StoreError.unsafe(path: full, reason: "it is a symlink; a store never follows symlinks") }
+            if error == .tooManySymlinks {
+                throw StoreError.unsafe(path: full, reason: "it is a symlink; a store never follows symlinks")
+            }
             throw error.store("read", full)
         } catch {
             throw .invalidArgument("\(error)")
@@ -209,7 +232,9 @@ final class StoreDirectory: @unchecked Sendable {
         try Self.publish(bytes, as: name, in: directory, dirPath: "\(path)/\(dirName)", tmp: tmp)
     }
 
-    func readFile(_ name: String, in directory: FileDescriptor, dirName: String, limit: Int) throws(StoreError) -> [UInt8] {
+    func readFile(
+        _ name: String, in directory: FileDescriptor, dirName: String, limit: Int
+    ) throws(StoreError) -> [UInt8] {
         try Self.readFile(name, in: directory, dirPath: "\(path)/\(dirName)", limit: limit)
     }
 
@@ -224,7 +249,7 @@ final class StoreDirectory: @unchecked Sendable {
 
     /// Removes a file; a file already gone is not an error.
     func remove(_ name: String, in directory: FileDescriptor, dirName: String) throws(StoreError) {
-        do { try directory.removeFile(name) } catch where error == .noSuchFile {
+        do { try directory.removeFile(name) } catch  where error == .noSuchFile {
         } catch { throw error.store("remove", "\(path)/\(dirName)/\(name)") }
     }
 

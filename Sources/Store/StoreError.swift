@@ -45,7 +45,8 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
         case .invalidChainName(let name):
             return "invalid chain name '\(name)': use 1-64 letters, digits, '.', '_' or '-', not starting with '.'"
         case .missingChunk(let id, let context):
-            return "chunk \(id.short) needed by \(context) is missing from the store (run `dumpinfo --verify --deep`; `cpx rebuild-index` if the index was damaged)"
+            return
+                "chunk \(id.short) needed by \(context) is missing from the store (run `dumpinfo --verify --deep`; `cpx rebuild-index` if the index was damaged)"
         case .corruptChunk(let id, let pack, let reason):
             return "chunk \(id.short) in pack \(pack) is corrupt: \(reason)"
         case .brokenChain(let chain, let generation, let reason):

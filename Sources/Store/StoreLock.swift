@@ -39,7 +39,9 @@ final class StoreLock {
     }
 
     /// Takes the lock if no one holds it; nil if someone does.
-    static func ifFree(_ name: Name, _ kind: FileDescriptor.LockKind, in directory: StoreDirectory) throws(StoreError) -> StoreLock? {
+    static func ifFree(
+        _ name: Name, _ kind: FileDescriptor.LockKind, in directory: StoreDirectory
+    ) throws(StoreError) -> StoreLock? {
         let (fd, file) = try open(name, in: directory)
         do {
             guard try fd.lock(kind, wait: false) else {
@@ -54,25 +56,33 @@ final class StoreLock {
     }
 
     /// Runs `body` holding the lock (waiting for it first); released when `body` returns or throws.
-    static func withLock<Result>(_ name: Name, _ kind: FileDescriptor.LockKind, in directory: StoreDirectory,
-                                 _ body: () throws(StoreError) -> Result) throws(StoreError) -> Result {
+    static func withLock<Result>(
+        _ name: Name, _ kind: FileDescriptor.LockKind, in directory: StoreDirectory,
+        _ body: () throws(StoreError) -> Result
+    ) throws(StoreError) -> Result {
         let lock = try StoreLock(name, kind, in: directory)
         return try withExtendedLifetime(lock) { () throws(StoreError) -> Result in try body() }
     }
 
     /// Runs `body` as the only maintainer (gc.lock: one GC, rebase or rebuild-index at a time)
     /// with writers held off (store.lock, exclusive).
-    static func withMaintenanceLocks<Result>(in directory: StoreDirectory, _ body: () throws(StoreError) -> Result) throws(StoreError) -> Result {
+    static func withMaintenanceLocks<Result>(
+        in directory: StoreDirectory, _ body: () throws(StoreError) -> Result
+    ) throws(StoreError) -> Result {
         try withLock(.gc, .exclusive, in: directory) { () throws(StoreError) -> Result in
             try withLock(.store, .exclusive, in: directory, body)
         }
     }
 
     /// The lock file's descriptor, and its path for messages.
-    private static func open(_ name: Name, in directory: StoreDirectory) throws(StoreError) -> (FileDescriptor, String) {
+    private static func open(_ name: Name, in directory: StoreDirectory) throws(StoreError) -> (FileDescriptor, String)
+    {
         let file = "\(directory.path)/locks/\(name.fileName)"
         do {
-            return (try FileDescriptor.open(name.fileName, in: directory.locks, [.readWrite, .create, .noFollow], permissions: 0o600), file)
+            return (
+                try FileDescriptor.open(
+                    name.fileName, in: directory.locks, [.readWrite, .create, .noFollow], permissions: 0o600), file
+            )
         } catch { throw error.store("open lock", file) }
     }
 

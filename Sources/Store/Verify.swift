@@ -8,7 +8,9 @@ public struct GenerationRef: Hashable, Comparable, Sendable, CustomStringConvert
         self.chain = chain
         self.generation = generation
     }
-    public static func < (a: GenerationRef, b: GenerationRef) -> Bool { (a.chain, a.generation) < (b.chain, b.generation) }
+    public static func < (a: GenerationRef, b: GenerationRef) -> Bool {
+        (a.chain, a.generation) < (b.chain, b.generation)
+    }
     public var description: String { "\(chain)#\(generation)" }
 }
 
@@ -54,7 +56,10 @@ extension Store {
         report.deep = deep
         try index.refresh()
         for (name, error) in index.damaged {
-            report.problems.append(.init(file: "index/\(name)", message: "\(error) — run `cpx rebuild-index` to rebuild the index from the packs"))
+            report.problems.append(
+                .init(
+                    file: "index/\(name)",
+                    message: "\(error) — run `cpx rebuild-index` to rebuild the index from the packs"))
         }
 
         // Packs: trailers (and in deep mode, contents).
@@ -84,12 +89,17 @@ extension Store {
                         report.deadChunks += 1
                         continue
                     }
-                    if location.pack == id && (location.frameOffset != entry.frameOffset || location.slot != entry.slot) {
-                        report.problems.append(.init(file: file, message: "the index places chunk \(entry.id.short) elsewhere than the trailer does"))
+                    if location.pack == id && (location.frameOffset != entry.frameOffset || location.slot != entry.slot)
+                    {
+                        report.problems.append(
+                            .init(
+                                file: file,
+                                message: "the index places chunk \(entry.id.short) elsewhere than the trailer does"))
                     }
                 }
                 if deep {
-                    report.chunksRehashed += try deepCheck(fd, id: id, entries: entries, file: file, report: &report, bad: &badChunks)
+                    report.chunksRehashed += try deepCheck(
+                        fd, id: id, entries: entries, file: file, report: &report, bad: &badChunks)
                 }
             } catch let error as StoreError {
                 report.problems.append(.init(file: file, message: "\(error)"))
@@ -105,23 +115,35 @@ extension Store {
             report.indexEntries += segment.count
             for i in 0..<segment.count {
                 guard let location = segment.location(i) else {
-                    report.problems.append(.init(file: "index/\(IndexFormat.fileName(segment.id))", message: "entry \(i) names a pack outside its table"))
+                    report.problems.append(
+                        .init(
+                            file: "index/\(IndexFormat.fileName(segment.id))",
+                            message: "entry \(i) names a pack outside its table"))
                     continue
                 }
                 guard let size = packSizes[location.pack] else {
                     badChunks.insert(segment.entryID(i))
-                    report.problems.append(.init(file: "index/\(IndexFormat.fileName(segment.id))", message: "chunk \(segment.entryID(i).short) is in pack \(location.pack.short), which is missing"))
+                    report.problems.append(
+                        .init(
+                            file: "index/\(IndexFormat.fileName(segment.id))",
+                            message:
+                                "chunk \(segment.entryID(i).short) is in pack \(location.pack.short), which is missing")
+                    )
                     continue
                 }
                 if Int64(location.frameOffset) + Int64(location.frameLength) > size {
                     badChunks.insert(segment.entryID(i))
-                    report.problems.append(.init(file: "packs/\(PackFormat.fileName(location.pack))", message: "chunk \(segment.entryID(i).short) lies past the end of the pack (truncated)"))
+                    report.problems.append(
+                        .init(
+                            file: "packs/\(PackFormat.fileName(location.pack))",
+                            message: "chunk \(segment.entryID(i).short) lies past the end of the pack (truncated)"))
                 }
             }
         }
 
         // Chains and their manifests.
-        let snapshotNames = Set((try? directory.names(in: directory.snapshots, dirName: "snapshots", suffix: "map")) ?? [])
+        let snapshotNames = Set(
+            (try? directory.names(in: directory.snapshots, dirName: "snapshots", suffix: "map")) ?? [])
         for name in try chainNames() {
             let chain: Chain
             do { chain = try self.chain(name) } catch {
@@ -136,9 +158,16 @@ extension Store {
                 var reason: String?
                 do {
                     let manifest = try checkedManifest(entry, in: chain)
-                    if let missing = manifest.delta.pages.first(where: { $0.chunk != .zeroPage && (badChunks.contains($0.chunk) || index.lookup($0.chunk) == nil) }) {
-                        let count = manifest.delta.pages.reduce(0) { $0 + ($1.chunk != .zeroPage && (badChunks.contains($1.chunk) || index.lookup($1.chunk) == nil) ? 1 : 0) }
-                        reason = "\(count) of its chunks are missing or corrupt (first: page \(missing.page), chunk \(missing.chunk.short))"
+                    if let missing = manifest.delta.pages.first(where: {
+                        $0.chunk != .zeroPage && (badChunks.contains($0.chunk) || index.lookup($0.chunk) == nil)
+                    }) {
+                        let count = manifest.delta.pages.reduce(0) {
+                            $0
+                                + ($1.chunk != .zeroPage
+                                    && (badChunks.contains($1.chunk) || index.lookup($1.chunk) == nil) ? 1 : 0)
+                        }
+                        reason =
+                            "\(count) of its chunks are missing or corrupt (first: page \(missing.page), chunk \(missing.chunk.short))"
                     }
                 } catch {
                     reason = "\(error)"
@@ -152,7 +181,10 @@ extension Store {
                 }
                 if snapshotNames.contains(entry.manifest.hex) {
                     do { _ = try Snapshot.read(entry.manifest, in: directory) } catch {
-                        report.problems.append(.init(file: "snapshots/\(Snapshot.fileName(entry.manifest))", message: "\(error) (a cache: GC removes it and rebuilds read the chain instead)"))
+                        report.problems.append(
+                            .init(
+                                file: "snapshots/\(Snapshot.fileName(entry.manifest))",
+                                message: "\(error) (a cache: GC removes it and rebuilds read the chain instead)"))
                     }
                 }
             }
@@ -162,11 +194,16 @@ extension Store {
 
     /// Reads a whole pack, checks it hashes to its name, decodes every frame and rehashes
     /// every chunk; returns how many chunks were rehashed.
-    private func deepCheck(_ fd: FileDescriptor, id: ChunkID, entries: [PackEntry], file: String, report: inout VerifyReport, bad: inout Set<ChunkID>) throws -> Int {
+    private func deepCheck(
+        _ fd: FileDescriptor, id: ChunkID, entries: [PackEntry], file: String, report: inout VerifyReport,
+        bad: inout Set<ChunkID>
+    ) throws -> Int {
         let size = Int(try fd.status().size)
         var bytes = [UInt8](repeating: 0, count: size)
         let got = try bytes.withMutableRawBytes { (raw) throws(Errno) in try fd.readFully(into: raw, at: 0) }
-        guard got == size else { throw StoreError.malformed(file: "\(path)/\(file)", reason: "changed size while being read") }
+        guard got == size else {
+            throw StoreError.malformed(file: "\(path)/\(file)", reason: "changed size while being read")
+        }
         if bytes.withUnsafeBytes({ ChunkID(hashing: $0) }) != id {
             report.problems.append(.init(file: file, message: "its bytes do not hash to its name (damaged)"))
         }
@@ -180,8 +217,10 @@ extension Store {
                 decodedOffset = entry.frameOffset
                 do {
                     decodedCount = try bytes.withRawBytes { (raw) throws(StoreError) in
-                        let frame = UnsafeRawBufferPointer(rebasing: raw[Int(entry.frameOffset)..<(Int(entry.frameOffset) + Int(entry.frameLength))])
-                        return try PackReader.decodeFrame(frame, into: pages, file: "\(path)/\(file)", offset: entry.frameOffset)
+                        let frame = UnsafeRawBufferPointer(
+                            rebasing: raw[Int(entry.frameOffset)..<(Int(entry.frameOffset) + Int(entry.frameLength))])
+                        return try PackReader.decodeFrame(
+                            frame, into: pages, file: "\(path)/\(file)", offset: entry.frameOffset)
                     }
                 } catch {
                     decodedCount = 0
@@ -191,7 +230,7 @@ extension Store {
             rehashed += 1
             let slot = Int(entry.slot)
             guard slot < decodedCount,
-                  ChunkID(hashing: UnsafeRawBufferPointer(pages.page(at: slot))) == entry.id
+                ChunkID(hashing: UnsafeRawBufferPointer(pages.page(at: slot))) == entry.id
             else {
                 if index.lookup(entry.id)?.pack == id { bad.insert(entry.id) }
                 report.problems.append(.init(file: file, message: "chunk \(entry.id.short) does not decode to its id"))

@@ -13,8 +13,10 @@ public struct ChildProcess: Sendable {
     /// descriptors when given; no other descriptor of the caller is inherited but stderr.
     /// With `newSession`, the child gets a session of its own (setsid), out of reach of
     /// signals sent to the caller's process group or terminal.
-    public static func spawn(_ path: String, _ arguments: [String], stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil,
-                             newSession: Bool = false, environment: [String]? = nil) throws(Errno) -> ChildProcess {
+    public static func spawn(
+        _ path: String, _ arguments: [String], stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil,
+        newSession: Bool = false, environment: [String]? = nil
+    ) throws(Errno) -> ChildProcess {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -30,14 +32,18 @@ public struct ChildProcess: Sendable {
         let envp = environment.map { $0.map { strdup($0) } + [nil] }
         defer { for pointer in envp ?? [] { free(pointer) } }
         var pid: pid_t = 0
-        let result = envp.map { posix_spawn(&pid, path, &actions, &attributes, argv, $0) } ?? posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+        let result =
+            envp.map { posix_spawn(&pid, path, &actions, &attributes, argv, $0) }
+            ?? posix_spawn(&pid, path, &actions, &attributes, argv, environ)
         guard result == 0 else { throw Errno(rawValue: result) }
         return ChildProcess(pid: pid)
     }
 
     /// Starts `path` as a child with process id `pid` (clone3 with set_tid: root, and the pid
     /// free, else EEXIST or EPERM); it inherits stdin, stdout and stderr only.
-    public static func spawn(_ path: String, _ arguments: [String], pid: pid_t, environment: [String]) throws(Errno) -> ChildProcess {
+    public static func spawn(
+        _ path: String, _ arguments: [String], pid: pid_t, environment: [String]
+    ) throws(Errno) -> ChildProcess {
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         let envp = environment.map { strdup($0) } + [nil]

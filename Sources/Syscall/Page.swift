@@ -21,7 +21,9 @@ public enum Page {
 
     /// The page numbers of the bytes `start ..< end` (both page-aligned).
     @inlinable
-    public static func numbers(from start: UInt64, to end: UInt64) -> Range<UInt64> { number(of: start)..<number(of: end) }
+    public static func numbers(from start: UInt64, to end: UInt64) -> Range<UInt64> {
+        number(of: start)..<number(of: end)
+    }
 
     /// Whole pages in `length` bytes, rounding down.
     @inlinable

@@ -53,7 +53,8 @@ public struct Userfaultfd: Sendable {
     /// Registers [start, start + length) for write-protect tracking (UFFDIO_REGISTER with
     /// UFFDIO_REGISTER_MODE_WP).
     public func registerForWriteProtect(start: UInt64, length: UInt64) throws(Errno) {
-        var register = uffdio_register(range: uffdio_range(start: start, len: length), mode: UInt64(UFFDIO_REGISTER_MODE_WP), ioctls: 0)
+        var register = uffdio_register(
+            range: uffdio_range(start: start, len: length), mode: UInt64(UFFDIO_REGISTER_MODE_WP), ioctls: 0)
         _ = try descriptor.control(chpox_UFFDIO_REGISTER, &register)
     }
 
@@ -66,7 +67,8 @@ public struct Userfaultfd: Sendable {
     /// Write-protects [start, start + length) (UFFDIO_WRITEPROTECT with
     /// UFFDIO_WRITEPROTECT_MODE_WP).
     public func writeProtect(start: UInt64, length: UInt64) throws(Errno) {
-        var protect = uffdio_writeprotect(range: uffdio_range(start: start, len: length), mode: UInt64(UFFDIO_WRITEPROTECT_MODE_WP))
+        var protect = uffdio_writeprotect(
+            range: uffdio_range(start: start, len: length), mode: UInt64(UFFDIO_WRITEPROTECT_MODE_WP))
         _ = try descriptor.control(chpox_UFFDIO_WRITEPROTECT, &protect)
     }
 

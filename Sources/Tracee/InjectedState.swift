@@ -53,19 +53,24 @@ public struct InjectedState: Sendable, Equatable {
         programBreak = UInt64(bitPattern: Int64(try RemoteCalls(process).result(of: .brk, 0)))
         var threads: [ThreadAddress] = []
         for tid in process.threads {
-            let thread = try RemoteCalls.onStack(of: process, thread: tid, size: 64) { (calls) throws(TraceeError) -> ThreadAddress in
+            let thread = try RemoteCalls.onStack(of: process, thread: tid, size: 64) {
+                (calls) throws(TraceeError) -> ThreadAddress in
                 let slot = try calls.reserve(8)
                 try calls.call(.prctl, CHPOX_PR_GET_TID_ADDRESS, slot, to: "read the tid address of thread \(tid)")
                 let address = try calls.words(at: slot, count: 1)[0]
                 let stack = try calls.reserve(24)
-                guard try calls.result(of: .sigaltstack, 0, stack) == 0 else { return ThreadAddress(tid: tid, clearAddress: address) }
+                guard try calls.result(of: .sigaltstack, 0, stack) == 0 else {
+                    return ThreadAddress(tid: tid, clearAddress: address)
+                }
                 let words = try calls.words(at: stack, count: 3)
-                return ThreadAddress(tid: tid, clearAddress: address, alternateStack: words[1] & 2 != 0 ? nil : words)  // SS_DISABLE
+                let disabled = words[1] & 2 != 0  // SS_DISABLE
+                return ThreadAddress(tid: tid, clearAddress: address, alternateStack: disabled ? nil : words)
             }
             threads.append(thread)
         }
         self.threads = threads
-        (signalActions, intervalTimers) = try RemoteCalls.onStack(of: process, size: 64) { (calls) throws(TraceeError) in
+        (signalActions, intervalTimers) = try RemoteCalls.onStack(of: process, size: 64) {
+            (calls) throws(TraceeError) in
             let slot = try calls.reserve(32)
             var actions: [SignalAction] = []
             for signal in Int32(1)...64 where signal != SIGKILL && signal != SIGSTOP {
@@ -73,7 +78,9 @@ public struct InjectedState: Sendable, Equatable {
                 guard try calls.result(of: .rtSigaction, signal, 0, slot, 8) == 0 else { continue }
                 let words = try calls.words(at: slot, count: 4)
                 if words[0] != 0 || words[1] != 0 || words[3] != 0 {
-                    actions.append(SignalAction(signal: signal, handler: words[0], flags: words[1], restorer: words[2], mask: words[3]))
+                    actions.append(
+                        SignalAction(
+                            signal: signal, handler: words[0], flags: words[1], restorer: words[2], mask: words[3]))
                 }
             }
             var timers: [IntervalTimer] = []
@@ -81,7 +88,9 @@ public struct InjectedState: Sendable, Equatable {
                 guard try calls.result(of: .getitimer, which, slot) == 0 else { continue }
                 let words = try calls.words(at: slot, count: 4)
                 let interval = words[0] * 1_000_000 + words[1], value = words[2] * 1_000_000 + words[3]
-                if interval != 0 || value != 0 { timers.append(IntervalTimer(which: which, intervalMicroseconds: interval, valueMicroseconds: value)) }
+                if interval != 0 || value != 0 {
+                    timers.append(IntervalTimer(which: which, intervalMicroseconds: interval, valueMicroseconds: value))
+                }
             }
             return (actions, timers)
         }
@@ -91,8 +100,12 @@ public struct InjectedState: Sendable, Equatable {
 
     public var lines: [String] {
         ["brk \(hex(programBreak))"] + threads.map { "tid \($0.tid) \(hex($0.clearAddress))" }
-            + threads.compactMap { thread in thread.alternateStack.map { "altstack \(thread.tid) \(hex($0[0])) \(hex($0[1])) \(hex($0[2]))" } }
-            + signalActions.map { "sigaction \($0.signal) \(hex($0.handler)) \(hex($0.flags)) \(hex($0.restorer)) \(hex($0.mask))" }
+            + threads.compactMap { thread in
+                thread.alternateStack.map { "altstack \(thread.tid) \(hex($0[0])) \(hex($0[1])) \(hex($0[2]))" }
+            }
+            + signalActions.map {
+                "sigaction \($0.signal) \(hex($0.handler)) \(hex($0.flags)) \(hex($0.restorer)) \(hex($0.mask))"
+            }
             + intervalTimers.map { "itimer \($0.which) \($0.intervalMicroseconds) \($0.valueMicroseconds)" }
     }
 
@@ -103,22 +116,30 @@ public struct InjectedState: Sendable, Equatable {
         var timers: [IntervalTimer] = []
         for line in lines {
             let fields = line.split(separator: " ").map(String.init)
-            let numbers = fields.dropFirst().compactMap { UInt64($0.hasPrefix("0x") ? String($0.dropFirst(2)) : $0, radix: $0.hasPrefix("0x") ? 16 : 10) }
+            let numbers = fields.dropFirst().compactMap {
+                UInt64($0.hasPrefix("0x") ? String($0.dropFirst(2)) : $0, radix: $0.hasPrefix("0x") ? 16 : 10)
+            }
             guard numbers.count == fields.count - 1 else {
                 throw .malformed(file: "chpox-inject's answer", reason: "unreadable line '\(line)'")
             }
             switch (fields.first, numbers.count) {
             case ("brk", 1): brk = numbers[0]
-            case ("tid", 2): threads.append(ThreadAddress(tid: Int32(truncatingIfNeeded: numbers[0]), clearAddress: numbers[1]))
+            case ("tid", 2):
+                threads.append(ThreadAddress(tid: Int32(truncatingIfNeeded: numbers[0]), clearAddress: numbers[1]))
             case ("sigaction", 5):
-                actions.append(SignalAction(signal: Int32(truncatingIfNeeded: numbers[0]), handler: numbers[1], flags: numbers[2],
-                                            restorer: numbers[3], mask: numbers[4]))
+                actions.append(
+                    SignalAction(
+                        signal: Int32(truncatingIfNeeded: numbers[0]), handler: numbers[1], flags: numbers[2],
+                        restorer: numbers[3], mask: numbers[4]))
             case ("altstack", 4):
                 if let k = threads.firstIndex(where: { $0.tid == Int32(truncatingIfNeeded: numbers[0]) }) {
                     threads[k].alternateStack = Array(numbers[1...3])
                 }
             case ("itimer", 3):
-                timers.append(IntervalTimer(which: Int32(truncatingIfNeeded: numbers[0]), intervalMicroseconds: numbers[1], valueMicroseconds: numbers[2]))
+                timers.append(
+                    IntervalTimer(
+                        which: Int32(truncatingIfNeeded: numbers[0]), intervalMicroseconds: numbers[1],
+                        valueMicroseconds: numbers[2]))
             default: throw .malformed(file: "chpox-inject's answer", reason: "unreadable line '\(line)'")
             }
         }

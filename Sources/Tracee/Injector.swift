@@ -34,13 +34,16 @@ public final class Injector {
         do {
             let input = try FileDescriptor.pipe()
             let output = try FileDescriptor.pipe()
-            child = try ChildProcess.spawn(injector, arguments, stdin: input.read, stdout: output.write, newSession: true)
+            child = try ChildProcess.spawn(
+                injector, arguments, stdin: input.read, stdout: output.write, newSession: true)
             input.read.close()
             output.write.close()
             toChild = input.write
             fromChild = output.read
         } catch {
-            throw .unsupported(pid: pid, reason: "cannot start \(injector): \(error) (install chpox-inject beside cpx, or set CHPOX_INJECT)")
+            throw .unsupported(
+                pid: pid,
+                reason: "cannot start \(injector): \(error) (install chpox-inject beside cpx, or set CHPOX_INJECT)")
         }
     }
 
@@ -51,7 +54,9 @@ public final class Injector {
         var line: [UInt8] = []
         var byte: [UInt8] = [0]
         while true {
-            guard let n = try? byte.withMutableRawBytes({ (raw) throws(Errno) in try fromChild.read(into: raw) }), n == 1 else {
+            guard let n = try? byte.withMutableRawBytes({ (raw) throws(Errno) in try fromChild.read(into: raw) }),
+                n == 1
+            else {
                 return line.isEmpty ? nil : String(decoding: line, as: UTF8.self)
             }
             if byte[0] == 10 { return String(decoding: line, as: UTF8.self) }

@@ -20,9 +20,14 @@ public struct MemoryRegion: Hashable, Sendable, CustomStringConvertible {
     public var isAnonymous: Bool { inode == 0 }
 
     /// Kernel-provided areas a checkpoint does not copy: they are recreated at restart.
-    public var isSpecial: Bool { path == "[vdso]" || path == "[vvar]" || path == "[vsyscall]" || path == "[vvar_vclock]" || path.hasPrefix("[uprobes]") }
+    public var isSpecial: Bool {
+        path == "[vdso]" || path == "[vvar]" || path == "[vsyscall]" || path == "[vvar_vclock]"
+            || path.hasPrefix("[uprobes]")
+    }
 
-    public var protection: String { (readable ? "r" : "-") + (writable ? "w" : "-") + (executable ? "x" : "-") + (shared ? "s" : "p") }
+    public var protection: String {
+        (readable ? "r" : "-") + (writable ? "w" : "-") + (executable ? "x" : "-") + (shared ? "s" : "p")
+    }
 
     public var description: String {
         "\(String(start, radix: 16))-\(String(end, radix: 16)) \(protection) \(path)"
@@ -37,12 +42,14 @@ public struct MemoryRegion: Hashable, Sendable, CustomStringConvertible {
             let range = fields[0].split(separator: "-")
             let perms = Array(fields[1])
             guard range.count == 2, let start = UInt64(range[0], radix: 16), let end = UInt64(range[1], radix: 16),
-                  perms.count == 4, let offset = UInt64(fields[2], radix: 16), let inode = UInt64(fields[4])
+                perms.count == 4, let offset = UInt64(fields[2], radix: 16), let inode = UInt64(fields[4])
             else { throw .malformed(file: file, reason: "unreadable line '\(line)'") }
             let path = fields.count > 5 ? String(fields[5].drop(while: { $0 == " " })) : ""
-            regions.append(MemoryRegion(start: start, end: end, readable: perms[0] == "r", writable: perms[1] == "w",
-                                        executable: perms[2] == "x", shared: perms[3] == "s", offset: offset,
-                                        device: String(fields[3]), inode: inode, path: path))
+            regions.append(
+                MemoryRegion(
+                    start: start, end: end, readable: perms[0] == "r", writable: perms[1] == "w",
+                    executable: perms[2] == "x", shared: perms[3] == "s", offset: offset,
+                    device: String(fields[3]), inode: inode, path: path))
         }
         return regions
     }

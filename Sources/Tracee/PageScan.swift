@@ -91,8 +91,10 @@ public final class Pagemap {
     /// PAGEMAP_SCAN over [start, end): runs of pages that have every category in `required`
     /// (after flipping `inverted`) and any of `anyOf` (when not empty), with `returned`
     /// categories reported. Loops until the whole range is walked.
-    public func scan(start: UInt64, end: UInt64, flags: ScanFlags = [], required: PageCategory = [], inverted: PageCategory = [],
-                     anyOf: PageCategory = [], returned: PageCategory) throws(TraceeError) -> [PageRun] {
+    public func scan(
+        start: UInt64, end: UInt64, flags: ScanFlags = [], required: PageCategory = [], inverted: PageCategory = [],
+        anyOf: PageCategory = [], returned: PageCategory
+    ) throws(TraceeError) -> [PageRun] {
         var runs: [PageRun] = []
         var regions = [chpox_page_region](repeating: chpox_page_region(), count: Self.regionsPerScan)
         var cursor = start
@@ -117,7 +119,9 @@ public final class Pagemap {
                 throw .from(error, pid: pid, "PAGEMAP_SCAN")
             }
             for region in regions[0..<Int(count)] {
-                runs.append(PageRun(start: region.start, end: region.end, categories: PageCategory(rawValue: region.categories)))
+                runs.append(
+                    PageRun(start: region.start, end: region.end, categories: PageCategory(rawValue: region.categories))
+                )
             }
             guard argument.walk_end > cursor else { break }
             cursor = argument.walk_end

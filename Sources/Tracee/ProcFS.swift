@@ -57,12 +57,15 @@ public enum ProcFS {
         var current: UInt64?
         for line in try read(pid, "smaps").split(separator: "\n") {
             if line.hasPrefix("VmFlags:") {
-                if let current { result[current, default: .init()].flags = line.dropFirst(8).split(separator: " ").map(String.init) }
+                if let current {
+                    result[current, default: .init()].flags = line.dropFirst(8).split(separator: " ").map(String.init)
+                }
             } else if line.hasPrefix("Rss:") {
                 let kib = line.dropFirst(4).split(separator: " ").first.flatMap { UInt64($0) } ?? 0
                 if let current { result[current, default: .init()].residentPages = kib / 4 }
             } else if let dash = line.firstIndex(of: "-"), let first = line.first, first.isHexDigit,
-                      let start = UInt64(line[..<dash], radix: 16), line.contains(" ") {
+                let start = UInt64(line[..<dash], radix: 16), line.contains(" ")
+            {
                 current = start
             }
         }
@@ -88,7 +91,8 @@ public enum ProcFS {
         var result: [String: String] = [:]
         for line in text.split(separator: "\n") {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            result[String(line[..<colon])] = String(line[line.index(after: colon)...].drop(while: { $0 == " " || $0 == "\t" }))
+            result[String(line[..<colon])] = String(
+                line[line.index(after: colon)...].drop(while: { $0 == " " || $0 == "\t" }))
         }
         return result
     }

@@ -28,13 +28,17 @@ public struct ProcessMemory: Sendable {
     /// bytes in the buffers are left as they were. Every other page is read, also the pages
     /// after a hole.
     @discardableResult
-    public func read(_ requests: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)]) throws(TraceeError) -> [PageRun] {
+    public func read(
+        _ requests: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)]
+    ) throws(TraceeError) -> [PageRun] {
         var unreadable: [PageRun] = []
         var start = 0
         while start < requests.count {
             let batch = requests[start..<min(start + 1024, requests.count)]
             var local = batch.map { iovec(iov_base: $0.buffer.baseAddress, iov_len: $0.buffer.count) }
-            var remote = batch.map { iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt($0.address)), iov_len: $0.buffer.count) }
+            var remote = batch.map {
+                iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt($0.address)), iov_len: $0.buffer.count)
+            }
             let wanted = batch.reduce(0) { $0 + $1.buffer.count }
             let n = chpox_process_vm_readv(pid, &local, UInt(local.count), &remote, UInt(remote.count))
             if n < 0 && errno == ESRCH { throw .noSuchProcess(pid: pid) }
@@ -47,7 +51,9 @@ public struct ProcessMemory: Sendable {
     }
 
     /// Reads a page-aligned range page by page past any page that cannot be read.
-    private func readAround(from address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(TraceeError) -> [PageRun] {
+    private func readAround(
+        from address: UInt64, into buffer: UnsafeMutableRawBufferPointer
+    ) throws(TraceeError) -> [PageRun] {
         var unreadable: [PageRun] = []
         var offset = try read(from: address, into: buffer)
         offset = Page.alignDown(offset)
@@ -55,7 +61,9 @@ public struct ProcessMemory: Sendable {
             let page = UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<min(offset + Page.size, buffer.count)])
             if try read(from: address + UInt64(offset), into: page) < page.count {
                 let at = address + UInt64(offset)
-                if let last = unreadable.last, last.end == at { unreadable[unreadable.count - 1].end += UInt64(Page.size) } else {
+                if let last = unreadable.last, last.end == at {
+                    unreadable[unreadable.count - 1].end += UInt64(Page.size)
+                } else {
                     unreadable.append(PageRun(pageAt: at))
                 }
             }
@@ -69,8 +77,12 @@ public struct ProcessMemory: Sendable {
     public func words(at address: UInt64, count: Int) throws(TraceeError) -> [UInt64] {
         var bytes = [UInt8](repeating: 0, count: count * 8)
         let got = try bytes.withMutableRawBytes { (raw) throws(TraceeError) in try read(from: address, into: raw) }
-        guard got == count * 8 else { throw .unsupported(pid: pid, reason: "cannot read \(count * 8) bytes at 0x\(String(address, radix: 16))") }
-        return bytes.withUnsafeBytes { raw in (0..<count).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
+        guard got == count * 8 else {
+            throw .unsupported(pid: pid, reason: "cannot read \(count * 8) bytes at 0x\(String(address, radix: 16))")
+        }
+        return bytes.withUnsafeBytes { raw in
+            (0..<count).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
+        }
     }
 
     /// Writes `bytes` at `address` (process_vm_writev: writable pages only).
@@ -80,11 +92,15 @@ public struct ProcessMemory: Sendable {
         var remote = iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(address)), iov_len: bytes.count)
         let n = chpox_process_vm_writev(pid, &local, 1, &remote, 1)
         guard n == bytes.count else {
-            throw .from(n < 0 ? Errno.current : Errno(rawValue: EFAULT), pid: pid, "write \(bytes.count) bytes at 0x\(String(address, radix: 16)) of")
+            throw .from(
+                n < 0 ? Errno.current : Errno(rawValue: EFAULT), pid: pid,
+                "write \(bytes.count) bytes at 0x\(String(address, radix: 16)) of")
         }
     }
 
-    private func readThroughProcMem(from address: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(TraceeError) -> Int {
+    private func readThroughProcMem(
+        from address: UInt64, into buffer: UnsafeMutableRawBufferPointer
+    ) throws(TraceeError) -> Int {
         do {
             let fd = try FileDescriptor.open("/proc/\(pid)/mem", [.readOnly])
             defer { fd.close() }

@@ -12,7 +12,10 @@ public enum Ptrace {
     /// The corresponding C constant is __WALL: wait for threads too.
     static let waitAll: Int32 = 0x4000_0000
 
-    static func call(_ request: Int32, _ tid: Int32, _ address: UnsafeMutableRawPointer? = nil, _ data: UnsafeMutableRawPointer? = nil) -> Result<Int, Errno> {
+    static func call(
+        _ request: Int32, _ tid: Int32, _ address: UnsafeMutableRawPointer? = nil,
+        _ data: UnsafeMutableRawPointer? = nil
+    ) -> Result<Int, Errno> {
         errno = 0
         let result = chpox_ptrace(request, tid, address, data)
         if result == -1 && errno != 0 { return .failure(Errno.current) }
@@ -21,12 +24,16 @@ public enum Ptrace {
 
     /// PTRACE_SEIZE: attach without stopping.
     static func seize(_ tid: Int32, pid: Int32) throws(TraceeError) {
-        if case .failure(let errno) = call(Int32(PTRACE_SEIZE.rawValue), tid) { throw .from(errno, pid: pid, "attach to") }
+        if case .failure(let errno) = call(Int32(PTRACE_SEIZE.rawValue), tid) {
+            throw .from(errno, pid: pid, "attach to")
+        }
     }
 
     /// PTRACE_INTERRUPT: stop a seized thread (it reports PTRACE_EVENT_STOP).
     static func interrupt(_ tid: Int32, pid: Int32) throws(TraceeError) {
-        if case .failure(let errno) = call(Int32(PTRACE_INTERRUPT.rawValue), tid) { throw .from(errno, pid: pid, "stop") }
+        if case .failure(let errno) = call(Int32(PTRACE_INTERRUPT.rawValue), tid) {
+            throw .from(errno, pid: pid, "stop")
+        }
     }
 
     /// PTRACE_DETACH: let the thread run on; `signal` (0: none) is delivered as it resumes.
@@ -50,7 +57,9 @@ public enum Ptrace {
 
     /// PTRACE_SETOPTIONS.
     static func setOptions(_ tid: Int32, pid: Int32, _ options: Int32) throws(TraceeError) {
-        if case .failure(let errno) = call(CHPOX_PTRACE_SETOPTIONS, tid, nil, UnsafeMutableRawPointer(bitPattern: Int(options))) {
+        if case .failure(let errno) = call(
+            CHPOX_PTRACE_SETOPTIONS, tid, nil, UnsafeMutableRawPointer(bitPattern: Int(options)))
+        {
             throw .from(errno, pid: pid, "set ptrace options of")
         }
     }
@@ -58,32 +67,41 @@ public enum Ptrace {
     /// PTRACE_GETEVENTMSG: the new thread's id at a PTRACE_EVENT_CLONE stop.
     static func eventMessage(_ tid: Int32, pid: Int32) throws(TraceeError) -> Int32 {
         var message: UInt = 0
-        if case .failure(let errno) = call(CHPOX_PTRACE_GETEVENTMSG, tid, nil, &message) { throw .from(errno, pid: pid, "read the event of") }
+        if case .failure(let errno) = call(CHPOX_PTRACE_GETEVENTMSG, tid, nil, &message) {
+            throw .from(errno, pid: pid, "read the event of")
+        }
         return Int32(truncatingIfNeeded: message)
     }
 
     /// PTRACE_SETSIGMASK.
     static func setSignalMask(_ tid: Int32, pid: Int32, _ mask: UInt64) throws(TraceeError) {
         var copy = mask
-        if case .failure(let errno) = call(CHPOX_PTRACE_SETSIGMASK, tid, UnsafeMutableRawPointer(bitPattern: 8), &copy) {
+        if case .failure(let errno) = call(CHPOX_PTRACE_SETSIGMASK, tid, UnsafeMutableRawPointer(bitPattern: 8), &copy)
+        {
             throw .from(errno, pid: pid, "set the signal mask of")
         }
     }
 
     /// PTRACE_SINGLESTEP with no signal.
     static func singleStep(_ tid: Int32, pid: Int32) throws(TraceeError) {
-        if case .failure(let errno) = call(Int32(PTRACE_SINGLESTEP.rawValue), tid) { throw .from(errno, pid: pid, "single-step") }
+        if case .failure(let errno) = call(Int32(PTRACE_SINGLESTEP.rawValue), tid) {
+            throw .from(errno, pid: pid, "single-step")
+        }
     }
 
     public static func registers(_ tid: Int32, pid: Int32) throws(TraceeError) -> user_regs_struct {
         var regs = user_regs_struct()
-        if case .failure(let errno) = call(Int32(PTRACE_GETREGS.rawValue), tid, nil, &regs) { throw .from(errno, pid: pid, "read registers of") }
+        if case .failure(let errno) = call(Int32(PTRACE_GETREGS.rawValue), tid, nil, &regs) {
+            throw .from(errno, pid: pid, "read registers of")
+        }
         return regs
     }
 
     public static func setRegisters(_ tid: Int32, pid: Int32, _ regs: user_regs_struct) throws(TraceeError) {
         var copy = regs
-        if case .failure(let errno) = call(Int32(PTRACE_SETREGS.rawValue), tid, nil, &copy) { throw .from(errno, pid: pid, "write registers of") }
+        if case .failure(let errno) = call(Int32(PTRACE_SETREGS.rawValue), tid, nil, &copy) {
+            throw .from(errno, pid: pid, "write registers of")
+        }
     }
 
     /// Waits for thread `tid` to stop; returns the raw status. A thread that exits instead
@@ -99,7 +117,9 @@ public enum Ptrace {
             break
         }
         if chpox_wifexited(status) != 0 || chpox_wifsignaled(status) != 0 { throw .noSuchProcess(pid: tid) }
-        guard chpox_wifstopped(status) != 0 else { throw .unexpectedStop(pid: pid, status: status, operation: operation) }
+        guard chpox_wifstopped(status) != 0 else {
+            throw .unexpectedStop(pid: pid, status: status, operation: operation)
+        }
         return status
     }
 }

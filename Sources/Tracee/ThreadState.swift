@@ -33,8 +33,13 @@ public struct ThreadState: Sendable, Equatable {
     }
 
     /// A saved state, to put back with `FrozenProcess.restore`.
-    public init(tid: Int32, registers: [UInt64], xstate: [UInt8], signalMask: UInt64, rseq: RseqRegistration?, pendingSignals: [[UInt8]]) {
-        (self.tid, self.registers, self.xstate, self.signalMask, self.rseq, self.pendingSignals) = (tid, registers, xstate, signalMask, rseq, pendingSignals)
+    public init(
+        tid: Int32, registers: [UInt64], xstate: [UInt8], signalMask: UInt64, rseq: RseqRegistration?,
+        pendingSignals: [[UInt8]]
+    ) {
+        (self.tid, self.registers, self.xstate, self.signalMask, self.rseq, self.pendingSignals) = (
+            tid, registers, xstate, signalMask, rseq, pendingSignals
+        )
     }
 
     /// Reads the state of a thread stopped under `process`.
@@ -65,7 +70,9 @@ extension Ptrace {
         var bytes = [UInt8](repeating: 0, count: capacity)
         let got = try bytes.withMutableRawBytes { (raw) throws(TraceeError) -> Int in
             var vector = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
-            if case .failure(let errno) = call(Int32(PTRACE_GETREGSET.rawValue), tid, UnsafeMutableRawPointer(bitPattern: Int(type)), &vector) {
+            if case .failure(let errno) = call(
+                Int32(PTRACE_GETREGSET.rawValue), tid, UnsafeMutableRawPointer(bitPattern: Int(type)), &vector)
+            {
                 throw .from(errno, pid: pid, "read register set 0x\(String(type, radix: 16)) of")
             }
             return vector.iov_len
@@ -78,7 +85,9 @@ extension Ptrace {
         var copy = bytes
         try copy.withMutableRawBytes { (raw) throws(TraceeError) in
             var vector = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
-            if case .failure(let errno) = call(CHPOX_PTRACE_SETREGSET, tid, UnsafeMutableRawPointer(bitPattern: Int(type)), &vector) {
+            if case .failure(let errno) = call(
+                CHPOX_PTRACE_SETREGSET, tid, UnsafeMutableRawPointer(bitPattern: Int(type)), &vector)
+            {
                 throw .from(errno, pid: pid, "write register set 0x\(String(type, radix: 16)) of")
             }
         }
@@ -87,7 +96,8 @@ extension Ptrace {
     /// PTRACE_GETSIGMASK.
     static func signalMask(_ tid: Int32, pid: Int32) throws(TraceeError) -> UInt64 {
         var mask: UInt64 = 0
-        if case .failure(let errno) = call(CHPOX_PTRACE_GETSIGMASK, tid, UnsafeMutableRawPointer(bitPattern: 8), &mask) {
+        if case .failure(let errno) = call(CHPOX_PTRACE_GETSIGMASK, tid, UnsafeMutableRawPointer(bitPattern: 8), &mask)
+        {
             throw .from(errno, pid: pid, "read the signal mask of")
         }
         return mask
@@ -97,13 +107,15 @@ extension Ptrace {
     static func rseqConfiguration(_ tid: Int32, pid: Int32) throws(TraceeError) -> ThreadState.RseqRegistration? {
         var configuration = chpox_rseq_configuration()
         let size = MemoryLayout<chpox_rseq_configuration>.size
-        switch call(CHPOX_PTRACE_GET_RSEQ_CONFIGURATION, tid, UnsafeMutableRawPointer(bitPattern: size), &configuration) {
+        switch call(CHPOX_PTRACE_GET_RSEQ_CONFIGURATION, tid, UnsafeMutableRawPointer(bitPattern: size), &configuration)
+        {
         case .failure(let errno):
             throw .from(errno, pid: pid, "read the rseq registration of")
         case .success:
             guard configuration.rseq_abi_pointer != 0 else { return nil }
-            return .init(address: configuration.rseq_abi_pointer, size: configuration.rseq_abi_size,
-                         signature: configuration.signature, flags: configuration.flags)
+            return .init(
+                address: configuration.rseq_abi_pointer, size: configuration.rseq_abi_size,
+                signature: configuration.signature, flags: configuration.flags)
         }
     }
 
@@ -114,9 +126,12 @@ extension Ptrace {
         let batch = 32, recordSize = 128
         var buffer = [UInt8](repeating: 0, count: batch * recordSize)
         while true {
-            var arguments = chpox_peeksiginfo_args(off: UInt64(result.count), flags: shared ? UInt32(CHPOX_PTRACE_PEEKSIGINFO_SHARED) : 0,
-                                                   nr: Int32(batch))
-            let outcome = buffer.withUnsafeMutableBytes { raw in call(CHPOX_PTRACE_PEEKSIGINFO, tid, &arguments, raw.baseAddress) }
+            var arguments = chpox_peeksiginfo_args(
+                off: UInt64(result.count), flags: shared ? UInt32(CHPOX_PTRACE_PEEKSIGINFO_SHARED) : 0,
+                nr: Int32(batch))
+            let outcome = buffer.withUnsafeMutableBytes { raw in
+                call(CHPOX_PTRACE_PEEKSIGINFO, tid, &arguments, raw.baseAddress)
+            }
             let count: Int
             switch outcome {
             case .failure(let errno): throw .from(errno, pid: pid, "read the pending signals of")
@@ -136,15 +151,17 @@ extension FrozenProcess {
     public func restore(_ state: ThreadState, into tid: Int32) throws(TraceeError) {
         var regs = user_regs_struct()
         withUnsafeMutableBytes(of: &regs) { raw in
-            for (k, word) in state.registers.prefix(raw.count / 8).enumerated() { raw.storeBytes(of: word, toByteOffset: k * 8, as: UInt64.self) }
+            for (k, word) in state.registers.prefix(raw.count / 8).enumerated() {
+                raw.storeBytes(of: word, toByteOffset: k * 8, as: UInt64.self)
+            }
         }
         let result = Int64(bitPattern: regs.rax)
         if Int64(bitPattern: regs.orig_rax) >= 0 {
             switch result {
-            case -512, -513, -514:   // ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND
+            case -512, -513, -514:  // ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND
                 regs.rax = regs.orig_rax
                 regs.rip -= 2
-            case -516:               // ERESTART_RESTARTBLOCK
+            case -516:  // ERESTART_RESTARTBLOCK
                 regs.rax = UInt64(bitPattern: -4)  // EINTR
             default: break
             }

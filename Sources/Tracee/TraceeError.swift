@@ -17,7 +17,8 @@ public enum TraceeError: Error, Sendable, CustomStringConvertible, Equatable {
         case .zombie(let pid):
             return "pid \(pid) is a zombie: it has exited and only waits for its parent to reap it"
         case .permissionDenied(let pid, let operation):
-            return "cannot \(operation) pid \(pid): permission denied (ptrace needs the same user or CAP_SYS_PTRACE, and /proc/sys/kernel/yama/ptrace_scope may forbid it)"
+            return
+                "cannot \(operation) pid \(pid): permission denied (ptrace needs the same user or CAP_SYS_PTRACE, and /proc/sys/kernel/yama/ptrace_scope may forbid it)"
         case .system(let errno, let pid, let operation):
             return "\(operation) pid \(pid): \(errno)"
         case .unexpectedStop(let pid, let status, let operation):
@@ -31,7 +32,7 @@ public enum TraceeError: Error, Sendable, CustomStringConvertible, Equatable {
 
     public static func from(_ errno: Errno, pid: Int32, _ operation: String) -> TraceeError {
         switch errno.rawValue {
-        case 2, 3: return .noSuchProcess(pid: pid)           // ENOENT (/proc/<pid> is gone), ESRCH
+        case 2, 3: return .noSuchProcess(pid: pid)  // ENOENT (/proc/<pid> is gone), ESRCH
         case 1, 13: return .permissionDenied(pid: pid, operation: operation)  // EPERM, EACCES
         default: return .system(errno, pid: pid, operation: operation)
         }

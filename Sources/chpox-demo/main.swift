@@ -25,7 +25,9 @@ struct Demo: ParsableCommand {
     var keepLast = 4
 
     func validate() throws {
-        guard generations >= 3, pages >= 64, keepLast >= 1 else { throw ValidationError("need --generations >= 3, --pages >= 64, --keep-last >= 1") }
+        guard generations >= 3, pages >= 64, keepLast >= 1 else {
+            throw ValidationError("need --generations >= 3, --pages >= 64, --keep-last >= 1")
+        }
     }
 
     func run() throws {
@@ -35,8 +37,11 @@ struct Demo: ParsableCommand {
             let seed: UInt64 = 2026
             let start = (try? store.chain(chain).nextGeneration) ?? 0
             print("store: \(store.path)")
-            print("== checkpointing a simulated process (\(pages) pages, \(Format.bytes(Int64(Page.bytes(pages))))) into chain '\(chain)'")
-            var memory = SyntheticMemory(seed: seed, rounds: max(Int(start) - 1, 0), pages: pages, dirtyPerRound: pages / 100)
+            print(
+                "== checkpointing a simulated process (\(pages) pages, \(Format.bytes(Int64(Page.bytes(pages))))) into chain '\(chain)'"
+            )
+            var memory = SyntheticMemory(
+                seed: seed, rounds: max(Int(start) - 1, 0), pages: pages, dirtyPerRound: pages / 100)
             var snapshots: [UInt64: SyntheticMemory] = [:]
             for _ in 0..<generations {
                 let writer = try store.beginGeneration(chain: chain)
@@ -45,7 +50,9 @@ struct Demo: ParsableCommand {
                 let entry = try writer.commit(metadata: Array("simulated round \(memory.round)".utf8))
                 let s = try store.manifest(entry.manifest).statistics
                 snapshots[entry.generation] = memory
-                print("  generation \(entry.generation) (\(entry.kind == .full ? "full" : "delta")): \(s.pagesWritten) pages, \(s.zeroPages) zero, \(s.newChunks) new chunks, \(Format.bytes(s.storedBytes)) stored")
+                print(
+                    "  generation \(entry.generation) (\(entry.kind == .full ? "full" : "delta")): \(s.pagesWritten) pages, \(s.zeroPages) zero, \(s.newChunks) new chunks, \(Format.bytes(s.storedBytes)) stored"
+                )
             }
 
             print("\n== dumpinfo --chain --name \(chain)")
@@ -61,7 +68,8 @@ struct Demo: ParsableCommand {
                 if !bytes.elementsEqual(expected.bytes(of: entry.page)) { differing += 1 }
             }
             guard map.pages.count == expected.pages.count, differing == 0 else {
-                throw StoreError.brokenChain(chain: chain, generation: earlier, reason: "\(differing) pages differ from the simulated memory")
+                throw StoreError.brokenChain(
+                    chain: chain, generation: earlier, reason: "\(differing) pages differ from the simulated memory")
             }
             print("  \(map.pages.count) pages, byte for byte identical to the memory at generation \(earlier)")
 
@@ -69,7 +77,9 @@ struct Demo: ParsableCommand {
             print(StoreReports.gcText(try store.collectGarbage(RetentionPolicy(keepLast: keepLast, chains: [chain]))))
             let kept = try store.chain(chain).entries.map(\.generation)
             let last = try store.pageMap(chain: chain, generation: head)
-            print("  kept generations \(kept.map(String.init).joined(separator: ", ")); generation \(head) still rebuilds: \(last == memory.expectedMap() ? "identical" : "DIFFERENT")")
+            print(
+                "  kept generations \(kept.map(String.init).joined(separator: ", ")); generation \(head) still rebuilds: \(last == memory.expectedMap() ? "identical" : "DIFFERENT")"
+            )
 
             print("\n== dumpinfo --verify --deep")
             let report = try store.verify(deep: true)

@@ -17,19 +17,19 @@ struct Cpx: ParsableCommand {
         commandName: "cpx",
         abstract: "Checkpoint a live process into a chpox store, and maintain the store.",
         usage: """
-        cpx [--store DIR] [--name NAME] [--interval SECONDS] [--count N] [--keep-last N] <pid>
-        cpx --probe [--json]
-        cpx <subcommand>
-        """,
+            cpx [--store DIR] [--name NAME] [--interval SECONDS] [--count N] [--keep-last N] <pid>
+            cpx --probe [--json]
+            cpx <subcommand>
+            """,
         discussion: """
-        `cpx PID` takes one generation of process PID into the chain NAME (default: the executable's name and the pid, e.g. python3-4242). The chain's first generation is a full base; every later one, in this run or a later run, stores only what changed: pages the dirty-page tracker reports written (a later run, which has no tracker history, compares every page with the chain instead).
+            `cpx PID` takes one generation of process PID into the chain NAME (default: the executable's name and the pid, e.g. python3-4242). The chain's first generation is a full base; every later one, in this run or a later run, stores only what changed: pages the dirty-page tracker reports written (a later run, which has no tracker history, compares every page with the chain instead).
 
-        With --interval, cpx takes a generation every interval until --count is reached, the process exits, or cpx gets SIGINT or SIGTERM: the generation in flight is finished, tracking ends and the process runs on. --leave-stopped and --kill act after the last generation (with --interval and no --count: a last generation taken when cpx is stopped), for migration.
+            With --interval, cpx takes a generation every interval until --count is reached, the process exits, or cpx gets SIGINT or SIGTERM: the generation in flight is finished, tracking ends and the process runs on. --leave-stopped and --kill act after the last generation (with --interval and no --count: a last generation taken when cpx is stopped), for migration.
 
-        The process is stopped only to collect its dirty pages, copy them out and read its registers and state; hashing, compression and writing happen after it runs on. With uffd-wp or soft-dirty, pre-copy copies the bulk while it runs first (--no-pre-copy turns it off). Whatever happens to cpx (an error, a full disk, kill -9), the process runs on unharmed and the store never holds a half generation.
+            The process is stopped only to collect its dirty pages, copy them out and read its registers and state; hashing, compression and writing happen after it runs on. With uffd-wp or soft-dirty, pre-copy copies the bulk while it runs first (--no-pre-copy turns it off). Whatever happens to cpx (an error, a full disk, kill -9), the process runs on unharmed and the store never holds a half generation.
 
-        The store: --store, else $CHPOX_STORE, else $XDG_STATE_HOME/chpox, else ~/.local/state/chpox (created 0700). cpx needs to ptrace the process: the same user (and /proc/sys/kernel/yama/ptrace_scope 0) or CAP_SYS_PTRACE. chpox-inject must be installed beside cpx.
-        """,
+            The store: --store, else $CHPOX_STORE, else $XDG_STATE_HOME/chpox, else ~/.local/state/chpox (created 0700). cpx needs to ptrace the process: the same user (and /proc/sys/kernel/yama/ptrace_scope 0) or CAP_SYS_PTRACE. chpox-inject must be installed beside cpx.
+            """,
         subcommands: [Checkpoint.self, Track.self, GC.self, Rebase.self, RebuildIndex.self],
         defaultSubcommand: Checkpoint.self)
 }
@@ -37,7 +37,9 @@ struct Cpx: ParsableCommand {
 struct Checkpoint: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "checkpoint",
-        abstract: "Checkpoint a live process (the default: `cpx PID` is `cpx checkpoint PID`; its options: `cpx checkpoint --help`).")
+        abstract:
+            "Checkpoint a live process (the default: `cpx PID` is `cpx checkpoint PID`; its options: `cpx checkpoint --help`)."
+    )
 
     @Argument(help: "The process to checkpoint.")
     var pid: Int32?
@@ -51,13 +53,21 @@ struct Checkpoint: ParsableCommand {
     @Option(name: .long, help: "After each generation, keep only the chain's newest N generations (runs GC).")
     var keepLast: Int?
     @OptionGroup var trackerOption: TrackerOption
-    @Flag(name: .long, inversion: .prefixedNo, help: "Copy the bulk of memory while the process runs, then stop it only for what it wrote meanwhile (uffd-wp and soft-dirty).")
+    @Flag(
+        name: .long, inversion: .prefixedNo,
+        help:
+            "Copy the bulk of memory while the process runs, then stop it only for what it wrote meanwhile (uffd-wp and soft-dirty)."
+    )
     var preCopy = true
     @Flag(name: .long, help: "Leave the process stopped (SIGSTOP) after the last generation, exactly as checkpointed.")
     var leaveStopped = false
     @Flag(name: .long, help: "Kill the process once the last generation is committed.")
     var kill = false
-    @Flag(name: .long, help: "Checkpoint a process with descriptors a restart cannot recreate (sockets...): they are recorded and listed by dumpinfo.")
+    @Flag(
+        name: .long,
+        help:
+            "Checkpoint a process with descriptors a restart cannot recreate (sockets...): they are recorded and listed by dumpinfo."
+    )
     var skipUnsupported = false
     @Flag(name: .long, help: "Print which dirty-page trackers this kernel supports and which one `auto` picks.")
     var probe = false
@@ -81,8 +91,9 @@ struct Checkpoint: ParsableCommand {
             var options = Checkpointer.Options(chain: chain, tracker: trackerOption.kind)
             options.preCopy = preCopy
             options.skipUnsupported = skipUnsupported
-            let schedule = CheckpointSchedule(interval: interval, count: count, keepLast: keepLast,
-                                              finish: kill ? .kill : leaveStopped ? .leaveStopped : .resume)
+            let schedule = CheckpointSchedule(
+                interval: interval, count: count, keepLast: keepLast,
+                finish: kill ? .kill : leaveStopped ? .leaveStopped : .resume)
             let store = try storeOptions.open(create: true)
             // SIGINT and SIGTERM are held back and waited for between generations, so the
             // generation in flight always finishes.
@@ -101,19 +112,26 @@ struct Checkpoint: ParsableCommand {
                     let now = Int64(Date().timeIntervalSince1970 * 1000)
                     guard total >= 65536, now - shown >= 100 || done == total else { return }
                     shown = now
-                    progress.show("generation \(generation): stored \(Format.bytes(Page.bytes(done))) of \(Format.bytes(Page.bytes(total)))")
+                    progress.show(
+                        "generation \(generation): stored \(Format.bytes(Page.bytes(done))) of \(Format.bytes(Page.bytes(total)))"
+                    )
                 }
             }
-            let ending = try schedule.run(checkpointer, wait: { seconds in
-                Self.wait(seconds, for: stopSignals, progress: output.json ? nil : progress)
-            }, report: { generation, collected in
-                progress.finish()
-                print(output.json ? CheckpointReports.json(generation) : generation.text)
-                if let collected, !collected.dropped.isEmpty, !output.json {
-                    print("  gc: dropped \(collected.dropped.count) generation(s), freed \(Format.bytes(collected.bytesFreed))")
-                }
-                fflush(nil)
-            })
+            let ending = try schedule.run(
+                checkpointer,
+                wait: { seconds in
+                    Self.wait(seconds, for: stopSignals, progress: output.json ? nil : progress)
+                },
+                report: { generation, collected in
+                    progress.finish()
+                    print(output.json ? CheckpointReports.json(generation) : generation.text)
+                    if let collected, !collected.dropped.isEmpty, !output.json {
+                        print(
+                            "  gc: dropped \(collected.dropped.count) generation(s), freed \(Format.bytes(collected.bytesFreed))"
+                        )
+                    }
+                    fflush(nil)
+                })
             if interval != nil || output.json { print(CheckpointReports.ending(ending, pid: pid, json: output.json)) }
         }
     }
@@ -138,7 +156,9 @@ struct Checkpoint: ParsableCommand {
 
     static func defaultName(_ pid: Int32) -> String {
         let exe = ProcFS.link(pid, "exe").map { String($0.split(separator: "/").last ?? "process") } ?? "process"
-        let cleaned = exe.replacingOccurrences(of: " (deleted)", with: "").map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." ? $0 : "_" }
+        let cleaned = exe.replacingOccurrences(of: " (deleted)", with: "").map {
+            $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." ? $0 : "_"
+        }
         return String(cleaned) + "-\(pid)"
     }
 
@@ -150,7 +170,10 @@ struct Checkpoint: ParsableCommand {
 
 /// `--tracker`, shared by every command that tracks a process.
 struct TrackerOption: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Dirty-page tracker: auto, soft-dirty, uffd-wp or hash (see `cpx --probe`).", valueName: "name"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Dirty-page tracker: auto, soft-dirty, uffd-wp or hash (see `cpx --probe`).", valueName: "name"))
     var tracker: String = "auto"
 
     func validate() throws {
@@ -166,8 +189,8 @@ struct Track: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure how many pages a live process writes per interval, with any tracker.",
         discussion: """
-        Every interval the process is frozen (all threads), the tracker collects and resets, and the process runs on: the freeze time is what a checkpoint's pause would start from. Sample 0 reports every page (there is nothing to compare with yet). The process is never changed: uffd-wp's userfaultfd is created by the chpox-inject helper and leaves no descriptor behind; stopping cpx at any moment leaves the process running.
-        """)
+            Every interval the process is frozen (all threads), the tracker collects and resets, and the process runs on: the freeze time is what a checkpoint's pause would start from. Sample 0 reports every page (there is nothing to compare with yet). The process is never changed: uffd-wp's userfaultfd is created by the chpox-inject helper and leaves no descriptor behind; stopping cpx at any moment leaves the process running.
+            """)
 
     @Argument(help: "The process to watch.")
     var pid: Int32
@@ -175,7 +198,8 @@ struct Track: ParsableCommand {
     @OptionGroup var output: OutputOptions
     @Option(name: .long, help: "Seconds between samples.")
     var interval: Double = 1
-    @Option(name: .long, help: "Samples to take after the first (default: until the process exits or cpx is interrupted).")
+    @Option(
+        name: .long, help: "Samples to take after the first (default: until the process exits or cpx is interrupted).")
     var count: Int?
 
     func validate() throws {
@@ -195,7 +219,10 @@ struct Track: ParsableCommand {
             let sample: DirtyRate.Sample
             do { sample = try monitor.sample(index) } catch {
                 if case .noSuchProcess = error, index > 0 {
-                    print(output.json ? "{\"event\":\"exited\",\"pid\":\(pid),\"schema\":\"chpox.track/1\"}" : "pid \(pid) exited")
+                    print(
+                        output.json
+                            ? "{\"event\":\"exited\",\"pid\":\(pid),\"schema\":\"chpox.track/1\"}" : "pid \(pid) exited"
+                    )
                     return
                 }
                 FileHandle.standardError.write(Data("cpx track: \(error)\n".utf8))
@@ -216,8 +243,8 @@ struct GC: ParsableCommand {
         commandName: "gc",
         abstract: "Drop old generations and reclaim the space only they used.",
         discussion: """
-        A dropped generation's changes are merged into the next kept one, so every kept generation still rebuilds byte for byte, under the same number. The newest generation of a chain is always kept. Without a retention option, gc only sweeps garbage left by interrupted writes. Safe while `cpx` writes into the same store: gc waits for the generation in flight, and writers wait for gc at their next generation.
-        """)
+            A dropped generation's changes are merged into the next kept one, so every kept generation still rebuilds byte for byte, under the same number. The newest generation of a chain is always kept. Without a retention option, gc only sweeps garbage left by interrupted writes. Safe while `cpx` writes into the same store: gc waits for the generation in flight, and writers wait for gc at their next generation.
+            """)
 
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
@@ -225,7 +252,9 @@ struct GC: ParsableCommand {
     var name: String?
     @Option(name: .long, help: "Keep the newest N generations.")
     var keepLast: Int?
-    @Option(name: .long, help: ArgumentHelp("Keep generations created within this long (90s, 30m, 12h, 7d, 2w).", valueName: "duration"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Keep generations created within this long (90s, 30m, 12h, 7d, 2w).", valueName: "duration"))
     var keepWithin: String?
     @Option(name: .long, parsing: .upToNextOption, help: "Keep these generation numbers.")
     var keep: [UInt64] = []
@@ -236,15 +265,20 @@ struct GC: ParsableCommand {
 
     func validate() throws {
         if let keepLast, keepLast < 1 { throw ValidationError("--keep-last must be at least 1") }
-        if let keepWithin, Format.duration(keepWithin) == nil { throw ValidationError("--keep-within takes a number and a unit: 90s, 30m, 12h, 7d, 2w") }
-        if !(0...1).contains(repackThreshold) { throw ValidationError("--repack-threshold is a fraction between 0 and 1") }
+        if let keepWithin, Format.duration(keepWithin) == nil {
+            throw ValidationError("--keep-within takes a number and a unit: 90s, 30m, 12h, 7d, 2w")
+        }
+        if !(0...1).contains(repackThreshold) {
+            throw ValidationError("--repack-threshold is a fraction between 0 and 1")
+        }
     }
 
     func run() throws {
         try reportingErrors("cpx gc") {
             let store = try storeOptions.open()
-            let policy = RetentionPolicy(keepLast: keepLast, keepWithinNanoseconds: keepWithin.flatMap(Format.duration),
-                                         keep: Set(keep), chains: name.map { [$0] })
+            let policy = RetentionPolicy(
+                keepLast: keepLast, keepWithinNanoseconds: keepWithin.flatMap(Format.duration),
+                keep: Set(keep), chains: name.map { [$0] })
             if let name { _ = try store.chain(name) }
             let report = try store.collectGarbage(policy, dryRun: dryRun, repackThreshold: repackThreshold)
             print(output.json ? StoreReports.gcJSON(report, store: store.path) : StoreReports.gcText(report))
@@ -271,8 +305,10 @@ struct Rebase: ParsableCommand {
             let chain = try store.chain(name)
             guard let target = generation ?? chain.entries.first?.generation else { throw StoreError.noSuchChain(name) }
             let entry = try store.rebase(chain: name, generation: target)
-            print(output.json ? StoreReports.rebaseJSON(entry, chain: name, store: store.path)
-                  : "\(name) generation \(entry.generation) is now full (manifest \(entry.manifest.short))")
+            print(
+                output.json
+                    ? StoreReports.rebaseJSON(entry, chain: name, store: store.path)
+                    : "\(name) generation \(entry.generation) is now full (manifest \(entry.manifest.short))")
         }
     }
 }
@@ -290,7 +326,9 @@ struct RebuildIndex: ParsableCommand {
             let store = try storeOptions.open()
             let result = try store.rebuildIndex()
             if output.json {
-                print(StoreReports.rebuildIndexJSON(chunks: result.chunks, packs: result.packs, skipped: result.skipped, store: store.path))
+                print(
+                    StoreReports.rebuildIndexJSON(
+                        chunks: result.chunks, packs: result.packs, skipped: result.skipped, store: store.path))
             } else {
                 print("indexed \(result.chunks) chunks from \(result.packs) packs")
                 for problem in result.skipped { print("skipped \(problem.file): \(problem.message)") }

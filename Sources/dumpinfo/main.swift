@@ -11,35 +11,54 @@ struct DumpInfo: ParsableCommand {
         commandName: "dumpinfo",
         abstract: "Show, compare and verify what a chpox store holds.",
         discussion: """
-        Exactly one of --chain, --generation, --diff, --verify or --stats.
+            Exactly one of --chain, --generation, --diff, --verify or --stats.
 
-          dumpinfo --chain                    every generation of every chain
-          dumpinfo --generation 7 --maps      the process at generation 7 and its memory map
-          dumpinfo --diff 3 7                 what changed between generations 3 and 7
-          dumpinfo --verify --deep            decompress and rehash every chunk
+              dumpinfo --chain                    every generation of every chain
+              dumpinfo --generation 7 --maps      the process at generation 7 and its memory map
+              dumpinfo --diff 3 7                 what changed between generations 3 and 7
+              dumpinfo --verify --deep            decompress and rehash every chunk
 
-        --generation and --diff read the chain named by --name, or the store's only chain. Exit status 1 on an error or when verify finds damage, 64 on bad arguments. With --json every form prints one JSON document naming its schema (chpox.chain/1, chpox.generation/1, chpox.diff/1, chpox.verify/1, chpox.stats/1); docs/json-schemas.md documents them.
-        """)
+            --generation and --diff read the chain named by --name, or the store's only chain. Exit status 1 on an error or when verify finds damage, 64 on bad arguments. With --json every form prints one JSON document naming its schema (chpox.chain/1, chpox.generation/1, chpox.diff/1, chpox.verify/1, chpox.stats/1); docs/json-schemas.md documents them.
+            """)
 
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
-    @Flag(name: .long, help: "One row per generation: number, id, time, kind, parent, tracker, pages, new chunks, bytes stored, dedup, pause.")
+    @Flag(
+        name: .long,
+        help:
+            "One row per generation: number, id, time, kind, parent, tracker, pages, new chunks, bytes stored, dedup, pause."
+    )
     var chain = false
-    @Option(name: .long, help: ArgumentHelp("The process at this generation (a number, or 'latest'): command, threads, descriptors, signal handlers, memory.", valueName: "n"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The process at this generation (a number, or 'latest'): command, threads, descriptors, signal handlers, memory.",
+            valueName: "n"))
     var generation: String?
     @Flag(name: .long, help: "With --generation: every thread's registers.")
     var regs = false
-    @Flag(name: .long, help: "With --generation: every mapping (address, size, protection, backing, resident and stored pages).")
+    @Flag(
+        name: .long,
+        help: "With --generation: every mapping (address, size, protection, backing, resident and stored pages).")
     var maps = false
-    @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp("What changed from generation A to B: pages per mapping, descriptors, threads, signals.", valueName: "a b"))
+    @Option(
+        name: .long, parsing: .upToNextOption,
+        help: ArgumentHelp(
+            "What changed from generation A to B: pages per mapping, descriptors, threads, signals.", valueName: "a b"))
     var diff: [UInt64] = []
     @Flag(name: .long, help: "Check the store: manifests, chain links, index, pack trailers.")
     var verify = false
     @Flag(name: .long, help: "With --verify: also decompress and rehash every chunk.")
     var deep = false
-    @Flag(name: .long, help: "Store totals: chains, generations, chunks, packs, bytes, dedup across chains, garbage reclaimable.")
+    @Flag(
+        name: .long,
+        help: "Store totals: chains, generations, chunks, packs, bytes, dedup across chains, garbage reclaimable.")
     var stats = false
-    @Option(name: .long, help: "The chain (with --chain: only this one; with --generation and --diff: needed when the store holds several).")
+    @Option(
+        name: .long,
+        help:
+            "The chain (with --chain: only this one; with --generation and --diff: needed when the store holds several)."
+    )
     var name: String?
 
     func validate() throws {
@@ -61,16 +80,24 @@ struct DumpInfo: ParsableCommand {
                 let rows = try StoreReports.generationRows(store, chains: name.map { [$0] } ?? store.chainNames())
                 print(output.json ? StoreReports.chainJSON(rows, store: store.path) : StoreReports.chainTable(rows))
             } else if let generation {
-                let detail = try GenerationDetail.load(store, chain: try store.chainName(name), generation: UInt64(generation))
-                print(output.json ? GenerationReports.json(detail, store: store.path) : GenerationReports.text(detail, regs: regs, maps: maps))
+                let detail = try GenerationDetail.load(
+                    store, chain: try store.chainName(name), generation: UInt64(generation))
+                print(
+                    output.json
+                        ? GenerationReports.json(detail, store: store.path)
+                        : GenerationReports.text(detail, regs: regs, maps: maps))
             } else if diff.count == 2 {
-                let changes = try GenerationDiff.load(store, chain: try store.chainName(name), from: diff[0], to: diff[1])
+                let changes = try GenerationDiff.load(
+                    store, chain: try store.chainName(name), from: diff[0], to: diff[1])
                 print(output.json ? DiffReports.json(changes, store: store.path) : DiffReports.text(changes))
             } else if verify {
                 let progress = ProgressLine(deep ? "verifying packs (decompress and rehash)" : "reading pack trailers")
                 let report = try store.verify(deep: deep, progress: progress.update)
                 progress.finish()
-                print(output.json ? StoreReports.verifyJSON(report, store: store.path) : StoreReports.verifyText(report, store: store.path))
+                print(
+                    output.json
+                        ? StoreReports.verifyJSON(report, store: store.path)
+                        : StoreReports.verifyText(report, store: store.path))
                 if !report.isClean { throw ExitCode.failure }
             } else {
                 let statistics = try StoreReports.statistics(store)

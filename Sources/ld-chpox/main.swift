@@ -11,12 +11,12 @@ struct LdChpox: ParsableCommand {
         commandName: "ld-chpox",
         abstract: "Restart a process from any generation of its chain, or inspect one.",
         discussion: """
-        `ld-chpox [--name NAME] [--generation N]` restarts generation N (default: the newest) of chain NAME (default: the store's only chain) and prints the new process's pid; it runs on detached (--wait: stay its parent and exit with its status). It gets its saved pid when that pid is free (root), else a new one with a notice (--require-same-pid: an error instead). Its descriptors are reopened at their numbers; terminals and pipes on 0-2 become ld-chpox's own, other pipes a pipe whose peer is gone. Files it was writing are cut back to their size at that generation.
+            `ld-chpox [--name NAME] [--generation N]` restarts generation N (default: the newest) of chain NAME (default: the store's only chain) and prints the new process's pid; it runs on detached (--wait: stay its parent and exit with its status). It gets its saved pid when that pid is free (root), else a new one with a notice (--require-same-pid: an error instead). Its descriptors are reopened at their numbers; terminals and pipes on 0-2 become ld-chpox's own, other pipes a pipe whose peer is gone. Files it was writing are cut back to their size at that generation.
 
-        --json prints one document (chpox.restart/1: pid, original pid, notices; chpox.check/1; chpox.core/1; see docs/json-schemas.md); with --wait it comes before the process's own output.
+            --json prints one document (chpox.restart/1: pid, original pid, notices; chpox.check/1; chpox.core/1; see docs/json-schemas.md); with --wait it comes before the process's own output.
 
-        --check rebuilds the generation, verifies every chunk and says what a restart would refuse. --core FILE writes the generation as an ELF core file that `gdb EXECUTABLE FILE` opens with the process's threads, registers and memory as they were. ld-chpox needs chpox-restore-stub beside it.
-        """)
+            --check rebuilds the generation, verifies every chunk and says what a restart would refuse. --core FILE writes the generation as an ELF core file that `gdb EXECUTABLE FILE` opens with the process's threads, registers and memory as they were. ld-chpox needs chpox-restore-stub beside it.
+            """)
 
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
@@ -26,7 +26,9 @@ struct LdChpox: ParsableCommand {
     var generation: UInt64?
     @Flag(name: .long, help: "Rebuild the generation and verify every chunk; start nothing.")
     var check = false
-    @Option(name: .long, help: ArgumentHelp("Write the generation as an ELF core file for gdb; start nothing.", valueName: "file"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Write the generation as an ELF core file for gdb; start nothing.", valueName: "file"))
     var core: String?
     @Flag(name: .long, help: "Stay the restarted process's parent and exit with its exit status.")
     var wait = false
@@ -47,9 +49,13 @@ struct LdChpox: ParsableCommand {
             if let image { try Restorer(image: image, map: map, store: store, generation: target).check() }
             var bytes = 0
             try store.reader().readPages(map) { _, page in bytes += page.count }
-            print(output.json ? RestartReports.checkJSON(store: store.path, chain: name, generation: target, pages: map.pages.count, bytes: bytes,
-                                                         processImage: image != nil)
-                  : "\(name) generation \(target): \(map.pages.count) pages (\(Format.bytes(Int64(bytes)))) rebuilt; every chunk verified")
+            print(
+                output.json
+                    ? RestartReports.checkJSON(
+                        store: store.path, chain: name, generation: target, pages: map.pages.count, bytes: bytes,
+                        processImage: image != nil)
+                    : "\(name) generation \(target): \(map.pages.count) pages (\(Format.bytes(Int64(bytes)))) rebuilt; every chunk verified"
+            )
         }
     }
 
@@ -59,9 +65,14 @@ struct LdChpox: ParsableCommand {
             let name = try store.chainName(name)
             let restorer = try Restorer.load(store, chain: name, generation: generation)
             let summary = try CoreFile.write(restorer.image, map: restorer.map, store: restorer.store, to: path)
-            print(output.json ? RestartReports.coreJSON(summary, chain: name, generation: restorer.generation, file: path, executable: restorer.image.executable)
-                  : "\(name) generation \(restorer.generation): wrote \(path) (\(summary.threads) threads, \(summary.segments) mappings, "
-                  + "\(summary.storedPages) stored pages, \(summary.filePages) from files); open it with: gdb \(restorer.image.executable) \(path)")
+            print(
+                output.json
+                    ? RestartReports.coreJSON(
+                        summary, chain: name, generation: restorer.generation, file: path,
+                        executable: restorer.image.executable)
+                    : "\(name) generation \(restorer.generation): wrote \(path) (\(summary.threads) threads, \(summary.segments) mappings, "
+                        + "\(summary.storedPages) stored pages, \(summary.filePages) from files); open it with: gdb \(restorer.image.executable) \(path)"
+            )
         }
     }
 
@@ -74,9 +85,13 @@ struct LdChpox: ParsableCommand {
             var options = Restorer.Options()
             options.requireSamePid = requireSamePid
             let outcome = try restorer.restart(options: options)
-            let notice = outcome.pid == outcome.originalPid ? "" : " (its pid \(outcome.originalPid) is taken: a new pid)"
+            let notice =
+                outcome.pid == outcome.originalPid ? "" : " (its pid \(outcome.originalPid) is taken: a new pid)"
             for line in outcome.notices { FileHandle.standardError.write(Data("ld-chpox: \(line)\n".utf8)) }
-            FileHandle.standardError.write(Data("ld-chpox: \(name) generation \(restorer.generation) restarted as pid \(outcome.pid)\(notice)\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "ld-chpox: \(name) generation \(restorer.generation) restarted as pid \(outcome.pid)\(notice)\n"
+                        .utf8))
             // With --wait the process shares this stdout: the document comes first, its output after.
             if output.json {
                 print(RestartReports.restartJSON(outcome, chain: name, generation: restorer.generation))

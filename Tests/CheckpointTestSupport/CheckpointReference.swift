@@ -36,7 +36,8 @@ public final class CheckpointReference {
         guard !region.isSpecial else { return false }
         if region.shared {
             let path = region.path
-            return region.isAnonymous || path.hasPrefix("/dev/zero") || path.hasPrefix("/SYSV") || path.hasPrefix("/memfd:") || path.hasSuffix(" (deleted)")
+            return region.isAnonymous || path.hasPrefix("/dev/zero") || path.hasPrefix("/SYSV")
+                || path.hasPrefix("/memfd:") || path.hasSuffix(" (deleted)")
         }
         return true
     }
@@ -49,23 +50,35 @@ public final class CheckpointReference {
         let filePage = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 4096)
         defer { filePage.deallocate() }
         for region in regions where Self.kept(region) {
-            let fileBacked = !region.isAnonymous && !region.shared && !region.path.hasSuffix(" (deleted)") && region.path.hasPrefix("/")
+            let fileBacked =
+                !region.isAnonymous && !region.shared && !region.path.hasSuffix(" (deleted)")
+                && region.path.hasPrefix("/")
             for page in (region.start / 4096)..<(region.end / 4096) {
                 guard let live = pages[page] else { continue }
                 if let stored = map.chunk(of: page) {
-                    if stored != live { problems.append("page 0x\(String(page * 4096, radix: 16)) in \(region): stored \(stored.short), live \(live.short)") }
+                    if stored != live {
+                        problems.append(
+                            "page 0x\(String(page * 4096, radix: 16)) in \(region): stored \(stored.short), live \(live.short)"
+                        )
+                    }
                     continue
                 }
                 var backing = ChunkID.zeroPage
                 if fileBacked {
-                    if fileCache[region.path] == nil { fileCache[region.path] = try? FileDescriptor.open(region.path, [.readOnly]) }
+                    if fileCache[region.path] == nil {
+                        fileCache[region.path] = try? FileDescriptor.open(region.path, [.readOnly])
+                    }
                     filePage.initializeMemory(as: UInt8.self, repeating: 0)
                     if let fd = fileCache[region.path] {
                         _ = try? fd.readFully(into: filePage, at: Int64(region.offset + (page * 4096 - region.start)))
                     }
                     backing = ChunkID(hashing: UnsafeRawBufferPointer(filePage))
                 }
-                if backing != live { problems.append("page 0x\(String(page * 4096, radix: 16)) in \(region): not stored, live \(live.short) differs from its backing") }
+                if backing != live {
+                    problems.append(
+                        "page 0x\(String(page * 4096, radix: 16)) in \(region): not stored, live \(live.short) differs from its backing"
+                    )
+                }
                 if problems.count >= limit { return problems }
             }
         }

@@ -53,7 +53,9 @@ import Testing
                 let line = (0..<min(got.count, want.count)).first { got[$0] != want[$0] } ?? min(got.count, want.count)
                 let gotLine = line < got.count ? String(got[line]) : "<end>"
                 let wantLine = line < want.count ? String(want[line]) : "<end>"
-                Issue.record("dumpinfo \(arguments.joined(separator: " ")) differs from Golden/\(file) at line \(line + 1):\ngot:      \(gotLine)\nexpected: \(wantLine)")
+                Issue.record(
+                    "dumpinfo \(arguments.joined(separator: " ")) differs from Golden/\(file) at line \(line + 1):\ngot:      \(gotLine)\nexpected: \(wantLine)"
+                )
             }
         }
     }
@@ -67,8 +69,11 @@ import Testing
             #expect(run.status == 0, "dumpinfo \(arguments) --json: \(run.errors)")
             #expect(schemas.problems(run.output) == [], "dumpinfo \(arguments.joined(separator: " ")) --json")
         }
-        for arguments in [["gc", "--store", temporary.path, "--keep-last", "1", "--dry-run", "--json"], ["--probe", "--json"],
-                          ["rebase", "--store", temporary.path, "--generation", "1", "--json"], ["rebuild-index", "--store", temporary.path, "--json"]] {
+        for arguments in [
+            ["gc", "--store", temporary.path, "--keep-last", "1", "--dry-run", "--json"], ["--probe", "--json"],
+            ["rebase", "--store", temporary.path, "--generation", "1", "--json"],
+            ["rebuild-index", "--store", temporary.path, "--json"],
+        ] {
             let run = try TestTools.run("cpx", arguments)
             #expect(run.status == 0, "cpx \(arguments): \(run.errors)")
             #expect(schemas.problems(run.output) == [], "cpx \(arguments.joined(separator: " "))")
@@ -79,14 +84,19 @@ import Testing
         let schemas = try JSONSchemaCheck()
         #expect(schemas.schemas.keys.contains("chpox.generation/1"))
         #expect(schemas.schemas.keys.contains("chpox.checkpoint/1 event generation"))
-        let good = #"{"schema": "chpox.probe/1", "auto": "hash", "trackers": [{"name": "hash", "supported": true, "detail": "x"}]}"#
+        let good =
+            #"{"schema": "chpox.probe/1", "auto": "hash", "trackers": [{"name": "hash", "supported": true, "detail": "x"}]}"#
         #expect(schemas.problems(good) == [])
         let extra = #"{"schema": "chpox.probe/1", "auto": "hash", "trackers": [], "surprise": 1}"#
         #expect(schemas.problems(extra).contains { $0.contains("surprise is printed but not documented") })
         let missing = #"{"schema": "chpox.probe/1", "trackers": []}"#
-        #expect(schemas.problems(missing).contains { $0.contains("auto is documented as always present but is missing") })
-        let mistyped = #"{"schema": "chpox.probe/1", "auto": "hash", "trackers": [{"name": "hash", "supported": "yes", "detail": "x"}]}"#
-        #expect(schemas.problems(mistyped).contains { $0.contains("trackers[].supported is string, documented as boolean") })
+        #expect(
+            schemas.problems(missing).contains { $0.contains("auto is documented as always present but is missing") })
+        let mistyped =
+            #"{"schema": "chpox.probe/1", "auto": "hash", "trackers": [{"name": "hash", "supported": "yes", "detail": "x"}]}"#
+        #expect(
+            schemas.problems(mistyped).contains { $0.contains("trackers[].supported is string, documented as boolean") }
+        )
     }
 
     @Test func diffNamesExactlyTheChangesTheFixtureMade() throws {
@@ -103,7 +113,10 @@ import Testing
         func subjects(_ changes: [DiffDocument.Change]) -> [String] { changes.map { "\($0.change) \($0.subject)" } }
         #expect(subjects(document.descriptors) == ["changed fd 1", "removed fd 3", "added fd 4"])
         #expect(subjects(document.threads) == ["changed thread 1001", "removed thread 1002"])
-        #expect(subjects(document.signals) == ["added SIGINT", "changed SIGUSR1", "changed pending signals (process)", "changed ITIMER_REAL"])
+        #expect(
+            subjects(document.signals) == [
+                "added SIGINT", "changed SIGUSR1", "changed pending signals (process)", "changed ITIMER_REAL",
+            ])
         #expect(subjects(document.process) == ["changed umask"])
         let fd1 = try #require(document.descriptors.first)
         #expect(fd1.before == "offset 4096 size 4096")

@@ -10,26 +10,35 @@ import Testing
     static let page = 4096
 
     /// `count` fresh pages of this process, unmapped by the caller.
-    static func map(_ count: Int, fd: Int32 = -1, flags: Int32 = MAP_PRIVATE | MAP_ANONYMOUS) throws -> UnsafeMutableRawPointer {
+    static func map(
+        _ count: Int, fd: Int32 = -1, flags: Int32 = MAP_PRIVATE | MAP_ANONYMOUS
+    ) throws -> UnsafeMutableRawPointer {
         let memory = try #require(mmap(nil, count * page, PROT_READ | PROT_WRITE, flags, fd, 0))
         try #require(memory != MAP_FAILED)
         return memory
     }
 
-    static func region(_ memory: UnsafeMutableRawPointer, pages: Int, shared: Bool = false, inode: UInt64 = 0, path: String = "") -> MemoryRegion {
+    static func region(
+        _ memory: UnsafeMutableRawPointer, pages: Int, shared: Bool = false, inode: UInt64 = 0, path: String = ""
+    ) -> MemoryRegion {
         let start = UInt64(UInt(bitPattern: memory))
-        return MemoryRegion(start: start, end: start + UInt64(pages * page), readable: true, writable: true, executable: false,
-                            shared: shared, offset: 0, device: "00:00", inode: inode, path: path)
+        return MemoryRegion(
+            start: start, end: start + UInt64(pages * page), readable: true, writable: true, executable: false,
+            shared: shared, offset: 0, device: "00:00", inode: inode, path: path)
     }
 
     /// Page indexes of `memory` as runs.
     static func runs(_ memory: UnsafeMutableRawPointer, _ pages: [Int]) -> AddressRuns {
         let start = UInt64(UInt(bitPattern: memory))
-        return AddressRuns(pages.map { PageRun(start: start + UInt64($0 * page), end: start + UInt64(($0 + 1) * page)) })
+        return AddressRuns(
+            pages.map { PageRun(start: start + UInt64($0 * page), end: start + UInt64(($0 + 1) * page)) })
     }
 
-    static func select(_ region: MemoryRegion, candidates: AddressRuns, written: AddressRuns = AddressRuns()) throws -> PageSelection {
-        try PageSelection(candidates: candidates, written: written, regions: [region], pagemap: try Pagemap(pid: getpid()))
+    static func select(
+        _ region: MemoryRegion, candidates: AddressRuns, written: AddressRuns = AddressRuns()
+    ) throws -> PageSelection {
+        try PageSelection(
+            candidates: candidates, written: written, regions: [region], pagemap: try Pagemap(pid: getpid()))
     }
 
     @Test func anonymousPagesWrittenAreCopiedAndTheRestAreZero() throws {
@@ -48,7 +57,8 @@ import Testing
         #expect(selection.zero == Self.runs(memory, [3, 4, 6, 7]))
         // Candidates outside the region are not the region's business.
         let start = UInt64(UInt(bitPattern: memory))
-        selection = try Self.select(region, candidates: AddressRuns([PageRun(start: start + 4 * 4096, end: start + 64 * 4096)]))
+        selection = try Self.select(
+            region, candidates: AddressRuns([PageRun(start: start + 4 * 4096, end: start + 64 * 4096)]))
         #expect(selection.copy == Self.runs(memory, [5]))
         #expect(selection.zero == Self.runs(memory, [4, 6, 7]))
     }
@@ -74,7 +84,8 @@ import Testing
         #expect(selection.zero.isEmpty)
 
         // The file is gone: nothing else has its pages, every one is kept.
-        selection = try Self.select(Self.region(memory, pages: 4, inode: 77, path: path + " (deleted)"), candidates: all)
+        selection = try Self.select(
+            Self.region(memory, pages: 4, inode: 77, path: path + " (deleted)"), candidates: all)
         #expect(selection.copy == all)
         #expect(selection.revert.isEmpty)
         #expect(selection.zero.isEmpty)

@@ -18,7 +18,10 @@ import Testing
         #expect(image.format == "chpox.image/2")
         #expect(image.credentials.user == .init(real: 1000, effective: 1000, saved: 1000, filesystem: 1000))
         #expect(image.credentials.groups == [1000, 27])
-        #expect(image.mappings.map(\.protection) == [[.read, .execute], [.read, .write], [.read, .write], [.read, .write], [.read, .write]])
+        #expect(
+            image.mappings.map(\.protection) == [
+                [.read, .execute], [.read, .write], [.read, .write], [.read, .write], [.read, .write],
+            ])
         #expect(image.mappings.map(\.protection.description) == ["r-xp", "rw-p", "rw-p", "rw-p", "rw-p"])
         let thread = try #require(image.threads.first)
         #expect(thread.tid == 1001)
@@ -42,7 +45,9 @@ import Testing
             try text.write(to: Self.golden, atomically: true, encoding: .utf8)
             return
         }
-        #expect(text == (try String(contentsOf: Self.golden, encoding: .utf8)), "CHPOX_UPDATE_GOLDEN=1 rewrites \(Self.golden.path)")
+        #expect(
+            text == (try String(contentsOf: Self.golden, encoding: .utf8)),
+            "CHPOX_UPDATE_GOLDEN=1 rewrites \(Self.golden.path)")
     }
 
     @Test func everyFieldHasAName() throws {
@@ -52,13 +57,17 @@ import Testing
         #expect(Set(registers.keys) == Set(ProcessImage.Registers.names))
         #expect((thread["signalStack"] as? [String: Any]).map { Set($0.keys) } == ["address", "flags", "size"])
         let credentials = try #require(json?["credentials"] as? [String: Any])
-        #expect((credentials["user"] as? [String: Any]).map { Set($0.keys) } == ["real", "effective", "saved", "filesystem"])
+        #expect(
+            (credentials["user"] as? [String: Any]).map { Set($0.keys) } == [
+                "real", "effective", "saved", "filesystem",
+            ])
         let mapping = try #require((json?["mappings"] as? [[String: Any]])?.first)
         #expect(mapping["protection"] as? String == "r-xp")
     }
 
     static func refusal(_ edit: (inout [String: Any]) -> Void) throws -> String {
-        var json = try #require(try JSONSerialization.jsonObject(with: Data(InspectFixture.image(generation: 0))) as? [String: Any])
+        var json = try #require(
+            try JSONSerialization.jsonObject(with: Data(InspectFixture.image(generation: 0))) as? [String: Any])
         edit(&json)
         let bytes = Array(try JSONSerialization.data(withJSONObject: json))
         do {
@@ -71,7 +80,10 @@ import Testing
 
     @Test func whatCannotBeReadIsRefusedWithTheReason() throws {
         let unknown = try Self.refusal { $0["format"] = "chpox.image/9" }
-        #expect(unknown.hasPrefix("generation 7: unreadable process image: format 'chpox.image/9' is none of chpox.image/2, chpox.image/1"))
+        #expect(
+            unknown.hasPrefix(
+                "generation 7: unreadable process image: format 'chpox.image/9' is none of chpox.image/2, chpox.image/1"
+            ))
         let protection = try Self.refusal { json in
             var mappings = json["mappings"] as? [[String: Any]] ?? []
             mappings[0]["protection"] = "rwz"

@@ -9,7 +9,8 @@ import Testing
 /// in order, and what each decided from the image (InspectFixture says what the image holds).
 @Suite struct RestartPlanTests {
     static func plan(generation: Int = 0) throws -> (RestartPlan, ProcessImage) {
-        let image = try ProcessImage(decoding: InspectFixture.image(generation: generation), generation: UInt64(generation))
+        let image = try ProcessImage(
+            decoding: InspectFixture.image(generation: generation), generation: UInt64(generation))
         return (RestartPlan(image: image, generation: UInt64(generation)), image)
     }
 
@@ -19,8 +20,11 @@ import Testing
         let process = try #require(plan.processes.first)
         #expect(process.pid == 1001)
         #expect(process.parent == nil)
-        #expect(process.phases.map(\.name) == ["memory layout", "page fill", "descriptors", "mm fields", "threads",
-                                               "signals and timers", "limits and credentials", "registers"])
+        #expect(
+            process.phases.map(\.name) == [
+                "memory layout", "page fill", "descriptors", "mm fields", "threads",
+                "signals and timers", "limits and credentials", "registers",
+            ])
         #expect(plan.steps.first == "process 1001")
         #expect(plan.steps.contains("    clone thread 1002, tid address 0x7f0000001010, alternate signal stack"))
     }
@@ -29,15 +33,24 @@ import Testing
         let (plan, _) = try Self.plan()
         let layout = try #require(plan.processes[0].phase(MemoryLayoutPhase.self))
         typealias Setup = MemoryLayoutPhase.MappingSetup
-        #expect(layout.mappings == [
-            Setup(start: 0x40_0000, size: 4096, protection: PROT_READ | PROT_EXEC, flags: MAP_FIXED | MAP_PRIVATE,
-                  source: .file(path: "/usr/bin/fixture", writable: false, offset: 0)),
-            Setup(start: 0x40_1000, size: 4096, protection: PROT_READ | PROT_WRITE, flags: MAP_FIXED | MAP_PRIVATE,
-                  source: .file(path: "/usr/bin/fixture", writable: false, offset: 0)),
-            Setup(start: 0x1000_0000, size: 16 * 4096, protection: PROT_READ | PROT_WRITE, flags: MAP_FIXED | MAP_PRIVATE, source: .anonymous),
-            Setup(start: 0x2000_0000, size: 4 * 4096, protection: PROT_READ | PROT_WRITE, flags: MAP_FIXED | MAP_PRIVATE, source: .anonymous),
-            Setup(start: 0x7fff_f000_0000, size: 8 * 4096, protection: PROT_READ | PROT_WRITE, flags: MAP_FIXED | MAP_PRIVATE, source: .anonymous),
-        ])
+        #expect(
+            layout.mappings == [
+                Setup(
+                    start: 0x40_0000, size: 4096, protection: PROT_READ | PROT_EXEC, flags: MAP_FIXED | MAP_PRIVATE,
+                    source: .file(path: "/usr/bin/fixture", writable: false, offset: 0)),
+                Setup(
+                    start: 0x40_1000, size: 4096, protection: PROT_READ | PROT_WRITE, flags: MAP_FIXED | MAP_PRIVATE,
+                    source: .file(path: "/usr/bin/fixture", writable: false, offset: 0)),
+                Setup(
+                    start: 0x1000_0000, size: 16 * 4096, protection: PROT_READ | PROT_WRITE,
+                    flags: MAP_FIXED | MAP_PRIVATE, source: .anonymous),
+                Setup(
+                    start: 0x2000_0000, size: 4 * 4096, protection: PROT_READ | PROT_WRITE,
+                    flags: MAP_FIXED | MAP_PRIVATE, source: .anonymous),
+                Setup(
+                    start: 0x7fff_f000_0000, size: 8 * 4096, protection: PROT_READ | PROT_WRITE,
+                    flags: MAP_FIXED | MAP_PRIVATE, source: .anonymous),
+            ])
         #expect(layout.kernelPages.isEmpty, "the fixture records no vDSO")
         let fill = try #require(plan.processes[0].phase(PageFillPhase.self))
         #expect(fill.fileBackedPages == [0x400..<0x401, 0x401..<0x402])
@@ -50,11 +63,14 @@ import Testing
         let descriptors = try #require(plan.processes[0].phase(DescriptorPhase.self))
         typealias Entry = DescriptorPhase.Entry
         #expect(descriptors.closed == [2])
-        #expect(descriptors.entries == [
-            Entry(fd: 0, closeOnExec: false, setup: .reopen(path: "/dev/null", flags: 0o100000, offset: nil)),
-            Entry(fd: 1, closeOnExec: false, setup: .reopen(path: "/var/log/fixture.log", flags: 0o102001, offset: 4096)),
-            Entry(fd: 3, closeOnExec: false, setup: .pipeWithoutPeer(readEnd: false)),
-        ])
+        #expect(
+            descriptors.entries == [
+                Entry(fd: 0, closeOnExec: false, setup: .reopen(path: "/dev/null", flags: 0o100000, offset: nil)),
+                Entry(
+                    fd: 1, closeOnExec: false,
+                    setup: .reopen(path: "/var/log/fixture.log", flags: 0o102001, offset: 4096)),
+                Entry(fd: 3, closeOnExec: false, setup: .pipeWithoutPeer(readEnd: false)),
+            ])
         #expect(descriptors.workingDirectory == "/srv")
         #expect(descriptors.umask == 0o022)
         #expect(plan.preflight.writtenFiles.map(\.path) == ["/var/log/fixture.log"])
@@ -72,7 +88,10 @@ import Testing
         plan = RestartPlan(image: image, generation: 0)
         let more = try #require(plan.processes[0].phase(DescriptorPhase.self))
         #expect(more.closed == [])
-        #expect(more.entries.suffix(2) == [Entry(fd: 5, closeOnExec: true, setup: .stdio(1)), Entry(fd: 2, closeOnExec: false, setup: .stdio(2))])
+        #expect(
+            more.entries.suffix(2) == [
+                Entry(fd: 5, closeOnExec: true, setup: .stdio(1)), Entry(fd: 2, closeOnExec: false, setup: .stdio(2)),
+            ])
     }
 
     @Test func threadsSignalsCredentialsAndRegistersComeFromTheImage() throws {

@@ -10,7 +10,11 @@ import Tracee
     static func runs(_ pages: Set<UInt64>) -> [PageRun] {
         var runs: [PageRun] = []
         for p in pages.sorted() {
-            if let last = runs.last, last.end == p * page { runs[runs.count - 1].end += page } else { runs.append(PageRun(start: p * page, end: (p + 1) * page)) }
+            if let last = runs.last, last.end == p * page {
+                runs[runs.count - 1].end += page
+            } else {
+                runs.append(PageRun(start: p * page, end: (p + 1) * page))
+            }
         }
         return runs
     }
@@ -27,14 +31,20 @@ import Tracee
         }
         return (0..<(next() % 8)).map { _ in
             let start = next() % 64, length = next() % 10
-            return next() % 10 == 0 ? PageRun(start: (start + length) * page, end: start * page) : PageRun(start: start * page, end: (start + length) * page)
+            return next() % 10 == 0
+                ? PageRun(start: (start + length) * page, end: start * page)
+                : PageRun(start: start * page, end: (start + length) * page)
         }
     }
 
     @Test func mergesOverlappingAndTouchingRangesAndDropsEmptyOnes() {
-        let runs = AddressRuns([PageRun(start: 0x3000, end: 0x5000), PageRun(start: 0x1000, end: 0x2000), PageRun(start: 0x2000, end: 0x3000),
-                                PageRun(start: 0x9000, end: 0x9000), PageRun(start: 0xc000, end: 0xa000), PageRun(start: 0x7000, end: 0x8000),
-                                PageRun(start: 0x7000, end: 0x7800 + 0x800)])
+        let runs = AddressRuns([
+            PageRun(start: 0x3000, end: 0x5000), PageRun(start: 0x1000, end: 0x2000),
+            PageRun(start: 0x2000, end: 0x3000),
+            PageRun(start: 0x9000, end: 0x9000), PageRun(start: 0xc000, end: 0xa000),
+            PageRun(start: 0x7000, end: 0x8000),
+            PageRun(start: 0x7000, end: 0x7800 + 0x800),
+        ])
         #expect(runs.runs == [PageRun(start: 0x1000, end: 0x5000), PageRun(start: 0x7000, end: 0x8000)])
         #expect(runs.pageCount == 5)
         #expect(AddressRuns([PageRun(start: 0x5000, end: 0x5000)]).isEmpty)

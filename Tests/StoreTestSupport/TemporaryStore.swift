@@ -14,13 +14,16 @@ public struct TemporaryStore {
     public func cleanup() { try? FileManager.default.removeItem(atPath: path) }
 
     public func files(in subdirectory: String, suffix: String) throws -> [String] {
-        try FileManager.default.contentsOfDirectory(atPath: "\(path)/\(subdirectory)").filter { $0.hasSuffix(suffix) }.sorted()
+        try FileManager.default.contentsOfDirectory(atPath: "\(path)/\(subdirectory)").filter { $0.hasSuffix(suffix) }
+            .sorted()
     }
 }
 
 /// Writes `rounds` generations of `memory` into `chain` and returns the memory at each.
 @discardableResult
-public func writeChain(_ store: Store, chain: String, seed: UInt64, rounds: Int, pages: Int = 256, dirty: Int = 24) throws -> [SyntheticMemory] {
+public func writeChain(
+    _ store: Store, chain: String, seed: UInt64, rounds: Int, pages: Int = 256, dirty: Int = 24
+) throws -> [SyntheticMemory] {
     var memory = SyntheticMemory(seed: seed, pages: pages, dirtyPerRound: dirty)
     var states: [SyntheticMemory] = []
     for round in 0..<rounds {

@@ -84,7 +84,9 @@ public struct SyntheticMemory: Sendable {
             buffer.initializeMemory(as: UInt8.self, repeating: 0)
         case .random(let seed):
             var rng = SplitMix(seed)
-            for k in stride(from: 0, to: buffer.count, by: 8) { buffer.storeBytes(of: rng.next(), toByteOffset: k, as: UInt64.self) }
+            for k in stride(from: 0, to: buffer.count, by: 8) {
+                buffer.storeBytes(of: rng.next(), toByteOffset: k, as: UInt64.self)
+            }
         case .compressible(let seed):
             let words = ["chpox ", "page ", "checkpoint ", "delta ", "store ", "\(seed) "]
             var rng = SplitMix(seed)
@@ -106,9 +108,10 @@ public struct SyntheticMemory: Sendable {
 
     /// The page map a store should rebuild for this memory.
     public func expectedMap() -> PageMap {
-        PageMap(pages: pages.keys.sorted().map { page in
-            bytes(of: page).withUnsafeBytes { PageEntry(page: page, chunk: ChunkID(hashing: $0)) }
-        })
+        PageMap(
+            pages: pages.keys.sorted().map { page in
+                bytes(of: page).withUnsafeBytes { PageEntry(page: page, chunk: ChunkID(hashing: $0)) }
+            })
     }
 
     /// Writes all pages (a full generation) or `change` (a delta) into `writer`.

@@ -105,7 +105,9 @@ import Testing
                 let base = trailerOffset + 28 * k
                 let high = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: base, as: UInt64.self))
                 let low = UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: base + 8, as: UInt64.self))
-                if raw.loadUnaligned(fromByteOffset: base + 16, as: UInt32.self) == offset { result.insert(ChunkID(high: high, low: low)) }
+                if raw.loadUnaligned(fromByteOffset: base + 16, as: UInt32.self) == offset {
+                    result.insert(ChunkID(high: high, low: low))
+                }
             }
         }
         return result
@@ -162,7 +164,9 @@ import Testing
             #expect(!report.isClean)
             let ref = GenerationRef(chain: "one", generation: victim.generation)
             #expect(Set(report.damaged.keys) == [ref])
-            let later = chain.entries.filter { $0.generation > victim.generation }.map { GenerationRef(chain: "one", generation: $0.generation) }
+            let later = chain.entries.filter { $0.generation > victim.generation }.map {
+                GenerationRef(chain: "one", generation: $0.generation)
+            }
             #expect(Set(report.dependents.keys) == Set(later))
             #expect(report.dependents.values.allSatisfy { $0 == ref })
             #expect(throws: StoreError.self) { _ = try store.pageMap(chain: "one", generation: victim.generation) }

@@ -14,14 +14,16 @@ import Testing
         let writerTool = TestTools.path("chpox-store-writer")
         let seed: UInt64 = 99, pages = 160
         var rng = SplitMix(2024)
-        var expected: [ChunkID: PageMap] = [:]   // by manifest id: computed once per generation
+        var expected: [ChunkID: PageMap] = [:]  // by manifest id: computed once per generation
         var states: [SyntheticMemory] = [SyntheticMemory(seed: seed, pages: pages)]
         var kills = 0
         var lastCommitted: UInt64? = nil
         var interruptedMidGeneration = 0
 
         while kills < 50 {
-            let child = try ChildProcess.spawn(writerTool, [temporary.path, "crash", "\(seed)", "\(pages)"], stdout: try FileDescriptor.open("/dev/null", [.writeOnly]))
+            let child = try ChildProcess.spawn(
+                writerTool, [temporary.path, "crash", "\(seed)", "\(pages)"],
+                stdout: try FileDescriptor.open("/dev/null", [.writeOnly]))
             usleep(useconds_t(20_000 + rng.next() % 250_000))
             try child.send(SIGKILL)
             #expect(try child.wait() == .signalled(SIGKILL))
@@ -42,10 +44,15 @@ import Testing
             for entry in chain.entries {
                 let want = expected[entry.manifest] ?? states[Int(entry.generation)].expectedMap()
                 expected[entry.manifest] = want
-                #expect(try store.pageMap(chain: "crash", generation: entry.generation) == want, "generation \(entry.generation) after kill \(kills)")
+                #expect(
+                    try store.pageMap(chain: "crash", generation: entry.generation) == want,
+                    "generation \(entry.generation) after kill \(kills)")
             }
             if let head = chain.head {
-                #expect(try mismatch(store, chain: "crash", generation: head.generation, expected: states[Int(head.generation)]) == nil)
+                #expect(
+                    try mismatch(
+                        store, chain: "crash", generation: head.generation, expected: states[Int(head.generation)])
+                        == nil)
             }
             let report = try store.verify(deep: true)
             #expect(report.isClean, "after kill \(kills): \(report.problems.prefix(3)) \(report.damaged)")

@@ -19,8 +19,11 @@ import Testing
             case 0: bytes[at] ^= UInt8(1 << (rng.next() % 8))
             case 1: bytes[at] = UInt8(truncatingIfNeeded: rng.next())
             case 2:
-                let value: UInt64 = [0, 1, 0x7f, 0xff, 0xffff, 0xffff_ffff, UInt64.max, UInt64.max / 2][Int(rng.next() % 8)]
-                for k in 0..<min(8, bytes.count - at) { bytes[at + k] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(k))) }
+                let value: UInt64 = [0, 1, 0x7f, 0xff, 0xffff, 0xffff_ffff, UInt64.max, UInt64.max / 2][
+                    Int(rng.next() % 8)]
+                for k in 0..<min(8, bytes.count - at) {
+                    bytes[at + k] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(k)))
+                }
             case 3: bytes.removeLast(Int(rng.next() % UInt64(bytes.count)))
             case 4: bytes += (0..<(rng.next() % 64)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             default: bytes.insert(UInt8(truncatingIfNeeded: rng.next()), at: at)
@@ -62,9 +65,15 @@ import Testing
         var accepted = 0
         for i in 0..<Self.iterations {
             let m = Self.mutate(manifest, &rng, fixChecksum: i % 2 == 0)
-            if Self.parsesOrRefuses("manifest \(i)", { try m.withUnsafeBytes { try GenerationManifest(decoding: $0, file: "fuzz.gen") } }) != nil { accepted += 1 }
+            if Self.parsesOrRefuses(
+                "manifest \(i)", { try m.withUnsafeBytes { try GenerationManifest(decoding: $0, file: "fuzz.gen") } })
+                != nil
+            {
+                accepted += 1
+            }
             let c = Self.mutate(chain, &rng, fixChecksum: i % 2 == 0)
-            _ = Self.parsesOrRefuses("chain \(i)", { try c.withUnsafeBytes { try Chain(decoding: $0, file: "fuzz.chain") } })
+            _ = Self.parsesOrRefuses(
+                "chain \(i)", { try c.withUnsafeBytes { try Chain(decoding: $0, file: "fuzz.chain") } })
         }
         // Mutations that keep the structure valid do exist; most are refused.
         #expect(accepted < Self.iterations)
@@ -106,8 +115,11 @@ import Testing
         var snapshotsRead = 0, snapshotsRefused = 0
         for i in 0..<Self.iterations {
             let bytes = Self.mutate(snapshot.bytes, &rng, fixChecksum: i % 2 == 0)
-            try Data(bytes).write(to: URL(fileURLWithPath: "\(temporary.path)/snapshots/\(ChunkID(high: 1, low: 2).hex).map"))
-            if Self.parsesOrRefuses("snapshot \(i)", { try Snapshot.read(ChunkID(high: 1, low: 2), in: store.directory) }) != nil {
+            try Data(bytes).write(
+                to: URL(fileURLWithPath: "\(temporary.path)/snapshots/\(ChunkID(high: 1, low: 2).hex).map"))
+            if Self.parsesOrRefuses(
+                "snapshot \(i)", { try Snapshot.read(ChunkID(high: 1, low: 2), in: store.directory) }) != nil
+            {
                 snapshotsRead += 1
             } else {
                 snapshotsRefused += 1

@@ -13,7 +13,8 @@ import Testing
             defer { temporary.cleanup() }
             let store = try temporary.open()
             let rounds = 20 + Int(rng.next() % 30)
-            let states = try writeChain(store, chain: "g", seed: 40 + UInt64(trial), rounds: rounds, pages: 128, dirty: 16)
+            let states = try writeChain(
+                store, chain: "g", seed: 40 + UInt64(trial), rounds: rounds, pages: 128, dirty: 16)
             let other = try writeChain(store, chain: "h", seed: 90, rounds: 5, pages: 64)
             var kept = Set<UInt64>()
             var policy = RetentionPolicy(chains: ["g"])
@@ -35,12 +36,17 @@ import Testing
             #expect(after.nextGeneration == UInt64(rounds), "numbering is stable")
             #expect(report.dropped.count + kept.count == rounds)
             for generation in kept {
-                #expect(try mismatch(store, chain: "g", generation: generation, expected: states[Int(generation)]) == nil)
+                #expect(
+                    try mismatch(store, chain: "g", generation: generation, expected: states[Int(generation)]) == nil)
             }
             #expect(try mismatch(store, chain: "h", generation: 4, expected: other[4]) == nil)
             let verify = try store.verify(deep: true)
-            #expect(verify.isClean, "\(verify.problems.prefix(3)) \(verify.damaged.prefix(2)) garbage \(verify.garbagePacks)")
-            #expect(verify.garbagePacks == 0, "\(verify.problems.prefix(3)) \(verify.damaged.prefix(2)) garbage \(verify.garbagePacks)")
+            #expect(
+                verify.isClean,
+                "\(verify.problems.prefix(3)) \(verify.damaged.prefix(2)) garbage \(verify.garbagePacks)")
+            #expect(
+                verify.garbagePacks == 0,
+                "\(verify.problems.prefix(3)) \(verify.damaged.prefix(2)) garbage \(verify.garbagePacks)")
             // Dropping generations freed chunks only they used.
             #expect(report.deadChunks > 0 || report.dropped.isEmpty)
             // The chain keeps growing after GC with the same numbering.
@@ -69,7 +75,8 @@ import Testing
         // Live data is a few generations' worth; it must not grow with the chain's length.
         #expect(sizes.last! < sizes.first! * 2, "pack bytes after GC: \(sizes)")
         #expect(try store.chain("b").entries.count == 3)
-        let failure = try mismatch(store, chain: "b", generation: 59, expected: memory); #expect(failure == nil, "\(failure ?? "")")
+        let failure = try mismatch(store, chain: "b", generation: 59, expected: memory);
+        #expect(failure == nil, "\(failure ?? "")")
     }
 
     @Test func rebaseMakesAGenerationFullWithoutChangingAnyMap() throws {
@@ -93,8 +100,9 @@ import Testing
         defer { temporary.cleanup() }
         let seed: UInt64 = 123, pages = 128
         let store = try temporary.open()
-        let child = try ChildProcess.spawn(TestTools.path("chpox-store-writer"), [temporary.path, "live", "\(seed)", "\(pages)", "80"],
-                                           stdout: try FileDescriptor.open("/dev/null", [.writeOnly]))
+        let child = try ChildProcess.spawn(
+            TestTools.path("chpox-store-writer"), [temporary.path, "live", "\(seed)", "\(pages)", "80"],
+            stdout: try FileDescriptor.open("/dev/null", [.writeOnly]))
         var collections = 0
         var done = false
         while !done {
@@ -109,7 +117,10 @@ import Testing
         #expect(chain.entries.map(\.generation) == [77, 78, 79])
         let memory = SyntheticMemory(seed: seed, rounds: 79, pages: pages)
         #expect(try mismatch(store, chain: "live", generation: 79, expected: memory) == nil)
-        #expect(try mismatch(store, chain: "live", generation: 77, expected: SyntheticMemory(seed: seed, rounds: 77, pages: pages)) == nil)
+        #expect(
+            try mismatch(
+                store, chain: "live", generation: 77, expected: SyntheticMemory(seed: seed, rounds: 77, pages: pages))
+                == nil)
         #expect(try store.verify(deep: true).isClean)
         #expect(collections > 5)
     }

@@ -50,9 +50,13 @@ import Testing
         defer { temporary.cleanup() }
         let store = try temporary.open()
         try writeChain(store, chain: "first", seed: 5, rounds: 4)
-        let firstBytes = try store.chain("first").entries.reduce(UInt64(0)) { $0 + (try store.manifest($1.manifest).statistics.storedBytes) }
+        let firstBytes = try store.chain("first").entries.reduce(UInt64(0)) {
+            $0 + (try store.manifest($1.manifest).statistics.storedBytes)
+        }
         try writeChain(store, chain: "second", seed: 5, rounds: 4)
-        let secondBytes = try store.chain("second").entries.reduce(UInt64(0)) { $0 + (try store.manifest($1.manifest).statistics.storedBytes) }
+        let secondBytes = try store.chain("second").entries.reduce(UInt64(0)) {
+            $0 + (try store.manifest($1.manifest).statistics.storedBytes)
+        }
         #expect(firstBytes > 0)
         #expect(secondBytes == 0)
     }
@@ -113,6 +117,8 @@ import Testing
         #expect(throws: StoreError.invalidChainName("../x")) { _ = try store.beginGeneration(chain: "../x") }
         #expect(throws: StoreError.noSuchChain("nope")) { _ = try store.chain("nope") }
         try writeChain(store, chain: "n", seed: 1, rounds: 1)
-        #expect(throws: StoreError.noSuchGeneration(chain: "n", generation: 4)) { _ = try store.pageMap(chain: "n", generation: 4) }
+        #expect(throws: StoreError.noSuchGeneration(chain: "n", generation: 4)) {
+            _ = try store.pageMap(chain: "n", generation: 4)
+        }
     }
 }

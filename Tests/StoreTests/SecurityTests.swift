@@ -57,7 +57,8 @@ import Testing
         #expect(try !store.verify().isClean)
         // A subdirectory replaced by a symlink makes the store refuse to open.
         try FileManager.default.moveItem(atPath: temporary.path + "/packs", toPath: outside.path + "/packs")
-        try FileManager.default.createSymbolicLink(atPath: temporary.path + "/packs", withDestinationPath: outside.path + "/packs")
+        try FileManager.default.createSymbolicLink(
+            atPath: temporary.path + "/packs", withDestinationPath: outside.path + "/packs")
         #expect { _ = try Store(at: temporary.path) } throws: { error in
             guard case StoreError.unsafe(let path, _) = error else { return false }
             return path.hasSuffix("/packs")
@@ -86,7 +87,8 @@ import Testing
     @Test func refusesADirectoryThatIsNotAStore() throws {
         let temporary = TemporaryStore("foreign")
         defer { temporary.cleanup() }
-        try FileManager.default.createDirectory(atPath: temporary.path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try FileManager.default.createDirectory(
+            atPath: temporary.path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         _ = FileManager.default.createFile(atPath: temporary.path + "/notes.txt", contents: Data("hi".utf8))
         #expect { _ = try Store(at: temporary.path, create: true) } throws: { error in
             guard case StoreError.notAStore = error else { return false }

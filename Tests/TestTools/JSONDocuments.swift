@@ -12,7 +12,9 @@ public enum JSONDocument {
 
     /// A stream: one document a line (`cpx --json`, `cpx track --json`). `growing`: the text
     /// is a log still being written, whose last line may be unfinished: it is left out.
-    public static func lines<Document: Decodable>(_ type: Document.Type, _ text: String, growing: Bool = false) throws -> [Document] {
+    public static func lines<Document: Decodable>(
+        _ type: Document.Type, _ text: String, growing: Bool = false
+    ) throws -> [Document] {
         let complete = growing ? String(text[..<(text.lastIndex(of: "\n") ?? text.startIndex)]) : text
         return try complete.split(separator: "\n").map { try decode(type, String($0)) }
     }

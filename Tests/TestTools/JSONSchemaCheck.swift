@@ -19,24 +19,30 @@ public struct JSONSchemaCheck: Sendable {
         for line in try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init) {
             if line.hasPrefix("## ") {
                 // "## chpox.checkpoint/1 (event generation)"
-                let words = line.dropFirst(3).replacingOccurrences(of: "(", with: "").replacingOccurrences(of: ")", with: "")
-                    .split(separator: " ").map(String.init)
+                let words = line.dropFirst(3).replacingOccurrences(of: "(", with: "").replacingOccurrences(
+                    of: ")", with: ""
+                )
+                .split(separator: " ").map(String.init)
                 current = words.first?.hasPrefix("chpox.") == true ? words.joined(separator: " ") : nil
                 continue
             }
             guard let current, line.hasPrefix("| `") else { continue }
-            let cells = line.split(separator: "|", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            let cells = line.split(separator: "|", omittingEmptySubsequences: false).map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }
             guard cells.count >= 4 else { continue }
             let path = cells[1].trimmingCharacters(in: CharacterSet(charactersIn: "`"))
             let type = cells[2]
-            schemas[current, default: [:]][path] = Field(type: type.hasSuffix("?") ? String(type.dropLast()) : type, optional: type.hasSuffix("?"))
+            schemas[current, default: [:]][path] = Field(
+                type: type.hasSuffix("?") ? String(type.dropLast()) : type, optional: type.hasSuffix("?"))
         }
         self.schemas = schemas
     }
 
     public static var documentationPath: String {
         // Tests/TestTools/JSONSchemaCheck.swift -> the package root.
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
             .appendingPathComponent("docs/json-schemas.md").path
     }
 
@@ -75,7 +81,9 @@ public struct JSONSchemaCheck: Sendable {
 
     private func check(_ value: Any, path: String, field: Field, schema: [String: Field], problems: inout [String]) {
         let actual = Self.jsonType(value)
-        let matches = actual == field.type || (field.type == "number" && actual == "integer") || (field.type == "map" && actual == "object")
+        let matches =
+            actual == field.type || (field.type == "number" && actual == "integer")
+            || (field.type == "map" && actual == "object")
         guard matches else {
             problems.append("\(path) is \(actual), documented as \(field.type)")
             return
@@ -84,7 +92,8 @@ public struct JSONSchemaCheck: Sendable {
             // Arrays of objects document their elements' fields (`x[].y`), arrays of values the
             // elements themselves (`x[]`).
             let elementFields = schema.keys.contains { $0.hasPrefix(path + "[].") }
-            guard let element = schema[path + "[]"] ?? (elementFields ? Field(type: "object", optional: false) : nil) else {
+            guard let element = schema[path + "[]"] ?? (elementFields ? Field(type: "object", optional: false) : nil)
+            else {
                 if !array.isEmpty { problems.append("\(path)[] (the elements) is not documented") }
                 return
             }

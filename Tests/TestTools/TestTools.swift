@@ -4,8 +4,10 @@ import Foundation
 public enum TestTools {
     /// An executable built beside the test bundle (or in .build/debug).
     public static func path(_ name: String) -> String {
-        let beside = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? "")
-            .deletingLastPathComponent().appendingPathComponent(name).path
+        let beside = URL(
+            fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+        )
+        .deletingLastPathComponent().appendingPathComponent(name).path
         let built = FileManager.default.currentDirectoryPath + "/.build/debug/\(name)"
         return [beside, built].first { FileManager.default.isExecutableFile(atPath: $0) } ?? name
     }

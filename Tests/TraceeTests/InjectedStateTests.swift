@@ -16,10 +16,14 @@ import Testing
     static var expected: InjectedState {
         var state = InjectedState(
             programBreak: 0x5555_dead_b000,
-            threads: [.init(tid: 100, clearAddress: 0x7f00_0000_09d0),
-                      .init(tid: 101, clearAddress: 0x7f00_0000_1000, alternateStack: [0x7f00_0010_0000, 0, 0x2000])],
-            signalActions: [.init(signal: 10, handler: 0x40_1000, flags: 0x1400_0004, restorer: 0x40_1100, mask: 0x200),
-                            .init(signal: 15, handler: 1, flags: 0, restorer: 0, mask: 0)])
+            threads: [
+                .init(tid: 100, clearAddress: 0x7f00_0000_09d0),
+                .init(tid: 101, clearAddress: 0x7f00_0000_1000, alternateStack: [0x7f00_0010_0000, 0, 0x2000]),
+            ],
+            signalActions: [
+                .init(signal: 10, handler: 0x40_1000, flags: 0x1400_0004, restorer: 0x40_1100, mask: 0x200),
+                .init(signal: 15, handler: 1, flags: 0, restorer: 0, mask: 0),
+            ])
         state.intervalTimers = [.init(which: 0, intervalMicroseconds: 1_000_000, valueMicroseconds: 250_000)]
         return state
     }
@@ -39,14 +43,14 @@ import Testing
     }
 
     @Test(arguments: [
-        "brk",                          // no value
-        "brk 0xzz",                     // not a number
-        "tid 5",                        // no clear address
+        "brk",  // no value
+        "brk 0xzz",  // not a number
+        "tid 5",  // no clear address
         "sigaction 10 0x401000 0x0 0x0",  // four of five numbers
-        "itimer 0 1",                   // two of three numbers
-        "altstack 101 0x1 0x2",         // three of four numbers
-        "bogus 1",                      // unknown fact
-        "",                             // nothing
+        "itimer 0 1",  // two of three numbers
+        "altstack 101 0x1 0x2",  // three of four numbers
+        "bogus 1",  // unknown fact
+        "",  // nothing
     ])
     func malformedLinesAreRefused(line: String) throws {
         let error = #expect(throws: TraceeError.self) { try InjectedState(lines: ["brk 0x1000", line], pid: 7) }
@@ -60,7 +64,9 @@ import Testing
 
     /// A line with a word that is not a number is malformed: refused, not read without it.
     @Test func aLineWithAnExtraWordIsRefused() throws {
-        #expect(throws: TraceeError.malformed(file: "chpox-inject's answer", reason: "unreadable line 'brk 0x1000 junk'")) {
+        #expect(
+            throws: TraceeError.malformed(file: "chpox-inject's answer", reason: "unreadable line 'brk 0x1000 junk'")
+        ) {
             try InjectedState(lines: ["brk 0x1000 junk"], pid: 7)
         }
     }

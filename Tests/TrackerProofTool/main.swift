@@ -28,10 +28,14 @@ func fail(_ message: String) -> Never {
 switch arguments.count > 1 ? arguments[1] : "" {
 case "probe":
     let probe = TrackerProbe()
-    for result in probe.results { print("\(result.kind.rawValue): \(result.supported ? "yes" : "no"): \(result.detail)") }
+    for result in probe.results {
+        print("\(result.kind.rawValue): \(result.supported ? "yes" : "no"): \(result.detail)")
+    }
     print("best: \(probe.best.rawValue)")
 case "prove":
-    guard arguments.count == 6, let kind = TrackerKind(rawValue: arguments[2]), let rounds = Int(arguments[4]), let seed = UInt64(arguments[5]) else {
+    guard arguments.count == 6, let kind = TrackerKind(rawValue: arguments[2]), let rounds = Int(arguments[4]),
+        let seed = UInt64(arguments[5])
+    else {
         fail("usage: prove TRACKER WORKLOAD ROUNDS SEED")
     }
     do {
@@ -42,10 +46,14 @@ case "prove":
         fail("\(error)")
     }
 case "guest":
-    guard arguments.count == 4 || arguments.count == 6, let rounds = Int(arguments[3]) else { fail("usage: guest WORKLOAD ROUNDS [CHURN GENERATIONS]") }
+    guard arguments.count == 4 || arguments.count == 6, let rounds = Int(arguments[3]) else {
+        fail("usage: guest WORKLOAD ROUNDS [CHURN GENERATIONS]")
+    }
     let workload = arguments[2]
     let probe = TrackerProbe()
-    for result in probe.results { print("probe \(result.kind.rawValue): \(result.supported ? "yes" : "no"): \(result.detail)") }
+    for result in probe.results {
+        print("probe \(result.kind.rawValue): \(result.supported ? "yes" : "no"): \(result.detail)")
+    }
     var passed = 0, failed = 0
     func check(_ name: String, _ ok: Bool, _ detail: String) {
         print("\(ok ? "PASS" : "FAIL") \(name): \(detail)")
@@ -53,7 +61,9 @@ case "guest":
     }
     func prove(_ label: String, _ start: (Int32) throws -> any DirtyTracker) {
         do {
-            let outcome = try TrackerProof.run(label, start: start, workloadPath: workload, rounds: rounds, seed: 7, log: { if getenv("CHPOX_DEBUG") != nil { print("debug \($0)") } })
+            let outcome = try TrackerProof.run(
+                label, start: start, workloadPath: workload, rounds: rounds, seed: 7,
+                log: { if getenv("CHPOX_DEBUG") != nil { print("debug \($0)") } })
             check(label, outcome.missedPages == 0 && outcome.rounds == rounds && outcome.changedPages > 0, "\(outcome)")
         } catch {
             check(label, false, "\(error)")
@@ -78,9 +88,10 @@ case "guest":
         for preCopy in [true, false] {
             let label = "checkpoint with soft-dirty\(preCopy ? ", pre-copy" : "")"
             do {
-                let outcome = try CheckpointProof.run(.softDirty, churnPath: arguments[4], directory: "/tmp/chpox-proof-\(preCopy)",
-                                                      generations: generations, newRunAt: preCopy ? generations / 2 : nil, preCopy: preCopy,
-                                                      megabytes: 8, threads: 2, paceMicroseconds: 100_000, seed: preCopy ? 61 : 62)
+                let outcome = try CheckpointProof.run(
+                    .softDirty, churnPath: arguments[4], directory: "/tmp/chpox-proof-\(preCopy)",
+                    generations: generations, newRunAt: preCopy ? generations / 2 : nil, preCopy: preCopy,
+                    megabytes: 8, threads: 2, paceMicroseconds: 100_000, seed: preCopy ? 61 : 62)
                 check(label, outcome.failures.isEmpty && outcome.generations == generations, "\(outcome)")
             } catch {
                 check(label, false, "\(error)")

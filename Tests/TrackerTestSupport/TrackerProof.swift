@@ -17,7 +17,9 @@ public struct TrackerProof {
         public var missedPages = 0
         public var firstMiss: String?
         public var falsePositivePages: Int { reportedPages - (changedPages - missedPages) }
-        public var falsePositiveRate: Double { reportedPages == 0 ? 0 : Double(falsePositivePages) / Double(reportedPages) }
+        public var falsePositiveRate: Double {
+            reportedPages == 0 ? 0 : Double(falsePositivePages) / Double(reportedPages)
+        }
 
         public var description: String {
             "\(tracker): \(rounds) rounds, \(changedPages) pages changed, \(reportedPages) reported, \(missedPages) missed"
@@ -28,7 +30,9 @@ public struct TrackerProof {
 
     /// Reads every page of `regions` (a page that cannot be read reads as zero), 1 MiB at a
     /// time, and hands each to `visit` with its address: the ground truth of the proofs.
-    public static func forEachPage(of regions: [MemoryRegion], pid: Int32, _ visit: (UInt64, UnsafeRawBufferPointer) throws -> Void) throws {
+    public static func forEachPage(
+        of regions: [MemoryRegion], pid: Int32, _ visit: (UInt64, UnsafeRawBufferPointer) throws -> Void
+    ) throws {
         let memory = ProcessMemory(pid: pid)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 4096)
         defer { buffer.deallocate() }
@@ -40,7 +44,8 @@ public struct TrackerProof {
                 chunk.initializeMemory(as: UInt8.self, repeating: 0)
                 _ = try memory.read(from: address, into: chunk)
                 for offset in stride(from: 0, to: length, by: 4096) {
-                    try visit(address + UInt64(offset), UnsafeRawBufferPointer(rebasing: chunk[offset..<(offset + 4096)]))
+                    try visit(
+                        address + UInt64(offset), UnsafeRawBufferPointer(rebasing: chunk[offset..<(offset + 4096)]))
                 }
                 address += UInt64(length)
             }
@@ -59,15 +64,20 @@ public struct TrackerProof {
     }
 
     /// Runs `rounds` rounds of the workload at `workloadPath` under tracker `kind`.
-    public static func run(_ kind: TrackerKind, workloadPath: String, rounds: Int, seed: UInt64,
-                           log: (String) -> Void = { _ in }) throws -> Outcome {
-        try run(kind.rawValue, start: { pid in try TrackerSelection.start(kind, pid: pid) }, workloadPath: workloadPath,
-                rounds: rounds, seed: seed, log: log)
+    public static func run(
+        _ kind: TrackerKind, workloadPath: String, rounds: Int, seed: UInt64,
+        log: (String) -> Void = { _ in }
+    ) throws -> Outcome {
+        try run(
+            kind.rawValue, start: { pid in try TrackerSelection.start(kind, pid: pid) }, workloadPath: workloadPath,
+            rounds: rounds, seed: seed, log: log)
     }
 
     /// Runs the proof with the tracker `start` makes for the workload's pid.
-    public static func run(_ label: String, start: (Int32) throws -> any DirtyTracker, workloadPath: String, rounds: Int, seed: UInt64,
-                           log: (String) -> Void = { _ in }) throws -> Outcome {
+    public static func run(
+        _ label: String, start: (Int32) throws -> any DirtyTracker, workloadPath: String, rounds: Int, seed: UInt64,
+        log: (String) -> Void = { _ in }
+    ) throws -> Outcome {
         let workload = try DirtyWorkloadProcess(executable: workloadPath, seed: seed)
         var outcome = Outcome(tracker: label)
         var tracker: (any DirtyTracker)?
@@ -90,7 +100,8 @@ public struct TrackerProof {
                         missed += 1
                         if outcome.firstMiss == nil {
                             let region = report.regions.first { $0.start <= page && page < $0.end }
-                            outcome.firstMiss = "round \(round), page \(String(page, radix: 16)) in \(region.map(String.init(describing:)) ?? "?")\(before == nil ? " (new)" : "")"
+                            outcome.firstMiss =
+                                "round \(round), page \(String(page, radix: 16)) in \(region.map(String.init(describing:)) ?? "?")\(before == nil ? " (new)" : "")"
                         }
                     }
                 }

@@ -13,7 +13,8 @@ public struct CheckpointSchedule: Sendable {
     /// What happens to the process after the last generation.
     public var finish: Checkpointer.Finish
 
-    public init(interval: Double? = nil, count: Int? = nil, keepLast: Int? = nil, finish: Checkpointer.Finish = .resume) {
+    public init(interval: Double? = nil, count: Int? = nil, keepLast: Int? = nil, finish: Checkpointer.Finish = .resume)
+    {
         self.interval = interval
         self.count = count
         self.keepLast = keepLast
@@ -29,8 +30,10 @@ public struct CheckpointSchedule: Sendable {
     /// Runs the schedule. `wait(seconds)` sleeps and returns true when the caller wants to
     /// stop (a signal): the generation in flight is always finished first; with a finish
     /// action, a last generation is taken then. `report` sees every generation and GC.
-    public func run(_ checkpointer: Checkpointer, wait: (Double) -> Bool,
-                    report: (Checkpointer.Generation, GCReport?) -> Void) throws(CheckpointError) -> Ending {
+    public func run(
+        _ checkpointer: Checkpointer, wait: (Double) -> Bool,
+        report: (Checkpointer.Generation, GCReport?) -> Void
+    ) throws(CheckpointError) -> Ending {
         var taken = 0
         let total = count ?? (interval == nil ? 1 : nil)
         while true {
@@ -40,7 +43,9 @@ public struct CheckpointSchedule: Sendable {
                 generation = try checkpointer.checkpoint(finish: last ? finish : .resume)
             } catch {
                 // The process ending between generations ends the schedule, not in error.
-                if taken > 0, case .process(let inner) = error, inner == .noSuchProcess(pid: checkpointer.pid) || inner == .zombie(pid: checkpointer.pid) {
+                if taken > 0, case .process(let inner) = error,
+                    inner == .noSuchProcess(pid: checkpointer.pid) || inner == .zombie(pid: checkpointer.pid)
+                {
                     return .exited(generations: taken)
                 }
                 throw error
@@ -49,7 +54,8 @@ public struct CheckpointSchedule: Sendable {
             var collected: GCReport?
             if let keepLast {
                 do {
-                    collected = try checkpointer.store.collectGarbage(RetentionPolicy(keepLast: keepLast, chains: [checkpointer.options.chain]))
+                    collected = try checkpointer.store.collectGarbage(
+                        RetentionPolicy(keepLast: keepLast, chains: [checkpointer.options.chain]))
                 } catch {
                     throw .store(error)
                 }

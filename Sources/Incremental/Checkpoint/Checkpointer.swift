@@ -143,13 +143,14 @@ public final class Checkpointer {
             written += 1
             lastFrozenCopy = run.frozenCopied
             let statistics = run.writer.currentStatistics
-            return Generation(chain: options.chain, generation: entry.generation, manifest: entry.manifest.short, pid: pid,
-                              kind: entry.kind == .full ? "full" : "delta", tracker: image.capture.tracker,
-                              dirtyPages: run.dirty, copiedPages: run.runningCopied + run.frozenCopied, zeroPages: run.zeroed,
-                              revertedPages: run.reverted, unmappedPages: run.unmapped, newChunks: statistics.newChunks,
-                              storedBytes: statistics.storedBytes, pauseMicroseconds: image.capture.pauseNanoseconds / 1000,
-                              totalPauseMicroseconds: image.capture.totalPauseNanoseconds / 1000, preCopyRounds: run.rounds,
-                              milliseconds: (ClockTime.monotonic() - started) / 1_000_000)
+            return Generation(
+                chain: options.chain, generation: entry.generation, manifest: entry.manifest.short, pid: pid,
+                kind: entry.kind == .full ? "full" : "delta", tracker: image.capture.tracker,
+                dirtyPages: run.dirty, copiedPages: run.runningCopied + run.frozenCopied, zeroPages: run.zeroed,
+                revertedPages: run.reverted, unmappedPages: run.unmapped, newChunks: statistics.newChunks,
+                storedBytes: statistics.storedBytes, pauseMicroseconds: image.capture.pauseNanoseconds / 1000,
+                totalPauseMicroseconds: image.capture.totalPauseNanoseconds / 1000, preCopyRounds: run.rounds,
+                milliseconds: (ClockTime.monotonic() - started) / 1_000_000)
         } catch {
             run.writer.abandon()
             throw Self.classify(error, pid: pid)
@@ -200,7 +201,8 @@ public final class Checkpointer {
             throw error
         }
         run.totalPause += ClockTime.monotonic() - stopped
-        let selection = try PageSelection(candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
+        let selection = try PageSelection(
+            candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
         run.roundStored = 0
         run.roundTotal = selection.copy.pageCount
         run.runningCopied += try CopiedPages.stream(selection.copy, from: pid, maximumPages: 16384) { pages in
@@ -233,10 +235,12 @@ public final class Checkpointer {
                 }
                 let pagemap = try Pagemap(frozen: frozen)
                 let report = try tracker.collect(frozen)
-                let selection = try PageSelection(candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
+                let selection = try PageSelection(
+                    candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
                 let copy = try CopiedPages(selection.copy.runs, from: ProcessMemory(pid: pid))
-                var image = try ImageCapture.capture(frozen, regions: try MemoryRegion.of(pid), injected: injected, smaps: smaps,
-                                                     skipUnsupported: options.skipUnsupported)
+                var image = try ImageCapture.capture(
+                    frozen, regions: try MemoryRegion.of(pid), injected: injected, smaps: smaps,
+                    skipUnsupported: options.skipUnsupported)
                 observeFrozen?(frozen, run.writer.generation)
                 if finish != .resume { try? Signal.send(SIGSTOP, to: pid) }  // delivered before it runs again
                 frozen.thaw()
@@ -323,5 +327,7 @@ public final class Checkpointer {
         run.firstRound = false
     }
 
-    static func pages(_ run: PageRun) -> PageRange { PageRange(first: Page.number(of: run.start), count: run.pageCount) }
+    static func pages(_ run: PageRun) -> PageRange {
+        PageRange(first: Page.number(of: run.start), count: run.pageCount)
+    }
 }

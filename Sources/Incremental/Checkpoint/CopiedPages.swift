@@ -49,18 +49,24 @@ final class CopiedPages {
     /// Hands on every run of pages that was read.
     func forEach(_ body: (Slice) throws -> Void) throws {
         for slice in slices {
-            let range = PageRun(start: Page.address(of: slice.firstPage), end: Page.address(of: slice.firstPage + slice.count))
+            let range = PageRun(
+                start: Page.address(of: slice.firstPage), end: Page.address(of: slice.firstPage + slice.count))
             for part in unreadable.isEmpty ? [range] : AddressRuns([range]).subtracting(unreadable).runs {
                 let offset = slice.offset + Int(part.start - range.start)
-                try body(Slice(firstPage: Page.number(of: part.start), count: part.pageCount,
-                               bytes: UnsafeRawBufferPointer(rebasing: buffer[offset..<(offset + Page.bytes(Int(part.pageCount)))])))
+                try body(
+                    Slice(
+                        firstPage: Page.number(of: part.start), count: part.pageCount,
+                        bytes: UnsafeRawBufferPointer(
+                            rebasing: buffer[offset..<(offset + Page.bytes(Int(part.pageCount)))])))
             }
         }
     }
 
     /// Reads `runs` batch by batch (at most `maximumPages` each) while the process runs, each
     /// batch handed to `consume` before the next is read; returns how many pages it read.
-    static func stream(_ runs: AddressRuns, from pid: Int32, maximumPages: Int, _ consume: (Slice) throws -> Void) throws -> UInt64 {
+    static func stream(
+        _ runs: AddressRuns, from pid: Int32, maximumPages: Int, _ consume: (Slice) throws -> Void
+    ) throws -> UInt64 {
         let memory = ProcessMemory(pid: pid)
         var batch: [PageRun] = []
         var batchPages = 0

@@ -30,8 +30,10 @@ enum ImageCapture {
         }
     }
 
-    static func capture(_ process: FrozenProcess, regions: [MemoryRegion], injected: InjectedState, smaps earlier: EarlySmaps,
-                        skipUnsupported: Bool) throws(CheckpointError) -> ProcessImage {
+    static func capture(
+        _ process: FrozenProcess, regions: [MemoryRegion], injected: InjectedState, smaps earlier: EarlySmaps,
+        skipUnsupported: Bool
+    ) throws(CheckpointError) -> ProcessImage {
         let pid = process.pid
         do {
             let status = try ProcFS.status(pid)
@@ -40,42 +42,56 @@ enum ImageCapture {
             var threads: [ProcessImage.ThreadImage] = []
             for tid in process.threads {
                 let injectedThread = injected.threads.first { $0.tid == tid }
-                let stack = injectedThread?.alternateStack.map { ProcessImage.SignalStack(address: $0[0], flags: $0[1], size: $0[2]) }
-                threads.append(ProcessImage.ThreadImage(try ThreadState(tid: tid, of: process), name: try ProcFS.threadName(pid, thread: tid),
-                                                        clearAddress: injectedThread?.clearAddress, signalStack: stack))
+                let stack = injectedThread?.alternateStack.map {
+                    ProcessImage.SignalStack(address: $0[0], flags: $0[1], size: $0[2])
+                }
+                threads.append(
+                    ProcessImage.ThreadImage(
+                        try ThreadState(tid: tid, of: process), name: try ProcFS.threadName(pid, thread: tid),
+                        clearAddress: injectedThread?.clearAddress, signalStack: stack))
             }
             let (descriptors, unsupported) = try captureDescriptors(pid)
             if !unsupported.isEmpty && !skipUnsupported { throw UnsupportedDescriptors(list: unsupported) }
-            guard let user = ProcessImage.Credentials.IDs(status.userIDs), let group = ProcessImage.Credentials.IDs(status.groupIDs) else {
+            guard let user = ProcessImage.Credentials.IDs(status.userIDs),
+                let group = ProcessImage.Credentials.IDs(status.groupIDs)
+            else {
                 throw TraceeError.malformed(file: "/proc/\(pid)/status", reason: "Uid: or Gid: does not list four ids")
             }
             let auxvBytes = try ProcFS.bytes(pid, "auxv")
-            let auxv = auxvBytes.withUnsafeBytes { raw in (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) } }
+            let auxv = auxvBytes.withUnsafeBytes { raw in
+                (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
+            }
             return ProcessImage(
                 pid: pid,
-                command: try ProcFS.bytes(pid, "cmdline").split(separator: 0, omittingEmptySubsequences: false).dropLast()
+                command: try ProcFS.bytes(pid, "cmdline").split(separator: 0, omittingEmptySubsequences: false)
+                    .dropLast()
                     .map { String(decoding: $0, as: UTF8.self) },
                 executable: ProcFS.link(pid, "exe") ?? "",
                 workingDirectory: ProcFS.link(pid, "cwd") ?? "",
                 umask: status.umask ?? 0o022,
                 credentials: .init(user: user, group: group, groups: status.groups),
                 limits: try limits(pid),
-                addressSpace: .init(startCode: stat.startCode, endCode: stat.endCode, startData: stat.startData, endData: stat.endData,
-                                    startBrk: stat.startBrk, brk: injected.programBreak, startStack: stat.startStack,
-                                    argStart: stat.argStart, argEnd: stat.argEnd, envStart: stat.envStart, envEnd: stat.envEnd, auxv: auxv),
+                addressSpace: .init(
+                    startCode: stat.startCode, endCode: stat.endCode, startData: stat.startData, endData: stat.endData,
+                    startBrk: stat.startBrk, brk: injected.programBreak, startStack: stat.startStack,
+                    argStart: stat.argStart, argEnd: stat.argEnd, envStart: stat.envStart, envEnd: stat.envEnd,
+                    auxv: auxv),
                 mappings: regions.map { mapping($0, details: details[$0.start] ?? .init()) },
                 threads: threads,
                 signalActions: injected.signalActions.map {
                     .init(signal: $0.signal, handler: $0.handler, flags: $0.flags, restorer: $0.restorer, mask: $0.mask)
                 },
                 intervalTimers: injected.intervalTimers.map {
-                    .init(which: $0.which, intervalMicroseconds: $0.intervalMicroseconds, valueMicroseconds: $0.valueMicroseconds)
+                    .init(
+                        which: $0.which, intervalMicroseconds: $0.intervalMicroseconds,
+                        valueMicroseconds: $0.valueMicroseconds)
                 },
                 sharedPendingSignals: try process.sharedPendingSignals().map(ProcessImage.SignalInfo.init),
                 descriptors: descriptors,
                 unsupported: unsupported,
-                capture: .init(tracker: "", pauseNanoseconds: 0, totalPauseNanoseconds: 0, preCopyRounds: 0,
-                               pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release))
+                capture: .init(
+                    tracker: "", pauseNanoseconds: 0, totalPauseNanoseconds: 0, preCopyRounds: 0,
+                    pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release))
         } catch let error as UnsupportedDescriptors {
             throw .unsupportedDescriptors(pid: pid, error.list)
         } catch let error as TraceeError {
@@ -88,8 +104,11 @@ enum ImageCapture {
     struct UnsupportedDescriptors: Error { var list: [String] }
 
     static func mapping(_ region: MemoryRegion, details: ProcFS.MappingDetails) -> ProcessImage.Mapping {
-        .init(start: region.start, end: region.end, protection: ProcessImage.Protection(maps: region.protection) ?? [], backing: backing(of: region), offset: region.offset,
-              device: region.device, inode: region.inode, path: region.path, flags: details.flags, residentPages: details.residentPages)
+        .init(
+            start: region.start, end: region.end, protection: ProcessImage.Protection(maps: region.protection) ?? [],
+            backing: backing(of: region), offset: region.offset,
+            device: region.device, inode: region.inode, path: region.path, flags: details.flags,
+            residentPages: details.residentPages)
     }
 
     static func backing(of region: MemoryRegion) -> ProcessImage.Mapping.Backing {
@@ -103,15 +122,19 @@ enum ImageCapture {
         }
         if region.shared {
             let path = region.path
-            let shmem = region.isAnonymous || path.hasPrefix("/dev/zero") || path.hasPrefix("/SYSV") || path.hasPrefix("/memfd:")
+            let shmem =
+                region.isAnonymous || path.hasPrefix("/dev/zero") || path.hasPrefix("/SYSV")
+                || path.hasPrefix("/memfd:")
                 || path.hasSuffix(" (deleted)")
             return shmem ? .sharedAnonymous : .sharedFile
         }
         return region.isAnonymous ? .anonymous : .privateFile
     }
 
-    static let resourceNames = ["cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile", "memlock", "as", "locks",
-                                "sigpending", "msgqueue", "nice", "rtprio", "rttime"]
+    static let resourceNames = [
+        "cpu", "fsize", "data", "stack", "core", "rss", "nproc", "nofile", "memlock", "as", "locks",
+        "sigpending", "msgqueue", "nice", "rtprio", "rttime",
+    ]
 
     static func limits(_ pid: Int32) throws(TraceeError) -> [ProcessImage.ResourceLimit] {
         var result: [ProcessImage.ResourceLimit] = []
@@ -127,10 +150,13 @@ enum ImageCapture {
         var descriptors: [ProcessImage.Descriptor] = []
         var unsupported: [String] = []
         for fd in try ProcFS.descriptors(pid) {
-            guard let target = ProcFS.descriptorTarget(pid, fd), let info = try? ProcFS.descriptorInfo(pid, fd) else { continue }  // closed meanwhile
+            guard let target = ProcFS.descriptorTarget(pid, fd), let info = try? ProcFS.descriptorInfo(pid, fd) else {
+                continue
+            }  // closed meanwhile
             let flags = info["flags"].flatMap { Int32($0, radix: 8) } ?? 0
             let offset = info["pos"].flatMap { Int64($0) } ?? 0
-            var descriptor = ProcessImage.Descriptor(fd: fd, kind: .unsupported, target: target, flags: flags, offset: offset, contents: nil)
+            var descriptor = ProcessImage.Descriptor(
+                fd: fd, kind: .unsupported, target: target, flags: flags, offset: offset, contents: nil)
             if target == "/dev/null" {
                 descriptor.kind = .null
             } else if target.hasPrefix("/dev/pts/") || target.hasPrefix("/dev/tty") || target == "/dev/console" {
@@ -142,7 +168,8 @@ enum ImageCapture {
                     descriptor.kind = .deletedFile
                     descriptor.contents = contents
                 } else {
-                    unsupported.append("fd \(fd): \(target) (deleted, larger than \(Format.bytes(deletedFileLimit)) or unreadable)")
+                    unsupported.append(
+                        "fd \(fd): \(target) (deleted, larger than \(Format.bytes(deletedFileLimit)) or unreadable)")
                 }
             } else if target.hasPrefix("/") {
                 descriptor.kind = (flags & O_DIRECTORY) != 0 ? .directory : .file
@@ -170,7 +197,7 @@ enum ImageCapture {
         guard let file = try? FileDescriptor.open("/proc/\(pid)/fd/\(fd)", [.readOnly]) else { return nil }
         defer { file.close() }
         guard let status = try? file.status(), status.isRegularFile, status.size <= deletedFileLimit,
-              let bytes = try? file.readAll(limit: Int(deletedFileLimit))
+            let bytes = try? file.readAll(limit: Int(deletedFileLimit))
         else { return nil }
         return Data(bytes)
     }

@@ -14,7 +14,9 @@ struct PageSelection {
     var revert = AddressRuns()
 
     /// `written`: pages among the candidates known to hold anonymous data (the tracker's word).
-    init(candidates: AddressRuns, written: AddressRuns = AddressRuns(), regions: [MemoryRegion], pagemap: Pagemap) throws(TraceeError) {
+    init(
+        candidates: AddressRuns, written: AddressRuns = AddressRuns(), regions: [MemoryRegion], pagemap: Pagemap
+    ) throws(TraceeError) {
         let residency = Residency(pagemap: pagemap)
         var copy: [PageRun] = [], zero: [PageRun] = [], revert: [PageRun] = []
         for region in regions {

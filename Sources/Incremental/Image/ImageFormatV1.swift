@@ -31,7 +31,8 @@ enum ImageFormatV1 {
     struct Credentials: Decodable { var uid: [UInt32], gid: [UInt32], groups: [UInt32] }
     struct Limit: Decodable { var resource: Int32, name: String, soft: UInt64, hard: UInt64 }
     struct AddressSpace: Decodable {
-        var startCode, endCode, startData, endData, startBrk, brk, startStack, argStart, argEnd, envStart, envEnd: UInt64
+        var startCode, endCode, startData, endData, startBrk, brk, startStack, argStart, argEnd, envStart,
+            envEnd: UInt64
         var auxv: [UInt64]
     }
     struct Mapping: Decodable {
@@ -92,57 +93,83 @@ extension ImageFormatV1.Image {
     func upgraded() throws -> ProcessImage {
         func ids(_ list: [UInt32], _ what: String) throws -> ProcessImage.Credentials.IDs {
             guard let ids = ProcessImage.Credentials.IDs(list) else {
-                throw ImageFormatV1.Unreadable(description: "\(what) ids \(list) are not four (real, effective, saved, filesystem)")
+                throw ImageFormatV1.Unreadable(
+                    description: "\(what) ids \(list) are not four (real, effective, saved, filesystem)")
             }
             return ids
         }
         let mappings = try mappings.map { m throws -> ProcessImage.Mapping in
             guard let protection = ProcessImage.Protection(maps: m.protection) else {
-                throw ImageFormatV1.Unreadable(description: "mapping 0x\(String(m.start, radix: 16)): protection '\(m.protection)' is not like r-xp")
+                throw ImageFormatV1.Unreadable(
+                    description:
+                        "mapping 0x\(String(m.start, radix: 16)): protection '\(m.protection)' is not like r-xp")
             }
             guard let backing = ProcessImage.Mapping.Backing(rawValue: m.backing) else {
-                throw ImageFormatV1.Unreadable(description: "mapping 0x\(String(m.start, radix: 16)): unknown backing '\(m.backing)'")
+                throw ImageFormatV1.Unreadable(
+                    description: "mapping 0x\(String(m.start, radix: 16)): unknown backing '\(m.backing)'")
             }
-            return .init(start: m.start, end: m.end, protection: protection, backing: backing, offset: m.offset, device: m.device,
-                         inode: m.inode, path: m.path, flags: m.flags, residentPages: m.residentPages)
+            return .init(
+                start: m.start, end: m.end, protection: protection, backing: backing, offset: m.offset,
+                device: m.device,
+                inode: m.inode, path: m.path, flags: m.flags, residentPages: m.residentPages)
         }
         let threads = try threads.map { t throws -> ProcessImage.ThreadImage in
             guard t.state.registers.count == 27 else {
-                throw ImageFormatV1.Unreadable(description: "thread \(t.state.tid): \(t.state.registers.count) registers, not 27")
+                throw ImageFormatV1.Unreadable(
+                    description: "thread \(t.state.tid): \(t.state.registers.count) registers, not 27")
             }
             var stack: ProcessImage.SignalStack?
             if let words = t.alternateStack {
-                guard words.count == 3 else { throw ImageFormatV1.Unreadable(description: "thread \(t.state.tid): alternate stack \(words) is not three words") }
+                guard words.count == 3 else {
+                    throw ImageFormatV1.Unreadable(
+                        description: "thread \(t.state.tid): alternate stack \(words) is not three words")
+                }
                 stack = .init(address: words[0], flags: words[1], size: words[2])
             }
-            return .init(tid: t.state.tid, registers: .init(words: t.state.registers), xstate: Data(t.state.xstate),
-                         signalMask: t.state.signalMask,
-                         rseq: t.state.rseq.map { .init(address: $0.address, size: $0.size, signature: $0.signature, flags: $0.flags) },
-                         pendingSignals: t.state.pendingSignals.map(ProcessImage.SignalInfo.init), clearAddress: t.clearAddress,
-                         signalStack: stack)
+            return .init(
+                tid: t.state.tid, registers: .init(words: t.state.registers), xstate: Data(t.state.xstate),
+                signalMask: t.state.signalMask,
+                rseq: t.state.rseq.map {
+                    .init(address: $0.address, size: $0.size, signature: $0.signature, flags: $0.flags)
+                },
+                pendingSignals: t.state.pendingSignals.map(ProcessImage.SignalInfo.init), clearAddress: t.clearAddress,
+                signalStack: stack)
         }
         let descriptors = try descriptors.map { d throws -> ProcessImage.Descriptor in
             guard let kind = ProcessImage.Descriptor.Kind(rawValue: d.kind) else {
                 throw ImageFormatV1.Unreadable(description: "descriptor \(d.fd): unknown kind '\(d.kind)'")
             }
-            return .init(fd: d.fd, kind: kind, target: d.target, flags: d.flags, offset: d.offset, contents: d.contents, size: d.size)
+            return .init(
+                fd: d.fd, kind: kind, target: d.target, flags: d.flags, offset: d.offset, contents: d.contents,
+                size: d.size)
         }
         let a = addressSpace
         return ProcessImage(
             pid: pid, command: command, executable: executable, workingDirectory: workingDirectory, umask: umask,
-            credentials: .init(user: try ids(credentials.uid, "user"), group: try ids(credentials.gid, "group"), groups: credentials.groups),
+            credentials: .init(
+                user: try ids(credentials.uid, "user"), group: try ids(credentials.gid, "group"),
+                groups: credentials.groups),
             limits: limits.map { .init(resource: $0.resource, name: $0.name, soft: $0.soft, hard: $0.hard) },
-            addressSpace: .init(startCode: a.startCode, endCode: a.endCode, startData: a.startData, endData: a.endData, startBrk: a.startBrk,
-                                brk: a.brk, startStack: a.startStack, argStart: a.argStart, argEnd: a.argEnd, envStart: a.envStart,
-                                envEnd: a.envEnd, auxv: a.auxv),
+            addressSpace: .init(
+                startCode: a.startCode, endCode: a.endCode, startData: a.startData, endData: a.endData,
+                startBrk: a.startBrk,
+                brk: a.brk, startStack: a.startStack, argStart: a.argStart, argEnd: a.argEnd, envStart: a.envStart,
+                envEnd: a.envEnd, auxv: a.auxv),
             mappings: mappings, threads: threads,
-            signalActions: signalActions.map { .init(signal: $0.signal, handler: $0.handler, flags: $0.flags, restorer: $0.restorer, mask: $0.mask) },
-            intervalTimers: (intervalTimers ?? []).map {
-                .init(which: $0.which, intervalMicroseconds: $0.intervalMicroseconds, valueMicroseconds: $0.valueMicroseconds)
+            signalActions: signalActions.map {
+                .init(signal: $0.signal, handler: $0.handler, flags: $0.flags, restorer: $0.restorer, mask: $0.mask)
             },
-            sharedPendingSignals: sharedPendingSignals.map(ProcessImage.SignalInfo.init), descriptors: descriptors, unsupported: unsupported,
-            capture: .init(tracker: capture.tracker, pauseNanoseconds: capture.pauseNanoseconds, totalPauseNanoseconds: capture.totalPauseNanoseconds,
-                           preCopyRounds: capture.preCopyRounds, pagesCopiedWhileRunning: capture.pagesCopiedWhileRunning,
-                           pagesCopiedFrozen: capture.pagesCopiedFrozen, kernel: capture.kernel))
+            intervalTimers: (intervalTimers ?? []).map {
+                .init(
+                    which: $0.which, intervalMicroseconds: $0.intervalMicroseconds,
+                    valueMicroseconds: $0.valueMicroseconds)
+            },
+            sharedPendingSignals: sharedPendingSignals.map(ProcessImage.SignalInfo.init), descriptors: descriptors,
+            unsupported: unsupported,
+            capture: .init(
+                tracker: capture.tracker, pauseNanoseconds: capture.pauseNanoseconds,
+                totalPauseNanoseconds: capture.totalPauseNanoseconds,
+                preCopyRounds: capture.preCopyRounds, pagesCopiedWhileRunning: capture.pagesCopiedWhileRunning,
+                pagesCopiedFrozen: capture.pagesCopiedFrozen, kernel: capture.kernel))
     }
 }

@@ -20,11 +20,14 @@ extension ProcessImage {
         public var auxv: [UInt64]
 
         enum CodingKeys: String, CodingKey {
-            case startCode, endCode, startData, endData, startBrk, brk, startStack, argStart, argEnd, envStart, envEnd, auxv
+            case startCode, endCode, startData, endData, startBrk, brk, startStack, argStart, argEnd, envStart, envEnd,
+                auxv
         }
 
-        public init(startCode: UInt64, endCode: UInt64, startData: UInt64, endData: UInt64, startBrk: UInt64, brk: UInt64,
-                    startStack: UInt64, argStart: UInt64, argEnd: UInt64, envStart: UInt64, envEnd: UInt64, auxv: [UInt64]) {
+        public init(
+            startCode: UInt64, endCode: UInt64, startData: UInt64, endData: UInt64, startBrk: UInt64, brk: UInt64,
+            startStack: UInt64, argStart: UInt64, argEnd: UInt64, envStart: UInt64, envEnd: UInt64, auxv: [UInt64]
+        ) {
             (self.startCode, self.endCode, self.startData, self.endData) = (startCode, endCode, startData, endData)
             (self.startBrk, self.brk, self.startStack) = (startBrk, brk, startStack)
             (self.argStart, self.argEnd, self.envStart, self.envEnd) = (argStart, argEnd, envStart, envEnd)
@@ -52,7 +55,9 @@ extension ProcessImage {
             let letters = Array(text.utf8)
             guard letters.count == 4 else { return nil }
             var protection: Protection = []
-            let columns: [(UInt8, Protection)] = [(UInt8(ascii: "r"), .read), (UInt8(ascii: "w"), .write), (UInt8(ascii: "x"), .execute)]
+            let columns: [(UInt8, Protection)] = [
+                (UInt8(ascii: "r"), .read), (UInt8(ascii: "w"), .write), (UInt8(ascii: "x"), .execute),
+            ]
             for (k, (letter, flag)) in columns.enumerated() {
                 switch letters[k] {
                 case letter: protection.insert(flag)
@@ -69,13 +74,15 @@ extension ProcessImage {
         }
 
         public var description: String {
-            (contains(.read) ? "r" : "-") + (contains(.write) ? "w" : "-") + (contains(.execute) ? "x" : "-") + (contains(.shared) ? "s" : "p")
+            (contains(.read) ? "r" : "-") + (contains(.write) ? "w" : "-") + (contains(.execute) ? "x" : "-")
+                + (contains(.shared) ? "s" : "p")
         }
 
         public init(from decoder: any Decoder) throws {
             let text = try decoder.singleValueContainer().decode(String.self)
             guard let protection = Protection(maps: text) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "protection '\(text)' is not like r-xp"))
+                throw DecodingError.dataCorrupted(
+                    .init(codingPath: decoder.codingPath, debugDescription: "protection '\(text)' is not like r-xp"))
             }
             self = protection
         }
@@ -117,8 +124,10 @@ extension ProcessImage {
             case start, end, protection, backing, offset, device, inode, path, flags, residentPages
         }
 
-        public init(start: UInt64, end: UInt64, protection: Protection, backing: Backing, offset: UInt64, device: String,
-                    inode: UInt64, path: String, flags: [String], residentPages: UInt64? = nil) {
+        public init(
+            start: UInt64, end: UInt64, protection: Protection, backing: Backing, offset: UInt64, device: String,
+            inode: UInt64, path: String, flags: [String], residentPages: UInt64? = nil
+        ) {
             (self.start, self.end, self.protection, self.backing) = (start, end, protection, backing)
             (self.offset, self.device, self.inode, self.path) = (offset, device, inode, path)
             self.flags = flags

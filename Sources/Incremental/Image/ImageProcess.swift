@@ -34,7 +34,9 @@ extension ProcessImage {
 
         enum CodingKeys: String, CodingKey { case user, group, groups }
 
-        public init(user: IDs, group: IDs, groups: [UInt32]) { (self.user, self.group, self.groups) = (user, group, groups) }
+        public init(user: IDs, group: IDs, groups: [UInt32]) {
+            (self.user, self.group, self.groups) = (user, group, groups)
+        }
     }
 
     public struct ResourceLimit: Codable, Sendable, Equatable {
@@ -70,7 +72,10 @@ extension ProcessImage {
 
         enum CodingKeys: String, CodingKey { case fd, kind, target, flags, offset, contents, size }
 
-        public init(fd: Int32, kind: Kind, target: String, flags: Int32, offset: Int64, contents: Data? = nil, size: Int64? = nil) {
+        public init(
+            fd: Int32, kind: Kind, target: String, flags: Int32, offset: Int64, contents: Data? = nil,
+            size: Int64? = nil
+        ) {
             (self.fd, self.kind, self.target, self.flags, self.offset) = (fd, kind, target, flags, offset)
             (self.contents, self.size) = (contents, size)
         }
@@ -91,13 +96,20 @@ extension ProcessImage {
         public var kernel: String
 
         enum CodingKeys: String, CodingKey {
-            case tracker, pauseNanoseconds, totalPauseNanoseconds, preCopyRounds, pagesCopiedWhileRunning, pagesCopiedFrozen, kernel
+            case tracker, pauseNanoseconds, totalPauseNanoseconds, preCopyRounds, pagesCopiedWhileRunning,
+                pagesCopiedFrozen, kernel
         }
 
-        public init(tracker: String, pauseNanoseconds: Int64, totalPauseNanoseconds: Int64, preCopyRounds: Int,
-                    pagesCopiedWhileRunning: UInt64, pagesCopiedFrozen: UInt64, kernel: String) {
-            (self.tracker, self.pauseNanoseconds, self.totalPauseNanoseconds) = (tracker, pauseNanoseconds, totalPauseNanoseconds)
-            (self.preCopyRounds, self.pagesCopiedWhileRunning, self.pagesCopiedFrozen) = (preCopyRounds, pagesCopiedWhileRunning, pagesCopiedFrozen)
+        public init(
+            tracker: String, pauseNanoseconds: Int64, totalPauseNanoseconds: Int64, preCopyRounds: Int,
+            pagesCopiedWhileRunning: UInt64, pagesCopiedFrozen: UInt64, kernel: String
+        ) {
+            (self.tracker, self.pauseNanoseconds, self.totalPauseNanoseconds) = (
+                tracker, pauseNanoseconds, totalPauseNanoseconds
+            )
+            (self.preCopyRounds, self.pagesCopiedWhileRunning, self.pagesCopiedFrozen) = (
+                preCopyRounds, pagesCopiedWhileRunning, pagesCopiedFrozen
+            )
             self.kernel = kernel
         }
     }

@@ -28,7 +28,9 @@ extension ProcessImage {
         enum CodingKeys: String, CodingKey { case which, intervalMicroseconds, valueMicroseconds }
 
         public init(which: Int32, intervalMicroseconds: UInt64, valueMicroseconds: UInt64) {
-            (self.which, self.intervalMicroseconds, self.valueMicroseconds) = (which, intervalMicroseconds, valueMicroseconds)
+            (self.which, self.intervalMicroseconds, self.valueMicroseconds) = (
+                which, intervalMicroseconds, valueMicroseconds
+            )
         }
     }
 
@@ -44,7 +46,9 @@ extension ProcessImage {
             bytes.count >= 4 ? bytes.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) } : 0
         }
 
-        public init(from decoder: any Decoder) throws { bytes = try decoder.singleValueContainer().decode([UInt8].self) }
+        public init(from decoder: any Decoder) throws {
+            bytes = try decoder.singleValueContainer().decode([UInt8].self)
+        }
 
         public func encode(to encoder: any Encoder) throws {
             var container = encoder.singleValueContainer()

@@ -26,27 +26,37 @@ extension ProcessImage {
             case tid, name, registers, xstate, signalMask, rseq, pendingSignals, clearAddress, signalStack
         }
 
-        public init(tid: Int32, registers: Registers, xstate: Data, signalMask: UInt64, rseq: Rseq?, pendingSignals: [SignalInfo],
-                    clearAddress: UInt64?, signalStack: SignalStack?, name: String? = nil) {
+        public init(
+            tid: Int32, registers: Registers, xstate: Data, signalMask: UInt64, rseq: Rseq?,
+            pendingSignals: [SignalInfo],
+            clearAddress: UInt64?, signalStack: SignalStack?, name: String? = nil
+        ) {
             self.name = name
             (self.tid, self.registers, self.xstate, self.signalMask) = (tid, registers, xstate, signalMask)
-            (self.rseq, self.pendingSignals, self.clearAddress, self.signalStack) = (rseq, pendingSignals, clearAddress, signalStack)
+            (self.rseq, self.pendingSignals, self.clearAddress, self.signalStack) = (
+                rseq, pendingSignals, clearAddress, signalStack
+            )
         }
 
         /// A thread read with ptrace, with what the injector read for it.
         public init(_ state: ThreadState, name: String?, clearAddress: UInt64?, signalStack: SignalStack?) {
-            self.init(tid: state.tid, registers: Registers(words: state.registers), xstate: Data(state.xstate),
-                      signalMask: state.signalMask,
-                      rseq: state.rseq.map { Rseq(address: $0.address, size: $0.size, signature: $0.signature, flags: $0.flags) },
-                      pendingSignals: state.pendingSignals.map(SignalInfo.init), clearAddress: clearAddress, signalStack: signalStack,
-                      name: name)
+            self.init(
+                tid: state.tid, registers: Registers(words: state.registers), xstate: Data(state.xstate),
+                signalMask: state.signalMask,
+                rseq: state.rseq.map {
+                    Rseq(address: $0.address, size: $0.size, signature: $0.signature, flags: $0.flags)
+                },
+                pendingSignals: state.pendingSignals.map(SignalInfo.init), clearAddress: clearAddress,
+                signalStack: signalStack,
+                name: name)
         }
 
         /// What ptrace puts back into a thread.
         public var state: ThreadState {
-            ThreadState(tid: tid, registers: registers.words, xstate: [UInt8](xstate), signalMask: signalMask,
-                        rseq: rseq.map { .init(address: $0.address, size: $0.size, signature: $0.signature, flags: $0.flags) },
-                        pendingSignals: pendingSignals.map(\.bytes))
+            ThreadState(
+                tid: tid, registers: registers.words, xstate: [UInt8](xstate), signalMask: signalMask,
+                rseq: rseq.map { .init(address: $0.address, size: $0.size, signature: $0.signature, flags: $0.flags) },
+                pendingSignals: pendingSignals.map(\.bytes))
         }
     }
 
@@ -68,22 +78,31 @@ extension ProcessImage {
         }
 
         /// The register names in user_regs_struct order, for people reading a dump.
-        public static let names = ["r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
-                                   "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base",
-                                   "ds", "es", "fs", "gs"]
+        public static let names = [
+            "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+            "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base",
+            "ds", "es", "fs", "gs",
+        ]
 
         /// From user_regs_struct's 27 words (missing ones are zero).
         public init(words: [UInt64]) {
             let w = words + [UInt64](repeating: 0, count: max(0, 27 - words.count))
-            (r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8) = (w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9])
-            (rax, rcx, rdx, rsi, rdi, origRax, rip, cs, eflags) = (w[10], w[11], w[12], w[13], w[14], w[15], w[16], w[17], w[18])
+            (r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8) = (
+                w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9]
+            )
+            (rax, rcx, rdx, rsi, rdi, origRax, rip, cs, eflags) = (
+                w[10], w[11], w[12], w[13], w[14], w[15], w[16], w[17], w[18]
+            )
             (rsp, ss, fsBase, gsBase, ds, es, fs, gs) = (w[19], w[20], w[21], w[22], w[23], w[24], w[25], w[26])
         }
 
         /// user_regs_struct's 27 words, in `names` order.
         public var words: [UInt64] {
-            [r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, origRax, rip, cs, eflags, rsp, ss,
-             fsBase, gsBase, ds, es, fs, gs]
+            [
+                r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, origRax, rip, cs, eflags, rsp,
+                ss,
+                fsBase, gsBase, ds, es, fs, gs,
+            ]
         }
     }
 
@@ -110,7 +129,9 @@ extension ProcessImage {
 
         enum CodingKeys: String, CodingKey { case address, flags, size }
 
-        public init(address: UInt64, flags: UInt64, size: UInt64) { (self.address, self.flags, self.size) = (address, flags, size) }
+        public init(address: UInt64, flags: UInt64, size: UInt64) {
+            (self.address, self.flags, self.size) = (address, flags, size)
+        }
 
         /// What a restart sets for a thread that had none: SS_DISABLE.
         public static let disabled = SignalStack(address: 0, flags: 2, size: 0)

@@ -41,14 +41,18 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     public var capture: CaptureFacts
 
     enum CodingKeys: String, CodingKey {
-        case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings, threads
+        case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
+            threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture
     }
 
-    public init(pid: Int32, command: [String], executable: String, workingDirectory: String, umask: UInt32, credentials: Credentials,
-                limits: [ResourceLimit], addressSpace: AddressSpace, mappings: [Mapping], threads: [ThreadImage],
-                signalActions: [SignalAction], intervalTimers: [IntervalTimer], sharedPendingSignals: [SignalInfo],
-                descriptors: [Descriptor], unsupported: [String], capture: CaptureFacts) {
+    public init(
+        pid: Int32, command: [String], executable: String, workingDirectory: String, umask: UInt32,
+        credentials: Credentials,
+        limits: [ResourceLimit], addressSpace: AddressSpace, mappings: [Mapping], threads: [ThreadImage],
+        signalActions: [SignalAction], intervalTimers: [IntervalTimer], sharedPendingSignals: [SignalInfo],
+        descriptors: [Descriptor], unsupported: [String], capture: CaptureFacts
+    ) {
         self.pid = pid
         self.command = command
         self.executable = executable
@@ -87,8 +91,10 @@ public struct ProcessImage: Codable, Sendable, Equatable {
             case Self.currentFormat: self = try JSONDecoder().decode(ProcessImage.self, from: data)
             case ImageFormatV1.format: self = try JSONDecoder().decode(ImageFormatV1.Image.self, from: data).upgraded()
             default:
-                throw CheckpointError.badImage(generation: generation, reason: "format '\(format)' is none of "
-                                               + "\(Self.readableFormats.joined(separator: ", ")); use the chpox that wrote it")
+                throw CheckpointError.badImage(
+                    generation: generation,
+                    reason: "format '\(format)' is none of "
+                        + "\(Self.readableFormats.joined(separator: ", ")); use the chpox that wrote it")
             }
         } catch let error as CheckpointError {
             throw error

@@ -20,7 +20,9 @@ public struct GenerationDetail: Sendable {
         self.entry = entry
         parent = manifest.parent
         statistics = manifest.statistics
-        image = manifest.metadata.isEmpty ? nil : try ProcessImage(decoding: manifest.metadata, generation: entry.generation)
+        image =
+            manifest.metadata.isEmpty
+            ? nil : try ProcessImage(decoding: manifest.metadata, generation: entry.generation)
         self.map = map
         storedPages = (image?.mappings ?? []).map { UInt64(map.entries(in: $0.pages).count) }
     }

@@ -60,26 +60,37 @@ public struct GenerationDiff: Sendable {
         mappings = Self.mappingChanges(oldMappings, newMappings, changed: changed, oldMap: a.map)
         unattributedRanges = Self.runs(Self.outside(changed, (oldMappings + newMappings).map(\.pages)))
         let before = a.image, after = b.image
-        descriptors = Self.keyed(before?.descriptors ?? [], after?.descriptors ?? [], key: \.fd, subject: { "fd \($0.fd)" },
-                                 describe: Self.describe)
-        threads = Self.keyed(before?.threads ?? [], after?.threads ?? [], key: \.tid, subject: { "thread \($0.tid)" },
-                             describe: Self.describe)
-        signals = Self.keyed(before?.signalActions ?? [], after?.signalActions ?? [], key: \.signal,
-                             subject: { SignalNames.name($0.signal) }, describe: Self.describe)
-            + Self.field("pending signals (process)", before.map { SignalNames.describe(siginfo: $0.sharedPendingSignals.map(\.bytes)) },
-                         after.map { SignalNames.describe(siginfo: $0.sharedPendingSignals.map(\.bytes)) })
-            + Self.keyed(before?.intervalTimers ?? [], after?.intervalTimers ?? [], key: \.which,
-                         subject: { Self.timerName($0.which) }, describe: Self.describe)
+        descriptors = Self.keyed(
+            before?.descriptors ?? [], after?.descriptors ?? [], key: \.fd, subject: { "fd \($0.fd)" },
+            describe: Self.describe)
+        threads = Self.keyed(
+            before?.threads ?? [], after?.threads ?? [], key: \.tid, subject: { "thread \($0.tid)" },
+            describe: Self.describe)
+        signals =
+            Self.keyed(
+                before?.signalActions ?? [], after?.signalActions ?? [], key: \.signal,
+                subject: { SignalNames.name($0.signal) }, describe: Self.describe)
+            + Self.field(
+                "pending signals (process)",
+                before.map { SignalNames.describe(siginfo: $0.sharedPendingSignals.map(\.bytes)) },
+                after.map { SignalNames.describe(siginfo: $0.sharedPendingSignals.map(\.bytes)) })
+            + Self.keyed(
+                before?.intervalTimers ?? [], after?.intervalTimers ?? [], key: \.which,
+                subject: { Self.timerName($0.which) }, describe: Self.describe)
         var process: [Change] = []
         if let before, let after {
-            process += Self.field("command", before.command.joined(separator: " "), after.command.joined(separator: " "))
+            process += Self.field(
+                "command", before.command.joined(separator: " "), after.command.joined(separator: " "))
             process += Self.field("executable", before.executable, after.executable)
             process += Self.field("cwd", before.workingDirectory, after.workingDirectory)
             process += Self.field("umask", Self.octal(before.umask), Self.octal(after.umask))
             process += Self.field("credentials", Self.describe(before.credentials), Self.describe(after.credentials))
-            process += Self.field("brk", Format.address(before.addressSpace.brk), Format.address(after.addressSpace.brk))
-            process += Self.keyed(before.limits, after.limits, key: \.resource, subject: { "limit \($0.name)" }, describe: Self.describe)
-            process += Self.field("unsupported", before.unsupported.joined(separator: ", "), after.unsupported.joined(separator: ", "))
+            process += Self.field(
+                "brk", Format.address(before.addressSpace.brk), Format.address(after.addressSpace.brk))
+            process += Self.keyed(
+                before.limits, after.limits, key: \.resource, subject: { "limit \($0.name)" }, describe: Self.describe)
+            process += Self.field(
+                "unsupported", before.unsupported.joined(separator: ", "), after.unsupported.joined(separator: ", "))
         }
         self.process = process
     }
@@ -91,10 +102,13 @@ public struct GenerationDiff: Sendable {
     /// one may record it as zero). In a file mapping a zero page is not the file's bytes.
     static func contents(_ detail: GenerationDetail) -> PageMap {
         guard detail.map.pages.contains(where: { $0.chunk == .zeroPage }) else { return detail.map }
-        let fileRanges = (detail.image?.mappings ?? []).filter { $0.backing == .privateFile || $0.backing == .sharedFile }.map(\.pages)
-        return PageMap(pages: detail.map.pages.filter { entry in
-            entry.chunk != .zeroPage || fileRanges.contains { $0.first <= entry.page && entry.page < $0.end }
-        })
+        let fileRanges = (detail.image?.mappings ?? []).filter {
+            $0.backing == .privateFile || $0.backing == .sharedFile
+        }.map(\.pages)
+        return PageMap(
+            pages: detail.map.pages.filter { entry in
+                entry.chunk != .zeroPage || fileRanges.contains { $0.first <= entry.page && entry.page < $0.end }
+            })
     }
 
     /// The ascending `pages` that lie in none of `ranges`, in one sweep.
@@ -165,8 +179,10 @@ public struct GenerationDiff: Sendable {
     /// that grew or moved its boundary, like a guard area after its neighbour grew). Paired
     /// and identical in shape: `pages` if any page differs; paired and reshaped: `changed`;
     /// unpaired: `added` (B) or `removed` (A).
-    static func mappingChanges(_ old: [ProcessImage.Mapping], _ new: [ProcessImage.Mapping], changed: [UInt64],
-                               oldMap: PageMap) -> [MappingChange] {
+    static func mappingChanges(
+        _ old: [ProcessImage.Mapping], _ new: [ProcessImage.Mapping], changed: [UInt64],
+        oldMap: PageMap
+    ) -> [MappingChange] {
         var paired = [Bool](repeating: false, count: old.count)
         var result: [MappingChange] = []
         // Both lists ascend (as /proc/pid/maps does): the overlapping ones are a window that
@@ -181,26 +197,42 @@ public struct GenerationDiff: Sendable {
                 if !paired[i] { overlapping.append(i) }
                 i += 1
             }
-            let match = overlapping.first { old[$0].start == mapping.start }
-                ?? overlapping.first { old[$0].backing == mapping.backing && old[$0].path == mapping.path && old[$0].protection == mapping.protection }
+            let match =
+                overlapping.first { old[$0].start == mapping.start }
+                ?? overlapping.first {
+                    old[$0].backing == mapping.backing && old[$0].path == mapping.path
+                        && old[$0].protection == mapping.protection
+                }
             guard let match else {
-                result.append(.init(kind: .added, mapping: mapping, before: nil, changedPages: UInt64(pages.count), ranges: runs(pages)))
+                result.append(
+                    .init(
+                        kind: .added, mapping: mapping, before: nil, changedPages: UInt64(pages.count),
+                        ranges: runs(pages)))
                 continue
             }
             paired[match] = true
             let before = old[match]
-            let same = before.start == mapping.start && before.end == mapping.end && before.protection == mapping.protection
+            let same =
+                before.start == mapping.start && before.end == mapping.end && before.protection == mapping.protection
                 && before.backing == mapping.backing && before.path == mapping.path && before.offset == mapping.offset
             if !same {
-                result.append(.init(kind: .changed, mapping: mapping, before: before, changedPages: UInt64(pages.count), ranges: runs(pages)))
+                result.append(
+                    .init(
+                        kind: .changed, mapping: mapping, before: before, changedPages: UInt64(pages.count),
+                        ranges: runs(pages)))
             } else if !pages.isEmpty {
-                result.append(.init(kind: .pages, mapping: mapping, before: nil, changedPages: UInt64(pages.count), ranges: runs(pages)))
+                result.append(
+                    .init(
+                        kind: .pages, mapping: mapping, before: nil, changedPages: UInt64(pages.count),
+                        ranges: runs(pages)))
             }
         }
         for (index, mapping) in old.enumerated() where !paired[index] {
             let held = oldMap.entries(in: mapping.pages)
-            result.append(.init(kind: .removed, mapping: mapping, before: nil, changedPages: UInt64(held.count),
-                                ranges: runs(held.map(\.page))))
+            result.append(
+                .init(
+                    kind: .removed, mapping: mapping, before: nil, changedPages: UInt64(held.count),
+                    ranges: runs(held.map(\.page))))
         }
         return result.sorted { ($0.mapping.start, $0.kind.rawValue) < ($1.mapping.start, $1.kind.rawValue) }
     }
@@ -214,23 +246,35 @@ public struct GenerationDiff: Sendable {
 
     /// Items matched by `key`: added, removed, and changed where a field differs (a change
     /// names only the fields that differ).
-    static func keyed<Item, Key: Hashable & Comparable>(_ old: [Item], _ new: [Item], key: (Item) -> Key, subject: (Item) -> String,
-                                                        describe: (Item) -> [(String, String)]) -> [Change] {
+    static func keyed<Item, Key: Hashable & Comparable>(
+        _ old: [Item], _ new: [Item], key: (Item) -> Key, subject: (Item) -> String,
+        describe: (Item) -> [(String, String)]
+    ) -> [Change] {
         let oldByKey = Dictionary(old.map { (key($0), $0) }, uniquingKeysWith: { first, _ in first })
         let newByKey = Dictionary(new.map { (key($0), $0) }, uniquingKeysWith: { first, _ in first })
         var result: [Change] = []
         for k in Set(oldByKey.keys).union(newByKey.keys).sorted() {
             switch (oldByKey[k], newByKey[k]) {
             case (nil, let added?):
-                result.append(Change(kind: .added, subject: subject(added), before: nil, after: text(describe(added).filter { $0.1 != "-" })))
+                result.append(
+                    Change(
+                        kind: .added, subject: subject(added), before: nil,
+                        after: text(describe(added).filter { $0.1 != "-" })))
             case (let removed?, nil):
-                result.append(Change(kind: .removed, subject: subject(removed), before: text(describe(removed).filter { $0.1 != "-" }), after: nil))
+                result.append(
+                    Change(
+                        kind: .removed, subject: subject(removed),
+                        before: text(describe(removed).filter { $0.1 != "-" }), after: nil))
             case (let a?, let b?):
                 let (before, after) = (describe(a), describe(b))
                 let differing = before.indices.filter { $0 >= after.count || before[$0] != after[$0] }
                 if !differing.isEmpty || before.count != after.count {
-                    result.append(Change(kind: .changed, subject: subject(b), before: text(differing.map { before[$0] }),
-                                         after: text(differing.filter { $0 < after.count }.map { after[$0] } + after.dropFirst(before.count))))
+                    result.append(
+                        Change(
+                            kind: .changed, subject: subject(b), before: text(differing.map { before[$0] }),
+                            after: text(
+                                differing.filter { $0 < after.count }.map { after[$0] } + after.dropFirst(before.count))
+                        ))
                 }
             default: break
             }
@@ -244,21 +288,28 @@ public struct GenerationDiff: Sendable {
     }
 
     public static func describe(_ d: ProcessImage.Descriptor) -> [(String, String)] {
-        [("", "\(d.kind.rawValue) \(d.target)"), ("flags", OpenFlags.describe(d.flags)), ("offset", "\(d.offset)"),
-         ("size", d.size.map { "\($0)" } ?? "-")]
+        [
+            ("", "\(d.kind.rawValue) \(d.target)"), ("flags", OpenFlags.describe(d.flags)), ("offset", "\(d.offset)"),
+            ("size", d.size.map { "\($0)" } ?? "-"),
+        ]
     }
 
     /// A thread: where it is, its mask, what is pending, its alternate stack.
     public static func describe(_ t: ProcessImage.ThreadImage) -> [(String, String)] {
         let r = t.registers
-        return [("rip", Format.address(r.rip)), ("rsp", Format.address(r.rsp)), ("fs_base", Format.address(r.fsBase)),
-                ("blocked", SignalNames.describe(mask: t.signalMask)), ("pending", SignalNames.describe(siginfo: t.pendingSignals.map(\.bytes))),
-                ("altstack", t.signalStack.map { "\(Format.address($0.address))+\($0.size)" } ?? "-")]
+        return [
+            ("rip", Format.address(r.rip)), ("rsp", Format.address(r.rsp)), ("fs_base", Format.address(r.fsBase)),
+            ("blocked", SignalNames.describe(mask: t.signalMask)),
+            ("pending", SignalNames.describe(siginfo: t.pendingSignals.map(\.bytes))),
+            ("altstack", t.signalStack.map { "\(Format.address($0.address))+\($0.size)" } ?? "-"),
+        ]
     }
 
     public static func describe(_ a: ProcessImage.SignalAction) -> [(String, String)] {
-        [("handler", SignalNames.handler(a.handler)), ("flags", SignalNames.describe(actionFlags: a.flags)),
-         ("mask", SignalNames.describe(mask: a.mask))]
+        [
+            ("handler", SignalNames.handler(a.handler)), ("flags", SignalNames.describe(actionFlags: a.flags)),
+            ("mask", SignalNames.describe(mask: a.mask)),
+        ]
     }
 
     public static func describe(_ t: ProcessImage.IntervalTimer) -> [(String, String)] {
@@ -270,7 +321,9 @@ public struct GenerationDiff: Sendable {
             + " groups \(c.groups.isEmpty ? "-" : c.groups.map(String.init).joined(separator: ","))"
     }
 
-    public static func describe(_ l: ProcessImage.ResourceLimit) -> [(String, String)] { [("soft", Format.limit(l.soft)), ("hard", Format.limit(l.hard))] }
+    public static func describe(_ l: ProcessImage.ResourceLimit) -> [(String, String)] {
+        [("soft", Format.limit(l.soft)), ("hard", Format.limit(l.hard))]
+    }
 
     public static func octal(_ value: UInt32) -> String {
         let digits = String(value, radix: 8)

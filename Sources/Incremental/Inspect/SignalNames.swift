@@ -1,15 +1,19 @@
 /// Signal numbers, masks, sigaction flags and queued siginfo records as names, for
 /// `dumpinfo`. x86-64 Linux numbering (signal(7)).
 public enum SignalNames {
-    static let names = ["SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1",
-                        "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP",
-                        "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH",
-                        "SIGIO", "SIGPWR", "SIGSYS"]
+    static let names = [
+        "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1",
+        "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP",
+        "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH",
+        "SIGIO", "SIGPWR", "SIGSYS",
+    ]
 
     /// SIGUSR1, SIGRTMIN+3, or the number for anything else.
     public static func name(_ signal: Int32) -> String {
         if signal >= 1 && Int(signal) <= names.count { return names[Int(signal) - 1] }
-        if signal >= 32 && signal <= 64 { return signal == 32 ? "SIGRTMIN-2" : signal == 33 ? "SIGRTMIN-1" : "SIGRTMIN+\(signal - 34)" }
+        if signal >= 32 && signal <= 64 {
+            return signal == 32 ? "SIGRTMIN-2" : signal == 33 ? "SIGRTMIN-1" : "SIGRTMIN+\(signal - 34)"
+        }
         return "signal \(signal)"
     }
 
@@ -21,7 +25,9 @@ public enum SignalNames {
     /// The names of queued signals (128-byte siginfo records, si_signo first).
     public static func names(siginfo records: [[UInt8]]) -> [String] {
         records.map { record in
-            name(record.count >= 4 ? Int32(record[0]) | Int32(record[1]) << 8 | Int32(record[2]) << 16 | Int32(record[3]) << 24 : 0)
+            name(
+                record.count >= 4
+                    ? Int32(record[0]) | Int32(record[1]) << 8 | Int32(record[2]) << 16 | Int32(record[3]) << 24 : 0)
         }
     }
 
@@ -68,9 +74,11 @@ public enum SignalNames {
 /// open(2) flags as names: rdwr|append|cloexec. x86-64 Linux values (fcntl.h).
 public enum OpenFlags {
     static let names: [(Int32, String)] = [
-        (0o100, "creat"), (0o200, "excl"), (0o400, "noctty"), (0o1000, "trunc"), (0o2000, "append"), (0o4000, "nonblock"),
+        (0o100, "creat"), (0o200, "excl"), (0o400, "noctty"), (0o1000, "trunc"), (0o2000, "append"),
+        (0o4000, "nonblock"),
         (0o4010000, "sync"), (0o10000, "dsync"), (0o20000, "async"), (0o40000, "direct"), (0o100000, "largefile"),
-        (0o200000, "directory"), (0o400000, "nofollow"), (0o1000000, "noatime"), (0o2000000, "cloexec"), (0o10000000, "path"),
+        (0o200000, "directory"), (0o400000, "nofollow"), (0o1000000, "noatime"), (0o2000000, "cloexec"),
+        (0o10000000, "path"),
     ]
 
     public static func describe(_ flags: Int32) -> String {

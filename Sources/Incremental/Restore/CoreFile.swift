@@ -39,19 +39,19 @@ public enum CoreFile {
         var header = BinaryWriter()
         // e_ident: magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ELFOSABI_NONE.
         header.append(bytes: [0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0] + [UInt8](repeating: 0, count: 8))
-        header.append(UInt16(4))        // ET_CORE
-        header.append(UInt16(62))       // EM_X86_64
-        header.append(UInt32(1))        // EV_CURRENT
-        header.append(UInt64(0))        // e_entry
-        header.append(UInt64(64))       // e_phoff
-        header.append(UInt64(0))        // e_shoff
-        header.append(UInt32(0))        // e_flags
-        header.append(UInt16(64))       // e_ehsize
-        header.append(UInt16(56))       // e_phentsize
+        header.append(UInt16(4))  // ET_CORE
+        header.append(UInt16(62))  // EM_X86_64
+        header.append(UInt32(1))  // EV_CURRENT
+        header.append(UInt64(0))  // e_entry
+        header.append(UInt64(64))  // e_phoff
+        header.append(UInt64(0))  // e_shoff
+        header.append(UInt32(0))  // e_flags
+        header.append(UInt16(64))  // e_ehsize
+        header.append(UInt16(56))  // e_phentsize
         header.append(UInt16(1 + loads.count))
-        header.append(UInt16(64))       // e_shentsize
-        header.append(UInt16(0))        // e_shnum
-        header.append(UInt16(0))        // e_shstrndx
+        header.append(UInt16(64))  // e_shentsize
+        header.append(UInt16(0))  // e_shnum
+        header.append(UInt16(0))  // e_shstrndx
         // PT_NOTE
         header.append(UInt32(4)); header.append(UInt32(0))
         header.append(UInt64(notesOffset)); header.append(UInt64(0)); header.append(UInt64(0))
@@ -64,19 +64,21 @@ public enum CoreFile {
             let size = mapping.end - mapping.start
             // The kernel's own pages (vvar) are not in the image: described, not filled.
             let fileSize = mapping.backing == .vvar ? 0 : size
-            header.append(UInt32(1)); header.append(flags)   // PT_LOAD
+            header.append(UInt32(1)); header.append(flags)  // PT_LOAD
             header.append(UInt64(segmentOffset)); header.append(mapping.start); header.append(UInt64(0))
             header.append(fileSize); header.append(size); header.append(UInt64(Page.size))  // p_align
         }
 
         let file: FileDescriptor
         do {
-            file = try FileDescriptor.open(path, [.writeOnly, .create, .truncate, .closeOnExec, .noFollow], permissions: 0o600)
+            file = try FileDescriptor.open(
+                path, [.writeOnly, .create, .truncate, .closeOnExec, .noFollow], permissions: 0o600)
         } catch {
             throw CheckpointError.output(path: path, reason: "\(error)")
         }
         defer { file.close() }
-        var summary = Summary(threads: image.threads.count, segments: loads.count, storedPages: 0, filePages: 0, bytes: Int64(total))
+        var summary = Summary(
+            threads: image.threads.count, segments: loads.count, storedPages: 0, filePages: 0, bytes: Int64(total))
         do throws(Errno) {
             try file.setSize(Int64(total))
             try header.bytes.withRawBytes { (raw) throws(Errno) in try file.writeAll(raw, at: 0) }
@@ -85,15 +87,21 @@ public enum CoreFile {
             let page = UnsafeMutableRawBufferPointer.allocate(pages: 1)
             defer { page.deallocate() }
             for (mapping, segmentOffset) in zip(loads, segmentOffsets)
-            where (mapping.backing == .privateFile || mapping.backing == .sharedFile) && !mapping.path.hasSuffix(" (deleted)") {
+            where (mapping.backing == .privateFile || mapping.backing == .sharedFile)
+                && !mapping.path.hasSuffix(" (deleted)")
+            {
                 guard let source = try? FileDescriptor.open(mapping.path, [.readOnly, .closeOnExec]) else { continue }
                 defer { source.close() }
                 var address = mapping.start
                 while address < mapping.end {
                     let got = try source.readFully(into: page, at: Int64(mapping.offset + (address - mapping.start)))
                     if got == 0 { break }
-                    if got < Page.size { UnsafeMutableRawBufferPointer(rebasing: page[got...]).initializeMemory(as: UInt8.self, repeating: 0) }
-                    try file.writeAll(UnsafeRawBufferPointer(page), at: Int64(segmentOffset) + Int64(address - mapping.start))
+                    if got < Page.size {
+                        UnsafeMutableRawBufferPointer(rebasing: page[got...]).initializeMemory(
+                            as: UInt8.self, repeating: 0)
+                    }
+                    try file.writeAll(
+                        UnsafeRawBufferPointer(page), at: Int64(segmentOffset) + Int64(address - mapping.start))
                     summary.filePages += 1
                     address += UInt64(Page.size)
                 }
@@ -112,7 +120,9 @@ public enum CoreFile {
             }
             guard low > 0, address < loads[low - 1].end else { return }
             let mapping = loads[low - 1]
-            if entry.chunk == .zeroPage && !(mapping.backing == .privateFile || mapping.backing == .sharedFile) { return }
+            if entry.chunk == .zeroPage && !(mapping.backing == .privateFile || mapping.backing == .sharedFile) {
+                return
+            }
             do {
                 try file.writeAll(bytes, at: Int64(segmentOffsets[low - 1]) + Int64(address - mapping.start))
             } catch {
@@ -144,12 +154,13 @@ public enum CoreFile {
     /// struct elf_prstatus (336 bytes on x86-64).
     static func prstatus(_ thread: ProcessImage.ThreadImage, image: ProcessImage) -> [UInt8] {
         var b = BinaryWriter()
-        b.append(UInt32(0)); b.append(UInt32(0)); b.append(UInt32(0))          // pr_info: signo, code, errno
-        b.append(UInt16(0)); b.append(UInt16(0))                    // pr_cursig, padding
-        b.append(UInt64(0))                              // pr_sigpend
-        b.append(thread.signalMask)              // pr_sighold
-        b.append(UInt32(bitPattern: thread.tid)); b.append(UInt32(0)); b.append(UInt32(bitPattern: image.pid)); b.append(UInt32(bitPattern: image.pid))
-        b.append(bytes: [UInt8](repeating: 0, count: 64))   // utime, stime, cutime, cstime
+        b.append(UInt32(0)); b.append(UInt32(0)); b.append(UInt32(0))  // pr_info: signo, code, errno
+        b.append(UInt16(0)); b.append(UInt16(0))  // pr_cursig, padding
+        b.append(UInt64(0))  // pr_sigpend
+        b.append(thread.signalMask)  // pr_sighold
+        b.append(UInt32(bitPattern: thread.tid)); b.append(UInt32(0)); b.append(UInt32(bitPattern: image.pid));
+        b.append(UInt32(bitPattern: image.pid))
+        b.append(bytes: [UInt8](repeating: 0, count: 64))  // utime, stime, cutime, cstime
         for word in thread.registers.words { b.append(word) }
         b.append(UInt32(thread.xstate.isEmpty ? 0 : 1))  // pr_fpvalid
         b.append(UInt32(0))
@@ -160,9 +171,10 @@ public enum CoreFile {
     static func prpsinfo(_ image: ProcessImage) -> [UInt8] {
         var b = BinaryWriter()
         b.append(bytes: [0, UInt8(ascii: "S"), 0, 0]); b.append(UInt32(0))
-        b.append(UInt64(0))                                               // pr_flag
+        b.append(UInt64(0))  // pr_flag
         b.append(image.credentials.user.real); b.append(image.credentials.group.real)
-        b.append(UInt32(bitPattern: image.pid)); b.append(UInt32(0)); b.append(UInt32(bitPattern: image.pid)); b.append(UInt32(bitPattern: image.pid))
+        b.append(UInt32(bitPattern: image.pid)); b.append(UInt32(0)); b.append(UInt32(bitPattern: image.pid));
+        b.append(UInt32(bitPattern: image.pid))
         let name = String(image.executable.split(separator: "/").last ?? "")
         b.append(bytes: fixed(Array(name.utf8), 16))
         b.append(bytes: fixed(Array(image.command.joined(separator: " ").utf8), 80))
@@ -174,7 +186,9 @@ public enum CoreFile {
         let files = mappings.filter { $0.path.hasPrefix("/") }
         var b = BinaryWriter()
         b.append(UInt64(files.count)); b.append(UInt64(Page.size))  // count, page size (the unit of the offsets)
-        for mapping in files { b.append(mapping.start); b.append(mapping.end); b.append(Page.number(of: mapping.offset)) }
+        for mapping in files {
+            b.append(mapping.start); b.append(mapping.end); b.append(Page.number(of: mapping.offset))
+        }
         for mapping in files { b.append(bytes: Array(mapping.path.utf8) + [0]) }
         return b.bytes
     }

@@ -46,7 +46,8 @@ public final class Restorer {
         let (entry, manifest, map) = try store.rebuild(chain: name, generation: generation)
         let target = entry.generation
         guard !manifest.metadata.isEmpty else {
-            throw CheckpointError.badImage(generation: target, reason: "it holds pages but no process image (written by something other than cpx)")
+            throw CheckpointError.badImage(
+                generation: target, reason: "it holds pages but no process image (written by something other than cpx)")
         }
         let image = try ProcessImage(decoding: manifest.metadata, generation: target)
         return Restorer(image: image, map: map, store: store, generation: target)
@@ -63,13 +64,17 @@ public final class Restorer {
         let plan = self.plan
         try plan.preflight.check()
         let notices = try plan.preflight.rollBackWrittenFiles()
-        let child = try StubProcess.start(pid: image.pid, generation: generation, requireSamePid: options.requireSamePid)
+        let child = try StubProcess.start(
+            pid: image.pid, generation: generation, requireSamePid: options.requireSamePid)
         do {
-            let session = try RestartSession(stub: child.pid, image: image, store: store, map: map, generation: generation)
+            let session = try RestartSession(
+                stub: child.pid, image: image, store: store, map: map, generation: generation)
             defer { session.process.thaw() }
             for phase in plan.processes[0].phases { try phase.run(in: session) }
-            return Outcome(pid: child.pid, originalPid: image.pid, mappings: image.mappings.count, pagesWritten: session.pagesWritten,
-                           child: child, notices: notices)
+            return Outcome(
+                pid: child.pid, originalPid: image.pid, mappings: image.mappings.count,
+                pagesWritten: session.pagesWritten,
+                child: child, notices: notices)
         } catch {
             try? child.send(SIGKILL)
             _ = try? child.wait()

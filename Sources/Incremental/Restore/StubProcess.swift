@@ -14,15 +14,19 @@ enum StubProcess {
         do {
             do {
                 return try ChildProcess.spawn(path, [], pid: pid, environment: environment)
-            } catch where !requireSamePid {
+            } catch  where !requireSamePid {
                 return try ChildProcess.spawn(path, [], environment: environment)
             }
         } catch {
             if requireSamePid {
-                throw .cannotRestart(generation: generation, reason: "pid \(pid) cannot be had (\(error): in use, or ld-chpox is not root); "
-                                     + "run without --require-same-pid to take a new one")
+                throw .cannotRestart(
+                    generation: generation,
+                    reason: "pid \(pid) cannot be had (\(error): in use, or ld-chpox is not root); "
+                        + "run without --require-same-pid to take a new one")
             }
-            throw .output(path: path, reason: "cannot start the restore stub: \(error) (install chpox-restore-stub beside ld-chpox)")
+            throw .output(
+                path: path,
+                reason: "cannot start the restore stub: \(error) (install chpox-restore-stub beside ld-chpox)")
         }
     }
 }

@@ -31,33 +31,47 @@ public final class RemoteCalls {
 
     /// Calls on the stack of `thread` (default: the main one): `size` bytes below its red zone
     /// are lent to `body` and put back when it returns. The area is dead by the ABI.
-    public static func onStack<T>(of process: FrozenProcess, thread: Int32? = nil, size: Int, purpose: String? = nil,
-                                  _ body: (RemoteCalls) throws(TraceeError) -> T) throws(TraceeError) -> T {
+    public static func onStack<T>(
+        of process: FrozenProcess, thread: Int32? = nil, size: Int, purpose: String? = nil,
+        _ body: (RemoteCalls) throws(TraceeError) -> T
+    ) throws(TraceeError) -> T {
         let tid = thread ?? process.pid
         let pid = process.pid
         let regs = try Ptrace.registers(tid, pid: pid)
         let address = (regs.rsp &- 128 &- UInt64(size) &- 64) & ~63
-        guard let region = try MemoryRegion.of(pid).first(where: { $0.start <= address && address + UInt64(size) <= $0.end }),
-              region.writable
-        else { throw .unsupported(pid: pid, reason: "thread \(tid) has no writable stack below 0x\(String(regs.rsp, radix: 16))") }
+        guard
+            let region = try MemoryRegion.of(pid).first(where: {
+                $0.start <= address && address + UInt64(size) <= $0.end
+            }),
+            region.writable
+        else {
+            throw .unsupported(
+                pid: pid, reason: "thread \(tid) has no writable stack below 0x\(String(regs.rsp, radix: 16))")
+        }
         let memory = ProcessMemory(pid: pid)
         var saved = [UInt8](repeating: 0, count: size)
         try saved.withMutableRawBytes { (raw) throws(TraceeError) in _ = try memory.read(from: address, into: raw) }
         defer { try? saved.withRawBytes { (raw) throws(TraceeError) in try memory.write(to: address, from: raw) } }
-        return try body(RemoteCalls(process, thread: tid, scratch: ScratchArena(base: address, size: size), purpose: purpose))
+        return try body(
+            RemoteCalls(process, thread: tid, scratch: ScratchArena(base: address, size: size), purpose: purpose))
     }
 
     // MARK: Calls
 
     /// The call's raw result: non-negative, or a negated errno.
-    public func result(of number: SystemCall, _ arguments: any BinaryInteger..., on thread: Int32? = nil) throws(TraceeError) -> Int {
+    public func result(
+        of number: SystemCall, _ arguments: any BinaryInteger..., on thread: Int32? = nil
+    ) throws(TraceeError) -> Int {
         try process.execute(number.rawValue, arguments.map { Int(truncatingIfNeeded: $0) }, on: thread ?? self.thread)
     }
 
     /// Runs the call; a failure throws, naming `what` it was to do.
     @discardableResult
-    public func call(_ number: SystemCall, _ arguments: any BinaryInteger..., on thread: Int32? = nil, to what: String) throws(TraceeError) -> Int {
-        let result = try process.execute(number.rawValue, arguments.map { Int(truncatingIfNeeded: $0) }, on: thread ?? self.thread)
+    public func call(
+        _ number: SystemCall, _ arguments: any BinaryInteger..., on thread: Int32? = nil, to what: String
+    ) throws(TraceeError) -> Int {
+        let result = try process.execute(
+            number.rawValue, arguments.map { Int(truncatingIfNeeded: $0) }, on: thread ?? self.thread)
         try check(result, what)
         return result
     }
@@ -93,7 +107,8 @@ public final class RemoteCalls {
     /// `values` copied into a new slot; its address.
     public func bytes(_ values: [UInt8], alignment: Int = 16) throws(TraceeError) -> UInt64 {
         let address = try reserve(values.count, alignment: alignment)
-        try values.withRawBytes { (raw) throws(TraceeError) in try ProcessMemory(pid: pid).write(to: address, from: raw) }
+        try values.withRawBytes { (raw) throws(TraceeError) in try ProcessMemory(pid: pid).write(to: address, from: raw)
+        }
         return address
     }
 
@@ -125,7 +140,8 @@ public final class RemoteCalls {
 
     /// Writes `bytes` anywhere in the process's writable memory (not only scratch).
     public func write(_ bytes: [UInt8], at address: UInt64) throws(TraceeError) {
-        try bytes.withRawBytes { (raw) throws(TraceeError) in try ProcessMemory(pid: pid).write(to: address, from: raw) }
+        try bytes.withRawBytes { (raw) throws(TraceeError) in try ProcessMemory(pid: pid).write(to: address, from: raw)
+        }
     }
 }
 
@@ -144,7 +160,9 @@ extension FrozenProcess {
         // orig_rax = -1: no syscall-restart logic applies to this call.
         regs.orig_rax = UInt64.max
         let slots = (arguments + [Int](repeating: 0, count: 6 - arguments.count)).map { UInt64(bitPattern: Int64($0)) }
-        (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) = (slots[0], slots[1], slots[2], slots[3], slots[4], slots[5])
+        (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) = (
+            slots[0], slots[1], slots[2], slots[3], slots[4], slots[5]
+        )
         // Every signal blocked meanwhile: one dequeued during the step would stop the thread
         // before the call and be lost; blocked, it stays pending for after.
         let mask = try Ptrace.signalMask(tid, pid: pid)
@@ -166,9 +184,13 @@ extension FrozenProcess {
             }
             if event != Int32(Ptrace.eventStop) { break }
         }
-        guard chpox_wstopsig(status) == SIGTRAP else { throw .unexpectedStop(pid: pid, status: status, operation: "run a system call in") }
+        guard chpox_wstopsig(status) == SIGTRAP else {
+            throw .unexpectedStop(pid: pid, status: status, operation: "run a system call in")
+        }
         let after = try Ptrace.registers(tid, pid: pid)
-        guard after.rip == gadget + 2 else { throw .unsupported(pid: pid, reason: "the injected system call did not complete") }
+        guard after.rip == gadget + 2 else {
+            throw .unsupported(pid: pid, reason: "the injected system call did not complete")
+        }
         return Int(Int64(bitPattern: after.rax))
     }
 }

@@ -19,7 +19,10 @@ extension LiveProcess {
 
         @Test(.timeLimit(.minutes(3))) func intervalRunsContinueTheChainAndReportEachGeneration() throws {
             let target = try ChurnTarget("cpx-interval")
-            var run = try Self.cpx(["--store", target.store, "--name", "churn", "--interval", "0.1", "--count", "3", "--json", "\(target.pid)"])
+            var run = try Self.cpx([
+                "--store", target.store, "--name", "churn", "--interval", "0.1", "--count", "3", "--json",
+                "\(target.pid)",
+            ])
             #expect(run.status == 0, "\(run.errors)")
             var events = try Self.events(run.output)
             #expect(events.count == 4)
@@ -42,7 +45,10 @@ extension LiveProcess {
             #expect(events.first?.generation?.tracker == "hash (chain)")
 
             // People get a line per generation.
-            run = try Self.cpx(["--store", target.store, "--name", "churn", "--keep-last", "2", "--interval", "0.05", "--count", "3", "\(target.pid)"])
+            run = try Self.cpx([
+                "--store", target.store, "--name", "churn", "--keep-last", "2", "--interval", "0.05", "--count", "3",
+                "\(target.pid)",
+            ])
             #expect(run.status == 0, "\(run.errors)")
             #expect(run.output.contains("churn generation 6 (delta,"))
             #expect(run.output.contains("done: 3 generations taken"))
@@ -57,9 +63,17 @@ extension LiveProcess {
             let target = try ChurnTarget("cpx-sigterm")
             let log = target.directory + "/cpx.log"
             let output = try FileDescriptor.open(log, [.writeOnly, .create, .truncate])
-            let cpx = try ChildProcess.spawn(TestTools.path("cpx"), ["--store", target.store, "--name", "t", "--interval", "0.2", "--json", "\(target.pid)"], stdout: output)
+            let cpx = try ChildProcess.spawn(
+                TestTools.path("cpx"),
+                ["--store", target.store, "--name", "t", "--interval", "0.2", "--json", "\(target.pid)"], stdout: output
+            )
             output.close()
-            for _ in 0..<3000 where !(try Self.events((try? String(contentsOfFile: log, encoding: .utf8)) ?? "", growing: true).contains { $0.generation?.generation == 2 }) {
+            for _ in 0..<3000
+            where
+                !(try Self.events((try? String(contentsOfFile: log, encoding: .utf8)) ?? "", growing: true).contains {
+                    $0.generation?.generation == 2
+                })
+            {
                 usleep(2000)
             }
             try cpx.send(SIGTERM)
@@ -111,7 +125,8 @@ extension LiveProcess {
             _ = try zombie.wait()
             // A directory that is not a store.
             let other = directory + "-other"
-            try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try FileManager.default.createDirectory(
+                atPath: other, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             defer { try? FileManager.default.removeItem(atPath: other) }
             FileManager.default.createFile(atPath: other + "/notes.txt", contents: Data("mine".utf8))
             run = try Self.cpx(["--store", other, "\(getpid())"])
@@ -140,11 +155,18 @@ extension LiveProcess {
             // The test build may sit in a directory another user cannot enter: run a copy.
             let copy = "/tmp/chpox-cpx-copy-\(getpid())"
             try? FileManager.default.removeItem(atPath: copy)
-            try FileManager.default.createDirectory(atPath: copy, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            try FileManager.default.createDirectory(
+                atPath: copy, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
             defer { try? FileManager.default.removeItem(atPath: copy) }
-            for tool in ["cpx", "chpox-inject"] { try FileManager.default.copyItem(atPath: TestTools.path(tool), toPath: copy + "/" + tool) }
-            let run = try TestTools.run("/usr/bin/setpriv", ["--reuid", "65534", "--regid", "65534", "--clear-groups",
-                                                             copy + "/cpx", "--store", store, "\(sleeper.pid)"])
+            for tool in ["cpx", "chpox-inject"] {
+                try FileManager.default.copyItem(atPath: TestTools.path(tool), toPath: copy + "/" + tool)
+            }
+            let run = try TestTools.run(
+                "/usr/bin/setpriv",
+                [
+                    "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                    copy + "/cpx", "--store", store, "\(sleeper.pid)",
+                ])
             #expect(run.status != 0, "\(run.errors)")
             #expect(run.errors.contains("permission denied"), "\(run.errors)")
             #expect(run.errors.contains("CAP_SYS_PTRACE"), "\(run.errors)")
@@ -156,19 +178,24 @@ extension LiveProcess {
             defer { try? FileManager.default.removeItem(atPath: directory) }
             // Besides the sockets: a deleted file (its contents are kept), a pipe, /dev/null,
             // and a file at an offset.
-            let python = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", """
-                import os, socket, sys, tempfile
-                a, b = socket.socketpair()
-                fd, path = tempfile.mkstemp()
-                os.write(fd, b"secret contents")
-                os.unlink(path)
-                r, w = os.pipe()
-                null = os.open("/dev/null", os.O_RDWR)
-                kept = os.open("/etc/os-release", os.O_RDONLY)
-                os.lseek(kept, 7, 0)
-                print("ready", flush=True)
-                sys.stdin.readline()
-                """])
+            let python = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import os, socket, sys, tempfile
+                    a, b = socket.socketpair()
+                    fd, path = tempfile.mkstemp()
+                    os.write(fd, b"secret contents")
+                    os.unlink(path)
+                    r, w = os.pipe()
+                    null = os.open("/dev/null", os.O_RDWR)
+                    kept = os.open("/etc/os-release", os.O_RDONLY)
+                    os.lseek(kept, 7, 0)
+                    print("ready", flush=True)
+                    sys.stdin.readline()
+                    """,
+                ])
             #expect(try python.line() == "ready")
             var run = try Self.cpx(["--store", directory, "--name", "py", "\(python.pid)"])
             #expect(run.status != 0, "\(run.errors)")
@@ -178,7 +205,8 @@ extension LiveProcess {
             run = try Self.cpx(["--store", directory, "--name", "py", "--skip-unsupported", "\(python.pid)"])
             #expect(run.status == 0, "\(run.errors)")
             let store = try Store(at: directory)
-            let image = try ProcessImage(decoding: try store.manifest(chain: "py", generation: 0).metadata, generation: 0)
+            let image = try ProcessImage(
+                decoding: try store.manifest(chain: "py", generation: 0).metadata, generation: 0)
             #expect(image.unsupported.count == 2)
             #expect(image.unsupported.allSatisfy { $0.contains("socket:[") })
             #expect(image.command.first?.hasSuffix("python3") == true)
@@ -187,7 +215,8 @@ extension LiveProcess {
             #expect(deleted.first?.contents == Data("secret contents".utf8))
             #expect(image.descriptors.filter { $0.kind == .pipe && $0.fd > 2 }.count == 2)
             #expect(image.descriptors.contains { $0.kind == .null })
-            let kept = try #require(image.descriptors.first { $0.target.hasSuffix("os-release") }, "\(image.descriptors)")
+            let kept = try #require(
+                image.descriptors.first { $0.target.hasSuffix("os-release") }, "\(image.descriptors)")
             #expect(kept.kind == .file)
             #expect(kept.offset == 7)
             #expect(kept.flags & O_ACCMODE == O_RDONLY)
@@ -201,7 +230,8 @@ extension LiveProcess {
             let target = try ChurnTarget("cpx-full", megabytes: 24)
             let mount = target.directory + "/small"
             try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-            #expect(try TestTools.run("/bin/mount", ["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", mount]).status == 0)
+            #expect(
+                try TestTools.run("/bin/mount", ["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", mount]).status == 0)
             defer { _ = try? TestTools.run("/bin/umount", [mount]) }
             let store = mount + "/store"
             let run = try Self.cpx(["--store", store, "--name", "f", "\(target.pid)"])

@@ -18,28 +18,39 @@ extension LiveProcess {
             var rng = SystemRandomNumberGenerator()
             var committed = 0
             for instant in 0..<instants {
-                let cpx = try ChildProcess.spawn(TestTools.path("cpx"), ["--store", target.store, "--name", "k", "--tracker", tracker,
-                                                                         "--interval", "0.02", "\(target.pid)"],
-                                                 stdout: try FileDescriptor.open("/dev/null", [.writeOnly]))
+                let cpx = try ChildProcess.spawn(
+                    TestTools.path("cpx"),
+                    [
+                        "--store", target.store, "--name", "k", "--tracker", tracker,
+                        "--interval", "0.02", "\(target.pid)",
+                    ],
+                    stdout: try FileDescriptor.open("/dev/null", [.writeOnly]))
                 // From the very start (tracker set-up, the base) to a few generations in.
                 usleep(UInt32.random(in: instant % 2 == 0 ? 0...600_000 : 600_000...2_500_000, using: &rng))
                 try cpx.send(SIGKILL)
                 #expect(try cpx.wait() == .signalled(SIGKILL))
                 target.waitForHelpers()
                 let state = try ProcFS.state(target.pid)
-                #expect(!["t", "T"].contains(state), "kill \(instant): the process must not stay stopped (state \(state))")
+                #expect(
+                    !["t", "T"].contains(state), "kill \(instant): the process must not stay stopped (state \(state))")
                 #expect(try target.check().hasPrefix("ok"), "kill \(instant): self-check")
                 #expect(try ProcFS.descriptors(target.pid) == descriptors, "kill \(instant): descriptor table")
-                #expect(try LiveProcess.TrackingEndsTests.registeredPages(target.pid) == 0, "kill \(instant): uffd registration left")
+                #expect(
+                    try LiveProcess.TrackingEndsTests.registeredPages(target.pid) == 0,
+                    "kill \(instant): uffd registration left")
                 let chain = (try? Store(at: target.store).chain("k").entries) ?? []
-                #expect(chain.map(\.generation) == (0..<UInt64(chain.count)).map { $0 }, "kill \(instant): generations contiguous")
+                #expect(
+                    chain.map(\.generation) == (0..<UInt64(chain.count)).map { $0 },
+                    "kill \(instant): generations contiguous")
                 committed = chain.count
             }
             #expect(committed > 0, "some kills landed after a commit")
             let store = try Store(at: target.store)
             let verified = try store.verify(deep: true)
             #expect(verified.isClean, "\(verified.problems)")
-            for entry in (try? store.chain("k").entries) ?? [] { _ = try store.pageMap(chain: "k", generation: entry.generation) }
+            for entry in (try? store.chain("k").entries) ?? [] {
+                _ = try store.pageMap(chain: "k", generation: entry.generation)
+            }
             // The next run continues the chain.
             let run = try TestTools.run("cpx", ["--store", target.store, "--name", "k", "--json", "\(target.pid)"])
             #expect(run.status == 0, "\(run.errors)")
@@ -49,7 +60,9 @@ extension LiveProcess {
             #expect(try target.quit())
         }
 
-        @Test(.enabled(if: probe.result(.uffdWP).supported, "this kernel lacks async uffd-wp (Linux 6.7+)"), .timeLimit(.minutes(5)))
+        @Test(
+            .enabled(if: probe.result(.uffdWP).supported, "this kernel lacks async uffd-wp (Linux 6.7+)"),
+            .timeLimit(.minutes(5)))
         func killingCpxWithUffdWriteProtect() throws {
             try Self.kill(instants: 25, tracker: "uffd-wp", seed: 51)
         }

@@ -15,9 +15,12 @@ final class ChurnTarget {
         directory = NSTemporaryDirectory() + "chpox-\(name)-\(getpid())"
         try? FileManager.default.removeItem(atPath: directory)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        workload = try WorkloadProcess(executable: TestTools.path("chpox-churn-workload"),
-                                       arguments: ["--megabytes", "\(megabytes)", "--threads", "\(threads)", "--file", directory + "/records",
-                                                   "--seed", "\(seed)", "--pace", "20000"])
+        workload = try WorkloadProcess(
+            executable: TestTools.path("chpox-churn-workload"),
+            arguments: [
+                "--megabytes", "\(megabytes)", "--threads", "\(threads)", "--file", directory + "/records",
+                "--seed", "\(seed)", "--pace", "20000",
+            ])
         let ready = try workload.line()
         guard ready.hasPrefix("ready") else { throw WorkloadProcess.WorkloadError.unexpected(ready) }
     }
@@ -35,7 +38,9 @@ final class ChurnTarget {
     func waitForHelpers() {
         for _ in 0..<2000 {
             let busy = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).contains { entry in
-                guard Int32(entry) != nil, let command = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(entry)/cmdline")) else { return false }
+                guard Int32(entry) != nil,
+                    let command = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(entry)/cmdline"))
+                else { return false }
                 let words = command.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
                 return words.first?.hasSuffix("chpox-inject") == true && words.last == "\(pid)"
             }

@@ -18,7 +18,9 @@ extension LiveProcess {
         static func packBytes(_ store: String) -> Int64 {
             let packs = store + "/packs"
             return ((try? FileManager.default.contentsOfDirectory(atPath: packs)) ?? []).reduce(0) { total, name in
-                total + ((try? FileManager.default.attributesOfItem(atPath: packs + "/" + name)[.size] as? NSNumber)?.int64Value ?? 0)
+                total
+                    + ((try? FileManager.default.attributesOfItem(atPath: packs + "/" + name)[.size] as? NSNumber)?
+                        .int64Value ?? 0)
             }
         }
 
@@ -26,11 +28,16 @@ extension LiveProcess {
             let target = try ChurnTarget("gc-live", megabytes: 16, threads: 3, seed: 29)
             let log = target.directory + "/cpx.log"
             let output = try FileDescriptor.open(log, [.writeOnly, .create, .truncate])
-            let cpx = try ChildProcess.spawn(TestTools.path("cpx"), ["--store", target.store, "--name", "g", "--interval", "1",
-                                                                    "--count", "\(Self.generations)", "--json", "\(target.pid)"], stdout: output)
+            let cpx = try ChildProcess.spawn(
+                TestTools.path("cpx"),
+                [
+                    "--store", target.store, "--name", "g", "--interval", "1",
+                    "--count", "\(Self.generations)", "--json", "\(target.pid)",
+                ], stdout: output)
             output.close()
             func events() throws -> [CheckpointEvent] {
-                try JSONDocument.lines(CheckpointEvent.self, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "", growing: true)
+                try JSONDocument.lines(
+                    CheckpointEvent.self, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "", growing: true)
             }
 
             // GC over and over while cpx writes: (generations taken so far, pack bytes after GC).
@@ -39,7 +46,8 @@ extension LiveProcess {
             while true {
                 usleep(1_500_000)
                 let done = try events().contains { $0.event == "completed" }
-                let run = try TestTools.run("cpx", ["gc", "--store", target.store, "--name", "g", "--keep-last", "\(Self.keepLast)", "--json"])
+                let run = try TestTools.run(
+                    "cpx", ["gc", "--store", target.store, "--name", "g", "--keep-last", "\(Self.keepLast)", "--json"])
                 #expect(run.status == 0, "gc: \(run.errors)")
                 if run.status == 0 { collections += 1 }
                 let taken = try events().filter { $0.event == "generation" }.count
@@ -47,7 +55,9 @@ extension LiveProcess {
                 // Numbers never change: what is kept is the newest generations, by their numbers.
                 let chain = try Store(at: target.store).chain("g")
                 let numbers = chain.entries.map { Int($0.generation) }
-                #expect(numbers == Array((numbers.last! - numbers.count + 1)...numbers.last!), "contiguous newest generations: \(numbers)")
+                #expect(
+                    numbers == Array((numbers.last! - numbers.count + 1)...numbers.last!),
+                    "contiguous newest generations: \(numbers)")
                 if done { break }
             }
             #expect(try cpx.wait() == .exited(0))
@@ -57,7 +67,10 @@ extension LiveProcess {
             #expect(try target.check().hasPrefix("ok"), "the process was never harmed")
 
             // One last GC after the writer is done: exactly the newest generations remain.
-            #expect(try TestTools.run("cpx", ["gc", "--store", target.store, "--name", "g", "--keep-last", "\(Self.keepLast)"]).status == 0)
+            #expect(
+                try TestTools.run(
+                    "cpx", ["gc", "--store", target.store, "--name", "g", "--keep-last", "\(Self.keepLast)"]
+                ).status == 0)
             let kept = try Store(at: target.store).chain("g").entries.map { Int($0.generation) }
             #expect(kept == Array((Self.generations - Self.keepLast)..<Self.generations))
 
@@ -73,7 +86,8 @@ extension LiveProcess {
 
             #expect(try TestTools.run("dumpinfo", ["--store", target.store, "--verify", "--deep"]).status == 0)
             for generation in kept {
-                let run = try TestTools.run("ld-chpox", ["--store", target.store, "--name", "g", "--generation", "\(generation)", "--check"])
+                let run = try TestTools.run(
+                    "ld-chpox", ["--store", target.store, "--name", "g", "--generation", "\(generation)", "--check"])
                 #expect(run.status == 0, "generation \(generation): \(run.errors)")
             }
 
@@ -84,8 +98,11 @@ extension LiveProcess {
             _ = try target.workload.child.wait()
             let schemas = try JSONSchemaCheck()
             for generation in kept.reversed() {
-                let restarted = try WorkloadProcess(executable: TestTools.path("ld-chpox"),
-                                                    arguments: ["--store", target.store, "--name", "g", "--generation", "\(generation)", "--wait", "--json"])
+                let restarted = try WorkloadProcess(
+                    executable: TestTools.path("ld-chpox"),
+                    arguments: [
+                        "--store", target.store, "--name", "g", "--generation", "\(generation)", "--wait", "--json",
+                    ])
                 // ld-chpox's document first, then the process's own answers on the same stdout.
                 let document = try restarted.line()
                 #expect(schemas.problems(document) == [], "\(document)")
@@ -99,8 +116,10 @@ extension LiveProcess {
                 #expect(try ProcFS.threads(pid).count == 4, "generation \(generation): every thread, under its pid")
                 #expect(try restarted.quit("quit") == .exited(0), "generation \(generation)")
             }
-            print("gc-live: \(written.count) generations, \(collections) collections beside cpx; packs \(final) bytes kept of \(storedInAll) written; "
-                  + "early max \(early), late max \(late); samples \(samples.map { "\($0.taken):\($0.bytes)" }.joined(separator: " "))")
+            print(
+                "gc-live: \(written.count) generations, \(collections) collections beside cpx; packs \(final) bytes kept of \(storedInAll) written; "
+                    + "early max \(early), late max \(late); samples \(samples.map { "\($0.taken):\($0.bytes)" }.joined(separator: " "))"
+            )
         }
     }
 }

@@ -16,7 +16,9 @@ extension LiveProcess {
             for mapping in diff.mappings {
                 for range in mapping.ranges {
                     let first = try #require(JSONDocument.hex(range.start), "\(range.start)")
-                    for k in 0..<UInt64(range.pages) where (start..<(start + size)).contains(first + k * 4096) { pages.insert(first + k * 4096) }
+                    for k in 0..<UInt64(range.pages) where (start..<(start + size)).contains(first + k * 4096) {
+                        pages.insert(first + k * 4096)
+                    }
                 }
             }
             return pages
@@ -54,9 +56,13 @@ extension LiveProcess {
                 #expect(schemas.problems(run.output) == [])
                 let diff = try JSONDocument.decode(DiffDocument.self, run.output)
                 for (name, base) in [("main region", main), ("shadow", shadow)] {
-                    let got = try Self.changedPages(diff, in: base, size: size), want = Set(pages.map { base + $0 * 4096 })
+                    let got = try Self.changedPages(diff, in: base, size: size),
+                        want = Set(pages.map { base + $0 * 4096 })
                     let same = got == want
-                    #expect(same, "\(name), \(a) -> \(a + 1): \(got.subtracting(want).count) pages too many, \(want.subtracting(got).count) missing of \(want.count)")
+                    #expect(
+                        same,
+                        "\(name), \(a) -> \(a + 1): \(got.subtracting(want).count) pages too many, \(want.subtracting(got).count) missing of \(want.count)"
+                    )
                 }
                 // The text names the same count for the mapping holding the region.
                 let text = try TestTools.run("dumpinfo", ["--store", store, "--diff", "\(a)", "\(a + 1)"]).output
@@ -65,7 +71,9 @@ extension LiveProcess {
             // Across both steps: the union (a page written twice is one change).
             let run = try TestTools.run("dumpinfo", ["--store", store, "--diff", "0", "2", "--json"])
             let union = written.reduce(Set<UInt64>()) { $0.union($1) }
-            let same = try Self.changedPages(JSONDocument.decode(DiffDocument.self, run.output), in: main, size: size) == Set(union.map { main + $0 * 4096 })
+            let same =
+                try Self.changedPages(JSONDocument.decode(DiffDocument.self, run.output), in: main, size: size)
+                == Set(union.map { main + $0 * 4096 })
             #expect(same, "0 -> 2 is the union of what was written")
 
             // The generation itself: the process as dumpinfo shows it.
@@ -73,10 +81,11 @@ extension LiveProcess {
             #expect(schemas.problems(shown.output) == [])
             let process = try #require(try JSONDocument.decode(GenerationDocument.self, shown.output).process)
             #expect(process.pid == Int(workload.pid))
-            let holding = try #require(process.mappings.first { m in
-                guard let start = JSONDocument.hex(m.start), let end = JSONDocument.hex(m.end) else { return false }
-                return start <= main && main + size <= end
-            })
+            let holding = try #require(
+                process.mappings.first { m in
+                    guard let start = JSONDocument.hex(m.start), let end = JSONDocument.hex(m.end) else { return false }
+                    return start <= main && main + size <= end
+                })
             #expect(holding.storedPages >= 4096, "the whole main region is stored")
             #expect((holding.residentPages ?? 0) >= 4096, "and was resident")
             let text = try TestTools.run("dumpinfo", ["--store", store, "--generation", "2", "--maps", "--regs"])

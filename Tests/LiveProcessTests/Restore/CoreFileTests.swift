@@ -14,7 +14,8 @@ extension LiveProcess {
         static var hasGDB: Bool { FileManager.default.isExecutableFile(atPath: gdb) }
 
         static func debugger(_ executable: String, _ core: String, _ commands: [String]) throws -> String {
-            let run = try TestTools.run(gdb, ["-batch", "-nx"] + commands.flatMap { ["-ex", $0] } + [executable, core])
+            let run = try TestTools.run(
+                gdb, ["-batch", "-nx"] + commands.flatMap { ["-ex", $0] } + [executable, core])
             return run.output + run.errors
         }
 
@@ -30,18 +31,25 @@ extension LiveProcess {
             // Generation k is taken after k + 1 lines: its `counter` is k + 1.
             for k in 0..<3 {
                 #expect(try workload.send("line") == "waiting 21 \(k + 1)")
-                let run = try TestTools.run("cpx", ["--store", directory + "/store", "--name", "stack", "\(workload.pid)"])
+                let run = try TestTools.run(
+                    "cpx", ["--store", directory + "/store", "--name", "stack", "\(workload.pid)"])
                 #expect(run.status == 0, "\(run.errors)")
             }
             for k in [0, 2, 1] {
                 let core = directory + "/\(k).core"
-                let written = try TestTools.run("ld-chpox", ["--store", directory + "/store", "--name", "stack", "--generation", "\(k)", "--core", core])
+                let written = try TestTools.run(
+                    "ld-chpox",
+                    ["--store", directory + "/store", "--name", "stack", "--generation", "\(k)", "--core", core])
                 #expect(written.status == 0, "\(written.errors)")
                 #expect(written.output.contains("open it with: gdb"))
                 let mode = try FileDescriptor.open(core, [.readOnly]).status().permissions
                 #expect(mode == 0o600)
-                let text = try Self.debugger(executable, core, ["bt", "print chpox_marker", "print counter", "frame function middle", "print depth_value"])
-                let frames = ["inner_wait", "middle", "outer", "main"].map { name in text.range(of: "in \(name) ")?.lowerBound }
+                let text = try Self.debugger(
+                    executable, core,
+                    ["bt", "print chpox_marker", "print counter", "frame function middle", "print depth_value"])
+                let frames = ["inner_wait", "middle", "outer", "main"].map { name in
+                    text.range(of: "in \(name) ")?.lowerBound
+                }
                 #expect(frames.allSatisfy { $0 != nil }, "generation \(k): backtrace\n\(text)")
                 #expect(frames.compactMap { $0 } == frames.compactMap { $0 }.sorted(), "frames in order")
                 #expect(text.contains("$1 = 4242"), "\(text)")
@@ -57,9 +65,11 @@ extension LiveProcess {
             let run = try TestTools.run("cpx", ["--store", target.store, "--name", "churn", "--json", "\(target.pid)"])
             #expect(run.status == 0, "\(run.errors)")
             let store = try Store(at: target.store)
-            let image = try ProcessImage(decoding: try store.manifest(chain: "churn", generation: 0).metadata, generation: 0)
+            let image = try ProcessImage(
+                decoding: try store.manifest(chain: "churn", generation: 0).metadata, generation: 0)
             let core = target.directory + "/churn.core"
-            let written = try TestTools.run("ld-chpox", ["--store", target.store, "--name", "churn", "--core", core, "--json"])
+            let written = try TestTools.run(
+                "ld-chpox", ["--store", target.store, "--name", "churn", "--core", core, "--json"])
             #expect(written.status == 0, "\(written.errors)")
             #expect(try JSONSchemaCheck().problems(written.output) == [])
             let summary = try JSONDocument.decode(CoreDocument.self, written.output)
@@ -67,8 +77,12 @@ extension LiveProcess {
             #expect(summary.file == core)
             #expect(summary.chain == "churn")
             #expect(summary.generation == 0)
-            let text = try Self.debugger(TestTools.path("chpox-churn-workload"), core, ["info threads", "thread 1", "print/x $rsp", "print/x $fs_base"])
-            for thread in image.threads { #expect(text.contains("LWP \(thread.state.tid)"), "thread \(thread.state.tid)\n\(text)") }
+            let text = try Self.debugger(
+                TestTools.path("chpox-churn-workload"), core,
+                ["info threads", "thread 1", "print/x $rsp", "print/x $fs_base"])
+            for thread in image.threads {
+                #expect(text.contains("LWP \(thread.state.tid)"), "thread \(thread.state.tid)\n\(text)")
+            }
             #expect(image.threads.count == 5)
             let main = image.threads[0].state
             #expect(text.contains("$1 = 0x" + String(main.stackPointer, radix: 16)), "\(text)")

@@ -15,7 +15,8 @@ extension LiveProcess {
             try [UInt8](Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/auxv")))
         }
 
-        @Test(.timeLimit(.minutes(2))) func aProgramStartedFromA600CharacterPathKeepsItsAuxiliaryVectorAndName() throws {
+        @Test(.timeLimit(.minutes(2))) func aProgramStartedFromA600CharacterPathKeepsItsAuxiliaryVectorAndName() throws
+        {
             let directory = try RestartTests.scratch("long-path")
             defer { try? FileManager.default.removeItem(atPath: directory) }
             var folder = directory
@@ -43,34 +44,41 @@ extension LiveProcess {
             #expect(try restarted.quit("q") == .exited(0))
         }
 
-        @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"), .timeLimit(.minutes(2)))
+        @Test(
+            .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
+            .timeLimit(.minutes(2)))
         func pipeEndsAtAnyNumberComeBackWithoutTheirPeer() throws {
             let directory = try RestartTests.scratch("pipe-ends")
             defer { try? FileManager.default.removeItem(atPath: directory) }
             // fd 3: a read end, fd 4: a write end (both close-on-exec), fd 6: a read end without
             // close-on-exec; every peer closed, so the original sees what the restarted one must.
-            let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", """
-                import fcntl, os, signal, sys
-                r, w = os.pipe()
-                os.close(w)
-                r2, w2 = os.pipe()
-                os.close(r2)
-                os.dup2(w2, 4, inheritable=False)
-                os.close(w2)
-                r3, w3 = os.pipe()
-                os.dup2(r3, 6, inheritable=True)
-                os.close(r3)
-                print("ready", r, flush=True)
-                sys.stdin.readline()
-                signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-                try:
-                    os.write(4, b"x")
-                    wrote = "wrote"
-                except BrokenPipeError:
-                    wrote = "EPIPE"
-                cloexec = [bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC) for fd in (3, 4, 6)]
-                print(os.read(3, 10), os.read(6, 10), wrote, cloexec, flush=True)
-                """])
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import fcntl, os, signal, sys
+                    r, w = os.pipe()
+                    os.close(w)
+                    r2, w2 = os.pipe()
+                    os.close(r2)
+                    os.dup2(w2, 4, inheritable=False)
+                    os.close(w2)
+                    r3, w3 = os.pipe()
+                    os.dup2(r3, 6, inheritable=True)
+                    os.close(r3)
+                    print("ready", r, flush=True)
+                    sys.stdin.readline()
+                    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+                    try:
+                        os.write(4, b"x")
+                        wrote = "wrote"
+                    except BrokenPipeError:
+                        wrote = "EPIPE"
+                    cloexec = [bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC) for fd in (3, 4, 6)]
+                    print(os.read(3, 10), os.read(6, 10), wrote, cloexec, flush=True)
+                    """,
+                ])
             #expect(try original.line() == "ready 3")
             try RestartTests.checkpoint(original.pid, store: directory + "/store", name: "pipes")
             RestartTests.end(original)

@@ -29,9 +29,12 @@ extension LiveProcess {
             _ = try? process.child.wait()
         }
 
-        static func restart(store: String, name: String, generation: Int, extra: [String] = []) throws -> WorkloadProcess {
-            try WorkloadProcess(executable: TestTools.path("ld-chpox"),
-                                arguments: ["--store", store, "--name", name, "--generation", "\(generation)", "--wait"] + extra)
+        static func restart(
+            store: String, name: String, generation: Int, extra: [String] = []
+        ) throws -> WorkloadProcess {
+            try WorkloadProcess(
+                executable: TestTools.path("ld-chpox"),
+                arguments: ["--store", store, "--name", name, "--generation", "\(generation)", "--wait"] + extra)
         }
 
         @Test(.timeLimit(.minutes(2))) func aCounterContinuesFromEachGenerationWithItsPid() throws {
@@ -84,7 +87,9 @@ extension LiveProcess {
             }
         }
 
-        @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"), .timeLimit(.minutes(3)))
+        @Test(
+            .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
+            .timeLimit(.minutes(3)))
         func anInterpreterFinishesItsComputationWithTheSameResult() throws {
             let directory = try Self.scratch("python")
             defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -104,10 +109,10 @@ extension LiveProcess {
 
             let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", program])
             #expect(try original.line() == "started")
-            try Self.checkpoint(original.pid, store: directory + "/store", name: "py")   // waiting in readline
+            try Self.checkpoint(original.pid, store: directory + "/store", name: "py")  // waiting in readline
             try original.write("go")
             usleep(200_000)
-            try Self.checkpoint(original.pid, store: directory + "/store", name: "py")   // in the middle of the loop
+            try Self.checkpoint(original.pid, store: directory + "/store", name: "py")  // in the middle of the loop
             Self.end(original)
             let fromMiddle = try Self.restart(store: directory + "/store", name: "py", generation: 1)
             #expect(try fromMiddle.line() == expected)
@@ -154,7 +159,8 @@ extension LiveProcess {
 
         static func child(of parent: Int32) -> Int32? {
             for _ in 0..<200 {
-                let children = (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
+                let children =
+                    (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
                 if let first = children.split(separator: " ").first, let pid = Int32(first) { return pid }
                 usleep(5000)
             }
@@ -175,21 +181,28 @@ extension LiveProcess {
             #expect(run.errors.contains("shorter"), "\(run.errors)")
         }
 
-        @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"), .timeLimit(.minutes(2)))
+        @Test(
+            .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
+            .timeLimit(.minutes(2)))
         func aBlockedPendingSignalIsHandledAfterTheRestart() throws {
             let directory = try Self.scratch("signal")
             defer { try? FileManager.default.removeItem(atPath: directory) }
-            let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", """
-                import os, signal, sys
-                got = []
-                signal.signal(signal.SIGUSR1, lambda number, frame: got.append(number))
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-                os.kill(os.getpid(), signal.SIGUSR1)
-                print("pending", flush=True)
-                sys.stdin.readline()
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
-                print("handled", got, flush=True)
-                """])
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import os, signal, sys
+                    got = []
+                    signal.signal(signal.SIGUSR1, lambda number, frame: got.append(number))
+                    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+                    os.kill(os.getpid(), signal.SIGUSR1)
+                    print("pending", flush=True)
+                    sys.stdin.readline()
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+                    print("handled", got, flush=True)
+                    """,
+                ])
             #expect(try original.line() == "pending")
             try Self.checkpoint(original.pid, store: directory + "/store", name: "sig")
             Self.end(original)
@@ -217,23 +230,32 @@ extension LiveProcess {
             let run = try TestTools.run("ld-chpox", ["--store", store, "--name", "damaged"])
             #expect(run.status != 0, "\(run.output) \(run.errors)")
             #expect(!run.errors.isEmpty, "\(run.output) \(run.errors)")
-            #expect(Self.started(since: before, running: ["chpox-restore-stub", "chpox-stack-workload"]).isEmpty, "no process left behind")
+            #expect(
+                Self.started(since: before, running: ["chpox-restore-stub", "chpox-stack-workload"]).isEmpty,
+                "no process left behind")
         }
 
-        @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"), .timeLimit(.minutes(2)))
+        @Test(
+            .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
+            .timeLimit(.minutes(2)))
         func aProcessSleepingInNanosleepWakesAfterTheRestart() throws {
             let directory = try Self.scratch("sleep")
             defer { try? FileManager.default.removeItem(atPath: directory) }
-            let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", """
-                import time
-                print("sleeping", flush=True)
-                start = time.monotonic()
-                time.sleep(1.5)
-                print("awake", flush=True)
-                """])
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import time
+                    print("sleeping", flush=True)
+                    start = time.monotonic()
+                    time.sleep(1.5)
+                    print("awake", flush=True)
+                    """,
+                ])
             #expect(try original.line() == "sleeping")
             usleep(300_000)
-            try Self.checkpoint(original.pid, store: directory + "/store", name: "sleep")   // inside clock_nanosleep
+            try Self.checkpoint(original.pid, store: directory + "/store", name: "sleep")  // inside clock_nanosleep
             Self.end(original)
             let restarted = try Self.restart(store: directory + "/store", name: "sleep", generation: 0)
             #expect(try restarted.line() == "awake")
@@ -246,7 +268,8 @@ extension LiveProcess {
             let store = directory + "/store"
             // /bin/sleep with its stdio on /dev/null (pipes would become ld-chpox's own).
             let null = try FileDescriptor.open("/dev/null", [.readWrite])
-            let sleeper = try ChildProcess.spawn("/bin/sh", ["-c", "exec /bin/sleep 60 2>/dev/null"], stdin: null, stdout: null)
+            let sleeper = try ChildProcess.spawn(
+                "/bin/sh", ["-c", "exec /bin/sleep 60 2>/dev/null"], stdin: null, stdout: null)
             null.close()
             for _ in 0..<400 where (try? ProcFS.link(sleeper.pid, "exe")) != "/usr/bin/sleep" { usleep(5000) }
             usleep(100_000)

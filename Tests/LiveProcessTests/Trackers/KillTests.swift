@@ -20,11 +20,15 @@ extension LiveProcess {
                 // The tracker logs each collect to a file; the kill lands once it is collecting.
                 let log = NSTemporaryDirectory() + "chpox-kill-\(workload.pid)-\(instant).log"
                 let output = try FileDescriptor.open(log, [.writeOnly, .create, .truncate])
-                let tracker = try ChildProcess.spawn(Tools.path("chpox-tracker-proof"), ["collect-loop", "\(workload.pid)", kind.rawValue], stdout: output)
+                let tracker = try ChildProcess.spawn(
+                    Tools.path("chpox-tracker-proof"), ["collect-loop", "\(workload.pid)", kind.rawValue],
+                    stdout: output)
                 output.close()
                 defer { try? FileManager.default.removeItem(atPath: log) }
                 var waited = 0
-                while !((try? String(contentsOfFile: log, encoding: .utf8))?.contains("collected 1") ?? false) && waited < 2000 {
+                while !((try? String(contentsOfFile: log, encoding: .utf8))?.contains("collected 1") ?? false)
+                    && waited < 2000
+                {
                     usleep(1000)
                     waited += 1
                 }
@@ -36,14 +40,19 @@ extension LiveProcess {
                 try workload.round(1000 + instant)
                 #expect(try workload.selfCheck() == "selfcheck ok", "after kill \(instant)")
                 let now = try ProcFS.descriptors(workload.pid)
-                #expect(now == descriptors, "descriptor table after kill \(instant): \(now.map { "\($0) -> \(ProcFS.descriptorTarget(workload.pid, $0) ?? "?")" }), was \(descriptors)")
+                #expect(
+                    now == descriptors,
+                    "descriptor table after kill \(instant): \(now.map { "\($0) -> \(ProcFS.descriptorTarget(workload.pid, $0) ?? "?")" }), was \(descriptors)"
+                )
                 let state = try ProcFS.state(workload.pid)
                 #expect(!["t", "T"].contains(state), "the target must not stay stopped (state \(state))")
             }
             #expect(try workload.quit() == .exited(0))
         }
 
-        @Test(.enabled(if: probe.result(.uffdWP).supported, "this kernel lacks async uffd-wp (Linux 6.7+)"), .timeLimit(.minutes(5)))
+        @Test(
+            .enabled(if: probe.result(.uffdWP).supported, "this kernel lacks async uffd-wp (Linux 6.7+)"),
+            .timeLimit(.minutes(5)))
         func killingTheUffdTrackerLeavesTheTargetWhole() throws {
             try Self.kill(tracker: .uffdWP, instants: 25, seed: 31)
         }
@@ -62,8 +71,10 @@ extension LiveProcess {
             let pagemap = try Pagemap(pid: pid)
             var pages: UInt64 = 0
             for region in try MemoryRegion.of(pid) where !region.isSpecial {
-                pages += try pagemap.scan(start: region.start, end: region.end, required: .wpAllowed, returned: .wpAllowed)
-                    .reduce(0) { $0 + $1.pageCount }
+                pages += try pagemap.scan(
+                    start: region.start, end: region.end, required: .wpAllowed, returned: .wpAllowed
+                )
+                .reduce(0) { $0 + $1.pageCount }
             }
             return pages
         }
@@ -92,10 +103,13 @@ extension LiveProcess {
             let log = NSTemporaryDirectory() + "chpox-ends-\(workload.pid).log"
             defer { try? FileManager.default.removeItem(atPath: log) }
             let output = try FileDescriptor.open(log, [.writeOnly, .create, .truncate])
-            let child = try ChildProcess.spawn(Tools.path("chpox-tracker-proof"), ["collect-loop", "\(workload.pid)", "uffd-wp"], stdout: output)
+            let child = try ChildProcess.spawn(
+                Tools.path("chpox-tracker-proof"), ["collect-loop", "\(workload.pid)", "uffd-wp"], stdout: output)
             output.close()
             var waited = 0
-            while !((try? String(contentsOfFile: log, encoding: .utf8))?.contains("collected 2") ?? false) && waited < 3000 {
+            while !((try? String(contentsOfFile: log, encoding: .utf8))?.contains("collected 2") ?? false)
+                && waited < 3000
+            {
                 usleep(1000)
                 waited += 1
             }

@@ -20,7 +20,9 @@ extension LiveProcess {
             uname(&name)
             let release = withUnsafeBytes(of: &name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             var text = try? String(contentsOfFile: "/boot/config-\(release)", encoding: .utf8)
-            if text == nil, FileManager.default.isReadableFile(atPath: "/proc/config.gz"), let gzip = ["/usr/bin/gzip", "/bin/gzip"].first(where: FileManager.default.isExecutableFile) {
+            if text == nil, FileManager.default.isReadableFile(atPath: "/proc/config.gz"),
+                let gzip = ["/usr/bin/gzip", "/bin/gzip"].first(where: FileManager.default.isExecutableFile)
+            {
                 let process = Process(), pipe = Pipe()
                 process.executableURL = URL(fileURLWithPath: gzip)
                 process.arguments = ["-dc", "/proc/config.gz"]
@@ -67,22 +69,32 @@ extension LiveProcess {
             // configuration where it can be read.
             let softDirty = probe.result(.softDirty)
             let measured = try Self.softDirtyMeasured()
-            #expect(softDirty.supported == measured, "probe: \(softDirty.detail); measured: a page written after clear_refs 4 \(measured ? "has" : "lacks") bit 55")
+            #expect(
+                softDirty.supported == measured,
+                "probe: \(softDirty.detail); measured: a page written after clear_refs 4 \(measured ? "has" : "lacks") bit 55"
+            )
             let configured = Self.kernelConfig("CONFIG_MEM_SOFT_DIRTY")
             if let configured {
-                #expect(softDirty.supported == configured, "probe: \(softDirty.detail); the kernel was built with CONFIG_MEM_SOFT_DIRTY \(configured ? "on" : "off")")
+                #expect(
+                    softDirty.supported == configured,
+                    "probe: \(softDirty.detail); the kernel was built with CONFIG_MEM_SOFT_DIRTY \(configured ? "on" : "off")"
+                )
             }
             if !measured || configured == false {
                 // On a kernel without soft-dirty, the probe must say so rather than trust clear_refs.
-                #expect(softDirty.detail.contains("unsupported by this kernel (CONFIG_MEM_SOFT_DIRTY is off"), "\(softDirty.detail)")
+                #expect(
+                    softDirty.detail.contains("unsupported by this kernel (CONFIG_MEM_SOFT_DIRTY is off"),
+                    "\(softDirty.detail)")
             }
             #expect(probe.best == probe.results.first { $0.supported }!.kind)
         }
 
-        @Test(.enabled(if: probe.result(.uffdWP).supported, "this kernel lacks async uffd-wp (Linux 6.7+)"),
-              .timeLimit(.minutes(5)))
+        @Test(
+            .enabled(if: probe.result(.uffdWP).supported, "this kernel lacks async uffd-wp (Linux 6.7+)"),
+            .timeLimit(.minutes(5)))
         func uffdWriteProtectMissesNothing() throws {
-            let outcome = try TrackerProof.run(.uffdWP, workloadPath: Tools.path("chpox-dirty-workload"), rounds: 60, seed: 11)
+            let outcome = try TrackerProof.run(
+                .uffdWP, workloadPath: Tools.path("chpox-dirty-workload"), rounds: 60, seed: 11)
             print("PROOF \(outcome)")
             #expect(outcome.rounds == 60)
             #expect(outcome.missedPages == 0, "\(outcome)")
@@ -90,31 +102,44 @@ extension LiveProcess {
         }
 
         @Test(.timeLimit(.minutes(5))) func hashMissesNothing() throws {
-            let outcome = try TrackerProof.run(.hash, workloadPath: Tools.path("chpox-dirty-workload"), rounds: 50, seed: 12)
+            let outcome = try TrackerProof.run(
+                .hash, workloadPath: Tools.path("chpox-dirty-workload"), rounds: 50, seed: 12)
             print("PROOF \(outcome)")
             #expect(outcome.missedPages == 0, "\(outcome)")
             #expect(outcome.changedPages > 1000)
         }
 
-        @Test(.enabled(if: probe.result(.softDirty).supported, "this kernel has no soft-dirty bits (proven in the QEMU guests instead)"),
-              .timeLimit(.minutes(5)))
+        @Test(
+            .enabled(
+                if: probe.result(.softDirty).supported,
+                "this kernel has no soft-dirty bits (proven in the QEMU guests instead)"),
+            .timeLimit(.minutes(5)))
         func softDirtyMissesNothing() throws {
-            let outcome = try TrackerProof.run(.softDirty, workloadPath: Tools.path("chpox-dirty-workload"), rounds: 50, seed: 13)
+            let outcome = try TrackerProof.run(
+                .softDirty, workloadPath: Tools.path("chpox-dirty-workload"), rounds: 50, seed: 13)
             #expect(outcome.missedPages == 0, "\(outcome)")
         }
 
-        @Test(.enabled(if: probe.results.contains { !$0.supported }, "every tracker works on this kernel: none to refuse"))
+        @Test(
+            .enabled(if: probe.results.contains { !$0.supported }, "every tracker works on this kernel: none to refuse")
+        )
         func forcingAnUnsupportedTrackerSaysWhy() throws {
             let unsupported = probe.results.filter { !$0.supported }
             try #require(!unsupported.isEmpty)
             let workload = try DirtyWorkloadProcess(executable: Tools.path("chpox-dirty-workload"), seed: 1)
             for result in unsupported {
-                let error = #expect(throws: TraceeError.self) { _ = try TrackerSelection.start(result.kind, pid: workload.pid) }
+                let error = #expect(throws: TraceeError.self) {
+                    _ = try TrackerSelection.start(result.kind, pid: workload.pid)
+                }
                 // The refusal names the tracker and the probe's reason, word for word.
-                #expect(error == .unsupported(pid: workload.pid, reason: "tracker \(result.kind.rawValue): \(result.detail)"))
+                #expect(
+                    error
+                        == .unsupported(pid: workload.pid, reason: "tracker \(result.kind.rawValue): \(result.detail)"))
                 #expect(error?.description == "pid \(workload.pid): tracker \(result.kind.rawValue): \(result.detail)")
                 if result.kind == .softDirty, Self.kernelConfig("CONFIG_MEM_SOFT_DIRTY") == false {
-                    #expect(error?.description.contains("CONFIG_MEM_SOFT_DIRTY is off") == true, "\(String(describing: error))")
+                    #expect(
+                        error?.description.contains("CONFIG_MEM_SOFT_DIRTY is off") == true,
+                        "\(String(describing: error))")
                 }
             }
         }

@@ -11,7 +11,10 @@ public struct CredentialsPhase: RestartPhase {
     public var name: String { "limits and credentials" }
     public var steps: [String] {
         limits.map { "limit \($0.name): \($0.soft) / \($0.hard)" }
-            + (changesIds(asUser: 0) ? ["groups \(credentials.groups), gid \(credentials.group.all.prefix(3)), uid \(credentials.user.all.prefix(3))"] : [])
+            + (changesIds(asUser: 0)
+                ? [
+                    "groups \(credentials.groups), gid \(credentials.group.all.prefix(3)), uid \(credentials.user.all.prefix(3))"
+                ] : [])
     }
 
     public init(image: ProcessImage) {
@@ -27,7 +30,9 @@ public struct CredentialsPhase: RestartPhase {
     public func run(in session: RestartSession) throws {
         let pid = session.pid
         for limit in limits {
-            do throws(Errno) { try Syscall.ResourceLimit(soft: limit.soft, hard: limit.hard).set(pid, limit.resource) } catch {
+            do throws(Errno) {
+                try Syscall.ResourceLimit(soft: limit.soft, hard: limit.hard).set(pid, limit.resource)
+            } catch {
                 throw TraceeError.from(error, pid: pid, "set resource limit \(limit.name) of")
             }
         }

@@ -42,16 +42,19 @@ public struct DescriptorPhase: RestartPhase {
 
     public var name: String { "descriptors" }
     public var steps: [String] {
-        closed.map { "close \($0)" } + entries.map { entry in
-            let what: String
-            switch entry.setup {
-            case .stdio(let source): what = "ld-chpox's \(["stdin", "stdout", "stderr"][Int(source)])"
-            case .pipeWithoutPeer(let readEnd): what = "the \(readEnd ? "read" : "write") end of a pipe without peer"
-            case .reopen(let path, _, let offset): what = path + (offset.map { " at offset \($0)" } ?? "")
-            case .recreate(let contents, _, let offset): what = "a deleted file recreated (\(contents.count) bytes) at offset \(offset)"
-            }
-            return "fd \(entry.fd): \(what)" + (entry.closeOnExec ? " (close-on-exec)" : "")
-        } + (workingDirectory.isEmpty ? [] : ["cwd \(workingDirectory)"]) + ["umask 0\(String(umask, radix: 8))"]
+        closed.map { "close \($0)" }
+            + entries.map { entry in
+                let what: String
+                switch entry.setup {
+                case .stdio(let source): what = "ld-chpox's \(["stdin", "stdout", "stderr"][Int(source)])"
+                case .pipeWithoutPeer(let readEnd):
+                    what = "the \(readEnd ? "read" : "write") end of a pipe without peer"
+                case .reopen(let path, _, let offset): what = path + (offset.map { " at offset \($0)" } ?? "")
+                case .recreate(let contents, _, let offset):
+                    what = "a deleted file recreated (\(contents.count) bytes) at offset \(offset)"
+                }
+                return "fd \(entry.fd): \(what)" + (entry.closeOnExec ? " (close-on-exec)" : "")
+            } + (workingDirectory.isEmpty ? [] : ["cwd \(workingDirectory)"]) + ["umask 0\(String(umask, radix: 8))"]
     }
 
     public init(image: ProcessImage) {
@@ -66,7 +69,8 @@ public struct DescriptorPhase: RestartPhase {
             case .null: setup = .reopen(path: "/dev/null", flags: flags, offset: nil)
             case .directory: setup = .reopen(path: descriptor.target, flags: flags, offset: nil)
             case .file: setup = .reopen(path: descriptor.target, flags: flags, offset: descriptor.offset)
-            case .deletedFile: setup = .recreate(contents: descriptor.contents ?? Data(), flags: flags, offset: descriptor.offset)
+            case .deletedFile:
+                setup = .recreate(contents: descriptor.contents ?? Data(), flags: flags, offset: descriptor.offset)
             case .unsupported: return nil
             }
             return Entry(fd: descriptor.fd, closeOnExec: descriptor.flags & O_CLOEXEC != 0, setup: setup)
@@ -80,7 +84,9 @@ public struct DescriptorPhase: RestartPhase {
         for fd in closed { _ = try calls.result(of: .close, fd) }
         for entry in entries { try set(entry, calls) }
         if !workingDirectory.isEmpty {
-            _ = try calls.withFrame { () throws(TraceeError) in try calls.result(of: .chdir, try calls.string(workingDirectory)) }
+            _ = try calls.withFrame { () throws(TraceeError) in
+                try calls.result(of: .chdir, try calls.string(workingDirectory))
+            }
         }
         _ = try calls.result(of: .umask, umask)
         for fd in RestartSession.stdioCopies..<(RestartSession.stdioCopies + 3) { _ = try calls.result(of: .close, fd) }
@@ -91,7 +97,8 @@ public struct DescriptorPhase: RestartPhase {
         let cloexec = entry.closeOnExec ? O_CLOEXEC : 0
         switch entry.setup {
         case .stdio(let source):
-            try calls.call(.dup3, RestartSession.stdioCopies + source, target, cloexec, to: "set up descriptor \(target)")
+            try calls.call(
+                .dup3, RestartSession.stdioCopies + source, target, cloexec, to: "set up descriptor \(target)")
         case .pipeWithoutPeer(let readEnd):
             let pair = try calls.withFrame { () throws(TraceeError) in
                 let ends = try calls.reserve(8)
@@ -121,7 +128,9 @@ public struct DescriptorPhase: RestartPhase {
 
     private func open(_ path: String, flags: Int32, as target: Int32, cloexec: Int32, _ calls: RemoteCalls) throws {
         let opened = try calls.withFrame { () throws(TraceeError) in
-            try calls.call(.openat, AT_FDCWD, try calls.string(path), flags | cloexec, 0, to: "reopen \(path) as descriptor \(target)")
+            try calls.call(
+                .openat, AT_FDCWD, try calls.string(path), flags | cloexec, 0,
+                to: "reopen \(path) as descriptor \(target)")
         }
         if opened != target {
             try calls.call(.dup3, opened, target, cloexec, to: "set up descriptor \(target)")

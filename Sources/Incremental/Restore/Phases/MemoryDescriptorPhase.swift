@@ -12,8 +12,10 @@ public struct MemoryDescriptorPhase: RestartPhase {
 
     public var name: String { "mm fields" }
     public var steps: [String] {
-        ["brk 0x\(String(addressSpace.brk, radix: 16)), stack 0x\(String(addressSpace.startStack, radix: 16)), "
-            + "\(addressSpace.auxv.count / 2) auxv entries, executable \(executable) (PR_SET_MM_MAP)"]
+        [
+            "brk 0x\(String(addressSpace.brk, radix: 16)), stack 0x\(String(addressSpace.startStack, radix: 16)), "
+                + "\(addressSpace.auxv.count / 2) auxv entries, executable \(executable) (PR_SET_MM_MAP)"
+        ]
     }
 
     public init(image: ProcessImage) {
@@ -25,18 +27,21 @@ public struct MemoryDescriptorPhase: RestartPhase {
         let calls = session.calls
         let space = addressSpace
         try calls.withFrame { () throws(TraceeError) in
-            let exe = try calls.call(.openat, AT_FDCWD, try calls.string(executable), O_RDONLY | O_CLOEXEC, 0,
-                                     to: "open the executable \(executable)")
+            let exe = try calls.call(
+                .openat, AT_FDCWD, try calls.string(executable), O_RDONLY | O_CLOEXEC, 0,
+                to: "open the executable \(executable)")
             defer { _ = try? calls.result(of: .close, exe) }
             let auxv = try calls.words(space.auxv)
-            let layout = chpox_prctl_mm_map(start_code: space.startCode, end_code: space.endCode, start_data: space.startData,
-                                            end_data: space.endData, start_brk: space.startBrk, brk: space.brk,
-                                            start_stack: space.startStack, arg_start: space.argStart, arg_end: space.argEnd,
-                                            env_start: space.envStart, env_end: space.envEnd, auxv: auxv,
-                                            auxv_size: UInt32(space.auxv.count * 8), exe_fd: UInt32(exe))
+            let layout = chpox_prctl_mm_map(
+                start_code: space.startCode, end_code: space.endCode, start_data: space.startData,
+                end_data: space.endData, start_brk: space.startBrk, brk: space.brk,
+                start_stack: space.startStack, arg_start: space.argStart, arg_end: space.argEnd,
+                env_start: space.envStart, env_end: space.envEnd, auxv: auxv,
+                auxv_size: UInt32(space.auxv.count * 8), exe_fd: UInt32(exe))
             let at = try calls.value(layout)
-            try calls.call(.prctl, CHPOX_PR_SET_MM, CHPOX_PR_SET_MM_MAP, at, MemoryLayout<chpox_prctl_mm_map>.size, 0,
-                           to: "set the memory descriptor (PR_SET_MM_MAP)")
+            try calls.call(
+                .prctl, CHPOX_PR_SET_MM, CHPOX_PR_SET_MM_MAP, at, MemoryLayout<chpox_prctl_mm_map>.size, 0,
+                to: "set the memory descriptor (PR_SET_MM_MAP)")
         }
     }
 }

@@ -38,7 +38,8 @@ public struct MemoryLayoutPhase: RestartPhase {
             let at = "0x\(String(start, radix: 16)) +\(size)"
             switch source {
             case .anonymous: return "map \(at) anonymous" + (flags & MAP_SHARED != 0 ? " shared" : "")
-            case .file(let path, let writable, let offset): return "map \(at) \(path) at \(offset)" + (writable ? " read-write" : "")
+            case .file(let path, let writable, let offset):
+                return "map \(at) \(path) at \(offset)" + (writable ? " read-write" : "")
             }
         }
     }
@@ -60,8 +61,10 @@ public struct MemoryLayoutPhase: RestartPhase {
 
     public var name: String { "memory layout" }
     public var steps: [String] {
-        ["map a trampoline and \(Self.scratchSize) bytes of scratch where neither the stub nor the image has anything",
-         "keep the stub's stdin, stdout, stderr as \(RestartSession.stdioCopies)-\(RestartSession.stdioCopies + 2); unmap all its memory"]
+        [
+            "map a trampoline and \(Self.scratchSize) bytes of scratch where neither the stub nor the image has anything",
+            "keep the stub's stdin, stdout, stderr as \(RestartSession.stdioCopies)-\(RestartSession.stdioCopies + 2); unmap all its memory",
+        ]
             + kernelPages.map { "move \($0.name) to 0x\(String($0.start, radix: 16))" }
             + mappings.map(\.description)
     }
@@ -79,13 +82,16 @@ public struct MemoryLayoutPhase: RestartPhase {
         if mapping.protection.contains(.read) { prot |= PROT_READ }
         if mapping.protection.contains(.write) { prot |= PROT_WRITE }
         if mapping.protection.contains(.execute) { prot |= PROT_EXEC }
-        var flags = MAP_FIXED | (mapping.backing == .sharedFile || mapping.backing == .sharedAnonymous ? MAP_SHARED : MAP_PRIVATE)
+        var flags =
+            MAP_FIXED
+            | (mapping.backing == .sharedFile || mapping.backing == .sharedAnonymous ? MAP_SHARED : MAP_PRIVATE)
         if mapping.growsDown { flags |= MAP_GROWSDOWN }
         let size = Int(mapping.end - mapping.start)
         if mapping.backing == .privateFile || mapping.backing == .sharedFile, !mapping.path.hasSuffix(" (deleted)") {
             let writable = mapping.backing == .sharedFile && mapping.protection.contains(.write)
-            return MappingSetup(start: mapping.start, size: size, protection: prot, flags: flags,
-                                source: .file(path: mapping.path, writable: writable, offset: mapping.offset))
+            return MappingSetup(
+                start: mapping.start, size: size, protection: prot, flags: flags,
+                source: .file(path: mapping.path, writable: writable, offset: mapping.offset))
         }
         return MappingSetup(start: mapping.start, size: size, protection: prot, flags: flags, source: .anonymous)
     }
@@ -97,8 +103,10 @@ public struct MemoryLayoutPhase: RestartPhase {
         let taken = stub.map { $0.start...($0.end - 1) } + occupied
         var base: UInt64 = 0x1000_0000
         while taken.contains(where: { $0.overlaps(base...(base + total - 1)) }) { base += 0x10_0000 }
-        try calls.call(.mmap, base, total, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0,
-                       to: "map the trampoline")
+        try calls.call(
+            .mmap, base, total, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+            -1, 0,
+            to: "map the trampoline")
         try calls.write([0x0f, 0x05, 0xcc], at: base)  // syscall; int3
         let scratch = ScratchArena(base: base + UInt64(Self.trampolineSize), size: Self.scratchSize)
         session.useTrampoline(at: base, size: Int(total), scratch: scratch)
@@ -119,23 +127,29 @@ public struct MemoryLayoutPhase: RestartPhase {
     private func moveKernelPages(_ calls: RemoteCalls) throws {
         let current = try MemoryRegion.of(calls.pid)
         for pages in kernelPages {
-            guard let from = current.first(where: { $0.path == pages.name }), from.start != pages.start else { continue }
-            try calls.call(.mremap, from.start, from.size, from.size, CHPOX_MREMAP_MAYMOVE | CHPOX_MREMAP_FIXED, pages.start,
-                           to: "move \(pages.name) to 0x\(String(pages.start, radix: 16))")
+            guard let from = current.first(where: { $0.path == pages.name }), from.start != pages.start else {
+                continue
+            }
+            try calls.call(
+                .mremap, from.start, from.size, from.size, CHPOX_MREMAP_MAYMOVE | CHPOX_MREMAP_FIXED, pages.start,
+                to: "move \(pages.name) to 0x\(String(pages.start, radix: 16))")
         }
     }
 
     private func map(_ mapping: MappingSetup, _ calls: RemoteCalls) throws {
         switch mapping.source {
         case .anonymous:
-            try calls.call(.mmap, mapping.start, mapping.size, mapping.protection, mapping.flags | MAP_ANONYMOUS, -1, 0,
-                           to: "map anonymous memory at 0x\(String(mapping.start, radix: 16))")
+            try calls.call(
+                .mmap, mapping.start, mapping.size, mapping.protection, mapping.flags | MAP_ANONYMOUS, -1, 0,
+                to: "map anonymous memory at 0x\(String(mapping.start, radix: 16))")
         case .file(let path, let writable, let offset):
             let fd = try calls.withFrame { () throws(TraceeError) in
-                try calls.call(.openat, AT_FDCWD, try calls.string(path), writable ? O_RDWR : O_RDONLY, 0, to: "open \(path)")
+                try calls.call(
+                    .openat, AT_FDCWD, try calls.string(path), writable ? O_RDWR : O_RDONLY, 0, to: "open \(path)")
             }
             defer { _ = try? calls.result(of: .close, fd) }
-            try calls.call(.mmap, mapping.start, mapping.size, mapping.protection, mapping.flags, fd, offset, to: "map \(path)")
+            try calls.call(
+                .mmap, mapping.start, mapping.size, mapping.protection, mapping.flags, fd, offset, to: "map \(path)")
         }
     }
 }

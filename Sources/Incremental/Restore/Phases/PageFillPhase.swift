@@ -15,7 +15,9 @@ public struct PageFillPhase: RestartPhase {
     }
 
     public init(image: ProcessImage) {
-        fileBackedPages = image.mappings.filter { $0.backing == .privateFile }.map { Page.numbers(from: $0.start, to: $0.end) }
+        fileBackedPages = image.mappings.filter { $0.backing == .privateFile }.map {
+            Page.numbers(from: $0.start, to: $0.end)
+        }
     }
 
     /// Whether a zero page at `page` must be written (it would show a file's bytes otherwise).
@@ -34,7 +36,8 @@ public struct PageFillPhase: RestartPhase {
         try session.store.reader().readPages(session.map) { entry, bytes in
             if entry.chunk == .zeroPage && !writesZeroPage(at: entry.page) { return }
             do throws(Errno) { try memory.writeAll(bytes, at: Int64(Page.address(of: entry.page))) } catch {
-                throw TraceeError.from(error, pid: pid, "write page 0x\(String(Page.address(of: entry.page), radix: 16)) of")
+                throw TraceeError.from(
+                    error, pid: pid, "write page 0x\(String(Page.address(of: entry.page), radix: 16)) of")
             }
             written += 1
         }

@@ -30,20 +30,28 @@ public struct Preflight: Sendable {
         for mapping in image.mappings where mapping.backing == .privateFile || mapping.backing == .sharedFile {
             guard !mapping.path.hasSuffix(" (deleted)") else { continue }
             guard let status = Self.status(mapping.path) else {
-                throw refuse("\(mapping.path), mapped at 0x\(String(mapping.start, radix: 16)), no longer exists; put it back to restart")
+                throw refuse(
+                    "\(mapping.path), mapped at 0x\(String(mapping.start, radix: 16)), no longer exists; put it back to restart"
+                )
             }
             guard status.size > Int64(mapping.offset) || mapping.offset == 0 else {
-                throw refuse("\(mapping.path) is \(status.size) bytes now, shorter than its mapping at offset \(mapping.offset) needs")
+                throw refuse(
+                    "\(mapping.path) is \(status.size) bytes now, shorter than its mapping at offset \(mapping.offset) needs"
+                )
             }
         }
         for descriptor in image.descriptors where descriptor.kind == .file {
             guard let size = descriptor.size else { continue }
             guard let status = Self.status(descriptor.target) else {
-                throw refuse("\(descriptor.target), open as descriptor \(descriptor.fd), no longer exists; put it back to restart")
+                throw refuse(
+                    "\(descriptor.target), open as descriptor \(descriptor.fd), no longer exists; put it back to restart"
+                )
             }
             guard status.size >= size else {
-                throw refuse("\(descriptor.target) is \(status.size) bytes, shorter than the \(size) it had at this generation: "
-                             + "what the process wrote is gone (restored from a later generation's run?); restore the file or restart an earlier generation")
+                throw refuse(
+                    "\(descriptor.target) is \(status.size) bytes, shorter than the \(size) it had at this generation: "
+                        + "what the process wrote is gone (restored from a later generation's run?); restore the file or restart an earlier generation"
+                )
             }
         }
         // A user restarts only their own images; root restores the image's own ids, never more.
@@ -56,7 +64,9 @@ public struct Preflight: Sendable {
             let saved = image.mappings.filter { $0.path == name }.map { $0.end - $0.start }
             let current = here.filter { $0.path == name }.map(\.size)
             guard saved == current else {
-                throw refuse("its \(name) is \(saved) bytes and this kernel's \(current): restart it on the kernel that checkpointed it")
+                throw refuse(
+                    "its \(name) is \(saved) bytes and this kernel's \(current): restart it on the kernel that checkpointed it"
+                )
             }
         }
     }
@@ -70,7 +80,8 @@ public struct Preflight: Sendable {
             do throws(Errno) { try FileDescriptor.setSize(ofFileAt: path, to: size) } catch {
                 throw refuse("\(path) grew since (\(status.size) bytes, was \(size)) and cannot be cut back: \(error)")
             }
-            notices.append("\(path): cut back from \(status.size) to \(size) bytes, its size at generation \(generation)")
+            notices.append(
+                "\(path): cut back from \(status.size) to \(size) bytes, its size at generation \(generation)")
         }
         return notices
     }

@@ -8,15 +8,22 @@ public struct RegistersPhase: RestartPhase {
 
     public var name: String { "registers" }
     public var steps: [String] {
-        ["unmap the trampoline", main.map { "main thread: rip 0x\(String($0.registers.rip, radix: 16)), rsp 0x\(String($0.registers.rsp, radix: 16))" }
-            ?? "no thread saved"]
+        [
+            "unmap the trampoline",
+            main.map {
+                "main thread: rip 0x\(String($0.registers.rip, radix: 16)), rsp 0x\(String($0.registers.rsp, radix: 16))"
+            }
+                ?? "no thread saved",
+        ]
     }
 
     public init(image: ProcessImage) { main = image.threads.first }
 
     public func run(in session: RestartSession) throws {
         guard let main else { throw TraceeError.unsupported(pid: session.pid, reason: "the image has no thread") }
-        if let trampoline = session.trampoline { _ = try session.calls.result(of: .munmap, trampoline.address, trampoline.size) }
+        if let trampoline = session.trampoline {
+            _ = try session.calls.result(of: .munmap, trampoline.address, trampoline.size)
+        }
         try session.process.restore(main.state, into: session.pid)
     }
 }

@@ -38,19 +38,24 @@ public struct SignalPhase: RestartPhase {
             // is taken): it restarts with a full interval, and the pending signal is queued below.
             let value = timer.valueMicroseconds == 0 ? timer.intervalMicroseconds : timer.valueMicroseconds
             try calls.withFrame { () throws(TraceeError) in
-                let at = try calls.words([timer.intervalMicroseconds / 1_000_000, timer.intervalMicroseconds % 1_000_000,
-                                          value / 1_000_000, value % 1_000_000])
+                let at = try calls.words([
+                    timer.intervalMicroseconds / 1_000_000, timer.intervalMicroseconds % 1_000_000,
+                    value / 1_000_000, value % 1_000_000,
+                ])
                 try calls.call(.setitimer, timer.which, at, 0, to: "arm interval timer \(timer.which)")
             }
         }
         for info in sharedPending {
             try calls.withFrame { () throws(TraceeError) in
-                try calls.call(.rtSigqueueinfo, pid, info.signal, try calls.bytes(info.bytes), to: "queue signal \(info.signal)")
+                try calls.call(
+                    .rtSigqueueinfo, pid, info.signal, try calls.bytes(info.bytes), to: "queue signal \(info.signal)")
             }
         }
         for info in threadPending {
             try calls.withFrame { () throws(TraceeError) in
-                try calls.call(.rtTgsigqueueinfo, pid, pid, info.signal, try calls.bytes(info.bytes), to: "queue signal \(info.signal)")
+                try calls.call(
+                    .rtTgsigqueueinfo, pid, pid, info.signal, try calls.bytes(info.bytes),
+                    to: "queue signal \(info.signal)")
             }
         }
     }

@@ -74,7 +74,9 @@ public struct ThreadPhase: RestartPhase {
     private func alternateStack(_ thread: ProcessImage.ThreadImage, on tid: Int32, _ calls: RemoteCalls) throws {
         let stack = thread.signalStack ?? .disabled
         try calls.withFrame { () throws(TraceeError) in
-            try calls.call(.sigaltstack, try calls.words(stack.words), 0, on: tid, to: "set the alternate signal stack of thread \(tid)")
+            try calls.call(
+                .sigaltstack, try calls.words(stack.words), 0, on: tid,
+                to: "set the alternate signal stack of thread \(tid)")
         }
     }
 
@@ -82,7 +84,8 @@ public struct ThreadPhase: RestartPhase {
     private func rename(_ thread: ProcessImage.ThreadImage, on tid: Int32, _ calls: RemoteCalls) throws {
         guard let name = thread.name else { return }
         try calls.withFrame { () throws(TraceeError) in
-            try calls.call(.prctl, CHPOX_PR_SET_NAME, try calls.string(name), on: tid, to: "name thread \(tid) '\(name)'")
+            try calls.call(
+                .prctl, CHPOX_PR_SET_NAME, try calls.string(name), on: tid, to: "name thread \(tid) '\(name)'")
         }
     }
 
