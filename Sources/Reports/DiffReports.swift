@@ -82,8 +82,9 @@ public enum DiffReports {
     static let rangesShown = 3
 
     public static func text(_ diff: GenerationDiff) -> String {
+        let changed = Format.bytes(Page.bytes(diff.changedPages))
         var lines = [
-            "\(diff.chain): generation \(diff.from) -> \(diff.to): \(diff.changedPages) pages changed (\(Format.bytes(Page.bytes(diff.changedPages))))"
+            "\(diff.chain): generation \(diff.from) -> \(diff.to): \(diff.changedPages) pages changed (\(changed))"
         ]
         lines.append("")
         lines.append("MEMORY")
@@ -95,7 +96,8 @@ public enum DiffReports {
             for m in diff.mappings {
                 let shape =
                     m.before.map {
-                        " (was \(Format.address($0.start))-\(Format.address($0.end)) \($0.protection.description) \($0.backing.rawValue))"
+                        " (was \(Format.address($0.start))-\(Format.address($0.end))"
+                            + " \($0.protection.description) \($0.backing.rawValue))"
                     } ?? ""
                 table.add([
                     m.kind.rawValue, Format.address(m.mapping.start), Format.address(m.mapping.end),

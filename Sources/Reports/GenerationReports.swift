@@ -194,7 +194,8 @@ public enum GenerationReports {
         lines.append("created      \(Format.time(nanoseconds: entry.createdNanoseconds)) UTC")
         guard let image = detail.image else {
             lines.append(
-                "pages        \(detail.map.pages.count) in its page map; no process image (written by something other than cpx)"
+                "pages        \(detail.map.pages.count) in its page map; "
+                    + "no process image (written by something other than cpx)"
             )
             return lines.joined(separator: "\n")
         }
@@ -207,15 +208,17 @@ public enum GenerationReports {
         lines.append("executable   \(image.executable)")
         lines.append("cwd          \(image.workingDirectory)  (umask \(GenerationDiff.octal(image.umask)))")
         lines.append("credentials  " + GenerationDiff.describe(image.credentials))
+        let rounds = "\(c.preCopyRounds) pre-copy round\(c.preCopyRounds == 1 ? "" : "s")"
         lines.append(
             "captured     \(c.tracker.isEmpty ? "-" : c.tracker); pause \(milliseconds(c.pauseNanoseconds))"
-                + " (every stop \(milliseconds(c.totalPauseNanoseconds)), \(c.preCopyRounds) pre-copy round\(c.preCopyRounds == 1 ? "" : "s")); kernel \(c.kernel)"
+                + " (every stop \(milliseconds(c.totalPauseNanoseconds)), \(rounds)); kernel \(c.kernel)"
         )
         lines.append(
             "memory       \(image.mappings.count) mappings, \(Format.bytes(mapped)) mapped"
                 + (resident.count == image.mappings.count
                     ? ", \(Format.bytes(Page.bytes(resident.reduce(0, +)))) resident" : "")
-                + ", \(detail.map.pages.count) pages stored (\(detail.statistics.pagesWritten) written by this generation)"
+                + ", \(detail.map.pages.count) pages stored"
+                + " (\(detail.statistics.pagesWritten) written by this generation)"
         )
         lines.append("unsupported  " + (image.unsupported.isEmpty ? "none" : image.unsupported.joined(separator: ", ")))
 

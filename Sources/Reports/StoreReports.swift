@@ -101,7 +101,8 @@ public enum StoreReports {
             ])
             if let unsupported = row.unsupported, !unsupported.isEmpty {
                 notes.append(
-                    "\(row.chain) generation \(row.generation) recorded descriptors a restart cannot recreate (unsupported): "
+                    "\(row.chain) generation \(row.generation) recorded descriptors "
+                        + "a restart cannot recreate (unsupported): "
                         + unsupported.joined(separator: ", "))
             }
         }
@@ -151,11 +152,13 @@ public enum StoreReports {
         let what = report.deep ? "deep verify (every chunk decompressed and rehashed)" : "structural verify"
         lines.append("\(store): \(what)")
         lines.append(
-            "  \(report.chains) chains, \(report.generations) generations, \(report.packs) packs, \(report.indexEntries) indexed chunks"
+            "  \(report.chains) chains, \(report.generations) generations, \(report.packs) packs, "
+                + "\(report.indexEntries) indexed chunks"
                 + (report.deep ? ", \(report.chunksRehashed) chunks rehashed" : ""))
         if report.garbagePacks > 0 || report.deadChunks > 0 {
             lines.append(
-                "  garbage: \(report.garbagePacks) packs from interrupted writes, \(report.deadChunks) dead chunks (`cpx gc` reclaims them)"
+                "  garbage: \(report.garbagePacks) packs from interrupted writes, "
+                    + "\(report.deadChunks) dead chunks (`cpx gc` reclaims them)"
             )
         }
         for problem in report.problems { lines.append("  PROBLEM \(problem.file): \(problem.message)") }
@@ -169,7 +172,8 @@ public enum StoreReports {
         lines.append(
             report.isClean
                 ? "OK: no damage found"
-                : "DAMAGE FOUND: nothing was changed; restore the named files from a backup, or drop the damaged generations with `cpx gc --keep ...`"
+                : "DAMAGE FOUND: nothing was changed; restore the named files from a backup, "
+                    + "or drop the damaged generations with `cpx gc --keep ...`"
         )
         return lines.joined(separator: "\n")
     }
@@ -225,8 +229,10 @@ public enum StoreReports {
         packs          \(s.packs) (\(Format.bytes(s.packBytes)))
         logical        \(Format.bytes(s.logicalBytes)) written by all generations
         saved          \(s.dedupRatio.map(Format.ratio) ?? "-") (logical / stored: zero pages, dedup and LZ4)
-        across chains  \(s.dedupAcrossChains.map(Format.ratio) ?? "-") (chunks each chain references / distinct chunks referenced)
-        garbage        \(s.deadChunks.map { "\($0) dead chunks" } ?? "-"), \(s.reclaimableBytes.map(Format.bytes) ?? "-") reclaimable by `cpx gc`
+        across chains  \(s.dedupAcrossChains.map(Format.ratio) ?? "-") \
+        (chunks each chain references / distinct chunks referenced)
+        garbage        \(s.deadChunks.map { "\($0) dead chunks" } ?? "-"), \
+        \(s.reclaimableBytes.map(Format.bytes) ?? "-") reclaimable by `cpx gc`
         """
     }
 
@@ -278,11 +284,13 @@ public enum StoreReports {
             "kept \(r.keptGenerations) generations (\(r.rewrittenManifests) manifests rewritten to absorb dropped ones)"
         )
         lines.append(
-            "chunks: \(r.liveChunks) live, \(r.deadChunks) dead; packs: \(r.packsDeleted) deleted, \(r.packsRepacked) repacked into \(r.packsWritten)"
+            "chunks: \(r.liveChunks) live, \(r.deadChunks) dead; "
+                + "packs: \(r.packsDeleted) deleted, \(r.packsRepacked) repacked into \(r.packsWritten)"
         )
         lines.append(
             (r.dryRun ? "would free " : "freed ") + Format.bytes(r.bytesFreed)
-                + " (packs \(Format.bytes(r.packBytesBefore)) -> \(Format.bytes(r.packBytesAfter))) in \(Format.decimal(r.seconds)) s"
+                + " (packs \(Format.bytes(r.packBytesBefore)) -> \(Format.bytes(r.packBytesAfter)))"
+                + " in \(Format.decimal(r.seconds)) s"
         )
         return lines.joined(separator: "\n")
     }

@@ -46,8 +46,8 @@ public struct TrackerProbe: Sendable {
                 if written & PagemapBit.softDirty == 0 {
                     return Result(
                         kind: .softDirty, supported: false,
-                        detail:
-                            "unsupported by this kernel (CONFIG_MEM_SOFT_DIRTY is off: clear_refs 4 is accepted but no write sets the bit)"
+                        detail: "unsupported by this kernel (CONFIG_MEM_SOFT_DIRTY is off: "
+                            + "clear_refs 4 is accepted but no write sets the bit)"
                     )
                 }
                 if cleared & PagemapBit.softDirty != 0 {

@@ -42,11 +42,8 @@ public final class UffdTracker: DirtyTracker {
         defer { injector.finish() }
         let answer = (injector.readLine() ?? "").trimmingWhitespace()
         guard answer.hasPrefix("fd "), let remote = Int32(answer.dropFirst(3)) else {
-            throw .unsupported(
-                pid: pid,
-                reason:
-                    "creating a userfaultfd in it failed: \(answer.hasPrefix("error ") ? String(answer.dropFirst(6)) : "the injector ended early")"
-            )
+            let why = answer.hasPrefix("error ") ? String(answer.dropFirst(6)) : "the injector ended early"
+            throw .unsupported(pid: pid, reason: "creating a userfaultfd in it failed: \(why)")
         }
         let local: Result<FileDescriptor, Errno>
         do {

@@ -243,7 +243,8 @@ extension Store {
         try index.refresh()
         guard index.damaged.isEmpty else {
             throw .invalidArgument(
-                "the index is damaged (\(index.damaged.map(\.name).joined(separator: ", "))): run `cpx rebuild-index` before GC"
+                "the index is damaged (\(index.damaged.map(\.name).joined(separator: ", "))): "
+                    + "run `cpx rebuild-index` before GC"
             )
         }
         var plan = CollectionPlan()

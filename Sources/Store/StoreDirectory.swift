@@ -117,14 +117,16 @@ final class StoreDirectory: @unchecked Sendable {
             throw .unsafe(
                 path: path,
                 reason:
-                    "it is owned by uid \(status.owner), not by you (uid \(CurrentProcess.effectiveUserID)); a store holds memory images and is only opened by its owner"
+                    "it is owned by uid \(status.owner), not by you (uid \(CurrentProcess.effectiveUserID)); "
+                    + "a store holds memory images and is only opened by its owner"
             )
         }
         guard status.permissions & 0o077 == 0 else {
             throw .unsafe(
                 path: path,
                 reason:
-                    "it is open to other users (mode \(String(status.permissions, radix: 8))); run `chmod -R go-rwx \(path)`"
+                    "it is open to other users (mode \(String(status.permissions, radix: 8))); "
+                    + "run `chmod -R go-rwx \(path)`"
             )
         }
     }

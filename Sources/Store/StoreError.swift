@@ -46,7 +46,8 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
             return "invalid chain name '\(name)': use 1-64 letters, digits, '.', '_' or '-', not starting with '.'"
         case .missingChunk(let id, let context):
             return
-                "chunk \(id.short) needed by \(context) is missing from the store (run `dumpinfo --verify --deep`; `cpx rebuild-index` if the index was damaged)"
+                "chunk \(id.short) needed by \(context) is missing from the store "
+                + "(run `dumpinfo --verify --deep`; `cpx rebuild-index` if the index was damaged)"
         case .corruptChunk(let id, let pack, let reason):
             return "chunk \(id.short) in pack \(pack) is corrupt: \(reason)"
         case .brokenChain(let chain, let generation, let reason):

@@ -167,7 +167,8 @@ extension Store {
                                     && (badChunks.contains($1.chunk) || index.lookup($1.chunk) == nil) ? 1 : 0)
                         }
                         reason =
-                            "\(count) of its chunks are missing or corrupt (first: page \(missing.page), chunk \(missing.chunk.short))"
+                            "\(count) of its chunks are missing or corrupt "
+                            + "(first: page \(missing.page), chunk \(missing.chunk.short))"
                     }
                 } catch {
                     reason = "\(error)"

@@ -18,7 +18,9 @@ public enum TraceeError: Error, Sendable, CustomStringConvertible, Equatable {
             return "pid \(pid) is a zombie: it has exited and only waits for its parent to reap it"
         case .permissionDenied(let pid, let operation):
             return
-                "cannot \(operation) pid \(pid): permission denied (ptrace needs the same user or CAP_SYS_PTRACE, and /proc/sys/kernel/yama/ptrace_scope may forbid it)"
+                "cannot \(operation) pid \(pid): permission denied "
+                + "(ptrace needs the same user or CAP_SYS_PTRACE, "
+                + "and /proc/sys/kernel/yama/ptrace_scope may forbid it)"
         case .system(let errno, let pid, let operation):
             return "\(operation) pid \(pid): \(errno)"
         case .unexpectedStop(let pid, let status, let operation):

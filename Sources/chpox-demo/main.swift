@@ -37,9 +37,8 @@ struct Demo: ParsableCommand {
             let seed: UInt64 = 2026
             let start = (try? store.chain(chain).nextGeneration) ?? 0
             print("store: \(store.path)")
-            print(
-                "== checkpointing a simulated process (\(pages) pages, \(Format.bytes(Int64(Page.bytes(pages))))) into chain '\(chain)'"
-            )
+            let size = Format.bytes(Int64(Page.bytes(pages)))
+            print("== checkpointing a simulated process (\(pages) pages, \(size)) into chain '\(chain)'")
             var memory = SyntheticMemory(
                 seed: seed, rounds: max(Int(start) - 1, 0), pages: pages, dirtyPerRound: pages / 100)
             var snapshots: [UInt64: SyntheticMemory] = [:]
@@ -50,8 +49,10 @@ struct Demo: ParsableCommand {
                 let entry = try writer.commit(metadata: Array("simulated round \(memory.round)".utf8))
                 let s = try store.manifest(entry.manifest).statistics
                 snapshots[entry.generation] = memory
+                let kind = entry.kind == .full ? "full" : "delta"
                 print(
-                    "  generation \(entry.generation) (\(entry.kind == .full ? "full" : "delta")): \(s.pagesWritten) pages, \(s.zeroPages) zero, \(s.newChunks) new chunks, \(Format.bytes(s.storedBytes)) stored"
+                    "  generation \(entry.generation) (\(kind)): \(s.pagesWritten) pages, \(s.zeroPages) zero, "
+                        + "\(s.newChunks) new chunks, \(Format.bytes(s.storedBytes)) stored"
                 )
             }
 
@@ -77,8 +78,10 @@ struct Demo: ParsableCommand {
             print(StoreReports.gcText(try store.collectGarbage(RetentionPolicy(keepLast: keepLast, chains: [chain]))))
             let kept = try store.chain(chain).entries.map(\.generation)
             let last = try store.pageMap(chain: chain, generation: head)
+            let verdict = last == memory.expectedMap() ? "identical" : "DIFFERENT"
             print(
-                "  kept generations \(kept.map(String.init).joined(separator: ", ")); generation \(head) still rebuilds: \(last == memory.expectedMap() ? "identical" : "DIFFERENT")"
+                "  kept generations \(kept.map(String.init).joined(separator: ", ")); "
+                    + "generation \(head) still rebuilds: \(verdict)"
             )
 
             print("\n== dumpinfo --verify --deep")

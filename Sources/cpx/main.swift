@@ -22,13 +22,24 @@ struct Cpx: ParsableCommand {
             cpx <subcommand>
             """,
         discussion: """
-            `cpx PID` takes one generation of process PID into the chain NAME (default: the executable's name and the pid, e.g. python3-4242). The chain's first generation is a full base; every later one, in this run or a later run, stores only what changed: pages the dirty-page tracker reports written (a later run, which has no tracker history, compares every page with the chain instead).
+            `cpx PID` takes one generation of process PID into the chain NAME (default: the executable's name and the \
+            pid, e.g. python3-4242). The chain's first generation is a full base; every later one, in this run or a \
+            later run, stores only what changed: pages the dirty-page tracker reports written (a later run, which has \
+            no tracker history, compares every page with the chain instead).
 
-            With --interval, cpx takes a generation every interval until --count is reached, the process exits, or cpx gets SIGINT or SIGTERM: the generation in flight is finished, tracking ends and the process runs on. --leave-stopped and --kill act after the last generation (with --interval and no --count: a last generation taken when cpx is stopped), for migration.
+            With --interval, cpx takes a generation every interval until --count is reached, the process exits, or cpx \
+            gets SIGINT or SIGTERM: the generation in flight is finished, tracking ends and the process runs on. \
+            --leave-stopped and --kill act after the last generation (with --interval and no --count: a last \
+            generation taken when cpx is stopped), for migration.
 
-            The process is stopped only to collect its dirty pages, copy them out and read its registers and state; hashing, compression and writing happen after it runs on. With uffd-wp or soft-dirty, pre-copy copies the bulk while it runs first (--no-pre-copy turns it off). Whatever happens to cpx (an error, a full disk, kill -9), the process runs on unharmed and the store never holds a half generation.
+            The process is stopped only to collect its dirty pages, copy them out and read its registers and state; \
+            hashing, compression and writing happen after it runs on. With uffd-wp or soft-dirty, pre-copy copies the \
+            bulk while it runs first (--no-pre-copy turns it off). Whatever happens to cpx (an error, a full disk, \
+            kill -9), the process runs on unharmed and the store never holds a half generation.
 
-            The store: --store, else $CHPOX_STORE, else $XDG_STATE_HOME/chpox, else ~/.local/state/chpox (created 0700). cpx needs to ptrace the process: the same user (and /proc/sys/kernel/yama/ptrace_scope 0) or CAP_SYS_PTRACE. chpox-inject must be installed beside cpx.
+            The store: --store, else $CHPOX_STORE, else $XDG_STATE_HOME/chpox, else ~/.local/state/chpox (created \
+            0700). cpx needs to ptrace the process: the same user (and /proc/sys/kernel/yama/ptrace_scope 0) or \
+            CAP_SYS_PTRACE. chpox-inject must be installed beside cpx.
             """,
         subcommands: [Checkpoint.self, Track.self, GC.self, Rebase.self, RebuildIndex.self],
         defaultSubcommand: Checkpoint.self)
@@ -37,9 +48,8 @@ struct Cpx: ParsableCommand {
 struct Checkpoint: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "checkpoint",
-        abstract:
-            "Checkpoint a live process (the default: `cpx PID` is `cpx checkpoint PID`; its options: `cpx checkpoint --help`)."
-    )
+        abstract: "Checkpoint a live process (the default: `cpx PID` is `cpx checkpoint PID`; "
+            + "its options: `cpx checkpoint --help`).")
 
     @Argument(help: "The process to checkpoint.")
     var pid: Int32?
@@ -55,9 +65,9 @@ struct Checkpoint: ParsableCommand {
     @OptionGroup var trackerOption: TrackerOption
     @Flag(
         name: .long, inversion: .prefixedNo,
-        help:
-            "Copy the bulk of memory while the process runs, then stop it only for what it wrote meanwhile (uffd-wp and soft-dirty)."
-    )
+        help: ArgumentHelp(
+            "Copy the bulk of memory while the process runs, then stop it only for what it wrote meanwhile "
+                + "(uffd-wp and soft-dirty)."))
     var preCopy = true
     @Flag(name: .long, help: "Leave the process stopped (SIGSTOP) after the last generation, exactly as checkpointed.")
     var leaveStopped = false
@@ -65,9 +75,9 @@ struct Checkpoint: ParsableCommand {
     var kill = false
     @Flag(
         name: .long,
-        help:
-            "Checkpoint a process with descriptors a restart cannot recreate (sockets...): they are recorded and listed by dumpinfo."
-    )
+        help: ArgumentHelp(
+            "Checkpoint a process with descriptors a restart cannot recreate (sockets...): "
+                + "they are recorded and listed by dumpinfo."))
     var skipUnsupported = false
     @Flag(name: .long, help: "Print which dirty-page trackers this kernel supports and which one `auto` picks.")
     var probe = false
@@ -113,7 +123,8 @@ struct Checkpoint: ParsableCommand {
                     guard total >= 65536, now - shown >= 100 || done == total else { return }
                     shown = now
                     progress.show(
-                        "generation \(generation): stored \(Format.bytes(Page.bytes(done))) of \(Format.bytes(Page.bytes(total)))"
+                        "generation \(generation): stored \(Format.bytes(Page.bytes(done))) "
+                            + "of \(Format.bytes(Page.bytes(total)))"
                     )
                 }
             }
@@ -127,7 +138,8 @@ struct Checkpoint: ParsableCommand {
                     print(output.json ? CheckpointReports.json(generation) : generation.text)
                     if let collected, !collected.dropped.isEmpty, !output.json {
                         print(
-                            "  gc: dropped \(collected.dropped.count) generation(s), freed \(Format.bytes(collected.bytesFreed))"
+                            "  gc: dropped \(collected.dropped.count) generation(s), "
+                                + "freed \(Format.bytes(collected.bytesFreed))"
                         )
                     }
                     fflush(nil)
@@ -189,7 +201,11 @@ struct Track: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure how many pages a live process writes per interval, with any tracker.",
         discussion: """
-            Every interval the process is frozen (all threads), the tracker collects and resets, and the process runs on: the freeze time is what a checkpoint's pause would start from. Sample 0 reports every page (there is nothing to compare with yet). The process is never changed: uffd-wp's userfaultfd is created by the chpox-inject helper and leaves no descriptor behind; stopping cpx at any moment leaves the process running.
+            Every interval the process is frozen (all threads), the tracker collects and resets, and the process runs \
+            on: the freeze time is what a checkpoint's pause would start from. Sample 0 reports every page (there is \
+            nothing to compare with yet). The process is never changed: uffd-wp's userfaultfd is created by the \
+            chpox-inject helper and leaves no descriptor behind; stopping cpx at any moment leaves the process \
+            running.
             """)
 
     @Argument(help: "The process to watch.")
@@ -243,7 +259,10 @@ struct GC: ParsableCommand {
         commandName: "gc",
         abstract: "Drop old generations and reclaim the space only they used.",
         discussion: """
-            A dropped generation's changes are merged into the next kept one, so every kept generation still rebuilds byte for byte, under the same number. The newest generation of a chain is always kept. Without a retention option, gc only sweeps garbage left by interrupted writes. Safe while `cpx` writes into the same store: gc waits for the generation in flight, and writers wait for gc at their next generation.
+            A dropped generation's changes are merged into the next kept one, so every kept generation still rebuilds \
+            byte for byte, under the same number. The newest generation of a chain is always kept. Without a retention \
+            option, gc only sweeps garbage left by interrupted writes. Safe while `cpx` writes into the same store: gc \
+            waits for the generation in flight, and writers wait for gc at their next generation.
             """)
 
     @OptionGroup var storeOptions: StoreOptions

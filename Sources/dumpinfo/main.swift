@@ -18,21 +18,25 @@ struct DumpInfo: ParsableCommand {
               dumpinfo --diff 3 7                 what changed between generations 3 and 7
               dumpinfo --verify --deep            decompress and rehash every chunk
 
-            --generation and --diff read the chain named by --name, or the store's only chain. Exit status 1 on an error or when verify finds damage, 64 on bad arguments. With --json every form prints one JSON document naming its schema (chpox.chain/1, chpox.generation/1, chpox.diff/1, chpox.verify/1, chpox.stats/1); docs/json-schemas.md documents them.
+            --generation and --diff read the chain named by --name, or the store's only chain. Exit status 1 on an \
+            error or when verify finds damage, 64 on bad arguments. With --json every form prints one JSON document \
+            naming its schema (chpox.chain/1, chpox.generation/1, chpox.diff/1, chpox.verify/1, chpox.stats/1); \
+            docs/json-schemas.md documents them.
             """)
 
     @OptionGroup var storeOptions: StoreOptions
     @OptionGroup var output: OutputOptions
     @Flag(
         name: .long,
-        help:
-            "One row per generation: number, id, time, kind, parent, tracker, pages, new chunks, bytes stored, dedup, pause."
-    )
+        help: ArgumentHelp(
+            "One row per generation: number, id, time, kind, parent, tracker, pages, new chunks, bytes stored, "
+                + "dedup, pause."))
     var chain = false
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "The process at this generation (a number, or 'latest'): command, threads, descriptors, signal handlers, memory.",
+            "The process at this generation (a number, or 'latest'): command, threads, descriptors, signal handlers, "
+                + "memory.",
             valueName: "n"))
     var generation: String?
     @Flag(name: .long, help: "With --generation: every thread's registers.")
@@ -56,9 +60,9 @@ struct DumpInfo: ParsableCommand {
     var stats = false
     @Option(
         name: .long,
-        help:
-            "The chain (with --chain: only this one; with --generation and --diff: needed when the store holds several)."
-    )
+        help: ArgumentHelp(
+            "The chain (with --chain: only this one; with --generation and --diff: needed when the store holds "
+                + "several)."))
     var name: String?
 
     func validate() throws {

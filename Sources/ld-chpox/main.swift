@@ -11,11 +11,19 @@ struct LdChpox: ParsableCommand {
         commandName: "ld-chpox",
         abstract: "Restart a process from any generation of its chain, or inspect one.",
         discussion: """
-            `ld-chpox [--name NAME] [--generation N]` restarts generation N (default: the newest) of chain NAME (default: the store's only chain) and prints the new process's pid; it runs on detached (--wait: stay its parent and exit with its status). It gets its saved pid when that pid is free (root), else a new one with a notice (--require-same-pid: an error instead). Its descriptors are reopened at their numbers; terminals and pipes on 0-2 become ld-chpox's own, other pipes a pipe whose peer is gone. Files it was writing are cut back to their size at that generation.
+            `ld-chpox [--name NAME] [--generation N]` restarts generation N (default: the newest) of chain NAME \
+            (default: the store's only chain) and prints the new process's pid; it runs on detached (--wait: stay its \
+            parent and exit with its status). It gets its saved pid when that pid is free (root), else a new one with \
+            a notice (--require-same-pid: an error instead). Its descriptors are reopened at their numbers; terminals \
+            and pipes on 0-2 become ld-chpox's own, other pipes a pipe whose peer is gone. Files it was writing are \
+            cut back to their size at that generation.
 
-            --json prints one document (chpox.restart/1: pid, original pid, notices; chpox.check/1; chpox.core/1; see docs/json-schemas.md); with --wait it comes before the process's own output.
+            --json prints one document (chpox.restart/1: pid, original pid, notices; chpox.check/1; chpox.core/1; see \
+            docs/json-schemas.md); with --wait it comes before the process's own output.
 
-            --check rebuilds the generation, verifies every chunk and says what a restart would refuse. --core FILE writes the generation as an ELF core file that `gdb EXECUTABLE FILE` opens with the process's threads, registers and memory as they were. ld-chpox needs chpox-restore-stub beside it.
+            --check rebuilds the generation, verifies every chunk and says what a restart would refuse. --core FILE \
+            writes the generation as an ELF core file that `gdb EXECUTABLE FILE` opens with the process's threads, \
+            registers and memory as they were. ld-chpox needs chpox-restore-stub beside it.
             """)
 
     @OptionGroup var storeOptions: StoreOptions
@@ -54,7 +62,8 @@ struct LdChpox: ParsableCommand {
                     ? RestartReports.checkJSON(
                         store: store.path, chain: name, generation: target, pages: map.pages.count, bytes: bytes,
                         processImage: image != nil)
-                    : "\(name) generation \(target): \(map.pages.count) pages (\(Format.bytes(Int64(bytes)))) rebuilt; every chunk verified"
+                    : "\(name) generation \(target): \(map.pages.count) pages (\(Format.bytes(Int64(bytes)))) rebuilt; "
+                        + "every chunk verified"
             )
         }
     }
@@ -70,8 +79,10 @@ struct LdChpox: ParsableCommand {
                     ? RestartReports.coreJSON(
                         summary, chain: name, generation: restorer.generation, file: path,
                         executable: restorer.image.executable)
-                    : "\(name) generation \(restorer.generation): wrote \(path) (\(summary.threads) threads, \(summary.segments) mappings, "
-                        + "\(summary.storedPages) stored pages, \(summary.filePages) from files); open it with: gdb \(restorer.image.executable) \(path)"
+                    : "\(name) generation \(restorer.generation): wrote \(path) "
+                        + "(\(summary.threads) threads, \(summary.segments) mappings, "
+                        + "\(summary.storedPages) stored pages, \(summary.filePages) from files); "
+                        + "open it with: gdb \(restorer.image.executable) \(path)"
             )
         }
     }

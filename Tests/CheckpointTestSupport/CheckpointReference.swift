@@ -58,7 +58,8 @@ public final class CheckpointReference {
                 if let stored = map.chunk(of: page) {
                     if stored != live {
                         problems.append(
-                            "page 0x\(String(page * 4096, radix: 16)) in \(region): stored \(stored.short), live \(live.short)"
+                            "page 0x\(String(page * 4096, radix: 16)) in \(region): "
+                                + "stored \(stored.short), live \(live.short)"
                         )
                     }
                     continue
@@ -76,7 +77,8 @@ public final class CheckpointReference {
                 }
                 if backing != live {
                     problems.append(
-                        "page 0x\(String(page * 4096, radix: 16)) in \(region): not stored, live \(live.short) differs from its backing"
+                        "page 0x\(String(page * 4096, radix: 16)) in \(region): "
+                            + "not stored, live \(live.short) differs from its backing"
                     )
                 }
                 if problems.count >= limit { return problems }

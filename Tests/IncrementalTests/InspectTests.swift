@@ -53,8 +53,13 @@ import Testing
                 let line = (0..<min(got.count, want.count)).first { got[$0] != want[$0] } ?? min(got.count, want.count)
                 let gotLine = line < got.count ? String(got[line]) : "<end>"
                 let wantLine = line < want.count ? String(want[line]) : "<end>"
+                let command = "dumpinfo \(arguments.joined(separator: " "))"
                 Issue.record(
-                    "dumpinfo \(arguments.joined(separator: " ")) differs from Golden/\(file) at line \(line + 1):\ngot:      \(gotLine)\nexpected: \(wantLine)"
+                    """
+                    \(command) differs from Golden/\(file) at line \(line + 1):
+                    got:      \(gotLine)
+                    expected: \(wantLine)
+                    """
                 )
             }
         }
@@ -85,7 +90,8 @@ import Testing
         #expect(schemas.schemas.keys.contains("chpox.generation/1"))
         #expect(schemas.schemas.keys.contains("chpox.checkpoint/1 event generation"))
         let good =
-            #"{"schema": "chpox.probe/1", "auto": "hash", "trackers": [{"name": "hash", "supported": true, "detail": "x"}]}"#
+            #"{"schema": "chpox.probe/1", "auto": "hash", "#
+            + #""trackers": [{"name": "hash", "supported": true, "detail": "x"}]}"#
         #expect(schemas.problems(good) == [])
         let extra = #"{"schema": "chpox.probe/1", "auto": "hash", "trackers": [], "surprise": 1}"#
         #expect(schemas.problems(extra).contains { $0.contains("surprise is printed but not documented") })
@@ -93,7 +99,8 @@ import Testing
         #expect(
             schemas.problems(missing).contains { $0.contains("auto is documented as always present but is missing") })
         let mistyped =
-            #"{"schema": "chpox.probe/1", "auto": "hash", "trackers": [{"name": "hash", "supported": "yes", "detail": "x"}]}"#
+            #"{"schema": "chpox.probe/1", "auto": "hash", "#
+            + #""trackers": [{"name": "hash", "supported": "yes", "detail": "x"}]}"#
         #expect(
             schemas.problems(mistyped).contains { $0.contains("trackers[].supported is string, documented as boolean") }
         )

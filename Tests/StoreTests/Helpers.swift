@@ -10,8 +10,10 @@ func mismatch(_ store: Store, chain: String, generation: UInt64, expected memory
     let map = try store.pageMap(chain: chain, generation: generation)
     let expected = memory.expectedMap()
     guard map == expected else {
+        let first = zip(map.pages, expected.pages).first { $0 != $1 }.map { "\($0.0.page)" } ?? "end"
         return
-            "generation \(generation): \(map.pages.count) pages rebuilt, \(expected.pages.count) expected; first difference at \(zip(map.pages, expected.pages).first { $0 != $1 }.map { "\($0.0.page)" } ?? "end")"
+            "generation \(generation): \(map.pages.count) pages rebuilt, \(expected.pages.count) expected; "
+            + "first difference at \(first)"
     }
     var bad: String?
     try store.reader().readPages(map) { entry, bytes in

@@ -4,12 +4,12 @@
 //
 // chpox-tracker-proof guest WORKLOAD ROUNDS [CHURN GENERATIONS]
 //
-// `probe` prints what this kernel supports. `guest` is the suite a QEMU guest runs: every
-// tracker the kernel has (soft-dirty through pagemap and, where present, PAGEMAP_SCAN), and
-// the probe's refusal of the ones it lacks; with CHURN (the churn workload), the checkpointer's
-// proof with soft-dirty over GENERATIONS generations; it ends with "GUEST N passed, M failed". `prove` runs TrackerProof and exits 0 only with
-// zero missed pages (the QEMU guests run this). `collect-loop` attaches to PID and collects
-// forever, printing "collected N" each time (the kill tests SIGKILL it at random instants).
+// `probe` prints what this kernel supports. `guest` is the suite a QEMU guest runs: every tracker the kernel has
+// (soft-dirty through pagemap and, where present, PAGEMAP_SCAN), and the probe's refusal of the ones it lacks; with
+// CHURN (the churn workload), the checkpointer's proof with soft-dirty over GENERATIONS generations; it ends with
+// "GUEST N passed, M failed". `prove` runs TrackerProof and exits 0 only with zero missed pages (the QEMU guests run
+// this). `collect-loop` attaches to PID and collects forever, printing "collected N" each time (the kill tests SIGKILL
+// it at random instants).
 import CheckpointTestSupport
 import SoftDirty
 import Tracee

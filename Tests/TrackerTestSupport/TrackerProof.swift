@@ -22,7 +22,8 @@ public struct TrackerProof {
         }
 
         public var description: String {
-            "\(tracker): \(rounds) rounds, \(changedPages) pages changed, \(reportedPages) reported, \(missedPages) missed"
+            "\(tracker): \(rounds) rounds, \(changedPages) pages changed, "
+                + "\(reportedPages) reported, \(missedPages) missed"
                 + ", false positives \(falsePositivePages) (\(Int(falsePositiveRate * 100))% of reported)"
                 + (firstMiss.map { "; first miss: \($0)" } ?? "")
         }
@@ -100,8 +101,9 @@ public struct TrackerProof {
                         missed += 1
                         if outcome.firstMiss == nil {
                             let region = report.regions.first { $0.start <= page && page < $0.end }
-                            outcome.firstMiss =
-                                "round \(round), page \(String(page, radix: 16)) in \(region.map(String.init(describing:)) ?? "?")\(before == nil ? " (new)" : "")"
+                            let place = region.map(String.init(describing:)) ?? "?"
+                            let suffix = before == nil ? " (new)" : ""
+                            outcome.firstMiss = "round \(round), page \(String(page, radix: 16)) in \(place)\(suffix)"
                         }
                     }
                 }

@@ -317,7 +317,9 @@ public struct GenerationDiff: Sendable {
     }
 
     public static func describe(_ c: ProcessImage.Credentials) -> String {
-        "uid \(c.user.all.map(String.init).joined(separator: "/")) gid \(c.group.all.map(String.init).joined(separator: "/"))"
+        let user = c.user.all.map(String.init).joined(separator: "/")
+        let group = c.group.all.map(String.init).joined(separator: "/")
+        return "uid \(user) gid \(group)"
             + " groups \(c.groups.isEmpty ? "-" : c.groups.map(String.init).joined(separator: ","))"
     }
 

@@ -116,9 +116,11 @@ extension LiveProcess {
                 #expect(try ProcFS.threads(pid).count == 4, "generation \(generation): every thread, under its pid")
                 #expect(try restarted.quit("quit") == .exited(0), "generation \(generation)")
             }
+            let sampled = samples.map { "\($0.taken):\($0.bytes)" }.joined(separator: " ")
             print(
-                "gc-live: \(written.count) generations, \(collections) collections beside cpx; packs \(final) bytes kept of \(storedInAll) written; "
-                    + "early max \(early), late max \(late); samples \(samples.map { "\($0.taken):\($0.bytes)" }.joined(separator: " "))"
+                "gc-live: \(written.count) generations, \(collections) collections beside cpx; "
+                    + "packs \(final) bytes kept of \(storedInAll) written; "
+                    + "early max \(early), late max \(late); samples \(sampled)"
             )
         }
     }

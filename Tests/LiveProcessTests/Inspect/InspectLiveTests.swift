@@ -61,7 +61,10 @@ extension LiveProcess {
                     let same = got == want
                     #expect(
                         same,
-                        "\(name), \(a) -> \(a + 1): \(got.subtracting(want).count) pages too many, \(want.subtracting(got).count) missing of \(want.count)"
+                        """
+                        \(name), \(a) -> \(a + 1): \(got.subtracting(want).count) pages too many, \
+                        \(want.subtracting(got).count) missing of \(want.count)
+                        """
                     )
                 }
                 // The text names the same count for the mapping holding the region.

@@ -42,7 +42,10 @@ extension LiveProcess {
                 let now = try ProcFS.descriptors(workload.pid)
                 #expect(
                     now == descriptors,
-                    "descriptor table after kill \(instant): \(now.map { "\($0) -> \(ProcFS.descriptorTarget(workload.pid, $0) ?? "?")" }), was \(descriptors)"
+                    """
+                    descriptor table after kill \(instant): \
+                    \(now.map { "\($0) -> \(ProcFS.descriptorTarget(workload.pid, $0) ?? "?")" }), was \(descriptors)
+                    """
                 )
                 let state = try ProcFS.state(workload.pid)
                 #expect(!["t", "T"].contains(state), "the target must not stay stopped (state \(state))")

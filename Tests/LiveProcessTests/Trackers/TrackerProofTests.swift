@@ -69,15 +69,17 @@ extension LiveProcess {
             // configuration where it can be read.
             let softDirty = probe.result(.softDirty)
             let measured = try Self.softDirtyMeasured()
+            let bit = measured ? "has" : "lacks"
             #expect(
                 softDirty.supported == measured,
-                "probe: \(softDirty.detail); measured: a page written after clear_refs 4 \(measured ? "has" : "lacks") bit 55"
+                "probe: \(softDirty.detail); measured: a page written after clear_refs 4 \(bit) bit 55"
             )
             let configured = Self.kernelConfig("CONFIG_MEM_SOFT_DIRTY")
             if let configured {
+                let setting = configured ? "on" : "off"
                 #expect(
                     softDirty.supported == configured,
-                    "probe: \(softDirty.detail); the kernel was built with CONFIG_MEM_SOFT_DIRTY \(configured ? "on" : "off")"
+                    "probe: \(softDirty.detail); the kernel was built with CONFIG_MEM_SOFT_DIRTY \(setting)"
                 )
             }
             if !measured || configured == false {

@@ -13,7 +13,8 @@ public struct CredentialsPhase: RestartPhase {
         limits.map { "limit \($0.name): \($0.soft) / \($0.hard)" }
             + (changesIds(asUser: 0)
                 ? [
-                    "groups \(credentials.groups), gid \(credentials.group.all.prefix(3)), uid \(credentials.user.all.prefix(3))"
+                    "groups \(credentials.groups), gid \(credentials.group.all.prefix(3)), "
+                        + "uid \(credentials.user.all.prefix(3))"
                 ] : [])
     }
 

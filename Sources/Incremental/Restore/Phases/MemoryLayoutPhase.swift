@@ -62,8 +62,10 @@ public struct MemoryLayoutPhase: RestartPhase {
     public var name: String { "memory layout" }
     public var steps: [String] {
         [
-            "map a trampoline and \(Self.scratchSize) bytes of scratch where neither the stub nor the image has anything",
-            "keep the stub's stdin, stdout, stderr as \(RestartSession.stdioCopies)-\(RestartSession.stdioCopies + 2); unmap all its memory",
+            "map a trampoline and \(Self.scratchSize) bytes of scratch "
+                + "where neither the stub nor the image has anything",
+            "keep the stub's stdin, stdout, stderr as "
+                + "\(RestartSession.stdioCopies)-\(RestartSession.stdioCopies + 2); unmap all its memory",
         ]
             + kernelPages.map { "move \($0.name) to 0x\(String($0.start, radix: 16))" }
             + mappings.map(\.description)

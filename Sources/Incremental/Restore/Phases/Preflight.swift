@@ -31,12 +31,14 @@ public struct Preflight: Sendable {
             guard !mapping.path.hasSuffix(" (deleted)") else { continue }
             guard let status = Self.status(mapping.path) else {
                 throw refuse(
-                    "\(mapping.path), mapped at 0x\(String(mapping.start, radix: 16)), no longer exists; put it back to restart"
+                    "\(mapping.path), mapped at 0x\(String(mapping.start, radix: 16)), no longer exists; "
+                        + "put it back to restart"
                 )
             }
             guard status.size > Int64(mapping.offset) || mapping.offset == 0 else {
                 throw refuse(
-                    "\(mapping.path) is \(status.size) bytes now, shorter than its mapping at offset \(mapping.offset) needs"
+                    "\(mapping.path) is \(status.size) bytes now, "
+                        + "shorter than its mapping at offset \(mapping.offset) needs"
                 )
             }
         }
@@ -44,13 +46,15 @@ public struct Preflight: Sendable {
             guard let size = descriptor.size else { continue }
             guard let status = Self.status(descriptor.target) else {
                 throw refuse(
-                    "\(descriptor.target), open as descriptor \(descriptor.fd), no longer exists; put it back to restart"
+                    "\(descriptor.target), open as descriptor \(descriptor.fd), no longer exists; "
+                        + "put it back to restart"
                 )
             }
             guard status.size >= size else {
                 throw refuse(
                     "\(descriptor.target) is \(status.size) bytes, shorter than the \(size) it had at this generation: "
-                        + "what the process wrote is gone (restored from a later generation's run?); restore the file or restart an earlier generation"
+                        + "what the process wrote is gone (restored from a later generation's run?); "
+                        + "restore the file or restart an earlier generation"
                 )
             }
         }
@@ -65,7 +69,8 @@ public struct Preflight: Sendable {
             let current = here.filter { $0.path == name }.map(\.size)
             guard saved == current else {
                 throw refuse(
-                    "its \(name) is \(saved) bytes and this kernel's \(current): restart it on the kernel that checkpointed it"
+                    "its \(name) is \(saved) bytes and this kernel's \(current): "
+                        + "restart it on the kernel that checkpointed it"
                 )
             }
         }

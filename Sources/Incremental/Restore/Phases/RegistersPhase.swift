@@ -11,7 +11,8 @@ public struct RegistersPhase: RestartPhase {
         [
             "unmap the trampoline",
             main.map {
-                "main thread: rip 0x\(String($0.registers.rip, radix: 16)), rsp 0x\(String($0.registers.rsp, radix: 16))"
+                "main thread: rip 0x\(String($0.registers.rip, radix: 16)), "
+                    + "rsp 0x\(String($0.registers.rsp, radix: 16))"
             }
                 ?? "no thread saved",
         ]
