@@ -16,6 +16,9 @@ public final class RestartSession {
     public internal(set) var calls: RemoteCalls
     /// The trampoline and scratch mapping (`MemoryLayoutPhase`), unmapped last (`RegistersPhase`).
     var trampoline: (address: UInt64, size: Int)?
+    /// Each saved thread id and the thread that is it now (the main thread is the stub's pid;
+    /// `ThreadPhase` adds the others as it creates them, with new ids where the saved are taken).
+    public internal(set) var threadIDs: [Int32: Int32] = [:]
     /// Pages written by the page fill.
     public internal(set) var pagesWritten = 0
 

@@ -211,6 +211,52 @@ extension LiveProcess {
             #expect(try restarted.child.wait() == .exited(0))
         }
 
+        @Test(
+            .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
+            .timeLimit(.minutes(2)))
+        func aSignalPendingForAnotherThreadIsHandledByItAfterTheRestart() throws {
+            let directory = try Self.scratch("thread-signal")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            // SIGUSR1 sent to the second thread alone (pthread_kill) while every thread blocks it.
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import os, signal, sys, threading
+                    got = []
+                    signal.signal(signal.SIGUSR1, lambda number, frame: got.append(number))
+                    ready = threading.Event()
+                    go = threading.Event()
+                    def worker():
+                        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+                        ready.set()
+                        go.wait()
+                        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+                    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+                    t = threading.Thread(target=worker)
+                    t.start()
+                    ready.wait()
+                    signal.pthread_kill(t.ident, signal.SIGUSR1)
+                    print("pending", flush=True)
+                    sys.stdin.readline()
+                    go.set()
+                    t.join()
+                    import time
+                    for _ in range(100):
+                        if got: break
+                        time.sleep(0.01)
+                    print("handled", got, flush=True)
+                    """,
+                ])
+            #expect(try original.line() == "pending")
+            try Self.checkpoint(original.pid, store: directory + "/store", name: "sig")
+            Self.end(original)
+            let restarted = try Self.restart(store: directory + "/store", name: "sig", generation: 0)
+            #expect(try restarted.send("go") == "handled [\(SIGUSR1)]")
+            #expect(try restarted.child.wait() == .exited(0))
+        }
+
         @Test(.timeLimit(.minutes(2))) func aDamagedChunkStopsTheRestartAndLeavesNoProcess() throws {
             let directory = try Self.scratch("damaged")
             defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -7,22 +7,24 @@ public struct SignalPhase: RestartPhase {
     public var timers: [ProcessImage.IntervalTimer]
     /// Signals queued for the whole process.
     public var sharedPending: [ProcessImage.SignalInfo]
-    /// Signals queued for the main thread.
-    public var threadPending: [ProcessImage.SignalInfo]
+    /// Signals queued for one thread alone, by saved thread id, in thread order.
+    public var threadPending: [(tid: Int32, signals: [ProcessImage.SignalInfo])]
 
     public var name: String { "signals and timers" }
     public var steps: [String] {
         actions.map { "action of signal \($0.signal): handler 0x\(String($0.handler, radix: 16))" }
             + timers.map { "interval timer \($0.which): every \($0.intervalMicroseconds) µs" }
             + sharedPending.map { "queue signal \($0.signal) to the process" }
-            + threadPending.map { "queue signal \($0.signal) to the main thread" }
+            + threadPending.flatMap { thread in
+                thread.signals.map { "queue signal \($0.signal) to thread \(thread.tid)" }
+            }
     }
 
     public init(image: ProcessImage) {
         actions = image.signalActions
         timers = image.intervalTimers
         sharedPending = image.sharedPendingSignals
-        threadPending = image.threads.first?.pendingSignals ?? []
+        threadPending = image.threads.filter { !$0.pendingSignals.isEmpty }.map { ($0.tid, $0.pendingSignals) }
     }
 
     public func run(in session: RestartSession) throws {
@@ -51,11 +53,19 @@ public struct SignalPhase: RestartPhase {
                     .rtSigqueueinfo, pid, info.signal, try calls.bytes(info.bytes), to: "queue signal \(info.signal)")
             }
         }
-        for info in threadPending {
-            try calls.withFrame { () throws(TraceeError) in
-                try calls.call(
-                    .rtTgsigqueueinfo, pid, pid, info.signal, try calls.bytes(info.bytes),
-                    to: "queue signal \(info.signal)")
+        for (saved, signals) in threadPending {
+            guard let tid = session.threadIDs[saved] else {
+                throw TraceeError.unsupported(
+                    pid: pid, reason: "thread \(saved) was not created: its signals have nowhere to go")
+            }
+            for info in signals {
+                try calls.withFrame { () throws(TraceeError) in
+                    // Made by the thread itself: the kernel lets no other thread queue a
+                    // tgkill-like siginfo (si_code SI_TKILL or >= 0) to it.
+                    try calls.call(
+                        .rtTgsigqueueinfo, pid, tid, info.signal, try calls.bytes(info.bytes), on: tid,
+                        to: "queue signal \(info.signal) to thread \(tid)")
+                }
             }
         }
     }

@@ -25,6 +25,7 @@ public struct ThreadPhase: RestartPhase {
     public func run(in session: RestartSession) throws {
         guard let main = threads.first else { return }
         let calls = session.calls, pid = session.pid
+        session.threadIDs[main.tid] = pid
         if let clear = main.clearAddress {
             _ = try calls.result(of: .setTidAddress, clear)
             // glibc keeps the thread's id where the kernel clears it (pthread->tid).
@@ -57,6 +58,7 @@ public struct ThreadPhase: RestartPhase {
         }
         try calls.check(result, "create thread \(thread.tid)")
         let tid = try session.process.adoptClonedThread()
+        session.threadIDs[thread.tid] = tid
         if tid != thread.tid, let clear = thread.clearAddress { try calls.write(Self.tidBytes(tid), at: clear) }
         try registerRseq(thread, on: tid, calls)
         try alternateStack(thread, on: tid, calls)
