@@ -82,10 +82,13 @@ public enum Ptrace {
         }
     }
 
-    /// PTRACE_SINGLESTEP with no signal.
-    static func singleStep(_ tid: Int32, pid: Int32) throws(TraceeError) {
-        if case .failure(let errno) = call(Int32(PTRACE_SINGLESTEP.rawValue), tid) {
-            throw .from(errno, pid: pid, "single-step")
+    /// PTRACE_SYSCALL with no signal: run to the next system-call entry or exit stop. Unlike
+    /// PTRACE_SINGLESTEP, whose trap the kernel forces on the thread as a SIGTRAP (resetting the
+    /// thread's SIGTRAP handler to SIG_DFL when the signal is blocked or ignored), a syscall
+    /// stop sends no signal at all.
+    static func resumeToSyscallStop(_ tid: Int32, pid: Int32) throws(TraceeError) {
+        if case .failure(let errno) = call(Int32(PTRACE_SYSCALL.rawValue), tid) {
+            throw .from(errno, pid: pid, "resume")
         }
     }
 

@@ -149,7 +149,9 @@ extension FrozenProcess {
     /// Runs system call `number` on thread `tid` and returns its result (a negated errno on
     /// failure). Only registers change, and they are put back. The call is made at a `syscall`
     /// instruction that already exists in the process (its vDSO), or at the one a restorer
-    /// named with `useSyscallInstruction(at:)`: no code is ever patched.
+    /// named with `useSyscallInstruction(at:)`: no code is ever patched. The thread runs from
+    /// the system-call entry stop to the exit stop (PTRACE_SYSCALL): no signal is sent to it, so
+    /// its handlers, mask and pending signals are as they were.
     func execute(_ number: Int, _ arguments: [Int], on tid: Int32) throws(TraceeError) -> Int {
         precondition(arguments.count <= 6, "a system call takes at most six arguments")
         let gadget = try syscallInstruction()
@@ -163,29 +165,30 @@ extension FrozenProcess {
         (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) = (
             slots[0], slots[1], slots[2], slots[3], slots[4], slots[5]
         )
-        // Every signal blocked meanwhile: one dequeued during the step would stop the thread
-        // before the call and be lost; blocked, it stays pending for after.
+        // Every signal blocked meanwhile: one dequeued during the call would stop the thread
+        // before it and be lost; blocked, it stays pending for after.
         let mask = try Ptrace.signalMask(tid, pid: pid)
         try Ptrace.setSignalMask(tid, pid: pid, UInt64.max)
         defer { try? Ptrace.setSignalMask(tid, pid: pid, mask) }
         try Ptrace.setRegisters(tid, pid: pid, regs)
         defer { try? Ptrace.setRegisters(tid, pid: pid, saved) }
-        var status: Int32 = 0
-        // A thread that stopped for a signal still has PTRACE_INTERRUPT's trap pending: it is
-        // reported first, before the instruction runs; step again.
-        // A clone reports PTRACE_EVENT_CLONE inside the call (with clones traced): step on.
-        for _ in 0..<8 {
-            try Ptrace.singleStep(tid, pid: pid)
-            status = try Ptrace.waitStop(tid, pid: pid, "run a system call in")
+        // Two syscall stops: entry, then exit. A thread that stopped for a signal still has
+        // PTRACE_INTERRUPT's stop pending: it is reported first, before the call; resume again.
+        // A clone reports PTRACE_EVENT_CLONE inside the call (with clones traced): resume on.
+        var syscallStops = 0
+        for _ in 0..<8 where syscallStops < 2 {
+            try Ptrace.resumeToSyscallStop(tid, pid: pid)
+            let status = try Ptrace.waitStop(tid, pid: pid, "run a system call in")
             let event = chpox_wptrace_event(status)
             if event == CHPOX_PTRACE_EVENT_CLONE {
                 noteClone(try Ptrace.eventMessage(tid, pid: pid))
                 continue
             }
-            if event != Int32(Ptrace.eventStop) { break }
-        }
-        guard chpox_wstopsig(status) == SIGTRAP else {
-            throw .unexpectedStop(pid: pid, status: status, operation: "run a system call in")
+            if event == Int32(Ptrace.eventStop) { continue }
+            guard event == 0, chpox_wstopsig(status) == SIGTRAP else {
+                throw .unexpectedStop(pid: pid, status: status, operation: "run a system call in")
+            }
+            syscallStops += 1
         }
         let after = try Ptrace.registers(tid, pid: pid)
         guard after.rip == gadget + 2 else {
