@@ -22,6 +22,8 @@ public final class FrozenProcess {
         self.pid = pid
         let state = try ProcFS.state(pid)
         if state == "Z" || state == "X" { throw .zombie(pid: pid) }
+        // Stopping itself or a process that waits for it would stop it for good.
+        if let reason = Self.refusal(toStop: pid) { throw .unsupported(pid: pid, reason: reason) }
         do {
             var seized = Set<Int32>()
             while true {
@@ -53,6 +55,22 @@ public final class FrozenProcess {
     }
 
     deinit { thaw() }
+
+    /// Why `pid` cannot be stopped by this process: it is this process, or one of its
+    /// ancestors (nil when it is neither). Checked before anything traces it.
+    public static func refusal(toStop pid: Int32) -> String? {
+        var current = CurrentProcess.id
+        if pid == current { return "it is this process itself: a process cannot checkpoint itself" }
+        for _ in 0..<4096 {
+            guard let parent = try? ProcFS.status(current).parent, parent > 0 else { return nil }
+            if parent == pid {
+                return "it is an ancestor of this process, which would stop it and wait for itself forever; "
+                    + "run chpox from outside that process tree"
+            }
+            current = parent
+        }
+        return nil
+    }
 
     /// Lets every thread run again.
     public func thaw() {

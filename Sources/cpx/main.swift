@@ -87,7 +87,7 @@ struct Checkpoint: ParsableCommand {
         if probe { return }
         guard let pid else { throw ValidationError("give the pid of the process to checkpoint (or --probe)") }
         guard pid > 0 else { throw ValidationError("pid must be positive") }
-        if let interval, !(interval > 0) { throw ValidationError("--interval must be positive") }
+        if let interval { try Self.validate(interval: interval) }
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         if let keepLast, keepLast < 1 { throw ValidationError("--keep-last must be at least 1") }
         if leaveStopped && kill { throw ValidationError("--leave-stopped and --kill exclude each other") }
@@ -145,6 +145,17 @@ struct Checkpoint: ParsableCommand {
                     fflush(nil)
                 })
             if interval != nil || output.json { print(CheckpointReports.ending(ending, pid: pid, json: output.json)) }
+        }
+    }
+
+    /// The longest `--interval` taken: a year.
+    static let maximumInterval: Double = 366 * 24 * 3600
+
+    /// `--interval`: a finite number of seconds, more than 0 and at most `maximumInterval`.
+    static func validate(interval: Double) throws {
+        guard interval.isFinite, interval > 0, interval <= maximumInterval else {
+            throw ValidationError(
+                "--interval takes seconds, more than 0 and at most \(Int(maximumInterval)) (a year); got \(interval)")
         }
     }
 
@@ -219,7 +230,7 @@ struct Track: ParsableCommand {
     var count: Int?
 
     func validate() throws {
-        guard interval > 0 else { throw ValidationError("--interval must be positive") }
+        try Checkpoint.validate(interval: interval)
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
     }
 
@@ -231,7 +242,7 @@ struct Track: ParsableCommand {
         }
         var index = 0
         while count.map({ index <= $0 }) ?? true {
-            if index > 0 { usleep(UInt32(interval * 1_000_000)) }
+            if index > 0 { CurrentProcess.sleep(microseconds: UInt64(interval * 1_000_000)) }
             let sample: DirtyRate.Sample
             do { sample = try monitor.sample(index) } catch {
                 if case .noSuchProcess = error, index > 0 {
