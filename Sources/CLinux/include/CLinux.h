@@ -148,6 +148,8 @@ long chpox_spawn_with_pid(const char *path, char *const argv[], char *const envp
 #define CHPOX_MREMAP_MAYMOVE 1
 #define CHPOX_MREMAP_FIXED 2
 
+/// PR_SET_PDEATHSIG (linux/prctl.h): the signal a process gets when its parent dies.
+#define CHPOX_PR_SET_PDEATHSIG 1
 /// PR_SET_NAME (linux/prctl.h): a thread's name (comm), at most 16 bytes with the NUL.
 #define CHPOX_PR_SET_NAME 15
 /// PR_GET_TID_ADDRESS (linux/prctl.h): where the kernel clears the thread id at exit.

@@ -10,7 +10,7 @@ enum StubProcess {
     /// pid unless `requireSamePid`. glibc's own rseq registration is turned off in it: the
     /// image's is registered instead.
     static func start(pid: Int32, generation: UInt64, requireSamePid: Bool) throws(CheckpointError) -> ChildProcess {
-        let environment = ["GLIBC_TUNABLES=glibc.pthread.rseq=0"]
+        let environment = ["GLIBC_TUNABLES=glibc.pthread.rseq=0", "CHPOX_RESTORE_PARENT=\(CurrentProcess.id)"]
         do {
             do {
                 return try ChildProcess.spawn(path, [], pid: pid, environment: environment)

@@ -4,8 +4,8 @@ import Tracee
 /// What is checked before a stub is started, so that a restart that cannot succeed is refused
 /// with a reason and changes nothing: the files mapped still there and long enough, the files
 /// being written not shorter than they were, who may restart the image, the kernel's vDSO the
-/// same size. Then the one change made outside the process: files it was writing that grew
-/// since the generation are cut back (`rollBackWrittenFiles`).
+/// same size. Then the one change made outside the process, once every phase has succeeded:
+/// files it was writing that grew since the generation are cut back (`rollBackWrittenFiles`).
 public struct Preflight: Sendable {
     public let image: ProcessImage
     public let generation: UInt64

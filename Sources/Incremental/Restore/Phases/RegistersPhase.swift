@@ -1,3 +1,4 @@
+import CLinux
 import Tracee
 
 /// Last: the trampoline unmaps itself (the call returns to an unmapped page, but the thread
@@ -9,7 +10,7 @@ public struct RegistersPhase: RestartPhase {
     public var name: String { "registers" }
     public var steps: [String] {
         [
-            "unmap the trampoline",
+            "clear the stub's parent-death signal", "unmap the trampoline",
             main.map {
                 "main thread: rip 0x\(String($0.registers.rip, radix: 16)), "
                     + "rsp 0x\(String($0.registers.rsp, radix: 16))"
@@ -22,6 +23,9 @@ public struct RegistersPhase: RestartPhase {
 
     public func run(in session: RestartSession) throws {
         guard let main else { throw TraceeError.unsupported(pid: session.pid, reason: "the image has no thread") }
+        // The stub dies with ld-chpox until here (PR_SET_PDEATHSIG); the restarted process
+        // does not.
+        try session.calls.call(.prctl, CHPOX_PR_SET_PDEATHSIG, 0, to: "clear the stub's parent-death signal")
         if let trampoline = session.trampoline {
             _ = try session.calls.result(of: .munmap, trampoline.address, trampoline.size)
         }

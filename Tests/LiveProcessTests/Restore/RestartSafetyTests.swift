@@ -1,0 +1,89 @@
+import Foundation
+import Incremental
+import Syscall
+import TestTools
+import TrackerTestSupport
+import Testing
+import Tracee
+
+extension LiveProcess {
+    /// A restart changes nothing until it is sure, and leaves nothing behind when it is stopped.
+    @Suite struct RestartSafetyTests {
+        /// Flips a byte in the middle of every pack of `store`.
+        static func damagePacks(_ store: String) throws {
+            for name in try FileManager.default.contentsOfDirectory(atPath: store + "/packs") {
+                let path = store + "/packs/" + name
+                var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+                bytes[bytes.count / 3] ^= 0x55
+                try Data(bytes).write(to: URL(fileURLWithPath: path))
+            }
+        }
+
+        @Test(
+            .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
+            .timeLimit(.minutes(2)))
+        func aRestartThatFailsOnDamagedDataLeavesTheFilesItWouldCutBack() throws {
+            let directory = try RestartTests.scratch("unsure")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let log = directory + "/log"
+            // A writer whose log grows after the generation: a restart would cut it back.
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import sys
+                    log = open(sys.argv[1], "a", buffering=1)
+                    for line in sys.stdin:
+                        log.write(line)
+                        print("wrote", flush=True)
+                    """,
+                    log,
+                ])
+            #expect(try original.send("first") == "wrote")
+            try RestartTests.checkpoint(original.pid, store: directory + "/store", name: "log")
+            #expect(try original.send("after the generation") == "wrote")
+            let written = try Data(contentsOf: URL(fileURLWithPath: log))
+            RestartTests.end(original)
+            try Self.damagePacks(directory + "/store")
+            let run = try TestTools.run("ld-chpox", ["--store", directory + "/store", "--name", "log"])
+            #expect(run.status != 0, "\(run.output) \(run.errors)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: log)) == written, "the log is as the original left it")
+        }
+
+        /// Processes whose executable is chpox's restore stub.
+        static func stubs() -> Set<Int32> {
+            RestartTests.started(since: [], running: ["chpox-restore-stub"])
+        }
+
+        @Test(.timeLimit(.minutes(3))) func anLdChpoxKilledEarlyLeavesNoStub() throws {
+            let directory = try RestartTests.scratch("killed")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            let original = try WorkloadProcess(executable: TestTools.path("chpox-stack-workload"), arguments: [])
+            #expect(try original.line() == "waiting 21 0")
+            try RestartTests.checkpoint(original.pid, store: store, name: "k")
+            RestartTests.end(original)
+            let before = Self.stubs()
+            var generator = SystemRandomNumberGenerator()
+            for attempt in 0..<20 {
+                let null = try FileDescriptor.open("/dev/null", [.readWrite])
+                let child = try ChildProcess.spawn(
+                    TestTools.path("ld-chpox"), ["--store", store, "--name", "k"], stdin: null, stdout: null)
+                null.close()
+                usleep(UInt32.random(in: 0..<60_000, using: &generator))
+                try? child.send(SIGKILL)
+                _ = try? child.wait()
+                // A stub dies with ld-chpox; a process ld-chpox had handed over runs on.
+                var left = Self.stubs().subtracting(before)
+                for _ in 0..<100 where !left.isEmpty {
+                    usleep(10_000)
+                    left = Self.stubs().subtracting(before)
+                }
+                #expect(left.isEmpty, "attempt \(attempt): stubs \(left) outlived ld-chpox")
+                for pid in RestartTests.started(since: [], running: ["chpox-stack-workload"]) { kill(pid, SIGKILL) }
+                usleep(20_000)
+            }
+        }
+    }
+}
