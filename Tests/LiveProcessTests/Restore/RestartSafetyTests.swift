@@ -81,6 +81,8 @@ extension LiveProcess {
                     left = Self.stubs().subtracting(before)
                 }
                 #expect(left.isEmpty, "attempt \(attempt): stubs \(left) outlived ld-chpox")
+                // (They hold the test's stderr: the run would never end.)
+                for pid in left { kill(pid, SIGKILL) }
                 for pid in RestartTests.started(since: [], running: ["chpox-stack-workload"]) { kill(pid, SIGKILL) }
                 usleep(20_000)
             }
