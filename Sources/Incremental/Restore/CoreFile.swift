@@ -69,14 +69,15 @@ public enum CoreFile {
             header.append(fileSize); header.append(size); header.append(UInt64(Page.size))  // p_align
         }
 
-        let file: FileDescriptor
-        do {
-            file = try FileDescriptor.open(
-                path, [.writeOnly, .create, .truncate, .closeOnExec, .noFollow], permissions: 0o600)
-        } catch {
+        // A new file, 0600, in place of whatever is at `path` only once complete: an existing
+        // file keeps neither its owner nor its mode, and a symlink there is replaced, never
+        // followed (root's process memory must not land in a file another user can read).
+        let replacement: ReplacementFile
+        do { replacement = try ReplacementFile(replacing: path) } catch {
             throw CheckpointError.output(path: path, reason: "\(error)")
         }
-        defer { file.close() }
+        defer { replacement.discard() }
+        let file = replacement.descriptor
         var summary = Summary(
             threads: image.threads.count, segments: loads.count, storedPages: 0, filePages: 0, bytes: Int64(total))
         do throws(Errno) {
@@ -130,6 +131,7 @@ public enum CoreFile {
             }
             summary.storedPages += 1
         }
+        do { try replacement.commit() } catch { throw CheckpointError.output(path: path, reason: "\(error)") }
         return summary
     }
 

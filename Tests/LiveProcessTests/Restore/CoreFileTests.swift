@@ -19,6 +19,45 @@ extension LiveProcess {
             return run.output + run.errors
         }
 
+        /// `--core FILE` over an existing file or a symlink makes a new 0600 file of the caller's in
+        /// its place: it never takes the old file's owner and mode, nor writes through the link.
+        @Test(.timeLimit(.minutes(2))) func aCoreFileIsAlwaysANewPrivateFile() throws {
+            let directory = try RestartTests.scratch("core-owner")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let workload = try WorkloadProcess(executable: TestTools.path("chpox-stack-workload"), arguments: [])
+            #expect(try workload.line() == "waiting 21 0")
+            let checkpoint = try TestTools.run(
+                "cpx", ["--store", directory + "/store", "--name", "c", "\(workload.pid)"])
+            #expect(checkpoint.status == 0, "\(checkpoint.errors)")
+            RestartTests.end(workload)
+
+            // A file another user made and left writable by all.
+            let open = directory + "/open.core"
+            #expect(FileManager.default.createFile(atPath: open, contents: Data("theirs".utf8)))
+            #expect(chmod(open, 0o666) == 0)
+            #expect(chown(open, 65534, 65534) == 0)
+            // A symlink to a file that must not change.
+            let victim = directory + "/victim"
+            #expect(FileManager.default.createFile(atPath: victim, contents: Data("precious".utf8)))
+            let link = directory + "/link.core"
+            try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: victim)
+
+            for path in [open, link, directory + "/new.core"] {
+                let run = try TestTools.run("ld-chpox", ["--store", directory + "/store", "--core", path])
+                #expect(run.status == 0, "\(path): \(run.errors)")
+                let status = try FileDescriptor.currentDirectory.status(of: path)
+                #expect(status.isRegularFile, "\(path)")
+                #expect(status.permissions == 0o600, "\(path)")
+                #expect(status.owner == getuid(), "\(path)")
+                #expect(status.size > 4096, "\(path)")
+            }
+            #expect(try String(contentsOfFile: victim, encoding: .utf8) == "precious")
+            let leftovers = try FileManager.default.contentsOfDirectory(atPath: directory).filter {
+                $0.hasSuffix(".partial")
+            }
+            #expect(leftovers.isEmpty)
+        }
+
         @Test(.enabled(if: hasGDB, "gdb is not installed"), .timeLimit(.minutes(2)))
         func gdbShowsEachGenerationsStackAndValues() throws {
             let directory = NSTemporaryDirectory() + "chpox-core-\(getpid())"
