@@ -118,12 +118,12 @@ public enum TrackerSelection {
     public static func start(
         _ kind: TrackerKind?, pid: Int32, probe: TrackerProbe = TrackerProbe()
     ) throws(TraceeError) -> any DirtyTracker {
-        if let reason = FrozenProcess.refusal(toStop: pid) { throw .unsupported(pid: pid, reason: reason) }
         let chosen = kind ?? probe.best
         let result = probe.result(chosen)
         guard result.supported else {
             throw .unsupported(pid: pid, reason: "tracker \(chosen.rawValue): \(result.detail)")
         }
+        if let reason = FrozenProcess.refusal(toStop: pid) { throw .unsupported(pid: pid, reason: reason) }
         switch chosen {
         case .softDirty: return try SoftDirtyTracker(pid: pid)
         case .uffdWP: return try UffdTracker(pid: pid)

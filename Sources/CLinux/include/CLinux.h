@@ -148,6 +148,10 @@ long chpox_spawn_with_pid(const char *path, char *const argv[], char *const envp
 #define CHPOX_MREMAP_MAYMOVE 1
 #define CHPOX_MREMAP_FIXED 2
 
+/// O_TMPFILE (an unnamed file in a directory), which glibc's headers define only under
+/// _GNU_SOURCE.
+#define CHPOX_O_TMPFILE (020000000 | 0200000)
+_Static_assert(CHPOX_O_TMPFILE == (__O_TMPFILE), "O_TMPFILE");
 /// PR_SET_PDEATHSIG (linux/prctl.h): the signal a process gets when its parent dies.
 #define CHPOX_PR_SET_PDEATHSIG 1
 /// PR_SET_NAME (linux/prctl.h): a thread's name (comm), at most 16 bytes with the NUL.

@@ -51,6 +51,53 @@ extension LiveProcess {
             #expect(try Data(contentsOf: URL(fileURLWithPath: log)) == written, "the log is as the original left it")
         }
 
+        /// A deleted file is recreated without ever having a name: symlinks planted where the old
+        /// code created it (/tmp/chpox-restored-<pid>-<fd>, for the next few hundred pids) lead
+        /// nowhere, and the process finds its file's contents, still deleted.
+        @Test(
+            .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
+            .timeLimit(.minutes(2)))
+        func aDeletedFileIsRecreatedWithoutAName() throws {
+            let directory = try RestartTests.scratch("deleted")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import os, sys
+                    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+                    os.write(fd, b"secret contents")
+                    os.unlink(sys.argv[1])
+                    os.lseek(fd, 7, 0)
+                    print("ready", fd, flush=True)
+                    sys.stdin.readline()
+                    print(os.read(fd, 100), os.fstat(fd).st_nlink, flush=True)
+                    """,
+                    directory + "/scratch-file",
+                ])
+            #expect(try original.line() == "ready 3")
+            try RestartTests.checkpoint(original.pid, store: directory + "/store", name: "d")
+            RestartTests.end(original)
+
+            let victim = directory + "/victim"
+            #expect(FileManager.default.createFile(atPath: victim, contents: Data("untouched".utf8)))
+            let last =
+                Int(
+                    (try String(contentsOfFile: "/proc/sys/kernel/ns_last_pid", encoding: .utf8))
+                        .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+            let planted = (last + 1...last + 400).map { "/tmp/chpox-restored-\($0)-3" }
+            for path in planted {
+                try? FileManager.default.createSymbolicLink(atPath: path, withDestinationPath: victim)
+            }
+            defer { for path in planted { unlink(path) } }
+
+            let restarted = try RestartTests.restart(store: directory + "/store", name: "d", generation: 0)
+            #expect(try restarted.send("go") == "b'contents' 0")
+            #expect(try restarted.child.wait() == .exited(0))
+            #expect(try String(contentsOfFile: victim, encoding: .utf8) == "untouched")
+        }
+
         /// Processes whose executable is chpox's restore stub.
         static func stubs() -> Set<Int32> {
             RestartTests.started(since: [], running: ["chpox-restore-stub"])

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinux
 import Foundation
 import Syscall
 import Tracee
@@ -119,11 +120,31 @@ public struct DescriptorPhase: RestartPhase {
             try open(path, flags: flags, as: target, cloexec: cloexec, calls)
             if let offset { _ = try calls.result(of: .lseek, target, offset, SEEK_SET) }
         case .recreate(let contents, let flags, let offset):
-            let path = try recreate(contents, fd: target)
-            defer { try? FileDescriptor.currentDirectory.removeFile(path) }
-            try open(path, flags: flags, as: target, cloexec: cloexec, calls)
+            try recreate(contents, flags: flags, as: target, cloexec: cloexec, calls)
             _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
         }
+    }
+
+    /// A deleted file's saved contents in a new file that never has a name (O_TMPFILE in /tmp,
+    /// created by the stub): nothing at a guessable path is created, followed or truncated.
+    /// ld-chpox fills it through /proc/PID/fd/N; the stub then reopens it with the saved flags.
+    private func recreate(_ contents: Data, flags: Int32, as target: Int32, cloexec: Int32, _ calls: RemoteCalls) throws
+    {
+        let unnamed = try calls.withFrame { () throws(TraceeError) in
+            try calls.call(
+                .openat, AT_FDCWD, try calls.string("/tmp"), CHPOX_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600,
+                to: "create a file without a name for descriptor \(target)")
+        }
+        // The kernel may hand out `target` itself: then the reopened file replaces it there.
+        defer { if unnamed != Int(target) { _ = try? calls.result(of: .close, unnamed) } }
+        do throws(Errno) {
+            let file = try FileDescriptor.open("/proc/\(calls.pid)/fd/\(unnamed)", [.writeOnly])
+            defer { file.close() }
+            try [UInt8](contents).withRawBytes { (raw) throws(Errno) in try file.writeAll(raw, at: 0) }
+        } catch {
+            throw TraceeError.from(error, pid: calls.pid, "write the deleted file of descriptor \(target) of")
+        }
+        try open("/proc/self/fd/\(unnamed)", flags: flags, as: target, cloexec: cloexec, calls)
     }
 
     private func open(_ path: String, flags: Int32, as target: Int32, cloexec: Int32, _ calls: RemoteCalls) throws {
@@ -136,14 +157,5 @@ public struct DescriptorPhase: RestartPhase {
             try calls.call(.dup3, opened, target, cloexec, to: "set up descriptor \(target)")
             _ = try calls.result(of: .close, opened)
         }
-    }
-
-    /// A deleted file's saved contents in a new file (unlinked again once opened).
-    private func recreate(_ contents: Data, fd: Int32) throws -> String {
-        let path = "/tmp/chpox-restored-\(CurrentProcess.id)-\(fd)"
-        let file = try FileDescriptor.open(path, [.writeOnly, .create, .truncate, .closeOnExec])
-        defer { file.close() }
-        try [UInt8](contents).withRawBytes { (raw) throws(Errno) in try file.writeAll(raw) }
-        return path
     }
 }
