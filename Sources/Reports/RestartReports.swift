@@ -31,15 +31,27 @@ public enum RestartReports {
         var pages: Int
         var bytes: Int
         var processImage: Bool
+        var notRestored: [String]?
     }
 
     public static func checkJSON(
-        store: String, chain: String, generation: UInt64, pages: Int, bytes: Int, processImage: Bool
+        store: String, chain: String, generation: UInt64, pages: Int, bytes: Int, processImage: Bool,
+        notRestored: [String] = []
     ) -> String {
         StoreReports.json(
             Check(
                 store: store, chain: chain, generation: generation, pages: pages, bytes: bytes,
-                processImage: processImage))
+                processImage: processImage, notRestored: notRestored.isEmpty ? nil : notRestored))
+    }
+
+    /// `ld-chpox --check`'s text: what was rebuilt and verified, and what a restart runs without.
+    public static func checkText(
+        chain: String, generation: UInt64, pages: Int, bytes: Int, notRestored: [String]
+    ) -> String {
+        ([
+            "\(chain) generation \(generation): \(pages) pages (\(Format.bytes(Int64(bytes)))) rebuilt; every chunk verified"
+        ]
+            + notRestored.map { "not restored (skipped at the checkpoint): \($0)" }).joined(separator: "\n")
     }
 
     struct Core: Codable {

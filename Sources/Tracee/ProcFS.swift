@@ -105,6 +105,16 @@ public enum ProcFS {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// The processes whose parent is `pid` (every thread's /proc/PID/task/TID/children), sorted.
+    public static func children(_ pid: Int32) throws(TraceeError) -> [Int32] {
+        var result: [Int32] = []
+        for tid in try threads(pid) {
+            guard let bytes = try? bytes(pid, "task/\(tid)/children") else { continue }
+            result += String(decoding: bytes, as: UTF8.self).split(separator: " ").compactMap { Int32($0) }
+        }
+        return result.sorted()
+    }
+
     public static func threads(_ pid: Int32) throws(TraceeError) -> [Int32] {
         try numericEntries(pid, "task", "list threads of")
     }

@@ -61,9 +61,10 @@ struct LdChpox: ParsableCommand {
                 output.json
                     ? RestartReports.checkJSON(
                         store: store.path, chain: name, generation: target, pages: map.pages.count, bytes: bytes,
-                        processImage: image != nil)
-                    : "\(name) generation \(target): \(map.pages.count) pages (\(Format.bytes(Int64(bytes)))) rebuilt; "
-                        + "every chunk verified"
+                        processImage: image != nil, notRestored: image?.unsupported ?? [])
+                    : RestartReports.checkText(
+                        chain: name, generation: target, pages: map.pages.count, bytes: bytes,
+                        notRestored: image?.unsupported ?? [])
             )
         }
     }

@@ -229,6 +229,7 @@ public struct CheckDocument: Decodable {
     public var pages: Int
     public var bytes: Int
     public var processImage: Bool
+    public var notRestored: [String]?
 }
 
 /// chpox.core/1: `ld-chpox --core FILE --json`.

@@ -18,9 +18,9 @@ public enum CheckpointError: Error, Sendable, CustomStringConvertible {
         case .process(let error): return "\(error)"
         case .store(let error): return "\(error)"
         case .unsupportedDescriptors(let pid, let list):
-            return "pid \(pid) has descriptors a restart cannot recreate yet:\n  " + list.joined(separator: "\n  ")
-                + "\ncheckpoint it anyway with --skip-unsupported (they are recorded and `dumpinfo` lists them), "
-                + "or close them first"
+            return "pid \(pid) holds what a restart cannot recreate yet:\n  " + list.joined(separator: "\n  ")
+                + "\ncheckpoint it anyway with --skip-unsupported (they are recorded, `dumpinfo` lists them and a "
+                + "restart says what it runs without), or close or end them first"
         case .badImage(let generation, let reason):
             return "generation \(generation): unreadable process image: \(reason)"
         case .unencodableImage(let pid, let reason):

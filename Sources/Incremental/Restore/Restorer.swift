@@ -73,7 +73,9 @@ public final class Restorer {
             for phase in plan.processes[0].phases { try phase.run(in: session) }
             // The process is whole and every chunk of the generation was read and verified:
             // only now does the restart change anything outside it. It is still frozen.
-            let notices = try plan.preflight.rollBackWrittenFiles()
+            let notices =
+                try plan.preflight.rollBackWrittenFiles()
+                + plan.preflight.notRestored.map { "not restored (skipped at the checkpoint): \($0)" }
             return Outcome(
                 pid: child.pid, originalPid: image.pid, mappings: image.mappings.count,
                 pagesWritten: session.pagesWritten,

@@ -15,6 +15,10 @@ public struct Preflight: Sendable {
         self.generation = generation
     }
 
+    /// What the process held that the restart runs without (recorded at the checkpoint under
+    /// --skip-unsupported): said on every restart and by `ld-chpox --check`.
+    public var notRestored: [String] { image.unsupported }
+
     /// The files that will be cut back to their size at this generation, if they grew.
     public var writtenFiles: [(path: String, size: Int64)] {
         image.descriptors.compactMap { descriptor in
