@@ -48,10 +48,11 @@ public enum RestartReports {
     public static func checkText(
         chain: String, generation: UInt64, pages: Int, bytes: Int, notRestored: [String]
     ) -> String {
-        ([
-            "\(chain) generation \(generation): \(pages) pages (\(Format.bytes(Int64(bytes)))) rebuilt; every chunk verified"
-        ]
-            + notRestored.map { "not restored (skipped at the checkpoint): \($0)" }).joined(separator: "\n")
+        let rebuilt = "\(chain) generation \(generation): \(pages) pages (\(Format.bytes(Int64(bytes)))) rebuilt"
+        return
+            ([rebuilt + "; every chunk verified"]
+            + notRestored.map { "not restored (skipped at the checkpoint): \($0)" })
+            .joined(separator: "\n")
     }
 
     struct Core: Codable {
