@@ -27,14 +27,6 @@ public struct StoreOptions: ParsableArguments {
     }
 }
 
-/// `--json`, shared by every command that reports.
-public struct OutputOptions: ParsableArguments {
-    @Flag(name: .long, help: "Print JSON for scripts (each document names its schema, e.g. chpox.verify/1).")
-    public var json = false
-
-    public init() {}
-}
-
 /// Runs a command body, printing a store error as one line on stderr with a non-zero exit.
 public func reportingErrors(_ command: String, _ body: () throws -> Void) throws {
     do {

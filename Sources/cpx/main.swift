@@ -40,6 +40,14 @@ struct Cpx: ParsableCommand {
             The store: --store, else $CHPOX_STORE, else $XDG_STATE_HOME/chpox, else ~/.local/state/chpox (created \
             0700). cpx needs to ptrace the process: the same user (and /proc/sys/kernel/yama/ptrace_scope 0) or \
             CAP_SYS_PTRACE. chpox-inject must be installed beside cpx.
+
+            Examples: `cpx 4242` (one generation); `cpx --interval 60 --keep-last 24 4242` (a generation a minute, \
+            the newest 24 kept); `cpx --kill --name job 4242` (a last generation, then kill it: migration); \
+            `cpx --probe` (which trackers this kernel has).
+
+            Exit status: 0 when cpx ended as asked (every generation taken, the process exited, or SIGINT/SIGTERM \
+            after the generation in flight: the ending line says which); 1 on an error, said on stderr (the \
+            process runs on, and nothing half-written is left in the store); 64 for wrong arguments.
             """,
         subcommands: [Checkpoint.self, Track.self, GC.self, Rebase.self, RebuildIndex.self],
         defaultSubcommand: Checkpoint.self)
@@ -49,7 +57,14 @@ struct Checkpoint: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "checkpoint",
         abstract: "Checkpoint a live process (the default: `cpx PID` is `cpx checkpoint PID`; "
-            + "its options: `cpx checkpoint --help`).")
+            + "its options: `cpx checkpoint --help`).",
+        discussion: """
+            Examples: `cpx 4242`; `cpx --interval 5 --count 3 --json --name job 4242`; `cpx --skip-unsupported \
+            4242` (record what a restart cannot recreate instead of refusing).
+
+            Exit status: 0 when cpx ended as asked; 1 on an error, said on stderr (the process runs on); 64 for wrong \
+            arguments.
+            """)
 
     @Argument(help: "The process to checkpoint.")
     var pid: Int32?
@@ -81,7 +96,12 @@ struct Checkpoint: ParsableCommand {
     var skipUnsupported = false
     @Flag(name: .long, help: "Print which dirty-page trackers this kernel supports and which one `auto` picks.")
     var probe = false
-    @OptionGroup var output: OutputOptions
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Print JSON for scripts: one chpox.checkpoint/1 object per generation and an ending event; "
+                + "chpox.probe/1 with --probe."))
+    var json = false
 
     func validate() throws {
         if probe { return }
@@ -115,7 +135,7 @@ struct Checkpoint: ParsableCommand {
             let checkpointer = try Checkpointer(pid: pid, store: store, options: options)
             defer { checkpointer.stop() }
             let progress = ProgressLine("cpx \(chain)")
-            if !output.json {
+            if !json {
                 var shown = Int64(0)
                 checkpointer.progress = { generation, done, total in
                     // A redraw at most every 100 ms, and only on generations worth watching.
@@ -131,12 +151,12 @@ struct Checkpoint: ParsableCommand {
             let ending = try schedule.run(
                 checkpointer,
                 wait: { seconds in
-                    Self.wait(seconds, for: stopSignals, progress: output.json ? nil : progress)
+                    Self.wait(seconds, for: stopSignals, progress: json ? nil : progress)
                 },
                 report: { generation, collected in
                     progress.finish()
-                    print(output.json ? CheckpointReports.json(generation) : generation.text)
-                    if let collected, !collected.dropped.isEmpty, !output.json {
+                    print(json ? CheckpointReports.json(generation) : generation.text)
+                    if let collected, !collected.dropped.isEmpty, !json {
                         print(
                             "  gc: dropped \(collected.dropped.count) generation(s), "
                                 + "freed \(Format.bytes(collected.bytesFreed))"
@@ -144,7 +164,7 @@ struct Checkpoint: ParsableCommand {
                     }
                     fflush(nil)
                 })
-            if interval != nil || output.json { print(CheckpointReports.ending(ending, pid: pid, json: output.json)) }
+            if interval != nil || json { print(CheckpointReports.ending(ending, pid: pid, json: json)) }
         }
     }
 
@@ -187,7 +207,7 @@ struct Checkpoint: ParsableCommand {
 
     func printProbe() throws {
         let probe = TrackerProbe()
-        print(output.json ? ProbeReports.json(probe) : ProbeReports.text(probe))
+        print(json ? ProbeReports.json(probe) : ProbeReports.text(probe))
     }
 }
 
@@ -217,12 +237,18 @@ struct Track: ParsableCommand {
             nothing to compare with yet). The process is never changed: uffd-wp's userfaultfd is created by the \
             chpox-inject helper and leaves no descriptor behind; stopping cpx at any moment leaves the process \
             running.
+
+            Examples: `cpx track 4242` (a sample a second until it exits); `cpx track 4242 --tracker hash \
+            --count 5 --json`.
+
+            Exit status: 0 when the samples were taken or the process exited; 1 on an error; 64 for wrong arguments.
             """)
 
     @Argument(help: "The process to watch.")
     var pid: Int32
     @OptionGroup var trackerOption: TrackerOption
-    @OptionGroup var output: OutputOptions
+    @Flag(name: .long, help: "Print JSON for scripts: one chpox.track/1 line per sample and an ending event.")
+    var json = false
     @Option(name: .long, help: "Seconds between samples.")
     var interval: Double = 1
     @Option(
@@ -247,7 +273,7 @@ struct Track: ParsableCommand {
             do { sample = try monitor.sample(index) } catch {
                 if case .noSuchProcess = error, index > 0 {
                     print(
-                        output.json
+                        json
                             ? "{\"event\":\"exited\",\"pid\":\(pid),\"schema\":\"chpox.track/1\"}" : "pid \(pid) exited"
                     )
                     return
@@ -255,7 +281,7 @@ struct Track: ParsableCommand {
                 FileHandle.standardError.write(Data("cpx track: \(error)\n".utf8))
                 throw ExitCode.failure
             }
-            if output.json {
+            if json {
                 print(StoreReports.jsonLine(sample))
             } else {
                 print(sample.text)
@@ -274,10 +300,17 @@ struct GC: ParsableCommand {
             byte for byte, under the same number. The newest generation of a chain is always kept. Without a retention \
             option, gc only sweeps garbage left by interrupted writes. Safe while `cpx` writes into the same store: gc \
             waits for the generation in flight, and writers wait for gc at their next generation.
+
+            Examples: `cpx gc --keep-last 10 --dry-run` (what it would drop and free); `cpx gc --keep-within 7d \
+            --keep 0` (a week, and the first generation); `cpx gc` (sweep only).
+
+            Exit status: 0 when done (or planned, with --dry-run); 1 on an error (nothing is dropped then); 64 for \
+            wrong arguments.
             """)
 
     @OptionGroup var storeOptions: StoreOptions
-    @OptionGroup var output: OutputOptions
+    @Flag(name: .long, help: "Print JSON for scripts (chpox.gc/1).")
+    var json = false
     @Option(name: .long, help: "Apply retention to this chain only (default: every chain).")
     var name: String?
     @Option(name: .long, help: "Keep the newest N generations.")
@@ -311,7 +344,7 @@ struct GC: ParsableCommand {
                 keep: Set(keep), chains: name.map { [$0] })
             if let name { _ = try store.chain(name) }
             let report = try store.collectGarbage(policy, dryRun: dryRun, repackThreshold: repackThreshold)
-            print(output.json ? StoreReports.gcJSON(report, store: store.path) : StoreReports.gcText(report))
+            print(json ? StoreReports.gcJSON(report, store: store.path) : StoreReports.gcText(report))
         }
     }
 }
@@ -319,10 +352,18 @@ struct GC: ParsableCommand {
 struct Rebase: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Store a generation's whole page map, so it and later ones rebuild without older generations.",
-        discussion: "Older generations stay; `cpx gc --keep-last` can then drop them cheaply.")
+        discussion: """
+            Older generations stay; `cpx gc --keep-last` can then drop them cheaply.
+
+            Examples: `cpx rebase` (the store's only chain, its newest generation); `cpx rebase --name job \
+            --generation 40`.
+
+            Exit status: 0 when the generation is full; 1 on an error (the chain is unchanged); 64 for wrong arguments.
+            """)
 
     @OptionGroup var storeOptions: StoreOptions
-    @OptionGroup var output: OutputOptions
+    @Flag(name: .long, help: "Print JSON for scripts (chpox.rebase/1).")
+    var json = false
     @Option(name: .long, help: "The chain (default: the store's only chain).")
     var name: String?
     @Option(name: .long, help: "The generation to make full (default: the oldest).")
@@ -336,7 +377,7 @@ struct Rebase: ParsableCommand {
             guard let target = generation ?? chain.entries.first?.generation else { throw StoreError.noSuchChain(name) }
             let entry = try store.rebase(chain: name, generation: target)
             print(
-                output.json
+                json
                     ? StoreReports.rebaseJSON(entry, chain: name, store: store.path)
                     : "\(name) generation \(entry.generation) is now full (manifest \(entry.manifest.short))")
         }
@@ -346,16 +387,25 @@ struct Rebase: ParsableCommand {
 struct RebuildIndex: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rebuild-index",
-        abstract: "Rebuild the chunk index from the packs alone (after index damage).")
+        abstract: "Rebuild the chunk index from the packs alone (after index damage).",
+        discussion: """
+            Reads every pack's trailer and replaces the index with what they list; a pack whose trailer is damaged \
+            is reported and left out. Run it when `dumpinfo --verify` names the index as damaged.
+
+            Example: `cpx rebuild-index --store /srv/chpox`.
+
+            Exit status: 0 when the index was rebuilt (skipped packs are listed); 1 on an error.
+            """)
 
     @OptionGroup var storeOptions: StoreOptions
-    @OptionGroup var output: OutputOptions
+    @Flag(name: .long, help: "Print JSON for scripts (chpox.rebuild-index/1).")
+    var json = false
 
     func run() throws {
         try reportingErrors("cpx rebuild-index") {
             let store = try storeOptions.open()
             let result = try store.rebuildIndex()
-            if output.json {
+            if json {
                 print(
                     StoreReports.rebuildIndexJSON(
                         chunks: result.chunks, packs: result.packs, skipped: result.skipped, store: store.path))

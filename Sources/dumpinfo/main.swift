@@ -11,7 +11,7 @@ struct DumpInfo: ParsableCommand {
         commandName: "dumpinfo",
         abstract: "Show, compare and verify what a chpox store holds.",
         discussion: """
-            Exactly one of --chain, --generation, --diff, --verify or --stats.
+            Exactly one of --chain, --generation, --diff, --verify or --stats. Examples:
 
               dumpinfo --chain                    every generation of every chain
               dumpinfo --generation 7 --maps      the process at generation 7 and its memory map
@@ -25,7 +25,12 @@ struct DumpInfo: ParsableCommand {
             """)
 
     @OptionGroup var storeOptions: StoreOptions
-    @OptionGroup var output: OutputOptions
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Print JSON for scripts: chpox.chain/1 (--chain), chpox.generation/1, chpox.diff/1, chpox.verify/1, "
+                + "chpox.stats/1."))
+    var json = false
     @Flag(
         name: .long,
         help: ArgumentHelp(
@@ -82,30 +87,30 @@ struct DumpInfo: ParsableCommand {
             let store = try storeOptions.open()
             if chain {
                 let rows = try StoreReports.generationRows(store, chains: name.map { [$0] } ?? store.chainNames())
-                print(output.json ? StoreReports.chainJSON(rows, store: store.path) : StoreReports.chainTable(rows))
+                print(json ? StoreReports.chainJSON(rows, store: store.path) : StoreReports.chainTable(rows))
             } else if let generation {
                 let detail = try GenerationDetail.load(
                     store, chain: try store.chainName(name), generation: UInt64(generation))
                 print(
-                    output.json
+                    json
                         ? GenerationReports.json(detail, store: store.path)
                         : GenerationReports.text(detail, regs: regs, maps: maps))
             } else if diff.count == 2 {
                 let changes = try GenerationDiff.load(
                     store, chain: try store.chainName(name), from: diff[0], to: diff[1])
-                print(output.json ? DiffReports.json(changes, store: store.path) : DiffReports.text(changes))
+                print(json ? DiffReports.json(changes, store: store.path) : DiffReports.text(changes))
             } else if verify {
                 let progress = ProgressLine(deep ? "verifying packs (decompress and rehash)" : "reading pack trailers")
                 let report = try store.verify(deep: deep, progress: progress.update)
                 progress.finish()
                 print(
-                    output.json
+                    json
                         ? StoreReports.verifyJSON(report, store: store.path)
                         : StoreReports.verifyText(report, store: store.path))
                 if !report.isClean { throw ExitCode.failure }
             } else {
                 let statistics = try StoreReports.statistics(store)
-                print(output.json ? StoreReports.statisticsJSON(statistics) : StoreReports.statisticsText(statistics))
+                print(json ? StoreReports.statisticsJSON(statistics) : StoreReports.statisticsText(statistics))
             }
         }
     }

@@ -24,10 +24,22 @@ struct LdChpox: ParsableCommand {
             --check rebuilds the generation, verifies every chunk and says what a restart would refuse. --core FILE \
             writes the generation as an ELF core file that `gdb EXECUTABLE FILE` opens with the process's threads, \
             registers and memory as they were. ld-chpox needs chpox-restore-stub beside it.
+
+            Examples: `ld-chpox --generation 3`; `ld-chpox --name job --wait` (stay its parent); `ld-chpox --check \
+            --generation 3`; `ld-chpox --core job.core` then `gdb EXECUTABLE job.core`.
+
+            Exit status: 0 when the process was restarted (or --check or --core succeeded); with --wait, the \
+            process's own exit status (128 + N when signal N ended it); 1 when ld-chpox refused or failed, said on \
+            stderr (nothing was started and no file changed); 64 for wrong arguments.
             """)
 
     @OptionGroup var storeOptions: StoreOptions
-    @OptionGroup var output: OutputOptions
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Print JSON for scripts: chpox.restart/1 (printed before the process's own output with --wait), "
+                + "chpox.check/1 with --check, chpox.core/1 with --core."))
+    var json = false
     @Option(name: .long, help: "The chain (the process's name in the store; needed when the store holds several).")
     var name: String?
     @Option(name: .long, help: "The generation (default: the newest).")
@@ -58,7 +70,7 @@ struct LdChpox: ParsableCommand {
             var bytes = 0
             try store.reader().readPages(map) { _, page in bytes += page.count }
             print(
-                output.json
+                json
                     ? RestartReports.checkJSON(
                         store: store.path, chain: name, generation: target, pages: map.pages.count, bytes: bytes,
                         processImage: image != nil, notRestored: image?.unsupported ?? [])
@@ -76,7 +88,7 @@ struct LdChpox: ParsableCommand {
             let restorer = try Restorer.load(store, chain: name, generation: generation)
             let summary = try CoreFile.write(restorer.image, map: restorer.map, store: restorer.store, to: path)
             print(
-                output.json
+                json
                     ? RestartReports.coreJSON(
                         summary, chain: name, generation: restorer.generation, file: path,
                         executable: restorer.image.executable)
@@ -105,7 +117,7 @@ struct LdChpox: ParsableCommand {
                     "ld-chpox: \(name) generation \(restorer.generation) restarted as pid \(outcome.pid)\(notice)\n"
                         .utf8))
             // With --wait the process shares this stdout: the document comes first, its output after.
-            if output.json {
+            if json {
                 print(RestartReports.restartJSON(outcome, chain: name, generation: restorer.generation))
                 fflush(nil)  // every stream: the document must precede the process's output
             }
@@ -114,7 +126,7 @@ struct LdChpox: ParsableCommand {
                 case .exited(let code): status = code
                 case .signalled(let signal): status = 128 + signal
                 }
-            } else if !output.json {
+            } else if !json {
                 print(outcome.pid)
             }
         }

@@ -101,3 +101,30 @@ import Testing
         #expect(run.errors.contains("--keep-within takes a number and a unit"))
     }
 }
+
+/// Every command's help says its exit statuses, gives examples, and names the JSON schema its
+/// own --json prints (not another command's).
+@Suite struct HelpTests {
+    @Test func everyCommandsHelpSaysItsExitStatusExamplesAndItsOwnSchemas() throws {
+        let cases: [([String], [String])] = [
+            (["cpx"], []),
+            (["cpx", "checkpoint"], ["chpox.checkpoint/1", "chpox.probe/1"]),
+            (["cpx", "track"], ["chpox.track/1"]),
+            (["cpx", "gc"], ["chpox.gc/1"]),
+            (["cpx", "rebase"], ["chpox.rebase/1"]),
+            (["cpx", "rebuild-index"], ["chpox.rebuild-index/1"]),
+            (["ld-chpox"], ["chpox.restart/1", "chpox.check/1", "chpox.core/1"]),
+            (["dumpinfo"], ["chpox.chain/1", "chpox.generation/1", "chpox.diff/1", "chpox.verify/1", "chpox.stats/1"]),
+        ]
+        for (command, schemas) in cases {
+            let run = try TestTools.run(command[0], Array(command.dropFirst()) + ["--help"])
+            #expect(run.status == 0, "\(command)")
+            // Words a line break fell between read as one space.
+            let text = run.output.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+            #expect(text.contains("Exit status"), "\(command)")
+            #expect(text.contains("Example"), "\(command)")
+            for schema in schemas { #expect(text.contains(schema), "\(command): \(schema)") }
+            #expect(!text.contains("e.g. chpox.verify/1"), "\(command)")
+        }
+    }
+}
