@@ -78,13 +78,28 @@ public enum ProcFS {
     }
 
     /// The soft and hard limit of `resource` (RLIMIT_*) of the process (prlimit(2)).
-    public static func limit(_ pid: Int32, _ resource: Int32) throws(TraceeError) -> (soft: UInt64, hard: UInt64) {
-        do {
-            let limit = try ResourceLimit.of(pid, resource)
-            return (limit.soft, limit.hard)
-        } catch {
-            throw .from(error, pid: pid, "read resource limit \(resource) of")
+    /// Every resource limit of the process, by RLIMIT_* number, from /proc/PID/limits: read
+    /// with the access /proc gives, where prlimit(2) on another user's process would need
+    /// CAP_SYS_RESOURCE (which root does not always hold).
+    public static func limits(_ pid: Int32) throws(TraceeError) -> [(soft: UInt64, hard: UInt64)] {
+        let text = String(decoding: try bytes(pid, "limits"), as: UTF8.self)
+        // The kernel prints "%-25s %-20s %-20s %-10s": the name, then soft and hard limits in
+        // fixed columns, "unlimited" for RLIM_INFINITY; one line per resource, in number order.
+        var result: [(soft: UInt64, hard: UInt64)] = []
+        for line in text.split(separator: "\n").dropFirst() {
+            let characters = Array(line)
+            guard characters.count >= 67 else { throw .malformed(file: "/proc/\(pid)/limits", reason: "short line '\(line)'") }
+            func value(_ range: Range<Int>) throws(TraceeError) -> UInt64 {
+                let word = characters[range].split(separator: " ").first.map { String($0) } ?? ""
+                if word == "unlimited" { return UInt64.max }
+                guard let number = UInt64(word) else {
+                    throw .malformed(file: "/proc/\(pid)/limits", reason: "unreadable limit '\(word)' in '\(line)'")
+                }
+                return number
+            }
+            result.append((try value(26..<47), try value(47..<min(68, characters.count))))
         }
+        return result
     }
 
     static func keyValues(_ text: String) -> [String: String] {

@@ -22,8 +22,8 @@ import Testing
         #expect(process.parent == nil)
         #expect(
             process.phases.map(\.name) == [
-                "memory layout", "page fill", "descriptors", "mm fields", "threads",
-                "signals and timers", "limits and credentials", "registers",
+                "file access", "memory layout", "page fill", "descriptors", "mm fields", "threads",
+                "signals and timers", "limits and credentials", "files written", "registers",
             ])
         #expect(plan.steps.first == "process 1001")
         #expect(plan.steps.contains("    clone thread 1002, tid address 0x7f0000001010, alternate signal stack"))
@@ -73,8 +73,8 @@ import Testing
             ])
         #expect(descriptors.workingDirectory == "/srv")
         #expect(descriptors.umask == 0o022)
-        #expect(plan.preflight.writtenFiles.map(\.path) == ["/var/log/fixture.log"])
-        #expect(plan.preflight.writtenFiles.map(\.size) == [4096])
+        let written = try #require(plan.processes[0].phase(WrittenFilesPhase.self))
+        #expect(written.files == [.init(fd: 1, path: "/var/log/fixture.log", size: 4096)])
 
         // Terminals and pipes: stdio at 0-2 stays ld-chpox's, a terminal elsewhere is its stdout.
         var terminal = image.descriptors[2]

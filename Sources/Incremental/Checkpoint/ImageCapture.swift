@@ -144,12 +144,13 @@ enum ImageCapture {
     ]
 
     static func limits(_ pid: Int32) throws(TraceeError) -> [ProcessImage.ResourceLimit] {
-        var result: [ProcessImage.ResourceLimit] = []
-        for (resource, name) in resourceNames.enumerated() {
-            let limit = try ProcFS.limit(pid, Int32(resource))
-            result.append(.init(resource: Int32(resource), name: name, soft: limit.soft, hard: limit.hard))
+        let limits = try ProcFS.limits(pid)
+        guard limits.count >= resourceNames.count else {
+            throw .malformed(file: "/proc/\(pid)/limits", reason: "\(limits.count) limits, not \(resourceNames.count)")
         }
-        return result
+        return resourceNames.enumerated().map { resource, name in
+            .init(resource: Int32(resource), name: name, soft: limits[resource].soft, hard: limits[resource].hard)
+        }
     }
 
     /// The descriptor table, and a line for each descriptor a restart cannot recreate.

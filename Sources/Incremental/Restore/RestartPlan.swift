@@ -45,6 +45,7 @@ public struct ProcessPlan: Sendable {
         pid = image.pid
         self.parent = parent
         phases = [
+            FileAccessPhase(image: image),
             MemoryLayoutPhase(image: image),
             PageFillPhase(image: image),
             DescriptorPhase(image: image),
@@ -52,6 +53,7 @@ public struct ProcessPlan: Sendable {
             ThreadPhase(image: image),
             SignalPhase(image: image),
             CredentialsPhase(image: image),
+            WrittenFilesPhase(image: image),
             RegistersPhase(image: image),
         ]
     }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Store
 import Syscall
 import Tracee
@@ -19,6 +22,8 @@ public final class RestartSession {
     /// Each saved thread id and the thread that is it now (the main thread is the stub's pid;
     /// `ThreadPhase` adds the others as it creates them, with new ids where the saved are taken).
     public internal(set) var threadIDs: [Int32: Int32] = [:]
+    /// What the restart changed outside the process (files cut back), for the user.
+    public internal(set) var notices: [String] = []
     /// Pages written by the page fill.
     public internal(set) var pagesWritten = 0
 
@@ -44,5 +49,24 @@ public final class RestartSession {
         trampoline = (address, size)
         process.useSyscallInstruction(at: address)
         calls = RemoteCalls(process, scratch: scratch, purpose: "restart")
+    }
+}
+
+extension RemoteCalls {
+    /// Opens, inside the stub, a path the image recorded as a regular file or directory (as
+    /// /proc resolved it: no symlink in it then), never following a symlink in its last
+    /// component: one there now was put there after the checkpoint.
+    func openRecorded(_ path: String, flags: Int32, to what: String) throws(TraceeError) -> Int {
+        try withFrame { () throws(TraceeError) -> Int in
+            let fd = try result(of: .openat, AT_FDCWD, try string(path), flags | O_NOFOLLOW, 0)
+            if fd == -Int(ELOOP) {
+                throw TraceeError.unsupported(
+                    pid: pid,
+                    reason: "cannot \(what): \(path) is a symbolic link now, where this generation had a file; "
+                        + "a restart does not follow it (put the file back, or remove the link)")
+            }
+            try check(fd, what)
+            return fd
+        }
     }
 }

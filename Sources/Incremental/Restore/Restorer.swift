@@ -59,8 +59,8 @@ public final class Restorer {
     /// Throws the reason a restart would be refused now (`Preflight`).
     public func check() throws(CheckpointError) { try plan.preflight.check() }
 
-    /// Starts the stub, rebuilds the process in it, cuts back the files it was writing and lets
-    /// it run. A failure at any step kills the stub and leaves every file as it was.
+    /// Starts the stub, rebuilds the process in it and lets it run. A failure at any step kills
+    /// the stub and leaves every file as it was (files are cut back only by the last phases).
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
         let plan = self.plan
         try plan.preflight.check()
@@ -71,11 +71,8 @@ public final class Restorer {
                 stub: child.pid, image: image, store: store, map: map, generation: generation)
             defer { session.process.thaw() }
             for phase in plan.processes[0].phases { try phase.run(in: session) }
-            // The process is whole and every chunk of the generation was read and verified:
-            // only now does the restart change anything outside it. It is still frozen.
             let notices =
-                try plan.preflight.rollBackWrittenFiles()
-                + plan.preflight.notRestored.map { "not restored (skipped at the checkpoint): \($0)" }
+                session.notices + plan.preflight.notRestored.map { "not restored (skipped at the checkpoint): \($0)" }
             return Outcome(
                 pid: child.pid, originalPid: image.pid, mappings: image.mappings.count,
                 pagesWritten: session.pagesWritten,

@@ -56,6 +56,12 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let setresuid = SystemCall(CHPOX_SYS_setresuid)
     /// The corresponding C constant is SYS_setresgid.
     public static let setresgid = SystemCall(CHPOX_SYS_setresgid)
+    /// The corresponding C constant is SYS_setfsuid.
+    public static let setfsuid = SystemCall(CHPOX_SYS_setfsuid)
+    /// The corresponding C constant is SYS_setfsgid.
+    public static let setfsgid = SystemCall(CHPOX_SYS_setfsgid)
+    /// The corresponding C constant is SYS_ftruncate.
+    public static let ftruncate = SystemCall(CHPOX_SYS_ftruncate)
     /// The corresponding C constant is SYS_setgroups.
     public static let setgroups = SystemCall(CHPOX_SYS_setgroups)
 }

@@ -24,7 +24,9 @@ public struct CredentialsPhase: RestartPhase {
     }
 
     /// Whether a restart by `uid` sets the ids: only root does, and only to ones not all root's.
-    public func changesIds(asUser uid: UInt32) -> Bool {
+    public func changesIds(asUser uid: UInt32) -> Bool { Self.changesIds(credentials, asUser: uid) }
+
+    static func changesIds(_ credentials: ProcessImage.Credentials, asUser uid: UInt32) -> Bool {
         uid == 0 && (credentials.user.all + credentials.group.all).contains { $0 != 0 }
     }
 

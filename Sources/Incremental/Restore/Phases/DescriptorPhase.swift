@@ -144,15 +144,21 @@ public struct DescriptorPhase: RestartPhase {
         } catch {
             throw TraceeError.from(error, pid: calls.pid, "write the deleted file of descriptor \(target) of")
         }
-        try open("/proc/self/fd/\(unnamed)", flags: flags, as: target, cloexec: cloexec, calls)
+        try open("/proc/self/fd/\(unnamed)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
     }
 
-    private func open(_ path: String, flags: Int32, as target: Int32, cloexec: Int32, _ calls: RemoteCalls) throws {
-        let opened = try calls.withFrame { () throws(TraceeError) in
-            try calls.call(
-                .openat, AT_FDCWD, try calls.string(path), flags | cloexec, 0,
-                to: "reopen \(path) as descriptor \(target)")
-        }
+    /// Opens `path` with `flags` at descriptor `target`; a `recorded` path (a file or directory
+    /// of the image) is never followed through a symlink in its last component.
+    private func open(
+        _ path: String, flags: Int32, as target: Int32, cloexec: Int32, recorded: Bool = true, _ calls: RemoteCalls
+    ) throws {
+        let what = "reopen \(path) as descriptor \(target)"
+        let opened =
+            recorded
+            ? try calls.openRecorded(path, flags: flags | cloexec, to: what)
+            : try calls.withFrame { () throws(TraceeError) in
+                try calls.call(.openat, AT_FDCWD, try calls.string(path), flags | cloexec, 0, to: what)
+            }
         if opened != target {
             try calls.call(.dup3, opened, target, cloexec, to: "set up descriptor \(target)")
             _ = try calls.result(of: .close, opened)

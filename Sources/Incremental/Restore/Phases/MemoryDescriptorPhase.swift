@@ -27,9 +27,8 @@ public struct MemoryDescriptorPhase: RestartPhase {
         let calls = session.calls
         let space = addressSpace
         try calls.withFrame { () throws(TraceeError) in
-            let exe = try calls.call(
-                .openat, AT_FDCWD, try calls.string(executable), O_RDONLY | O_CLOEXEC, 0,
-                to: "open the executable \(executable)")
+            let exe = try calls.openRecorded(
+                executable, flags: O_RDONLY | O_CLOEXEC, to: "open the executable \(executable)")
             defer { _ = try? calls.result(of: .close, exe) }
             let auxv = try calls.words(space.auxv)
             let layout = chpox_prctl_mm_map(

@@ -4,8 +4,8 @@ import Tracee
 /// What is checked before a stub is started, so that a restart that cannot succeed is refused
 /// with a reason and changes nothing: the files mapped still there and long enough, the files
 /// being written not shorter than they were, who may restart the image, the kernel's vDSO the
-/// same size. Then the one change made outside the process, once every phase has succeeded:
-/// files it was writing that grew since the generation are cut back (`rollBackWrittenFiles`).
+/// same size. (The one change a restart makes outside the process, cutting back files it was
+/// writing, is `WrittenFilesPhase`'s, after every other phase.)
 public struct Preflight: Sendable {
     public let image: ProcessImage
     public let generation: UInt64
@@ -18,14 +18,6 @@ public struct Preflight: Sendable {
     /// What the process held that the restart runs without (recorded at the checkpoint under
     /// --skip-unsupported): said on every restart and by `ld-chpox --check`.
     public var notRestored: [String] { image.unsupported }
-
-    /// The files that will be cut back to their size at this generation, if they grew.
-    public var writtenFiles: [(path: String, size: Int64)] {
-        image.descriptors.compactMap { descriptor in
-            guard descriptor.kind == .file, let size = descriptor.size else { return nil }
-            return (descriptor.target, size)
-        }
-    }
 
     private func refuse(_ reason: String) -> CheckpointError { .cannotRestart(generation: generation, reason: reason) }
 
@@ -78,21 +70,6 @@ public struct Preflight: Sendable {
                 )
             }
         }
-    }
-
-    /// Files the process was writing that grew since this generation: cut back to their size
-    /// then, so that the process goes on writing where it was. Returns what was cut.
-    public func rollBackWrittenFiles() throws(CheckpointError) -> [String] {
-        var notices: [String] = []
-        for (path, size) in writtenFiles {
-            guard let status = Self.status(path), status.size > size else { continue }
-            do throws(Errno) { try FileDescriptor.setSize(ofFileAt: path, to: size) } catch {
-                throw refuse("\(path) grew since (\(status.size) bytes, was \(size)) and cannot be cut back: \(error)")
-            }
-            notices.append(
-                "\(path): cut back from \(status.size) to \(size) bytes, its size at generation \(generation)")
-        }
-        return notices
     }
 
     /// What stat(2) says of `path`, through symlinks; nil when it cannot be reached.

@@ -1,0 +1,108 @@
+import Foundation
+import Incremental
+import Syscall
+import TestTools
+import TrackerTestSupport
+import Testing
+import Tracee
+
+extension LiveProcess {
+    /// Root restarting an ordinary user's image gives the process nothing that user could not
+    /// reach: every path is opened with the user's filesystem ids and groups, and a symlink
+    /// planted where the image had a file is not followed (threat model: docs/threat-model.md).
+    @Suite struct PrivilegeTests {
+        static let user: UInt32 = 65534  // nobody
+        static var canRun: Bool { getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") }
+
+        /// A Python process of `user` in `directory` holding home/a.log open for appending and
+        /// home/b.txt for reading.
+        static func userProcess(in directory: String) throws -> WorkloadProcess {
+            try WorkloadProcess(
+                executable: "/usr/bin/setpriv",
+                arguments: [
+                    "--reuid", "\(user)", "--regid", "\(user)", "--clear-groups", "/bin/sh", "-c",
+                    "cd \"$0\" && exec /usr/bin/python3 -c \"$1\"", directory,
+                    """
+                    import os, sys
+                    log = open("home/a.log", "a", buffering=1)
+                    text = open("home/b.txt")
+                    print("ready", flush=True)
+                    for line in sys.stdin:
+                        if line.strip() == "grow":
+                            log.write("more\\n")
+                            print("grown", flush=True)
+                        else:
+                            log.write("written by the restarted process\\n")
+                            text.seek(0)
+                            print("read", repr(text.read()), os.getuid(), flush=True)
+                    """,
+                ])
+        }
+
+        static func write(_ text: String, to path: String, owner: UInt32, mode: mode_t) throws {
+            #expect(FileManager.default.createFile(atPath: path, contents: Data(text.utf8)))
+            #expect(chown(path, owner, owner) == 0)
+            #expect(chmod(path, mode) == 0)
+        }
+
+        static func contents(_ path: String) throws -> String { try String(contentsOfFile: path, encoding: .utf8) }
+
+        @Test(.enabled(if: canRun, "needs root and setpriv to run a process as another user"), .timeLimit(.minutes(2)))
+        func plantedSymlinksLeadNowhere() throws {
+            let directory = "/tmp/chpox-privilege-\(getpid())"
+            try? FileManager.default.removeItem(atPath: directory)
+            try FileManager.default.createDirectory(
+                atPath: directory + "/home", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            #expect(chown(directory + "/home", Self.user, Self.user) == 0)
+            try Self.write("log\n", to: directory + "/home/a.log", owner: Self.user, mode: 0o644)
+            try Self.write("user text", to: directory + "/home/b.txt", owner: Self.user, mode: 0o644)
+            // Root's: a system file anyone may read, and a secret only root may.
+            try Self.write("system\n", to: directory + "/system", owner: 0, mode: 0o644)
+            try Self.write("secret", to: directory + "/secret", owner: 0, mode: 0o600)
+            let store = directory + "/store"
+
+            let original = try Self.userProcess(in: directory)
+            #expect(try original.line() == "ready")
+            try RestartTests.checkpoint(original.pid, store: store, name: "user")
+            #expect(try original.send("grow") == "grown")
+            RestartTests.end(original)
+
+            // Control: with the user's files in place, root's restart runs as the user and cuts
+            // the log back.
+            let control = try RestartTests.restart(store: store, name: "user", generation: 0)
+            #expect(try control.send("go") == "read 'user text' \(Self.user)")
+            #expect(try Self.contents(directory + "/home/a.log") == "log\nwritten by the restarted process\n")
+            RestartTests.end(control)
+            if let pid = RestartTests.started(since: [], running: ["python3"]).first(where: {
+                (try? ProcFS.status($0).userIDs.first) == Self.user
+            }) {
+                kill(pid, SIGKILL)
+            }
+            usleep(200_000)
+
+            // The user swaps its files for symlinks to root's.
+            unlink(directory + "/home/a.log")
+            unlink(directory + "/home/b.txt")
+            try FileManager.default.createSymbolicLink(atPath: directory + "/home/a.log", withDestinationPath: "../system")
+            try FileManager.default.createSymbolicLink(atPath: directory + "/home/b.txt", withDestinationPath: "../secret")
+            var run = try TestTools.run("ld-chpox", ["--store", store, "--name", "user"])
+            #expect(run.status != 0, "\(run.output)")
+            #expect(run.errors.contains("is a symbolic link now"), "\(run.errors)")
+            #expect(try Self.contents(directory + "/system") == "system\n")
+
+            // ... or its directory for a symlink to root's: reached with the user's access, the
+            // secret is out of reach.
+            try FileManager.default.moveItem(atPath: directory + "/home", toPath: directory + "/home.old")
+            try FileManager.default.createDirectory(
+                atPath: directory + "/root-only", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            try Self.write("root log\n", to: directory + "/root-only/a.log", owner: 0, mode: 0o644)
+            try Self.write("secret", to: directory + "/root-only/b.txt", owner: 0, mode: 0o600)
+            try FileManager.default.createSymbolicLink(atPath: directory + "/home", withDestinationPath: "root-only")
+            run = try TestTools.run("ld-chpox", ["--store", store, "--name", "user"])
+            #expect(run.status != 0, "\(run.output)")
+            #expect(run.errors.contains("ermission denied"), "\(run.errors)")
+            #expect(try Self.contents(directory + "/root-only/a.log") == "root log\n")
+        }
+    }
+}
