@@ -88,7 +88,9 @@ public enum ProcFS {
         var result: [(soft: UInt64, hard: UInt64)] = []
         for line in text.split(separator: "\n").dropFirst() {
             let characters = Array(line)
-            guard characters.count >= 67 else { throw .malformed(file: "/proc/\(pid)/limits", reason: "short line '\(line)'") }
+            guard characters.count >= 67 else {
+                throw .malformed(file: "/proc/\(pid)/limits", reason: "short line '\(line)'")
+            }
             func value(_ range: Range<Int>) throws(TraceeError) -> UInt64 {
                 let word = characters[range].split(separator: " ").first.map { String($0) } ?? ""
                 if word == "unlimited" { return UInt64.max }

@@ -84,8 +84,10 @@ extension LiveProcess {
             // The user swaps its files for symlinks to root's.
             unlink(directory + "/home/a.log")
             unlink(directory + "/home/b.txt")
-            try FileManager.default.createSymbolicLink(atPath: directory + "/home/a.log", withDestinationPath: "../system")
-            try FileManager.default.createSymbolicLink(atPath: directory + "/home/b.txt", withDestinationPath: "../secret")
+            try FileManager.default.createSymbolicLink(
+                atPath: directory + "/home/a.log", withDestinationPath: "../system")
+            try FileManager.default.createSymbolicLink(
+                atPath: directory + "/home/b.txt", withDestinationPath: "../secret")
             var run = try TestTools.run("ld-chpox", ["--store", store, "--name", "user"])
             #expect(run.status != 0, "\(run.output)")
             #expect(run.errors.contains("is a symbolic link now"), "\(run.errors)")
@@ -95,7 +97,8 @@ extension LiveProcess {
             // secret is out of reach.
             try FileManager.default.moveItem(atPath: directory + "/home", toPath: directory + "/home.old")
             try FileManager.default.createDirectory(
-                atPath: directory + "/root-only", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+                atPath: directory + "/root-only", withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o755])
             try Self.write("root log\n", to: directory + "/root-only/a.log", owner: 0, mode: 0o644)
             try Self.write("secret", to: directory + "/root-only/b.txt", owner: 0, mode: 0o600)
             try FileManager.default.createSymbolicLink(atPath: directory + "/home", withDestinationPath: "root-only")

@@ -13,8 +13,10 @@ public struct FileAccessPhase: RestartPhase {
     public var name: String { "file access" }
     public var steps: [String] {
         guard CredentialsPhase.changesIds(credentials, asUser: 0) else { return ["as ld-chpox's own user"] }
-        return ["groups \(credentials.groups), filesystem gid \(credentials.group.filesystem), "
-            + "filesystem uid \(credentials.user.filesystem), before any path is opened"]
+        return [
+            "groups \(credentials.groups), filesystem gid \(credentials.group.filesystem), "
+                + "filesystem uid \(credentials.user.filesystem), before any path is opened"
+        ]
     }
 
     public init(image: ProcessImage) { credentials = image.credentials }
@@ -34,7 +36,8 @@ public struct FileAccessPhase: RestartPhase {
         let status = try ProcFS.status(session.pid)
         guard status.userIDs.last == ids.user.filesystem, status.groupIDs.last == ids.group.filesystem else {
             throw TraceeError.unsupported(
-                pid: session.pid, reason: "the stub did not take filesystem ids \(ids.user.filesystem)/\(ids.group.filesystem)")
+                pid: session.pid,
+                reason: "the stub did not take filesystem ids \(ids.user.filesystem)/\(ids.group.filesystem)")
         }
     }
 }

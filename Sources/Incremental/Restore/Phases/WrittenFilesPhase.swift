@@ -46,8 +46,8 @@ public struct WrittenFilesPhase: RestartPhase {
             try session.calls.call(
                 .ftruncate, file.fd, file.size,
                 to: "cut \(file.path) back from \(now.size) to \(file.size) bytes (descriptor \(file.fd))")
-            session.notices.append(
-                "\(file.path): cut back from \(now.size) to \(file.size) bytes, its size at generation \(session.generation)")
+            let cut = "\(file.path): cut back from \(now.size) to \(file.size) bytes"
+            session.notices.append(cut + ", its size at generation \(session.generation)")
         }
     }
 }
