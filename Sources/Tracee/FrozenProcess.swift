@@ -59,6 +59,16 @@ public final class FrozenProcess {
     /// Why `pid` cannot be stopped by this process: it is this process, or one of its
     /// ancestors (nil when it is neither). Checked before anything traces it.
     public static func refusal(toStop pid: Int32) -> String? {
+        if let stat = try? ProcFS.stat(pid), stat.isKernelThread {
+            return "it is a kernel thread (\(stat.command)), which has no user memory to checkpoint"
+        }
+        if let thread = try? ProcFS.status(pid).tracer, thread != 0 {
+            // TracerPid names the tracing thread: say its process.
+            let tracer = (try? ProcFS.status(thread)["Tgid"]).flatMap { Int32($0) } ?? thread
+            let name = (try? ProcFS.stat(tracer).command) ?? "?"
+            return "it is already traced by pid \(tracer) (\(name)): a process has one tracer at a time; "
+                + "detach that one (a debugger, strace) first"
+        }
         var current = CurrentProcess.id
         if pid == current { return "it is this process itself: a process cannot checkpoint itself" }
         for _ in 0..<4096 {

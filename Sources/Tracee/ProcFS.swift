@@ -186,6 +186,8 @@ extension ProcFS {
         public var caughtSignals: UInt64 { mask("SigCgt") }
         /// Ignored signals (SigIgn): bit n-1 is signal n.
         public var ignoredSignals: UInt64 { mask("SigIgn") }
+        /// The process tracing this one (TracerPid; 0: none).
+        public var tracer: Int32 { fields["TracerPid"].flatMap { Int32($0) } ?? 0 }
 
         private func numbers(_ key: String) -> [UInt32] {
             (fields[key] ?? "").split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) }
@@ -202,6 +204,10 @@ extension ProcFS {
         public var command: String
         /// Field 3: R, S, D, Z, T, t, X...
         public var state: Character
+        /// Field 9: the kernel's PF_* flags of the task.
+        public var flags: UInt64
+        /// PF_KTHREAD: a kernel thread, with no user memory (kthreadd, kworkers).
+        public var isKernelThread: Bool { flags & 0x0020_0000 != 0 }
         /// Fields 26 and 27: where the program text starts and ends.
         public var startCode: UInt64, endCode: UInt64
         /// Field 28: the bottom of the main thread's stack.
@@ -229,6 +235,7 @@ extension ProcFS {
                 let k = number - 3
                 return k < rest.count ? UInt64(rest[k]) ?? 0 : 0
             }
+            flags = field(9)
             startCode = field(26); endCode = field(27); startStack = field(28)
             startData = field(45); endData = field(46); startBrk = field(47)
             argStart = field(48); argEnd = field(49); envStart = field(50); envEnd = field(51)

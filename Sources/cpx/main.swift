@@ -71,11 +71,17 @@ struct Checkpoint: ParsableCommand {
     @OptionGroup var storeOptions: StoreOptions
     @Option(name: .long, help: "The chain to write (default: <executable>-<pid>).")
     var name: String?
-    @Option(name: .long, help: "Seconds between generations (default: take one and exit).")
+    // Numbers take the next word whatever it is: `--interval -5` is refused for being negative,
+    // not for a missing value.
+    @Option(name: .long, parsing: .unconditional, help: "Seconds between generations (default: take one and exit).")
     var interval: Double?
-    @Option(name: .long, help: "Generations to take in all (default: 1 without --interval, until stopped with it).")
+    @Option(
+        name: .long, parsing: .unconditional,
+        help: "Generations to take in all (default: 1 without --interval, until stopped with it).")
     var count: Int?
-    @Option(name: .long, help: "After each generation, keep only the chain's newest N generations (runs GC).")
+    @Option(
+        name: .long, parsing: .unconditional,
+        help: "After each generation, keep only the chain's newest N generations (runs GC).")
     var keepLast: Int?
     @OptionGroup var trackerOption: TrackerOption
     @Flag(
@@ -249,10 +255,11 @@ struct Track: ParsableCommand {
     @OptionGroup var trackerOption: TrackerOption
     @Flag(name: .long, help: "Print JSON for scripts: one chpox.track/1 line per sample and an ending event.")
     var json = false
-    @Option(name: .long, help: "Seconds between samples.")
+    @Option(name: .long, parsing: .unconditional, help: "Seconds between samples.")
     var interval: Double = 1
     @Option(
-        name: .long, help: "Samples to take after the first (default: until the process exits or cpx is interrupted).")
+        name: .long, parsing: .unconditional,
+        help: "Samples to take after the first (default: until the process exits or cpx is interrupted).")
     var count: Int?
 
     func validate() throws {
@@ -313,7 +320,7 @@ struct GC: ParsableCommand {
     var json = false
     @Option(name: .long, help: "Apply retention to this chain only (default: every chain).")
     var name: String?
-    @Option(name: .long, help: "Keep the newest N generations.")
+    @Option(name: .long, parsing: .unconditional, help: "Keep the newest N generations.")
     var keepLast: Int?
     @Option(
         name: .long,
@@ -366,7 +373,7 @@ struct Rebase: ParsableCommand {
     var json = false
     @Option(name: .long, help: "The chain (default: the store's only chain).")
     var name: String?
-    @Option(name: .long, help: "The generation to make full (default: the oldest).")
+    @Option(name: .long, parsing: .unconditional, help: "The generation to make full (default: the oldest).")
     var generation: UInt64?
 
     func run() throws {

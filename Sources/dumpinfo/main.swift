@@ -38,7 +38,7 @@ struct DumpInfo: ParsableCommand {
                 + "dedup, pause."))
     var chain = false
     @Option(
-        name: .long,
+        name: .long, parsing: .unconditional,
         help: ArgumentHelp(
             "The process at this generation (a number, or 'latest'): command, threads, descriptors, signal handlers, "
                 + "memory.",

@@ -42,7 +42,8 @@ struct LdChpox: ParsableCommand {
     var json = false
     @Option(name: .long, help: "The chain (the process's name in the store; needed when the store holds several).")
     var name: String?
-    @Option(name: .long, help: "The generation (default: the newest).")
+    // `--generation -1` is refused as no generation number, not for a missing value.
+    @Option(name: .long, parsing: .unconditional, help: "The generation (default: the newest).")
     var generation: UInt64?
     @Flag(name: .long, help: "Rebuild the generation and verify every chunk; start nothing.")
     var check = false

@@ -1,6 +1,8 @@
 import Foundation
+import Syscall
 import TestTools
 import Testing
+import Tracee
 
 extension LiveProcess {
     /// Bad input gets one clear line and a non-zero exit, at once.
@@ -32,6 +34,37 @@ extension LiveProcess {
             let track = try TestTools.run("/bin/sh", ["-c", "\"$0\" track --count 1 $$", cpx])
             #expect(track.status != 0)
             #expect(track.errors.contains("it is an ancestor of this process"), "\(track.errors)")
+        }
+
+        /// Messages say what is true: a kernel thread, a process another tracer holds, a negative
+        /// number (not "may have exited", "ptrace needs the same user", "Missing value").
+        @Test(.timeLimit(.minutes(1))) func whatCannotBeCheckpointedIsNamedForWhatItIs() throws {
+            let store = try RestartTests.scratch("messages") + "/store"
+            defer { try? FileManager.default.removeItem(atPath: (store as NSString).deletingLastPathComponent) }
+            let kernel = try TestTools.run("cpx", ["--store", store, "2"])
+            #expect(kernel.status == 1)
+            #expect(kernel.errors.contains("pid 2: it is a kernel thread (kthreadd)"), "\(kernel.errors)")
+
+            let sleeper = try ChildProcess.spawn("/bin/sleep", ["30"])
+            defer { try? sleeper.send(SIGKILL); _ = try? sleeper.wait() }
+            for _ in 0..<200 where (try? ProcFS.state(sleeper.pid)) != "S" { usleep(5000) }
+            let held = try FrozenProcess(pid: sleeper.pid)
+            let traced = try TestTools.run("cpx", ["--store", store, "\(sleeper.pid)"])
+            held.thaw()
+            #expect(traced.status == 1)
+            #expect(traced.errors.contains("it is already traced by pid \(getpid())"), "\(traced.errors)")
+
+            for (tool, arguments, message) in [
+                ("cpx", ["--store", store, "--interval", "-5", "1"], "--interval takes seconds"),
+                ("cpx", ["--store", store, "--count", "-2", "1"], "--count must be at least 1"),
+                ("ld-chpox", ["--store", store, "--generation", "-1"], "The value '-1' is invalid for '--generation"),
+                ("dumpinfo", ["--store", store, "--generation", "-1"], "--generation takes a generation number"),
+            ] {
+                let run = try TestTools.run(tool, arguments)
+                #expect(run.status == 64, "\(tool) \(arguments)")
+                #expect(run.errors.contains(message), "\(tool) \(arguments): \(run.errors)")
+                #expect(!run.errors.contains("Missing value"), "\(tool) \(arguments)")
+            }
         }
     }
 }
