@@ -10,8 +10,9 @@ import Syscall
 /// the process's own memory: a page the caller mapped, or a thread's dead stack below its red
 /// zone (`onStack`), whose bytes are put back afterwards.
 ///
-/// Each call is made by setting a thread's registers at a `syscall` instruction and stepping
-/// it once; registers and signal mask are put back after (`FrozenProcess.execute`).
+/// Each call is made by setting a thread's registers at a `syscall` instruction and running it
+/// from the call's entry stop to its exit stop; registers and signal mask are put back after
+/// (`FrozenProcess.execute`).
 public final class RemoteCalls {
     public let process: FrozenProcess
     /// The thread calls run on unless told otherwise.
