@@ -20,7 +20,7 @@ extension LiveProcess {
             try WorkloadProcess(
                 executable: "/usr/bin/setpriv",
                 arguments: [
-                    "--reuid", "\(user)", "--regid", "\(user)", "--clear-groups", "/bin/sh", "-c",
+                    "--reuid", "\(user)", "--regid", "\(user)", "--groups", "100", "/bin/sh", "-c",
                     "cd \"$0\" && exec /usr/bin/python3 -c \"$1\"", directory,
                     """
                     import os, sys
@@ -74,11 +74,17 @@ extension LiveProcess {
             #expect(try control.send("go") == "read 'user text' \(Self.user)")
             #expect(try Self.contents(directory + "/home/a.log") == "log\nwritten by the restarted process\n")
             RestartTests.end(control)
-            if let pid = RestartTests.started(since: [], running: ["python3"]).first(where: {
+            let restarted = RestartTests.started(since: [], running: ["python3"]).first {
                 (try? ProcFS.status($0).userIDs.first) == Self.user
-            }) {
-                kill(pid, SIGKILL)
             }
+            if let restarted {
+                // The user's ids and its one supplementary group, nothing of root's.
+                let status = try ProcFS.status(restarted)
+                #expect(status.userIDs == [Self.user, Self.user, Self.user, Self.user])
+                #expect(status.groups == [100])
+                kill(restarted, SIGKILL)
+            }
+            #expect(restarted != nil)
             usleep(200_000)
 
             // The user swaps its files for symlinks to root's.

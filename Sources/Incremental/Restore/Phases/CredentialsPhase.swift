@@ -2,8 +2,8 @@ import Syscall
 import Tracee
 
 /// What the process may do: its resource limits (set from outside, prlimit), then, when root
-/// restarts another user's image, its supplementary groups, group ids and user ids, last of
-/// all calls that need privilege.
+/// restarts another user's image, its group ids and user ids, last of all calls that need
+/// privilege (its supplementary groups came first, with the filesystem ids: `FileAccessPhase`).
 public struct CredentialsPhase: RestartPhase {
     public var limits: [ProcessImage.ResourceLimit]
     public var credentials: ProcessImage.Credentials
@@ -13,8 +13,7 @@ public struct CredentialsPhase: RestartPhase {
         limits.map { "limit \($0.name): \($0.soft) / \($0.hard)" }
             + (changesIds(asUser: 0)
                 ? [
-                    "groups \(credentials.groups), gid \(credentials.group.all.prefix(3)), "
-                        + "uid \(credentials.user.all.prefix(3))"
+                    "gid \(credentials.group.all.prefix(3)), uid \(credentials.user.all.prefix(3))"
                 ] : [])
     }
 
@@ -40,13 +39,8 @@ public struct CredentialsPhase: RestartPhase {
             }
         }
         guard changesIds(asUser: CurrentProcess.userID) else { return }
+        // The supplementary groups were set first of all, with the filesystem ids (FileAccessPhase).
         let ids = credentials, calls = session.calls
-        try calls.withFrame { () throws(TraceeError) in
-            var list = BinaryWriter(capacity: 4 * ids.groups.count)  // gid_t[]
-            for group in ids.groups { list.append(group) }
-            let groups = ids.groups.isEmpty ? try calls.reserve(4) : try calls.bytes(list.bytes, alignment: 8)
-            try calls.call(.setgroups, ids.groups.count, groups, to: "set the supplementary groups")
-        }
         try calls.call(.setresgid, ids.group.real, ids.group.effective, ids.group.saved, to: "set the group ids")
         try calls.call(.setresuid, ids.user.real, ids.user.effective, ids.user.saved, to: "set the user ids")
     }
