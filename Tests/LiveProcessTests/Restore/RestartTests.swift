@@ -37,6 +37,20 @@ extension LiveProcess {
                 arguments: ["--store", store, "--name", name, "--generation", "\(generation)", "--wait"] + extra)
         }
 
+        /// Runs `script` (`python3 -c`) until it prints "pending", checkpoints it, kills it and
+        /// restarts it; told to go on, it must print "handled [SIGUSR1]" and exit 0.
+        static func expectSignalHandledAfterRestart(scratch name: String, script: String) throws {
+            let directory = try scratch(name)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", script])
+            #expect(try original.line() == "pending")
+            try checkpoint(original.pid, store: directory + "/store", name: "sig")
+            end(original)
+            let restarted = try restart(store: directory + "/store", name: "sig", generation: 0)
+            #expect(try restarted.send("go") == "handled [\(SIGUSR1)]")
+            #expect(try restarted.child.wait() == .exited(0))
+        }
+
         @Test(.timeLimit(.minutes(2))) func aCounterContinuesFromEachGenerationWithItsPid() throws {
             let directory = try Self.scratch("counter")
             defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -185,13 +199,9 @@ extension LiveProcess {
             .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
             .timeLimit(.minutes(2)))
         func aBlockedPendingSignalIsHandledAfterTheRestart() throws {
-            let directory = try Self.scratch("signal")
-            defer { try? FileManager.default.removeItem(atPath: directory) }
-            let original = try WorkloadProcess(
-                executable: "/usr/bin/python3",
-                arguments: [
-                    "-c",
-                    """
+            try Self.expectSignalHandledAfterRestart(
+                scratch: "signal",
+                script: """
                     import os, signal, sys
                     got = []
                     signal.signal(signal.SIGUSR1, lambda number, frame: got.append(number))
@@ -201,28 +211,17 @@ extension LiveProcess {
                     sys.stdin.readline()
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
                     print("handled", got, flush=True)
-                    """,
-                ])
-            #expect(try original.line() == "pending")
-            try Self.checkpoint(original.pid, store: directory + "/store", name: "sig")
-            Self.end(original)
-            let restarted = try Self.restart(store: directory + "/store", name: "sig", generation: 0)
-            #expect(try restarted.send("go") == "handled [\(SIGUSR1)]")
-            #expect(try restarted.child.wait() == .exited(0))
+                    """)
         }
 
         @Test(
             .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
             .timeLimit(.minutes(2)))
         func aSignalPendingForAnotherThreadIsHandledByItAfterTheRestart() throws {
-            let directory = try Self.scratch("thread-signal")
-            defer { try? FileManager.default.removeItem(atPath: directory) }
             // SIGUSR1 sent to the second thread alone (pthread_kill) while every thread blocks it.
-            let original = try WorkloadProcess(
-                executable: "/usr/bin/python3",
-                arguments: [
-                    "-c",
-                    """
+            try Self.expectSignalHandledAfterRestart(
+                scratch: "thread-signal",
+                script: """
                     import os, signal, sys, threading
                     got = []
                     signal.signal(signal.SIGUSR1, lambda number, frame: got.append(number))
@@ -247,14 +246,7 @@ extension LiveProcess {
                         if got: break
                         time.sleep(0.01)
                     print("handled", got, flush=True)
-                    """,
-                ])
-            #expect(try original.line() == "pending")
-            try Self.checkpoint(original.pid, store: directory + "/store", name: "sig")
-            Self.end(original)
-            let restarted = try Self.restart(store: directory + "/store", name: "sig", generation: 0)
-            #expect(try restarted.send("go") == "handled [\(SIGUSR1)]")
-            #expect(try restarted.child.wait() == .exited(0))
+                    """)
         }
 
         @Test(.timeLimit(.minutes(2))) func aDamagedChunkStopsTheRestartAndLeavesNoProcess() throws {
