@@ -47,7 +47,8 @@ let package = Package(
         .target(
             name: "CommandSupport",
             dependencies: [
-                "Incremental", "Store", "Tracee", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "Incremental", "Store", "Syscall", "Tracee",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(
             name: "cpx",

@@ -5,6 +5,7 @@ import Glibc
 #endif
 import Incremental
 import Store
+import Syscall
 import Tracee
 
 /// `--store DIR`, shared by every command.
@@ -21,9 +22,16 @@ public struct StoreOptions: ParsableArguments {
 
     public var path: String { store ?? Store.defaultPath(environment: ProcessInfo.processInfo.environment) }
 
-    /// Opens the store; only commands that write create it.
+    /// Opens the store to write; only commands that write generations create it.
     public func open(create: Bool = false) throws -> Store {
         try Store(at: path, create: create)
+    }
+
+    /// Opens the store to read: the caller's own store as usual (a restart may note in it what
+    /// it restarted), another user's, which only root may open, read-only (docs/threat-model.md).
+    public func openToRead() throws -> Store {
+        let store = try Store(at: path, readOnly: true)
+        return store.owner == CurrentProcess.effectiveUserID ? try Store(at: path) : store
     }
 }
 

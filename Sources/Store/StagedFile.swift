@@ -15,6 +15,7 @@ final class StagedFile {
     static let flushSize = 1 << 20
 
     init(_ kind: String, in directory: StoreDirectory) throws(StoreError) {
+        try directory.requireWritable("write a \(kind)")
         self.directory = directory
         temporaryName = StoreDirectory.temporaryName(for: kind)
         do {

@@ -13,11 +13,22 @@ public final class Store: @unchecked Sendable {
     let index: ChunkIndex
 
     /// Opens the store at `path`; with `create`, makes it (0700) when missing or empty.
-    public init(at path: String, create: Bool = false) throws(StoreError) {
+    /// `readOnly`: to read it (inspect, restart); root may then open another user's store.
+    public init(at path: String, create: Bool = false, readOnly: Bool = false) throws(StoreError) {
         self.path = path
-        directory = try StoreDirectory(path: path, create: create)
+        directory = try StoreDirectory(path: path, create: create, readOnly: readOnly)
         index = try ChunkIndex(directory: directory)
     }
+
+    /// The user whose store it is: the one who can have written it, so whom its images can
+    /// at most become (docs/threat-model.md).
+    public var owner: UInt32 { directory.owner }
+
+    /// The group of the store's directory.
+    public var ownerGroup: UInt32 { directory.ownerGroup }
+
+    /// Whether it was opened to read only.
+    public var isReadOnly: Bool { directory.readOnly }
 
     /// `$CHPOX_STORE`, else `$XDG_STATE_HOME/chpox`, else `~/.local/state/chpox`.
     public static func defaultPath(environment: [String: String]) -> String {

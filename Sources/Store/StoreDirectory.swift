@@ -17,8 +17,17 @@ import Syscall
 ///     STORE/snapshots/<id>.map   rebuilt page maps of some generations (a cache)
 ///     STORE/locks/               flock files: store.lock (writers shared, GC exclusive), chains
 ///     STORE/tmp/                 files being written; renamed into place when complete
+///
+/// A store is written only by its owner. Root may open another user's store to read it
+/// (`readOnly`): to inspect it or restart its images, which then become no more than `owner`.
 final class StoreDirectory: @unchecked Sendable {
     let path: String
+    /// Whose store it is: the owner of its directories, the one user who can have written it.
+    let owner: UInt32
+    /// The group of its root directory.
+    let ownerGroup: UInt32
+    /// Opened to read: every write is refused (`requireWritable`).
+    let readOnly: Bool
     let root: FileDescriptor
     let packs: FileDescriptor
     let index: FileDescriptor
@@ -36,8 +45,11 @@ final class StoreDirectory: @unchecked Sendable {
     static let formatVersion: UInt32 = 1
 
     /// Opens the store at `path`, creating it (and missing parents, 0700) when `create` is set.
-    init(path: String, create: Bool) throws(StoreError) {
+    /// `readOnly`: to read; root may then open a store another user owns.
+    init(path: String, create: Bool, readOnly: Bool = false) throws(StoreError) {
+        precondition(!(create && readOnly), "a store opened read-only is never created")
         self.path = path
+        self.readOnly = readOnly
         if create { try Self.makeDirectories(path) }
         if (try? FileDescriptor.currentDirectory.status(of: path))?.isSymlink == true {
             throw .unsafe(path: path, reason: "it is a symlink; give the real directory")
@@ -55,7 +67,9 @@ final class StoreDirectory: @unchecked Sendable {
             throw error.store("open", path)
         }
         self.root = root
-        try Self.checkOwnership(root, path: path)
+        let owner = try Self.checkOwnership(root, path: path, readOnly: readOnly)
+        self.owner = owner
+        ownerGroup = (try? root.status().group) ?? owner
 
         var names: [String]
         do { names = try root.entries() } catch { throw error.store("list", path) }
@@ -74,13 +88,16 @@ final class StoreDirectory: @unchecked Sendable {
         for name in Self.subdirectories {
             let sub = "\(path)/\(name)"
             do {
-                if !names.contains(name) { try root.makeDirectory(name, permissions: 0o700) }
+                if !names.contains(name) {
+                    guard !readOnly else { throw StoreError.notAStore(path: path, reason: "it has no \(name)/") }
+                    try root.makeDirectory(name, permissions: 0o700)
+                }
                 if try root.status(of: name).isSymlink {
                     throw StoreError.unsafe(path: sub, reason: "it is a symlink; a store never follows symlinks")
                 }
                 let fd = try FileDescriptor.open(name, in: root, [.readOnly, .directory, .noFollow])
                 opened.append(fd)
-                try Self.checkOwnership(fd, path: sub)
+                _ = try Self.checkOwnership(fd, path: sub, owner: owner)
             } catch let error as StoreError {
                 throw error
             } catch let error as Errno {
@@ -110,15 +127,30 @@ final class StoreDirectory: @unchecked Sendable {
         }
     }
 
-    private static func checkOwnership(_ fd: FileDescriptor, path: String) throws(StoreError) {
+    /// Checks the store's root directory; returns its owner. Its owner must be the caller, or,
+    /// opened `readOnly` by root, anyone.
+    private static func checkOwnership(
+        _ fd: FileDescriptor, path: String, readOnly: Bool
+    ) throws(StoreError) -> UInt32 {
+        let me = CurrentProcess.effectiveUserID
+        let owner: UInt32
+        do { owner = try fd.status().owner } catch { throw error.store("stat", path) }
+        return try checkOwnership(fd, path: path, owner: readOnly && me == 0 ? owner : me)
+    }
+
+    /// Checks that a directory of the store is `owner`'s and closed to others; returns `owner`.
+    private static func checkOwnership(_ fd: FileDescriptor, path: String, owner: UInt32) throws(StoreError) -> UInt32 {
         let status: FileDescriptor.Status
         do { status = try fd.status() } catch { throw error.store("stat", path) }
-        guard status.owner == CurrentProcess.effectiveUserID else {
+        guard status.owner == owner else {
+            let me = CurrentProcess.effectiveUserID
             throw .unsafe(
                 path: path,
-                reason:
-                    "it is owned by uid \(status.owner), not by you (uid \(CurrentProcess.effectiveUserID)); "
-                    + "a store holds memory images and is only opened by its owner"
+                reason: owner == me
+                    ? "it is owned by uid \(status.owner), not by you (uid \(me)); "
+                        + "a store holds memory images and is only written by its owner"
+                    : "it is owned by uid \(status.owner), and the store by uid \(owner); "
+                        + "a store is one user's, every directory in it"
             )
         }
         guard status.permissions & 0o077 == 0 else {
@@ -129,6 +161,18 @@ final class StoreDirectory: @unchecked Sendable {
                     + "run `chmod -R go-rwx \(path)`"
             )
         }
+        return owner
+    }
+
+    /// Throws unless the store was opened to write (`what` is said in the message).
+    func requireWritable(_ what: String) throws(StoreError) {
+        guard readOnly else { return }
+        let me = CurrentProcess.effectiveUserID
+        throw .unsafe(
+            path: path,
+            reason: owner == me
+                ? "opened read-only; cannot \(what)"
+                : "it is uid \(owner)'s store, opened read-only; only its owner may \(what) (run it as uid \(owner))")
     }
 
     private static func initialize(_ root: FileDescriptor, path: String) throws(StoreError) {
@@ -231,6 +275,7 @@ final class StoreDirectory: @unchecked Sendable {
     }
 
     func publish(_ bytes: [UInt8], as name: String, in directory: FileDescriptor, dirName: String) throws(StoreError) {
+        try requireWritable("write \(dirName)/\(name)")
         try Self.publish(bytes, as: name, in: directory, dirPath: "\(path)/\(dirName)", tmp: tmp)
     }
 
@@ -251,6 +296,7 @@ final class StoreDirectory: @unchecked Sendable {
 
     /// Removes a file; a file already gone is not an error.
     func remove(_ name: String, in directory: FileDescriptor, dirName: String) throws(StoreError) {
+        try requireWritable("remove \(dirName)/\(name)")
         do { try directory.removeFile(name) } catch  where error == .noSuchFile {
         } catch { throw error.store("remove", "\(path)/\(dirName)/\(name)") }
     }

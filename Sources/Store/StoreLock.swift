@@ -10,8 +10,11 @@ import Syscall
 ///   the index, and delete packs. It waits for writers in flight to commit; writers wait at the
 ///   start of their next generation, never in the middle of one.
 /// - `<chain>.chain.lock`, exclusive, not waiting: one writer per chain at a time.
+///
+/// A store opened read-only takes its shared locks on the lock files that exist and creates
+/// none; a lock file no writer has made yet has no writer to wait for.
 final class StoreLock {
-    private let fd: FileDescriptor
+    private let fd: FileDescriptor?
 
     enum Name {
         case store
@@ -26,11 +29,15 @@ final class StoreLock {
         }
     }
 
-    private init(fd: FileDescriptor) { self.fd = fd }
+    private init(fd: FileDescriptor?) { self.fd = fd }
 
     /// Takes the lock, waiting for it; it is held until the lock is released (deinit).
     convenience init(_ name: Name, _ kind: FileDescriptor.LockKind, in directory: StoreDirectory) throws(StoreError) {
-        let (fd, file) = try Self.open(name, in: directory)
+        let (opened, file) = try Self.open(name, in: directory, kind)
+        guard let fd = opened else {
+            self.init(fd: nil)
+            return
+        }
         do { try fd.lock(kind) } catch {
             fd.close()
             throw error.store("lock", file)
@@ -42,7 +49,8 @@ final class StoreLock {
     static func ifFree(
         _ name: Name, _ kind: FileDescriptor.LockKind, in directory: StoreDirectory
     ) throws(StoreError) -> StoreLock? {
-        let (fd, file) = try open(name, in: directory)
+        let (opened, file) = try open(name, in: directory, kind)
+        guard let fd = opened else { return StoreLock(fd: nil) }
         do {
             guard try fd.lock(kind, wait: false) else {
                 fd.close()
@@ -74,10 +82,19 @@ final class StoreLock {
         }
     }
 
-    /// The lock file's descriptor, and its path for messages.
-    private static func open(_ name: Name, in directory: StoreDirectory) throws(StoreError) -> (FileDescriptor, String)
-    {
+    /// The lock file's descriptor (nil: read-only, and no such lock file yet), and its path.
+    private static func open(
+        _ name: Name, in directory: StoreDirectory, _ kind: FileDescriptor.LockKind
+    ) throws(StoreError) -> (FileDescriptor?, String) {
         let file = "\(directory.path)/locks/\(name.fileName)"
+        if directory.readOnly {
+            if kind != .shared { try directory.requireWritable("take \(name.fileName)") }
+            do {
+                return (try FileDescriptor.open(name.fileName, in: directory.locks, [.readOnly, .noFollow]), file)
+            } catch  where error == .noSuchFile {
+                return (nil, file)
+            } catch { throw error.store("open lock", file) }
+        }
         do {
             return (
                 try FileDescriptor.open(
@@ -86,5 +103,5 @@ final class StoreLock {
         } catch { throw error.store("open lock", file) }
     }
 
-    deinit { fd.close() }
+    deinit { fd?.close() }
 }

@@ -21,6 +21,7 @@ public struct VerifyReport: Sendable {
         public var file: String
         public var message: String
         public var description: String { "\(file): \(message)" }
+        public init(file: String, message: String) { (self.file, self.message) = (file, message) }
     }
 
     public var deep = false

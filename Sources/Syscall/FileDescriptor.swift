@@ -136,6 +136,7 @@ public struct FileDescriptor: Hashable, Sendable {
         public let size: Int64
         public let mode: UInt32
         public let owner: UInt32
+        public let group: UInt32
         public let inode: UInt64
         public let device: UInt64
         public var isDirectory: Bool { chpox_s_isdir(mode) != 0 }
@@ -150,6 +151,7 @@ public struct FileDescriptor: Hashable, Sendable {
             size = Int64(s.st_size)
             mode = UInt32(s.st_mode)
             owner = UInt32(s.st_uid)
+            group = UInt32(s.st_gid)
             inode = UInt64(s.st_ino)
             device = UInt64(s.st_dev)
         }

@@ -84,7 +84,7 @@ struct DumpInfo: ParsableCommand {
 
     func run() throws {
         try reportingErrors("dumpinfo") {
-            let store = try storeOptions.open()
+            let store = try storeOptions.openToRead()
             if chain {
                 let rows = try StoreReports.generationRows(store, chains: name.map { [$0] } ?? store.chainNames())
                 print(json ? StoreReports.chainJSON(rows, store: store.path) : StoreReports.chainTable(rows))
@@ -101,7 +101,8 @@ struct DumpInfo: ParsableCommand {
                 print(json ? DiffReports.json(changes, store: store.path) : DiffReports.text(changes))
             } else if verify {
                 let progress = ProgressLine(deep ? "verifying packs (decompress and rehash)" : "reading pack trailers")
-                let report = try store.verify(deep: deep, progress: progress.update)
+                var report = try store.verify(deep: deep, progress: progress.update)
+                try report.auditImages(of: store)
                 progress.finish()
                 print(
                     json

@@ -60,7 +60,7 @@ struct LdChpox: ParsableCommand {
         if let core { return try writeCore(core) }
         guard check else { return try restart() }
         try reportingErrors("ld-chpox") {
-            let store = try storeOptions.open()
+            let store = try storeOptions.openToRead()
             let name = try store.chainName(name)
             let (entry, manifest, map) = try store.rebuild(chain: name, generation: generation)
             let target = entry.generation
@@ -84,7 +84,7 @@ struct LdChpox: ParsableCommand {
 
     func writeCore(_ path: String) throws {
         try reportingErrors("ld-chpox") {
-            let store = try storeOptions.open()
+            let store = try storeOptions.openToRead()
             let name = try store.chainName(name)
             let restorer = try Restorer.load(store, chain: name, generation: generation)
             let summary = try CoreFile.write(restorer.image, map: restorer.map, store: restorer.store, to: path)
@@ -104,7 +104,7 @@ struct LdChpox: ParsableCommand {
     func restart() throws {
         var status: Int32 = 0
         try reportingErrors("ld-chpox") {
-            let store = try storeOptions.open()
+            let store = try storeOptions.openToRead()
             let name = try store.chainName(name)
             let restorer = try Restorer.load(store, chain: name, generation: generation)
             var options = Restorer.Options()

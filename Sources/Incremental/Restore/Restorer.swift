@@ -56,14 +56,17 @@ public final class Restorer {
     /// What a restart of this generation will do.
     public var plan: RestartPlan { RestartPlan(image: image, generation: generation) }
 
+    /// Who the image may become: at most its store's owner.
+    public var authority: ImageAuthority { ImageAuthority(store: store) }
+
     /// Throws the reason a restart would be refused now (`Preflight`).
-    public func check() throws(CheckpointError) { try plan.preflight.check() }
+    public func check() throws(CheckpointError) { try plan.preflight.check(authority: authority) }
 
     /// Starts the stub, rebuilds the process in it and lets it run. A failure at any step kills
     /// the stub and leaves every file as it was (files are cut back only by the last phases).
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
         let plan = self.plan
-        try plan.preflight.check()
+        try plan.preflight.check(authority: authority)
         let child = try StubProcess.start(
             pid: image.pid, generation: generation, requireSamePid: options.requireSamePid)
         do {

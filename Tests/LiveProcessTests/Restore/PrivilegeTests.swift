@@ -1,5 +1,6 @@
 import Foundation
 import Incremental
+@testable import Store
 import Syscall
 import TestTools
 import TrackerTestSupport
@@ -112,6 +113,99 @@ extension LiveProcess {
             #expect(run.status != 0, "\(run.output)")
             #expect(run.errors.contains("ermission denied"), "\(run.errors)")
             #expect(try Self.contents(directory + "/root-only/a.log") == "root log\n")
+        }
+
+        /// Writes generation `generation` of `chain` again with its image's credentials changed
+        /// by `edit`: what anyone who can write the store can do (the manifest is JSON behind a
+        /// hash anyone can recompute).
+        static func forge(
+            _ store: Store, chain: String, generation: UInt64, _ edit: (inout ProcessImage.Credentials) -> Void
+        ) throws {
+            var manifest = try store.manifest(chain: chain, generation: generation)
+            var image = try ProcessImage(decoding: manifest.metadata, generation: generation)
+            edit(&image.credentials)
+            manifest.metadata = try image.encoded()
+            let bytes = manifest.encoded()
+            let id = bytes.withUnsafeBytes { ChunkID(hashing: $0) }
+            try store.directory.publish(
+                bytes, as: GenerationManifest.fileName(id), in: store.directory.manifests, dirName: "manifests")
+            var edited = try store.chain(chain)
+            edited.entries[edited.entries.firstIndex { $0.generation == generation }!].manifest = id
+            try store.publish(edited)
+        }
+
+        /// An image is obeyed only as far as its store's owner could grant: root restarts a
+        /// store the user owns read-only and as that user; an image in it edited to ask for
+        /// root, or for a group the user is not in, is refused, and verify says so.
+        @Test(.enabled(if: canRun, "needs root and setpriv to run a process as another user"), .timeLimit(.minutes(2)))
+        func forgedIdsAreRefused() throws {
+            let directory = "/tmp/chpox-forged-\(getpid())"
+            try? FileManager.default.removeItem(atPath: directory)
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let (honest, forged) = (directory + "/honest", directory + "/forged")
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/setpriv",
+                arguments: [
+                    "--reuid", "\(Self.user)", "--regid", "\(Self.user)", "--clear-groups", "/usr/bin/python3", "-c",
+                    """
+                    import os, sys
+                    print("ready", flush=True)
+                    for line in sys.stdin:
+                        print("ids", os.getresuid(), os.getgroups(), flush=True)
+                    """,
+                ])
+            #expect(try original.line() == "ready")
+            try RestartTests.checkpoint(original.pid, store: honest, name: "uid")
+            RestartTests.end(original)
+            #expect(try TestTools.run("/bin/sh", ["-c", "cp -a \(honest) \(forged)"]).status == 0)
+            do {
+                let store = try Store(at: forged)
+                try Self.forge(store, chain: "uid", generation: 0) { ids in
+                    ids.user = .init(real: 0, effective: 0, saved: 0, filesystem: 0)
+                    ids.groups = []
+                }
+                try store.beginGeneration(chain: "group").commit(
+                    metadata: try store.manifest(chain: "uid", generation: 0).metadata)
+                try Self.forge(store, chain: "group", generation: 0) { ids in
+                    ids.user = .init(real: Self.user, effective: Self.user, saved: Self.user, filesystem: Self.user)
+                    ids.groups = [0]
+                }
+            }
+            // The user writes both stores now: only the user could have put those ids there.
+            #expect(
+                try TestTools.run("/bin/sh", ["-c", "chown -R \(Self.user):\(Self.user) \(honest) \(forged)"]).status
+                    == 0)
+
+            // Control: root restarts the user's own store, read-only, as the user.
+            let control = try RestartTests.restart(store: honest, name: "uid", generation: 0)
+            let uid = Self.user
+            #expect(try control.send("go") == "ids (\(uid), \(uid), \(uid)) []")
+            RestartTests.end(control)
+            if let restarted = RestartTests.started(since: [], running: ["python3"]).first(where: {
+                (try? ProcFS.status($0).userIDs.first) == Self.user
+            }) {
+                kill(restarted, SIGKILL)
+            }
+            usleep(200_000)
+            #expect(
+                try TestTools.run("/bin/sh", ["-c", "test -z \"$(find \(honest) ! -user \(Self.user))\""]).status == 0,
+                "root wrote nothing")
+            #expect(try TestTools.run("dumpinfo", ["--store", honest, "--verify"]).status == 0)
+
+            for (chain, asked) in [("uid", "asks to run as uid 0"), ("group", "asks for group 0")] {
+                let run = try TestTools.run("ld-chpox", ["--store", forged, "--name", chain])
+                #expect(run.status != 0, "\(run.output)")
+                #expect(run.errors.contains(asked), "\(run.errors)")
+                #expect(
+                    run.errors.contains("store is uid \(Self.user) (nobody)'s") || chain == "group", "\(run.errors)")
+            }
+            let verify = try TestTools.run("dumpinfo", ["--store", forged, "--verify", "--deep"])
+            #expect(verify.status != 0)
+            #expect(
+                verify.output.contains("generation 0 of chain uid: its image asks to run as uid 0"), "\(verify.output)")
+            #expect(verify.output.contains("generation 0 of chain group"), "\(verify.output)")
         }
     }
 }

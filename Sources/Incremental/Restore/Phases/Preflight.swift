@@ -21,8 +21,10 @@ public struct Preflight: Sendable {
 
     private func refuse(_ reason: String) -> CheckpointError { .cannotRestart(generation: generation, reason: reason) }
 
-    /// Throws the first reason this generation cannot restart here and now.
-    public func check() throws(CheckpointError) {
+    /// Throws the first reason this generation cannot restart here and now, its ids checked
+    /// against what its store's owner may grant (`authority`).
+    public func check(authority: ImageAuthority) throws(CheckpointError) {
+        if let excess = authority.excess(image.credentials) { throw refuse(excess) }
         for mapping in image.mappings where mapping.backing == .privateFile || mapping.backing == .sharedFile {
             guard !mapping.path.hasSuffix(" (deleted)") else { continue }
             guard let status = Self.status(mapping.path) else {
