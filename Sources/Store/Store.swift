@@ -27,6 +27,11 @@ public final class Store: @unchecked Sendable {
     /// The group of the store's directory.
     public var ownerGroup: UInt32 { directory.ownerGroup }
 
+    /// Removes the store again when this open created it and nothing was stored in it: a
+    /// command that fails before its first generation leaves no empty store behind.
+    @discardableResult
+    public func discardIfUnused() -> Bool { directory.removeIfUnused() }
+
     /// Whether it was opened to read only.
     public var isReadOnly: Bool { directory.readOnly }
 

@@ -28,6 +28,12 @@ final class StoreDirectory: @unchecked Sendable {
     let ownerGroup: UInt32
     /// Opened to read: every write is refused (`requireWritable`).
     let readOnly: Bool
+    /// `path` without symlinks (`StorePath`).
+    let resolvedPath: String
+    /// The directories this open created, outermost first (the store's own last, if it did).
+    let createdDirectories: [String]
+    /// Whether this open made the store (wrote its marker).
+    private(set) var initialized = false
     let root: FileDescriptor
     let packs: FileDescriptor
     let index: FileDescriptor
@@ -50,22 +56,10 @@ final class StoreDirectory: @unchecked Sendable {
         precondition(!(create && readOnly), "a store opened read-only is never created")
         self.path = path
         self.readOnly = readOnly
-        if create { try Self.makeDirectories(path) }
-        if (try? FileDescriptor.currentDirectory.status(of: path))?.isSymlink == true {
-            throw .unsafe(path: path, reason: "it is a symlink; give the real directory")
-        }
-        let root: FileDescriptor
-        do {
-            root = try FileDescriptor.open(path, [.readOnly, .directory, .noFollow])
-        } catch .tooManySymlinks {
-            throw .unsafe(path: path, reason: "it is a symlink; give the real directory")
-        } catch .noSuchFile {
-            throw .notAStore(path: path, reason: "no such directory")
-        } catch .notDirectory {
-            throw .notAStore(path: path, reason: "not a directory")
-        } catch {
-            throw error.store("open", path)
-        }
+        let walked = try StorePath(opening: path, create: create)
+        let root = walked.directory
+        resolvedPath = walked.resolved
+        createdDirectories = walked.created
         self.root = root
         let owner = try Self.checkOwnership(root, path: path, readOnly: readOnly)
         self.owner = owner
@@ -80,6 +74,7 @@ final class StoreDirectory: @unchecked Sendable {
                     reason: names.isEmpty ? "not initialized" : "it holds other files and no \(Self.markerName) marker")
             }
             try Self.initialize(root, path: path)
+            initialized = true
             names = Self.subdirectories + [Self.markerName]
         }
         try Self.checkMarker(root, path: path)
@@ -117,14 +112,25 @@ final class StoreDirectory: @unchecked Sendable {
         for fd in [root, packs, index, manifests, chains, snapshots, locks, tmp] { fd.close() }
     }
 
-    private static func makeDirectories(_ path: String) throws(StoreError) {
-        var prefix = path.hasPrefix("/") ? "" : "."
-        for component in path.split(separator: "/") {
-            prefix += "/" + component
-            do { try FileDescriptor.currentDirectory.makeDirectory(prefix) } catch {
-                if error != .exists { throw error.store("create directory", prefix) }
-            }
+    /// Takes back a store this open made when nothing was stored in it (a command that failed
+    /// before its first generation): its files, its directories, and the parents the open made;
+    /// a directory that was there before stays. Returns whether it removed the store.
+    @discardableResult
+    func removeIfUnused() -> Bool {
+        guard initialized, !readOnly else { return false }
+        for directory in [packs, index, manifests, chains, snapshots] {
+            guard (try? directory.entries())?.isEmpty == true else { return false }
         }
+        for directory in [locks, tmp] {
+            for name in (try? directory.entries()) ?? [] { try? directory.removeFile(name) }
+        }
+        for name in Self.subdirectories { try? root.removeDirectory(name) }
+        try? root.removeFile(Self.markerName)
+        for directory in createdDirectories.reversed() {
+            // An empty directory is all rmdir removes: one someone filled meanwhile stays.
+            guard (try? FileDescriptor.currentDirectory.removeDirectory(directory)) != nil else { break }
+        }
+        return true
     }
 
     /// Checks the store's root directory; returns its owner. Its owner must be the caller, or,

@@ -13,6 +13,14 @@ public enum CurrentProcess {
     /// The effective user id (geteuid(2)): whose files it may open.
     public static var effectiveUserID: UInt32 { geteuid() }
 
+    /// The working directory (getcwd(3)): an absolute path without symlinks.
+    public static func workingDirectory() throws(Errno) -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = buffer.count
+        guard getcwd(&buffer, count) != nil else { throw Errno.current }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Sleeps the calling thread for `microseconds` (nanosleep(2)); a signal handler that
     /// interrupts it does not cut it short.
     public static func sleep(microseconds: UInt64) {

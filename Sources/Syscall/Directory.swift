@@ -24,6 +24,11 @@ extension FileDescriptor {
         _ = try retryingInterrupts { unlinkat(rawValue, name, 0) }.get()
     }
 
+    /// Removes empty directory `name` from this directory (unlinkat(2) with AT_REMOVEDIR).
+    public func removeDirectory(_ name: String) throws(Errno) {
+        _ = try retryingInterrupts { unlinkat(rawValue, name, AT_REMOVEDIR) }.get()
+    }
+
     /// Where symlink `name` in this directory points (readlinkat(2)); the /proc links (exe,
     /// cwd, fd/<n>) name deleted files with a " (deleted)" suffix.
     public func linkTarget(of name: String) throws(Errno) -> String {

@@ -33,6 +33,9 @@ public struct FileDescriptor: Hashable, Sendable {
         public static let noFollow = OpenOptions(rawValue: O_NOFOLLOW)
         /// The corresponding C constant is O_DIRECTORY.
         public static let directory = OpenOptions(rawValue: O_DIRECTORY)
+        /// The corresponding C constant is O_PATH: a handle to walk from (*at calls, fstat),
+        /// which needs no read permission on the directory.
+        public static let pathOnly = OpenOptions(rawValue: CHPOX_O_PATH)
         /// The corresponding C constant is O_CLOEXEC.
         public static let closeOnExec = OpenOptions(rawValue: O_CLOEXEC)
     }

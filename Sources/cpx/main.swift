@@ -131,6 +131,8 @@ struct Checkpoint: ParsableCommand {
                 interval: interval, count: count, keepLast: keepLast,
                 finish: kill ? .kill : leaveStopped ? .leaveStopped : .resume)
             let store = try storeOptions.open(create: true)
+            // A run that stored nothing (a wrong pid, a refused ptrace) leaves no store behind.
+            defer { store.discardIfUnused() }
             // SIGINT and SIGTERM are held back and waited for between generations, so the
             // generation in flight always finishes.
             var stopSignals = sigset_t()

@@ -99,4 +99,53 @@ import Testing
             return true
         }
     }
+
+    /// The store's path is walked one component at a time: a symlink on the way is followed
+    /// when it is the caller's or root's, never when another user owns it (root's store would
+    /// be built in their directory).
+    @Test(.enabled(if: getuid() == 0, "only root can make a symlink another user owns"))
+    func followsNoOtherUsersSymlinkOnTheWay() throws {
+        let base = TemporaryStore("walk")
+        defer { base.cleanup() }
+        try FileManager.default.createDirectory(
+            atPath: base.path + "/theirs", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        #expect(chown(base.path + "/theirs", 65534, 65534) == 0)
+        try FileManager.default.createSymbolicLink(atPath: base.path + "/their-link", withDestinationPath: "theirs")
+        #expect(lchown(base.path + "/their-link", 65534, 65534) == 0)
+        #expect { _ = try Store(at: base.path + "/their-link/store", create: true) } throws: { error in
+            guard case StoreError.unsafe(let path, let reason) = error else { return false }
+            return path == base.path + "/their-link" && reason.contains("symlink owned by uid 65534")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: base.path + "/theirs").isEmpty)
+
+        // Root's own symlink, and `..` and `.` on the way, lead where they say.
+        try FileManager.default.createSymbolicLink(atPath: base.path + "/mine", withDestinationPath: "theirs/../own")
+        let store = try Store(at: base.path + "/mine/./deeper/../store", create: true)
+        try writeChain(store, chain: "w", seed: 3, rounds: 1, pages: 4)
+        #expect(FileManager.default.fileExists(atPath: base.path + "/own/store/chains/w.chain"))
+    }
+
+    /// A store a command made and stored nothing in is taken back, with the parents it made;
+    /// a directory that was there before stays, and a store with a generation is kept.
+    @Test func aStoreNothingWasStoredInIsTakenBack() throws {
+        let base = TemporaryStore("unused")
+        defer { base.cleanup() }
+        let made = try Store(at: base.path + "/a/b/store", create: true)
+        #expect(FileManager.default.fileExists(atPath: base.path + "/a/b/store/chpox-store"))
+        #expect(made.discardIfUnused())
+        #expect(!FileManager.default.fileExists(atPath: base.path))
+
+        try FileManager.default.createDirectory(
+            atPath: base.path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let existing = try Store(at: base.path, create: true)
+        #expect(existing.discardIfUnused())
+        #expect(try FileManager.default.contentsOfDirectory(atPath: base.path).isEmpty)
+
+        let used = try Store(at: base.path + "/used", create: true)
+        try writeChain(used, chain: "u", seed: 4, rounds: 1, pages: 4)
+        #expect(!used.discardIfUnused())
+        #expect(try Store(at: base.path + "/used").chainNames() == ["u"])
+        // Opened again, it is not this open's to take back.
+        #expect(!(try Store(at: base.path + "/used", create: true)).discardIfUnused())
+    }
 }

@@ -155,6 +155,9 @@ long chpox_spawn_with_pid(const char *path, char *const argv[], char *const envp
 /// _GNU_SOURCE.
 #define CHPOX_O_TMPFILE (020000000 | 0200000)
 _Static_assert(CHPOX_O_TMPFILE == (__O_TMPFILE), "O_TMPFILE");
+/// O_PATH (a handle that only names a file), also behind _GNU_SOURCE in glibc's headers.
+#define CHPOX_O_PATH 010000000
+_Static_assert(CHPOX_O_PATH == (__O_PATH), "O_PATH");
 /// PR_SET_PDEATHSIG (linux/prctl.h): the signal a process gets when its parent dies.
 #define CHPOX_PR_SET_PDEATHSIG 1
 /// PR_SET_NAME (linux/prctl.h): a thread's name (comm), at most 16 bytes with the NUL.

@@ -53,6 +53,10 @@ extension LiveProcess {
             held.thaw()
             #expect(traced.status == 1)
             #expect(traced.errors.contains("it is already traced by pid \(getpid())"), "\(traced.errors)")
+            let missing = try TestTools.run("cpx", ["--store", store, "999999999"])
+            #expect(missing.status == 1)
+            // Runs that stored nothing leave no store behind (nor the directory made for it).
+            #expect(!FileManager.default.fileExists(atPath: store), "a failed cpx left \(store)")
 
             for (tool, arguments, message) in [
                 ("cpx", ["--store", store, "--interval", "-5", "1"], "--interval takes seconds"),

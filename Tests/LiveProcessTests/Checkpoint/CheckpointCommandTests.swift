@@ -170,6 +170,7 @@ extension LiveProcess {
             #expect(run.status != 0, "\(run.errors)")
             #expect(run.errors.contains("permission denied"), "\(run.errors)")
             #expect(run.errors.contains("CAP_SYS_PTRACE"), "\(run.errors)")
+            #expect(!FileManager.default.fileExists(atPath: store), "the refused run left its store")
             #expect(try ProcFS.state(sleeper.pid) == "S")
         }
 
