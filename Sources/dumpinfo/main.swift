@@ -55,7 +55,10 @@ struct DumpInfo: ParsableCommand {
         help: ArgumentHelp(
             "What changed from generation A to B: pages per mapping, descriptors, threads, signals.", valueName: "a b"))
     var diff: [UInt64] = []
-    @Flag(name: .long, help: "Check the store: manifests, chain links, index, pack trailers.")
+    @Flag(
+        name: .long,
+        help: "Check the store: manifests, chain links, index, pack trailers, and that no image asks for more ids "
+            + "than the store's owner has.")
     var verify = false
     @Flag(name: .long, help: "With --verify: also decompress and rehash every chunk.")
     var deep = false
