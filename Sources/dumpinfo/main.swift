@@ -57,8 +57,9 @@ struct DumpInfo: ParsableCommand {
     var diff: [UInt64] = []
     @Flag(
         name: .long,
-        help: "Check the store: manifests, chain links, index, pack trailers, and that no image asks for more ids "
-            + "than the store's owner has.")
+        help: ArgumentHelp(
+            "Check the store: manifests, chain links, index, pack trailers, and that no image asks for more ids "
+                + "than the store's owner has."))
     var verify = false
     @Flag(name: .long, help: "With --verify: also decompress and rehash every chunk.")
     var deep = false
