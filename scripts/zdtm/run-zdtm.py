@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""Runs CRIU's zdtm static tests through chpox, as zdtm.py starts them in its host flavour.
+
+For each test: a control run (start, SIGTERM, read the outfile) tells whether it can pass on
+this host at all; then the chpox run: start, `cpx` (a full generation), `cpx` again (an
+incremental one), SIGKILL the test and every descendant, `ld-chpox`, SIGTERM the restarted
+process, read the outfile. Each test ends in one of:
+
+  pass            PASS after the restart
+  refused-cpx     cpx refused it, with a reason (a gap, never wrong)
+  refused-restart ld-chpox refused it, with a reason (a gap, never wrong)
+  WRONG           restarted, then the test's own check said FAIL (or it died): silently wrong
+  control-fail    it does not pass here even without chpox (not counted)
+  skipped         its .checkskip says this host cannot run it (not counted)
+
+Usage: run-zdtm.py --zdtm DIR --bin DIR [--list FILE] [--json OUT] [--markdown OUT] [TEST...]
+"""
+import argparse
+import ast
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+# The ids zdtm.py gives a test without the 'suid' flag (its numbers, which the tests expect).
+UNPRIVILEGED = {"ZDTM_UID": "18943", "ZDTM_GID": "58467", "ZDTM_GROUPS": "27495 48244"}
+
+
+def describe(static, name):
+    """The test's .desc (a Python literal, comments allowed), or {}."""
+    path = os.path.join(static, name + ".desc")
+    if not os.path.exists(path):
+        return {}
+    text = "\n".join(line.rstrip("\n").split("#", 1)[0] for line in open(path))
+    text = text.strip()
+    if not text:
+        return {}
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        # A few compute a field from the environment, as zdtm.py evaluates them.
+        return eval(text, {"__builtins__": {}, "os": os})
+
+
+def flags(desc):
+    return desc.get("flags", "").split()
+
+
+def runs_on_host(desc):
+    """What zdtm.py would run in the host flavour, and expects to succeed."""
+    flavors = desc.get("flavor", "h ns uns").split()
+    arch = desc.get("arch")
+    return ("h" in flavors and "crfail" not in flags(desc) and "noauto" not in flags(desc)
+            and (arch is None or "x86_64" in arch.split()))
+
+
+def candidates(static):
+    """Every built static test that the host flavour runs."""
+    names = []
+    for entry in sorted(os.listdir(static)):
+        path = os.path.join(static, entry)
+        if "." in entry or not os.path.isfile(path) or not os.access(path, os.X_OK):
+            continue
+        if not os.path.exists(path + ".c"):
+            continue
+        if runs_on_host(describe(static, entry)):
+            names.append(entry)
+    return names
+
+
+def become_subreaper():
+    """Orphans below the runner (a test daemonizes; ld-chpox hands its process over and exits)
+    become the runner's children, reaped at once: pid 1 here reaps late, and a killed test
+    would hold its pid, which its restart needs, for seconds."""
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def alive(pid):
+    """Whether pid runs; a zombie of ours is reaped first."""
+    reap()
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def wait_gone(pid, seconds):
+    """Waits until pid has exited and is free again (no zombie holds it)."""
+    end = time.time() + seconds
+    while time.time() < end:
+        if not alive(pid) and not os.path.exists(f"/proc/{pid}"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def descendants(pid):
+    """pid and every process below it (through /proc/*/task/*/children)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        try:
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as children:
+                    queue += [int(c) for c in children.read().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return found
+
+
+def kill_tree(pid):
+    for member in descendants(pid):
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def tail(path, lines=6):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:]).strip()
+    except FileNotFoundError:
+        return "(no outfile)"
+
+
+def first_line(text, limit=240):
+    """The message, its lines joined: a refusal's list follows its first line."""
+    joined = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return (joined[:limit] + "...") if len(joined) > limit else (joined or "(no message)")
+
+
+class Test:
+    def __init__(self, static, name, timeout):
+        self.static, self.name, self.timeout = static, name, timeout
+        self.desc = describe(static, name)
+        self.env = dict(os.environ, TMPDIR=os.environ.get("TMPDIR", "/tmp"))
+        if "suid" not in flags(self.desc):
+            self.env.update(UNPRIVILEGED)
+
+    def path(self, suffix):
+        return os.path.join(self.static, self.name + suffix)
+
+    def hook(self, action):
+        hook = self.path(".hook")
+        if os.access(hook, os.X_OK):
+            subprocess.run([hook, action], cwd=self.static, env=self.env, timeout=self.timeout,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def checkskip(self):
+        """True when the test's own check says this host cannot run it."""
+        check = self.path(".checkskip")
+        if not os.access(check, os.X_OK):
+            return False
+        return subprocess.run([check], cwd=self.static, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode != 0
+
+    def clean(self):
+        for suffix in [".pid", ".out", ".out.inprogress"]:
+            try:
+                os.unlink(self.path(suffix))
+            except FileNotFoundError:
+                pass
+        for suffix in [".test", ".dir.test"]:
+            target = self.path(suffix)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target, ignore_errors=True)
+            elif os.path.lexists(target):
+                os.unlink(target)
+        self.hook("--clean")
+
+    def start(self):
+        """Starts the test as zdtm.py does (make NAME.pid); returns its pid."""
+        self.clean()
+        subprocess.run(["make", "--no-print-directory", "-C", self.static, self.name + ".pid"],
+                       env=self.env, timeout=self.timeout, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.hook("--post-start")
+        with open(self.path(".pid")) as f:
+            return int(f.read().split()[0])
+
+    def stop(self, pid):
+        """SIGTERM, wait for the test to exit, and whether it wrote PASS."""
+        os.kill(pid, signal.SIGTERM)
+        if not wait_gone(pid, self.timeout):
+            kill_tree(pid)
+            wait_gone(pid, 10)
+            return False, "did not exit after SIGTERM"
+        text = tail(self.path(".out"))
+        return "PASS" in text.split(), text
+
+
+def run(command, timeout):
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stdout, done.stderr
+
+
+def through_chpox(test, bin_dir, store):
+    """One test through cpx, cpx, kill, ld-chpox, SIGTERM: (outcome, detail)."""
+    cpx, ld = os.path.join(bin_dir, "cpx"), os.path.join(bin_dir, "ld-chpox")
+    pid = test.start()
+    try:
+        test.hook("--pre-dump")
+        for round in range(2):
+            status, _, errors = run([cpx, "--store", store, "--name", "t", str(pid)], test.timeout)
+            if status != 0:
+                return "refused-cpx", first_line(errors)
+            if not alive(pid):
+                return "WRONG", "the test died while it was checkpointed"
+            time.sleep(0.2)
+    finally:
+        kill_tree(pid)
+    if not wait_gone(pid, 30):
+        return "refused-restart", f"pid {pid} was not released after SIGKILL"
+    test.hook("--pre-restore")
+    status, _, errors = run([ld, "--store", store, "--name", "t"], test.timeout)
+    if status != 0:
+        return "refused-restart", first_line(errors)
+    match = re.search(r"restarted as pid (\d+)", errors)
+    if not match:
+        return "WRONG", "ld-chpox succeeded but named no pid: " + first_line(errors)
+    restarted = int(match.group(1))
+    time.sleep(0.2)
+    test.hook("--post-restore")
+    if not alive(restarted):
+        return "WRONG", "the restarted process died: " + tail(test.path(".out"), 3).replace("\n", " | ")
+    passed, text = test.stop(restarted)
+    if passed:
+        return "pass", ""
+    return "WRONG", text.replace("\n", " | ")[-300:]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--zdtm", required=True, help="CRIU's test/zdtm folder, built")
+    parser.add_argument("--bin", required=True, help="the folder holding cpx and ld-chpox")
+    parser.add_argument(
+        "--list", help="a file naming the tests to run, one a line (# comments), each optionally followed by the "
+        "outcome it is expected to have: then the run checks it, and prints 'zdtm: N passed, M failed'")
+    parser.add_argument("--json", help="write the results here as JSON")
+    parser.add_argument("--markdown", help="write the results here as a Markdown table")
+    parser.add_argument("--timeout", type=int, default=30, help="seconds per step (default 30)")
+    parser.add_argument("tests", nargs="*")
+    args = parser.parse_args()
+    static = os.path.abspath(os.path.join(args.zdtm, "static"))
+    bin_dir = os.path.abspath(args.bin)
+    names = args.tests
+    expected = {}
+    if not args.tests and args.list:
+        names = []
+        for line in open(args.list):
+            words = line.split("#", 1)[0].split()
+            if words:
+                names.append(words[0])
+                if len(words) > 1:
+                    expected[words[0]] = words[1]
+    elif not args.tests:
+        names = candidates(static)
+    # Tests run as another uid write their outfiles beside themselves, as under zdtm.py.
+    os.chmod(static, os.stat(static).st_mode | 0o333)
+    store = f"/tmp/chpox-zdtm-{os.getpid()}"
+    become_subreaper()
+    results = []
+    for number, name in enumerate(names, 1):
+        test = Test(static, name, args.timeout)
+        shutil.rmtree(store, ignore_errors=True)
+        started = time.time()
+        try:
+            if test.checkskip():
+                outcome, detail = "skipped", "its .checkskip fails here"
+            else:
+                pid = test.start()
+                time.sleep(0.1)
+                passed, text = test.stop(pid)
+                if not passed:
+                    outcome, detail = "control-fail", text.replace("\n", " | ")[-200:]
+                else:
+                    outcome, detail = through_chpox(test, bin_dir, store)
+        except subprocess.TimeoutExpired as error:
+            outcome, detail = "control-fail", f"timed out: {' '.join(map(str, error.cmd))[:80]}"
+        except subprocess.CalledProcessError as error:
+            outcome, detail = "control-fail", "did not start: " + first_line(error.stderr.decode(errors="replace"))
+        except Exception as error:  # a runner bug must not stop the run
+            outcome, detail = "control-fail", f"runner: {error!r}"
+        test.clean()
+        results.append({"test": name, "outcome": outcome, "detail": detail,
+                        "suid": "suid" in flags(test.desc), "seconds": round(time.time() - started, 1)})
+        print(f"[{number}/{len(names)}] {name}: {outcome}" + (f" ({detail})" if detail else ""), flush=True)
+    shutil.rmtree(store, ignore_errors=True)
+
+    counted = [r for r in results if r["outcome"] not in ("control-fail", "skipped")]
+    tally = {o: sum(1 for r in results if r["outcome"] == o)
+             for o in ["pass", "refused-cpx", "refused-restart", "WRONG", "control-fail", "skipped"]}
+    share = 100.0 * tally["pass"] / len(counted) if counted else 0.0
+    summary = (f"zdtm: {tally['pass']} of {len(counted)} that pass their control run pass through chpox "
+               f"({share:.0f}%); refused at cpx {tally['refused-cpx']}, at restart {tally['refused-restart']}, "
+               f"WRONG {tally['WRONG']}; control-fail {tally['control-fail']}, skipped {tally['skipped']}")
+    print(summary)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"schema": "chpox.zdtm/1", "summary": tally, "results": results}, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write("| test | outcome | reason |\n|---|---|---|\n")
+            for r in results:
+                detail = r["detail"].replace("|", "\\|")
+                f.write(f"| {r['test']}{' (suid)' if r['suid'] else ''} | {r['outcome']} | {detail} |\n")
+            f.write(f"\n{summary}\n")
+    if expected:
+        # Each test checked against what it is expected to do: a pass that became anything
+        # else, or a refusal that became WRONG, fails.
+        missed = [r for r in results if r["test"] in expected and r["outcome"] != expected[r["test"]]]
+        for r in missed:
+            print(f"zdtm: {r['test']} was expected to end {expected[r['test']]}, and ended {r['outcome']}")
+        print(f"zdtm: {len(results) - len(missed)} passed, {len(missed)} failed")
+        sys.exit(1 if missed or tally["WRONG"] else 0)
+    # The run fails when a test restarted silently wrong: that is a defect, a refusal a gap.
+    sys.exit(1 if tally["WRONG"] else 0)
+
+
+if __name__ == "__main__":
+    main()
