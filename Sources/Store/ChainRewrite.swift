@@ -11,15 +11,21 @@ import Syscall
 extension Store {
     /// Rewrites `chain` so that only `kept` generations remain (each dropped one merged into the
     /// next kept one) and generations in `makingFull` become full. Returns the new chain, the
-    /// manifests to publish (id, bytes) and every chunk the kept generations reference.
+    /// manifests to publish (id, bytes), every chunk the kept generations reference, and the
+    /// generations it touches (dropped, or kept with a new manifest) with the chunks their old
+    /// and new deltas name: what GC must find intact before it changes anything.
     func rewrite(
         _ chain: Chain, keeping kept: Set<UInt64>, makingFull: Set<UInt64>
     ) throws(StoreError)
-        -> (chain: Chain, manifests: [(ChunkID, [UInt8])], referenced: [ChunkID])
+        -> (
+            chain: Chain, manifests: [(ChunkID, [UInt8])], referenced: [ChunkID],
+            touched: [(generation: UInt64, chunks: [ChunkID])]
+        )
     {
         var entries: [Chain.Entry] = []
         var manifests: [(ChunkID, [UInt8])] = []
         var referenced: [ChunkID] = []
+        var touched: [(generation: UInt64, chunks: [ChunkID])] = []
         var pending: [PageDelta] = []
         var pendingFull = false
         var pendingStatistics = GenerationManifest.Statistics()
@@ -32,6 +38,7 @@ extension Store {
             pending.append(manifest.delta)
             if !kept.contains(entry.generation) {
                 pendingStatistics = pendingStatistics + manifest.statistics
+                touched.append((entry.generation, manifest.delta.pages.map(\.chunk)))
                 continue
             }
             var rewritten = manifest
@@ -63,11 +70,16 @@ extension Store {
                 newEntry.manifest = id
                 newEntry.kind = rewritten.kind
                 newEntry.deltaEntries = UInt64(rewritten.delta.pages.count + rewritten.delta.unmapped.count)
+                touched.append(
+                    (entry.generation, manifest.delta.pages.map(\.chunk) + rewritten.delta.pages.map(\.chunk)))
             }
             entries.append(newEntry)
             for page in rewritten.delta.pages where page.chunk != .zeroPage { referenced.append(page.chunk) }
         }
-        return (Chain(name: chain.name, nextGeneration: chain.nextGeneration, entries: entries), manifests, referenced)
+        return (
+            Chain(name: chain.name, nextGeneration: chain.nextGeneration, entries: entries), manifests, referenced,
+            touched
+        )
     }
 
     /// Makes `generation` of `chain` a full generation (its page map stored whole), so that

@@ -102,6 +102,30 @@ import Testing
     }
 }
 
+/// The store commands on damaged stores and after GC: what they print is the point.
+@Suite(.serialized) struct DamagedStoreCommandTests {
+    static func run(_ tool: String, _ arguments: [String]) throws -> TestTools.Run {
+        try TestTools.run(tool, arguments)
+    }
+
+    @Test func gcOnAStoreWithALostPackExitsOneAndItsDryRunSaysTheSame() throws {
+        let fixture = try DamagedStoreFixture("cli-gc-lost-pack")
+        defer { fixture.cleanup() }
+        let pack = try #require(fixture.packsOf[5].first)
+        try fixture.deletePack(pack)
+        let chain = try fixture.store.chain("d")
+        let store = fixture.temporary.path
+        let dry = try Self.run("cpx", ["gc", "--store", store, "--keep-last", "3", "--dry-run"])
+        let real = try Self.run("cpx", ["gc", "--store", store, "--keep-last", "3"])
+        #expect(real.status == 1, "\(real.output)")
+        #expect(dry.status == real.status)
+        #expect(dry.errors == real.errors)
+        #expect(real.errors.contains("packs/\(pack): missing"), "\(real.errors)")
+        #expect(real.errors.contains("dumpinfo --verify"), "\(real.errors)")
+        #expect(try fixture.store.chain("d") == chain, "nothing dropped")
+    }
+}
+
 /// Every command's help says its exit statuses, gives examples, and names the JSON schema its
 /// own --json prints (not another command's).
 @Suite struct HelpTests {
