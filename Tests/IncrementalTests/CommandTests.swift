@@ -124,6 +124,36 @@ import Testing
         #expect(real.errors.contains("dumpinfo --verify"), "\(real.errors)")
         #expect(try fixture.store.chain("d") == chain, "nothing dropped")
     }
+
+    @Test func verifyOfALostPackIsOneLinePerPackAndVerboseListsEveryChunk() throws {
+        let fixture = try DamagedStoreFixture("cli-verify-lost-pack", rounds: 6, pages: 256)
+        defer { fixture.cleanup() }
+        let pack = try #require(fixture.packsOf[0].first)
+        let chunks = try fixture.chunks(inPack: pack).map(\.hex).sorted()
+        let users = try fixture.generations(using: try fixture.chunks(inPack: pack))
+        #expect(chunks.count > 100)
+        try fixture.deletePack(pack)
+        let store = fixture.temporary.path
+
+        let text = try Self.run("dumpinfo", ["--store", store, "--verify"])
+        #expect(text.status == 1)
+        let lines = text.output.split(separator: "\n")
+        #expect(lines.count < 12, "\(lines.count) lines for one lost pack of \(chunks.count) chunks")
+        #expect(lines.filter { $0.hasPrefix("  PROBLEM") && $0.contains(pack) }.count == 1, "\(text.output)")
+        #expect(chunks.allSatisfy { !text.output.contains($0) }, "no chunk listed without --verbose")
+
+        let verbose = try Self.run("dumpinfo", ["--store", store, "--verify", "--verbose"])
+        #expect(verbose.status == 1, "\(verbose.errors)")
+        #expect(chunks.allSatisfy { verbose.output.contains("chunk \($0)") }, "--verbose lists every chunk")
+
+        let json = try Self.run("dumpinfo", ["--store", store, "--verify", "--json"])
+        #expect(json.status == 1)
+        #expect(try JSONSchemaCheck().problems(json.output) == [])
+        let report = try JSONDocument.decode(VerifyDocument.self, json.output)
+        let problem = try #require(report.problems.first { $0.file == "packs/\(pack)" })
+        #expect(problem.chunks ?? [] == chunks, "the JSON keeps every chunk")
+        #expect(Set((problem.generations ?? []).map { UInt64($0.generation) }) == Set(users))
+    }
 }
 
 /// Every command's help says its exit statuses, gives examples, and names the JSON schema its

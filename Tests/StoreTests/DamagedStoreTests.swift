@@ -89,4 +89,25 @@ import Testing
         }
         #expect(try store.verify(deep: true).isClean)
     }
+
+    @Test func aMissingPackIsOneProblemNamingItsChunksAndGenerations() throws {
+        let fixture = try DamagedStoreFixture("verify-lost-pack", rounds: 6, pages: 256)
+        defer { fixture.cleanup() }
+        let pack = try #require(fixture.packsOf[0].first)
+        let chunks = try fixture.chunks(inPack: pack)
+        let users = try fixture.generations(using: chunks)
+        #expect(chunks.count > 100)
+        try fixture.deletePack(pack)
+        let report = try fixture.store.verify()
+        #expect(!report.isClean)
+        let short = String(pack.prefix(8))
+        let aboutPack = report.problems.filter { $0.file.contains(short) || $0.message.contains(short) }
+        #expect(aboutPack.count == 1, "one problem for the pack, not one per chunk: \(aboutPack.count)")
+        let message = aboutPack.first?.message ?? ""
+        #expect(message.contains("missing: \(chunks.count) chunks"), "\(message)")
+        #expect(message.contains(describeGenerations(users, chain: "d")), "\(message)")
+        #expect(report.problems.count < 5, "\(report.problems.count) problems")
+        // Every generation using the pack directly is named damaged, as before.
+        #expect(Set(report.damaged.keys.map(\.generation)) == Set(users))
+    }
 }
