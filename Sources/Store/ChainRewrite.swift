@@ -14,6 +14,11 @@ extension Store {
     /// manifests to publish (id, bytes), every chunk the kept generations reference, and the
     /// generations it touches (dropped, or kept with a new manifest) with the chunks their old
     /// and new deltas name: what GC must find intact before it changes anything.
+    ///
+    /// A generation whose delta changes gets statistics that describe the new delta: pages
+    /// set, zero and unmapped are counted from it (a merged full generation reports every page
+    /// it rebuilds, not the sum of what the merged generations wrote); new chunks and stored
+    /// bytes stay the sum of what it and the generations merged into it added to the store.
     func rewrite(
         _ chain: Chain, keeping kept: Set<UInt64>, makingFull: Set<UInt64>
     ) throws(StoreError)
@@ -56,6 +61,11 @@ extension Store {
                 // The first kept generation of a chain must stand alone.
                 rewritten.kind = .full
                 rewritten.delta = PageDelta(full: try pageMap(chain, position: position))
+            }
+            if rewritten.delta != manifest.delta {
+                rewritten.statistics.pagesWritten = UInt64(rewritten.delta.pages.count)
+                rewritten.statistics.zeroPages = UInt64(rewritten.delta.pages.count(where: { $0.chunk == .zeroPage }))
+                rewritten.statistics.unmappedPages = rewritten.delta.unmappedPageCount
             }
             rewritten.parent = entries.last?.manifest
             pending = []

@@ -154,6 +154,29 @@ import Testing
         #expect(problem.chunks ?? [] == chunks, "the JSON keeps every chunk")
         #expect(Set((problem.generations ?? []).map { UInt64($0.generation) }) == Set(users))
     }
+
+    @Test func chainListingAfterGCShowsThePagesAMergedGenerationRebuilds() throws {
+        let temporary = TemporaryStore("cli-gc-pages")
+        defer { temporary.cleanup() }
+        let store = try temporary.open()
+        try writeChain(store, chain: "app", seed: 9, rounds: 8, pages: 96, dirty: 24)
+        #expect(try Self.run("cpx", ["gc", "--store", temporary.path, "--keep-last", "3"]).status == 0)
+        let rebuilt = try store.pageMap(chain: "app", generation: 5).pages.count
+
+        let json = try Self.run("dumpinfo", ["--store", temporary.path, "--chain", "--json"])
+        let rows = try JSONDocument.decode(ChainDocument.self, json.output).generations
+        #expect(rows.map(\.generation) == [5, 6, 7])
+        #expect(rows.first?.kind == "full")
+        #expect(rows.first?.pagesWritten == rebuilt, "generation 5 rebuilds \(rebuilt) pages")
+
+        // The table's PAGES cell (right-aligned under its header) says the same.
+        let table = try Self.run("dumpinfo", ["--store", temporary.path, "--chain"]).output.split(separator: "\n")
+        let header = try #require(table.first.map(String.init))
+        let end = try #require(header.range(of: "PAGES")).upperBound
+        let row = try #require(table.dropFirst().first.map(String.init))
+        let cell = row[..<row.index(row.startIndex, offsetBy: header.distance(from: header.startIndex, to: end))]
+        #expect(cell.split(separator: " ").last.map(String.init) == "\(rebuilt)", "\(header)\n\(row)")
+    }
 }
 
 /// Every command's help says its exit statuses, gives examples, and names the JSON schema its
