@@ -27,7 +27,7 @@ public enum ChunkFault: Hashable, Sendable {
 
 /// Damaged chunks summarized per file and cause: one line per pack naming how many chunks it
 /// loses and which generations use them, not one line per chunk (a lost pack can hold tens of
-/// thousands). `dumpinfo --verify` and GC's refusal print it; `chunks` keeps every chunk.
+/// thousands). `dumpinfo --verify` and GC's refusal print it; each entry keeps every chunk.
 public struct ChunkDamage: Sendable, Equatable {
     public struct Entry: Sendable, Equatable, CustomStringConvertible {
         /// `packs/<id>.pack`, or `index` for chunks no index entry names; relative to the store.
@@ -101,11 +101,6 @@ public struct ChunkDamage: Sendable, Equatable {
     public init() {}
 
     public var isEmpty: Bool { entries.isEmpty }
-
-    /// Every damaged chunk with its file and fault, in chunk order.
-    public var chunks: [(chunk: ChunkID, entry: Entry)] {
-        entries.flatMap { entry in entry.chunks.map { ($0, entry) } }.sorted { $0.chunk < $1.chunk }
-    }
 
     func file(of chunk: ChunkID) -> String? { entryOfChunk[chunk].map { entries[$0].file } }
 
