@@ -126,7 +126,15 @@ public enum StoreReports {
         var problems: [Problem]
         var damaged: [Damaged]
         var dependents: [Dependent]
-        struct Problem: Codable { var file: String; var message: String }
+        struct Problem: Codable {
+            var file: String
+            var message: String
+            /// Damaged chunks: every one, and the generations using them (absent for a file-level
+            /// problem).
+            var chunks: [String]?
+            var generations: [Ref]?
+        }
+        struct Ref: Codable { var chain: String; var generation: UInt64 }
         struct Damaged: Codable { var chain: String; var generation: UInt64; var reason: String }
         struct Dependent: Codable { var chain: String; var generation: UInt64; var dependsOn: UInt64 }
     }
@@ -138,7 +146,12 @@ public enum StoreReports {
                 generations: report.generations,
                 packs: report.packs, indexEntries: report.indexEntries, chunksRehashed: report.chunksRehashed,
                 garbagePacks: report.garbagePacks, deadChunks: report.deadChunks,
-                problems: report.problems.map { .init(file: $0.file, message: $0.message) },
+                problems: report.problems.map {
+                    .init(
+                        file: $0.file, message: $0.message, chunks: $0.chunks.isEmpty ? nil : $0.chunks.map(\.hex),
+                        generations: $0.chunks.isEmpty
+                            ? nil : $0.generations.map { .init(chain: $0.chain, generation: $0.generation) })
+                },
                 damaged: report.damaged.keys.sorted().map {
                     .init(chain: $0.chain, generation: $0.generation, reason: report.damaged[$0]!)
                 },
@@ -147,7 +160,9 @@ public enum StoreReports {
                 }))
     }
 
-    public static func verifyText(_ report: VerifyReport, store: String) -> String {
+    /// One line per damaged file (a lost pack: how many chunks, which generations); `verbose`
+    /// adds a line per damaged chunk under it.
+    public static func verifyText(_ report: VerifyReport, store: String, verbose: Bool = false) -> String {
         var lines: [String] = []
         let what = report.deep ? "deep verify (every chunk decompressed and rehashed)" : "structural verify"
         lines.append("\(store): \(what)")
@@ -161,7 +176,13 @@ public enum StoreReports {
                     + "\(report.deadChunks) dead chunks (`cpx gc` reclaims them)"
             )
         }
-        for problem in report.problems { lines.append("  PROBLEM \(problem.file): \(problem.message)") }
+        for problem in report.problems {
+            lines.append("  PROBLEM \(problem.file): \(problem.message)")
+            if verbose { lines += problem.chunks.map { "    chunk \($0.hex)" } }
+        }
+        if !verbose && report.problems.contains(where: { !$0.chunks.isEmpty }) {
+            lines.append("  (`dumpinfo --verify --verbose` lists every damaged chunk)")
+        }
         for ref in report.damaged.keys.sorted() { lines.append("  DAMAGED \(ref): \(report.damaged[ref]!)") }
         let dependents = report.dependents.keys.sorted()
         if !dependents.isEmpty {
@@ -172,8 +193,9 @@ public enum StoreReports {
         lines.append(
             report.isClean
                 ? "OK: no damage found"
-                : "DAMAGE FOUND: nothing was changed; restore the named files from a backup, "
-                    + "or drop the damaged generations with `cpx gc --keep ...`"
+                : "DAMAGE FOUND: nothing was changed; restore the named files from a backup "
+                    + "(`cpx rebuild-index` repairs a damaged or incomplete index); "
+                    + "`cpx gc` refuses to drop or rewrite damaged generations"
         )
         return lines.joined(separator: "\n")
     }
@@ -323,6 +345,6 @@ public enum StoreReports {
         json(
             RebuildIndexDocument(
                 store: store, chunks: chunks, packs: packs,
-                skipped: skipped.map { .init(file: $0.file, message: $0.message) }))
+                skipped: skipped.map { .init(file: $0.file, message: $0.message, chunks: nil, generations: nil) }))
     }
 }

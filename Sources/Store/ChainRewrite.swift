@@ -11,15 +11,26 @@ import Syscall
 extension Store {
     /// Rewrites `chain` so that only `kept` generations remain (each dropped one merged into the
     /// next kept one) and generations in `makingFull` become full. Returns the new chain, the
-    /// manifests to publish (id, bytes) and every chunk the kept generations reference.
+    /// manifests to publish (id, bytes), every chunk the kept generations reference, and the
+    /// generations it touches (dropped, or kept with a new manifest) with the chunks their old
+    /// and new deltas name: what GC must find intact before it changes anything.
+    ///
+    /// A generation whose delta changes gets statistics that describe the new delta: pages
+    /// set, zero and unmapped are counted from it (a merged full generation reports every page
+    /// it rebuilds, not the sum of what the merged generations wrote); new chunks and stored
+    /// bytes stay the sum of what it and the generations merged into it added to the store.
     func rewrite(
         _ chain: Chain, keeping kept: Set<UInt64>, makingFull: Set<UInt64>
     ) throws(StoreError)
-        -> (chain: Chain, manifests: [(ChunkID, [UInt8])], referenced: [ChunkID])
+        -> (
+            chain: Chain, manifests: [(ChunkID, [UInt8])], referenced: [ChunkID],
+            touched: [(generation: UInt64, chunks: [ChunkID])]
+        )
     {
         var entries: [Chain.Entry] = []
         var manifests: [(ChunkID, [UInt8])] = []
         var referenced: [ChunkID] = []
+        var touched: [(generation: UInt64, chunks: [ChunkID])] = []
         var pending: [PageDelta] = []
         var pendingFull = false
         var pendingStatistics = GenerationManifest.Statistics()
@@ -32,6 +43,7 @@ extension Store {
             pending.append(manifest.delta)
             if !kept.contains(entry.generation) {
                 pendingStatistics = pendingStatistics + manifest.statistics
+                touched.append((entry.generation, manifest.delta.pages.map(\.chunk)))
                 continue
             }
             var rewritten = manifest
@@ -50,6 +62,11 @@ extension Store {
                 rewritten.kind = .full
                 rewritten.delta = PageDelta(full: try pageMap(chain, position: position))
             }
+            if rewritten.delta != manifest.delta {
+                rewritten.statistics.pagesWritten = UInt64(rewritten.delta.pages.count)
+                rewritten.statistics.zeroPages = UInt64(rewritten.delta.pages.count(where: { $0.chunk == .zeroPage }))
+                rewritten.statistics.unmappedPages = rewritten.delta.unmappedPageCount
+            }
             rewritten.parent = entries.last?.manifest
             pending = []
             pendingFull = false
@@ -63,11 +80,16 @@ extension Store {
                 newEntry.manifest = id
                 newEntry.kind = rewritten.kind
                 newEntry.deltaEntries = UInt64(rewritten.delta.pages.count + rewritten.delta.unmapped.count)
+                touched.append(
+                    (entry.generation, manifest.delta.pages.map(\.chunk) + rewritten.delta.pages.map(\.chunk)))
             }
             entries.append(newEntry)
             for page in rewritten.delta.pages where page.chunk != .zeroPage { referenced.append(page.chunk) }
         }
-        return (Chain(name: chain.name, nextGeneration: chain.nextGeneration, entries: entries), manifests, referenced)
+        return (
+            Chain(name: chain.name, nextGeneration: chain.nextGeneration, entries: entries), manifests, referenced,
+            touched
+        )
     }
 
     /// Makes `generation` of `chain` a full generation (its page map stored whole), so that

@@ -81,7 +81,8 @@ extension Store {
     /// Sharing and garbage as of now, under a shared lock (writers go on).
     public func sharing() throws(StoreError) -> StoreSharing {
         try StoreLock.withLock(.store, .shared, in: directory) { () throws(StoreError) -> StoreSharing in
-            let plan = try planCollection(RetentionPolicy(), now: ClockTime.realtime(), repackThreshold: 1)
+            let plan = try planCollection(
+                RetentionPolicy(), now: ClockTime.realtime(), repackThreshold: 1, checkingDamage: false)
             let withDead = Set(plan.dead.filter { $0.value > 0 }.keys)
             return StoreSharing(
                 referencedChunks: plan.referenced.count, referencesByChain: plan.referencesByChain,
@@ -119,14 +120,16 @@ extension Store {
         var relocated: [ChunkID: ChunkLocation] = [:]
         let first = try StoreLock.withLock(.store, .shared, in: directory) { () throws(StoreError) in
             let first = try planCollection(policy, now: started, repackThreshold: repackThreshold)
-            guard !dryRun && !first.repack.isEmpty else { return first }
+            guard !first.repack.isEmpty else { return first }
             var moving: [(ChunkID, ChunkLocation)] = []
             try joinIndex(with: first.referenced) { (id, location, isLive) throws(StoreError) in
                 if isLive && first.repack.contains(location.pack) { moving.append((id, location)) }
             }
             // In pack order, so each frame is decoded once.
             moving.sort { ($0.1.pack, $0.1.frameOffset, $0.1.slot) < ($1.1.pack, $1.1.frameOffset, $1.1.slot) }
-            let (moved, written) = try copyChunks(moving.map(\.0))
+            // A dry run reads (decodes and rehashes) what it would copy, so a corrupt frame makes it
+            // refuse exactly as the real run would.
+            let (moved, written) = try copyChunks(moving.map(\.0), writing: !dryRun)
             relocated = moved
             report.packsWritten = written
             return first
@@ -237,8 +240,14 @@ extension Store {
         }
     }
 
+    /// With `checkingDamage`, refuses (`StoreError.damaged`) when a chunk of a generation the
+    /// plan drops or rewrites, or a live chunk of a pack it repacks, fails `ChunkProbe`'s
+    /// structural check. Nothing is decompressed here: merging moves chunk ids, never bytes, so
+    /// a frame whose bytes are bad is no worse after GC than before, and the chunks GC does copy
+    /// (repacking) are decoded and rehashed as they are copied, in a dry run too. A dry run plans
+    /// with the same checks, so it refuses whenever the real run would.
     func planCollection(
-        _ policy: RetentionPolicy, now: Int64, repackThreshold: Double
+        _ policy: RetentionPolicy, now: Int64, repackThreshold: Double, checkingDamage: Bool = true
     ) throws(StoreError) -> CollectionPlan {
         try index.refresh()
         guard index.damaged.isEmpty else {
@@ -248,11 +257,18 @@ extension Store {
             )
         }
         var plan = CollectionPlan()
+        var probe = ChunkProbe(store: self)
         // Retention: new chains, with dropped generations merged into their successors.
         for name in try chainNames() {
             let chain = try self.chain(name)
             let kept = policy.kept(chain, now: now)
             let rewritten = try rewrite(chain, keeping: kept, makingFull: [])
+            if checkingDamage {
+                for (generation, chunks) in rewritten.touched {
+                    let ref = GenerationRef(chain: name, generation: generation)
+                    for chunk in chunks { probe.check(chunk, usedBy: ref) }
+                }
+            }
             plan.dropped += chain.entries.filter { !kept.contains($0.generation) }.map {
                 GenerationRef(chain: name, generation: $0.generation)
             }
@@ -289,6 +305,15 @@ extension Store {
                 live[$0, default: 0] > 0 && plan.packSizes[$0]! < Int64(PackFormat.targetSize / 4)
             })
         plan.repack = mostlyDead.union(small.count >= Self.smallPacksToMerge ? small : [])
+        if checkingDamage {
+            if !plan.repack.isEmpty {
+                try joinIndex(with: plan.referenced) { (id, location, isLive) throws(StoreError) in
+                    if isLive && plan.repack.contains(location.pack) { probe.check(id, at: location) }
+                }
+            }
+            let damage = probe.finish()
+            guard damage.isEmpty else { throw .damaged(operation: "gc", damage) }
+        }
         return plan
     }
 
@@ -304,14 +329,16 @@ extension Store {
     }
 
     /// Copies chunks into new packs and returns their new locations and how many packs were
-    /// written.
-    private func copyChunks(_ ids: [ChunkID]) throws(StoreError) -> ([ChunkID: ChunkLocation], Int) {
+    /// written. Without `writing`, only reads them (each checked against its id).
+    private func copyChunks(
+        _ ids: [ChunkID], writing: Bool = true
+    ) throws(StoreError) -> ([ChunkID: ChunkLocation], Int) {
         let packer = ChunkPacker(directory: directory)
         // The reader takes a page map: number the chunks in the order given (pack order), so
         // each frame is decoded once.
         let map = PageMap(pages: ids.enumerated().map { PageEntry(page: UInt64($0.offset), chunk: $0.element) })
         do {
-            try reader().readPages(map) { entry, page in try packer.add(entry.chunk, page: page) }
+            try reader().readPages(map) { entry, page in if writing { try packer.add(entry.chunk, page: page) } }
             let packs = try packer.finish()
             return (Dictionary(packer.locations(), uniquingKeysWith: { first, _ in first }), packs.count)
         } catch {

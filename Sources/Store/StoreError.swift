@@ -22,6 +22,9 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
     /// A manifest's bytes do not hash to the id its chain records.
     case brokenChain(chain: String, generation: UInt64, reason: String)
     case invalidArgument(String)
+    /// `operation` (gc) refused to change anything: chunks of generations it would drop, merge
+    /// or rewrite are damaged.
+    case damaged(operation: String, ChunkDamage)
 
     public var description: String {
         switch self {
@@ -54,6 +57,10 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
             return "chain '\(chain)' generation \(generation) does not verify: \(reason)"
         case .invalidArgument(let text):
             return text
+        case .damaged(let operation, let damage):
+            return
+                "refusing to \(operation): generations it would drop, merge or rewrite use damaged chunks; "
+                + "nothing was changed" + damage.entries.map { "\n  \($0)" }.joined()
         }
     }
 }

@@ -20,6 +20,10 @@ public struct VerifyReport: Sendable {
         /// The file at fault, relative to the store.
         public var file: String
         public var message: String
+        /// For damaged chunks (one problem per file and cause): every one of them, sorted.
+        public var chunks: [ChunkID] = []
+        /// And the generations whose own deltas use them, sorted.
+        public var generations: [GenerationRef] = []
         public var description: String { "\(file): \(message)" }
         public init(file: String, message: String) { (self.file, self.message) = (file, message) }
     }
@@ -36,6 +40,8 @@ public struct VerifyReport: Sendable {
     public var garbagePacks = 0
     /// Chunks in packs that no index entry refers to any more (reclaimed by a later repack).
     public var deadChunks = 0
+    /// Damaged files, one per file and cause: a lost pack is one problem naming how many
+    /// chunks it held and which generations use them, not one per chunk.
     public var problems: [Problem] = []
     /// Generations that cannot be rebuilt, with why.
     public var damaged: [GenerationRef: String] = [:]
@@ -66,6 +72,7 @@ extension Store {
         // Packs: trailers (and in deep mode, contents).
         var packSizes: [ChunkID: Int64] = [:]
         var badChunks: Set<ChunkID> = []
+        var damage = ChunkDamage()
         let packNames = try directory.names(in: directory.packs, dirName: "packs", suffix: "pack")
         for (done, name) in packNames.enumerated() {
             defer { progress?(done + 1, packNames.count) }
@@ -100,7 +107,7 @@ extension Store {
                 }
                 if deep {
                     report.chunksRehashed += try deepCheck(
-                        fd, id: id, entries: entries, file: file, report: &report, bad: &badChunks)
+                        fd, id: id, entries: entries, file: file, report: &report, bad: &badChunks, damage: &damage)
                 }
             } catch let error as StoreError {
                 report.problems.append(.init(file: file, message: "\(error)"))
@@ -124,20 +131,12 @@ extension Store {
                 }
                 guard let size = packSizes[location.pack] else {
                     badChunks.insert(segment.entryID(i))
-                    report.problems.append(
-                        .init(
-                            file: "index/\(IndexFormat.fileName(segment.id))",
-                            message:
-                                "chunk \(segment.entryID(i).short) is in pack \(location.pack.short), which is missing")
-                    )
+                    damage.add(segment.entryID(i), pack: location.pack, fault: .packMissing)
                     continue
                 }
                 if Int64(location.frameOffset) + Int64(location.frameLength) > size {
                     badChunks.insert(segment.entryID(i))
-                    report.problems.append(
-                        .init(
-                            file: "packs/\(PackFormat.fileName(location.pack))",
-                            message: "chunk \(segment.entryID(i).short) lies past the end of the pack (truncated)"))
+                    damage.add(segment.entryID(i), pack: location.pack, fault: .pastEnd, packSize: size)
                 }
             }
         }
@@ -159,6 +158,14 @@ extension Store {
                 var reason: String?
                 do {
                     let manifest = try checkedManifest(entry, in: chain)
+                    for page in manifest.delta.pages where page.chunk != .zeroPage {
+                        if badChunks.contains(page.chunk) {
+                            damage.note(page.chunk, usedBy: ref)
+                        } else if index.lookup(page.chunk) == nil {
+                            damage.add(page.chunk, pack: nil, fault: .notIndexed)
+                            damage.note(page.chunk, usedBy: ref)
+                        }
+                    }
                     if let missing = manifest.delta.pages.first(where: {
                         $0.chunk != .zeroPage && (badChunks.contains($0.chunk) || index.lookup($0.chunk) == nil)
                     }) {
@@ -169,7 +176,10 @@ extension Store {
                         }
                         reason =
                             "\(count) of its chunks are missing or corrupt "
-                            + "(first: page \(missing.page), chunk \(missing.chunk.short))"
+                            + "(first: page \(missing.page), chunk \(missing.chunk.short)"
+                            + (damage.file(of: missing.chunk).map { $0 == "index" ? ", not indexed" : " in \($0)" }
+                                ?? "")
+                            + ")"
                     }
                 } catch {
                     reason = "\(error)"
@@ -191,6 +201,15 @@ extension Store {
                 }
             }
         }
+        damage.finish()
+        for entry in damage.entries {
+            // The generations that cannot be rebuilt follow in the report: no need to point to it.
+            let repair = entry.fault == .notIndexed ? entry.repair : "restore the pack from a backup"
+            report.problems.append(
+                .init(
+                    file: entry.file, message: entry.message + "; " + repair, chunks: entry.chunks,
+                    generations: entry.generations))
+        }
         return report
     }
 
@@ -198,7 +217,7 @@ extension Store {
     /// every chunk; returns how many chunks were rehashed.
     private func deepCheck(
         _ fd: FileDescriptor, id: ChunkID, entries: [PackEntry], file: String, report: inout VerifyReport,
-        bad: inout Set<ChunkID>
+        bad: inout Set<ChunkID>, damage: inout ChunkDamage
     ) throws -> Int {
         let size = Int(try fd.status().size)
         var bytes = [UInt8](repeating: 0, count: size)
@@ -214,6 +233,23 @@ extension Store {
         var decodedOffset: UInt32?
         var decodedCount = 0
         var rehashed = 0
+        // One problem per pack for frames that do not decode and for bad copies no index entry
+        // uses (the first named), not one per frame or chunk.
+        var badFrames: (count: Int, first: String?) = (0, nil)
+        var badUnused = 0
+        defer {
+            if let first = badFrames.first {
+                let more = badFrames.count > 1 ? " (and \(badFrames.count - 1) more frames)" : ""
+                report.problems.append(.init(file: file, message: first + more))
+            }
+            if badUnused > 0 {
+                report.problems.append(
+                    .init(
+                        file: file,
+                        message: "\(badUnused) chunks no index entry uses do not decode to their ids "
+                            + "(no generation needs them; `cpx gc` drops them when it repacks the pack)"))
+            }
+        }
         for entry in entries.sorted(by: { ($0.frameOffset, $0.slot) < ($1.frameOffset, $1.slot) }) {
             if decodedOffset != entry.frameOffset {
                 decodedOffset = entry.frameOffset
@@ -226,7 +262,8 @@ extension Store {
                     }
                 } catch {
                     decodedCount = 0
-                    report.problems.append(.init(file: file, message: "\(error)"))
+                    badFrames.count += 1
+                    if badFrames.first == nil { badFrames.first = "\(error)" }
                 }
             }
             rehashed += 1
@@ -234,8 +271,12 @@ extension Store {
             guard slot < decodedCount,
                 ChunkID(hashing: UnsafeRawBufferPointer(pages.page(at: slot))) == entry.id
             else {
-                if index.lookup(entry.id)?.pack == id { bad.insert(entry.id) }
-                report.problems.append(.init(file: file, message: "chunk \(entry.id.short) does not decode to its id"))
+                if index.lookup(entry.id)?.pack == id {
+                    bad.insert(entry.id)
+                    damage.add(entry.id, pack: id, fault: .corrupt)
+                } else {
+                    badUnused += 1
+                }
                 continue
             }
         }

@@ -313,8 +313,13 @@ struct GC: ParsableCommand {
             Examples: `cpx gc --keep-last 10 --dry-run` (what it would drop and free); `cpx gc --keep-within 7d \
             --keep 0` (a week, and the first generation); `cpx gc` (sweep only).
 
-            Exit status: 0 when done (or planned, with --dry-run); 1 on an error (nothing is dropped then); 64 for \
-            wrong arguments.
+            gc changes nothing in a damaged store: when a generation it would drop, merge or rewrite uses a chunk \
+            whose pack is missing, cut short or unreadable, or that the index lost, it names each file, the \
+            generations using it and what to run (`cpx rebuild-index` for an incomplete index), and exits 1; \
+            --dry-run makes the same checks and refuses alike.
+
+            Exit status: 0 when done (or planned, with --dry-run); 1 on an error or damage (nothing is dropped \
+            then); 64 for wrong arguments.
             """)
 
     @OptionGroup var storeOptions: StoreOptions

@@ -65,6 +65,10 @@ struct DumpInfo: ParsableCommand {
     var deep = false
     @Flag(
         name: .long,
+        help: "With --verify: list every damaged chunk (without it, one line per damaged pack names the count).")
+    var verbose = false
+    @Flag(
+        name: .long,
         help: "Store totals: chains, generations, chunks, packs, bytes, dedup across chains, garbage reclaimable.")
     var stats = false
     @Option(
@@ -79,6 +83,7 @@ struct DumpInfo: ParsableCommand {
             throw ValidationError("give one of --chain, --generation, --diff, --verify or --stats")
         }
         if deep && !verify { throw ValidationError("--deep goes with --verify") }
+        if verbose && !verify { throw ValidationError("--verbose goes with --verify") }
         if (regs || maps) && generation == nil { throw ValidationError("--regs and --maps go with --generation") }
         if !diff.isEmpty && diff.count != 2 { throw ValidationError("--diff takes two generation numbers: --diff A B") }
         if let generation, generation != "latest", UInt64(generation) == nil {
@@ -111,7 +116,7 @@ struct DumpInfo: ParsableCommand {
                 print(
                     json
                         ? StoreReports.verifyJSON(report, store: store.path)
-                        : StoreReports.verifyText(report, store: store.path))
+                        : StoreReports.verifyText(report, store: store.path, verbose: verbose))
                 if !report.isClean { throw ExitCode.failure }
             } else {
                 let statistics = try StoreReports.statistics(store)

@@ -102,6 +102,83 @@ import Testing
     }
 }
 
+/// The store commands on damaged stores and after GC: what they print is the point.
+@Suite(.serialized) struct DamagedStoreCommandTests {
+    static func run(_ tool: String, _ arguments: [String]) throws -> TestTools.Run {
+        try TestTools.run(tool, arguments)
+    }
+
+    @Test func gcOnAStoreWithALostPackExitsOneAndItsDryRunSaysTheSame() throws {
+        let fixture = try DamagedStoreFixture("cli-gc-lost-pack")
+        defer { fixture.cleanup() }
+        let pack = try #require(fixture.packsOf[5].first)
+        try fixture.deletePack(pack)
+        let chain = try fixture.store.chain("d")
+        let store = fixture.temporary.path
+        let dry = try Self.run("cpx", ["gc", "--store", store, "--keep-last", "3", "--dry-run"])
+        let real = try Self.run("cpx", ["gc", "--store", store, "--keep-last", "3"])
+        #expect(real.status == 1, "\(real.output)")
+        #expect(dry.status == real.status)
+        #expect(dry.errors == real.errors)
+        #expect(real.errors.contains("packs/\(pack): missing"), "\(real.errors)")
+        #expect(real.errors.contains("dumpinfo --verify"), "\(real.errors)")
+        #expect(try fixture.store.chain("d") == chain, "nothing dropped")
+    }
+
+    @Test func verifyOfALostPackIsOneLinePerPackAndVerboseListsEveryChunk() throws {
+        let fixture = try DamagedStoreFixture("cli-verify-lost-pack", rounds: 6, pages: 256)
+        defer { fixture.cleanup() }
+        let pack = try #require(fixture.packsOf[0].first)
+        let chunks = try fixture.chunks(inPack: pack).map(\.hex).sorted()
+        let users = try fixture.generations(using: try fixture.chunks(inPack: pack))
+        #expect(chunks.count > 100)
+        try fixture.deletePack(pack)
+        let store = fixture.temporary.path
+
+        let text = try Self.run("dumpinfo", ["--store", store, "--verify"])
+        #expect(text.status == 1)
+        let lines = text.output.split(separator: "\n")
+        #expect(lines.count < 12, "\(lines.count) lines for one lost pack of \(chunks.count) chunks")
+        #expect(lines.filter { $0.hasPrefix("  PROBLEM") && $0.contains(pack) }.count == 1, "\(text.output)")
+        #expect(chunks.allSatisfy { !text.output.contains($0) }, "no chunk listed without --verbose")
+
+        let verbose = try Self.run("dumpinfo", ["--store", store, "--verify", "--verbose"])
+        #expect(verbose.status == 1, "\(verbose.errors)")
+        #expect(chunks.allSatisfy { verbose.output.contains("chunk \($0)") }, "--verbose lists every chunk")
+
+        let json = try Self.run("dumpinfo", ["--store", store, "--verify", "--json"])
+        #expect(json.status == 1)
+        #expect(try JSONSchemaCheck().problems(json.output) == [])
+        let report = try JSONDocument.decode(VerifyDocument.self, json.output)
+        let problem = try #require(report.problems.first { $0.file == "packs/\(pack)" })
+        #expect(problem.chunks ?? [] == chunks, "the JSON keeps every chunk")
+        #expect(Set((problem.generations ?? []).map { UInt64($0.generation) }) == Set(users))
+    }
+
+    @Test func chainListingAfterGCShowsThePagesAMergedGenerationRebuilds() throws {
+        let temporary = TemporaryStore("cli-gc-pages")
+        defer { temporary.cleanup() }
+        let store = try temporary.open()
+        try writeChain(store, chain: "app", seed: 9, rounds: 8, pages: 96, dirty: 24)
+        #expect(try Self.run("cpx", ["gc", "--store", temporary.path, "--keep-last", "3"]).status == 0)
+        let rebuilt = try store.pageMap(chain: "app", generation: 5).pages.count
+
+        let json = try Self.run("dumpinfo", ["--store", temporary.path, "--chain", "--json"])
+        let rows = try JSONDocument.decode(ChainDocument.self, json.output).generations
+        #expect(rows.map(\.generation) == [5, 6, 7])
+        #expect(rows.first?.kind == "full")
+        #expect(rows.first?.pagesWritten == rebuilt, "generation 5 rebuilds \(rebuilt) pages")
+
+        // The table's PAGES cell (right-aligned under its header) says the same.
+        let table = try Self.run("dumpinfo", ["--store", temporary.path, "--chain"]).output.split(separator: "\n")
+        let header = try #require(table.first.map(String.init))
+        let end = try #require(header.range(of: "PAGES")).upperBound
+        let row = try #require(table.dropFirst().first.map(String.init))
+        let cell = row[..<row.index(row.startIndex, offsetBy: header.distance(from: header.startIndex, to: end))]
+        #expect(cell.split(separator: " ").last.map(String.init) == "\(rebuilt)", "\(header)\n\(row)")
+    }
+}
+
 /// Every command's help says its exit statuses, gives examples, and names the JSON schema its
 /// own --json prints (not another command's).
 @Suite struct HelpTests {

@@ -94,6 +94,39 @@ import Testing
         for g in 6..<10 { #expect(try mismatch(store, chain: "r", generation: UInt64(g), expected: states[g]) == nil) }
     }
 
+    /// A generation GC merged others into reports the pages its new delta holds: a merged full
+    /// one every page it rebuilds (not the sum of what the merged generations wrote), a merged
+    /// delta the pages of its composed delta; generations GC only relinked keep their figures.
+    @Test func mergedGenerationsReportThePagesTheyHold() throws {
+        let temporary = TemporaryStore("gc-pages")
+        defer { temporary.cleanup() }
+        let store = try temporary.open()
+        try writeChain(store, chain: "p", seed: 12, rounds: 10, pages: 128, dirty: 20)
+        let before = try store.chain("p").entries.map { try store.manifest($0.manifest).statistics }
+        _ = try store.collectGarbage(RetentionPolicy(keepLast: 4, keep: [2]))
+        let chain = try store.chain("p")
+        #expect(chain.entries.map(\.generation) == [2, 6, 7, 8, 9])
+
+        let base = try store.manifest(chain.entries[0].manifest)
+        #expect(base.kind == .full)
+        let map = try store.pageMap(chain: "p", generation: 2)
+        #expect(base.statistics.pagesWritten == UInt64(map.pages.count), "generation 2 rebuilds \(map.pages.count)")
+        #expect(base.statistics.zeroPages == UInt64(map.pages.count { $0.chunk == .zeroPage }))
+        #expect(base.statistics.unmappedPages == 0)
+
+        let merged = try store.manifest(chain.entries[1].manifest)
+        #expect(merged.kind == .delta)
+        #expect(merged.statistics.pagesWritten == UInt64(merged.delta.pages.count))
+        #expect(merged.statistics.unmappedPages == merged.delta.unmappedPageCount)
+        // What the merged generations added to the store stays summed.
+        #expect(merged.statistics.newChunks == before[3...6].reduce(0) { $0 + $1.newChunks })
+
+        for position in 2..<5 {
+            let entry = chain.entries[position]
+            #expect(try store.manifest(entry.manifest).statistics == before[Int(entry.generation)])
+        }
+    }
+
     /// GC in this process while a child keeps committing generations to the same store.
     @Test(.timeLimit(.minutes(5))) func concurrentWriterAndGCLoseNothing() throws {
         let temporary = TemporaryStore("concurrent")

@@ -140,6 +140,12 @@ public struct VerifyDocument: Decodable {
     public struct Problem: Decodable {
         public var file: String
         public var message: String
+        public var chunks: [String]?
+        public var generations: [Ref]?
+    }
+    public struct Ref: Decodable {
+        public var chain: String
+        public var generation: Int
     }
     public struct Damaged: Decodable {
         public var chain: String
