@@ -19,7 +19,7 @@ public final class GenerationWriter {
 
     private let store: Store
     private var storeLock: StoreLock?
-    private var chainLock: StoreLock?
+    private var chainClaim: ChainClaim?
     private let packer: ChunkPacker
     /// Chunks written by this generation, not yet in the index.
     private var written: Set<ChunkID> = []
@@ -28,22 +28,14 @@ public final class GenerationWriter {
     private var statistics = GenerationManifest.Statistics()
     private var finished = false
 
-    init(store: Store, chain name: String, full: Bool) throws(StoreError) {
+    /// `claimed`: the caller holds the chain's claim for a run of generations; otherwise the
+    /// writer claims the chain for this generation only.
+    init(store: Store, chain name: String, full: Bool, claimed: Bool = false) throws(StoreError) {
         guard Chain.isValidName(name) else { throw .invalidChainName(name) }
         self.store = store
         chain = name
         packer = ChunkPacker(directory: store.directory)
-        // A lock can outlive its holder's close by the instant a forked child of that process
-        // takes to exec (the child shares the lock until then), so a busy chain is retried
-        // briefly before it is reported; a real writer holds it for a whole generation.
-        var attempt: StoreLock?
-        for _ in 0..<25 {
-            attempt = try StoreLock.ifFree(.chain(name), .exclusive, in: store.directory)
-            if attempt != nil { break }
-            CurrentProcess.sleep(microseconds: 10_000)
-        }
-        guard let chainLock = attempt else { throw .chainBusy(chain: name) }
-        self.chainLock = chainLock
+        if !claimed { chainClaim = try ChainClaim(store: store, chain: name) }
         storeLock = try StoreLock(.store, .shared, in: store.directory)
         let current = try store.chainOrEmpty(name)
         generation = current.nextGeneration
@@ -175,7 +167,7 @@ public final class GenerationWriter {
 
     private func release() {
         storeLock = nil
-        chainLock = nil
+        chainClaim = nil
     }
 
     private func writeSnapshotIfDue(_ chain: Chain) {

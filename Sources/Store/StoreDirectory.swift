@@ -14,8 +14,10 @@ import Syscall
 ///     STORE/index/<id>.idx       sorted, memory-mapped index segments (chunk -> pack, frame)
 ///     STORE/manifests/<id>.gen   generation manifests, named by the hash of their bytes
 ///     STORE/chains/<name>.chain  a chain: generation number -> manifest id (the commit point)
+///     STORE/chains/<name>.lineage  the processes that may extend the chain (Lineage)
 ///     STORE/snapshots/<id>.map   rebuilt page maps of some generations (a cache)
 ///     STORE/locks/               flock files: store.lock (writers shared, GC exclusive), chains
+///                                (<name>.chain.lock: one writer's run, its pid inside)
 ///     STORE/tmp/                 files being written; renamed into place when complete
 final class StoreDirectory: @unchecked Sendable {
     let path: String

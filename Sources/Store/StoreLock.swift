@@ -9,7 +9,8 @@ import Syscall
 /// - `store.lock`, exclusive: held by GC, `rebuild-index` and rebase while they rewrite chains,
 ///   the index, and delete packs. It waits for writers in flight to commit; writers wait at the
 ///   start of their next generation, never in the middle of one.
-/// - `<chain>.chain.lock`, exclusive, not waiting: one writer per chain at a time.
+/// - `<chain>.chain.lock`, exclusive, not waiting: one writer per chain at a time, held for a
+///   writer's whole run (`ChainClaim`), its holder's pid written in the file for messages.
 final class StoreLock {
     private let fd: FileDescriptor
 
@@ -74,6 +75,26 @@ final class StoreLock {
         }
     }
 
+    /// Writes this process's pid into the lock file, for the message another process gets while
+    /// the lock is held. Best effort: the lock holds without it.
+    func recordHolder() {
+        try? fd.setSize(0)
+        try? Array("\(CurrentProcess.id)\n".utf8).withRawBytes { (raw) throws(Errno) in try fd.writeAll(raw, at: 0) }
+    }
+
+    /// Clears the pid `recordHolder` wrote, before the lock is released.
+    func clearHolder() { try? fd.setSize(0) }
+
+    /// The pid a holder of lock `name` wrote into it, if any.
+    static func holder(_ name: Name, in directory: StoreDirectory) -> Int32? {
+        guard let fd = try? FileDescriptor.open(name.fileName, in: directory.locks, [.readOnly, .noFollow]) else {
+            return nil
+        }
+        defer { fd.close() }
+        guard let bytes = try? fd.readAll(limit: 32) else { return nil }
+        return Int32(String(decoding: bytes, as: UTF8.self).trimmingNewline)
+    }
+
     /// The lock file's descriptor, and its path for messages.
     private static func open(_ name: Name, in directory: StoreDirectory) throws(StoreError) -> (FileDescriptor, String)
     {
@@ -87,4 +108,8 @@ final class StoreLock {
     }
 
     deinit { fd.close() }
+}
+
+extension String {
+    fileprivate var trimmingNewline: Substring { self.prefix { $0 != "\n" } }
 }
