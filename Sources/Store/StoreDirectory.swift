@@ -18,7 +18,8 @@ import Syscall
 ///     STORE/snapshots/<id>.map   rebuilt page maps of some generations (a cache)
 ///     STORE/locks/               flock files: store.lock (writers shared, GC exclusive), chains
 ///                                (<name>.chain.lock: one writer's run, its pid inside)
-///     STORE/tmp/                 files being written; renamed into place when complete
+///     STORE/tmp/                 files being written; renamed into place when complete (what a
+///                                killed writer left goes with the next writer or GC)
 final class StoreDirectory: @unchecked Sendable {
     let path: String
     let root: FileDescriptor

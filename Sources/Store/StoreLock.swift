@@ -11,6 +11,9 @@ import Syscall
 ///   start of their next generation, never in the middle of one.
 /// - `<chain>.chain.lock`, exclusive, not waiting: one writer per chain at a time, held for a
 ///   writer's whole run (`ChainClaim`), its holder's pid written in the file for messages.
+/// - Reclaiming what an abandoned or killed writer left (`reclaimAbandonedWrites`) takes
+///   `gc.lock` and `store.lock` exclusively without waiting: only when no writer, GC, rebase or
+///   rebuild-index is in flight, whose unindexed packs and tmp/ files it would take for garbage.
 final class StoreLock {
     private let fd: FileDescriptor
 

@@ -30,7 +30,7 @@ struct Cpx: ParsableCommand {
             A chain belongs to one process and the processes restarted from it (ld-chpox records each one): cpx \
             refuses to extend a chain of another process, naming it (--name NEW starts a new chain; --adopt makes \
             this process the chain's process from now on), and a second cpx into a chain being written is refused \
-            at once.
+            at once. A cpx (or cpx gc) also removes what a failed or killed cpx left in the store.
 
             With --interval, cpx takes a generation every interval until --count is reached, the process exits, or cpx \
             gets SIGINT or SIGTERM: the generation in flight is finished, tracking ends and the process runs on. \

@@ -104,6 +104,8 @@ public final class Checkpointer {
             let claim = try ChainClaim(store: store, chain: options.chain)
             pendingLineage = try ChainOwnership.admit(pid, to: claim, store: store, adopt: options.adopt)
             self.claim = claim
+            // What a failed or killed writer left goes now, if no one else writes.
+            _ = try? store.reclaimAbandonedWrites()
             tracker = try TrackerSelection.start(options.tracker, pid: pid)
         } catch let error as TraceeError {
             throw .process(error)
