@@ -221,6 +221,11 @@ public enum StoreReports {
         /// Chunks no generation references, and the bytes `cpx gc` would free (an estimate).
         public var deadChunks: Int?
         public var reclaimableBytes: Int64?
+        /// Packs no index entry names and files in tmp/, left by failed or killed writes (the
+        /// next `cpx` or `cpx gc` removes them); nil while a writer is in flight.
+        public var orphanPacks: Int?
+        public var orphanTemporaryFiles: Int?
+        public var orphanBytes: Int64?
     }
 
     public static func statistics(_ store: Store) throws -> Statistics {
@@ -239,7 +244,9 @@ public enum StoreReports {
             packs: totals.packs, packBytes: totals.packBytes, logicalBytes: logical,
             dedupRatio: totals.packBytes > 0 ? Double(logical) / Double(totals.packBytes) : nil,
             referencedChunks: sharing?.referencedChunks, dedupAcrossChains: sharing?.acrossChainsRatio,
-            deadChunks: sharing?.deadChunks, reclaimableBytes: sharing?.reclaimableBytes)
+            deadChunks: sharing?.deadChunks, reclaimableBytes: sharing?.reclaimableBytes,
+            orphanPacks: totals.abandoned?.packs, orphanTemporaryFiles: totals.abandoned?.temporaryFiles,
+            orphanBytes: totals.abandoned?.bytes)
     }
 
     public static func statisticsText(_ s: Statistics) -> String {
@@ -255,7 +262,16 @@ public enum StoreReports {
         (chunks each chain references / distinct chunks referenced)
         garbage        \(s.deadChunks.map { "\($0) dead chunks" } ?? "-"), \
         \(s.reclaimableBytes.map(Format.bytes) ?? "-") reclaimable by `cpx gc`
+        orphans        \(orphansText(s))
         """
+    }
+
+    static func orphansText(_ s: Statistics) -> String {
+        guard let packs = s.orphanPacks, let files = s.orphanTemporaryFiles, let bytes = s.orphanBytes else {
+            return "- (not counted while a cpx, gc or rebuild-index writes into the store)"
+        }
+        return "\(packs) packs, \(files) tmp files, \(Format.bytes(bytes)) left by failed or killed writes "
+            + "(the next `cpx` or `cpx gc` removes them)"
     }
 
     public static func statisticsJSON(_ s: Statistics) -> String { json(s) }

@@ -8,8 +8,9 @@ import Syscall
 /// Writes one generation. Pages are hashed; zero pages and chunks the store already has cost
 /// nothing but an entry; new chunks are gathered into frames of up to 16 pages, LZ4-compressed
 /// into packs. `commit` publishes, in order: packs, one index segment, the manifest, and last
-/// the chain file (the commit point). A writer that is abandoned or killed leaves only garbage
-/// that GC removes; committed generations are never touched.
+/// the chain file (the commit point). A writer that is abandoned removes the packs it published;
+/// one that is killed leaves only garbage, which the next writer (`reclaimAbandonedWrites`) or GC
+/// removes; committed generations are never touched.
 public final class GenerationWriter {
     public let chain: String
     public let generation: UInt64
@@ -19,7 +20,9 @@ public final class GenerationWriter {
 
     private let store: Store
     private var storeLock: StoreLock?
-    private var chainLock: StoreLock?
+    private var chainClaim: ChainClaim?
+    /// The generation's chunks are in the index: its packs are no longer its own to remove.
+    private var indexed = false
     private let packer: ChunkPacker
     /// Chunks written by this generation, not yet in the index.
     private var written: Set<ChunkID> = []
@@ -28,22 +31,19 @@ public final class GenerationWriter {
     private var statistics = GenerationManifest.Statistics()
     private var finished = false
 
-    init(store: Store, chain name: String, full: Bool) throws(StoreError) {
+    /// `claimed`: the caller holds the chain's claim for a run of generations; otherwise the
+    /// writer claims the chain for this generation only.
+    init(store: Store, chain name: String, full: Bool, claimed: Bool = false) throws(StoreError) {
         guard Chain.isValidName(name) else { throw .invalidChainName(name) }
         self.store = store
         chain = name
         packer = ChunkPacker(directory: store.directory)
-        // A lock can outlive its holder's close by the instant a forked child of that process
-        // takes to exec (the child shares the lock until then), so a busy chain is retried
-        // briefly before it is reported; a real writer holds it for a whole generation.
-        var attempt: StoreLock?
-        for _ in 0..<25 {
-            attempt = try StoreLock.ifFree(.chain(name), .exclusive, in: store.directory)
-            if attempt != nil { break }
-            CurrentProcess.sleep(microseconds: 10_000)
+        if !claimed {
+            chainClaim = try ChainClaim(store: store, chain: name)
+            // What an abandoned or killed writer left goes first, when no one else writes (a
+            // claimed run does it once, when it claims the chain).
+            _ = try? store.reclaimAbandonedWrites()
         }
-        guard let chainLock = attempt else { throw .chainBusy(chain: name) }
-        self.chainLock = chainLock
         storeLock = try StoreLock(.store, .shared, in: store.directory)
         let current = try store.chainOrEmpty(name)
         generation = current.nextGeneration
@@ -126,6 +126,7 @@ public final class GenerationWriter {
             statistics.storedBytes = UInt64(packer.storedBytes)
             statistics.newLogicalBytes = UInt64(packer.logicalBytes)
             try store.index.add(packer.locations())
+            indexed = true
 
             let delta = PageDelta(unmapped: kind == .full ? [] : unmapped, pages: retracted(pages))
             statistics.unmappedPages = delta.unmappedPageCount
@@ -162,11 +163,15 @@ public final class GenerationWriter {
         }
     }
 
-    /// Drops the generation: what it wrote is garbage for GC; locks are released.
+    /// Drops the generation: the packs it published are removed (no index entry names them yet:
+    /// nothing else refers to them); locks are released. Once its index segment is written (a
+    /// commit that failed later), its chunks stay as dead chunks for `cpx gc`: another writer may
+    /// already have merged that segment.
     public func abandon() {
         guard !finished else { return }
         finished = true
         packer.discard()
+        if !indexed { store.removeUnreferenced(packer.finished) }
         release()
     }
 
@@ -175,7 +180,7 @@ public final class GenerationWriter {
 
     private func release() {
         storeLock = nil
-        chainLock = nil
+        chainClaim = nil
     }
 
     private func writeSnapshotIfDue(_ chain: Chain) {

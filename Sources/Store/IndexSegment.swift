@@ -34,7 +34,8 @@ final class IndexSegment: @unchecked Sendable {
     private let map: MappedFile
     private let bits: Int
     private let fanoutOffset: Int
-    private let packs: [ChunkID]
+    /// The packs its entries name (an entry holds an ordinal in this table).
+    let packs: [ChunkID]
 
     /// Maps and verifies the segment (checksum, bounds, fan-out monotonic).
     init(id: ChunkID, in directory: StoreDirectory) throws(StoreError) {

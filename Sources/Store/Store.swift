@@ -185,7 +185,8 @@ public final class Store: @unchecked Sendable {
 
     // MARK: Writing
 
-    /// Starts generation `nextGeneration` of chain `name` (creating the chain). The first
+    /// Starts generation `nextGeneration` of chain `name` (creating the chain), claiming the chain
+    /// for this generation only (a run of generations claims it once: `ChainClaim`). The first
     /// generation of a chain is always full; `full` forces a full one later.
     public func beginGeneration(chain name: String, full: Bool = false) throws(StoreError) -> GenerationWriter {
         try GenerationWriter(store: self, chain: name, full: full)
@@ -201,6 +202,9 @@ extension Store {
         public var uniqueChunks: Int
         public var packs: Int
         public var packBytes: Int64
+        /// What failed or killed writers left (included in `packs` and `packBytes`); nil while a
+        /// writer is in flight, when it cannot be told apart from what that writer is writing.
+        public var abandoned: AbandonedWrites?
     }
 
     public func totals() throws(StoreError) -> Totals {
@@ -208,6 +212,7 @@ extension Store {
         let packs = try directory.names(in: directory.packs, dirName: "packs", suffix: "pack")
         let bytes = packs.reduce(Int64(0)) { $0 + ((try? directory.packs.status(of: $1 + ".pack").size) ?? 0) }
         return Totals(
-            chains: try chainNames().count, uniqueChunks: index.entryCount, packs: packs.count, packBytes: bytes)
+            chains: try chainNames().count, uniqueChunks: index.entryCount, packs: packs.count, packBytes: bytes,
+            abandoned: try abandonedWrites())
     }
 }

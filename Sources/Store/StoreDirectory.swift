@@ -14,9 +14,12 @@ import Syscall
 ///     STORE/index/<id>.idx       sorted, memory-mapped index segments (chunk -> pack, frame)
 ///     STORE/manifests/<id>.gen   generation manifests, named by the hash of their bytes
 ///     STORE/chains/<name>.chain  a chain: generation number -> manifest id (the commit point)
+///     STORE/chains/<name>.lineage  the processes that may extend the chain (Lineage)
 ///     STORE/snapshots/<id>.map   rebuilt page maps of some generations (a cache)
 ///     STORE/locks/               flock files: store.lock (writers shared, GC exclusive), chains
-///     STORE/tmp/                 files being written; renamed into place when complete
+///                                (<name>.chain.lock: one writer's run, its pid inside)
+///     STORE/tmp/                 files being written; renamed into place when complete (what a
+///                                killed writer left goes with the next writer or GC)
 ///
 /// A store is written only by its owner. Root may open another user's store to read it
 /// (`readOnly`): to inspect it or restart its images, which then become no more than `owner`.

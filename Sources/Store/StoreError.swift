@@ -11,8 +11,8 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
     case notAStore(path: String, reason: String)
     /// The store (or a file in it) is owned by someone else or is too open.
     case unsafe(path: String, reason: String)
-    /// Another process holds the chain's writer lock.
-    case chainBusy(chain: String)
+    /// Another process holds the chain's writer lock (`holder`: its pid, when it wrote one).
+    case chainBusy(chain: String, holder: Int32?)
     case noSuchChain(String)
     case noSuchGeneration(chain: String, generation: UInt64)
     case invalidChainName(String)
@@ -39,8 +39,9 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
             return "\(path) is not a chpox store: \(reason) (choose another directory with --store)"
         case .unsafe(let path, let reason):
             return "refusing store \(path): \(reason)"
-        case .chainBusy(let chain):
-            return "chain '\(chain)' is being written by another process (wait for it or pick another --name)"
+        case .chainBusy(let chain, let holder):
+            return "chain '\(chain)' is being written by another process\(holder.map { " (pid \($0))" } ?? "") "
+                + "(wait for it to end or pick another --name)"
         case .noSuchChain(let chain):
             return "no chain named '\(chain)' in this store (see `dumpinfo --chain`)"
         case .noSuchGeneration(let chain, let generation):

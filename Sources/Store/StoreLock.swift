@@ -9,7 +9,11 @@ import Syscall
 /// - `store.lock`, exclusive: held by GC, `rebuild-index` and rebase while they rewrite chains,
 ///   the index, and delete packs. It waits for writers in flight to commit; writers wait at the
 ///   start of their next generation, never in the middle of one.
-/// - `<chain>.chain.lock`, exclusive, not waiting: one writer per chain at a time.
+/// - `<chain>.chain.lock`, exclusive, not waiting: one writer per chain at a time, held for a
+///   writer's whole run (`ChainClaim`), its holder's pid written in the file for messages.
+/// - Reclaiming what an abandoned or killed writer left (`reclaimAbandonedWrites`) takes
+///   `gc.lock` and `store.lock` exclusively without waiting: only when no writer, GC, rebase or
+///   rebuild-index is in flight, whose unindexed packs and tmp/ files it would take for garbage.
 ///
 /// A store opened read-only takes its shared locks on the lock files that exist and creates
 /// none; a lock file no writer has made yet has no writer to wait for.
@@ -82,6 +86,27 @@ final class StoreLock {
         }
     }
 
+    /// Writes this process's pid into the lock file, for the message another process gets while
+    /// the lock is held. Best effort: the lock holds without it.
+    func recordHolder() {
+        guard let fd else { return }
+        try? fd.setSize(0)
+        try? Array("\(CurrentProcess.id)\n".utf8).withRawBytes { (raw) throws(Errno) in try fd.writeAll(raw, at: 0) }
+    }
+
+    /// Clears the pid `recordHolder` wrote, before the lock is released.
+    func clearHolder() { try? fd?.setSize(0) }
+
+    /// The pid a holder of lock `name` wrote into it, if any.
+    static func holder(_ name: Name, in directory: StoreDirectory) -> Int32? {
+        guard let fd = try? FileDescriptor.open(name.fileName, in: directory.locks, [.readOnly, .noFollow]) else {
+            return nil
+        }
+        defer { fd.close() }
+        guard let bytes = try? fd.readAll(limit: 32) else { return nil }
+        return Int32(String(decoding: bytes, as: UTF8.self).trimmingNewline)
+    }
+
     /// The lock file's descriptor (nil: read-only, and no such lock file yet), and its path.
     private static func open(
         _ name: Name, in directory: StoreDirectory, _ kind: FileDescriptor.LockKind
@@ -104,4 +129,8 @@ final class StoreLock {
     }
 
     deinit { fd?.close() }
+}
+
+extension String {
+    fileprivate var trimmingNewline: Substring { self.prefix { $0 != "\n" } }
 }

@@ -147,6 +147,19 @@ public enum ProcFS {
         }
     }
 
+    /// This boot's id (/proc/sys/kernel/random/boot_id, a UUID the kernel draws at each boot).
+    public static func bootID() throws(TraceeError) -> String {
+        let path = "/proc/sys/kernel/random/boot_id"
+        do {
+            let fd = try FileDescriptor.open(path, [.readOnly])
+            defer { fd.close() }
+            let text = String(decoding: try fd.readAll(limit: 64), as: UTF8.self)
+            return String(text.prefix { $0 != "\n" })
+        } catch {
+            throw .system(error, pid: 0, operation: "read \(path)")
+        }
+    }
+
     /// The state letter of /proc/<pid>/stat (R, S, D, Z, T, t, X...).
     public static func state(_ pid: Int32) throws(TraceeError) -> Character {
         try stat(pid).state
@@ -206,6 +219,9 @@ extension ProcFS {
         public var state: Character
         /// Field 9: the kernel's PF_* flags of the task.
         public var flags: UInt64
+        /// Field 22: when the process started, in clock ticks after boot. With the boot id and
+        /// the pid, it tells this process from any other that had its pid.
+        public var startTicks: UInt64
         /// PF_KTHREAD: a kernel thread, with no user memory (kthreadd, kworkers).
         public var isKernelThread: Bool { flags & 0x0020_0000 != 0 }
         /// Fields 26 and 27: where the program text starts and ends.
@@ -236,6 +252,7 @@ extension ProcFS {
                 return k < rest.count ? UInt64(rest[k]) ?? 0 : 0
             }
             flags = field(9)
+            startTicks = field(22)
             startCode = field(26); endCode = field(27); startStack = field(28)
             startData = field(45); endData = field(46); startBrk = field(47)
             argStart = field(48); argEnd = field(49); envStart = field(50); envEnd = field(51)

@@ -17,7 +17,7 @@ struct Cpx: ParsableCommand {
         commandName: "cpx",
         abstract: "Checkpoint a live process into a chpox store, and maintain the store.",
         usage: """
-            cpx [--store DIR] [--name NAME] [--interval SECONDS] [--count N] [--keep-last N] <pid>
+            cpx [--store DIR] [--name NAME] [--adopt] [--interval SECONDS] [--count N] [--keep-last N] <pid>
             cpx --probe [--json]
             cpx <subcommand>
             """,
@@ -26,6 +26,11 @@ struct Cpx: ParsableCommand {
             pid, e.g. python3-4242). The chain's first generation is a full base; every later one, in this run or a \
             later run, stores only what changed: pages the dirty-page tracker reports written (a later run, which has \
             no tracker history, compares every page with the chain instead).
+
+            A chain belongs to one process and the processes restarted from it (ld-chpox records each one): cpx \
+            refuses to extend a chain of another process, naming it (--name NEW starts a new chain; --adopt makes \
+            this process the chain's process from now on), and a second cpx into a chain being written is refused \
+            at once. A cpx (or cpx gc) also removes what a failed or killed cpx left in the store.
 
             With --interval, cpx takes a generation every interval until --count is reached, the process exits, or cpx \
             gets SIGINT or SIGTERM: the generation in flight is finished, tracking ends and the process runs on. \
@@ -97,6 +102,12 @@ struct Checkpoint: ParsableCommand {
     @Flag(
         name: .long,
         help: ArgumentHelp(
+            "Extend the chain even though it belongs to another process: this process becomes the chain's "
+                + "process from now on (recorded; the others can no longer extend it)."))
+    var adopt = false
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
             "Checkpoint a process with descriptors a restart cannot recreate (sockets...): "
                 + "they are recorded and listed by dumpinfo."))
     var skipUnsupported = false
@@ -127,6 +138,7 @@ struct Checkpoint: ParsableCommand {
             var options = Checkpointer.Options(chain: chain, tracker: trackerOption.kind)
             options.preCopy = preCopy
             options.skipUnsupported = skipUnsupported
+            options.adopt = adopt
             let schedule = CheckpointSchedule(
                 interval: interval, count: count, keepLast: keepLast,
                 finish: kill ? .kill : leaveStopped ? .leaveStopped : .resume)

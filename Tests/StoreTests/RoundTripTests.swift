@@ -102,7 +102,9 @@ import Testing
         defer { temporary.cleanup() }
         let store = try temporary.open()
         let first = try store.beginGeneration(chain: "c")
-        #expect(throws: StoreError.chainBusy(chain: "c")) { _ = try store.beginGeneration(chain: "c") }
+        #expect(throws: StoreError.chainBusy(chain: "c", holder: getpid())) {
+            _ = try store.beginGeneration(chain: "c")
+        }
         // Another chain is independent.
         let other = try store.beginGeneration(chain: "other")
         other.abandon()

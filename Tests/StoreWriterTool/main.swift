@@ -1,8 +1,13 @@
-// chpox-store-writer STORE CHAIN SEED PAGES [ROUNDS]
+// chpox-store-writer STORE CHAIN SEED PAGES [ROUNDS | hold]
 //
 // Writes generations of a SyntheticMemory into STORE's CHAIN, continuing the chain where it
 // stands, until ROUNDS generations have been committed (forever without ROUNDS). Prints
 // "committed N" after each commit. The crash tests kill it with SIGKILL at random instants.
+//
+// With `hold`, it starts one generation, puts random (incompressible) pages until the generation
+// has published a pack and more pages are being written to the next one in tmp/, prints
+// "published", and waits to be killed: a writer killed mid-generation after publishing packs.
+import Foundation
 import Store
 import StoreTestSupport
 
@@ -16,8 +21,27 @@ guard arguments.count >= 5, let seed = UInt64(arguments[3]), let pageCount = Int
     exit(2)
 }
 let rounds = arguments.count > 5 ? Int(arguments[5]) ?? 0 : Int.max
+let hold = arguments.count > 5 && arguments[5] == "hold"
 do {
     let store = try Store(at: arguments[1], create: true)
+    if hold {
+        let packs = { (try? FileManager.default.contentsOfDirectory(atPath: arguments[1] + "/packs"))?.count ?? 0 }
+        let before = packs()
+        let writer = try store.beginGeneration(chain: arguments[2])
+        var random = SplitMix(seed)
+        var page = [UInt64](repeating: 0, count: 512)
+        var number: UInt64 = 0
+        var extra = 0
+        while extra < 64 {
+            for k in page.indices { page[k] = random.next() }
+            try page.withUnsafeBytes { try writer.put(firstPage: number, contents: $0) }
+            number += 1
+            if packs() > before { extra += 1 }
+        }
+        print("published")
+        fflush(nil)
+        while true { sleep(60) }
+    }
     for _ in 0..<rounds {
         let writer = try store.beginGeneration(chain: arguments[2])
         var memory = SyntheticMemory(seed: seed, rounds: max(Int(writer.generation) - 1, 0), pages: pageCount)

@@ -12,6 +12,18 @@ public enum CheckpointError: Error, Sendable, CustomStringConvertible {
     case output(path: String, reason: String)
     case cannotRestart(generation: UInt64, reason: String)
     case unencodableImage(pid: Int32, reason: String)
+    /// `pid` is not of the chain's lineage (`ChainOwnership`); `owner`: the chain's process, when
+    /// known.
+    case anotherProcessesChain(chain: String, pid: Int32, owner: ChainOwner?)
+
+    /// The process a chain belongs to, for the message that refuses another.
+    public struct ChainOwner: Sendable, Equatable {
+        public var pid: Int32
+        public var command: String
+        /// The chain's newest generation and when it was taken.
+        public var head: UInt64
+        public var at: Int64
+    }
 
     public var description: String {
         switch self {
@@ -29,6 +41,15 @@ public enum CheckpointError: Error, Sendable, CustomStringConvertible {
             return "cannot restart generation \(generation): \(reason)"
         case .output(let path, let reason):
             return "cannot write \(path): \(reason)"
+        case .anotherProcessesChain(let chain, let pid, let owner):
+            let whose =
+                owner.map {
+                    "pid \($0.pid) (\($0.command)), whose generation \($0.head) was checkpointed "
+                        + "\(Format.time(nanoseconds: $0.at)) UTC"
+                } ?? "a process it does not record"
+            return "chain '\(chain)' belongs to another process: \(whose); pid \(pid) is neither that process nor one "
+                + "restarted from the chain. Use --name NEW for a new chain, or --adopt to make pid \(pid) the chain's "
+                + "process from now on (recorded; the chain's other processes can then no longer extend it)"
         case .notOurs(let chain, let pid, let reason):
             return "chain '\(chain)' cannot continue with pid \(pid): \(reason); use another --name"
         }

@@ -29,6 +29,9 @@ public final class Checkpointer {
         public var stopCopyPages: UInt64 = 4096  // pages (16 MiB), not a page size
         /// Record descriptors a restart cannot recreate instead of refusing the process.
         public var skipUnsupported = false
+        /// Extend the chain even when it belongs to another process, making this one the chain's
+        /// lineage from now on (`cpx --adopt`).
+        public var adopt = false
 
         public init(chain: String, tracker: TrackerKind? = nil) {
             self.chain = chain
@@ -74,6 +77,10 @@ public final class Checkpointer {
     /// Generations this checkpointer committed.
     public private(set) var written = 0
     private var lastFrozenCopy: UInt64 = 0
+    /// The chain, held for the whole run: no other writer interleaves generations with ours.
+    private var claim: ChainClaim?
+    /// What the first generation records in the chain's lineage before it commits.
+    private var pendingLineage: (member: Lineage.Member, replacing: Bool)?
 
     /// Called during the final stop of every generation with the frozen process and the
     /// generation's number: tests take their reference read of memory here.
@@ -83,7 +90,9 @@ public final class Checkpointer {
     /// pages the round copies). For a progress line on long generations.
     public var progress: ((UInt64, UInt64, UInt64) -> Void)?
 
-    /// Starts tracking `pid` (before it is ever stopped: uffd-wp's helper needs it free).
+    /// Claims the chain for the run (refused at once when another writer holds it, or when the
+    /// chain belongs to another process: `ChainOwnership`), then starts tracking `pid` (before it
+    /// is ever stopped: uffd-wp's helper needs it free).
     public init(pid: Int32, store: Store, options: Options) throws(CheckpointError) {
         self.pid = pid
         self.store = store
@@ -92,26 +101,40 @@ public final class Checkpointer {
         do {
             let state = try ProcFS.state(pid)
             if state == "Z" || state == "X" { throw TraceeError.zombie(pid: pid) }
+            let claim = try ChainClaim(store: store, chain: options.chain)
+            pendingLineage = try ChainOwnership.admit(pid, to: claim, store: store, adopt: options.adopt)
+            self.claim = claim
+            // What a failed or killed writer left goes now, if no one else writes.
+            _ = try? store.reclaimAbandonedWrites()
             tracker = try TrackerSelection.start(options.tracker, pid: pid)
         } catch let error as TraceeError {
             throw .process(error)
+        } catch let error as CheckpointError {
+            throw error
+        } catch let error as StoreError {
+            throw .store(error)
         } catch {
             throw .process(.unsupported(pid: pid, reason: "\(error)"))
         }
     }
 
-    deinit { tracker.stop() }
+    deinit { stop() }
 
-    /// Ends tracking; the process keeps no trace of it.
-    public func stop() { tracker.stop() }
+    /// Ends tracking, and gives the chain up to other writers; the process keeps no trace of it.
+    public func stop() {
+        tracker.stop()
+        claim?.release()
+        claim = nil
+    }
 
     /// Takes one generation.
     public func checkpoint(finish: Finish = .resume) throws(CheckpointError) -> Generation {
         let started = ClockTime.monotonic()
         let writer: GenerationWriter
         var baseline: PageMap?
+        guard let claim else { preconditionFailure("checkpoint after stop") }
         do throws(StoreError) {
-            writer = try store.beginGeneration(chain: options.chain)
+            writer = try claim.beginGeneration()
             // A run continuing a chain it did not start has no tracker history: its first
             // generation compares every page with the chain's newest (hash tracking
             // against the store).
@@ -134,6 +157,12 @@ public final class Checkpointer {
             image.capture.tracker = run.baseline != nil ? "hash (chain)" : tracker.kind.rawValue
             let entry: Chain.Entry
             do {
+                if let pending = pendingLineage {
+                    var member = pending.member
+                    member.generation = run.writer.generation
+                    try claim.record(member, replacing: pending.replacing)
+                    pendingLineage = nil
+                }
                 entry = try run.writer.commit(metadata: image.encoded())
             } catch {
                 if finish != .resume { try? Signal.send(SIGCONT, to: pid) }  // never leave it stopped for nothing

@@ -32,12 +32,16 @@ public final class Restorer {
     public let map: PageMap
     public let store: Store
     public let generation: UInt64
+    /// The chain the generation is of: the restarted process joins its lineage (nil: it joins
+    /// none, and a `cpx` of it into any chain is a new process's).
+    public let chain: String?
 
-    public init(image: ProcessImage, map: PageMap, store: Store, generation: UInt64) {
+    public init(image: ProcessImage, map: PageMap, store: Store, generation: UInt64, chain: String? = nil) {
         self.image = image
         self.map = map
         self.store = store
         self.generation = generation
+        self.chain = chain
     }
 
     /// Generation `generation` of chain `chain` (default: its newest), rebuilt and ready to
@@ -50,7 +54,7 @@ public final class Restorer {
                 generation: target, reason: "it holds pages but no process image (written by something other than cpx)")
         }
         let image = try ProcessImage(decoding: manifest.metadata, generation: target)
-        return Restorer(image: image, map: map, store: store, generation: target)
+        return Restorer(image: image, map: map, store: store, generation: target, chain: name)
     }
 
     /// What a restart of this generation will do.
@@ -64,6 +68,8 @@ public final class Restorer {
 
     /// Starts the stub, rebuilds the process in it and lets it run. A failure at any step kills
     /// the stub and leaves every file as it was (files are cut back only by the last phases).
+    /// The process is added to the chain's lineage, so that `cpx` continues the chain with it;
+    /// where that cannot be recorded, a notice says so.
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
         let plan = self.plan
         try plan.preflight.check(authority: authority)
@@ -74,8 +80,14 @@ public final class Restorer {
                 stub: child.pid, image: image, store: store, map: map, generation: generation)
             defer { session.process.thaw() }
             for phase in plan.processes[0].phases { try phase.run(in: session) }
-            let notices =
+            var notices =
                 session.notices + plan.preflight.notRestored.map { "not restored (skipped at the checkpoint): \($0)" }
+            if let chain,
+                let notice = ChainOwnership.recordRestart(
+                    store: store, chain: chain, generation: generation, pid: child.pid)
+            {
+                notices.append(notice)
+            }
             return Outcome(
                 pid: child.pid, originalPid: image.pid, mappings: image.mappings.count,
                 pagesWritten: session.pagesWritten,
