@@ -25,7 +25,9 @@ public struct VerifyReport: Sendable {
         /// And the generations whose own deltas use them, sorted.
         public var generations: [GenerationRef] = []
         public var description: String { "\(file): \(message)" }
-        public init(file: String, message: String) { (self.file, self.message) = (file, message) }
+        public init(file: String, message: String, chunks: [ChunkID] = [], generations: [GenerationRef] = []) {
+            (self.file, self.message, self.chunks, self.generations) = (file, message, chunks, generations)
+        }
     }
 
     public var deep = false

@@ -240,8 +240,8 @@ extension LiveProcess {
             #expect(run.errors.contains("No space left"), "\(run.errors)")
             target.waitForHelpers()
             #expect(try target.check().hasPrefix("ok"))
-            #expect(try Store(at: store).verify(deep: true).isClean)
-            #expect((try? Store(at: store).chain("f").entries.count) ?? 0 == 0)
+            // The failed first generation took back its packs, and the store it made.
+            #expect(!FileManager.default.fileExists(atPath: store), "a failed first cpx left its store")
             // Room again: the same chain starts cleanly.
             #expect(try TestTools.run("/bin/mount", ["-o", "remount,size=256m", mount]).status == 0)
             let again = try Self.cpx(["--store", store, "--name", "f", "\(target.pid)"])
