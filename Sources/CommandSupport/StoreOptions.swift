@@ -5,7 +5,6 @@ import Glibc
 #endif
 import Incremental
 import Store
-import Syscall
 import Tracee
 
 /// `--store DIR`, shared by every command.
@@ -29,10 +28,7 @@ public struct StoreOptions: ParsableArguments {
 
     /// Opens the store to read: the caller's own store as usual (a restart may note in it what
     /// it restarted), another user's, which only root may open, read-only (docs/threat-model.md).
-    public func openToRead() throws -> Store {
-        let store = try Store(at: path, readOnly: true)
-        return store.owner == CurrentProcess.effectiveUserID ? try Store(at: path) : store
-    }
+    public func openToRead() throws -> Store { try Store(at: path, reading: true) }
 }
 
 /// Runs a command body, printing a store error as one line on stderr with a non-zero exit.

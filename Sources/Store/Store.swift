@@ -13,10 +13,11 @@ public final class Store: @unchecked Sendable {
     let index: ChunkIndex
 
     /// Opens the store at `path`; with `create`, makes it (0700) when missing or empty.
-    /// `readOnly`: to read it (inspect, restart); root may then open another user's store.
-    public init(at path: String, create: Bool = false, readOnly: Bool = false) throws(StoreError) {
+    /// `reading`: to read it (inspect, restart): the caller's own store opens as usual, and
+    /// root may open another user's, read-only (`isReadOnly`).
+    public init(at path: String, create: Bool = false, reading: Bool = false) throws(StoreError) {
         self.path = path
-        directory = try StoreDirectory(path: path, create: create, readOnly: readOnly)
+        directory = try StoreDirectory(path: path, create: create, reading: reading)
         index = try ChunkIndex(directory: directory)
     }
 
@@ -32,7 +33,7 @@ public final class Store: @unchecked Sendable {
     @discardableResult
     public func discardIfUnused() -> Bool { directory.removeIfUnused() }
 
-    /// Whether it was opened to read only.
+    /// Whether it is another user's, opened to read: nothing in it is written.
     public var isReadOnly: Bool { directory.readOnly }
 
     /// `$CHPOX_STORE`, else `$XDG_STATE_HOME/chpox`, else `~/.local/state/chpox`.

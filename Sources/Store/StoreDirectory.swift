@@ -29,7 +29,7 @@ final class StoreDirectory: @unchecked Sendable {
     let owner: UInt32
     /// The group of its root directory.
     let ownerGroup: UInt32
-    /// Opened to read: every write is refused (`requireWritable`).
+    /// Another user's, opened to read: every write is refused (`requireWritable`).
     let readOnly: Bool
     /// `path` without symlinks (`StorePath`).
     let resolvedPath: String
@@ -54,18 +54,19 @@ final class StoreDirectory: @unchecked Sendable {
     static let formatVersion: UInt32 = 1
 
     /// Opens the store at `path`, creating it (and missing parents, 0700) when `create` is set.
-    /// `readOnly`: to read; root may then open a store another user owns.
-    init(path: String, create: Bool, readOnly: Bool = false) throws(StoreError) {
-        precondition(!(create && readOnly), "a store opened read-only is never created")
+    /// `reading`: to read it; the caller's own store opens as usual, and root may open another
+    /// user's, read-only.
+    init(path: String, create: Bool, reading: Bool = false) throws(StoreError) {
+        precondition(!(create && reading), "a store opened to read is never created")
         self.path = path
-        self.readOnly = readOnly
         let walked = try StorePath(opening: path, create: create)
         let root = walked.directory
         resolvedPath = walked.resolved
         createdDirectories = walked.created
         self.root = root
-        let owner = try Self.checkOwnership(root, path: path, readOnly: readOnly)
+        let owner = try Self.checkOwnership(root, path: path, reading: reading)
         self.owner = owner
+        readOnly = owner != CurrentProcess.effectiveUserID
         ownerGroup = (try? root.status().group) ?? owner
 
         var names: [String]
@@ -137,14 +138,14 @@ final class StoreDirectory: @unchecked Sendable {
     }
 
     /// Checks the store's root directory; returns its owner. Its owner must be the caller, or,
-    /// opened `readOnly` by root, anyone.
+    /// opened for `reading` by root, anyone.
     private static func checkOwnership(
-        _ fd: FileDescriptor, path: String, readOnly: Bool
+        _ fd: FileDescriptor, path: String, reading: Bool
     ) throws(StoreError) -> UInt32 {
         let me = CurrentProcess.effectiveUserID
         let owner: UInt32
         do { owner = try fd.status().owner } catch { throw error.store("stat", path) }
-        return try checkOwnership(fd, path: path, owner: readOnly && me == 0 ? owner : me)
+        return try checkOwnership(fd, path: path, owner: reading && me == 0 ? owner : me)
     }
 
     /// Checks that a directory of the store is `owner`'s and closed to others; returns `owner`.
