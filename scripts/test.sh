@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command, and what CI runs: sets up, builds everything and runs every test
 # (unit, crash-safety with SIGKILLed writers, corruption, GC, security, and the bounded fuzzer),
-# then the formatter's lint, the install step and the QEMU guests.
+# then the formatter's lint, the install step, the QEMU guests and CRIU's zdtm tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -39,5 +39,9 @@ ipassed=$part_passed ifailed=$part_failed istatus=$part_status
 # The dirty trackers on kernels the host is not: Debian's 6.12 and 6.1 under QEMU.
 part qemu scripts/qemu-tests.sh
 qpassed=$part_passed qfailed=$part_failed qstatus=$part_status
-echo "$((passed + fpassed + ipassed + qpassed)) passed, $((failed + ffailed + ifailed + qfailed)) failed"
-[ "$status" -eq 0 ] && [ "$fstatus" -eq 0 ] && [ "$istatus" -eq 0 ] && [ "$qstatus" -eq 0 ]
+# CRIU's zdtm tests through chpox, the CI subset, each held to its outcome (scripts/zdtm.sh).
+part zdtm scripts/zdtm.sh
+zpassed=$part_passed zfailed=$part_failed zstatus=$part_status
+echo "$((passed + fpassed + ipassed + qpassed + zpassed)) passed," \
+  "$((failed + ffailed + ifailed + qfailed + zfailed)) failed"
+[ "$status" -eq 0 ] && [ "$fstatus" -eq 0 ] && [ "$istatus" -eq 0 ] && [ "$qstatus" -eq 0 ] && [ "$zstatus" -eq 0 ]
