@@ -43,6 +43,11 @@ public enum ProcFS {
         keyValues(try read(pid, "fdinfo/\(fd)"))
     }
 
+    /// /proc/PID/fdinfo/FD line by line: for what repeats a key (an epoll's `tfd:` lines).
+    public static func descriptorInfoLines(_ pid: Int32, _ fd: Int32) throws(TraceeError) -> [Substring] {
+        try read(pid, "fdinfo/\(fd)").split(separator: "\n")
+    }
+
     /// What smaps says of one mapping: its VmFlags (two-letter codes: gd grows down, dd don't
     /// dump, hg/nh huge page advice, mg mergeable...) and its resident pages (Rss).
     public struct MappingDetails: Sendable, Equatable {
@@ -104,7 +109,7 @@ public enum ProcFS {
         return result
     }
 
-    static func keyValues(_ text: String) -> [String: String] {
+    public static func keyValues(_ text: String) -> [String: String] {
         var result: [String: String] = [:]
         for line in text.split(separator: "\n") {
             guard let colon = line.firstIndex(of: ":") else { continue }

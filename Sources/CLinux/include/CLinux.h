@@ -57,6 +57,15 @@ static inline int chpox_ioctl(int fd, unsigned long request, void *argument) {
 #define SYS_userfaultfd 323
 #endif
 static inline int chpox_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+/// kcmp(2) with KCMP_EPOLL_TFD (linux/kcmp.h): 0 when descriptor `fd` of `pid` is the file
+/// that epoll `epoll` of the same process watches as target `target` (registered as that fd
+/// number, the `nth` so registered); 1 or 2 when it is another; -1 with errno when there is no
+/// such target.
+static inline int chpox_kcmp_epoll_target(pid_t pid, int fd, int epoll, int target, uint32_t nth) {
+    struct { uint32_t efd, tfd, toff; } slot = { (uint32_t)epoll, (uint32_t)target, nth };
+    return (int)syscall(SYS_kcmp, pid, pid, 7 /* KCMP_EPOLL_TFD */, fd, (unsigned long)&slot);
+}
 static inline int chpox_pidfd_getfd(int pidfd, int targetfd) { return (int)syscall(SYS_pidfd_getfd, pidfd, targetfd, 0); }
 static inline int chpox_userfaultfd(int flags) { return (int)syscall(SYS_userfaultfd, flags); }
 
@@ -115,6 +124,14 @@ enum chpox_system_call {
     CHPOX_SYS_sigaltstack = SYS_sigaltstack,
     CHPOX_SYS_rt_tgsigqueueinfo = SYS_rt_tgsigqueueinfo,
     CHPOX_SYS_setitimer = SYS_setitimer,
+    CHPOX_SYS_write = SYS_write,
+    CHPOX_SYS_eventfd2 = SYS_eventfd2,
+    CHPOX_SYS_timerfd_create = SYS_timerfd_create,
+    CHPOX_SYS_timerfd_settime = SYS_timerfd_settime,
+    CHPOX_SYS_signalfd4 = SYS_signalfd4,
+    CHPOX_SYS_epoll_create1 = SYS_epoll_create1,
+    CHPOX_SYS_epoll_ctl = SYS_epoll_ctl,
+    CHPOX_SYS_ioctl = SYS_ioctl,
 };
 /// PR_SET_MM and PR_SET_MM_MAP (linux/prctl.h), and struct prctl_mm_map.
 #define CHPOX_PR_SET_MM 35

@@ -184,6 +184,13 @@ enum ImageCapture {
                 if flags & O_ACCMODE != O_RDONLY, let status = openFileStatus(pid, fd), status.isRegularFile {
                     descriptor.size = status.size
                 }
+            } else if let event = EventDescriptorCapture.capture(pid, fd, target: target) {
+                switch event {
+                case .object(let object):
+                    descriptor.kind = .event
+                    descriptor.event = object
+                case .refused(let reason): unsupported.append("fd \(fd): \(target): \(reason)")
+                }
             } else {
                 unsupported.append("fd \(fd): \(target)")
             }

@@ -55,7 +55,7 @@ extension ProcessImage {
 
     public struct Descriptor: Codable, Sendable, Equatable {
         public enum Kind: String, Codable, Sendable {
-            case file, deletedFile = "deleted-file", directory, null, terminal, pipe, unsupported
+            case file, deletedFile = "deleted-file", directory, null, terminal, pipe, event, unsupported
         }
         public var fd: Int32
         public var kind: Kind
@@ -69,8 +69,10 @@ extension ProcessImage {
         /// A regular file open for writing: its size then. A restart from this generation
         /// cuts back what the process wrote after it.
         public var size: Int64? = nil
+        /// An eventfd, timerfd, signalfd or epoll descriptor's object (`kind` event).
+        public var event: EventObject? = nil
 
-        enum CodingKeys: String, CodingKey { case fd, kind, target, flags, offset, contents, size }
+        enum CodingKeys: String, CodingKey { case fd, kind, target, flags, offset, contents, size, event }
 
         public init(
             fd: Int32, kind: Kind, target: String, flags: Int32, offset: Int64, contents: Data? = nil,

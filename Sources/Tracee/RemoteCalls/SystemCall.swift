@@ -64,4 +64,20 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let ftruncate = SystemCall(CHPOX_SYS_ftruncate)
     /// The corresponding C constant is SYS_setgroups.
     public static let setgroups = SystemCall(CHPOX_SYS_setgroups)
+    /// The corresponding C constant is SYS_write.
+    public static let write = SystemCall(CHPOX_SYS_write)
+    /// The corresponding C constant is SYS_eventfd2.
+    public static let eventfd2 = SystemCall(CHPOX_SYS_eventfd2)
+    /// The corresponding C constant is SYS_timerfd_create.
+    public static let timerfdCreate = SystemCall(CHPOX_SYS_timerfd_create)
+    /// The corresponding C constant is SYS_timerfd_settime.
+    public static let timerfdSettime = SystemCall(CHPOX_SYS_timerfd_settime)
+    /// The corresponding C constant is SYS_signalfd4.
+    public static let signalfd4 = SystemCall(CHPOX_SYS_signalfd4)
+    /// The corresponding C constant is SYS_epoll_create1.
+    public static let epollCreate1 = SystemCall(CHPOX_SYS_epoll_create1)
+    /// The corresponding C constant is SYS_epoll_ctl.
+    public static let epollCtl = SystemCall(CHPOX_SYS_epoll_ctl)
+    /// The corresponding C constant is SYS_ioctl.
+    public static let ioctl = SystemCall(CHPOX_SYS_ioctl)
 }

@@ -40,6 +40,10 @@ extension LiveProcess {
                     CheckpointEvent.self, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "", growing: true)
             }
 
+            // The chain exists once its first generation is in: GC of a chain not yet written is
+            // refused, and a loaded machine may take seconds for the first one.
+            for _ in 0..<600 where try !events().contains(where: { $0.event == "generation" }) { usleep(100_000) }
+
             // GC over and over while cpx writes: (generations taken so far, pack bytes after GC).
             var samples: [(taken: Int, bytes: Int64)] = []
             var collections = 0

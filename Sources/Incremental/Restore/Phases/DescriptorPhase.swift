@@ -72,7 +72,7 @@ public struct DescriptorPhase: RestartPhase {
             case .file: setup = .reopen(path: descriptor.target, flags: flags, offset: descriptor.offset)
             case .deletedFile:
                 setup = .recreate(contents: descriptor.contents ?? Data(), flags: flags, offset: descriptor.offset)
-            case .unsupported: return nil
+            case .event, .unsupported: return nil  // events: EventDescriptorPhase
             }
             return Entry(fd: descriptor.fd, closeOnExec: descriptor.flags & O_CLOEXEC != 0, setup: setup)
         }

@@ -1,0 +1,48 @@
+/// Descriptors on the kernel's anonymous event objects, recorded from /proc/PID/fdinfo and
+/// created again by `EventDescriptorPhase`: eventfd, timerfd, signalfd and epoll.
+extension ProcessImage {
+    public enum EventObject: Codable, Sendable, Equatable {
+        /// eventfd(2): its counter, and EFD_SEMAPHORE.
+        case eventfd(count: UInt64, semaphore: Bool)
+        /// timerfd_create(2): its clock and, when armed, what is left of it and its interval
+        /// (nanoseconds); it is restarted relative, as it stood at the checkpoint.
+        case timerfd(clock: Int32, remainingNanoseconds: UInt64, intervalNanoseconds: UInt64, ticks: UInt64 = 0)
+        /// signalfd(2): the signals it reads.
+        case signalfd(mask: UInt64)
+        /// epoll_create1(2): its interest list, each target a descriptor of the process.
+        case epoll(targets: [EpollTarget])
+
+        /// What it is, for people.
+        public var summary: String {
+            switch self {
+            case .eventfd(let count, let semaphore): "eventfd, counter \(count)" + (semaphore ? ", semaphore" : "")
+            case .timerfd(let clock, let remaining, let interval, let ticks):
+                "timerfd, clock \(clock), "
+                    + (remaining == 0 ? "disarmed" : "next in \(remaining) ns, every \(interval) ns")
+                    + (ticks == 0 ? "" : ", \(ticks) expirations unread")
+            case .signalfd(let mask): "signalfd, mask 0x\(String(mask, radix: 16))"
+            case .epoll(let targets):
+                "epoll watching "
+                    + targets.map { "fd \($0.fd)" + ($0.via.map { " (closed; its file is fd \($0))" } ?? "") }
+                    .joined(separator: ", ")
+            }
+        }
+    }
+
+    /// One entry of an epoll interest list: the descriptor number it was registered as, its
+    /// events (EPOLLIN, EPOLLET...) and the data the program gave with them. `via`: that number
+    /// was closed (or now holds another file) while another descriptor keeps the file open, and
+    /// the epoll still watches it; the restart registers it through `via` at that number.
+    public struct EpollTarget: Codable, Sendable, Equatable {
+        public var fd: Int32
+        public var events: UInt32
+        public var data: UInt64
+        public var via: Int32? = nil
+
+        enum CodingKeys: String, CodingKey { case fd, events, data, via }
+
+        public init(fd: Int32, events: UInt32, data: UInt64, via: Int32? = nil) {
+            (self.fd, self.events, self.data, self.via) = (fd, events, data, via)
+        }
+    }
+}
