@@ -64,4 +64,8 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let ftruncate = SystemCall(CHPOX_SYS_ftruncate)
     /// The corresponding C constant is SYS_setgroups.
     public static let setgroups = SystemCall(CHPOX_SYS_setgroups)
+    /// The corresponding C constant is SYS_write.
+    public static let write = SystemCall(CHPOX_SYS_write)
+    /// The corresponding C constant is SYS_membarrier.
+    public static let membarrier = SystemCall(CHPOX_SYS_membarrier)
 }
