@@ -31,5 +31,15 @@ extension ProcessImage {
             (self.transparentHugePagesDisabled, self.childSubreaper) = (transparentHugePagesDisabled, childSubreaper)
             self.membarrierRegistrations = membarrierRegistrations
         }
+
+        /// One line for people: "oom_score_adj 400, loginuid 3, dumpable 0, THP disabled, ...".
+        public var summary: String {
+            (["oom_score_adj \(oomScoreAdjust)", "loginuid " + (loginUID == .max ? "unset" : "\(loginUID)")]
+                + ["dumpable \(dumpable)"]
+                + (transparentHugePagesDisabled ? ["THP disabled"] : []) + (childSubreaper ? ["child subreaper"] : [])
+                + (membarrierRegistrations != 0
+                    ? ["membarrier registrations 0x\(String(membarrierRegistrations, radix: 16))"] : []))
+                .joined(separator: ", ")
+        }
     }
 }

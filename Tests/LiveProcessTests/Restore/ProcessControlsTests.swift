@@ -32,12 +32,19 @@ extension LiveProcess {
 
         /// Checkpoints `original` (which has printed its settings), kills it, restarts it and
         /// expects the same settings from the restarted process.
-        static func expectSameSettingsAfterRestart(_ original: WorkloadProcess, scratch name: String) throws {
+        static func expectSameSettingsAfterRestart(
+            _ original: WorkloadProcess, scratch name: String, shown: [String] = []
+        ) throws {
             let directory = try RestartTests.scratch(name)
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let before = try original.line()
             try RestartTests.checkpoint(original.pid, store: directory + "/store", name: "controls")
             RestartTests.end(original)
+            let store = directory + "/store"
+            let detail = try TestTools.run("dumpinfo", ["--store", store, "--name", "controls", "--generation", "0"])
+            for text in shown {
+                #expect(detail.output.contains(text), "\(detail.output)")
+            }
             let restarted = try RestartTests.restart(store: directory + "/store", name: "controls", generation: 0)
             #expect(try restarted.send("go") == before)
             RestartTests.end(restarted)
@@ -64,7 +71,8 @@ extension LiveProcess {
                             print(*settings(), flush=True)
                         """,
                 ])
-            try Self.expectSameSettingsAfterRestart(original, scratch: "controls")
+            try Self.expectSameSettingsAfterRestart(
+                original, scratch: "controls", shown: ["oom_score_adj 400", "child subreaper"])
         }
 
         /// The ids a restart sets clear the dumpable flag: it is set again after them.
