@@ -208,6 +208,7 @@ public enum GenerationReports {
         lines.append("executable   \(image.executable)")
         lines.append("cwd          \(image.workingDirectory)  (umask \(GenerationDiff.octal(image.umask)))")
         lines.append("credentials  " + GenerationDiff.describe(image.credentials))
+        if let controls = image.controls { lines.append("controls     " + controls.summary) }
         let rounds = "\(c.preCopyRounds) pre-copy round\(c.preCopyRounds == 1 ? "" : "s")"
         lines.append(
             "captured     \(c.tracker.isEmpty ? "-" : c.tracker); pause \(milliseconds(c.pauseNanoseconds))"

@@ -15,6 +15,8 @@ public struct InjectedState: Sendable, Equatable {
     public var signalActions: [SignalAction]
     /// The three interval timers (ITIMER_REAL, VIRTUAL, PROF) that are armed: getitimer.
     public var intervalTimers: [IntervalTimer] = []
+    /// prctl flags and membarrier registrations.
+    public var controls = ProcessControls()
 
     /// struct itimerval: which timer, its interval and the time left, in microseconds.
     public struct IntervalTimer: Sendable, Equatable {
@@ -94,6 +96,9 @@ public struct InjectedState: Sendable, Equatable {
             }
             return (actions, timers)
         }
+        controls = try RemoteCalls.onStack(of: process, size: 64) { (calls) throws(TraceeError) in
+            try ProcessControls(reading: calls)
+        }
     }
 
     // MARK: Wire format between chpox-inject and the checkpointer: one fact per line.
@@ -107,6 +112,7 @@ public struct InjectedState: Sendable, Equatable {
                 "sigaction \($0.signal) \(hex($0.handler)) \(hex($0.flags)) \(hex($0.restorer)) \(hex($0.mask))"
             }
             + intervalTimers.map { "itimer \($0.which) \($0.intervalMicroseconds) \($0.valueMicroseconds)" }
+            + [controls.line]
     }
 
     public init(lines: [String], pid: Int32) throws(TraceeError) {
@@ -114,8 +120,17 @@ public struct InjectedState: Sendable, Equatable {
         var threads: [ThreadAddress] = []
         var actions: [SignalAction] = []
         var timers: [IntervalTimer] = []
+        var controls = ProcessControls()
         for line in lines {
             let fields = line.split(separator: " ").map(String.init)
+            if fields.first == "controls" {
+                let numbers = fields.dropFirst().compactMap { Int64($0) }
+                guard numbers.count == fields.count - 1, let read = ProcessControls(numbers: numbers) else {
+                    throw .malformed(file: "chpox-inject's answer", reason: "unreadable line '\(line)'")
+                }
+                controls = read
+                continue
+            }
             let numbers = fields.dropFirst().compactMap {
                 UInt64($0.hasPrefix("0x") ? String($0.dropFirst(2)) : $0, radix: $0.hasPrefix("0x") ? 16 : 10)
             }
@@ -146,6 +161,7 @@ public struct InjectedState: Sendable, Equatable {
         guard let brk else { throw .malformed(file: "chpox-inject's answer", reason: "no program break (pid \(pid))") }
         self.init(programBreak: brk, threads: threads, signalActions: actions)
         intervalTimers = timers
+        self.controls = controls
     }
 
     private func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }

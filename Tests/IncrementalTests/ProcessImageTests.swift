@@ -50,6 +50,24 @@ import Testing
             "CHPOX_UPDATE_GOLDEN=1 rewrites \(Self.golden.path)")
     }
 
+    /// Images from before the process controls were kept read without them (a restart leaves
+    /// ld-chpox's); today's carry them by name.
+    @Test func processControlsRoundTripAndAreAbsentFromOlderImages() throws {
+        var image = try Self.version1(1)
+        #expect(image.controls == nil)
+        image.controls = .init(
+            oomScoreAdjust: 400, loginUID: 3, dumpable: 0, transparentHugePagesDisabled: true, childSubreaper: true,
+            membarrierRegistrations: 16)
+        let bytes = try image.encoded()
+        #expect(try ProcessImage(decoding: bytes, generation: 1) == image)
+        let json = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any]
+        #expect(
+            (json?["controls"] as? [String: Any]).map { Set($0.keys) } == [
+                "oomScoreAdjust", "loginUID", "dumpable", "transparentHugePagesDisabled", "childSubreaper",
+                "membarrierRegistrations",
+            ])
+    }
+
     @Test func everyFieldHasAName() throws {
         let json = try JSONSerialization.jsonObject(with: Data(try Self.version1().encoded())) as? [String: Any]
         let thread = try #require((json?["threads"] as? [[String: Any]])?.first)

@@ -132,6 +132,7 @@ enum chpox_system_call {
     CHPOX_SYS_epoll_create1 = SYS_epoll_create1,
     CHPOX_SYS_epoll_ctl = SYS_epoll_ctl,
     CHPOX_SYS_ioctl = SYS_ioctl,
+    CHPOX_SYS_membarrier = SYS_membarrier,
 };
 /// PR_SET_MM and PR_SET_MM_MAP (linux/prctl.h), and struct prctl_mm_map.
 #define CHPOX_PR_SET_MM 35
@@ -181,6 +182,20 @@ _Static_assert(CHPOX_O_PATH == (__O_PATH), "O_PATH");
 #define CHPOX_PR_SET_NAME 15
 /// PR_GET_TID_ADDRESS (linux/prctl.h): where the kernel clears the thread id at exit.
 #define CHPOX_PR_GET_TID_ADDRESS 40
+/// PR_GET_DUMPABLE and PR_SET_DUMPABLE (linux/prctl.h): whether the process dumps core and
+/// whom /proc and ptrace let at it; changing ids clears it.
+#define CHPOX_PR_GET_DUMPABLE 3
+#define CHPOX_PR_SET_DUMPABLE 4
+/// PR_SET_CHILD_SUBREAPER and PR_GET_CHILD_SUBREAPER (linux/prctl.h): orphaned descendants
+/// are reparented to this process, not to init.
+#define CHPOX_PR_SET_CHILD_SUBREAPER 36
+#define CHPOX_PR_GET_CHILD_SUBREAPER 37
+/// PR_SET_THP_DISABLE and PR_GET_THP_DISABLE (linux/prctl.h): no transparent huge pages.
+#define CHPOX_PR_SET_THP_DISABLE 41
+#define CHPOX_PR_GET_THP_DISABLE 42
+/// MEMBARRIER_CMD_GET_REGISTRATIONS (linux/membarrier.h, Linux 6.3): the REGISTER_* commands
+/// the calling process's mm has made, as their bits.
+#define CHPOX_MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
 
 // ptrace requests newer than glibc's enum (linux/ptrace.h), with the structs they fill.
 #define CHPOX_PTRACE_PEEKSIGINFO 0x4209

@@ -58,12 +58,14 @@ enum ImageCapture {
                     "child process \(child) (\(name)): process trees are not checkpointed yet; "
                         + "a restart would run without it")
             }
+            unsupported += try ProcessControlsCapture.unsupported(pid, injected: injected.controls)
             if !unsupported.isEmpty && !skipUnsupported { throw UnsupportedDescriptors(list: unsupported) }
             guard let user = ProcessImage.Credentials.IDs(status.userIDs),
                 let group = ProcessImage.Credentials.IDs(status.groupIDs)
             else {
                 throw TraceeError.malformed(file: "/proc/\(pid)/status", reason: "Uid: or Gid: does not list four ids")
             }
+            let controls = try ProcessControlsCapture.controls(pid, injected: injected.controls)
             let auxvBytes = try ProcFS.bytes(pid, "auxv")
             let auxv = auxvBytes.withUnsafeBytes { raw in
                 (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
@@ -98,7 +100,8 @@ enum ImageCapture {
                 unsupported: unsupported,
                 capture: .init(
                     tracker: "", pauseNanoseconds: 0, totalPauseNanoseconds: 0, preCopyRounds: 0,
-                    pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release))
+                    pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release),
+                controls: controls)
         } catch let error as UnsupportedDescriptors {
             throw .unsupportedDescriptors(pid: pid, error.list)
         } catch let error as TraceeError {

@@ -39,11 +39,13 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     /// What the process uses that a restart cannot recreate, recorded under --skip-unsupported.
     public var unsupported: [String]
     public var capture: CaptureFacts
+    /// prctl flags, oom_score_adj, loginuid, membarrier; nil in images from before they were kept.
+    public var controls: Controls? = nil
 
     enum CodingKeys: String, CodingKey {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
-        case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture
+        case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls
     }
 
     public init(
@@ -51,7 +53,7 @@ public struct ProcessImage: Codable, Sendable, Equatable {
         credentials: Credentials,
         limits: [ResourceLimit], addressSpace: AddressSpace, mappings: [Mapping], threads: [ThreadImage],
         signalActions: [SignalAction], intervalTimers: [IntervalTimer], sharedPendingSignals: [SignalInfo],
-        descriptors: [Descriptor], unsupported: [String], capture: CaptureFacts
+        descriptors: [Descriptor], unsupported: [String], capture: CaptureFacts, controls: Controls? = nil
     ) {
         self.pid = pid
         self.command = command
@@ -69,6 +71,7 @@ public struct ProcessImage: Codable, Sendable, Equatable {
         self.descriptors = descriptors
         self.unsupported = unsupported
         self.capture = capture
+        self.controls = controls
     }
 
     /// The image as a manifest's metadata: JSON with sorted keys. A failure throws; it never

@@ -45,6 +45,7 @@ public struct ProcessPlan: Sendable {
         pid = image.pid
         self.parent = parent
         phases = [
+            LoginPhase(image: image),
             FileAccessPhase(image: image),
             MemoryLayoutPhase(image: image),
             PageFillPhase(image: image),
@@ -55,6 +56,7 @@ public struct ProcessPlan: Sendable {
             SignalPhase(image: image),
             CredentialsPhase(image: image),
             WrittenFilesPhase(image: image),
+            ProcessControlsPhase(image: image),
             RegistersPhase(image: image),
         ]
     }

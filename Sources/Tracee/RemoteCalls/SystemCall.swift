@@ -80,4 +80,6 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let epollCtl = SystemCall(CHPOX_SYS_epoll_ctl)
     /// The corresponding C constant is SYS_ioctl.
     public static let ioctl = SystemCall(CHPOX_SYS_ioctl)
+    /// The corresponding C constant is SYS_membarrier.
+    public static let membarrier = SystemCall(CHPOX_SYS_membarrier)
 }

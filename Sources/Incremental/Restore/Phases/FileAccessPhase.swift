@@ -6,13 +6,16 @@ import Tracee
 /// or creates (descriptors, mapped files, the executable, the working directory, deleted files
 /// recreated) is reached with no more access than the image's owner has: a symlink planted in
 /// the user's files leads only where the user could go. Its other ids follow last
-/// (`CredentialsPhase`).
+/// (`CredentialsPhase`). Root restarting its own image keeps its ids and takes the image's
+/// supplementary groups alone (the stub has ld-chpox's).
 public struct FileAccessPhase: RestartPhase {
     public var credentials: ProcessImage.Credentials
 
     public var name: String { "file access" }
     public var steps: [String] {
-        guard CredentialsPhase.changesIds(credentials, asUser: 0) else { return ["as ld-chpox's own user"] }
+        guard CredentialsPhase.changesIds(credentials, asUser: 0) else {
+            return ["as ld-chpox's own user, groups \(credentials.groups) when restarted by root"]
+        }
         return [
             "groups \(credentials.groups), filesystem gid \(credentials.group.filesystem), "
                 + "filesystem uid \(credentials.user.filesystem), before any path is opened"
@@ -22,14 +25,15 @@ public struct FileAccessPhase: RestartPhase {
     public init(image: ProcessImage) { credentials = image.credentials }
 
     public func run(in session: RestartSession) throws {
-        guard CredentialsPhase.changesIds(credentials, asUser: CurrentProcess.userID) else { return }
         let ids = credentials
-        // The stub's own stack lends the group list: no trampoline exists yet.
-        try RemoteCalls.onStack(of: session.process, size: max(64, 4 * ids.groups.count + 16), purpose: "restart") {
-            (calls) throws(TraceeError) in
-            let groups = ids.groups.isEmpty ? try calls.reserve(4) : try calls.value(ids.groups.map(\.littleEndian))
-            try calls.call(.setgroups, ids.groups.count, groups, to: "set the supplementary groups")
+        guard CredentialsPhase.changesIds(credentials, asUser: CurrentProcess.userID) else {
+            // A user restarting their own image cannot set groups: Preflight refused one whose differ.
+            if CurrentProcess.userID == 0, try ProcFS.status(session.pid).groups != ids.groups {
+                try setGroups(in: session)
+            }
+            return
         }
+        try setGroups(in: session)
         // setfsgid and setfsuid answer the previous id, never an error: check the result.
         _ = try session.calls.result(of: .setfsgid, ids.group.filesystem)
         _ = try session.calls.result(of: .setfsuid, ids.user.filesystem)
@@ -38,6 +42,16 @@ public struct FileAccessPhase: RestartPhase {
             throw TraceeError.unsupported(
                 pid: session.pid,
                 reason: "the stub did not take filesystem ids \(ids.user.filesystem)/\(ids.group.filesystem)")
+        }
+    }
+
+    func setGroups(in session: RestartSession) throws {
+        let groups = credentials.groups
+        // The stub's own stack lends the group list: no trampoline exists yet.
+        try RemoteCalls.onStack(of: session.process, size: max(64, 4 * groups.count + 16), purpose: "restart") {
+            (calls) throws(TraceeError) in
+            let list = groups.isEmpty ? try calls.reserve(4) : try calls.value(groups.map(\.littleEndian))
+            try calls.call(.setgroups, groups.count, list, to: "set the supplementary groups")
         }
     }
 }

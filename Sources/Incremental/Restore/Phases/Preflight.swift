@@ -61,6 +61,12 @@ public struct Preflight: Sendable {
         if me != 0, let owner = image.credentials.user.all.first(where: { $0 != me }) {
             throw refuse("it ran as uid \(owner); only root or that user can restart it")
         }
+        // Only root sets supplementary groups: a user's restart keeps ld-chpox's, so they must be the same.
+        if me != 0, let mine = try? ProcFS.status(CurrentProcess.id).groups, mine != image.credentials.groups {
+            throw refuse(
+                "it ran with supplementary groups \(image.credentials.groups) and ld-chpox has \(mine); "
+                    + "only root can set them: restart it as root, or from a login with those groups")
+        }
         let here = (try? MemoryRegion.of(CurrentProcess.id)) ?? []
         for name in ["[vdso]", "[vvar]", "[vvar_vclock]"] {
             let saved = image.mappings.filter { $0.path == name }.map { $0.end - $0.start }

@@ -1,0 +1,49 @@
+import Foundation
+import Tracee
+
+/// The per-process settings a restart gives back (`ProcessImage.Controls`), and the
+/// per-process state it cannot, as lines of the image's `unsupported` list.
+enum ProcessControlsCapture {
+    /// /proc's two and what the injector read inside the process.
+    static func controls(_ pid: Int32, injected: ProcessControls) throws(TraceeError) -> ProcessImage.Controls {
+        let oom = try number(pid, "oom_score_adj")
+        let login = try number(pid, "loginuid")
+        guard let oomScoreAdjust = Int32(exactly: oom), let loginUID = UInt32(exactly: login) else {
+            throw .malformed(file: "/proc/\(pid)/oom_score_adj", reason: "oom_score_adj \(oom), loginuid \(login)")
+        }
+        return ProcessImage.Controls(
+            oomScoreAdjust: oomScoreAdjust, loginUID: loginUID, dumpable: injected.dumpable,
+            transparentHugePagesDisabled: injected.transparentHugePagesDisabled,
+            childSubreaper: injected.childSubreaper,
+            membarrierRegistrations: injected.membarrierRegistrations ?? 0)
+    }
+
+    /// What a restart would run without: POSIX timers (/proc/PID/timers lists them; a timer's
+    /// id is the kernel's to pick, and a restart cannot create it again under the id the
+    /// process holds), and membarrier registrations on a kernel that cannot list them.
+    static func unsupported(_ pid: Int32, injected: ProcessControls) throws(TraceeError) -> [String] {
+        var lines: [String] = []
+        let timers = String(decoding: try ProcFS.bytes(pid, "timers"), as: UTF8.self)
+            .split(separator: "\n").filter { $0.hasPrefix("ID:") }
+            .map { $0.dropFirst(3).trimmingPrefix(" ") }
+        if !timers.isEmpty {
+            lines.append(
+                "POSIX timers (timer_create) with ids \(timers.joined(separator: ", ")): they are not restored, "
+                    + "a restart would run without them")
+        }
+        if injected.membarrierRegistrations == nil {
+            lines.append(
+                "membarrier registrations: this kernel cannot list them (MEMBARRIER_CMD_GET_REGISTRATIONS is Linux 6.3), "
+                    + "so a restart could run without them")
+        }
+        return lines
+    }
+
+    static func number(_ pid: Int32, _ name: String) throws(TraceeError) -> Int64 {
+        let text = String(decoding: try ProcFS.bytes(pid, name), as: UTF8.self)
+        guard let value = Int64(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw .malformed(file: "/proc/\(pid)/\(name)", reason: "'\(text)' is not a number")
+        }
+        return value
+    }
+}
