@@ -22,8 +22,9 @@ import Testing
         #expect(process.parent == nil)
         #expect(
             process.phases.map(\.name) == [
-                "audit login uid", "file access", "memory layout", "page fill", "descriptors", "mm fields", "threads",
-                "signals and timers", "limits and credentials", "files written", "process controls", "registers",
+                "audit login uid", "file access", "memory layout", "page fill", "descriptors", "event descriptors",
+                "mm fields", "threads", "signals and timers", "limits and credentials", "files written",
+                "process controls", "registers",
             ])
         #expect(plan.steps.first == "process 1001")
         #expect(plan.steps.contains("    clone thread 1002, tid address 0x7f0000001010, alternate signal stack"))
