@@ -69,8 +69,11 @@ extension ProcessImage {
         /// A regular file open for writing: its size then. A restart from this generation
         /// cuts back what the process wrote after it.
         public var size: Int64? = nil
+        /// A deleted file that mappings of the process share: its index in `deletedFiles`,
+        /// which holds its contents (then `contents` is nil).
+        public var deletedFile: Int? = nil
 
-        enum CodingKeys: String, CodingKey { case fd, kind, target, flags, offset, contents, size }
+        enum CodingKeys: String, CodingKey { case fd, kind, target, flags, offset, contents, size, deletedFile }
 
         public init(
             fd: Int32, kind: Kind, target: String, flags: Int32, offset: Int64, contents: Data? = nil,

@@ -39,11 +39,15 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     /// What the process uses that a restart cannot recreate, recorded under --skip-unsupported.
     public var unsupported: [String]
     public var capture: CaptureFacts
+    /// Deleted files that private mappings hold (`Mapping.deletedFile` indexes them); nil in
+    /// images written before they were saved.
+    public var deletedFiles: [DeletedFile]? = nil
 
     enum CodingKeys: String, CodingKey {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
-        case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture
+        case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture,
+            deletedFiles
     }
 
     public init(
