@@ -96,6 +96,41 @@ extension LiveProcess {
             #expect(answer == "X b c d")
         }
 
+        @Test(.timeLimit(.minutes(2))) func madviseFlagsAndMapFlagsOfEachMappingAreGivenAgain() throws {
+            // One mapping per advice (and MAP_NORESERVE): their VmFlags, as smaps shows them
+            // before the checkpoint, must be the restarted process's too.
+            let script = """
+                libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                # MADV_DONTDUMP, DONTFORK, NOHUGEPAGE, MERGEABLE, WIPEONFORK, SEQUENTIAL, RANDOM
+                advised = {"dd": 16, "dc": 10, "nh": 15, "mg": 12, "wf": 18, "sr": 2, "rr": 1}
+                regions = {}
+                for flag, advice in advised.items():
+                    regions[flag] = libc.mmap(None, 4 * PAGE, 3, 0x22, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS
+                    assert libc.madvise(regions[flag], 4 * PAGE, advice) == 0, flag
+                regions["nr"] = libc.mmap(None, 4 * PAGE, 3, 0x4022, -1, 0)  # | MAP_NORESERVE
+                def flags():
+                    # Each region's flags are those of the mapping that holds it (it may merge).
+                    spans = []
+                    for line in open("/proc/self/smaps"):
+                        head = line.split()[0]
+                        if "-" in head and not head.endswith(":"):
+                            spans.append([int(x, 16) for x in head.split("-")] + [[]])
+                        elif head == "VmFlags:":
+                            spans[-1][2] = line.split()[1:]
+                    held = lambda a: next(s[2] for s in spans if s[0] <= a < s[1])
+                    return " ".join(f + ("+" if f in held(a) else "-") for f, a in sorted(regions.items()))
+                before = flags()
+                print("pending", flush=True)
+                sys.stdin.readline()
+                print(before, "|", flags(), flush=True)
+                """
+            let answer = try Self.answerAfterRestart("advice", script: script)
+            let halves = answer.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            #expect(halves.count == 2, "\(answer)")
+            #expect(halves.first?.contains("-") == false, "not every advice took before the checkpoint: \(answer)")
+            #expect(halves.first == halves.last, "\(answer)")
+        }
+
         @Test(.timeLimit(.minutes(2))) func anAIOContextIsRefusedAtCheckpoint() throws {
             let errors = try Self.refusal(
                 "aio",

@@ -27,6 +27,13 @@ public struct MemoryLayoutPhase: RestartPhase {
         /// MAP_* bits (MAP_FIXED always; MAP_ANONYMOUS is added for anonymous ones).
         public var flags: Int32
         public var source: Source
+        /// madvise(2) advice given once it is mapped, with the VmFlag each restores.
+        public var advice: [Advice] = []
+
+        public struct Advice: Sendable, Equatable {
+            public var flag: String
+            public var advice: Int32
+        }
 
         public init(start: UInt64, size: Int, protection: Int32, flags: Int32, source: Source) {
             self.start = start
@@ -36,14 +43,16 @@ public struct MemoryLayoutPhase: RestartPhase {
             self.source = source
         }
 
+        var adviceNote: String { advice.isEmpty ? "" : ", madvise " + advice.map(\.flag).joined(separator: " ") }
+
         public var description: String {
             let at = "0x\(String(start, radix: 16)) +\(size)"
             switch source {
-            case .anonymous: return "map \(at) anonymous" + (flags & MAP_SHARED != 0 ? " shared" : "")
+            case .anonymous: return "map \(at) anonymous" + (flags & MAP_SHARED != 0 ? " shared" : "") + adviceNote
             case .file(let path, let writable, let offset):
-                return "map \(at) \(path) at \(offset)" + (writable ? " read-write" : "")
+                return "map \(at) \(path) at \(offset)" + (writable ? " read-write" : "") + adviceNote
             case .deletedFile(let file, let path, let offset):
-                return "map \(at) deleted file \(file) (\(path)) recreated, at \(offset)"
+                return "map \(at) deleted file \(file) (\(path)) recreated, at \(offset)" + adviceNote
             }
         }
     }
@@ -88,6 +97,14 @@ public struct MemoryLayoutPhase: RestartPhase {
     }
 
     static func setup(_ mapping: ProcessImage.Mapping) -> MappingSetup {
+        var setup = layout(mapping)
+        setup.flags |= MappingAdvice.mapFlags(mapping.flags)
+        if mapping.flags.contains("dp") { setup.flags = setup.flags & ~MAP_PRIVATE | MappingAdvice.mapDroppable }
+        setup.advice = MappingAdvice.advice(mapping.flags).map { .init(flag: $0.flag, advice: $0.advice) }
+        return setup
+    }
+
+    static func layout(_ mapping: ProcessImage.Mapping) -> MappingSetup {
         var prot: Int32 = 0
         if mapping.protection.contains(.read) { prot |= PROT_READ }
         if mapping.protection.contains(.write) { prot |= PROT_WRITE }
@@ -161,6 +178,15 @@ public struct MemoryLayoutPhase: RestartPhase {
     }
 
     private func map(_ mapping: MappingSetup, _ calls: RemoteCalls) throws {
+        try create(mapping, calls)
+        for advice in mapping.advice {
+            try calls.call(
+                .madvise, mapping.start, mapping.size, advice.advice,
+                to: "advise 0x\(String(mapping.start, radix: 16)) as it was (VmFlags \(advice.flag))")
+        }
+    }
+
+    private func create(_ mapping: MappingSetup, _ calls: RemoteCalls) throws {
         switch mapping.source {
         case .anonymous:
             try calls.call(
