@@ -53,6 +53,7 @@ enum ImageCapture {
             var (descriptors, unsupported) = try captureDescriptors(pid)
             let mapped = MappedFileCapture.capture(pid, regions: regions)
             unsupported += mapped.unsupported
+            unsupported += GuardRegionCapture.unsupported(pid, regions: regions)
             for k in descriptors.indices where descriptors[k].kind == .deletedFile {
                 guard let status = openFileStatus(pid, descriptors[k].fd),
                     let file = mapped.identities.firstIndex(of: .init(device: status.device, inode: status.inode))

@@ -131,6 +131,21 @@ extension LiveProcess {
             #expect(halves.first == halves.last, "\(answer)")
         }
 
+        @Test(.timeLimit(.minutes(2))) func guardPagesAreRefusedAtCheckpoint() throws {
+            let errors = try Self.refusal(
+                "guard",
+                script: """
+                    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                    region = libc.mmap(None, 8 * PAGE, 3, 0x22, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS
+                    ctypes.memset(region, 1, 8 * PAGE)
+                    if libc.madvise(region + 2 * PAGE, 2 * PAGE, 102) != 0:  # MADV_GUARD_INSTALL
+                        print("no guard pages here", flush=True)
+                    print("pending", flush=True)
+                    sys.stdin.readline()
+                    """)
+            #expect(errors.contains("2 guard pages (MADV_GUARD_INSTALL)"), "\(errors)")
+        }
+
         @Test(.timeLimit(.minutes(2))) func anAIOContextIsRefusedAtCheckpoint() throws {
             let errors = try Self.refusal(
                 "aio",
