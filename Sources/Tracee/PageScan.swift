@@ -24,6 +24,9 @@ public struct PageCategory: OptionSet, Hashable, Sendable {
     public static let huge = PageCategory(rawValue: 1 << 6)
     /// The corresponding C constant is PAGE_IS_SOFT_DIRTY.
     public static let softDirty = PageCategory(rawValue: 1 << 7)
+    /// The corresponding C constant is PAGE_IS_GUARD (Linux 6.15): a guard page
+    /// (madvise MADV_GUARD_INSTALL), which faults on any access.
+    public static let guardRegion = PageCategory(rawValue: 1 << 8)
 }
 
 /// A run of pages with the same categories: [start, end) in bytes.

@@ -35,10 +35,12 @@ import Testing
     }
 
     static func select(
-        _ region: MemoryRegion, candidates: AddressRuns, written: AddressRuns = AddressRuns()
+        _ region: MemoryRegion, candidates: AddressRuns, written: AddressRuns = AddressRuns(),
+        mappedBy pid: Int32 = getpid()
     ) throws -> PageSelection {
         try PageSelection(
-            candidates: candidates, written: written, regions: [region], pagemap: try Pagemap(pid: getpid()))
+            pid: pid, candidates: candidates, written: written, regions: [region],
+            pagemap: try Pagemap(pid: getpid()))
     }
 
     @Test func anonymousPagesWrittenAreCopiedAndTheRestAreZero() throws {
@@ -63,7 +65,7 @@ import Testing
         #expect(selection.zero == Self.runs(memory, [4, 6, 7]))
     }
 
-    @Test func privateFilePagesComeFromTheFileUnlessWrittenOrTheFileIsGone() throws {
+    @Test func privateFilePagesComeFromTheFileUnlessWrittenOrTheFileIsGoneUnsaved() throws {
         let path = NSTemporaryDirectory() + "chpox-page-selection-\(getpid())"
         try Data(repeating: 0x5a, count: 4 * Self.page).write(to: URL(fileURLWithPath: path))
         defer { try? FileManager.default.removeItem(atPath: path) }
@@ -83,9 +85,16 @@ import Testing
         #expect(selection.revert == Self.runs(memory, [0, 2, 3]))
         #expect(selection.zero.isEmpty)
 
-        // The file is gone: nothing else has its pages, every one is kept.
-        selection = try Self.select(
-            Self.region(memory, pages: 4, inode: 77, path: path + " (deleted)"), candidates: all)
+        // The file is gone but small enough to be saved with the image (`MappedFileCapture`):
+        // its clean pages come from the file recreated, as before.
+        let deleted = Self.region(memory, pages: 4, inode: 77, path: path + " (deleted)")
+        selection = try Self.select(deleted, candidates: all)
+        #expect(selection.copy == Self.runs(memory, [1]))
+        #expect(selection.revert == Self.runs(memory, [0, 2, 3]))
+
+        // The file is gone and cannot be saved (here: not found through /proc/PID/map_files of
+        // a process that does not map it): nothing else has its pages, every one is kept.
+        selection = try Self.select(deleted, candidates: all, mappedBy: 1)
         #expect(selection.copy == all)
         #expect(selection.revert.isEmpty)
         #expect(selection.zero.isEmpty)

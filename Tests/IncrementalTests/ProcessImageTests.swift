@@ -68,6 +68,22 @@ import Testing
             ])
     }
 
+    /// Deleted files saved for mappings (2026-12) are optional fields: the golden image, written
+    /// before them, still reads (above); an image with them keeps the links by index.
+    @Test func deletedFilesOfMappingsAndTheirDescriptorsRoundTrip() throws {
+        var image = try Self.version1()
+        image.deletedFiles = [.init(path: "/tmp/gone (deleted)", contents: Data([1, 2, 3]))]
+        image.mappings[1].deletedFile = 0
+        image.descriptors.append(
+            .init(fd: 9, kind: .deletedFile, target: "/tmp/gone (deleted)", flags: 2, offset: 1))
+        image.descriptors[image.descriptors.count - 1].deletedFile = 0
+        let decoded = try ProcessImage(decoding: try image.encoded(), generation: 0)
+        #expect(decoded == image)
+        #expect(decoded.deletedFiles?.first?.contents == Data([1, 2, 3]))
+        #expect(decoded.mappings[1].deletedFile == 0)
+        #expect(try Self.version1().deletedFiles == nil)
+    }
+
     @Test func everyFieldHasAName() throws {
         let json = try JSONSerialization.jsonObject(with: Data(try Self.version1().encoded())) as? [String: Any]
         let thread = try #require((json?["threads"] as? [[String: Any]])?.first)

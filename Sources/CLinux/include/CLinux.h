@@ -99,6 +99,7 @@ enum chpox_system_call {
     CHPOX_SYS_mmap = SYS_mmap,
     CHPOX_SYS_munmap = SYS_munmap,
     CHPOX_SYS_mremap = SYS_mremap,
+    CHPOX_SYS_madvise = SYS_madvise,
     CHPOX_SYS_openat = SYS_openat,
     CHPOX_SYS_close = SYS_close,
     CHPOX_SYS_dup3 = SYS_dup3,

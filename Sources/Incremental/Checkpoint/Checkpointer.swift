@@ -231,6 +231,7 @@ public final class Checkpointer {
         }
         run.totalPause += ClockTime.monotonic() - stopped
         let selection = try PageSelection(
+            pid: pid,
             candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
         run.roundStored = 0
         run.roundTotal = selection.copy.pageCount
@@ -265,6 +266,7 @@ public final class Checkpointer {
                 let pagemap = try Pagemap(frozen: frozen)
                 let report = try tracker.collect(frozen)
                 let selection = try PageSelection(
+                    pid: pid,
                     candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
                 let copy = try CopiedPages(selection.copy.runs, from: ProcessMemory(pid: pid))
                 var image = try ImageCapture.capture(

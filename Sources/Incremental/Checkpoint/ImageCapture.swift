@@ -51,6 +51,16 @@ enum ImageCapture {
                         clearAddress: injectedThread?.clearAddress, signalStack: stack))
             }
             var (descriptors, unsupported) = try captureDescriptors(pid)
+            let mapped = MappedFileCapture.capture(pid, regions: regions)
+            unsupported += mapped.unsupported
+            unsupported += GuardRegionCapture.unsupported(pid, regions: regions)
+            for k in descriptors.indices where descriptors[k].kind == .deletedFile {
+                guard let status = openFileStatus(pid, descriptors[k].fd),
+                    let file = mapped.identities.firstIndex(of: .init(device: status.device, inode: status.inode))
+                else { continue }
+                descriptors[k].deletedFile = file
+                descriptors[k].contents = nil
+            }
             // Until process trees are checkpointed, a child would be missing after a restart.
             for child in try ProcFS.children(pid) {
                 let name = (try? ProcFS.threadName(child, thread: child)) ?? "?"
@@ -70,7 +80,7 @@ enum ImageCapture {
             let auxv = auxvBytes.withUnsafeBytes { raw in
                 (0..<(raw.count / 8)).map { raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
             }
-            return ProcessImage(
+            var image = ProcessImage(
                 pid: pid,
                 command: try ProcFS.bytes(pid, "cmdline").split(separator: 0, omittingEmptySubsequences: false)
                     .dropLast()
@@ -85,7 +95,11 @@ enum ImageCapture {
                     startBrk: stat.startBrk, brk: injected.programBreak, startStack: stat.startStack,
                     argStart: stat.argStart, argEnd: stat.argEnd, envStart: stat.envStart, envEnd: stat.envEnd,
                     auxv: auxv),
-                mappings: regions.map { mapping($0, details: details[$0.start] ?? .init()) },
+                mappings: regions.map {
+                    var mapping = mapping($0, details: details[$0.start] ?? .init())
+                    mapping.deletedFile = mapped.fileOfMapping[$0.start]
+                    return mapping
+                },
                 threads: threads,
                 signalActions: injected.signalActions.map {
                     .init(signal: $0.signal, handler: $0.handler, flags: $0.flags, restorer: $0.restorer, mask: $0.mask)
@@ -102,6 +116,8 @@ enum ImageCapture {
                     tracker: "", pauseNanoseconds: 0, totalPauseNanoseconds: 0, preCopyRounds: 0,
                     pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release),
                 controls: controls)
+            if !mapped.files.isEmpty { image.deletedFiles = mapped.files }
+            return image
         } catch let error as UnsupportedDescriptors {
             throw .unsupportedDescriptors(pid: pid, error.list)
         } catch let error as TraceeError {
@@ -174,6 +190,10 @@ enum ImageCapture {
                 descriptor.kind = .terminal
             } else if target.hasPrefix("pipe:") || isFIFO(pid, fd) {
                 descriptor.kind = .pipe  // a named pipe too: reopening one would block
+            } else if target.hasPrefix("/memfd:") {
+                unsupported.append("fd \(fd): a memfd (\(target)): memfds are not restored (name, seals, filesystem)")
+            } else if target == "/dev/zero (deleted)" || target.hasPrefix("/SYSV") {
+                unsupported.append("fd \(fd): shared anonymous memory (\(target)): not restored as a descriptor")
             } else if target.hasPrefix("/") && target.hasSuffix(" (deleted)") {
                 if let contents = deletedContents(pid, fd) {
                     descriptor.kind = .deletedFile

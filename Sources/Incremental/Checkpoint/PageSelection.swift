@@ -15,7 +15,8 @@ struct PageSelection {
 
     /// `written`: pages among the candidates known to hold anonymous data (the tracker's word).
     init(
-        candidates: AddressRuns, written: AddressRuns = AddressRuns(), regions: [MemoryRegion], pagemap: Pagemap
+        pid: Int32, candidates: AddressRuns, written: AddressRuns = AddressRuns(), regions: [MemoryRegion],
+        pagemap: Pagemap
     ) throws(TraceeError) {
         let residency = Residency(pagemap: pagemap)
         var copy: [PageRun] = [], zero: [PageRun] = [], revert: [PageRun] = []
@@ -28,8 +29,12 @@ struct PageSelection {
                 revert += wanted.runs
                 continue
             }
-            // A private mapping of a file that is gone keeps every page: nothing else has them.
-            let fileBacked = backing == .privateFile && !region.path.hasSuffix(" (deleted)")
+            // A private mapping of a file that is gone keeps every page unless the image saves
+            // the file (`MappedFileCapture`): nothing else has them.
+            let fileBacked =
+                backing == .privateFile
+                && (!MappedFileCapture.isDeletedPrivateFile(region)
+                    || MappedFileCapture.recreatableStatus(pid, region) != nil)
             // What the kernel reported written holds anonymous data: no lookup. The rest (new
             // or suspect mappings, vanished pages) is looked up in one walk over its span.
             let known = written.intersection(wanted)

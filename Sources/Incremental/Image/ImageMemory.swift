@@ -1,3 +1,4 @@
+import Foundation
 import Store
 import Syscall
 
@@ -119,9 +120,12 @@ extension ProcessImage {
         /// Pages resident in memory (smaps Rss) just before the final stop; nil in images
         /// written before it was recorded.
         public var residentPages: UInt64? = nil
+        /// A private mapping of a deleted file: its index in the image's `deletedFiles`, which
+        /// holds the file's contents (clean pages come from the file recreated from them).
+        public var deletedFile: Int? = nil
 
         enum CodingKeys: String, CodingKey {
-            case start, end, protection, backing, offset, device, inode, path, flags, residentPages
+            case start, end, protection, backing, offset, device, inode, path, flags, residentPages, deletedFile
         }
 
         public init(
@@ -139,5 +143,20 @@ extension ProcessImage {
         public var pageCount: UInt64 { Page.count(of: end - start) }
         /// VmFlags `gd`: the mapping grows down (a stack).
         public var growsDown: Bool { flags.contains("gd") }
+    }
+
+    /// A deleted file mapped by the process, saved whole: a restart recreates it once (a file
+    /// without a name) and maps it, and gives it to the descriptors of the same file.
+    public struct DeletedFile: Codable, Sendable, Equatable {
+        /// Its path when it was deleted, as /proc/PID/maps shows it (" (deleted)" included).
+        public var path: String
+        public var contents: Data
+
+        enum CodingKeys: String, CodingKey { case path, contents }
+
+        public init(path: String, contents: Data) {
+            self.path = path
+            self.contents = contents
+        }
     }
 }

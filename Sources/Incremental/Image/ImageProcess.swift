@@ -71,8 +71,11 @@ extension ProcessImage {
         public var size: Int64? = nil
         /// An eventfd, timerfd, signalfd or epoll descriptor's object (`kind` event).
         public var event: EventObject? = nil
+        /// A deleted file that mappings of the process share: its index in `deletedFiles`,
+        /// which holds its contents (then `contents` is nil).
+        public var deletedFile: Int? = nil
 
-        enum CodingKeys: String, CodingKey { case fd, kind, target, flags, offset, contents, size, event }
+        enum CodingKeys: String, CodingKey { case fd, kind, target, flags, offset, contents, size, event, deletedFile }
 
         public init(
             fd: Int32, kind: Kind, target: String, flags: Int32, offset: Int64, contents: Data? = nil,

@@ -41,11 +41,15 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     public var capture: CaptureFacts
     /// prctl flags, oom_score_adj, loginuid, membarrier; nil in images from before they were kept.
     public var controls: Controls? = nil
+    /// Deleted files that private mappings hold (`Mapping.deletedFile` indexes them); nil in
+    /// images written before they were saved.
+    public var deletedFiles: [DeletedFile]? = nil
 
     enum CodingKeys: String, CodingKey {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
-        case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls
+        case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
+            deletedFiles
     }
 
     public init(

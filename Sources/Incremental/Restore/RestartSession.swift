@@ -32,6 +32,10 @@ public final class RestartSession {
     /// Where the stub's own stdin, stdout and stderr are kept while its descriptors are rebuilt
     /// (terminals and pipes of the image become these).
     static let stdioCopies: Int32 = 1000
+    /// Where the deleted files the image's mappings share are kept, the first at this number,
+    /// from the memory layout until the descriptors are rebuilt (descriptors of the same file
+    /// reopen them).
+    static let deletedFileCopies: Int32 = 1003
 
     /// Freezes the stub `pid` once it has reached its pause.
     init(stub pid: Int32, image: ProcessImage, store: Store, map: PageMap, generation: UInt64) throws {

@@ -16,6 +16,8 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let munmap = SystemCall(CHPOX_SYS_munmap)
     /// The corresponding C constant is SYS_mremap.
     public static let mremap = SystemCall(CHPOX_SYS_mremap)
+    /// The corresponding C constant is SYS_madvise.
+    public static let madvise = SystemCall(CHPOX_SYS_madvise)
     /// The corresponding C constant is SYS_openat.
     public static let openat = SystemCall(CHPOX_SYS_openat)
     /// The corresponding C constant is SYS_close.

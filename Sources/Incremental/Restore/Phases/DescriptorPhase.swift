@@ -21,6 +21,9 @@ public struct DescriptorPhase: RestartPhase {
         case reopen(path: String, flags: Int32, offset: Int64?)
         /// A deleted file: its saved contents in a new file, opened, then unlinked.
         case recreate(contents: Data, flags: Int32, offset: Int64)
+        /// A deleted file the memory layout recreated for mappings (`deletedFiles` index),
+        /// opened again with these open flags, then moved to `offset`.
+        case reopenDeleted(file: Int, flags: Int32, offset: Int64)
     }
 
     public struct Entry: Sendable, Equatable {
@@ -40,6 +43,8 @@ public struct DescriptorPhase: RestartPhase {
     public var entries: [Entry]
     public var workingDirectory: String
     public var umask: UInt32
+    /// How many deleted files `MemoryLayoutPhase` recreated and keeps open for this phase.
+    public var deletedFileCount: Int
 
     public var name: String { "descriptors" }
     public var steps: [String] {
@@ -53,6 +58,8 @@ public struct DescriptorPhase: RestartPhase {
                 case .reopen(let path, _, let offset): what = path + (offset.map { " at offset \($0)" } ?? "")
                 case .recreate(let contents, _, let offset):
                     what = "a deleted file recreated (\(contents.count) bytes) at offset \(offset)"
+                case .reopenDeleted(let file, _, let offset):
+                    what = "deleted file \(file), recreated for its mappings, at offset \(offset)"
                 }
                 return "fd \(entry.fd): \(what)" + (entry.closeOnExec ? " (close-on-exec)" : "")
             } + (workingDirectory.isEmpty ? [] : ["cwd \(workingDirectory)"]) + ["umask 0\(String(umask, radix: 8))"]
@@ -70,6 +77,8 @@ public struct DescriptorPhase: RestartPhase {
             case .null: setup = .reopen(path: "/dev/null", flags: flags, offset: nil)
             case .directory: setup = .reopen(path: descriptor.target, flags: flags, offset: nil)
             case .file: setup = .reopen(path: descriptor.target, flags: flags, offset: descriptor.offset)
+            case .deletedFile where descriptor.deletedFile != nil:
+                setup = .reopenDeleted(file: descriptor.deletedFile ?? 0, flags: flags, offset: descriptor.offset)
             case .deletedFile:
                 setup = .recreate(contents: descriptor.contents ?? Data(), flags: flags, offset: descriptor.offset)
             case .event, .unsupported: return nil  // events: EventDescriptorPhase
@@ -78,12 +87,22 @@ public struct DescriptorPhase: RestartPhase {
         }
         workingDirectory = image.workingDirectory
         umask = image.umask
+        deletedFileCount = image.deletedFiles?.count ?? 0
     }
 
     public func run(in session: RestartSession) throws {
         let calls = session.calls
         for fd in closed { _ = try calls.result(of: .close, fd) }
-        for entry in entries { try set(entry, calls) }
+        // The deleted files kept for mappings first: a descriptor of the image may take the
+        // number one of them is kept at. Then those numbers are closed, but where one is now
+        // the image's.
+        let reopensDeleted: (Entry) -> Bool = {
+            if case .reopenDeleted = $0.setup { return true } else { return false }
+        }
+        for entry in entries where reopensDeleted(entry) { try set(entry, calls) }
+        for entry in entries where !reopensDeleted(entry) { try set(entry, calls) }
+        let kept = RestartSession.deletedFileCopies..<(RestartSession.deletedFileCopies + Int32(deletedFileCount))
+        for fd in kept where !entries.contains(where: { $0.fd == fd }) { _ = try calls.result(of: .close, fd) }
         if !workingDirectory.isEmpty {
             _ = try calls.withFrame { () throws(TraceeError) in
                 try calls.result(of: .chdir, try calls.string(workingDirectory))
@@ -122,28 +141,20 @@ public struct DescriptorPhase: RestartPhase {
         case .recreate(let contents, let flags, let offset):
             try recreate(contents, flags: flags, as: target, cloexec: cloexec, calls)
             _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
+        case .reopenDeleted(let file, let flags, let offset):
+            let kept = RestartSession.deletedFileCopies + Int32(file)
+            try open("/proc/self/fd/\(kept)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
+            _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
         }
     }
 
-    /// A deleted file's saved contents in a new file that never has a name (O_TMPFILE in /tmp,
-    /// created by the stub): nothing at a guessable path is created, followed or truncated.
-    /// ld-chpox fills it through /proc/PID/fd/N; the stub then reopens it with the saved flags.
+    /// A deleted file's saved contents in a new file without a name (`RecreatedFile`), which
+    /// the stub then reopens with the saved flags.
     private func recreate(_ contents: Data, flags: Int32, as target: Int32, cloexec: Int32, _ calls: RemoteCalls) throws
     {
-        let unnamed = try calls.withFrame { () throws(TraceeError) in
-            try calls.call(
-                .openat, AT_FDCWD, try calls.string("/tmp"), CHPOX_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600,
-                to: "create a file without a name for descriptor \(target)")
-        }
+        let unnamed = try RecreatedFile.create(contents, for: "descriptor \(target)", calls)
         // The kernel may hand out `target` itself: then the reopened file replaces it there.
-        defer { if unnamed != Int(target) { _ = try? calls.result(of: .close, unnamed) } }
-        do throws(Errno) {
-            let file = try FileDescriptor.open("/proc/\(calls.pid)/fd/\(unnamed)", [.writeOnly])
-            defer { file.close() }
-            try [UInt8](contents).withRawBytes { (raw) throws(Errno) in try file.writeAll(raw, at: 0) }
-        } catch {
-            throw TraceeError.from(error, pid: calls.pid, "write the deleted file of descriptor \(target) of")
-        }
+        defer { if unnamed != target { _ = try? calls.result(of: .close, unnamed) } }
         try open("/proc/self/fd/\(unnamed)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
     }
 

@@ -17,6 +17,8 @@ public struct MemoryLayoutPhase: RestartPhase {
             case anonymous
             /// Opened by path inside the stub (read-write only for a shared writable mapping).
             case file(path: String, writable: Bool, offset: UInt64)
+            /// The deleted file the image saved (`deletedFiles` index), recreated.
+            case deletedFile(Int, path: String, offset: UInt64)
         }
         public var start: UInt64
         public var size: Int
@@ -25,6 +27,13 @@ public struct MemoryLayoutPhase: RestartPhase {
         /// MAP_* bits (MAP_FIXED always; MAP_ANONYMOUS is added for anonymous ones).
         public var flags: Int32
         public var source: Source
+        /// madvise(2) advice given once it is mapped, with the VmFlag each restores.
+        public var advice: [Advice] = []
+
+        public struct Advice: Sendable, Equatable {
+            public var flag: String
+            public var advice: Int32
+        }
 
         public init(start: UInt64, size: Int, protection: Int32, flags: Int32, source: Source) {
             self.start = start
@@ -34,12 +43,16 @@ public struct MemoryLayoutPhase: RestartPhase {
             self.source = source
         }
 
+        var adviceNote: String { advice.isEmpty ? "" : ", madvise " + advice.map(\.flag).joined(separator: " ") }
+
         public var description: String {
             let at = "0x\(String(start, radix: 16)) +\(size)"
             switch source {
-            case .anonymous: return "map \(at) anonymous" + (flags & MAP_SHARED != 0 ? " shared" : "")
+            case .anonymous: return "map \(at) anonymous" + (flags & MAP_SHARED != 0 ? " shared" : "") + adviceNote
             case .file(let path, let writable, let offset):
-                return "map \(at) \(path) at \(offset)" + (writable ? " read-write" : "")
+                return "map \(at) \(path) at \(offset)" + (writable ? " read-write" : "") + adviceNote
+            case .deletedFile(let file, let path, let offset):
+                return "map \(at) deleted file \(file) (\(path)) recreated, at \(offset)" + adviceNote
             }
         }
     }
@@ -52,6 +65,8 @@ public struct MemoryLayoutPhase: RestartPhase {
 
     public var kernelPages: [KernelPages]
     public var mappings: [MappingSetup]
+    /// Deleted files private mappings hold, recreated first (and kept for `DescriptorPhase`).
+    public var deletedFiles: [ProcessImage.DeletedFile]
     /// Ranges the image occupies (the trampoline goes elsewhere).
     let occupied: [ClosedRange<UInt64>]
 
@@ -68,6 +83,7 @@ public struct MemoryLayoutPhase: RestartPhase {
                 + "\(RestartSession.stdioCopies)-\(RestartSession.stdioCopies + 2); unmap all its memory",
         ]
             + kernelPages.map { "move \($0.name) to 0x\(String($0.start, radix: 16))" }
+            + deletedFiles.enumerated().map { "recreate deleted file \($0) (\($1.path), \($1.contents.count) bytes)" }
             + mappings.map(\.description)
     }
 
@@ -77,9 +93,18 @@ public struct MemoryLayoutPhase: RestartPhase {
             image.mappings.first(where: { $0.path == name }).map { KernelPages(name: name, start: $0.start) }
         }
         mappings = image.mappings.filter { $0.storesContents || $0.backing == .sharedFile }.map(Self.setup)
+        deletedFiles = image.deletedFiles ?? []
     }
 
     static func setup(_ mapping: ProcessImage.Mapping) -> MappingSetup {
+        var setup = layout(mapping)
+        setup.flags |= MappingAdvice.mapFlags(mapping.flags)
+        if mapping.flags.contains("dp") { setup.flags = setup.flags & ~MAP_PRIVATE | MappingAdvice.mapDroppable }
+        setup.advice = MappingAdvice.advice(mapping.flags).map { .init(flag: $0.flag, advice: $0.advice) }
+        return setup
+    }
+
+    static func layout(_ mapping: ProcessImage.Mapping) -> MappingSetup {
         var prot: Int32 = 0
         if mapping.protection.contains(.read) { prot |= PROT_READ }
         if mapping.protection.contains(.write) { prot |= PROT_WRITE }
@@ -89,8 +114,16 @@ public struct MemoryLayoutPhase: RestartPhase {
             | (mapping.backing == .sharedFile || mapping.backing == .sharedAnonymous ? MAP_SHARED : MAP_PRIVATE)
         if mapping.growsDown { flags |= MAP_GROWSDOWN }
         let size = Int(mapping.end - mapping.start)
+        if mapping.backing == .privateFile, let file = mapping.deletedFile {
+            return MappingSetup(
+                start: mapping.start, size: size, protection: prot, flags: flags,
+                source: .deletedFile(file, path: mapping.path, offset: mapping.offset))
+        }
         if mapping.backing == .privateFile || mapping.backing == .sharedFile, !mapping.path.hasSuffix(" (deleted)") {
-            let writable = mapping.backing == .sharedFile && mapping.protection.contains(.write)
+            // A shared mapping of a file opened for writing may be made writable later (VmFlags
+            // `mw`, VM_MAYWRITE): it is opened for writing even while it is read-only now.
+            let writable =
+                mapping.backing == .sharedFile && (mapping.protection.contains(.write) || mapping.flags.contains("mw"))
             return MappingSetup(
                 start: mapping.start, size: size, protection: prot, flags: flags,
                 source: .file(path: mapping.path, writable: writable, offset: mapping.offset))
@@ -114,6 +147,12 @@ public struct MemoryLayoutPhase: RestartPhase {
         session.useTrampoline(at: base, size: Int(total), scratch: scratch)
         try dropStub(stub, keeping: base, session.calls)
         try moveKernelPages(session.calls)
+        for (k, file) in deletedFiles.enumerated() {
+            let fd = try RecreatedFile.create(file.contents, for: "the mappings of \(file.path)", session.calls)
+            let kept = RestartSession.deletedFileCopies + Int32(k)
+            try calls.call(.dup3, fd, kept, O_CLOEXEC, to: "keep the recreated \(file.path) as descriptor \(kept)")
+            _ = try calls.result(of: .close, fd)
+        }
         for mapping in mappings { try map(mapping, session.calls) }
     }
 
@@ -139,6 +178,15 @@ public struct MemoryLayoutPhase: RestartPhase {
     }
 
     private func map(_ mapping: MappingSetup, _ calls: RemoteCalls) throws {
+        try create(mapping, calls)
+        for advice in mapping.advice {
+            try calls.call(
+                .madvise, mapping.start, mapping.size, advice.advice,
+                to: "advise 0x\(String(mapping.start, radix: 16)) as it was (VmFlags \(advice.flag))")
+        }
+    }
+
+    private func create(_ mapping: MappingSetup, _ calls: RemoteCalls) throws {
         switch mapping.source {
         case .anonymous:
             try calls.call(
@@ -149,6 +197,10 @@ public struct MemoryLayoutPhase: RestartPhase {
             defer { _ = try? calls.result(of: .close, fd) }
             try calls.call(
                 .mmap, mapping.start, mapping.size, mapping.protection, mapping.flags, fd, offset, to: "map \(path)")
+        case .deletedFile(let file, let path, let offset):
+            try calls.call(
+                .mmap, mapping.start, mapping.size, mapping.protection, mapping.flags,
+                RestartSession.deletedFileCopies + Int32(file), offset, to: "map the recreated \(path)")
         }
     }
 }

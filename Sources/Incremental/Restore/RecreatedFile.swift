@@ -1,0 +1,30 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Foundation
+import Syscall
+import Tracee
+
+/// A deleted file's saved contents in a new file that never has a name (O_TMPFILE in /tmp,
+/// created by the stub): nothing at a guessable path is created, followed or truncated.
+/// ld-chpox fills it through /proc/PID/fd/N.
+enum RecreatedFile {
+    /// The stub's descriptor (read-write, close-on-exec) of the new file holding `contents`.
+    static func create(_ contents: Data, for purpose: String, _ calls: RemoteCalls) throws -> Int32 {
+        let unnamed = try calls.withFrame { () throws(TraceeError) in
+            try calls.call(
+                .openat, AT_FDCWD, try calls.string("/tmp"), CHPOX_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600,
+                to: "create a file without a name for \(purpose)")
+        }
+        do throws(Errno) {
+            let file = try FileDescriptor.open("/proc/\(calls.pid)/fd/\(unnamed)", [.writeOnly])
+            defer { file.close() }
+            try [UInt8](contents).withRawBytes { (raw) throws(Errno) in try file.writeAll(raw, at: 0) }
+        } catch {
+            _ = try? calls.result(of: .close, unnamed)
+            throw TraceeError.from(error, pid: calls.pid, "write the deleted file of \(purpose) of")
+        }
+        return Int32(unnamed)
+    }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import Incremental
+import TestTools
+import TrackerTestSupport
+import Testing
+
+extension LiveProcess {
+    /// Mappings whose backing a restart must rebuild with care: shared file mappings opened for
+    /// writing, private mappings of deleted files, and the memory a checkpoint refuses (AIO
+    /// rings, memfds). Each workload is Python with ctypes: libc's mmap gives the addresses.
+    @Suite(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"))
+    struct MappingRestartTests {
+        /// The Python lines every workload starts with: libc's mmap, mprotect and syscall.
+        static let prelude = """
+            import ctypes, os, sys
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.mmap.restype = ctypes.c_void_p
+            libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                ctypes.c_long]
+            libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            PAGE = 4096
+            directory = sys.argv[1]
+
+            """
+
+        /// Runs `script` until it prints "pending", checkpoints, kills and restarts it, and
+        /// answers what it prints when told "go".
+        static func answerAfterRestart(_ name: String, script: String) throws -> String {
+            let directory = try RestartTests.scratch(name)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3", arguments: ["-c", prelude + script, directory])
+            #expect(try original.line() == "pending")
+            try RestartTests.checkpoint(original.pid, store: directory + "/store", name: name)
+            RestartTests.end(original)
+            let restarted = try RestartTests.restart(store: directory + "/store", name: name, generation: 0)
+            let answer = try restarted.send("go")
+            _ = try? restarted.child.wait()
+            return answer
+        }
+
+        /// Runs `script` until it prints "pending" and answers cpx's errors, which must refuse it.
+        static func refusal(_ name: String, script: String) throws -> String {
+            let directory = try RestartTests.scratch(name)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3", arguments: ["-c", prelude + script, directory])
+            defer { RestartTests.end(original) }
+            #expect(try original.line() == "pending")
+            let run = try TestTools.run("cpx", ["--store", directory + "/store", "--name", name, "\(original.pid)"])
+            #expect(run.status != 0, "cpx took it: \(run.output)")
+            return run.errors
+        }
+
+        @Test(.timeLimit(.minutes(2))) func aSharedFileMappingOpenedForWritingCanBeMadeWritableAgain() throws {
+            // Mapped read-only from a descriptor open for writing, which is closed: the mapping
+            // may still become writable (VM_MAYWRITE), so the restart opens the file for writing.
+            let answer = try Self.answerAfterRestart(
+                "file-prot",
+                script: """
+                    fd = os.open(directory + "/data", os.O_RDWR | os.O_CREAT, 0o644)
+                    os.ftruncate(fd, 2 * PAGE)
+                    address = libc.mmap(None, 2 * PAGE, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+                    os.close(fd)
+                    print("pending", flush=True)
+                    sys.stdin.readline()
+                    made = libc.mprotect(address, PAGE, 3)  # PROT_READ | PROT_WRITE
+                    print("mprotect", made, ctypes.get_errno(), flush=True)
+                    """)
+            #expect(answer == "mprotect 0 0")
+        }
+
+        @Test(.timeLimit(.minutes(2))) func privateMappingsOfDeletedFilesKeepTheirCleanPagesAndTheirDescriptor() throws
+        {
+            // Two deleted files: one still open (written through its descriptor after the
+            // restart, which the mapping must see), one closed; no page was touched before.
+            let answer = try Self.answerAfterRestart(
+                "unlinked",
+                script: """
+                    def mapped(name, keep):
+                        fd = os.open(directory + "/" + name, os.O_RDWR | os.O_CREAT, 0o644)
+                        os.write(fd, name[0].encode() * PAGE + name[1].encode() * PAGE)
+                        address = libc.mmap(None, 2 * PAGE, 1, 2, fd, 0)  # PROT_READ, MAP_PRIVATE
+                        os.unlink(directory + "/" + name)
+                        if not keep:
+                            os.close(fd)
+                        return address, fd
+                    kept, fd = mapped("ab", True)
+                    closed, _ = mapped("cd", False)
+                    print("pending", flush=True)
+                    sys.stdin.readline()
+                    os.pwrite(fd, b"X", 0)
+                    seen = [ctypes.string_at(a, 1).decode() for a in (kept, kept + PAGE, closed, closed + PAGE)]
+                    print(" ".join(seen), flush=True)
+                    """)
+            #expect(answer == "X b c d")
+        }
+
+        @Test(.timeLimit(.minutes(2))) func madviseFlagsAndMapFlagsOfEachMappingAreGivenAgain() throws {
+            // One mapping per advice (and MAP_NORESERVE): their VmFlags, as smaps shows them
+            // before the checkpoint, must be the restarted process's too.
+            let script = """
+                libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                # MADV_DONTDUMP, DONTFORK, NOHUGEPAGE, MERGEABLE, WIPEONFORK, SEQUENTIAL, RANDOM
+                advised = {"dd": 16, "dc": 10, "nh": 15, "mg": 12, "wf": 18, "sr": 2, "rr": 1}
+                regions = {}
+                for flag, advice in advised.items():
+                    regions[flag] = libc.mmap(None, 4 * PAGE, 3, 0x22, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS
+                    assert libc.madvise(regions[flag], 4 * PAGE, advice) == 0, flag
+                regions["nr"] = libc.mmap(None, 4 * PAGE, 3, 0x4022, -1, 0)  # | MAP_NORESERVE
+                def flags():
+                    # Each region's flags are those of the mapping that holds it (it may merge).
+                    spans = []
+                    for line in open("/proc/self/smaps"):
+                        head = line.split()[0]
+                        if "-" in head and not head.endswith(":"):
+                            spans.append([int(x, 16) for x in head.split("-")] + [[]])
+                        elif head == "VmFlags:":
+                            spans[-1][2] = line.split()[1:]
+                    held = lambda a: next(s[2] for s in spans if s[0] <= a < s[1])
+                    return " ".join(f + ("+" if f in held(a) else "-") for f, a in sorted(regions.items()))
+                before = flags()
+                print("pending", flush=True)
+                sys.stdin.readline()
+                print(before, "|", flags(), flush=True)
+                """
+            let answer = try Self.answerAfterRestart("advice", script: script)
+            let halves = answer.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            #expect(halves.count == 2, "\(answer)")
+            #expect(halves.first?.contains("-") == false, "not every advice took before the checkpoint: \(answer)")
+            #expect(halves.first == halves.last, "\(answer)")
+        }
+
+        @Test(.timeLimit(.minutes(2))) func guardPagesAreRefusedAtCheckpoint() throws {
+            let errors = try Self.refusal(
+                "guard",
+                script: """
+                    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                    region = libc.mmap(None, 8 * PAGE, 3, 0x22, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS
+                    ctypes.memset(region, 1, 8 * PAGE)
+                    if libc.madvise(region + 2 * PAGE, 2 * PAGE, 102) != 0:  # MADV_GUARD_INSTALL
+                        print("no guard pages here", flush=True)
+                    print("pending", flush=True)
+                    sys.stdin.readline()
+                    """)
+            #expect(errors.contains("2 guard pages (MADV_GUARD_INSTALL)"), "\(errors)")
+        }
+
+        @Test(.timeLimit(.minutes(2))) func anAIOContextIsRefusedAtCheckpoint() throws {
+            let errors = try Self.refusal(
+                "aio",
+                script: """
+                    context = ctypes.c_ulong(0)
+                    assert libc.syscall(206, 16, ctypes.byref(context)) == 0  # io_setup
+                    print("pending", flush=True)
+                    sys.stdin.readline()
+                    """)
+            #expect(errors.contains("an AIO context (io_setup)"), "\(errors)")
+        }
+
+        @Test(.timeLimit(.minutes(2))) func aMemfdAndItsSharedMappingAreRefusedAtCheckpoint() throws {
+            let errors = try Self.refusal(
+                "memfd",
+                script: """
+                    fd = os.memfd_create("kept")
+                    os.ftruncate(fd, PAGE)
+                    shared = os.memfd_create("mapped")
+                    os.ftruncate(shared, PAGE)
+                    libc.mmap(None, PAGE, 3, 1, shared, 0)  # PROT_READ | PROT_WRITE, MAP_SHARED
+                    os.close(shared)
+                    print("pending", flush=True)
+                    sys.stdin.readline()
+                    """)
+            #expect(errors.contains("a memfd (/memfd:kept"), "\(errors)")
+            #expect(errors.contains("a shared mapping of /memfd:mapped"), "\(errors)")
+        }
+    }
+}
