@@ -69,8 +69,19 @@ extension ProcessImage {
         /// A regular file open for writing: its size then. A restart from this generation
         /// cuts back what the process wrote after it.
         public var size: Int64? = nil
+        /// The lower descriptor this one is a duplicate of (one open file description: dup,
+        /// fork); restored by dup3, sharing offset and status flags again.
+        public var duplicateOf: Int32? = nil
+        /// A pipe or FIFO: which one, its capacity and the bytes queued in it.
+        public var pipe: Pipe? = nil
+        /// A deleted file's permissions, owner, time and holes.
+        public var deletedFile: DeletedFile? = nil
+        /// An flock(2) lock held through this open file: "shared" or "exclusive".
+        public var flock: String? = nil
 
-        enum CodingKeys: String, CodingKey { case fd, kind, target, flags, offset, contents, size }
+        enum CodingKeys: String, CodingKey {
+            case fd, kind, target, flags, offset, contents, size, duplicateOf, pipe, deletedFile, flock
+        }
 
         public init(
             fd: Int32, kind: Kind, target: String, flags: Int32, offset: Int64, contents: Data? = nil,

@@ -49,6 +49,7 @@ public struct ProcessPlan: Sendable {
             MemoryLayoutPhase(image: image),
             PageFillPhase(image: image),
             DescriptorPhase(image: image),
+            FileLockPhase(image: image),
             MemoryDescriptorPhase(image: image),
             ThreadPhase(image: image),
             SignalPhase(image: image),
