@@ -38,6 +38,8 @@ public struct FileDescriptor: Hashable, Sendable {
         public static let pathOnly = OpenOptions(rawValue: CHPOX_O_PATH)
         /// The corresponding C constant is O_CLOEXEC.
         public static let closeOnExec = OpenOptions(rawValue: O_CLOEXEC)
+        /// The corresponding C constant is O_NONBLOCK (a FIFO opens without waiting for a peer).
+        public static let nonBlocking = OpenOptions(rawValue: O_NONBLOCK)
     }
 
     /// Opens `path` relative to `directory` (openat(2)); always close-on-exec.
@@ -142,6 +144,8 @@ public struct FileDescriptor: Hashable, Sendable {
         public let group: UInt32
         public let inode: UInt64
         public let device: UInt64
+        /// The last modification time (st_mtim).
+        public let modified: timespec
         public var isDirectory: Bool { chpox_s_isdir(mode) != 0 }
         public var isRegularFile: Bool { chpox_s_isreg(mode) != 0 }
         public var isSymlink: Bool { chpox_s_islnk(mode) != 0 }
@@ -157,6 +161,7 @@ public struct FileDescriptor: Hashable, Sendable {
             group = UInt32(s.st_gid)
             inode = UInt64(s.st_ino)
             device = UInt64(s.st_dev)
+            modified = s.st_mtim
         }
     }
 

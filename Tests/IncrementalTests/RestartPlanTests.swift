@@ -22,9 +22,9 @@ import Testing
         #expect(process.parent == nil)
         #expect(
             process.phases.map(\.name) == [
-                "audit login uid", "file access", "memory layout", "page fill", "descriptors", "event descriptors",
-                "mm fields", "threads", "signals and timers", "limits and credentials", "files written",
-                "process controls", "registers",
+                "audit login uid", "file access", "memory layout", "page fill", "descriptors", "file locks",
+                "event descriptors", "mm fields", "threads", "signals and timers", "limits and credentials",
+                "files written", "process controls", "registers",
             ])
         #expect(plan.steps.first == "process 1001")
         #expect(plan.steps.contains("    clone thread 1002, tid address 0x7f0000001010, alternate signal stack"))
@@ -57,6 +57,44 @@ import Testing
         #expect(fill.fileBackedPages == [0x400..<0x401, 0x401..<0x402])
         #expect(fill.writesZeroPage(at: 0x401))
         #expect(!fill.writesZeroPage(at: 0x1_0000), "anonymous memory is zero already")
+    }
+
+    @Test func pipesDuplicatesAndDeletedFilesAreRecreatedAsRecorded() throws {
+        var (_, image) = try Self.plan()
+        typealias Entry = DescriptorPhase.Entry
+        typealias Descriptor = ProcessImage.Descriptor
+        let bytes = Data("queued".utf8)
+        var read = Descriptor(fd: 3, kind: .pipe, target: "pipe:[77]", flags: O_RDONLY, offset: 0)
+        read.pipe = .init(inode: 77, capacity: 1 << 20, contents: bytes)
+        var write = Descriptor(fd: 4, kind: .pipe, target: "pipe:[77]", flags: O_WRONLY | O_NONBLOCK, offset: 0)
+        write.pipe = .init(inode: 77, capacity: 1 << 20)
+        var dup = write
+        dup.fd = 5
+        dup.duplicateOf = 4
+        let attributes = Descriptor.DeletedFile(
+            permissions: 0o645, owner: 0, group: 0, modified: [1, 2], dataRanges: [[0, 4096]])
+        var deleted = Descriptor(
+            fd: 6, kind: .deletedFile, target: "/tmp/x (deleted)", flags: O_RDWR, offset: 9, contents: Data(count: 8192)
+        )
+        deleted.deletedAttributes = attributes
+        var link = deleted
+        link.fd = 7
+        link.contents = nil
+        link.deletedAttributes?.sameFileAs = 6
+        image.descriptors = [read, write, dup, deleted, link]
+        let plan = RestartPlan(image: image, generation: 0)
+        let phase = try #require(plan.processes[0].phase(DescriptorPhase.self))
+        #expect(phase.pipes == [.init(inode: 77, capacity: 1 << 20, path: nil, contents: bytes)])
+        #expect(
+            phase.entries == [
+                Entry(fd: 3, closeOnExec: false, setup: .pipeEnd(inode: 77, access: O_RDONLY, statusFlags: 0)),
+                Entry(fd: 4, closeOnExec: false, setup: .pipeEnd(inode: 77, access: O_WRONLY, statusFlags: O_NONBLOCK)),
+                Entry(fd: 5, closeOnExec: false, setup: .duplicate(of: 4)),
+                Entry(
+                    fd: 6, closeOnExec: false,
+                    setup: .recreate(contents: Data(count: 8192), flags: O_RDWR, offset: 9, attributes: attributes)),
+                Entry(fd: 7, closeOnExec: false, setup: .sameDeletedFile(as: 6, flags: O_RDWR, offset: 9)),
+            ])
     }
 
     @Test func descriptorsAreDecidedByKind() throws {

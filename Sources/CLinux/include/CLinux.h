@@ -134,6 +134,7 @@ enum chpox_system_call {
     CHPOX_SYS_epoll_ctl = SYS_epoll_ctl,
     CHPOX_SYS_ioctl = SYS_ioctl,
     CHPOX_SYS_membarrier = SYS_membarrier,
+    CHPOX_SYS_flock = SYS_flock,
 };
 /// PR_SET_MM and PR_SET_MM_MAP (linux/prctl.h), and struct prctl_mm_map.
 #define CHPOX_PR_SET_MM 35
@@ -292,5 +293,32 @@ extern const unsigned long chpox_UFFDIO_API;
 extern const unsigned long chpox_UFFDIO_REGISTER;
 extern const unsigned long chpox_UFFDIO_UNREGISTER;
 extern const unsigned long chpox_UFFDIO_WRITEPROTECT;
+
+// kcmp(2) has no glibc wrapper: KCMP_FILE tells whether two descriptors of processes share
+// one open file description (dup, fork), which /proc does not show.
+#ifndef SYS_kcmp
+#define SYS_kcmp 312
+#endif
+#define CHPOX_KCMP_FILE 0
+static inline int chpox_kcmp_file(pid_t pid1, pid_t pid2, int fd1, int fd2) {
+    return (int)syscall(SYS_kcmp, pid1, pid2, CHPOX_KCMP_FILE, (unsigned long)fd1, (unsigned long)fd2);
+}
+
+// tee(2) and the pipe fcntls are declared only under _GNU_SOURCE: tee copies a pipe's
+// buffers into another pipe without consuming them (how a pipe's data is read at checkpoint).
+static inline long chpox_tee(int in, int out, size_t length, unsigned int flags) {
+    return (long)syscall(SYS_tee, in, out, length, flags);
+}
+#define CHPOX_SPLICE_F_NONBLOCK 2
+#define CHPOX_F_SETPIPE_SZ 1031
+// O_DIRECT (a packet-mode pipe) and O_NOATIME, _GNU_SOURCE only too.
+#define CHPOX_O_DIRECT 040000
+#define CHPOX_O_NOATIME 01000000
+#define CHPOX_F_GETPIPE_SZ 1032
+// lseek's SEEK_DATA/SEEK_HOLE, also _GNU_SOURCE only.
+#define CHPOX_SEEK_DATA 3
+#define CHPOX_SEEK_HOLE 4
+// futimens(2)'s "leave this time as it is" (a macro of an expression).
+#define CHPOX_UTIME_OMIT 1073741822
 
 #endif

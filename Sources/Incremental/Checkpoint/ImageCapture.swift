@@ -69,6 +69,9 @@ enum ImageCapture {
                         + "a restart would run without it")
             }
             unsupported += try ProcessControlsCapture.unsupported(pid, injected: injected.controls)
+            if let cwd = ProcFS.link(pid, "cwd"), cwd.hasSuffix(" (deleted)") {
+                unsupported.append("cwd \(cwd): the working directory was deleted and cannot be recreated")
+            }
             if !unsupported.isEmpty && !skipUnsupported { throw UnsupportedDescriptors(list: unsupported) }
             guard let user = ProcessImage.Credentials.IDs(status.userIDs),
                 let group = ProcessImage.Credentials.IDs(status.groupIDs)
@@ -186,6 +189,8 @@ enum ImageCapture {
                 fd: fd, kind: .unsupported, target: target, flags: flags, offset: offset, contents: nil)
             if target == "/dev/null" {
                 descriptor.kind = .null
+            } else if target == "/dev/ptmx" || target.hasSuffix("/ptmx") {
+                unsupported.append("fd \(fd): \(target): a pseudo-terminal master; ptys are not recreated")
             } else if target.hasPrefix("/dev/pts/") || target.hasPrefix("/dev/tty") || target == "/dev/console" {
                 descriptor.kind = .terminal
             } else if target.hasPrefix("pipe:") || isFIFO(pid, fd) {
@@ -219,6 +224,7 @@ enum ImageCapture {
             }
             descriptors.append(descriptor)
         }
+        unsupported += captureOpenFiles(pid, &descriptors)
         return (descriptors, unsupported)
     }
 

@@ -74,8 +74,21 @@ extension ProcessImage {
         /// A deleted file that mappings of the process share: its index in `deletedFiles`,
         /// which holds its contents (then `contents` is nil).
         public var deletedFile: Int? = nil
+        /// The lower descriptor this one is a duplicate of (one open file description: dup,
+        /// fork); restored by dup3, sharing offset and status flags again.
+        public var duplicateOf: Int32? = nil
+        /// A pipe or FIFO: which one, its capacity and the bytes queued in it.
+        public var pipe: Pipe? = nil
+        /// A deleted file's permissions, owner, time and holes (and the descriptor it shares
+        /// the file with).
+        public var deletedAttributes: DeletedFile? = nil
+        /// An flock(2) lock held through this open file: "shared" or "exclusive".
+        public var flock: String? = nil
 
-        enum CodingKeys: String, CodingKey { case fd, kind, target, flags, offset, contents, size, event, deletedFile }
+        enum CodingKeys: String, CodingKey {
+            case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
+                deletedAttributes, flock
+        }
 
         public init(
             fd: Int32, kind: Kind, target: String, flags: Int32, offset: Int64, contents: Data? = nil,

@@ -42,6 +42,8 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let rtTgsigqueueinfo = SystemCall(CHPOX_SYS_rt_tgsigqueueinfo)
     /// The corresponding C constant is SYS_getitimer.
     public static let getitimer = SystemCall(CHPOX_SYS_getitimer)
+    /// The corresponding C constant is SYS_flock.
+    public static let flock = SystemCall(CHPOX_SYS_flock)
     /// The corresponding C constant is SYS_setitimer.
     public static let setitimer = SystemCall(CHPOX_SYS_setitimer)
     /// The corresponding C constant is SYS_rseq.

@@ -9,8 +9,22 @@ import Tracee
 /// The saved descriptor table at the same numbers, the working directory and the umask.
 /// Terminals and pipes on 0-2 become ld-chpox's own stdio at the same number; other terminals
 /// its stdout; other pipes a pipe whose other end is closed (reads see end of file, writes
-/// EPIPE), as if the peer had exited.
+/// EPIPE), as if the peer had exited. Images that recorded a pipe's buffer get it back: each
+/// pipe is created once with its capacity and bytes, each of its open files reopened from it
+/// with the recorded access and status flags, duplicates dup'ed again.
 public struct DescriptorPhase: RestartPhase {
+    /// A pipe to create before the descriptors: anonymous, or a FIFO reopened by `path`.
+    public struct PipeSetup: Sendable, Equatable {
+        public var inode: UInt64
+        public var capacity: Int
+        public var path: String?
+        public var contents: Data
+
+        public init(inode: UInt64, capacity: Int, path: String?, contents: Data) {
+            (self.inode, self.capacity, self.path, self.contents) = (inode, capacity, path, contents)
+        }
+    }
+
     /// What one descriptor becomes.
     public enum Setup: Sendable, Equatable {
         /// The stub's copy of its stdin (0), stdout (1) or stderr (2).
@@ -20,10 +34,17 @@ public struct DescriptorPhase: RestartPhase {
         /// The path opened again with these open flags, then moved to `offset` when set.
         case reopen(path: String, flags: Int32, offset: Int64?)
         /// A deleted file: its saved contents in a new file, opened, then unlinked.
-        case recreate(contents: Data, flags: Int32, offset: Int64)
+        case recreate(contents: Data, flags: Int32, offset: Int64, attributes: ProcessImage.Descriptor.DeletedFile?)
         /// A deleted file the memory layout recreated for mappings (`deletedFiles` index),
         /// opened again with these open flags, then moved to `offset`.
         case reopenDeleted(file: Int, flags: Int32, offset: Int64)
+        /// The open file of a lower descriptor, shared again (dup3).
+        case duplicate(of: Int32)
+        /// One open file of pipe `inode` (of `pipes`), opened with this access mode, then given
+        /// these status flags (F_SETFL).
+        case pipeEnd(inode: UInt64, access: Int32, statusFlags: Int32)
+        /// The deleted file of a lower descriptor opened again with these flags.
+        case sameDeletedFile(as: Int32, flags: Int32, offset: Int64)
     }
 
     public struct Entry: Sendable, Equatable {
@@ -41,6 +62,10 @@ public struct DescriptorPhase: RestartPhase {
     /// Standard descriptors the image did not have: closed.
     public var closed: [Int32]
     public var entries: [Entry]
+    public var pipes: [PipeSetup]
+    /// Owners a recreated deleted file may be given: the image's own ids (any, for an image
+    /// that ran as root: it could have chowned the file itself).
+    var users: Set<UInt32>, groups: Set<UInt32>, anyOwner: Bool
     public var workingDirectory: String
     public var umask: UInt32
     /// How many deleted files `MemoryLayoutPhase` recreated and keeps open for this phase.
@@ -49,6 +74,11 @@ public struct DescriptorPhase: RestartPhase {
     public var name: String { "descriptors" }
     public var steps: [String] {
         closed.map { "close \($0)" }
+            + pipes.map { pipe in
+                (pipe.path.map { "reopen FIFO \($0)" } ?? "create a pipe")
+                    + " (inode \(pipe.inode)) of \(pipe.capacity)"
+                    + " bytes holding \(pipe.contents.count)"
+            }
             + entries.map { entry in
                 let what: String
                 switch entry.setup {
@@ -56,8 +86,17 @@ public struct DescriptorPhase: RestartPhase {
                 case .pipeWithoutPeer(let readEnd):
                     what = "the \(readEnd ? "read" : "write") end of a pipe without peer"
                 case .reopen(let path, _, let offset): what = path + (offset.map { " at offset \($0)" } ?? "")
-                case .recreate(let contents, _, let offset):
-                    what = "a deleted file recreated (\(contents.count) bytes) at offset \(offset)"
+                case .recreate(let contents, _, let offset, let attributes):
+                    what =
+                        "a deleted file recreated (\(contents.count) bytes"
+                        + (attributes.map { ", mode 0\(String($0.permissions, radix: 8))" } ?? "")
+                        + ") at offset \(offset)"
+                case .duplicate(let source): what = "a duplicate of fd \(source)"
+                case .pipeEnd(let inode, let access, let statusFlags):
+                    let mode = access == O_RDONLY ? "read" : access == O_WRONLY ? "write" : "read-write"
+                    what = "a \(mode) end of pipe \(inode)" + (statusFlags & O_NONBLOCK != 0 ? " (non-blocking)" : "")
+                case .sameDeletedFile(let source, _, let offset):
+                    what = "the deleted file of fd \(source) at offset \(offset)"
                 case .reopenDeleted(let file, _, let offset):
                     what = "deleted file \(file), recreated for its mappings, at offset \(offset)"
                 }
@@ -71,8 +110,17 @@ public struct DescriptorPhase: RestartPhase {
             let setup: Setup
             let flags = descriptor.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_CLOEXEC)
             switch descriptor.kind {
+            case _ where descriptor.duplicateOf != nil && descriptor.fd > 2:
+                setup = .duplicate(of: descriptor.duplicateOf ?? 0)
             case .terminal where descriptor.fd <= 2, .pipe where descriptor.fd <= 2: setup = .stdio(descriptor.fd)
             case .terminal: setup = .stdio(1)
+            case .pipe where descriptor.pipe != nil:
+                setup = .pipeEnd(
+                    inode: descriptor.pipe?.inode ?? 0, access: descriptor.flags & O_ACCMODE,
+                    statusFlags: descriptor.flags & Self.statusFlags)
+            case .deletedFile where descriptor.deletedFile == nil && descriptor.deletedAttributes?.sameFileAs != nil:
+                setup = .sameDeletedFile(
+                    as: descriptor.deletedAttributes?.sameFileAs ?? 0, flags: flags, offset: descriptor.offset)
             case .pipe: setup = .pipeWithoutPeer(readEnd: descriptor.flags & O_ACCMODE == O_RDONLY)
             case .null: setup = .reopen(path: "/dev/null", flags: flags, offset: nil)
             case .directory: setup = .reopen(path: descriptor.target, flags: flags, offset: nil)
@@ -80,29 +128,47 @@ public struct DescriptorPhase: RestartPhase {
             case .deletedFile where descriptor.deletedFile != nil:
                 setup = .reopenDeleted(file: descriptor.deletedFile ?? 0, flags: flags, offset: descriptor.offset)
             case .deletedFile:
-                setup = .recreate(contents: descriptor.contents ?? Data(), flags: flags, offset: descriptor.offset)
+                setup = .recreate(
+                    contents: descriptor.contents ?? Data(), flags: flags, offset: descriptor.offset,
+                    attributes: descriptor.deletedAttributes)
             case .event, .unsupported: return nil  // events: EventDescriptorPhase
             }
             return Entry(fd: descriptor.fd, closeOnExec: descriptor.flags & O_CLOEXEC != 0, setup: setup)
         }
+        var pipes: [PipeSetup] = []
+        for descriptor in image.descriptors where descriptor.fd > 2 {
+            guard let pipe = descriptor.pipe, !pipes.contains(where: { $0.inode == pipe.inode }) else { continue }
+            pipes.append(
+                .init(inode: pipe.inode, capacity: pipe.capacity, path: pipe.path, contents: pipe.contents ?? Data()))
+        }
+        self.pipes = pipes
+        users = Set(image.credentials.user.all)
+        groups = Set(image.credentials.group.all + image.credentials.groups)
+        anyOwner = image.credentials.user.effective == 0
         workingDirectory = image.workingDirectory
         umask = image.umask
         deletedFileCount = image.deletedFiles?.count ?? 0
     }
 
+    /// The status flags F_SETFL sets (O_ASYNC needs an owner too and is left out).
+    static let statusFlags = O_APPEND | O_NONBLOCK | CHPOX_O_DIRECT | CHPOX_O_NOATIME
+
     public func run(in session: RestartSession) throws {
         let calls = session.calls
         for fd in closed { _ = try calls.result(of: .close, fd) }
+        var holders: [UInt64: Int32] = [:]
+        for pipe in pipes { holders[pipe.inode] = try create(pipe, calls) }
         // The deleted files kept for mappings first: a descriptor of the image may take the
         // number one of them is kept at. Then those numbers are closed, but where one is now
         // the image's.
         let reopensDeleted: (Entry) -> Bool = {
             if case .reopenDeleted = $0.setup { return true } else { return false }
         }
-        for entry in entries where reopensDeleted(entry) { try set(entry, calls) }
-        for entry in entries where !reopensDeleted(entry) { try set(entry, calls) }
+        for entry in entries where reopensDeleted(entry) { try set(entry, holders: holders, calls) }
+        for entry in entries where !reopensDeleted(entry) { try set(entry, holders: holders, calls) }
         let kept = RestartSession.deletedFileCopies..<(RestartSession.deletedFileCopies + Int32(deletedFileCount))
         for fd in kept where !entries.contains(where: { $0.fd == fd }) { _ = try calls.result(of: .close, fd) }
+        for holder in holders.values { _ = try calls.result(of: .close, holder) }
         if !workingDirectory.isEmpty {
             _ = try calls.withFrame { () throws(TraceeError) in
                 try calls.result(of: .chdir, try calls.string(workingDirectory))
@@ -112,7 +178,51 @@ public struct DescriptorPhase: RestartPhase {
         for fd in RestartSession.stdioCopies..<(RestartSession.stdioCopies + 3) { _ = try calls.result(of: .close, fd) }
     }
 
-    private func set(_ entry: Entry, _ calls: RemoteCalls) throws {
+    /// A pipe's descriptors in the stub are kept above every descriptor of the image while the
+    /// image's are set up.
+    static let holderBase = RestartSession.stdioCopies + 3
+
+    /// Creates `pipe` in the stub with its capacity and bytes; returns a descriptor of the stub on
+    /// it (a read end, or a FIFO open read-write) from which its open files are reopened.
+    private func create(_ pipe: PipeSetup, _ calls: RemoteCalls) throws -> Int32 {
+        let what = "create pipe \(pipe.inode)"
+        var write: Int32?
+        let opened: Int32
+        if let path = pipe.path {
+            opened = Int32(
+                try calls.openRecorded(path, flags: O_RDWR | O_NONBLOCK | O_CLOEXEC, to: "reopen FIFO \(path)"))
+        } else {
+            let pair = try calls.withFrame { () throws(TraceeError) in
+                let ends = try calls.reserve(8)
+                try calls.call(.pipe2, ends, O_CLOEXEC, to: what)
+                return try calls.words(at: ends, count: 1)[0]
+            }
+            opened = Int32(truncatingIfNeeded: pair)
+            write = Int32(truncatingIfNeeded: pair >> 32)
+        }
+        let holder = Int32(try calls.call(.fcntl, opened, F_DUPFD_CLOEXEC, Self.holderBase, to: what))
+        _ = try calls.result(of: .close, opened)
+        defer { if let write { _ = try? calls.result(of: .close, write) } }
+        try calls.call(.fcntl, holder, CHPOX_F_SETPIPE_SZ, pipe.capacity, to: "give pipe \(pipe.inode) its capacity")
+        do {
+            let file = try FileDescriptor.open("/proc/\(calls.pid)/fd/\(holder)", [.writeOnly, .nonBlocking])
+            defer { file.close() }
+            guard try file.status().isFIFO else { throw Errno(rawValue: ENXIO) }
+            let queued = try file.bytesQueued()
+            guard queued == 0 else {
+                throw TraceeError.unsupported(
+                    pid: calls.pid, reason: "\(pipe.path ?? "pipe") holds \(queued) bytes already")
+            }
+            try [UInt8](pipe.contents).withRawBytes { (raw) throws(Errno) in try file.writeAll(raw) }
+        } catch let error as TraceeError {
+            throw error
+        } catch let error as Errno {
+            throw TraceeError.from(error, pid: calls.pid, "fill \(pipe.path ?? "pipe \(pipe.inode)") of")
+        }
+        return holder
+    }
+
+    private func set(_ entry: Entry, holders: [UInt64: Int32], _ calls: RemoteCalls) throws {
         let target = entry.fd
         let cloexec = entry.closeOnExec ? O_CLOEXEC : 0
         switch entry.setup {
@@ -138,8 +248,22 @@ public struct DescriptorPhase: RestartPhase {
         case .reopen(let path, let flags, let offset):
             try open(path, flags: flags, as: target, cloexec: cloexec, calls)
             if let offset { _ = try calls.result(of: .lseek, target, offset, SEEK_SET) }
-        case .recreate(let contents, let flags, let offset):
-            try recreate(contents, flags: flags, as: target, cloexec: cloexec, calls)
+        case .recreate(let contents, let flags, let offset, let attributes):
+            try recreate(contents, attributes: attributes, flags: flags, as: target, cloexec: cloexec, calls)
+            _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
+        case .duplicate(let source):
+            try calls.call(
+                .dup3, source, target, cloexec, to: "set up descriptor \(target) as a duplicate of \(source)")
+        case .pipeEnd(let inode, let access, let statusFlags):
+            guard let holder = holders[inode] else {
+                throw TraceeError.unsupported(pid: calls.pid, reason: "pipe \(inode)")
+            }
+            try open(
+                "/proc/self/fd/\(holder)", flags: access | O_NONBLOCK, as: target, cloexec: cloexec, recorded: false,
+                calls)
+            try calls.call(.fcntl, target, F_SETFL, statusFlags, to: "set the status flags of descriptor \(target)")
+        case .sameDeletedFile(let source, let flags, let offset):
+            try open("/proc/self/fd/\(source)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
             _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
         case .reopenDeleted(let file, let flags, let offset):
             let kept = RestartSession.deletedFileCopies + Int32(file)
@@ -148,13 +272,53 @@ public struct DescriptorPhase: RestartPhase {
         }
     }
 
-    /// A deleted file's saved contents in a new file without a name (`RecreatedFile`), which
-    /// the stub then reopens with the saved flags.
-    private func recreate(_ contents: Data, flags: Int32, as target: Int32, cloexec: Int32, _ calls: RemoteCalls) throws
-    {
-        let unnamed = try RecreatedFile.create(contents, for: "descriptor \(target)", calls)
+    /// A deleted file's saved contents in a new file that never has a name (O_TMPFILE in /tmp,
+    /// created by the stub): nothing at a guessable path is created, followed or truncated.
+    /// ld-chpox fills it through /proc/PID/fd/N; the stub then reopens it with the saved flags.
+    /// The file gets the recorded permissions, owner (only ids the image itself runs as), holes
+    /// and modification time.
+    private func recreate(
+        _ contents: Data, attributes: ProcessImage.Descriptor.DeletedFile?, flags: Int32, as target: Int32,
+        cloexec: Int32, _ calls: RemoteCalls
+    ) throws {
+        let unnamed = try calls.withFrame { () throws(TraceeError) in
+            try calls.call(
+                .openat, AT_FDCWD, try calls.string("/tmp"), CHPOX_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600,
+                to: "create a file without a name for descriptor \(target)")
+        }
         // The kernel may hand out `target` itself: then the reopened file replaces it there.
-        defer { if unnamed != target { _ = try? calls.result(of: .close, unnamed) } }
+        defer { if unnamed != Int(target) { _ = try? calls.result(of: .close, unnamed) } }
+        do {
+            let file = try FileDescriptor.open("/proc/\(calls.pid)/fd/\(unnamed)", [.writeOnly])
+            defer { file.close() }
+            let bytes = [UInt8](contents)
+            let ranges = attributes?.dataRanges.compactMap { $0.count == 2 ? Int($0[0])..<Int($0[1]) : nil }
+            for range in ranges ?? [0..<bytes.count] where range.upperBound <= bytes.count {
+                try Array(bytes[range]).withRawBytes { (raw) throws(Errno) in
+                    try file.writeAll(raw, at: Int64(range.lowerBound))
+                }
+            }
+            try file.setSize(Int64(bytes.count))
+            if let attributes {
+                guard anyOwner || (users.contains(attributes.owner) && groups.contains(attributes.group)) else {
+                    throw TraceeError.unsupported(
+                        pid: calls.pid,
+                        reason:
+                            "the deleted file of descriptor \(target) belongs to \(attributes.owner):\(attributes.group), "
+                            + "not to the image's user")
+                }
+                try file.setOwner(user: attributes.owner, group: attributes.group)
+                try file.setPermissions(attributes.permissions)  // after the owner: chown clears set-id bits
+                if attributes.modified.count == 2 {
+                    try file.setModificationTime(
+                        timespec(tv_sec: Int(attributes.modified[0]), tv_nsec: Int(attributes.modified[1])))
+                }
+            }
+        } catch let error as TraceeError {
+            throw error
+        } catch let error as Errno {
+            throw TraceeError.from(error, pid: calls.pid, "write the deleted file of descriptor \(target) of")
+        }
         try open("/proc/self/fd/\(unnamed)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
     }
 

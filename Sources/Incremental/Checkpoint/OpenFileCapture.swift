@@ -1,0 +1,133 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Foundation
+import Syscall
+import Tracee
+
+/// What the descriptors' open files hold beyond a path and an offset: which descriptors are one
+/// open file (dup), the pipes and FIFOs with their buffers, deleted files' attributes and holes,
+/// and the locks and leases a restart would lose (refused).
+extension ImageCapture {
+    /// Fills in `descriptors`' open-file state; returns a line for each thing a restart cannot
+    /// recreate.
+    static func captureOpenFiles(_ pid: Int32, _ descriptors: inout [ProcessImage.Descriptor]) -> [String] {
+        var unsupported: [String] = []
+        for index in descriptors.indices {
+            let fd = descriptors[index].fd
+            unsupported += locks(pid, &descriptors[index])
+            guard fd > 2 else { continue }
+            let earlier = descriptors[..<index].filter { $0.fd > 2 && $0.target == descriptors[index].target }
+            descriptors[index].duplicateOf =
+                earlier.first { (try? ProcessDescriptor.shareOpenFile(pid, $0.fd, fd)) ?? false }?.fd
+            switch descriptors[index].kind {
+            case .pipe:
+                unsupported += capturePipe(pid, &descriptors[index], earlier: descriptors[..<index])
+            case .deletedFile:
+                unsupported += captureDeletedFile(pid, &descriptors[index], earlier: descriptors[..<index])
+            default: break
+            }
+        }
+        return unsupported
+    }
+
+    /// The locks and leases held through descriptor `fd` (/proc/PID/fdinfo/N's `lock:` lines,
+    /// e.g. "lock:\t1: POSIX  ADVISORY  WRITE 4242 fd:01:1234 0 EOF"): an flock lock is
+    /// recorded (FileLockPhase takes it again); the others are refused.
+    static func locks(_ pid: Int32, _ descriptor: inout ProcessImage.Descriptor) -> [String] {
+        guard let info = try? ProcFS.bytes(pid, "fdinfo/\(descriptor.fd)") else { return [] }
+        return String(decoding: info, as: UTF8.self).split(separator: "\n").compactMap { line in
+            guard line.hasPrefix("lock:") else { return nil }
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard fields.count > 4 else { return "fd \(descriptor.fd): a lock on \(descriptor.target): not restored" }
+            if fields[2] == "FLOCK", fields[3] == "ADVISORY", fields[4] == "READ" || fields[4] == "WRITE" {
+                descriptor.flock = fields[4] == "READ" ? "shared" : "exclusive"
+                return nil
+            }
+            let kind: String
+            switch fields[2] {
+            case "POSIX": kind = "a POSIX lock"
+            case "FLOCK": kind = "an flock lock"
+            case "OFDLCK": kind = "an OFD lock"
+            case "LEASE": kind = "a file lease"
+            case "DELEG": kind = "a delegation"
+            default: kind = "a \(fields[2]) lock"
+            }
+            return
+                "fd \(descriptor.fd): \(kind) (\(fields[4])) on \(descriptor.target): locks and leases are not restored"
+        }
+    }
+
+    /// A pipe's identity and capacity, and on its first descriptor the bytes queued in it, read
+    /// without consuming them (tee into a spare pipe).
+    static func capturePipe(
+        _ pid: Int32, _ descriptor: inout ProcessImage.Descriptor, earlier: ArraySlice<ProcessImage.Descriptor>
+    ) -> [String] {
+        let fd = descriptor.fd
+        guard let status = openFileStatus(pid, fd) else { return [] }
+        let deleted = descriptor.target.hasSuffix(" (deleted)")
+        // A FIFO is reopened by its path; a deleted one (no path left) becomes a pipe.
+        let path = descriptor.target.hasPrefix("/") && !deleted ? descriptor.target : nil
+        if let first = earlier.first(where: { $0.pipe?.inode == status.inode }), var pipe = first.pipe {
+            pipe.contents = nil
+            descriptor.pipe = pipe
+            return descriptor.flags & CHPOX_O_DIRECT != 0 && first.pipe?.contents?.isEmpty == false
+                ? ["fd \(fd): a packet-mode pipe (O_DIRECT) holding data: its packet bounds are not recorded"] : []
+        }
+        do throws(Errno) {
+            let file = try FileDescriptor.open("/proc/\(pid)/fd/\(fd)", [.readOnly, .nonBlocking])
+            defer { file.close() }
+            let capacity = try file.pipeCapacity()
+            let queued = try file.bytesQueued()
+            var contents = Data()
+            if queued > 0 {
+                if descriptor.flags & CHPOX_O_DIRECT != 0 {
+                    return ["fd \(fd): a packet-mode pipe (O_DIRECT) holding data: its packet bounds are not recorded"]
+                }
+                let spare = try FileDescriptor.pipe()
+                defer {
+                    spare.read.close()
+                    spare.write.close()
+                }
+                try spare.write.setPipeCapacity(capacity)
+                let copied = try file.tee(to: spare.write, count: queued)
+                guard copied == queued else {
+                    return ["fd \(fd): \(descriptor.target): read \(copied) of the \(queued) bytes queued in it"]
+                }
+                contents = Data(try spare.read.read(upTo: queued))
+            }
+            descriptor.pipe = .init(inode: status.inode, capacity: capacity, path: path, contents: contents)
+            return []
+        } catch {
+            return ["fd \(fd): \(descriptor.target): cannot read the pipe's buffer (\(error))"]
+        }
+    }
+
+    /// A deleted file's permissions, owner, modification time and holes; a second descriptor on
+    /// the same file is recorded as that (one file at restart, not two copies).
+    static func captureDeletedFile(
+        _ pid: Int32, _ descriptor: inout ProcessImage.Descriptor, earlier: ArraySlice<ProcessImage.Descriptor>
+    ) -> [String] {
+        let fd = descriptor.fd
+        do throws(Errno) {
+            let file = try FileDescriptor.open("/proc/\(pid)/fd/\(fd)", [.readOnly])
+            defer { file.close() }
+            let status = try file.status()
+            let same = earlier.first { other in
+                other.kind == .deletedFile && other.deletedAttributes != nil
+                    && openFileStatus(pid, other.fd).map { $0.inode == status.inode && $0.device == status.device }
+                        == true
+            }
+            let ranges = try file.dataRanges(size: status.size)
+            descriptor.deletedAttributes = .init(
+                permissions: status.permissions, owner: status.owner, group: status.group,
+                modified: [Int64(status.modified.tv_sec), Int64(status.modified.tv_nsec)],
+                dataRanges: ranges.map { [$0.lowerBound, $0.upperBound] }, sameFileAs: same?.fd)
+            if same != nil { descriptor.contents = nil }
+            return []
+        } catch {
+            return ["fd \(fd): \(descriptor.target): cannot read its attributes (\(error))"]
+        }
+    }
+}

@@ -1,0 +1,96 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CLinux
+
+/// What an open file holds beyond its bytes: a pipe's buffer and capacity, a sparse file's
+/// data ranges, its owner and times, and whether two descriptors share one open file.
+extension FileDescriptor {
+    /// The pipe's capacity in bytes. The corresponding C constant is F_GETPIPE_SZ.
+    public func pipeCapacity() throws(Errno) -> Int {
+        Int(try retryingInterrupts { chpox_fcntl_int(rawValue, CHPOX_F_GETPIPE_SZ, 0) }.get())
+    }
+
+    /// Sets the pipe's capacity (rounded up by the kernel). The corresponding C constant is
+    /// F_SETPIPE_SZ.
+    public func setPipeCapacity(_ bytes: Int) throws(Errno) {
+        _ = try retryingInterrupts { chpox_fcntl_int(rawValue, CHPOX_F_SETPIPE_SZ, Int32(bytes)) }.get()
+    }
+
+    /// Bytes waiting to be read (FIONREAD).
+    public func bytesQueued() throws(Errno) -> Int {
+        var count: Int32 = 0
+        _ = try control(UInt(FIONREAD), &count)
+        return Int(count)
+    }
+
+    /// Copies up to `count` bytes queued in this pipe into pipe `output` without consuming them
+    /// (tee(2), never waiting). Returns the bytes copied.
+    public func tee(to output: FileDescriptor, count: Int) throws(Errno) -> Int {
+        let copied = try retryingInterrupts {
+            chpox_tee(rawValue, output.rawValue, count, UInt32(CHPOX_SPLICE_F_NONBLOCK))
+        }
+        .get()
+        return Int(copied)
+    }
+
+    /// Reads from the current offset until `count` bytes or the end (a pipe: until it is empty,
+    /// for a non-blocking one).
+    public func read(upTo count: Int) throws(Errno) -> [UInt8] {
+        var failure: Errno?
+        let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            initialized = 0
+            while initialized < count, let base = buffer.baseAddress {
+                switch retryingInterrupts({ Glibc.read(rawValue, base + initialized, count - initialized) }) {
+                case .success(0): return
+                case .success(let n): initialized += n
+                case .failure(let error):
+                    if error.rawValue != EAGAIN { failure = error }
+                    return
+                }
+            }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+
+    /// The ranges of a file of `size` bytes that hold data, the rest being holes (lseek(2)
+    /// SEEK_DATA and SEEK_HOLE). Moves the file offset.
+    public func dataRanges(size: Int64) throws(Errno) -> [Range<Int64>] {
+        var ranges: [Range<Int64>] = []
+        var position: Int64 = 0
+        while position < size {
+            let start: Int64
+            switch retryingInterrupts({ lseek(rawValue, off_t(position), CHPOX_SEEK_DATA) }) {
+            case .success(let offset): start = Int64(offset)
+            case .failure(let error) where error.rawValue == ENXIO: return ranges  // only a hole is left
+            case .failure(let error): throw error
+            }
+            let end = min(size, Int64(try retryingInterrupts { lseek(rawValue, off_t(start), CHPOX_SEEK_HOLE) }.get()))
+            if end > start { ranges.append(start..<end) }
+            position = end
+        }
+        return ranges
+    }
+
+    public func setOwner(user: UInt32, group: UInt32) throws(Errno) {
+        _ = try retryingInterrupts { fchown(rawValue, uid_t(user), gid_t(group)) }.get()
+    }
+
+    /// Sets the modification time; the access time is left as it is (futimens(2)).
+    public func setModificationTime(_ time: timespec) throws(Errno) {
+        let times = [timespec(tv_sec: 0, tv_nsec: Int(CHPOX_UTIME_OMIT)), time]
+        _ = try retryingInterrupts { futimens(rawValue, times) }.get()
+    }
+}
+
+extension ProcessDescriptor {
+    /// Whether descriptor `first` and `second` of process `pid` are one open file description
+    /// (one shared offset and status flags: dup(2), fork). kcmp(2) KCMP_FILE; needs ptrace
+    /// access to the process.
+    public static func shareOpenFile(_ pid: Int32, _ first: Int32, _ second: Int32) throws(Errno) -> Bool {
+        try retryingInterrupts { chpox_kcmp_file(pid, pid, first, second) }.get() == 0
+    }
+}

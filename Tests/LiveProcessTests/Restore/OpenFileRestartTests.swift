@@ -1,0 +1,183 @@
+import Foundation
+import TestTools
+import Testing
+import TrackerTestSupport
+
+extension LiveProcess {
+    /// Open files whose state is more than a path and an offset: pipes with bytes in them, their
+    /// status flags and shared ends, FIFOs, deleted files' modes, times and holes; and the locks
+    /// a restart would lose, refused at checkpoint.
+    @Suite struct OpenFileRestartTests {
+        static let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
+
+        /// Runs `script` until it prints "ready", checkpoints it, kills it, restarts it and tells
+        /// it "go": returns the line it answers.
+        static func answerAfterRestart(_ name: String, script: String) throws -> String {
+            let directory = try RestartTests.scratch(name)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3", arguments: ["-c", script, directory])
+            #expect(try original.line() == "ready")
+            try RestartTests.checkpoint(original.pid, store: directory + "/store", name: name)
+            RestartTests.end(original)
+            let restarted = try RestartTests.restart(store: directory + "/store", name: name, generation: 0)
+            let answer = try restarted.send("go")
+            _ = try? restarted.child.wait()
+            return answer
+        }
+
+        @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func aPipeKeepsItsBytesCapacityFlagsAndSharedEnds() throws {
+            let answer = try Self.answerAfterRestart(
+                "pipe",
+                script: """
+                    import fcntl, os, sys
+                    r, w = os.pipe()
+                    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)
+                    data = bytes(i * 7 % 251 for i in range(300000))
+                    os.write(w, data)
+                    fcntl.fcntl(w, fcntl.F_SETFL, os.O_NONBLOCK)
+                    dup = os.dup(w)
+                    r2 = os.open(f"/proc/self/fd/{r}", os.O_RDONLY | os.O_NONBLOCK)
+                    print("ready", flush=True)
+                    sys.stdin.readline()
+                    nonblocking = [bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK) for fd in (r, w, dup, r2)]
+                    size = fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
+                    os.close(w)
+                    os.close(dup)
+                    got = b""
+                    while chunk := os.read(r, 65536):
+                        got += chunk
+                    print(nonblocking, size, got == data, len(got), flush=True)
+                    """)
+            #expect(answer == "[False, True, True, True] 1048576 True 300000")
+        }
+
+        @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func aFIFOIsReopenedByItsPathWithItsBytes() throws {
+            let answer = try Self.answerAfterRestart(
+                "fifo",
+                script: """
+                    import os, sys
+                    path = sys.argv[1] + "/fifo"
+                    os.mkfifo(path)
+                    both = os.open(path, os.O_RDWR)
+                    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+                    os.write(both, b"queued in the fifo")
+                    print("ready", flush=True)
+                    sys.stdin.readline()
+                    print(os.read(reader, 100), os.path.samestat(os.fstat(both), os.stat(path)), flush=True)
+                    """)
+            #expect(answer == "b'queued in the fifo' True")
+        }
+
+        @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func aDeletedFileKeepsItsModeTimeHolesAndSecondName() throws {
+            let answer = try Self.answerAfterRestart(
+                "deleted",
+                script: """
+                    import os, sys
+                    path = sys.argv[1] + "/gone"
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                    os.pwrite(fd, b"head", 0)
+                    os.pwrite(fd, b"tail", 1 << 20)
+                    os.fchmod(fd, 0o4645)
+                    os.utime(fd, ns=(0, 1234567890123456789))
+                    os.link(path, path + ".link")
+                    other = os.open(path + ".link", os.O_RDONLY)
+                    os.unlink(path)
+                    os.unlink(path + ".link")
+                    print("ready", flush=True)
+                    sys.stdin.readline()
+                    st = os.fstat(fd)
+                    hole = os.lseek(fd, 0, os.SEEK_HOLE)
+                    same = os.path.samestat(st, os.fstat(other))
+                    body = os.pread(other, 4, 0) + os.pread(other, 4, 1 << 20)
+                    print(oct(st.st_mode & 0o7777), st.st_mtime_ns, hole, same, body, st.st_size, flush=True)
+                    """)
+            #expect(answer == "0o4645 1234567890123456789 4096 True b'headtail' 1048580")
+        }
+
+        @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func anFlockLockIsTakenAgainByTheRestartedProcess() throws {
+            let answer = try Self.answerAfterRestart(
+                "flock",
+                script: """
+                    import fcntl, os, sys
+                    path = sys.argv[1] + "/locked"
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    print("ready", flush=True)
+                    sys.stdin.readline()
+                    lines = [l.split() for l in open(f"/proc/self/fdinfo/{fd}") if l.startswith("lock:")]
+                    mine = [l[2:5] + [l[5] == str(os.getpid())] for l in lines]
+                    other = os.open(path, os.O_RDWR)
+                    try:
+                        fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                        held = False
+                    except BlockingIOError:
+                        held = True
+                    print(mine, held, flush=True)
+                    """)
+            #expect(answer == "[['FLOCK', 'ADVISORY', 'WRITE', True]] True")
+        }
+
+        @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func locksAndLeasesAreRefusedNamingTheDescriptor() throws {
+            let directory = try RestartTests.scratch("locks")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import fcntl, os, sys
+                    os.close(os.open(sys.argv[1] + "/a", os.O_RDWR | os.O_CREAT))
+                    a = os.open(sys.argv[1] + "/a", os.O_RDONLY)
+                    b = os.open(sys.argv[1] + "/b", os.O_RDWR | os.O_CREAT)
+                    fcntl.fcntl(a, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+                    fcntl.lockf(b, fcntl.LOCK_EX)
+                    print("ready", flush=True)
+                    sys.stdin.readline()
+                    """, directory,
+                ])
+            defer { RestartTests.end(original) }
+            #expect(try original.line() == "ready")
+            let run = try TestTools.run("cpx", ["--store", directory + "/store", "--name", "locks", "\(original.pid)"])
+            #expect(run.status != 0)
+            #expect(run.errors.contains("fd 3: a file lease (READ) on \(directory)/a"), "\(run.errors)")
+            #expect(run.errors.contains("fd 4: a POSIX lock (WRITE) on \(directory)/b"), "\(run.errors)")
+        }
+
+        @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func aDeletedWorkingDirectoryAndAPtyMasterAreRefused() throws {
+            let directory = try RestartTests.scratch("cwd")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import os, sys
+                    master, slave = os.openpty()
+                    os.close(slave)
+                    os.mkdir(sys.argv[1] + "/gone")
+                    os.chdir(sys.argv[1] + "/gone")
+                    os.rmdir(sys.argv[1] + "/gone")
+                    print("ready", master, flush=True)
+                    sys.stdin.readline()
+                    """, directory,
+                ])
+            defer { RestartTests.end(original) }
+            let ready = try original.line()
+            #expect(ready.hasPrefix("ready"))
+            let master = ready.split(separator: " ").last.map(String.init) ?? "?"
+            let run = try TestTools.run("cpx", ["--store", directory + "/store", "--name", "cwd", "\(original.pid)"])
+            #expect(run.status != 0)
+            #expect(
+                run.errors.contains("cwd \(directory)/gone (deleted): the working directory was deleted"),
+                "\(run.errors)")
+            #expect(run.errors.contains("fd \(master): /dev/ptmx: a pseudo-terminal master"), "\(run.errors)")
+        }
+    }
+}
