@@ -304,8 +304,8 @@ public struct DescriptorPhase: RestartPhase {
                     throw TraceeError.unsupported(
                         pid: calls.pid,
                         reason:
-                            "the deleted file of descriptor \(target) belongs to \(attributes.owner):\(attributes.group), "
-                            + "not to the image's user")
+                            "the deleted file of descriptor \(target) belongs to "
+                            + "\(attributes.owner):\(attributes.group), not to the image's user")
                 }
                 try file.setOwner(user: attributes.owner, group: attributes.group)
                 try file.setPermissions(attributes.permissions)  // after the owner: chown clears set-id bits
