@@ -58,6 +58,14 @@ static inline int chpox_ioctl(int fd, unsigned long request, void *argument) {
 #endif
 static inline int chpox_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
+/// get_robust_list(2) of thread `tid`: its head and length; -1 with errno on failure.
+static inline long chpox_get_robust_list(pid_t tid, uint64_t *head, uint64_t *length) {
+    void *h = 0; size_t l = 0;
+    long result = syscall(SYS_get_robust_list, tid, &h, &l);
+    *head = (uint64_t)(uintptr_t)h; *length = (uint64_t)l;
+    return result;
+}
+
 /// kcmp(2) with KCMP_EPOLL_TFD (linux/kcmp.h): 0 when descriptor `fd` of `pid` is the file
 /// that epoll `epoll` of the same process watches as target `target` (registered as that fd
 /// number, the `nth` so registered); 1 or 2 when it is another; -1 with errno when there is no
@@ -135,6 +143,7 @@ enum chpox_system_call {
     CHPOX_SYS_ioctl = SYS_ioctl,
     CHPOX_SYS_membarrier = SYS_membarrier,
     CHPOX_SYS_flock = SYS_flock,
+    CHPOX_SYS_set_robust_list = SYS_set_robust_list,
 };
 /// PR_SET_MM and PR_SET_MM_MAP (linux/prctl.h), and struct prctl_mm_map.
 #define CHPOX_PR_SET_MM 35

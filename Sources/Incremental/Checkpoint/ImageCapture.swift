@@ -45,10 +45,16 @@ enum ImageCapture {
                 let stack = injectedThread?.alternateStack.map {
                     ProcessImage.SignalStack(address: $0[0], flags: $0[1], size: $0[2])
                 }
-                threads.append(
-                    ProcessImage.ThreadImage(
-                        try ThreadState(tid: tid, of: process), name: try ProcFS.threadName(pid, thread: tid),
-                        clearAddress: injectedThread?.clearAddress, signalStack: stack))
+                var thread = ProcessImage.ThreadImage(
+                    try ThreadState(tid: tid, of: process), name: try ProcFS.threadName(pid, thread: tid),
+                    clearAddress: injectedThread?.clearAddress, signalStack: stack)
+                do {
+                    let robust = try RobustList.of(thread: tid)
+                    thread.robustList = [robust.head, robust.length]
+                } catch {
+                    throw TraceeError.from(error, pid: pid, "read the robust futex list of thread \(tid) of")
+                }
+                threads.append(thread)
             }
             var (descriptors, unsupported) = try captureDescriptors(pid)
             let mapped = MappedFileCapture.capture(pid, regions: regions)

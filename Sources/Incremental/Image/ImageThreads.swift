@@ -21,9 +21,13 @@ extension ProcessImage {
         public var clearAddress: UInt64?
         /// sigaltstack (nil: none).
         public var signalStack: SignalStack?
+        /// set_robust_list's head (0: none) and its length; nil in images from before they were
+        /// kept. glibc registers one for every thread: robust mutexes are released through it
+        /// when the thread dies.
+        public var robustList: [UInt64]? = nil
 
         enum CodingKeys: String, CodingKey {
-            case tid, name, registers, xstate, signalMask, rseq, pendingSignals, clearAddress, signalStack
+            case tid, name, registers, xstate, signalMask, rseq, pendingSignals, clearAddress, signalStack, robustList
         }
 
         public init(

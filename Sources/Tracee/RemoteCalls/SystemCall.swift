@@ -86,4 +86,6 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let ioctl = SystemCall(CHPOX_SYS_ioctl)
     /// The corresponding C constant is SYS_membarrier.
     public static let membarrier = SystemCall(CHPOX_SYS_membarrier)
+    /// The corresponding C constant is SYS_set_robust_list.
+    public static let setRobustList = SystemCall(CHPOX_SYS_set_robust_list)
 }

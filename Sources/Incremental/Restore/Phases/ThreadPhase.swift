@@ -17,6 +17,7 @@ public struct ThreadPhase: RestartPhase {
                 + (thread.clearAddress.map { ", tid address 0x\(String($0, radix: 16))" } ?? "")
                 + (thread.rseq != nil ? ", rseq" : "")
                 + (thread.signalStack != nil ? ", alternate signal stack" : "")
+                + (thread.robustList.map { $0.first == 0 ? "" : ", robust futex list" } ?? "")
         }
     }
 
@@ -32,6 +33,7 @@ public struct ThreadPhase: RestartPhase {
             if pid != main.tid { try calls.write(Self.tidBytes(pid), at: clear) }
         }
         try registerRseq(main, on: pid, calls)
+        try robustList(main, on: pid, calls)
         try alternateStack(main, on: pid, calls)
         try rename(main, on: pid, calls)
         guard threads.count > 1 else { return }
@@ -61,6 +63,7 @@ public struct ThreadPhase: RestartPhase {
         session.threadIDs[thread.tid] = tid
         if tid != thread.tid, let clear = thread.clearAddress { try calls.write(Self.tidBytes(tid), at: clear) }
         try registerRseq(thread, on: tid, calls)
+        try robustList(thread, on: tid, calls)
         try alternateStack(thread, on: tid, calls)
         try rename(thread, on: tid, calls)
         try session.process.restore(thread.state, into: tid)
@@ -96,5 +99,12 @@ public struct ThreadPhase: RestartPhase {
         var writer = BinaryWriter(capacity: 4)
         writer.append(tid)
         return writer.bytes
+    }
+
+    /// The thread's robust futex list head, registered again (set_robust_list acts on the
+    /// calling thread, so it runs on `tid`).
+    private func robustList(_ thread: ProcessImage.ThreadImage, on tid: Int32, _ calls: RemoteCalls) throws {
+        guard let list = thread.robustList, list.count == 2 else { return }
+        try calls.call(.setRobustList, list[0], list[1], on: tid, to: "register the robust futex list of thread \(tid)")
     }
 }
