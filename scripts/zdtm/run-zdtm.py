@@ -173,7 +173,23 @@ class Test:
         return subprocess.run([check], cwd=self.static, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL).returncode != 0
 
+    def leftovers(self):
+        """Processes of this test still running (one whose start timed out, or its children)."""
+        mark = f"--pidfile={self.name}.pid".encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as f:
+                        if mark in f.read().split(b"\0"):
+                            found.append(int(entry))
+                except OSError:
+                    pass
+        return found
+
     def clean(self):
+        for pid in self.leftovers():
+            kill_tree(pid)
         for suffix in [".pid", ".out", ".out.inprogress"]:
             try:
                 os.unlink(self.path(suffix))
