@@ -30,6 +30,13 @@ public enum TestTools {
         let output = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         let errors = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
+        // Foundation reports a signal's number as the status: a tool killed by SIGHUP would
+        // read as "exit 1" with nothing on stderr.
+        if process.terminationReason == .uncaughtSignal {
+            return Run(
+                status: 128 + process.terminationStatus, output: output,
+                errors: errors + "(killed by signal \(process.terminationStatus))")
+        }
         return Run(status: process.terminationStatus, output: output, errors: errors)
     }
 }
