@@ -11,16 +11,21 @@ enum ProcessControlsCapture {
         guard let oomScoreAdjust = Int32(exactly: oom), let loginUID = UInt32(exactly: login) else {
             throw .malformed(file: "/proc/\(pid)/oom_score_adj", reason: "oom_score_adj \(oom), loginuid \(login)")
         }
-        return ProcessImage.Controls(
+        var controls = ProcessImage.Controls(
             oomScoreAdjust: oomScoreAdjust, loginUID: loginUID, dumpable: injected.dumpable,
             transparentHugePagesDisabled: injected.transparentHugePagesDisabled,
             childSubreaper: injected.childSubreaper,
             membarrierRegistrations: injected.membarrierRegistrations ?? 0)
+        // A kernel before 6.3 cannot list them: the image says so and every restart says it
+        // made none (registrations are rare: JIT runtimes, liburcu), rather than refuse every
+        // process on such a kernel.
+        if injected.membarrierRegistrations == nil { controls.membarrierUnknown = true }
+        return controls
     }
 
     /// What a restart would run without: POSIX timers (/proc/PID/timers lists them; a timer's
     /// id is the kernel's to pick, and a restart cannot create it again under the id the
-    /// process holds), and membarrier registrations on a kernel that cannot list them.
+    /// process holds).
     static func unsupported(_ pid: Int32, injected: ProcessControls) throws(TraceeError) -> [String] {
         var lines: [String] = []
         let timers = String(decoding: try ProcFS.bytes(pid, "timers"), as: UTF8.self)
@@ -30,11 +35,6 @@ enum ProcessControlsCapture {
             lines.append(
                 "POSIX timers (timer_create) with ids \(timers.joined(separator: ", ")): they are not restored, "
                     + "a restart would run without them")
-        }
-        if injected.membarrierRegistrations == nil {
-            lines.append(
-                "membarrier registrations: this kernel cannot list them (MEMBARRIER_CMD_GET_REGISTRATIONS is Linux 6.3), "
-                    + "so a restart could run without them")
         }
         return lines
     }

@@ -17,10 +17,13 @@ extension ProcessImage {
         public var childSubreaper: Bool
         /// MEMBARRIER_CMD_GET_REGISTRATIONS: the MEMBARRIER_CMD_REGISTER_* bits made.
         public var membarrierRegistrations: Int32
+        /// True when the checkpointing kernel could not list them (before Linux 6.3): none is
+        /// made again, and the restart says so.
+        public var membarrierUnknown: Bool? = nil
 
         enum CodingKeys: String, CodingKey {
             case oomScoreAdjust, loginUID, dumpable, transparentHugePagesDisabled, childSubreaper,
-                membarrierRegistrations
+                membarrierRegistrations, membarrierUnknown
         }
 
         public init(
@@ -38,7 +41,8 @@ extension ProcessImage {
                 + ["dumpable \(dumpable)"]
                 + (transparentHugePagesDisabled ? ["THP disabled"] : []) + (childSubreaper ? ["child subreaper"] : [])
                 + (membarrierRegistrations != 0
-                    ? ["membarrier registrations 0x\(String(membarrierRegistrations, radix: 16))"] : []))
+                    ? ["membarrier registrations 0x\(String(membarrierRegistrations, radix: 16))"] : [])
+                + (membarrierUnknown == true ? ["membarrier registrations unknown (kernel before 6.3)"] : []))
                 .joined(separator: ", ")
         }
     }

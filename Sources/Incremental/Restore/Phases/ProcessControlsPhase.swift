@@ -36,6 +36,11 @@ public struct ProcessControlsPhase: RestartPhase {
             throw TraceeError.unsupported(
                 pid: pid, reason: "it made membarrier registrations 0x\(String(unknown, radix: 16)), unknown to chpox")
         }
+        if controls.membarrierUnknown == true {
+            session.notices.append(
+                "membarrier registrations not restored: the kernel that checkpointed it (before Linux 6.3) "
+                    + "could not list them")
+        }
         for command in Self.membarrierRegistrations where controls.membarrierRegistrations & command != 0 {
             try calls.call(
                 .membarrier, command, 0, 0, to: "make membarrier registration 0x\(String(command, radix: 16))")
