@@ -55,6 +55,12 @@ struct LdChpox: ParsableCommand {
     var wait = false
     @Flag(name: .long, help: "Fail if the saved pid is taken, instead of restarting under a new one.")
     var requireSamePid = false
+    @Flag(
+        name: .customLong("other-cgroups"),
+        help: ArgumentHelp(
+            "Run it in ld-chpox's control groups where they differ from the ones it ran in (a notice says so), "
+                + "instead of refusing."))
+    var otherCgroups = false
 
     func run() throws {
         if let core { return try writeCore(core) }
@@ -67,7 +73,10 @@ struct LdChpox: ParsableCommand {
             // What a restart would refuse, said now (for generations cpx took: others hold
             // pages only, or metadata of their own).
             let image = try? ProcessImage(decoding: manifest.metadata, generation: target)
-            if let image { try Restorer(image: image, map: map, store: store, generation: target).check() }
+            if let image {
+                try Restorer(image: image, map: map, store: store, generation: target).check(
+                    otherControlGroups: otherCgroups)
+            }
             var bytes = 0
             try store.reader().readPages(map) { _, page in bytes += page.count }
             print(
@@ -109,6 +118,7 @@ struct LdChpox: ParsableCommand {
             let restorer = try Restorer.load(store, chain: name, generation: generation)
             var options = Restorer.Options()
             options.requireSamePid = requireSamePid
+            options.otherControlGroups = otherCgroups
             let outcome = try restorer.restart(options: options)
             let notice =
                 outcome.pid == outcome.originalPid ? "" : " (its pid \(outcome.originalPid) is taken: a new pid)"

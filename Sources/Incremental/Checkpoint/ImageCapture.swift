@@ -126,6 +126,8 @@ enum ImageCapture {
                     pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release),
                 controls: controls)
             if !mapped.files.isEmpty { image.deletedFiles = mapped.files }
+            image.cgroups = String(decoding: try ProcFS.bytes(pid, "cgroup"), as: UTF8.self)
+                .split(separator: "\n").map(String.init)
             return image
         } catch let error as UnsupportedDescriptors {
             throw .unsupportedDescriptors(pid: pid, error.list)

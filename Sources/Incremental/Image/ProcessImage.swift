@@ -44,12 +44,15 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     /// Deleted files that private mappings hold (`Mapping.deletedFile` indexes them); nil in
     /// images written before they were saved.
     public var deletedFiles: [DeletedFile]? = nil
+    /// /proc/PID/cgroup's lines ("4:memory:/a/b", "0::/c"): the control groups it ran in;
+    /// nil in images from before they were kept.
+    public var cgroups: [String]? = nil
 
     enum CodingKeys: String, CodingKey {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
-            deletedFiles
+            deletedFiles, cgroups
     }
 
     public init(

@@ -14,6 +14,9 @@ public final class Restorer {
     public struct Options: Sendable {
         /// Fail rather than take a new pid when the saved one is taken.
         public var requireSamePid = false
+        /// Run it in ld-chpox's control groups where they differ from the saved ones (a notice
+        /// says so) instead of refusing.
+        public var otherControlGroups = false
         public init() {}
     }
 
@@ -64,7 +67,9 @@ public final class Restorer {
     public var authority: ImageAuthority { ImageAuthority(store: store) }
 
     /// Throws the reason a restart would be refused now (`Preflight`).
-    public func check() throws(CheckpointError) { try plan.preflight.check(authority: authority) }
+    public func check(otherControlGroups: Bool = false) throws(CheckpointError) {
+        try plan.preflight.check(authority: authority, otherControlGroups: otherControlGroups)
+    }
 
     /// Starts the stub, rebuilds the process in it and lets it run. A failure at any step kills
     /// the stub and leaves every file as it was (files are cut back only by the last phases).
@@ -72,7 +77,7 @@ public final class Restorer {
     /// where that cannot be recorded, a notice says so.
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
         let plan = self.plan
-        try plan.preflight.check(authority: authority)
+        try plan.preflight.check(authority: authority, otherControlGroups: options.otherControlGroups)
         let child = try StubProcess.start(
             pid: image.pid, generation: generation, requireSamePid: options.requireSamePid)
         do {
@@ -82,6 +87,7 @@ public final class Restorer {
             for phase in plan.processes[0].phases { try phase.run(in: session) }
             var notices =
                 session.notices + plan.preflight.notRestored.map { "not restored (skipped at the checkpoint): \($0)" }
+            if let change = plan.preflight.controlGroupChange { notices.append("\(change) (--other-cgroups)") }
             if let chain,
                 let notice = ChainOwnership.recordRestart(
                     store: store, chain: chain, generation: generation, pid: child.pid)

@@ -23,7 +23,9 @@ public struct Preflight: Sendable {
 
     /// Throws the first reason this generation cannot restart here and now, its ids checked
     /// against what its store's owner may grant (`authority`).
-    public func check(authority: ImageAuthority) throws(CheckpointError) {
+    /// `otherControlGroups`: the user accepts running it in ld-chpox's control groups where
+    /// they differ from the saved ones (`controlGroupChange` says how, for a notice).
+    public func check(authority: ImageAuthority, otherControlGroups: Bool = false) throws(CheckpointError) {
         if let excess = authority.excess(image.credentials) { throw refuse(excess) }
         for mapping in image.mappings where mapping.backing == .privateFile || mapping.backing == .sharedFile {
             guard !mapping.path.hasSuffix(" (deleted)") else { continue }
@@ -67,6 +69,14 @@ public struct Preflight: Sendable {
                 "it ran with supplementary groups \(image.credentials.groups) and ld-chpox has \(mine); "
                     + "only root can set them: restart it as root, or from a login with those groups")
         }
+        // The stub is ld-chpox's child, in ld-chpox's control groups: a process that ran in
+        // others would run with other limits and accounting (and a program that reads its own
+        // cgroup finds another). Moving a process between cgroups is the caller's to decide.
+        if !otherControlGroups, let change = controlGroupChange {
+            throw refuse(
+                "\(change): run ld-chpox from within the process's control groups, "
+                    + "or accept ld-chpox's with --other-cgroups")
+        }
         let here = (try? MemoryRegion.of(CurrentProcess.id)) ?? []
         for name in ["[vdso]", "[vvar]", "[vvar_vclock]"] {
             let saved = image.mappings.filter { $0.path == name }.map { $0.end - $0.start }
@@ -78,6 +88,17 @@ public struct Preflight: Sendable {
                 )
             }
         }
+    }
+
+    /// How the control groups it ran in differ from ld-chpox's, which the stub inherits; nil
+    /// when they do not (or the image did not record them).
+    public var controlGroupChange: String? {
+        guard let saved = image.cgroups, let own = try? ProcFS.bytes(CurrentProcess.id, "cgroup") else { return nil }
+        let here = String(decoding: own, as: UTF8.self).split(separator: "\n").map(String.init)
+        let differing = saved.filter { !here.contains($0) }
+        guard !differing.isEmpty else { return nil }
+        return "it ran in control groups \(differing.joined(separator: ", ")), and ld-chpox runs in "
+            + here.filter { !saved.contains($0) }.joined(separator: ", ")
     }
 
     /// What stat(2) says of `path`, through symlinks; nil when it cannot be reached.
