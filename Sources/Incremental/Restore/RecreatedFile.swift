@@ -12,11 +12,7 @@ import Tracee
 enum RecreatedFile {
     /// The stub's descriptor (read-write, close-on-exec) of the new file holding `contents`.
     static func create(_ contents: Data, for purpose: String, _ calls: RemoteCalls) throws -> Int32 {
-        let unnamed = try calls.withFrame { () throws(TraceeError) in
-            try calls.call(
-                .openat, AT_FDCWD, try calls.string("/tmp"), CHPOX_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600,
-                to: "create a file without a name for \(purpose)")
-        }
+        let unnamed = try empty(for: purpose, calls)
         do throws(Errno) {
             let file = try FileDescriptor.open("/proc/\(calls.pid)/fd/\(unnamed)", [.writeOnly])
             defer { file.close() }
@@ -25,6 +21,16 @@ enum RecreatedFile {
             _ = try? calls.result(of: .close, unnamed)
             throw TraceeError.from(error, pid: calls.pid, "write the deleted file of \(purpose) of")
         }
-        return Int32(unnamed)
+        return unnamed
+    }
+
+    /// The stub's descriptor (read-write, close-on-exec) of a new, empty file without a name.
+    static func empty(for purpose: String, _ calls: RemoteCalls) throws(TraceeError) -> Int32 {
+        Int32(
+            try calls.withFrame { () throws(TraceeError) in
+                try calls.call(
+                    .openat, AT_FDCWD, try calls.string("/tmp"), CHPOX_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600,
+                    to: "create a file without a name for \(purpose)")
+            })
     }
 }

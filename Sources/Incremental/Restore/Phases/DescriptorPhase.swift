@@ -281,13 +281,9 @@ public struct DescriptorPhase: RestartPhase {
         _ contents: Data, attributes: ProcessImage.Descriptor.DeletedFile?, flags: Int32, as target: Int32,
         cloexec: Int32, _ calls: RemoteCalls
     ) throws {
-        let unnamed = try calls.withFrame { () throws(TraceeError) in
-            try calls.call(
-                .openat, AT_FDCWD, try calls.string("/tmp"), CHPOX_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600,
-                to: "create a file without a name for descriptor \(target)")
-        }
+        let unnamed = try RecreatedFile.empty(for: "descriptor \(target)", calls)
         // The kernel may hand out `target` itself: then the reopened file replaces it there.
-        defer { if unnamed != Int(target) { _ = try? calls.result(of: .close, unnamed) } }
+        defer { if unnamed != target { _ = try? calls.result(of: .close, unnamed) } }
         do {
             let file = try FileDescriptor.open("/proc/\(calls.pid)/fd/\(unnamed)", [.writeOnly])
             defer { file.close() }
