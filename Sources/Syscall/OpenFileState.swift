@@ -91,6 +91,14 @@ extension ProcessDescriptor {
     /// (one shared offset and status flags: dup(2), fork). kcmp(2) KCMP_FILE; needs ptrace
     /// access to the process.
     public static func shareOpenFile(_ pid: Int32, _ first: Int32, _ second: Int32) throws(Errno) -> Bool {
-        try retryingInterrupts { chpox_kcmp_file(pid, pid, first, second) }.get() == 0
+        try shareOpenFile(pid, first, pid, second)
+    }
+
+    /// Whether descriptor `first` of process `pid` and descriptor `second` of process `other`
+    /// are one open file description (inherited across fork, or passed).
+    public static func shareOpenFile(
+        _ pid: Int32, _ first: Int32, _ other: Int32, _ second: Int32
+    ) throws(Errno) -> Bool {
+        try retryingInterrupts { chpox_kcmp_file(pid, other, first, second) }.get() == 0
     }
 }

@@ -144,6 +144,10 @@ enum chpox_system_call {
     CHPOX_SYS_membarrier = SYS_membarrier,
     CHPOX_SYS_flock = SYS_flock,
     CHPOX_SYS_set_robust_list = SYS_set_robust_list,
+    CHPOX_SYS_setsid = SYS_setsid,
+    CHPOX_SYS_setpgid = SYS_setpgid,
+    CHPOX_SYS_pidfd_open = 434,
+    CHPOX_SYS_pidfd_getfd = 438,
 };
 /// PR_SET_MM and PR_SET_MM_MAP (linux/prctl.h), and struct prctl_mm_map.
 #define CHPOX_PR_SET_MM 35
@@ -160,6 +164,9 @@ _Static_assert(sizeof(struct chpox_prctl_mm_map) == 104, "struct prctl_mm_map");
 /// PTRACE_O_TRACECLONE and PTRACE_EVENT_CLONE, PTRACE_SETOPTIONS, PTRACE_GETEVENTMSG.
 #define CHPOX_PTRACE_O_TRACECLONE 0x8
 #define CHPOX_PTRACE_EVENT_CLONE 3
+/// PTRACE_O_TRACEFORK and PTRACE_EVENT_FORK: a process forked by a remote call is attached.
+#define CHPOX_PTRACE_O_TRACEFORK 0x2
+#define CHPOX_PTRACE_EVENT_FORK 1
 #define CHPOX_PTRACE_SETOPTIONS 0x4200
 #define CHPOX_PTRACE_GETEVENTMSG 0x4201
 /// Thread-creation flags for a remote clone(2) (sched.h declares them only under _GNU_SOURCE).

@@ -88,4 +88,12 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let membarrier = SystemCall(CHPOX_SYS_membarrier)
     /// The corresponding C constant is SYS_set_robust_list.
     public static let setRobustList = SystemCall(CHPOX_SYS_set_robust_list)
+    /// The corresponding C constant is SYS_setsid.
+    public static let setsid = SystemCall(CHPOX_SYS_setsid)
+    /// The corresponding C constant is SYS_setpgid.
+    public static let setpgid = SystemCall(CHPOX_SYS_setpgid)
+    /// The corresponding C constant is SYS_pidfd_open.
+    public static let pidfdOpen = SystemCall(CHPOX_SYS_pidfd_open)
+    /// The corresponding C constant is SYS_pidfd_getfd.
+    public static let pidfdGetfd = SystemCall(CHPOX_SYS_pidfd_getfd)
 }

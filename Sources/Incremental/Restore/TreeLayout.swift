@@ -1,0 +1,65 @@
+/// How the processes of an image are created and what they share, decided from the images
+/// alone: who forks whom, which session and process group each one makes or joins, and which
+/// process creates each pipe that several of them have ends of.
+public struct TreeLayout: Sendable {
+    /// How a process gets its session and process group once created (before it forks its own
+    /// children, which inherit them).
+    public enum Groups: Sendable, Equatable {
+        /// Its parent's (for the first process: ld-chpox's).
+        case inherited
+        /// setsid(): it led its session (and so its group).
+        case newSession
+        /// setpgid(0, 0): it led its process group.
+        case ownGroup
+        /// setpgid(0, leader), once every process exists: a group another process leads.
+        case join(leader: Int32)
+    }
+
+    /// Each process's parent in the tree (absent for the first one).
+    public var parents: [Int32: Int32] = [:]
+    public var groups: [Int32: Groups] = [:]
+    /// The process that creates each pipe: the first with a descriptor of it.
+    public var pipeCreators: [UInt64: Int32] = [:]
+    /// Pipes more than one process opens ends of.
+    public var sharedPipes: Set<UInt64> = []
+
+    public init(image: ProcessImage) {
+        let processes = image.processes
+        let byPid = Dictionary(processes.map { ($0.pid, $0) }, uniquingKeysWith: { first, _ in first })
+        for (k, process) in processes.enumerated() {
+            guard let position = process.position else {
+                groups[process.pid] = .inherited
+                continue
+            }
+            if k > 0 { parents[process.pid] = position.parent }
+            let parentGroup = k > 0 ? byPid[position.parent]?.position?.processGroup : nil
+            if position.session == process.pid {
+                groups[process.pid] = .newSession
+            } else if position.processGroup == process.pid {
+                groups[process.pid] = .ownGroup
+            } else if k == 0 || position.processGroup == parentGroup {
+                groups[process.pid] = .inherited
+            } else {
+                groups[process.pid] = .join(leader: position.processGroup)
+            }
+            for descriptor in process.descriptors where descriptor.inherited == nil {
+                guard let inode = descriptor.pipe?.inode else { continue }
+                if let creator = pipeCreators[inode] {
+                    if creator != process.pid { sharedPipes.insert(inode) }
+                } else {
+                    pipeCreators[inode] = process.pid
+                }
+            }
+        }
+    }
+
+    /// The pipes process `pid` has ends of that another process creates.
+    func foreignPipes(of pid: Int32) -> Set<UInt64> {
+        Set(pipeCreators.filter { $0.value != pid && sharedPipes.contains($0.key) }.keys)
+    }
+
+    /// The pipes process `pid` creates that other processes have ends of too.
+    func exportedPipes(of pid: Int32) -> Set<UInt64> {
+        Set(pipeCreators.filter { $0.value == pid && sharedPipes.contains($0.key) }.keys)
+    }
+}
