@@ -96,6 +96,8 @@ public final class Checkpointer {
     private var nextSpace: UInt64 = 1
     /// Descendants that had exited, unreaped, when the tree was last looked at.
     private var zombies: [Int32] = []
+    /// The children `--no-tree` leaves out, one line each.
+    private var leftOut: [String] = []
     /// The chain, held for the whole run: no other writer interleaves generations with ours.
     private var claim: ChainClaim?
     /// What the first generation records in the chain's lineage before it commits.
@@ -249,14 +251,13 @@ public final class Checkpointer {
     /// none for those that ended (their address spaces are dropped by the next generation).
     /// Without `options.tree`, a process with children is refused.
     private func followTree() throws {
-        let tree = try ProcessTree(of: pid)
-        if !options.tree && (tree.members.count > 1 || !tree.zombies.isEmpty) {
-            throw CheckpointError.unsupportedDescriptors(
-                pid: pid,
-                (tree.members.dropFirst() + tree.zombies).map {
-                    "child process \($0) (\(Self.name(of: $0))): --no-tree checkpoints a process alone; "
-                        + "a restart would run without it (leave --no-tree off to checkpoint the tree)"
-                })
+        var tree = try ProcessTree(of: pid)
+        if !options.tree {
+            leftOut = (try ProcFS.children(pid)).map {
+                "child process \($0) (\(Self.name(of: $0))): --no-tree checkpoints a process alone; "
+                    + "a restart would run without it (leave --no-tree off to checkpoint the tree)"
+            }
+            tree = ProcessTree(alone: pid)
         }
         zombies = tree.zombies
         let current = Set(tree.members)
@@ -356,7 +357,7 @@ public final class Checkpointer {
             // What the helpers read must still hold (same threads, same caught and ignored
             // signals), and the tree must be the one followed (no fork, no exit since).
             // Otherwise ask again (nothing has been collected yet).
-            var holds = try ProcessTree(of: pid).members == members.map(\.pid)
+            var holds = try !options.tree || ProcessTree(of: pid).members == members.map(\.pid)
             for (k, process) in frozen.enumerated() where holds { holds = try Self.stillHolds(injected[k], process) }
             if !holds && attempts < 5 {
                 for process in frozen.reversed() { process.thaw() }
@@ -383,7 +384,7 @@ public final class Checkpointer {
             }
             var images = taken.map(\.image)
             if refused.isEmpty {
-                refused = TreeCapture.link(&images, members: members, zombies: zombies)
+                refused = leftOut + TreeCapture.link(&images, members: members, zombies: zombies)
                 if options.skipUnsupported {
                     images[0].unsupported += refused
                     refused = []
