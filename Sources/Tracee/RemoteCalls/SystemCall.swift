@@ -96,4 +96,8 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let pidfdOpen = SystemCall(CHPOX_SYS_pidfd_open)
     /// The corresponding C constant is SYS_pidfd_getfd.
     public static let pidfdGetfd = SystemCall(CHPOX_SYS_pidfd_getfd)
+    /// The corresponding C constant is SYS_exit_group.
+    public static let exitGroup = SystemCall(CHPOX_SYS_exit_group)
+    /// The corresponding C constant is SYS_kill.
+    public static let kill = SystemCall(CHPOX_SYS_kill)
 }

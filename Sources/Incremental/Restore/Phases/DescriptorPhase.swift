@@ -193,8 +193,8 @@ public struct DescriptorPhase: RestartPhase {
             holders[inode] = -1
             foreign[inode] = "/proc/\(holder.pid)/fd/\(holder.fd)"
         }
-        for entry in entries where reopensDeleted(entry) { try set(entry, holders: holders, foreign, calls) }
-        for entry in entries where !reopensDeleted(entry) { try set(entry, holders: holders, foreign, calls) }
+        for entry in entries where reopensDeleted(entry) { try set(entry, holders: holders, foreign, session) }
+        for entry in entries where !reopensDeleted(entry) { try set(entry, holders: holders, foreign, session) }
         let kept = RestartSession.deletedFileCopies..<(RestartSession.deletedFileCopies + Int32(deletedFileCount))
         for fd in kept where !entries.contains(where: { $0.fd == fd }) { _ = try calls.result(of: .close, fd) }
         for (inode, holder) in holders where holder >= 0 {
@@ -258,8 +258,9 @@ public struct DescriptorPhase: RestartPhase {
     }
 
     private func set(
-        _ entry: Entry, holders: [UInt64: Int32], _ foreign: [UInt64: String], _ calls: RemoteCalls
+        _ entry: Entry, holders: [UInt64: Int32], _ foreign: [UInt64: String], _ session: RestartSession
     ) throws {
+        let calls = session.calls
         let target = entry.fd
         let cloexec = entry.closeOnExec ? O_CLOEXEC : 0
         switch entry.setup {
@@ -295,9 +296,20 @@ public struct DescriptorPhase: RestartPhase {
             guard let holder = holders[inode] else {
                 throw TraceeError.unsupported(pid: calls.pid, reason: "pipe \(inode)")
             }
-            try open(
-                foreign[inode] ?? "/proc/self/fd/\(holder)", flags: access | O_NONBLOCK, as: target, cloexec: cloexec,
-                recorded: false, calls)
+            if let path = foreign[inode] {
+                let what = "open pipe \(inode) of another process as descriptor \(target)"
+                let opened = try session.openOfTree(path, flags: access | O_NONBLOCK, to: what)
+                if opened != target {
+                    try calls.call(.dup3, opened, target, cloexec, to: what)
+                    _ = try calls.result(of: .close, opened)
+                } else if cloexec == 0 {
+                    try calls.call(.fcntl, target, F_SETFD, 0, to: what)
+                }
+            } else {
+                try open(
+                    "/proc/self/fd/\(holder)", flags: access | O_NONBLOCK, as: target, cloexec: cloexec,
+                    recorded: false, calls)
+            }
             try calls.call(.fcntl, target, F_SETFL, statusFlags, to: "set the status flags of descriptor \(target)")
         case .sameDeletedFile(let source, let flags, let offset):
             try open("/proc/self/fd/\(source)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
