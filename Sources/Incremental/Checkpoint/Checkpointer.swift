@@ -375,9 +375,13 @@ public final class Checkpointer {
                 continue
             }
             // What the helpers read must still hold (same threads, same caught and ignored
-            // signals), and the tree must be the one followed (no fork, no exit since).
-            // Otherwise ask again (nothing has been collected yet).
-            var holds = try ProcessTree(of: pid).members == members.map(\.pid)
+            // signals), and the tree must be the one followed (no fork, no exit since) with no
+            // zombie in it: one its parent had no time to reap yet is gone once the parent
+            // runs. Otherwise ask again (nothing has been collected yet). The zombies refused
+            // are the ones seen frozen, not the ones seen when the tree was followed.
+            let tree = try ProcessTree(of: pid)
+            zombies = tree.zombies
+            var holds = tree.members == members.map(\.pid) && tree.zombies.isEmpty
             for (k, process) in frozen.enumerated() where holds { holds = try Self.stillHolds(injected[k], process) }
             if !holds && attempts < 5 {
                 for process in frozen.reversed() { process.thaw() }
