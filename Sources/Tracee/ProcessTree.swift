@@ -6,6 +6,12 @@ public struct ProcessTree: Sendable, Equatable {
     /// Descendants that have exited and wait for their parent (zombies).
     public var zombies: [Int32]
 
+    /// `pid` taken alone, whatever its children.
+    public init(alone pid: Int32) {
+        members = [pid]
+        zombies = []
+    }
+
     /// The tree under `pid` now.
     public init(of pid: Int32) throws(TraceeError) {
         members = [pid]

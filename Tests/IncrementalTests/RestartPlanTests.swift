@@ -23,7 +23,8 @@ import Testing
         #expect(
             process.phases.map(\.name) == [
                 "audit login uid", "file access", "memory layout", "page fill", "descriptors", "file locks",
-                "event descriptors", "mm fields", "threads", "signals and timers", "limits and credentials",
+                "event descriptors", "descriptors shared with other processes", "mm fields", "threads",
+                "signals and timers", "limits and credentials",
                 "files written", "process controls", "registers",
             ])
         #expect(plan.steps.first == "process 1001")

@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/prctl.h>
 #include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
@@ -208,6 +209,10 @@ _Static_assert(CHPOX_O_PATH == (__O_PATH), "O_PATH");
 /// are reparented to this process, not to init.
 #define CHPOX_PR_SET_CHILD_SUBREAPER 36
 #define CHPOX_PR_GET_CHILD_SUBREAPER 37
+/// prctl(2) with one argument (glibc's is variadic): 0, or -1 with errno set.
+static inline int chpox_prctl1(int option, unsigned long argument) {
+    return prctl(option, argument, 0UL, 0UL, 0UL);
+}
 /// PR_SET_THP_DISABLE and PR_GET_THP_DISABLE (linux/prctl.h): no transparent huge pages.
 #define CHPOX_PR_SET_THP_DISABLE 41
 #define CHPOX_PR_GET_THP_DISABLE 42

@@ -96,6 +96,8 @@ public final class Checkpointer {
     private var nextSpace: UInt64 = 1
     /// Descendants that had exited, unreaped, when the tree was last looked at.
     private var zombies: [Int32] = []
+    /// The children `--no-tree` leaves out, one line each.
+    private var leftOut: [String] = []
     /// The chain, held for the whole run: no other writer interleaves generations with ours.
     private var claim: ChainClaim?
     /// What the first generation records in the chain's lineage before it commits.
@@ -253,14 +255,13 @@ public final class Checkpointer {
     /// none for those that ended (their address spaces are dropped by the next generation).
     /// Without `options.tree`, a process with children is refused.
     private func followTree() throws {
-        let tree = try ProcessTree(of: pid)
-        if !options.tree && (tree.members.count > 1 || !tree.zombies.isEmpty) {
-            throw CheckpointError.unsupportedDescriptors(
-                pid: pid,
-                (tree.members.dropFirst() + tree.zombies).map {
-                    "child process \($0) (\(Self.name(of: $0))): --no-tree checkpoints a process alone; "
-                        + "a restart would run without it (leave --no-tree off to checkpoint the tree)"
-                })
+        var tree = try ProcessTree(of: pid)
+        if !options.tree {
+            leftOut = (try ProcFS.children(pid)).map {
+                "child process \($0) (\(Self.name(of: $0))): --no-tree checkpoints a process alone; "
+                    + "a restart would run without it (leave --no-tree off to checkpoint the tree)"
+            }
+            tree = ProcessTree(alone: pid)
         }
         zombies = tree.zombies
         let current = Set(tree.members)
@@ -379,9 +380,12 @@ public final class Checkpointer {
             // zombie in it: one its parent had no time to reap yet is gone once the parent
             // runs. Otherwise ask again (nothing has been collected yet). The zombies refused
             // are the ones seen frozen, not the ones seen when the tree was followed.
-            let tree = try ProcessTree(of: pid)
-            zombies = tree.zombies
-            var holds = tree.members == members.map(\.pid) && tree.zombies.isEmpty
+            var holds = true
+            if options.tree {
+                let tree = try ProcessTree(of: pid)
+                zombies = tree.zombies
+                holds = tree.members == members.map(\.pid) && tree.zombies.isEmpty
+            }
             for (k, process) in frozen.enumerated() where holds { holds = try Self.stillHolds(injected[k], process) }
             if !holds && attempts < 5 {
                 for process in frozen.reversed() { process.thaw() }
@@ -408,7 +412,7 @@ public final class Checkpointer {
             }
             var images = taken.map(\.image)
             if refused.isEmpty {
-                refused = TreeCapture.link(&images, members: members, zombies: zombies)
+                refused = leftOut + TreeCapture.link(&images, members: members, zombies: zombies)
                 if options.skipUnsupported {
                     images[0].unsupported += refused
                     refused = []

@@ -4,7 +4,9 @@ import Tracee
 /// What ties the processes of a tree together, read while all of them are frozen: each one's
 /// place (parent, process group, session, address space, stopped), the open files a process
 /// shares with an earlier one (kcmp: inherited across fork), and what a restart of the tree
-/// cannot reproduce.
+/// cannot reproduce. (Shared anonymous memory needs nothing more: every process's copy of it
+/// is taken whole at every generation, all of them in the same instant; a restart maps the
+/// first one's object in the others, `TreeLayout.sharedMemory`.)
 enum TreeCapture {
     /// Fills in `images` (the tracked processes', in order) and returns the refusals.
     static func link(_ images: inout [ProcessImage], members: [TrackedProcess], zombies: [Int32]) -> [String] {
@@ -28,7 +30,7 @@ enum TreeCapture {
                     + "\(parent) to reap it: zombies are not recreated yet")
         }
         refused += groupRefusals(images)
-        refused += sharedMemoryRefusals(images)
+        refused += TreeLayout.sharedMemory(images).1
         for k in images.indices.dropFirst() { findInherited(&images, of: k) }
         return refused
     }
@@ -55,29 +57,6 @@ enum TreeCapture {
             refused.append(
                 "\(who) is in process group \(group), whose leader is not in the tree and which its parent "
                     + "\(position.parent) is not in: such a group cannot be joined again")
-        }
-        return refused
-    }
-
-    /// Shared anonymous memory (MAP_SHARED, shmem) mapped by two processes of the tree would be
-    /// restored as two copies: refused.
-    static func sharedMemoryRefusals(_ images: [ProcessImage]) -> [String] {
-        var owner: [String: Int32] = [:]
-        var refused: [String] = []
-        for image in images {
-            var seen = Set<String>()
-            for mapping in image.mappings where mapping.backing == .sharedAnonymous {
-                let key = "\(mapping.device):\(mapping.inode)"
-                guard seen.insert(key).inserted else { continue }
-                if let first = owner[key] {
-                    refused.append(
-                        "process \(image.pid) shares memory (\(mapping.path.isEmpty ? "anonymous" : mapping.path), "
-                            + "MAP_SHARED at 0x\(String(mapping.start, radix: 16))) with process \(first): "
-                            + "memory shared between processes is not restored shared yet")
-                } else {
-                    owner[key] = image.pid
-                }
-            }
         }
         return refused
     }

@@ -68,7 +68,7 @@ public struct ProcessPlan: Sendable {
         phases = [
             LoginPhase(image: image),
             FileAccessPhase(image: image),
-            MemoryLayoutPhase(image: image),
+            MemoryLayoutPhase(image: image, layout: layout),
             PageFillPhase(image: image),
             DescriptorPhase(image: own, layout: layout),
             FileLockPhase(image: own),

@@ -26,11 +26,24 @@ public struct TreeLayout: Sendable {
     public var sharedPipes: Set<UInt64> = []
     /// The processes that open ends of each pipe themselves (not inherited from an earlier one).
     public var pipeEnds: [UInt64: Set<Int32>] = [:]
+    /// Shared anonymous memory (MAP_SHARED, shmem) that process and address map from another
+    /// process's mapping of the same object.
+    public var sharedMemory: [Int32: [UInt64: SharedMemory]] = [:]
+
+    /// A mapping of shared memory another process of the tree creates.
+    public struct SharedMemory: Sendable, Equatable {
+        /// The process whose mapping creates the object, and where.
+        public var creator: Int32
+        public var start: UInt64, end: UInt64
+        /// Where this mapping starts in the object the creator's mapping makes.
+        public var offset: UInt64
+    }
 
     public init(image: ProcessImage) {
         let processes = image.processes
         first = processes.first?.pid
         let byPid = Dictionary(processes.map { ($0.pid, $0) }, uniquingKeysWith: { first, _ in first })
+        (sharedMemory, _) = Self.sharedMemory(processes)
         for (k, process) in processes.enumerated() {
             guard let position = process.position else {
                 groups[process.pid] = .inherited
@@ -57,6 +70,37 @@ public struct TreeLayout: Sendable {
                 }
             }
         }
+    }
+
+    /// Which mappings of shared anonymous memory map another process's (the first to map the
+    /// object, by device and inode, creates it), and a line for each one that cannot be mapped
+    /// from it (it reaches beyond the first process's mapping of the object).
+    static func sharedMemory(_ processes: [ProcessImage]) -> ([Int32: [UInt64: SharedMemory]], [String]) {
+        var creators: [String: (pid: Int32, mapping: ProcessImage.Mapping)] = [:]
+        var shared: [Int32: [UInt64: SharedMemory]] = [:]
+        var refused: [String] = []
+        for process in processes {
+            for mapping in process.mappings where mapping.backing == .sharedAnonymous {
+                let key = "\(mapping.device):\(mapping.inode)"
+                guard let creator = creators[key] else {
+                    creators[key] = (process.pid, mapping)
+                    continue
+                }
+                guard creator.pid != process.pid else { continue }  // one process mapping it twice: two objects
+                let first = creator.mapping
+                let size = mapping.end - mapping.start
+                guard mapping.offset >= first.offset, mapping.offset + size <= first.offset + (first.end - first.start)
+                else {
+                    refused.append(
+                        "process \(process.pid) maps shared memory (MAP_SHARED at 0x\(String(mapping.start, radix: 16))) "
+                            + "beyond what process \(creator.pid) maps of it: it cannot be shared again")
+                    continue
+                }
+                shared[process.pid, default: [:]][mapping.start] = SharedMemory(
+                    creator: creator.pid, start: first.start, end: first.end, offset: mapping.offset - first.offset)
+            }
+        }
+        return (shared, refused)
     }
 
     /// The pipes process `pid` has ends of that another process creates (not every shared

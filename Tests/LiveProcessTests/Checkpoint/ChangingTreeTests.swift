@@ -26,7 +26,8 @@ extension LiveProcess {
             usleep(100_000)
             // Without following them out, 4 runs in 5 failed: "no process with pid N".
             let run = try TestTools.run(
-                "cpx", ["--store", directory + "/store", "--name", "loop", "--interval", "0.1", "--count", "12", "\(pid)"])
+                "cpx",
+                ["--store", directory + "/store", "--name", "loop", "--interval", "0.1", "--count", "12", "\(pid)"])
             #expect(run.status == 0, "\(run.errors)")
             #expect(run.output.contains("done: 12 generations taken"), "\(run.output)")
         }

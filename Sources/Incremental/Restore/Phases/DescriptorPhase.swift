@@ -9,9 +9,10 @@ import Tracee
 /// The saved descriptor table at the same numbers, the working directory and the umask.
 /// Terminals and pipes on 0-2 become ld-chpox's own stdio at the same number (a pipe only in
 /// the tree's first process); other terminals its stdout; other pipes a pipe whose other end is
-/// closed (reads see end of file, writes EPIPE), as if the peer had exited. Images that recorded a pipe's buffer get it back: each
-/// pipe is created once with its capacity and bytes, each of its open files reopened from it
-/// with the recorded access and status flags, duplicates dup'ed again.
+/// closed (reads see end of file, writes EPIPE), as if the peer had exited. Images that
+/// recorded a pipe's buffer get it back: each pipe is created once with its capacity and bytes,
+/// each of its open files reopened from it with the recorded access and status flags,
+/// duplicates dup'ed again.
 public struct DescriptorPhase: RestartPhase {
     /// A pipe to create before the descriptors: anonymous, or a FIFO reopened by `path`.
     public struct PipeSetup: Sendable, Equatable {
