@@ -36,7 +36,35 @@ enum ProcessControlsCapture {
                 "POSIX timers (timer_create) with ids \(timers.joined(separator: ", ")): they are not restored, "
                     + "a restart would run without them")
         }
+        // The root directory as /proc shows it to cpx: "/" unless the process called chroot.
+        if let root = ProcFS.link(pid, "root"), root != "/" {
+            lines.append(
+                "it runs chrooted in \(root): a restart does not chroot, the process would see the whole "
+                    + "filesystem and its paths would name other files")
+        }
         return lines
+    }
+
+    /// The process's capability sets (its main thread's), and a line of `unsupported` when a
+    /// thread's differ: a restart gives every thread the process's.
+    static func capabilities(
+        _ pid: Int32, threads: [Int32]
+    ) throws(TraceeError) -> (capabilities: ProcessImage.Capabilities, unsupported: [String]) {
+        var sets: [Int32: ProcFS.CapabilitySets] = [:]
+        for tid in threads { sets[tid] = try ProcFS.status(pid, thread: tid).capabilities }
+        let main = try ProcFS.status(pid).capabilities
+        let capabilities = ProcessImage.Capabilities(
+            inheritable: main.inheritable, permitted: main.permitted, effective: main.effective,
+            bounding: main.bounding, ambient: main.ambient)
+        let differing = threads.filter { sets[$0] != main }
+        guard !differing.isEmpty else { return (capabilities, []) }
+        return (
+            capabilities,
+            [
+                "threads \(differing.map(String.init).joined(separator: ", ")) hold other capability sets than "
+                    + "the main thread (\(capabilities.summary)): a restart gives every thread the process's"
+            ]
+        )
     }
 
     static func number(_ pid: Int32, _ name: String) throws(TraceeError) -> Int64 {

@@ -78,6 +78,8 @@ public struct ProcessPlan: Sendable {
             ThreadPhase(image: image),
             SignalPhase(image: image),
             CredentialsPhase(image: image),
+            SchedulingPhase(image: image),
+            CapabilitiesPhase(image: image),
             WrittenFilesPhase(image: own),
             ProcessControlsPhase(image: image),
             RegistersPhase(image: image),

@@ -96,4 +96,12 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let pidfdOpen = SystemCall(CHPOX_SYS_pidfd_open)
     /// The corresponding C constant is SYS_pidfd_getfd.
     public static let pidfdGetfd = SystemCall(CHPOX_SYS_pidfd_getfd)
+    /// The corresponding C constant is SYS_sched_setattr.
+    public static let schedSetattr = SystemCall(CHPOX_SYS_sched_setattr)
+    /// The corresponding C constant is SYS_setpriority.
+    public static let setpriority = SystemCall(CHPOX_SYS_setpriority)
+    /// The corresponding C constant is SYS_capset.
+    public static let capset = SystemCall(CHPOX_SYS_capset)
+    /// The corresponding C constant is SYS_chroot.
+    public static let chroot = SystemCall(CHPOX_SYS_chroot)
 }
