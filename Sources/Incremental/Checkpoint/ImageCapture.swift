@@ -140,10 +140,7 @@ enum ImageCapture {
     /// How the kernel schedules thread `tid` (read from outside: any thread's may be read).
     static func scheduling(_ pid: Int32, thread tid: Int32) throws(TraceeError) -> ProcessImage.Scheduling {
         do throws(Errno) {
-            let now = try ThreadScheduling.of(thread: tid)
-            return ProcessImage.Scheduling(
-                policy: now.policy, flags: now.flags, nice: now.nice, priority: now.priority,
-                deadline: now.policy == 6 ? [now.runtime, now.deadline, now.period] : nil)
+            return ProcessImage.Scheduling(try ThreadScheduling.of(thread: tid))
         } catch {
             throw TraceeError.from(error, pid: pid, "read the scheduling policy of thread \(tid) of")
         }

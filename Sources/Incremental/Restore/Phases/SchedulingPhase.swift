@@ -26,7 +26,9 @@ public struct SchedulingPhase: RestartPhase {
         for (saved, scheduling) in threads {
             let tid = session.threadIDs[saved] ?? saved
             let target = ThreadScheduling(scheduling)
-            guard try Self.current(tid, pid: session.pid) != target else { continue }
+            // Compared as the image records it: under SCHED_OTHER sched_getattr answers the
+            // thread's time slice as its runtime (Linux 6.6+), which the image does not keep.
+            guard ProcessImage.Scheduling(try Self.current(tid, pid: session.pid)) != scheduling else { continue }
             do throws(TraceeError) {
                 try set(target, scheduling, on: tid, session.calls)
             } catch {
@@ -39,12 +41,11 @@ public struct SchedulingPhase: RestartPhase {
                         + "limits RLIMIT_RTPRIO / RLIMIT_NICE that allow it, with the ids it runs as: restart it "
                         + "as root, or let its user set it (limits.conf's rtprio and nice)")
             }
-            let now = try Self.current(tid, pid: session.pid)
-            guard now == target else {
+            let now = ProcessImage.Scheduling(try Self.current(tid, pid: session.pid))
+            guard now == scheduling else {
                 throw TraceeError.unsupported(
                     pid: session.pid,
-                    reason: "thread \(saved) has scheduling \(ProcessImage.Scheduling(now).summary) after setting "
-                        + scheduling.summary)
+                    reason: "thread \(saved) has scheduling \(now.summary) after setting \(scheduling.summary)")
             }
         }
     }
@@ -84,7 +85,8 @@ extension ThreadScheduling {
 }
 
 extension ProcessImage.Scheduling {
-    /// What the kernel says, as the image records it.
+    /// What the kernel says, as the image records it (SCHED_DEADLINE's budget under that policy
+    /// alone: under SCHED_OTHER Linux 6.6+ answers the thread's time slice as its runtime).
     init(_ now: ThreadScheduling) {
         self.init(
             policy: now.policy, flags: now.flags, nice: now.nice, priority: now.priority,
