@@ -129,8 +129,11 @@ extension ProcessImage {
 
         enum CodingKeys: String, CodingKey { case policy, flags, nice, priority, deadline }
 
-        public init(policy: UInt32, flags: UInt64 = 0, nice: Int32 = 0, priority: UInt32 = 0, deadline: [UInt64]? = nil) {
-            (self.policy, self.flags, self.nice, self.priority, self.deadline) = (policy, flags, nice, priority, deadline)
+        public init(policy: UInt32, flags: UInt64 = 0, nice: Int32 = 0, priority: UInt32 = 0, deadline: [UInt64]? = nil)
+        {
+            (self.policy, self.flags, self.nice, self.priority, self.deadline) = (
+                policy, flags, nice, priority, deadline
+            )
         }
 
         /// What SCHED_OTHER threads have unless something changed it.
@@ -139,7 +142,8 @@ extension ProcessImage {
         /// The policy's name: "SCHED_RR", or the number for one chpox does not know.
         public var policyName: String {
             let names: [UInt32: String] = [
-                0: "SCHED_OTHER", 1: "SCHED_FIFO", 2: "SCHED_RR", 3: "SCHED_BATCH", 5: "SCHED_IDLE", 6: "SCHED_DEADLINE",
+                0: "SCHED_OTHER", 1: "SCHED_FIFO", 2: "SCHED_RR", 3: "SCHED_BATCH", 5: "SCHED_IDLE",
+                6: "SCHED_DEADLINE",
             ]
             return names[policy] ?? "policy \(policy)"
         }
