@@ -111,6 +111,24 @@ public final class FrozenProcess {
         }
     }
 
+    /// Lets a one-thread process go straight into system call `number`, its registers set for
+    /// it at a `syscall` instruction and every signal unblocked: how a restart ends a process
+    /// it created to be a zombie (exit_group, or kill of itself), which its parent then reaps.
+    public func release(into number: Int, _ arguments: [Int]) throws(TraceeError) {
+        precondition(arguments.count <= 6 && threads == [pid], "one thread, at most six arguments")
+        var regs = try Ptrace.registers(pid, pid: pid)
+        regs.rip = try syscallInstruction()
+        regs.rax = UInt64(bitPattern: Int64(number))
+        regs.orig_rax = UInt64.max
+        let slots = (arguments + [Int](repeating: 0, count: 6 - arguments.count)).map { UInt64(bitPattern: Int64($0)) }
+        (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) = (
+            slots[0], slots[1], slots[2], slots[3], slots[4], slots[5]
+        )
+        try Ptrace.setSignalMask(pid, pid: pid, 0)
+        try Ptrace.setRegisters(pid, pid: pid, regs)
+        thaw()
+    }
+
     /// A thread a remote `clone` call created (PTRACE_EVENT_CLONE), to adopt.
     func noteClone(_ tid: Int32) { cloned.append(tid) }
 

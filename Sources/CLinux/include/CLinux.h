@@ -188,6 +188,8 @@ enum chpox_system_call {
     CHPOX_SYS_setpgid = SYS_setpgid,
     CHPOX_SYS_pidfd_open = 434,
     CHPOX_SYS_pidfd_getfd = 438,
+    CHPOX_SYS_exit_group = SYS_exit_group,
+    CHPOX_SYS_kill = SYS_kill,
     CHPOX_SYS_sched_setattr = SYS_sched_setattr,
     CHPOX_SYS_setpriority = SYS_setpriority,
     CHPOX_SYS_capset = SYS_capset,
@@ -366,6 +368,12 @@ extern const unsigned long chpox_UFFDIO_WRITEPROTECT;
 #define CHPOX_KCMP_FILE 0
 static inline int chpox_kcmp_file(pid_t pid1, pid_t pid2, int fd1, int fd2) {
     return (int)syscall(SYS_kcmp, pid1, pid2, CHPOX_KCMP_FILE, (unsigned long)fd1, (unsigned long)fd2);
+}
+/// kcmp(2) of a whole kernel object two processes may share (clone flags): KCMP_VM 1
+/// (CLONE_VM), KCMP_FILES 2 (CLONE_FILES), KCMP_FS 3 (CLONE_FS), KCMP_SIGHAND 4 (CLONE_SIGHAND).
+/// 0 when shared.
+static inline int chpox_kcmp_object(pid_t pid1, pid_t pid2, int type) {
+    return (int)syscall(SYS_kcmp, pid1, pid2, type, 0UL, 0UL);
 }
 
 // tee(2) and the pipe fcntls are declared only under _GNU_SOURCE: tee copies a pipe's

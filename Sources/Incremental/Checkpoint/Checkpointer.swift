@@ -177,7 +177,11 @@ public final class Checkpointer {
             if options.preCopy && kernelTracker && (written == 0 || lastFrozenCopy > options.stopCopyPages) {
                 while run.rounds < options.maxPreCopyRounds {
                     var round: UInt64 = 0
-                    for member in members { round += try preCopyRound(member, &run) }
+                    for member in members {
+                        do { round += try preCopyRound(member, &run) } catch {
+                            guard hasEnded(member) else { throw error }  // else the final round follows the tree again
+                        }
+                    }
                     run.rounds += 1
                     run.firstRound = false
                     if round <= options.stopCopyPages { break }
@@ -279,7 +283,7 @@ public final class Checkpointer {
             }
             let tracker: any DirtyTracker
             do { tracker = try TrackerSelection.start(options.tracker ?? self.tracker.kind, pid: child) } catch {
-                if (try? ProcFS.state(child)) == nil { continue }  // it ended meanwhile
+                if ["Z", "X", nil].contains(try? ProcFS.state(child)) { continue }  // it ended meanwhile
                 throw error
             }
             members.append(TrackedProcess(pid: child, space: space, tracker: tracker))
@@ -287,6 +291,15 @@ public final class Checkpointer {
         // Parents before children, as the tree lists them.
         let order = Dictionary(uniqueKeysWithValues: tree.members.enumerated().map { ($1, $0) })
         members.sort { (order[$0.pid] ?? Int.max) < (order[$1.pid] ?? Int.max) }
+    }
+
+    /// A descendant that has exited (or is a zombie) since the tree was followed: a tree's
+    /// processes come and go while it runs (a shell's commands, make's compilers), and the
+    /// generation goes on without it. The first process ending ends the checkpoint.
+    private func hasEnded(_ member: TrackedProcess) -> Bool {
+        guard member.pid != pid else { return false }
+        let state = try? ProcFS.state(member.pid)
+        return state == nil || state == "Z" || state == "X"
     }
 
     static func name(of pid: Int32) -> String { (try? ProcFS.threadName(pid, thread: pid)) ?? "?" }
@@ -342,22 +355,37 @@ public final class Checkpointer {
             let asked = ClockTime.monotonic()
             var injected: [InjectedState] = []
             var smaps: [ImageCapture.EarlySmaps] = []
-            for member in members {
-                injected.append(try Injector.readState(of: member.pid))
-                smaps.append(try ImageCapture.EarlySmaps(pid: member.pid))
-            }
-            run.totalPause += ClockTime.monotonic() - asked
-            let stopped = ClockTime.monotonic()
+            var stopped = asked
             var frozen: [FrozenProcess] = []
             defer { for process in frozen.reversed() { process.thaw() } }
-            for member in members {
-                member.stateBeforeStop = (try? ProcFS.state(member.pid)) ?? "R"
-                frozen.append(try FrozenProcess(pid: member.pid))
+            do {
+                for member in members {
+                    injected.append(try Injector.readState(of: member.pid))
+                    smaps.append(try ImageCapture.EarlySmaps(pid: member.pid))
+                }
+                run.totalPause += ClockTime.monotonic() - asked
+                stopped = ClockTime.monotonic()
+                for member in members {
+                    member.stateBeforeStop = (try? ProcFS.state(member.pid)) ?? "R"
+                    frozen.append(try FrozenProcess(pid: member.pid))
+                }
+            } catch {
+                // A descendant ended since the tree was followed: follow it again.
+                guard attempts < 5 && members.contains(where: { hasEnded($0) }) else { throw error }
+                for process in frozen.reversed() { process.thaw() }
+                continue
             }
             // What the helpers read must still hold (same threads, same caught and ignored
-            // signals), and the tree must be the one followed (no fork, no exit since).
-            // Otherwise ask again (nothing has been collected yet).
-            var holds = try !options.tree || ProcessTree(of: pid).members == members.map(\.pid)
+            // signals), and the tree must be the one followed (no fork, no exit since) with no
+            // zombie in it: one its parent had no time to reap yet is gone once the parent
+            // runs. Otherwise ask again (nothing has been collected yet). The zombies refused
+            // are the ones seen frozen, not the ones seen when the tree was followed.
+            var holds = true
+            if options.tree {
+                let tree = try ProcessTree(of: pid)
+                zombies = tree.zombies
+                holds = tree.members == members.map(\.pid) && tree.zombies.isEmpty
+            }
             for (k, process) in frozen.enumerated() where holds { holds = try Self.stillHolds(injected[k], process) }
             if !holds && attempts < 5 {
                 for process in frozen.reversed() { process.thaw() }

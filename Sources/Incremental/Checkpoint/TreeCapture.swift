@@ -23,13 +23,17 @@ enum TreeCapture {
                 stopped: member.stateBeforeStop == "T")
         }
         guard refused.isEmpty else { return refused }
+        var found: [ProcessImage.Zombie] = []
         for zombie in zombies {
-            let parent = (try? ProcFS.stat(zombie).parent).map { "\($0)" } ?? "?"
-            refused.append(
-                "child process \(zombie) (\(Checkpointer.name(of: zombie))) has exited and waits for its parent "
-                    + "\(parent) to reap it: zombies are not recreated yet")
+            guard let stat = try? ProcFS.stat(zombie), stat.state == "Z" else {
+                refused.append("child process \(zombie) was reaped while its tree was frozen")
+                continue
+            }
+            found.append(.init(pid: zombie, parent: stat.parent, status: stat.exitCode))
         }
+        if !found.isEmpty { images[0].zombies = found }
         refused += groupRefusals(images)
+        refused += sharedContextRefusals(images)
         refused += TreeLayout.sharedMemory(images).1
         for k in images.indices.dropFirst() { findInherited(&images, of: k) }
         return refused
@@ -57,6 +61,24 @@ enum TreeCapture {
             refused.append(
                 "\(who) is in process group \(group), whose leader is not in the tree and which its parent "
                     + "\(position.parent) is not in: such a group cannot be joined again")
+        }
+        return refused
+    }
+
+    /// Processes made by clone(2) with CLONE_VM, CLONE_FILES, CLONE_FS or CLONE_SIGHAND (not
+    /// threads) share one memory, descriptor table, cwd and umask, or signal handlers; a
+    /// restart would give each its own: refused.
+    static func sharedContextRefusals(_ images: [ProcessImage]) -> [String] {
+        var refused: [String] = []
+        for (k, image) in images.enumerated() {
+            for earlier in images[..<k] {
+                for object in ProcessDescriptor.SharedObject.allCases
+                where (try? ProcessDescriptor.share(object, earlier.pid, image.pid)) == true {
+                    refused.append(
+                        "process \(image.pid) shares its \(object.words) with process \(earlier.pid) "
+                            + "(clone \(object.cloneFlag)): a restart would give each its own")
+                }
+            }
         }
         return refused
     }

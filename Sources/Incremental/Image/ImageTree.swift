@@ -22,6 +22,21 @@ extension ProcessImage {
         }
     }
 
+    /// A child of a process of the tree that had exited and was not reaped yet (a zombie): it
+    /// is recreated as one, with its exit status, for its parent to reap.
+    public struct Zombie: Codable, Sendable, Equatable {
+        public var pid: Int32
+        public var parent: Int32
+        /// Its wait(2) status: exit code << 8, or the signal that killed it (| 0x80 with a core).
+        public var status: Int32
+
+        enum CodingKeys: String, CodingKey { case pid, parent, status }
+
+        public init(pid: Int32, parent: Int32, status: Int32) {
+            (self.pid, self.parent, self.status) = (pid, parent, status)
+        }
+    }
+
     /// Every process of the image: this one, then the rest of its tree.
     public var processes: [ProcessImage] { [self] + (tree ?? []) }
 

@@ -52,12 +52,14 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     public var position: TreePosition? = nil
     /// On the first process of a tree only: every other process of it, each after its parent.
     public var tree: [ProcessImage]? = nil
+    /// On the first process of a tree only: the zombies among its descendants.
+    public var zombies: [Zombie]? = nil
 
     enum CodingKeys: String, CodingKey {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
-            deletedFiles, cgroups, position, tree
+            deletedFiles, cgroups, position, tree, zombies
     }
 
     public init(

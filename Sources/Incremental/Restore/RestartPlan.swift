@@ -17,12 +17,15 @@ public struct RestartPlan: Sendable {
     public var layout: TreeLayout
     /// The processes to create, each before the ones it is parent of.
     public var processes: [ProcessPlan]
+    /// Children that had exited unreaped: recreated as zombies once their parents exist.
+    public var zombies: [ProcessImage.Zombie]
 
     public init(image: ProcessImage, generation: UInt64) {
         preflight = Preflight(image: image, generation: generation)
         let layout = TreeLayout(image: image)
         self.layout = layout
         processes = image.processes.map { ProcessPlan(image: $0, layout: layout) }
+        zombies = image.zombies ?? []
     }
 
     /// Every step, one line each, process by process: what `ld-chpox` will create, in order.
@@ -36,6 +39,13 @@ public struct RestartPlan: Sendable {
                 lines.append("  " + phase.name)
                 lines += phase.steps.map { "    " + $0 }
             }
+        }
+        for zombie in zombies {
+            lines.append(
+                "zombie \(zombie.pid) (forked by \(zombie.parent)): "
+                    + (zombie.status & 0x7f == 0
+                        ? "exits with code \((zombie.status >> 8) & 0xff)" : "killed by signal \(zombie.status & 0x7f)")
+            )
         }
         return lines
     }

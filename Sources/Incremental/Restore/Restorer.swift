@@ -83,7 +83,8 @@ public final class Restorer {
         try plan.preflight.check(authority: authority, otherControlGroups: options.otherControlGroups)
         // A tree keeps its pids: its processes know each other by them.
         let child = try StubProcess.start(
-            pid: image.pid, generation: generation, requireSamePid: options.requireSamePid || plan.processes.count > 1)
+            pid: image.pid, generation: generation,
+            requireSamePid: options.requireSamePid || plan.processes.count > 1 || !plan.zombies.isEmpty)
         var sessions: [RestartSession] = []
         do {
             let tree = RestartTree()
@@ -104,6 +105,13 @@ public final class Restorer {
                 sessions.append(session)
                 if case .join = process.groups { continue }
                 try session.setGroups(process.groups)
+            }
+            for zombie in plan.zombies {
+                guard let parent = sessions.first(where: { $0.image.pid == zombie.parent }) else {
+                    throw CheckpointError.badImage(
+                        generation: generation, reason: "zombie \(zombie.pid)'s parent \(zombie.parent) is not in it")
+                }
+                try parent.forkZombie(zombie)
             }
             for (k, process) in plan.processes.enumerated() {
                 if case .join = process.groups { try sessions[k].setGroups(process.groups) }

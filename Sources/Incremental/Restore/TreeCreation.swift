@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Syscall
 import Tracee
 
 /// Creating the processes of a tree: each forked by its parent's stub before any of them is
@@ -30,6 +31,37 @@ extension RestartSession {
             throw error
         }
         return child
+    }
+
+    /// A zombie child of this stub: forked with pid `zombie.pid`, then let go straight into
+    /// exit_group with its exit code, or into kill of itself with the signal that ended it.
+    /// Returns once it is a zombie (its parent, frozen, has not reaped it).
+    func forkZombie(_ zombie: ProcessImage.Zombie) throws {
+        let child = try fork(pid: zombie.pid)
+        let signal = zombie.status & 0x7f
+        if signal == 0 {
+            try child.release(into: SystemCall.exitGroup.rawValue, [Int((zombie.status >> 8) & 0xff)])
+        } else {
+            try child.release(into: SystemCall.kill.rawValue, [Int(child.pid), Int(signal)])
+        }
+        for _ in 0..<2000 {
+            if (try? ProcFS.state(child.pid)) == "Z" { return }
+            CurrentProcess.sleep(microseconds: 1000)
+        }
+        throw TraceeError.unsupported(pid: child.pid, reason: "it did not end as zombie \(zombie.pid) was")
+    }
+
+    /// Opens `path`, a file of another process of the tree under /proc (its descriptor of a
+    /// pipe, its mapping of shared memory), with the stub's own filesystem ids: those it took
+    /// for the image's owner (`FileAccessPhase`) reach no other process's /proc files. The
+    /// path is made here, never read from the image. Returns the descriptor in the stub.
+    func openOfTree(_ path: String, flags: Int32, to what: String) throws -> Int32 {
+        let previous = try calls.result(of: .setfsuid, 0)
+        defer { _ = try? calls.result(of: .setfsuid, previous) }
+        return Int32(
+            try calls.withFrame { () throws(TraceeError) in
+                try calls.call(.openat, AT_FDCWD, try calls.string(path), flags | O_CLOEXEC, 0, to: what)
+            })
     }
 
     /// Makes the session or process group of `groups` (a `join` once its leader exists).

@@ -15,6 +15,8 @@ public struct TreeLayout: Sendable {
         case join(leader: Int32)
     }
 
+    /// The process `cpx` was given, which ld-chpox starts (the others are forked).
+    public var first: Int32?
     /// Each process's parent in the tree (absent for the first one).
     public var parents: [Int32: Int32] = [:]
     public var groups: [Int32: Groups] = [:]
@@ -22,6 +24,8 @@ public struct TreeLayout: Sendable {
     public var pipeCreators: [UInt64: Int32] = [:]
     /// Pipes more than one process opens ends of.
     public var sharedPipes: Set<UInt64> = []
+    /// The processes that open ends of each pipe themselves (not inherited from an earlier one).
+    public var pipeEnds: [UInt64: Set<Int32>] = [:]
     /// Shared anonymous memory (MAP_SHARED, shmem) that process and address map from another
     /// process's mapping of the same object.
     public var sharedMemory: [Int32: [UInt64: SharedMemory]] = [:]
@@ -37,6 +41,7 @@ public struct TreeLayout: Sendable {
 
     public init(image: ProcessImage) {
         let processes = image.processes
+        first = processes.first?.pid
         let byPid = Dictionary(processes.map { ($0.pid, $0) }, uniquingKeysWith: { first, _ in first })
         (sharedMemory, _) = Self.sharedMemory(processes)
         for (k, process) in processes.enumerated() {
@@ -57,6 +62,7 @@ public struct TreeLayout: Sendable {
             }
             for descriptor in process.descriptors where descriptor.inherited == nil {
                 guard let inode = descriptor.pipe?.inode else { continue }
+                pipeEnds[inode, default: []].insert(process.pid)
                 if let creator = pipeCreators[inode] {
                     if creator != process.pid { sharedPipes.insert(inode) }
                 } else {
@@ -97,9 +103,13 @@ public struct TreeLayout: Sendable {
         return (shared, refused)
     }
 
-    /// The pipes process `pid` has ends of that another process creates.
+    /// The pipes process `pid` has ends of that another process creates (not every shared
+    /// pipe of the tree: the others are none of its business, and it would wait for them).
     func foreignPipes(of pid: Int32) -> Set<UInt64> {
-        Set(pipeCreators.filter { $0.value != pid && sharedPipes.contains($0.key) }.keys)
+        Set(
+            pipeCreators.filter {
+                $0.value != pid && sharedPipes.contains($0.key) && pipeEnds[$0.key]?.contains(pid) == true
+            }.keys)
     }
 
     /// The pipes process `pid` creates that other processes have ends of too.

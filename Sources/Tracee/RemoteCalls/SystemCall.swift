@@ -96,6 +96,10 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let pidfdOpen = SystemCall(CHPOX_SYS_pidfd_open)
     /// The corresponding C constant is SYS_pidfd_getfd.
     public static let pidfdGetfd = SystemCall(CHPOX_SYS_pidfd_getfd)
+    /// The corresponding C constant is SYS_exit_group.
+    public static let exitGroup = SystemCall(CHPOX_SYS_exit_group)
+    /// The corresponding C constant is SYS_kill.
+    public static let kill = SystemCall(CHPOX_SYS_kill)
     /// The corresponding C constant is SYS_sched_setattr.
     public static let schedSetattr = SystemCall(CHPOX_SYS_sched_setattr)
     /// The corresponding C constant is SYS_setpriority.

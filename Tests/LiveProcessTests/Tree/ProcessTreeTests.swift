@@ -163,10 +163,11 @@ extension LiveProcess {
             .enabled(if: hasPython, "python3 is not installed"), .timeLimit(.minutes(2)),
             arguments: [
                 (
-                    "zombie",
-                    "import os, sys\nc = os.fork()\nif c == 0: os._exit(3)\nimport time; time.sleep(0.3)\n"
+                    "clone-files",
+                    "import ctypes, os, sys, time\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                        + "c = libc.syscall(56, 0x400 | 17, 0, 0, 0, 0)\nif c == 0:\n    time.sleep(100); os._exit(0)\n"
                         + "print('ready', flush=True)\nsys.stdin.readline()",
-                    "zombies are not recreated"
+                    "shares its descriptor table with process"
                 )
             ])
         func whatATreeRestartCannotReproduceIsRefused(name: String, script: String, reason: String) throws {
@@ -217,6 +218,38 @@ extension LiveProcess {
                 Self.killTree([original.pid, child])
                 let restarted = try RestartTests.restart(store: store, name: "shm", generation: 1)
                 #expect(try restarted.send("go") == "parent child after")
+                #expect(try restarted.child.wait() == .exited(0))
+            }
+        }
+
+        /// A child that exited unreaped is a zombie again, with its status, for its parent to reap.
+        @Test(.enabled(if: hasPython, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func zombiesAreRecreatedWithTheirStatus() throws {
+            try Self.asSubreaper {
+                let directory = try RestartTests.scratch("tree-zombie")
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let store = directory + "/store"
+                let script = """
+                    import os, signal, sys, time
+                    a = os.fork()
+                    if a == 0: os._exit(3)
+                    b = os.fork()
+                    if b == 0:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    for z in (a, b):
+                        while open('/proc/%d/stat' % z).read().split(') ')[1][0] != 'Z': time.sleep(0.01)
+                    print('ready', a, b, flush=True)
+                    sys.stdin.readline()
+                    _, sa = os.waitpid(a, 0)
+                    _, sb = os.waitpid(b, 0)
+                    print(os.WEXITSTATUS(sa), os.WTERMSIG(sb), flush=True)
+                    """
+                let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", script])
+                let zombies = Self.ids(try original.line())
+                try RestartTests.checkpoint(original.pid, store: store, name: "zombie")
+                Self.killTree([original.pid] + zombies)
+                let restarted = try RestartTests.restart(store: store, name: "zombie", generation: 0)
+                #expect(try restarted.send("go") == "3 \(SIGKILL)")
                 #expect(try restarted.child.wait() == .exited(0))
             }
         }

@@ -7,11 +7,12 @@ import Syscall
 import Tracee
 
 /// The saved descriptor table at the same numbers, the working directory and the umask.
-/// Terminals and pipes on 0-2 become ld-chpox's own stdio at the same number; other terminals
-/// its stdout; other pipes a pipe whose other end is closed (reads see end of file, writes
-/// EPIPE), as if the peer had exited. Images that recorded a pipe's buffer get it back: each
-/// pipe is created once with its capacity and bytes, each of its open files reopened from it
-/// with the recorded access and status flags, duplicates dup'ed again.
+/// Terminals and pipes on 0-2 become ld-chpox's own stdio at the same number (a pipe only in
+/// the tree's first process); other terminals its stdout; other pipes a pipe whose other end is
+/// closed (reads see end of file, writes EPIPE), as if the peer had exited. Images that
+/// recorded a pipe's buffer get it back: each pipe is created once with its capacity and bytes,
+/// each of its open files reopened from it with the recorded access and status flags,
+/// duplicates dup'ed again.
 public struct DescriptorPhase: RestartPhase {
     /// A pipe to create before the descriptors: anonymous, or a FIFO reopened by `path`.
     public struct PipeSetup: Sendable, Equatable {
@@ -116,6 +117,12 @@ public struct DescriptorPhase: RestartPhase {
     /// The descriptors of `image`; in a tree, its pipes as `layout` shares them out.
     public init(image: ProcessImage, layout: TreeLayout? = nil) {
         let treePipes = layout?.sharedPipes ?? []
+        // ld-chpox stands in for what ran the tree's first process only. Another process's
+        // pipe on 0-2 that no process of the tree shares had its peer in the tree, gone since
+        // (a pipeline's first command that wrote everything and exited): it gets its pipe
+        // back with the bytes still queued, its peer closed, as at fd 3 and up.
+        let keepsOwnPipes = layout.map { $0.first != image.pid } ?? false
+        let ownPipe = { (fd: Int32, inode: UInt64?) in fd > 2 || keepsOwnPipes || treePipes.contains(inode ?? 0) }
         foreignPipes = layout?.foreignPipes(of: image.pid) ?? []
         exportedPipes = layout?.exportedPipes(of: image.pid) ?? []
         closed = (Int32(0)..<3).filter { fd in !image.descriptors.contains { $0.fd == fd } }
@@ -126,7 +133,7 @@ public struct DescriptorPhase: RestartPhase {
             case _ where descriptor.duplicateOf != nil && descriptor.fd > 2:
                 setup = .duplicate(of: descriptor.duplicateOf ?? 0)
             case .terminal where descriptor.fd <= 2: setup = .stdio(descriptor.fd)
-            case .pipe where descriptor.fd <= 2 && !treePipes.contains(descriptor.pipe?.inode ?? 0):
+            case .pipe where !ownPipe(descriptor.fd, descriptor.pipe?.inode):
                 setup = .stdio(descriptor.fd)
             case .terminal: setup = .stdio(1)
             case .pipe where descriptor.pipe != nil:
@@ -154,7 +161,7 @@ public struct DescriptorPhase: RestartPhase {
         // A pipe on 0-2 is ld-chpox's stdio, but where another process of the tree has an end
         // of it (a shell pipeline): then it is created and its ends shared out.
         for descriptor in image.descriptors {
-            guard let pipe = descriptor.pipe, descriptor.fd > 2 || treePipes.contains(pipe.inode),
+            guard let pipe = descriptor.pipe, ownPipe(descriptor.fd, pipe.inode),
                 !pipes.contains(where: { $0.inode == pipe.inode }), !foreignPipes.contains(pipe.inode)
             else { continue }
             let contents = image.descriptors.lazy.compactMap { $0.pipe?.inode == pipe.inode ? $0.pipe?.contents : nil }
@@ -193,8 +200,8 @@ public struct DescriptorPhase: RestartPhase {
             holders[inode] = -1
             foreign[inode] = "/proc/\(holder.pid)/fd/\(holder.fd)"
         }
-        for entry in entries where reopensDeleted(entry) { try set(entry, holders: holders, foreign, calls) }
-        for entry in entries where !reopensDeleted(entry) { try set(entry, holders: holders, foreign, calls) }
+        for entry in entries where reopensDeleted(entry) { try set(entry, holders: holders, foreign, session) }
+        for entry in entries where !reopensDeleted(entry) { try set(entry, holders: holders, foreign, session) }
         let kept = RestartSession.deletedFileCopies..<(RestartSession.deletedFileCopies + Int32(deletedFileCount))
         for fd in kept where !entries.contains(where: { $0.fd == fd }) { _ = try calls.result(of: .close, fd) }
         for (inode, holder) in holders where holder >= 0 {
@@ -258,8 +265,9 @@ public struct DescriptorPhase: RestartPhase {
     }
 
     private func set(
-        _ entry: Entry, holders: [UInt64: Int32], _ foreign: [UInt64: String], _ calls: RemoteCalls
+        _ entry: Entry, holders: [UInt64: Int32], _ foreign: [UInt64: String], _ session: RestartSession
     ) throws {
+        let calls = session.calls
         let target = entry.fd
         let cloexec = entry.closeOnExec ? O_CLOEXEC : 0
         switch entry.setup {
@@ -295,9 +303,20 @@ public struct DescriptorPhase: RestartPhase {
             guard let holder = holders[inode] else {
                 throw TraceeError.unsupported(pid: calls.pid, reason: "pipe \(inode)")
             }
-            try open(
-                foreign[inode] ?? "/proc/self/fd/\(holder)", flags: access | O_NONBLOCK, as: target, cloexec: cloexec,
-                recorded: false, calls)
+            if let path = foreign[inode] {
+                let what = "open pipe \(inode) of another process as descriptor \(target)"
+                let opened = try session.openOfTree(path, flags: access | O_NONBLOCK, to: what)
+                if opened != target {
+                    try calls.call(.dup3, opened, target, cloexec, to: what)
+                    _ = try calls.result(of: .close, opened)
+                } else if cloexec == 0 {
+                    try calls.call(.fcntl, target, F_SETFD, 0, to: what)
+                }
+            } else {
+                try open(
+                    "/proc/self/fd/\(holder)", flags: access | O_NONBLOCK, as: target, cloexec: cloexec,
+                    recorded: false, calls)
+            }
             try calls.call(.fcntl, target, F_SETFL, statusFlags, to: "set the status flags of descriptor \(target)")
         case .sameDeletedFile(let source, let flags, let offset):
             try open("/proc/self/fd/\(source)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)

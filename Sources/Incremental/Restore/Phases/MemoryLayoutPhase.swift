@@ -221,9 +221,7 @@ public struct MemoryLayoutPhase: RestartPhase {
             let object =
                 "/proc/\(try session.tree.current(pid))/map_files/\(String(start, radix: 16))-\(String(end, radix: 16))"
             // Read-write whatever its protection now: an mprotect may make it writable later.
-            let fd = try calls.withFrame { () throws(TraceeError) in
-                try calls.call(.openat, AT_FDCWD, try calls.string(object), O_RDWR | O_CLOEXEC, 0, to: what)
-            }
+            let fd = try session.openOfTree(object, flags: O_RDWR, to: what)
             defer { _ = try? calls.result(of: .close, fd) }
             try calls.call(.mmap, mapping.start, mapping.size, mapping.protection, mapping.flags, fd, offset, to: what)
         }

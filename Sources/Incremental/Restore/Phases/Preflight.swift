@@ -26,7 +26,7 @@ public struct Preflight: Sendable {
     /// `otherControlGroups`: the user accepts running it in ld-chpox's control groups where
     /// they differ from the saved ones (`controlGroupChange` says how, for a notice).
     public func check(authority: ImageAuthority, otherControlGroups: Bool = false) throws(CheckpointError) {
-        guard let others = image.tree, !others.isEmpty else {
+        guard image.tree?.isEmpty == false || image.zombies?.isEmpty == false else {
             return try checkProcess(authority: authority, otherControlGroups: otherControlGroups)
         }
         try checkPids()
@@ -43,10 +43,13 @@ public struct Preflight: Sendable {
     /// A tree restarts with its own pids: its processes know each other by them (a parent kills
     /// or waits for its child's). Every one must be free.
     func checkPids() throws(CheckpointError) {
-        for process in image.processes {
-            guard let now = try? ProcFS.stat(process.pid) else { continue }
+        let pids =
+            image.processes.map { ($0.pid, $0.command.first ?? "?") }
+            + (image.zombies ?? []).map { ($0.pid, "a zombie child") }
+        for (pid, what) in pids {
+            guard let now = try? ProcFS.stat(pid) else { continue }
             throw refuse(
-                "pid \(process.pid), process \(process.command.first ?? "?")'s, is taken by \(now.command) now: "
+                "pid \(pid), \(what)'s, is taken by \(now.command) now: "
                     + "a process tree restarts with the pids it had, which its processes know each other by "
                     + "(restarting in a new pid namespace is not built yet); end that process, or wait until it "
                     + "is gone (a killed tree's pids are free once their parent or init reaps them)")
