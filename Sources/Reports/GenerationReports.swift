@@ -207,6 +207,7 @@ public enum GenerationReports {
         lines.append("command      " + image.command.map(quoted).joined(separator: " "))
         lines.append("executable   \(image.executable)")
         lines.append("cwd          \(image.workingDirectory)  (umask \(GenerationDiff.octal(image.umask)))")
+        if let root = image.rootDirectory { lines.append("root         \(root)  (chrooted)") }
         lines.append("credentials  " + GenerationDiff.describe(image.credentials))
         if let capabilities = image.credentials.capabilities {
             lines.append("capabilities " + capabilities.summary)

@@ -24,7 +24,7 @@ import Testing
             process.phases.map(\.name) == [
                 "audit login uid", "file access", "memory layout", "page fill", "descriptors", "file locks",
                 "event descriptors", "descriptors shared with other processes", "mm fields", "threads",
-                "signals and timers", "limits and credentials", "scheduling", "capabilities",
+                "signals and timers", "root directory", "limits and credentials", "scheduling", "capabilities",
                 "files written", "process controls", "registers",
             ])
         #expect(plan.steps.first == "process 1001")

@@ -123,6 +123,7 @@ enum ImageCapture {
                     pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release),
                 controls: controls)
             if !mapped.files.isEmpty { image.deletedFiles = mapped.files }
+            image.rootDirectory = ProcessControlsCapture.rootDirectory(pid)
             image.cgroups = String(decoding: try ProcFS.bytes(pid, "cgroup"), as: UTF8.self)
                 .split(separator: "\n").map(String.init)
             return image

@@ -36,13 +36,18 @@ enum ProcessControlsCapture {
                 "POSIX timers (timer_create) with ids \(timers.joined(separator: ", ")): they are not restored, "
                     + "a restart would run without them")
         }
-        // The root directory as /proc shows it to cpx: "/" unless the process called chroot.
-        if let root = ProcFS.link(pid, "root"), root != "/" {
-            lines.append(
-                "it runs chrooted in \(root): a restart does not chroot, the process would see the whole "
-                    + "filesystem and its paths would name other files")
+        if let root = ProcFS.link(pid, "root"), root != "/", !root.hasPrefix("/") || root.hasSuffix(" (deleted)") {
+            lines.append("it runs chrooted in \(root), which cpx cannot reach by a path: a restart could not chroot it")
         }
         return lines
+    }
+
+    /// The root directory as /proc shows it to cpx when the process called chroot; nil for "/".
+    /// (Its other paths, read the same way, are cpx's: a restart opens them before it chroots.)
+    static func rootDirectory(_ pid: Int32) -> String? {
+        guard let root = ProcFS.link(pid, "root"), root != "/", root.hasPrefix("/"), !root.hasSuffix(" (deleted)")
+        else { return nil }
+        return root
     }
 
     /// The process's capability sets (its main thread's), and a line of `unsupported` when a

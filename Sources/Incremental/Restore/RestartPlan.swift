@@ -87,6 +87,7 @@ public struct ProcessPlan: Sendable {
             MemoryDescriptorPhase(image: image),
             ThreadPhase(image: image),
             SignalPhase(image: image),
+            RootDirectoryPhase(image: image),
             CredentialsPhase(image: image),
             SchedulingPhase(image: image),
             CapabilitiesPhase(image: image),

@@ -8,7 +8,7 @@ import Tracee
 
 extension LiveProcess {
     /// The five capability sets of every thread (CRIU's zdtm caps00, caps01) come back as they
-    /// were, never wider; and a chrooted process (zdtm chroot) is refused at the checkpoint.
+    /// were, never wider; and a chrooted process (zdtm chroot) is chrooted again.
     @Suite struct CapabilityTests {
         static var asRoot: Bool { getuid() == 0 && ProcessControlsTests.hasPython }
 
@@ -96,28 +96,76 @@ extension LiveProcess {
             try Self.expectSameReportAfterRestart(original, scratch: "caps-user")
         }
 
-        @Test(.enabled(if: asRoot, "needs root and python3"), .timeLimit(.minutes(2)))
-        func aChrootedProcessIsRefusedAtTheCheckpoint() throws {
-            let directory = try RestartTests.scratch("chroot")
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+        /// Python chrooted into `jail` (holding a file "inside"), then `after` run, answering on
+        /// every line read what it sees: its root's entries, its cwd, the file read by its path.
+        static func chrooted(_ jail: String, after: String = "") -> String {
+            """
+            import os, sys
+            os.chroot("\(jail)")
+            os.chdir("/")
+            \(after)
+            def report():
+                return sorted(os.listdir("/")), os.getcwd(), open("/inside").read()
+            print(*report(), flush=True)
+            for line in sys.stdin:
+                print(*report(), flush=True)
+            """
+        }
+
+        static func jail(in directory: String) throws -> String {
             let jail = directory + "/jail"
             try FileManager.default.createDirectory(atPath: jail, withIntermediateDirectories: true)
+            try Data("jail text".utf8).write(to: URL(fileURLWithPath: jail + "/inside"))
+            return jail
+        }
+
+        /// zdtm chroot: a chrooted process is chrooted again, into the same directory.
+        @Test(.enabled(if: asRoot, "needs root and python3"), .timeLimit(.minutes(2)))
+        func aChrootedProcessIsChrootedAgain() throws {
+            let directory = try RestartTests.scratch("chroot")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let jail = try Self.jail(in: directory)
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3", arguments: ["-c", Self.chrooted(jail)])
+            let before = try original.line()
+            #expect(before == "['inside'] / jail text")
+            let store = directory + "/store"
+            try RestartTests.checkpoint(original.pid, store: store, name: "chroot")
+            RestartTests.end(original)
+            let detail = try TestTools.run("dumpinfo", ["--store", store, "--name", "chroot", "--generation", "0"])
+            #expect(detail.output.contains("root         \(jail)"), "\(detail.output)")
+            let restarted = try RestartTests.restart(store: store, name: "chroot", generation: 0)
+            defer { RestartTests.end(restarted) }
+            #expect(try restarted.send("go") == before)
+        }
+
+        /// A chroot is restored only from a store only root can write: a user who could write
+        /// the image could name any directory of theirs.
+        @Test(
+            .enabled(if: ProcessControlsTests.canChangeUser, "needs root and setpriv"), .timeLimit(.minutes(2)))
+        func aChrootFromAUsersStoreIsRefused() throws {
+            let directory = try RestartTests.scratch("chroot-user")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let jail = try Self.jail(in: directory)
             let original = try WorkloadProcess(
                 executable: "/usr/bin/python3",
                 arguments: [
                     "-c",
-                    """
-                    import os, sys
-                    os.chroot("\(jail)")
-                    print("ready", flush=True)
-                    sys.stdin.readline()
-                    """,
+                    Self.chrooted(
+                        jail,
+                        after: "os.setgroups([]); os.setresgid(65534, 65534, 65534); "
+                            + "os.setresuid(65534, 65534, 65534)"),
                 ])
-            defer { RestartTests.end(original) }
-            #expect(try original.line() == "ready")
-            let run = try TestTools.run("cpx", ["--store", directory + "/store", "--name", "c", "\(original.pid)"])
-            #expect(run.status != 0)
-            #expect(run.errors.contains("it runs chrooted in \(jail): a restart does not chroot"), "\(run.errors)")
+            #expect(try original.line() == "['inside'] / jail text")
+            let store = directory + "/store"
+            try RestartTests.checkpoint(original.pid, store: store, name: "chroot")
+            RestartTests.end(original)
+            #expect(try TestTools.run("/bin/sh", ["-c", "chown -R 65534:65534 \(store)"]).status == 0)
+            let refused = try TestTools.run("ld-chpox", ["--store", store, "--name", "chroot"])
+            #expect(refused.status == 1, "\(refused.errors)")
+            #expect(
+                refused.errors.contains("it ran chrooted in \(jail), and its store is uid 65534's"), "\(refused.errors)"
+            )
         }
     }
 }
