@@ -50,25 +50,40 @@ enum ProcessControlsCapture {
         return root
     }
 
-    /// The process's capability sets (its main thread's), and a line of `unsupported` when a
-    /// thread's differ: a restart gives every thread the process's.
+    /// The process's capability sets (its main thread's), and a line of `unsupported` for each
+    /// kind of credential a thread holds other than the main thread's (its ids, groups or
+    /// capability sets: each thread has its own, and a restart gives every thread the process's).
     static func capabilities(
         _ pid: Int32, threads: [Int32]
     ) throws(TraceeError) -> (capabilities: ProcessImage.Capabilities, unsupported: [String]) {
-        var sets: [Int32: ProcFS.CapabilitySets] = [:]
-        for tid in threads { sets[tid] = try ProcFS.status(pid, thread: tid).capabilities }
-        let main = try ProcFS.status(pid).capabilities
+        let main = try ProcFS.status(pid)
+        var differing: (ids: [Int32], capabilities: [Int32]) = ([], [])
+        for tid in threads where tid != pid {
+            let thread = try ProcFS.status(pid, thread: tid)
+            if (thread.userIDs, thread.groupIDs, thread.groups) != (main.userIDs, main.groupIDs, main.groups) {
+                differing.ids.append(tid)
+            }
+            if thread.capabilities != main.capabilities { differing.capabilities.append(tid) }
+        }
+        let sets = main.capabilities
         let capabilities = ProcessImage.Capabilities(
-            inheritable: main.inheritable, permitted: main.permitted, effective: main.effective,
-            bounding: main.bounding, ambient: main.ambient)
-        let differing = threads.filter { sets[$0] != main }
-        guard !differing.isEmpty else { return (capabilities, []) }
+            inheritable: sets.inheritable, permitted: sets.permitted, effective: sets.effective,
+            bounding: sets.bounding, ambient: sets.ambient)
+        func line(_ tids: [Int32], _ what: String) -> [String] {
+            tids.isEmpty
+                ? []
+                : [
+                    "threads \(tids.map(String.init).joined(separator: ", ")) hold other \(what): a restart gives "
+                        + "every thread the process's"
+                ]
+        }
         return (
             capabilities,
-            [
-                "threads \(differing.map(String.init).joined(separator: ", ")) hold other capability sets than "
-                    + "the main thread (\(capabilities.summary)): a restart gives every thread the process's"
-            ]
+            line(
+                differing.ids,
+                "user or group ids than the main thread's (uid \(main.userIDs.first ?? 0), gid \(main.groupIDs.first ?? 0))"
+            )
+                + line(differing.capabilities, "capability sets than the main thread's (\(capabilities.summary))")
         )
     }
 

@@ -96,6 +96,43 @@ extension LiveProcess {
             try Self.expectSameReportAfterRestart(original, scratch: "caps-user")
         }
 
+        /// Each thread has its own ids and capability sets (raw setresuid and capset change the
+        /// calling thread alone); a restart gives every thread the process's, so a process whose
+        /// threads differ is refused at the checkpoint (zdtm thread_different_uid_gid).
+        @Test(.enabled(if: asRoot, "needs root and python3"), .timeLimit(.minutes(2)))
+        func threadsWithOtherIdsOrCapabilitiesAreRefusedAtTheCheckpoint() throws {
+            let directory = try RestartTests.scratch("thread-creds")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import ctypes, sys, threading
+                    libc = ctypes.CDLL(None, use_errno=True)
+                    def other_ids():
+                        assert libc.syscall(117, 65534, 65534, 65534) == 0  # SYS_setresuid, this thread only
+                        threading.Event().wait()
+                    def fewer_capabilities():
+                        assert libc.prctl(24, 8, 0, 0, 0) == 0  # PR_CAPBSET_DROP CAP_SETPCAP, this thread only
+                        threading.Event().wait()
+                    for target in (other_ids, fewer_capabilities):
+                        threading.Thread(target=target, daemon=True).start()
+                    print("ready", threading.enumerate()[1].native_id, threading.enumerate()[2].native_id, flush=True)
+                    sys.stdin.readline()
+                    """,
+                ])
+            defer { RestartTests.end(original) }
+            let ready = try original.line().split(separator: " ")
+            #expect(ready.first == "ready")
+            let run = try TestTools.run("cpx", ["--store", directory + "/store", "--name", "t", "\(original.pid)"])
+            #expect(run.status != 0)
+            #expect(run.errors.contains("threads \(ready[1]) hold other user or group ids"), "\(run.errors)")
+            // Taking another uid emptied the first thread's capabilities too.
+            #expect(
+                run.errors.contains("threads \(ready[1]), \(ready[2]) hold other capability sets"), "\(run.errors)")
+        }
+
         /// Python chrooted into `jail` (holding a file "inside"), then `after` run, answering on
         /// every line read what it sees: its root's entries, its cwd, the file read by its path.
         static func chrooted(_ jail: String, after: String = "") -> String {
