@@ -4,6 +4,7 @@
 // and process group of its own, its stdin /dev/null and its stdout and stderr the file LOG
 // (created or emptied); prints the child's pid on a line, then reaps every process of the tree
 // until none is left, and exits with COMMAND's status (128 + N when signal N ended it).
+// COMMAND starts with no signal blocked and every action the default, as from a shell.
 //
 // Why: the real-program tests kill a whole tree (kill(-pid): its group) and restart it with
 // the same pids, which must be free first. Orphans of a killed tree go to the nearest
@@ -15,6 +16,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,6 +36,14 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (child == 0) {
+        // A fresh program's signals, whatever the test runner blocks or ignores (a Pool's
+        // workers blocking SIGTERM would outlive its terminate()).
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        for (int signal = 1; signal < NSIG; signal++) {
+            if (signal != SIGKILL && signal != SIGSTOP) (void)sigaction(signal, &(struct sigaction){.sa_handler = SIG_DFL}, NULL);
+        }
         int null = open("/dev/null", O_RDONLY);
         int log = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (null < 0 || log < 0 || setsid() < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0) {

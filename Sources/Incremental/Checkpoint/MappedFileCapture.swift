@@ -98,7 +98,8 @@ enum MappedFileCapture {
     /// (only /proc/PID/maps shows another name): nothing can tell the difference.
     static func isUnlinkedSharedMemoryFile(_ pid: Int32, _ region: MemoryRegion) -> Bool {
         guard region.path.hasPrefix("/dev/shm/"), region.path.hasSuffix(" (deleted)"), region.offset == 0,
-            let status = try? FileDescriptor.currentDirectory.status(of: mappedFile(pid, region), followingSymlinks: true),
+            let status = try? FileDescriptor.currentDirectory.status(
+                of: mappedFile(pid, region), followingSymlinks: true),
             status.isRegularFile, status.size <= Int64(region.size), status.size > Int64(region.size) - Int64(Page.size)
         else { return false }
         let descriptors = (try? ProcFS.descriptors(pid)) ?? []

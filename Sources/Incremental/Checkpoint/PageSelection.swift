@@ -84,7 +84,8 @@ struct PageSelection {
             let first = Int64(Page.address(of: Page.number(of: UInt64(from))))
             let last = (to + Int64(Page.size) - 1) / Int64(Page.size) * Int64(Page.size)
             runs.append(
-                PageRun(start: region.start + UInt64(first - start), end: region.start + UInt64(min(last, end) - start)))
+                PageRun(start: region.start + UInt64(first - start), end: region.start + UInt64(min(last, end) - start))
+            )
         }
         return AddressRuns(runs)
     }
