@@ -12,6 +12,8 @@ public struct ProcessControls: Sendable, Equatable {
     /// MEMBARRIER_CMD_GET_REGISTRATIONS: the REGISTER_* command bits the process made; nil on
     /// a kernel before 6.3, which cannot say.
     public var membarrierRegistrations: Int32?
+    /// PR_GET_PDEATHSIG: the signal the process gets when its parent dies (0: none).
+    public var parentDeathSignal: Int32 = 0
 
     public init(
         dumpable: Int32 = 1, transparentHugePagesDisabled: Bool = false, childSubreaper: Bool = false,
@@ -36,20 +38,27 @@ public struct ProcessControls: Sendable, Equatable {
         }
         let registrations = try calls.result(of: .membarrier, CHPOX_MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0)
         membarrierRegistrations = registrations >= 0 ? Int32(registrations) : nil
+        parentDeathSignal = try calls.withFrame { () throws(TraceeError) in
+            let slot = try calls.reserve(8)
+            try calls.write([UInt8](repeating: 0, count: 8), at: slot)
+            try calls.call(.prctl, CHPOX_PR_GET_PDEATHSIG, slot, to: "read the parent-death signal")
+            return Int32(truncatingIfNeeded: try calls.words(at: slot, count: 1)[0] & 0xffff_ffff)
+        }
     }
 
     /// One line of `chpox-inject`'s answer.
     var line: String {
         "controls \(dumpable) \(transparentHugePagesDisabled ? 1 : 0) \(childSubreaper ? 1 : 0) "
-            + (membarrierRegistrations.map { "\($0)" } ?? "-1")
+            + (membarrierRegistrations.map { "\($0)" } ?? "-1") + " \(parentDeathSignal)"
     }
 
-    /// Reads `line`'s numbers back (after the word "controls"); nil unless there are four.
+    /// Reads `line`'s numbers back (after the word "controls"); nil unless there are five.
     init?(numbers: [Int64]) {
-        guard numbers.count == 4 else { return nil }
+        guard numbers.count == 5 else { return nil }
         self.init(
             dumpable: Int32(truncatingIfNeeded: numbers[0]), transparentHugePagesDisabled: numbers[1] != 0,
             childSubreaper: numbers[2] != 0,
             membarrierRegistrations: numbers[3] < 0 ? nil : Int32(truncatingIfNeeded: numbers[3]))
+        parentDeathSignal = Int32(truncatingIfNeeded: numbers[4])
     }
 }

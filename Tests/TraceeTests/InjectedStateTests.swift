@@ -11,7 +11,7 @@ import Testing
         "sigaction 10 0x401000 0x14000004 0x401100 0x200",
         "sigaction 15 0x1 0x0 0x0 0x0",
         "itimer 0 1000000 250000",
-        "controls 0 1 1 16",
+        "controls 0 1 1 16 10",
     ]
 
     static var expected: InjectedState {
@@ -28,6 +28,7 @@ import Testing
         state.intervalTimers = [.init(which: 0, intervalMicroseconds: 1_000_000, valueMicroseconds: 250_000)]
         state.controls = .init(
             dumpable: 0, transparentHugePagesDisabled: true, childSubreaper: true, membarrierRegistrations: 16)
+        state.controls.parentDeathSignal = 10
         return state
     }
 
@@ -52,8 +53,8 @@ import Testing
         "sigaction 10 0x401000 0x0 0x0",  // four of five numbers
         "itimer 0 1",  // two of three numbers
         "altstack 101 0x1 0x2",  // three of four numbers
-        "controls 1 0 0",  // three of four numbers
-        "controls 1 0 0 x",  // not a number
+        "controls 1 0 0 0",  // four of five numbers
+        "controls 1 0 0 0 x",  // not a number
         "bogus 1",  // unknown fact
         "",  // nothing
     ])
@@ -64,9 +65,9 @@ import Testing
 
     /// A kernel before 6.3 cannot list membarrier registrations: -1, read as unknown.
     @Test func unknownMembarrierRegistrationsReadAsNil() throws {
-        let state = try InjectedState(lines: ["brk 0x1000", "controls 1 0 0 -1"], pid: 7)
+        let state = try InjectedState(lines: ["brk 0x1000", "controls 1 0 0 -1 0"], pid: 7)
         #expect(state.controls.membarrierRegistrations == nil)
-        #expect(state.lines.last == "controls 1 0 0 -1")
+        #expect(state.lines.last == "controls 1 0 0 -1 0")
     }
 
     @Test func anAnswerWithoutTheProgramBreakIsRefused() throws {

@@ -242,6 +242,7 @@ _Static_assert(CHPOX_O_TMPFILE == (__O_TMPFILE), "O_TMPFILE");
 _Static_assert(CHPOX_O_PATH == (__O_PATH), "O_PATH");
 /// PR_SET_PDEATHSIG (linux/prctl.h): the signal a process gets when its parent dies.
 #define CHPOX_PR_SET_PDEATHSIG 1
+#define CHPOX_PR_GET_PDEATHSIG 2
 /// PR_SET_NAME (linux/prctl.h): a thread's name (comm), at most 16 bytes with the NUL.
 #define CHPOX_PR_SET_NAME 15
 /// PR_GET_TID_ADDRESS (linux/prctl.h): where the kernel clears the thread id at exit.

@@ -378,7 +378,9 @@ public final class Checkpointer {
                 run.totalPause += ClockTime.monotonic() - started
                 stopped = ClockTime.monotonic()
                 for member in members {
-                    member.stateBeforeStop = (try? ProcFS.state(member.pid)) ?? "R"
+                    let stat = try? ProcFS.stat(member.pid)
+                    member.stateBeforeStop = stat?.state ?? "R"
+                    member.stopSignal = stat?.exitCode ?? 0
                     frozen.append(try FrozenProcess(pid: member.pid))
                 }
             } catch {

@@ -20,6 +20,7 @@ enum ProcessControlsCapture {
         // made none (registrations are rare: JIT runtimes, liburcu), rather than refuse every
         // process on such a kernel.
         if injected.membarrierRegistrations == nil { controls.membarrierUnknown = true }
+        if injected.parentDeathSignal != 0 { controls.parentDeathSignal = injected.parentDeathSignal }
         return controls
     }
 

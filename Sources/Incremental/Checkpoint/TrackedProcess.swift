@@ -12,6 +12,8 @@ final class TrackedProcess {
     var lastFrozenCopy: UInt64 = 0
     /// Its state before the final stop froze it: stopped ('T') processes are restarted stopped.
     var stateBeforeStop: Character = "R"
+    /// The signal that stopped it then (stat's exit_code field while it is stopped).
+    var stopSignal: Int32 = 0
 
     init(pid: Int32, space: UInt64, tracker: any DirtyTracker) {
         (self.pid, self.space, self.tracker) = (pid, space, tracker)

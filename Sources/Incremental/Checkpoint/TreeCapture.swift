@@ -21,6 +21,9 @@ enum TreeCapture {
             images[k].position = .init(
                 parent: stat.parent, processGroup: stat.processGroup, session: stat.session, space: member.space,
                 stopped: member.stateBeforeStop == "T")
+            if member.stateBeforeStop == "T", member.stopSignal > 0, member.stopSignal < 65 {
+                images[k].position?.stopSignal = member.stopSignal
+            }
         }
         guard refused.isEmpty else { return refused }
         var found: [ProcessImage.Zombie] = []
@@ -29,9 +32,26 @@ enum TreeCapture {
                 refused.append("child process \(zombie) was reaped while its tree was frozen")
                 continue
             }
-            found.append(.init(pid: zombie, parent: stat.parent, status: stat.exitCode))
+            var record = ProcessImage.Zombie(pid: zombie, parent: stat.parent, status: stat.exitCode)
+            (record.processGroup, record.session) = (stat.processGroup, stat.session)
+            found.append(record)
         }
         if !found.isEmpty { images[0].zombies = found }
+        let groups = Dictionary(images.compactMap { image in image.position.map { (image.pid, $0) } }) { a, _ in a }
+        for zombie in found {
+            guard let parent = groups[zombie.parent], let group = zombie.processGroup, let session = zombie.session
+            else { continue }
+            let led = groups[group].map { $0.processGroup == group } ?? false
+            if session != zombie.pid && session != parent.session {
+                refused.append(
+                    "zombie \(zombie.pid) is in session \(session), which it did not lead and its parent "
+                        + "\(zombie.parent) is not in: it cannot be put back there")
+            } else if group != zombie.pid && group != parent.processGroup && !led {
+                refused.append(
+                    "zombie \(zombie.pid) is in process group \(group), whose leader is gone: a restart cannot make "
+                        + "that group again (it would need a helper process to lead it)")
+            }
+        }
         refused += groupRefusals(images)
         refused += sharedContextRefusals(images)
         refused += TreeLayout.sharedMemory(images).1

@@ -20,10 +20,12 @@ extension ProcessImage {
         /// True when the checkpointing kernel could not list them (before Linux 6.3): none is
         /// made again, and the restart says so.
         public var membarrierUnknown: Bool? = nil
+        /// The parent-death signal (PR_SET_PDEATHSIG); nil or 0: none.
+        public var parentDeathSignal: Int32? = nil
 
         enum CodingKeys: String, CodingKey {
             case oomScoreAdjust, loginUID, dumpable, transparentHugePagesDisabled, childSubreaper,
-                membarrierRegistrations, membarrierUnknown
+                membarrierRegistrations, membarrierUnknown, parentDeathSignal
         }
 
         public init(
@@ -42,7 +44,8 @@ extension ProcessImage {
                 + (transparentHugePagesDisabled ? ["THP disabled"] : []) + (childSubreaper ? ["child subreaper"] : [])
                 + (membarrierRegistrations != 0
                     ? ["membarrier registrations 0x\(String(membarrierRegistrations, radix: 16))"] : [])
-                + (membarrierUnknown == true ? ["membarrier registrations unknown (kernel before 6.3)"] : []))
+                + (membarrierUnknown == true ? ["membarrier registrations unknown (kernel before 6.3)"] : [])
+                + ((parentDeathSignal ?? 0) != 0 ? ["parent-death signal \(parentDeathSignal ?? 0)"] : []))
                 .joined(separator: ", ")
         }
     }

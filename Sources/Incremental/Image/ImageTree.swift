@@ -13,8 +13,10 @@ extension ProcessImage {
         public var space: UInt64
         /// It was stopped (SIGSTOP, job control) and is restarted stopped.
         public var stopped: Bool
+        /// The signal that stopped it (SIGSTOP, SIGTSTP...), as its parent's waitpid reports it.
+        public var stopSignal: Int32? = nil
 
-        enum CodingKeys: String, CodingKey { case parent, processGroup, session, space, stopped }
+        enum CodingKeys: String, CodingKey { case parent, processGroup, session, space, stopped, stopSignal }
 
         public init(parent: Int32, processGroup: Int32, session: Int32, space: UInt64, stopped: Bool) {
             (self.parent, self.processGroup, self.session) = (parent, processGroup, session)
@@ -29,8 +31,11 @@ extension ProcessImage {
         public var parent: Int32
         /// Its wait(2) status: exit code << 8, or the signal that killed it (| 0x80 with a core).
         public var status: Int32
+        /// Its process group and session, where it had its own.
+        public var processGroup: Int32? = nil
+        public var session: Int32? = nil
 
-        enum CodingKeys: String, CodingKey { case pid, parent, status }
+        enum CodingKeys: String, CodingKey { case pid, parent, status, processGroup, session }
 
         public init(pid: Int32, parent: Int32, status: Int32) {
             (self.pid, self.parent, self.status) = (pid, parent, status)

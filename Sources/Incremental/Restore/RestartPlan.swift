@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Store
 
 /// What a restart will do, decided from the image alone, before any process exists: the checks
@@ -61,8 +64,9 @@ public struct ProcessPlan: Sendable {
     public var groups: TreeLayout.Groups
     /// The address space of the page map holding its pages.
     public var space: UInt64
-    /// Sent SIGSTOP as it is let go: it was stopped.
+    /// Sent `stopSignal` as it is let go: it was stopped.
     public var stopped: Bool
+    public var stopSignal: Int32
     public var phases: [any RestartPhase]
 
     public init(image: ProcessImage, layout: TreeLayout? = nil) {
@@ -71,6 +75,7 @@ public struct ProcessPlan: Sendable {
         groups = layout?.groups[image.pid] ?? .inherited
         space = image.space
         stopped = image.position?.stopped ?? false
+        stopSignal = image.position?.stopSignal ?? SIGSTOP
         // What it shares with an earlier process is taken from that one, after every process
         // made its own (`SharedDescriptorPhase`); the other phases see only its own.
         var own = image

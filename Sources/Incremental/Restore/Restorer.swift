@@ -131,10 +131,26 @@ public final class Restorer {
             {
                 notices.append(notice)
             }
-            // Let go children first; a stopped process gets its SIGSTOP as it is let go.
+            // Let go children first; a stopped process gets its stop signal as it is let go
+            // (SIGSTOP where that one did not stop it: SIGTSTP and the like are ignored in an
+            // orphaned process group).
             for (k, process) in plan.processes.enumerated().reversed() {
-                if process.stopped { try? Signal.send(SIGSTOP, to: sessions[k].pid) }
+                if process.stopped { try? Signal.send(process.stopSignal, to: sessions[k].pid) }
                 sessions[k].process.thaw()
+            }
+            for (k, process) in plan.processes.enumerated() where process.stopped && process.stopSignal != SIGSTOP {
+                var state: Character = "?"
+                for _ in 0..<200 {
+                    state = (try? ProcFS.state(sessions[k].pid)) ?? "?"
+                    if state == "T" { break }
+                    CurrentProcess.sleep(microseconds: 1000)
+                }
+                if state != "T" {
+                    try? Signal.send(SIGSTOP, to: sessions[k].pid)
+                    notices.append(
+                        "process \(process.pid) was stopped by signal \(process.stopSignal), which did not stop it "
+                            + "now: stopped by SIGSTOP instead")
+                }
             }
             return Outcome(
                 pid: child.pid, originalPid: image.pid, mappings: image.mappings.count,

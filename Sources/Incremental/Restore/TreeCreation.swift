@@ -38,7 +38,22 @@ extension RestartSession {
     /// Returns once it is a zombie (its parent, frozen, has not reaped it).
     func forkZombie(_ zombie: ProcessImage.Zombie) throws {
         let child = try fork(pid: zombie.pid)
+        let calls = RemoteCalls(child, purpose: "restart")
+        if zombie.session == zombie.pid {
+            try calls.call(.setsid, to: "make zombie \(zombie.pid) lead a session")
+        } else if zombie.processGroup == zombie.pid {
+            try calls.call(.setpgid, 0, 0, to: "make zombie \(zombie.pid) lead a process group")
+        } else if let group = zombie.processGroup, group != image.position?.processGroup, tree.pids[group] != nil {
+            try calls.call(.setpgid, 0, try tree.current(group), to: "put zombie \(zombie.pid) in group \(group)")
+        }
         let signal = zombie.status & 0x7f
+        if signal != 0 && signal != SIGKILL && signal != SIGSTOP {  // its default action, whatever the stub catches
+            try RemoteCalls.onStack(of: child, size: 64, purpose: "restart") { (calls) throws(TraceeError) in
+                try calls.call(
+                    .rtSigaction, signal, try calls.words([0, 0, 0, 0]), 0, 8,
+                    to: "put signal \(signal) of zombie \(zombie.pid) back to its default action")
+            }
+        }
         if signal == 0 {
             try child.release(into: SystemCall.exitGroup.rawValue, [Int((zombie.status >> 8) & 0xff)])
         } else {

@@ -47,12 +47,24 @@ public struct CredentialsPhase: RestartPhase {
         let ids = credentials, calls = session.calls
         for tid in Set(session.threadIDs.values).union([pid]).sorted() {
             try narrowBoundingSet(on: tid, session)
+            // setresgid and setresuid make the filesystem id the effective one: each is set
+            // again after (the group's while the thread is still root: it may be none of the
+            // others). setfs* answer the old id, never an error: the ids are read back below.
             try calls.call(
                 .setresgid, ids.group.real, ids.group.effective, ids.group.saved, on: tid,
                 to: "set the group ids of thread \(tid)")
+            _ = try calls.result(of: .setfsgid, ids.group.filesystem, on: tid)
             try calls.call(
                 .setresuid, ids.user.real, ids.user.effective, ids.user.saved, on: tid,
                 to: "set the user ids of thread \(tid)")
+            _ = try calls.result(of: .setfsuid, ids.user.filesystem, on: tid)
+            let status = try ProcFS.status(pid, thread: tid)
+            guard status.userIDs == ids.user.all, status.groupIDs == ids.group.all else {
+                throw TraceeError.unsupported(
+                    pid: pid,
+                    reason: "thread \(tid) has user ids \(status.userIDs) and group ids \(status.groupIDs), "
+                        + "not the image's \(ids.user.all) and \(ids.group.all) (real, effective, saved, filesystem)")
+            }
         }
     }
 

@@ -1,7 +1,9 @@
 import Tracee
 
 /// Signal actions, interval timers, and the signals that were pending: queued again with their
-/// siginfo (sent by the process to itself, so the kernel takes every si_code).
+/// siginfo (sent by the process to itself, so the kernel takes every si_code). Every other
+/// signal the stub catches or ignores (its runtime's crash handlers) is put back to its default
+/// action, as the image had it: a handler of the stub's would point into memory that is gone.
 public struct SignalPhase: RestartPhase {
     public var actions: [ProcessImage.SignalAction]
     public var timers: [ProcessImage.IntervalTimer]
@@ -29,6 +31,16 @@ public struct SignalPhase: RestartPhase {
 
     public func run(in session: RestartSession) throws {
         let calls = session.calls, pid = session.pid
+        let status = try ProcFS.status(pid)
+        let handled = Set(actions.map(\.signal))
+        for signal in Int32(1)...64 where !handled.contains(signal) {
+            let bit = UInt64(1) << UInt64(signal - 1)
+            guard (status.caughtSignals | status.ignoredSignals) & bit != 0 else { continue }
+            try calls.withFrame { () throws(TraceeError) in
+                let at = try calls.words([0, 0, 0, 0])  // SIG_DFL, no flags, no restorer, empty mask
+                try calls.call(.rtSigaction, signal, at, 0, 8, to: "put signal \(signal) back to its default action")
+            }
+        }
         for action in actions {
             try calls.withFrame { () throws(TraceeError) in
                 let at = try calls.words([action.handler, action.flags, action.restorer, action.mask])
