@@ -19,6 +19,14 @@ extension FileDescriptor {
         _ = try retryingInterrupts { chpox_fcntl_int(rawValue, CHPOX_F_SETPIPE_SZ, Int32(bytes)) }.get()
     }
 
+    /// Who gets this open file's I/O signals and which signal (F_GETOWN, F_GETSIG): owner 0 and
+    /// signal 0 when it has none (signal-driven I/O unused).
+    public func signalOwner() throws(Errno) -> (owner: Int32, signal: Int32) {
+        let owner = try retryingInterrupts { chpox_fcntl_int(rawValue, F_GETOWN, 0) }.get()
+        let signal = try retryingInterrupts { chpox_fcntl_int(rawValue, CHPOX_F_GETSIG, 0) }.get()
+        return (owner, signal)
+    }
+
     /// Bytes waiting to be read (FIONREAD).
     public func bytesQueued() throws(Errno) -> Int {
         var count: Int32 = 0

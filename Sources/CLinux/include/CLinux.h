@@ -384,6 +384,8 @@ static inline long chpox_tee(int in, int out, size_t length, unsigned int flags)
 }
 #define CHPOX_SPLICE_F_NONBLOCK 2
 #define CHPOX_F_SETPIPE_SZ 1031
+/// F_GETSIG (fcntl.h, _GNU_SOURCE only): the signal of signal-driven I/O (0: SIGIO).
+#define CHPOX_F_GETSIG 11
 // O_DIRECT (a packet-mode pipe) and O_NOATIME, _GNU_SOURCE only too.
 #define CHPOX_O_DIRECT 040000
 #define CHPOX_O_NOATIME 01000000

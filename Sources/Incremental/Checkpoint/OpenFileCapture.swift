@@ -14,9 +14,22 @@ extension ImageCapture {
     /// recreate.
     static func captureOpenFiles(_ pid: Int32, _ descriptors: inout [ProcessImage.Descriptor]) -> [String] {
         var unsupported: [String] = []
+        let process = try? ProcessDescriptor.open(pid)
+        defer { process?.close() }
         for index in descriptors.indices {
             let fd = descriptors[index].fd
             unsupported += locks(pid, &descriptors[index])
+            // Signal-driven I/O (F_SETOWN, F_SETSIG) belongs to the open file: read on a copy.
+            if let copy = try? process?.copyDescriptor(fd) {
+                defer { copy.close() }
+                if let owner = try? copy.signalOwner(), owner.owner != 0 || owner.signal != 0 {
+                    unsupported.append(
+                        "fd \(fd): \(descriptors[index].target): its I/O signals go to "
+                            + (owner.owner < 0 ? "process group \(-owner.owner)" : "pid \(owner.owner)")
+                            + (owner.signal != 0 ? " as signal \(owner.signal)" : "")
+                            + " (F_SETOWN, F_SETSIG): not restored")
+                }
+            }
             // A pipe on 0-2 is recorded too: in a tree, another process may have its other end.
             guard fd > 2 || descriptors[index].kind == .pipe else { continue }
             let earlier = descriptors[..<index].filter { $0.fd > 2 && $0.target == descriptors[index].target }

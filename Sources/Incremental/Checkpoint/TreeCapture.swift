@@ -55,7 +55,10 @@ enum TreeCapture {
         refused += groupRefusals(images)
         refused += sharedContextRefusals(images)
         refused += TreeLayout.sharedMemory(images).1
-        for k in images.indices.dropFirst() { findInherited(&images, of: k) }
+        for k in images.indices.dropFirst() {
+            findInherited(&images, of: k)
+            findDeletedFiles(&images, of: k)
+        }
         return refused
     }
 
@@ -101,6 +104,31 @@ enum TreeCapture {
             }
         }
         return refused
+    }
+
+    /// Marks the deleted files process `k` has open (its own open files of them) that an earlier
+    /// process has open too: one file, recreated once, by the earliest.
+    static func findDeletedFiles(_ images: inout [ProcessImage], of k: Int) {
+        func identity(_ pid: Int32, _ fd: Int32) -> String? {
+            ImageCapture.openFileStatus(pid, fd).map { "\($0.device):\($0.inode)" }
+        }
+        let pid = images[k].pid
+        for d in images[k].descriptors.indices {
+            let descriptor = images[k].descriptors[d]
+            guard descriptor.kind == .deletedFile, descriptor.inherited == nil, descriptor.deletedFile == nil,
+                let mine = identity(pid, descriptor.fd)
+            else { continue }
+            search: for earlier in images[..<k] {
+                for other in earlier.descriptors
+                where other.kind == .deletedFile && other.inherited == nil && other.deletedFileOf == nil
+                    && other.deletedFile == nil && identity(earlier.pid, other.fd) == mine
+                {
+                    images[k].descriptors[d].deletedFileOf = .init(pid: earlier.pid, fd: other.fd)
+                    images[k].descriptors[d].contents = nil
+                    break search
+                }
+            }
+        }
     }
 
     /// Marks the descriptors of process `k` whose open file description an earlier process

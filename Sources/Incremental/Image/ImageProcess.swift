@@ -115,10 +115,13 @@ extension ProcessImage {
         /// The open file description of a descriptor of an earlier process of the tree (one
         /// shared offset and status flags, as fork left it): restored by taking that one.
         public var inherited: Inherited? = nil
+        /// A deleted file an earlier process of the tree has open too (its own open file of it):
+        /// restored by opening that process's, so both see one file again (`contents` is nil).
+        public var deletedFileOf: Inherited? = nil
 
         enum CodingKeys: String, CodingKey {
             case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
-                deletedAttributes, flock, inherited
+                deletedAttributes, flock, inherited, deletedFileOf
         }
 
         public init(

@@ -46,6 +46,9 @@ public struct DescriptorPhase: RestartPhase {
         case pipeEnd(inode: UInt64, access: Int32, statusFlags: Int32)
         /// The deleted file of a lower descriptor opened again with these flags.
         case sameDeletedFile(as: Int32, flags: Int32, offset: Int64)
+        /// The deleted file another process of the tree recreated (its descriptor `fd`),
+        /// opened again with these flags.
+        case deletedFileOf(pid: Int32, fd: Int32, flags: Int32, offset: Int64)
     }
 
     public struct Entry: Sendable, Equatable {
@@ -109,6 +112,8 @@ public struct DescriptorPhase: RestartPhase {
                     what = "the deleted file of fd \(source) at offset \(offset)"
                 case .reopenDeleted(let file, _, let offset):
                     what = "deleted file \(file), recreated for its mappings, at offset \(offset)"
+                case .deletedFileOf(let pid, let fd, _, let offset):
+                    what = "the deleted file of descriptor \(fd) of process \(pid) at offset \(offset)"
                 }
                 return "fd \(entry.fd): \(what)" + (entry.closeOnExec ? " (close-on-exec)" : "")
             } + (workingDirectory.isEmpty ? [] : ["cwd \(workingDirectory)"]) + ["umask 0\(String(umask, radix: 8))"]
@@ -140,6 +145,10 @@ public struct DescriptorPhase: RestartPhase {
                 setup = .pipeEnd(
                     inode: descriptor.pipe?.inode ?? 0, access: descriptor.flags & O_ACCMODE,
                     statusFlags: descriptor.flags & Self.statusFlags)
+            case .deletedFile where descriptor.deletedFileOf != nil:
+                setup = .deletedFileOf(
+                    pid: descriptor.deletedFileOf?.pid ?? 0, fd: descriptor.deletedFileOf?.fd ?? 0, flags: flags,
+                    offset: descriptor.offset)
             case .deletedFile where descriptor.deletedFile == nil && descriptor.deletedAttributes?.sameFileAs != nil:
                 setup = .sameDeletedFile(
                     as: descriptor.deletedAttributes?.sameFileAs ?? 0, flags: flags, offset: descriptor.offset)
@@ -320,6 +329,17 @@ public struct DescriptorPhase: RestartPhase {
             try calls.call(.fcntl, target, F_SETFL, statusFlags, to: "set the status flags of descriptor \(target)")
         case .sameDeletedFile(let source, let flags, let offset):
             try open("/proc/self/fd/\(source)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
+            _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
+        case .deletedFileOf(let pid, let fd, let flags, let offset):
+            let what = "open the deleted file of descriptor \(fd) of process \(pid) as descriptor \(target)"
+            let opened = try session.openOfTree(
+                "/proc/\(try session.tree.current(pid))/fd/\(fd)", flags: flags & ~O_CLOEXEC, to: what)
+            if opened != target {
+                try calls.call(.dup3, opened, target, cloexec, to: what)
+                _ = try calls.result(of: .close, opened)
+            } else if cloexec == 0 {
+                try calls.call(.fcntl, target, F_SETFD, 0, to: what)
+            }
             _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
         case .reopenDeleted(let file, let flags, let offset):
             let kept = RestartSession.deletedFileCopies + Int32(file)
