@@ -119,15 +119,17 @@ extension LiveProcess {
             var landed = 0
             var delays: [Double] = []
             for instant in 0..<instants {
-                // Even: one generation of a new chain (trackers set up, pre-copy, the stop, the
-                // commit). Odd: generations every 20 ms continuing one chain, killed up to three
-                // generations in.
-                let oneShot = instant % 2 == 0
+                // One generation of a new chain, killed in its first quarter (a tracker and its
+                // helper set up in each process, the first pre-copy freezes) or anywhere in it
+                // (pre-copy, the stop of the whole tree, the commit); or generations every 20 ms
+                // continuing one chain, killed up to three generations in.
+                let oneShot = instant % 3 != 2
+                let span = instant % 3 == 0 ? generation / 4 : instant % 3 == 1 ? generation : 3 * generation
                 let store = directory + (oneShot ? "/once" : "/interval")
                 let arguments =
                     ["--store", store, "--name", oneShot ? "t" : "k", "--tracker", tracker]
                     + (oneShot ? [] : ["--interval", "0.02"])
-                let delay = Double.random(in: 0...(oneShot ? generation : 3 * generation), using: &rng)
+                let delay = Double.random(in: 0...span, using: &rng)
                 delays.append(delay)
                 let cpx = try Self.cpx(arguments, pids[0])
                 usleep(UInt32(delay * 1_000_000))
@@ -135,7 +137,8 @@ extension LiveProcess {
                 let ended = try cpx.wait()
                 if ended == .signalled(SIGKILL) { landed += 1 } else { #expect(ended == .exited(0), "kill \(instant)") }
 
-                let what = "kill \(instant) (\(oneShot ? "one generation" : "--interval"), after \(Int(delay * 1000)) ms)"
+                let what =
+                    "kill \(instant) (\(oneShot ? "one generation" : "--interval"), after \(Int(delay * 1000)) ms)"
                 #expect(Self.eventually { Self.helpers(of: pids).isEmpty }, "\(what): chpox-inject left running")
                 var held: [String] = []
                 _ = Self.eventually {
@@ -180,6 +183,10 @@ extension LiveProcess {
             .timeLimit(.minutes(3)))
         func killingCpxLeavesEveryProcessOfATreeWhole() throws {
             try ProcessTreeTests.asSubreaper { try Self.kill(instants: 24, tracker: "uffd-wp") }
+        }
+
+        @Test(.timeLimit(.minutes(3))) func killingCpxWithTheHashTrackerLeavesEveryProcessOfATreeWhole() throws {
+            try ProcessTreeTests.asSubreaper { try Self.kill(instants: 12, tracker: "hash") }
         }
     }
 }
