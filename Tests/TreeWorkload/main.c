@@ -4,7 +4,8 @@
 // (members 1 and 2) and a grandchild (member 3, the first child's). In each member a worker
 // thread rewrites the member's own M MiB region page by page with a pattern of (member, page,
 // version), verifying every page before it rewrites it; the main thread answers the root over
-// pipes. Once "ready" is printed nothing is mapped, unmapped, opened or closed any more (no
+// pipes. The root's worker also queues real-time signals to the other members, each counted.
+// Once "ready" is printed nothing is mapped, unmapped, opened or closed any more (no
 // stdio, no malloc), so that every member's memory map and descriptor table stay as they were:
 // whatever a checkpointer leaves behind is its own.
 //
@@ -12,8 +13,8 @@
 //   "ready <root> <child1> <child2> <grandchild>"   once every member has answered a check
 //   stdin "check" -> "ok <steps0> <steps1> <steps2> <steps3>" once every member's worker has
 //       verified every page of its region since the request (so damage done before it is
-//       caught), each answering within 3 s; otherwise "bad <member> <what>" (a stopped member
-//       does not answer: "bad <member> no answer")
+//       caught) and has received every signal the root sent it, each answering within 3 s;
+//       otherwise "bad <member> <what>" (a stopped member does not answer: "bad <member> no answer")
 //   stdin "quit" or EOF -> every member exits; "bye", exit 0
 // Members exit when the root's end of their command pipe closes (the root died). Bad
 // arguments exit 2.
@@ -22,6 +23,7 @@
 #include <getopt.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -47,6 +49,25 @@ static _Atomic uint64_t steps;
 static _Atomic int damaged;         // the first damaged page + 1, or 0
 static int commands[MEMBERS][2];    // root -> member k (k >= 1)
 static int answers[2];              // members -> root
+// The root's worker queues real-time signals to the other members as it goes (each counted:
+// one lost, or delivered twice, in a member frozen or let go is caught); a check pauses them.
+static pid_t ids[MEMBERS];
+static pthread_mutex_t sending = PTHREAD_MUTEX_INITIALIZER;
+static int paused;
+static uint64_t sent[MEMBERS];
+static _Atomic uint64_t received;
+
+static void count(int signal) {
+    (void)signal;
+    atomic_fetch_add(&received, 1);
+}
+
+static void signalNext(uint64_t step) {
+    pthread_mutex_lock(&sending);
+    int k = 1 + (int)(step / 64 % (MEMBERS - 1));
+    if (!paused && sigqueue(ids[k], SIGRTMIN, (union sigval){.sival_int = (int)step}) == 0) sent[k]++;
+    pthread_mutex_unlock(&sending);
+}
 
 static uint64_t mix(uint64_t x) {
     x ^= x >> 30;
@@ -77,6 +98,7 @@ static void *worker(void *unused) {
         for (size_t w = 0; w < WORDS; w++) words[w] = pattern(page, version, w);
         versions[page] = version;
         atomic_store(&steps, step + 1);
+        if (member == 0 && step % 64 == 63) signalNext(step);
         if (pace > 0 && step % 64 == 63) usleep(pace);
     }
     return NULL;
@@ -110,7 +132,8 @@ static void selfCheck(unsigned sequence) {
     } else if (atomic_load(&steps) < from + pages + 1) {
         say(answers[1], "%d %u bad worker stalled\n", member, sequence);
     } else {
-        say(answers[1], "%d %u ok %llu\n", member, sequence, (unsigned long long)atomic_load(&steps));
+        say(answers[1], "%d %u ok %llu %llu\n", member, sequence, (unsigned long long)atomic_load(&steps),
+            (unsigned long long)atomic_load(&received));
     }
 }
 
@@ -145,6 +168,9 @@ static void serve(pid_t child) {
 // The root: asks every member to check, and says "ok ..." or what is wrong (unless quiet);
 // true if every member is whole.
 static int checkTree(unsigned sequence, int quiet) {
+    pthread_mutex_lock(&sending);
+    paused = 1;  // every signal sent is counted before the members count theirs
+    pthread_mutex_unlock(&sending);
     for (int k = 1; k < MEMBERS; k++) {
         while (write(commands[k][1], "c", 1) < 0 && errno == EINTR) {}
     }
@@ -180,8 +206,17 @@ static int checkTree(unsigned sequence, int quiet) {
                 && got == sequence && !answered[who]) {
                 answered[who] = 1;
                 remaining--;
-                if (strcmp(verdict, "ok") == 0) counts[who] = strtoull(line + used, NULL, 10);
-                else if (bad[0] == 0) snprintf(bad, sizeof bad, "%d %s", who, line + used);
+                char *rest;
+                if (strcmp(verdict, "ok") == 0) {
+                    counts[who] = strtoull(line + used, &rest, 10);
+                    // Each member counted its signals after a whole round of its worker: every
+                    // signal queued before the pause has been handled by then.
+                    unsigned long long got = strtoull(rest, NULL, 10);
+                    if (got != sent[who] && bad[0] == 0) {
+                        snprintf(bad, sizeof bad, "%d received %llu of %llu signals", who, got,
+                            (unsigned long long)sent[who]);
+                    }
+                } else if (bad[0] == 0) snprintf(bad, sizeof bad, "%d %s", who, line + used);
             }  // an answer to an earlier check, from a member that was late: dropped
             line = end + 1;
         }
@@ -191,6 +226,9 @@ static int checkTree(unsigned sequence, int quiet) {
     for (int k = 1; k < MEMBERS && bad[0] == 0; k++) {
         if (!answered[k]) snprintf(bad, sizeof bad, "%d no answer", k);
     }
+    pthread_mutex_lock(&sending);
+    paused = 0;
+    pthread_mutex_unlock(&sending);
     if (quiet) return bad[0] == 0;
     if (bad[0] != 0) say(1, "bad %s\n", bad);
     else {
@@ -221,7 +259,15 @@ int main(int argc, char **argv) {
         if (pipe(commands[k]) != 0) return 4;
     }
     if (pipe(answers) != 0) return 4;
-    pid_t ids[MEMBERS] = {getpid()};
+    ids[0] = getpid();
+    // Inherited by every member; SA_RESTART: a signal interrupts no read or write of the pipes.
+    struct sigaction action = {.sa_handler = count, .sa_flags = SA_RESTART};
+    sigemptyset(&action.sa_mask);
+    if (sigaction(SIGRTMIN, &action, NULL) != 0) return 4;
+    sigset_t counted;  // a mask inherited from the starter (a test runner's thread) must not hold it
+    sigemptyset(&counted);
+    sigaddset(&counted, SIGRTMIN);
+    if (sigprocmask(SIG_UNBLOCK, &counted, NULL) != 0) return 4;
     int ready[2];  // the first child tells the root its child's pid
     if (pipe(ready) != 0) return 4;
     ids[1] = fork();

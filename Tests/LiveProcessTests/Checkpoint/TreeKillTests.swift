@@ -18,7 +18,8 @@ extension LiveProcess {
     /// no thread stopped or traced, the same threads, memory map and descriptor table as before
     /// (the workload maps and opens nothing once ready), no range left registered with a
     /// userfaultfd, no chpox-inject helper left, no process added to the tree; and the tree still
-    /// works (each member verifies its memory and answers the root through a pipe).
+    /// works (each member verifies its memory, has received every real-time signal the root
+    /// queued to it, frozen or not, and answers the root through a pipe).
     @Suite struct TreeKillTests {
         /// What of one process must come through a kill exactly as it was.
         struct Fixed: Equatable, CustomStringConvertible {
