@@ -78,6 +78,9 @@ let package = Package(
         .executableTarget(
             name: "chpox-churn-workload", path: "Tests/ChurnWorkload",
             linkerSettings: [.linkedLibrary("pthread"), .linkedLibrary("m")]),
+        // A tree of four processes that self-check and answer over pipes (the tree kill tests).
+        .executableTarget(
+            name: "chpox-tree-workload", path: "Tests/TreeWorkload", linkerSettings: [.linkedLibrary("pthread")]),
         // A process with a known call stack, for the debugger tests of `ld-chpox --core`.
         .executableTarget(
             name: "chpox-stack-workload", path: "Tests/StackWorkload", cSettings: [.unsafeFlags(["-g", "-O0"])]),
@@ -104,7 +107,7 @@ let package = Package(
             dependencies: [
                 "TestTools", "Store", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport",
                 "CheckpointTestSupport", "chpox-dirty-workload", "chpox-churn-workload", "chpox-stack-workload",
-                "chpox-subreaper",
+                "chpox-subreaper", "chpox-tree-workload",
                 "chpox-tracker-proof", "chpox-inject", "chpox-restore-stub", "cpx", "dumpinfo", "ld-chpox",
             ], exclude: ["Restore/Golden"]),
         // Unit tests, one target per module; none runs a live process.
