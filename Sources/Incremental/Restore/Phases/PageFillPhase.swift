@@ -8,14 +8,21 @@ import Tracee
 public struct PageFillPhase: RestartPhase {
     /// Page ranges (page numbers, end exclusive) of private file mappings.
     public var fileBackedPages: [Range<UInt64>]
+    /// Page ranges of MAP_DROPPABLE mappings (VmFlags `dp`): left empty, as the kernel may
+    /// leave them at any moment (and CRIU does).
+    public var droppablePages: [Range<UInt64>] = []
 
     public var name: String { "page fill" }
     public var steps: [String] {
         ["write the stored pages through /proc/PID/mem (zero pages only over \(fileBackedPages.count) file mappings)"]
+            + (droppablePages.isEmpty ? [] : ["leave \(droppablePages.count) droppable mappings empty"])
     }
 
     public init(image: ProcessImage) {
         fileBackedPages = image.mappings.filter { $0.backing == .privateFile }.map {
+            Page.numbers(from: $0.start, to: $0.end)
+        }
+        droppablePages = image.mappings.filter { $0.flags.contains("dp") }.map {
             Page.numbers(from: $0.start, to: $0.end)
         }
     }
@@ -35,6 +42,7 @@ public struct PageFillPhase: RestartPhase {
         var written = 0
         try session.store.reader().readPages(session.map) { entry, bytes in
             if entry.chunk == .zeroPage && !writesZeroPage(at: entry.page) { return }
+            if droppablePages.contains(where: { $0.contains(entry.page) }) { return }
             do throws(Errno) { try memory.writeAll(bytes, at: Int64(Page.address(of: entry.page))) } catch {
                 throw TraceeError.from(
                     error, pid: pid, "write page 0x\(String(Page.address(of: entry.page), radix: 16)) of")
