@@ -35,7 +35,7 @@ enum TreeFigure {
     /// Per shape ("tree", "single"): the same figures.
     struct Shape {
         let processes, rssBytes, pssBytes: BenchmarkMetric
-        let fullPause, fullMilliseconds, fullStoreBytes: BenchmarkMetric
+        let fullPause, fullMilliseconds, fullStoreBytes, fullCopied: BenchmarkMetric
         let preCopyPause, preCopyTotalPause: BenchmarkMetric
         let deltaPause, deltaStoreBytes, deltaWritten, deltaDirty: BenchmarkMetric
         let criuFrozen, criuFreezing, criuBytes, criuPages, criuMilliseconds: BenchmarkMetric
@@ -48,6 +48,7 @@ enum TreeFigure {
             func m(_ name: String) -> BenchmarkMetric { metric("\(shape) \(name)") }
             processes = m("processes"); rssBytes = m("rss bytes"); pssBytes = m("pss bytes")
             fullPause = m("full pause us"); fullMilliseconds = m("full ms"); fullStoreBytes = m("full store bytes")
+            fullCopied = m("full copied pages")
             preCopyPause = m("precopy pause us"); preCopyTotalPause = m("precopy total pause us")
             deltaPause = m("delta pause us"); deltaStoreBytes = m("delta store bytes")
             deltaWritten = m("delta written pages"); deltaDirty = m("delta dirty pages")
@@ -59,7 +60,7 @@ enum TreeFigure {
         }
 
         var all: [BenchmarkMetric] {
-            [processes, rssBytes, pssBytes, fullPause, fullMilliseconds, fullStoreBytes, preCopyPause, preCopyTotalPause,
+            [processes, rssBytes, pssBytes, fullPause, fullMilliseconds, fullStoreBytes, fullCopied, preCopyPause, preCopyTotalPause,
              deltaPause, deltaStoreBytes, deltaWritten, deltaDirty, criuFrozen, criuFreezing, criuBytes, criuPages,
              criuMilliseconds, storeOverRss, storeOverPss, fullOverCriuPause, preCopyOverCriuPause, bytesOverCriu]
         }
@@ -165,6 +166,7 @@ let benchmarks: @Sendable () -> Void = {
             measure(figures.fullPause, full.pauseMicroseconds)
             measure(figures.fullMilliseconds, full.milliseconds)
             measure(figures.fullStoreBytes, run.fullBytes)
+            measure(figures.fullCopied, full.copiedPages)
             measure(figures.preCopyPause, preCopied.pauseMicroseconds)
             measure(figures.preCopyTotalPause, preCopied.totalPauseMicroseconds)
             measure(figures.deltaPause, delta.pauseMicroseconds)
@@ -193,7 +195,7 @@ let benchmarks: @Sendable () -> Void = {
         for (name, run) in [("tree", tree), ("single", single)] {
             let criu = run.criu.map { "criu frozen \($0.frozenMicroseconds) us \($0.imageBytes) B \($0.milliseconds) ms" } ?? "no criu"
             note("tree-iteration: \(name) \(run.processes) processes rss \(run.rss) B pss \(run.pss) B; "
-                + "full pause \(run.full?.pauseMicroseconds ?? -1) us +\(run.fullBytes) B in \(run.full?.milliseconds ?? -1) ms; "
+                + "full pause \(run.full?.pauseMicroseconds ?? -1) us copied \(run.full?.copiedPages ?? 0) pages +\(run.fullBytes) B in \(run.full?.milliseconds ?? -1) ms; "
                 + "pre-copy pause \(run.preCopied?.pauseMicroseconds ?? -1) us total \(run.preCopied?.totalPauseMicroseconds ?? -1) us; "
                 + "delta pause \(run.delta?.pauseMicroseconds ?? -1) us +\(run.deltaBytes) B written \(run.written) "
                 + "dirty \(run.delta?.dirtyPages ?? 0); \(criu)")
