@@ -32,6 +32,10 @@ let package = Package(
         // (or, `mixed`, a third each zero, text and random), dirtying K more on request (see
         // Sources/DirtyTarget/main.c).
         .executableTarget(name: "DirtyTarget"),
+        // The tree the tree benchmark checkpoints: processes sharing pages copy-on-write after
+        // fork, each with pages of its own, each writing 1% of its pages on request (see
+        // Sources/TreeTarget/main.c).
+        .executableTarget(name: "TreeTarget"),
         // What the benchmarks share: starting and driving a DirtyTarget, scratch stores, a
         // seeded generator (SplitMix64), and the notes run-ratios reads.
         .target(name: "TargetProcess", dependencies: [.product(name: "Store", package: "chpox")]),
@@ -82,6 +86,21 @@ let package = Package(
                 "DirtyTarget",
             ],
             path: "Benchmarks/RestartBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // A tree of 8 processes (256 MiB shared copy-on-write, 32 MiB private each) against one
+        // 1 GiB process, and against `criu dump --leave-running` of each, in the same run. Needs
+        // TreeTarget and chpox-inject built beside it, and CRIU ($CHPOX_CRIU): `run-ratios`.
+        .executableTarget(
+            name: "TreeBenchmarks",
+            dependencies: [
+                .product(name: "Incremental", package: "chpox"),
+                .product(name: "Store", package: "chpox"),
+                .product(name: "Benchmark", package: "benchmark"),
+                "TargetProcess",
+                "TreeTarget",
+            ],
+            path: "Benchmarks/TreeBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ]

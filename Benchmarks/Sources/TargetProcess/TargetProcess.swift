@@ -34,34 +34,11 @@ public final class TargetProcess: @unchecked Sendable {
     public init(pages: Int, mixed: Bool = false) throws {
         self.pages = pages
         let path = ProcessInfo.processInfo.environment["CHPOX_DIRTY_TARGET"] ?? Self.binDirectory + "/DirtyTarget"
-        var input: [Int32] = [0, 0], output: [Int32] = [0, 0]
-        guard pipe(&input) == 0 else { throw TargetError.spawn(path, errno) }
-        guard pipe(&output) == 0 else {
-            let error = errno
-            close(input[0]); close(input[1])
-            throw TargetError.spawn(path, error)
-        }
-        // Our ends must not reach the target, or it would never see end of file on stdin.
-        for fd in input + output { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, input[0], 0)
-        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
-        let arguments = [path, "\(pages)"] + (mixed ? ["mixed"] : [])
-        let argv = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var child: pid_t = 0
-        let status = posix_spawn(&child, path, &actions, nil, argv, environ)
-        close(input[0])
-        close(output[1])
-        guard status == 0 else {
-            close(input[1]); close(output[0])
-            throw TargetError.spawn(path, status)
-        }
+        let arguments = ["\(pages)"] + (mixed ? ["mixed"] : [])
+        let (child, input, output) = try Self.spawn(path, arguments)
         pid = child
-        toTarget = input[1]
-        fromTarget = output[0]
+        toTarget = input
+        fromTarget = output
         let ready = readLine().split(separator: " ")
         guard ready.count == 3, ready[0] == "ready", let address = UInt64(ready[1], radix: 16) else {
             kill()
@@ -76,11 +53,45 @@ public final class TargetProcess: @unchecked Sendable {
         close(fromTarget)
     }
 
-    private func readLine() -> String {
+    private func readLine() -> String { Self.readLine(fromTarget) }
+
+    /// One line from `fd` (without its newline), read a byte at a time so that nothing past it
+    /// is taken from the pipe.
+    static func readLine(_ fd: Int32) -> String {
         var line: [UInt8] = []
         var byte: UInt8 = 0
-        while Glibc.read(fromTarget, &byte, 1) == 1 && byte != 10 { line.append(byte) }
+        while Glibc.read(fd, &byte, 1) == 1 && byte != 10 { line.append(byte) }
         return String(decoding: line, as: UTF8.self)
+    }
+
+    /// Starts `path ARGUMENTS` with pipes for its stdin and stdout (stderr is ours); returns its
+    /// pid and our ends: the one we write, the one we read.
+    static func spawn(_ path: String, _ arguments: [String]) throws(TargetError) -> (pid: pid_t, input: Int32, output: Int32) {
+        var input: [Int32] = [0, 0], output: [Int32] = [0, 0]
+        guard pipe(&input) == 0 else { throw TargetError.spawn(path, errno) }
+        guard pipe(&output) == 0 else {
+            let error = errno
+            close(input[0]); close(input[1])
+            throw TargetError.spawn(path, error)
+        }
+        // Our ends must not reach the target, or it would never see end of file on stdin.
+        for fd in input + output { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, input[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var child: pid_t = 0
+        let status = posix_spawn(&child, path, &actions, nil, argv, environ)
+        close(input[0])
+        close(output[1])
+        guard status == 0 else {
+            close(input[1]); close(output[0])
+            throw TargetError.spawn(path, status)
+        }
+        return (child, input[1], output[0])
     }
 
     /// Writes `count` distinct random pages of the target; returns once it has.
