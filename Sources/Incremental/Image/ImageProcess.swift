@@ -56,6 +56,7 @@ extension ProcessImage {
     public struct Descriptor: Codable, Sendable, Equatable {
         public enum Kind: String, Codable, Sendable {
             case file, deletedFile = "deleted-file", directory, null, terminal, pipe, event, unsupported
+            case socket
         }
         public var fd: Int32
         public var kind: Kind
@@ -84,10 +85,13 @@ extension ProcessImage {
         public var deletedAttributes: DeletedFile? = nil
         /// An flock(2) lock held through this open file: "shared" or "exclusive".
         public var flock: String? = nil
+        /// A UNIX socket of a pair (`kind` socket).
+        public var socket: UnixSocket? = nil
 
         enum CodingKeys: String, CodingKey {
             case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
                 deletedAttributes, flock
+            case socket
         }
 
         public init(

@@ -50,6 +50,7 @@ public struct ProcessPlan: Sendable {
             MemoryLayoutPhase(image: image),
             PageFillPhase(image: image),
             DescriptorPhase(image: image),
+            SocketPhase(image: image),
             FileLockPhase(image: image),
             EventDescriptorPhase(image: image),
             MemoryDescriptorPhase(image: image),

@@ -88,4 +88,12 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let membarrier = SystemCall(CHPOX_SYS_membarrier)
     /// The corresponding C constant is SYS_set_robust_list.
     public static let setRobustList = SystemCall(CHPOX_SYS_set_robust_list)
+    /// The corresponding C constant is SYS_socketpair.
+    public static let socketpair = SystemCall(CHPOX_SYS_socketpair)
+    /// The corresponding C constant is SYS_sendto.
+    public static let sendto = SystemCall(CHPOX_SYS_sendto)
+    /// The corresponding C constant is SYS_shutdown.
+    public static let shutdown = SystemCall(CHPOX_SYS_shutdown)
+    /// The corresponding C constant is SYS_setsockopt.
+    public static let setsockopt = SystemCall(CHPOX_SYS_setsockopt)
 }
