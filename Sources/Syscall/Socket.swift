@@ -49,6 +49,13 @@ extension FileDescriptor {
         return FileDescriptor(rawValue: fd)
     }
 
+    /// Two connected UNIX sockets of `type` (socketpair(2)); always close-on-exec.
+    public static func socketPair(type: Int32) throws(Errno) -> (FileDescriptor, FileDescriptor) {
+        var ends: [Int32] = [-1, -1]
+        _ = try retryingInterrupts { socketpair(AF_UNIX, type | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) }.get()
+        return (FileDescriptor(rawValue: ends[0]), FileDescriptor(rawValue: ends[1]))
+    }
+
     /// The value of integer option `option` (getsockopt(2), level SOL_SOCKET).
     public func socketOption(_ option: SocketOption) throws(Errno) -> Int32 {
         var value: Int32 = 0

@@ -25,6 +25,10 @@ public struct UnixSocketDiagnosis: Sendable, Equatable {
     /// Bytes queued to be read (stream and seqpacket: all of them; datagram: the first
     /// message's). The corresponding C constant is UNIX_DIAG_RQLEN.
     public var queuedBytes: UInt32?
+    /// The memory (sk_wmem_alloc, in bytes) of what it sent that is still queued at its peer:
+    /// each message counts its whole buffer (768 bytes for a short datagram here), an empty one
+    /// too. The corresponding C constant is UNIX_DIAG_RQLEN (its udiag_wqueue).
+    public var sentMemory: UInt32?
     /// The kernel's sk_shutdown bits: `receiveShutdown` (1), `sendShutdown` (2).
     public var shutdown: UInt8
 
@@ -101,6 +105,9 @@ public struct UnixSocketDiagnosis: Sendable, Equatable {
                 diagnosis.peer = payload.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
             case Int(UNIX_DIAG_RQLEN) where payload.count >= 4:
                 diagnosis.queuedBytes = payload.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+                if payload.count >= 8 {
+                    diagnosis.sentMemory = payload.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) }
+                }
             case Int(UNIX_DIAG_SHUTDOWN) where payload.count >= 1: diagnosis.shutdown = payload[0]
             default: break
             }

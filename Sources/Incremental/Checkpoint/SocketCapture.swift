@@ -112,7 +112,11 @@ final class SocketCapture {
             let peekOffset = try copy.socketOption(.peekOffset)
             if peekOffset >= 0 { socket.peekOffset = peekOffset }
             switch try queue(of: copy, socket, peekOffset: peekOffset, queued: Int(diagnosis.queuedBytes ?? 0)) {
-            case .success(let messages): socket.queue = messages
+            case .success(let messages):
+                if type != .stream, let refusal = unseenRefusal(messages, socket, typeNumber: typeNumber) {
+                    return .refused(refusal)
+                }
+                socket.queue = messages
             case .failure(let refusal): return .refused(refusal.reason)
             }
             return .socket(socket)
@@ -194,6 +198,44 @@ final class SocketCapture {
             return .failure(Refusal(reason: "its queue read \(seen) bytes where sock_diag counts \(queued)"))
         }
         return .success(messages)
+    }
+
+    /// What a peek cannot see: an empty datagram or seqpacket message that was peeked once
+    /// (by an earlier checkpoint, or the program) is skipped by every later peek at an offset.
+    /// The peer's send memory tells: the messages read are sent again between two sockets of
+    /// this process, and they must take the memory the peer's queued ones take. Nil when they
+    /// do, or when the peer was closed (nothing to compare with).
+    private func unseenRefusal(_ messages: [Data], _ socket: ProcessImage.UnixSocket, typeNumber: Int32) -> String? {
+        guard socket.peer != 0, let queued = (try? UnixSocketDiagnosis.of(inode: socket.peer))?.sentMemory else {
+            return nil
+        }
+        do throws(Errno) {
+            let (sender, receiver) = try FileDescriptor.socketPair(type: typeNumber)
+            defer {
+                sender.close()
+                receiver.close()
+            }
+            let inode = try sender.status().inode
+            func send(_ bytes: [UInt8]) throws(Errno) {
+                _ = try bytes.withRawBytes { (raw) throws(Errno) in try sender.send(raw, flags: .dontWait) }
+            }
+            func memory() throws(Errno) -> Int { Int(try UnixSocketDiagnosis.of(inode: inode).sentMemory ?? 0) }
+            for message in messages { try send([UInt8](message)) }
+            let replayed = try memory()
+            guard replayed != Int(queued) else { return nil }
+            try send([])
+            let empty = try memory() - replayed
+            if Int(queued) > replayed, empty > 0, (Int(queued) - replayed) % empty == 0 {
+                let count = (Int(queued) - replayed) / empty
+                return (count == 1 ? "an empty message is" : "\(count) empty messages are")
+                    + " queued that a peek no longer shows (an earlier peek saw them): where they stand in its "
+                    + "queue cannot be read"
+            }
+            return "the messages its peer queued take \(queued) bytes of memory where those read take "
+                + "\(replayed): part of its queue cannot be read"
+        } catch {
+            return "its queue cannot be checked against its peer's (\(error))"
+        }
     }
 
     /// A process other than `pid` holding socket `inode` (the first found in /proc).
