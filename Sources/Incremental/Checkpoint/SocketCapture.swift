@@ -103,8 +103,12 @@ final class SocketCapture {
             if try copy.hasPendingError() {
                 // A stream's peer closed with data unread in it leaves ECONNRESET here; nothing
                 // else is made again.
-                guard socket.peer == 0, type != .datagram else {
-                    return .refused("an error is pending on it (SO_ERROR), which a restart cannot set again")
+                guard socket.peer == 0, type == .stream else {
+                    // A datagram or seqpacket receive returns (and clears) the error before any
+                    // message, a peek too: the queue cannot be read without changing the socket.
+                    return .refused(
+                        "an error is pending on it (SO_ERROR), which a restart cannot set again and which "
+                            + "reading its queue would clear")
                 }
                 socket.resetPending = true
             }
@@ -158,7 +162,9 @@ final class SocketCapture {
         var messages: [Data] = []
         var total = 0
         var buffer = [UInt8](repeating: 0, count: Self.messageLimit)
-        while true {
+        // A stream stops at its last queued byte: one more peek would return end of file, or
+        // take (and clear) an error pending after the data.
+        while socket.type != .stream || total < queued {
             let (count, flags): (Int, FileDescriptor.MessageFlags)
             do {
                 (count, flags) = try buffer.withMutableRawBytes { (raw) throws(Errno) in
