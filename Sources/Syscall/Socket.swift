@@ -64,6 +64,15 @@ extension FileDescriptor {
         return value
     }
 
+    /// The credentials of the process that connected the peer, or made the pair, as they were
+    /// then (SO_PEERCRED): its pid, effective uid and effective gid.
+    public func peerCredentials() throws(Errno) -> (pid: Int32, user: UInt32, group: UInt32) {
+        var credentials = chpox_ucred()
+        var length = socklen_t(MemoryLayout<chpox_ucred>.size)
+        _ = try retryingInterrupts { getsockopt(rawValue, SOL_SOCKET, CHPOX_SO_PEERCRED, &credentials, &length) }.get()
+        return (credentials.pid, credentials.uid, credentials.gid)
+    }
+
     /// Sets integer option `option` (setsockopt(2), level SOL_SOCKET).
     public func setSocketOption(_ option: SocketOption, to value: Int32) throws(Errno) {
         var value = value

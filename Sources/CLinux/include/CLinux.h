@@ -355,6 +355,11 @@ _Static_assert(sizeof(struct nlmsgerr) == 20, "nlmsgerr layout");
 // Socket options asm/socket.h defines as macros Swift may not see on every libc.
 #define CHPOX_SO_PEEK_OFF 42
 #define CHPOX_SO_DOMAIN 39
+// SO_PEERCRED answers struct ucred (pid, uid, gid), declared only under _GNU_SOURCE.
+#define CHPOX_SO_PEERCRED 17
+struct chpox_ucred { int32_t pid; uint32_t uid; uint32_t gid; };
+_Static_assert(CHPOX_SO_PEERCRED == SO_PEERCRED, "SO_PEERCRED");
+_Static_assert(sizeof(struct chpox_ucred) == 12, "struct ucred layout");
 _Static_assert(CHPOX_SO_PEEK_OFF == SO_PEEK_OFF, "SO_PEEK_OFF");
 _Static_assert(CHPOX_SO_DOMAIN == SO_DOMAIN, "SO_DOMAIN");
 // The kernel's sk_shutdown bits (include/net/sock.h) that UNIX_DIAG_SHUTDOWN reports.

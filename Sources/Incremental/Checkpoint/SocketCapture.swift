@@ -98,6 +98,13 @@ final class SocketCapture {
             }
             if let refusal = peerRefusal(inode: inode, diagnosis.peer) { return .refused(refusal) }
             var socket = ProcessImage.UnixSocket(inode: inode, type: type, peer: UInt64(diagnosis.peer ?? 0))
+            let credentials = try copy.peerCredentials()
+            guard credentials.pid == pid else {
+                return .refused(
+                    "its peer credentials (SO_PEERCRED) name pid \(credentials.pid), the process that made the pair; "
+                        + "a restart would name this one")
+            }
+            socket.peerCredentials = [credentials.user, credentials.group]
             if diagnosis.shutdown & UnixSocketDiagnosis.receiveShutdown != 0 { socket.readShutdown = true }
             if diagnosis.shutdown & UnixSocketDiagnosis.sendShutdown != 0 { socket.writeShutdown = true }
             if try copy.hasPendingError() {

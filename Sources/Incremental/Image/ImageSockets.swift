@@ -31,9 +31,13 @@ extension ProcessImage {
         /// A stream or seqpacket end whose peer was closed with data unread in it: the peer's
         /// close left ECONNRESET pending here, what its next read after the queue returns.
         public var resetPending: Bool? = nil
+        /// The effective uid and gid SO_PEERCRED names: those of the process when it made the
+        /// pair (its pid is the process's own; another pid is refused).
+        public var peerCredentials: [UInt32]? = nil
 
         enum CodingKeys: String, CodingKey {
-            case inode, type, peer, readShutdown, writeShutdown, queue, peekOffset, passCredentials, resetPending
+            case inode, type, peer, readShutdown, writeShutdown, queue, peekOffset, passCredentials, resetPending,
+                peerCredentials
         }
 
         public init(inode: UInt64, type: SocketType, peer: UInt64) {

@@ -132,5 +132,37 @@ extension LiveProcess {
             RestartTests.end(target)
             RestartTests.end(server)
         }
+    
+        /// Root restarting another user's process makes its pairs as that user: SO_PEERCRED
+        /// names the process and its user, as at the checkpoint, not ld-chpox's root.
+        @Test(
+            .enabled(if: python && PrivilegeTests.canRun, "needs root, setpriv and python3"),
+            .timeLimit(.minutes(2)))
+        func anotherUsersPairNamesThatUserAsItsPeer() throws {
+            let directory = try RestartTests.scratch("socket-user")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let program = """
+                import os, socket, struct, sys
+                a, b = socket.socketpair()
+                a.send(b"queued")
+                print("ready", flush=True)
+                sys.stdin.readline()
+                pid, uid, gid = struct.unpack("3i", b.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+                print(pid == os.getpid(), uid, gid, os.geteuid(), b.recv(10).decode(), flush=True)
+                """
+            let user = PrivilegeTests.user
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/setpriv",
+                arguments: [
+                    "--reuid", "\(user)", "--regid", "\(user)", "--clear-groups", "/bin/sh", "-c",
+                    "cd / && exec /usr/bin/python3 -c \"$0\"", program,
+                ])
+            #expect(try original.line() == "ready")
+            try RestartTests.checkpoint(original.pid, store: directory + "/store", name: "user")
+            RestartTests.end(original)
+            let restarted = try RestartTests.restart(store: directory + "/store", name: "user", generation: 0)
+            #expect(try restarted.send("go") == "True \(user) \(user) \(user) queued")
+            #expect(try restarted.child.wait() == .exited(0))
+        }
     }
 }

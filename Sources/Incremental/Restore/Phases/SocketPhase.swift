@@ -46,6 +46,9 @@ public struct SocketPhase: RestartPhase {
         /// An end without descriptors is closed with a byte left unread in it: the other end
         /// then reports ECONNRESET once, as it did at the checkpoint.
         public var resetPending: Bool
+        /// The effective uid and gid the pair is made under: what its SO_PEERCRED names.
+        public var user: UInt32
+        public var group: UInt32
     }
 
     public var pairs: [Pair]
@@ -104,14 +107,51 @@ public struct SocketPhase: RestartPhase {
                 inode: 0, descriptors: [], statusFlags: 0, queue: [], readShutdown: false, writeShutdown: false,
                 peekOffset: nil, passCredentials: false) : end(socket.peer)
             if socket.peer != 0 { made.insert(socket.peer) }
-            pairs.append(.init(type: socket.type, ends: [end(socket.inode), peer], resetPending: socket.resetPending == true))
+            let ids = socket.peerCredentials ?? [image.credentials.user.effective, image.credentials.group.effective]
+            pairs.append(
+                .init(
+                    type: socket.type, ends: [end(socket.inode), peer], resetPending: socket.resetPending == true,
+                    user: ids.first ?? 0, group: ids.last ?? 0))
         }
         self.pairs = pairs
         holderBase = (image.descriptors.map(\.fd).max() ?? 2) + 1
     }
 
     public func run(in session: RestartSession) throws {
-        for pair in pairs { try make(pair, session.calls) }
+        guard !pairs.isEmpty else { return }
+        let status = try ProcFS.status(session.pid)
+        let ids = Ids(users: status.userIDs, groups: status.groupIDs)
+        for pair in pairs { try make(pair, ids, session.calls) }
+    }
+
+    /// The stub's real, effective, saved and filesystem ids (/proc/PID/status's Uid and Gid).
+    struct Ids {
+        var users: [UInt32]
+        var groups: [UInt32]
+        var user: UInt32 { users.count == 4 ? users[1] : 0 }
+        var group: UInt32 { groups.count == 4 ? groups[1] : 0 }
+    }
+
+    /// Runs `body` with the stub's effective ids set to `user` and `group` (a socketpair takes
+    /// its SO_PEERCRED from them), then puts its ids back as they were, the filesystem ids
+    /// too (setresuid moves them with the effective ones). Needs root when they differ.
+    private func making<T>(
+        as user: UInt32, _ group: UInt32, _ ids: Ids, _ calls: RemoteCalls, _ what: String,
+        _ body: () throws -> T
+    ) throws -> T {
+        guard user != ids.user || group != ids.group, ids.users.count == 4, ids.groups.count == 4 else {
+            return try body()
+        }
+        let keep = -1
+        try calls.call(.setresgid, keep, group, keep, to: "\(what): take gid \(group), which its SO_PEERCRED names")
+        try calls.call(.setresuid, keep, user, keep, to: "\(what): take uid \(user), which its SO_PEERCRED names")
+        let result = try body()
+        try calls.call(.setresuid, keep, ids.user, keep, to: "\(what): take back uid \(ids.user)")
+        try calls.call(.setresgid, keep, ids.group, keep, to: "\(what): take back gid \(ids.group)")
+        // setfsuid and setfsgid answer the previous id, never an error.
+        _ = try calls.result(of: .setfsuid, ids.users[3])
+        _ = try calls.result(of: .setfsgid, ids.groups[3])
+        return result
     }
 
     /// socketpair(2)'s type argument.
@@ -123,14 +163,16 @@ public struct SocketPhase: RestartPhase {
         }
     }
 
-    private func make(_ pair: Pair, _ calls: RemoteCalls) throws {
+    private func make(_ pair: Pair, _ ids: Ids, _ calls: RemoteCalls) throws {
         let numbers = pair.ends.flatMap(\.descriptors).map { "\($0.fd)" }.joined(separator: ", ")
         let what = "make the UNIX \(pair.type.rawValue) socket pair of descriptor \(numbers)"
-        let made = try calls.withFrame { () throws(TraceeError) in
-            let ends = try calls.reserve(8)
-            try calls.call(
-                .socketpair, AF_UNIX, Self.typeNumber(pair.type) | Int32(SOCK_CLOEXEC.rawValue), 0, ends, to: what)
-            return try calls.words(at: ends, count: 1)[0]
+        let made = try making(as: pair.user, pair.group, ids, calls, what) {
+            try calls.withFrame { () throws(TraceeError) in
+                let ends = try calls.reserve(8)
+                try calls.call(
+                    .socketpair, AF_UNIX, Self.typeNumber(pair.type) | Int32(SOCK_CLOEXEC.rawValue), 0, ends, to: what)
+                return try calls.words(at: ends, count: 1)[0]
+            }
         }
         // Both ends above every number of the image first: the kernel may have handed out the
         // number the other end is to take.
