@@ -23,6 +23,16 @@ extension FileDescriptor {
         /// The corresponding C constant is SO_PASSCRED: the sender's credentials come with
         /// every message.
         public static let passCredentials = SocketOption(rawValue: SO_PASSCRED)
+        /// The corresponding C constant is SO_SNDBUF: the bytes of memory its sent messages may
+        /// take (set: half the value read back; the kernel doubles it, capped by wmem_max).
+        public static let sendBuffer = SocketOption(rawValue: SO_SNDBUF)
+        /// The corresponding C constant is SO_RCVBUF.
+        public static let receiveBuffer = SocketOption(rawValue: SO_RCVBUF)
+        /// The corresponding C constant is SO_SNDBUFFORCE: SO_SNDBUF beyond wmem_max
+        /// (CAP_NET_ADMIN).
+        public static let sendBufferForce = SocketOption(rawValue: SO_SNDBUFFORCE)
+        /// The corresponding C constant is SO_RCVBUFFORCE.
+        public static let receiveBufferForce = SocketOption(rawValue: SO_RCVBUFFORCE)
     }
 
     /// Flags of send(2) and recvmsg(2), and of what recvmsg reports.

@@ -120,6 +120,10 @@ final class SocketCapture {
                 socket.resetPending = true
             }
             if try copy.socketOption(.passCredentials) != 0 { socket.passCredentials = true }
+            let defaults = try Self.defaultBuffers(typeNumber)
+            let buffers = (try copy.socketOption(.sendBuffer), try copy.socketOption(.receiveBuffer))
+            if buffers.0 != defaults.0 { socket.sendBuffer = buffers.0 }
+            if buffers.1 != defaults.1 { socket.receiveBuffer = buffers.1 }
             let peekOffset = try copy.socketOption(.peekOffset)
             if peekOffset >= 0 { socket.peekOffset = peekOffset }
             switch try queue(of: copy, socket, peekOffset: peekOffset, queued: Int(diagnosis.queuedBytes ?? 0)) {
@@ -194,9 +198,12 @@ final class SocketCapture {
                     Refusal(reason: "a message longer than \(Format.bytes(Int64(Self.messageLimit))) is queued"))
             }
             if count == 0 {
-                // A stream's end of file; a seqpacket's too once every queued byte was seen (an
-                // empty message after its last byte cannot be told from it).
-                if socket.type == .stream || (socket.type == .seqpacket && total >= queued) { break }
+                // A stream's end of file before the count sock_diag gave: the check below says so.
+                if socket.type == .stream { break }
+                // A seqpacket socket shut down for reading answers 0 at its end, once every queued
+                // byte was seen (an empty message after the last byte cannot be told from it; the
+                // check of the peer's send memory refuses one). Otherwise 0 is an empty message.
+                if socket.type == .seqpacket, socket.readShutdown == true, total >= queued { break }
             }
             messages.append(Data(buffer[..<count]))
             total += count
@@ -228,6 +235,12 @@ final class SocketCapture {
                 sender.close()
                 receiver.close()
             }
+            // The peer's send buffer bounds what it could queue: ours is made as large.
+            if let fd = held[socket.peer], let process {
+                let peer = try process.copyDescriptor(fd)
+                defer { peer.close() }
+                try sender.setSocketOption(.sendBufferForce, to: try peer.socketOption(.sendBuffer) / 2)
+            }
             let inode = try sender.status().inode
             func send(_ bytes: [UInt8]) throws(Errno) {
                 _ = try bytes.withRawBytes { (raw) throws(Errno) in try sender.send(raw, flags: .dontWait) }
@@ -249,6 +262,18 @@ final class SocketCapture {
         } catch {
             return "its queue cannot be checked against its peer's (\(error))"
         }
+    }
+
+    /// SO_SNDBUF and SO_RCVBUF of a new socket of this type (net.core.wmem_default and
+    /// rmem_default, as the kernel doubles them): a socket of the process with other sizes had
+    /// them set, and gets them again.
+    static func defaultBuffers(_ typeNumber: Int32) throws(Errno) -> (Int32, Int32) {
+        let (one, other) = try FileDescriptor.socketPair(type: typeNumber)
+        defer {
+            one.close()
+            other.close()
+        }
+        return (try one.socketOption(.sendBuffer), try one.socketOption(.receiveBuffer))
     }
 
     /// A process other than `pid` holding socket `inode` (the first found in /proc).

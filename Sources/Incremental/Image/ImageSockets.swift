@@ -34,10 +34,14 @@ extension ProcessImage {
         /// The effective uid and gid SO_PEERCRED names: those of the process when it made the
         /// pair (its pid is the process's own; another pid is refused).
         public var peerCredentials: [UInt32]? = nil
+        /// SO_SNDBUF and SO_RCVBUF as getsockopt reads them, when the program changed them from
+        /// a new socket's.
+        public var sendBuffer: Int32? = nil
+        public var receiveBuffer: Int32? = nil
 
         enum CodingKeys: String, CodingKey {
             case inode, type, peer, readShutdown, writeShutdown, queue, peekOffset, passCredentials, resetPending,
-                peerCredentials
+                peerCredentials, sendBuffer, receiveBuffer
         }
 
         public init(inode: UInt64, type: SocketType, peer: UInt64) {

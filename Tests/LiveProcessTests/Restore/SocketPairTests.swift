@@ -11,7 +11,8 @@ extension LiveProcess {
         static let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
 
         /// A stream, a datagram and a seqpacket pair with messages queued both ways (the datagram
-        /// end also at a second number), a stream shut down for writing after its last bytes, a
+        /// end also at a second number, one of its messages 100 kB), a stream whose sender set a
+        /// larger SO_SNDBUF and queued more than the default allows, a stream shut down for writing after its last bytes, a
         /// datagram and a stream whose peers were closed with data still queued, and a stream
         /// whose closed peer had data unread (ECONNRESET pending). Told "go", it reads every
         /// queue, then checks that each pair still carries data both ways.
@@ -25,7 +26,7 @@ extension LiveProcess {
                 return a, b
             stream = pair(socket.SOCK_STREAM, [b"to-", b"b"], [b"to-a"])
             stream[0].setblocking(False)
-            dgram = pair(socket.SOCK_DGRAM, [b"d1", b"d22"], [b"d333"])
+            dgram = pair(socket.SOCK_DGRAM, [b"d1", b"d22", b"L" * 100000], [b"d333"])
             dgram_dup = os.dup(dgram[1].fileno())
             seq = pair(socket.SOCK_SEQPACKET, [b"s1", b"s22", b"s333"], [b"s4444"])
             half = pair(socket.SOCK_STREAM, [b"last"], [])
@@ -33,24 +34,28 @@ extension LiveProcess {
             lone_dgram, gone = pair(socket.SOCK_DGRAM, [], [b"orphan"]); gone.close()
             lone_stream, gone = pair(socket.SOCK_STREAM, [], [b"tail"]); gone.close()
             reset, gone = pair(socket.SOCK_STREAM, [b"unread"], []); gone.close()
+            big = pair(socket.SOCK_STREAM, [], [])
+            big[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            big[0].sendall(b"B" * 600000)  # more than a socket of the default size may queue
             print("ready", flush=True)
             def drain(s):
                 s.setblocking(False)
                 got = []
                 while True:
                     try:
-                        m = s.recv(100)
+                        m = s.recv(1 << 20)
                     except BlockingIOError:
                         break
                     except ConnectionResetError:
                         got.append("RESET"); continue
-                    got.append(m.decode() or "EOF")
+                    got.append((m.decode() if len(m) < 100 else "<%d>" % len(m)) or "EOF")
                     if not m: break
                 return ",".join(got)
             for line in sys.stdin:
                 out = [str(os.get_blocking(stream[0].fileno())), drain(stream[1]), drain(stream[0]), drain(socket.socket(fileno=dgram_dup)),
                        drain(dgram[0]), drain(seq[1]), drain(seq[0]), drain(half[1]), drain(lone_dgram),
-                       drain(lone_stream), drain(reset)]
+                       drain(lone_stream), drain(reset), drain(big[1]),
+                       str(big[0].getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))]
                 for a, b in (stream, dgram, seq):
                     a.send(b"ping"); b.setblocking(True); b.send(b"pong"); a.setblocking(True)
                     out.append(b.recv(10).decode() + "/" + a.recv(10).decode())
@@ -58,8 +63,8 @@ extension LiveProcess {
                 break
             """
         static let expected =
-            "False to-b to-a d1,d22 d333 s1,s22,s333 s4444 last,EOF orphan tail,EOF RESET,EOF "
-            + "ping/pong ping/pong ping/pong"
+            "False to-b to-a d1,d22,<100000> d333 s1,s22,s333 s4444 last,EOF orphan tail,EOF RESET,EOF "
+            + "<600000> 2097152 ping/pong ping/pong ping/pong"
 
         @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
         func socketPairsComeBackWithTheirQueues() throws {

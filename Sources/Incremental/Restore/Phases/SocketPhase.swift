@@ -37,6 +37,9 @@ public struct SocketPhase: RestartPhase {
         public var writeShutdown: Bool
         public var peekOffset: Int32?
         public var passCredentials: Bool
+        /// SO_SNDBUF and SO_RCVBUF as read back, when the program had set them.
+        public var sendBuffer: Int32? = nil
+        public var receiveBuffer: Int32? = nil
     }
 
     public struct Pair: Sendable, Equatable {
@@ -95,7 +98,8 @@ public struct SocketPhase: RestartPhase {
                 inode: inode, descriptors: held.map { .init(fd: $0.fd, closeOnExec: $0.flags & O_CLOEXEC != 0) },
                 statusFlags: (held.first?.flags ?? 0) & DescriptorPhase.statusFlags, queue: socket?.queue ?? [],
                 readShutdown: socket?.readShutdown == true, writeShutdown: socket?.writeShutdown == true,
-                peekOffset: socket?.peekOffset, passCredentials: socket?.passCredentials == true)
+                peekOffset: socket?.peekOffset, passCredentials: socket?.passCredentials == true,
+                sendBuffer: socket?.sendBuffer, receiveBuffer: socket?.receiveBuffer)
         }
         var pairs: [Pair] = []
         var made: Set<UInt64> = []
@@ -182,6 +186,16 @@ public struct SocketPhase: RestartPhase {
             holders.append(Int32(try calls.call(.fcntl, fd, F_DUPFD_CLOEXEC, holderBase, to: what)))
             _ = try calls.result(of: .close, fd)
         }
+        // Buffer sizes first: the sender's bounds what the queue it fills may hold.
+        for (index, end) in pair.ends.enumerated() {
+            if let size = end.sendBuffer {
+                try setBuffer(.sendBufferForce, else: .sendBuffer, size, on: holders[index], calls, "\(what): SO_SNDBUF")
+            }
+            if let size = end.receiveBuffer {
+                try setBuffer(
+                    .receiveBufferForce, else: .receiveBuffer, size, on: holders[index], calls, "\(what): SO_RCVBUF")
+            }
+        }
         for (index, end) in pair.ends.enumerated() {
             for message in end.queue {
                 try send(message, from: holders[1 - index], pair.type, calls, "\(what): queue what it held")
@@ -249,6 +263,19 @@ public struct SocketPhase: RestartPhase {
         defer { _ = try? calls.result(of: .munmap, buffer, size) }
         try calls.write(bytes, at: UInt64(buffer))
         try sendAll(at: UInt64(buffer))
+    }
+
+    /// Sets a buffer size as getsockopt read it back (the kernel doubles what it is given):
+    /// beyond the system's maximum where the stub may (`force`, CAP_NET_ADMIN), else as far as
+    /// the maximum lets it.
+    private func setBuffer(
+        _ force: FileDescriptor.SocketOption, else plain: FileDescriptor.SocketOption, _ size: Int32, on fd: Int32,
+        _ calls: RemoteCalls, _ what: String
+    ) throws {
+        let forced = try calls.withFrame { () throws(TraceeError) in
+            try calls.result(of: .setsockopt, fd, SOL_SOCKET, force.rawValue, try calls.value(size / 2), 4)
+        }
+        if forced < 0 { try setOption(plain, size / 2, on: fd, calls, what) }
     }
 
     private func setOption(
