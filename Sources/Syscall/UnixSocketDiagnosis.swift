@@ -53,7 +53,8 @@ public struct UnixSocketDiagnosis: Sendable, Equatable {
     /// ENOENT: no UNIX socket of this network namespace has that inode.
     public static func of(inode: UInt64) throws(Errno) -> UnixSocketDiagnosis {
         guard let inode32 = UInt32(exactly: inode) else { throw Errno(rawValue: ERANGE) }
-        let netlink = try FileDescriptor.socket(domain: AF_NETLINK, type: Int32(SOCK_DGRAM.rawValue), protocol: NETLINK_SOCK_DIAG)
+        let netlink = try FileDescriptor.socket(
+            domain: AF_NETLINK, type: Int32(SOCK_DGRAM.rawValue), protocol: NETLINK_SOCK_DIAG)
         defer { netlink.close() }
         var message = chpox_unix_diag_request()
         message.header.nlmsg_len = UInt32(MemoryLayout<chpox_unix_diag_request>.size)
@@ -67,7 +68,9 @@ public struct UnixSocketDiagnosis: Sendable, Equatable {
         message.request.udiag_cookie = (UInt32.max, UInt32.max)  // INET_DIAG_NOCOOKIE: any socket
         _ = try withUnsafeBytes(of: &message) { (raw) throws(Errno) in try netlink.send(raw) }
         var answer = [UInt8](repeating: 0, count: 8192)
-        let count = try answer.withMutableRawBytes { (raw) throws(Errno) in try netlink.receive(into: raw, flags: []).count }
+        let count = try answer.withMutableRawBytes { (raw) throws(Errno) in
+            try netlink.receive(into: raw, flags: []).count
+        }
         return try parse(Array(answer[..<count]))
     }
 
@@ -75,10 +78,12 @@ public struct UnixSocketDiagnosis: Sendable, Equatable {
     /// unix_diag_msg followed by netlink attributes (each a 4-byte header, padded to 4).
     static func parse(_ bytes: [UInt8]) throws(Errno) -> UnixSocketDiagnosis {
         func u32(_ at: Int) -> UInt32? {
-            at + 4 <= bytes.count ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) } : nil
+            at + 4 <= bytes.count
+                ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) } : nil
         }
         func u16(_ at: Int) -> UInt16? {
-            at + 2 <= bytes.count ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt16.self) } : nil
+            at + 2 <= bytes.count
+                ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt16.self) } : nil
         }
         let header = MemoryLayout<nlmsghdr>.size
         guard let length = u32(0).map(Int.init), length <= bytes.count, let type = u16(4) else {
@@ -106,7 +111,9 @@ public struct UnixSocketDiagnosis: Sendable, Equatable {
             case Int(UNIX_DIAG_RQLEN) where payload.count >= 4:
                 diagnosis.queuedBytes = payload.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
                 if payload.count >= 8 {
-                    diagnosis.sentMemory = payload.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) }
+                    diagnosis.sentMemory = payload.withUnsafeBytes {
+                        $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self)
+                    }
                 }
             case Int(UNIX_DIAG_SHUTDOWN) where payload.count >= 1: diagnosis.shutdown = payload[0]
             default: break

@@ -22,7 +22,8 @@ import Testing
         #expect(process.parent == nil)
         #expect(
             process.phases.map(\.name) == [
-                "audit login uid", "file access", "memory layout", "page fill", "descriptors", "UNIX socket pairs", "file locks",
+                "audit login uid", "file access", "memory layout", "page fill", "descriptors", "UNIX socket pairs",
+                "file locks",
                 "event descriptors", "mm fields", "threads", "signals and timers", "limits and credentials",
                 "files written", "process controls", "registers",
             ])

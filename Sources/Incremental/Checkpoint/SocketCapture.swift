@@ -152,7 +152,8 @@ final class SocketCapture {
             }
             return "its peer socket:[\(peer)] is in no process (a descriptor in flight?): not restored"
         }
-        guard let back = try? UnixSocketDiagnosis.of(inode: UInt64(peer)), back.peer == UInt32(truncatingIfNeeded: inode)
+        guard let back = try? UnixSocketDiagnosis.of(inode: UInt64(peer)),
+            back.peer == UInt32(truncatingIfNeeded: inode)
         else {
             return "its peer socket:[\(peer)] is connected to another socket: one-way datagram connections "
                 + "are not restored"

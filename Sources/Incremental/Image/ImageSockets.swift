@@ -50,14 +50,14 @@ extension ProcessImage {
 
         /// What it is, for people.
         public var summary: String {
-            let name = ["stream": "UNIX stream", "datagram": "UNIX datagram", "seqpacket": "UNIX seqpacket"][
-                type.rawValue] ?? type.rawValue
-            var words = [peer == 0 ? "\(name) socket, its peer closed" : "\(name) socket paired with socket \(peer)"]
+            let name = "UNIX \(type.rawValue) socket"
+            var words = [peer == 0 ? "\(name), its peer closed" : "\(name) paired with socket \(peer)"]
             if let queue, !queue.isEmpty {
                 let bytes = queue.reduce(0) { $0 + $1.count }
-                words.append(type == .stream ? "\(bytes) bytes queued" : "\(queue.count) messages (\(bytes) bytes) queued")
+                words.append(
+                    type == .stream ? "\(bytes) bytes queued" : "\(queue.count) messages (\(bytes) bytes) queued")
             }
-            let shut = [readShutdown == true ? "reading" : nil, writeShutdown == true ? "writing" : nil].compactMap { $0 }
+            let shut = [(readShutdown, "reading"), (writeShutdown, "writing")].filter { $0.0 == true }.map(\.1)
             if !shut.isEmpty { words.append("shut down for " + shut.joined(separator: " and ")) }
             if resetPending == true { words.append("a connection reset pending") }
             return words.joined(separator: ", ")

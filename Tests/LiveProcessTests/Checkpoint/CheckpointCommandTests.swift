@@ -177,8 +177,8 @@ extension LiveProcess {
         @Test(.timeLimit(.minutes(2))) func socketsAreRefusedUnlessSkipped() throws {
             let directory = NSTemporaryDirectory() + "chpox-cpx-socket-\(getpid())"
             defer { try? FileManager.default.removeItem(atPath: directory) }
-            // Besides the sockets (an IPv4 one, a named UNIX one): a deleted file (its contents are kept), a pipe, /dev/null,
-            // and a file at an offset.
+            // Besides the sockets (an IPv4 one, a named UNIX one): a deleted file (its contents are
+            // kept), a pipe, /dev/null, and a file at an offset.
             let python = try WorkloadProcess(
                 executable: "/usr/bin/python3",
                 arguments: [

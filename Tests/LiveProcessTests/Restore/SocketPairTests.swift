@@ -11,11 +11,12 @@ extension LiveProcess {
         static let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
 
         /// A stream, a datagram and a seqpacket pair with messages queued both ways (the datagram
-        /// end also at a second number, one of its messages 100 kB), a stream whose sender set a
-        /// larger SO_SNDBUF and queued more than the default allows, a stream shut down for writing after its last bytes, a
-        /// datagram and a stream whose peers were closed with data still queued, and a stream
-        /// whose closed peer had data unread (ECONNRESET pending). Told "go", it reads every
-        /// queue, then checks that each pair still carries data both ways.
+        /// end also at a second number, one of its messages 100 kB), a stream shut down for
+        /// writing after its last bytes, a datagram and a stream whose peers were closed with data
+        /// still queued, a stream whose closed peer had data unread (ECONNRESET pending), and a
+        /// stream whose sender set a larger SO_SNDBUF and queued more than the default allows.
+        /// Told "go", it reads every queue, then checks that each pair still carries data both
+        /// ways.
         static let program = """
             import os, socket, sys
             U = socket.AF_UNIX
@@ -52,7 +53,8 @@ extension LiveProcess {
                     if not m: break
                 return ",".join(got)
             for line in sys.stdin:
-                out = [str(os.get_blocking(stream[0].fileno())), drain(stream[1]), drain(stream[0]), drain(socket.socket(fileno=dgram_dup)),
+                out = [str(os.get_blocking(stream[0].fileno())), drain(stream[1]), drain(stream[0]),
+                       drain(socket.socket(fileno=dgram_dup)),
                        drain(dgram[0]), drain(seq[1]), drain(seq[0]), drain(half[1]), drain(lone_dgram),
                        drain(lone_stream), drain(reset), drain(big[1]),
                        str(big[0].getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))]
@@ -114,7 +116,8 @@ extension LiveProcess {
                 import socket, sys
                 client = socket.socket(socket.AF_UNIX); client.connect(sys.argv[1] + "/server")
                 named = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); named.bind(sys.argv[1] + "/named")
-                listener = socket.socket(socket.AF_UNIX); listener.bind("\\0chpox-test-%d" % id(client)); listener.listen()
+                listener = socket.socket(socket.AF_UNIX)
+                listener.bind("\\0chpox-test-%d" % id(client)); listener.listen()
                 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 print("ready", client.fileno(), named.fileno(), listener.fileno(), udp.fileno(), flush=True)
                 sys.stdin.readline()
@@ -137,7 +140,7 @@ extension LiveProcess {
             RestartTests.end(target)
             RestartTests.end(server)
         }
-    
+
         /// Root restarting another user's process makes its pairs as that user: SO_PEERCRED
         /// names the process and its user, as at the checkpoint, not ld-chpox's root.
         @Test(

@@ -74,14 +74,8 @@ public struct SocketPhase: RestartPhase {
                         pair.type == .stream
                             ? "reads \(bytes) bytes queued" : "reads \(end.queue.count) messages (\(bytes) bytes)")
                 }
-                if end.readShutdown || end.writeShutdown {
-                    words.append(
-                        "shut down for "
-                            + [end.readShutdown ? "reading" : nil, end.writeShutdown ? "writing" : nil].compactMap {
-                                $0
-                            }
-                            .joined(separator: " and "))
-                }
+                let shut = [(end.readShutdown, "reading"), (end.writeShutdown, "writing")].filter(\.0).map(\.1)
+                if !shut.isEmpty { words.append("shut down for " + shut.joined(separator: " and ")) }
                 if end.statusFlags & O_NONBLOCK != 0 { words.append("non-blocking") }
                 if end.descriptors.isEmpty && pair.resetPending { words.append("leaves a connection reset pending") }
                 return words.joined(separator: ", ")
@@ -107,9 +101,10 @@ public struct SocketPhase: RestartPhase {
             guard let socket = descriptor.socket, !made.contains(socket.inode) else { continue }
             made.insert(socket.inode)
             // A closed peer has inode 0 in the image: an end made only to be closed.
-            let peer = socket.peer == 0 ? End(
+            let closed = End(
                 inode: 0, descriptors: [], statusFlags: 0, queue: [], readShutdown: false, writeShutdown: false,
-                peekOffset: nil, passCredentials: false) : end(socket.peer)
+                peekOffset: nil, passCredentials: false)
+            let peer = socket.peer == 0 ? closed : end(socket.peer)
             if socket.peer != 0 { made.insert(socket.peer) }
             let ids = socket.peerCredentials ?? [image.credentials.user.effective, image.credentials.group.effective]
             pairs.append(
@@ -189,7 +184,8 @@ public struct SocketPhase: RestartPhase {
         // Buffer sizes first: the sender's bounds what the queue it fills may hold.
         for (index, end) in pair.ends.enumerated() {
             if let size = end.sendBuffer {
-                try setBuffer(.sendBufferForce, else: .sendBuffer, size, on: holders[index], calls, "\(what): SO_SNDBUF")
+                try setBuffer(
+                    .sendBufferForce, else: .sendBuffer, size, on: holders[index], calls, "\(what): SO_SNDBUF")
             }
             if let size = end.receiveBuffer {
                 try setBuffer(
@@ -243,8 +239,15 @@ public struct SocketPhase: RestartPhase {
         func sendAll(at address: UInt64) throws(TraceeError) {
             var sent = 0
             repeat {
-                let count = try calls.call(
-                    .sendto, holder, address + UInt64(sent), bytes.count - sent, flags, 0, 0, to: what)
+                let count = try calls.result(
+                    of: .sendto, holder, address + UInt64(sent), bytes.count - sent, flags, 0, 0)
+                if count == -Int(EAGAIN) {
+                    throw .unsupported(
+                        pid: calls.pid,
+                        reason: "\(what): the queue does not fit in the new socket (its sender's SO_SNDBUF, "
+                            + "net.core.wmem_max)")
+                }
+                try calls.check(count, what)
                 guard type == .stream ? count > 0 || bytes.isEmpty : count == bytes.count else {
                     throw .unsupported(pid: calls.pid, reason: "\(what): sent \(count) of \(bytes.count) bytes")
                 }
