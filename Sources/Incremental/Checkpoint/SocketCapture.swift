@@ -24,6 +24,8 @@ final class SocketCapture {
     /// Sockets already recorded (their queue on their first descriptor): a later descriptor
     /// on one gets the same record without its queue.
     private var recorded: [UInt64: Outcome] = [:]
+    /// Where queued messages are peeked into, one for every socket of the process.
+    private lazy var buffer = [UInt8](repeating: 0, count: Self.messageLimit)
 
     /// The longest message a queue may hold; a longer one is refused (its boundary would be lost).
     static let messageLimit = 4 << 20
@@ -173,7 +175,6 @@ final class SocketCapture {
         defer { try? copy.setSocketOption(.peekOffset, to: peekOffset) }
         var messages: [Data] = []
         var total = 0
-        var buffer = [UInt8](repeating: 0, count: Self.messageLimit)
         // A stream stops at its last queued byte: one more peek would return end of file, or
         // take (and clear) an error pending after the data.
         while socket.type != .stream || total < queued {
