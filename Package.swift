@@ -81,6 +81,8 @@ let package = Package(
         // A process with a known call stack, for the debugger tests of `ld-chpox --core`.
         .executableTarget(
             name: "chpox-stack-workload", path: "Tests/StackWorkload", cSettings: [.unsafeFlags(["-g", "-O0"])]),
+        // Runs a command as a subreaper's child and reaps its whole tree (the real-program restarts).
+        .executableTarget(name: "chpox-subreaper", path: "Tests/Subreaper"),
         .target(
             name: "TrackerTestSupport", dependencies: ["SoftDirty", "Tracee", "Syscall", "CXXHash"],
             path: "Tests/TrackerTestSupport"),
@@ -102,6 +104,7 @@ let package = Package(
             dependencies: [
                 "TestTools", "Store", "SoftDirty", "Tracee", "Syscall", "Incremental", "TrackerTestSupport",
                 "CheckpointTestSupport", "chpox-dirty-workload", "chpox-churn-workload", "chpox-stack-workload",
+                "chpox-subreaper",
                 "chpox-tracker-proof", "chpox-inject", "chpox-restore-stub", "cpx", "dumpinfo", "ld-chpox",
             ], exclude: ["Restore/Golden"]),
         // Unit tests, one target per module; none runs a live process.

@@ -10,7 +10,8 @@ extension Checkpointer.Generation {
         let total = Format.decimal(Double(totalPauseMicroseconds) / 1000)
         let rounds = preCopyRounds > 0 ? ", \(preCopyRounds) pre-copy round\(preCopyRounds == 1 ? "" : "s")" : ""
         return
-            "\(chain) generation \(generation) (\(kind), \(tracker)): "
+            "\(chain) generation \(generation) (\(kind), \(tracker)"
+            + (processes > 1 ? ", \(processes) processes" : "") + "): "
             + "\(dirtyPages) pages dirty, \(copiedPages) copied, "
             + "\(newChunks) new chunks, \(Format.bytes(storedBytes)) stored; "
             + "paused \(pause) ms (\(total) ms in all\(rounds)); "

@@ -13,6 +13,8 @@ public enum RestartReports {
         var mappings: Int
         var pagesWritten: Int
         var notices: [String]
+        /// Every process restarted, the first one first.
+        var processes: [Int32]
     }
 
     public static func restartJSON(_ outcome: Restorer.Outcome, chain: String, generation: UInt64) -> String {
@@ -20,7 +22,7 @@ public enum RestartReports {
             Restart(
                 chain: chain, generation: generation, pid: outcome.pid, originalPid: outcome.originalPid,
                 samePid: outcome.pid == outcome.originalPid, mappings: outcome.mappings,
-                pagesWritten: outcome.pagesWritten, notices: outcome.notices))
+                pagesWritten: outcome.pagesWritten, notices: outcome.notices, processes: outcome.processes))
     }
 
     struct Check: Codable {

@@ -3,9 +3,16 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import CLinux
 
 /// The calling process: its ids, and sleeping its calling thread.
 public enum CurrentProcess {
+    /// Makes this process the child subreaper of its descendants (PR_SET_CHILD_SUBREAPER), or
+    /// not: orphans of its tree become its children, its to reap, rather than init's.
+    public static func setChildSubreaper(_ on: Bool) throws(Errno) {
+        _ = try retryingInterrupts { chpox_prctl1(CHPOX_PR_SET_CHILD_SUBREAPER, on ? 1 : 0) }.get()
+    }
+
     /// The process id (getpid(2)).
     public static var id: Int32 { getpid() }
     /// The real user id (getuid(2)).

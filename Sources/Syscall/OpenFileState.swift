@@ -91,6 +91,44 @@ extension ProcessDescriptor {
     /// (one shared offset and status flags: dup(2), fork). kcmp(2) KCMP_FILE; needs ptrace
     /// access to the process.
     public static func shareOpenFile(_ pid: Int32, _ first: Int32, _ second: Int32) throws(Errno) -> Bool {
-        try retryingInterrupts { chpox_kcmp_file(pid, pid, first, second) }.get() == 0
+        try shareOpenFile(pid, first, pid, second)
+    }
+
+    /// What two processes may share besides open files, as clone(2) flags make them share it.
+    public enum SharedObject: Int32, CaseIterable, Sendable {
+        case memory = 1, descriptorTable = 2, filesystemContext = 3, signalHandlers = 4
+
+        /// What it is, in words.
+        public var words: String {
+            switch self {
+            case .memory: return "memory"
+            case .descriptorTable: return "descriptor table"
+            case .filesystemContext: return "working directory, root and umask"
+            case .signalHandlers: return "signal handlers"
+            }
+        }
+
+        /// The clone flag that shares it.
+        public var cloneFlag: String {
+            switch self {
+            case .memory: return "CLONE_VM"
+            case .descriptorTable: return "CLONE_FILES"
+            case .filesystemContext: return "CLONE_FS"
+            case .signalHandlers: return "CLONE_SIGHAND"
+            }
+        }
+    }
+
+    /// Whether processes `pid` and `other` share `object` (kcmp(2)).
+    public static func share(_ object: SharedObject, _ pid: Int32, _ other: Int32) throws(Errno) -> Bool {
+        try retryingInterrupts { chpox_kcmp_object(pid, other, object.rawValue) }.get() == 0
+    }
+
+    /// Whether descriptor `first` of process `pid` and descriptor `second` of process `other`
+    /// are one open file description (inherited across fork, or passed).
+    public static func shareOpenFile(
+        _ pid: Int32, _ first: Int32, _ other: Int32, _ second: Int32
+    ) throws(Errno) -> Bool {
+        try retryingInterrupts { chpox_kcmp_file(pid, other, first, second) }.get() == 0
     }
 }

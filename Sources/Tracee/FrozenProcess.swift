@@ -14,6 +14,8 @@ public final class FrozenProcess {
     private var thawed = false
     /// Threads created by remote clone calls, not yet adopted.
     private var cloned: [Int32] = []
+    /// Processes created by remote fork calls, not yet adopted.
+    private var forked: [Int32] = []
     /// Signals dequeued by a thread as it stopped, to be delivered when it resumes.
     private var heldSignals: [Int32: (signal: Int32, info: [UInt8])] = [:]
 
@@ -52,6 +54,19 @@ public final class FrozenProcess {
             thaw()
             throw error
         }
+    }
+
+    /// A process a remote fork of `parent` created (`adoptForkedChild`): attached by the
+    /// kernel at its birth, stopped before its first instruction.
+    private init(forkedChild pid: Int32, of parent: Int32) throws(TraceeError) {
+        self.pid = pid
+        do {
+            _ = try Ptrace.waitStop(pid, pid: pid, "stop the new child of \(parent),")
+        } catch {
+            thawed = true
+            throw error
+        }
+        threads = [pid]
     }
 
     deinit { thaw() }
@@ -96,8 +111,29 @@ public final class FrozenProcess {
         }
     }
 
+    /// Lets a one-thread process go straight into system call `number`, its registers set for
+    /// it at a `syscall` instruction and every signal unblocked: how a restart ends a process
+    /// it created to be a zombie (exit_group, or kill of itself), which its parent then reaps.
+    public func release(into number: Int, _ arguments: [Int]) throws(TraceeError) {
+        precondition(arguments.count <= 6 && threads == [pid], "one thread, at most six arguments")
+        var regs = try Ptrace.registers(pid, pid: pid)
+        regs.rip = try syscallInstruction()
+        regs.rax = UInt64(bitPattern: Int64(number))
+        regs.orig_rax = UInt64.max
+        let slots = (arguments + [Int](repeating: 0, count: 6 - arguments.count)).map { UInt64(bitPattern: Int64($0)) }
+        (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9) = (
+            slots[0], slots[1], slots[2], slots[3], slots[4], slots[5]
+        )
+        try Ptrace.setSignalMask(pid, pid: pid, 0)
+        try Ptrace.setRegisters(pid, pid: pid, regs)
+        thaw()
+    }
+
     /// A thread a remote `clone` call created (PTRACE_EVENT_CLONE), to adopt.
     func noteClone(_ tid: Int32) { cloned.append(tid) }
+
+    /// A process a remote fork created (PTRACE_EVENT_FORK), to adopt.
+    func noteFork(_ pid: Int32) { forked.append(pid) }
 
     private var gadget: UInt64?
 
@@ -128,6 +164,19 @@ extension FrozenProcess {
     /// a single instruction (PTRACE_O_TRACECLONE on the thread making the calls).
     public func traceClones(from thread: Int32? = nil) throws(TraceeError) {
         try Ptrace.setOptions(thread ?? pid, pid: pid, CHPOX_PTRACE_O_TRACECLONE)
+    }
+
+    /// Has processes forked by later remote calls attached and stopped before they run a
+    /// single instruction (PTRACE_O_TRACEFORK, with clones still traced).
+    public func traceForks() throws(TraceeError) {
+        try Ptrace.setOptions(pid, pid: pid, CHPOX_PTRACE_O_TRACECLONE | CHPOX_PTRACE_O_TRACEFORK)
+    }
+
+    /// The process the last remote fork created, once it has stopped: frozen on its own from
+    /// now on (its `thaw` lets it go).
+    public func adoptForkedChild() throws(TraceeError) -> FrozenProcess {
+        guard !forked.isEmpty else { throw .unsupported(pid: pid, reason: "no process was forked") }
+        return try FrozenProcess(forkedChild: forked.removeFirst(), of: pid)
     }
 
     /// The thread the last remote `clone` created, once it has stopped: it is frozen with the

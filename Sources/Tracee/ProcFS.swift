@@ -222,6 +222,10 @@ extension ProcFS {
         public var command: String
         /// Field 3: R, S, D, Z, T, t, X...
         public var state: Character
+        /// Fields 4 to 6: the parent's pid, the process group and the session.
+        public var parent: Int32, processGroup: Int32, session: Int32
+        /// Field 52: a zombie's exit status as wait(2) reports it (0 while it runs).
+        public var exitCode: Int32
         /// Field 9: the kernel's PF_* flags of the task.
         public var flags: UInt64
         /// Field 22: when the process started, in clock ticks after boot. With the boot id and
@@ -257,6 +261,10 @@ extension ProcFS {
                 return k < rest.count ? UInt64(rest[k]) ?? 0 : 0
             }
             flags = field(9)
+            parent = Int32(truncatingIfNeeded: field(4))
+            processGroup = Int32(truncatingIfNeeded: field(5))
+            session = Int32(truncatingIfNeeded: field(6))
+            exitCode = Int32(truncatingIfNeeded: field(52))
             startTicks = field(22)
             startCode = field(26); endCode = field(27); startStack = field(28)
             startData = field(45); endData = field(46); startBrk = field(47)

@@ -64,6 +64,11 @@ struct Checkpoint: ParsableCommand {
         abstract: "Checkpoint a live process (the default: `cpx PID` is `cpx checkpoint PID`; "
             + "its options: `cpx checkpoint --help`).",
         discussion: """
+            The process is checkpointed with all its descendants (its process tree: children, their children, \
+            each with its threads), all frozen at once for each generation, each tracked on its own; a restart \
+            recreates the tree with the same pids, parents, sessions and process groups, and the pipes and open \
+            files they share. `--no-tree` refuses a process that has children instead.
+
             Examples: `cpx 4242`; `cpx --interval 5 --count 3 --json --name job 4242`; `cpx --skip-unsupported \
             4242` (record what a restart cannot recreate instead of refusing).
 
@@ -108,6 +113,12 @@ struct Checkpoint: ParsableCommand {
     @Flag(
         name: .long,
         help: ArgumentHelp(
+            "Checkpoint this process alone: refuse it when it has children (by default its whole tree is "
+                + "checkpointed)."))
+    var noTree = false
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
             "Checkpoint a process with descriptors a restart cannot recreate (sockets...): "
                 + "they are recorded and listed by dumpinfo."))
     var skipUnsupported = false
@@ -139,6 +150,7 @@ struct Checkpoint: ParsableCommand {
             options.preCopy = preCopy
             options.skipUnsupported = skipUnsupported
             options.adopt = adopt
+            options.tree = !noTree
             let schedule = CheckpointSchedule(
                 interval: interval, count: count, keepLast: keepLast,
                 finish: kill ? .kill : leaveStopped ? .leaveStopped : .resume)

@@ -125,8 +125,9 @@ struct LdChpox: ParsableCommand {
             for line in outcome.notices { FileHandle.standardError.write(Data("ld-chpox: \(line)\n".utf8)) }
             FileHandle.standardError.write(
                 Data(
-                    "ld-chpox: \(name) generation \(restorer.generation) restarted as pid \(outcome.pid)\(notice)\n"
-                        .utf8))
+                    ("ld-chpox: \(name) generation \(restorer.generation) restarted as pid \(outcome.pid)\(notice)"
+                        + (outcome.processes.count > 1 ? " with its tree of \(outcome.processes.count) processes" : "")
+                        + "\n").utf8))
             // With --wait the process shares this stdout: the document comes first, its output after.
             if json {
                 print(RestartReports.restartJSON(outcome, chain: name, generation: restorer.generation))

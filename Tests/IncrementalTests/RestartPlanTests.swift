@@ -24,7 +24,8 @@ import Testing
             process.phases.map(\.name) == [
                 "audit login uid", "file access", "memory layout", "page fill", "descriptors", "UNIX socket pairs",
                 "file locks",
-                "event descriptors", "mm fields", "threads", "signals and timers", "limits and credentials",
+                "event descriptors", "descriptors shared with other processes", "mm fields", "threads",
+                "signals and timers", "limits and credentials",
                 "files written", "process controls", "registers",
             ])
         #expect(plan.steps.first == "process 1001")
@@ -152,6 +153,58 @@ import Testing
         #expect(registers.main?.tid == 1001)
         #expect(registers.main?.registers.rip == 0x40_0100)
     }
+
+    /// A shell pipeline's tree: the shell (1001), the loop reading what `seq` (exited) left
+    /// queued in its stdin and writing to `tee` (1003) through pipe 8, and `tee`. Each process
+    /// opens the ends of the pipes it holds and no other; the loop keeps its stdin pipe with
+    /// its bytes (its writer was in the tree and is gone): only the first process's stdio
+    /// is ld-chpox's.
+    @Test func aTreesPipesGoToTheProcessesHoldingThemWithTheirBytes() throws {
+        var (_, shell) = try Self.plan()
+        typealias Descriptor = ProcessImage.Descriptor
+        typealias Entry = DescriptorPhase.Entry
+        func end(_ fd: Int32, _ inode: UInt64, _ access: Int32, queued: String = "") -> Descriptor {
+            var descriptor = Descriptor(fd: fd, kind: .pipe, target: "pipe:[\(inode)]", flags: access, offset: 0)
+            descriptor.pipe = .init(inode: inode, capacity: 65536, contents: Data(queued.utf8))
+            return descriptor
+        }
+        func child(_ pid: Int32, space: UInt64, _ descriptors: [Descriptor]) -> ProcessImage {
+            var image = shell
+            image.pid = pid
+            image.threads = Array(image.threads.prefix(1))
+            image.threads[0].tid = pid
+            image.position = .init(parent: 1001, processGroup: 1001, session: 1001, space: space, stopped: false)
+            image.descriptors = descriptors
+            return image
+        }
+        shell.position = .init(parent: 1, processGroup: 1001, session: 1001, space: 0, stopped: false)
+        shell.descriptors = [end(0, 5, O_RDONLY)]  // ld-chpox's stdin at the restart
+        shell.tree = [
+            child(1002, space: 1, [end(0, 7, O_RDONLY, queued: "1\n2\n3\n"), end(1, 8, O_WRONLY)]),
+            child(1003, space: 2, [end(0, 8, O_RDONLY)]),
+        ]
+        let plan = RestartPlan(image: shell, generation: 0)
+        let phases = try plan.processes.map { try #require($0.phase(DescriptorPhase.self)) }
+        #expect(phases.map(\.foreignPipes) == [[], [], [8]], "the shell waits for no pipe it has no end of")
+        #expect(phases.map(\.exportedPipes) == [[], [8], []])
+        #expect(phases[0].entries == [Entry(fd: 0, closeOnExec: false, setup: .stdio(0))])
+        #expect(
+            phases[1].pipes == [
+                .init(inode: 7, capacity: 65536, path: nil, contents: Data("1\n2\n3\n".utf8)),
+                .init(inode: 8, capacity: 65536, path: nil, contents: Data()),
+            ])
+        #expect(
+            phases[1].entries == [
+                Entry(fd: 0, closeOnExec: false, setup: .pipeEnd(inode: 7, access: O_RDONLY, statusFlags: 0)),
+                Entry(fd: 1, closeOnExec: false, setup: .pipeEnd(inode: 8, access: O_WRONLY, statusFlags: 0)),
+            ])
+        #expect(phases[2].pipes.isEmpty)
+        #expect(
+            phases[2].entries == [
+                Entry(fd: 0, closeOnExec: false, setup: .pipeEnd(inode: 8, access: O_RDONLY, statusFlags: 0))
+            ])
+    }
+
     /// A socketpair's two ends (one at two numbers), and a stream whose peer was closed with
     /// data left in it: one pair each, each end with its queue, its numbers and its state.
     @Test func socketPairsAreMadeOncePerPairWithEachEndsQueue() throws {

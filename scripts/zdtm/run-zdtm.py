@@ -127,11 +127,14 @@ def descendants(pid):
 
 
 def kill_tree(pid):
-    for member in descendants(pid):
+    """SIGKILLs pid and every descendant; returns them (their pids are free once reaped)."""
+    members = descendants(pid)
+    for member in members:
         try:
             os.kill(member, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    return members
 
 
 def tail(path, lines=6):
@@ -247,9 +250,11 @@ def through_chpox(test, bin_dir, store):
                 return "WRONG", "the test died while it was checkpointed"
             time.sleep(0.2)
     finally:
-        kill_tree(pid)
-    if not wait_gone(pid, 30):
-        return "refused-restart", f"pid {pid} was not released after SIGKILL"
+        members = kill_tree(pid)
+    # A tree restarts with its pids: every one must be free again.
+    for member in members:
+        if not wait_gone(member, 30):
+            return "refused-restart", f"pid {member} was not released after SIGKILL"
     test.hook("--pre-restore")
     status, _, errors = run([ld, "--store", store, "--name", "t"], test.timeout)
     if status != 0:

@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/prctl.h>
 #include <sys/uio.h>
 #include <sys/user.h>
 #include <sys/wait.h>
@@ -144,6 +145,12 @@ enum chpox_system_call {
     CHPOX_SYS_membarrier = SYS_membarrier,
     CHPOX_SYS_flock = SYS_flock,
     CHPOX_SYS_set_robust_list = SYS_set_robust_list,
+    CHPOX_SYS_setsid = SYS_setsid,
+    CHPOX_SYS_setpgid = SYS_setpgid,
+    CHPOX_SYS_pidfd_open = 434,
+    CHPOX_SYS_pidfd_getfd = 438,
+    CHPOX_SYS_exit_group = SYS_exit_group,
+    CHPOX_SYS_kill = SYS_kill,
     CHPOX_SYS_socketpair = SYS_socketpair,
     CHPOX_SYS_sendto = SYS_sendto,
     CHPOX_SYS_shutdown = SYS_shutdown,
@@ -164,6 +171,9 @@ _Static_assert(sizeof(struct chpox_prctl_mm_map) == 104, "struct prctl_mm_map");
 /// PTRACE_O_TRACECLONE and PTRACE_EVENT_CLONE, PTRACE_SETOPTIONS, PTRACE_GETEVENTMSG.
 #define CHPOX_PTRACE_O_TRACECLONE 0x8
 #define CHPOX_PTRACE_EVENT_CLONE 3
+/// PTRACE_O_TRACEFORK and PTRACE_EVENT_FORK: a process forked by a remote call is attached.
+#define CHPOX_PTRACE_O_TRACEFORK 0x2
+#define CHPOX_PTRACE_EVENT_FORK 1
 #define CHPOX_PTRACE_SETOPTIONS 0x4200
 #define CHPOX_PTRACE_GETEVENTMSG 0x4201
 /// Thread-creation flags for a remote clone(2) (sched.h declares them only under _GNU_SOURCE).
@@ -205,6 +215,10 @@ _Static_assert(CHPOX_O_PATH == (__O_PATH), "O_PATH");
 /// are reparented to this process, not to init.
 #define CHPOX_PR_SET_CHILD_SUBREAPER 36
 #define CHPOX_PR_GET_CHILD_SUBREAPER 37
+/// prctl(2) with one argument (glibc's is variadic): 0, or -1 with errno set.
+static inline int chpox_prctl1(int option, unsigned long argument) {
+    return prctl(option, argument, 0UL, 0UL, 0UL);
+}
 /// PR_SET_THP_DISABLE and PR_GET_THP_DISABLE (linux/prctl.h): no transparent huge pages.
 #define CHPOX_PR_SET_THP_DISABLE 41
 #define CHPOX_PR_GET_THP_DISABLE 42
@@ -315,6 +329,12 @@ extern const unsigned long chpox_UFFDIO_WRITEPROTECT;
 #define CHPOX_KCMP_FILE 0
 static inline int chpox_kcmp_file(pid_t pid1, pid_t pid2, int fd1, int fd2) {
     return (int)syscall(SYS_kcmp, pid1, pid2, CHPOX_KCMP_FILE, (unsigned long)fd1, (unsigned long)fd2);
+}
+/// kcmp(2) of a whole kernel object two processes may share (clone flags): KCMP_VM 1
+/// (CLONE_VM), KCMP_FILES 2 (CLONE_FILES), KCMP_FS 3 (CLONE_FS), KCMP_SIGHAND 4 (CLONE_SIGHAND).
+/// 0 when shared.
+static inline int chpox_kcmp_object(pid_t pid1, pid_t pid2, int type) {
+    return (int)syscall(SYS_kcmp, pid1, pid2, type, 0UL, 0UL);
 }
 
 // tee(2) and the pipe fcntls are declared only under _GNU_SOURCE: tee copies a pipe's

@@ -7,9 +7,12 @@ import Store
 import Syscall
 import Tracee
 
-/// Checkpoints one live process into a chain of the store: a full base, then deltas of only
-/// the pages its tracker reports written. Data flows one way: process (Tracee) → tracker
-/// (SoftDirty) → selection and image (here) → store.
+/// Checkpoints a live process and its descendants into a chain of the store: a full base, then
+/// deltas of only the pages each process's own tracker reports written. Data flows one way:
+/// processes (Tracee) → trackers (SoftDirty) → selection and image (here) → store. Each process
+/// of the tree keeps its pages in its own address space of the page map (`AddressSpaces`), and
+/// the whole tree is frozen before any of it is copied, so the generation is one instant of
+/// every process.
 ///
 /// A generation stops the process only to collect-and-reset its dirty pages, copy them out
 /// and read its registers and /proc state; hashing, compression and writing happen after it
@@ -32,6 +35,9 @@ public final class Checkpointer {
         /// Extend the chain even when it belongs to another process, making this one the chain's
         /// lineage from now on (`cpx --adopt`).
         public var adopt = false
+        /// Checkpoint the process's descendants with it; false: refuse a process with children
+        /// (`cpx --no-tree`).
+        public var tree = true
 
         public init(chain: String, tracker: TrackerKind? = nil) {
             self.chain = chain
@@ -55,6 +61,8 @@ public final class Checkpointer {
         public var generation: UInt64
         public var manifest: String
         public var pid: Int32
+        /// Processes in the generation: the one checkpointed and its descendants.
+        public var processes: Int
         public var kind: String
         public var tracker: String
         public var dirtyPages: UInt64
@@ -73,10 +81,23 @@ public final class Checkpointer {
     public let pid: Int32
     public let store: Store
     public let options: Options
-    public private(set) var tracker: any DirtyTracker
+    /// The first process's tracker (each process of the tree has its own).
+    public var tracker: any DirtyTracker { members[0].tracker }
     /// Generations this checkpointer committed.
     public private(set) var written = 0
-    private var lastFrozenCopy: UInt64 = 0
+    /// The processes followed, the first one first, each after its parent.
+    private var members: [TrackedProcess]
+    /// Address spaces of processes that ended since the last committed generation: the next
+    /// one drops their pages.
+    private var endedSpaces: [UInt64] = []
+    /// The address space each process had in the chain's newest generation, for a run that
+    /// continues a chain (so that its pages are compared with the same process's).
+    private var chainSpaces: [Int32: UInt64] = [:]
+    private var nextSpace: UInt64 = 1
+    /// Descendants that had exited, unreaped, when the tree was last looked at.
+    private var zombies: [Int32] = []
+    /// The children `--no-tree` leaves out, one line each.
+    private var leftOut: [String] = []
     /// The chain, held for the whole run: no other writer interleaves generations with ours.
     private var claim: ChainClaim?
     /// What the first generation records in the chain's lineage before it commits.
@@ -106,7 +127,9 @@ public final class Checkpointer {
             self.claim = claim
             // What a failed or killed writer left goes now, if no one else writes.
             _ = try? store.reclaimAbandonedWrites()
-            tracker = try TrackerSelection.start(options.tracker, pid: pid)
+            members = [
+                TrackedProcess(pid: pid, space: 0, tracker: try TrackerSelection.start(options.tracker, pid: pid))
+            ]
         } catch let error as TraceeError {
             throw .process(error)
         } catch let error as CheckpointError {
@@ -122,7 +145,7 @@ public final class Checkpointer {
 
     /// Ends tracking, and gives the chain up to other writers; the process keeps no trace of it.
     public func stop() {
-        tracker.stop()
+        for member in members { member.tracker.stop() }
         claim?.release()
         claim = nil
     }
@@ -139,17 +162,28 @@ public final class Checkpointer {
             // generation compares every page with the chain's newest (hash tracking
             // against the store).
             if written == 0, writer.kind == .delta, let head = try store.chain(options.chain).head {
-                baseline = try store.pageMap(chain: options.chain, generation: head.generation)
+                let (_, manifest, map) = try store.rebuild(chain: options.chain, generation: head.generation)
+                baseline = map
+                chainSpaces = Self.spaces(in: manifest.metadata, generation: head.generation)
             }
         } catch {
             throw .store(error)
         }
         var run = Run(writer: writer, baseline: baseline, pid: pid)
         do {
+            try followTree()
             let kernelTracker = tracker.kind != .hash
+            let lastFrozenCopy = members.map(\.lastFrozenCopy).reduce(0, +)
             if options.preCopy && kernelTracker && (written == 0 || lastFrozenCopy > options.stopCopyPages) {
                 while run.rounds < options.maxPreCopyRounds {
-                    let round = try preCopyRound(&run)
+                    var round: UInt64 = 0
+                    for member in members {
+                        do { round += try preCopyRound(member, &run) } catch {
+                            guard hasEnded(member) else { throw error }  // else the final round follows the tree again
+                        }
+                    }
+                    run.rounds += 1
+                    run.firstRound = false
                     if round <= options.stopCopyPages { break }
                 }
             }
@@ -165,15 +199,17 @@ public final class Checkpointer {
                 }
                 entry = try run.writer.commit(metadata: image.encoded())
             } catch {
-                if finish != .resume { try? Signal.send(SIGCONT, to: pid) }  // never leave it stopped for nothing
+                // Never leave them stopped for nothing.
+                if finish != .resume { for member in members { try? Signal.send(SIGCONT, to: member.pid) } }
                 throw error
             }
-            if finish == .kill { try? Signal.send(SIGKILL, to: pid) }
+            if finish == .kill { for member in members { try? Signal.send(SIGKILL, to: member.pid) } }
             written += 1
-            lastFrozenCopy = run.frozenCopied
+            endedSpaces = []
             let statistics = run.writer.currentStatistics
             return Generation(
                 chain: options.chain, generation: entry.generation, manifest: entry.manifest.short, pid: pid,
+                processes: members.count,
                 kind: entry.kind == .full ? "full" : "delta", tracker: image.capture.tracker,
                 dirtyPages: run.dirty, copiedPages: run.runningCopied + run.frozenCopied, zeroPages: run.zeroed,
                 revertedPages: run.reverted, unmappedPages: run.unmapped, newChunks: statistics.newChunks,
@@ -215,15 +251,74 @@ public final class Checkpointer {
         var roundTotal: UInt64 = 0
     }
 
+    /// Follows the tree as it is now: a tracker for each new descendant (started while it runs),
+    /// none for those that ended (their address spaces are dropped by the next generation).
+    /// Without `options.tree`, a process with children is refused.
+    private func followTree() throws {
+        var tree = try ProcessTree(of: pid)
+        if !options.tree {
+            leftOut = (try ProcFS.children(pid)).map {
+                "child process \($0) (\(Self.name(of: $0))): --no-tree checkpoints a process alone; "
+                    + "a restart would run without it (leave --no-tree off to checkpoint the tree)"
+            }
+            tree = ProcessTree(alone: pid)
+        }
+        zombies = tree.zombies
+        let current = Set(tree.members)
+        for member in members where !current.contains(member.pid) {
+            member.tracker.stop()
+            endedSpaces.append(member.space)
+        }
+        members.removeAll { !current.contains($0.pid) }
+        guard members.first?.pid == pid else { throw TraceeError.noSuchProcess(pid: pid) }
+        let followed = Set(members.map(\.pid))
+        nextSpace = max(nextSpace, (chainSpaces.values.max() ?? 0) + 1)
+        for child in tree.members where !followed.contains(child) {
+            let space: UInt64
+            if let kept = chainSpaces[child], !members.contains(where: { $0.space == kept }) {
+                space = kept
+            } else {
+                space = nextSpace
+                nextSpace += 1
+            }
+            let tracker: any DirtyTracker
+            do { tracker = try TrackerSelection.start(options.tracker ?? self.tracker.kind, pid: child) } catch {
+                if ["Z", "X", nil].contains(try? ProcFS.state(child)) { continue }  // it ended meanwhile
+                throw error
+            }
+            members.append(TrackedProcess(pid: child, space: space, tracker: tracker))
+        }
+        // Parents before children, as the tree lists them.
+        let order = Dictionary(uniqueKeysWithValues: tree.members.enumerated().map { ($1, $0) })
+        members.sort { (order[$0.pid] ?? Int.max) < (order[$1.pid] ?? Int.max) }
+    }
+
+    /// A descendant that has exited (or is a zombie) since the tree was followed: a tree's
+    /// processes come and go while it runs (a shell's commands, make's compilers), and the
+    /// generation goes on without it. The first process ending ends the checkpoint.
+    private func hasEnded(_ member: TrackedProcess) -> Bool {
+        guard member.pid != pid else { return false }
+        let state = try? ProcFS.state(member.pid)
+        return state == nil || state == "Z" || state == "X"
+    }
+
+    static func name(of pid: Int32) -> String { (try? ProcFS.threadName(pid, thread: pid)) ?? "?" }
+
+    /// Which address space each process had in a generation (its image's metadata).
+    static func spaces(in metadata: [UInt8], generation: UInt64) -> [Int32: UInt64] {
+        guard let image = try? ProcessImage(decoding: metadata, generation: generation) else { return [:] }
+        return Dictionary(image.processes.map { ($0.pid, $0.space) }, uniquingKeysWith: { first, _ in first })
+    }
+
     /// Collects while frozen, copies while running; returns how many pages were written.
-    private func preCopyRound(_ run: inout Run) throws -> UInt64 {
+    private func preCopyRound(_ member: TrackedProcess, _ run: inout Run) throws -> UInt64 {
         let stopped = ClockTime.monotonic()
-        let frozen = try FrozenProcess(pid: pid)
+        let frozen = try FrozenProcess(pid: member.pid)
         let report: DirtyReport
         let pagemap: Pagemap
         do {
             pagemap = try Pagemap(frozen: frozen)
-            report = try tracker.collect(frozen)
+            report = try member.tracker.collect(frozen)
             frozen.thaw()
         } catch {
             frozen.thaw()
@@ -231,68 +326,131 @@ public final class Checkpointer {
         }
         run.totalPause += ClockTime.monotonic() - stopped
         let selection = try PageSelection(
-            pid: pid,
+            pid: member.pid,
             candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
         run.roundStored = 0
         run.roundTotal = selection.copy.pageCount
-        run.runningCopied += try CopiedPages.stream(selection.copy, from: pid, maximumPages: 16384) { pages in
-            try record(pages, &run)
+        run.runningCopied += try CopiedPages.stream(selection.copy, from: member.pid, maximumPages: 16384) { pages in
+            try record(pages, member, &run)
         }
-        apply(report, selection, &run)
-        run.rounds += 1
+        apply(report, selection, member, &run)
         return report.dirty.pageCount
     }
 
-    /// The stop-and-copy: collects, copies what is left, reads the image, and resumes the
-    /// process before anything is hashed or written.
+    /// What one process of the tree gave in the final stop.
+    private struct Stopped {
+        var report: DirtyReport
+        var selection: PageSelection
+        var copy: CopiedPages
+        var image: ProcessImage
+    }
+
+    /// The stop-and-copy: freezes the whole tree, collects each process, copies what is left,
+    /// reads the images, and resumes every process before anything is hashed or written.
     private func finalRound(_ run: inout Run, finish: Finish) throws -> ProcessImage {
         var attempts = 0
         while true {
             attempts += 1
+            if attempts > 1 { try followTree() }
             let asked = ClockTime.monotonic()
-            let injected = try Injector.readState(of: pid)
-            run.totalPause += ClockTime.monotonic() - asked
-            let smaps = try ImageCapture.EarlySmaps(pid: pid)
-            let stopped = ClockTime.monotonic()
-            let frozen = try FrozenProcess(pid: pid)
+            var injected: [InjectedState] = []
+            var smaps: [ImageCapture.EarlySmaps] = []
+            var stopped = asked
+            var frozen: [FrozenProcess] = []
+            defer { for process in frozen.reversed() { process.thaw() } }
             do {
-                // What the helper read must still hold: same threads, same caught and ignored
-                // signals. Otherwise ask again (nothing has been collected yet).
-                if !(try Self.stillHolds(injected, frozen)) && attempts < 5 {
-                    frozen.thaw()
-                    run.totalPause += ClockTime.monotonic() - stopped
-                    continue
+                for member in members {
+                    injected.append(try Injector.readState(of: member.pid))
+                    smaps.append(try ImageCapture.EarlySmaps(pid: member.pid))
                 }
-                let pagemap = try Pagemap(frozen: frozen)
-                let report = try tracker.collect(frozen)
-                let selection = try PageSelection(
-                    pid: pid,
-                    candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
-                let copy = try CopiedPages(selection.copy.runs, from: ProcessMemory(pid: pid))
-                var image = try ImageCapture.capture(
-                    frozen, regions: try MemoryRegion.of(pid), injected: injected, smaps: smaps,
-                    skipUnsupported: options.skipUnsupported)
-                observeFrozen?(frozen, run.writer.generation)
-                if finish != .resume { try? Signal.send(SIGSTOP, to: pid) }  // delivered before it runs again
-                frozen.thaw()
-                let pause = ClockTime.monotonic() - stopped
-                run.totalPause += pause
-                run.pause = pause
-                run.frozenCopied = copy.pageCount
-                run.roundStored = 0
-                run.roundTotal = copy.pageCount
-                try copy.forEach { pages in try record(pages, &run) }
-                apply(report, selection, &run)
-                image.capture.pauseNanoseconds = run.pause
-                image.capture.totalPauseNanoseconds = run.totalPause
-                image.capture.preCopyRounds = run.rounds
-                image.capture.pagesCopiedWhileRunning = run.runningCopied
-                image.capture.pagesCopiedFrozen = run.frozenCopied
-                return image
+                run.totalPause += ClockTime.monotonic() - asked
+                stopped = ClockTime.monotonic()
+                for member in members {
+                    member.stateBeforeStop = (try? ProcFS.state(member.pid)) ?? "R"
+                    frozen.append(try FrozenProcess(pid: member.pid))
+                }
             } catch {
-                frozen.thaw()
-                throw error
+                // A descendant ended since the tree was followed: follow it again.
+                guard attempts < 5 && members.contains(where: { hasEnded($0) }) else { throw error }
+                for process in frozen.reversed() { process.thaw() }
+                continue
             }
+            // What the helpers read must still hold (same threads, same caught and ignored
+            // signals), and the tree must be the one followed (no fork, no exit since) with no
+            // zombie in it: one its parent had no time to reap yet is gone once the parent
+            // runs. Otherwise ask again (nothing has been collected yet). The zombies refused
+            // are the ones seen frozen, not the ones seen when the tree was followed.
+            var holds = true
+            if options.tree {
+                let tree = try ProcessTree(of: pid)
+                zombies = tree.zombies
+                holds = tree.members == members.map(\.pid) && tree.zombies.isEmpty
+            }
+            for (k, process) in frozen.enumerated() where holds { holds = try Self.stillHolds(injected[k], process) }
+            if !holds && attempts < 5 {
+                for process in frozen.reversed() { process.thaw() }
+                run.totalPause += ClockTime.monotonic() - stopped
+                continue
+            }
+            var taken: [Stopped] = []
+            var refused: [String] = []
+            for (k, member) in members.enumerated() {
+                let pagemap = try Pagemap(frozen: frozen[k])
+                let report = try member.tracker.collect(frozen[k])
+                let selection = try PageSelection(
+                    pid: member.pid,
+                    candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
+                let copy = try CopiedPages(selection.copy.runs, from: ProcessMemory(pid: member.pid))
+                do {
+                    let image = try ImageCapture.capture(
+                        frozen[k], regions: try MemoryRegion.of(member.pid), injected: injected[k], smaps: smaps[k],
+                        skipUnsupported: options.skipUnsupported)
+                    taken.append(Stopped(report: report, selection: selection, copy: copy, image: image))
+                } catch CheckpointError.unsupportedDescriptors(let who, let list) {
+                    refused += list.map { who == pid ? $0 : "process \(who) (\(Self.name(of: who))): \($0)" }
+                }
+            }
+            var images = taken.map(\.image)
+            if refused.isEmpty {
+                refused = leftOut + TreeCapture.link(&images, members: members, zombies: zombies)
+                if options.skipUnsupported {
+                    images[0].unsupported += refused
+                    refused = []
+                }
+            }
+            if !refused.isEmpty { throw CheckpointError.unsupportedDescriptors(pid: pid, refused) }
+            observeFrozen?(frozen[0], run.writer.generation)
+            if finish != .resume {  // delivered before they run again
+                for member in members { try? Signal.send(SIGSTOP, to: member.pid) }
+            }
+            for process in frozen.reversed() { process.thaw() }
+            let pause = ClockTime.monotonic() - stopped
+            run.totalPause += pause
+            run.pause = pause
+            run.frozenCopied = taken.map(\.copy.pageCount).reduce(0, +)
+            for (k, member) in members.enumerated() {
+                member.lastFrozenCopy = taken[k].copy.pageCount
+                run.roundStored = 0
+                run.roundTotal = taken[k].copy.pageCount
+                try taken[k].copy.forEach { pages in try record(pages, member, &run) }
+                apply(taken[k].report, taken[k].selection, member, &run)
+            }
+            for space in endedSpaces { run.writer.unmap(AddressSpaces.range(of: space)) }
+            if run.baseline != nil {  // spaces of the chain's newest generation no process has now
+                let kept = Set(members.map(\.space))
+                for space in Set(chainSpaces.values) where !kept.contains(space) {
+                    run.writer.unmap(AddressSpaces.range(of: space))
+                }
+            }
+            run.firstRound = false
+            var image = images[0]
+            if images.count > 1 { image.tree = Array(images.dropFirst()) }
+            image.capture.pauseNanoseconds = run.pause
+            image.capture.totalPauseNanoseconds = run.totalPause
+            image.capture.preCopyRounds = run.rounds
+            image.capture.pagesCopiedWhileRunning = run.runningCopied
+            image.capture.pagesCopiedFrozen = run.frozenCopied
+            return image
         }
     }
 
@@ -309,9 +467,9 @@ public final class Checkpointer {
         return caught == expectCaught && ignored == expectIgnored
     }
 
-    /// Puts copied pages; in the first round of a run continuing a chain, only those that
-    /// differ from the chain's newest generation.
-    private func record(_ pages: CopiedPages.Slice, _ run: inout Run) throws {
+    /// Puts copied pages of `member` into its address space; in the first round of a run
+    /// continuing a chain, only those that differ from the chain's newest generation.
+    private func record(_ pages: CopiedPages.Slice, _ member: TrackedProcess, _ run: inout Run) throws {
         defer {
             run.roundStored += pages.count
             progress?(run.writer.generation, run.roundStored, run.roundTotal)
@@ -319,43 +477,45 @@ public final class Checkpointer {
         // Only the first round compares: a later round's page may have changed back to the
         // chain's bytes after the first round put other bytes, and must be put again.
         guard let baseline = run.baseline, run.firstRound else {
-            try run.writer.put(firstPage: pages.firstPage, contents: pages.bytes)
+            try run.writer.put(firstPage: member.number(pages.firstPage), contents: pages.bytes)
             return
         }
         for k in 0..<Int(pages.count) {
             let page = pages.bytes.page(at: k)
-            let number = pages.firstPage + UInt64(k)
+            let number = member.number(pages.firstPage + UInt64(k))
             if let old = baseline.chunk(of: number), old == ChunkID(hashing: page) { continue }
             try run.writer.put(firstPage: number, contents: page)
         }
     }
 
-    /// Records what the round found besides copied pages: unmapped ranges, zeroed pages and
-    /// pages that revert to their file.
-    private func apply(_ report: DirtyReport, _ selection: PageSelection, _ run: inout Run) {
+    /// Records what the round found in `member` besides copied pages: unmapped ranges, zeroed
+    /// pages and pages that revert to their file.
+    private func apply(_ report: DirtyReport, _ selection: PageSelection, _ member: TrackedProcess, _ run: inout Run) {
         run.dirty += report.dirty.pageCount
-        for range in report.unmapped.runs { run.writer.unmap(Self.pages(range)) }
+        for range in report.unmapped.runs { run.writer.unmap(member.range(Self.pages(range))) }
         run.unmapped += report.unmapped.pageCount
-        for range in selection.revert.runs { run.writer.unmap(Self.pages(range)) }
+        for range in selection.revert.runs { run.writer.unmap(member.range(Self.pages(range))) }
         run.reverted += selection.revert.pageCount
         // A base's first round needs no zero entries: absent anonymous pages are zero.
         let needZeros = !(run.firstRound && run.writer.kind == .full)
         if needZeros {
             for range in selection.zero.runs {
-                for page in Self.pages(range).first..<Self.pages(range).end { run.writer.putZero(page: page) }
+                let pages = member.range(Self.pages(range))
+                for page in pages.first..<pages.end { run.writer.putZero(page: page) }
             }
             run.zeroed += selection.zero.pageCount
         }
         if run.firstRound, let baseline = run.baseline {
             // Stored pages of the chain that hold nothing of their own now.
             let kept = selection.copy
+            let space = AddressSpaces.range(of: member.space)
             var stale: [PageRun] = []
-            for entry in baseline.pages where !kept.contains(page: Page.address(of: entry.page)) {
-                stale.append(PageRun(pageAt: Page.address(of: entry.page)))
+            for entry in baseline.entries(in: space)
+            where !kept.contains(page: Page.address(of: entry.page - space.first)) {
+                stale.append(PageRun(pageAt: Page.address(of: entry.page - space.first)))
             }
-            for range in AddressRuns(stale).runs { run.writer.unmap(Self.pages(range)) }
+            for range in AddressRuns(stale).runs { run.writer.unmap(member.range(Self.pages(range))) }
         }
-        run.firstRound = false
     }
 
     static func pages(_ run: PageRun) -> PageRange {

@@ -67,13 +67,6 @@ enum ImageCapture {
                 descriptors[k].deletedFile = file
                 descriptors[k].contents = nil
             }
-            // Until process trees are checkpointed, a child would be missing after a restart.
-            for child in try ProcFS.children(pid) {
-                let name = (try? ProcFS.threadName(child, thread: child)) ?? "?"
-                unsupported.append(
-                    "child process \(child) (\(name)): process trees are not checkpointed yet; "
-                        + "a restart would run without it")
-            }
             unsupported += try ProcessControlsCapture.unsupported(pid, injected: injected.controls)
             if let cwd = ProcFS.link(pid, "cwd"), cwd.hasSuffix(" (deleted)") {
                 unsupported.append("cwd \(cwd): the working directory was deleted and cannot be recreated")

@@ -17,7 +17,8 @@ extension ImageCapture {
         for index in descriptors.indices {
             let fd = descriptors[index].fd
             unsupported += locks(pid, &descriptors[index])
-            guard fd > 2 else { continue }
+            // A pipe on 0-2 is recorded too: in a tree, another process may have its other end.
+            guard fd > 2 || descriptors[index].kind == .pipe else { continue }
             let earlier = descriptors[..<index].filter { $0.fd > 2 && $0.target == descriptors[index].target }
             descriptors[index].duplicateOf =
                 earlier.first { (try? ProcessDescriptor.shareOpenFile(pid, $0.fd, fd)) ?? false }?.fd

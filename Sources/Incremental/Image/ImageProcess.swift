@@ -85,12 +85,15 @@ extension ProcessImage {
         public var deletedAttributes: DeletedFile? = nil
         /// An flock(2) lock held through this open file: "shared" or "exclusive".
         public var flock: String? = nil
+        /// The open file description of a descriptor of an earlier process of the tree (one
+        /// shared offset and status flags, as fork left it): restored by taking that one.
+        public var inherited: Inherited? = nil
         /// A UNIX socket of a pair (`kind` socket).
         public var socket: UnixSocket? = nil
 
         enum CodingKeys: String, CodingKey {
             case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
-                deletedAttributes, flock
+                deletedAttributes, flock, inherited
             case socket
         }
 

@@ -47,12 +47,19 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     /// /proc/PID/cgroup's lines ("4:memory:/a/b", "0::/c"): the control groups it ran in;
     /// nil in images from before they were kept.
     public var cgroups: [String]? = nil
+    /// Where the process sits in its tree: parent, process group, session, address space.
+    /// nil in images from before trees were checkpointed (a process alone).
+    public var position: TreePosition? = nil
+    /// On the first process of a tree only: every other process of it, each after its parent.
+    public var tree: [ProcessImage]? = nil
+    /// On the first process of a tree only: the zombies among its descendants.
+    public var zombies: [Zombie]? = nil
 
     enum CodingKeys: String, CodingKey {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
-            deletedFiles, cgroups
+            deletedFiles, cgroups, position, tree, zombies
     }
 
     public init(

@@ -4,30 +4,48 @@ import Store
 /// that may refuse it, then for each process to create the phases that rebuild it, in order.
 /// `ld-chpox` runs it (`Restorer.restart`); tests build and read it without a live process.
 ///
-/// Today a plan holds one process. Process trees add one `ProcessPlan` per process, parents
-/// before their children (`parent` names the one that forks it), and objects several processes
-/// share (a pipe between two of them) become phases of the process that creates them, with the
-/// others receiving them in their own descriptor phase.
+/// A plan holds one `ProcessPlan` per process of the image's tree, parents before their
+/// children (`parent` names the one that forks it). Every process is created first (each
+/// forked by its parent's stub), then the phases run in step: phase k of every process, in
+/// order, before phase k+1 of any. So what one process creates for others (a pipe between two
+/// of them, an open file they share) exists when a later process's phase takes it
+/// (`TreeLayout` decides who creates what).
 public struct RestartPlan: Sendable {
     /// Refusals and the files to cut back, checked before a stub is started.
     public var preflight: Preflight
+    /// Who forks whom, sessions and groups, and who creates each shared pipe.
+    public var layout: TreeLayout
     /// The processes to create, each before the ones it is parent of.
     public var processes: [ProcessPlan]
+    /// Children that had exited unreaped: recreated as zombies once their parents exist.
+    public var zombies: [ProcessImage.Zombie]
 
     public init(image: ProcessImage, generation: UInt64) {
         preflight = Preflight(image: image, generation: generation)
-        processes = [ProcessPlan(image: image)]
+        let layout = TreeLayout(image: image)
+        self.layout = layout
+        processes = image.processes.map { ProcessPlan(image: $0, layout: layout) }
+        zombies = image.zombies ?? []
     }
 
     /// Every step, one line each, process by process: what `ld-chpox` will create, in order.
     public var steps: [String] {
         var lines: [String] = []
         for process in processes {
-            lines.append("process \(process.pid)" + (process.parent.map { " (child of \($0))" } ?? ""))
+            lines.append(
+                "process \(process.pid)" + (process.parent.map { " (forked by \($0))" } ?? "")
+                    + (process.groupsNote.map { ", \($0)" } ?? "") + (process.stopped ? ", left stopped" : ""))
             for phase in process.phases {
                 lines.append("  " + phase.name)
                 lines += phase.steps.map { "    " + $0 }
             }
+        }
+        for zombie in zombies {
+            lines.append(
+                "zombie \(zombie.pid) (forked by \(zombie.parent)): "
+                    + (zombie.status & 0x7f == 0
+                        ? "exits with code \((zombie.status >> 8) & 0xff)" : "killed by signal \(zombie.status & 0x7f)")
+            )
         }
         return lines
     }
@@ -39,28 +57,52 @@ public struct ProcessPlan: Sendable {
     public var pid: Int32
     /// The process of the plan that creates it; nil for the one ld-chpox starts.
     public var parent: Int32?
+    /// How it gets its session and process group once created.
+    public var groups: TreeLayout.Groups
+    /// The address space of the page map holding its pages.
+    public var space: UInt64
+    /// Sent SIGSTOP as it is let go: it was stopped.
+    public var stopped: Bool
     public var phases: [any RestartPhase]
 
-    public init(image: ProcessImage, parent: Int32? = nil) {
+    public init(image: ProcessImage, layout: TreeLayout? = nil) {
         pid = image.pid
-        self.parent = parent
+        parent = layout?.parents[image.pid]
+        groups = layout?.groups[image.pid] ?? .inherited
+        space = image.space
+        stopped = image.position?.stopped ?? false
+        // What it shares with an earlier process is taken from that one, after every process
+        // made its own (`SharedDescriptorPhase`); the other phases see only its own.
+        var own = image
+        own.descriptors = image.descriptors.filter { $0.inherited == nil }
         phases = [
             LoginPhase(image: image),
             FileAccessPhase(image: image),
-            MemoryLayoutPhase(image: image),
+            MemoryLayoutPhase(image: image, layout: layout),
             PageFillPhase(image: image),
-            DescriptorPhase(image: image),
-            SocketPhase(image: image),
-            FileLockPhase(image: image),
-            EventDescriptorPhase(image: image),
+            DescriptorPhase(image: own, layout: layout),
+            SocketPhase(image: own),
+            FileLockPhase(image: own),
+            EventDescriptorPhase(image: own),
+            SharedDescriptorPhase(image: image),
             MemoryDescriptorPhase(image: image),
             ThreadPhase(image: image),
             SignalPhase(image: image),
             CredentialsPhase(image: image),
-            WrittenFilesPhase(image: image),
+            WrittenFilesPhase(image: own),
             ProcessControlsPhase(image: image),
             RegistersPhase(image: image),
         ]
+    }
+
+    /// Its session or group, in words; nil when it inherits its parent's.
+    var groupsNote: String? {
+        switch groups {
+        case .inherited: return nil
+        case .newSession: return "leads a new session"
+        case .ownGroup: return "leads a process group"
+        case .join(let leader): return "joins process group \(leader)"
+        }
     }
 
     /// The phase of type `P`, for a reader of the plan.

@@ -13,6 +13,8 @@ public final class RestartSession {
     public let map: PageMap
     public let generation: UInt64
     public let process: FrozenProcess
+    /// What the processes of one restart share: their new pids, the pipes one made for others.
+    public let tree: RestartTree
     /// System calls inside the stub. Until the memory layout phase has mapped the trampoline
     /// they run at the stub's vDSO with no scratch memory; then at the trampoline with its
     /// scratch pages.
@@ -38,14 +40,27 @@ public final class RestartSession {
     static let deletedFileCopies: Int32 = 1003
 
     /// Freezes the stub `pid` once it has reached its pause.
-    init(stub pid: Int32, image: ProcessImage, store: Store, map: PageMap, generation: UInt64) throws {
+    convenience init(
+        stub pid: Int32, image: ProcessImage, store: Store, map: PageMap, generation: UInt64, tree: RestartTree
+    ) throws {
         for _ in 0..<2000 where (try? ProcFS.state(pid)) != "S" { CurrentProcess.sleep(microseconds: 500) }
+        try self.init(
+            process: try FrozenProcess(pid: pid), image: image, store: store, map: map, generation: generation,
+            tree: tree)
+    }
+
+    /// Rebuilds `image` in `process`, a frozen stub (a forked copy of another one).
+    init(
+        process: FrozenProcess, image: ProcessImage, store: Store, map: PageMap, generation: UInt64, tree: RestartTree
+    ) throws {
         self.image = image
         self.store = store
         self.map = map
         self.generation = generation
-        process = try FrozenProcess(pid: pid)
+        self.process = process
+        self.tree = tree
         calls = RemoteCalls(process, purpose: "restart")
+        tree.pids[image.pid] = process.pid
     }
 
     /// Runs later calls at the trampoline, with the scratch pages after it.
@@ -72,5 +87,24 @@ extension RemoteCalls {
             try check(fd, what)
             return fd
         }
+    }
+}
+
+/// What the processes of one restart share while they are rebuilt.
+public final class RestartTree {
+    /// Each saved pid and the process that is it now.
+    public internal(set) var pids: [Int32: Int32] = [:]
+    /// Pipes one process created for others too: the inode, and the process and descriptor
+    /// holding it until every process has opened its ends (`DescriptorPhase`).
+    var pipeHolders: [UInt64: (pid: Int32, fd: Int32)] = [:]
+
+    public init() {}
+
+    /// The process that is saved pid `pid` now.
+    func current(_ pid: Int32) throws(TraceeError) -> Int32 {
+        guard let now = pids[pid] else {
+            throw .unsupported(pid: pid, reason: "process \(pid) of the image has not been created")
+        }
+        return now
     }
 }

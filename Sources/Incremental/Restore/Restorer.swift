@@ -29,6 +29,8 @@ public final class Restorer {
         public var child: ChildProcess
         /// What the restart changed outside the process (files cut back).
         public var notices: [String] = []
+        /// Every process restarted: the first one, then the rest of its tree.
+        public var processes: [Int32] = []
     }
 
     public let image: ProcessImage
@@ -71,22 +73,57 @@ public final class Restorer {
         try plan.preflight.check(authority: authority, otherControlGroups: otherControlGroups)
     }
 
-    /// Starts the stub, rebuilds the process in it and lets it run. A failure at any step kills
-    /// the stub and leaves every file as it was (files are cut back only by the last phases).
+    /// Starts the stub, rebuilds the process in it and lets it run; a tree's other processes
+    /// are forked from their parents' stubs first (`RestartPlan`). A failure at any step kills
+    /// every stub and leaves every file as it was (files are cut back only by the last phases).
     /// The process is added to the chain's lineage, so that `cpx` continues the chain with it;
     /// where that cannot be recorded, a notice says so.
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
         let plan = self.plan
         try plan.preflight.check(authority: authority, otherControlGroups: options.otherControlGroups)
+        // A tree keeps its pids: its processes know each other by them.
         let child = try StubProcess.start(
-            pid: image.pid, generation: generation, requireSamePid: options.requireSamePid)
+            pid: image.pid, generation: generation,
+            requireSamePid: options.requireSamePid || plan.processes.count > 1 || !plan.zombies.isEmpty)
+        var sessions: [RestartSession] = []
         do {
-            let session = try RestartSession(
-                stub: child.pid, image: image, store: store, map: map, generation: generation)
-            defer { session.process.thaw() }
-            for phase in plan.processes[0].phases { try phase.run(in: session) }
-            var notices =
-                session.notices + plan.preflight.notRestored.map { "not restored (skipped at the checkpoint): \($0)" }
+            let tree = RestartTree()
+            let root = try RestartSession(
+                stub: child.pid, image: image, store: store, map: map.space(0), generation: generation, tree: tree)
+            sessions.append(root)
+            try root.setGroups(plan.processes[0].groups)
+            let images = image.processes
+            for (k, process) in plan.processes.enumerated().dropFirst() {
+                guard let parent = sessions.first(where: { $0.image.pid == process.parent }) else {
+                    throw CheckpointError.badImage(
+                        generation: generation,
+                        reason: "process \(process.pid) comes before its parent \(process.parent ?? 0) in the image")
+                }
+                let session = try RestartSession(
+                    process: try parent.fork(pid: process.pid), image: images[k], store: store,
+                    map: map.space(process.space), generation: generation, tree: tree)
+                sessions.append(session)
+                if case .join = process.groups { continue }
+                try session.setGroups(process.groups)
+            }
+            for zombie in plan.zombies {
+                guard let parent = sessions.first(where: { $0.image.pid == zombie.parent }) else {
+                    throw CheckpointError.badImage(
+                        generation: generation, reason: "zombie \(zombie.pid)'s parent \(zombie.parent) is not in it")
+                }
+                try parent.forkZombie(zombie)
+            }
+            for (k, process) in plan.processes.enumerated() {
+                if case .join = process.groups { try sessions[k].setGroups(process.groups) }
+            }
+            let phases = plan.processes.map(\.phases.count).max() ?? 0
+            for phase in 0..<phases {
+                for (k, process) in plan.processes.enumerated() where phase < process.phases.count {
+                    try process.phases[phase].run(in: sessions[k])
+                }
+            }
+            var notices = sessions.flatMap(\.notices)
+            notices += plan.preflight.notRestored.map { "not restored (skipped at the checkpoint): \($0)" }
             if let change = plan.preflight.controlGroupChange { notices.append("\(change) (--other-cgroups)") }
             if let chain,
                 let notice = ChainOwnership.recordRestart(
@@ -94,12 +131,19 @@ public final class Restorer {
             {
                 notices.append(notice)
             }
+            // Let go children first; a stopped process gets its SIGSTOP as it is let go.
+            for (k, process) in plan.processes.enumerated().reversed() {
+                if process.stopped { try? Signal.send(SIGSTOP, to: sessions[k].pid) }
+                sessions[k].process.thaw()
+            }
             return Outcome(
                 pid: child.pid, originalPid: image.pid, mappings: image.mappings.count,
-                pagesWritten: session.pagesWritten,
-                child: child, notices: notices)
+                pagesWritten: sessions.map(\.pagesWritten).reduce(0, +),
+                child: child, notices: notices, processes: sessions.map(\.pid))
         } catch {
+            for session in sessions.dropFirst().reversed() { try? Signal.send(SIGKILL, to: session.pid) }
             try? child.send(SIGKILL)
+            for session in sessions.reversed() { session.process.thaw() }
             _ = try? child.wait()
             throw Checkpointer.classify(error, pid: child.pid)
         }

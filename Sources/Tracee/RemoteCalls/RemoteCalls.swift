@@ -175,7 +175,8 @@ extension FrozenProcess {
         defer { try? Ptrace.setRegisters(tid, pid: pid, saved) }
         // Two syscall stops: entry, then exit. A thread that stopped for a signal still has
         // PTRACE_INTERRUPT's stop pending: it is reported first, before the call; resume again.
-        // A clone reports PTRACE_EVENT_CLONE inside the call (with clones traced): resume on.
+        // A clone reports PTRACE_EVENT_CLONE inside the call (with clones traced), a fork
+        // PTRACE_EVENT_FORK: resume on.
         var syscallStops = 0
         for _ in 0..<8 where syscallStops < 2 {
             try Ptrace.resumeToSyscallStop(tid, pid: pid)
@@ -183,6 +184,10 @@ extension FrozenProcess {
             let event = chpox_wptrace_event(status)
             if event == CHPOX_PTRACE_EVENT_CLONE {
                 noteClone(try Ptrace.eventMessage(tid, pid: pid))
+                continue
+            }
+            if event == CHPOX_PTRACE_EVENT_FORK {
+                noteFork(try Ptrace.eventMessage(tid, pid: pid))
                 continue
             }
             if event == Int32(Ptrace.eventStop) { continue }

@@ -88,6 +88,18 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let membarrier = SystemCall(CHPOX_SYS_membarrier)
     /// The corresponding C constant is SYS_set_robust_list.
     public static let setRobustList = SystemCall(CHPOX_SYS_set_robust_list)
+    /// The corresponding C constant is SYS_setsid.
+    public static let setsid = SystemCall(CHPOX_SYS_setsid)
+    /// The corresponding C constant is SYS_setpgid.
+    public static let setpgid = SystemCall(CHPOX_SYS_setpgid)
+    /// The corresponding C constant is SYS_pidfd_open.
+    public static let pidfdOpen = SystemCall(CHPOX_SYS_pidfd_open)
+    /// The corresponding C constant is SYS_pidfd_getfd.
+    public static let pidfdGetfd = SystemCall(CHPOX_SYS_pidfd_getfd)
+    /// The corresponding C constant is SYS_exit_group.
+    public static let exitGroup = SystemCall(CHPOX_SYS_exit_group)
+    /// The corresponding C constant is SYS_kill.
+    public static let kill = SystemCall(CHPOX_SYS_kill)
     /// The corresponding C constant is SYS_socketpair.
     public static let socketpair = SystemCall(CHPOX_SYS_socketpair)
     /// The corresponding C constant is SYS_sendto.

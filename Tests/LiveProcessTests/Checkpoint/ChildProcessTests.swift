@@ -4,9 +4,9 @@ import TrackerTestSupport
 import Testing
 
 extension LiveProcess {
-    /// Until process trees are checkpointed, a process with children is refused, naming them;
-    /// under --skip-unsupported it is recorded, and every restart and `ld-chpox --check` says
-    /// what the process runs without.
+    /// With --no-tree a process with children is refused, naming them; under
+    /// --skip-unsupported it is recorded alone, and every restart and `ld-chpox --check` says
+    /// what the process runs without. (By default the tree is taken: ProcessTreeTests.)
     @Suite struct ChildProcessTests {
         @Test(
             .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
@@ -31,13 +31,14 @@ extension LiveProcess {
             let announced = try original.line()
             let child = try #require(Int32(announced.split(separator: " ").last ?? ""))
             defer { kill(child, SIGKILL) }
-            let refused = try TestTools.run("cpx", ["--store", store, "--name", "tree", "\(original.pid)"])
+            let refused = try TestTools.run(
+                "cpx", ["--store", store, "--name", "tree", "--no-tree", "\(original.pid)"])
             #expect(refused.status == 1)
-            #expect(refused.errors.contains("child process \(child) (sleep): process trees are not checkpointed yet"))
+            #expect(refused.errors.contains("child process \(child) (sleep): --no-tree checkpoints a process alone"))
             #expect(refused.errors.contains("--skip-unsupported"))
 
             let skipped = try TestTools.run(
-                "cpx", ["--store", store, "--name", "tree", "--skip-unsupported", "\(original.pid)"])
+                "cpx", ["--store", store, "--name", "tree", "--no-tree", "--skip-unsupported", "\(original.pid)"])
             #expect(skipped.status == 0, "\(skipped.errors)")
             let missing = "not restored (skipped at the checkpoint): child process \(child) (sleep)"
             let check = try TestTools.run("ld-chpox", ["--store", store, "--check"])

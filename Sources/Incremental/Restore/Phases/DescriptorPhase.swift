@@ -7,11 +7,12 @@ import Syscall
 import Tracee
 
 /// The saved descriptor table at the same numbers, the working directory and the umask.
-/// Terminals and pipes on 0-2 become ld-chpox's own stdio at the same number; other terminals
-/// its stdout; other pipes a pipe whose other end is closed (reads see end of file, writes
-/// EPIPE), as if the peer had exited. Images that recorded a pipe's buffer get it back: each
-/// pipe is created once with its capacity and bytes, each of its open files reopened from it
-/// with the recorded access and status flags, duplicates dup'ed again.
+/// Terminals and pipes on 0-2 become ld-chpox's own stdio at the same number (a pipe only in
+/// the tree's first process); other terminals its stdout; other pipes a pipe whose other end is
+/// closed (reads see end of file, writes EPIPE), as if the peer had exited. Images that
+/// recorded a pipe's buffer get it back: each pipe is created once with its capacity and bytes,
+/// each of its open files reopened from it with the recorded access and status flags,
+/// duplicates dup'ed again.
 public struct DescriptorPhase: RestartPhase {
     /// A pipe to create before the descriptors: anonymous, or a FIFO reopened by `path`.
     public struct PipeSetup: Sendable, Equatable {
@@ -63,6 +64,12 @@ public struct DescriptorPhase: RestartPhase {
     public var closed: [Int32]
     public var entries: [Entry]
     public var pipes: [PipeSetup]
+    /// Pipes of the tree another process creates (`TreeLayout`): their ends are opened from
+    /// that process's.
+    public var foreignPipes: Set<UInt64> = []
+    /// Pipes this process creates that other processes open ends of: kept open for them until
+    /// `SharedDescriptorPhase`.
+    public var exportedPipes: Set<UInt64> = []
     /// Owners a recreated deleted file may be given: the image's own ids (any, for an image
     /// that ran as root: it could have chowned the file itself).
     var users: Set<UInt32>, groups: Set<UInt32>, anyOwner: Bool
@@ -78,6 +85,7 @@ public struct DescriptorPhase: RestartPhase {
                 (pipe.path.map { "reopen FIFO \($0)" } ?? "create a pipe")
                     + " (inode \(pipe.inode)) of \(pipe.capacity)"
                     + " bytes holding \(pipe.contents.count)"
+                    + (exportedPipes.contains(pipe.inode) ? ", kept for other processes" : "")
             }
             + entries.map { entry in
                 let what: String
@@ -94,7 +102,9 @@ public struct DescriptorPhase: RestartPhase {
                 case .duplicate(let source): what = "a duplicate of fd \(source)"
                 case .pipeEnd(let inode, let access, let statusFlags):
                     let mode = access == O_RDONLY ? "read" : access == O_WRONLY ? "write" : "read-write"
-                    what = "a \(mode) end of pipe \(inode)" + (statusFlags & O_NONBLOCK != 0 ? " (non-blocking)" : "")
+                    what =
+                        "a \(mode) end of pipe \(inode)" + (foreignPipes.contains(inode) ? " of another process" : "")
+                        + (statusFlags & O_NONBLOCK != 0 ? " (non-blocking)" : "")
                 case .sameDeletedFile(let source, _, let offset):
                     what = "the deleted file of fd \(source) at offset \(offset)"
                 case .reopenDeleted(let file, _, let offset):
@@ -104,7 +114,17 @@ public struct DescriptorPhase: RestartPhase {
             } + (workingDirectory.isEmpty ? [] : ["cwd \(workingDirectory)"]) + ["umask 0\(String(umask, radix: 8))"]
     }
 
-    public init(image: ProcessImage) {
+    /// The descriptors of `image`; in a tree, its pipes as `layout` shares them out.
+    public init(image: ProcessImage, layout: TreeLayout? = nil) {
+        let treePipes = layout?.sharedPipes ?? []
+        // ld-chpox stands in for what ran the tree's first process only. Another process's
+        // pipe on 0-2 that no process of the tree shares had its peer in the tree, gone since
+        // (a pipeline's first command that wrote everything and exited): it gets its pipe
+        // back with the bytes still queued, its peer closed, as at fd 3 and up.
+        let keepsOwnPipes = layout.map { $0.first != image.pid } ?? false
+        let ownPipe = { (fd: Int32, inode: UInt64?) in fd > 2 || keepsOwnPipes || treePipes.contains(inode ?? 0) }
+        foreignPipes = layout?.foreignPipes(of: image.pid) ?? []
+        exportedPipes = layout?.exportedPipes(of: image.pid) ?? []
         closed = (Int32(0)..<3).filter { fd in !image.descriptors.contains { $0.fd == fd } }
         entries = image.descriptors.compactMap { descriptor in
             let setup: Setup
@@ -113,7 +133,9 @@ public struct DescriptorPhase: RestartPhase {
             case .socket: return nil  // every descriptor of a socket, duplicates too: SocketPhase
             case _ where descriptor.duplicateOf != nil && descriptor.fd > 2:
                 setup = .duplicate(of: descriptor.duplicateOf ?? 0)
-            case .terminal where descriptor.fd <= 2, .pipe where descriptor.fd <= 2: setup = .stdio(descriptor.fd)
+            case .terminal where descriptor.fd <= 2: setup = .stdio(descriptor.fd)
+            case .pipe where !ownPipe(descriptor.fd, descriptor.pipe?.inode):
+                setup = .stdio(descriptor.fd)
             case .terminal: setup = .stdio(1)
             case .pipe where descriptor.pipe != nil:
                 setup = .pipeEnd(
@@ -137,10 +159,15 @@ public struct DescriptorPhase: RestartPhase {
             return Entry(fd: descriptor.fd, closeOnExec: descriptor.flags & O_CLOEXEC != 0, setup: setup)
         }
         var pipes: [PipeSetup] = []
-        for descriptor in image.descriptors where descriptor.fd > 2 {
-            guard let pipe = descriptor.pipe, !pipes.contains(where: { $0.inode == pipe.inode }) else { continue }
+        // A pipe on 0-2 is ld-chpox's stdio, but where another process of the tree has an end
+        // of it (a shell pipeline): then it is created and its ends shared out.
+        for descriptor in image.descriptors {
+            guard let pipe = descriptor.pipe, ownPipe(descriptor.fd, pipe.inode),
+                !pipes.contains(where: { $0.inode == pipe.inode }), !foreignPipes.contains(pipe.inode)
+            else { continue }
+            let contents = image.descriptors.lazy.compactMap { $0.pipe?.inode == pipe.inode ? $0.pipe?.contents : nil }
             pipes.append(
-                .init(inode: pipe.inode, capacity: pipe.capacity, path: pipe.path, contents: pipe.contents ?? Data()))
+                .init(inode: pipe.inode, capacity: pipe.capacity, path: pipe.path, contents: contents.first ?? Data()))
         }
         self.pipes = pipes
         users = Set(image.credentials.user.all)
@@ -158,6 +185,7 @@ public struct DescriptorPhase: RestartPhase {
         let calls = session.calls
         for fd in closed { _ = try calls.result(of: .close, fd) }
         var holders: [UInt64: Int32] = [:]
+        var foreign: [UInt64: String] = [:]
         for pipe in pipes { holders[pipe.inode] = try create(pipe, calls) }
         // The deleted files kept for mappings first: a descriptor of the image may take the
         // number one of them is kept at. Then those numbers are closed, but where one is now
@@ -165,11 +193,25 @@ public struct DescriptorPhase: RestartPhase {
         let reopensDeleted: (Entry) -> Bool = {
             if case .reopenDeleted = $0.setup { return true } else { return false }
         }
-        for entry in entries where reopensDeleted(entry) { try set(entry, holders: holders, calls) }
-        for entry in entries where !reopensDeleted(entry) { try set(entry, holders: holders, calls) }
+        // Ends of pipes another process made are opened from its descriptor of them.
+        for inode in foreignPipes {
+            guard let holder = session.tree.pipeHolders[inode] else {
+                throw TraceeError.unsupported(pid: calls.pid, reason: "pipe \(inode) was not created")
+            }
+            holders[inode] = -1
+            foreign[inode] = "/proc/\(holder.pid)/fd/\(holder.fd)"
+        }
+        for entry in entries where reopensDeleted(entry) { try set(entry, holders: holders, foreign, session) }
+        for entry in entries where !reopensDeleted(entry) { try set(entry, holders: holders, foreign, session) }
         let kept = RestartSession.deletedFileCopies..<(RestartSession.deletedFileCopies + Int32(deletedFileCount))
         for fd in kept where !entries.contains(where: { $0.fd == fd }) { _ = try calls.result(of: .close, fd) }
-        for holder in holders.values { _ = try calls.result(of: .close, holder) }
+        for (inode, holder) in holders where holder >= 0 {
+            if exportedPipes.contains(inode) {
+                session.tree.pipeHolders[inode] = (session.pid, holder)
+            } else {
+                _ = try calls.result(of: .close, holder)
+            }
+        }
         if !workingDirectory.isEmpty {
             _ = try calls.withFrame { () throws(TraceeError) in
                 try calls.result(of: .chdir, try calls.string(workingDirectory))
@@ -223,7 +265,10 @@ public struct DescriptorPhase: RestartPhase {
         return holder
     }
 
-    private func set(_ entry: Entry, holders: [UInt64: Int32], _ calls: RemoteCalls) throws {
+    private func set(
+        _ entry: Entry, holders: [UInt64: Int32], _ foreign: [UInt64: String], _ session: RestartSession
+    ) throws {
+        let calls = session.calls
         let target = entry.fd
         let cloexec = entry.closeOnExec ? O_CLOEXEC : 0
         switch entry.setup {
@@ -259,9 +304,20 @@ public struct DescriptorPhase: RestartPhase {
             guard let holder = holders[inode] else {
                 throw TraceeError.unsupported(pid: calls.pid, reason: "pipe \(inode)")
             }
-            try open(
-                "/proc/self/fd/\(holder)", flags: access | O_NONBLOCK, as: target, cloexec: cloexec, recorded: false,
-                calls)
+            if let path = foreign[inode] {
+                let what = "open pipe \(inode) of another process as descriptor \(target)"
+                let opened = try session.openOfTree(path, flags: access | O_NONBLOCK, to: what)
+                if opened != target {
+                    try calls.call(.dup3, opened, target, cloexec, to: what)
+                    _ = try calls.result(of: .close, opened)
+                } else if cloexec == 0 {
+                    try calls.call(.fcntl, target, F_SETFD, 0, to: what)
+                }
+            } else {
+                try open(
+                    "/proc/self/fd/\(holder)", flags: access | O_NONBLOCK, as: target, cloexec: cloexec,
+                    recorded: false, calls)
+            }
             try calls.call(.fcntl, target, F_SETFL, statusFlags, to: "set the status flags of descriptor \(target)")
         case .sameDeletedFile(let source, let flags, let offset):
             try open("/proc/self/fd/\(source)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)

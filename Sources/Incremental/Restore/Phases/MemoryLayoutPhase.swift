@@ -19,6 +19,9 @@ public struct MemoryLayoutPhase: RestartPhase {
             case file(path: String, writable: Bool, offset: UInt64)
             /// The deleted file the image saved (`deletedFiles` index), recreated.
             case deletedFile(Int, path: String, offset: UInt64)
+            /// Shared memory another process of the tree mapped first: its mapping's object
+            /// (/proc/PID/map_files), at `offset` in it.
+            case sharedWith(pid: Int32, start: UInt64, end: UInt64, offset: UInt64)
         }
         public var start: UInt64
         public var size: Int
@@ -53,6 +56,8 @@ public struct MemoryLayoutPhase: RestartPhase {
                 return "map \(at) \(path) at \(offset)" + (writable ? " read-write" : "") + adviceNote
             case .deletedFile(let file, let path, let offset):
                 return "map \(at) deleted file \(file) (\(path)) recreated, at \(offset)" + adviceNote
+            case .sharedWith(let pid, let start, _, let offset):
+                return "map \(at) shared with process \(pid)'s 0x\(String(start, radix: 16)), at \(offset)" + adviceNote
             }
         }
     }
@@ -87,12 +92,20 @@ public struct MemoryLayoutPhase: RestartPhase {
             + mappings.map(\.description)
     }
 
-    public init(image: ProcessImage) {
+    /// The layout of `image`; in a tree, its shared memory as `layout` shares it out.
+    public init(image: ProcessImage, layout: TreeLayout? = nil) {
         occupied = image.mappings.map { $0.start...($0.end - 1) }
         kernelPages = ["[vvar]", "[vvar_vclock]", "[vdso]"].compactMap { name in
             image.mappings.first(where: { $0.path == name }).map { KernelPages(name: name, start: $0.start) }
         }
-        mappings = image.mappings.filter { $0.storesContents || $0.backing == .sharedFile }.map(Self.setup)
+        let shared = layout?.sharedMemory[image.pid] ?? [:]
+        mappings = image.mappings.filter { $0.storesContents || $0.backing == .sharedFile }.map { mapping in
+            var setup = Self.setup(mapping)
+            if let other = shared[mapping.start] {
+                setup.source = .sharedWith(pid: other.creator, start: other.start, end: other.end, offset: other.offset)
+            }
+            return setup
+        }
         deletedFiles = image.deletedFiles ?? []
     }
 
@@ -153,7 +166,7 @@ public struct MemoryLayoutPhase: RestartPhase {
             try calls.call(.dup3, fd, kept, O_CLOEXEC, to: "keep the recreated \(file.path) as descriptor \(kept)")
             _ = try calls.result(of: .close, fd)
         }
-        for mapping in mappings { try map(mapping, session.calls) }
+        for mapping in mappings { try map(mapping, session) }
     }
 
     /// Keeps the stub's stdio as sources for terminals and pipes, then unmaps everything of the
@@ -177,8 +190,9 @@ public struct MemoryLayoutPhase: RestartPhase {
         }
     }
 
-    private func map(_ mapping: MappingSetup, _ calls: RemoteCalls) throws {
-        try create(mapping, calls)
+    private func map(_ mapping: MappingSetup, _ session: RestartSession) throws {
+        let calls = session.calls
+        try create(mapping, session)
         for advice in mapping.advice {
             try calls.call(
                 .madvise, mapping.start, mapping.size, advice.advice,
@@ -186,7 +200,8 @@ public struct MemoryLayoutPhase: RestartPhase {
         }
     }
 
-    private func create(_ mapping: MappingSetup, _ calls: RemoteCalls) throws {
+    private func create(_ mapping: MappingSetup, _ session: RestartSession) throws {
+        let calls = session.calls
         switch mapping.source {
         case .anonymous:
             try calls.call(
@@ -201,6 +216,14 @@ public struct MemoryLayoutPhase: RestartPhase {
             try calls.call(
                 .mmap, mapping.start, mapping.size, mapping.protection, mapping.flags,
                 RestartSession.deletedFileCopies + Int32(file), offset, to: "map the recreated \(path)")
+        case .sharedWith(let pid, let start, let end, let offset):
+            let what = "map process \(pid)'s shared memory at 0x\(String(mapping.start, radix: 16))"
+            let object =
+                "/proc/\(try session.tree.current(pid))/map_files/\(String(start, radix: 16))-\(String(end, radix: 16))"
+            // Read-write whatever its protection now: an mprotect may make it writable later.
+            let fd = try session.openOfTree(object, flags: O_RDWR, to: what)
+            defer { _ = try? calls.result(of: .close, fd) }
+            try calls.call(.mmap, mapping.start, mapping.size, mapping.protection, mapping.flags, fd, offset, to: what)
         }
     }
 }

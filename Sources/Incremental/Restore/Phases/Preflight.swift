@@ -17,7 +17,7 @@ public struct Preflight: Sendable {
 
     /// What the process held that the restart runs without (recorded at the checkpoint under
     /// --skip-unsupported): said on every restart and by `ld-chpox --check`.
-    public var notRestored: [String] { image.unsupported }
+    public var notRestored: [String] { image.processes.flatMap(\.unsupported) }
 
     private func refuse(_ reason: String) -> CheckpointError { .cannotRestart(generation: generation, reason: reason) }
 
@@ -26,6 +26,38 @@ public struct Preflight: Sendable {
     /// `otherControlGroups`: the user accepts running it in ld-chpox's control groups where
     /// they differ from the saved ones (`controlGroupChange` says how, for a notice).
     public func check(authority: ImageAuthority, otherControlGroups: Bool = false) throws(CheckpointError) {
+        guard image.tree?.isEmpty == false || image.zombies?.isEmpty == false else {
+            return try checkProcess(authority: authority, otherControlGroups: otherControlGroups)
+        }
+        try checkPids()
+        for process in image.processes {
+            do throws(CheckpointError) {
+                try Preflight(image: process, generation: generation).checkProcess(
+                    authority: authority, otherControlGroups: otherControlGroups)
+            } catch .cannotRestart(_, let reason) where process.pid != image.pid {
+                throw refuse("process \(process.pid) of its tree: \(reason)")
+            }
+        }
+    }
+
+    /// A tree restarts with its own pids: its processes know each other by them (a parent kills
+    /// or waits for its child's). Every one must be free.
+    func checkPids() throws(CheckpointError) {
+        let pids =
+            image.processes.map { ($0.pid, $0.command.first ?? "?") }
+            + (image.zombies ?? []).map { ($0.pid, "a zombie child") }
+        for (pid, what) in pids {
+            guard let now = try? ProcFS.stat(pid) else { continue }
+            throw refuse(
+                "pid \(pid), \(what)'s, is taken by \(now.command) now: "
+                    + "a process tree restarts with the pids it had, which its processes know each other by "
+                    + "(restarting in a new pid namespace is not built yet); end that process, or wait until it "
+                    + "is gone (a killed tree's pids are free once their parent or init reaps them)")
+        }
+    }
+
+    /// The checks of one process of the image.
+    private func checkProcess(authority: ImageAuthority, otherControlGroups: Bool) throws(CheckpointError) {
         if let excess = authority.excess(image.credentials) { throw refuse(excess) }
         for mapping in image.mappings where mapping.backing == .privateFile || mapping.backing == .sharedFile {
             guard !mapping.path.hasSuffix(" (deleted)") else { continue }

@@ -1,0 +1,103 @@
+import Syscall
+import Tracee
+
+/// What ties the processes of a tree together, read while all of them are frozen: each one's
+/// place (parent, process group, session, address space, stopped), the open files a process
+/// shares with an earlier one (kcmp: inherited across fork), and what a restart of the tree
+/// cannot reproduce. (Shared anonymous memory needs nothing more: every process's copy of it
+/// is taken whole at every generation, all of them in the same instant; a restart maps the
+/// first one's object in the others, `TreeLayout.sharedMemory`.)
+enum TreeCapture {
+    /// Fills in `images` (the tracked processes', in order) and returns the refusals.
+    static func link(_ images: inout [ProcessImage], members: [TrackedProcess], zombies: [Int32]) -> [String] {
+        var refused: [String] = []
+        var stats: [ProcFS.Stat] = []
+        for (k, member) in members.enumerated() {
+            guard let stat = try? ProcFS.stat(member.pid) else {
+                refused.append("process \(member.pid) ended while its tree was frozen")
+                continue
+            }
+            stats.append(stat)
+            images[k].position = .init(
+                parent: stat.parent, processGroup: stat.processGroup, session: stat.session, space: member.space,
+                stopped: member.stateBeforeStop == "T")
+        }
+        guard refused.isEmpty else { return refused }
+        var found: [ProcessImage.Zombie] = []
+        for zombie in zombies {
+            guard let stat = try? ProcFS.stat(zombie), stat.state == "Z" else {
+                refused.append("child process \(zombie) was reaped while its tree was frozen")
+                continue
+            }
+            found.append(.init(pid: zombie, parent: stat.parent, status: stat.exitCode))
+        }
+        if !found.isEmpty { images[0].zombies = found }
+        refused += groupRefusals(images)
+        refused += sharedContextRefusals(images)
+        refused += TreeLayout.sharedMemory(images).1
+        for k in images.indices.dropFirst() { findInherited(&images, of: k) }
+        return refused
+    }
+
+    /// A restart recreates sessions and process groups by setsid and setpgid in the processes
+    /// themselves, each inheriting its parent's otherwise: a process whose group or session is
+    /// led by a process outside the tree that its parent is not in cannot be put back there.
+    static func groupRefusals(_ images: [ProcessImage]) -> [String] {
+        var refused: [String] = []
+        let byPid = Dictionary(images.map { ($0.pid, $0) }, uniquingKeysWith: { first, _ in first })
+        for image in images.dropFirst() {
+            guard let position = image.position, let parent = byPid[position.parent]?.position else { continue }
+            let who = "process \(image.pid)"
+            if position.session != image.pid && position.session != parent.session {
+                refused.append(
+                    "\(who) is in session \(position.session), which it does not lead and its parent "
+                        + "\(position.parent) is not in: such a session cannot be joined again")
+            }
+            let group = position.processGroup
+            if group == image.pid || group == parent.processGroup { continue }
+            if let leader = byPid[group]?.position, leader.processGroup == group, leader.session == position.session {
+                continue  // joins a group another process of the tree leads
+            }
+            refused.append(
+                "\(who) is in process group \(group), whose leader is not in the tree and which its parent "
+                    + "\(position.parent) is not in: such a group cannot be joined again")
+        }
+        return refused
+    }
+
+    /// Processes made by clone(2) with CLONE_VM, CLONE_FILES, CLONE_FS or CLONE_SIGHAND (not
+    /// threads) share one memory, descriptor table, cwd and umask, or signal handlers; a
+    /// restart would give each its own: refused.
+    static func sharedContextRefusals(_ images: [ProcessImage]) -> [String] {
+        var refused: [String] = []
+        for (k, image) in images.enumerated() {
+            for earlier in images[..<k] {
+                for object in ProcessDescriptor.SharedObject.allCases
+                where (try? ProcessDescriptor.share(object, earlier.pid, image.pid)) == true {
+                    refused.append(
+                        "process \(image.pid) shares its \(object.words) with process \(earlier.pid) "
+                            + "(clone \(object.cloneFlag)): a restart would give each its own")
+                }
+            }
+        }
+        return refused
+    }
+
+    /// Marks the descriptors of process `k` whose open file description an earlier process
+    /// has open too (a fork's inheritance: one offset, one set of status flags), naming the
+    /// earliest such descriptor.
+    static func findInherited(_ images: inout [ProcessImage], of k: Int) {
+        let pid = images[k].pid
+        for d in images[k].descriptors.indices {
+            let descriptor = images[k].descriptors[d]
+            search: for earlier in images[..<k] {
+                for other in earlier.descriptors where other.target == descriptor.target && other.inherited == nil {
+                    if (try? ProcessDescriptor.shareOpenFile(earlier.pid, other.fd, pid, descriptor.fd)) == true {
+                        images[k].descriptors[d].inherited = .init(pid: earlier.pid, fd: other.fd)
+                        break search
+                    }
+                }
+            }
+        }
+    }
+}

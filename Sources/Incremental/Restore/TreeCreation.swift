@@ -1,0 +1,78 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Syscall
+import Tracee
+
+/// Creating the processes of a tree: each forked by its parent's stub before any of them is
+/// rebuilt (a stub's fork is a stub), with its saved pid (clone3 set_tid), then given its
+/// session and process group.
+extension RestartSession {
+    /// A new process forked from this stub with pid `pid` (which must be free), frozen before
+    /// its first instruction. It dies with this stub until the restart ends (PR_SET_PDEATHSIG).
+    func fork(pid: Int32) throws -> FrozenProcess {
+        try process.traceForks()
+        let result = try RemoteCalls.onStack(of: process, size: 256, purpose: "restart") {
+            (calls) throws(TraceeError) -> Int in
+            var arguments = chpox_clone_args()
+            arguments.exit_signal = UInt64(SIGCHLD)
+            arguments.set_tid = try calls.bytes(ThreadPhase.tidBytes(pid), alignment: 8)
+            arguments.set_tid_size = 1
+            return try calls.result(of: .clone3, try calls.value(arguments), MemoryLayout<chpox_clone_args>.size)
+        }
+        try calls.check(result, "fork process \(pid) (its pid must be free)")
+        let child = try process.adoptForkedChild()
+        do {
+            try RemoteCalls(child, purpose: "restart").call(
+                .prctl, CHPOX_PR_SET_PDEATHSIG, SIGKILL, to: "tie process \(pid) to its parent")
+        } catch {
+            _ = kill(child.pid, SIGKILL)
+            throw error
+        }
+        return child
+    }
+
+    /// A zombie child of this stub: forked with pid `zombie.pid`, then let go straight into
+    /// exit_group with its exit code, or into kill of itself with the signal that ended it.
+    /// Returns once it is a zombie (its parent, frozen, has not reaped it).
+    func forkZombie(_ zombie: ProcessImage.Zombie) throws {
+        let child = try fork(pid: zombie.pid)
+        let signal = zombie.status & 0x7f
+        if signal == 0 {
+            try child.release(into: SystemCall.exitGroup.rawValue, [Int((zombie.status >> 8) & 0xff)])
+        } else {
+            try child.release(into: SystemCall.kill.rawValue, [Int(child.pid), Int(signal)])
+        }
+        for _ in 0..<2000 {
+            if (try? ProcFS.state(child.pid)) == "Z" { return }
+            CurrentProcess.sleep(microseconds: 1000)
+        }
+        throw TraceeError.unsupported(pid: child.pid, reason: "it did not end as zombie \(zombie.pid) was")
+    }
+
+    /// Opens `path`, a file of another process of the tree under /proc (its descriptor of a
+    /// pipe, its mapping of shared memory), with the stub's own filesystem ids: those it took
+    /// for the image's owner (`FileAccessPhase`) reach no other process's /proc files. The
+    /// path is made here, never read from the image. Returns the descriptor in the stub.
+    func openOfTree(_ path: String, flags: Int32, to what: String) throws -> Int32 {
+        let previous = try calls.result(of: .setfsuid, 0)
+        defer { _ = try? calls.result(of: .setfsuid, previous) }
+        return Int32(
+            try calls.withFrame { () throws(TraceeError) in
+                try calls.call(.openat, AT_FDCWD, try calls.string(path), flags | O_CLOEXEC, 0, to: what)
+            })
+    }
+
+    /// Makes the session or process group of `groups` (a `join` once its leader exists).
+    func setGroups(_ groups: TreeLayout.Groups) throws {
+        switch groups {
+        case .inherited: return
+        case .newSession: try calls.call(.setsid, to: "make process \(image.pid) lead a new session")
+        case .ownGroup: try calls.call(.setpgid, 0, 0, to: "make process \(image.pid) lead a process group")
+        case .join(let leader):
+            try calls.call(
+                .setpgid, 0, try tree.current(leader), to: "put process \(image.pid) in process group \(leader)")
+        }
+    }
+}

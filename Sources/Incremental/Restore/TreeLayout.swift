@@ -1,0 +1,119 @@
+/// How the processes of an image are created and what they share, decided from the images
+/// alone: who forks whom, which session and process group each one makes or joins, and which
+/// process creates each pipe that several of them have ends of.
+public struct TreeLayout: Sendable {
+    /// How a process gets its session and process group once created (before it forks its own
+    /// children, which inherit them).
+    public enum Groups: Sendable, Equatable {
+        /// Its parent's (for the first process: ld-chpox's).
+        case inherited
+        /// setsid(): it led its session (and so its group).
+        case newSession
+        /// setpgid(0, 0): it led its process group.
+        case ownGroup
+        /// setpgid(0, leader), once every process exists: a group another process leads.
+        case join(leader: Int32)
+    }
+
+    /// The process `cpx` was given, which ld-chpox starts (the others are forked).
+    public var first: Int32?
+    /// Each process's parent in the tree (absent for the first one).
+    public var parents: [Int32: Int32] = [:]
+    public var groups: [Int32: Groups] = [:]
+    /// The process that creates each pipe: the first with a descriptor of it.
+    public var pipeCreators: [UInt64: Int32] = [:]
+    /// Pipes more than one process opens ends of.
+    public var sharedPipes: Set<UInt64> = []
+    /// The processes that open ends of each pipe themselves (not inherited from an earlier one).
+    public var pipeEnds: [UInt64: Set<Int32>] = [:]
+    /// Shared anonymous memory (MAP_SHARED, shmem) that process and address map from another
+    /// process's mapping of the same object.
+    public var sharedMemory: [Int32: [UInt64: SharedMemory]] = [:]
+
+    /// A mapping of shared memory another process of the tree creates.
+    public struct SharedMemory: Sendable, Equatable {
+        /// The process whose mapping creates the object, and where.
+        public var creator: Int32
+        public var start: UInt64, end: UInt64
+        /// Where this mapping starts in the object the creator's mapping makes.
+        public var offset: UInt64
+    }
+
+    public init(image: ProcessImage) {
+        let processes = image.processes
+        first = processes.first?.pid
+        let byPid = Dictionary(processes.map { ($0.pid, $0) }, uniquingKeysWith: { first, _ in first })
+        (sharedMemory, _) = Self.sharedMemory(processes)
+        for (k, process) in processes.enumerated() {
+            guard let position = process.position else {
+                groups[process.pid] = .inherited
+                continue
+            }
+            if k > 0 { parents[process.pid] = position.parent }
+            let parentGroup = k > 0 ? byPid[position.parent]?.position?.processGroup : nil
+            if position.session == process.pid {
+                groups[process.pid] = .newSession
+            } else if position.processGroup == process.pid {
+                groups[process.pid] = .ownGroup
+            } else if k == 0 || position.processGroup == parentGroup {
+                groups[process.pid] = .inherited
+            } else {
+                groups[process.pid] = .join(leader: position.processGroup)
+            }
+            for descriptor in process.descriptors where descriptor.inherited == nil {
+                guard let inode = descriptor.pipe?.inode else { continue }
+                pipeEnds[inode, default: []].insert(process.pid)
+                if let creator = pipeCreators[inode] {
+                    if creator != process.pid { sharedPipes.insert(inode) }
+                } else {
+                    pipeCreators[inode] = process.pid
+                }
+            }
+        }
+    }
+
+    /// Which mappings of shared anonymous memory map another process's (the first to map the
+    /// object, by device and inode, creates it), and a line for each one that cannot be mapped
+    /// from it (it reaches beyond the first process's mapping of the object).
+    static func sharedMemory(_ processes: [ProcessImage]) -> ([Int32: [UInt64: SharedMemory]], [String]) {
+        var creators: [String: (pid: Int32, mapping: ProcessImage.Mapping)] = [:]
+        var shared: [Int32: [UInt64: SharedMemory]] = [:]
+        var refused: [String] = []
+        for process in processes {
+            for mapping in process.mappings where mapping.backing == .sharedAnonymous {
+                let key = "\(mapping.device):\(mapping.inode)"
+                guard let creator = creators[key] else {
+                    creators[key] = (process.pid, mapping)
+                    continue
+                }
+                guard creator.pid != process.pid else { continue }  // one process mapping it twice: two objects
+                let first = creator.mapping
+                let size = mapping.end - mapping.start
+                guard mapping.offset >= first.offset, mapping.offset + size <= first.offset + (first.end - first.start)
+                else {
+                    refused.append(
+                        "process \(process.pid) maps shared memory (MAP_SHARED at 0x\(String(mapping.start, radix: 16))) "
+                            + "beyond what process \(creator.pid) maps of it: it cannot be shared again")
+                    continue
+                }
+                shared[process.pid, default: [:]][mapping.start] = SharedMemory(
+                    creator: creator.pid, start: first.start, end: first.end, offset: mapping.offset - first.offset)
+            }
+        }
+        return (shared, refused)
+    }
+
+    /// The pipes process `pid` has ends of that another process creates (not every shared
+    /// pipe of the tree: the others are none of its business, and it would wait for them).
+    func foreignPipes(of pid: Int32) -> Set<UInt64> {
+        Set(
+            pipeCreators.filter {
+                $0.value != pid && sharedPipes.contains($0.key) && pipeEnds[$0.key]?.contains(pid) == true
+            }.keys)
+    }
+
+    /// The pipes process `pid` creates that other processes have ends of too.
+    func exportedPipes(of pid: Int32) -> Set<UInt64> {
+        Set(pipeCreators.filter { $0.value == pid && sharedPipes.contains($0.key) }.keys)
+    }
+}

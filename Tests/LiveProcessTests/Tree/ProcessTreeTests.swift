@@ -1,0 +1,293 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Incremental
+import Syscall
+import TestTools
+import TrackerTestSupport
+import Testing
+import Tracee
+
+extension LiveProcess {
+    /// Process trees: `cpx` takes a process with its descendants, `ld-chpox` gives back every
+    /// one with its pid, parent, session and group, the pipes between them with what was queued
+    /// in them, and the open files they share (one offset).
+    @Suite struct ProcessTreeTests {
+        static let hasPython = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
+
+        /// A session leader (root) whose child leads its own process group and forks a
+        /// grandchild. Root writes what it is told into a pipe the grandchild reads only at the
+        /// end (so it is queued there at the checkpoint) and into a log file all three share
+        /// (one open file, one offset). At "end" each prints its ids, innermost first.
+        static let program = """
+            import os, sys
+            os.setsid()
+            r, w = os.pipe()
+            gate_r, gate_w = os.pipe()
+            log = open(sys.argv[1], 'w')
+            child = os.fork()
+            if child == 0:
+                os.setpgid(0, 0)
+                grand = os.fork()
+                if grand == 0:
+                    os.close(w); os.close(gate_w)
+                    os.read(gate_r, 1)
+                    data = b''
+                    while not data.endswith(b'end\\n'):
+                        data += os.read(r, 4096)
+                    for line in data.decode().split():
+                        log.write('grand %s\\n' % line); log.flush()
+                    print('grand', os.getpid(), os.getppid(), os.getpgrp(), os.getsid(0), flush=True)
+                    os._exit(0)
+                os.close(r); os.close(w); os.close(gate_r); os.close(gate_w)
+                _, status = os.waitpid(grand, 0)
+                print('child', os.getpid(), os.getppid(), os.getpgrp(), os.getsid(0), grand, status, flush=True)
+                os._exit(7)
+            os.close(r); os.close(gate_r)
+            grand = 0
+            while grand == 0:
+                tasks = open('/proc/%d/task/%d/children' % (child, child)).read().split()
+                grand = int(tasks[0]) if tasks else 0
+            print('ready', child, grand, flush=True)
+            for line in sys.stdin:
+                command = line.split()
+                if command[0] == 'put':
+                    os.write(w, (command[1] + '\\n').encode())
+                    log.write('root %s\\n' % command[1]); log.flush()
+                    print('put', flush=True)
+                elif command[0] == 'end':
+                    log.write('root end\\n'); log.flush()
+                    os.write(w, b'end\\n')
+                    os.write(gate_w, b'g')
+                    _, status = os.waitpid(child, 0)
+                    print('root', os.getpid(), os.getpgrp(), os.getsid(0), child, os.WEXITSTATUS(status), flush=True)
+                    break
+            """
+
+        /// Runs `body` with this process as the child subreaper: the processes of a tree it
+        /// kills are its to reap, so their pids are free when it returns (pid 1 reaps late here).
+        static func asSubreaper<T>(_ body: () throws -> T) rethrows -> T {
+            try? CurrentProcess.setChildSubreaper(true)
+            defer { try? CurrentProcess.setChildSubreaper(false) }
+            return try body()
+        }
+
+        /// Kills `pids` and waits until each is reaped or gone (this process is their
+        /// subreaper: `asSubreaper`).
+        static func killTree(_ pids: [Int32]) {
+            for pid in pids { kill(pid, SIGKILL) }
+            for pid in pids {
+                for _ in 0..<1000 {
+                    var status: Int32 = 0
+                    if waitpid(pid, &status, WNOHANG | __WALL) == pid { break }
+                    if (try? ProcFS.state(pid)) == nil { break }
+                    usleep(2000)
+                }
+            }
+        }
+
+        static func ids(_ line: String) -> [Int32] { line.split(separator: " ").dropFirst().compactMap { Int32($0) } }
+
+        @Test(.enabled(if: hasPython, "python3 is not installed"), .timeLimit(.minutes(3)))
+        func aTreeRestartsWithItsPidsGroupsPipesAndSharedFiles() throws {
+            try Self.asSubreaper {
+                let directory = try RestartTests.scratch("tree")
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let store = directory + "/store", logPath = directory + "/log"
+                let original = try WorkloadProcess(
+                    executable: "/usr/bin/python3", arguments: ["-c", Self.program, logPath])
+                let ready = try original.line()
+                let root = original.pid
+                let (child, grand) = (Self.ids(ready)[0], Self.ids(ready)[1])
+                #expect(try original.send("put a") == "put")
+                try RestartTests.checkpoint(root, store: store, name: "tree")
+                #expect(try original.send("put b") == "put")
+                try RestartTests.checkpoint(root, store: store, name: "tree")
+                let shown = try TestTools.run("dumpinfo", ["--store", store, "--chain"])
+                #expect(shown.status == 0, "\(shown.errors)")
+                Self.killTree([root, child, grand])
+
+                let restarted = try RestartTests.restart(store: store, name: "tree", generation: 1)
+                try restarted.write("end")
+                // Each knows the others by their saved pids: waitpid and getppid hold.
+                #expect(try restarted.line() == "grand \(grand) \(child) \(child) \(root)")
+                #expect(try restarted.line() == "child \(child) \(root) \(child) \(root) \(grand) 0")
+                #expect(try restarted.line() == "root \(root) \(root) \(root) \(child) 7")
+                #expect(try restarted.child.wait() == .exited(0))
+                // The pipe held "a b" at generation 1; the log's one offset is shared again (the
+                // grandchild appends after root's last line instead of overwriting it).
+                let log = try String(contentsOfFile: logPath, encoding: .utf8)
+                #expect(log == "root a\nroot b\nroot end\ngrand a\ngrand b\ngrand end\n", "\(log)")
+            }
+        }
+
+        @Test(.enabled(if: hasPython, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func withNoTreeAProcessWithChildrenIsRefusedNamingThem() throws {
+            try Self.asSubreaper {
+                let directory = try RestartTests.scratch("no-tree")
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let original = try WorkloadProcess(
+                    executable: "/usr/bin/python3", arguments: ["-c", Self.program, directory + "/log"])
+                let ids = Self.ids(try original.line())
+                let run = try TestTools.run("cpx", ["--store", directory + "/store", "--no-tree", "\(original.pid)"])
+                #expect(run.status == 1)
+                #expect(run.errors.contains("child process \(ids[0])"), "\(run.errors)")
+                #expect(run.errors.contains("--no-tree"), "\(run.errors)")
+                Self.killTree([original.pid] + ids)
+            }
+        }
+
+        @Test(.enabled(if: hasPython, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func aRestartWhileTheTreesPidsAreTakenIsRefusedNamingThePid() throws {
+            try Self.asSubreaper {
+                let directory = try RestartTests.scratch("tree-pids")
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let store = directory + "/store"
+                let original = try WorkloadProcess(
+                    executable: "/usr/bin/python3", arguments: ["-c", Self.program, directory + "/log"])
+                let ids = Self.ids(try original.line())
+                try RestartTests.checkpoint(original.pid, store: store, name: "tree")
+                // The original still runs: every pid of the tree is taken.
+                let run = try TestTools.run("ld-chpox", ["--store", store, "--name", "tree"])
+                #expect(run.status == 1)
+                #expect(run.errors.contains("pid \(original.pid)"), "\(run.errors)")
+                #expect(run.errors.contains("is taken"), "\(run.errors)")
+                #expect((try? ProcFS.state(ids[0])) != nil)  // and the original runs on
+                Self.killTree([original.pid] + ids)
+            }
+        }
+
+        /// What a restart of a tree cannot reproduce is refused at the checkpoint, naming it.
+        @Test(
+            .enabled(if: hasPython, "python3 is not installed"), .timeLimit(.minutes(2)),
+            arguments: [
+                (
+                    "clone-files",
+                    "import ctypes, os, sys, time\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                        + "c = libc.syscall(56, 0x400 | 17, 0, 0, 0, 0)\nif c == 0:\n    time.sleep(100); os._exit(0)\n"
+                        + "print('ready', flush=True)\nsys.stdin.readline()",
+                    "shares its descriptor table with process"
+                )
+            ])
+        func whatATreeRestartCannotReproduceIsRefused(name: String, script: String, reason: String) throws {
+            try Self.asSubreaper {
+                let directory = try RestartTests.scratch("tree-\(name)")
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", script])
+                #expect(try original.line() == "ready")
+                let children = (try? ProcFS.children(original.pid)) ?? []
+                let run = try TestTools.run("cpx", ["--store", directory + "/store", "\(original.pid)"])
+                #expect(run.status == 1)
+                #expect(run.errors.contains(reason), "\(run.errors)")
+                #expect((try? ProcFS.state(original.pid)) != nil)
+                Self.killTree([original.pid] + children)
+            }
+        }
+
+        /// Shared anonymous memory is one object again: what the child writes into it after the
+        /// restart, the parent reads; and what either wrote before the checkpoint is there.
+        @Test(.enabled(if: hasPython, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func sharedMemoryIsSharedAgain() throws {
+            try Self.asSubreaper {
+                let directory = try RestartTests.scratch("tree-shm")
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let store = directory + "/store"
+                let script = """
+                    import mmap, os, sys, time
+                    m = mmap.mmap(-1, 3 * 4096)
+                    m[0:6] = b'parent'
+                    r, w = os.pipe()
+                    c = os.fork()
+                    if c == 0:
+                        m[4096:4101] = b'child'
+                        os.read(r, 1)
+                        m[8192:8197] = b'after'
+                        os._exit(0)
+                    while m[4096:4101] != b'child': time.sleep(0.01)
+                    print('ready', c, flush=True)
+                    sys.stdin.readline()
+                    os.write(w, b'g')
+                    os.waitpid(c, 0)
+                    print(m[0:6].decode(), m[4096:4101].decode(), m[8192:8197].decode(), flush=True)
+                    """
+                let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", script])
+                let child = Self.ids(try original.line())[0]
+                try RestartTests.checkpoint(original.pid, store: store, name: "shm")
+                try RestartTests.checkpoint(original.pid, store: store, name: "shm")
+                Self.killTree([original.pid, child])
+                let restarted = try RestartTests.restart(store: store, name: "shm", generation: 1)
+                #expect(try restarted.send("go") == "parent child after")
+                #expect(try restarted.child.wait() == .exited(0))
+            }
+        }
+
+        /// A child that exited unreaped is a zombie again, with its status, for its parent to reap.
+        @Test(.enabled(if: hasPython, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func zombiesAreRecreatedWithTheirStatus() throws {
+            try Self.asSubreaper {
+                let directory = try RestartTests.scratch("tree-zombie")
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let store = directory + "/store"
+                let script = """
+                    import os, signal, sys, time
+                    a = os.fork()
+                    if a == 0: os._exit(3)
+                    b = os.fork()
+                    if b == 0:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    for z in (a, b):
+                        while open('/proc/%d/stat' % z).read().split(') ')[1][0] != 'Z': time.sleep(0.01)
+                    print('ready', a, b, flush=True)
+                    sys.stdin.readline()
+                    _, sa = os.waitpid(a, 0)
+                    _, sb = os.waitpid(b, 0)
+                    print(os.WEXITSTATUS(sa), os.WTERMSIG(sb), flush=True)
+                    """
+                let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", script])
+                let zombies = Self.ids(try original.line())
+                try RestartTests.checkpoint(original.pid, store: store, name: "zombie")
+                Self.killTree([original.pid] + zombies)
+                let restarted = try RestartTests.restart(store: store, name: "zombie", generation: 0)
+                #expect(try restarted.send("go") == "3 \(SIGKILL)")
+                #expect(try restarted.child.wait() == .exited(0))
+            }
+        }
+
+        @Test(.enabled(if: hasPython, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func aStoppedChildIsRestartedStopped() throws {
+            try Self.asSubreaper {
+                let directory = try RestartTests.scratch("tree-stopped")
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let store = directory + "/store"
+                let script = """
+                    import os, signal, sys
+                    c = os.fork()
+                    if c == 0:
+                        os.kill(os.getpid(), signal.SIGSTOP)
+                        os._exit(5)
+                    os.waitpid(c, os.WUNTRACED)
+                    print('ready', c, flush=True)
+                    sys.stdin.readline()
+                    os.kill(c, signal.SIGCONT)
+                    _, status = os.waitpid(c, 0)
+                    print('exited', os.WEXITSTATUS(status), flush=True)
+                    """
+                let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", script])
+                let child = Self.ids(try original.line())[0]
+                try RestartTests.checkpoint(original.pid, store: store, name: "stopped")
+                #expect(try ProcFS.state(child) == "T")  // the checkpoint left it stopped
+                Self.killTree([original.pid, child])
+                let restarted = try RestartTests.restart(store: store, name: "stopped", generation: 0)
+                var state: Character = "?"
+                for _ in 0..<500 {
+                    state = (try? ProcFS.state(child)) ?? "?"
+                    if state == "T" { break }
+                    usleep(2000)
+                }
+                #expect(state == "T")
+                #expect(try restarted.send("go") == "exited 5")
+            }
+        }
+    }
+}
