@@ -112,11 +112,21 @@ extension FileDescriptor {
         }
     }
 
-    /// Whether the descriptor reports an error condition now (poll(2) POLLERR, without
-    /// waiting). Unlike SO_ERROR, this leaves a pending socket error in place.
-    public func hasPendingError() throws(Errno) -> Bool {
-        var entry = pollfd(fd: rawValue, events: 0, revents: 0)
+    /// Conditions poll(2) reports.
+    public struct PollEvents: OptionSet, Sendable {
+        public let rawValue: Int16
+        public init(rawValue: Int16) { self.rawValue = rawValue }
+        /// The corresponding C constant is POLLERR: a socket error is pending (SO_ERROR).
+        public static let error = PollEvents(rawValue: Int16(POLLERR))
+        /// The corresponding C constant is POLLPRI: out-of-band data (MSG_OOB) is queued.
+        public static let priority = PollEvents(rawValue: Int16(POLLPRI))
+    }
+
+    /// What poll(2) reports on the descriptor now, without waiting. Unlike SO_ERROR, this
+    /// leaves a pending socket error in place.
+    public func readyEvents() throws(Errno) -> PollEvents {
+        var entry = pollfd(fd: rawValue, events: Int16(POLLPRI), revents: 0)
         _ = try retryingInterrupts { poll(&entry, 1, 0) }.get()
-        return entry.revents & Int16(POLLERR) != 0
+        return PollEvents(rawValue: entry.revents)
     }
 }

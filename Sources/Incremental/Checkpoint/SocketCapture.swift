@@ -109,7 +109,11 @@ final class SocketCapture {
             socket.peerCredentials = [credentials.user, credentials.group]
             if diagnosis.shutdown & UnixSocketDiagnosis.receiveShutdown != 0 { socket.readShutdown = true }
             if diagnosis.shutdown & UnixSocketDiagnosis.sendShutdown != 0 { socket.writeShutdown = true }
-            if try copy.hasPendingError() {
+            let events = try copy.readyEvents()
+            if events.contains(.priority) {
+                return .refused("out-of-band data (MSG_OOB) is queued in it, which is not restored")
+            }
+            if events.contains(.error) {
                 // A stream's peer closed with data unread in it leaves ECONNRESET here; nothing
                 // else is made again.
                 guard socket.peer == 0, type == .stream else {

@@ -92,7 +92,8 @@ extension LiveProcess {
         }
 
         /// Sockets a restart cannot make again are refused by cpx, each with its reason: a
-        /// named one, a listening one, one whose peer is in another process, a non-UNIX one.
+        /// named one, a listening one, one whose peer is in another process, a non-UNIX one, and
+        /// a pair holding out-of-band data.
         @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
         func otherSocketsAreRefusedWithTheirReason() throws {
             let directory = try RestartTests.scratch("socket-refusals")
@@ -119,15 +120,21 @@ extension LiveProcess {
                 listener = socket.socket(socket.AF_UNIX)
                 listener.bind("\\0chpox-test-%d" % id(client)); listener.listen()
                 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                print("ready", client.fileno(), named.fileno(), listener.fileno(), udp.fileno(), flush=True)
+                urgent, reader = socket.socketpair()
+                try:
+                    urgent.send(b"!", socket.MSG_OOB)
+                except OSError:  # a kernel without CONFIG_AF_UNIX_OOB
+                    reader = None
+                print("ready", client.fileno(), named.fileno(), listener.fileno(), udp.fileno(),
+                      reader.fileno() if reader else -1, flush=True)
                 sys.stdin.readline()
                 """
             let target = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", program, directory])
             let ready = try target.line().split(separator: " ")
-            #expect(ready.count == 5)
+            #expect(ready.count == 6)
             let run = try TestTools.run("cpx", ["--store", directory + "/store", "--name", "refused", "\(target.pid)"])
             #expect(run.status != 0)
-            let reasons = [
+            var reasons = [
                 "fd \(ready[1]): socket:[",
                 "is in another process (pid \(server.pid)): sockets shared between processes are not restored",
                 "fd \(ready[2]): socket:[",
@@ -136,6 +143,11 @@ extension LiveProcess {
                 "fd \(ready[4]): socket:[",
                 "an IPv4 socket: only UNIX socket pairs whose ends are both in the process are restored",
             ]
+            if ready.count == 6, ready[5] != "-1" {
+                reasons += [
+                    "fd \(ready[5]): socket:[", "out-of-band data (MSG_OOB) is queued in it, which is not restored",
+                ]
+            }
             for reason in reasons { #expect(run.errors.contains(reason), "\(reason) in \(run.errors)") }
             RestartTests.end(target)
             RestartTests.end(server)
