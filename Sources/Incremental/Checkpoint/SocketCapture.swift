@@ -11,6 +11,11 @@ import Tracee
 /// descriptor (pidfd_getfd(2)), SO_PEEK_OFF set to 0 and MSG_PEEK repeated, then SO_PEEK_OFF
 /// put back, so the process's queue is left as it was. The kernel's sock_diag names the peer.
 /// Any other socket is refused, each with its own reason.
+///
+/// What a peek cannot tell: an empty datagram or seqpacket message that was peeked once is
+/// skipped by every later peek at an offset (the kernel marks it peeked). With the peer alive
+/// its send memory shows one is missing (refused); with the peer closed there is nothing to
+/// compare with, and such a message, peeked by an earlier checkpoint, is not recorded.
 final class SocketCapture {
     enum Outcome {
         case socket(ProcessImage.UnixSocket)
