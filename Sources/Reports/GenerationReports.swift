@@ -207,7 +207,11 @@ public enum GenerationReports {
         lines.append("command      " + image.command.map(quoted).joined(separator: " "))
         lines.append("executable   \(image.executable)")
         lines.append("cwd          \(image.workingDirectory)  (umask \(GenerationDiff.octal(image.umask)))")
+        if let root = image.rootDirectory { lines.append("root         \(root)  (chrooted)") }
         lines.append("credentials  " + GenerationDiff.describe(image.credentials))
+        if let capabilities = image.credentials.capabilities {
+            lines.append("capabilities " + capabilities.summary)
+        }
         if let controls = image.controls { lines.append("controls     " + controls.summary) }
         let rounds = "\(c.preCopyRounds) pre-copy round\(c.preCopyRounds == 1 ? "" : "s")"
         lines.append(
@@ -236,6 +240,10 @@ public enum GenerationReports {
             ])
         }
         lines.append(threads.render())
+        for thread in image.threads {
+            guard let scheduling = thread.scheduling, scheduling != .standard else { continue }
+            lines.append("thread \(thread.tid) scheduling: \(scheduling.summary)")
+        }
         if regs {
             for thread in image.threads {
                 lines.append("")

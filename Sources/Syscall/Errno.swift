@@ -30,6 +30,8 @@ public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertib
     public static let noSpace = Errno(rawValue: ENOSPC)
     /// The corresponding C constant is EACCES.
     public static let permissionDenied = Errno(rawValue: EACCES)
+    /// The corresponding C constant is EPERM (a privilege the caller lacks).
+    public static let notPermitted = Errno(rawValue: EPERM)
 }
 
 /// Runs a raw call that reports failure as -1 and errno, retrying EINTR.

@@ -206,12 +206,29 @@ extension ProcFS {
         public var ignoredSignals: UInt64 { mask("SigIgn") }
         /// The process tracing this one (TracerPid; 0: none).
         public var tracer: Int32 { fields["TracerPid"].flatMap { Int32($0) } ?? 0 }
+        /// The thread's capability sets (CapInh, CapPrm, CapEff, CapBnd, CapAmb); CapAmb is
+        /// absent before Linux 4.3 and reads as none.
+        public var capabilities: CapabilitySets {
+            CapabilitySets(
+                inheritable: mask("CapInh"), permitted: mask("CapPrm"), effective: mask("CapEff"),
+                bounding: mask("CapBnd"), ambient: mask("CapAmb"))
+        }
 
         private func numbers(_ key: String) -> [UInt32] {
             (fields[key] ?? "").split(whereSeparator: { $0 == " " || $0 == "\t" }).compactMap { UInt32($0) }
         }
 
         private func mask(_ key: String) -> UInt64 { UInt64(fields[key] ?? "", radix: 16) ?? 0 }
+    }
+
+    /// A thread's five capability sets, bit n for capability n (CAP_CHOWN 0 ... CAP_CHECKPOINT_RESTORE 40).
+    public struct CapabilitySets: Sendable, Equatable {
+        public var inheritable: UInt64, permitted: UInt64, effective: UInt64, bounding: UInt64, ambient: UInt64
+
+        public init(inheritable: UInt64, permitted: UInt64, effective: UInt64, bounding: UInt64, ambient: UInt64) {
+            (self.inheritable, self.permitted, self.effective) = (inheritable, permitted, effective)
+            (self.bounding, self.ambient) = (bounding, ambient)
+        }
     }
 
     /// /proc/<pid>/stat (proc(5)): one line of space-separated fields, the fields chpox reads

@@ -47,6 +47,12 @@ struct LdChpox: ParsableCommand {
     var generation: UInt64?
     @Flag(name: .long, help: "Rebuild the generation and verify every chunk; start nothing.")
     var check = false
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Print what a restart would do, process by process and phase by phase (the processes it forks, "
+                + "the mappings, descriptors and pipes it makes); start nothing."))
+    var plan = false
     @Option(
         name: .long,
         help: ArgumentHelp("Write the generation as an ELF core file for gdb; start nothing.", valueName: "file"))
@@ -64,6 +70,7 @@ struct LdChpox: ParsableCommand {
 
     func run() throws {
         if let core { return try writeCore(core) }
+        if plan { return try printPlan() }
         guard check else { return try restart() }
         try reportingErrors("ld-chpox") {
             let store = try storeOptions.openToRead()
@@ -77,17 +84,26 @@ struct LdChpox: ParsableCommand {
                 try Restorer(image: image, map: map, store: store, generation: target).check(
                     otherControlGroups: otherCgroups)
             }
+            let notRestored = image.map { Preflight(image: $0, generation: target).notRestored } ?? []
             var bytes = 0
             try store.reader().readPages(map) { _, page in bytes += page.count }
             print(
                 json
                     ? RestartReports.checkJSON(
                         store: store.path, chain: name, generation: target, pages: map.pages.count, bytes: bytes,
-                        processImage: image != nil, notRestored: image?.unsupported ?? [])
+                        processImage: image != nil, notRestored: notRestored)
                     : RestartReports.checkText(
                         chain: name, generation: target, pages: map.pages.count, bytes: bytes,
-                        notRestored: image?.unsupported ?? [])
+                        notRestored: notRestored)
             )
+        }
+    }
+
+    func printPlan() throws {
+        try reportingErrors("ld-chpox") {
+            let store = try storeOptions.openToRead()
+            let restorer = try Restorer.load(store, chain: try store.chainName(name), generation: generation)
+            for line in restorer.plan.steps { print(line) }
         }
     }
 

@@ -25,11 +25,31 @@ import Testing
                 "audit login uid", "file access", "memory layout", "page fill", "descriptors", "UNIX socket pairs",
                 "file locks",
                 "event descriptors", "descriptors shared with other processes", "mm fields", "threads",
-                "signals and timers", "limits and credentials",
+                "signals and timers", "root directory", "limits and credentials", "scheduling", "capabilities",
                 "files written", "process controls", "registers",
             ])
         #expect(plan.steps.first == "process 1001")
         #expect(plan.steps.contains("    clone thread 1002, tid address 0x7f0000001010, alternate signal stack"))
+    }
+
+    /// The fixture is an image from before scheduling and capabilities were kept: a restart
+    /// leaves the stub's. One that records them sets them, the standard scheduling unsaid.
+    @Test func schedulingAndCapabilitiesAreSetOnlyWhereTheImageRecordsThem() throws {
+        var (plan, image) = try Self.plan()
+        #expect(try #require(plan.processes[0].phase(SchedulingPhase.self)).threads.isEmpty)
+        #expect(try #require(plan.processes[0].phase(CapabilitiesPhase.self)).steps.isEmpty)
+        image.threads[0].scheduling = .init(policy: 2, flags: 1, nice: -5, priority: 3)
+        image.threads[1].scheduling = .standard
+        image.credentials.capabilities = .init(
+            inheritable: 0, permitted: 0x1ff, effective: 0x1fe, bounding: 0x1ff, ambient: 0)
+        plan = RestartPlan(image: image, generation: 0)
+        let scheduling = try #require(plan.processes[0].phase(SchedulingPhase.self))
+        #expect(scheduling.threads.map(\.tid) == [1001, 1002])
+        #expect(scheduling.steps == ["thread 1001: SCHED_RR priority 3 reset-on-fork, nice -5"])
+        #expect(
+            try #require(plan.processes[0].phase(CapabilitiesPhase.self)).steps == [
+                "every thread: inheritable 0x0, permitted 0x1ff, effective 0x1fe, bounding 0x1ff, ambient 0x0"
+            ])
     }
 
     @Test func memoryLayoutMapsEveryMappingAtItsPlaceWithItsProtection() throws {

@@ -67,6 +67,45 @@ static inline long chpox_get_robust_list(pid_t tid, uint64_t *head, uint64_t *le
     return result;
 }
 
+/// struct sched_attr (linux/sched/types.h), its first version (SCHED_ATTR_SIZE_VER0, 48
+/// bytes: no utilization clamps); glibc 2.36 declares neither it nor sched_getattr.
+struct chpox_sched_attr {
+    uint32_t size, sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime, sched_deadline, sched_period;
+};
+_Static_assert(sizeof(struct chpox_sched_attr) == 48, "struct sched_attr (SCHED_ATTR_SIZE_VER0)");
+/// sched_getattr(2) of thread `tid` (no glibc wrapper): 0, or -1 with errno.
+static inline int chpox_sched_getattr(pid_t tid, struct chpox_sched_attr *attr) {
+    return (int)syscall(SYS_sched_getattr, tid, attr, (unsigned int)sizeof *attr, 0u);
+}
+/// SCHED_RESET_ON_FORK as sched_getattr reports it (SCHED_FLAG_RESET_ON_FORK).
+#define CHPOX_SCHED_FLAG_RESET_ON_FORK 0x01
+/// The thread's nice value (-20 ... 19) through the raw getpriority(2), which answers 20 - nice
+/// and so never a negative value on success: glibc's wrapper answers -1 for nice -1 and for an
+/// error alike. 0 with `*nice` set, or -1 with errno.
+static inline int chpox_thread_nice(pid_t tid, int *nice) {
+    long raw = syscall(SYS_getpriority, 0 /* PRIO_PROCESS */, (id_t)tid);
+    if (raw < 0) return -1;
+    *nice = 20 - (int)raw;
+    return 0;
+}
+/// capget(2)/capset(2)'s header and data (linux/capability.h, _LINUX_CAPABILITY_VERSION_3:
+/// two data structs, the low and high 32 capabilities).
+#define CHPOX_LINUX_CAPABILITY_VERSION_3 0x20080522
+struct chpox_cap_header { uint32_t version; int32_t pid; };
+struct chpox_cap_data { uint32_t effective, permitted, inheritable; };
+_Static_assert(sizeof(struct chpox_cap_header) == 8, "struct __user_cap_header_struct");
+_Static_assert(sizeof(struct chpox_cap_data) == 12, "struct __user_cap_data_struct");
+/// PR_CAPBSET_DROP (linux/prctl.h): drop a capability from the calling thread's bounding set.
+#define CHPOX_PR_CAPBSET_DROP 24
+/// PR_CAP_AMBIENT with PR_CAP_AMBIENT_RAISE and PR_CAP_AMBIENT_CLEAR_ALL (linux/prctl.h).
+#define CHPOX_PR_CAP_AMBIENT 47
+#define CHPOX_PR_CAP_AMBIENT_RAISE 2
+#define CHPOX_PR_CAP_AMBIENT_CLEAR_ALL 4
+
 /// kcmp(2) with KCMP_EPOLL_TFD (linux/kcmp.h): 0 when descriptor `fd` of `pid` is the file
 /// that epoll `epoll` of the same process watches as target `target` (registered as that fd
 /// number, the `nth` so registered); 1 or 2 when it is another; -1 with errno when there is no
@@ -155,6 +194,10 @@ enum chpox_system_call {
     CHPOX_SYS_sendto = SYS_sendto,
     CHPOX_SYS_shutdown = SYS_shutdown,
     CHPOX_SYS_setsockopt = SYS_setsockopt,
+    CHPOX_SYS_sched_setattr = SYS_sched_setattr,
+    CHPOX_SYS_setpriority = SYS_setpriority,
+    CHPOX_SYS_capset = SYS_capset,
+    CHPOX_SYS_chroot = SYS_chroot,
 };
 /// PR_SET_MM and PR_SET_MM_MAP (linux/prctl.h), and struct prctl_mm_map.
 #define CHPOX_PR_SET_MM 35

@@ -349,21 +349,33 @@ public final class Checkpointer {
     /// reads the images, and resumes every process before anything is hashed or written.
     private func finalRound(_ run: inout Run, finish: Finish) throws -> ProcessImage {
         var attempts = 0
+        // What the helper read of each process, kept across tries: a try that failed because
+        // the tree changed asks only its new processes (a shell or make forks faster than every
+        // process of the tree can be asked again).
+        var asked: [Int32: (state: InjectedState, smaps: ImageCapture.EarlySmaps)] = [:]
         while true {
             attempts += 1
             if attempts > 1 { try followTree() }
-            let asked = ClockTime.monotonic()
+            let followedZombies = Set(zombies)
+            let started = ClockTime.monotonic()
             var injected: [InjectedState] = []
             var smaps: [ImageCapture.EarlySmaps] = []
-            var stopped = asked
+            var stopped = started
             var frozen: [FrozenProcess] = []
             defer { for process in frozen.reversed() { process.thaw() } }
+            var earlier = Set<Int32>()  // processes whose answer is from an earlier try
             do {
                 for member in members {
-                    injected.append(try Injector.readState(of: member.pid))
-                    smaps.append(try ImageCapture.EarlySmaps(pid: member.pid))
+                    if asked[member.pid] != nil { earlier.insert(member.pid) }
+                    if asked[member.pid] == nil {
+                        asked[member.pid] = (
+                            try Injector.readState(of: member.pid), try ImageCapture.EarlySmaps(pid: member.pid)
+                        )
+                    }
+                    injected.append(asked[member.pid]!.state)
+                    smaps.append(asked[member.pid]!.smaps)
                 }
-                run.totalPause += ClockTime.monotonic() - asked
+                run.totalPause += ClockTime.monotonic() - started
                 stopped = ClockTime.monotonic()
                 for member in members {
                     member.stateBeforeStop = (try? ProcFS.state(member.pid)) ?? "R"
@@ -371,26 +383,40 @@ public final class Checkpointer {
                 }
             } catch {
                 // A descendant ended since the tree was followed: follow it again.
-                guard attempts < 5 && members.contains(where: { hasEnded($0) }) else { throw error }
+                guard attempts < Self.attempts && members.contains(where: { hasEnded($0) }) else { throw error }
                 for process in frozen.reversed() { process.thaw() }
                 continue
             }
             // What the helpers read must still hold (same threads, same caught and ignored
-            // signals), and the tree must be the one followed (no fork, no exit since) with no
-            // zombie in it: one its parent had no time to reap yet is gone once the parent
-            // runs. Otherwise ask again (nothing has been collected yet). The zombies refused
-            // are the ones seen frozen, not the ones seen when the tree was followed.
-            var holds = true
+            // signals), and the tree must be the one followed (no fork, no exit since, no new
+            // zombie: one its parent had no time to reap yet is gone once the parent runs).
+            // Otherwise ask again (nothing has been collected yet). The zombies recorded are
+            // the ones seen frozen.
+            var sameTree = true
             if options.tree {
                 let tree = try ProcessTree(of: pid)
                 zombies = tree.zombies
-                holds = tree.members == members.map(\.pid) && tree.zombies.isEmpty
+                sameTree = tree.members == members.map(\.pid) && Set(tree.zombies) == followedZombies
             }
-            for (k, process) in frozen.enumerated() where holds { holds = try Self.stillHolds(injected[k], process) }
-            if !holds && attempts < 5 {
+            var holds = sameTree
+            for (k, process) in frozen.enumerated() where holds {
+                holds = try Self.stillHolds(injected[k], process)
+                // An answer from an earlier try must also be of the same memory (no exec since).
+                if holds && earlier.contains(process.pid) {
+                    holds = try MemoryRegion.of(process.pid) == smaps[k].regions
+                }
+                if !holds { asked[process.pid] = nil }
+            }
+            if !holds && attempts < Self.attempts {
                 for process in frozen.reversed() { process.thaw() }
                 run.totalPause += ClockTime.monotonic() - stopped
                 continue
+            }
+            if !sameTree {  // never an image of a tree that is not the one frozen
+                throw TraceeError.unsupported(
+                    pid: pid,
+                    reason: "its process tree changed (a fork, an exit) in each of \(Self.attempts) tries to stop "
+                        + "it whole; try again, or checkpoint it when it forks less often")
             }
             var taken: [Stopped] = []
             var refused: [String] = []
@@ -453,6 +479,9 @@ public final class Checkpointer {
             return image
         }
     }
+
+    /// Tries of the final stop before a tree that keeps changing is given up.
+    static let attempts = 10
 
     /// The helper's answer still describes the frozen process.
     static func stillHolds(_ injected: InjectedState, _ frozen: FrozenProcess) throws(TraceeError) -> Bool {

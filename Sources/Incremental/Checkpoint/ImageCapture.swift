@@ -54,6 +54,7 @@ enum ImageCapture {
                 } catch {
                     throw TraceeError.from(error, pid: pid, "read the robust futex list of thread \(tid) of")
                 }
+                thread.scheduling = try scheduling(pid, thread: tid)
                 threads.append(thread)
             }
             var (descriptors, unsupported) = try captureDescriptors(pid)
@@ -68,6 +69,8 @@ enum ImageCapture {
                 descriptors[k].contents = nil
             }
             unsupported += try ProcessControlsCapture.unsupported(pid, injected: injected.controls)
+            let capabilities = try ProcessControlsCapture.capabilities(pid, threads: process.threads)
+            unsupported += capabilities.unsupported
             if let cwd = ProcFS.link(pid, "cwd"), cwd.hasSuffix(" (deleted)") {
                 unsupported.append("cwd \(cwd): the working directory was deleted and cannot be recreated")
             }
@@ -90,7 +93,8 @@ enum ImageCapture {
                 executable: ProcFS.link(pid, "exe") ?? "",
                 workingDirectory: ProcFS.link(pid, "cwd") ?? "",
                 umask: status.umask ?? 0o022,
-                credentials: .init(user: user, group: group, groups: status.groups),
+                credentials: .init(
+                    user: user, group: group, groups: status.groups, capabilities: capabilities.capabilities),
                 limits: try limits(pid),
                 addressSpace: .init(
                     startCode: stat.startCode, endCode: stat.endCode, startData: stat.startData, endData: stat.endData,
@@ -119,6 +123,7 @@ enum ImageCapture {
                     pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release),
                 controls: controls)
             if !mapped.files.isEmpty { image.deletedFiles = mapped.files }
+            image.rootDirectory = ProcessControlsCapture.rootDirectory(pid)
             image.cgroups = String(decoding: try ProcFS.bytes(pid, "cgroup"), as: UTF8.self)
                 .split(separator: "\n").map(String.init)
             return image
@@ -132,6 +137,15 @@ enum ImageCapture {
     }
 
     struct UnsupportedDescriptors: Error { var list: [String] }
+
+    /// How the kernel schedules thread `tid` (read from outside: any thread's may be read).
+    static func scheduling(_ pid: Int32, thread tid: Int32) throws(TraceeError) -> ProcessImage.Scheduling {
+        do throws(Errno) {
+            return ProcessImage.Scheduling(try ThreadScheduling.of(thread: tid))
+        } catch {
+            throw TraceeError.from(error, pid: pid, "read the scheduling policy of thread \(tid) of")
+        }
+    }
 
     static func mapping(_ region: MemoryRegion, details: ProcFS.MappingDetails) -> ProcessImage.Mapping {
         .init(

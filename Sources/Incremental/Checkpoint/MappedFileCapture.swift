@@ -52,7 +52,9 @@ enum MappedFileCapture {
                 captured.unsupported.append("an AIO context (io_setup) at \(at): not restored")
                 continue
             }
-            if region.shared, ImageCapture.backing(of: region) == .sharedAnonymous, !isPlainSharedMemory(region) {
+            if region.shared, ImageCapture.backing(of: region) == .sharedAnonymous, !isPlainSharedMemory(region),
+                !isUnlinkedSharedMemoryFile(pid, region)
+            {
                 captured.unsupported.append(
                     "a shared mapping of \(region.path) at \(at): shared mappings of memfds and deleted files "
                         + "are not restored (they would no longer be shared with the file)")
@@ -86,6 +88,24 @@ enum MappedFileCapture {
     /// (/dev/zero (deleted)) and SysV segments.
     static func isPlainSharedMemory(_ region: MemoryRegion) -> Bool {
         region.isAnonymous || region.path.hasPrefix("/dev/zero") || region.path.hasPrefix("/SYSV")
+    }
+
+    /// A file of /dev/shm that was unlinked while mapped shared (POSIX named semaphores and
+    /// shared memory, sem_open or shm_open then unlink, as Python's multiprocessing locks are)
+    /// and that nothing else names: no descriptor of the process has it open, and the mapping
+    /// covers it whole from its start with every page holding some of it. Its pages are stored
+    /// as shared memory's, and a restart makes it anonymous shared memory with the same bytes
+    /// (only /proc/PID/maps shows another name): nothing can tell the difference.
+    static func isUnlinkedSharedMemoryFile(_ pid: Int32, _ region: MemoryRegion) -> Bool {
+        guard region.path.hasPrefix("/dev/shm/"), region.path.hasSuffix(" (deleted)"), region.offset == 0,
+            let status = try? FileDescriptor.currentDirectory.status(of: mappedFile(pid, region), followingSymlinks: true),
+            status.isRegularFile, status.size <= Int64(region.size), status.size > Int64(region.size) - Int64(Page.size)
+        else { return false }
+        let descriptors = (try? ProcFS.descriptors(pid)) ?? []
+        return !descriptors.contains { fd in
+            guard let open = ImageCapture.openFileStatus(pid, fd) else { return false }
+            return open.device == status.device && open.inode == status.inode
+        }
     }
 
     static func readAll(_ path: String) -> Data? {

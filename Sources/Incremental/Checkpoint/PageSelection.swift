@@ -1,4 +1,5 @@
 import SoftDirty
+import Syscall
 import Tracee
 
 /// What to do with each page a tracker reported, mapping by mapping: copy its bytes into the
@@ -29,6 +30,14 @@ struct PageSelection {
                 revert += wanted.runs
                 continue
             }
+            // Shared memory's pages may hold data that this process's page tables do not map
+            // (written by another process, or by write(2) before it was mapped): its object says
+            // which pages hold data (SEEK_DATA), not the pagemap.
+            if backing == .sharedAnonymous, let data = Self.sharedMemoryData(pid, region) {
+                copy += wanted.intersection(data).runs
+                zero += wanted.subtracting(data).runs
+                continue
+            }
             // A private mapping of a file that is gone keeps every page unless the image saves
             // the file (`MappedFileCapture`): nothing else has them.
             let fileBacked =
@@ -56,5 +65,27 @@ struct PageSelection {
         self.copy = AddressRuns(copy)
         self.zero = AddressRuns(zero)
         self.revert = AddressRuns(revert)
+    }
+
+    /// The pages of a shared memory mapping whose object holds data (resident or swapped; the
+    /// rest are holes, zero), by SEEK_DATA on the object itself (/proc/PID/map_files); nil when
+    /// it cannot be opened.
+    static func sharedMemoryData(_ pid: Int32, _ region: MemoryRegion) -> AddressRuns? {
+        guard let object = try? FileDescriptor.open(MappedFileCapture.mappedFile(pid, region), [.readOnly]) else {
+            return nil
+        }
+        defer { object.close() }
+        let start = Int64(region.offset), end = Int64(region.offset) + Int64(region.size)
+        guard let ranges = try? object.dataRanges(size: end) else { return nil }
+        var runs: [PageRun] = []
+        for range in ranges {
+            let from = max(range.lowerBound, start), to = min(range.upperBound, end)
+            guard from < to else { continue }
+            let first = Int64(Page.address(of: Page.number(of: UInt64(from))))
+            let last = (to + Int64(Page.size) - 1) / Int64(Page.size) * Int64(Page.size)
+            runs.append(
+                PageRun(start: region.start + UInt64(first - start), end: region.start + UInt64(min(last, end) - start)))
+        }
+        return AddressRuns(runs)
     }
 }

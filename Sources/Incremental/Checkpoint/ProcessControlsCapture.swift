@@ -36,7 +36,55 @@ enum ProcessControlsCapture {
                 "POSIX timers (timer_create) with ids \(timers.joined(separator: ", ")): they are not restored, "
                     + "a restart would run without them")
         }
+        if let root = ProcFS.link(pid, "root"), root != "/", !root.hasPrefix("/") || root.hasSuffix(" (deleted)") {
+            lines.append("it runs chrooted in \(root), which cpx cannot reach by a path: a restart could not chroot it")
+        }
         return lines
+    }
+
+    /// The root directory as /proc shows it to cpx when the process called chroot; nil for "/".
+    /// (Its other paths, read the same way, are cpx's: a restart opens them before it chroots.)
+    static func rootDirectory(_ pid: Int32) -> String? {
+        guard let root = ProcFS.link(pid, "root"), root != "/", root.hasPrefix("/"), !root.hasSuffix(" (deleted)")
+        else { return nil }
+        return root
+    }
+
+    /// The process's capability sets (its main thread's), and a line of `unsupported` for each
+    /// kind of credential a thread holds other than the main thread's (its ids, groups or
+    /// capability sets: each thread has its own, and a restart gives every thread the process's).
+    static func capabilities(
+        _ pid: Int32, threads: [Int32]
+    ) throws(TraceeError) -> (capabilities: ProcessImage.Capabilities, unsupported: [String]) {
+        let main = try ProcFS.status(pid)
+        var differing: (ids: [Int32], capabilities: [Int32]) = ([], [])
+        for tid in threads where tid != pid {
+            let thread = try ProcFS.status(pid, thread: tid)
+            if (thread.userIDs, thread.groupIDs, thread.groups) != (main.userIDs, main.groupIDs, main.groups) {
+                differing.ids.append(tid)
+            }
+            if thread.capabilities != main.capabilities { differing.capabilities.append(tid) }
+        }
+        let sets = main.capabilities
+        let capabilities = ProcessImage.Capabilities(
+            inheritable: sets.inheritable, permitted: sets.permitted, effective: sets.effective,
+            bounding: sets.bounding, ambient: sets.ambient)
+        func line(_ tids: [Int32], _ what: String) -> [String] {
+            tids.isEmpty
+                ? []
+                : [
+                    "threads \(tids.map(String.init).joined(separator: ", ")) hold other \(what): a restart gives "
+                        + "every thread the process's"
+                ]
+        }
+        return (
+            capabilities,
+            line(
+                differing.ids,
+                "user or group ids than the main thread's (uid \(main.userIDs.first ?? 0), gid \(main.groupIDs.first ?? 0))"
+            )
+                + line(differing.capabilities, "capability sets than the main thread's (\(capabilities.summary))")
+        )
     }
 
     static func number(_ pid: Int32, _ name: String) throws(TraceeError) -> Int64 {

@@ -31,11 +31,39 @@ extension ProcessImage {
         public var group: IDs
         /// Supplementary groups.
         public var groups: [UInt32]
+        /// Its capability sets (every thread's the same; a process whose threads differ is
+        /// refused at checkpoint); nil in images from before they were kept.
+        public var capabilities: Capabilities? = nil
 
-        enum CodingKeys: String, CodingKey { case user, group, groups }
+        enum CodingKeys: String, CodingKey { case user, group, groups, capabilities }
 
-        public init(user: IDs, group: IDs, groups: [UInt32]) {
-            (self.user, self.group, self.groups) = (user, group, groups)
+        public init(user: IDs, group: IDs, groups: [UInt32], capabilities: Capabilities? = nil) {
+            (self.user, self.group, self.groups, self.capabilities) = (user, group, groups, capabilities)
+        }
+    }
+
+    /// capabilities(7): the five sets of a thread, bit n for capability n, as /proc/PID/status
+    /// shows them (CapInh, CapPrm, CapEff, CapBnd, CapAmb).
+    public struct Capabilities: Codable, Sendable, Equatable {
+        public var inheritable: UInt64
+        public var permitted: UInt64
+        public var effective: UInt64
+        public var bounding: UInt64
+        public var ambient: UInt64
+
+        enum CodingKeys: String, CodingKey { case inheritable, permitted, effective, bounding, ambient }
+
+        public init(inheritable: UInt64, permitted: UInt64, effective: UInt64, bounding: UInt64, ambient: UInt64) {
+            (self.inheritable, self.permitted, self.effective) = (inheritable, permitted, effective)
+            (self.bounding, self.ambient) = (bounding, ambient)
+        }
+
+        /// One line for people: "permitted 0x..., effective 0x..., ...", each set in hex.
+        public var summary: String {
+            [
+                ("inheritable", inheritable), ("permitted", permitted), ("effective", effective),
+                ("bounding", bounding), ("ambient", ambient),
+            ].map { "\($0) 0x\(String($1, radix: 16))" }.joined(separator: ", ")
         }
     }
 

@@ -25,9 +25,12 @@ extension ProcessImage {
         /// kept. glibc registers one for every thread: robust mutexes are released through it
         /// when the thread dies.
         public var robustList: [UInt64]? = nil
+        /// How the kernel schedules it (policy, priority, nice); nil in images from before it was kept.
+        public var scheduling: Scheduling? = nil
 
         enum CodingKeys: String, CodingKey {
-            case tid, name, registers, xstate, signalMask, rseq, pendingSignals, clearAddress, signalStack, robustList
+            case tid, name, registers, xstate, signalMask, rseq, pendingSignals, clearAddress, signalStack, robustList,
+                scheduling
         }
 
         public init(
@@ -107,6 +110,50 @@ extension ProcessImage {
                 ss,
                 fsBase, gsBase, ds, es, fs, gs,
             ]
+        }
+    }
+
+    /// A thread's scheduling (sched(7)): policy, SCHED_RESET_ON_FORK, real-time priority,
+    /// SCHED_DEADLINE's budget, and its nice value.
+    public struct Scheduling: Codable, Sendable, Equatable {
+        /// SCHED_OTHER 0, SCHED_FIFO 1, SCHED_RR 2, SCHED_BATCH 3, SCHED_IDLE 5, SCHED_DEADLINE 6.
+        public var policy: UInt32
+        /// sched_attr's flags (SCHED_FLAG_RESET_ON_FORK 1, SCHED_DEADLINE's).
+        public var flags: UInt64
+        /// -20 ... 19.
+        public var nice: Int32
+        /// Real-time priority, 1 ... 99 under SCHED_FIFO and SCHED_RR.
+        public var priority: UInt32
+        /// SCHED_DEADLINE's runtime, deadline and period in nanoseconds; nil under other policies.
+        public var deadline: [UInt64]? = nil
+
+        enum CodingKeys: String, CodingKey { case policy, flags, nice, priority, deadline }
+
+        public init(policy: UInt32, flags: UInt64 = 0, nice: Int32 = 0, priority: UInt32 = 0, deadline: [UInt64]? = nil)
+        {
+            (self.policy, self.flags, self.nice, self.priority, self.deadline) = (
+                policy, flags, nice, priority, deadline
+            )
+        }
+
+        /// What SCHED_OTHER threads have unless something changed it.
+        public static let standard = Scheduling(policy: 0)
+
+        /// The policy's name: "SCHED_RR", or the number for one chpox does not know.
+        public var policyName: String {
+            let names: [UInt32: String] = [
+                0: "SCHED_OTHER", 1: "SCHED_FIFO", 2: "SCHED_RR", 3: "SCHED_BATCH", 5: "SCHED_IDLE",
+                6: "SCHED_DEADLINE",
+            ]
+            return names[policy] ?? "policy \(policy)"
+        }
+
+        /// "SCHED_RR priority 3, reset on fork, nice -5", as people read it.
+        public var summary: String {
+            policyName + (priority != 0 ? " priority \(priority)" : "") + (flags & 1 != 0 ? " reset-on-fork" : "")
+                + (flags & ~1 != 0 ? " flags 0x\(String(flags, radix: 16))" : "")
+                + (deadline.map { " runtime/deadline/period \($0.map(String.init).joined(separator: "/")) ns" } ?? "")
+                + ", nice \(nice)"
         }
     }
 

@@ -47,6 +47,9 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     /// /proc/PID/cgroup's lines ("4:memory:/a/b", "0::/c"): the control groups it ran in;
     /// nil in images from before they were kept.
     public var cgroups: [String]? = nil
+    /// Its root directory when it ran chrooted (/proc/PID/root as cpx read it); nil when it was
+    /// "/" or in images from before chpox restored it.
+    public var rootDirectory: String? = nil
     /// Where the process sits in its tree: parent, process group, session, address space.
     /// nil in images from before trees were checkpointed (a process alone).
     public var position: TreePosition? = nil
@@ -59,7 +62,7 @@ public struct ProcessImage: Codable, Sendable, Equatable {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
-            deletedFiles, cgroups, position, tree, zombies
+            deletedFiles, cgroups, position, tree, zombies, rootDirectory
     }
 
     public init(

@@ -86,6 +86,9 @@ public struct GenerationDiff: Sendable {
             process += Self.field("umask", Self.octal(before.umask), Self.octal(after.umask))
             process += Self.field("credentials", Self.describe(before.credentials), Self.describe(after.credentials))
             process += Self.field(
+                "capabilities", before.credentials.capabilities?.summary, after.credentials.capabilities?.summary)
+            process += Self.field("root", before.rootDirectory, after.rootDirectory)
+            process += Self.field(
                 "brk", Format.address(before.addressSpace.brk), Format.address(after.addressSpace.brk))
             process += Self.keyed(
                 before.limits, after.limits, key: \.resource, subject: { "limit \($0.name)" }, describe: Self.describe)
@@ -302,7 +305,7 @@ public struct GenerationDiff: Sendable {
             ("blocked", SignalNames.describe(mask: t.signalMask)),
             ("pending", SignalNames.describe(siginfo: t.pendingSignals.map(\.bytes))),
             ("altstack", t.signalStack.map { "\(Format.address($0.address))+\($0.size)" } ?? "-"),
-        ]
+        ] + (t.scheduling.map { [("scheduling", $0.summary)] } ?? [])
     }
 
     public static func describe(_ a: ProcessImage.SignalAction) -> [(String, String)] {

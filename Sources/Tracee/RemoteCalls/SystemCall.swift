@@ -108,4 +108,12 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let shutdown = SystemCall(CHPOX_SYS_shutdown)
     /// The corresponding C constant is SYS_setsockopt.
     public static let setsockopt = SystemCall(CHPOX_SYS_setsockopt)
+    /// The corresponding C constant is SYS_sched_setattr.
+    public static let schedSetattr = SystemCall(CHPOX_SYS_sched_setattr)
+    /// The corresponding C constant is SYS_setpriority.
+    public static let setpriority = SystemCall(CHPOX_SYS_setpriority)
+    /// The corresponding C constant is SYS_capset.
+    public static let capset = SystemCall(CHPOX_SYS_capset)
+    /// The corresponding C constant is SYS_chroot.
+    public static let chroot = SystemCall(CHPOX_SYS_chroot)
 }

@@ -136,13 +136,6 @@ extension LiveProcess {
 
         @Test(
             .enabled(if: installed("python3"), "python3 is not installed"),
-            .disabled(
-                """
-                cpx refuses the pool: multiprocessing's locks (SemLock) are POSIX named semaphores, \
-                sem_open'ed then unlinked, so the parent and every worker map /dev/shm/sem.* (deleted) \
-                MAP_SHARED: "shared mappings of memfds and deleted files are not restored" \
-                (MappedFileCapture; TreeLayout.sharedMemory shares only anonymous and SysV memory again)
-                """),
             .timeLimit(.minutes(2)))
         func aPythonMultiprocessingPoolFinishesWithTheSameResults() throws {
             try Self.prove(Self.pool)
@@ -150,13 +143,16 @@ extension LiveProcess {
 
         /// A shell pipeline of seven programs: the first (seq) has written everything and
         /// exited by the first generation, its bytes still queued for the loop that reads
-        /// them; the loop forks a sleep per line; sort and md5sum write only at the end.
+        /// them; the loop waits 10 ms a line (a read that times out on an idle FIFO: a sleep
+        /// forked per line would change the tree faster than `cpx` can stop it whole); sort and
+        /// md5sum write only at the end.
         static let pipeline = Program(
             name: "pipeline",
             prepare: { directory in
                 try """
                 cd "$1"
-                seq 1 400 | while read i; do echo $((i * i % 1009)); sleep 0.01; done | tee progress \\
+                mkfifo idle && exec 9<>idle && rm idle
+                seq 1 400 | while read i; do echo $((i * i % 1009)); read -t 0.01 -u 9; done | tee progress \\
                     | awk '{ s = (s * 31 + $1) % 1000003; print NR ":" s }' | sed 's/^/line /' | sort -t: -k2 -n \\
                     | gzip -n | md5sum > result
 
@@ -171,15 +167,6 @@ extension LiveProcess {
             .enabled(
                 if: installed("bash", "seq", "tee", "awk", "sed", "sort", "gzip", "md5sum", "sleep"),
                 "bash or one of seq, tee, awk, sed, sort, gzip, md5sum, sleep is not installed"),
-            .disabled(
-                """
-                cpx fails most runs with "no process with pid N" or "zombies are not recreated yet": \
-                Checkpointer.finalRound has chpox-inject read every process's state (about 70 ms a process, \
-                debug build) before it freezes the tree, and takes the generation only if the tree is still \
-                the one it followed, with no zombie; all 5 attempts see a process started or ended \
-                (the loop forks a sleep every 12 ms); ld-chpox restarts it byte for byte \
-                when a generation is taken
-                """),
             .timeLimit(.minutes(2)))
         func aBashPipelineFinishesWithTheSameOutput() throws {
             try Self.prove(Self.pipeline)
@@ -212,9 +199,9 @@ extension LiveProcess {
                 try """
                 OBJECTS = $(patsubst %.c,%.o,$(sort $(wildcard *.c)))
                 program: $(OBJECTS)
-                \tsleep 0.3; $(CC) -o $@ $(OBJECTS)
+                \tsleep 1; $(CC) -o $@ $(OBJECTS)
                 %.o: %.c
-                \tsleep 0.3; $(CC) -O1 -c -o $@ $<
+                \tsleep 1; $(CC) -O1 -c -o $@ $<
 
                 """.write(toFile: directory + "/Makefile", atomically: true, encoding: .utf8)
             },
@@ -230,15 +217,6 @@ extension LiveProcess {
 
         @Test(
             .enabled(if: installed("make", "cc", "sh", "sleep", "sha256sum"), "make, cc or sha256sum is not installed"),
-            .disabled(
-                """
-                cpx fails most runs with "no process with pid N" or "zombies are not recreated yet": \
-                Checkpointer.finalRound has chpox-inject read every process's state (about 70 ms a process, \
-                debug build) before it freezes the tree, and takes the generation only if the tree is still \
-                the one it followed, with no zombie; all 5 attempts see a process started or ended \
-                (make -j2 starts or reaps a process about every 0.1 s); ld-chpox restarts it \
-                byte for byte when a generation is taken
-                """),
             .timeLimit(.minutes(2)))
         func makeFinishesItsParallelBuildWithTheSameProducts() throws {
             try Self.prove(Self.build)

@@ -1,9 +1,11 @@
+import CLinux
 import Syscall
 import Tracee
 
 /// What the process may do: its resource limits (set from outside, prlimit), then, when root
 /// restarts another user's image, its group ids and user ids, last of all calls that need
-/// privilege (its supplementary groups came first, with the filesystem ids: `FileAccessPhase`).
+/// privilege (its supplementary groups came first, with the filesystem ids: `FileAccessPhase`),
+/// on every thread; its bounding set is narrowed just before, while the thread may still.
 public struct CredentialsPhase: RestartPhase {
     public var limits: [ProcessImage.ResourceLimit]
     public var credentials: ProcessImage.Credentials
@@ -40,8 +42,31 @@ public struct CredentialsPhase: RestartPhase {
         }
         guard changesIds(asUser: CurrentProcess.userID) else { return }
         // The supplementary groups were set first of all, with the filesystem ids (FileAccessPhase).
+        // The ids are each thread's own (the kernel's setresuid changes the calling thread alone;
+        // glibc's signals every thread to make them all change): every thread makes the calls.
         let ids = credentials, calls = session.calls
-        try calls.call(.setresgid, ids.group.real, ids.group.effective, ids.group.saved, to: "set the group ids")
-        try calls.call(.setresuid, ids.user.real, ids.user.effective, ids.user.saved, to: "set the user ids")
+        for tid in Set(session.threadIDs.values).union([pid]).sorted() {
+            try narrowBoundingSet(on: tid, session)
+            try calls.call(
+                .setresgid, ids.group.real, ids.group.effective, ids.group.saved, on: tid,
+                to: "set the group ids of thread \(tid)")
+            try calls.call(
+                .setresuid, ids.user.real, ids.user.effective, ids.user.saved, on: tid,
+                to: "set the user ids of thread \(tid)")
+        }
+    }
+
+    /// The capabilities the image's bounding set lacks, dropped from the thread's while it still
+    /// holds CAP_SETPCAP (a user other than root holds none after setresuid): narrowing a
+    /// bounding set never grants anything. The other sets are `CapabilitiesPhase`'s.
+    func narrowBoundingSet(on tid: Int32, _ session: RestartSession) throws {
+        guard let bounding = credentials.capabilities?.bounding else { return }
+        let now = try CapabilitiesPhase.current(session.pid, thread: tid)
+        guard now.effective & CapabilitiesPhase.setPCAP != 0 else { return }
+        for capability in CapabilitiesPhase.bits(now.bounding & ~bounding) {
+            try session.calls.call(
+                .prctl, CHPOX_PR_CAPBSET_DROP, capability, 0, 0, 0, on: tid,
+                to: "drop \(CapabilitiesPhase.names(1 << UInt64(capability))) from the bounding set of thread \(tid)")
+        }
     }
 }

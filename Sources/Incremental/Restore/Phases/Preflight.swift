@@ -95,6 +95,17 @@ public struct Preflight: Sendable {
         if me != 0, let owner = image.credentials.user.all.first(where: { $0 != me }) {
             throw refuse("it ran as uid \(owner); only root or that user can restart it")
         }
+        if let root = image.rootDirectory {
+            guard me == 0 else {
+                throw refuse("it ran chrooted in \(root), and only root can chroot: restart it as root")
+            }
+            guard authority.groups == nil else {
+                throw refuse(
+                    "it ran chrooted in \(root), and its store is uid \(authority.owner)'s: a chroot is restored only "
+                        + "from a store only root can write (a chroot into a directory its user controls could lead "
+                        + "a set-user-id program there to trust files the user wrote)")
+            }
+        }
         // Only root sets supplementary groups: a user's restart keeps ld-chpox's, so they must be the same.
         if me != 0, let mine = try? ProcFS.status(CurrentProcess.id).groups, mine != image.credentials.groups {
             throw refuse(
