@@ -312,7 +312,11 @@ final class SocketCapture {
     /// A bound name as `ss` shows it: a path, or "@name" for an abstract one.
     static func address(_ name: [UInt8]) -> String {
         guard let first = name.first else { return "an empty name" }
-        if first == 0 { return "the abstract name @" + String(decoding: name.dropFirst(), as: UTF8.self) }
-        return String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+        guard first == 0 else { return String(decoding: name.prefix { $0 != 0 }, as: UTF8.self) }
+        // An abstract name is every byte of the address: programs often pad it with NULs.
+        var bytes = name.dropFirst()
+        while bytes.last == 0 { bytes = bytes.dropLast() }
+        let shown = bytes.map { $0 >= 0x20 && $0 < 0x7f ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16) }
+        return "the abstract name @" + shown.joined()
     }
 }
