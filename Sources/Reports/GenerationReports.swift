@@ -266,7 +266,8 @@ public enum GenerationReports {
             for d in image.descriptors {
                 fds.add([
                     "\(d.fd)", d.kind.rawValue, OpenFlags.describe(d.flags), "\(d.offset)",
-                    d.target + (d.size.map { "  (size \($0))" } ?? "") + (d.event.map { "  (\($0.summary))" } ?? ""),
+                    d.target + (d.size.map { "  (size \($0))" } ?? "") + (d.event.map { "  (\($0.summary))" } ?? "")
+                        + (d.socket.map { "  (\($0.summary))" } ?? ""),
                 ])
             }
             lines.append(fds.render())

@@ -22,7 +22,8 @@ import Testing
         #expect(process.parent == nil)
         #expect(
             process.phases.map(\.name) == [
-                "audit login uid", "file access", "memory layout", "page fill", "descriptors", "file locks",
+                "audit login uid", "file access", "memory layout", "page fill", "descriptors", "UNIX socket pairs",
+                "file locks",
                 "event descriptors", "descriptors shared with other processes", "mm fields", "threads",
                 "signals and timers", "root directory", "limits and credentials", "scheduling", "capabilities",
                 "files written", "process controls", "registers",
@@ -221,6 +222,44 @@ import Testing
         #expect(
             phases[2].entries == [
                 Entry(fd: 0, closeOnExec: false, setup: .pipeEnd(inode: 8, access: O_RDONLY, statusFlags: 0))
+            ])
+    }
+
+    /// A socketpair's two ends (one at two numbers), and a stream whose peer was closed with
+    /// data left in it: one pair each, each end with its queue, its numbers and its state.
+    @Test func socketPairsAreMadeOncePerPairWithEachEndsQueue() throws {
+        var (_, image) = try Self.plan()
+        typealias Descriptor = ProcessImage.Descriptor
+        func socket(_ fd: Int32, _ inode: UInt64, peer: UInt64, flags: Int32, queue: [String]?) -> Descriptor {
+            var descriptor = Descriptor(fd: fd, kind: .socket, target: "socket:[\(inode)]", flags: flags, offset: 0)
+            descriptor.socket = .init(inode: inode, type: peer == 0 ? .stream : .datagram, peer: peer)
+            descriptor.socket?.queue = queue.map { $0.map { Data($0.utf8) } }
+            return descriptor
+        }
+        var orphan = socket(7, 30, peer: 0, flags: O_RDWR, queue: ["left"])
+        orphan.socket?.readShutdown = true
+        orphan.socket?.writeShutdown = true
+        orphan.socket?.resetPending = true
+        image.descriptors = [
+            socket(3, 10, peer: 11, flags: O_RDWR | O_CLOEXEC, queue: ["a", "", "ccc"]),
+            socket(4, 11, peer: 10, flags: O_RDWR | O_NONBLOCK, queue: []),
+            socket(5, 10, peer: 11, flags: O_RDWR, queue: nil), orphan,
+        ]
+        let plan = RestartPlan(image: image, generation: 0)
+        #expect(try #require(plan.processes[0].phase(DescriptorPhase.self)).entries.isEmpty, "SocketPhase's")
+        let sockets = try #require(plan.processes[0].phase(SocketPhase.self))
+        #expect(sockets.pairs.map(\.type) == [.datagram, .stream])
+        #expect(sockets.pairs.map { $0.ends.map(\.inode) } == [[10, 11], [30, 0]])
+        #expect(sockets.pairs[0].ends[0].descriptors.map(\.fd) == [3, 5])
+        #expect(sockets.pairs[0].ends[0].queue == ["a", "", "ccc"].map { Data($0.utf8) })
+        #expect(sockets.pairs[0].ends[1].statusFlags == O_NONBLOCK)
+        #expect(sockets.holderBase == 8)
+        #expect(
+            sockets.steps == [
+                "pair 1 (UNIX datagram) end fd 3 (close-on-exec), fd 5, reads 3 messages (4 bytes)",
+                "pair 1 (UNIX datagram) end fd 4, non-blocking",
+                "pair 2 (UNIX stream) end fd 7, reads 4 bytes queued, shut down for reading and writing",
+                "pair 2 (UNIX stream) end closed once set up, leaves a connection reset pending",
             ])
     }
 }

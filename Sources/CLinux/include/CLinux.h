@@ -190,6 +190,10 @@ enum chpox_system_call {
     CHPOX_SYS_pidfd_getfd = 438,
     CHPOX_SYS_exit_group = SYS_exit_group,
     CHPOX_SYS_kill = SYS_kill,
+    CHPOX_SYS_socketpair = SYS_socketpair,
+    CHPOX_SYS_sendto = SYS_sendto,
+    CHPOX_SYS_shutdown = SYS_shutdown,
+    CHPOX_SYS_setsockopt = SYS_setsockopt,
     CHPOX_SYS_sched_setattr = SYS_sched_setattr,
     CHPOX_SYS_setpriority = SYS_setpriority,
     CHPOX_SYS_capset = SYS_capset,
@@ -395,5 +399,37 @@ static inline long chpox_tee(int in, int out, size_t length, unsigned int flags)
 #define CHPOX_SEEK_HOLE 4
 // futimens(2)'s "leave this time as it is" (a macro of an expression).
 #define CHPOX_UTIME_OMIT 1073741822
+
+// UNIX sockets: sock_diag(7) answers what /proc does not say about a UNIX socket (its peer,
+// name, state, queue lengths, shutdown); the request and answer structs come from the installed
+// uapi headers, framed here in one netlink message so Swift sends a single fixed-size value.
+#include <sys/socket.h>
+#include <poll.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+struct chpox_unix_diag_request {
+    struct nlmsghdr header;
+    struct unix_diag_req request;
+};
+_Static_assert(sizeof(struct nlmsghdr) == 16, "nlmsghdr layout");
+_Static_assert(sizeof(struct unix_diag_req) == 24, "unix_diag_req layout");
+_Static_assert(sizeof(struct chpox_unix_diag_request) == 40, "one netlink message, no padding");
+_Static_assert(sizeof(struct unix_diag_msg) == 16, "unix_diag_msg layout");
+_Static_assert(sizeof(struct unix_diag_rqlen) == 8, "unix_diag_rqlen layout");
+_Static_assert(sizeof(struct nlmsgerr) == 20, "nlmsgerr layout");
+// Socket options asm/socket.h defines as macros Swift may not see on every libc.
+#define CHPOX_SO_PEEK_OFF 42
+#define CHPOX_SO_DOMAIN 39
+// SO_PEERCRED answers struct ucred (pid, uid, gid), declared only under _GNU_SOURCE.
+#define CHPOX_SO_PEERCRED 17
+struct chpox_ucred { int32_t pid; uint32_t uid; uint32_t gid; };
+_Static_assert(CHPOX_SO_PEERCRED == SO_PEERCRED, "SO_PEERCRED");
+_Static_assert(sizeof(struct chpox_ucred) == 12, "struct ucred layout");
+_Static_assert(CHPOX_SO_PEEK_OFF == SO_PEEK_OFF, "SO_PEEK_OFF");
+_Static_assert(CHPOX_SO_DOMAIN == SO_DOMAIN, "SO_DOMAIN");
+// The kernel's sk_shutdown bits (include/net/sock.h) that UNIX_DIAG_SHUTDOWN reports.
+#define CHPOX_RCV_SHUTDOWN 1
+#define CHPOX_SEND_SHUTDOWN 2
 
 #endif

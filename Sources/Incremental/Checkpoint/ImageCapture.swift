@@ -194,6 +194,7 @@ enum ImageCapture {
     static func captureDescriptors(_ pid: Int32) throws(TraceeError) -> ([ProcessImage.Descriptor], [String]) {
         var descriptors: [ProcessImage.Descriptor] = []
         var unsupported: [String] = []
+        let sockets = SocketCapture(pid)
         for fd in try ProcFS.descriptors(pid) {
             guard let target = ProcFS.descriptorTarget(pid, fd), let info = try? ProcFS.descriptorInfo(pid, fd) else {
                 continue
@@ -226,6 +227,13 @@ enum ImageCapture {
                 descriptor.kind = (flags & O_DIRECTORY) != 0 ? .directory : .file
                 if flags & O_ACCMODE != O_RDONLY, let status = openFileStatus(pid, fd), status.isRegularFile {
                     descriptor.size = status.size
+                }
+            } else if let socket = sockets.capture(fd, target: target) {
+                switch socket {
+                case .socket(let socket):
+                    descriptor.kind = .socket
+                    descriptor.socket = socket
+                case .refused(let reason): unsupported.append("fd \(fd): \(target): \(reason)")
                 }
             } else if let event = EventDescriptorCapture.capture(pid, fd, target: target) {
                 switch event {

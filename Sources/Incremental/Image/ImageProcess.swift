@@ -84,6 +84,7 @@ extension ProcessImage {
     public struct Descriptor: Codable, Sendable, Equatable {
         public enum Kind: String, Codable, Sendable {
             case file, deletedFile = "deleted-file", directory, null, terminal, pipe, event, unsupported
+            case socket
         }
         public var fd: Int32
         public var kind: Kind
@@ -118,10 +119,13 @@ extension ProcessImage {
         /// A deleted file an earlier process of the tree has open too (its own open file of it):
         /// restored by opening that process's, so both see one file again (`contents` is nil).
         public var deletedFileOf: Inherited? = nil
+        /// A UNIX socket of a pair (`kind` socket).
+        public var socket: UnixSocket? = nil
 
         enum CodingKeys: String, CodingKey {
             case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
                 deletedAttributes, flock, inherited, deletedFileOf
+            case socket
         }
 
         public init(

@@ -86,6 +86,7 @@ public struct ProcessPlan: Sendable {
             MemoryLayoutPhase(image: image, layout: layout),
             PageFillPhase(image: image),
             DescriptorPhase(image: own, layout: layout),
+            SocketPhase(image: own),
             FileLockPhase(image: own),
             EventDescriptorPhase(image: own),
             SharedDescriptorPhase(image: image),

@@ -100,6 +100,14 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let exitGroup = SystemCall(CHPOX_SYS_exit_group)
     /// The corresponding C constant is SYS_kill.
     public static let kill = SystemCall(CHPOX_SYS_kill)
+    /// The corresponding C constant is SYS_socketpair.
+    public static let socketpair = SystemCall(CHPOX_SYS_socketpair)
+    /// The corresponding C constant is SYS_sendto.
+    public static let sendto = SystemCall(CHPOX_SYS_sendto)
+    /// The corresponding C constant is SYS_shutdown.
+    public static let shutdown = SystemCall(CHPOX_SYS_shutdown)
+    /// The corresponding C constant is SYS_setsockopt.
+    public static let setsockopt = SystemCall(CHPOX_SYS_setsockopt)
     /// The corresponding C constant is SYS_sched_setattr.
     public static let schedSetattr = SystemCall(CHPOX_SYS_sched_setattr)
     /// The corresponding C constant is SYS_setpriority.

@@ -177,15 +177,17 @@ extension LiveProcess {
         @Test(.timeLimit(.minutes(2))) func socketsAreRefusedUnlessSkipped() throws {
             let directory = NSTemporaryDirectory() + "chpox-cpx-socket-\(getpid())"
             defer { try? FileManager.default.removeItem(atPath: directory) }
-            // Besides the sockets: a deleted file (its contents are kept), a pipe, /dev/null,
-            // and a file at an offset.
+            // Besides the sockets (an IPv4 one, a named UNIX one): a deleted file (its contents are
+            // kept), a pipe, /dev/null, and a file at an offset.
             let python = try WorkloadProcess(
                 executable: "/usr/bin/python3",
                 arguments: [
                     "-c",
                     """
                     import os, socket, sys, tempfile
-                    a, b = socket.socketpair()
+                    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # (a socketpair is restored now)
+                    named = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    named.bind("\\0chpox-cpx-%d" % os.getpid())
                     fd, path = tempfile.mkstemp()
                     os.write(fd, b"secret contents")
                     os.unlink(path)
