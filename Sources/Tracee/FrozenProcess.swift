@@ -77,6 +77,13 @@ public final class FrozenProcess {
         if let stat = try? ProcFS.stat(pid), stat.isKernelThread {
             return "it is a kernel thread (\(stat.command)), which has no user memory to checkpoint"
         }
+        // Under seccomp, a system call chpox makes inside it (its helper's) may kill it
+        // (strict mode allows four; a filter may return KILL): it is not touched at all.
+        if let mode = try? ProcFS.status(pid)["Seccomp"], mode != "0" {
+            return "it runs under seccomp (\(mode == "1" ? "strict mode" : "a filter"), /proc/\(pid)/status "
+                + "Seccomp: \(mode)): a system call chpox makes inside it could kill it, and its filters are not "
+                + "restored"
+        }
         if let thread = try? ProcFS.status(pid).tracer, thread != 0 {
             // TracerPid names the tracing thread: say its process.
             let tracer = (try? ProcFS.status(thread)["Tgid"]).flatMap { Int32($0) } ?? thread

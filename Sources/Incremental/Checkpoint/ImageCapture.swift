@@ -71,6 +71,12 @@ enum ImageCapture {
             unsupported += try ProcessControlsCapture.unsupported(pid, injected: injected.controls)
             let capabilities = try ProcessControlsCapture.capabilities(pid, threads: process.threads)
             unsupported += capabilities.unsupported
+            // Seccomp (Seccomp: 1 strict, 2 filter) is not read back: a restart would run unconfined.
+            if let mode = status["Seccomp"], mode != "0" {
+                unsupported.append(
+                    "seccomp mode \(mode == "1" ? "strict" : "filter") (/proc/\(pid)/status Seccomp: \(mode)): "
+                        + "seccomp filters are not restored; a restart would run without them")
+            }
             if let cwd = ProcFS.link(pid, "cwd"), cwd.hasSuffix(" (deleted)") {
                 unsupported.append("cwd \(cwd): the working directory was deleted and cannot be recreated")
             }
