@@ -226,6 +226,25 @@ public enum GenerationReports {
                 + " (\(detail.statistics.pagesWritten) written by this generation)"
         )
         lines.append("unsupported  " + (image.unsupported.isEmpty ? "none" : image.unsupported.joined(separator: ", ")))
+        if image.processes.count > 1 || image.zombies?.isEmpty == false {
+            // The rest of its tree: one line each, the first process first.
+            for process in image.processes {
+                let position = process.position
+                lines.append(
+                    "tree         pid \(process.pid)"
+                        + (position.map { " parent \($0.parent), group \($0.processGroup), session \($0.session)" }
+                            ?? "")
+                        + ", \(process.threads.count) thread\(process.threads.count == 1 ? "" : "s"), "
+                        + "\(process.mappings.count) mappings, \(process.descriptors.count) descriptors"
+                        + (position?.stopped == true ? ", stopped" : "") + "  "
+                        + process.command.prefix(3).map(quoted).joined(separator: " "))
+            }
+            for zombie in image.zombies ?? [] {
+                lines.append(
+                    "tree         zombie \(zombie.pid) parent \(zombie.parent), wait status 0x\(String(zombie.status, radix: 16))"
+                )
+            }
+        }
 
         lines.append("")
         lines.append("THREADS")

@@ -106,6 +106,14 @@ extension LiveProcess {
                 try RestartTests.checkpoint(root, store: store, name: "tree")
                 let shown = try TestTools.run("dumpinfo", ["--store", store, "--chain"])
                 #expect(shown.status == 0, "\(shown.errors)")
+                // dumpinfo lists every process of the tree with its place in it.
+                let detail = try TestTools.run("dumpinfo", ["--store", store, "--name", "tree", "--generation", "1"])
+                #expect(
+                    detail.output.contains("tree         pid \(child) parent \(root), group \(child)"),
+                    "\(detail.output)")
+                #expect(
+                    detail.output.contains("tree         pid \(grand) parent \(child), group \(child)"),
+                    "\(detail.output)")
                 Self.killTree([root, child, grand])
 
                 let restarted = try RestartTests.restart(store: store, name: "tree", generation: 1)
