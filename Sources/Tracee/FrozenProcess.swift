@@ -17,7 +17,9 @@ public final class FrozenProcess {
     /// Processes created by remote fork calls, not yet adopted.
     private var forked: [Int32] = []
     /// Signals dequeued by a thread as it stopped, to be delivered when it resumes.
-    private var heldSignals: [Int32: (signal: Int32, info: [UInt8])] = [:]
+    /// Signals taken from threads on their way in (at the stop, or during a call), delivered at
+    /// `thaw`: one per thread.
+    var heldSignals: [Int32: (signal: Int32, info: [UInt8])] = [:]
 
     /// Seizes and stops every thread, repeating until no new thread appeared meanwhile.
     public init(pid: Int32) throws(TraceeError) {
@@ -148,21 +150,30 @@ public final class FrozenProcess {
     /// restorer's trampoline, once the vDSO is moved or gone).
     public func useSyscallInstruction(at address: UInt64) { gadget = address }
 
-    /// The address of a `syscall` instruction (0f 05) in the process's vDSO.
+    /// The address of a `syscall` instruction (0f 05) in the process: its vDSO, else its code.
     func syscallInstruction() throws(TraceeError) -> UInt64 {
         if let gadget { return gadget }
-        guard let vdso = try MemoryRegion.of(pid).first(where: { $0.path == "[vdso]" }) else {
-            throw .unsupported(pid: pid, reason: "no vDSO mapped: cannot run system calls in it")
+        // The vDSO first (every process has one unless it unmapped it), then the process's
+        // own code: two bytes 0f 05 anywhere executable run as `syscall`.
+        let regions = try MemoryRegion.of(pid)
+        let candidates =
+            regions.filter { $0.path == "[vdso]" }
+            + regions.filter { $0.executable && $0.path != "[vdso]" && $0.path != "[vsyscall]" }
+        let memory = ProcessMemory(pid: pid)
+        for region in candidates {
+            var bytes = [UInt8](repeating: 0, count: Int(min(region.size, 1 << 20)))
+            guard
+                let got = try? bytes.withMutableRawBytes({ (raw) throws(TraceeError) in
+                    try memory.read(from: region.start, into: raw)
+                }), got > 1
+            else { continue }
+            for i in 0..<(got - 1) where bytes[i] == 0x0f && bytes[i + 1] == 0x05 {
+                gadget = region.start + UInt64(i)
+                return region.start + UInt64(i)
+            }
         }
-        var bytes = [UInt8](repeating: 0, count: Int(vdso.size))
-        let got = try bytes.withMutableRawBytes { (raw) throws(TraceeError) in
-            try ProcessMemory(pid: pid).read(from: vdso.start, into: raw)
-        }
-        for i in 0..<(got - 1) where bytes[i] == 0x0f && bytes[i + 1] == 0x05 {
-            gadget = vdso.start + UInt64(i)
-            return vdso.start + UInt64(i)
-        }
-        throw .unsupported(pid: pid, reason: "no syscall instruction in its vDSO")
+        throw .unsupported(
+            pid: pid, reason: "no syscall instruction in its vDSO or its code: cannot run system calls in it")
     }
 }
 

@@ -191,6 +191,19 @@ extension FrozenProcess {
                 continue
             }
             if event == Int32(Ptrace.eventStop) { continue }
+            // A signal no mask blocks (SIGSTOP sent again to a stopped process stays pending)
+            // stops the thread on its way in: held like one found at the stop, delivered when
+            // the thread is let go, and the call goes on.
+            // A second SIGSTOP (one sent to the process, one to the thread) is the first's
+            // twin: the held one stops it again, and SIGCONT would have discarded both.
+            if event == 0, chpox_wstopsig(status) != SIGTRAP {
+                let signal = chpox_wstopsig(status)
+                if heldSignals[tid] == nil {
+                    heldSignals[tid] = (signal, try Ptrace.signalInfo(tid, pid: pid))
+                    continue
+                }
+                if signal == SIGSTOP && heldSignals[tid]?.signal == SIGSTOP { continue }
+            }
             guard event == 0, chpox_wstopsig(status) == SIGTRAP else {
                 throw .unexpectedStop(pid: pid, status: status, operation: "run a system call in")
             }

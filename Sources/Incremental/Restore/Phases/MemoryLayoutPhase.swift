@@ -88,6 +88,7 @@ public struct MemoryLayoutPhase: RestartPhase {
                 + "\(RestartSession.stdioCopies)-\(RestartSession.stdioCopies + 2); unmap all its memory",
         ]
             + kernelPages.map { "move \($0.name) to 0x\(String($0.start, radix: 16))" }
+            + (kernelPages.isEmpty ? ["unmap the vDSO and vvar (it had unmapped them)"] : [])
             + deletedFiles.enumerated().map { "recreate deleted file \($0) (\($1.path), \($1.contents.count) bytes)" }
             + mappings.map(\.description)
     }
@@ -95,7 +96,7 @@ public struct MemoryLayoutPhase: RestartPhase {
     /// The layout of `image`; in a tree, its shared memory as `layout` shares it out.
     public init(image: ProcessImage, layout: TreeLayout? = nil) {
         occupied = image.mappings.map { $0.start...($0.end - 1) }
-        kernelPages = ["[vvar]", "[vvar_vclock]", "[vdso]"].compactMap { name in
+        kernelPages = Self.kernelPageNames.compactMap { name in
             image.mappings.first(where: { $0.path == name }).map { KernelPages(name: name, start: $0.start) }
         }
         let shared = layout?.sharedMemory[image.pid] ?? [:]
@@ -178,8 +179,17 @@ public struct MemoryLayoutPhase: RestartPhase {
         }
     }
 
+    /// The kernel's pages a process may have, in the order they are moved.
+    public static let kernelPageNames = ["[vvar]", "[vvar_vclock]", "[vdso]"]
+
+    /// Moves the kernel's pages where the image had them; unmaps those it had not (a process
+    /// that unmapped its vDSO runs without one again).
     private func moveKernelPages(_ calls: RemoteCalls) throws {
         let current = try MemoryRegion.of(calls.pid)
+        let kept = Set(kernelPages.map(\.name))
+        for region in current where Self.kernelPageNames.contains(region.path) && !kept.contains(region.path) {
+            try calls.call(.munmap, region.start, region.size, to: "unmap \(region.path), which it had unmapped")
+        }
         for pages in kernelPages {
             guard let from = current.first(where: { $0.path == pages.name }), from.start != pages.start else {
                 continue

@@ -121,7 +121,9 @@ public struct Preflight: Sendable {
                     + "or accept ld-chpox's with --other-cgroups")
         }
         let here = (try? MemoryRegion.of(CurrentProcess.id)) ?? []
-        for name in ["[vdso]", "[vvar]", "[vvar_vclock]"] {
+        // A process that unmapped the kernel's pages restarts without them (MemoryLayoutPhase).
+        let hadKernelPages = image.mappings.contains { MemoryLayoutPhase.kernelPageNames.contains($0.path) }
+        for name in MemoryLayoutPhase.kernelPageNames where hadKernelPages {
             let saved = image.mappings.filter { $0.path == name }.map { $0.end - $0.start }
             let current = here.filter { $0.path == name }.map(\.size)
             guard saved == current else {
