@@ -60,7 +60,7 @@ enum ImageCapture {
             var (descriptors, unsupported) = try captureDescriptors(pid)
             let mapped = MappedFileCapture.capture(pid, regions: regions)
             unsupported += mapped.unsupported
-            unsupported += GuardRegionCapture.unsupported(pid, regions: regions)
+            let guardPages = GuardRegionCapture.runs(pid, regions: regions)
             for k in descriptors.indices where descriptors[k].kind == .deletedFile {
                 guard let status = openFileStatus(pid, descriptors[k].fd),
                     let file = mapped.identities.firstIndex(of: .init(device: status.device, inode: status.inode))
@@ -130,6 +130,7 @@ enum ImageCapture {
                 controls: controls)
             if !mapped.files.isEmpty { image.deletedFiles = mapped.files }
             image.rootDirectory = ProcessControlsCapture.rootDirectory(pid)
+            image.guardPages = guardPages.isEmpty ? nil : guardPages
             image.cgroups = String(decoding: try ProcFS.bytes(pid, "cgroup"), as: UTF8.self)
                 .split(separator: "\n").map(String.init)
             return image

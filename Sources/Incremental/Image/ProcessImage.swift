@@ -50,6 +50,8 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     /// Its root directory when it ran chrooted (/proc/PID/root as cpx read it); nil when it was
     /// "/" or in images from before chpox restored it.
     public var rootDirectory: String? = nil
+    /// Guard pages (MADV_GUARD_INSTALL) as [start, end) runs; nil when it had none.
+    public var guardPages: [[UInt64]]? = nil
     /// Where the process sits in its tree: parent, process group, session, address space.
     /// nil in images from before trees were checkpointed (a process alone).
     public var position: TreePosition? = nil
@@ -62,7 +64,7 @@ public struct ProcessImage: Codable, Sendable, Equatable {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
-            deletedFiles, cgroups, position, tree, zombies, rootDirectory
+            deletedFiles, cgroups, position, tree, zombies, rootDirectory, guardPages
     }
 
     public init(

@@ -131,19 +131,40 @@ extension LiveProcess {
             #expect(halves.first == halves.last, "\(answer)")
         }
 
-        @Test(.timeLimit(.minutes(2))) func guardPagesAreRefusedAtCheckpoint() throws {
-            let errors = try Self.refusal(
-                "guard",
-                script: """
-                    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-                    region = libc.mmap(None, 8 * PAGE, 3, 0x22, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS
-                    ctypes.memset(region, 1, 8 * PAGE)
-                    if libc.madvise(region + 2 * PAGE, 2 * PAGE, 102) != 0:  # MADV_GUARD_INSTALL
-                        print("no guard pages here", flush=True)
-                    print("pending", flush=True)
-                    sys.stdin.readline()
-                    """)
-            #expect(errors.contains("2 guard pages (MADV_GUARD_INSTALL)"), "\(errors)")
+        @Test(.timeLimit(.minutes(2))) func guardPagesComeBackAndTheirNeighboursKeepTheirBytes() throws {
+            // Pages 2 and 3 of 8 are guard pages: pagemap's bit 58 (PM_GUARD_REGION) says which,
+            // a forked child that touches one dies of SIGSEGV, and the others keep their bytes.
+            let script = """
+                import os, signal, struct
+                libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                region = libc.mmap(None, 8 * PAGE, 3, 0x22, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS
+                for k in range(8):
+                    ctypes.memset(region + k * PAGE, 0x41 + k, PAGE)
+                assert libc.madvise(region + 2 * PAGE, 2 * PAGE, 102) == 0  # MADV_GUARD_INSTALL
+                def state():
+                    with open("/proc/self/pagemap", "rb") as pagemap:
+                        pagemap.seek(region // PAGE * 8)
+                        entries = struct.unpack("8Q", pagemap.read(64))
+                    guards = "".join("g" if e >> 58 & 1 else "." for e in entries)
+                    kept = "".join(
+                        "ok" if ctypes.string_at(region + k * PAGE, PAGE) == bytes([0x41 + k]) * PAGE else "no"
+                        for k in range(8) if entries[k] >> 58 & 1 == 0)
+                    child = os.fork()
+                    if child == 0:
+                        ctypes.memset(region + 3 * PAGE, 0, 1)
+                        os._exit(0)
+                    _, status = os.waitpid(child, 0)
+                    touched = "segv" if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSEGV else "ran"
+                    return guards + " " + kept + " " + touched
+                before = state()
+                print("pending", flush=True)
+                sys.stdin.readline()
+                print(before, "|", state(), flush=True)
+                """
+            let answer = try Self.answerAfterRestart("guard", script: script)
+            let halves = answer.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            #expect(halves.first == "..gg.... okokokokokok segv", "before the checkpoint: \(answer)")
+            #expect(halves.first == halves.last, "\(answer)")
         }
 
         @Test(.timeLimit(.minutes(2))) func anAIOContextIsRefusedAtCheckpoint() throws {

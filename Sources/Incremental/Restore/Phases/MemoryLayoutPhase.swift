@@ -72,6 +72,8 @@ public struct MemoryLayoutPhase: RestartPhase {
     public var mappings: [MappingSetup]
     /// Deleted files private mappings hold, recreated first (and kept for `DescriptorPhase`).
     public var deletedFiles: [ProcessImage.DeletedFile]
+    /// Guard pages installed again once every mapping is made.
+    public var guardPages: [Range<UInt64>]
     /// Ranges the image occupies (the trampoline goes elsewhere).
     let occupied: [ClosedRange<UInt64>]
 
@@ -91,6 +93,10 @@ public struct MemoryLayoutPhase: RestartPhase {
             + (kernelPages.isEmpty ? ["unmap the vDSO and vvar (it had unmapped them)"] : [])
             + deletedFiles.enumerated().map { "recreate deleted file \($0) (\($1.path), \($1.contents.count) bytes)" }
             + mappings.map(\.description)
+            + guardPages.map {
+                "guard pages 0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16)) "
+                    + "(MADV_GUARD_INSTALL)"
+            }
     }
 
     /// The layout of `image`; in a tree, its shared memory as `layout` shares it out.
@@ -108,6 +114,7 @@ public struct MemoryLayoutPhase: RestartPhase {
             return setup
         }
         deletedFiles = image.deletedFiles ?? []
+        guardPages = (image.guardPages ?? []).filter { $0.count == 2 && $0[0] < $0[1] }.map { $0[0]..<$0[1] }
     }
 
     static func setup(_ mapping: ProcessImage.Mapping) -> MappingSetup {
@@ -168,6 +175,11 @@ public struct MemoryLayoutPhase: RestartPhase {
             _ = try calls.result(of: .close, fd)
         }
         for mapping in mappings { try map(mapping, session) }
+        for run in guardPages {
+            try calls.call(
+                .madvise, run.lowerBound, run.upperBound - run.lowerBound, MappingAdvice.guardInstall,
+                to: "install guard pages at 0x\(String(run.lowerBound, radix: 16))")
+        }
     }
 
     /// Keeps the stub's stdio as sources for terminals and pipes, then unmaps everything of the
