@@ -150,9 +150,41 @@ public struct SocketPhase: RestartPhase {
                     .receiveBufferForce, else: .receiveBuffer, size, on: holder(record.socket.inode), calls, what)
             }
         }
-        for record in made {
+        func isDeleted(_ record: SocketLayout.Record) -> Bool { record.socket.file?.deleted == true }
+        for record in made where !isDeleted(record) {
             guard let name = record.socket.name else { continue }
             try bind(record.socket, [UInt8](name), on: holder(record.socket.inode), session)
+        }
+        // A name unlinked while its socket stayed bound: bound again (whatever is at the path
+        // now moved aside meanwhile), what it had queued sent and the sockets connected to it
+        // connected while the name reaches it, then unlinked again.
+        for record in made where isDeleted(record) {
+            guard let name = record.socket.name else { continue }
+            let path = Self.path([UInt8](name))
+            let full = path.hasPrefix("/") ? path : "/proc/\(session.pid)/cwd/\(path)"
+            let aside = full + ".chpox-\(record.socket.inode)"
+            let what = "bind UNIX socket \(record.socket.inode) to \(path), unlinked since"
+            let moved = (try? FileDescriptor.currentDirectory.status(of: full)) != nil
+            if moved {
+                do {
+                    try FileDescriptor.currentDirectory.rename(full, to: aside)
+                } catch {
+                    throw TraceeError.from(error, pid: calls.pid, "\(what): move aside what is at that path in")
+                }
+            }
+            try bind(record.socket, [UInt8](name), on: holder(record.socket.inode), session)
+            if !Self.isPairEnd(record.socket) && !(record.socket.queue ?? []).isEmpty {
+                try sendQueue(record.socket, calls)
+            }
+            for client in made where client.socket.oneWay == true && client.socket.peer == record.socket.inode {
+                try connect(client.socket, to: name, on: holder(client.socket.inode), calls)
+            }
+            do {
+                try FileDescriptor.currentDirectory.removeFile(full)
+                if moved { try FileDescriptor.currentDirectory.rename(aside, to: full) }
+            } catch {
+                throw TraceeError.from(error, pid: calls.pid, "\(what): unlink it again in")
+            }
         }
         for record in made where record.socket.listening == true {
             let socket = record.socket
@@ -166,18 +198,18 @@ public struct SocketPhase: RestartPhase {
         // checkpoint refused any other sender): sent to its name before a datagram socket
         // connects (a connected one takes only its peer's).
         for record in made where !Self.isPairEnd(record.socket) && !(record.socket.queue ?? []).isEmpty {
+            guard !isDeleted(record) else { continue }
             try sendQueue(record.socket, calls)
         }
         for record in made where record.socket.oneWay == true {
             let socket = record.socket
-            let what = "connect UNIX datagram socket \(socket.inode) to socket \(socket.peer)"
-            guard let name = byInode[socket.peer]?.socket.name else {
-                throw TraceeError.unsupported(pid: calls.pid, reason: "\(what): that socket has no name")
+            guard let target = byInode[socket.peer], !isDeleted(target) else { continue }
+            guard let name = target.socket.name else {
+                throw TraceeError.unsupported(
+                    pid: calls.pid,
+                    reason: "connect UNIX datagram socket \(socket.inode) to socket \(socket.peer): it has no name")
             }
-            try calls.withFrame { () throws(TraceeError) in
-                let address = try calls.bytes(Self.address([UInt8](name)))
-                try calls.call(.connect, holder(socket.inode), address, 2 + name.count, to: what)
-            }
+            try connect(socket, to: name, on: holder(socket.inode), calls)
         }
         for record in made where Self.isPairEnd(record.socket) {
             let socket = record.socket
@@ -207,14 +239,14 @@ public struct SocketPhase: RestartPhase {
                     .shutdown, holder(socket.inode), how, to: "shut UNIX socket \(socket.inode) down as it was")
             }
         }
-        for record in made where record.socket.file?.deleted == true {
-            guard let name = record.socket.name else { continue }
-            let path = Self.path([UInt8](name))
-            try calls.withFrame { () throws(TraceeError) in
-                try calls.call(
-                    .unlinkat, AT_FDCWD, try calls.string(path), 0,
-                    to: "unlink \(path) again (it was unlinked while socket \(record.socket.inode) stayed bound)")
-            }
+    }
+
+    /// Connects datagram socket `fd` to the socket bound to `name`.
+    private func connect(_ socket: ProcessImage.UnixSocket, to name: Data, on fd: Int32, _ calls: RemoteCalls) throws {
+        let what = "connect UNIX datagram socket \(socket.inode) to socket \(socket.peer)"
+        try calls.withFrame { () throws(TraceeError) in
+            let address = try calls.bytes(Self.address([UInt8](name)))
+            try calls.call(.connect, fd, address, 2 + name.count, to: what)
         }
     }
 
