@@ -76,7 +76,8 @@ public struct UnixSocketDiagnosis: Sendable, Equatable {
         message.request.sdiag_family = UInt8(AF_UNIX)
         message.request.udiag_states = UInt32.max
         message.request.udiag_ino = inode32
-        message.request.udiag_show = UInt32(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS | UDIAG_SHOW_ICONS)
+        message.request.udiag_show = UInt32(
+            UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS | UDIAG_SHOW_ICONS)
         message.request.udiag_cookie = (UInt32.max, UInt32.max)  // INET_DIAG_NOCOOKIE: any socket
         _ = try withUnsafeBytes(of: &message) { (raw) throws(Errno) in try netlink.send(raw) }
         var answer = [UInt8](repeating: 0, count: 8192)

@@ -270,7 +270,9 @@ import Testing
     @Test func socketsConnectedAcrossProcessesAreMadeByTheFirst() throws {
         var (_, image) = try Self.plan()
         typealias Descriptor = ProcessImage.Descriptor
-        func socket(_ fd: Int32, _ inode: UInt64, peer: UInt64, _ type: ProcessImage.UnixSocket.SocketType)
+        func socket(
+            _ fd: Int32, _ inode: UInt64, peer: UInt64, _ type: ProcessImage.UnixSocket.SocketType
+        )
             -> Descriptor
         {
             var descriptor = Descriptor(fd: fd, kind: .socket, target: "socket:[\(inode)]", flags: O_RDWR, offset: 0)

@@ -202,7 +202,8 @@ final class SocketCapture {
             case .success(let (messages, senders)):
                 // A message comes with its sender's name: the pair's other end's, which the
                 // restart sends it from; none, where it is sent from an unnamed socket.
-                let partnerName = socket.peer != 0 && socket.oneWay != true
+                let partnerName =
+                    socket.peer != 0 && socket.oneWay != true
                     ? (try? UnixSocketDiagnosis.of(inode: socket.peer))?.name ?? [] : []
                 if let other = senders.first(where: { $0 != partnerName && !$0.isEmpty }) {
                     return .refused(
@@ -226,7 +227,9 @@ final class SocketCapture {
     /// How a socket is connected to `peer` (a live socket): false when `peer` is connected back
     /// to it (a pair), true when it is a datagram socket connected to `peer`, a named socket of
     /// the tree connected elsewhere (`oneWay`); a refusal otherwise.
-    private func peerKind(inode: UInt64, _ peer: UInt64, type: ProcessImage.UnixSocket.SocketType)
+    private func peerKind(
+        inode: UInt64, _ peer: UInt64, type: ProcessImage.UnixSocket.SocketType
+    )
         -> Result<Bool, Refusal>
     {
         guard held[peer] != nil || elsewhere[peer] != nil else {
@@ -254,7 +257,9 @@ final class SocketCapture {
     /// The socket file of path `name` (relative names from the process's working directory):
     /// its owner and mode when it is the one the socket made (sock_diag's file), else marked
     /// deleted (unlinked since, or replaced).
-    private func boundFile(_ name: [UInt8], _ diagnosis: UnixSocketDiagnosis) -> Result<
+    private func boundFile(
+        _ name: [UInt8], _ diagnosis: UnixSocketDiagnosis
+    ) -> Result<
         ProcessImage.UnixSocket.BoundFile, Refusal
     > {
         let path = String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)

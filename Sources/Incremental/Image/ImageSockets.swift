@@ -104,7 +104,9 @@ extension ProcessImage {
             } else {
                 words = [peer == 0 ? "\(kind), its peer closed" : "\(kind) paired with socket \(peer)"]
             }
-            if let name { words.append("bound to \(Self.address([UInt8](name)))" + (file?.deleted == true ? " (deleted)" : "")) }
+            if let name {
+                words.append("bound to \(Self.address([UInt8](name)))" + (file?.deleted == true ? " (deleted)" : ""))
+            }
             if let queue, !queue.isEmpty {
                 let bytes = queue.reduce(0) { $0 + $1.count }
                 words.append(
@@ -123,7 +125,9 @@ extension ProcessImage {
             // An abstract name is every byte of the address: programs often pad it with NULs.
             var bytes = name.dropFirst()
             while bytes.last == 0 { bytes = bytes.dropLast() }
-            let shown = bytes.map { $0 >= 0x20 && $0 < 0x7f ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16) }
+            let shown = bytes.map {
+                $0 >= 0x20 && $0 < 0x7f ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16)
+            }
             return "@" + shown.joined()
         }
     }

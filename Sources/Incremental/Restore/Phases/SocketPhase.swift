@@ -224,9 +224,10 @@ public struct SocketPhase: RestartPhase {
             if socket.passCredentials == true { try setOption(.passCredentials, 1, on: fd, calls, what) }
             if socket.reuseAddress == true { try setOption(.reuseAddress, 1, on: fd, calls, what) }
         }
-        for (inode, closed) in closedEnds where byInode[inode]?.socket.resetPending == true {
+        // A byte sent to the closed peer, unread when it is closed: the survivor's ECONNRESET.
+        for inode in closedEnds.keys where byInode[inode]?.socket.resetPending == true {
             let type = byInode[inode]?.socket.type ?? .stream
-            try send(Data([0]), from: closed, type, calls, "leave a byte unread in the closed peer of socket \(inode)")
+            try send(Data([0]), from: holder(inode), type, calls, "leave a byte unread in the closed peer of \(inode)")
         }
         for record in made {
             let socket = record.socket
@@ -274,14 +275,16 @@ public struct SocketPhase: RestartPhase {
             let full = path.hasPrefix("/") ? path : "/proc/\(session.pid)/cwd/\(path)"
             if let status = try? FileDescriptor.currentDirectory.status(of: full) {
                 let stale =
-                    status.isSocket && socket.file.map {
+                    status.isSocket
+                    && socket.file.map {
                         $0.inode == status.inode && SocketCapture.sameDevice(status.device, kernel: UInt32($0.device))
                     } == true
                 guard stale, (try? UnixSocketDiagnosis.of(inode: socket.inode)) == nil else {
                     throw TraceeError.unsupported(
                         pid: calls.pid,
                         reason: "\(what): \(path) exists"
-                            + (stale ? ", still bound by the checkpointed socket" : ", and is not the socket file it left")
+                            + (stale
+                                ? ", still bound by the checkpointed socket" : ", and is not the socket file it left")
                             + " (remove it, or restart where that name is free)")
                 }
                 do {
