@@ -179,7 +179,7 @@ final class SocketCapture {
             if events.contains(.error) {
                 // A stream's peer closed with data unread in it leaves ECONNRESET here; nothing
                 // else is made again.
-                guard socket.peer == 0, type == .stream else {
+                guard socket.peer == 0, type == .stream, socket.unconnected != true else {
                     // A datagram or seqpacket receive returns (and clears) the error before any
                     // message, a peek too: the queue cannot be read without changing the socket.
                     return .refused(
