@@ -151,6 +151,8 @@ public struct FileDescriptor: Hashable, Sendable {
         public var isSymlink: Bool { chpox_s_islnk(mode) != 0 }
         /// A pipe or a FIFO.
         public var isFIFO: Bool { chpox_s_isfifo(mode) != 0 }
+        /// A UNIX socket's file (S_IFSOCK).
+        public var isSocket: Bool { mode & 0o170000 == 0o140000 }
         /// The permission bits (rwx for user, group, other).
         public var permissions: UInt32 { mode & 0o7777 }
 

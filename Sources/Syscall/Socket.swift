@@ -23,6 +23,8 @@ extension FileDescriptor {
         /// The corresponding C constant is SO_PASSCRED: the sender's credentials come with
         /// every message.
         public static let passCredentials = SocketOption(rawValue: SO_PASSCRED)
+        /// The corresponding C constant is SO_REUSEADDR.
+        public static let reuseAddress = SocketOption(rawValue: SO_REUSEADDR)
         /// The corresponding C constant is SO_SNDBUF: the bytes of memory its sent messages may
         /// take (set: half the value read back; the kernel doubles it, capped by wmem_max).
         public static let sendBuffer = SocketOption(rawValue: SO_SNDBUF)
@@ -98,17 +100,27 @@ extension FileDescriptor {
 
     /// Receives one message into `buffer` (recvmsg(2)) with no room for control data: control
     /// data that came with it is reported as `.controlTruncated`, never installed here (a
-    /// descriptor in flight would otherwise become one of this process's).
+    /// descriptor in flight would otherwise become one of this process's). `sender` is the
+    /// address it came from, as recvmsg's msg_name has it past the family (a UNIX socket's name;
+    /// empty for an unnamed sender or a connected stream).
     public func receive(
         into buffer: UnsafeMutableRawBufferPointer, flags: MessageFlags
-    ) throws(Errno) -> (count: Int, flags: MessageFlags) {
+    ) throws(Errno) -> (count: Int, flags: MessageFlags, sender: [UInt8]) {
         var vector = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+        var address = sockaddr_storage()
         return try withUnsafeMutablePointer(to: &vector) { (vectorPointer) throws(Errno) in
-            var header = msghdr()
-            header.msg_iov = vectorPointer
-            header.msg_iovlen = 1
-            let count = try retryingInterrupts { recvmsg(rawValue, &header, flags.rawValue) }.get()
-            return (count, MessageFlags(rawValue: header.msg_flags))
+            try withUnsafeMutableBytes(of: &address) { (addressBytes) throws(Errno) in
+                var header = msghdr()
+                header.msg_iov = vectorPointer
+                header.msg_iovlen = 1
+                header.msg_name = addressBytes.baseAddress
+                header.msg_namelen = socklen_t(addressBytes.count)
+                let count = try retryingInterrupts { recvmsg(rawValue, &header, flags.rawValue) }.get()
+                let family = MemoryLayout<sa_family_t>.size
+                let length = min(Int(header.msg_namelen), addressBytes.count)
+                let sender = length > family ? Array(addressBytes[family..<length]) : []
+                return (count, MessageFlags(rawValue: header.msg_flags), sender)
+            }
         }
     }
 

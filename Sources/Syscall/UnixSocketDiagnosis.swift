@@ -31,6 +31,16 @@ public struct UnixSocketDiagnosis: Sendable, Equatable {
     public var sentMemory: UInt32?
     /// The kernel's sk_shutdown bits: `receiveShutdown` (1), `sendShutdown` (2).
     public var shutdown: UInt8
+    /// The file a path name made (its inode, and its filesystem's device as the kernel numbers
+    /// it: major << 20 | minor), also when the path was unlinked since; nil for an abstract or
+    /// no name. A socket made by accept(2) shows its listener's. The corresponding C constant
+    /// is UNIX_DIAG_VFS.
+    public var fileInode: UInt32?
+    public var fileDevice: UInt32?
+    /// A listening socket's connections not accepted yet, in the order accept(2) takes them:
+    /// the inode of each one's connecting socket (0: that socket was closed). The
+    /// corresponding C constant is UNIX_DIAG_ICONS.
+    public var pending: [UInt32]?
 
     /// The corresponding C constant is RCV_SHUTDOWN (include/net/sock.h).
     public static let receiveShutdown = UInt8(CHPOX_RCV_SHUTDOWN)
@@ -38,6 +48,8 @@ public struct UnixSocketDiagnosis: Sendable, Equatable {
     public static let sendShutdown = UInt8(CHPOX_SEND_SHUTDOWN)
     /// The corresponding C constant is TCP_LISTEN.
     public static let listening: UInt8 = 10
+    /// The corresponding C constant is TCP_ESTABLISHED.
+    public static let established: UInt8 = 1
 
     public var isListening: Bool { state == Self.listening }
 
@@ -64,7 +76,8 @@ public struct UnixSocketDiagnosis: Sendable, Equatable {
         message.request.sdiag_family = UInt8(AF_UNIX)
         message.request.udiag_states = UInt32.max
         message.request.udiag_ino = inode32
-        message.request.udiag_show = UInt32(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN)
+        message.request.udiag_show = UInt32(
+            UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_VFS | UDIAG_SHOW_ICONS)
         message.request.udiag_cookie = (UInt32.max, UInt32.max)  // INET_DIAG_NOCOOKIE: any socket
         _ = try withUnsafeBytes(of: &message) { (raw) throws(Errno) in try netlink.send(raw) }
         var answer = [UInt8](repeating: 0, count: 8192)
@@ -116,6 +129,13 @@ public struct UnixSocketDiagnosis: Sendable, Equatable {
                     }
                 }
             case Int(UNIX_DIAG_SHUTDOWN) where payload.count >= 1: diagnosis.shutdown = payload[0]
+            case Int(UNIX_DIAG_VFS) where payload.count >= 8:
+                diagnosis.fileInode = payload.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+                diagnosis.fileDevice = payload.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 4, as: UInt32.self) }
+            case Int(UNIX_DIAG_ICONS):
+                diagnosis.pending = stride(from: 0, to: payload.count - 3, by: 4).map { at in
+                    payload.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt32.self) }
+                }
             default: break
             }
             at += (size + 3) & ~3

@@ -22,7 +22,7 @@ import Testing
         #expect(process.parent == nil)
         #expect(
             process.phases.map(\.name) == [
-                "audit login uid", "file access", "memory layout", "page fill", "descriptors", "UNIX socket pairs",
+                "audit login uid", "file access", "memory layout", "page fill", "descriptors", "UNIX sockets",
                 "file locks",
                 "event descriptors", "descriptors shared with other processes", "mm fields", "threads",
                 "signals and timers", "root directory", "limits and credentials", "scheduling", "capabilities",
@@ -248,18 +248,58 @@ import Testing
         let plan = RestartPlan(image: image, generation: 0)
         #expect(try #require(plan.processes[0].phase(DescriptorPhase.self)).entries.isEmpty, "SocketPhase's")
         let sockets = try #require(plan.processes[0].phase(SocketPhase.self))
-        #expect(sockets.pairs.map(\.type) == [.datagram, .stream])
-        #expect(sockets.pairs.map { $0.ends.map(\.inode) } == [[10, 11], [30, 0]])
-        #expect(sockets.pairs[0].ends[0].descriptors.map(\.fd) == [3, 5])
-        #expect(sockets.pairs[0].ends[0].queue == ["a", "", "ccc"].map { Data($0.utf8) })
-        #expect(sockets.pairs[0].ends[1].statusFlags == O_NONBLOCK)
-        #expect(sockets.holderBase == 8)
+        #expect(sockets.pairs == [[10, 11], [30, 0]])
+        #expect(sockets.made.map(\.socket.inode) == [10, 11, 30])
+        #expect(sockets.made[0].descriptors.map(\.fd) == [3, 5])
+        #expect(sockets.made[0].socket.queue == ["a", "", "ccc"].map { Data($0.utf8) })
+        #expect(sockets.made[1].statusFlags == O_NONBLOCK)
+        #expect(sockets.taken.isEmpty)
+        #expect(sockets.holderBase == 1003)
         #expect(
             sockets.steps == [
-                "pair 1 (UNIX datagram) end fd 3 (close-on-exec), fd 5, reads 3 messages (4 bytes)",
-                "pair 1 (UNIX datagram) end fd 4, non-blocking",
-                "pair 2 (UNIX stream) end fd 7, reads 4 bytes queued, shut down for reading and writing",
-                "pair 2 (UNIX stream) end closed once set up, leaves a connection reset pending",
+                "fd 3 (close-on-exec), fd 5: UNIX datagram socket paired with socket 11, 3 messages (4 bytes) queued",
+                "fd 4: UNIX datagram socket paired with socket 10, non-blocking",
+                "fd 7: UNIX stream socket, its peer closed, 4 bytes queued, shut down for reading and writing, "
+                    + "a connection reset pending",
             ])
+    }
+
+    /// A pair whose ends are in a parent and its child is made by the parent, which keeps the
+    /// child's end for it; the child takes it. A named datagram socket and one connected to it
+    /// are made together too.
+    @Test func socketsConnectedAcrossProcessesAreMadeByTheFirst() throws {
+        var (_, image) = try Self.plan()
+        typealias Descriptor = ProcessImage.Descriptor
+        func socket(
+            _ fd: Int32, _ inode: UInt64, peer: UInt64, _ type: ProcessImage.UnixSocket.SocketType
+        )
+            -> Descriptor
+        {
+            var descriptor = Descriptor(fd: fd, kind: .socket, target: "socket:[\(inode)]", flags: O_RDWR, offset: 0)
+            descriptor.socket = .init(inode: inode, type: type, peer: peer)
+            return descriptor
+        }
+        var server = socket(6, 40, peer: 0, .datagram)
+        server.socket?.unconnected = true
+        server.socket?.name = Data("/tmp/server".utf8)
+        image.descriptors = [socket(3, 10, peer: 11, .stream), server]
+        var child = image
+        child.pid = image.pid + 1
+        child.position = .init(parent: image.pid, processGroup: image.pid, session: image.pid, space: 1, stopped: false)
+        var client = socket(4, 41, peer: 40, .datagram)
+        client.socket?.oneWay = true
+        child.descriptors = [socket(5, 11, peer: 10, .stream), client]
+        image.position = .init(parent: 1, processGroup: image.pid, session: image.pid, space: 0, stopped: false)
+        image.tree = [child]
+        let plan = RestartPlan(image: image, generation: 0)
+        let parent = try #require(plan.processes[0].phase(SocketPhase.self))
+        let son = try #require(plan.processes[1].phase(SocketPhase.self))
+        #expect(parent.made.map(\.socket.inode) == [10, 40, 41, 11])
+        #expect(parent.made.map(\.holder) == [image.pid, image.pid, child.pid, child.pid])
+        #expect(parent.pairs == [[10, 11]])
+        #expect(son.made.isEmpty)
+        #expect(son.taken.map(\.socket.inode) == [41, 11])
+        #expect(son.taken.map { $0.descriptors.map(\.fd) } == [[4], [5]])
+        #expect(plan.layout.sockets.refusals.isEmpty)
     }
 }

@@ -432,7 +432,7 @@ public final class Checkpointer {
                 do {
                     let image = try ImageCapture.capture(
                         frozen[k], regions: try MemoryRegion.of(member.pid), injected: injected[k], smaps: smaps[k],
-                        skipUnsupported: options.skipUnsupported)
+                        skipUnsupported: options.skipUnsupported, tree: members.map(\.pid))
                     taken.append(Stopped(report: report, selection: selection, copy: copy, image: image))
                 } catch CheckpointError.unsupportedDescriptors(let who, let list) {
                     refused += list.map { who == pid ? $0 : "process \(who) (\(Self.name(of: who))): \($0)" }

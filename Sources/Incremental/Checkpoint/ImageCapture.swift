@@ -32,7 +32,7 @@ enum ImageCapture {
 
     static func capture(
         _ process: FrozenProcess, regions: [MemoryRegion], injected: InjectedState, smaps earlier: EarlySmaps,
-        skipUnsupported: Bool
+        skipUnsupported: Bool, tree: [Int32] = []
     ) throws(CheckpointError) -> ProcessImage {
         let pid = process.pid
         do {
@@ -57,7 +57,7 @@ enum ImageCapture {
                 thread.scheduling = try scheduling(pid, thread: tid)
                 threads.append(thread)
             }
-            var (descriptors, unsupported) = try captureDescriptors(pid)
+            var (descriptors, unsupported) = try captureDescriptors(pid, tree: tree)
             let mapped = MappedFileCapture.capture(pid, regions: regions)
             unsupported += mapped.unsupported
             let guardPages = GuardRegionCapture.runs(pid, regions: regions)
@@ -197,11 +197,14 @@ enum ImageCapture {
         }
     }
 
-    /// The descriptor table, and a line for each descriptor a restart cannot recreate.
-    static func captureDescriptors(_ pid: Int32) throws(TraceeError) -> ([ProcessImage.Descriptor], [String]) {
+    /// The descriptor table, and a line for each descriptor a restart cannot recreate; `tree`
+    /// lists the other processes checkpointed with it (their sockets may be its sockets' peers).
+    static func captureDescriptors(
+        _ pid: Int32, tree: [Int32] = []
+    ) throws(TraceeError) -> ([ProcessImage.Descriptor], [String]) {
         var descriptors: [ProcessImage.Descriptor] = []
         var unsupported: [String] = []
-        let sockets = SocketCapture(pid)
+        let sockets = SocketCapture(pid, tree: tree)
         for fd in try ProcFS.descriptors(pid) {
             guard let target = ProcFS.descriptorTarget(pid, fd), let info = try? ProcFS.descriptorInfo(pid, fd) else {
                 continue

@@ -6,8 +6,10 @@ import Syscall
 import Tracee
 
 /// Reads the sockets of a frozen process. A UNIX socket whose peer is another socket of the
-/// same process (socketpair(2)), or whose peer was closed, is recorded with its type, shutdown
-/// state and the messages queued to it, read without consuming them: on a copy of the
+/// process or of its tree connected back to it (socketpair(2)), or whose peer was closed, or
+/// that is connected to none (bound or not, listening or not), or a datagram socket connected
+/// to a named socket of the tree, is recorded with its type, name, shutdown state and the
+/// messages queued to it, read without consuming them: on a copy of the
 /// descriptor (pidfd_getfd(2)), SO_PEEK_OFF set to 0 and MSG_PEEK repeated, then SO_PEEK_OFF
 /// put back, so the process's queue is left as it was. The kernel's sock_diag names the peer.
 /// Any other socket is refused, each with its own reason.
@@ -25,6 +27,8 @@ final class SocketCapture {
     let pid: Int32
     /// The socket inodes the process holds, each with its lowest descriptor.
     private let held: [UInt64: Int32]
+    /// The socket inodes the other processes of its tree hold, each with one that holds it.
+    private let elsewhere: [UInt64: Int32]
     private var process: ProcessDescriptor?
     /// Sockets already recorded (their queue on their first descriptor): a later descriptor
     /// on one gets the same record without its queue.
@@ -37,7 +41,8 @@ final class SocketCapture {
     /// The most bytes one socket's queue may hold in the image.
     static let queueLimit = 256 << 20
 
-    init(_ pid: Int32) {
+    /// The sockets of `pid`; `tree` lists the other processes checkpointed with it.
+    init(_ pid: Int32, tree: [Int32] = []) {
         self.pid = pid
         var held: [UInt64: Int32] = [:]
         for fd in (try? ProcFS.descriptors(pid)) ?? [] {
@@ -45,6 +50,14 @@ final class SocketCapture {
             held[inode] = min(held[inode] ?? fd, fd)
         }
         self.held = held
+        var elsewhere: [UInt64: Int32] = [:]
+        for other in tree where other != pid {
+            for fd in (try? ProcFS.descriptors(other)) ?? [] {
+                guard let inode = ProcFS.descriptorTarget(other, fd).flatMap(Self.inode(of:)) else { continue }
+                if elsewhere[inode] == nil { elsewhere[inode] = other }
+            }
+        }
+        self.elsewhere = elsewhere
     }
 
     deinit { process?.close() }
@@ -82,8 +95,7 @@ final class SocketCapture {
             let domain = try copy.socketOption(.domain)
             guard domain == AF_UNIX else {
                 return .refused(
-                    "\(Self.familyName(domain)) socket: only UNIX socket pairs whose ends are both in the "
-                        + "process are restored")
+                    "\(Self.familyName(domain)) socket: only UNIX sockets are restored")
             }
             let typeNumber = try copy.socketOption(.type)
             let types: [Int32: ProcessImage.UnixSocket.SocketType] = [
@@ -97,21 +109,67 @@ final class SocketCapture {
             } catch let error where error.rawValue == ENOENT {
                 return .refused("sock_diag does not find it (a socket of another network namespace?)")
             }
-            if diagnosis.isListening {
-                return .refused("a listening UNIX socket: servers' sockets are not restored")
+            var socket = ProcessImage.UnixSocket(inode: inode, type: type, peer: 0)
+            if let name = diagnosis.name, !name.isEmpty {
+                socket.name = Data(name)
+                if name[0] != 0 {
+                    switch boundFile(name, diagnosis) {
+                    case .success(let file): socket.file = file
+                    case .failure(let refusal): return .refused(refusal.reason)
+                    }
+                }
             }
-            if let name = diagnosis.name {
-                return .refused("a UNIX socket bound to \(Self.address(name)): named UNIX sockets are not restored")
-            }
-            if let refusal = peerRefusal(inode: inode, diagnosis.peer) { return .refused(refusal) }
-            var socket = ProcessImage.UnixSocket(inode: inode, type: type, peer: UInt64(diagnosis.peer ?? 0))
             let credentials = try copy.peerCredentials()
-            guard credentials.pid == pid else {
-                return .refused(
-                    "its peer credentials (SO_PEERCRED) name pid \(credentials.pid), the process that made the pair; "
-                        + "a restart would name this one")
+            if credentials.pid != 0 {
+                guard credentials.pid == pid || elsewhere.values.contains(credentials.pid) else {
+                    return .refused(
+                        "its peer credentials (SO_PEERCRED) name pid \(credentials.pid), a process outside the "
+                            + "checkpoint (it made the pair or listened); a restart would name another")
+                }
+                socket.peerCredentials = [credentials.user, credentials.group]
+                socket.peerPid = credentials.pid
             }
-            socket.peerCredentials = [credentials.user, credentials.group]
+            if diagnosis.isListening {
+                let waiting = diagnosis.pending?.count ?? Int(diagnosis.queuedBytes ?? 0)
+                guard waiting == 0 else {
+                    return .refused(
+                        (waiting == 1 ? "a connection waits" : "\(waiting) connections wait")
+                            + " in its accept queue (connected, not accepted yet): connections in an accept queue "
+                            + "are not restored")
+                }
+                socket.listening = true
+                socket.backlog = Int32(truncatingIfNeeded: diagnosis.sentMemory ?? 0)
+                socket.unconnected = true
+            } else {
+                switch diagnosis.peer {
+                case nil: socket.unconnected = true
+                case 0?:
+                    // A stream's closed peer shut it down both ways; one that was not is connected
+                    // to a socket of a listener's accept queue (sock_diag names no inode for it).
+                    if type != .datagram, diagnosis.shutdown != 3 {
+                        return .refused(
+                            "it is connected to a listening socket that has not accepted it yet: a connection in an "
+                                + "accept queue is not restored")
+                    }
+                case let peer?:
+                    switch peerKind(inode: inode, UInt64(peer), type: type) {
+                    case .failure(let refusal): return .refused(refusal.reason)
+                    case .success(let oneWay):
+                        socket.peer = UInt64(peer)
+                        if oneWay {
+                            socket.oneWay = true
+                            socket.peerCredentials = nil
+                            socket.peerPid = nil
+                        }
+                    }
+                }
+                if type != .datagram, diagnosis.state == UnixSocketDiagnosis.established, let name = socket.name {
+                    return .refused(
+                        "a connected UNIX \(type.rawValue) socket with the name \(Self.address([UInt8](name))) "
+                            + "(accepted from a listening socket, or bound before it connected): a restart makes "
+                            + "the pair without names")
+                }
+            }
             if diagnosis.shutdown & UnixSocketDiagnosis.receiveShutdown != 0 { socket.readShutdown = true }
             if diagnosis.shutdown & UnixSocketDiagnosis.sendShutdown != 0 { socket.writeShutdown = true }
             let events = try copy.readyEvents()
@@ -121,7 +179,7 @@ final class SocketCapture {
             if events.contains(.error) {
                 // A stream's peer closed with data unread in it leaves ECONNRESET here; nothing
                 // else is made again.
-                guard socket.peer == 0, type == .stream else {
+                guard socket.peer == 0, type == .stream, socket.unconnected != true else {
                     // A datagram or seqpacket receive returns (and clears) the error before any
                     // message, a peek too: the queue cannot be read without changing the socket.
                     return .refused(
@@ -131,15 +189,30 @@ final class SocketCapture {
                 socket.resetPending = true
             }
             if try copy.socketOption(.passCredentials) != 0 { socket.passCredentials = true }
+            if try copy.socketOption(.reuseAddress) != 0 { socket.reuseAddress = true }
             let defaults = try Self.defaultBuffers(typeNumber)
             let buffers = (try copy.socketOption(.sendBuffer), try copy.socketOption(.receiveBuffer))
             if buffers.0 != defaults.0 { socket.sendBuffer = buffers.0 }
             if buffers.1 != defaults.1 { socket.receiveBuffer = buffers.1 }
             let peekOffset = try copy.socketOption(.peekOffset)
             if peekOffset >= 0 { socket.peekOffset = peekOffset }
+            // A listener's queue holds connections; an unconnected stream's holds nothing.
+            guard socket.unconnected != true || type == .datagram else { return .socket(socket) }
             switch try queue(of: copy, socket, peekOffset: peekOffset, queued: Int(diagnosis.queuedBytes ?? 0)) {
-            case .success(let messages):
-                if type != .stream, let refusal = unseenRefusal(messages, socket, typeNumber: typeNumber) {
+            case .success(let (messages, senders)):
+                // A message comes with its sender's name: the pair's other end's, which the
+                // restart sends it from; none, where it is sent from an unnamed socket.
+                let partnerName =
+                    socket.peer != 0 && socket.oneWay != true
+                    ? (try? UnixSocketDiagnosis.of(inode: socket.peer))?.name ?? [] : []
+                if let other = senders.first(where: { $0 != partnerName && !$0.isEmpty }) {
+                    return .refused(
+                        "a message from \(Self.address(other)) is queued in it: the address it came from is not "
+                            + "restored")
+                }
+                if type != .stream, socket.oneWay != true,
+                    let refusal = unseenRefusal(messages, socket, typeNumber: typeNumber)
+                {
                     return .refused(refusal)
                 }
                 socket.queue = messages
@@ -151,25 +224,73 @@ final class SocketCapture {
         }
     }
 
-    /// Why a socket with peer `peer` (sock_diag's answer) cannot be restored; nil when it can:
-    /// its peer is another socket of the process connected back to it, or was closed.
-    private func peerRefusal(inode: UInt64, _ peer: UInt32?) -> String? {
-        guard let peer else { return "a UNIX socket that is not connected: its peer is none" }
-        guard peer != 0 else { return nil }  // the peer was closed
-        guard held[UInt64(peer)] != nil else {
-            if let holder = Self.holder(of: UInt64(peer), besides: pid) {
-                return "its peer socket:[\(peer)] is in another process (pid \(holder)): "
-                    + "sockets shared between processes are not restored"
+    /// How a socket is connected to `peer` (a live socket): false when `peer` is connected back
+    /// to it (a pair), true when it is a datagram socket connected to `peer`, a named socket of
+    /// the tree connected elsewhere (`oneWay`); a refusal otherwise.
+    private func peerKind(
+        inode: UInt64, _ peer: UInt64, type: ProcessImage.UnixSocket.SocketType
+    )
+        -> Result<Bool, Refusal>
+    {
+        guard held[peer] != nil || elsewhere[peer] != nil else {
+            if let holder = Self.holder(of: peer, besides: pid) {
+                return .failure(
+                    Refusal(
+                        reason: "its peer socket:[\(peer)] is in process \(holder), which is not checkpointed with it "
+                            + "(checkpoint their common ancestor's tree)"))
             }
-            return "its peer socket:[\(peer)] is in no process (a descriptor in flight?): not restored"
+            return .failure(Refusal(reason: "its peer socket:[\(peer)] is in no process (a descriptor in flight?)"))
         }
-        guard let back = try? UnixSocketDiagnosis.of(inode: UInt64(peer)),
-            back.peer == UInt32(truncatingIfNeeded: inode)
-        else {
-            return "its peer socket:[\(peer)] is connected to another socket: one-way datagram connections "
-                + "are not restored"
+        guard let back = try? UnixSocketDiagnosis.of(inode: peer) else {
+            return .failure(Refusal(reason: "its peer socket:[\(peer)] cannot be read by sock_diag"))
         }
-        return nil
+        if back.peer.map(UInt64.init) == inode, peer != inode { return .success(false) }
+        guard type == .datagram, let name = back.name, !name.isEmpty else {
+            return .failure(
+                Refusal(
+                    reason: "its peer socket:[\(peer)] is connected to another socket and has no name to connect to "
+                        + "again"))
+        }
+        return .success(true)
+    }
+
+    /// The socket file of path `name` (relative names from the process's working directory):
+    /// its owner and mode when it is the one the socket made (sock_diag's file), else marked
+    /// deleted (unlinked since, or replaced).
+    private func boundFile(
+        _ name: [UInt8], _ diagnosis: UnixSocketDiagnosis
+    ) -> Result<
+        ProcessImage.UnixSocket.BoundFile, Refusal
+    > {
+        let path = String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+        guard let inode = diagnosis.fileInode, let device = diagnosis.fileDevice else {
+            return .failure(Refusal(reason: "sock_diag gives no file for its name \(path)"))
+        }
+        var file = ProcessImage.UnixSocket.BoundFile(
+            inode: UInt64(inode), device: UInt64(device), owner: 0, group: 0, mode: 0)
+        let full = path.hasPrefix("/") ? path : "/proc/\(pid)/cwd/\(path)"
+        if let status = try? FileDescriptor.currentDirectory.status(of: full), status.inode == UInt64(inode),
+            Self.sameDevice(status.device, kernel: device)
+        {
+            (file.owner, file.group, file.mode) = (status.owner, status.group, status.permissions)
+            return .success(file)
+        }
+        guard path.hasPrefix("/") else {
+            return .failure(
+                Refusal(
+                    reason: "bound to the relative name \(path), which does not name its socket file from its "
+                        + "working directory (bound from another directory, or unlinked since)"))
+        }
+        file.deleted = true
+        return .success(file)
+    }
+
+    /// A user-space st_dev (glibc's encoding) and a kernel dev_t (major << 20 | minor) name
+    /// the same device.
+    static func sameDevice(_ device: UInt64, kernel: UInt32) -> Bool {
+        let major = ((device >> 8) & 0xfff) | ((device >> 32) & ~0xfff)
+        let minor = (device & 0xff) | ((device >> 12) & ~0xff)
+        return major == UInt64(kernel >> 20) && minor == UInt64(kernel & 0xfffff)
     }
 
     struct Refusal: Error { var reason: String }
@@ -179,17 +300,18 @@ final class SocketCapture {
     /// are one Data. Control data (descriptors, credentials) in the queue is refused.
     private func queue(
         of copy: FileDescriptor, _ socket: ProcessImage.UnixSocket, peekOffset: Int32, queued: Int
-    ) throws(Errno) -> Result<[Data], Refusal> {
+    ) throws(Errno) -> Result<([Data], [[UInt8]]), Refusal> {
         try copy.setSocketOption(.peekOffset, to: 0)
         defer { try? copy.setSocketOption(.peekOffset, to: peekOffset) }
         var messages: [Data] = []
+        var senders: [[UInt8]] = []
         var total = 0
         // A stream stops at its last queued byte: one more peek would return end of file, or
         // take (and clear) an error pending after the data.
         while socket.type != .stream || total < queued {
-            let (count, flags): (Int, FileDescriptor.MessageFlags)
+            let (count, flags, sender): (Int, FileDescriptor.MessageFlags, [UInt8])
             do {
-                (count, flags) = try buffer.withMutableRawBytes { (raw) throws(Errno) in
+                (count, flags, sender) = try buffer.withMutableRawBytes { (raw) throws(Errno) in
                     try copy.receive(into: raw, flags: [.peek, .dontWait])
                 }
             } catch let error where error == .wouldBlock {
@@ -217,6 +339,7 @@ final class SocketCapture {
                 if socket.type == .seqpacket, socket.readShutdown == true, total >= queued { break }
             }
             messages.append(Data(buffer[..<count]))
+            if socket.type != .stream { senders.append(sender) }
             total += count
             guard total <= Self.queueLimit, messages.count <= 1 << 20 else {
                 return .failure(Refusal(reason: "its queue holds more than \(Format.bytes(Int64(Self.queueLimit)))"))
@@ -228,7 +351,7 @@ final class SocketCapture {
         guard seen == queued else {
             return .failure(Refusal(reason: "its queue read \(seen) bytes where sock_diag counts \(queued)"))
         }
-        return .success(messages)
+        return .success((messages, senders))
     }
 
     /// What a peek cannot see: an empty datagram or seqpacket message that was peeked once
@@ -309,14 +432,9 @@ final class SocketCapture {
         }
     }
 
-    /// A bound name as `ss` shows it: a path, or "@name" for an abstract one.
+    /// A bound name as `ss` shows it: a path, or "the abstract name @name".
     static func address(_ name: [UInt8]) -> String {
-        guard let first = name.first else { return "an empty name" }
-        guard first == 0 else { return String(decoding: name.prefix { $0 != 0 }, as: UTF8.self) }
-        // An abstract name is every byte of the address: programs often pad it with NULs.
-        var bytes = name.dropFirst()
-        while bytes.last == 0 { bytes = bytes.dropLast() }
-        let shown = bytes.map { $0 >= 0x20 && $0 < 0x7f ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16) }
-        return "the abstract name @" + shown.joined()
+        let shown = ProcessImage.UnixSocket.address(name)
+        return name.first == 0 ? "the abstract name " + shown : shown
     }
 }

@@ -59,6 +59,7 @@ enum TreeCapture {
             findInherited(&images, of: k)
             findDeletedFiles(&images, of: k)
         }
+        refused += SocketLayout(images).refusals
         return refused
     }
 

@@ -1,8 +1,10 @@
 import Foundation
 
-/// UNIX sockets a restart can make again: the two ends of a socketpair(2) held by the process
-/// (or one end, its peer closed), each with what it had queued to read. Recorded by
-/// `SocketCapture`, made again by `SocketPhase`.
+/// UNIX sockets a restart can make again: the two ends of a connected pair (socketpair(2), or
+/// two datagram sockets connected to each other), in one process or two of its tree, or one end
+/// whose peer was closed; a socket connected to no other, bound to a name or not, listening or
+/// not; a datagram socket connected to a named one of the tree. Each with what it had queued to
+/// read. Recorded by `SocketCapture`, made again by `SocketPhase`.
 extension ProcessImage {
     public struct UnixSocket: Codable, Sendable, Equatable {
         /// SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET.
@@ -14,8 +16,29 @@ extension ProcessImage {
         /// one inode share the socket.
         public var inode: UInt64
         public var type: SocketType
-        /// The inode of the other end of the pair; 0 when the other end was closed.
+        /// The inode of the other end of the pair; 0 when the other end was closed, or when it
+        /// is connected to none (`unconnected`). A datagram socket connected to another that is
+        /// not connected back (`oneWay`) names that one.
         public var peer: UInt64
+        /// Connected to no socket (socket(2), maybe bound, maybe listening).
+        public var unconnected: Bool? = nil
+        /// A datagram socket connected to `peer`, a named socket connected elsewhere or to none
+        /// (or to itself): made again by connect(2) to its name.
+        public var oneWay: Bool? = nil
+        /// The address it is bound to, as sock_diag gives it: a path's bytes, or an abstract
+        /// name (a NUL, then every byte of the name).
+        public var name: Data? = nil
+        /// The socket file a path name made: what `ls -l` showed of it, and whether it was
+        /// unlinked since.
+        public var file: BoundFile? = nil
+        /// listen(2) was called on it, with this backlog (no connection waited to be accepted).
+        public var listening: Bool? = nil
+        public var backlog: Int32? = nil
+        /// SO_REUSEADDR was set.
+        public var reuseAddress: Bool? = nil
+        /// The pid SO_PEERCRED names: the process that made the pair or called listen(2). A
+        /// restart makes such a socket in that process.
+        public var peerPid: Int32? = nil
         /// shutdown(2) on this end: no more reads (the kernel's RCV_SHUTDOWN), no more writes
         /// (SEND_SHUTDOWN). A stream's shutdown shows on both ends.
         public var readShutdown: Bool? = nil
@@ -41,7 +64,27 @@ extension ProcessImage {
 
         enum CodingKeys: String, CodingKey {
             case inode, type, peer, readShutdown, writeShutdown, queue, peekOffset, passCredentials, resetPending,
-                peerCredentials, sendBuffer, receiveBuffer
+                peerCredentials, sendBuffer, receiveBuffer, unconnected, oneWay, name, file, listening, backlog,
+                reuseAddress, peerPid
+        }
+
+        /// The socket file of a path name.
+        public struct BoundFile: Codable, Sendable, Equatable {
+            /// Its inode and device as sock_diag (UNIX_DIAG_VFS) gave them: a stale file found
+            /// at the path at restart is this one when they match.
+            public var inode: UInt64
+            public var device: UInt64
+            public var owner: UInt32
+            public var group: UInt32
+            /// Its permission bits.
+            public var mode: UInt32
+            /// The path was unlinked (or the file replaced) while the socket stayed bound: it is
+            /// bound again, then unlinked.
+            public var deleted: Bool? = nil
+
+            public init(inode: UInt64, device: UInt64, owner: UInt32, group: UInt32, mode: UInt32) {
+                (self.inode, self.device, self.owner, self.group, self.mode) = (inode, device, owner, group, mode)
+            }
         }
 
         public init(inode: UInt64, type: SocketType, peer: UInt64) {
@@ -50,8 +93,20 @@ extension ProcessImage {
 
         /// What it is, for people.
         public var summary: String {
-            let name = "UNIX \(type.rawValue) socket"
-            var words = [peer == 0 ? "\(name), its peer closed" : "\(name) paired with socket \(peer)"]
+            let kind = "UNIX \(type.rawValue) socket"
+            var words: [String]
+            if listening == true {
+                words = ["\(kind) listening (backlog \(backlog ?? 0))"]
+            } else if unconnected == true {
+                words = ["\(kind), unconnected"]
+            } else if oneWay == true {
+                words = ["\(kind) connected to socket \(peer)"]
+            } else {
+                words = [peer == 0 ? "\(kind), its peer closed" : "\(kind) paired with socket \(peer)"]
+            }
+            if let name {
+                words.append("bound to \(Self.address([UInt8](name)))" + (file?.deleted == true ? " (deleted)" : ""))
+            }
             if let queue, !queue.isEmpty {
                 let bytes = queue.reduce(0) { $0 + $1.count }
                 words.append(
@@ -61,6 +116,19 @@ extension ProcessImage {
             if !shut.isEmpty { words.append("shut down for " + shut.joined(separator: " and ")) }
             if resetPending == true { words.append("a connection reset pending") }
             return words.joined(separator: ", ")
+        }
+
+        /// A bound name as `ss` shows it: a path, or "@name" for an abstract one.
+        public static func address(_ name: [UInt8]) -> String {
+            guard let first = name.first else { return "an empty name" }
+            guard first == 0 else { return String(decoding: name.prefix { $0 != 0 }, as: UTF8.self) }
+            // An abstract name is every byte of the address: programs often pad it with NULs.
+            var bytes = name.dropFirst()
+            while bytes.last == 0 { bytes = bytes.dropLast() }
+            let shown = bytes.map {
+                $0 >= 0x20 && $0 < 0x7f ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16)
+            }
+            return "@" + shown.joined()
         }
     }
 }

@@ -86,7 +86,7 @@ public struct ProcessPlan: Sendable {
             MemoryLayoutPhase(image: image, layout: layout),
             PageFillPhase(image: image),
             DescriptorPhase(image: own, layout: layout),
-            SocketPhase(image: own),
+            SocketPhase(image: own, layout: layout),
             FileLockPhase(image: own),
             EventDescriptorPhase(image: own),
             SharedDescriptorPhase(image: image),

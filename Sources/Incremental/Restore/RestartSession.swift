@@ -97,6 +97,9 @@ public final class RestartTree {
     /// Pipes one process created for others too: the inode, and the process and descriptor
     /// holding it until every process has opened its ends (`DescriptorPhase`).
     var pipeHolders: [UInt64: (pid: Int32, fd: Int32)] = [:]
+    /// Sockets one process made for another (`SocketPhase`): the inode, and the process and
+    /// descriptor holding it until the other has taken it.
+    var socketHolders: [UInt64: (pid: Int32, fd: Int32)] = [:]
 
     public init() {}
 

@@ -29,6 +29,8 @@ public struct TreeLayout: Sendable {
     /// Shared anonymous memory (MAP_SHARED, shmem) that process and address map from another
     /// process's mapping of the same object.
     public var sharedMemory: [Int32: [UInt64: SharedMemory]] = [:]
+    /// Which process makes each UNIX socket.
+    public var sockets: SocketLayout
 
     /// A mapping of shared memory another process of the tree creates.
     public struct SharedMemory: Sendable, Equatable {
@@ -41,6 +43,7 @@ public struct TreeLayout: Sendable {
 
     public init(image: ProcessImage) {
         let processes = image.processes
+        sockets = SocketLayout(processes)
         first = processes.first?.pid
         let byPid = Dictionary(processes.map { ($0.pid, $0) }, uniquingKeysWith: { first, _ in first })
         (sharedMemory, _) = Self.sharedMemory(processes)

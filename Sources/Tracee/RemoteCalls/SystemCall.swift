@@ -104,6 +104,20 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let socketpair = SystemCall(CHPOX_SYS_socketpair)
     /// The corresponding C constant is SYS_sendto.
     public static let sendto = SystemCall(CHPOX_SYS_sendto)
+    /// The corresponding C constant is SYS_socket.
+    public static let socket = SystemCall(CHPOX_SYS_socket)
+    /// The corresponding C constant is SYS_bind.
+    public static let bind = SystemCall(CHPOX_SYS_bind)
+    /// The corresponding C constant is SYS_listen.
+    public static let listen = SystemCall(CHPOX_SYS_listen)
+    /// The corresponding C constant is SYS_connect.
+    public static let connect = SystemCall(CHPOX_SYS_connect)
+    /// The corresponding C constant is SYS_unlinkat.
+    public static let unlinkat = SystemCall(CHPOX_SYS_unlinkat)
+    /// The corresponding C constant is SYS_fchmodat.
+    public static let fchmodat = SystemCall(CHPOX_SYS_fchmodat)
+    /// The corresponding C constant is SYS_fchownat.
+    public static let fchownat = SystemCall(CHPOX_SYS_fchownat)
     /// The corresponding C constant is SYS_shutdown.
     public static let shutdown = SystemCall(CHPOX_SYS_shutdown)
     /// The corresponding C constant is SYS_setsockopt.

@@ -6,7 +6,8 @@ import Testing
 extension LiveProcess {
     /// UNIX socket pairs within one process come back with what each end had queued to read,
     /// message boundaries, shutdown and flags; the checkpoint leaves the original's queues
-    /// unread; every other socket is refused with its reason.
+    /// unread; sockets a restart cannot make are refused with their reason (NamedSocketTests:
+    /// named, listening and cross-process ones).
     @Suite struct SocketPairTests {
         static let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
 
@@ -91,9 +92,10 @@ extension LiveProcess {
             }
         }
 
-        /// Sockets a restart cannot make again are refused by cpx, each with its reason: a
-        /// named one, a listening one, one whose peer is in another process, a non-UNIX one, and
-        /// a pair holding out-of-band data.
+        /// Sockets a restart cannot make again are refused by cpx, each with its reason: one
+        /// whose peer is in a process not checkpointed, a listener with a connection waiting in
+        /// its accept queue and that connection's socket, a non-UNIX one, and a pair holding
+        /// out-of-band data.
         @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
         func otherSocketsAreRefusedWithTheirReason() throws {
             let directory = try RestartTests.scratch("socket-refusals")
@@ -119,13 +121,14 @@ extension LiveProcess {
                 named = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); named.bind(sys.argv[1] + "/named")
                 listener = socket.socket(socket.AF_UNIX)
                 listener.bind("\\0chpox-test-%d" % id(client)); listener.listen()
+                waiting = socket.socket(socket.AF_UNIX); waiting.connect("\\0chpox-test-%d" % id(client))
                 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 urgent, reader = socket.socketpair()
                 try:
                     urgent.send(b"!", socket.MSG_OOB)
                 except OSError:  # a kernel without CONFIG_AF_UNIX_OOB
                     reader = None
-                print("ready", client.fileno(), named.fileno(), listener.fileno(), udp.fileno(),
+                print("ready", client.fileno(), waiting.fileno(), listener.fileno(), udp.fileno(),
                       reader.fileno() if reader else -1, flush=True)
                 sys.stdin.readline()
                 """
@@ -136,12 +139,11 @@ extension LiveProcess {
             #expect(run.status != 0)
             var reasons = [
                 "fd \(ready[1]): socket:[",
-                "is in another process (pid \(server.pid)): sockets shared between processes are not restored",
+                "its peer credentials (SO_PEERCRED) name pid \(server.pid), a process outside the checkpoint",
                 "fd \(ready[2]): socket:[",
-                "a UNIX socket bound to \(directory)/named: named UNIX sockets are not restored",
-                "fd \(ready[3]): socket:[", "a listening UNIX socket: servers' sockets are not restored",
-                "fd \(ready[4]): socket:[",
-                "an IPv4 socket: only UNIX socket pairs whose ends are both in the process are restored",
+                "it is connected to a listening socket that has not accepted it yet",
+                "fd \(ready[3]): socket:[", "a connection waits in its accept queue (connected, not accepted yet)",
+                "fd \(ready[4]): socket:[", "an IPv4 socket: only UNIX sockets are restored",
             ]
             if ready.count == 6, ready[5] != "-1" {
                 reasons += [

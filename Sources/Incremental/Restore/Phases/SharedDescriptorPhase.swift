@@ -5,8 +5,8 @@ import Tracee
 
 /// The descriptors a process shares with an earlier process of its tree (inherited across
 /// fork: one open file, one offset): taken from that process (pidfd_getfd) once every process
-/// has made its own, and put at their numbers. First, the pipes this process made for others
-/// are let go: every process has opened its ends of them by now (`DescriptorPhase`).
+/// has made its own, and put at their numbers. First, the pipes and sockets this process made for
+/// others are let go: every process has opened its ends of them by now (`DescriptorPhase`).
 public struct SharedDescriptorPhase: RestartPhase {
     public struct Entry: Sendable, Equatable {
         public var fd: Int32
@@ -37,6 +37,10 @@ public struct SharedDescriptorPhase: RestartPhase {
         for (inode, holder) in session.tree.pipeHolders where holder.pid == session.pid {
             _ = try calls.result(of: .close, holder.fd)
             session.tree.pipeHolders[inode] = nil
+        }
+        for (inode, holder) in session.tree.socketHolders where holder.pid == session.pid {
+            _ = try calls.result(of: .close, holder.fd)
+            session.tree.socketHolders[inode] = nil
         }
         for entry in entries {
             let what = "take descriptor \(entry.from.fd) of process \(entry.from.pid) as descriptor \(entry.fd)"

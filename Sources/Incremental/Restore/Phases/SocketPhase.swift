@@ -5,122 +5,380 @@ import Foundation
 import Syscall
 import Tracee
 
-/// The UNIX socket pairs, made again after the other descriptors and before the epolls that may
-/// watch them. Each pair is one socketpair(2) of its type; what each end had queued to read is
-/// sent again from the other end (a datagram's or seqpacket's messages one by one, so their
-/// boundaries hold); SO_PEEK_OFF and SO_PASSCRED are set again; each end is shut down as it was
-/// and moved to its descriptor numbers (duplicates dup'ed from the first) with its status flags.
-/// An end no descriptor holds (the program closed it) is closed last, as the program had done:
-/// a stream end then reads its queue and end of file, and a reset when the closed end had data
-/// left unread.
+/// The UNIX sockets, made again after the other descriptors and before the epolls that may
+/// watch them. A pair is one socketpair(2) of its type (an end whose peer was closed is made
+/// and closed last, as the program had done: a stream end then reads its queue and end of
+/// file, and a reset when the closed end had data left unread); any other socket is one
+/// socket(2). Then names are bound (a stale socket file of the same socket removed first;
+/// owner and mode set again), listeners listen, what each socket had queued to read is sent
+/// again (by its pair's other end, else from an unnamed socket to its name, a datagram's
+/// messages one by one so their boundaries hold), datagram sockets connect to the named ones
+/// they were connected to, options are set, ends are shut down as they were, names that were
+/// unlinked are unlinked again, and each socket is moved to its descriptor numbers (duplicates
+/// dup'ed from the first) with its status flags.
 ///
-/// The plan decides per pair which ends, and which numbers, a process makes: a pair whose ends
-/// live in two processes can be made by one of them and one end passed to the other.
+/// `SocketLayout` decides which process makes each socket: one connected to a socket of
+/// another process of the tree may be made here and kept for that process, which takes it.
 public struct SocketPhase: RestartPhase {
-    /// A descriptor number an end is put at.
+    /// A descriptor number a socket is put at.
     public struct Placement: Sendable, Equatable {
         public var fd: Int32
         public var closeOnExec: Bool
     }
 
-    /// One end of a pair.
-    public struct End: Sendable, Equatable {
-        public var inode: UInt64
-        /// Its descriptors, lowest first (the first is made from the pair, the others dup'ed
-        /// from it); none: closed once the pair is set up.
-        public var descriptors: [Placement]
-        /// O_NONBLOCK and the other F_SETFL flags of its open file.
-        public var statusFlags: Int32
-        /// What it reads, in order (sent by the other end).
-        public var queue: [Data]
-        public var readShutdown: Bool
-        public var writeShutdown: Bool
-        public var peekOffset: Int32?
-        public var passCredentials: Bool
-        /// SO_SNDBUF and SO_RCVBUF as read back, when the program had set them.
-        public var sendBuffer: Int32? = nil
-        public var receiveBuffer: Int32? = nil
-    }
-
-    public struct Pair: Sendable, Equatable {
-        public var type: ProcessImage.UnixSocket.SocketType
-        /// Two ends; the pair's socketpair makes them in this order.
-        public var ends: [End]
-        /// An end without descriptors is closed with a byte left unread in it: the other end
-        /// then reports ECONNRESET once, as it did at the checkpoint.
-        public var resetPending: Bool
-        /// The effective uid and gid the pair is made under: what its SO_PEERCRED names.
-        public var user: UInt32
-        public var group: UInt32
-    }
-
-    public var pairs: [Pair]
-    /// Above every descriptor of the image: the pair's ends are kept there while their numbers
-    /// are set, so that neither lands on the other's number.
+    /// The sockets this process makes, for itself or for another process of its tree.
+    public var made: [SocketLayout.Record]
+    /// The sockets this process holds that another process made (taken from it).
+    public var taken: [SocketLayout.Record]
+    /// The effective uid and gid a pair is made under where it records none.
+    public var user: UInt32
+    public var group: UInt32
+    /// Above every descriptor of the image: sockets are kept there while their numbers are
+    /// set, so that none lands on another's number.
     public var holderBase: Int32
+    /// This process's pid in the image.
+    public var pid: Int32
 
-    public var name: String { "UNIX socket pairs" }
+    public var name: String { "UNIX sockets" }
     public var steps: [String] {
-        pairs.enumerated().flatMap { number, pair in
-            pair.ends.map { end in
-                let fds = end.descriptors.map { "fd \($0.fd)" + ($0.closeOnExec ? " (close-on-exec)" : "") }
-                var words = [
-                    "pair \(number + 1) (UNIX \(pair.type.rawValue)) "
-                        + (fds.isEmpty ? "end closed once set up" : "end " + fds.joined(separator: ", "))
-                ]
-                let bytes = end.queue.reduce(0) { $0 + $1.count }
-                if !end.queue.isEmpty {
-                    words.append(
-                        pair.type == .stream
-                            ? "reads \(bytes) bytes queued" : "reads \(end.queue.count) messages (\(bytes) bytes)")
+        made.map { record in
+            let fds = record.descriptors.map { "fd \($0.fd)" + ($0.closeOnExec ? " (close-on-exec)" : "") }
+            let place =
+                record.holder != pid
+                ? "kept for process \(record.holder) (its " + fds.joined(separator: ", ") + ")"
+                : fds.joined(separator: ", ")
+            var words = ["\(place): \(record.socket.summary)"]
+            if record.statusFlags & O_NONBLOCK != 0 { words.append("non-blocking") }
+            return words.joined(separator: ", ")
+        }
+            + taken.map { record in
+                let fds = record.descriptors.map { "fd \($0.fd)" }.joined(separator: ", ")
+                return "\(fds): socket \(record.socket.inode), made by another process of the tree"
+            }
+    }
+
+    /// The pairs among `made`, for a reader of the plan: each pair's two inodes (0 for a
+    /// closed peer), first as made.
+    public var pairs: [[UInt64]] {
+        var seen: Set<UInt64> = []
+        var pairs: [[UInt64]] = []
+        for record in made where !seen.contains(record.socket.inode) {
+            guard Self.isPairEnd(record.socket) else { continue }
+            seen.insert(record.socket.inode)
+            seen.insert(record.socket.peer)
+            pairs.append([record.socket.inode, record.socket.peer])
+        }
+        return pairs
+    }
+
+    public init(image: ProcessImage, layout: TreeLayout? = nil) {
+        let sockets = layout?.sockets ?? SocketLayout([image])
+        pid = image.pid
+        made = sockets.made(by: image.pid)
+        taken = sockets.taken(by: image.pid)
+        user = image.credentials.user.effective
+        group = image.credentials.group.effective
+        holderBase = max((image.descriptors.map(\.fd).max() ?? 2) + 1, DescriptorPhase.holderBase)
+    }
+
+    /// Made by socketpair(2): connected back to its peer, or its peer closed.
+    static func isPairEnd(_ socket: ProcessImage.UnixSocket) -> Bool {
+        socket.unconnected != true && socket.oneWay != true
+    }
+
+    public func run(in session: RestartSession) throws {
+        let calls = session.calls
+        for record in taken { try take(record, session) }
+        guard !made.isEmpty else { return }
+        let status = try ProcFS.status(session.pid)
+        let ids = Ids(users: status.userIDs, groups: status.groupIDs)
+        var holders: [UInt64: Int32] = [:]
+        var closedEnds: [UInt64: Int32] = [:]
+        defer {
+            for holder in closedEnds.values { _ = try? calls.result(of: .close, holder) }
+        }
+        let byInode = Dictionary(made.map { ($0.socket.inode, $0) }, uniquingKeysWith: { first, _ in first })
+        do {
+            for record in made where holders[record.socket.inode] == nil {
+                let socket = record.socket
+                let what = "make UNIX \(socket.type.rawValue) socket \(socket.inode)"
+                if Self.isPairEnd(socket) {
+                    if socket.peer != 0, byInode[socket.peer] == nil {
+                        throw TraceeError.unsupported(
+                            pid: calls.pid, reason: "\(what): its peer socket \(socket.peer) is not in the image")
+                    }
+                    let credentials = socket.peerCredentials ?? byInode[socket.peer]?.socket.peerCredentials
+                    let (one, other) = try makePair(
+                        socket.type, as: credentials?.first ?? user, credentials?.last ?? group, ids, calls, what)
+                    holders[socket.inode] = one
+                    if socket.peer != 0 { holders[socket.peer] = other } else { closedEnds[socket.inode] = other }
+                } else {
+                    let made = try calls.call(
+                        .socket, AF_UNIX, SocketPhase.typeNumber(socket.type) | Int32(SOCK_CLOEXEC.rawValue), 0,
+                        to: what)
+                    holders[socket.inode] = try hold(Int32(made), calls, what)
                 }
-                let shut = [(end.readShutdown, "reading"), (end.writeShutdown, "writing")].filter(\.0).map(\.1)
-                if !shut.isEmpty { words.append("shut down for " + shut.joined(separator: " and ")) }
-                if end.statusFlags & O_NONBLOCK != 0 { words.append("non-blocking") }
-                if end.descriptors.isEmpty && pair.resetPending { words.append("leaves a connection reset pending") }
-                return words.joined(separator: ", ")
+            }
+            try setUp(holders: holders, closedEnds: closedEnds, byInode, ids, session)
+            for record in made {
+                guard let holder = holders[record.socket.inode] else { continue }
+                if record.holder == session.image.pid {
+                    try place(holder, at: record.descriptors, flags: record.statusFlags, calls)
+                    _ = try calls.result(of: .close, holder)
+                } else {
+                    session.tree.socketHolders[record.socket.inode] = (session.pid, holder)
+                }
             }
         }
     }
 
-    public init(image: ProcessImage) {
-        let sockets = image.descriptors.filter { $0.kind == .socket && $0.socket != nil }
-        func end(_ inode: UInt64) -> End {
-            let held = sockets.filter { $0.socket?.inode == inode }.sorted { $0.fd < $1.fd }
-            let socket = held.first { $0.socket?.queue != nil }?.socket ?? held.first?.socket
-            return End(
-                inode: inode, descriptors: held.map { .init(fd: $0.fd, closeOnExec: $0.flags & O_CLOEXEC != 0) },
-                statusFlags: (held.first?.flags ?? 0) & DescriptorPhase.statusFlags, queue: socket?.queue ?? [],
-                readShutdown: socket?.readShutdown == true, writeShutdown: socket?.writeShutdown == true,
-                peekOffset: socket?.peekOffset, passCredentials: socket?.passCredentials == true,
-                sendBuffer: socket?.sendBuffer, receiveBuffer: socket?.receiveBuffer)
+    /// Everything after the sockets exist, in the order the kernel needs it.
+    private func setUp(
+        holders: [UInt64: Int32], closedEnds: [UInt64: Int32], _ byInode: [UInt64: SocketLayout.Record], _ ids: Ids,
+        _ session: RestartSession
+    ) throws {
+        let calls = session.calls
+        func holder(_ inode: UInt64) -> Int32 { holders[inode] ?? -1 }
+        // Buffer sizes first: the sender's bounds what the queue it fills may hold.
+        for record in made {
+            let what = "set the buffers of UNIX socket \(record.socket.inode)"
+            if let size = record.socket.sendBuffer {
+                try setBuffer(.sendBufferForce, else: .sendBuffer, size, on: holder(record.socket.inode), calls, what)
+            }
+            if let size = record.socket.receiveBuffer {
+                try setBuffer(
+                    .receiveBufferForce, else: .receiveBuffer, size, on: holder(record.socket.inode), calls, what)
+            }
         }
-        var pairs: [Pair] = []
-        var made: Set<UInt64> = []
-        for descriptor in sockets.sorted(by: { $0.fd < $1.fd }) {
-            guard let socket = descriptor.socket, !made.contains(socket.inode) else { continue }
-            made.insert(socket.inode)
-            // A closed peer has inode 0 in the image: an end made only to be closed.
-            let closed = End(
-                inode: 0, descriptors: [], statusFlags: 0, queue: [], readShutdown: false, writeShutdown: false,
-                peekOffset: nil, passCredentials: false)
-            let peer = socket.peer == 0 ? closed : end(socket.peer)
-            if socket.peer != 0 { made.insert(socket.peer) }
-            let ids = socket.peerCredentials ?? [image.credentials.user.effective, image.credentials.group.effective]
-            pairs.append(
-                .init(
-                    type: socket.type, ends: [end(socket.inode), peer], resetPending: socket.resetPending == true,
-                    user: ids.first ?? 0, group: ids.last ?? 0))
+        func isDeleted(_ record: SocketLayout.Record) -> Bool { record.socket.file?.deleted == true }
+        for record in made where !isDeleted(record) {
+            guard let name = record.socket.name else { continue }
+            try bind(record.socket, [UInt8](name), on: holder(record.socket.inode), session)
         }
-        self.pairs = pairs
-        holderBase = (image.descriptors.map(\.fd).max() ?? 2) + 1
+        // A name unlinked while its socket stayed bound: bound again (whatever is at the path
+        // now moved aside meanwhile), what it had queued sent and the sockets connected to it
+        // connected while the name reaches it, then unlinked again.
+        for record in made where isDeleted(record) {
+            guard let name = record.socket.name else { continue }
+            let path = Self.path([UInt8](name))
+            let full = path.hasPrefix("/") ? path : "/proc/\(session.pid)/cwd/\(path)"
+            let aside = full + ".chpox-\(record.socket.inode)"
+            let what = "bind UNIX socket \(record.socket.inode) to \(path), unlinked since"
+            let moved = (try? FileDescriptor.currentDirectory.status(of: full)) != nil
+            if moved {
+                do {
+                    try FileDescriptor.currentDirectory.rename(full, to: aside)
+                } catch {
+                    throw TraceeError.from(error, pid: calls.pid, "\(what): move aside what is at that path in")
+                }
+            }
+            try bind(record.socket, [UInt8](name), on: holder(record.socket.inode), session)
+            if !Self.isPairEnd(record.socket) && !(record.socket.queue ?? []).isEmpty {
+                try sendQueue(record.socket, calls)
+            }
+            for client in made where client.socket.oneWay == true && client.socket.peer == record.socket.inode {
+                try connect(client.socket, to: name, on: holder(client.socket.inode), calls)
+            }
+            do {
+                try FileDescriptor.currentDirectory.removeFile(full)
+                if moved { try FileDescriptor.currentDirectory.rename(aside, to: full) }
+            } catch {
+                throw TraceeError.from(error, pid: calls.pid, "\(what): unlink it again in")
+            }
+        }
+        for record in made where record.socket.listening == true {
+            let socket = record.socket
+            let what = "make UNIX socket \(socket.inode) listen"
+            let credentials = socket.peerCredentials
+            try making(as: credentials?.first ?? user, credentials?.last ?? group, ids, calls, what) {
+                try calls.call(.listen, holder(socket.inode), socket.backlog ?? 0, to: what)
+            }
+        }
+        // What a socket that is no pair's end had queued came from unnamed sockets (the
+        // checkpoint refused any other sender): sent to its name before a datagram socket
+        // connects (a connected one takes only its peer's).
+        for record in made where !Self.isPairEnd(record.socket) && !(record.socket.queue ?? []).isEmpty {
+            guard !isDeleted(record) else { continue }
+            try sendQueue(record.socket, calls)
+        }
+        for record in made where record.socket.oneWay == true {
+            let socket = record.socket
+            guard let target = byInode[socket.peer], !isDeleted(target) else { continue }
+            guard let name = target.socket.name else {
+                throw TraceeError.unsupported(
+                    pid: calls.pid,
+                    reason: "connect UNIX datagram socket \(socket.inode) to socket \(socket.peer): it has no name")
+            }
+            try connect(socket, to: name, on: holder(socket.inode), calls)
+        }
+        for record in made where Self.isPairEnd(record.socket) {
+            let socket = record.socket
+            let what = "queue what UNIX socket \(socket.inode) held"
+            let sender = socket.peer == 0 ? closedEnds[socket.inode] ?? -1 : holder(socket.peer)
+            for message in socket.queue ?? [] { try send(message, from: sender, socket.type, calls, what) }
+        }
+        for record in made {
+            let socket = record.socket, fd = holder(socket.inode)
+            let what = "set the options of UNIX socket \(socket.inode)"
+            if let offset = socket.peekOffset { try setOption(.peekOffset, offset, on: fd, calls, what) }
+            if socket.passCredentials == true { try setOption(.passCredentials, 1, on: fd, calls, what) }
+            if socket.reuseAddress == true { try setOption(.reuseAddress, 1, on: fd, calls, what) }
+        }
+        // A byte sent to the closed peer, unread when it is closed: the survivor's ECONNRESET.
+        for inode in closedEnds.keys where byInode[inode]?.socket.resetPending == true {
+            let type = byInode[inode]?.socket.type ?? .stream
+            try send(Data([0]), from: holder(inode), type, calls, "leave a byte unread in the closed peer of \(inode)")
+        }
+        for record in made {
+            let socket = record.socket
+            let how: Int32? =
+                socket.readShutdown == true && socket.writeShutdown == true
+                ? Int32(SHUT_RDWR)
+                : socket.readShutdown == true ? Int32(SHUT_RD) : socket.writeShutdown == true ? Int32(SHUT_WR) : nil
+            if let how {
+                try calls.call(
+                    .shutdown, holder(socket.inode), how, to: "shut UNIX socket \(socket.inode) down as it was")
+            }
+        }
     }
 
-    public func run(in session: RestartSession) throws {
-        guard !pairs.isEmpty else { return }
-        let status = try ProcFS.status(session.pid)
-        let ids = Ids(users: status.userIDs, groups: status.groupIDs)
-        for pair in pairs { try make(pair, ids, session.calls) }
+    /// Connects datagram socket `fd` to the socket bound to `name`.
+    private func connect(_ socket: ProcessImage.UnixSocket, to name: Data, on fd: Int32, _ calls: RemoteCalls) throws {
+        let what = "connect UNIX datagram socket \(socket.inode) to socket \(socket.peer)"
+        try calls.withFrame { () throws(TraceeError) in
+            let address = try calls.bytes(Self.address([UInt8](name)))
+            try calls.call(.connect, fd, address, 2 + name.count, to: what)
+        }
+    }
+
+    /// A sockaddr_un of `name`: the family, then the name's bytes.
+    static func address(_ name: [UInt8]) -> [UInt8] {
+        withUnsafeBytes(of: sa_family_t(AF_UNIX)) { Array($0) } + name
+    }
+
+    /// The path of a path name (its bytes up to the first NUL).
+    static func path(_ name: [UInt8]) -> String {
+        String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+    }
+
+    /// Binds `fd` to `name`. A path must be free: a socket file left there by the checkpointed
+    /// socket itself (the same file, the socket gone) is removed first; anything else there is
+    /// refused. The new file gets the recorded owner and mode.
+    private func bind(
+        _ socket: ProcessImage.UnixSocket, _ name: [UInt8], on fd: Int32, _ session: RestartSession
+    ) throws {
+        let calls = session.calls
+        let shown = ProcessImage.UnixSocket.address(name)
+        let what = "bind UNIX socket \(socket.inode) to \(shown)"
+        if name.first != 0 {
+            let path = Self.path(name)
+            let full = path.hasPrefix("/") ? path : "/proc/\(session.pid)/cwd/\(path)"
+            if let status = try? FileDescriptor.currentDirectory.status(of: full) {
+                let stale =
+                    status.isSocket
+                    && socket.file.map {
+                        $0.inode == status.inode && SocketCapture.sameDevice(status.device, kernel: UInt32($0.device))
+                    } == true
+                guard stale, (try? UnixSocketDiagnosis.of(inode: socket.inode)) == nil else {
+                    throw TraceeError.unsupported(
+                        pid: calls.pid,
+                        reason: "\(what): \(path) exists"
+                            + (stale
+                                ? ", still bound by the checkpointed socket" : ", and is not the socket file it left")
+                            + " (remove it, or restart where that name is free)")
+                }
+                do {
+                    try FileDescriptor.currentDirectory.removeFile(full)
+                } catch {
+                    throw TraceeError.from(error, pid: calls.pid, "\(what): remove its stale socket file of")
+                }
+            }
+        }
+        try calls.withFrame { () throws(TraceeError) in
+            let address = try calls.bytes(Self.address(name))
+            try calls.call(.bind, fd, address, 2 + name.count, to: what)
+        }
+        guard let file = socket.file, file.deleted != true else { return }
+        let path = Self.path(name)
+        try calls.withFrame { () throws(TraceeError) in
+            let at = try calls.string(path)
+            try calls.call(.fchownat, AT_FDCWD, at, file.owner, file.group, 0, to: "\(what): give it its owner")
+            try calls.call(.fchmodat, AT_FDCWD, at, file.mode, to: "\(what): give it its mode")
+        }
+    }
+
+    /// Sends what `socket` (a named datagram socket) had queued, from a new unnamed socket.
+    private func sendQueue(_ socket: ProcessImage.UnixSocket, _ calls: RemoteCalls) throws {
+        let what = "queue what UNIX socket \(socket.inode) held"
+        guard let name = socket.name, socket.type == .datagram else {
+            throw TraceeError.unsupported(pid: calls.pid, reason: "\(what): it has no name to send it to")
+        }
+        let sender = try calls.call(
+            .socket, AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, to: what)
+        defer { _ = try? calls.result(of: .close, sender) }
+        try calls.withFrame { () throws(TraceeError) in
+            let address = try calls.bytes(Self.address([UInt8](name)))
+            try calls.call(.connect, sender, address, 2 + name.count, to: what)
+        }
+        for message in socket.queue ?? [] { try send(message, from: Int32(sender), socket.type, calls, what) }
+    }
+
+    /// Takes a socket another process of the tree made for this one, and puts it at its numbers.
+    private func take(_ record: SocketLayout.Record, _ session: RestartSession) throws {
+        let calls = session.calls
+        let inode = record.socket.inode
+        let what = "take UNIX socket \(inode) from the process that made it"
+        guard let holder = session.tree.socketHolders[inode] else {
+            throw TraceeError.unsupported(pid: calls.pid, reason: "\(what): it was not made")
+        }
+        let opened = try calls.call(.pidfdOpen, holder.pid, 0, to: what)
+        let pidfd = try calls.call(.fcntl, opened, F_DUPFD_CLOEXEC, holderBase, to: what)
+        _ = try calls.result(of: .close, opened)
+        defer { _ = try? calls.result(of: .close, pidfd) }
+        let copy = try calls.call(.pidfdGetfd, pidfd, holder.fd, 0, to: what)
+        let kept = try hold(Int32(copy), calls, what)
+        try place(kept, at: record.descriptors, flags: record.statusFlags, calls)
+        _ = try calls.result(of: .close, kept)
+    }
+
+    /// `fd` moved above every number of the image (the kernel may have handed out a number
+    /// another socket is to take).
+    private func hold(_ fd: Int32, _ calls: RemoteCalls, _ what: String) throws -> Int32 {
+        let holder = Int32(try calls.call(.fcntl, fd, F_DUPFD_CLOEXEC, holderBase, to: what))
+        _ = try calls.result(of: .close, fd)
+        return holder
+    }
+
+    /// Puts `holder` at `descriptors` (the first dup'ed from it, the others from the first)
+    /// and sets its status flags.
+    private func place(_ holder: Int32, at descriptors: [Placement], flags: Int32, _ calls: RemoteCalls) throws {
+        guard let first = descriptors.first else { return }
+        let what = "put a UNIX socket at descriptor \(first.fd)"
+        try calls.call(.dup3, holder, first.fd, first.closeOnExec ? O_CLOEXEC : 0, to: what)
+        try calls.call(.fcntl, first.fd, F_SETFL, flags, to: "\(what): set its status flags")
+        for other in descriptors.dropFirst() {
+            try calls.call(
+                .dup3, first.fd, other.fd, other.closeOnExec ? O_CLOEXEC : 0,
+                to: "\(what): descriptor \(other.fd), a duplicate of \(first.fd)")
+        }
+    }
+
+    /// A socketpair of `type` made under `user` and `group` (its SO_PEERCRED), both ends held.
+    private func makePair(
+        _ type: ProcessImage.UnixSocket.SocketType, as user: UInt32, _ group: UInt32, _ ids: Ids,
+        _ calls: RemoteCalls, _ what: String
+    ) throws -> (Int32, Int32) {
+        let made = try making(as: user, group, ids, calls, what) {
+            try calls.withFrame { () throws(TraceeError) in
+                let ends = try calls.reserve(8)
+                try calls.call(
+                    .socketpair, AF_UNIX, Self.typeNumber(type) | Int32(SOCK_CLOEXEC.rawValue), 0, ends, to: what)
+                return try calls.words(at: ends, count: 1)[0]
+            }
+        }
+        let one = try hold(Int32(truncatingIfNeeded: made), calls, what)
+        let other = try hold(Int32(truncatingIfNeeded: made >> 32), calls, what)
+        return (one, other)
     }
 
     /// The stub's real, effective, saved and filesystem ids (/proc/PID/status's Uid and Gid).
@@ -131,9 +389,9 @@ public struct SocketPhase: RestartPhase {
         var group: UInt32 { groups.count == 4 ? groups[1] : 0 }
     }
 
-    /// Runs `body` with the stub's effective ids set to `user` and `group` (a socketpair takes
-    /// its SO_PEERCRED from them), then puts its ids back as they were, the filesystem ids
-    /// too (setresuid moves them with the effective ones). Needs root when they differ.
+    /// Runs `body` with the stub's effective ids set to `user` and `group` (a socketpair and a
+    /// listen take SO_PEERCRED from them), then puts its ids back as they were, the filesystem
+    /// ids too (setresuid moves them with the effective ones). Needs root when they differ.
     private func making<T>(
         as user: UInt32, _ group: UInt32, _ ids: Ids, _ calls: RemoteCalls, _ what: String,
         _ body: () throws -> T
@@ -159,68 +417,6 @@ public struct SocketPhase: RestartPhase {
         case .stream: Int32(SOCK_STREAM.rawValue)
         case .datagram: Int32(SOCK_DGRAM.rawValue)
         case .seqpacket: Int32(SOCK_SEQPACKET.rawValue)
-        }
-    }
-
-    private func make(_ pair: Pair, _ ids: Ids, _ calls: RemoteCalls) throws {
-        let numbers = pair.ends.flatMap(\.descriptors).map { "\($0.fd)" }.joined(separator: ", ")
-        let what = "make the UNIX \(pair.type.rawValue) socket pair of descriptor \(numbers)"
-        let made = try making(as: pair.user, pair.group, ids, calls, what) {
-            try calls.withFrame { () throws(TraceeError) in
-                let ends = try calls.reserve(8)
-                try calls.call(
-                    .socketpair, AF_UNIX, Self.typeNumber(pair.type) | Int32(SOCK_CLOEXEC.rawValue), 0, ends, to: what)
-                return try calls.words(at: ends, count: 1)[0]
-            }
-        }
-        // Both ends above every number of the image first: the kernel may have handed out the
-        // number the other end is to take.
-        var holders: [Int32] = []
-        defer { for holder in holders { _ = try? calls.result(of: .close, holder) } }
-        for fd in [Int32(truncatingIfNeeded: made), Int32(truncatingIfNeeded: made >> 32)] {
-            holders.append(Int32(try calls.call(.fcntl, fd, F_DUPFD_CLOEXEC, holderBase, to: what)))
-            _ = try calls.result(of: .close, fd)
-        }
-        // Buffer sizes first: the sender's bounds what the queue it fills may hold.
-        for (index, end) in pair.ends.enumerated() {
-            if let size = end.sendBuffer {
-                try setBuffer(
-                    .sendBufferForce, else: .sendBuffer, size, on: holders[index], calls, "\(what): SO_SNDBUF")
-            }
-            if let size = end.receiveBuffer {
-                try setBuffer(
-                    .receiveBufferForce, else: .receiveBuffer, size, on: holders[index], calls, "\(what): SO_RCVBUF")
-            }
-        }
-        for (index, end) in pair.ends.enumerated() {
-            for message in end.queue {
-                try send(message, from: holders[1 - index], pair.type, calls, "\(what): queue what it held")
-            }
-            if let offset = end.peekOffset {
-                try setOption(.peekOffset, offset, on: holders[index], calls, "\(what): its SO_PEEK_OFF")
-            }
-            if end.passCredentials {
-                try setOption(.passCredentials, 1, on: holders[index], calls, "\(what): its SO_PASSCRED")
-            }
-        }
-        if pair.resetPending, let closed = pair.ends.firstIndex(where: { $0.descriptors.isEmpty }) {
-            try send(Data([0]), from: holders[1 - closed], pair.type, calls, "\(what): a byte left in its closed end")
-        }
-        for (index, end) in pair.ends.enumerated() where !end.descriptors.isEmpty {
-            let how: Int32? =
-                end.readShutdown && end.writeShutdown
-                ? Int32(SHUT_RDWR) : end.readShutdown ? Int32(SHUT_RD) : end.writeShutdown ? Int32(SHUT_WR) : nil
-            if let how { try calls.call(.shutdown, holders[index], how, to: "\(what): shut it down as it was") }
-        }
-        for (index, end) in pair.ends.enumerated() {
-            guard let first = end.descriptors.first else { continue }
-            try calls.call(.dup3, holders[index], first.fd, first.closeOnExec ? O_CLOEXEC : 0, to: what)
-            try calls.call(.fcntl, first.fd, F_SETFL, end.statusFlags, to: "\(what): set its status flags")
-            for other in end.descriptors.dropFirst() {
-                try calls.call(
-                    .dup3, first.fd, other.fd, other.closeOnExec ? O_CLOEXEC : 0,
-                    to: "\(what): descriptor \(other.fd), a duplicate of \(first.fd)")
-            }
         }
     }
 
