@@ -64,8 +64,9 @@ struct LdChpox: ParsableCommand {
     @Flag(
         name: .customLong("other-cgroups"),
         help: ArgumentHelp(
-            "Run it in ld-chpox's control groups where they differ from the ones it ran in (a notice says so), "
-                + "instead of refusing."))
+            "Run it in ld-chpox's control groups where they differ from the ones it ran in (a notice says so). "
+                + "Without it, root restarting a root store's image moves it back into its groups (making those of a "
+                + "named hierarchy without controllers that are gone); anything else is refused."))
     var otherCgroups = false
 
     func run() throws {

@@ -61,6 +61,8 @@ enum ImageCapture {
             let mapped = MappedFileCapture.capture(pid, regions: regions)
             unsupported += mapped.unsupported
             let guardPages = GuardRegionCapture.runs(pid, regions: regions)
+            unsupported += ControlGroupCapture.unsupported(
+                pid, threads: process.threads, lines: try ControlGroupCapture.lines(pid))
             for k in descriptors.indices where descriptors[k].kind == .deletedFile {
                 guard let status = openFileStatus(pid, descriptors[k].fd),
                     let file = mapped.identities.firstIndex(of: .init(device: status.device, inode: status.inode))
@@ -131,8 +133,10 @@ enum ImageCapture {
             if !mapped.files.isEmpty { image.deletedFiles = mapped.files }
             image.rootDirectory = ProcessControlsCapture.rootDirectory(pid)
             image.guardPages = guardPages.isEmpty ? nil : guardPages
-            image.cgroups = String(decoding: try ProcFS.bytes(pid, "cgroup"), as: UTF8.self)
-                .split(separator: "\n").map(String.init)
+            let cgroups = try ControlGroupCapture.lines(pid)
+            image.cgroups = cgroups
+            let below = ControlGroupCapture.below(cgroups)
+            image.cgroupsBelow = below.isEmpty ? nil : below
             return image
         } catch let error as UnsupportedDescriptors {
             throw .unsupportedDescriptors(pid: pid, error.list)

@@ -47,6 +47,9 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     /// /proc/PID/cgroup's lines ("4:memory:/a/b", "0::/c"): the control groups it ran in;
     /// nil in images from before they were kept.
     public var cgroups: [String]? = nil
+    /// The groups below those, as lines of the same form ("11:name=x:/a/empty"), which a
+    /// restart makes where they are gone; nil when none were seen.
+    public var cgroupsBelow: [String]? = nil
     /// Its root directory when it ran chrooted (/proc/PID/root as cpx read it); nil when it was
     /// "/" or in images from before chpox restored it.
     public var rootDirectory: String? = nil
@@ -64,7 +67,7 @@ public struct ProcessImage: Codable, Sendable, Equatable {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
-            deletedFiles, cgroups, position, tree, zombies, rootDirectory, guardPages
+            deletedFiles, cgroups, cgroupsBelow, position, tree, zombies, rootDirectory, guardPages
     }
 
     public init(

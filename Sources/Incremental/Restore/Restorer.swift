@@ -116,6 +116,23 @@ public final class Restorer {
             for (k, process) in plan.processes.enumerated() {
                 if case .join = process.groups { try sessions[k].setGroups(process.groups) }
             }
+            // Into its control groups before its memory is made, so that it is charged there.
+            var moved: [String] = []
+            for (k, process) in images.enumerated() where !options.otherControlGroups {
+                guard
+                    let placement = try Preflight(image: process, generation: generation)
+                        .controlGroupPlacement(authority: authority)
+                else { continue }
+                do {
+                    try placement.move(sessions[k].pid)
+                } catch {
+                    throw CheckpointError.cannotRestart(
+                        generation: generation,
+                        reason: "move process \(process.pid) into \(placement.procsFiles.joined(separator: ", ")): "
+                            + "\(error)")
+                }
+                moved.append("process \(process.pid) into \(placement.procsFiles.count) control group(s)")
+            }
             let phases = plan.processes.map(\.phases.count).max() ?? 0
             for phase in 0..<phases {
                 for (k, process) in plan.processes.enumerated() where phase < process.phases.count {
@@ -124,7 +141,10 @@ public final class Restorer {
             }
             var notices = sessions.flatMap(\.notices)
             notices += plan.preflight.notRestored.map { "not restored (skipped at the checkpoint): \($0)" }
-            if let change = plan.preflight.controlGroupChange { notices.append("\(change) (--other-cgroups)") }
+            if options.otherControlGroups, let change = plan.preflight.controlGroupChange {
+                notices.append("\(change) (--other-cgroups)")
+            }
+            notices += moved.map { "moved \($0) it ran in" }
             if let chain,
                 let notice = ChainOwnership.recordRestart(
                     store: store, chain: chain, generation: generation, pid: child.pid)

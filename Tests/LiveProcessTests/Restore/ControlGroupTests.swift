@@ -5,8 +5,9 @@ import Testing
 
 extension LiveProcess {
     /// A process that ran in other control groups than ld-chpox's is not restarted in
-    /// ld-chpox's silently: refused with both named, or, with --other-cgroups, restarted there
-    /// with a notice.
+    /// ld-chpox's silently: root restarting a root store's image moves it back into its groups;
+    /// a group with controllers that is gone is refused (its limits are not saved); with
+    /// --other-cgroups it restarts in ld-chpox's, with a notice.
     @Suite struct ControlGroupTests {
         /// A new control group of a hierarchy root may write, and its cgroup.procs.
         static func makeGroup() -> String? {
@@ -23,7 +24,7 @@ extension LiveProcess {
         }
 
         @Test(.enabled(if: getuid() == 0, "needs root to make a control group"), .timeLimit(.minutes(2)))
-        func aProcessInAnotherControlGroupIsRefusedUnlessAccepted() throws {
+        func aProcessInAnotherControlGroupIsMovedBackOrRefusedWhenItIsGone() throws {
             let group = try #require(Self.makeGroup(), "no writable cgroup hierarchy")
             defer { rmdir(group) }
             let directory = try RestartTests.scratch("cgroup")
@@ -51,10 +52,21 @@ extension LiveProcess {
             RestartTests.end(original)
             usleep(200_000)
 
+            let moved = try RestartTests.restart(store: store, name: "cg", generation: 0)
+            #expect(try moved.send("where") == "in True")
+            // ld-chpox --wait's child is the restarted process: ended, then reaped by ld-chpox.
+            if let restarted = RestartTests.child(of: moved.pid) { kill(restarted, SIGKILL) }
+            _ = try? moved.child.wait()
+
+            // Its group gone: a group of a hierarchy with controllers is not made again. (The
+            // killed process leaves it once it is reaped: EBUSY until then.)
+            let deadline = Date().addingTimeInterval(20)
+            while rmdir(group) != 0 && Date() < deadline { usleep(50_000) }
+            #expect(!FileManager.default.fileExists(atPath: group))
             let refused = try TestTools.run("ld-chpox", ["--store", store, "--name", "cg"])
             #expect(refused.status == 1, "\(refused.errors)")
             #expect(refused.errors.contains("it ran in control groups"), "\(refused.errors)")
-            #expect(refused.errors.contains("chpox-test-\(getpid())"), "\(refused.errors)")
+            #expect(refused.errors.contains("chpox-test-\(getpid()) no longer exists"), "\(refused.errors)")
             let check = try TestTools.run("ld-chpox", ["--store", store, "--name", "cg", "--check"])
             #expect(check.status == 1 && check.errors.contains("--other-cgroups"), "\(check.errors)")
 

@@ -115,11 +115,7 @@ public struct Preflight: Sendable {
         // The stub is ld-chpox's child, in ld-chpox's control groups: a process that ran in
         // others would run with other limits and accounting (and a program that reads its own
         // cgroup finds another). Moving a process between cgroups is the caller's to decide.
-        if !otherControlGroups, let change = controlGroupChange {
-            throw refuse(
-                "\(change): run ld-chpox from within the process's control groups, "
-                    + "or accept ld-chpox's with --other-cgroups")
-        }
+        if !otherControlGroups { _ = try controlGroupPlacement(authority: authority) }
         let here = (try? MemoryRegion.of(CurrentProcess.id)) ?? []
         // A process that unmapped the kernel's pages restarts without them (MemoryLayoutPhase).
         let hadKernelPages = image.mappings.contains { MemoryLayoutPhase.kernelPageNames.contains($0.path) }
@@ -132,6 +128,29 @@ public struct Preflight: Sendable {
                         + "restart it on the kernel that checkpointed it"
                 )
             }
+        }
+    }
+
+    /// Where the process is moved to run in the control groups it ran in, where they differ
+    /// from ld-chpox's (which the stub inherits); nil when they do not. Only root moves a
+    /// process, and only for an image of a store only root can write (a cgroup is a grant);
+    /// otherwise, or when a group cannot be found here, the reason is thrown.
+    public func controlGroupPlacement(authority: ImageAuthority) throws(CheckpointError) -> ControlGroupPlacement? {
+        guard let change = controlGroupChange, let saved = image.cgroups else { return nil }
+        let advice = "run ld-chpox from within the process's control groups, or accept ld-chpox's with --other-cgroups"
+        guard authority.owner == 0, CurrentProcess.effectiveUserID == 0 else {
+            throw refuse(
+                "\(change): only root restarting an image of a store only root can write moves it into its "
+                    + "control groups; \(advice)")
+        }
+        let own = (try? ProcFS.bytes(CurrentProcess.id, "cgroup")).map {
+            String(decoding: $0, as: UTF8.self).split(separator: "\n").map(String.init)
+        }
+        do {
+            return try ControlGroupPlacement.resolve(
+                saved: saved, below: image.cgroupsBelow ?? [], own: own ?? [], mounts: ControlGroupMounts())
+        } catch {
+            throw refuse("\(change): \(error); \(advice)")
         }
     }
 

@@ -1,0 +1,71 @@
+import Syscall
+import Tracee
+
+/// The control groups an image's process ran in, found on this machine: for each hierarchy
+/// where it ran elsewhere than ld-chpox, the `cgroup.procs` file that moves a process there,
+/// and the groups to make first where a cleanup removed them (its own, and the groups below it
+/// the checkpoint saw). Only root moves processes between control groups, and only for an image
+/// from a store only root can write: a cgroup is a grant (limits, devices, accounting) an image
+/// must not choose for itself (docs/threat-model.md).
+public struct ControlGroupPlacement: Sendable, Equatable {
+    /// The `cgroup.procs` files to write the process's pid to, one per hierarchy, in order.
+    public var procsFiles: [String]
+    /// Groups that do not exist now, made before the move, parents first.
+    public var missing: [ControlGroupMounts.Group]
+
+    /// Where `saved` (lines of /proc/PID/cgroup) and `below` (groups under them) are, for the
+    /// lines of `saved` that differ from `own` (ld-chpox's); throws the reason one cannot be
+    /// found: a hierarchy that is not mounted, a path that leaves its hierarchy.
+    public static func resolve(
+        saved: [String], below: [String], own: [String], mounts: ControlGroupMounts
+    ) throws(ControlGroupMounts.Failure) -> ControlGroupPlacement {
+        var placement = ControlGroupPlacement(procsFiles: [], missing: [])
+        for line in saved where !own.contains(line) {
+            let group = try mounts.group(line)
+            placement.procsFiles.append(group.directory + "/cgroup.procs")
+            try placement.noteIfMissing(group, line)
+        }
+        for line in below { try placement.noteIfMissing(try mounts.group(line), line) }
+        return placement
+    }
+
+    /// Whether a group of `line`'s hierarchy is the same group when made again: one of a named
+    /// hierarchy without controllers ("11:name=x:/a") holds nothing but its processes; one with
+    /// controllers (v1 "4:memory:/a", or v2) has settings (limits, devices) chpox does not save.
+    static func makeable(_ line: String) -> Bool {
+        let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+        return fields.count == 3 && fields[0] != "0"
+            && fields[1].split(separator: ",").allSatisfy { $0.hasPrefix("name=") }
+    }
+
+    private mutating func noteIfMissing(
+        _ group: ControlGroupMounts.Group, _ line: String
+    ) throws(ControlGroupMounts.Failure) {
+        for count in 1...max(group.components.count, 1) where count <= group.components.count {
+            let step = ControlGroupMounts.Group(mount: group.mount, components: Array(group.components.prefix(count)))
+            if !missing.contains(step)
+                && (try? FileDescriptor.currentDirectory.status(of: step.directory, followingSymlinks: true)) == nil
+            {
+                guard Self.makeable(line) else { throw .gone(line, directory: step.directory) }
+                missing.append(step)
+            }
+        }
+    }
+
+    /// Moves process `pid` (all its threads) into the groups, made first where missing (mode
+    /// 0755, as cgroupfs makes them).
+    public func move(_ pid: Int32) throws(Errno) {
+        for group in missing {
+            do {
+                try FileDescriptor.currentDirectory.makeDirectory(group.directory, permissions: 0o755)
+            } catch  where error == .exists {
+                continue
+            }
+        }
+        for file in procsFiles {
+            let fd = try FileDescriptor.open(file, .writeOnly)
+            defer { fd.close() }
+            try Array("\(pid)\n".utf8).withRawBytes { (raw) throws(Errno) in try fd.writeAll(raw) }
+        }
+    }
+}
