@@ -25,7 +25,11 @@ public struct ControlGroupPlacement: Sendable, Equatable {
             placement.procsFiles.append(group.directory + "/cgroup.procs")
             try placement.noteIfMissing(group, line)
         }
-        for line in below { try placement.noteIfMissing(try mounts.group(line), line) }
+        // Only below the groups it is moved into: where it runs in ld-chpox's, nothing is made.
+        let moved = saved.filter { !own.contains($0) }
+        for line in below where moved.contains(where: { line.hasPrefix($0 + "/") }) {
+            try placement.noteIfMissing(try mounts.group(line), line)
+        }
         return placement
     }
 
