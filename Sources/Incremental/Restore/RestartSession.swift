@@ -97,6 +97,10 @@ public final class RestartTree {
     /// Pipes one process created for others too: the inode, and the process and descriptor
     /// holding it until every process has opened its ends (`DescriptorPhase`).
     var pipeHolders: [UInt64: (pid: Int32, fd: Int32)] = [:]
+    /// Memory files made for the image's process ("pid:index", its pid in the image) and the
+    /// process and descriptor keeping each one until its `DescriptorPhase`: a later process's
+    /// memory file of the same object opens it from there (`MemoryLayoutPhase`).
+    var memoryFileHolders: [String: (pid: Int32, fd: Int32)] = [:]
 
     public init() {}
 
