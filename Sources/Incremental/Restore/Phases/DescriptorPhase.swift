@@ -391,7 +391,11 @@ public struct DescriptorPhase: RestartPhase {
             let kept = MemoryLayoutPhase.memoryFileCopy(file, deletedFiles: deletedFileCount)
             if created {
                 let what = "set up descriptor \(target) as memory file \(file)"
-                try calls.call(.dup3, kept, target, cloexec, to: what)
+                if kept != target {
+                    try calls.call(.dup3, kept, target, cloexec, to: what)
+                } else {
+                    try calls.call(.fcntl, target, F_SETFD, cloexec != 0 ? FD_CLOEXEC : 0, to: what)
+                }
                 try calls.call(.fcntl, target, F_SETFL, flags & Self.statusFlags, to: what)
             } else {
                 try open("/proc/self/fd/\(kept)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
