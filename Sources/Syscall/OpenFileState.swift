@@ -83,6 +83,18 @@ extension FileDescriptor {
         return ranges
     }
 
+    /// The seals of a memfd or other shmem file (F_GET_SEALS: F_SEAL_SEAL, F_SEAL_WRITE...;
+    /// F_SEAL_SEAL alone on one made without MFD_ALLOW_SEALING).
+    public func seals() throws(Errno) -> UInt32 {
+        UInt32(try retryingInterrupts { chpox_fcntl_int(rawValue, CHPOX_F_GET_SEALS, 0) }.get())
+    }
+
+    /// The type of the file system the file is on (fstatfs(2) f_type: CHPOX_TMPFS_MAGIC for a
+    /// memfd, HUGETLBFS_MAGIC for one made with MFD_HUGETLB).
+    public func fileSystemType() throws(Errno) -> Int64 {
+        Int64(try retryingInterrupts { chpox_fstatfs_type(rawValue) }.get())
+    }
+
     public func setOwner(user: UInt32, group: UInt32) throws(Errno) {
         _ = try retryingInterrupts { fchown(rawValue, uid_t(user), gid_t(group)) }.get()
     }

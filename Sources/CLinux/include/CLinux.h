@@ -205,6 +205,7 @@ enum chpox_system_call {
     CHPOX_SYS_setpriority = SYS_setpriority,
     CHPOX_SYS_capset = SYS_capset,
     CHPOX_SYS_chroot = SYS_chroot,
+    CHPOX_SYS_memfd_create = SYS_memfd_create,
 };
 /// PR_SET_MM and PR_SET_MM_MAP (linux/prctl.h), and struct prctl_mm_map.
 #define CHPOX_PR_SET_MM 35
@@ -401,6 +402,29 @@ static inline long chpox_tee(int in, int out, size_t length, unsigned int flags)
 #define CHPOX_O_DIRECT 040000
 #define CHPOX_O_NOATIME 01000000
 #define CHPOX_F_GETPIPE_SZ 1032
+// File sealing (fcntl.h, _GNU_SOURCE only) and memfd_create's flags (linux/memfd.h; MFD_EXEC
+// and F_SEAL_EXEC are newer than the installed headers, kernel 6.3).
+#define CHPOX_F_ADD_SEALS 1033
+#define CHPOX_F_GET_SEALS 1034
+#define CHPOX_F_SEAL_SEAL 0x0001
+#define CHPOX_F_SEAL_SHRINK 0x0002
+#define CHPOX_F_SEAL_GROW 0x0004
+#define CHPOX_F_SEAL_WRITE 0x0008
+#define CHPOX_F_SEAL_FUTURE_WRITE 0x0010
+#define CHPOX_F_SEAL_EXEC 0x0020
+#define CHPOX_MFD_CLOEXEC 0x0001U
+#define CHPOX_MFD_ALLOW_SEALING 0x0002U
+#define CHPOX_MFD_EXEC 0x0010U
+/// statfs(2)'s f_type of tmpfs and shmem (memfds, shared anonymous memory): TMPFS_MAGIC.
+#define CHPOX_TMPFS_MAGIC 0x01021994
+#include <sys/vfs.h>
+/// fstatfs(2)'s f_type alone (struct statfs is not in Swift's Glibc module); -1 with errno set
+/// when it fails.
+static inline long chpox_fstatfs_type(int fd) {
+    struct statfs info;
+    if (fstatfs(fd, &info) != 0) return -1;
+    return (long)info.f_type;
+}
 // lseek's SEEK_DATA/SEEK_HOLE, also _GNU_SOURCE only.
 #define CHPOX_SEEK_DATA 3
 #define CHPOX_SEEK_HOLE 4

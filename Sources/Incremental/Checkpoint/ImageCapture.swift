@@ -58,7 +58,9 @@ enum ImageCapture {
                 threads.append(thread)
             }
             var (descriptors, unsupported) = try captureDescriptors(pid, tree: tree)
-            let mapped = MappedFileCapture.capture(pid, regions: regions)
+            let memory = MemoryFileCapture.capture(pid, &descriptors, regions: regions)
+            unsupported += memory.unsupported
+            let mapped = MappedFileCapture.capture(pid, regions: regions.filter { !memory.maps($0) })
             unsupported += mapped.unsupported
             let guardPages = GuardRegionCapture.runs(pid, regions: regions)
             unsupported += ControlGroupCapture.unsupported(
@@ -112,6 +114,10 @@ enum ImageCapture {
                 mappings: regions.map {
                     var mapping = mapping($0, details: details[$0.start] ?? .init())
                     mapping.deletedFile = mapped.fileOfMapping[$0.start]
+                    if let file = memory.fileOfMapping[$0.start] {
+                        mapping.backing = .memoryFile
+                        mapping.memoryFile = file
+                    }
                     return mapping
                 },
                 threads: threads,
@@ -131,6 +137,7 @@ enum ImageCapture {
                     pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release),
                 controls: controls)
             if !mapped.files.isEmpty { image.deletedFiles = mapped.files }
+            if !memory.files.isEmpty { image.memoryFiles = memory.files }
             image.rootDirectory = ProcessControlsCapture.rootDirectory(pid)
             image.guardPages = guardPages.isEmpty ? nil : guardPages
             let cgroups = try ControlGroupCapture.lines(pid)
@@ -225,10 +232,10 @@ enum ImageCapture {
                 descriptor.kind = .terminal
             } else if target.hasPrefix("pipe:") || isFIFO(pid, fd) {
                 descriptor.kind = .pipe  // a named pipe too: reopening one would block
-            } else if target.hasPrefix("/memfd:") {
-                unsupported.append("fd \(fd): a memfd (\(target)): memfds are not restored (name, seals, filesystem)")
-            } else if target == "/dev/zero (deleted)" || target.hasPrefix("/SYSV") {
-                unsupported.append("fd \(fd): shared anonymous memory (\(target)): not restored as a descriptor")
+            } else if MemoryFileCapture.isMemfd(target) || MemoryFileCapture.isSharedAnonymous(target) {
+                descriptor.kind = .memoryFile  // read with the mappings of it (`MemoryFileCapture`)
+            } else if target.hasPrefix("/SYSV") {
+                unsupported.append("fd \(fd): a SysV shared memory segment (\(target)): not restored as a descriptor")
             } else if target.hasPrefix("/") && target.hasSuffix(" (deleted)") {
                 if let contents = deletedContents(pid, fd) {
                     descriptor.kind = .deletedFile

@@ -5,7 +5,8 @@ import Tracee
 /// Mappings whose backing a restart cannot find by path: private mappings of deleted files
 /// (their contents saved, so that the restart maps a recreated file and clean pages still come
 /// from it, shared with any descriptor of the same file), and the shared memory a restart does
-/// not rebuild (memfd and deleted-file shared mappings, AIO rings), refused with a reason.
+/// not rebuild (deleted-file shared mappings, AIO rings), refused with a reason. Mappings of
+/// memfds and of shared memory a descriptor names are `MemoryFileCapture`'s.
 enum MappedFileCapture {
     /// The file behind `region`, through /proc/PID/map_files (it reaches a deleted file too).
     static func mappedFile(_ pid: Int32, _ region: MemoryRegion) -> String {
@@ -56,7 +57,7 @@ enum MappedFileCapture {
                 !isUnlinkedSharedMemoryFile(pid, region)
             {
                 captured.unsupported.append(
-                    "a shared mapping of \(region.path) at \(at): shared mappings of memfds and deleted files "
+                    "a shared mapping of \(region.path) at \(at): shared mappings of deleted files "
                         + "are not restored (they would no longer be shared with the file)")
                 continue
             }

@@ -21,12 +21,22 @@ struct PageSelection {
     ) throws(TraceeError) {
         let residency = Residency(pagemap: pagemap)
         var copy: [PageRun] = [], zero: [PageRun] = [], revert: [PageRun] = []
+        var described: Set<MemoryFileCapture.Identity>?
         for region in regions {
             let inRegion = AddressRuns([PageRun(start: region.start, end: region.end)])
             let wanted = candidates.intersection(inRegion)
             guard !wanted.isEmpty else { continue }
             let backing = ImageCapture.backing(of: region)
-            if backing == .sharedFile {
+            // A memfd, or shared memory a descriptor names, is saved whole (`MemoryFileCapture`):
+            // its mappings are like a file's.
+            let memoryFile =
+                (backing == .sharedAnonymous || backing == .privateFile)
+                && MemoryFileCapture.mapsMemoryFile(pid, region) {
+                    if let described { return described }
+                    described = MemoryFileCapture.described(pid)
+                    return described ?? []
+                }
+            if backing == .sharedFile || (backing == .sharedAnonymous && memoryFile) {
                 revert += wanted.runs
                 continue
             }
@@ -42,7 +52,7 @@ struct PageSelection {
             // the file (`MappedFileCapture`): nothing else has them.
             let fileBacked =
                 backing == .privateFile
-                && (!MappedFileCapture.isDeletedPrivateFile(region)
+                && (memoryFile || !MappedFileCapture.isDeletedPrivateFile(region)
                     || MappedFileCapture.recreatableStatus(pid, region) != nil)
             // What the kernel reported written holds anonymous data: no lookup. The rest (new
             // or suspect mappings, vanished pages) is looked up in one walk over its span.

@@ -1,3 +1,4 @@
+import Foundation
 import Syscall
 import Tracee
 
@@ -58,6 +59,7 @@ enum TreeCapture {
         for k in images.indices.dropFirst() {
             findInherited(&images, of: k)
             findDeletedFiles(&images, of: k)
+            refused += findMemoryFiles(&images, of: k)
         }
         refused += SocketLayout(images).refusals
         return refused
@@ -130,6 +132,61 @@ enum TreeCapture {
                 }
             }
         }
+    }
+
+    /// Marks the memory files of process `k` that an earlier process holds too (one object,
+    /// made once, by the earliest: `MemoryFile.sameAs`), and refuses shared memory that one
+    /// process holds as a memory file and another maps only as plain shared memory where the
+    /// restart could not make them one object again.
+    static func findMemoryFiles(_ images: inout [ProcessImage], of k: Int) -> [String] {
+        var refused: [String] = []
+        let key = { (file: ProcessImage.MemoryFile) in "\(file.device):\(file.inode)" }
+        for j in (images[k].memoryFiles ?? []).indices {
+            let file = images[k].memoryFiles?[j]
+            guard let file else { continue }
+            var held: ProcessImage.MemoryFile.Held?
+            search: for earlier in images[..<k] {
+                for (index, other) in (earlier.memoryFiles ?? []).enumerated()
+                where other.sameAs == nil && key(other) == key(file) {
+                    held = .init(pid: earlier.pid, index: index)
+                    break search
+                }
+            }
+            if let held {
+                images[k].memoryFiles?[j].sameAs = held
+                images[k].memoryFiles?[j].contents = Data()
+                images[k].memoryFiles?[j].dataRanges = []
+                continue
+            }
+            // An earlier process maps it as plain shared memory (no descriptor of it there):
+            // that process would make its own object first.
+            if let earlier = images[..<k].first(where: { image in
+                image.mappings.contains { $0.backing == .sharedAnonymous && "\($0.device):\($0.inode)" == key(file) }
+            }) {
+                refused.append(
+                    "process \(images[k].pid) holds \(file.what) (inode \(file.inode)) by a descriptor that process "
+                        + "\(earlier.pid) maps without one: a restart cannot make them one object again")
+            }
+        }
+        // A later process maps plain shared memory that an earlier one holds as a memory file
+        // it does not map shared (the later one maps the earlier's shared mapping of it).
+        for mapping in images[k].mappings where mapping.backing == .sharedAnonymous {
+            let mine = "\(mapping.device):\(mapping.inode)"
+            for earlier in images[..<k] {
+                guard let file = earlier.memoryFiles?.first(where: { key($0) == mine }) else { continue }
+                let mapsIt = earlier.mappings.contains {
+                    $0.backing == .memoryFile && $0.protection.contains(.shared) && "\($0.device):\($0.inode)" == mine
+                }
+                if !mapsIt {
+                    refused.append(
+                        "process \(images[k].pid) maps \(file.what) (inode \(file.inode)) at "
+                            + "0x\(String(mapping.start, radix: 16)) that process \(earlier.pid) holds only by a "
+                            + "descriptor: a restart cannot make them one object again")
+                }
+                break
+            }
+        }
+        return refused
     }
 
     /// Marks the descriptors of process `k` whose open file description an earlier process

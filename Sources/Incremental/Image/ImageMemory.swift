@@ -103,6 +103,9 @@ extension ProcessImage {
             case sharedFile = "shared-file"
             /// MAP_SHARED anonymous memory, memfd or SysV shm: stored.
             case sharedAnonymous = "shared-anonymous"
+            /// A mapping, shared or private, of one of the image's `memoryFiles` (`memoryFile`):
+            /// a shared one stores nothing, a private one its written pages.
+            case memoryFile = "memory-file"
             case vdso, vvar, vsyscall
 
             var isKernel: Bool { self == .vdso || self == .vvar || self == .vsyscall }
@@ -123,9 +126,12 @@ extension ProcessImage {
         /// A private mapping of a deleted file: its index in the image's `deletedFiles`, which
         /// holds the file's contents (clean pages come from the file recreated from them).
         public var deletedFile: Int? = nil
+        /// Backing `memoryFile`: its index in the image's `memoryFiles`.
+        public var memoryFile: Int? = nil
 
         enum CodingKeys: String, CodingKey {
-            case start, end, protection, backing, offset, device, inode, path, flags, residentPages, deletedFile
+            case start, end, protection, backing, offset, device, inode, path, flags, residentPages, deletedFile,
+                memoryFile
         }
 
         public init(
@@ -139,7 +145,13 @@ extension ProcessImage {
         }
 
         /// Whether pages of this mapping are held in the store's page map.
-        public var storesContents: Bool { backing != .sharedFile && !backing.isKernel }
+        public var storesContents: Bool {
+            backing != .sharedFile && !backing.isKernel && !(backing == .memoryFile && protection.contains(.shared))
+        }
+        /// Whether its clean pages come from a file (or memory file) rather than being zero.
+        public var isFileBacked: Bool {
+            backing == .privateFile || backing == .sharedFile || backing == .memoryFile
+        }
         public var pageCount: UInt64 { Page.count(of: end - start) }
         /// VmFlags `gd`: the mapping grows down (a stack).
         public var growsDown: Bool { flags.contains("gd") }

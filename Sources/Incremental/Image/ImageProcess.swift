@@ -85,6 +85,8 @@ extension ProcessImage {
         public enum Kind: String, Codable, Sendable {
             case file, deletedFile = "deleted-file", directory, null, terminal, pipe, event, unsupported
             case socket
+            /// A memfd or shared anonymous memory (`memoryFile`).
+            case memoryFile = "memory-file"
         }
         public var fd: Int32
         public var kind: Kind
@@ -121,11 +123,13 @@ extension ProcessImage {
         public var deletedFileOf: Inherited? = nil
         /// A UNIX socket of a pair (`kind` socket).
         public var socket: UnixSocket? = nil
+        /// Kind `memoryFile`: its index in the image's `memoryFiles`.
+        public var memoryFile: Int? = nil
 
         enum CodingKeys: String, CodingKey {
             case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
                 deletedAttributes, flock, inherited, deletedFileOf
-            case socket
+            case socket, memoryFile
         }
 
         public init(

@@ -44,6 +44,10 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     /// Deleted files that private mappings hold (`Mapping.deletedFile` indexes them); nil in
     /// images written before they were saved.
     public var deletedFiles: [DeletedFile]? = nil
+    /// Memfds and shared anonymous memory that descriptors name, recreated whole
+    /// (`Descriptor.memoryFile` and `Mapping.memoryFile` index them); nil when there are none
+    /// and in images from before they were saved.
+    public var memoryFiles: [MemoryFile]? = nil
     /// /proc/PID/cgroup's lines ("4:memory:/a/b", "0::/c"): the control groups it ran in;
     /// nil in images from before they were kept.
     public var cgroups: [String]? = nil
@@ -67,7 +71,7 @@ public struct ProcessImage: Codable, Sendable, Equatable {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
-            deletedFiles, cgroups, cgroupsBelow, position, tree, zombies, rootDirectory, guardPages
+            deletedFiles, cgroups, cgroupsBelow, position, tree, zombies, rootDirectory, guardPages, memoryFiles
     }
 
     public init(

@@ -105,9 +105,7 @@ public struct GenerationDiff: Sendable {
     /// one may record it as zero). In a file mapping a zero page is not the file's bytes.
     static func contents(_ detail: GenerationDetail) -> PageMap {
         guard detail.map.pages.contains(where: { $0.chunk == .zeroPage }) else { return detail.map }
-        let fileRanges = (detail.image?.mappings ?? []).filter {
-            $0.backing == .privateFile || $0.backing == .sharedFile
-        }.map(\.pages)
+        let fileRanges = (detail.image?.mappings ?? []).filter(\.isFileBacked).map(\.pages)
         return PageMap(
             pages: detail.map.pages.filter { entry in
                 entry.chunk != .zeroPage || fileRanges.contains { $0.first <= entry.page && entry.page < $0.end }

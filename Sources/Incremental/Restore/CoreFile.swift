@@ -121,7 +121,7 @@ public enum CoreFile {
             }
             guard low > 0, address < loads[low - 1].end else { return }
             let mapping = loads[low - 1]
-            if entry.chunk == .zeroPage && !(mapping.backing == .privateFile || mapping.backing == .sharedFile) {
+            if entry.chunk == .zeroPage && !mapping.isFileBacked {
                 return
             }
             do {

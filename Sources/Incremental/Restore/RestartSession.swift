@@ -100,6 +100,10 @@ public final class RestartTree {
     /// Sockets one process made for another (`SocketPhase`): the inode, and the process and
     /// descriptor holding it until the other has taken it.
     var socketHolders: [UInt64: (pid: Int32, fd: Int32)] = [:]
+    /// Memory files made for the image's process ("pid:index", its pid in the image) and the
+    /// process and descriptor keeping each one until its `DescriptorPhase`: a later process's
+    /// memory file of the same object opens it from there (`MemoryLayoutPhase`).
+    var memoryFileHolders: [String: (pid: Int32, fd: Int32)] = [:]
 
     public init() {}
 

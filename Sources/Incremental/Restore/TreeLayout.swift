@@ -83,12 +83,18 @@ public struct TreeLayout: Sendable {
         var shared: [Int32: [UInt64: SharedMemory]] = [:]
         var refused: [String] = []
         for process in processes {
-            for mapping in process.mappings where mapping.backing == .sharedAnonymous {
+            // A shared mapping of a memory file makes its object for the plain shared memory
+            // mappings of later processes too (their processes hold no descriptor of it).
+            let memoryFile = { (mapping: ProcessImage.Mapping) in
+                mapping.backing == .memoryFile && mapping.protection.contains(.shared)
+            }
+            for mapping in process.mappings where mapping.backing == .sharedAnonymous || memoryFile(mapping) {
                 let key = "\(mapping.device):\(mapping.inode)"
                 guard let creator = creators[key] else {
                     creators[key] = (process.pid, mapping)
                     continue
                 }
+                guard !memoryFile(mapping) else { continue }  // its process has the object itself
                 guard creator.pid != process.pid else { continue }  // one process mapping it twice: two objects
                 let first = creator.mapping
                 let size = mapping.end - mapping.start

@@ -130,4 +130,6 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let capset = SystemCall(CHPOX_SYS_capset)
     /// The corresponding C constant is SYS_chroot.
     public static let chroot = SystemCall(CHPOX_SYS_chroot)
+    /// The corresponding C constant is SYS_memfd_create.
+    public static let memfdCreate = SystemCall(CHPOX_SYS_memfd_create)
 }

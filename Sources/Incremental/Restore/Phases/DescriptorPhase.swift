@@ -49,6 +49,9 @@ public struct DescriptorPhase: RestartPhase {
         /// The deleted file another process of the tree recreated (its descriptor `fd`),
         /// opened again with these flags.
         case deletedFileOf(pid: Int32, fd: Int32, flags: Int32, offset: Int64)
+        /// Memory file `file` (`MemoryLayoutPhase` made it), opened again with these flags;
+        /// `created`: the open file memfd_create made itself, given these status flags (F_SETFL).
+        case memoryFile(file: Int, flags: Int32, offset: Int64, created: Bool)
     }
 
     public struct Entry: Sendable, Equatable {
@@ -80,6 +83,12 @@ public struct DescriptorPhase: RestartPhase {
     public var umask: UInt32
     /// How many deleted files `MemoryLayoutPhase` recreated and keeps open for this phase.
     public var deletedFileCount: Int
+    /// How many memory files it made and keeps open (after the deleted files).
+    public var memoryFileCount: Int = 0
+    /// The seals each memfd it made gets back (F_ADD_SEALS), once every process of the tree
+    /// has mapped it (a write seal forbids writable shared mappings after it) and before its
+    /// descriptors are opened.
+    public var seals: [(file: Int, seals: UInt32)] = []
 
     public var name: String { "descriptors" }
     public var steps: [String] {
@@ -114,9 +123,14 @@ public struct DescriptorPhase: RestartPhase {
                     what = "deleted file \(file), recreated for its mappings, at offset \(offset)"
                 case .deletedFileOf(let pid, let fd, _, let offset):
                     what = "the deleted file of descriptor \(fd) of process \(pid) at offset \(offset)"
+                case .memoryFile(let file, _, let offset, let created):
+                    what =
+                        "memory file \(file)" + (created ? ", memfd_create's own open file," : "")
+                        + " at offset \(offset)"
                 }
                 return "fd \(entry.fd): \(what)" + (entry.closeOnExec ? " (close-on-exec)" : "")
-            } + (workingDirectory.isEmpty ? [] : ["cwd \(workingDirectory)"]) + ["umask 0\(String(umask, radix: 8))"]
+            } + seals.map { "seal memory file \($0.file): \(RecreatedMemoryFile.sealNames($0.seals))" }
+            + (workingDirectory.isEmpty ? [] : ["cwd \(workingDirectory)"]) + ["umask 0\(String(umask, radix: 8))"]
     }
 
     /// The descriptors of `image`; in a tree, its pipes as `layout` shares them out.
@@ -131,6 +145,17 @@ public struct DescriptorPhase: RestartPhase {
         foreignPipes = layout?.foreignPipes(of: image.pid) ?? []
         exportedPipes = layout?.exportedPipes(of: image.pid) ?? []
         closed = (Int32(0)..<3).filter { fd in !image.descriptors.contains { $0.fd == fd } }
+        // A memfd's open file that memfd_create made is no writer of it (one opened again is:
+        // exec of the memfd fails while one is open). Which of its read-write descriptors that
+        // was cannot be read; the lowest one gets it (the usual case: the others opened later).
+        let memoryFiles = image.memoryFiles ?? []
+        var created = Set<Int32>()
+        for (k, file) in memoryFiles.enumerated() where file.memfdName != nil && file.sameAs == nil {
+            let first = image.descriptors.filter {
+                $0.kind == .memoryFile && $0.memoryFile == k && $0.duplicateOf == nil && $0.flags & O_ACCMODE == O_RDWR
+            }.map(\.fd).min()
+            if let first { created.insert(first) }
+        }
         entries = image.descriptors.compactMap { descriptor in
             let setup: Setup
             let flags = descriptor.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_CLOEXEC)
@@ -163,6 +188,10 @@ public struct DescriptorPhase: RestartPhase {
                 setup = .recreate(
                     contents: descriptor.contents ?? Data(), flags: flags, offset: descriptor.offset,
                     attributes: descriptor.deletedAttributes)
+            case .memoryFile:
+                guard let file = descriptor.memoryFile else { return nil }
+                setup = .memoryFile(
+                    file: file, flags: flags, offset: descriptor.offset, created: created.contains(descriptor.fd))
             case .event, .unsupported: return nil  // events: EventDescriptorPhase
             }
             return Entry(fd: descriptor.fd, closeOnExec: descriptor.flags & O_CLOEXEC != 0, setup: setup)
@@ -185,6 +214,10 @@ public struct DescriptorPhase: RestartPhase {
         workingDirectory = image.workingDirectory
         umask = image.umask
         deletedFileCount = image.deletedFiles?.count ?? 0
+        memoryFileCount = memoryFiles.count
+        seals = memoryFiles.enumerated().compactMap { k, file in
+            RecreatedMemoryFile.sealsToAdd(file).map { (k, $0) }
+        }
     }
 
     /// The status flags F_SETFL sets (O_ASYNC needs an owner too and is left out).
@@ -200,7 +233,16 @@ public struct DescriptorPhase: RestartPhase {
         // number one of them is kept at. Then those numbers are closed, but where one is now
         // the image's.
         let reopensDeleted: (Entry) -> Bool = {
-            if case .reopenDeleted = $0.setup { return true } else { return false }
+            switch $0.setup {
+            case .reopenDeleted, .memoryFile: return true
+            default: return false
+            }
+        }
+        for (file, seals) in seals {
+            let kept = MemoryLayoutPhase.memoryFileCopy(file, deletedFiles: deletedFileCount)
+            try calls.call(
+                .fcntl, kept, CHPOX_F_ADD_SEALS, seals,
+                to: "seal memory file \(file) (\(RecreatedMemoryFile.sealNames(seals)))")
         }
         // Ends of pipes another process made are opened from its descriptor of them.
         for inode in foreignPipes {
@@ -212,7 +254,10 @@ public struct DescriptorPhase: RestartPhase {
         }
         for entry in entries where reopensDeleted(entry) { try set(entry, holders: holders, foreign, session) }
         for entry in entries where !reopensDeleted(entry) { try set(entry, holders: holders, foreign, session) }
-        let kept = RestartSession.deletedFileCopies..<(RestartSession.deletedFileCopies + Int32(deletedFileCount))
+        let kept =
+            RestartSession
+            .deletedFileCopies..<(RestartSession.deletedFileCopies
+            + Int32(deletedFileCount + memoryFileCount))
         for fd in kept where !entries.contains(where: { $0.fd == fd }) { _ = try calls.result(of: .close, fd) }
         for (inode, holder) in holders where holder >= 0 {
             if exportedPipes.contains(inode) {
@@ -340,6 +385,20 @@ public struct DescriptorPhase: RestartPhase {
                 _ = try calls.result(of: .close, opened)
             } else if cloexec == 0 {
                 try calls.call(.fcntl, target, F_SETFD, 0, to: what)
+            }
+            _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
+        case .memoryFile(let file, let flags, let offset, let created):
+            let kept = MemoryLayoutPhase.memoryFileCopy(file, deletedFiles: deletedFileCount)
+            if created {
+                let what = "set up descriptor \(target) as memory file \(file)"
+                if kept != target {
+                    try calls.call(.dup3, kept, target, cloexec, to: what)
+                } else {
+                    try calls.call(.fcntl, target, F_SETFD, cloexec != 0 ? FD_CLOEXEC : 0, to: what)
+                }
+                try calls.call(.fcntl, target, F_SETFL, flags & Self.statusFlags, to: what)
+            } else {
+                try open("/proc/self/fd/\(kept)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
             }
             _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
         case .reopenDeleted(let file, let flags, let offset):

@@ -22,6 +22,10 @@ public struct MemoryLayoutPhase: RestartPhase {
             /// Shared memory another process of the tree mapped first: its mapping's object
             /// (/proc/PID/map_files), at `offset` in it.
             case sharedWith(pid: Int32, start: UInt64, end: UInt64, offset: UInt64)
+            /// The image's memory file (`memoryFiles` index) made again, at `offset` in it; a
+            /// shared mapping that could never be written (no VmFlag `mw`) is mapped from a
+            /// read-only descriptor of it, as it was (a write seal forbids anything else).
+            case memoryFile(Int, path: String, offset: UInt64, readOnly: Bool)
         }
         public var start: UInt64
         public var size: Int
@@ -58,6 +62,10 @@ public struct MemoryLayoutPhase: RestartPhase {
                 return "map \(at) deleted file \(file) (\(path)) recreated, at \(offset)" + adviceNote
             case .sharedWith(let pid, let start, _, let offset):
                 return "map \(at) shared with process \(pid)'s 0x\(String(start, radix: 16)), at \(offset)" + adviceNote
+            case .memoryFile(let file, let path, let offset, let readOnly):
+                return "map \(at) memory file \(file) (\(path))"
+                    + (flags & MAP_SHARED != 0 ? " shared" : "") + (readOnly ? " read-only" : "") + ", at \(offset)"
+                    + adviceNote
             }
         }
     }
@@ -74,6 +82,13 @@ public struct MemoryLayoutPhase: RestartPhase {
     public var deletedFiles: [ProcessImage.DeletedFile]
     /// Guard pages installed again once every mapping is made.
     public var guardPages: [Range<UInt64>]
+    /// Memfds and shared memory descriptors name, made again after the deleted files (and kept
+    /// for `DescriptorPhase`, which seals them).
+    public var memoryFiles: [ProcessImage.MemoryFile]
+    /// Who a memory file may belong to.
+    let owners: RecreatedMemoryFile.Owners
+    /// The image's pid (memory files other processes take from this one are named by it).
+    let pid: Int32
     /// Ranges the image occupies (the trampoline goes elsewhere).
     let occupied: [ClosedRange<UInt64>]
 
@@ -92,6 +107,13 @@ public struct MemoryLayoutPhase: RestartPhase {
             + kernelPages.map { "move \($0.name) to 0x\(String($0.start, radix: 16))" }
             + (kernelPages.isEmpty ? ["unmap the vDSO and vvar (it had unmapped them)"] : [])
             + deletedFiles.enumerated().map { "recreate deleted file \($0) (\($1.path), \($1.contents.count) bytes)" }
+            + memoryFiles.enumerated().map { k, file in
+                if let held = file.sameAs {
+                    return "memory file \(k): process \(held.pid)'s memory file \(held.index) (\(file.what))"
+                }
+                return "make memory file \(k): \(file.what) of \(file.size) bytes, \(file.contents.count) of data, "
+                    + "mode 0\(String(file.permissions, radix: 8))"
+            }
             + mappings.map(\.description)
             + guardPages.map {
                 "guard pages 0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16)) "
@@ -106,7 +128,7 @@ public struct MemoryLayoutPhase: RestartPhase {
             image.mappings.first(where: { $0.path == name }).map { KernelPages(name: name, start: $0.start) }
         }
         let shared = layout?.sharedMemory[image.pid] ?? [:]
-        mappings = image.mappings.filter { $0.storesContents || $0.backing == .sharedFile }.map { mapping in
+        mappings = image.mappings.filter { $0.storesContents || $0.isFileBacked }.map { mapping in
             var setup = Self.setup(mapping)
             if let other = shared[mapping.start] {
                 setup.source = .sharedWith(pid: other.creator, start: other.start, end: other.end, offset: other.offset)
@@ -115,6 +137,15 @@ public struct MemoryLayoutPhase: RestartPhase {
         }
         deletedFiles = image.deletedFiles ?? []
         guardPages = (image.guardPages ?? []).filter { $0.count == 2 && $0[0] < $0[1] }.map { $0[0]..<$0[1] }
+        memoryFiles = image.memoryFiles ?? []
+        owners = RecreatedMemoryFile.Owners(image)
+        pid = image.pid
+    }
+
+    /// Where memory file `file` is kept in the stub from this phase until `DescriptorPhase`:
+    /// after the deleted files.
+    static func memoryFileCopy(_ file: Int, deletedFiles: Int) -> Int32 {
+        RestartSession.deletedFileCopies + Int32(deletedFiles + file)
     }
 
     static func setup(_ mapping: ProcessImage.Mapping) -> MappingSetup {
@@ -135,6 +166,15 @@ public struct MemoryLayoutPhase: RestartPhase {
             | (mapping.backing == .sharedFile || mapping.backing == .sharedAnonymous ? MAP_SHARED : MAP_PRIVATE)
         if mapping.growsDown { flags |= MAP_GROWSDOWN }
         let size = Int(mapping.end - mapping.start)
+        if mapping.backing == .memoryFile, let file = mapping.memoryFile {
+            let shared = mapping.protection.contains(.shared)
+            return MappingSetup(
+                start: mapping.start, size: size, protection: prot,
+                flags: MAP_FIXED | (shared ? MAP_SHARED : MAP_PRIVATE),
+                source: .memoryFile(
+                    file, path: mapping.path, offset: mapping.offset,
+                    readOnly: shared && !mapping.protection.contains(.write) && !mapping.flags.contains("mw")))
+        }
         if mapping.backing == .privateFile, let file = mapping.deletedFile {
             return MappingSetup(
                 start: mapping.start, size: size, protection: prot, flags: flags,
@@ -174,9 +214,32 @@ public struct MemoryLayoutPhase: RestartPhase {
             try calls.call(.dup3, fd, kept, O_CLOEXEC, to: "keep the recreated \(file.path) as descriptor \(kept)")
             _ = try calls.result(of: .close, fd)
         }
+        // `calls` ran at the stub's vDSO: from here on, at the trampoline with its scratch.
+        let trampolineCalls = session.calls
+        for (k, file) in memoryFiles.enumerated() {
+            let calls = trampolineCalls
+            let kept = Self.memoryFileCopy(k, deletedFiles: deletedFiles.count)
+            let fd: Int32
+            if let held = file.sameAs {
+                guard let holder = session.tree.memoryFileHolders["\(held.pid):\(held.index)"] else {
+                    throw TraceeError.unsupported(
+                        pid: calls.pid, reason: "process \(held.pid)'s memory file \(held.index) was not made")
+                }
+                fd = try session.openOfTree(
+                    "/proc/\(holder.pid)/fd/\(holder.fd)", flags: O_RDWR,
+                    to: "open \(file.what) of process \(held.pid)")
+            } else {
+                fd = try RecreatedMemoryFile.create(file, owners: owners, calls)
+            }
+            if fd != kept {
+                try calls.call(.dup3, fd, kept, O_CLOEXEC, to: "keep \(file.what) as descriptor \(kept)")
+                _ = try calls.result(of: .close, fd)
+            }
+            session.tree.memoryFileHolders["\(pid):\(k)"] = (session.pid, kept)
+        }
         for mapping in mappings { try map(mapping, session) }
         for run in guardPages {
-            try calls.call(
+            try trampolineCalls.call(
                 .madvise, run.lowerBound, run.upperBound - run.lowerBound, MappingAdvice.guardInstall,
                 to: "install guard pages at 0x\(String(run.lowerBound, radix: 16))")
         }
@@ -245,6 +308,19 @@ public struct MemoryLayoutPhase: RestartPhase {
             // Read-write whatever its protection now: an mprotect may make it writable later.
             let fd = try session.openOfTree(object, flags: O_RDWR, to: what)
             defer { _ = try? calls.result(of: .close, fd) }
+            try calls.call(.mmap, mapping.start, mapping.size, mapping.protection, mapping.flags, fd, offset, to: what)
+        case .memoryFile(let file, let path, let offset, let readOnly):
+            let what = "map memory file \(file) (\(path)) at 0x\(String(mapping.start, radix: 16))"
+            var fd = Self.memoryFileCopy(file, deletedFiles: deletedFiles.count)
+            if readOnly {
+                fd = Int32(
+                    try calls.withFrame { () throws(TraceeError) in
+                        try calls.call(
+                            .openat, AT_FDCWD, try calls.string("/proc/self/fd/\(fd)"), O_RDONLY | O_CLOEXEC, 0,
+                            to: what)
+                    })
+            }
+            defer { if readOnly { _ = try? calls.result(of: .close, fd) } }
             try calls.call(.mmap, mapping.start, mapping.size, mapping.protection, mapping.flags, fd, offset, to: what)
         }
     }

@@ -6,7 +6,7 @@ import Tracee
 /// /proc/<pid>/mem (which writes read-only pages too). A zero page is written only where a
 /// file's bytes would otherwise show; anonymous memory is zero already.
 public struct PageFillPhase: RestartPhase {
-    /// Page ranges (page numbers, end exclusive) of private file mappings.
+    /// Page ranges (page numbers, end exclusive) of private file mappings (and memory files').
     public var fileBackedPages: [Range<UInt64>]
     /// Page ranges of MAP_DROPPABLE mappings (VmFlags `dp`): left empty, as the kernel may
     /// leave them at any moment (and CRIU does).
@@ -19,7 +19,7 @@ public struct PageFillPhase: RestartPhase {
     }
 
     public init(image: ProcessImage) {
-        fileBackedPages = image.mappings.filter { $0.backing == .privateFile }.map {
+        fileBackedPages = image.mappings.filter { $0.backing == .privateFile || $0.backing == .memoryFile }.map {
             Page.numbers(from: $0.start, to: $0.end)
         }
         droppablePages = image.mappings.filter { $0.flags.contains("dp") }.map {
