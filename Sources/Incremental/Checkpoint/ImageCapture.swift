@@ -249,6 +249,13 @@ enum ImageCapture {
                 if flags & O_ACCMODE != O_RDONLY, let status = openFileStatus(pid, fd), status.isRegularFile {
                     descriptor.size = status.size
                 }
+            } else if let type = namespaceType(target) {
+                // Its own namespace, which a restart opens as its own again; another is refused.
+                if ProcFS.link(pid, "ns/\(type)") == target {
+                    descriptor.kind = .namespace
+                } else {
+                    unsupported.append("fd \(fd): \(target): a \(type) namespace other than the process's own")
+                }
             } else if let socket = sockets.capture(fd, target: target) {
                 switch socket {
                 case .socket(let socket):
@@ -270,6 +277,21 @@ enum ImageCapture {
         }
         unsupported += captureOpenFiles(pid, &descriptors)
         return (descriptors, unsupported)
+    }
+
+    /// The namespaces /proc/PID/ns names.
+    static let namespaceTypes = [
+        "cgroup", "ipc", "mnt", "net", "pid", "pid_for_children", "time", "time_for_children", "user", "uts",
+    ]
+
+    /// "net" for a namespace descriptor's target "net:[4026531833]"; nil for anything else.
+    static func namespaceType(_ target: String) -> String? {
+        guard let colon = target.firstIndex(of: ":"), target.hasSuffix("]"),
+            target[target.index(after: colon)...].hasPrefix("["),
+            target[target.index(colon, offsetBy: 2)..<target.index(before: target.endIndex)].allSatisfy(\.isNumber)
+        else { return nil }
+        let type = String(target[..<colon])
+        return namespaceTypes.contains(type) ? type : nil
     }
 
     static func isFIFO(_ pid: Int32, _ fd: Int32) -> Bool {

@@ -87,6 +87,8 @@ extension ProcessImage {
             case socket
             /// A memfd or shared anonymous memory (`memoryFile`).
             case memoryFile = "memory-file"
+            /// One of the process's own namespaces (/proc/PID/ns/TYPE; `target` "net:[4026531833]").
+            case namespace
         }
         public var fd: Int32
         public var kind: Kind

@@ -179,5 +179,27 @@ extension LiveProcess {
                 "\(run.errors)")
             #expect(run.errors.contains("fd \(master): /dev/ptmx: a pseudo-terminal master"), "\(run.errors)")
         }
+
+        /// A descriptor of the process's own namespace (/proc/self/ns/net, uts) is its own again
+        /// after the restart, with its flags; one of another namespace is refused at cpx.
+        @Test(.timeLimit(.minutes(2))) func descriptorsOfItsOwnNamespacesAreItsOwnAgain() throws {
+            let answer = try MappingRestartTests.answerAfterRestart(
+                "ns",
+                script: """
+                    import fcntl, os
+                    kept = {t: os.open("/proc/self/ns/" + t, os.O_RDONLY) for t in ("net", "uts")}
+                    os.set_inheritable(kept["uts"], True)  # Python's descriptors are close-on-exec
+                    def state():
+                        return " ".join(
+                            t + ("=" if os.readlink("/proc/self/fd/%d" % fd) == os.readlink("/proc/self/ns/" + t)
+                                 else "!") + ("c" if fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC else "-")
+                            for t, fd in sorted(kept.items()))
+                    before = state()
+                    print("pending", flush=True)
+                    sys.stdin.readline()
+                    print(before, "|", state(), flush=True)
+                    """)
+            #expect(answer == "net=c uts=- | net=c uts=-", "\(answer)")
+        }
     }
 }

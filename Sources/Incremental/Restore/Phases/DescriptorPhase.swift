@@ -34,6 +34,8 @@ public struct DescriptorPhase: RestartPhase {
         case pipeWithoutPeer(readEnd: Bool)
         /// The path opened again with these open flags, then moved to `offset` when set.
         case reopen(path: String, flags: Int32, offset: Int64?)
+        /// One of its own namespaces (TYPE of /proc/self/ns/TYPE), opened in the restarted process.
+        case namespace(type: String, flags: Int32)
         /// A deleted file: its saved contents in a new file, opened, then unlinked.
         case recreate(contents: Data, flags: Int32, offset: Int64, attributes: ProcessImage.Descriptor.DeletedFile?)
         /// A deleted file the memory layout recreated for mappings (`deletedFiles` index),
@@ -106,6 +108,7 @@ public struct DescriptorPhase: RestartPhase {
                 case .pipeWithoutPeer(let readEnd):
                     what = "the \(readEnd ? "read" : "write") end of a pipe without peer"
                 case .reopen(let path, _, let offset): what = path + (offset.map { " at offset \($0)" } ?? "")
+                case .namespace(let type, _): what = "its own \(type) namespace (/proc/self/ns/\(type))"
                 case .recreate(let contents, _, let offset, let attributes):
                     what =
                         "a deleted file recreated (\(contents.count) bytes"
@@ -180,6 +183,9 @@ public struct DescriptorPhase: RestartPhase {
                     as: descriptor.deletedAttributes?.sameFileAs ?? 0, flags: flags, offset: descriptor.offset)
             case .pipe: setup = .pipeWithoutPeer(readEnd: descriptor.flags & O_ACCMODE == O_RDONLY)
             case .null: setup = .reopen(path: "/dev/null", flags: flags, offset: nil)
+            case .namespace:
+                guard let type = ImageCapture.namespaceType(descriptor.target) else { return nil }
+                setup = .namespace(type: type, flags: flags)
             case .directory: setup = .reopen(path: descriptor.target, flags: flags, offset: nil)
             case .file: setup = .reopen(path: descriptor.target, flags: flags, offset: descriptor.offset)
             case .deletedFile where descriptor.deletedFile != nil:
@@ -348,6 +354,9 @@ public struct DescriptorPhase: RestartPhase {
         case .reopen(let path, let flags, let offset):
             try open(path, flags: flags, as: target, cloexec: cloexec, calls)
             if let offset { _ = try calls.result(of: .lseek, target, offset, SEEK_SET) }
+        case .namespace(let type, let flags):
+            // A magic link of procfs, followed on purpose (the path is chpox's, not the image's).
+            try open("/proc/self/ns/\(type)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
         case .recreate(let contents, let flags, let offset, let attributes):
             try recreate(contents, attributes: attributes, flags: flags, as: target, cloexec: cloexec, calls)
             _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
