@@ -19,12 +19,19 @@ extension FileDescriptor {
         _ = try retryingInterrupts { chpox_fcntl_int(rawValue, CHPOX_F_SETPIPE_SZ, Int32(bytes)) }.get()
     }
 
-    /// Who gets this open file's I/O signals and which signal (F_GETOWN, F_GETSIG): owner 0 and
-    /// signal 0 when it has none (signal-driven I/O unused).
-    public func signalOwner() throws(Errno) -> (owner: Int32, signal: Int32) {
-        let owner = try retryingInterrupts { chpox_fcntl_int(rawValue, F_GETOWN, 0) }.get()
+    /// Who gets this open file's I/O signals: owner type and pid (F_GETOWN_EX), signal
+    /// (F_GETSIG) and the ids recorded with the owner (F_GETOWNER_UIDS); nil when it has no
+    /// owner and the default signal.
+    public func signalOwnership() throws(Errno) -> (type: Int32, pid: Int32, signal: Int32, uid: UInt32, euid: UInt32)?
+    {
+        var type: Int32 = 0
+        var pid: Int32 = 0
+        _ = try retryingInterrupts { chpox_fcntl_get_owner(rawValue, &type, &pid) }.get()
         let signal = try retryingInterrupts { chpox_fcntl_int(rawValue, CHPOX_F_GETSIG, 0) }.get()
-        return (owner, signal)
+        guard pid != 0 || signal != 0 else { return nil }
+        var uids: [UInt32] = [0, 0]
+        _ = try retryingInterrupts { chpox_fcntl_get_owner_uids(rawValue, &uids) }.get()
+        return (type, pid, signal, uids[0], uids[1])
     }
 
     /// Bytes waiting to be read (FIONREAD).

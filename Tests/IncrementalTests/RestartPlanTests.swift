@@ -24,7 +24,8 @@ import Testing
             process.phases.map(\.name) == [
                 "audit login uid", "file access", "memory layout", "page fill", "descriptors", "UNIX sockets",
                 "file locks",
-                "event descriptors", "descriptors shared with other processes", "mm fields", "threads",
+                "event descriptors", "descriptors shared with other processes", "I/O signal owners", "mm fields",
+                "threads",
                 "signals and timers", "root directory", "limits and credentials", "scheduling", "capabilities",
                 "files written", "process controls", "registers",
             ])
@@ -109,8 +110,12 @@ import Testing
         #expect(phase.pipes == [.init(inode: 77, capacity: 1 << 20, path: nil, contents: bytes)])
         #expect(
             phase.entries == [
-                Entry(fd: 3, closeOnExec: false, setup: .pipeEnd(inode: 77, access: O_RDONLY, statusFlags: 0)),
-                Entry(fd: 4, closeOnExec: false, setup: .pipeEnd(inode: 77, access: O_WRONLY, statusFlags: O_NONBLOCK)),
+                Entry(
+                    fd: 3, closeOnExec: false,
+                    setup: .pipeEnd(inode: 77, access: O_RDONLY, statusFlags: 0, created: true)),
+                Entry(
+                    fd: 4, closeOnExec: false,
+                    setup: .pipeEnd(inode: 77, access: O_WRONLY, statusFlags: O_NONBLOCK, created: true)),
                 Entry(fd: 5, closeOnExec: false, setup: .duplicate(of: 4)),
                 Entry(
                     fd: 6, closeOnExec: false,
@@ -215,13 +220,19 @@ import Testing
             ])
         #expect(
             phases[1].entries == [
-                Entry(fd: 0, closeOnExec: false, setup: .pipeEnd(inode: 7, access: O_RDONLY, statusFlags: 0)),
-                Entry(fd: 1, closeOnExec: false, setup: .pipeEnd(inode: 8, access: O_WRONLY, statusFlags: 0)),
+                Entry(
+                    fd: 0, closeOnExec: false,
+                    setup: .pipeEnd(inode: 7, access: O_RDONLY, statusFlags: 0, created: true)),
+                Entry(
+                    fd: 1, closeOnExec: false,
+                    setup: .pipeEnd(inode: 8, access: O_WRONLY, statusFlags: 0, created: true)),
             ])
         #expect(phases[2].pipes.isEmpty)
         #expect(
             phases[2].entries == [
-                Entry(fd: 0, closeOnExec: false, setup: .pipeEnd(inode: 8, access: O_RDONLY, statusFlags: 0))
+                Entry(
+                    fd: 0, closeOnExec: false,
+                    setup: .pipeEnd(inode: 8, access: O_RDONLY, statusFlags: 0, created: true))
             ])
     }
 

@@ -398,6 +398,30 @@ static inline long chpox_tee(int in, int out, size_t length, unsigned int flags)
 #define CHPOX_F_SETPIPE_SZ 1031
 /// F_GETSIG (fcntl.h, _GNU_SOURCE only): the signal of signal-driven I/O (0: SIGIO).
 #define CHPOX_F_GETSIG 11
+/// F_SETSIG, F_SETOWN_EX, F_GETOWN_EX, F_GETOWNER_UIDS (fcntl.h, _GNU_SOURCE only): the
+/// signal, the owner (type F_OWNER_TID 0, F_OWNER_PID 1, F_OWNER_PGRP 2, and a pid) and the
+/// real and effective uid recorded with the owner, which decide whether the signal may be sent.
+#define CHPOX_F_SETSIG 10
+#define CHPOX_F_SETOWN_EX 15
+#define CHPOX_F_GETOWN_EX 16
+#define CHPOX_F_GETOWNER_UIDS 17
+/// FASYNC / O_ASYNC: signal-driven I/O on.
+#define CHPOX_O_ASYNC 020000
+/// O_LARGEFILE as the kernel shows it in fdinfo (x86-64 libc defines it 0): every open(2) of a
+/// 64-bit process sets it; pipe(2) does not.
+#define CHPOX_O_LARGEFILE 0100000
+/// The owner of an open file's I/O signals (fcntl F_GETOWN_EX): type and pid.
+static inline int chpox_fcntl_get_owner(int fd, int *type, int *pid) {
+    struct { int type; int pid; } owner = {0, 0};
+    int result = fcntl(fd, CHPOX_F_GETOWN_EX, &owner);
+    *type = owner.type;
+    *pid = owner.pid;
+    return result;
+}
+/// The uid and euid recorded with an open file's owner (fcntl F_GETOWNER_UIDS).
+static inline int chpox_fcntl_get_owner_uids(int fd, unsigned int uids[2]) {
+    return fcntl(fd, CHPOX_F_GETOWNER_UIDS, uids);
+}
 // O_DIRECT (a packet-mode pipe) and O_NOATIME, _GNU_SOURCE only too.
 #define CHPOX_O_DIRECT 040000
 #define CHPOX_O_NOATIME 01000000

@@ -20,14 +20,12 @@ extension ImageCapture {
             let fd = descriptors[index].fd
             unsupported += locks(pid, &descriptors[index])
             // Signal-driven I/O (F_SETOWN, F_SETSIG) belongs to the open file: read on a copy.
+            // Whether its owner is in the tree is `TreeCapture.link`'s to say.
             if let copy = try? process?.copyDescriptor(fd) {
                 defer { copy.close() }
-                if let owner = try? copy.signalOwner(), owner.owner != 0 || owner.signal != 0 {
-                    unsupported.append(
-                        "fd \(fd): \(descriptors[index].target): its I/O signals go to "
-                            + (owner.owner < 0 ? "process group \(-owner.owner)" : "pid \(owner.owner)")
-                            + (owner.signal != 0 ? " as signal \(owner.signal)" : "")
-                            + " (F_SETOWN, F_SETSIG): not restored")
+                if let owner = try? copy.signalOwnership() {
+                    descriptors[index].signalOwner = .init(
+                        type: owner.type, pid: owner.pid, signal: owner.signal, uid: owner.uid, euid: owner.euid)
                 }
             }
             // A pipe on 0-2 is recorded too: in a tree, another process may have its other end.

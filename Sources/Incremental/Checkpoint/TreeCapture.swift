@@ -62,6 +62,32 @@ enum TreeCapture {
             refused += findMemoryFiles(&images, of: k)
         }
         refused += SocketLayout(images).refusals
+        refused += signalOwnerRefusals(images)
+        return refused
+    }
+
+    /// An open file's I/O signals go to a process, thread or group a restart gives back: one
+    /// of the tree's (a pid of another process would be anyone's after a restart).
+    static func signalOwnerRefusals(_ images: [ProcessImage]) -> [String] {
+        let pids = Set(images.map(\.pid))
+        let threads = Set(images.flatMap { $0.threads.map(\.tid) })
+        let groups = Set(images.compactMap { $0.position?.processGroup })
+        var refused: [String] = []
+        for image in images {
+            for descriptor in image.descriptors where descriptor.duplicateOf == nil {
+                guard let owner = descriptor.signalOwner, owner.pid > 0 else { continue }
+                let known =
+                    owner.type == 2
+                    ? groups.contains(owner.pid)
+                    : owner.type == 0 ? threads.contains(owner.pid) : pids.contains(owner.pid)
+                guard !known else { continue }
+                let whom = owner.type == 2 ? "process group" : owner.type == 0 ? "thread" : "pid"
+                refused.append(
+                    (image.pid == images.first?.pid ? "" : "process \(image.pid): ")
+                        + "fd \(descriptor.fd): \(descriptor.target): its I/O signals go to \(whom) \(owner.pid), "
+                        + "outside the checkpointed tree (F_SETOWN): a restart cannot give them to it")
+            }
+        }
         return refused
     }
 

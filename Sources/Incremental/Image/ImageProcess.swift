@@ -81,6 +81,20 @@ extension ProcessImage {
         }
     }
 
+    /// The owner of an open file's I/O signals: F_OWNER_TID 0, F_OWNER_PID 1 or F_OWNER_PGRP
+    /// 2 and its pid; the signal (0: SIGIO); the real and effective uid recorded with it, which
+    /// decide whether the signal may be sent.
+    public struct SignalOwner: Codable, Sendable, Equatable {
+        public var type: Int32
+        public var pid: Int32
+        public var signal: Int32
+        public var uid: UInt32
+        public var euid: UInt32
+        public init(type: Int32, pid: Int32, signal: Int32, uid: UInt32, euid: UInt32) {
+            (self.type, self.pid, self.signal, self.uid, self.euid) = (type, pid, signal, uid, euid)
+        }
+    }
+
     public struct Descriptor: Codable, Sendable, Equatable {
         public enum Kind: String, Codable, Sendable {
             case file, deletedFile = "deleted-file", directory, null, terminal, pipe, event, unsupported
@@ -107,6 +121,8 @@ extension ProcessImage {
         /// A deleted file that mappings of the process share: its index in `deletedFiles`,
         /// which holds its contents (then `contents` is nil).
         public var deletedFile: Int? = nil
+        /// Who gets the open file's I/O signals (F_SETOWN_EX, F_SETSIG); nil when nobody does.
+        public var signalOwner: SignalOwner? = nil
         /// The lower descriptor this one is a duplicate of (one open file description: dup,
         /// fork); restored by dup3, sharing offset and status flags again.
         public var duplicateOf: Int32? = nil
@@ -131,7 +147,7 @@ extension ProcessImage {
         enum CodingKeys: String, CodingKey {
             case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
                 deletedAttributes, flock, inherited, deletedFileOf
-            case socket, memoryFile
+            case socket, memoryFile, signalOwner
         }
 
         public init(

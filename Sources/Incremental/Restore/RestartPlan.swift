@@ -90,6 +90,7 @@ public struct ProcessPlan: Sendable {
             FileLockPhase(image: own),
             EventDescriptorPhase(image: own),
             SharedDescriptorPhase(image: image),
+            SignalOwnerPhase(image: own),
             MemoryDescriptorPhase(image: image),
             ThreadPhase(image: image),
             SignalPhase(image: image),

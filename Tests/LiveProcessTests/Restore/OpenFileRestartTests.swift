@@ -201,5 +201,36 @@ extension LiveProcess {
                     """)
             #expect(answer == "net=c uts=- | net=c uts=-", "\(answer)")
         }
+
+        /// Signal-driven I/O on a pipe (owner, signal, O_ASYNC) comes back, and a write to the
+        /// pipe after the restart raises the signal in the process.
+        @Test(.timeLimit(.minutes(2))) func signalDrivenIOComesBackWithItsOwnerAndSignal() throws {
+            let answer = try MappingRestartTests.answerAfterRestart(
+                "fown",
+                script: """
+                    import fcntl, os, signal, time
+                    got = []
+                    signal.signal(signal.SIGUSR1, lambda *a: got.append(1))
+                    # The test runner's thread blocks most signals, and its children inherit that.
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR1])
+                    r, w = os.pipe()
+                    F_SETSIG, F_GETSIG = 10, 11
+                    fcntl.fcntl(r, fcntl.F_SETOWN, os.getpid())
+                    fcntl.fcntl(r, F_SETSIG, signal.SIGUSR1)
+                    fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_ASYNC)
+                    def state():
+                        os.write(w, b"x")
+                        time.sleep(0.1)
+                        os.read(r, 1)
+                        return "%s %d %s %d" % (
+                            fcntl.fcntl(r, fcntl.F_GETOWN) == os.getpid(), fcntl.fcntl(r, F_GETSIG),
+                            bool(fcntl.fcntl(r, fcntl.F_GETFL) & os.O_ASYNC), len(got))
+                    before = state()
+                    print("pending", flush=True)
+                    sys.stdin.readline()
+                    print(before, "|", state(), flush=True)
+                    """)
+            #expect(answer == "True 10 True 1 | True 10 True 2", "\(answer)")
+        }
     }
 }

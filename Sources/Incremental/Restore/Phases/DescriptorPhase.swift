@@ -44,8 +44,9 @@ public struct DescriptorPhase: RestartPhase {
         /// The open file of a lower descriptor, shared again (dup3).
         case duplicate(of: Int32)
         /// One open file of pipe `inode` (of `pipes`), opened with this access mode, then given
-        /// these status flags (F_SETFL).
-        case pipeEnd(inode: UInt64, access: Int32, statusFlags: Int32)
+        /// these status flags (F_SETFL). `created`: one pipe(2) made (no O_LARGEFILE, which any
+        /// open sets), given the end pipe2 made in the stub; the others are opened again.
+        case pipeEnd(inode: UInt64, access: Int32, statusFlags: Int32, created: Bool)
         /// The deleted file of a lower descriptor opened again with these flags.
         case sameDeletedFile(as: Int32, flags: Int32, offset: Int64)
         /// The deleted file another process of the tree recreated (its descriptor `fd`),
@@ -115,7 +116,7 @@ public struct DescriptorPhase: RestartPhase {
                         + (attributes.map { ", mode 0\(String($0.permissions, radix: 8))" } ?? "")
                         + ") at offset \(offset)"
                 case .duplicate(let source): what = "a duplicate of fd \(source)"
-                case .pipeEnd(let inode, let access, let statusFlags):
+                case .pipeEnd(let inode, let access, let statusFlags, _):
                     let mode = access == O_RDONLY ? "read" : access == O_WRONLY ? "write" : "read-write"
                     what =
                         "a \(mode) end of pipe \(inode)" + (foreignPipes.contains(inode) ? " of another process" : "")
@@ -173,7 +174,8 @@ public struct DescriptorPhase: RestartPhase {
             case .pipe where descriptor.pipe != nil:
                 setup = .pipeEnd(
                     inode: descriptor.pipe?.inode ?? 0, access: descriptor.flags & O_ACCMODE,
-                    statusFlags: descriptor.flags & Self.statusFlags)
+                    statusFlags: descriptor.flags & Self.statusFlags,
+                    created: descriptor.flags & CHPOX_O_LARGEFILE == 0 && descriptor.pipe?.path == nil)
             case .deletedFile where descriptor.deletedFileOf != nil:
                 setup = .deletedFileOf(
                     pid: descriptor.deletedFileOf?.pid ?? 0, fd: descriptor.deletedFileOf?.fd ?? 0, flags: flags,
@@ -234,7 +236,15 @@ public struct DescriptorPhase: RestartPhase {
         for fd in closed { _ = try calls.result(of: .close, fd) }
         var holders: [UInt64: Int32] = [:]
         var foreign: [UInt64: String] = [:]
-        for pipe in pipes { holders[pipe.inode] = try create(pipe, calls) }
+        var ends = PipeEnds()
+        for pipe in pipes {
+            let made = try create(pipe, calls)
+            holders[pipe.inode] = made.holder
+            if let write = made.write {
+                ends.unused[pipe.inode] = [O_RDONLY: made.holder, O_WRONLY: write]
+                ends.writeEnds.append(write)
+            }
+        }
         // The deleted files kept for mappings first: a descriptor of the image may take the
         // number one of them is kept at. Then those numbers are closed, but where one is now
         // the image's.
@@ -258,8 +268,13 @@ public struct DescriptorPhase: RestartPhase {
             holders[inode] = -1
             foreign[inode] = "/proc/\(holder.pid)/fd/\(holder.fd)"
         }
-        for entry in entries where reopensDeleted(entry) { try set(entry, holders: holders, foreign, session) }
-        for entry in entries where !reopensDeleted(entry) { try set(entry, holders: holders, foreign, session) }
+        for entry in entries where reopensDeleted(entry) {
+            try set(entry, holders: holders, foreign, &ends, session)
+        }
+        for entry in entries where !reopensDeleted(entry) {
+            try set(entry, holders: holders, foreign, &ends, session)
+        }
+        for write in ends.writeEnds { _ = try calls.result(of: .close, write) }
         let kept =
             RestartSession
             .deletedFileCopies..<(RestartSession.deletedFileCopies
@@ -285,9 +300,23 @@ public struct DescriptorPhase: RestartPhase {
     /// image's are set up.
     static let holderBase = RestartSession.stdioCopies + 3
 
+    /// The ends pipe2 made of each pipe of the process, until a descriptor that pipe(2) made
+    /// (`created`) takes one: by inode, then access mode. The write ends are closed once every
+    /// descriptor is set (the read ends are the holders).
+    struct PipeEnds {
+        var unused: [UInt64: [Int32: Int32]] = [:]
+        var writeEnds: [Int32] = []
+
+        /// The end of `inode` for `access`, once: nil when taken, or not a pipe of pipe2's.
+        mutating func take(_ inode: UInt64, _ access: Int32) -> Int32? {
+            unused[inode]?.removeValue(forKey: access)
+        }
+    }
+
     /// Creates `pipe` in the stub with its capacity and bytes; returns a descriptor of the stub on
-    /// it (a read end, or a FIFO open read-write) from which its open files are reopened.
-    private func create(_ pipe: PipeSetup, _ calls: RemoteCalls) throws -> Int32 {
+    /// it (a read end, or a FIFO open read-write) from which its open files are reopened, and
+    /// for a pipe, its write end (kept above the image's descriptors too, until they are set).
+    private func create(_ pipe: PipeSetup, _ calls: RemoteCalls) throws -> (holder: Int32, write: Int32?) {
         let what = "create pipe \(pipe.inode)"
         var write: Int32?
         let opened: Int32
@@ -305,7 +334,11 @@ public struct DescriptorPhase: RestartPhase {
         }
         let holder = Int32(try calls.call(.fcntl, opened, F_DUPFD_CLOEXEC, Self.holderBase, to: what))
         _ = try calls.result(of: .close, opened)
-        defer { if let write { _ = try? calls.result(of: .close, write) } }
+        var writeHolder: Int32?
+        if let write {
+            writeHolder = Int32(try calls.call(.fcntl, write, F_DUPFD_CLOEXEC, Self.holderBase, to: what))
+            _ = try calls.result(of: .close, write)
+        }
         try calls.call(.fcntl, holder, CHPOX_F_SETPIPE_SZ, pipe.capacity, to: "give pipe \(pipe.inode) its capacity")
         do {
             let file = try FileDescriptor.open("/proc/\(calls.pid)/fd/\(holder)", [.writeOnly, .nonBlocking])
@@ -322,11 +355,12 @@ public struct DescriptorPhase: RestartPhase {
         } catch let error as Errno {
             throw TraceeError.from(error, pid: calls.pid, "fill \(pipe.path ?? "pipe \(pipe.inode)") of")
         }
-        return holder
+        return (holder, writeHolder)
     }
 
     private func set(
-        _ entry: Entry, holders: [UInt64: Int32], _ foreign: [UInt64: String], _ session: RestartSession
+        _ entry: Entry, holders: [UInt64: Int32], _ foreign: [UInt64: String], _ ends: inout PipeEnds,
+        _ session: RestartSession
     ) throws {
         let calls = session.calls
         let target = entry.fd
@@ -363,11 +397,13 @@ public struct DescriptorPhase: RestartPhase {
         case .duplicate(let source):
             try calls.call(
                 .dup3, source, target, cloexec, to: "set up descriptor \(target) as a duplicate of \(source)")
-        case .pipeEnd(let inode, let access, let statusFlags):
+        case .pipeEnd(let inode, let access, let statusFlags, let created):
             guard let holder = holders[inode] else {
                 throw TraceeError.unsupported(pid: calls.pid, reason: "pipe \(inode)")
             }
-            if let path = foreign[inode] {
+            if created, foreign[inode] == nil, let end = ends.take(inode, access) {
+                try calls.call(.dup3, end, target, cloexec, to: "set up descriptor \(target) as pipe \(inode)'s end")
+            } else if let path = foreign[inode] {
                 let what = "open pipe \(inode) of another process as descriptor \(target)"
                 let opened = try session.openOfTree(path, flags: access | O_NONBLOCK, to: what)
                 if opened != target {

@@ -59,6 +59,19 @@ public struct Preflight: Sendable {
     /// The checks of one process of the image.
     private func checkProcess(authority: ImageAuthority, otherControlGroups: Bool) throws(CheckpointError) {
         if let excess = authority.excess(image.credentials) { throw refuse(excess) }
+        // The ids an I/O signal owner was set with are a grant too (they let a signal through).
+        if authority.groups != nil || CurrentProcess.effectiveUserID != 0,
+            let owned = image.descriptors.first(where: { descriptor in
+                descriptor.signalOwner.map { owner in
+                    [owner.uid, owner.euid].contains { $0 != authority.owner || $0 != CurrentProcess.effectiveUserID }
+                } ?? false
+            })
+        {
+            throw refuse(
+                "fd \(owned.fd)'s I/O signal owner was set with uid \(owned.signalOwner?.uid ?? 0) and euid "
+                    + "\(owned.signalOwner?.euid ?? 0): only root restarting a store only root can write gives other ids"
+            )
+        }
         for mapping in image.mappings where mapping.backing == .privateFile || mapping.backing == .sharedFile {
             guard !mapping.path.hasSuffix(" (deleted)") else { continue }
             guard let status = Self.status(mapping.path) else {
