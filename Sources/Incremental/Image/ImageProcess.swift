@@ -85,6 +85,7 @@ extension ProcessImage {
         public enum Kind: String, Codable, Sendable {
             case file, deletedFile = "deleted-file", directory, null, terminal, pipe, event, unsupported
             case socket
+            case inetSocket = "inet-socket"
         }
         public var fd: Int32
         public var kind: Kind
@@ -121,11 +122,14 @@ extension ProcessImage {
         public var deletedFileOf: Inherited? = nil
         /// A UNIX socket of a pair (`kind` socket).
         public var socket: UnixSocket? = nil
+        /// An IPv4 or IPv6 socket (`kind` inet-socket: an older restart refuses the kind).
+        public var inet: InetSocket? = nil
 
         enum CodingKeys: String, CodingKey {
             case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
                 deletedAttributes, flock, inherited, deletedFileOf
             case socket
+            case inet
         }
 
         public init(

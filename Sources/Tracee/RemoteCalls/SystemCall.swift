@@ -116,4 +116,12 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let capset = SystemCall(CHPOX_SYS_capset)
     /// The corresponding C constant is SYS_chroot.
     public static let chroot = SystemCall(CHPOX_SYS_chroot)
+    /// The corresponding C constant is SYS_socket.
+    public static let socket = SystemCall(CHPOX_SYS_socket)
+    /// The corresponding C constant is SYS_bind.
+    public static let bind = SystemCall(CHPOX_SYS_bind)
+    /// The corresponding C constant is SYS_listen.
+    public static let listen = SystemCall(CHPOX_SYS_listen)
+    /// The corresponding C constant is SYS_connect.
+    public static let connect = SystemCall(CHPOX_SYS_connect)
 }
