@@ -119,7 +119,8 @@ extension LiveProcess {
                 named = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); named.bind(sys.argv[1] + "/named")
                 listener = socket.socket(socket.AF_UNIX)
                 listener.bind("\\0chpox-test-%d" % id(client)); listener.listen()
-                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind(("127.0.0.1", 0))
+                udp.sendto(b"queued", udp.getsockname())  # a datagram waiting: refused
                 urgent, reader = socket.socketpair()
                 try:
                     urgent.send(b"!", socket.MSG_OOB)
@@ -141,7 +142,7 @@ extension LiveProcess {
                 "a UNIX socket bound to \(directory)/named: named UNIX sockets are not restored",
                 "fd \(ready[3]): socket:[", "a listening UNIX socket: servers' sockets are not restored",
                 "fd \(ready[4]): socket:[",
-                "an IPv4 socket: only UNIX socket pairs whose ends are both in the process are restored",
+                "datagrams wait in the receive queue of this IPv4 UDP socket",
             ]
             if ready.count == 6, ready[5] != "-1" {
                 reasons += [

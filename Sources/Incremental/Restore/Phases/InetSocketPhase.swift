@@ -86,7 +86,11 @@ public struct InetSocketPhase: RestartPhase {
                 fd, level: Self.tcpRepair.level, name: Self.tcpRepair.name, 1, calls, "\(what): enter TCP repair mode")
         }
         if let filter = socket.filter { try attach(filter, to: fd, calls, what) }
-        for option in socket.options ?? [] { try set(option, on: fd, calls, what) }
+        // SO_REUSEADDR would undo repair mode's forced reuse (the listener holds the port):
+        // `TcpResumePhase` sets it once the connection leaves repair mode.
+        for option in socket.options ?? [] where connection == nil || option.label != "SO_REUSEADDR" {
+            try set(option, on: fd, calls, what)
+        }
         if let local = socket.local {
             // An address that is not the host's was bound with IP_FREEBIND, perhaps turned
             // off since: on while binding, then as it was.
