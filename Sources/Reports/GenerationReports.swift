@@ -286,7 +286,7 @@ public enum GenerationReports {
                 fds.add([
                     "\(d.fd)", d.kind.rawValue, OpenFlags.describe(d.flags), "\(d.offset)",
                     d.target + (d.size.map { "  (size \($0))" } ?? "") + (d.event.map { "  (\($0.summary))" } ?? "")
-                        + (d.socket.map { "  (\($0.summary))" } ?? ""),
+                        + (d.socket.map { "  (\($0.summary))" } ?? "") + (d.inet.map { "  (\($0.summary))" } ?? ""),
                 ])
             }
             lines.append(fds.render())

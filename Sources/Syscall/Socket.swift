@@ -132,6 +132,8 @@ extension FileDescriptor {
         public static let error = PollEvents(rawValue: Int16(POLLERR))
         /// The corresponding C constant is POLLPRI: out-of-band data (MSG_OOB) is queued.
         public static let priority = PollEvents(rawValue: Int16(POLLPRI))
+        /// The corresponding C constant is POLLHUP: shut down both ways (or a stream's peer gone).
+        public static let hangUp = PollEvents(rawValue: Int16(POLLHUP))
     }
 
     /// What poll(2) reports on the descriptor now, without waiting. Unlike SO_ERROR, this

@@ -122,6 +122,12 @@ struct Checkpoint: ParsableCommand {
             "Checkpoint a process with descriptors a restart cannot recreate (sockets...): "
                 + "they are recorded and listed by dumpinfo."))
     var skipUnsupported = false
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Checkpoint established TCP connections whose peer is outside the process tree (CRIU's name): "
+                + "the peer's packets are not held meanwhile, so a peer that sends before the restart resets it."))
+    var tcpEstablished = false
     @Flag(name: .long, help: "Print which dirty-page trackers this kernel supports and which one `auto` picks.")
     var probe = false
     @Flag(
@@ -149,6 +155,7 @@ struct Checkpoint: ParsableCommand {
             var options = Checkpointer.Options(chain: chain, tracker: trackerOption.kind)
             options.preCopy = preCopy
             options.skipUnsupported = skipUnsupported
+            options.tcpEstablished = tcpEstablished
             options.adopt = adopt
             options.tree = !noTree
             let schedule = CheckpointSchedule(

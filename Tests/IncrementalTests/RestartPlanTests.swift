@@ -23,11 +23,10 @@ import Testing
         #expect(
             process.phases.map(\.name) == [
                 "audit login uid", "file access", "memory layout", "page fill", "descriptors", "UNIX sockets",
-                "file locks",
-                "event descriptors", "descriptors shared with other processes", "I/O signal owners", "mm fields",
-                "threads",
-                "signals and timers", "root directory", "limits and credentials", "scheduling", "capabilities",
-                "files written", "process controls", "registers",
+                "IPv4 and IPv6 sockets", "file locks", "event descriptors", "descriptors shared with other processes",
+                "I/O signal owners", "TCP connections resumed", "mm fields", "threads", "signals and timers",
+                "root directory", "limits and credentials", "scheduling", "capabilities", "files written",
+                "process controls", "registers",
             ])
         #expect(plan.steps.first == "process 1001")
         #expect(plan.steps.contains("    clone thread 1002, tid address 0x7f0000001010, alternate signal stack"))

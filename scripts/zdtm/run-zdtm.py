@@ -236,6 +236,12 @@ def run(command, timeout):
     return done.returncode, done.stdout, done.stderr
 
 
+def dump_options(desc):
+    """The cpx options the .desc asks zdtm.py to dump with (opts, dopts) that cpx has."""
+    words = (desc.get("opts", "") + " " + desc.get("dopts", "")).split()
+    return ["--tcp-established"] if "--tcp-established" in words else []
+
+
 def through_chpox(test, bin_dir, store):
     """One test through cpx, cpx, kill, ld-chpox, SIGTERM: (outcome, detail)."""
     cpx, ld = os.path.join(bin_dir, "cpx"), os.path.join(bin_dir, "ld-chpox")
@@ -243,7 +249,8 @@ def through_chpox(test, bin_dir, store):
     try:
         test.hook("--pre-dump")
         for round in range(2):
-            status, _, errors = run([cpx, "--store", store, "--name", "t", str(pid)], test.timeout)
+            status, _, errors = run([cpx, "--store", store, "--name", "t"] + dump_options(test.desc) + [str(pid)],
+                                    test.timeout)
             if status != 0:
                 return "refused-cpx", first_line(errors)
             if not alive(pid):

@@ -487,4 +487,39 @@ _Static_assert(CHPOX_SO_DOMAIN == SO_DOMAIN, "SO_DOMAIN");
 #define CHPOX_RCV_SHUTDOWN 1
 #define CHPOX_SEND_SHUTDOWN 2
 
+// IPv4 and IPv6 sockets: sock_diag with INET_DIAG (a dump of one protocol's sockets, matched
+// by inode) says what getsockopt does not: a socket's shutdown state. Structs from the
+// installed uapi header, framed in one netlink message.
+#include <linux/inet_diag.h>
+struct chpox_inet_diag_request {
+    struct nlmsghdr header;
+    struct inet_diag_req_v2 request;
+};
+_Static_assert(sizeof(struct inet_diag_req_v2) == 56, "inet_diag_req_v2 layout");
+_Static_assert(sizeof(struct chpox_inet_diag_request) == 72, "one netlink message, no padding");
+_Static_assert(sizeof(struct inet_diag_msg) == 72, "inet_diag_msg layout");
+/// TCP repair mode (linux/tcp.h, which clashes with netinet/tcp.h): the option numbers, the
+/// queues TCP_REPAIR_QUEUE selects, and TCP_REPAIR_WINDOW's struct.
+#define CHPOX_TCP_REPAIR 19
+#define CHPOX_TCP_REPAIR_QUEUE 20
+#define CHPOX_TCP_QUEUE_SEQ 21
+#define CHPOX_TCP_REPAIR_OPTIONS 22
+#define CHPOX_TCP_TIMESTAMP 24
+#define CHPOX_TCP_REPAIR_WINDOW 29
+#define CHPOX_TCP_RECV_QUEUE 1
+#define CHPOX_TCP_SEND_QUEUE 2
+/// TCP_REPAIR_OFF_NO_WP: leave repair mode without sending a window probe.
+#define CHPOX_TCP_REPAIR_OFF_NO_WP (-1)
+struct chpox_tcp_repair_window {
+    uint32_t snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup;
+};
+_Static_assert(sizeof(struct chpox_tcp_repair_window) == 20, "struct tcp_repair_window");
+/// SIOCINQ (FIONREAD), SIOCOUTQ (TIOCOUTQ) and SIOCOUTQNSD (linux/sockios.h): the bytes in a
+/// TCP socket's receive queue, its send queue, and the part of it not sent yet.
+#define CHPOX_SIOCINQ 0x541B
+#define CHPOX_SIOCOUTQ 0x5411
+#define CHPOX_SIOCOUTQNSD 0x894B
+_Static_assert(CHPOX_SIOCINQ == FIONREAD, "SIOCINQ");
+_Static_assert(CHPOX_SIOCOUTQ == TIOCOUTQ, "SIOCOUTQ");
+
 #endif

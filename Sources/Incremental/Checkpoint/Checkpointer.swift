@@ -32,6 +32,9 @@ public final class Checkpointer {
         public var stopCopyPages: UInt64 = 4096  // pages (16 MiB), not a page size
         /// Record descriptors a restart cannot recreate instead of refusing the process.
         public var skipUnsupported = false
+        /// Record established TCP connections whose peer is outside the tree (`cpx
+        /// --tcp-established`); otherwise they are refused.
+        public var tcpEstablished = false
         /// Extend the chain even when it belongs to another process, making this one the chain's
         /// lineage from now on (`cpx --adopt`).
         public var adopt = false
@@ -441,6 +444,8 @@ public final class Checkpointer {
             var images = taken.map(\.image)
             if refused.isEmpty {
                 refused = leftOut + TreeCapture.link(&images, members: members, zombies: zombies)
+                refused += InetSocketCapture.unheldPeers(
+                    &images, external: options.tcpEstablished, skip: options.skipUnsupported)
                 if options.skipUnsupported {
                     images[0].unsupported += refused
                     refused = []

@@ -261,6 +261,9 @@ enum ImageCapture {
                 case .socket(let socket):
                     descriptor.kind = .socket
                     descriptor.socket = socket
+                case .inet(let socket):
+                    descriptor.kind = .inetSocket
+                    descriptor.inet = socket
                 case .refused(let reason): unsupported.append("fd \(fd): \(target): \(reason)")
                 }
             } else if let event = EventDescriptorCapture.capture(pid, fd, target: target) {

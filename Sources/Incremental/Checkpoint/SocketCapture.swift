@@ -21,6 +21,8 @@ import Tracee
 final class SocketCapture {
     enum Outcome {
         case socket(ProcessImage.UnixSocket)
+        /// An IPv4 or IPv6 socket (`InetSocketCapture`).
+        case inet(ProcessImage.InetSocket)
         case refused(String)
     }
 
@@ -93,6 +95,12 @@ final class SocketCapture {
         defer { copy.close() }
         do throws(Errno) {
             let domain = try copy.socketOption(.domain)
+            if domain == AF_INET || domain == AF_INET6 {
+                switch InetSocketCapture.capture(copy, domain: domain, inode: inode, pid: pid) {
+                case .success(let socket): return .inet(socket)
+                case .failure(let refusal): return .refused(refusal.reason)
+                }
+            }
             guard domain == AF_UNIX else {
                 return .refused(
                     "\(Self.familyName(domain)) socket: only UNIX sockets are restored")

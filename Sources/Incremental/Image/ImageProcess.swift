@@ -103,6 +103,7 @@ extension ProcessImage {
             case memoryFile = "memory-file"
             /// One of the process's own namespaces (/proc/PID/ns/TYPE; `target` "net:[4026531833]").
             case namespace
+            case inetSocket = "inet-socket"
         }
         public var fd: Int32
         public var kind: Kind
@@ -143,11 +144,14 @@ extension ProcessImage {
         public var socket: UnixSocket? = nil
         /// Kind `memoryFile`: its index in the image's `memoryFiles`.
         public var memoryFile: Int? = nil
+        /// An IPv4 or IPv6 socket (`kind` inet-socket: an older restart refuses the kind).
+        public var inet: InetSocket? = nil
 
         enum CodingKeys: String, CodingKey {
             case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
                 deletedAttributes, flock, inherited, deletedFileOf
             case socket, memoryFile, signalOwner
+            case inet
         }
 
         public init(

@@ -293,6 +293,7 @@ public struct GenerationDiff: Sendable {
             ("", "\(d.kind.rawValue) \(d.target)"), ("flags", OpenFlags.describe(d.flags)), ("offset", "\(d.offset)"),
             ("size", d.size.map { "\($0)" } ?? "-"),
         ] + (d.socket.map { [("socket", $0.summary)] } ?? [])
+            + (d.inet.map { [("socket", $0.summary)] } ?? [])
     }
 
     /// A thread: where it is, its mask, what is pending, its alternate stack.

@@ -122,7 +122,8 @@ extension LiveProcess {
                 listener = socket.socket(socket.AF_UNIX)
                 listener.bind("\\0chpox-test-%d" % id(client)); listener.listen()
                 waiting = socket.socket(socket.AF_UNIX); waiting.connect("\\0chpox-test-%d" % id(client))
-                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind(("127.0.0.1", 0))
+                udp.sendto(b"queued", udp.getsockname())  # a datagram waiting: refused
                 urgent, reader = socket.socketpair()
                 try:
                     urgent.send(b"!", socket.MSG_OOB)
@@ -143,7 +144,8 @@ extension LiveProcess {
                 "fd \(ready[2]): socket:[",
                 "it is connected to a listening socket that has not accepted it yet",
                 "fd \(ready[3]): socket:[", "a connection waits in its accept queue (connected, not accepted yet)",
-                "fd \(ready[4]): socket:[", "an IPv4 socket: only UNIX sockets are restored",
+                "fd \(ready[4]): socket:[",
+                "datagrams wait in the receive queue of this IPv4 UDP socket",
             ]
             if ready.count == 6, ready[5] != "-1" {
                 reasons += [

@@ -165,6 +165,7 @@ public struct DescriptorPhase: RestartPhase {
             let flags = descriptor.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_CLOEXEC)
             switch descriptor.kind {
             case .socket: return nil  // every descriptor of a socket, duplicates too: SocketPhase
+            case .inetSocket: return nil  // InetSocketPhase
             case _ where descriptor.duplicateOf != nil && descriptor.fd > 2:
                 setup = .duplicate(of: descriptor.duplicateOf ?? 0)
             case .terminal where descriptor.fd <= 2: setup = .stdio(descriptor.fd)
