@@ -26,7 +26,7 @@ import Testing
                 "file locks",
                 "event descriptors", "descriptors shared with other processes", "mm fields", "threads",
                 "signals and timers", "root directory", "limits and credentials", "scheduling", "capabilities",
-                "files written", "process controls", "registers",
+                "files written", "process controls", "POSIX timers", "registers",
             ])
         #expect(plan.steps.first == "process 1001")
         #expect(plan.steps.contains("    clone thread 1002, tid address 0x7f0000001010, alternate signal stack"))

@@ -69,6 +69,9 @@ enum ImageCapture {
                 descriptors[k].contents = nil
             }
             unsupported += try ProcessControlsCapture.unsupported(pid, injected: injected.controls)
+            let posixTimers = try PosixTimerCapture.capture(
+                pid, settings: injected.posixTimers, threads: process.threads)
+            unsupported += posixTimers.unsupported
             let capabilities = try ProcessControlsCapture.capabilities(pid, threads: process.threads)
             unsupported += capabilities.unsupported
             // Seccomp (Seccomp: 1 strict, 2 filter) is not read back: a restart would run unconfined.
@@ -129,6 +132,7 @@ enum ImageCapture {
                     pagesCopiedWhileRunning: 0, pagesCopiedFrozen: 0, kernel: Kernel.release),
                 controls: controls)
             if !mapped.files.isEmpty { image.deletedFiles = mapped.files }
+            if !posixTimers.timers.isEmpty { image.posixTimers = posixTimers.timers }
             image.rootDirectory = ProcessControlsCapture.rootDirectory(pid)
             image.cgroups = String(decoding: try ProcFS.bytes(pid, "cgroup"), as: UTF8.self)
                 .split(separator: "\n").map(String.init)
