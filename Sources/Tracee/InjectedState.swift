@@ -17,6 +17,11 @@ public struct InjectedState: Sendable, Equatable {
     public var intervalTimers: [IntervalTimer] = []
     /// prctl flags and membarrier registrations.
     public var controls = ProcessControls()
+    /// Every POSIX timer's setting (timer_gettime, timer_getoverrun), by id.
+    public var posixTimers: [PosixTimerSetting] = []
+    /// CLOCK_MONOTONIC just before `posixTimers` were read: they are moved on by the time that
+    /// passed until the process was frozen (`PosixTimerSetting.later(by:)`).
+    public var timersReadAt: Int64 = 0
 
     /// struct itimerval: which timer, its interval and the time left, in microseconds.
     public struct IntervalTimer: Sendable, Equatable {
@@ -99,6 +104,13 @@ public struct InjectedState: Sendable, Equatable {
         controls = try RemoteCalls.onStack(of: process, size: 64) { (calls) throws(TraceeError) in
             try ProcessControls(reading: calls)
         }
+        let timerIDs = try PosixTimer.of(process.pid).map(\.id)
+        timersReadAt = ClockTime.monotonic()
+        posixTimers = try RemoteCalls.onStack(of: process, size: 64) { (calls) throws(TraceeError) in
+            var settings: [PosixTimerSetting] = []
+            for id in timerIDs { settings.append(try PosixTimerSetting(reading: id, calls)) }
+            return settings
+        }
     }
 
     // MARK: Wire format between chpox-inject and the checkpointer: one fact per line.
@@ -112,7 +124,10 @@ public struct InjectedState: Sendable, Equatable {
                 "sigaction \($0.signal) \(hex($0.handler)) \(hex($0.flags)) \(hex($0.restorer)) \(hex($0.mask))"
             }
             + intervalTimers.map { "itimer \($0.which) \($0.intervalMicroseconds) \($0.valueMicroseconds)" }
-            + [controls.line]
+            + posixTimers.map {
+                "ptimer \($0.id) \($0.intervalNanoseconds) \($0.valueNanoseconds) \($0.overrun)"
+            }
+            + ["timersread \(timersReadAt)", controls.line]
     }
 
     public init(lines: [String], pid: Int32) throws(TraceeError) {
@@ -121,6 +136,8 @@ public struct InjectedState: Sendable, Equatable {
         var actions: [SignalAction] = []
         var timers: [IntervalTimer] = []
         var controls = ProcessControls()
+        var posixTimers: [PosixTimerSetting] = []
+        var timersReadAt: Int64 = 0
         for line in lines {
             let fields = line.split(separator: " ").map(String.init)
             if fields.first == "controls" {
@@ -155,6 +172,12 @@ public struct InjectedState: Sendable, Equatable {
                     IntervalTimer(
                         which: Int32(truncatingIfNeeded: numbers[0]), intervalMicroseconds: numbers[1],
                         valueMicroseconds: numbers[2]))
+            case ("ptimer", 4):
+                posixTimers.append(
+                    PosixTimerSetting(
+                        id: Int32(truncatingIfNeeded: numbers[0]), intervalNanoseconds: numbers[1],
+                        valueNanoseconds: numbers[2], overrun: Int32(truncatingIfNeeded: numbers[3])))
+            case ("timersread", 1): timersReadAt = Int64(bitPattern: numbers[0])
             default: throw .malformed(file: "chpox-inject's answer", reason: "unreadable line '\(line)'")
             }
         }
@@ -162,6 +185,8 @@ public struct InjectedState: Sendable, Equatable {
         self.init(programBreak: brk, threads: threads, signalActions: actions)
         intervalTimers = timers
         self.controls = controls
+        self.posixTimers = posixTimers
+        self.timersReadAt = timersReadAt
     }
 
     private func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }

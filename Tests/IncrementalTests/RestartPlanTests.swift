@@ -26,7 +26,7 @@ import Testing
                 "IPv4 and IPv6 sockets", "file locks", "event descriptors", "descriptors shared with other processes",
                 "I/O signal owners", "TCP connections resumed", "mm fields", "threads", "signals and timers",
                 "root directory", "limits and credentials", "scheduling", "capabilities", "files written",
-                "process controls", "registers",
+                "process controls", "POSIX timers", "registers",
             ])
         #expect(plan.steps.first == "process 1001")
         #expect(plan.steps.contains("    clone thread 1002, tid address 0x7f0000001010, alternate signal stack"))

@@ -11,6 +11,8 @@ import Testing
         "sigaction 10 0x401000 0x14000004 0x401100 0x200",
         "sigaction 15 0x1 0x0 0x0 0x0",
         "itimer 0 1000000 250000",
+        "ptimer 3 50000000 20000000 0",
+        "timersread 123456789",
         "controls 0 1 1 16 10",
     ]
 
@@ -29,6 +31,8 @@ import Testing
         state.controls = .init(
             dumpable: 0, transparentHugePagesDisabled: true, childSubreaper: true, membarrierRegistrations: 16)
         state.controls.parentDeathSignal = 10
+        state.posixTimers = [.init(id: 3, intervalNanoseconds: 50_000_000, valueNanoseconds: 20_000_000, overrun: 0)]
+        state.timersReadAt = 123_456_789
         return state
     }
 
@@ -53,6 +57,7 @@ import Testing
         "sigaction 10 0x401000 0x0 0x0",  // four of five numbers
         "itimer 0 1",  // two of three numbers
         "altstack 101 0x1 0x2",  // three of four numbers
+        "ptimer 3 1 2",  // three of four numbers
         "controls 1 0 0 0",  // four of five numbers
         "controls 1 0 0 0 x",  // not a number
         "bogus 1",  // unknown fact

@@ -206,6 +206,10 @@ enum chpox_system_call {
     CHPOX_SYS_capset = SYS_capset,
     CHPOX_SYS_chroot = SYS_chroot,
     CHPOX_SYS_memfd_create = SYS_memfd_create,
+    CHPOX_SYS_timer_create = SYS_timer_create,
+    CHPOX_SYS_timer_settime = SYS_timer_settime,
+    CHPOX_SYS_timer_gettime = SYS_timer_gettime,
+    CHPOX_SYS_timer_getoverrun = SYS_timer_getoverrun,
 };
 /// PR_SET_MM and PR_SET_MM_MAP (linux/prctl.h), and struct prctl_mm_map.
 #define CHPOX_PR_SET_MM 35
@@ -277,6 +281,14 @@ static inline int chpox_prctl1(int option, unsigned long argument) {
 /// MEMBARRIER_CMD_GET_REGISTRATIONS (linux/membarrier.h, Linux 6.3): the REGISTER_* commands
 /// the calling process's mm has made, as their bits.
 #define CHPOX_MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
+/// PR_TIMER_CREATE_RESTORE_IDS (linux/prctl.h, Linux 6.15): while ON, timer_create(2) takes the
+/// new timer's id from the timer_t its third argument points to, instead of picking one.
+#define CHPOX_PR_TIMER_CREATE_RESTORE_IDS 77
+#define CHPOX_PR_TIMER_CREATE_RESTORE_IDS_OFF 0
+#define CHPOX_PR_TIMER_CREATE_RESTORE_IDS_ON 1
+/// SIGEV_THREAD_ID (asm-generic/siginfo.h; glibc names it only under _GNU_SOURCE): the timer's
+/// signal goes to one thread, named in struct sigevent's _tid.
+#define CHPOX_SIGEV_THREAD_ID 4
 
 // ptrace requests newer than glibc's enum (linux/ptrace.h), with the structs they fill.
 #define CHPOX_PTRACE_PEEKSIGINFO 0x4209

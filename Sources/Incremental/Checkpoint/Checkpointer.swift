@@ -365,6 +365,7 @@ public final class Checkpointer {
             var smaps: [ImageCapture.EarlySmaps] = []
             var stopped = started
             var frozen: [FrozenProcess] = []
+            var frozenAt: [Int64] = []  // CLOCK_MONOTONIC once each was stopped
             defer { for process in frozen.reversed() { process.thaw() } }
             var earlier = Set<Int32>()  // processes whose answer is from an earlier try
             do {
@@ -385,6 +386,7 @@ public final class Checkpointer {
                     member.stateBeforeStop = stat?.state ?? "R"
                     member.stopSignal = stat?.exitCode ?? 0
                     frozen.append(try FrozenProcess(pid: member.pid))
+                    frozenAt.append(ClockTime.monotonic())
                 }
             } catch {
                 // A descendant ended since the tree was followed: follow it again.
@@ -406,6 +408,10 @@ public final class Checkpointer {
             var holds = sameTree
             for (k, process) in frozen.enumerated() where holds {
                 holds = try Self.stillHolds(injected[k], process)
+                if holds {
+                    let moved = try Self.timersAtFreeze(injected[k], process, frozenAt: frozenAt[k])
+                    if let moved { injected[k] = moved } else { holds = false }
+                }
                 // An answer from an earlier try must also be of the same memory (no exec since).
                 if holds && earlier.contains(process.pid) {
                     holds = try MemoryRegion.of(process.pid) == smaps[k].regions
@@ -501,6 +507,23 @@ public final class Checkpointer {
             if action.handler == 1 { expectIgnored |= bit } else if action.handler > 1 { expectCaught |= bit }
         }
         return caught == expectCaught && ignored == expectIgnored
+    }
+
+    /// The helper's answer with its POSIX timers as they were when `frozen` stopped (each moved
+    /// on by the time since they were read); nil when a timer was made or deleted since, or a
+    /// one-shot timer expired meanwhile (its signal may have been taken after the reading).
+    static func timersAtFreeze(
+        _ injected: InjectedState, _ frozen: FrozenProcess, frozenAt: Int64
+    ) throws(TraceeError) -> InjectedState? {
+        guard try PosixTimer.of(frozen.pid).map(\.id) == injected.posixTimers.map(\.id) else { return nil }
+        let elapsed = UInt64(max(0, frozenAt - injected.timersReadAt))
+        var moved = injected
+        moved.posixTimers = []
+        for timer in injected.posixTimers {
+            guard let later = timer.later(by: elapsed) else { return nil }
+            moved.posixTimers.append(later)
+        }
+        return moved
     }
 
     /// Puts copied pages of `member` into its address space; in the first round of a run

@@ -73,6 +73,9 @@ enum ImageCapture {
                 descriptors[k].contents = nil
             }
             unsupported += try ProcessControlsCapture.unsupported(pid, injected: injected.controls)
+            let posixTimers = try PosixTimerCapture.capture(
+                pid, settings: injected.posixTimers, threads: process.threads)
+            unsupported += posixTimers.unsupported
             let capabilities = try ProcessControlsCapture.capabilities(pid, threads: process.threads)
             unsupported += capabilities.unsupported
             // Seccomp (Seccomp: 1 strict, 2 filter) is not read back: a restart would run unconfined.
@@ -138,6 +141,7 @@ enum ImageCapture {
                 controls: controls)
             if !mapped.files.isEmpty { image.deletedFiles = mapped.files }
             if !memory.files.isEmpty { image.memoryFiles = memory.files }
+            if !posixTimers.timers.isEmpty { image.posixTimers = posixTimers.timers }
             image.rootDirectory = ProcessControlsCapture.rootDirectory(pid)
             image.guardPages = guardPages.isEmpty ? nil : guardPages
             let cgroups = try ControlGroupCapture.lines(pid)

@@ -24,19 +24,9 @@ enum ProcessControlsCapture {
         return controls
     }
 
-    /// What a restart would run without: POSIX timers (/proc/PID/timers lists them; a timer's
-    /// id is the kernel's to pick, and a restart cannot create it again under the id the
-    /// process holds).
+    /// What a restart would run without: a root directory cpx cannot reach by a path.
     static func unsupported(_ pid: Int32, injected: ProcessControls) throws(TraceeError) -> [String] {
         var lines: [String] = []
-        let timers = String(decoding: try ProcFS.bytes(pid, "timers"), as: UTF8.self)
-            .split(separator: "\n").filter { $0.hasPrefix("ID:") }
-            .map { $0.dropFirst(3).trimmingPrefix(" ") }
-        if !timers.isEmpty {
-            lines.append(
-                "POSIX timers (timer_create) with ids \(timers.joined(separator: ", ")): they are not restored, "
-                    + "a restart would run without them")
-        }
         if let root = ProcFS.link(pid, "root"), root != "/", !root.hasPrefix("/") || root.hasSuffix(" (deleted)") {
             lines.append("it runs chrooted in \(root), which cpx cannot reach by a path: a restart could not chroot it")
         }

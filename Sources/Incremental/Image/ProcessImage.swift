@@ -66,12 +66,15 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     public var tree: [ProcessImage]? = nil
     /// On the first process of a tree only: the zombies among its descendants.
     public var zombies: [Zombie]? = nil
+    /// Its POSIX timers (timer_create); nil in images from before they were restored.
+    public var posixTimers: [PosixTimer]? = nil
 
     enum CodingKeys: String, CodingKey {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
-            deletedFiles, cgroups, cgroupsBelow, position, tree, zombies, rootDirectory, guardPages, memoryFiles
+            deletedFiles, cgroups, cgroupsBelow, position, tree, zombies, rootDirectory, guardPages, memoryFiles,
+            posixTimers
     }
 
     public init(

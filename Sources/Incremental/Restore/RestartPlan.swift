@@ -102,6 +102,7 @@ public struct ProcessPlan: Sendable {
             CapabilitiesPhase(image: image),
             WrittenFilesPhase(image: own),
             ProcessControlsPhase(image: image),
+            TimerPhase(image: image),
             RegistersPhase(image: image),
         ]
     }

@@ -132,4 +132,12 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let chroot = SystemCall(CHPOX_SYS_chroot)
     /// The corresponding C constant is SYS_memfd_create.
     public static let memfdCreate = SystemCall(CHPOX_SYS_memfd_create)
+    /// The corresponding C constant is SYS_timer_create.
+    public static let timerCreate = SystemCall(CHPOX_SYS_timer_create)
+    /// The corresponding C constant is SYS_timer_settime.
+    public static let timerSettime = SystemCall(CHPOX_SYS_timer_settime)
+    /// The corresponding C constant is SYS_timer_gettime.
+    public static let timerGettime = SystemCall(CHPOX_SYS_timer_gettime)
+    /// The corresponding C constant is SYS_timer_getoverrun.
+    public static let timerGetoverrun = SystemCall(CHPOX_SYS_timer_getoverrun)
 }
