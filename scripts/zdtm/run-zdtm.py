@@ -19,6 +19,7 @@ import argparse
 import ast
 import ctypes
 import json
+import glob
 import os
 import re
 import shutil
@@ -198,6 +199,10 @@ class Test:
                 os.unlink(self.path(suffix))
             except FileNotFoundError:
                 pass
+        # A run killed midway leaves what the test made (file_locks01's NAME.test.0, .1...).
+        for leftover in glob.glob(glob.escape(self.path(".test")) + ".*"):
+            if os.path.isfile(leftover) and not os.path.islink(leftover):
+                os.unlink(leftover)
         for suffix in [".test", ".dir.test"]:
             target = self.path(suffix)
             # What a test mounted there (cgroup tests mount one) would leak into the next test.
