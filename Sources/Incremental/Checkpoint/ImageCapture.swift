@@ -39,6 +39,8 @@ enum ImageCapture {
             let status = try ProcFS.status(pid)
             let stat = try ProcFS.stat(pid)
             let details = try earlier.current(regions, pid: pid)
+            let capabilities = try ProcessControlsCapture.capabilities(pid, threads: process.threads)
+            let threadCredentials = capabilities.threads
             var threads: [ProcessImage.ThreadImage] = []
             for tid in process.threads {
                 let injectedThread = injected.threads.first { $0.tid == tid }
@@ -55,6 +57,7 @@ enum ImageCapture {
                     throw TraceeError.from(error, pid: pid, "read the robust futex list of thread \(tid) of")
                 }
                 thread.scheduling = try scheduling(pid, thread: tid)
+                thread.credentials = threadCredentials[tid]
                 threads.append(thread)
             }
             var (descriptors, unsupported) = try captureDescriptors(pid, tree: tree)
@@ -76,7 +79,6 @@ enum ImageCapture {
             let posixTimers = try PosixTimerCapture.capture(
                 pid, settings: injected.posixTimers, threads: process.threads)
             unsupported += posixTimers.unsupported
-            let capabilities = try ProcessControlsCapture.capabilities(pid, threads: process.threads)
             unsupported += capabilities.unsupported
             // Seccomp (Seccomp: 1 strict, 2 filter) is not read back: a restart would run unconfined.
             if let mode = status["Seccomp"], mode != "0" {

@@ -41,41 +41,46 @@ enum ProcessControlsCapture {
         return root
     }
 
-    /// The process's capability sets (its main thread's), and a line of `unsupported` for each
-    /// kind of credential a thread holds other than the main thread's (its ids, groups or
-    /// capability sets: each thread has its own, and a restart gives every thread the process's).
+    /// The process's capability sets (its main thread's); each other thread's ids and capability
+    /// sets where they differ from the main thread's (each thread has its own, and a restart gives
+    /// each its own again); a line of `unsupported` for a thread with other supplementary groups
+    /// (a restart sets those once, for every thread).
     static func capabilities(
         _ pid: Int32, threads: [Int32]
-    ) throws(TraceeError) -> (capabilities: ProcessImage.Capabilities, unsupported: [String]) {
+    ) throws(TraceeError) -> (
+        capabilities: ProcessImage.Capabilities, threads: [Int32: ProcessImage.Credentials], unsupported: [String]
+    ) {
         let main = try ProcFS.status(pid)
-        var differing: (ids: [Int32], capabilities: [Int32]) = ([], [])
+        func sets(_ status: ProcFS.Status) -> ProcessImage.Capabilities {
+            let sets = status.capabilities
+            return ProcessImage.Capabilities(
+                inheritable: sets.inheritable, permitted: sets.permitted, effective: sets.effective,
+                bounding: sets.bounding, ambient: sets.ambient)
+        }
+        var own: [Int32: ProcessImage.Credentials] = [:]
+        var otherGroups: [Int32] = []
         for tid in threads where tid != pid {
             let thread = try ProcFS.status(pid, thread: tid)
-            if (thread.userIDs, thread.groupIDs, thread.groups) != (main.userIDs, main.groupIDs, main.groups) {
-                differing.ids.append(tid)
+            if thread.groups != main.groups { otherGroups.append(tid) }
+            guard
+                (thread.userIDs, thread.groupIDs) != (main.userIDs, main.groupIDs)
+                    || thread.capabilities != main.capabilities
+            else { continue }
+            guard let user = ProcessImage.Credentials.IDs(thread.userIDs),
+                let group = ProcessImage.Credentials.IDs(thread.groupIDs)
+            else {
+                throw .malformed(file: "/proc/\(pid)/task/\(tid)/status", reason: "Uid: or Gid: does not list four ids")
             }
-            if thread.capabilities != main.capabilities { differing.capabilities.append(tid) }
+            own[tid] = .init(user: user, group: group, groups: thread.groups, capabilities: sets(thread))
         }
-        let sets = main.capabilities
-        let capabilities = ProcessImage.Capabilities(
-            inheritable: sets.inheritable, permitted: sets.permitted, effective: sets.effective,
-            bounding: sets.bounding, ambient: sets.ambient)
-        func line(_ tids: [Int32], _ what: String) -> [String] {
-            tids.isEmpty
-                ? []
-                : [
-                    "threads \(tids.map(String.init).joined(separator: ", ")) hold other \(what): a restart gives "
-                        + "every thread the process's"
-                ]
-        }
-        return (
-            capabilities,
-            line(
-                differing.ids,
-                "user or group ids than the main thread's (uid \(main.userIDs.first ?? 0), gid \(main.groupIDs.first ?? 0))"
-            )
-                + line(differing.capabilities, "capability sets than the main thread's (\(capabilities.summary))")
-        )
+        let unsupported =
+            otherGroups.isEmpty
+            ? []
+            : [
+                "threads \(otherGroups.map(String.init).joined(separator: ", ")) hold other supplementary groups "
+                    + "than the main thread's: a restart gives every thread the process's"
+            ]
+        return (sets(main), own, unsupported)
     }
 
     static func number(_ pid: Int32, _ name: String) throws(TraceeError) -> Int64 {

@@ -27,10 +27,13 @@ extension ProcessImage {
         public var robustList: [UInt64]? = nil
         /// How the kernel schedules it (policy, priority, nice); nil in images from before it was kept.
         public var scheduling: Scheduling? = nil
+        /// Its ids and capability sets where they are not the process's (each thread has its own:
+        /// setresuid and capset act on the calling thread); nil when they are.
+        public var credentials: Credentials? = nil
 
         enum CodingKeys: String, CodingKey {
             case tid, name, registers, xstate, signalMask, rseq, pendingSignals, clearAddress, signalStack, robustList,
-                scheduling
+                scheduling, credentials
         }
 
         public init(

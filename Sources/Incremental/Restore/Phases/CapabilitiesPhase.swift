@@ -18,14 +18,30 @@ public struct CapabilitiesPhase: RestartPhase {
     public var capabilities: ProcessImage.Capabilities?
 
     public var name: String { "capabilities" }
-    public var steps: [String] { capabilities.map { ["every thread: " + $0.summary] } ?? [] }
+    public var steps: [String] {
+        (capabilities.map { ["every thread: " + $0.summary] } ?? [])
+            + threadCapabilities.sorted { $0.key < $1.key }.map { "thread \($0.key): \($0.value.summary)" }
+    }
 
-    public init(image: ProcessImage) { capabilities = image.credentials.capabilities }
+    /// The sets of threads whose own differ from the process's, by their tid in the image.
+    public var threadCapabilities: [Int32: ProcessImage.Capabilities]
+    let pid: Int32
+
+    public init(image: ProcessImage) {
+        capabilities = image.credentials.capabilities
+        pid = image.pid
+        threadCapabilities = Dictionary(
+            image.threads.compactMap { thread in thread.credentials?.capabilities.map { (thread.tid, $0) } },
+            uniquingKeysWith: { first, _ in first })
+    }
 
     public func run(in session: RestartSession) throws {
-        guard let target = capabilities else { return }
-        let threads = Set(session.threadIDs.values).union([session.pid]).sorted()
-        for tid in threads { try set(target, on: tid, session) }
+        let threads =
+            [(pid, session.pid)] + session.threadIDs.filter { $0.key != pid }.sorted { $0.key < $1.key }
+        for (saved, tid) in threads {
+            guard let target = threadCapabilities[saved] ?? capabilities else { continue }
+            try set(target, on: tid, session)
+        }
     }
 
     /// Capability bit 8, which lets a thread narrow its bounding set and raise its inheritable one.

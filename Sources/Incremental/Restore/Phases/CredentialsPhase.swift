@@ -9,6 +9,9 @@ import Tracee
 public struct CredentialsPhase: RestartPhase {
     public var limits: [ProcessImage.ResourceLimit]
     public var credentials: ProcessImage.Credentials
+    /// The ids of threads whose own differ from the process's, by their tid in the image.
+    public var threadCredentials: [Int32: ProcessImage.Credentials]
+    let pid: Int32
 
     public var name: String { "limits and credentials" }
     public var steps: [String] {
@@ -17,15 +20,25 @@ public struct CredentialsPhase: RestartPhase {
                 ? [
                     "gid \(credentials.group.all.prefix(3)), uid \(credentials.user.all.prefix(3))"
                 ] : [])
+            + threadCredentials.sorted { $0.key < $1.key }.map {
+                "thread \($0.key): gid \($0.value.group.all.prefix(3)), uid \($0.value.user.all.prefix(3))"
+            }
     }
 
     public init(image: ProcessImage) {
         limits = image.limits
         credentials = image.credentials
+        pid = image.pid
+        threadCredentials = Dictionary(
+            image.threads.compactMap { thread in thread.credentials.map { (thread.tid, $0) } },
+            uniquingKeysWith: { first, _ in first })
     }
 
-    /// Whether a restart by `uid` sets the ids: only root does, and only to ones not all root's.
-    public func changesIds(asUser uid: UInt32) -> Bool { Self.changesIds(credentials, asUser: uid) }
+    /// Whether a restart by `uid` sets the ids: only root does, and only to ones not all root's
+    /// (on some thread).
+    public func changesIds(asUser uid: UInt32) -> Bool {
+        ([credentials] + threadCredentials.values).contains { Self.changesIds($0, asUser: uid) }
+    }
 
     static func changesIds(_ credentials: ProcessImage.Credentials, asUser uid: UInt32) -> Bool {
         uid == 0 && (credentials.user.all + credentials.group.all).contains { $0 != 0 }
@@ -44,9 +57,12 @@ public struct CredentialsPhase: RestartPhase {
         // The supplementary groups were set first of all, with the filesystem ids (FileAccessPhase).
         // The ids are each thread's own (the kernel's setresuid changes the calling thread alone;
         // glibc's signals every thread to make them all change): every thread makes the calls.
-        let ids = credentials, calls = session.calls
-        for tid in Set(session.threadIDs.values).union([pid]).sorted() {
-            try narrowBoundingSet(on: tid, session)
+        let calls = session.calls
+        // Each thread by its tid in the image and now: its own ids where it had them.
+        let threads = [(self.pid, pid)] + session.threadIDs.filter { $0.key != self.pid }.sorted { $0.key < $1.key }
+        for (saved, tid) in threads {
+            let ids = threadCredentials[saved] ?? credentials
+            try narrowBoundingSet(on: tid, to: ids.capabilities, session)
             // setresgid and setresuid make the filesystem id the effective one: each is set
             // again after (the group's while the thread is still root: it may be none of the
             // others). setfs* answer the old id, never an error: the ids are read back below.
@@ -71,8 +87,8 @@ public struct CredentialsPhase: RestartPhase {
     /// The capabilities the image's bounding set lacks, dropped from the thread's while it still
     /// holds CAP_SETPCAP (a user other than root holds none after setresuid): narrowing a
     /// bounding set never grants anything. The other sets are `CapabilitiesPhase`'s.
-    func narrowBoundingSet(on tid: Int32, _ session: RestartSession) throws {
-        guard let bounding = credentials.capabilities?.bounding else { return }
+    func narrowBoundingSet(on tid: Int32, to sets: ProcessImage.Capabilities?, _ session: RestartSession) throws {
+        guard let bounding = sets?.bounding else { return }
         let now = try CapabilitiesPhase.current(session.pid, thread: tid)
         guard now.effective & CapabilitiesPhase.setPCAP != 0 else { return }
         for capability in CapabilitiesPhase.bits(now.bounding & ~bounding) {

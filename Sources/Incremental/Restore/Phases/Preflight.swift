@@ -59,6 +59,18 @@ public struct Preflight: Sendable {
     /// The checks of one process of the image.
     private func checkProcess(authority: ImageAuthority, otherControlGroups: Bool) throws(CheckpointError) {
         if let excess = authority.excess(image.credentials) { throw refuse(excess) }
+        for thread in image.threads {
+            guard let own = thread.credentials else { continue }
+            if let excess = authority.excess(own) { throw refuse("thread \(thread.tid): \(excess)") }
+            // Only root gives a thread ids of its own (setresuid on that thread alone).
+            if CurrentProcess.effectiveUserID != 0
+                && (own.user.all + own.group.all) != (image.credentials.user.all + image.credentials.group.all)
+            {
+                throw refuse(
+                    "thread \(thread.tid) has its own user or group ids (uid \(own.user.all.prefix(3)), gid "
+                        + "\(own.group.all.prefix(3))): only root restores them; restart it as root")
+            }
+        }
         // The ids an I/O signal owner was set with are a grant too (they let a signal through).
         if authority.groups != nil || CurrentProcess.effectiveUserID != 0,
             let owned = image.descriptors.first(where: { descriptor in
