@@ -159,6 +159,8 @@ enum chpox_system_call {
     CHPOX_SYS_set_tid_address = SYS_set_tid_address,
     CHPOX_SYS_umask = SYS_umask,
     CHPOX_SYS_chdir = SYS_chdir,
+    CHPOX_SYS_fchdir = SYS_fchdir,
+    CHPOX_SYS_mkdirat = SYS_mkdirat,
     CHPOX_SYS_clone = SYS_clone,
     CHPOX_SYS_setresuid = SYS_setresuid,
     CHPOX_SYS_setresgid = SYS_setresgid,

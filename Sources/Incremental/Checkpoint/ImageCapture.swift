@@ -86,8 +86,10 @@ enum ImageCapture {
                     "seccomp mode \(mode == "1" ? "strict" : "filter") (/proc/\(pid)/status Seccomp: \(mode)): "
                         + "seccomp filters are not restored; a restart would run without them")
             }
-            if let cwd = ProcFS.link(pid, "cwd"), cwd.hasSuffix(" (deleted)") {
-                unsupported.append("cwd \(cwd): the working directory was deleted and cannot be recreated")
+            if let cwd = ProcFS.link(pid, "cwd"), cwd.hasSuffix(" (deleted)"),
+                let reason = DeletedDirectories.refusal(cwd)
+            {
+                unsupported.append("cwd \(cwd): \(reason)")
             }
             if !unsupported.isEmpty && !skipUnsupported { throw UnsupportedDescriptors(list: unsupported) }
             guard let user = ProcessImage.Credentials.IDs(status.userIDs),
@@ -146,6 +148,7 @@ enum ImageCapture {
             if !posixTimers.timers.isEmpty { image.posixTimers = posixTimers.timers }
             image.rootDirectory = ProcessControlsCapture.rootDirectory(pid)
             image.guardPages = guardPages.isEmpty ? nil : guardPages
+            DeletedDirectories.collect(pid, into: &image)
             let cgroups = try ControlGroupCapture.lines(pid)
             image.cgroups = cgroups
             let below = ControlGroupCapture.below(cgroups)
@@ -242,6 +245,14 @@ enum ImageCapture {
                 descriptor.kind = .memoryFile  // read with the mappings of it (`MemoryFileCapture`)
             } else if target.hasPrefix("/SYSV") {
                 unsupported.append("fd \(fd): a SysV shared memory segment (\(target)): not restored as a descriptor")
+            } else if target.hasPrefix("/") && target.hasSuffix(" (deleted)"),
+                openFileStatus(pid, fd)?.isDirectory == true
+            {
+                if let reason = DeletedDirectories.refusal(target) {
+                    unsupported.append("fd \(fd): \(target): \(reason)")
+                } else {
+                    descriptor.kind = .deletedDirectory  // indexed by `DeletedDirectories.collect`
+                }
             } else if target.hasPrefix("/") && target.hasSuffix(" (deleted)") {
                 if let contents = deletedContents(pid, fd) {
                     descriptor.kind = .deletedFile

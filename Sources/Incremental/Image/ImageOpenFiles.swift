@@ -21,6 +21,20 @@ extension ProcessImage.Descriptor {
         }
     }
 
+    /// A directory deleted while the process held it (its cwd, or open): made again under its
+    /// name for the restart to open, and removed again.
+    public struct DeletedDirectory: Codable, Sendable, Equatable {
+        /// Its path, without " (deleted)".
+        public var path: String
+        public var permissions: UInt32
+        public var owner: UInt32
+        public var group: UInt32
+
+        public init(path: String, permissions: UInt32, owner: UInt32, group: UInt32) {
+            (self.path, self.permissions, self.owner, self.group) = (path, permissions, owner, group)
+        }
+    }
+
     /// A deleted regular file: what its recreation must have besides its bytes.
     public struct DeletedFile: Codable, Sendable, Equatable {
         /// Permission bits, set-id and sticky bits included.

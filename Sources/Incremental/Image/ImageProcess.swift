@@ -103,6 +103,8 @@ extension ProcessImage {
             case memoryFile = "memory-file"
             /// One of the process's own namespaces (/proc/PID/ns/TYPE; `target` "net:[4026531833]").
             case namespace
+            /// A directory deleted while it was open (`deletedDirectory`).
+            case deletedDirectory = "deleted-directory"
             case inetSocket = "inet-socket"
         }
         public var fd: Int32
@@ -122,6 +124,8 @@ extension ProcessImage {
         /// A deleted file that mappings of the process share: its index in `deletedFiles`,
         /// which holds its contents (then `contents` is nil).
         public var deletedFile: Int? = nil
+        /// Kind `deletedDirectory`: its index in the image's `deletedDirectories`.
+        public var deletedDirectory: Int? = nil
         /// Who gets the open file's I/O signals (F_SETOWN_EX, F_SETSIG); nil when nobody does.
         public var signalOwner: SignalOwner? = nil
         /// The lower descriptor this one is a duplicate of (one open file description: dup,
@@ -150,7 +154,7 @@ extension ProcessImage {
         enum CodingKeys: String, CodingKey {
             case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
                 deletedAttributes, flock, inherited, deletedFileOf
-            case socket, memoryFile, signalOwner
+            case socket, memoryFile, signalOwner, deletedDirectory
             case inet
         }
 

@@ -57,6 +57,11 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     /// Its root directory when it ran chrooted (/proc/PID/root as cpx read it); nil when it was
     /// "/" or in images from before chpox restored it.
     public var rootDirectory: String? = nil
+    /// Directories deleted while it held them (`Descriptor.deletedDirectory`,
+    /// `deletedWorkingDirectory` index them); nil when none.
+    public var deletedDirectories: [Descriptor.DeletedDirectory]? = nil
+    /// Its working directory when it was deleted: its index in `deletedDirectories`.
+    public var deletedWorkingDirectory: Int? = nil
     /// Guard pages (MADV_GUARD_INSTALL) as [start, end) runs; nil when it had none.
     public var guardPages: [[UInt64]]? = nil
     /// Where the process sits in its tree: parent, process group, session, address space.
@@ -74,7 +79,7 @@ public struct ProcessImage: Codable, Sendable, Equatable {
             threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
             deletedFiles, cgroups, cgroupsBelow, position, tree, zombies, rootDirectory, guardPages, memoryFiles,
-            posixTimers
+            posixTimers, deletedDirectories, deletedWorkingDirectory
     }
 
     public init(

@@ -114,6 +114,10 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let connect = SystemCall(CHPOX_SYS_connect)
     /// The corresponding C constant is SYS_unlinkat.
     public static let unlinkat = SystemCall(CHPOX_SYS_unlinkat)
+    /// The corresponding C constant is SYS_fchdir.
+    public static let fchdir = SystemCall(CHPOX_SYS_fchdir)
+    /// The corresponding C constant is SYS_mkdirat.
+    public static let mkdirat = SystemCall(CHPOX_SYS_mkdirat)
     /// The corresponding C constant is SYS_fchmodat.
     public static let fchmodat = SystemCall(CHPOX_SYS_fchmodat)
     /// The corresponding C constant is SYS_fchownat.

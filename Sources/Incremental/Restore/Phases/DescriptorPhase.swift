@@ -36,6 +36,8 @@ public struct DescriptorPhase: RestartPhase {
         case reopen(path: String, flags: Int32, offset: Int64?)
         /// One of its own namespaces (TYPE of /proc/self/ns/TYPE), opened in the restarted process.
         case namespace(type: String, flags: Int32)
+        /// A deleted directory (of `deletedDirectories`), opened again with these flags.
+        case deletedDirectory(Int, flags: Int32)
         /// A deleted file: its saved contents in a new file, opened, then unlinked.
         case recreate(contents: Data, flags: Int32, offset: Int64, attributes: ProcessImage.Descriptor.DeletedFile?)
         /// A deleted file the memory layout recreated for mappings (`deletedFiles` index),
@@ -84,6 +86,10 @@ public struct DescriptorPhase: RestartPhase {
     var users: Set<UInt32>, groups: Set<UInt32>, anyOwner: Bool
     public var workingDirectory: String
     public var umask: UInt32
+    /// Directories deleted while it held them, made again under their names, opened, removed.
+    public var deletedDirectories: [ProcessImage.Descriptor.DeletedDirectory] = []
+    /// Its working directory when it was deleted (an index in `deletedDirectories`).
+    public var deletedWorkingDirectory: Int?
     /// How many deleted files `MemoryLayoutPhase` recreated and keeps open for this phase.
     public var deletedFileCount: Int
     /// How many memory files it made and keeps open (after the deleted files).
@@ -110,6 +116,9 @@ public struct DescriptorPhase: RestartPhase {
                     what = "the \(readEnd ? "read" : "write") end of a pipe without peer"
                 case .reopen(let path, _, let offset): what = path + (offset.map { " at offset \($0)" } ?? "")
                 case .namespace(let type, _): what = "its own \(type) namespace (/proc/self/ns/\(type))"
+                case .deletedDirectory(let k, _):
+                    what =
+                        "deleted directory \(deletedDirectories.indices.contains(k) ? deletedDirectories[k].path : "?")"
                 case .recreate(let contents, _, let offset, let attributes):
                     what =
                         "a deleted file recreated (\(contents.count) bytes"
@@ -134,6 +143,9 @@ public struct DescriptorPhase: RestartPhase {
                 }
                 return "fd \(entry.fd): \(what)" + (entry.closeOnExec ? " (close-on-exec)" : "")
             } + seals.map { "seal memory file \($0.file): \(RecreatedMemoryFile.sealNames($0.seals))" }
+            + deletedDirectories.map {
+                "make \($0.path) (mode 0\(String($0.permissions, radix: 8))), open it, remove it: a deleted directory"
+            }
             + (workingDirectory.isEmpty ? [] : ["cwd \(workingDirectory)"]) + ["umask 0\(String(umask, radix: 8))"]
     }
 
@@ -189,6 +201,9 @@ public struct DescriptorPhase: RestartPhase {
             case .namespace:
                 guard let type = ImageCapture.namespaceType(descriptor.target) else { return nil }
                 setup = .namespace(type: type, flags: flags)
+            case .deletedDirectory:
+                guard let k = descriptor.deletedDirectory else { return nil }
+                setup = .deletedDirectory(k, flags: flags)
             case .directory: setup = .reopen(path: descriptor.target, flags: flags, offset: nil)
             case .file: setup = .reopen(path: descriptor.target, flags: flags, offset: descriptor.offset)
             case .deletedFile where descriptor.deletedFile != nil:
@@ -222,6 +237,8 @@ public struct DescriptorPhase: RestartPhase {
         anyOwner = image.credentials.user.effective == 0
         workingDirectory = image.workingDirectory
         umask = image.umask
+        deletedDirectories = image.deletedDirectories ?? []
+        deletedWorkingDirectory = image.deletedWorkingDirectory
         deletedFileCount = image.deletedFiles?.count ?? 0
         memoryFileCount = memoryFiles.count
         seals = memoryFiles.enumerated().compactMap { k, file in
@@ -269,6 +286,9 @@ public struct DescriptorPhase: RestartPhase {
             holders[inode] = -1
             foreign[inode] = "/proc/\(holder.pid)/fd/\(holder.fd)"
         }
+        var directories: [Int32] = []
+        for directory in deletedDirectories { directories.append(try make(directory, calls)) }
+        ends.directories = directories
         for entry in entries where reopensDeleted(entry) {
             try set(entry, holders: holders, foreign, &ends, session)
         }
@@ -288,11 +308,15 @@ public struct DescriptorPhase: RestartPhase {
                 _ = try calls.result(of: .close, holder)
             }
         }
-        if !workingDirectory.isEmpty {
+        if let k = deletedWorkingDirectory, directories.indices.contains(k) {
+            try calls.call(
+                .fchdir, directories[k], to: "enter its deleted working directory \(deletedDirectories[k].path)")
+        } else if !workingDirectory.isEmpty {
             _ = try calls.withFrame { () throws(TraceeError) in
                 try calls.result(of: .chdir, try calls.string(workingDirectory))
             }
         }
+        for fd in directories { _ = try calls.result(of: .close, fd) }
         _ = try calls.result(of: .umask, umask)
         for fd in RestartSession.stdioCopies..<(RestartSession.stdioCopies + 3) { _ = try calls.result(of: .close, fd) }
     }
@@ -301,12 +325,61 @@ public struct DescriptorPhase: RestartPhase {
     /// image's are set up.
     static let holderBase = RestartSession.stdioCopies + 3
 
+    /// Makes `directory` again under its name (and its parents that are gone), with its mode
+    /// and owner, opens it, and removes what it made: the stub holds a deleted directory at its
+    /// path, as the process did. Refused when something is at that path now.
+    private func make(_ directory: ProcessImage.Descriptor.DeletedDirectory, _ calls: RemoteCalls) throws -> Int32 {
+        let what = "make the deleted directory \(directory.path) again"
+        let components = directory.path.split(separator: "/").map(String.init)
+        guard !components.isEmpty, !components.contains(where: { $0 == "." || $0 == ".." }) else {
+            throw TraceeError.unsupported(pid: calls.pid, reason: "\(what): not a path it can make")
+        }
+        var made: [String] = []
+        defer {
+            for path in made.reversed() {
+                _ = try? calls.withFrame { () throws(TraceeError) in
+                    try calls.result(of: .unlinkat, AT_FDCWD, try calls.string(path), AT_REMOVEDIR)
+                }
+            }
+        }
+        var path = ""
+        for (k, component) in components.enumerated() {
+            path += "/" + component
+            let result = try calls.withFrame { () throws(TraceeError) in
+                try calls.result(of: .mkdirat, AT_FDCWD, try calls.string(path), 0o700)
+            }
+            if result == 0 {
+                made.append(path)
+            } else if result == -Int(EEXIST) && k < components.count - 1 {
+                continue
+            } else if result == -Int(EEXIST) {
+                throw TraceeError.unsupported(
+                    pid: calls.pid,
+                    reason: "\(what): \(path) exists now; a deleted directory is made again under its name "
+                        + "(move that away, or restart elsewhere)")
+            } else {
+                try calls.check(result, "\(what): make \(path)")
+            }
+        }
+        let fd = try calls.withFrame { () throws(TraceeError) in
+            let name = try calls.string(directory.path)
+            try calls.call(.fchownat, AT_FDCWD, name, directory.owner, directory.group, AT_SYMLINK_NOFOLLOW, to: what)
+            try calls.call(.fchmodat, AT_FDCWD, name, directory.permissions, 0, to: what)
+            return try calls.call(.openat, AT_FDCWD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0, to: what)
+        }
+        let kept = Int32(try calls.call(.fcntl, fd, F_DUPFD_CLOEXEC, Self.holderBase, to: what))
+        _ = try calls.result(of: .close, fd)
+        return kept
+    }
+
     /// The ends pipe2 made of each pipe of the process, until a descriptor that pipe(2) made
     /// (`created`) takes one: by inode, then access mode. The write ends are closed once every
     /// descriptor is set (the read ends are the holders).
     struct PipeEnds {
         var unused: [UInt64: [Int32: Int32]] = [:]
         var writeEnds: [Int32] = []
+        /// The deleted directories made again, open (by index), until every descriptor is set.
+        var directories: [Int32] = []
 
         /// The end of `inode` for `access`, once: nil when taken, or not a pipe of pipe2's.
         mutating func take(_ inode: UInt64, _ access: Int32) -> Int32? {
@@ -389,6 +462,13 @@ public struct DescriptorPhase: RestartPhase {
         case .reopen(let path, let flags, let offset):
             try open(path, flags: flags, as: target, cloexec: cloexec, calls)
             if let offset { _ = try calls.result(of: .lseek, target, offset, SEEK_SET) }
+        case .deletedDirectory(let k, let flags):
+            guard ends.directories.indices.contains(k) else {
+                throw TraceeError.unsupported(pid: calls.pid, reason: "deleted directory \(k) was not made")
+            }
+            try open(
+                "/proc/self/fd/\(ends.directories[k])", flags: flags, as: target, cloexec: cloexec, recorded: false,
+                calls)
         case .namespace(let type, let flags):
             // A magic link of procfs, followed on purpose (the path is chpox's, not the image's).
             try open("/proc/self/ns/\(type)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
