@@ -291,6 +291,9 @@ static inline int chpox_prctl1(int option, unsigned long argument) {
 /// SIGEV_THREAD_ID (asm-generic/siginfo.h; glibc names it only under _GNU_SOURCE): the timer's
 /// signal goes to one thread, named in struct sigevent's _tid.
 #define CHPOX_SIGEV_THREAD_ID 4
+/// F_OFD_SETLK (fcntl.h, behind _GNU_SOURCE in glibc): a byte-range lock owned by the open
+/// file description, not the process.
+#define CHPOX_F_OFD_SETLK 37
 
 // ptrace requests newer than glibc's enum (linux/ptrace.h), with the structs they fill.
 #define CHPOX_PTRACE_PEEKSIGINFO 0x4209

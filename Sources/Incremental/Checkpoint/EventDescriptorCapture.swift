@@ -1,7 +1,10 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Syscall
 import Tracee
 
-/// Reads an eventfd, timerfd, signalfd or epoll descriptor from /proc/PID/fdinfo (formats in
+/// Reads an eventfd, timerfd, signalfd, epoll or pidfd descriptor from /proc/PID/fdinfo (formats in
 /// the kernel's Documentation/filesystems/proc.rst): the object, or why a restart could not
 /// make it again exactly.
 enum EventDescriptorCapture {
@@ -10,9 +13,12 @@ enum EventDescriptorCapture {
         case refused(String)
     }
 
-    /// nil when `target` (the fd's /proc link) is none of the four.
+    /// nil when `target` (the fd's /proc link) is none of the five.
     static func capture(_ pid: Int32, _ fd: Int32, target: String) -> Outcome? {
-        let kinds = ["anon_inode:[eventfd]", "anon_inode:[timerfd]", "anon_inode:[signalfd]", "anon_inode:[eventpoll]"]
+        let kinds = [
+            "anon_inode:[eventfd]", "anon_inode:[timerfd]", "anon_inode:[signalfd]", "anon_inode:[eventpoll]",
+            "anon_inode:[pidfd]",
+        ]
         guard kinds.contains(target) else { return nil }
         guard let lines = try? ProcFS.descriptorInfoLines(pid, fd) else { return .refused("its fdinfo cannot be read") }
         let info = ProcFS.keyValues(lines.joined(separator: "\n"))
@@ -29,6 +35,8 @@ enum EventDescriptorCapture {
                 return .refused("its signal mask is not in fdinfo")
             }
             return .object(.signalfd(mask: mask))
+        case "anon_inode:[pidfd]":
+            return processDescriptor(info)
         default:
             return epoll(pid, fd, lines)
         }
@@ -40,6 +48,22 @@ enum EventDescriptorCapture {
             let value = info["it_value"].flatMap(nanoseconds), let interval = info["it_interval"].flatMap(nanoseconds)
         else { return .refused("its timer is not in fdinfo as this chpox reads it") }
         return .object(.timerfd(clock: clock, remainingNanoseconds: value, intervalNanoseconds: interval, ticks: ticks))
+    }
+
+    /// "flags: 02000002", "Pid: 4242" (-1 once the process has exited and been reaped), "NSpid:
+    /// 4242 1" (its pid in each nested pid namespace). Whether the process is one of the
+    /// checkpoint's is `TreeCapture`'s to check.
+    private static func processDescriptor(_ info: [String: String]) -> Outcome {
+        guard let pid = info["Pid"].flatMap({ Int32($0) }), let flags = info["flags"].flatMap({ Int32($0, radix: 8) })
+        else { return .refused("its process is not in fdinfo as this chpox reads it") }
+        // PIDFD_THREAD (Linux 6.9) is O_EXCL.
+        if flags & O_EXCL != 0 { return .refused("a pidfd of a thread (PIDFD_THREAD): not restored") }
+        if pid <= 0 {
+            return .refused(
+                "a pidfd of a process that has exited and been reaped (fdinfo Pid: \(pid)): a restart cannot make "
+                    + "one that refers to no process")
+        }
+        return .object(.pidfd(pid: pid))
     }
 
     /// "(seconds, nanoseconds)".

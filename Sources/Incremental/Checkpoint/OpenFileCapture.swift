@@ -45,8 +45,8 @@ extension ImageCapture {
     }
 
     /// The locks and leases held through descriptor `fd` (/proc/PID/fdinfo/N's `lock:` lines,
-    /// e.g. "lock:\t1: POSIX  ADVISORY  WRITE 4242 fd:01:1234 0 EOF"): an flock lock is
-    /// recorded (FileLockPhase takes it again); the others are refused.
+    /// e.g. "lock:\t1: POSIX  ADVISORY  WRITE 4242 fd:01:1234 0 EOF"): an flock lock and OFD
+    /// locks are recorded (FileLockPhase takes them again); the others are refused.
     static func locks(_ pid: Int32, _ descriptor: inout ProcessImage.Descriptor) -> [String] {
         guard let info = try? ProcFS.bytes(pid, "fdinfo/\(descriptor.fd)") else { return [] }
         return String(decoding: info, as: UTF8.self).split(separator: "\n").compactMap { line in
@@ -55,6 +55,15 @@ extension ImageCapture {
             guard fields.count > 4 else { return "fd \(descriptor.fd): a lock on \(descriptor.target): not restored" }
             if fields[2] == "FLOCK", fields[3] == "ADVISORY", fields[4] == "READ" || fields[4] == "WRITE" {
                 descriptor.flock = fields[4] == "READ" ? "shared" : "exclusive"
+                return nil
+            }
+            // "lock:\t1: OFDLCK ADVISORY WRITE -1 08:01:1234 0 EOF": its range, first to last byte.
+            if fields[2] == "OFDLCK", fields[3] == "ADVISORY", fields[4] == "READ" || fields[4] == "WRITE",
+                fields.count == 9, let start = Int64(fields[7]), let end = fields[8] == "EOF" ? -1 : Int64(fields[8])
+            {
+                let lock = ProcessImage.Descriptor.RangeLock(
+                    exclusive: fields[4] == "WRITE", start: start, length: end < 0 ? 0 : end - start + 1)
+                descriptor.ofdLocks = (descriptor.ofdLocks ?? []) + [lock]
                 return nil
             }
             let kind: String

@@ -56,6 +56,7 @@ enum TreeCapture {
         refused += groupRefusals(images)
         refused += sharedContextRefusals(images)
         refused += TreeLayout.sharedMemory(images).1
+        refused += pidfdRefusals(&images)
         for k in images.indices.dropFirst() {
             findInherited(&images, of: k)
             findDeletedFiles(&images, of: k)
@@ -86,6 +87,27 @@ enum TreeCapture {
                     (image.pid == images.first?.pid ? "" : "process \(image.pid): ")
                         + "fd \(descriptor.fd): \(descriptor.target): its I/O signals go to \(whom) \(owner.pid), "
                         + "outside the checkpointed tree (F_SETOWN): a restart cannot give them to it")
+            }
+        }
+        return refused
+    }
+
+    /// A pidfd is made again by pidfd_open of the process it refers to, which must be one of
+    /// the tree restarted (itself, a child...). One of any other process, or of a zombie (made
+    /// after the descriptors), is refused; under --skip-unsupported it is left out.
+    static func pidfdRefusals(_ images: inout [ProcessImage]) -> [String] {
+        let pids = Set(images.map(\.pid))
+        var refused: [String] = []
+        for k in images.indices {
+            for d in images[k].descriptors.indices {
+                guard case .pidfd(let pid) = images[k].descriptors[d].event, !pids.contains(pid) else { continue }
+                let descriptor = images[k].descriptors[d]
+                refused.append(
+                    (k == 0 ? "" : "process \(images[k].pid): ")
+                        + "fd \(descriptor.fd): a pidfd of process \(pid), which is not one of the processes "
+                        + "checkpointed (checkpoint its tree with it, if it is a descendant): not restored")
+                images[k].descriptors[d].kind = .unsupported
+                images[k].descriptors[d].event = nil
             }
         }
         return refused

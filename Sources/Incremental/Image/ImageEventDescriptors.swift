@@ -1,5 +1,5 @@
 /// Descriptors on the kernel's anonymous event objects, recorded from /proc/PID/fdinfo and
-/// created again by `EventDescriptorPhase`: eventfd, timerfd, signalfd and epoll.
+/// created again by `EventDescriptorPhase`: eventfd, timerfd, signalfd, epoll and pidfd.
 extension ProcessImage {
     public enum EventObject: Codable, Sendable, Equatable {
         /// eventfd(2): its counter, and EFD_SEMAPHORE.
@@ -11,6 +11,8 @@ extension ProcessImage {
         case signalfd(mask: UInt64)
         /// epoll_create1(2): its interest list, each target a descriptor of the process.
         case epoll(targets: [EpollTarget])
+        /// pidfd_open(2): the process it refers to, by its saved pid, one of the image's tree.
+        case pidfd(pid: Int32)
 
         /// What it is, for people.
         public var summary: String {
@@ -25,6 +27,7 @@ extension ProcessImage {
                 "epoll watching "
                     + targets.map { "fd \($0.fd)" + ($0.via.map { " (closed; its file is fd \($0))" } ?? "") }
                     .joined(separator: ", ")
+            case .pidfd(let pid): "pidfd of process \(pid)"
             }
         }
     }

@@ -138,6 +138,8 @@ extension ProcessImage {
         public var deletedAttributes: DeletedFile? = nil
         /// An flock(2) lock held through this open file: "shared" or "exclusive".
         public var flock: String? = nil
+        /// The open-file-description locks (fcntl F_OFD_SETLK) held through this open file.
+        public var ofdLocks: [RangeLock]? = nil
         /// The open file description of a descriptor of an earlier process of the tree (one
         /// shared offset and status flags, as fork left it): restored by taking that one.
         public var inherited: Inherited? = nil
@@ -151,10 +153,24 @@ extension ProcessImage {
         /// An IPv4 or IPv6 socket (`kind` inet-socket: an older restart refuses the kind).
         public var inet: InetSocket? = nil
 
+        /// A byte-range lock (struct flock): read (shared) or write (exclusive), from `start`
+        /// for `length` bytes, 0: to the end of the file however long it grows.
+        public struct RangeLock: Codable, Sendable, Equatable {
+            public var exclusive: Bool
+            public var start: Int64
+            public var length: Int64
+
+            enum CodingKeys: String, CodingKey { case exclusive, start, length }
+
+            public init(exclusive: Bool, start: Int64, length: Int64) {
+                (self.exclusive, self.start, self.length) = (exclusive, start, length)
+            }
+        }
+
         enum CodingKeys: String, CodingKey {
             case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
                 deletedAttributes, flock, inherited, deletedFileOf
-            case socket, memoryFile, signalOwner, deletedDirectory
+            case socket, memoryFile, signalOwner, deletedDirectory, ofdLocks
             case inet
         }
 

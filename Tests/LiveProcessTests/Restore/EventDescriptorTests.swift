@@ -4,7 +4,7 @@ import TrackerTestSupport
 import Testing
 
 extension LiveProcess {
-    /// eventfd, timerfd, signalfd and epoll descriptors come back at their numbers with their
+    /// eventfd, timerfd, signalfd, epoll and pidfd descriptors come back at their numbers with their
     /// state: what an event loop (asyncio's selector, a server's timers) holds.
     @Suite struct EventDescriptorTests {
         static let program = """
@@ -58,6 +58,96 @@ extension LiveProcess {
             // and a second eventfd watched edge-triggered, reported once written.
             #expect(try restarted.send("go") == "state 7 1 10 3600 True False False 1")
             RestartTests.end(restarted)
+        }
+
+        /// zdtm pidfd_self, pidfd_child: a pidfd of the process itself (non-blocking, inherited
+        /// across exec) and one of its child come back on the same processes with their flags;
+        /// the child, signalled through its pidfd, ends with that signal.
+        @Test(
+            .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
+            .timeLimit(.minutes(2)))
+        func pidfdsOfTheProcessAndItsChildComeBack() throws {
+            let directory = try RestartTests.scratch("pidfds")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import os, signal, sys, time
+                    signal.pthread_sigmask(signal.SIG_SETMASK, [])  # the test runner's mask is inherited
+                    child = os.fork()
+                    if child == 0:
+                        time.sleep(3600)
+                        os._exit(0)
+                    me = os.pidfd_open(os.getpid(), os.O_NONBLOCK)
+                    os.set_inheritable(me, True)
+                    kid = os.pidfd_open(child)
+                    def report(fd):
+                        info = dict(line.split(":", 1) for line in open(f"/proc/self/fdinfo/{fd}").read().splitlines())
+                        return info["Pid"].strip(), os.get_blocking(fd), os.get_inheritable(fd)
+                    print(*report(me), *report(kid), child, flush=True)
+                    for line in sys.stdin:
+                        state = (*report(me), *report(kid))
+                        signal.pidfd_send_signal(me, 0)
+                        signal.pidfd_send_signal(kid, signal.SIGTERM)
+                        status = os.waitpid(child, 0)[1]
+                        print(*state, os.WTERMSIG(status), flush=True)
+                    """,
+                ])
+            let before = try original.line().split(separator: " ")
+            try #require(before.count == 7)
+            #expect(before[0] == "\(original.pid)")
+            try RestartTests.checkpoint(original.pid, store: store, name: "pidfds")
+            RestartTests.end(original)
+            // Its child too, and its pid free again (reaped here when this process is its
+            // subreaper, by init otherwise).
+            let child = try #require(Int32(before[6]))
+            _ = kill(child, SIGKILL)
+            for _ in 0..<500 where kill(child, 0) == 0 {
+                _ = waitpid(child, nil, WNOHANG)
+                usleep(10_000)
+            }
+
+            let restarted = try RestartTests.restart(store: store, name: "pidfds", generation: 0)
+            // Each pidfd on the same pid, with its flags; the child ended by SIGTERM (15).
+            let after = try restarted.send("go")
+            #expect(after == before[0..<6].joined(separator: " ") + " \(SIGTERM)", "before: \(before)")
+            RestartTests.end(restarted)
+        }
+
+        /// zdtm pidfd_dead: a pidfd of a process that has exited and been reaped is refused at
+        /// the checkpoint, with the reason.
+        @Test(
+            .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
+            .timeLimit(.minutes(2)))
+        func aPidfdOfAReapedProcessIsRefused() throws {
+            let directory = try RestartTests.scratch("deadpidfd")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import os, sys
+                    child = os.fork()
+                    if child == 0:
+                        os._exit(0)
+                    fd = os.pidfd_open(child)
+                    os.waitpid(child, 0)
+                    print("ready", fd, flush=True)
+                    sys.stdin.readline()
+                    """,
+                ])
+            defer { RestartTests.end(original) }
+            let ready = try original.line()
+            let run = try TestTools.run("cpx", ["--store", directory + "/store", "--name", "t", "\(original.pid)"])
+            #expect(run.status != 0)
+            #expect(
+                run.errors.contains(
+                    "fd \(ready.split(separator: " ").last ?? ""): anon_inode:[pidfd]: a pidfd of a process "
+                        + "that has exited and been reaped"), "\(run.errors)")
         }
     }
 }

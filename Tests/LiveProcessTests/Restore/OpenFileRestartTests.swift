@@ -122,6 +122,38 @@ extension LiveProcess {
             #expect(answer == "[['FLOCK', 'ADVISORY', 'WRITE', True]] True")
         }
 
+        /// zdtm file_locks06-08: open-file-description locks (F_OFD_SETLK), a read lock on one
+        /// range and a write lock to the end, are held again by the restarted process's open
+        /// file: fdinfo lists them, and another open file of it cannot take a conflicting one.
+        @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func openFileDescriptionLocksAreTakenAgain() throws {
+            let answer = try Self.answerAfterRestart(
+                "ofd",
+                script: """
+                    import fcntl, os, struct, sys
+                    path = sys.argv[1] + "/locked"
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+                    F_OFD_GETLK, F_OFD_SETLK = 36, 37
+                    def lock(on, kind, start, length, command=F_OFD_SETLK):
+                        return struct.unpack("hhqqi4x", fcntl.fcntl(on, command, struct.pack("hhqqi4x", kind, 0, start, length, 0)))
+                    lock(fd, fcntl.F_RDLCK, 10, 5)
+                    lock(fd, fcntl.F_WRLCK, 100, 0)
+                    def report():
+                        held = sorted(l.split()[2:5] + l.split()[7:] for l in open(f"/proc/self/fdinfo/{fd}") if l.startswith("lock:"))
+                        other = os.open(path, os.O_RDWR)
+                        blocked = [lock(other, fcntl.F_WRLCK, start, 1, F_OFD_GETLK)[0] != fcntl.F_UNLCK for start in (0, 12, 200)]
+                        os.close(other)
+                        return held, blocked
+                    print("ready", flush=True)
+                    sys.stdin.readline()
+                    print(*report(), flush=True)
+                    """)
+            #expect(
+                answer
+                    == "[['OFDLCK', 'ADVISORY', 'READ', '10', '14'], ['OFDLCK', 'ADVISORY', 'WRITE', '100', 'EOF']] "
+                    + "[False, True, True]")
+        }
+
         @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
         func locksAndLeasesAreRefusedNamingTheDescriptor() throws {
             let directory = try RestartTests.scratch("locks")

@@ -4,10 +4,11 @@ import Glibc
 import Syscall
 import Tracee
 
-/// The eventfd, timerfd, signalfd and epoll descriptors, made again at their numbers after
-/// every other descriptor is in place (an epoll's targets are descriptors of the process):
+/// The eventfd, timerfd, signalfd, epoll and pidfd descriptors, made again at their numbers
+/// after every other descriptor is in place (an epoll's targets are descriptors of the process):
 /// an eventfd with its counter, a timerfd armed with what was left of it, a signalfd with its
-/// mask, an epoll with its interest list (events and data as the program registered them).
+/// mask, an epoll with its interest list (events and data as the program registered them), a
+/// pidfd opened on the process of the tree it referred to (every process exists by now).
 public struct EventDescriptorPhase: RestartPhase {
     public struct Entry: Sendable, Equatable {
         public var fd: Int32
@@ -56,7 +57,7 @@ public struct EventDescriptorPhase: RestartPhase {
         let calls = session.calls
         for entry in entries {
             let what = "make descriptor \(entry.fd) (\(entry.object.summary))"
-            let made = try create(entry, calls, what)
+            let made = try create(entry, session, what)
             let cloexec = entry.closeOnExec ? O_CLOEXEC : 0
             if made != Int(entry.fd) {
                 try calls.call(.dup3, made, entry.fd, cloexec, to: what)
@@ -97,7 +98,8 @@ public struct EventDescriptorPhase: RestartPhase {
     }
 
     /// The object, at a descriptor the kernel picks (close-on-exec until it is moved).
-    private func create(_ entry: Entry, _ calls: RemoteCalls, _ what: String) throws -> Int {
+    private func create(_ entry: Entry, _ session: RestartSession, _ what: String) throws -> Int {
+        let calls = session.calls
         let nonBlocking = entry.nonBlocking ? O_NONBLOCK : 0
         switch entry.object {
         case .eventfd(let count, let semaphore):
@@ -148,6 +150,9 @@ public struct EventDescriptorPhase: RestartPhase {
                 try watch(target, event: event, in: fd, calls, what)
             }
             return fd
+        case .pidfd(let pid):
+            // PIDFD_NONBLOCK is O_NONBLOCK; the descriptor is always close-on-exec.
+            return try calls.call(.pidfdOpen, try session.tree.current(pid), nonBlocking, to: what)
         }
     }
 }
