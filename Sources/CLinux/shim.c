@@ -1,6 +1,7 @@
 // Exported constants for macros Swift cannot evaluate, and wrappers of functions glibc
 // declares only under _GNU_SOURCE.
 #define _GNU_SOURCE
+#include <sched.h>
 #include <spawn.h>
 #include <signal.h>
 #include "CLinux.h"
@@ -26,6 +27,22 @@ long chpox_spawn_with_pid(const char *path, char *const argv[], char *const envp
     args.exit_signal = SIGCHLD;
     args.set_tid = (uint64_t)(uintptr_t)&pid;
     args.set_tid_size = 1;
+    long child = syscall(SYS_clone3, &args, sizeof args);
+    if (child < 0) return -errno;
+    if (child == 0) {
+        syscall(SYS_close_range, 3, ~0U, 0);
+        syscall(SYS_execve, path, argv, envp);
+        syscall(SYS_exit, 127);
+    }
+    return child;
+}
+
+// A child that is the first process (pid 1) of a new PID namespace (clone3 with CLONE_NEWPID),
+// straight to execve as above.
+long chpox_spawn_in_pid_namespace(const char *path, char *const argv[], char *const envp[]) {
+    struct chpox_clone_args args = {0};
+    args.flags = CLONE_NEWPID;
+    args.exit_signal = SIGCHLD;
     long child = syscall(SYS_clone3, &args, sizeof args);
     if (child < 0) return -errno;
     if (child == 0) {

@@ -15,6 +15,10 @@ public enum RestartReports {
         var notices: [String]
         /// Every process restarted, the first one first.
         var processes: [Int32]
+        /// Their saved pids, in the same order (their pids inside a new PID namespace).
+        var originalProcesses: [Int32]
+        /// The init of the new PID namespace the tree runs in, where its pids were taken.
+        var pidNamespaceInit: Int32?
     }
 
     public static func restartJSON(_ outcome: Restorer.Outcome, chain: String, generation: UInt64) -> String {
@@ -22,7 +26,8 @@ public enum RestartReports {
             Restart(
                 chain: chain, generation: generation, pid: outcome.pid, originalPid: outcome.originalPid,
                 samePid: outcome.pid == outcome.originalPid, mappings: outcome.mappings,
-                pagesWritten: outcome.pagesWritten, notices: outcome.notices, processes: outcome.processes))
+                pagesWritten: outcome.pagesWritten, notices: outcome.notices, processes: outcome.processes,
+                originalProcesses: outcome.originalProcesses, pidNamespaceInit: outcome.namespaceInit))
     }
 
     struct Check: Codable {

@@ -53,6 +53,20 @@ public struct ChildProcess: Sendable {
         return ChildProcess(pid: pid_t(result))
     }
 
+    /// Starts `path` as the first process (pid 1) of a new PID namespace (clone3 with
+    /// CLONE_NEWPID: root); it inherits stdin, stdout and stderr only. Its pid here is returned.
+    public static func spawnInPidNamespace(
+        _ path: String, _ arguments: [String], environment: [String]
+    ) throws(Errno) -> ChildProcess {
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        let envp = environment.map { strdup($0) } + [nil]
+        defer { for pointer in envp { free(pointer) } }
+        let result = chpox_spawn_in_pid_namespace(path, argv, envp)
+        guard result > 0 else { throw Errno(rawValue: Int32(-result)) }
+        return ChildProcess(pid: pid_t(result))
+    }
+
     /// Sends `signal` (kill(2)).
     public func send(_ signal: Int32) throws(Errno) {
         try Signal.send(signal, to: pid)

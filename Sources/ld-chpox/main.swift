@@ -14,9 +14,10 @@ struct LdChpox: ParsableCommand {
             `ld-chpox [--name NAME] [--generation N]` restarts generation N (default: the newest) of chain NAME \
             (default: the store's only chain) and prints the new process's pid; it runs on detached (--wait: stay its \
             parent and exit with its status). It gets its saved pid when that pid is free (root), else a new one with \
-            a notice (--require-same-pid: an error instead). Its descriptors are reopened at their numbers; terminals \
-            and pipes on 0-2 become ld-chpox's own, other pipes a pipe whose peer is gone. Files it was writing are \
-            cut back to their size at that generation.
+            a notice; a tree whose pids are taken restarts in a new PID namespace, where each process has its own \
+            pid, with a notice (root; --require-same-pid: an error instead). Its descriptors are reopened at their \
+            numbers; terminals and pipes on 0-2 become ld-chpox's own, other pipes a pipe whose peer is gone. Files \
+            it was writing are cut back to their size at that generation.
 
             --json prints one document (chpox.restart/1: pid, original pid, notices; chpox.check/1; chpox.core/1; see \
             docs/json-schemas.md); with --wait it comes before the process's own output.
@@ -59,7 +60,9 @@ struct LdChpox: ParsableCommand {
     var core: String?
     @Flag(name: .long, help: "Stay the restarted process's parent and exit with its exit status.")
     var wait = false
-    @Flag(name: .long, help: "Fail if the saved pid is taken, instead of restarting under a new one.")
+    @Flag(
+        name: .long,
+        help: "Fail if a saved pid is taken, instead of restarting under a new one (a tree: in a new PID namespace).")
     var requireSamePid = false
     @Flag(
         name: .customLong("other-cgroups"),
@@ -83,7 +86,7 @@ struct LdChpox: ParsableCommand {
             let image = try? ProcessImage(decoding: manifest.metadata, generation: target)
             if let image {
                 try Restorer(image: image, map: map, store: store, generation: target).check(
-                    otherControlGroups: otherCgroups)
+                    otherControlGroups: otherCgroups, requireSamePid: requireSamePid)
             }
             let notRestored = image.map { Preflight(image: $0, generation: target).notRestored } ?? []
             var bytes = 0
@@ -138,7 +141,9 @@ struct LdChpox: ParsableCommand {
             options.otherControlGroups = otherCgroups
             let outcome = try restorer.restart(options: options)
             let notice =
-                outcome.pid == outcome.originalPid ? "" : " (its pid \(outcome.originalPid) is taken: a new pid)"
+                outcome.namespaceInit.map {
+                    " (pid \(outcome.originalPid) in a new PID namespace, whose init is pid \($0))"
+                } ?? (outcome.pid == outcome.originalPid ? "" : " (its pid \(outcome.originalPid) is taken: a new pid)")
             for line in outcome.notices { FileHandle.standardError.write(Data("ld-chpox: \(line)\n".utf8)) }
             FileHandle.standardError.write(
                 Data(

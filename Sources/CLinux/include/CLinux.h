@@ -247,6 +247,9 @@ _Static_assert(sizeof(struct chpox_clone_args) == 88, "struct clone_args");
 /// Starts `path` as a child with process id `pid` (clone3 with set_tid; needs CAP_SYS_ADMIN and
 /// a free pid), only descriptors 0-2 inherited. Returns the pid, or -errno.
 long chpox_spawn_with_pid(const char *path, char *const argv[], char *const envp[], pid_t pid);
+/// Starts `path` as the first process (pid 1) of a new PID namespace (clone3 with CLONE_NEWPID;
+/// needs CAP_SYS_ADMIN), only descriptors 0-2 inherited. Returns its pid here, or -errno.
+long chpox_spawn_in_pid_namespace(const char *path, char *const argv[], char *const envp[]);
 /// mremap(2) flags (declared only under _GNU_SOURCE).
 #define CHPOX_MREMAP_MAYMOVE 1
 #define CHPOX_MREMAP_FIXED 2

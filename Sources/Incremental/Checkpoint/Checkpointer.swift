@@ -125,6 +125,7 @@ public final class Checkpointer {
         do {
             let state = try ProcFS.state(pid)
             if state == "Z" || state == "X" { throw TraceeError.zombie(pid: pid) }
+            if let reason = Self.pidNamespaceRefusal(pid) { throw TraceeError.unsupported(pid: pid, reason: reason) }
             let claim = try ChainClaim(store: store, chain: options.chain)
             pendingLineage = try ChainOwnership.admit(pid, to: claim, store: store, adopt: options.adopt)
             self.claim = claim
@@ -303,6 +304,17 @@ public final class Checkpointer {
         guard member.pid != pid else { return false }
         let state = try? ProcFS.state(member.pid)
         return state == nil || state == "Z" || state == "X"
+    }
+
+    /// Why a process in a PID namespace below cpx's (its /proc/PID/status NSpid lists more pids
+    /// than cpx's own) is refused: it knows itself and others by pids the image does not record.
+    static func pidNamespaceRefusal(_ pid: Int32) -> String? {
+        guard let nspid = (try? ProcFS.status(pid))?["NSpid"]?.split(whereSeparator: \.isWhitespace),
+            let own = (try? ProcFS.status(CurrentProcess.id))?["NSpid"]?.split(whereSeparator: \.isWhitespace),
+            nspid.count > own.count
+        else { return nil }
+        return "it runs in a PID namespace of its own (NSpid \(nspid.joined(separator: " "))): "
+            + "its pids inside are not recorded yet"
     }
 
     static func name(of pid: Int32) -> String { (try? ProcFS.threadName(pid, thread: pid)) ?? "?" }

@@ -19,6 +19,9 @@ enum TreeCapture {
                 continue
             }
             stats.append(stat)
+            if k > 0, let reason = Checkpointer.pidNamespaceRefusal(member.pid) {
+                refused.append("process \(member.pid): \(reason)")
+            }
             images[k].position = .init(
                 parent: stat.parent, processGroup: stat.processGroup, session: stat.session, space: member.space,
                 stopped: member.stateBeforeStop == "T")

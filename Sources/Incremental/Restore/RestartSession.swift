@@ -30,6 +30,12 @@ public final class RestartSession {
     public internal(set) var pagesWritten = 0
 
     public var pid: Int32 { process.pid }
+    /// Its pid in its own PID namespace (what its system calls name it by): the saved one in a
+    /// new namespace, else `pid`.
+    public var innerPid: Int32 { tree.namespace ? image.pid : pid }
+    /// Each saved thread id and the thread that is it now, as the process itself knows it
+    /// (`threadIDs` holds them as ld-chpox sees them).
+    public internal(set) var innerThreadIDs: [Int32: Int32] = [:]
 
     /// Where the stub's own stdin, stdout and stderr are kept while its descriptors are rebuilt
     /// (terminals and pipes of the image become these).
@@ -107,11 +113,28 @@ public final class RestartTree {
 
     public init() {}
 
-    /// The process that is saved pid `pid` now.
+    /// The tree runs in a new PID namespace (its pids were taken here): inside it every process
+    /// has its saved pid, and `pids` holds what they are outside it.
+    public internal(set) var namespace = false
+
+    /// The process that is saved pid `pid` now, as ld-chpox sees it (and /proc, the host's).
     func current(_ pid: Int32) throws(TraceeError) -> Int32 {
         guard let now = pids[pid] else {
             throw .unsupported(pid: pid, reason: "process \(pid) of the image has not been created")
         }
         return now
+    }
+
+    /// The pid by which the restarted processes know saved pid `pid` (their system calls
+    /// among themselves: setpgid, pidfd_open): the saved one in a new namespace, else `current`.
+    func inner(_ pid: Int32) throws(TraceeError) -> Int32 {
+        let now = try current(pid)
+        return namespace ? pid : now
+    }
+
+    /// The pid by which the restarted processes know the process that is `outer` here.
+    func inner(outer: Int32) -> Int32 {
+        guard namespace else { return outer }
+        return pids.first { $0.value == outer }?.key ?? outer
     }
 }

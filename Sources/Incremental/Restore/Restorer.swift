@@ -12,7 +12,8 @@ import Tracee
 /// set before the process runs again.
 public final class Restorer {
     public struct Options: Sendable {
-        /// Fail rather than take a new pid when the saved one is taken.
+        /// Fail rather than take a new pid when the saved one is taken (a tree: rather than
+        /// restart in a new PID namespace).
         public var requireSamePid = false
         /// Run it in ld-chpox's control groups where they differ from the saved ones (a notice
         /// says so) instead of refusing.
@@ -31,6 +32,11 @@ public final class Restorer {
         public var notices: [String] = []
         /// Every process restarted: the first one, then the rest of its tree.
         public var processes: [Int32] = []
+        /// Their saved pids, in the same order: their pids inside a new PID namespace.
+        public var originalProcesses: [Int32] = []
+        /// The init of the new PID namespace the tree runs in (its pid here; `child`), where
+        /// its pids were taken; nil where it runs with its pids here.
+        public var namespaceInit: Int32?
     }
 
     public let image: ProcessImage
@@ -69,8 +75,9 @@ public final class Restorer {
     public var authority: ImageAuthority { ImageAuthority(store: store) }
 
     /// Throws the reason a restart would be refused now (`Preflight`).
-    public func check(otherControlGroups: Bool = false) throws(CheckpointError) {
-        try plan.preflight.check(authority: authority, otherControlGroups: otherControlGroups)
+    public func check(otherControlGroups: Bool = false, requireSamePid: Bool = false) throws(CheckpointError) {
+        try plan.preflight.check(
+            authority: authority, otherControlGroups: otherControlGroups, requireSamePid: requireSamePid)
     }
 
     /// Starts the stub, rebuilds the process in it and lets it run; a tree's other processes
@@ -80,16 +87,27 @@ public final class Restorer {
     /// where that cannot be recorded, a notice says so.
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
         let plan = self.plan
-        try plan.preflight.check(authority: authority, otherControlGroups: options.otherControlGroups)
-        // A tree keeps its pids: its processes know each other by them.
-        let child = try StubProcess.start(
-            pid: image.pid, generation: generation,
-            requireSamePid: options.requireSamePid || plan.processes.count > 1 || !plan.zombies.isEmpty)
+        try plan.preflight.check(
+            authority: authority, otherControlGroups: options.otherControlGroups,
+            requireSamePid: options.requireSamePid)
+        // A tree keeps its pids: its processes know each other by them. Where one is taken, it
+        // keeps them in a new PID namespace (`Preflight.checkPids`).
+        let isTree = plan.preflight.isTree
+        let taken = isTree ? plan.preflight.takenPids.map(\.pid) : []
+        let child: ChildProcess, stub: Int32
+        if taken.isEmpty {
+            child = try StubProcess.start(
+                pid: image.pid, generation: generation, requireSamePid: options.requireSamePid || isTree)
+            stub = child.pid
+        } else {
+            (child, stub) = try StubProcess.startInPidNamespace(pid: image.pid, generation: generation)
+        }
         var sessions: [RestartSession] = []
         do {
             let tree = RestartTree()
+            tree.namespace = !taken.isEmpty
             let root = try RestartSession(
-                stub: child.pid, image: image, store: store, map: map.space(0), generation: generation, tree: tree)
+                stub: stub, image: image, store: store, map: map.space(0), generation: generation, tree: tree)
             sessions.append(root)
             try root.setGroups(plan.processes[0].groups)
             let images = image.processes
@@ -140,6 +158,7 @@ public final class Restorer {
                 }
             }
             var notices = sessions.flatMap(\.notices)
+            if !taken.isEmpty { notices.insert(plan.preflight.namespaceNotice(taken: taken, root: stub), at: 0) }
             notices += plan.preflight.notRestored.map { "not restored (skipped at the checkpoint): \($0)" }
             if options.otherControlGroups, let change = plan.preflight.controlGroupChange {
                 notices.append("\(change) (--other-cgroups)")
@@ -147,7 +166,7 @@ public final class Restorer {
             notices += moved.map { "moved \($0) it ran in" }
             if let chain,
                 let notice = ChainOwnership.recordRestart(
-                    store: store, chain: chain, generation: generation, pid: child.pid)
+                    store: store, chain: chain, generation: generation, pid: stub)
             {
                 notices.append(notice)
             }
@@ -172,16 +191,25 @@ public final class Restorer {
                             + "now: stopped by SIGSTOP instead")
                 }
             }
+            // The namespace's init lives on without ld-chpox from now on (its PR_SET_PDEATHSIG off).
+            if !taken.isEmpty {
+                do { try child.send(SIGUSR1) } catch {
+                    notices.append(
+                        "the PID namespace's init (pid \(child.pid)) could not be told the restart is done (\(error)): "
+                            + "the tree ends when ld-chpox does")
+                }
+            }
             return Outcome(
-                pid: child.pid, originalPid: image.pid, mappings: image.mappings.count,
+                pid: stub, originalPid: image.pid, mappings: image.mappings.count,
                 pagesWritten: sessions.map(\.pagesWritten).reduce(0, +),
-                child: child, notices: notices, processes: sessions.map(\.pid))
+                child: child, notices: notices, processes: sessions.map(\.pid),
+                originalProcesses: sessions.map(\.image.pid), namespaceInit: taken.isEmpty ? nil : child.pid)
         } catch {
             for session in sessions.dropFirst().reversed() { try? Signal.send(SIGKILL, to: session.pid) }
             try? child.send(SIGKILL)
             for session in sessions.reversed() { session.process.thaw() }
             _ = try? child.wait()
-            throw Checkpointer.classify(error, pid: child.pid)
+            throw Checkpointer.classify(error, pid: stub)
         }
     }
 }

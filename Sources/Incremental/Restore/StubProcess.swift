@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Syscall
 import Tracee
 
@@ -28,5 +31,32 @@ enum StubProcess {
                 path: path,
                 reason: "cannot start the restore stub: \(error) (install chpox-restore-stub beside ld-chpox)")
         }
+    }
+
+    /// Starts the init of a new PID namespace (`chpox-restore-stub --init`; root), which forks
+    /// the stub with pid `pid` inside it. Returns the init (ld-chpox's child: what `--wait`
+    /// waits for) and the stub's pid here.
+    static func startInPidNamespace(pid: Int32, generation: UInt64) throws(CheckpointError) -> (ChildProcess, Int32) {
+        let environment = ["CHPOX_RESTORE_PARENT=\(CurrentProcess.id)"]
+        let initProcess: ChildProcess
+        do {
+            initProcess = try ChildProcess.spawnInPidNamespace(path, ["--init", "\(pid)"], environment: environment)
+        } catch {
+            throw .cannotRestart(
+                generation: generation,
+                reason: "its pids are taken, and a new PID namespace to restart it in cannot be made: \(error)")
+        }
+        for _ in 0..<4000 {
+            if let stub = (try? ProcFS.children(initProcess.pid))?.first { return (initProcess, stub) }
+            if (try? ProcFS.state(initProcess.pid)) ?? "Z" == "Z" { break }
+            CurrentProcess.sleep(microseconds: 500)
+        }
+        try? initProcess.send(SIGKILL)
+        let ended = try? initProcess.wait()
+        throw .output(
+            path: path,
+            reason:
+                "the init of the new PID namespace started no restore stub (it ended: \(ended.map { "\($0)" } ?? "?")); "
+                + "install chpox-restore-stub beside ld-chpox")
     }
 }

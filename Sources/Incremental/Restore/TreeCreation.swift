@@ -44,7 +44,7 @@ extension RestartSession {
         } else if zombie.processGroup == zombie.pid {
             try calls.call(.setpgid, 0, 0, to: "make zombie \(zombie.pid) lead a process group")
         } else if let group = zombie.processGroup, group != image.position?.processGroup, tree.pids[group] != nil {
-            try calls.call(.setpgid, 0, try tree.current(group), to: "put zombie \(zombie.pid) in group \(group)")
+            try calls.call(.setpgid, 0, try tree.inner(group), to: "put zombie \(zombie.pid) in group \(group)")
         }
         let signal = zombie.status & 0x7f
         if signal != 0 && signal != SIGKILL && signal != SIGSTOP {  // its default action, whatever the stub catches
@@ -57,7 +57,8 @@ extension RestartSession {
         if signal == 0 {
             try child.release(into: SystemCall.exitGroup.rawValue, [Int((zombie.status >> 8) & 0xff)])
         } else {
-            try child.release(into: SystemCall.kill.rawValue, [Int(child.pid), Int(signal)])
+            let own = tree.namespace ? zombie.pid : child.pid  // kill names itself by its pid inside
+            try child.release(into: SystemCall.kill.rawValue, [Int(own), Int(signal)])
         }
         for _ in 0..<2000 {
             if (try? ProcFS.state(child.pid)) == "Z" { return }
@@ -87,7 +88,7 @@ extension RestartSession {
         case .ownGroup: try calls.call(.setpgid, 0, 0, to: "make process \(image.pid) lead a process group")
         case .join(let leader):
             try calls.call(
-                .setpgid, 0, try tree.current(leader), to: "put process \(image.pid) in process group \(leader)")
+                .setpgid, 0, try tree.inner(leader), to: "put process \(image.pid) in process group \(leader)")
         }
     }
 }

@@ -147,7 +147,7 @@ extension LiveProcess {
         }
 
         @Test(.enabled(if: hasPython, "python3 is not installed"), .timeLimit(.minutes(2)))
-        func aRestartWhileTheTreesPidsAreTakenIsRefusedNamingThePid() throws {
+        func withRequireSamePidARestartWhileTheTreesPidsAreTakenIsRefusedNamingThePid() throws {
             try Self.asSubreaper {
                 let directory = try RestartTests.scratch("tree-pids")
                 defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -157,13 +157,107 @@ extension LiveProcess {
                 let ids = Self.ids(try original.line())
                 try RestartTests.checkpoint(original.pid, store: store, name: "tree")
                 // The original still runs: every pid of the tree is taken.
-                let run = try TestTools.run("ld-chpox", ["--store", store, "--name", "tree"])
+                let run = try TestTools.run("ld-chpox", ["--store", store, "--name", "tree", "--require-same-pid"])
                 #expect(run.status == 1)
                 #expect(run.errors.contains("pid \(original.pid)"), "\(run.errors)")
                 #expect(run.errors.contains("is taken"), "\(run.errors)")
+                #expect(run.errors.contains("--require-same-pid"), "\(run.errors)")
                 #expect((try? ProcFS.state(ids[0])) != nil)  // and the original runs on
                 Self.killTree([original.pid] + ids)
             }
+        }
+
+        struct RestartDocument: Decodable {
+            var pid: Int32
+            var notices: [String]
+            var processes: [Int32]
+            var originalProcesses: [Int32]
+            var pidNamespaceInit: Int32?
+        }
+
+        /// The saved pids, innermost last, of process `pid` (/proc/PID/status NSpid).
+        static func namespacePids(_ pid: Int32) -> [Int32] {
+            ((try? ProcFS.status(pid))?["NSpid"] ?? "").split(whereSeparator: \.isWhitespace).compactMap { Int32($0) }
+        }
+
+        /// A tree one of whose pids is taken restarts in a new PID namespace: inside it each
+        /// process has its saved pid (getpid, getppid, groups, waitpid hold), outside others;
+        /// a notice names the pid taken. With --require-same-pid it is refused.
+        @Test(.enabled(if: hasPython && getuid() == 0, "python3 and root"), .timeLimit(.minutes(3)))
+        func aTreeWhosePidIsTakenRestartsInANewPidNamespace() throws {
+            try Self.asSubreaper {
+                let directory = try RestartTests.scratch("tree-pidns")
+                defer { try? FileManager.default.removeItem(atPath: directory) }
+                let store = directory + "/store", logPath = directory + "/log"
+                let original = try WorkloadProcess(
+                    executable: "/usr/bin/python3", arguments: ["-c", Self.program, logPath])
+                let ready = try original.line()
+                let root = original.pid
+                let (child, grand) = (Self.ids(ready)[0], Self.ids(ready)[1])
+                #expect(try original.send("put a") == "put")
+                try RestartTests.checkpoint(root, store: store, name: "tree")
+                Self.killTree([root, child, grand])
+                // The child's pid taken, exactly (clone3 set_tid), by another process.
+                let taker = try ChildProcess.spawn("/bin/sleep", ["100"], pid: child, environment: [])
+                defer {
+                    try? taker.send(SIGKILL)
+                    _ = try? taker.wait()
+                }
+                let refused = try TestTools.run("ld-chpox", ["--store", store, "--name", "tree", "--require-same-pid"])
+                #expect(refused.status == 1)
+                #expect(refused.errors.contains("pid \(child)"), "\(refused.errors)")
+                #expect(refused.errors.contains("--require-same-pid"), "\(refused.errors)")
+
+                let restarted = try RestartTests.restart(store: store, name: "tree", generation: 0, extra: ["--json"])
+                let document = try JSONDecoder().decode(RestartDocument.self, from: Data(try restarted.line().utf8))
+                #expect(document.originalProcesses == [root, child, grand])
+                // The namespace's init, ld-chpox's child, is pid 1 there.
+                let initPid = try #require(document.pidNamespaceInit)
+                #expect(try ProcFS.children(restarted.child.pid) == [initPid])
+                #expect(Self.namespacePids(initPid) == [initPid, 1])
+                #expect(document.processes.count == 3)
+                #expect(!document.processes.contains(child))
+                #expect(
+                    document.notices.first
+                        == "restarted in a new PID namespace: pid \(child) is taken here; inside it every process has "
+                        + "its own pid; seen from outside, pid \(document.pid) is \(root)",
+                    "\(document.notices)")
+                // Seen from outside: each is its saved pid in its namespace (NSpid, innermost last).
+                for (outer, saved) in zip(document.processes, [root, child, grand]) {
+                    #expect(Self.namespacePids(outer) == [outer, saved])
+                }
+                // cpx refuses a process of it (its pids inside are not recorded).
+                let cpx = try TestTools.run("cpx", ["--store", directory + "/other", "\(document.pid)"])
+                #expect(cpx.status != 0)
+                #expect(cpx.errors.contains("PID namespace of its own"), "\(cpx.errors)")
+                try restarted.write("end")
+                // Inside, each knows itself and the others by their saved pids.
+                #expect(try restarted.line() == "grand \(grand) \(child) \(child) \(root)")
+                #expect(try restarted.line() == "child \(child) \(root) \(child) \(root) \(grand) 0")
+                #expect(try restarted.line() == "root \(root) \(root) \(root) \(child) 7")
+                // The init ends with the root process, with its status, and ld-chpox --wait with it.
+                #expect(try restarted.child.wait() == .exited(0))
+                #expect((try? ProcFS.state(initPid)) == nil)
+                let log = try String(contentsOfFile: logPath, encoding: .utf8)
+                #expect(log == "root a\nroot end\ngrand a\ngrand end\n", "\(log)")
+            }
+        }
+
+        /// cpx refuses a process in a PID namespace below its own: it would record pids that
+        /// are not the ones the process knows.
+        @Test(.enabled(if: getuid() == 0, "creating a PID namespace needs root"), .timeLimit(.minutes(1)))
+        func aProcessInAPidNamespaceOfItsOwnIsRefused() throws {
+            let directory = try RestartTests.scratch("pidns-cpx")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let sleeper = try ChildProcess.spawnInPidNamespace("/bin/sleep", ["100"], environment: [])
+            defer {
+                try? sleeper.send(SIGKILL)
+                _ = try? sleeper.wait()
+            }
+            let run = try TestTools.run("cpx", ["--store", directory + "/store", "\(sleeper.pid)"])
+            #expect(run.status != 0)
+            #expect(run.errors.contains("PID namespace of its own (NSpid \(sleeper.pid) 1)"), "\(run.errors)")
+            #expect((try? ProcFS.state(sleeper.pid)) != nil)  // and it runs on
         }
 
         /// What a restart of a tree cannot reproduce is refused at the checkpoint, naming it.

@@ -25,11 +25,15 @@ public struct Preflight: Sendable {
     /// against what its store's owner may grant (`authority`).
     /// `otherControlGroups`: the user accepts running it in ld-chpox's control groups where
     /// they differ from the saved ones (`controlGroupChange` says how, for a notice).
-    public func check(authority: ImageAuthority, otherControlGroups: Bool = false) throws(CheckpointError) {
-        guard image.tree?.isEmpty == false || image.zombies?.isEmpty == false else {
+    /// `requireSamePid`: a tree whose pids are taken is refused rather than restarted in a new
+    /// PID namespace.
+    public func check(
+        authority: ImageAuthority, otherControlGroups: Bool = false, requireSamePid: Bool = false
+    ) throws(CheckpointError) {
+        guard isTree else {
             return try checkProcess(authority: authority, otherControlGroups: otherControlGroups)
         }
-        try checkPids()
+        try checkPids(requireSamePid: requireSamePid)
         for process in image.processes {
             do throws(CheckpointError) {
                 try Preflight(image: process, generation: generation).checkProcess(
@@ -40,20 +44,53 @@ public struct Preflight: Sendable {
         }
     }
 
-    /// A tree restarts with its own pids: its processes know each other by them (a parent kills
-    /// or waits for its child's). Every one must be free.
-    func checkPids() throws(CheckpointError) {
+    /// A process tree (more than one process, or zombie children): its processes know each
+    /// other by their pids.
+    public var isTree: Bool { image.tree?.isEmpty == false || image.zombies?.isEmpty == false }
+
+    /// The pids of the tree taken here now: each with whose it was and what has it now.
+    public var takenPids: [(pid: Int32, of: String, by: String)] {
         let pids =
             image.processes.map { ($0.pid, $0.command.first ?? "?") }
             + (image.zombies ?? []).map { ($0.pid, "a zombie child") }
-        for (pid, what) in pids {
-            guard let now = try? ProcFS.stat(pid) else { continue }
-            throw refuse(
-                "pid \(pid), \(what)'s, is taken by \(now.command) now: "
-                    + "a process tree restarts with the pids it had, which its processes know each other by "
-                    + "(restarting in a new pid namespace is not built yet); end that process, or wait until it "
-                    + "is gone (a killed tree's pids are free once their parent or init reaps them)")
+        return pids.compactMap { pid, what in
+            (try? ProcFS.stat(pid)).map { (pid, what, $0.command) }
         }
+    }
+
+    /// A tree restarts with its own pids: its processes know each other by them (a parent kills
+    /// or waits for its child's). Where one is taken, it restarts in a new PID namespace, in
+    /// which each has its own (`namespaceNotice`): only root makes one; `requireSamePid` refuses.
+    func checkPids(requireSamePid: Bool) throws(CheckpointError) {
+        guard let (pid, what, now) = takenPids.first else { return }
+        let advice =
+            "end that process, or wait until it is gone (a killed tree's pids are free once their parent or init "
+            + "reaps them)"
+        let why = "a process tree restarts with the pids it had, which its processes know each other by"
+        if requireSamePid {
+            throw refuse(
+                "pid \(pid), \(what)'s, is taken by \(now) now: \(why) (--require-same-pid: not in a new PID "
+                    + "namespace); \(advice)")
+        }
+        guard CurrentProcess.effectiveUserID == 0 else {
+            throw refuse(
+                "pid \(pid), \(what)'s, is taken by \(now) now: \(why), in a new PID namespace where they are "
+                    + "taken, and only root makes one; \(advice), or restart it as root")
+        }
+        if image.processes.contains(where: { $0.pid == 1 }) || image.zombies?.contains(where: { $0.pid == 1 }) == true {
+            throw refuse(
+                "pid \(pid), \(what)'s, is taken by \(now) now, and its tree has pid 1, which in a new PID namespace "
+                    + "is the namespace's own init; \(advice)")
+        }
+    }
+
+    /// What a restart in a new PID namespace says: the pids that were taken, and `root`, the
+    /// root process's pid outside it.
+    public func namespaceNotice(taken pids: [Int32], root: Int32) -> String {
+        let taken = pids.map { "\($0)" }
+        return "restarted in a new PID namespace: "
+            + (taken.count == 1 ? "pid \(taken[0]) is" : "pids \(taken.joined(separator: ", ")) are")
+            + " taken here; inside it every process has its own pid; seen from outside, pid \(root) is \(image.pid)"
     }
 
     /// The checks of one process of the image.

@@ -44,7 +44,7 @@ public struct SharedDescriptorPhase: RestartPhase {
         }
         for entry in entries {
             let what = "take descriptor \(entry.from.fd) of process \(entry.from.pid) as descriptor \(entry.fd)"
-            let source = try session.tree.current(entry.from.pid)
+            let source = try session.tree.inner(entry.from.pid)
             // Kept above the image's descriptors: a free number below may be an entry's.
             let opened = try calls.call(.pidfdOpen, source, 0, to: what)
             let pidfd = try calls.call(.fcntl, opened, F_DUPFD_CLOEXEC, DescriptorPhase.holderBase, to: what)

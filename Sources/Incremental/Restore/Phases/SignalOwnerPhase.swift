@@ -43,7 +43,7 @@ public struct SignalOwnerPhase: RestartPhase {
         let calls = session.calls
         for owner in owners {
             var target = owner.owner.pid
-            if target == pid { target = session.pid }  // a lone process under a new pid
+            if target == pid { target = session.innerPid }  // a lone process under a new pid
             let what = "give descriptor \(owner.fd)'s I/O signals to \(target)"
             // Root takes the recorded ids for the call; anyone else has them already (`Preflight`).
             let asRoot = CurrentProcess.effectiveUserID == 0

@@ -62,11 +62,12 @@ public struct SignalPhase: RestartPhase {
         for info in sharedPending {
             try calls.withFrame { () throws(TraceeError) in
                 try calls.call(
-                    .rtSigqueueinfo, pid, info.signal, try calls.bytes(info.bytes), to: "queue signal \(info.signal)")
+                    .rtSigqueueinfo, session.innerPid, info.signal, try calls.bytes(info.bytes),
+                    to: "queue signal \(info.signal)")
             }
         }
         for (saved, signals) in threadPending {
-            guard let tid = session.threadIDs[saved] else {
+            guard let tid = session.threadIDs[saved], let inner = session.innerThreadIDs[saved] else {
                 throw TraceeError.unsupported(
                     pid: pid, reason: "thread \(saved) was not created: its signals have nowhere to go")
             }
@@ -75,7 +76,7 @@ public struct SignalPhase: RestartPhase {
                     // Made by the thread itself: the kernel lets no other thread queue a
                     // tgkill-like siginfo (si_code SI_TKILL or >= 0) to it.
                     try calls.call(
-                        .rtTgsigqueueinfo, pid, tid, info.signal, try calls.bytes(info.bytes), on: tid,
+                        .rtTgsigqueueinfo, session.innerPid, inner, info.signal, try calls.bytes(info.bytes), on: tid,
                         to: "queue signal \(info.signal) to thread \(tid)")
                 }
             }

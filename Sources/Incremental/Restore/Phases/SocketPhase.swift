@@ -331,7 +331,7 @@ public struct SocketPhase: RestartPhase {
         guard let holder = session.tree.socketHolders[inode] else {
             throw TraceeError.unsupported(pid: calls.pid, reason: "\(what): it was not made")
         }
-        let opened = try calls.call(.pidfdOpen, holder.pid, 0, to: what)
+        let opened = try calls.call(.pidfdOpen, session.tree.inner(outer: holder.pid), 0, to: what)
         let pidfd = try calls.call(.fcntl, opened, F_DUPFD_CLOEXEC, holderBase, to: what)
         _ = try calls.result(of: .close, opened)
         defer { _ = try? calls.result(of: .close, pidfd) }

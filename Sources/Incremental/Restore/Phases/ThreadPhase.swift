@@ -27,10 +27,12 @@ public struct ThreadPhase: RestartPhase {
         guard let main = threads.first else { return }
         let calls = session.calls, pid = session.pid
         session.threadIDs[main.tid] = pid
+        session.innerThreadIDs[main.tid] = session.innerPid
         if let clear = main.clearAddress {
             _ = try calls.result(of: .setTidAddress, clear)
-            // glibc keeps the thread's id where the kernel clears it (pthread->tid).
-            if pid != main.tid { try calls.write(Self.tidBytes(pid), at: clear) }
+            // glibc keeps the thread's id where the kernel clears it (pthread->tid): its id
+            // in its own PID namespace.
+            if session.innerPid != main.tid { try calls.write(Self.tidBytes(session.innerPid), at: clear) }
         }
         try registerRseq(main, on: pid, calls)
         try robustList(main, on: pid, calls)
@@ -60,8 +62,11 @@ public struct ThreadPhase: RestartPhase {
         }
         try calls.check(result, "create thread \(thread.tid)")
         let tid = try session.process.adoptClonedThread()
+        // clone3 returns the id in the caller's namespace; ptrace gives it in ld-chpox's.
+        let inner = Int32(result)
         session.threadIDs[thread.tid] = tid
-        if tid != thread.tid, let clear = thread.clearAddress { try calls.write(Self.tidBytes(tid), at: clear) }
+        session.innerThreadIDs[thread.tid] = inner
+        if inner != thread.tid, let clear = thread.clearAddress { try calls.write(Self.tidBytes(inner), at: clear) }
         try registerRseq(thread, on: tid, calls)
         try robustList(thread, on: tid, calls)
         try alternateStack(thread, on: tid, calls)

@@ -62,7 +62,7 @@ public struct TimerPhase: RestartPhase {
         let calls = session.calls
         var target: Int32 = 0
         if let saved = timer.thread {
-            guard let tid = session.threadIDs[saved] else {
+            guard let tid = session.innerThreadIDs[saved] else {
                 throw TraceeError.unsupported(
                     pid: session.pid, reason: "thread \(saved) was not created: POSIX timer \(timer.id) signals it")
             }
