@@ -78,6 +78,16 @@ public struct ChildProcess: Sendable {
         case signalled(Int32)
     }
 
+    /// Collects every child and tracee of this process that ends (waitpid -1 with __WALL)
+    /// until `pid` has: a tracer must collect its dead tracees before their parent can.
+    public static func reapAll(until pid: pid_t) {
+        var status: Int32 = 0
+        while true {
+            let ended = waitpid(-1, &status, Int32(bitPattern: 0x4000_0000))  // __WALL
+            if ended == pid || (ended < 0 && errno != EINTR) { return }
+        }
+    }
+
     /// Waits for the child to end (waitpid(2)).
     public func wait() throws(Errno) -> Termination {
         var status: Int32 = 0

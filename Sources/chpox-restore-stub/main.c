@@ -16,6 +16,11 @@
 // code (128 + the signal that ended it, as a shell says: a namespace's init cannot die of a
 // signal it sends itself). It dies with ld-chpox until ld-chpox sends it SIGUSR1 (the restart
 // is done), and with it every process of the namespace.
+//
+// The namespace gets a mount namespace of its own too (host mounts propagate in, none out), so
+// that it can have its own /proc: while ld-chpox rebuilds the processes, /proc is the host's
+// (ld-chpox names them by their pids there); on SIGUSR1, before any of them runs again, the init
+// mounts a /proc of the new PID namespace over it, where each process finds itself by its pid.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/sched.h>
@@ -24,14 +29,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+static volatile sig_atomic_t handed = 0;
+
 static void handed_over(int signal) {
     (void)signal;
     prctl(PR_SET_PDEATHSIG, 0);
+    handed = 1;
 }
 
 // The parent's pid as the host's /proc sees it (getppid() is 0 in a new namespace: the
@@ -52,13 +61,19 @@ static long outer_parent(void) {
 }
 
 static int init(char *path, pid_t root) {
-    // Before anything: a namespace's init gets from outside only the signals it handles.
+    // Before anything: a namespace's init gets from outside only the signals it handles, and
+    // none blocked (ld-chpox's mask is inherited; a caller may block SIGUSR1).
+    sigset_t none;
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) != 0) return 1;
     struct sigaction action = {0};
     action.sa_handler = handed_over;
     if (sigaction(SIGUSR1, &action, NULL) != 0) return 1;
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return 1;
     const char *parent = getenv("CHPOX_RESTORE_PARENT");
     if (parent != NULL && outer_parent() != atol(parent)) return 1;
+    if (syscall(SYS_unshare, CLONE_NEWNS) != 0) return 1;
+    if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) != 0) return 1;
     struct clone_args arguments = {0};
     arguments.exit_signal = SIGCHLD;
     arguments.set_tid = (uint64_t)(uintptr_t)&root;
@@ -71,8 +86,14 @@ static int init(char *path, pid_t root) {
         execve(path, argv, envp);
         _exit(127);
     }
-    int ended = 0;
+    int ended = 0, mounted = 0;
     for (;;) {
+        // ld-chpox repeats SIGUSR1 until it sees this mount: one that came before the wait is
+        // not lost.
+        if (handed && !mounted) {
+            mounted = 1;
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+        }
         int status = 0;
         pid_t pid = waitpid(-1, &status, __WALL);
         if (pid < 0 && errno == EINTR) continue;

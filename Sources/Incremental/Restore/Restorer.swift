@@ -170,6 +170,16 @@ public final class Restorer {
             {
                 notices.append(notice)
             }
+            // In a new PID namespace, its own /proc before any process runs again (the init mounts
+            // it on SIGUSR1); without it a process reading /proc/<its pid> would read another's.
+            if !taken.isEmpty {
+                guard Self.giveOwnProc(to: child) else {
+                    throw CheckpointError.cannotRestart(
+                        generation: generation,
+                        reason: "the new PID namespace's init (pid \(child.pid)) did not mount a /proc of its own: "
+                            + "its processes would see the host's /proc under their pids")
+                }
+            }
             // Let go children first; a stopped process gets its stop signal as it is let go
             // (SIGSTOP where that one did not stop it: SIGTSTP and the like are ignored in an
             // orphaned process group).
@@ -191,14 +201,6 @@ public final class Restorer {
                             + "now: stopped by SIGSTOP instead")
                 }
             }
-            // The namespace's init lives on without ld-chpox from now on (its PR_SET_PDEATHSIG off).
-            if !taken.isEmpty {
-                do { try child.send(SIGUSR1) } catch {
-                    notices.append(
-                        "the PID namespace's init (pid \(child.pid)) could not be told the restart is done (\(error)): "
-                            + "the tree ends when ld-chpox does")
-                }
-            }
             return Outcome(
                 pid: stub, originalPid: image.pid, mappings: image.mappings.count,
                 pagesWritten: sessions.map(\.pagesWritten).reduce(0, +),
@@ -208,8 +210,36 @@ public final class Restorer {
             for session in sessions.dropFirst().reversed() { try? Signal.send(SIGKILL, to: session.pid) }
             try? child.send(SIGKILL)
             for session in sessions.reversed() { session.process.thaw() }
-            _ = try? child.wait()
+            // Every death of a process ld-chpox traces is reported to it before its parent may
+            // reap it: a namespace's init waits for its killed processes, so they are collected
+            // here until the init itself is (`ChildProcess.reapAll`: any child of this process).
+            if taken.isEmpty { _ = try? child.wait() } else { ChildProcess.reapAll(until: child.pid) }
             throw Checkpointer.classify(error, pid: stub)
         }
+    }
+}
+
+extension Restorer {
+    /// Tells a PID namespace's init the restart is done (SIGUSR1: it lives on without
+    /// ld-chpox and mounts the namespace's own /proc), repeating until that mount shows in its
+    /// mountinfo; false after two seconds.
+    static func giveOwnProc(to initProcess: ChildProcess) -> Bool {
+        func procMounts() -> Int {
+            let text = (try? ProcFS.bytes(initProcess.pid, "mountinfo")).map { String(decoding: $0, as: UTF8.self) }
+            return (text ?? "").split(separator: "\n").filter { line in
+                let fields = line.split(separator: " ")
+                guard let dash = fields.firstIndex(of: "-"), fields.count > dash + 1, fields.count > 4 else {
+                    return false
+                }
+                return fields[4] == "/proc" && fields[dash + 1] == "proc"
+            }.count
+        }
+        let before = procMounts()
+        for _ in 0..<100 {
+            guard (try? initProcess.send(SIGUSR1)) != nil else { return false }
+            CurrentProcess.sleep(microseconds: 20_000)
+            if procMounts() > before { return true }
+        }
+        return false
     }
 }

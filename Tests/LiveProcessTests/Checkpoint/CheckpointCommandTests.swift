@@ -185,9 +185,11 @@ extension LiveProcess {
                     "-c",
                     """
                     import os, socket, sys, tempfile
-                    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # (a socketpair is restored now)
-                    named = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                    named.bind("\\0chpox-cpx-%d" % os.getpid())
+                    # Two sockets still refused: a datagram waiting in a UDP socket, a netlink socket.
+                    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    udp.bind(("127.0.0.1", 0))
+                    udp.sendto(b"queued", udp.getsockname())
+                    netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
                     fd, path = tempfile.mkstemp()
                     os.write(fd, b"secret contents")
                     os.unlink(path)

@@ -124,7 +124,7 @@ extension LiveProcess {
 
                 if __name__ == "__main__":
                     with open("results", "w") as out, multiprocessing.Pool(2) as pool:
-                        for n, h in pool.imap(work, range(100)):
+                        for n, h in pool.imap(work, range(300)):
                             print(n, h, file=out, flush=True)
                         print("done", file=out, flush=True)
                 """.write(toFile: directory + "/pool.py", atomically: true, encoding: .utf8)

@@ -61,7 +61,12 @@ extension LiveProcess {
                     os.write(w, b'end\\n')
                     os.write(gate_w, b'g')
                     _, status = os.waitpid(child, 0)
-                    print('root', os.getpid(), os.getpgrp(), os.getsid(0), child, os.WEXITSTATUS(status), flush=True)
+                    try:  # /proc names it by its own pid (a new PID namespace has a /proc of its own)
+                        own = open('/proc/%d/stat' % os.getpid()).read().split()[0] == str(os.getpid())
+                    except OSError:
+                        own = False
+                    print('root', os.getpid(), os.getpgrp(), os.getsid(0), child, os.WEXITSTATUS(status), own,
+                          flush=True)
                     break
             """
 
@@ -121,7 +126,7 @@ extension LiveProcess {
                 // Each knows the others by their saved pids: waitpid and getppid hold.
                 #expect(try restarted.line() == "grand \(grand) \(child) \(child) \(root)")
                 #expect(try restarted.line() == "child \(child) \(root) \(child) \(root) \(grand) 0")
-                #expect(try restarted.line() == "root \(root) \(root) \(root) \(child) 7")
+                #expect(try restarted.line() == "root \(root) \(root) \(root) \(child) 7 True")
                 #expect(try restarted.child.wait() == .exited(0))
                 // The pipe held "a b" at generation 1; the log's one offset is shared again (the
                 // grandchild appends after root's last line instead of overwriting it).
@@ -234,7 +239,7 @@ extension LiveProcess {
                 // Inside, each knows itself and the others by their saved pids.
                 #expect(try restarted.line() == "grand \(grand) \(child) \(child) \(root)")
                 #expect(try restarted.line() == "child \(child) \(root) \(child) \(root) \(grand) 0")
-                #expect(try restarted.line() == "root \(root) \(root) \(root) \(child) 7")
+                #expect(try restarted.line() == "root \(root) \(root) \(root) \(child) 7 True")
                 // The init ends with the root process, with its status, and ld-chpox --wait with it.
                 #expect(try restarted.child.wait() == .exited(0))
                 #expect((try? ProcFS.state(initPid)) == nil)
