@@ -20,14 +20,10 @@ const unsigned long chpox_UFFDIO_REGISTER = UFFDIO_REGISTER;
 const unsigned long chpox_UFFDIO_UNREGISTER = UFFDIO_UNREGISTER;
 const unsigned long chpox_UFFDIO_WRITEPROTECT = UFFDIO_WRITEPROTECT;
 
-// A child with a chosen pid: clone3 with set_tid, then straight to execve. Between the two
-// only raw system calls run (the parent may have threads: nothing else is safe there).
-long chpox_spawn_with_pid(const char *path, char *const argv[], char *const envp[], pid_t pid) {
-    struct chpox_clone_args args = {0};
-    args.exit_signal = SIGCHLD;
-    args.set_tid = (uint64_t)(uintptr_t)&pid;
-    args.set_tid_size = 1;
-    long child = syscall(SYS_clone3, &args, sizeof args);
+// clone3 with `args`, the child straight to execve. Between the two only raw system calls run
+// (the parent may have threads: nothing else is safe there).
+static long spawn(struct chpox_clone_args *args, const char *path, char *const argv[], char *const envp[]) {
+    long child = syscall(SYS_clone3, args, sizeof *args);
     if (child < 0) return -errno;
     if (child == 0) {
         syscall(SYS_close_range, 3, ~0U, 0);
@@ -37,18 +33,19 @@ long chpox_spawn_with_pid(const char *path, char *const argv[], char *const envp
     return child;
 }
 
-// A child that is the first process (pid 1) of a new PID namespace (clone3 with CLONE_NEWPID),
-// straight to execve as above.
+// A child with a chosen pid: clone3 with set_tid.
+long chpox_spawn_with_pid(const char *path, char *const argv[], char *const envp[], pid_t pid) {
+    struct chpox_clone_args args = {0};
+    args.exit_signal = SIGCHLD;
+    args.set_tid = (uint64_t)(uintptr_t)&pid;
+    args.set_tid_size = 1;
+    return spawn(&args, path, argv, envp);
+}
+
+// A child that is the first process (pid 1) of a new PID namespace (clone3 with CLONE_NEWPID).
 long chpox_spawn_in_pid_namespace(const char *path, char *const argv[], char *const envp[]) {
     struct chpox_clone_args args = {0};
     args.flags = CLONE_NEWPID;
     args.exit_signal = SIGCHLD;
-    long child = syscall(SYS_clone3, &args, sizeof args);
-    if (child < 0) return -errno;
-    if (child == 0) {
-        syscall(SYS_close_range, 3, ~0U, 0);
-        syscall(SYS_execve, path, argv, envp);
-        syscall(SYS_exit, 127);
-    }
-    return child;
+    return spawn(&args, path, argv, envp);
 }
