@@ -23,6 +23,9 @@ extension FileDescriptor {
         /// The corresponding C constant is SO_PASSCRED: the sender's credentials come with
         /// every message.
         public static let passCredentials = SocketOption(rawValue: SO_PASSCRED)
+        /// The corresponding C constant is SO_PASSSEC: the sender's security context comes
+        /// with every message.
+        public static let passSecurity = SocketOption(rawValue: SO_PASSSEC)
         /// The corresponding C constant is SO_REUSEADDR.
         public static let reuseAddress = SocketOption(rawValue: SO_REUSEADDR)
         /// The corresponding C constant is SO_SNDBUF: the bytes of memory its sent messages may

@@ -197,6 +197,7 @@ final class SocketCapture {
                 socket.resetPending = true
             }
             if try copy.socketOption(.passCredentials) != 0 { socket.passCredentials = true }
+            if try copy.socketOption(.passSecurity) != 0 { socket.passSecurity = true }
             if try copy.socketOption(.reuseAddress) != 0 { socket.reuseAddress = true }
             let defaults = try Self.defaultBuffers(typeNumber)
             let buffers = (try copy.socketOption(.sendBuffer), try copy.socketOption(.receiveBuffer))

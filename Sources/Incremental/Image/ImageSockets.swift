@@ -51,6 +51,8 @@ extension ProcessImage {
         public var peekOffset: Int32? = nil
         /// SO_PASSCRED was set.
         public var passCredentials: Bool? = nil
+        /// SO_PASSSEC was set.
+        public var passSecurity: Bool? = nil
         /// A stream or seqpacket end whose peer was closed with data unread in it: the peer's
         /// close left ECONNRESET pending here, what its next read after the queue returns.
         public var resetPending: Bool? = nil
@@ -63,7 +65,8 @@ extension ProcessImage {
         public var receiveBuffer: Int32? = nil
 
         enum CodingKeys: String, CodingKey {
-            case inode, type, peer, readShutdown, writeShutdown, queue, peekOffset, passCredentials, resetPending,
+            case inode, type, peer, readShutdown, writeShutdown, queue, peekOffset, passCredentials, passSecurity,
+                resetPending,
                 peerCredentials, sendBuffer, receiveBuffer, unconnected, oneWay, name, file, listening, backlog,
                 reuseAddress, peerPid
         }

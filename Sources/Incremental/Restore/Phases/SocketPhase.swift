@@ -222,6 +222,7 @@ public struct SocketPhase: RestartPhase {
             let what = "set the options of UNIX socket \(socket.inode)"
             if let offset = socket.peekOffset { try setOption(.peekOffset, offset, on: fd, calls, what) }
             if socket.passCredentials == true { try setOption(.passCredentials, 1, on: fd, calls, what) }
+            if socket.passSecurity == true { try setOption(.passSecurity, 1, on: fd, calls, what) }
             if socket.reuseAddress == true { try setOption(.reuseAddress, 1, on: fd, calls, what) }
         }
         // A byte sent to the closed peer, unread when it is closed: the survivor's ECONNRESET.
