@@ -144,6 +144,8 @@ public struct FileDescriptor: Hashable, Sendable {
         public let group: UInt32
         public let inode: UInt64
         public let device: UInt64
+        /// Its names (st_nlink): 0 for a deleted file no other name holds.
+        public let links: UInt64
         /// The last modification time (st_mtim).
         public let modified: timespec
         public var isDirectory: Bool { chpox_s_isdir(mode) != 0 }
@@ -163,6 +165,7 @@ public struct FileDescriptor: Hashable, Sendable {
             group = UInt32(s.st_gid)
             inode = UInt64(s.st_ino)
             device = UInt64(s.st_dev)
+            links = UInt64(s.st_nlink)
             modified = s.st_mtim
         }
     }

@@ -253,6 +253,14 @@ enum ImageCapture {
                 } else {
                     descriptor.kind = .deletedDirectory  // indexed by `DeletedDirectories.collect`
                 }
+            } else if target.hasPrefix("/") && target.hasSuffix(" (deleted)"),
+                let links = openFileStatus(pid, fd)?.links, links > 0
+            {
+                // Unlinked under this name, still linked under another (zdtm unlink_fstat03): a
+                // copy made at restart would not be that file.
+                unsupported.append(
+                    "fd \(fd): \(target): a file deleted under this name but still linked under \(links) other "
+                        + "name\(links == 1 ? "" : "s"): a restart would give it a copy, not that file")
             } else if target.hasPrefix("/") && target.hasSuffix(" (deleted)") {
                 if let contents = deletedContents(pid, fd) {
                     descriptor.kind = .deletedFile
