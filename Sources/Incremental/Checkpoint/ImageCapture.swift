@@ -66,8 +66,8 @@ enum ImageCapture {
             let mapped = MappedFileCapture.capture(pid, regions: regions.filter { !memory.maps($0) })
             unsupported += mapped.unsupported
             let guardPages = GuardRegionCapture.runs(pid, regions: regions)
-            unsupported += ControlGroupCapture.unsupported(
-                pid, threads: process.threads, lines: try ControlGroupCapture.lines(pid))
+            let cgroups = try ControlGroupCapture.lines(pid)
+            unsupported += ControlGroupCapture.unsupported(pid, threads: process.threads, lines: cgroups)
             for k in descriptors.indices where descriptors[k].kind == .deletedFile {
                 guard let status = openFileStatus(pid, descriptors[k].fd),
                     let file = mapped.identities.firstIndex(of: .init(device: status.device, inode: status.inode))
@@ -149,7 +149,6 @@ enum ImageCapture {
             image.rootDirectory = ProcessControlsCapture.rootDirectory(pid)
             image.guardPages = guardPages.isEmpty ? nil : guardPages
             DeletedDirectories.collect(pid, into: &image)
-            let cgroups = try ControlGroupCapture.lines(pid)
             image.cgroups = cgroups
             let below = ControlGroupCapture.below(cgroups)
             image.cgroupsBelow = below.isEmpty ? nil : below

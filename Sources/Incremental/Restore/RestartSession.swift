@@ -24,6 +24,12 @@ public final class RestartSession {
     /// Each saved thread id and the thread that is it now (the main thread is the stub's pid;
     /// `ThreadPhase` adds the others as it creates them, with new ids where the saved are taken).
     public internal(set) var threadIDs: [Int32: Int32] = [:]
+
+    /// Each thread as (its tid in the image, its tid now), the main thread (`main` in the
+    /// image) first, then the others by their tid in the image.
+    func threadsBySavedID(main: Int32) -> [(saved: Int32, current: Int32)] {
+        [(main, pid)] + threadIDs.filter { $0.key != main }.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
     /// What the restart changed outside the process (files cut back), for the user.
     public internal(set) var notices: [String] = []
     /// Pages written by the page fill.

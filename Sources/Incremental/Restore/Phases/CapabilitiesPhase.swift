@@ -36,9 +36,7 @@ public struct CapabilitiesPhase: RestartPhase {
     }
 
     public func run(in session: RestartSession) throws {
-        let threads =
-            [(pid, session.pid)] + session.threadIDs.filter { $0.key != pid }.sorted { $0.key < $1.key }
-        for (saved, tid) in threads {
+        for (saved, tid) in session.threadsBySavedID(main: pid) {
             guard let target = threadCapabilities[saved] ?? capabilities else { continue }
             try set(target, on: tid, session)
         }

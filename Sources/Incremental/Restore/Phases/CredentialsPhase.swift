@@ -59,8 +59,7 @@ public struct CredentialsPhase: RestartPhase {
         // glibc's signals every thread to make them all change): every thread makes the calls.
         let calls = session.calls
         // Each thread by its tid in the image and now: its own ids where it had them.
-        let threads = [(self.pid, pid)] + session.threadIDs.filter { $0.key != self.pid }.sorted { $0.key < $1.key }
-        for (saved, tid) in threads {
+        for (saved, tid) in session.threadsBySavedID(main: self.pid) {
             let ids = threadCredentials[saved] ?? credentials
             try narrowBoundingSet(on: tid, to: ids.capabilities, session)
             // setresgid and setresuid make the filesystem id the effective one: each is set
