@@ -127,6 +127,18 @@ def descendants(pid):
     return found
 
 
+def waiting(pid):
+    """Where each process of a test that hangs waits: 'PID in WCHAN' (a hang's first clue)."""
+    places = []
+    for member in descendants(pid):
+        try:
+            with open(f"/proc/{member}/wchan") as f:
+                places.append(f"{member} in {f.read().strip() or 'running'}")
+        except OSError:
+            pass
+    return ", ".join(places) or "gone"
+
+
 def kill_tree(pid):
     """SIGKILLs pid and every descendant; returns them (their pids are free once reaped)."""
     members = descendants(pid)
@@ -229,9 +241,10 @@ class Test:
         """SIGTERM, wait for the test to exit, and whether it wrote PASS."""
         os.kill(pid, signal.SIGTERM)
         if not wait_gone(pid, self.timeout):
+            stuck = waiting(pid)
             kill_tree(pid)
             wait_gone(pid, 10)
-            return False, "did not exit after SIGTERM"
+            return False, "did not exit after SIGTERM (" + stuck + ")"
         text = tail(self.path(".out"))
         return "PASS" in text.split(), text
 

@@ -464,6 +464,7 @@ public final class Checkpointer {
                 refused = leftOut + TreeCapture.link(&images, members: members, zombies: zombies)
                 refused += InetSocketCapture.unheldPeers(
                     &images, external: options.tcpEstablished, skip: options.skipUnsupported)
+                if refused.isEmpty { refused += InetSocketCapture.settle(&images) }
                 if options.skipUnsupported {
                     images[0].unsupported += refused
                     refused = []

@@ -242,12 +242,100 @@ enum InetSocketCapture {
         case .failure(let refusal): return .failure(refusal)
         }
         if socket.state == .established {
-            switch try connection(copy) {
-            case .success(let connection): socket.connection = connection
+            switch try steadyConnections([copy]) {
+            case .success(let connections): socket.connection = connections[0]
             case .failure(let refusal): return .failure(refusal)
             }
         }
         return .success(socket)
+    }
+
+    /// How many times the connections are read before cpx gives up on their settling.
+    static let settleAttempts = 40
+
+    /// The connections of `copies` read together while none of them moved: the kernel goes on
+    /// carrying a frozen tree's connections (segments in flight, window probes, acks), and a
+    /// connection read while it moves, or one end read before and the other after a segment
+    /// passed between them, restarts with bytes missing and then waits for them forever (zdtm
+    /// socket-tcpbuf6-local, under load). Each try reads TCP_INFO's byte counters before and
+    /// after reading them all; equal counters mean no sequence number moved meanwhile (the
+    /// processes, frozen, neither write nor read), so the reads are one instant's.
+    static func steadyConnections(_ copies: [FileDescriptor]) throws(Errno) -> Result<[Socket.Connection], Refusal> {
+        for attempt in 0..<settleAttempts {
+            if attempt > 0 { usleep(UInt32(min(attempt, 10)) * 5_000) }
+            var before: [[UInt64]] = []
+            for copy in copies { before.append(try progress(copy)) }
+            var read: [Result<Socket.Connection, Refusal>] = []
+            for copy in copies { read.append(try connection(copy)) }
+            var after: [[UInt64]] = []
+            for copy in copies { after.append(try progress(copy)) }
+            guard before == after else { continue }
+            var connections: [Socket.Connection] = []
+            for outcome in read {
+                switch outcome {
+                case .success(let connection): connections.append(connection)
+                case .failure(let refusal): return .failure(refusal)
+                }
+            }
+            return .success(connections)
+        }
+        return .failure(
+            Refusal(
+                reason: "its connection kept moving while its process was frozen (\(settleAttempts) reads, "
+                    + "segments still passing): try again"))
+    }
+
+    /// TCP_INFO's tcpi_bytes_acked and tcpi_bytes_received: they count every move of the
+    /// connection's unacknowledged and next-expected sequence numbers.
+    private static func progress(_ copy: FileDescriptor) throws(Errno) -> [UInt64] {
+        let info = try copy.socketOptionBytes(tcpInfo, capacity: 136)
+        guard info.count >= 136 else { return [] }
+        return [120, 128].map { at in info.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: at, as: UInt64.self) } }
+    }
+
+    /// Every established connection of the frozen tree read again, all together, once none of
+    /// them moves (`steadyConnections`): each process's were read when it was captured, one
+    /// after another, while segments could still pass between two of them.
+    static func settle(_ images: inout [ProcessImage]) -> [String] {
+        var copies: [FileDescriptor] = []
+        var inodes: [UInt64] = []
+        defer { for copy in copies { copy.close() } }
+        for image in images {
+            let ends = image.descriptors.filter { descriptor in
+                descriptor.inet?.connection != nil && !inodes.contains(descriptor.inet!.inode)
+            }
+            guard !ends.isEmpty else { continue }
+            do throws(Errno) {
+                let process = try ProcessDescriptor.open(image.pid)
+                for end in ends where !inodes.contains(end.inet!.inode) {
+                    copies.append(try process.copyDescriptor(end.fd))
+                    inodes.append(end.inet!.inode)
+                }
+            } catch {
+                return ["process \(image.pid): its TCP connections cannot be read again (\(error))"]
+            }
+        }
+        guard !copies.isEmpty else { return [] }
+        let connections: [Socket.Connection]
+        do throws(Errno) {
+            switch try steadyConnections(copies) {
+            case .success(let read): connections = read
+            case .failure(let refusal): return ["the tree's TCP connections: " + refusal.reason]
+            }
+        } catch {
+            return ["the tree's TCP connections cannot be read again (\(error))"]
+        }
+        let byInode = Dictionary(uniqueKeysWithValues: zip(inodes, connections))
+        for k in images.indices {
+            for d in images[k].descriptors.indices {
+                guard let inode = images[k].descriptors[d].inet?.inode,
+                    images[k].descriptors[d].inet?.connection != nil,
+                    let connection = byInode[inode]
+                else { continue }
+                images[k].descriptors[d].inet?.connection = connection
+            }
+        }
+        return []
     }
 
     /// The options whose value differs from a new socket's of the same kind.
