@@ -101,3 +101,29 @@ public func describeGenerations(_ numbers: [UInt64], chain: String) -> String {
     }
     return (sorted.count == 1 ? "generation " : "generations ") + runs.joined(separator: ", ") + " of chain \(chain)"
 }
+
+/// Damage done to a pack file in place, read from its own trailer.
+public enum PackDamage {
+    /// Flips a byte in the middle of every frame of the pack at `path`: whatever chunk of it a
+    /// reader decodes no longer hashes to its id (a byte at a fixed place may fall in a frame
+    /// nothing reads, or between frames).
+    public static func flipEveryFrame(atPath path: String) throws {
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        let (count, trailer) = bytes.withUnsafeBytes { raw in
+            (
+                Int(raw.loadUnaligned(fromByteOffset: raw.count - 32, as: UInt64.self)),
+                Int(raw.loadUnaligned(fromByteOffset: raw.count - 24, as: UInt64.self))
+            )
+        }
+        // Entries of one frame (a run of pages, told apart by slot) share its offset.
+        var frames: [Int: Int] = [:]
+        for k in 0..<count {
+            bytes.withUnsafeBytes { raw in
+                let offset = Int(raw.loadUnaligned(fromByteOffset: trailer + 28 * k + 16, as: UInt32.self))
+                frames[offset] = Int(raw.loadUnaligned(fromByteOffset: trailer + 28 * k + 20, as: UInt32.self))
+            }
+        }
+        for (offset, length) in frames { bytes[offset + length / 2] ^= 0x55 }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+    }
+}

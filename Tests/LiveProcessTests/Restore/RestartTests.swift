@@ -1,4 +1,5 @@
 import Foundation
+import StoreTestSupport
 import Incremental
 import Syscall
 import TestTools
@@ -257,12 +258,9 @@ extension LiveProcess {
             #expect(try original.line() == "waiting 21 0")
             try Self.checkpoint(original.pid, store: store, name: "damaged")
             Self.end(original)
-            // Flip a byte in the middle of every pack.
+            // Flip a byte in the middle of every chunk of every pack.
             for name in try FileManager.default.contentsOfDirectory(atPath: store + "/packs") {
-                let path = store + "/packs/" + name
-                var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
-                bytes[bytes.count / 3] ^= 0x55
-                try Data(bytes).write(to: URL(fileURLWithPath: path))
+                try PackDamage.flipEveryFrame(atPath: store + "/packs/" + name)
             }
             let before = Self.processes()
             let run = try TestTools.run("ld-chpox", ["--store", store, "--name", "damaged"])
