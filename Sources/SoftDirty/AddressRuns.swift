@@ -56,6 +56,27 @@ public struct AddressRuns: Sendable, Equatable {
         return AddressRuns(result)
     }
 
+    /// The runs inside `range`, found by binary search: a walk over a process's mappings that
+    /// takes each one's share this way stays linear in the runs (tens of thousands of mappings
+    /// made it quadratic with `intersection`).
+    public func clipped(to range: PageRun) -> AddressRuns {
+        guard range.end > range.start else { return AddressRuns() }
+        var low = 0, high = runs.count
+        while low < high {
+            let middle = (low + high) / 2
+            if runs[middle].end <= range.start { low = middle + 1 } else { high = middle }
+        }
+        var result: [PageRun] = []
+        var k = low
+        while k < runs.count && runs[k].start < range.end {
+            result.append(PageRun(start: max(runs[k].start, range.start), end: min(runs[k].end, range.end)))
+            k += 1
+        }
+        var clipped = AddressRuns()
+        clipped.runs = result
+        return clipped
+    }
+
     public func contains(page address: UInt64) -> Bool {
         var low = 0, high = runs.count
         while low < high {

@@ -103,7 +103,9 @@ public final class UffdTracker: DirtyTracker {
             }
         }
         // Newly seen ranges: registered and protected now, so the next collect can vouch for them.
-        for region in fresh { try protect(region, uffd) }
+        var added: [PageRun] = []
+        defer { if !added.isEmpty { registered = registered.union(AddressRuns(added)) } }
+        for region in fresh { try protect(region, uffd, registering: &added) }
         // Zapping an anonymous page drops its uffd-wp state with it, so the page reads as
         // written (mm/memory.c: "Zap on anonymous always means dropping everything"); a file
         // page keeps a marker and may read back other contents unreported. Only private file
@@ -121,12 +123,16 @@ public final class UffdTracker: DirtyTracker {
             unmapped: layout.unmapped, wholesale: wholesaleRuns, written: written)
     }
 
-    private func protect(_ region: MemoryRegion, _ uffd: Userfaultfd) throws(TraceeError) {
+    /// Registers and write-protects `region`, adding it to `added` once registered (the caller
+    /// adds them to `registered` at once: one union per region was quadratic in the mappings).
+    private func protect(
+        _ region: MemoryRegion, _ uffd: Userfaultfd, registering added: inout [PageRun]
+    ) throws(TraceeError) {
         do { try uffd.registerForWriteProtect(start: region.start, length: region.size) } catch {
             // A mapping the kernel will not track (e.g. VM_PFNMAP): it stays wholly dirty.
             return
         }
-        registered = registered.union(AddressRuns([PageRun(start: region.start, end: region.end)]))
+        added.append(PageRun(start: region.start, end: region.end))
         do { try uffd.writeProtect(start: region.start, length: region.size) } catch {
             throw .system(error, pid: pid, operation: "write-protect \(region) of")
         }

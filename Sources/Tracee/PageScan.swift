@@ -99,7 +99,10 @@ public final class Pagemap {
         anyOf: PageCategory = [], returned: PageCategory
     ) throws(TraceeError) -> [PageRun] {
         var runs: [PageRun] = []
-        var regions = [chpox_page_region](repeating: chpox_page_region(), count: Self.regionsPerScan)
+        // A range of n pages holds at most n runs: a small mapping (a process can have tens of
+        // thousands) gets a small buffer, not a full one to clear.
+        let pages = Int(min((end &- start) / UInt64(Page.size), UInt64(Self.regionsPerScan)))
+        var regions = [chpox_page_region](repeating: chpox_page_region(), count: max(1, pages))
         var cursor = start
         while cursor < end {
             var argument = chpox_pm_scan_arg()

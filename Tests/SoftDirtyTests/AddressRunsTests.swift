@@ -62,6 +62,10 @@ import Tracee
             #expect(x.union(y).runs == Self.runs(pa.union(pb)), "\(a) ∪ \(b)")
             #expect(x.intersection(y).runs == Self.runs(pa.intersection(pb)), "\(a) ∩ \(b)")
             #expect(x.subtracting(y).runs == Self.runs(pa.subtracting(pb)), "\(a) − \(b)")
+            let first = UInt64(state % 70), length = UInt64((state >> 8) % 20)
+            let window = PageRun(start: first * Self.page, end: (first + length) * Self.page)
+            let inWindow = Set((first..<(first + length)))
+            #expect(x.clipped(to: window).runs == Self.runs(pa.intersection(inWindow)), "\(a) within \(window)")
             for p in UInt64(0)..<80 {
                 #expect(x.contains(page: p * Self.page) == pa.contains(p), "page \(p) of \(a)")
                 #expect(x.contains(page: p * Self.page + 100) == pa.contains(p), "inside page \(p) of \(a)")

@@ -267,8 +267,11 @@ def through_chpox(test, bin_dir, store):
     try:
         test.hook("--pre-dump")
         for round in range(2):
-            status, _, errors = run([cpx, "--store", store, "--name", "t"] + dump_options(test.desc) + [str(pid)],
-                                    test.timeout)
+            try:
+                status, _, errors = run([cpx, "--store", store, "--name", "t"] + dump_options(test.desc) + [str(pid)],
+                                        test.timeout)
+            except subprocess.TimeoutExpired:  # chpox's, not the test's: never a control failure
+                return "refused-cpx", f"cpx did not finish in {test.timeout} s (too slow for this process)"
             if status != 0:
                 return "refused-cpx", first_line(errors)
             if not alive(pid):
@@ -281,7 +284,10 @@ def through_chpox(test, bin_dir, store):
         if not wait_gone(member, 30):
             return "refused-restart", f"pid {member} was not released after SIGKILL"
     test.hook("--pre-restore")
-    status, _, errors = run([ld, "--store", store, "--name", "t"], test.timeout)
+    try:
+        status, _, errors = run([ld, "--store", store, "--name", "t"], test.timeout)
+    except subprocess.TimeoutExpired:
+        return "refused-restart", f"ld-chpox did not finish in {test.timeout} s"
     if status != 0:
         return "refused-restart", first_line(errors)
     match = re.search(r"restarted as pid (\d+)", errors)

@@ -23,8 +23,7 @@ struct PageSelection {
         var copy: [PageRun] = [], zero: [PageRun] = [], revert: [PageRun] = []
         var described: Set<MemoryFileCapture.Identity>?
         for region in regions {
-            let inRegion = AddressRuns([PageRun(start: region.start, end: region.end)])
-            let wanted = candidates.intersection(inRegion)
+            let wanted = candidates.clipped(to: PageRun(start: region.start, end: region.end))
             guard !wanted.isEmpty else { continue }
             let backing = ImageCapture.backing(of: region)
             // A memfd, or shared memory a descriptor names, is saved whole (`MemoryFileCapture`):
@@ -56,7 +55,7 @@ struct PageSelection {
                     || MappedFileCapture.recreatableStatus(pid, region) != nil)
             // What the kernel reported written holds anonymous data: no lookup. The rest (new
             // or suspect mappings, vanished pages) is looked up in one walk over its span.
-            let known = written.intersection(wanted)
+            let known = written.clipped(to: PageRun(start: region.start, end: region.end)).intersection(wanted)
             let unknown = wanted.subtracting(known)
             var anonymous = known, file = AddressRuns()
             if let first = unknown.runs.first, let last = unknown.runs.last {
