@@ -81,8 +81,12 @@ public final class FrozenProcess {
         }
         // Under seccomp, a system call chpox makes inside it (its helper's) may kill it
         // (strict mode allows four; a filter may return KILL): it is not touched at all.
-        if let mode = try? ProcFS.status(pid)["Seccomp"], mode != "0" {
-            return "it runs under seccomp (\(mode == "1" ? "strict mode" : "a filter"), /proc/\(pid)/status "
+        // Each thread has its own filters (seccomp_filter_threads sets one in a second thread).
+        for thread in (try? ProcFS.threads(pid)) ?? [pid] {
+            guard let mode = try? ProcFS.status(pid, thread: thread)["Seccomp"], mode != "0" else { continue }
+            let file = thread == pid ? "/proc/\(pid)/status" : "/proc/\(pid)/task/\(thread)/status"
+            return (thread == pid ? "it runs" : "its thread \(thread) runs")
+                + " under seccomp (\(mode == "1" ? "strict mode" : "a filter"), \(file) "
                 + "Seccomp: \(mode)): a system call chpox makes inside it could kill it, and its filters are not "
                 + "restored"
         }
