@@ -12,7 +12,9 @@ public struct ChildProcess: Sendable {
     /// Starts `path` with `arguments` (argv[1...]); stdin and stdout come from the given
     /// descriptors when given; no other descriptor of the caller is inherited but stderr.
     /// With `newSession`, the child gets a session of its own (setsid), out of reach of
-    /// signals sent to the caller's process group or terminal.
+    /// signals sent to the caller's process group or terminal. The child starts with no
+    /// signal blocked and every signal at its default action: a caller's own mask (a test
+    /// runner blocks dozens) must not leak into the programs it starts.
     public static func spawn(
         _ path: String, _ arguments: [String], stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil,
         newSession: Bool = false, environment: [String]? = nil
@@ -20,7 +22,13 @@ public struct ChildProcess: Sendable {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        if newSession { posix_spawnattr_setflags(&attributes, chpox_posix_spawn_setsid()) }
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        let flags = Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
+        posix_spawnattr_setflags(&attributes, newSession ? flags | chpox_posix_spawn_setsid() : flags)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
