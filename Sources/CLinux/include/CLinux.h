@@ -198,6 +198,7 @@ enum chpox_system_call {
     CHPOX_SYS_bind = SYS_bind,
     CHPOX_SYS_listen = SYS_listen,
     CHPOX_SYS_connect = SYS_connect,
+    CHPOX_SYS_accept4 = SYS_accept4,
     CHPOX_SYS_unlinkat = SYS_unlinkat,
     CHPOX_SYS_fchmodat = SYS_fchmodat,
     CHPOX_SYS_fchownat = SYS_fchownat,

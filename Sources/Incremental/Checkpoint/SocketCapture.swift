@@ -138,13 +138,19 @@ final class SocketCapture {
                 socket.peerPid = credentials.pid
             }
             if diagnosis.isListening {
-                let waiting = diagnosis.pending?.count ?? Int(diagnosis.queuedBytes ?? 0)
-                guard waiting == 0 else {
+                // sock_diag names each waiting connection by its client's inode (0: closed).
+                let waiting = diagnosis.pending?.map(UInt64.init) ?? []
+                if diagnosis.pending == nil, let count = diagnosis.queuedBytes, count > 0 {
                     return .refused(
-                        (waiting == 1 ? "a connection waits" : "\(waiting) connections wait")
-                            + " in its accept queue (connected, not accepted yet): connections in an accept queue "
-                            + "are not restored")
+                        "\(count) connections wait in its accept queue, and sock_diag does not say whose: not restored")
                 }
+                if let outside = waiting.first(where: { held[$0] == nil && elsewhere[$0] == nil }) {
+                    return .refused(
+                        "a connection waits in its accept queue (connected, not accepted yet) from "
+                            + (outside == 0 ? "a socket closed since" : "socket:[\(outside)], outside the checkpoint")
+                            + ": only connections from sockets of the checkpointed tree are made again")
+                }
+                if !waiting.isEmpty { socket.pending = waiting }
                 socket.listening = true
                 socket.backlog = Int32(truncatingIfNeeded: diagnosis.sentMemory ?? 0)
                 socket.unconnected = true
@@ -155,9 +161,22 @@ final class SocketCapture {
                     // A stream's closed peer shut it down both ways; one that was not is connected
                     // to a socket of a listener's accept queue (sock_diag names no inode for it).
                     if type != .datagram, diagnosis.shutdown != 3 {
-                        return .refused(
-                            "it is connected to a listening socket that has not accepted it yet: a connection in an "
-                                + "accept queue is not restored")
+                        guard let listener = listener(waitingFor: inode) else {
+                            return .refused(
+                                "it is connected to a listening socket outside the checkpoint that has not accepted it "
+                                    + "yet: a connection in an accept queue is made again only to a listener of the "
+                                    + "tree")
+                        }
+                        // What it sent waits in a socket no process holds (the one accept will
+                        // return): it cannot be read.
+                        let sent = try copy.queueLength(.unacknowledged)
+                        guard sent == 0 else {
+                            return .refused(
+                                "it is connected to listening socket \(listener), which has not accepted it yet, and "
+                                    + "sent data meanwhile (\(sent) bytes of queue memory, SIOCOUTQ): what waits in a "
+                                    + "connection not accepted yet is not restored")
+                        }
+                        socket.pendingOn = listener
                     }
                 case let peer?:
                     switch peerKind(inode: inode, UInt64(peer), type: type) {
@@ -171,7 +190,13 @@ final class SocketCapture {
                         }
                     }
                 }
-                if type != .datagram, diagnosis.state == UnixSocketDiagnosis.established, let name = socket.name {
+                if type != .datagram, diagnosis.state == UnixSocketDiagnosis.established, let name = socket.name,
+                    socket.peer != 0, let listener = listener(named: [UInt8](name), like: diagnosis, besides: inode)
+                {
+                    socket.acceptedFrom = listener
+                } else if type != .datagram, diagnosis.state == UnixSocketDiagnosis.established,
+                    let name = socket.name, socket.pendingOn == nil  // bound, then connected: bound again first
+                {
                     return .refused(
                         "a connected UNIX \(type.rawValue) socket with the name \(Self.address([UInt8](name))) "
                             + "(accepted from a listening socket, or bound before it connected): a restart makes "
@@ -231,6 +256,39 @@ final class SocketCapture {
         } catch {
             return .refused("its state cannot be read (\(error))")
         }
+    }
+
+    /// sock_diag's view of the sockets of the tree, read once each.
+    private var diagnoses: [UInt64: UnixSocketDiagnosis?] = [:]
+
+    private func diagnosis(_ inode: UInt64) -> UnixSocketDiagnosis? {
+        if let known = diagnoses[inode] { return known }
+        let read = try? UnixSocketDiagnosis.of(inode: inode)
+        diagnoses[inode] = read
+        return read
+    }
+
+    /// The listening socket of the tree whose accept queue holds a connection from `client`.
+    private func listener(waitingFor client: UInt64) -> UInt64? {
+        for inode in Array(held.keys) + Array(elsewhere.keys) {
+            guard let other = diagnosis(inode), other.isListening, other.pending?.contains(UInt32(client)) == true
+            else { continue }
+            return inode
+        }
+        return nil
+    }
+
+    /// The listening socket of the tree that an accepted socket bearing `name` came from: the
+    /// one bound to that name (a path's: to the same socket file, as sock_diag says).
+    private func listener(named name: [UInt8], like accepted: UnixSocketDiagnosis, besides inode: UInt64) -> UInt64? {
+        for candidate in Array(held.keys) + Array(elsewhere.keys) where candidate != inode {
+            guard let other = diagnosis(candidate), other.isListening, other.name == name else { continue }
+            if name.first != 0 {
+                guard other.fileInode == accepted.fileInode, other.fileDevice == accepted.fileDevice else { continue }
+            }
+            return candidate
+        }
+        return nil
     }
 
     /// How a socket is connected to `peer` (a live socket): false when `peer` is connected back

@@ -63,12 +63,22 @@ extension ProcessImage {
         /// a new socket's.
         public var sendBuffer: Int32? = nil
         public var receiveBuffer: Int32? = nil
+        /// A stream or seqpacket end that accept(2) returned from this listening socket of the
+        /// tree (it bears the listener's name): made again by connecting its peer to the
+        /// listener and accepting.
+        public var acceptedFrom: UInt64? = nil
+        /// A listener's accept queue: the sockets of the tree connected to it and not accepted
+        /// yet, in the order accept(2) would return them (each with nothing sent yet).
+        public var pending: [UInt64]? = nil
+        /// A socket connected to this listening socket of the tree and not accepted yet: made
+        /// again by connect(2) once the listener listens.
+        public var pendingOn: UInt64? = nil
 
         enum CodingKeys: String, CodingKey {
             case inode, type, peer, readShutdown, writeShutdown, queue, peekOffset, passCredentials, passSecurity,
                 resetPending,
                 peerCredentials, sendBuffer, receiveBuffer, unconnected, oneWay, name, file, listening, backlog,
-                reuseAddress, peerPid
+                reuseAddress, peerPid, acceptedFrom, pending, pendingOn
         }
 
         /// The socket file of a path name.
@@ -100,6 +110,11 @@ extension ProcessImage {
             var words: [String]
             if listening == true {
                 words = ["\(kind) listening (backlog \(backlog ?? 0))"]
+                if let pending, !pending.isEmpty { words.append("\(pending.count) connections not accepted yet") }
+            } else if let pendingOn {
+                words = ["\(kind) connecting to socket \(pendingOn), not accepted yet"]
+            } else if let acceptedFrom {
+                words = ["\(kind) paired with socket \(peer), accepted from socket \(acceptedFrom)"]
             } else if unconnected == true {
                 words = ["\(kind), unconnected"]
             } else if oneWay == true {

@@ -49,10 +49,15 @@ public struct SocketLayout: Sendable {
             while let up = parent[at], up != at { at = up }
             return at
         }
+        // Joined: a socket and its peer; an accepted socket and its listener; a socket waiting
+        // in a listener's accept queue and that listener (the listener's maker connects them).
         for inode in order {
-            guard let peer = records[inode]?.socket.peer, peer != 0, records[peer] != nil else { continue }
-            let (a, b) = (root(inode), root(peer))
-            if a != b { parent[b] = a }
+            guard let socket = records[inode]?.socket else { continue }
+            for other in [socket.peer, socket.acceptedFrom ?? 0, socket.pendingOn ?? 0]
+            where other != 0 && records[other] != nil {
+                let (a, b) = (root(inode), root(other))
+                if a != b { parent[b] = a }
+            }
         }
         var makers: [UInt64: Int32] = [:]
         for inode in order {
@@ -71,6 +76,12 @@ public struct SocketLayout: Sendable {
             let who = "process \(record.holder): socket:[\(inode)]"
             if record.socket.peer != 0, records[record.socket.peer] == nil {
                 return "\(who): its peer socket:[\(record.socket.peer)] is held by no process of the checkpoint"
+            }
+            for listener in [record.socket.acceptedFrom, record.socket.pendingOn].compactMap({ $0 }) {
+                guard let listening = records[listener]?.socket, listening.listening == true else {
+                    return "\(who): the listening socket:[\(listener)] it was connected through is held by no "
+                        + "process of the checkpoint"
+                }
             }
             if let pid = record.socket.peerPid, pid != creator {
                 return "\(who): its peer credentials (SO_PEERCRED) name pid \(pid), where a restart makes it in "

@@ -112,6 +112,8 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let listen = SystemCall(CHPOX_SYS_listen)
     /// The corresponding C constant is SYS_connect.
     public static let connect = SystemCall(CHPOX_SYS_connect)
+    /// The corresponding C constant is SYS_accept4.
+    public static let accept4 = SystemCall(CHPOX_SYS_accept4)
     /// The corresponding C constant is SYS_unlinkat.
     public static let unlinkat = SystemCall(CHPOX_SYS_unlinkat)
     /// The corresponding C constant is SYS_fchdir.

@@ -122,6 +122,7 @@ extension LiveProcess {
                 listener = socket.socket(socket.AF_UNIX)
                 listener.bind("\\0chpox-test-%d" % id(client)); listener.listen()
                 waiting = socket.socket(socket.AF_UNIX); waiting.connect("\\0chpox-test-%d" % id(client))
+                waiting.send(b"sent before it was accepted")  # waits where no descriptor reads it: refused
                 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind(("127.0.0.1", 0))
                 udp.sendto(b"queued", udp.getsockname())  # a datagram waiting: refused
                 urgent, reader = socket.socketpair()
@@ -142,8 +143,7 @@ extension LiveProcess {
                 "fd \(ready[1]): socket:[",
                 "its peer credentials (SO_PEERCRED) name pid \(server.pid), a process outside the checkpoint",
                 "fd \(ready[2]): socket:[",
-                "it is connected to a listening socket that has not accepted it yet",
-                "fd \(ready[3]): socket:[", "a connection waits in its accept queue (connected, not accepted yet)",
+                "which has not accepted it yet, and sent data meanwhile",
                 "fd \(ready[4]): socket:[",
                 "datagrams wait in the receive queue of this IPv4 UDP socket",
             ]

@@ -62,8 +62,9 @@ public struct SocketPhase: RestartPhase {
     public var pairs: [[UInt64]] {
         var seen: Set<UInt64> = []
         var pairs: [[UInt64]] = []
+        let accepted = acceptedPeers
         for record in made where !seen.contains(record.socket.inode) {
-            guard Self.isPairEnd(record.socket) else { continue }
+            guard Self.isPairEnd(record.socket), !accepted.contains(record.socket.inode) else { continue }
             seen.insert(record.socket.inode)
             seen.insert(record.socket.peer)
             pairs.append([record.socket.inode, record.socket.peer])
@@ -83,7 +84,13 @@ public struct SocketPhase: RestartPhase {
 
     /// Made by socketpair(2): connected back to its peer, or its peer closed.
     static func isPairEnd(_ socket: ProcessImage.UnixSocket) -> Bool {
-        socket.unconnected != true && socket.oneWay != true
+        socket.unconnected != true && socket.oneWay != true && socket.pendingOn == nil && socket.acceptedFrom == nil
+    }
+
+    /// The sockets connected to one that a listener accepted: made by socket(2) and connected
+    /// to the listener, not by socketpair(2).
+    var acceptedPeers: Set<UInt64> {
+        Set(made.compactMap { $0.socket.acceptedFrom != nil ? $0.socket.peer : nil })
     }
 
     public func run(in session: RestartSession) throws {
@@ -98,11 +105,13 @@ public struct SocketPhase: RestartPhase {
             for holder in closedEnds.values { _ = try? calls.result(of: .close, holder) }
         }
         let byInode = Dictionary(made.map { ($0.socket.inode, $0) }, uniquingKeysWith: { first, _ in first })
+        let accepted = acceptedPeers
         do {
-            for record in made where holders[record.socket.inode] == nil {
+            // An accepted socket is made by accept(2), once its listener listens (`setUp`).
+            for record in made where holders[record.socket.inode] == nil && record.socket.acceptedFrom == nil {
                 let socket = record.socket
                 let what = "make UNIX \(socket.type.rawValue) socket \(socket.inode)"
-                if Self.isPairEnd(socket) {
+                if Self.isPairEnd(socket) && !accepted.contains(socket.inode) {
                     if socket.peer != 0, byInode[socket.peer] == nil {
                         throw TraceeError.unsupported(
                             pid: calls.pid, reason: "\(what): its peer socket \(socket.peer) is not in the image")
@@ -119,7 +128,7 @@ public struct SocketPhase: RestartPhase {
                     holders[socket.inode] = try hold(Int32(made), calls, what)
                 }
             }
-            try setUp(holders: holders, closedEnds: closedEnds, byInode, ids, session)
+            try setUp(holders: &holders, closedEnds: closedEnds, byInode, ids, session)
             for record in made {
                 guard let holder = holders[record.socket.inode] else { continue }
                 if record.holder == session.image.pid {
@@ -134,30 +143,77 @@ public struct SocketPhase: RestartPhase {
 
     /// Everything after the sockets exist, in the order the kernel needs it.
     private func setUp(
-        holders: [UInt64: Int32], closedEnds: [UInt64: Int32], _ byInode: [UInt64: SocketLayout.Record], _ ids: Ids,
-        _ session: RestartSession
+        holders: inout [UInt64: Int32], closedEnds: [UInt64: Int32], _ byInode: [UInt64: SocketLayout.Record],
+        _ ids: Ids, _ session: RestartSession
     ) throws {
         let calls = session.calls
         func holder(_ inode: UInt64) -> Int32 { holders[inode] ?? -1 }
         // Buffer sizes first: the sender's bounds what the queue it fills may hold.
-        for record in made {
-            let what = "set the buffers of UNIX socket \(record.socket.inode)"
-            if let size = record.socket.sendBuffer {
-                try setBuffer(.sendBufferForce, else: .sendBuffer, size, on: holder(record.socket.inode), calls, what)
+        func setBuffers(_ socket: ProcessImage.UnixSocket, on fd: Int32) throws {
+            let what = "set the buffers of UNIX socket \(socket.inode)"
+            if let size = socket.sendBuffer {
+                try setBuffer(.sendBufferForce, else: .sendBuffer, size, on: fd, calls, what)
             }
-            if let size = record.socket.receiveBuffer {
-                try setBuffer(
-                    .receiveBufferForce, else: .receiveBuffer, size, on: holder(record.socket.inode), calls, what)
+            if let size = socket.receiveBuffer {
+                try setBuffer(.receiveBufferForce, else: .receiveBuffer, size, on: fd, calls, what)
             }
         }
-        func isDeleted(_ record: SocketLayout.Record) -> Bool { record.socket.file?.deleted == true }
-        for record in made where !isDeleted(record) {
+        for record in made where record.socket.acceptedFrom == nil {
+            try setBuffers(record.socket, on: holder(record.socket.inode))
+        }
+        // An accepted socket bears its listener's name; it gets it from accept(2), not bind.
+        func isDeleted(_ record: SocketLayout.Record) -> Bool {
+            record.socket.file?.deleted == true && record.socket.acceptedFrom == nil
+        }
+        for record in made where !isDeleted(record) && record.socket.acceptedFrom == nil {
             guard let name = record.socket.name else { continue }
             try bind(record.socket, [UInt8](name), on: holder(record.socket.inode), session)
         }
         // A name unlinked while its socket stayed bound: bound again (whatever is at the path
         // now moved aside meanwhile), what it had queued sent and the sockets connected to it
         // connected while the name reaches it, then unlinked again.
+        func listen(_ socket: ProcessImage.UnixSocket) throws {
+            let what = "make UNIX socket \(socket.inode) listen"
+            let credentials = socket.peerCredentials
+            try making(as: credentials?.first ?? user, credentials?.last ?? group, ids, calls, what) {
+                try calls.call(.listen, holder(socket.inode), socket.backlog ?? 0, to: what)
+            }
+        }
+        // The connections a listener had accepted: each peer connects to the listener's name
+        // (under the ids SO_PEERCRED gives the accepted end) and the listener accepts it, one
+        // at a time while its accept queue is empty. Then those still waiting in its accept
+        // queue connect, in the order accept(2) would have returned them.
+        func connectThrough(_ listener: ProcessImage.UnixSocket, named name: Data) throws {
+            for record in made where record.socket.acceptedFrom == listener.inode {
+                let socket = record.socket
+                let what = "make UNIX socket \(socket.inode), accepted from socket \(listener.inode)"
+                guard let client = holders[socket.peer] else {
+                    throw TraceeError.unsupported(
+                        pid: calls.pid, reason: "\(what): its peer is not made by this process")
+                }
+                let credentials = socket.peerCredentials
+                try making(as: credentials?.first ?? user, credentials?.last ?? group, ids, calls, what) {
+                    try connect(socket, to: name, on: client, calls)
+                }
+                let accepted = try calls.call(
+                    .accept4, holder(listener.inode), 0, 0, Int32(SOCK_CLOEXEC.rawValue), to: what)
+                let kept = try hold(Int32(accepted), calls, what)
+                holders[socket.inode] = kept
+                try setBuffers(socket, on: kept)
+            }
+            for client in listener.pending ?? [] {
+                guard let connecting = holders[client], let socket = byInode[client]?.socket else {
+                    throw TraceeError.unsupported(
+                        pid: calls.pid,
+                        reason: "connect UNIX socket \(client) to listening socket \(listener.inode): it is not "
+                            + "made by this process")
+                }
+                try connect(socket, to: name, on: connecting, calls)
+            }
+        }
+        // A name unlinked while its socket stayed bound: bound again (whatever is at the path
+        // now moved aside meanwhile), what it had queued sent and the sockets connected to it
+        // connected while the name reaches it (a listener listening first), then unlinked again.
         for record in made where isDeleted(record) {
             guard let name = record.socket.name else { continue }
             let path = Self.path([UInt8](name))
@@ -179,6 +235,10 @@ public struct SocketPhase: RestartPhase {
             for client in made where client.socket.oneWay == true && client.socket.peer == record.socket.inode {
                 try connect(client.socket, to: name, on: holder(client.socket.inode), calls)
             }
+            if record.socket.listening == true {
+                try listen(record.socket)
+                try connectThrough(record.socket, named: name)
+            }
             do {
                 try FileDescriptor.currentDirectory.removeFile(full)
                 if moved { try FileDescriptor.currentDirectory.rename(aside, to: full) }
@@ -186,19 +246,17 @@ public struct SocketPhase: RestartPhase {
                 throw TraceeError.from(error, pid: calls.pid, "\(what): unlink it again in")
             }
         }
-        for record in made where record.socket.listening == true {
-            let socket = record.socket
-            let what = "make UNIX socket \(socket.inode) listen"
-            let credentials = socket.peerCredentials
-            try making(as: credentials?.first ?? user, credentials?.last ?? group, ids, calls, what) {
-                try calls.call(.listen, holder(socket.inode), socket.backlog ?? 0, to: what)
-            }
+        for record in made where record.socket.listening == true && !isDeleted(record) {
+            try listen(record.socket)
+            if let name = record.socket.name { try connectThrough(record.socket, named: name) }
         }
         // What a socket that is no pair's end had queued came from unnamed sockets (the
         // checkpoint refused any other sender): sent to its name before a datagram socket
         // connects (a connected one takes only its peer's).
         for record in made where !Self.isPairEnd(record.socket) && !(record.socket.queue ?? []).isEmpty {
-            guard !isDeleted(record) else { continue }
+            guard !isDeleted(record), record.socket.acceptedFrom == nil, record.socket.pendingOn == nil else {
+                continue
+            }
             try sendQueue(record.socket, calls)
         }
         for record in made where record.socket.oneWay == true {
@@ -211,7 +269,7 @@ public struct SocketPhase: RestartPhase {
             }
             try connect(socket, to: name, on: holder(socket.inode), calls)
         }
-        for record in made where Self.isPairEnd(record.socket) {
+        for record in made where Self.isPairEnd(record.socket) || record.socket.acceptedFrom != nil {
             let socket = record.socket
             let what = "queue what UNIX socket \(socket.inode) held"
             let sender = socket.peer == 0 ? closedEnds[socket.inode] ?? -1 : holder(socket.peer)
@@ -243,9 +301,11 @@ public struct SocketPhase: RestartPhase {
         }
     }
 
-    /// Connects datagram socket `fd` to the socket bound to `name`.
+    /// Connects socket `fd` to the socket bound to `name`: a datagram socket to the one it
+    /// was connected to, a stream or seqpacket one to a listener.
     private func connect(_ socket: ProcessImage.UnixSocket, to name: Data, on fd: Int32, _ calls: RemoteCalls) throws {
-        let what = "connect UNIX datagram socket \(socket.inode) to socket \(socket.peer)"
+        let what =
+            "connect UNIX \(socket.type.rawValue) socket \(socket.inode) to \(ProcessImage.UnixSocket.address([UInt8](name)))"
         try calls.withFrame { () throws(TraceeError) in
             let address = try calls.bytes(Self.address([UInt8](name)))
             try calls.call(.connect, fd, address, 2 + name.count, to: what)
