@@ -46,13 +46,16 @@ public struct RecordLockPhase: RestartPhase {
 
     /// From the whole image: a POSIX lock taken through an open file inherited from another
     /// process of the tree is this process's all the same (that descriptor is in place by now).
+    /// A descriptor left out under --skip-unsupported has nothing to take them on.
     public init(image: ProcessImage) {
         locks = image.descriptors.flatMap { descriptor -> [Lock] in
-            guard descriptor.duplicateOf == nil else { return [] }
+            guard descriptor.duplicateOf == nil, descriptor.kind != .unsupported else { return [] }
             return (descriptor.posixLocks ?? []).map { Lock(fd: descriptor.fd, path: descriptor.target, lock: $0) }
         }
         leases = image.descriptors.compactMap { descriptor in
-            guard let lease = descriptor.lease, descriptor.duplicateOf == nil, descriptor.inherited == nil else {
+            guard let lease = descriptor.lease, descriptor.duplicateOf == nil, descriptor.inherited == nil,
+                descriptor.kind != .unsupported
+            else {
                 return nil
             }
             return Lease(fd: descriptor.fd, path: descriptor.target, write: lease == "write")
