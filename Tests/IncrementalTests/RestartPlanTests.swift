@@ -26,7 +26,7 @@ import Testing
                 "IPv4 and IPv6 sockets", "file locks", "event descriptors", "descriptors shared with other processes",
                 "I/O signal owners", "TCP connections resumed", "mm fields", "threads", "signals and timers",
                 "root directory", "limits and credentials", "scheduling", "capabilities", "files written",
-                "process controls", "POSIX timers", "registers",
+                "POSIX locks and leases", "process controls", "POSIX timers", "registers",
             ])
         #expect(plan.steps.first == "process 1001")
         #expect(plan.steps.contains("    clone thread 1002, tid address 0x7f0000001010, alternate signal stack"))
@@ -157,6 +157,42 @@ import Testing
             more.entries.suffix(2) == [
                 Entry(fd: 5, closeOnExec: true, setup: .stdio(1)), Entry(fd: 2, closeOnExec: false, setup: .stdio(2)),
             ])
+    }
+
+    /// POSIX locks are taken on one descriptor of each open file, an inherited one included (the
+    /// process owns them, whoever opened the file); a lease on the open file's own descriptor.
+    @Test func posixLocksAndLeasesAreTakenOnceOnTheirFile() throws {
+        var (_, image) = try Self.plan()
+        typealias RangeLock = ProcessImage.Descriptor.RangeLock
+        var locked = image.descriptors[1]
+        locked.fd = 7
+        locked.posixLocks = [
+            .init(exclusive: false, start: 10, length: 5), .init(exclusive: true, start: 100, length: 0),
+        ]
+        var duplicate = locked
+        duplicate.fd = 8
+        duplicate.duplicateOf = 7
+        var inherited = locked
+        inherited.fd = 9
+        inherited.posixLocks = [.init(exclusive: true, start: 0, length: 1)]
+        inherited.inherited = .init(pid: 900, fd: 4)
+        var leased = image.descriptors[1]
+        leased.fd = 10
+        leased.lease = "write"
+        var inheritedLease = leased
+        inheritedLease.fd = 11
+        inheritedLease.inherited = .init(pid: 900, fd: 5)
+        image.descriptors += [locked, duplicate, inherited, leased, inheritedLease]
+        let phase = try #require(RestartPlan(image: image, generation: 0).processes[0].phase(RecordLockPhase.self))
+        let path = locked.target
+        #expect(
+            phase.locks == [
+                .init(fd: 7, path: path, lock: RangeLock(exclusive: false, start: 10, length: 5)),
+                .init(fd: 7, path: path, lock: RangeLock(exclusive: true, start: 100, length: 0)),
+                .init(fd: 9, path: path, lock: RangeLock(exclusive: true, start: 0, length: 1)),
+            ])
+        #expect(phase.leases == [.init(fd: 10, path: path, write: true)])
+        #expect(phase.steps.first == "fd 7: POSIX read lock on \(path), from byte 10 for 5 bytes")
     }
 
     @Test func threadsSignalsCredentialsAndRegistersComeFromTheImage() throws {

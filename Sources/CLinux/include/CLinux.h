@@ -298,6 +298,10 @@ static inline int chpox_prctl1(int option, unsigned long argument) {
 /// F_OFD_SETLK (fcntl.h, behind _GNU_SOURCE in glibc): a byte-range lock owned by the open
 /// file description, not the process.
 #define CHPOX_F_OFD_SETLK 37
+/// F_SETLEASE and F_GETLEASE (fcntl.h, behind _GNU_SOURCE in glibc): a lease on an open file,
+/// F_RDLCK or F_WRLCK (F_UNLCK: none).
+#define CHPOX_F_SETLEASE 1024
+#define CHPOX_F_GETLEASE 1025
 
 // ptrace requests newer than glibc's enum (linux/ptrace.h), with the structs they fill.
 #define CHPOX_PTRACE_PEEKSIGINFO 0x4209

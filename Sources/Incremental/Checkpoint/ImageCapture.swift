@@ -260,6 +260,9 @@ enum ImageCapture {
                 unsupported.append(
                     "fd \(fd): \(target): a file deleted under this name but still linked under \(links) other "
                         + "name\(links == 1 ? "" : "s"): a restart would give it a copy, not that file")
+            } else if target.hasPrefix("/") && target.hasSuffix(" (deleted)"), let lease = leaseHeld(pid, fd) {
+                unsupported.append(
+                    "fd \(fd): \(target): a deleted file under a \(lease): reading it to save it would break that")
             } else if target.hasPrefix("/") && target.hasSuffix(" (deleted)") {
                 if let contents = deletedContents(pid, fd) {
                     descriptor.kind = .deletedFile
@@ -328,6 +331,18 @@ enum ImageCapture {
     /// The status of what descriptor `fd` of the process has open, nil if it was closed meanwhile.
     static func openFileStatus(_ pid: Int32, _ fd: Int32) -> FileDescriptor.Status? {
         try? FileDescriptor.currentDirectory.status(of: "/proc/\(pid)/fd/\(fd)", followingSymlinks: true)
+    }
+
+    /// The lease or delegation descriptor `fd`'s open file holds ("lease (READ)"), from its fdinfo;
+    /// nil when none. cpx never opens such a file: an open may break a lease (only stat it).
+    static func leaseHeld(_ pid: Int32, _ fd: Int32) -> String? {
+        guard let info = try? ProcFS.bytes(pid, "fdinfo/\(fd)") else { return nil }
+        for line in String(decoding: info, as: UTF8.self).split(separator: "\n") where line.hasPrefix("lock:") {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            guard fields.count > 4, fields[2] == "LEASE" || fields[2] == "DELEG" else { continue }
+            return "\(fields[2] == "LEASE" ? "lease" : "delegation") (\(fields[4]))"
+        }
+        return nil
     }
 
     static func deletedContents(_ pid: Int32, _ fd: Int32) -> Data? {

@@ -105,6 +105,12 @@ enum MemoryFileCapture {
         }
         for k in descriptors.indices where descriptors[k].kind == .memoryFile {
             let fd = descriptors[k].fd
+            if let lease = ImageCapture.leaseHeld(pid, fd) {
+                captured.unsupported.append(
+                    "fd \(fd): \(descriptors[k].target): a memory file under a \(lease): reading it would break that")
+                descriptors[k].kind = .unsupported
+                continue
+            }
             descriptors[k].memoryFile = object(
                 "/proc/\(pid)/fd/\(fd)", shown: descriptors[k].target, what: "fd \(fd)")
             if descriptors[k].memoryFile == nil { descriptors[k].kind = .unsupported }

@@ -41,12 +41,32 @@ extension ImageCapture {
             default: break
             }
         }
-        return unsupported
+        return unsupported + leaseRefusals(descriptors)
+    }
+
+    /// A lease a restart cannot take exactly as it was: its break signal names the descriptor it
+    /// was taken through (si_fd), unknown when the open file has several; and it goes to the
+    /// open file's I/O signal owner, which taking the lease sets when there is none.
+    static func leaseRefusals(_ descriptors: [ProcessImage.Descriptor]) -> [String] {
+        descriptors.compactMap { descriptor in
+            guard let lease = descriptor.lease, descriptor.duplicateOf == nil else { return nil }
+            let same = descriptors.filter { $0.duplicateOf == descriptor.fd }
+            if let other = same.first {
+                return "fd \(descriptor.fd): a \(lease) lease on \(descriptor.target), whose open file is fd "
+                    + "\(other.fd) too: which one its break signal names is not known"
+            }
+            if descriptor.signalOwner == nil {
+                return "fd \(descriptor.fd): a \(lease) lease on \(descriptor.target) whose I/O signal owner was "
+                    + "cleared: taking it again would set one"
+            }
+            return nil
+        }
     }
 
     /// The locks and leases held through descriptor `fd` (/proc/PID/fdinfo/N's `lock:` lines,
     /// e.g. "lock:\t1: POSIX  ADVISORY  WRITE 4242 fd:01:1234 0 EOF"): an flock lock and OFD
-    /// locks are recorded (FileLockPhase takes them again); the others are refused.
+    /// locks are recorded (FileLockPhase takes them again), and so are the process's own POSIX
+    /// locks and an active lease (RecordLockPhase); the others are refused.
     static func locks(_ pid: Int32, _ descriptor: inout ProcessImage.Descriptor) -> [String] {
         guard let info = try? ProcFS.bytes(pid, "fdinfo/\(descriptor.fd)") else { return [] }
         return String(decoding: info, as: UTF8.self).split(separator: "\n").compactMap { line in
@@ -65,6 +85,32 @@ extension ImageCapture {
                     exclusive: fields[4] == "WRITE", start: start, length: end < 0 ? 0 : end - start + 1)
                 descriptor.ofdLocks = (descriptor.ofdLocks ?? []) + [lock]
                 return nil
+            }
+            // "lock:\t1: POSIX  ADVISORY  READ 4242 08:01:1234 10 14": the process's own (the
+            // pid that took it: not another process sharing its descriptor table).
+            if fields[2] == "POSIX", fields[3] == "ADVISORY", fields[4] == "READ" || fields[4] == "WRITE",
+                fields.count == 9, fields[5] == "\(pid)", let start = Int64(fields[7]),
+                let end = fields[8] == "EOF" ? -1 : Int64(fields[8])
+            {
+                let lock = ProcessImage.Descriptor.RangeLock(
+                    exclusive: fields[4] == "WRITE", start: start, length: end < 0 ? 0 : end - start + 1)
+                descriptor.posixLocks = (descriptor.posixLocks ?? []) + [lock]
+                return nil
+            }
+            // "lock:\t1: LEASE  ACTIVE    READ 4242 08:01:1234 0 EOF". A lease being broken
+            // ("BREAKING", its type the one it is breaking to) has a deadline and a breaker that a
+            // restart cannot make again.
+            if fields[2] == "LEASE", fields[3] == "ACTIVE", fields[4] == "READ" || fields[4] == "WRITE" {
+                descriptor.lease = fields[4] == "READ" ? "read" : "write"
+                return nil
+            }
+            if fields[2] == "LEASE", fields[3] == "BREAKING" {
+                return "fd \(descriptor.fd): a file lease being broken (to \(fields[4])) on \(descriptor.target): "
+                    + "its break (the breaker waiting, the deadline) cannot be made again"
+            }
+            if fields[2] == "POSIX", fields.count > 5, fields[5] != "\(pid)" {
+                return "fd \(descriptor.fd): a POSIX lock (\(fields[4])) on \(descriptor.target) taken by process "
+                    + "\(fields[5]), which shares the descriptor table: a restart cannot give it that owner"
             }
             let kind: String
             switch fields[2] {

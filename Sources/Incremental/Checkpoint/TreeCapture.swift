@@ -67,7 +67,20 @@ enum TreeCapture {
         }
         refused += SocketLayout(images).refusals
         refused += signalOwnerRefusals(images)
+        refused += sharedLeaseRefusals(images)
         return refused
+    }
+
+    /// A lease on an open file that several processes of the tree share: its break signal names
+    /// the descriptor of the process that took it, which is not known.
+    static func sharedLeaseRefusals(_ images: [ProcessImage]) -> [String] {
+        images.flatMap { image in
+            image.descriptors.compactMap { descriptor in
+                guard let lease = descriptor.lease, let earlier = descriptor.inherited else { return nil }
+                return "process \(image.pid) fd \(descriptor.fd): a \(lease) lease on \(descriptor.target), an open "
+                    + "file process \(earlier.pid) has too (fd \(earlier.fd)): which one took it is not known"
+            }
+        }
     }
 
     /// An open file's I/O signals go to a process, thread or group a restart gives back: one

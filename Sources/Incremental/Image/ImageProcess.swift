@@ -140,6 +140,12 @@ extension ProcessImage {
         public var flock: String? = nil
         /// The open-file-description locks (fcntl F_OFD_SETLK) held through this open file.
         public var ofdLocks: [RangeLock]? = nil
+        /// The process's POSIX record locks (fcntl F_SETLK) on this descriptor's file, as fdinfo
+        /// lists them under the open file they were taken through (the process owns them, not
+        /// the open file: any descriptor of the file takes them again).
+        public var posixLocks: [RangeLock]? = nil
+        /// A lease (fcntl F_SETLEASE) held by this open file, not being broken: "read" or "write".
+        public var lease: String? = nil
         /// The open file description of a descriptor of an earlier process of the tree (one
         /// shared offset and status flags, as fork left it): restored by taking that one.
         public var inherited: Inherited? = nil
@@ -170,7 +176,7 @@ extension ProcessImage {
         enum CodingKeys: String, CodingKey {
             case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
                 deletedAttributes, flock, inherited, deletedFileOf
-            case socket, memoryFile, signalOwner, deletedDirectory, ofdLocks
+            case socket, memoryFile, signalOwner, deletedDirectory, ofdLocks, posixLocks, lease
             case inet
         }
 

@@ -101,6 +101,7 @@ public struct ProcessPlan: Sendable {
             SchedulingPhase(image: image),
             CapabilitiesPhase(image: image),
             WrittenFilesPhase(image: own),
+            RecordLockPhase(image: image),
             ProcessControlsPhase(image: image),
             TimerPhase(image: image),
             RegistersPhase(image: image),

@@ -154,8 +154,63 @@ extension LiveProcess {
                     + "[False, True, True]")
         }
 
+        /// zdtm file_locks00, file_lease00/01: the process's POSIX locks (a read lock on one range,
+        /// a write lock to the end) and a read and a write lease come back. Another process (a
+        /// child forked after the restart) sees the locks with F_GETLK, held by its parent; the
+        /// leases read back with F_GETLEASE, and the child's open for writing breaks the read
+        /// lease: the open would block and the restarted process gets SIGIO.
         @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
-        func locksAndLeasesAreRefusedNamingTheDescriptor() throws {
+        func posixLocksAndLeasesAreTakenAgain() throws {
+            let answer = try Self.answerAfterRestart(
+                "posix",
+                script: """
+                    import fcntl, os, signal, struct, sys
+                    d = sys.argv[1]
+                    f = os.open(d + "/locked", os.O_RDWR | os.O_CREAT)
+                    os.write(f, b"x" * 50)
+                    g = os.open(d + "/read-leased", os.O_RDONLY | os.O_CREAT)
+                    h = os.open(d + "/write-leased", os.O_WRONLY | os.O_CREAT)
+                    def lock(on, kind, start, length, command=fcntl.F_SETLK):
+                        return struct.unpack("hhqqi4x", fcntl.fcntl(on, command, struct.pack("hhqqi4x", kind, 0, start, length, 0)))
+                    lock(f, fcntl.F_RDLCK, 10, 5)
+                    lock(f, fcntl.F_WRLCK, 100, 0)
+                    fcntl.fcntl(g, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+                    fcntl.fcntl(h, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+                    print("ready", flush=True)
+                    sys.stdin.readline()
+                    leases = [fcntl.fcntl(g, fcntl.F_GETLEASE), fcntl.fcntl(h, fcntl.F_GETLEASE)]
+                    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGIO])
+                    r, w = os.pipe()
+                    child = os.fork()
+                    if child == 0:
+                        other = os.open(d + "/locked", os.O_RDWR)
+                        seen = []
+                        for start in (0, 12, 50, 200):
+                            for kind in (fcntl.F_RDLCK, fcntl.F_WRLCK):
+                                t, _, s, l, p = lock(other, kind, start, 1, fcntl.F_GETLK)
+                                seen.append("-" if t == fcntl.F_UNLCK else f"{t}:{s}:{l}:{p == os.getppid()}")
+                        try:
+                            os.open(d + "/read-leased", os.O_WRONLY | os.O_NONBLOCK)
+                            seen.append("opened")
+                        except BlockingIOError:
+                            seen.append("would-block")
+                        os.write(w, " ".join(seen).encode())
+                        os._exit(0)
+                    os.waitpid(child, 0)
+                    seen = os.read(r, 4096).decode()
+                    info = signal.sigtimedwait([signal.SIGIO], 10)
+                    broken = fcntl.fcntl(g, fcntl.F_GETLEASE)
+                    print(leases, seen, info is not None and info.si_signo == signal.SIGIO, broken, flush=True)
+                    """)
+            #expect(
+                answer
+                    == "[0, 1] - - - 0:10:5:True - - 1:100:0:True 1:100:0:True would-block True 2")
+        }
+
+        /// What still cannot come back exactly is refused, naming the descriptor: a lease being
+        /// broken (zdtm file_lease02-04), and a lease on an open file two descriptors share.
+        @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func leasesThatCannotComeBackAreRefusedNamingTheDescriptor() throws {
             let directory = try RestartTests.scratch("locks")
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let original = try WorkloadProcess(
@@ -163,22 +218,43 @@ extension LiveProcess {
                 arguments: [
                     "-c",
                     """
-                    import fcntl, os, sys
-                    os.close(os.open(sys.argv[1] + "/a", os.O_RDWR | os.O_CREAT))
-                    a = os.open(sys.argv[1] + "/a", os.O_RDONLY)
-                    b = os.open(sys.argv[1] + "/b", os.O_RDWR | os.O_CREAT)
+                    import fcntl, os, signal, sys
+                    signal.signal(signal.SIGIO, lambda *_: None)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGIO])
+                    a = os.open(sys.argv[1] + "/a", os.O_RDONLY | os.O_CREAT)
+                    b = os.open(sys.argv[1] + "/b", os.O_RDONLY | os.O_CREAT)
                     fcntl.fcntl(a, fcntl.F_SETLEASE, fcntl.F_RDLCK)
-                    fcntl.lockf(b, fcntl.LOCK_EX)
-                    print("ready", flush=True)
+                    fcntl.fcntl(b, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+                    os.dup(b)
+                    try:
+                        os.open(sys.argv[1] + "/a", os.O_WRONLY | os.O_NONBLOCK)
+                    except BlockingIOError:
+                        pass
+                    c = os.open(sys.argv[1] + "/c", os.O_WRONLY | os.O_CREAT)
+                    os.unlink(sys.argv[1] + "/c")
+                    fcntl.fcntl(c, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+                    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGIO])
+                    print("ready", signal.SIGIO in signal.sigpending(), flush=True)
                     sys.stdin.readline()
+                    print(fcntl.fcntl(c, fcntl.F_GETLEASE), signal.SIGIO in signal.sigpending(), flush=True)
                     """, directory,
                 ])
             defer { RestartTests.end(original) }
-            #expect(try original.line() == "ready")
+            let ready = try original.line()
+            #expect(ready == "ready False", "\(ready)")
             let run = try TestTools.run("cpx", ["--store", directory + "/store", "--name", "locks", "\(original.pid)"])
             #expect(run.status != 0)
-            #expect(run.errors.contains("fd 3: a file lease (READ) on \(directory)/a"), "\(run.errors)")
-            #expect(run.errors.contains("fd 4: a POSIX lock (WRITE) on \(directory)/b"), "\(run.errors)")
+            #expect(
+                run.errors.contains("fd 3: a file lease being broken (to UNLCK) on \(directory)/a"), "\(run.errors)")
+            #expect(
+                run.errors.contains("fd 4: a read lease on \(directory)/b, whose open file is fd 5 too"),
+                "\(run.errors)")
+            // cpx never opens the deleted file it cannot save: the write lease is still whole.
+            #expect(
+                run.errors.contains("fd 6: \(directory)/c (deleted): a deleted file under a lease (WRITE)"),
+                "\(run.errors)")
+            let after = try original.send("go")
+            #expect(after == "1 False", "\(after)")
         }
 
         @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
