@@ -1,5 +1,5 @@
 /// Descriptors on the kernel's anonymous event objects, recorded from /proc/PID/fdinfo and
-/// created again by `EventDescriptorPhase`: eventfd, timerfd, signalfd, epoll and pidfd.
+/// created again by `EventDescriptorPhase`: eventfd, timerfd, signalfd, epoll, pidfd and inotify.
 extension ProcessImage {
     public enum EventObject: Codable, Sendable, Equatable {
         /// eventfd(2): its counter, and EFD_SEMAPHORE.
@@ -13,6 +13,9 @@ extension ProcessImage {
         case epoll(targets: [EpollTarget])
         /// pidfd_open(2): the process it refers to, by its saved pid, one of the image's tree.
         case pidfd(pid: Int32)
+        /// inotify_init1(2): its watches, by watch descriptor (an older chpox cannot read this
+        /// case, and refuses the image).
+        case inotify(watches: [InotifyWatch])
 
         /// What it is, for people.
         public var summary: String {
@@ -28,6 +31,12 @@ extension ProcessImage {
                     + targets.map { "fd \($0.fd)" + ($0.via.map { " (closed; its file is fd \($0))" } ?? "") }
                     .joined(separator: ", ")
             case .pidfd(let pid): "pidfd of process \(pid)"
+            case .inotify(let watches):
+                "inotify watching "
+                    + (watches.isEmpty
+                        ? "nothing"
+                        : watches.map { "\($0.path) (wd \($0.wd), mask 0x\(String($0.mask, radix: 16)))" }
+                            .joined(separator: ", "))
             }
         }
     }
@@ -47,5 +56,19 @@ extension ProcessImage {
         public init(fd: Int32, events: UInt32, data: UInt64, via: Int32? = nil) {
             (self.fd, self.events, self.data, self.via) = (fd, events, data, via)
         }
+    }
+}
+
+extension ProcessImage {
+    /// One watch of an inotify descriptor: the number the program knows it by (programs keep
+    /// them, so a restart must give the same), its mask as inotify_add_watch(2) takes it (events,
+    /// IN_ONESHOT, IN_EXCL_UNLINK) and the path of the file or directory it watches, as the
+    /// checkpoint found it from the file handle the kernel keeps.
+    public struct InotifyWatch: Codable, Sendable, Equatable {
+        public var wd: Int32
+        public var mask: UInt32
+        public var path: String
+
+        public init(wd: Int32, mask: UInt32, path: String) { (self.wd, self.mask, self.path) = (wd, mask, path) }
     }
 }

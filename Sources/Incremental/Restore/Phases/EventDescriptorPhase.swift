@@ -4,11 +4,12 @@ import Glibc
 import Syscall
 import Tracee
 
-/// The eventfd, timerfd, signalfd, epoll and pidfd descriptors, made again at their numbers
-/// after every other descriptor is in place (an epoll's targets are descriptors of the process):
-/// an eventfd with its counter, a timerfd armed with what was left of it, a signalfd with its
-/// mask, an epoll with its interest list (events and data as the program registered them), a
-/// pidfd opened on the process of the tree it referred to (every process exists by now).
+/// The eventfd, timerfd, signalfd, epoll, pidfd and inotify descriptors, made again at their
+/// numbers after every other descriptor is in place (an epoll's targets are descriptors of the
+/// process): an eventfd with its counter, a timerfd armed with what was left of it, a signalfd
+/// with its mask, an epoll with its interest list (events and data as the program registered
+/// them), a pidfd opened on the process of the tree it referred to (every process exists by
+/// now), an inotify with its watches at their numbers.
 public struct EventDescriptorPhase: RestartPhase {
     public struct Entry: Sendable, Equatable {
         public var fd: Int32
@@ -153,6 +154,47 @@ public struct EventDescriptorPhase: RestartPhase {
         case .pidfd(let pid):
             // PIDFD_NONBLOCK is O_NONBLOCK; the descriptor is always close-on-exec.
             return try calls.call(.pidfdOpen, try session.tree.current(pid), nonBlocking, to: what)
+        case .inotify(let watches):
+            // IN_NONBLOCK and IN_CLOEXEC are O_NONBLOCK and O_CLOEXEC. Non-blocking until its
+            // queue is emptied of what making the watches put there.
+            let fd = try calls.call(.inotifyInit1, O_NONBLOCK | O_CLOEXEC, to: what)
+            try watch(watches, in: fd, calls, what)
+            if !entry.nonBlocking { try calls.call(.fcntl, fd, F_SETFL, 0, to: what) }
+            return fd
+        }
+    }
+
+    /// Adds each watch to inotify `fd` at its number. A fresh inotify numbers watches 1, 2, 3...
+    /// and never gives a number again until they wrap (an idr handed out cyclically): a watch
+    /// added and removed takes a number, so the numbers below each watch's are taken that way
+    /// first. Each removal queues an IN_IGNORED event, read out at the end with whatever else
+    /// came meanwhile (an event between the checkpoint and the restart is not seen either).
+    private func watch(
+        _ watches: [ProcessImage.InotifyWatch], in fd: Int, _ calls: RemoteCalls, _ what: String
+    )
+        throws
+    {
+        let dontFollow: UInt32 = 0x0200_0000  // IN_DONT_FOLLOW: the path names the watched inode itself
+        try calls.withFrame { () throws(TraceeError) in
+            for watch in watches.sorted(by: { $0.wd < $1.wd }) {
+                let doing = "\(what): watch \(watch.path) as \(watch.wd)"
+                let path = try calls.string(watch.path)
+                while true {
+                    let wd = try calls.call(.inotifyAddWatch, fd, path, watch.mask | dontFollow, to: doing)
+                    if wd == Int(watch.wd) { break }
+                    guard wd < Int(watch.wd) else {
+                        throw .unsupported(
+                            pid: calls.pid, reason: "\(doing): the kernel numbered it \(wd), past \(watch.wd)")
+                    }
+                    try calls.call(.inotifyRmWatch, fd, wd, to: doing)
+                }
+            }
+            // Read until it is empty (EAGAIN): a read returns whole events only.
+            let size = 4096
+            let buffer = try calls.reserve(size)
+            var read = 1
+            while read > 0 { read = try calls.result(of: .read, fd, buffer, size) }
+            if read != -Int(EAGAIN) { try calls.check(read, "\(what): read out what making its watches queued") }
         }
     }
 }
