@@ -223,6 +223,8 @@ enum chpox_system_call {
     CHPOX_SYS_inotify_init1 = SYS_inotify_init1,
     CHPOX_SYS_inotify_add_watch = SYS_inotify_add_watch,
     CHPOX_SYS_inotify_rm_watch = SYS_inotify_rm_watch,
+    CHPOX_SYS_fanotify_init = SYS_fanotify_init,
+    CHPOX_SYS_fanotify_mark = SYS_fanotify_mark,
 };
 /// PR_SET_MM and PR_SET_MM_MAP (linux/prctl.h), and struct prctl_mm_map.
 #define CHPOX_PR_SET_MM 35

@@ -152,4 +152,8 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let inotifyAddWatch = SystemCall(CHPOX_SYS_inotify_add_watch)
     /// The corresponding C constant is SYS_inotify_rm_watch.
     public static let inotifyRmWatch = SystemCall(CHPOX_SYS_inotify_rm_watch)
+    /// The corresponding C constant is SYS_fanotify_init.
+    public static let fanotifyInit = SystemCall(CHPOX_SYS_fanotify_init)
+    /// The corresponding C constant is SYS_fanotify_mark.
+    public static let fanotifyMark = SystemCall(CHPOX_SYS_fanotify_mark)
 }

@@ -9,7 +9,7 @@ import Tracee
 /// process): an eventfd with its counter, a timerfd armed with what was left of it, a signalfd
 /// with its mask, an epoll with its interest list (events and data as the program registered
 /// them), a pidfd opened on the process of the tree it referred to (every process exists by
-/// now), an inotify with its watches at their numbers.
+/// now), an inotify with its watches at their numbers, a fanotify with its flags and marks.
 public struct EventDescriptorPhase: RestartPhase {
     public struct Entry: Sendable, Equatable {
         public var fd: Int32
@@ -161,6 +161,49 @@ public struct EventDescriptorPhase: RestartPhase {
             try watch(watches, in: fd, calls, what)
             if !entry.nonBlocking { try calls.call(.fcntl, fd, F_SETFL, 0, to: what) }
             return fd
+        case .fanotify(let flags, let eventFlags, let marks):
+            // Its flags as they were, FAN_CLOEXEC (1) and FAN_NONBLOCK (2) among them: a program
+            // reads them back in fdinfo. Close-on-exec until it is moved, as every other here.
+            let fd = try calls.call(.fanotifyInit, flags, eventFlags, to: what)
+            if flags & 1 == 0 { try calls.call(.fcntl, fd, F_SETFD, FD_CLOEXEC, to: what) }
+            try calls.withFrame { () throws(TraceeError) in
+                for mark in marks { try self.mark(mark, in: fd, calls, what) }
+            }
+            if entry.nonBlocking != (flags & 2 != 0) {
+                try calls.call(.fcntl, fd, F_SETFL, entry.nonBlocking ? O_NONBLOCK : 0, to: what)
+            }
+            return fd
+        }
+    }
+
+    /// Marks again what fanotify `fd` marked: its events, then its ignored events.
+    private func mark(
+        _ mark: ProcessImage.FanotifyMark, in fd: Int, _ calls: RemoteCalls, _ what: String
+    )
+        throws(TraceeError)
+    {
+        // FAN_MARK_ADD; FAN_MARK_DONT_FOLLOW (the path names the marked inode itself),
+        // FAN_MARK_MOUNT or FAN_MARK_FILESYSTEM; FAN_MARK_EVICTABLE as it was.
+        let add: UInt32 = 0x1
+        let object: UInt32 =
+            switch mark.object {
+            case .inode: 0x4
+            case .mount: 0x10
+            case .filesystem: 0x100
+            }
+        let base = add | object | (mark.flags & 0x200)
+        let doing = "\(what): mark \(mark.object.rawValue) \(mark.path)"
+        let path = try calls.string(mark.path)
+        if mark.mask != 0 || mark.ignoredMask == 0 {
+            try calls.call(.fanotifyMark, fd, base, mark.mask, AT_FDCWD, path, to: doing)
+        }
+        if mark.ignoredMask != 0 {
+            // FAN_MARK_IGNORE (0x400) where it was set so, FAN_MARK_IGNORED_MASK (0x20) otherwise;
+            // FAN_MARK_IGNORED_SURV_MODIFY (0x40) as it was.
+            let ignore: UInt32 = mark.flags & 0x400 != 0 ? 0x400 : 0x20
+            try calls.call(
+                .fanotifyMark, fd, base | ignore | (mark.flags & 0x40), mark.ignoredMask, AT_FDCWD, path,
+                to: doing + " (ignored events)")
         }
     }
 

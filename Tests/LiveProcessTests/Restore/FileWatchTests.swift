@@ -5,9 +5,10 @@ import Testing
 
 extension LiveProcess {
     /// inotify descriptors come back with their watches at the numbers the program holds, and
-    /// report what happens to the watched files after the restart; what a restart cannot make
-    /// again (events queued and not read, a watched file deleted) is refused with the reason.
-    @Suite struct InotifyTests {
+    /// fanotify descriptors with their flags and marks; both report what happens to the watched
+    /// files after the restart. What a restart cannot make again (events queued and not read, a
+    /// watched file deleted) is refused with the reason.
+    @Suite struct FileWatchTests {
         /// Watches a directory (IN_CREATE | IN_DELETE) and a file (IN_MODIFY | IN_CLOSE_WRITE),
         /// each after numbers taken and given back, so neither is the number a fresh inotify
         /// gives first; on each line of input, prints the events read, as "wd:mask:name".
@@ -138,6 +139,72 @@ extension LiveProcess {
                 run.errors.contains(
                     "fd \(ready[2]): anon_inode:inotify: watch \(ready[3]): it watches \(directory)/deleted (deleted)"),
                 "\(run.errors)")
+        }
+
+        /// A fanotify with marks on a file (its events, and FAN_OPEN ignored, surviving
+        /// modification) and on a directory comes back with the same flags and marks as fdinfo
+        /// shows them, and reports what is done to the file after the restart.
+        static let fanotifyProgram = """
+            import ctypes, os, struct, sys
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.fanotify_mark.argtypes = [ctypes.c_int, ctypes.c_uint, ctypes.c_uint64, ctypes.c_int, ctypes.c_char_p]
+            base = sys.argv[1]
+            file = os.path.join(base, "file")
+            open(file, "w").close()
+            fan = libc.fanotify_init(0x2, os.O_RDONLY | os.O_LARGEFILE)  # FAN_NONBLOCK, FAN_CLASS_NOTIF
+            assert fan >= 0, ctypes.get_errno()
+            assert libc.fanotify_mark(fan, 0x1, 0x2 | 0x8, -100, file.encode()) == 0  # FAN_MODIFY | FAN_CLOSE_WRITE
+            assert libc.fanotify_mark(fan, 0x1 | 0x20 | 0x40, 0x20, -100, file.encode()) == 0  # FAN_OPEN ignored
+            assert libc.fanotify_mark(fan, 0x1, 0x40000000 | 0x1 | 0x08000000, -100, base.encode()) == 0
+            def marks():
+                return [l for l in open(f"/proc/self/fdinfo/{fan}").read().splitlines() if l.startswith("fanotify")]
+            print("ready", fan, flush=True)
+            for line in sys.stdin:
+                mask = 0
+                try:
+                    data = os.read(fan, 65536)
+                except BlockingIOError:
+                    data = b""
+                while data:
+                    size, _, _, _, event, fd, pid = struct.unpack_from("IBBHQii", data)
+                    mask |= event
+                    if fd >= 0:
+                        os.close(fd)
+                    data = data[size:]
+                print(hex(mask), *marks(), sep="|", flush=True)
+            """
+
+        @Test(
+            .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
+            .timeLimit(.minutes(2)))
+        func fanotifyMarksComeBack() throws {
+            let directory = try RestartTests.scratch("fanotify")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            let base = directory + "/watched"
+            try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3", arguments: ["-c", Self.fanotifyProgram, base])
+            let ready = try original.line().split(separator: " ")
+            try #require(ready.count == 2)
+            let before = try original.send("read").split(separator: "|")
+            try #require(before.count == 4)
+            #expect(before[0] == "0x0")
+            #expect(before[1].hasPrefix("fanotify flags:2 event-flags:8000"))
+
+            try RestartTests.checkpoint(original.pid, store: store, name: "fanotify")
+            RestartTests.end(original)
+            let restarted = try RestartTests.restart(store: store, name: "fanotify", generation: 0)
+            defer { RestartTests.end(restarted) }
+            let after = try restarted.send("read").split(separator: "|")
+            // Nothing queued, the group and each mark as fdinfo showed them.
+            #expect(after == before)
+            let file = open(base + "/file", O_WRONLY | O_APPEND)
+            try #require(file >= 0)
+            #expect(write(file, "x", 1) == 1)
+            close(file)
+            // FAN_MODIFY | FAN_CLOSE_WRITE on the file; its open ignored.
+            #expect(try restarted.send("read").split(separator: "|").first == "0xa")
         }
     }
 }
