@@ -166,8 +166,8 @@ public struct EventDescriptorPhase: RestartPhase {
             // reads them back in fdinfo. Close-on-exec until it is moved, as every other here.
             let fd = try calls.call(.fanotifyInit, flags, eventFlags, to: what)
             if flags & 1 == 0 { try calls.call(.fcntl, fd, F_SETFD, FD_CLOEXEC, to: what) }
-            try calls.withFrame { () throws(TraceeError) in
-                for mark in marks { try self.mark(mark, in: fd, calls, what) }
+            for mark in marks {
+                try calls.withFrame { () throws(TraceeError) in try self.mark(mark, in: fd, calls, what) }
             }
             if entry.nonBlocking != (flags & 2 != 0) {
                 try calls.call(.fcntl, fd, F_SETFL, entry.nonBlocking ? O_NONBLOCK : 0, to: what)
@@ -218,9 +218,9 @@ public struct EventDescriptorPhase: RestartPhase {
         throws
     {
         let dontFollow: UInt32 = 0x0200_0000  // IN_DONT_FOLLOW: the path names the watched inode itself
-        try calls.withFrame { () throws(TraceeError) in
-            for watch in watches.sorted(by: { $0.wd < $1.wd }) {
-                let doing = "\(what): watch \(watch.path) as \(watch.wd)"
+        for watch in watches.sorted(by: { $0.wd < $1.wd }) {
+            let doing = "\(what): watch \(watch.path) as \(watch.wd)"
+            try calls.withFrame { () throws(TraceeError) in
                 let path = try calls.string(watch.path)
                 while true {
                     let wd = try calls.call(.inotifyAddWatch, fd, path, watch.mask | dontFollow, to: doing)
@@ -232,7 +232,9 @@ public struct EventDescriptorPhase: RestartPhase {
                     try calls.call(.inotifyRmWatch, fd, wd, to: doing)
                 }
             }
-            // Read until it is empty (EAGAIN): a read returns whole events only.
+        }
+        // Read until it is empty (EAGAIN): a read returns whole events only.
+        try calls.withFrame { () throws(TraceeError) in
             let size = 4096
             let buffer = try calls.reserve(size)
             var read = 1
