@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <spawn.h>
 #include <signal.h>
+#include <pthread.h>
 #include "CLinux.h"
 
 // posix_spawn_file_actions_addclosefrom_np (glibc 2.34+): a child gets only the descriptors
@@ -48,4 +49,44 @@ long chpox_spawn_in_pid_namespace(const char *path, char *const argv[], char *co
     args.flags = CLONE_NEWPID;
     args.exit_signal = SIGCHLD;
     return spawn(&args, path, argv, envp);
+}
+
+// open_by_handle_at(2) takes its mount as a descriptor open for real (not O_PATH) or as the
+// working directory (AT_FDCWD). Opening a directory would show an inotify or fanotify watch on
+// it an open and a close, in the very process being checkpointed; moving to it does not. So a
+// thread of its own, with a working directory of its own (unshare CLONE_FS), moves there by
+// its O_PATH descriptor: the process's working directory is never changed.
+struct chpox_file_handle {
+    unsigned int handle_bytes;
+    int handle_type;
+    unsigned char f_handle[CHPOX_MAX_HANDLE_SZ];
+};
+_Static_assert(__builtin_offsetof(struct chpox_file_handle, f_handle) == 8, "struct file_handle");
+
+struct handle_open {
+    int mount;
+    struct chpox_file_handle handle;
+    int result;
+};
+
+static void *open_by_handle_in_mount(void *argument) {
+    struct handle_open *call = argument;
+    if (unshare(CLONE_FS) != 0 || fchdir(call->mount) != 0) {
+        call->result = -errno;
+        return NULL;
+    }
+    long fd = syscall(SYS_open_by_handle_at, AT_FDCWD, &call->handle, O_PATH | O_CLOEXEC);
+    call->result = fd < 0 ? -errno : (int)fd;
+    return NULL;
+}
+
+int chpox_open_by_handle(int mount_fd, int type, const unsigned char *bytes, unsigned int count) {
+    if (count > CHPOX_MAX_HANDLE_SZ) return -EINVAL;
+    struct handle_open call = {.mount = mount_fd, .handle = {.handle_bytes = count, .handle_type = type}};
+    for (unsigned int i = 0; i < count; i++) call.handle.f_handle[i] = bytes[i];
+    pthread_t thread;
+    int error = pthread_create(&thread, NULL, open_by_handle_in_mount, &call);
+    if (error != 0) return -error;
+    pthread_join(thread, NULL);
+    return call.result;
 }

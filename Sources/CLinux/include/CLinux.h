@@ -47,6 +47,13 @@ static inline int chpox_ioctl(int fd, unsigned long request, void *argument) {
     return ioctl(fd, request, argument);
 }
 
+/// MAX_HANDLE_SZ: the largest file handle the kernel makes.
+#define CHPOX_MAX_HANDLE_SZ 128
+/// Opens (O_PATH, close-on-exec) the file a file handle names, its type and bytes as
+/// /proc/PID/fdinfo lists them, on the mount `mount_fd` (an O_PATH descriptor is enough) is on
+/// (open_by_handle_at(2), needs CAP_DAC_READ_SEARCH). Returns the descriptor, or -errno.
+int chpox_open_by_handle(int mount_fd, int type, const unsigned char *bytes, unsigned int count);
+
 // syscall(2) is variadic; these are the raw calls glibc 2.36 has no wrapper for.
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -213,6 +220,12 @@ enum chpox_system_call {
     CHPOX_SYS_timer_settime = SYS_timer_settime,
     CHPOX_SYS_timer_gettime = SYS_timer_gettime,
     CHPOX_SYS_timer_getoverrun = SYS_timer_getoverrun,
+    CHPOX_SYS_read = SYS_read,
+    CHPOX_SYS_inotify_init1 = SYS_inotify_init1,
+    CHPOX_SYS_inotify_add_watch = SYS_inotify_add_watch,
+    CHPOX_SYS_inotify_rm_watch = SYS_inotify_rm_watch,
+    CHPOX_SYS_fanotify_init = SYS_fanotify_init,
+    CHPOX_SYS_fanotify_mark = SYS_fanotify_mark,
 };
 /// PR_SET_MM and PR_SET_MM_MAP (linux/prctl.h), and struct prctl_mm_map.
 #define CHPOX_PR_SET_MM 35

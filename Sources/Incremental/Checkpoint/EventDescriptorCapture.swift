@@ -4,7 +4,7 @@ import Glibc
 import Syscall
 import Tracee
 
-/// Reads an eventfd, timerfd, signalfd, epoll or pidfd descriptor from /proc/PID/fdinfo (formats in
+/// Reads an eventfd, timerfd, signalfd, epoll, pidfd, inotify or fanotify descriptor from /proc/PID/fdinfo (formats in
 /// the kernel's Documentation/filesystems/proc.rst): the object, or why a restart could not
 /// make it again exactly.
 enum EventDescriptorCapture {
@@ -13,11 +13,11 @@ enum EventDescriptorCapture {
         case refused(String)
     }
 
-    /// nil when `target` (the fd's /proc link) is none of the five.
+    /// nil when `target` (the fd's /proc link) is none of the seven.
     static func capture(_ pid: Int32, _ fd: Int32, target: String) -> Outcome? {
         let kinds = [
             "anon_inode:[eventfd]", "anon_inode:[timerfd]", "anon_inode:[signalfd]", "anon_inode:[eventpoll]",
-            "anon_inode:[pidfd]",
+            "anon_inode:[pidfd]", "anon_inode:inotify", "anon_inode:[fanotify]",
         ]
         guard kinds.contains(target) else { return nil }
         guard let lines = try? ProcFS.descriptorInfoLines(pid, fd) else { return .refused("its fdinfo cannot be read") }
@@ -37,6 +37,10 @@ enum EventDescriptorCapture {
             return .object(.signalfd(mask: mask))
         case "anon_inode:[pidfd]":
             return processDescriptor(info)
+        case "anon_inode:inotify":
+            return InotifyCapture.capture(pid, fd, lines)
+        case "anon_inode:[fanotify]":
+            return FanotifyCapture.capture(pid, fd, lines)
         default:
             return epoll(pid, fd, lines)
         }

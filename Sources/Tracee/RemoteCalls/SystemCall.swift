@@ -146,4 +146,16 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let timerGettime = SystemCall(CHPOX_SYS_timer_gettime)
     /// The corresponding C constant is SYS_timer_getoverrun.
     public static let timerGetoverrun = SystemCall(CHPOX_SYS_timer_getoverrun)
+    /// The corresponding C constant is SYS_read.
+    public static let read = SystemCall(CHPOX_SYS_read)
+    /// The corresponding C constant is SYS_inotify_init1.
+    public static let inotifyInit1 = SystemCall(CHPOX_SYS_inotify_init1)
+    /// The corresponding C constant is SYS_inotify_add_watch.
+    public static let inotifyAddWatch = SystemCall(CHPOX_SYS_inotify_add_watch)
+    /// The corresponding C constant is SYS_inotify_rm_watch.
+    public static let inotifyRmWatch = SystemCall(CHPOX_SYS_inotify_rm_watch)
+    /// The corresponding C constant is SYS_fanotify_init.
+    public static let fanotifyInit = SystemCall(CHPOX_SYS_fanotify_init)
+    /// The corresponding C constant is SYS_fanotify_mark.
+    public static let fanotifyMark = SystemCall(CHPOX_SYS_fanotify_mark)
 }

@@ -4,11 +4,12 @@ import Glibc
 import Syscall
 import Tracee
 
-/// The eventfd, timerfd, signalfd, epoll and pidfd descriptors, made again at their numbers
-/// after every other descriptor is in place (an epoll's targets are descriptors of the process):
-/// an eventfd with its counter, a timerfd armed with what was left of it, a signalfd with its
-/// mask, an epoll with its interest list (events and data as the program registered them), a
-/// pidfd opened on the process of the tree it referred to (every process exists by now).
+/// The eventfd, timerfd, signalfd, epoll, pidfd and inotify descriptors, made again at their
+/// numbers after every other descriptor is in place (an epoll's targets are descriptors of the
+/// process): an eventfd with its counter, a timerfd armed with what was left of it, a signalfd
+/// with its mask, an epoll with its interest list (events and data as the program registered
+/// them), a pidfd opened on the process of the tree it referred to (every process exists by
+/// now), an inotify with its watches at their numbers, a fanotify with its flags and marks.
 public struct EventDescriptorPhase: RestartPhase {
     public struct Entry: Sendable, Equatable {
         public var fd: Int32
@@ -153,6 +154,92 @@ public struct EventDescriptorPhase: RestartPhase {
         case .pidfd(let pid):
             // PIDFD_NONBLOCK is O_NONBLOCK; the descriptor is always close-on-exec.
             return try calls.call(.pidfdOpen, try session.tree.current(pid), nonBlocking, to: what)
+        case .inotify(let watches):
+            // IN_NONBLOCK and IN_CLOEXEC are O_NONBLOCK and O_CLOEXEC. Non-blocking until its
+            // queue is emptied of what making the watches put there.
+            let fd = try calls.call(.inotifyInit1, O_NONBLOCK | O_CLOEXEC, to: what)
+            try watch(watches, in: fd, calls, what)
+            if !entry.nonBlocking { try calls.call(.fcntl, fd, F_SETFL, 0, to: what) }
+            return fd
+        case .fanotify(let flags, let eventFlags, let marks):
+            // Its flags as they were, FAN_CLOEXEC (1) and FAN_NONBLOCK (2) among them: a program
+            // reads them back in fdinfo. Close-on-exec until it is moved, as every other here.
+            let fd = try calls.call(.fanotifyInit, flags, eventFlags, to: what)
+            if flags & 1 == 0 { try calls.call(.fcntl, fd, F_SETFD, FD_CLOEXEC, to: what) }
+            for mark in marks {
+                try calls.withFrame { () throws(TraceeError) in try self.mark(mark, in: fd, calls, what) }
+            }
+            if entry.nonBlocking != (flags & 2 != 0) {
+                try calls.call(.fcntl, fd, F_SETFL, entry.nonBlocking ? O_NONBLOCK : 0, to: what)
+            }
+            return fd
+        }
+    }
+
+    /// Marks again what fanotify `fd` marked: its events, then its ignored events.
+    private func mark(
+        _ mark: ProcessImage.FanotifyMark, in fd: Int, _ calls: RemoteCalls, _ what: String
+    )
+        throws(TraceeError)
+    {
+        // FAN_MARK_ADD; FAN_MARK_DONT_FOLLOW (the path names the marked inode itself),
+        // FAN_MARK_MOUNT or FAN_MARK_FILESYSTEM; FAN_MARK_EVICTABLE as it was.
+        let add: UInt32 = 0x1
+        let object: UInt32 =
+            switch mark.object {
+            case .inode: 0x4
+            case .mount: 0x10
+            case .filesystem: 0x100
+            }
+        let base = add | object | (mark.flags & 0x200)
+        let doing = "\(what): mark \(mark.object.rawValue) \(mark.path)"
+        let path = try calls.string(mark.path)
+        if mark.mask != 0 || mark.ignoredMask == 0 {
+            try calls.call(.fanotifyMark, fd, base, mark.mask, AT_FDCWD, path, to: doing)
+        }
+        if mark.ignoredMask != 0 {
+            // FAN_MARK_IGNORE (0x400) where it was set so, FAN_MARK_IGNORED_MASK (0x20) otherwise;
+            // FAN_MARK_IGNORED_SURV_MODIFY (0x40) as it was.
+            let ignore: UInt32 = mark.flags & 0x400 != 0 ? 0x400 : 0x20
+            try calls.call(
+                .fanotifyMark, fd, base | ignore | (mark.flags & 0x40), mark.ignoredMask, AT_FDCWD, path,
+                to: doing + " (ignored events)")
+        }
+    }
+
+    /// Adds each watch to inotify `fd` at its number. A fresh inotify numbers watches 1, 2, 3...
+    /// and never gives a number again until they wrap (an idr handed out cyclically): a watch
+    /// added and removed takes a number, so the numbers below each watch's are taken that way
+    /// first. Each removal queues an IN_IGNORED event, read out at the end with whatever else
+    /// came meanwhile (an event between the checkpoint and the restart is not seen either).
+    private func watch(
+        _ watches: [ProcessImage.InotifyWatch], in fd: Int, _ calls: RemoteCalls, _ what: String
+    )
+        throws
+    {
+        let dontFollow: UInt32 = 0x0200_0000  // IN_DONT_FOLLOW: the path names the watched inode itself
+        for watch in watches.sorted(by: { $0.wd < $1.wd }) {
+            let doing = "\(what): watch \(watch.path) as \(watch.wd)"
+            try calls.withFrame { () throws(TraceeError) in
+                let path = try calls.string(watch.path)
+                while true {
+                    let wd = try calls.call(.inotifyAddWatch, fd, path, watch.mask | dontFollow, to: doing)
+                    if wd == Int(watch.wd) { break }
+                    guard wd < Int(watch.wd) else {
+                        throw .unsupported(
+                            pid: calls.pid, reason: "\(doing): the kernel numbered it \(wd), past \(watch.wd)")
+                    }
+                    try calls.call(.inotifyRmWatch, fd, wd, to: doing)
+                }
+            }
+        }
+        // Read until it is empty (EAGAIN): a read returns whole events only.
+        try calls.withFrame { () throws(TraceeError) in
+            let size = 4096
+            let buffer = try calls.reserve(size)
+            var read = 1
+            while read > 0 { read = try calls.result(of: .read, fd, buffer, size) }
+            if read != -Int(EAGAIN) { try calls.check(read, "\(what): read out what making its watches queued") }
         }
     }
 }
