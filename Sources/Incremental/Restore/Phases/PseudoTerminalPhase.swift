@@ -25,6 +25,11 @@ public struct PseudoTerminalPhase: RestartPhase {
         public var flags: Int32
         /// A lower descriptor of the same open file, dup'ed.
         public var duplicateOf: Int32?
+
+        public init(fd: Int32, closeOnExec: Bool, index: Int32, master: Bool, flags: Int32, duplicateOf: Int32?) {
+            (self.fd, self.closeOnExec, self.index, self.master) = (fd, closeOnExec, index, master)
+            (self.flags, self.duplicateOf) = (flags, duplicateOf)
+        }
     }
 
     public var made: [PseudoTerminalLayout.Pair]
