@@ -64,6 +64,13 @@ extension FileDescriptor {
         _ = try control(CHPOX_TCSETS2, &raw)
     }
 
+    /// The terminal's line discipline (0: N_TTY). The corresponding C constant is TIOCGETD.
+    public func lineDiscipline() throws(Errno) -> Int32 {
+        var discipline: Int32 = 0
+        _ = try control(UInt(TIOCGETD), &discipline)
+        return discipline
+    }
+
     /// Rows, columns and pixel sizes. The corresponding C constant is TIOCGWINSZ.
     public func windowSize() throws(Errno) -> [UInt16] {
         var size = winsize()

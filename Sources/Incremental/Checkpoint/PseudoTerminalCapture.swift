@@ -64,6 +64,9 @@ enum PseudoTerminalCapture {
                 return .refused("a pseudo-terminal master of another devpts instance: not recreated")
             }
             guard let index = masterIndex(pid, fd) else { return .refused("its pty number is not in fdinfo") }
+            guard let flags = (try? ProcFS.descriptorInfo(pid, fd))?["flags"].flatMap({ Int32($0, radix: 8) }),
+                flags & O_ACCMODE == O_RDWR
+            else { return .refused("a pseudo-terminal master not open read-write: /dev/ptmx is reopened read-write") }
             return master(pid, fd, index: index, processes: processes)
         }
         guard let index = slaveIndex(target) else { return nil }
@@ -112,6 +115,10 @@ enum PseudoTerminalCapture {
         let name = "/dev/pts/\(index)"
         do throws(Errno) {
             guard try copy.ptyNumber() == index else { return .refused("its pty number changed while read") }
+            let discipline = try copy.lineDiscipline()
+            guard discipline == 0 else {
+                return .refused("the line discipline of the master is \(discipline), not N_TTY: not restored")
+            }
             let attributes = try copy.terminalAttributes()
             let window = try copy.windowSize()
             let locked = try copy.ptyLocked()
@@ -145,6 +152,11 @@ enum PseudoTerminalCapture {
             if locked && (!held.isEmpty || session != nil) {
                 return .refused(
                     "its slave \(name) is open or a controlling terminal but locked again (TIOCSPTLCK): not restored")
+            }
+            let slaveDiscipline = try slave.lineDiscipline()
+            guard slaveDiscipline == 0 else {
+                return .refused(
+                    "the line discipline of its slave \(name) is \(slaveDiscipline), not N_TTY: not restored")
             }
             let towardSlave = try slave.bytesQueued()
             guard towardSlave == 0 else {
