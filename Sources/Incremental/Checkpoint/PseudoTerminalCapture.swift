@@ -145,8 +145,9 @@ enum PseudoTerminalCapture {
                 slave = try copy.openPtyPeer(O_RDONLY | O_NONBLOCK | O_CLOEXEC)
             } else {
                 return .refused(
-                    "its slave \(name) was never opened: what the master wrote to it cannot be counted without "
-                        + "opening it, which would change the pair")
+                    "no checkpointed process holds its slave \(name), which is open outside the checkpoint or was "
+                        + "never opened: what waits in it cannot be counted without opening it, which would change "
+                        + "the pair")
             }
             defer { slave.close() }
             if locked && (!held.isEmpty || session != nil) {

@@ -67,7 +67,7 @@ enum TreeCapture {
         }
         refused += SocketLayout(images).refusals
         refused += signalOwnerRefusals(images)
-        refused += terminalRefusals(images, terminals: Dictionary(stats.map { ($0.pid, $0.terminal) }) { a, _ in a })
+        refused += terminalRefusals(&images, terminals: Dictionary(stats.map { ($0.pid, $0.terminal) }) { a, _ in a })
         return refused
     }
 
@@ -75,8 +75,9 @@ enum TreeCapture {
     /// session leader (TIOCSCTTY) once its processes exist: refused where that would not be
     /// the same, that is where a process other than the leader has it (it got it by fork from the
     /// leader, which a restart cannot redo: its processes are forked first), where the leader is
-    /// not checkpointed, or where the foreground group is none of the tree's.
-    static func terminalRefusals(_ images: [ProcessImage], terminals: [Int32: UInt32]) -> [String] {
+    /// not checkpointed, or where the foreground group is none of the tree's. The leader's
+    /// descriptors of /dev/tty become descriptors of that pty, opened by that name again.
+    static func terminalRefusals(_ images: inout [ProcessImage], terminals: [Int32: UInt32]) -> [String] {
         var states: [Int32: ProcessImage.Descriptor.PseudoTerminal.State] = [:]
         for image in images {
             for descriptor in image.descriptors where descriptor.kind == .ptyMaster {
@@ -85,20 +86,21 @@ enum TreeCapture {
         }
         let groups = Set(images.compactMap { $0.position?.processGroup })
         var refused: [String] = []
-        for image in images {
+        for (k, image) in images.enumerated() {
             guard let number = terminals[image.pid], let index = PseudoTerminalCapture.controllingIndex(number),
                 let state = states[index]
             else { continue }
             let who = image.pid == images.first?.pid ? "" : "process \(image.pid): "
-            if state.session != image.pid || image.position?.session != image.pid {
+            guard state.session == image.pid, image.position?.session == image.pid else {
                 refused.append(
                     who + "its controlling terminal /dev/pts/\(index) (a pty the checkpoint holds) is its session's, "
                         + "which it does not lead: a restart makes it the controlling terminal of the session leader "
                         + "only")
+                continue
             }
-            if image.descriptors.contains(where: { $0.target == "/dev/tty" }) {
-                refused.append(
-                    who + "a descriptor of /dev/tty, its controlling terminal /dev/pts/\(index): not reopened")
+            for d in image.descriptors.indices where image.descriptors[d].target == "/dev/tty" {
+                images[k].descriptors[d].kind = .ptySlave
+                images[k].descriptors[d].pty = .init(index: index, controlling: true)
             }
         }
         for (index, state) in states.sorted(by: { $0.key < $1.key }) {

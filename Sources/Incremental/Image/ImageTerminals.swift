@@ -15,11 +15,14 @@ extension ProcessImage.Descriptor {
         public var hungUp: Bool? = nil
         /// The pair's state, on a master's descriptors.
         public var state: State? = nil
+        /// A descriptor of /dev/tty: the slave as the process's controlling terminal, opened
+        /// again by that name once it is that again.
+        public var controlling: Bool? = nil
 
-        enum CodingKeys: String, CodingKey { case index, hungUp, state }
+        enum CodingKeys: String, CodingKey { case index, hungUp, state, controlling }
 
-        public init(index: Int32, hungUp: Bool? = nil, state: State? = nil) {
-            (self.index, self.hungUp, self.state) = (index, hungUp, state)
+        public init(index: Int32, hungUp: Bool? = nil, state: State? = nil, controlling: Bool? = nil) {
+            (self.index, self.hungUp, self.state, self.controlling) = (index, hungUp, state, controlling)
         }
 
         public struct State: Codable, Sendable, Equatable {

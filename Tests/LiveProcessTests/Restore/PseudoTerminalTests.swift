@@ -64,6 +64,43 @@ extension LiveProcess {
             }
         }
 
+        /// A session leader's controlling terminal, a pty it holds, comes back as that: the
+        /// same slave, its foreground group, /dev/tty opened through it.
+        static let controllingProgram = """
+            import fcntl, os, struct, sys
+            os.setsid()
+            master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY)
+            fcntl.ioctl(master, 0x40045431, struct.pack("i", 0))  # TIOCSPTLCK: unlock
+            number = struct.unpack("I", fcntl.ioctl(master, 0x80045430, b"\\0" * 4))[0]  # TIOCGPTN
+            slave = os.open("/dev/pts/%d" % number, os.O_RDWR)  # no O_NOCTTY: its controlling terminal
+            tty = os.open("/dev/tty", os.O_RDWR)
+            print("ready", flush=True)
+            for line in sys.stdin:
+                stat = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+                os.write(master, b"hi\\n")
+                got = os.read(tty, 100)
+                echo = os.read(master, 100)  # the line discipline echoed it: read, nothing stays queued
+                print(os.ttyname(slave), int(stat[4]) == os.stat(slave).st_rdev, os.getsid(0) == os.getpid(),
+                      os.tcgetpgrp(tty) == os.getpgrp(), got, echo, flush=True)
+            """
+
+        @Test(.enabled(if: python && ptys, "needs python3 and /dev/ptmx"), .timeLimit(.minutes(2)))
+        func aControllingTerminalComesBack() throws {
+            let directory = try RestartTests.scratch("pty-ctty")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3", arguments: ["-c", Self.controllingProgram])
+            #expect(try original.line() == "ready")
+            let before = try original.send("go")
+            #expect(before.hasSuffix(" True True True b'hi\\n' b'hi\\r\\n'"), "\(before)")
+            try RestartTests.checkpoint(original.pid, store: store, name: "ctty")
+            RestartTests.end(original)
+            let restarted = try RestartTests.restart(store: store, name: "ctty", generation: 0)
+            #expect(try restarted.send("go") == before)
+            RestartTests.end(restarted)
+        }
+
         /// Bytes written to the master and not read from the slave (and their echo, waiting in
         /// the master) are refused: a restart cannot put them back as the line discipline had them.
         @Test(.enabled(if: python && ptys, "needs python3 and /dev/ptmx"), .timeLimit(.minutes(2)))

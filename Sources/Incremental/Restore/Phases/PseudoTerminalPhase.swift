@@ -25,10 +25,15 @@ public struct PseudoTerminalPhase: RestartPhase {
         public var flags: Int32
         /// A lower descriptor of the same open file, dup'ed.
         public var duplicateOf: Int32?
+        /// /dev/tty, opened by that name once the pty is its controlling terminal again.
+        public var controlling: Bool
 
-        public init(fd: Int32, closeOnExec: Bool, index: Int32, master: Bool, flags: Int32, duplicateOf: Int32?) {
+        public init(
+            fd: Int32, closeOnExec: Bool, index: Int32, master: Bool, flags: Int32, duplicateOf: Int32?,
+            controlling: Bool = false
+        ) {
             (self.fd, self.closeOnExec, self.index, self.master) = (fd, closeOnExec, index, master)
-            (self.flags, self.duplicateOf) = (flags, duplicateOf)
+            (self.flags, self.duplicateOf, self.controlling) = (flags, duplicateOf, controlling)
         }
     }
 
@@ -54,7 +59,10 @@ public struct PseudoTerminalPhase: RestartPhase {
             + entries.map { entry in
                 "fd \(entry.fd): "
                     + (entry.duplicateOf.map { "a duplicate of fd \($0)" }
-                        ?? (entry.master ? "the master of /dev/pts/\(entry.index)" : "/dev/pts/\(entry.index)"))
+                        ?? (entry.master
+                            ? "the master of /dev/pts/\(entry.index)"
+                            : entry.controlling
+                                ? "/dev/tty (/dev/pts/\(entry.index))" : "/dev/pts/\(entry.index)"))
                     + (entry.closeOnExec ? " (close-on-exec)" : "")
             }
             + (controlling.map { control in
@@ -77,7 +85,7 @@ public struct PseudoTerminalPhase: RestartPhase {
                 fd: descriptor.fd, closeOnExec: descriptor.flags & O_CLOEXEC != 0, index: pty.index,
                 master: descriptor.kind == .ptyMaster,
                 flags: descriptor.flags & ~(O_CREAT | O_TRUNC | O_EXCL | O_CLOEXEC),
-                duplicateOf: descriptor.duplicateOf)
+                duplicateOf: descriptor.duplicateOf, controlling: pty.controlling == true)
         }
         controlling =
             terminals.order.lazy.compactMap { index in
@@ -93,6 +101,20 @@ public struct PseudoTerminalPhase: RestartPhase {
             let (master, slave) = try make(pair, session)
             session.tree.ptyHolders[pair.index] = (session.pid, master, slave)
         }
+        if let controlling {
+            let what = "make /dev/pts/\(controlling.index) its controlling terminal"
+            let slave = try openSlave(controlling.index, flags: O_RDWR | O_NOCTTY, session, what)
+            defer { _ = try? calls.result(of: .close, slave) }
+            try calls.call(.ioctl, slave, TIOCSCTTY, 0, to: what)
+            if let group = controlling.foregroundGroup {
+                let inner = try session.tree.inner(group)
+                try calls.withFrame { () throws(TraceeError) in
+                    try calls.call(
+                        .ioctl, slave, TIOCSPGRP, try calls.value(inner),
+                        to: "make process group \(group) the foreground group of /dev/pts/\(controlling.index)")
+                }
+            }
+        }
         for entry in entries {
             let what =
                 "set up descriptor \(entry.fd) as " + (entry.master ? "the master of " : "") + "/dev/pts/\(entry.index)"
@@ -100,6 +122,12 @@ public struct PseudoTerminalPhase: RestartPhase {
             let opened: Int32
             if let source = entry.duplicateOf {
                 opened = Int32(try calls.call(.fcntl, source, F_DUPFD_CLOEXEC, 0, to: what))
+            } else if entry.controlling {
+                opened = Int32(
+                    try calls.withFrame { () throws(TraceeError) in
+                        try calls.call(
+                            .openat, AT_FDCWD, try calls.string("/dev/tty"), entry.flags | O_CLOEXEC, 0, to: what)
+                    })
             } else if entry.master {
                 opened = try takeMaster(entry.index, session, what)
             } else {
@@ -113,20 +141,6 @@ public struct PseudoTerminalPhase: RestartPhase {
             }
             if entry.duplicateOf == nil {
                 try calls.call(.fcntl, entry.fd, F_SETFL, entry.flags & DescriptorPhase.statusFlags, to: what)
-            }
-        }
-        if let controlling {
-            let what = "make /dev/pts/\(controlling.index) its controlling terminal"
-            let slave = try openSlave(controlling.index, flags: O_RDWR | O_NOCTTY, session, what)
-            defer { _ = try? calls.result(of: .close, slave) }
-            try calls.call(.ioctl, slave, TIOCSCTTY, 0, to: what)
-            if let group = controlling.foregroundGroup {
-                let inner = try session.tree.inner(group)
-                try calls.withFrame { () throws(TraceeError) in
-                    try calls.call(
-                        .ioctl, slave, TIOCSPGRP, try calls.value(inner),
-                        to: "make process group \(group) the foreground group of /dev/pts/\(controlling.index)")
-                }
             }
         }
     }
