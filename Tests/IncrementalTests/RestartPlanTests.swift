@@ -227,6 +227,11 @@ import Testing
         #expect(phases[0].controlling?.foregroundGroup == 1001)
         #expect(phases[1].controlling == nil)
         #expect(
+            phases[0].steps == [
+                "make pty /dev/pts/3 (24x80)",
+                "make /dev/pts/3 its controlling terminal, foreground process group 1001",
+            ])
+        #expect(
             phases[1].entries == [
                 Entry(fd: 5, closeOnExec: true, index: 3, master: false, flags: O_RDWR, duplicateOf: nil),
                 Entry(fd: 6, closeOnExec: true, index: 3, master: true, flags: O_RDWR, duplicateOf: nil),

@@ -12,9 +12,9 @@ import Tracee
 /// line settings (read back: a restart with other settings is refused), window size, packet and
 /// exclusive modes, owner and permissions, then the lock. The master and a slave are kept open
 /// for the tree's other processes until `SharedDescriptorPhase`. Then its own descriptors: the
-/// master taken from its maker, each slave opened again from the kept one with its flags.
-/// A session leader whose controlling terminal it was makes it that again (TIOCSCTTY) and sets
-/// its foreground process group.
+/// master taken from its maker, each slave opened again from the kept one with its flags. Before
+/// them, a session leader whose controlling terminal it was makes it that again (TIOCSCTTY) and
+/// sets its foreground process group: its /dev/tty descriptors are then opened by that name.
 public struct PseudoTerminalPhase: RestartPhase {
     public struct Entry: Sendable, Equatable {
         public var fd: Int32
@@ -39,8 +39,6 @@ public struct PseudoTerminalPhase: RestartPhase {
 
     public var made: [PseudoTerminalLayout.Pair]
     public var entries: [Entry]
-    /// The pairs its descriptors are of, and who makes each.
-    public var creators: [Int32: Int32]
     /// The pair it makes its controlling terminal again, with its foreground process group.
     public var controlling: (index: Int32, foregroundGroup: Int32?)?
 
@@ -56,6 +54,12 @@ public struct PseudoTerminalPhase: RestartPhase {
                             + (state.slaveClosed ? ", slave closed again" : "") + ")"
                     } ?? "")
         }
+            + (controlling.map { control in
+                [
+                    "make /dev/pts/\(control.index) its controlling terminal"
+                        + (control.foregroundGroup.map { ", foreground process group \($0)" } ?? "")
+                ]
+            } ?? [])
             + entries.map { entry in
                 "fd \(entry.fd): "
                     + (entry.duplicateOf.map { "a duplicate of fd \($0)" }
@@ -65,18 +69,11 @@ public struct PseudoTerminalPhase: RestartPhase {
                                 ? "/dev/tty (/dev/pts/\(entry.index))" : "/dev/pts/\(entry.index)"))
                     + (entry.closeOnExec ? " (close-on-exec)" : "")
             }
-            + (controlling.map { control in
-                [
-                    "make /dev/pts/\(control.index) its controlling terminal"
-                        + (control.foregroundGroup.map { ", foreground process group \($0)" } ?? "")
-                ]
-            } ?? [])
     }
 
     public init(image: ProcessImage, layout: TreeLayout? = nil) {
         let terminals = layout?.terminals ?? PseudoTerminalLayout([image])
         made = terminals.made(by: image.pid)
-        creators = terminals.pairs.mapValues(\.creator)
         entries = image.descriptors.sorted { $0.fd < $1.fd }.compactMap { descriptor in
             guard descriptor.kind == .ptyMaster || descriptor.kind == .ptySlave, let pty = descriptor.pty else {
                 return nil
