@@ -241,6 +241,9 @@ extension ProcFS {
         public var state: Character
         /// Fields 4 to 6: the parent's pid, the process group and the session.
         public var parent: Int32, processGroup: Int32, session: Int32
+        /// Field 7: the controlling terminal's device number (tty_nr: minor in bits 31-20 and
+        /// 7-0, major in bits 15-8); 0 when it has none.
+        public var terminal: UInt32
         /// Field 52: a zombie's exit status as wait(2) reports it (0 while it runs).
         public var exitCode: Int32
         /// Field 9: the kernel's PF_* flags of the task.
@@ -281,6 +284,7 @@ extension ProcFS {
             parent = Int32(truncatingIfNeeded: field(4))
             processGroup = Int32(truncatingIfNeeded: field(5))
             session = Int32(truncatingIfNeeded: field(6))
+            terminal = UInt32(truncatingIfNeeded: rest.count > 4 ? Int64(rest[4]) ?? 0 : 0)
             exitCode = Int32(truncatingIfNeeded: field(52))
             startTicks = field(22)
             startCode = field(26); endCode = field(27); startStack = field(28)

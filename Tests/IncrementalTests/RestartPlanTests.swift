@@ -23,6 +23,7 @@ import Testing
         #expect(
             process.phases.map(\.name) == [
                 "audit login uid", "file access", "memory layout", "page fill", "descriptors", "UNIX sockets",
+                "pseudo-terminals",
                 "IPv4 and IPv6 sockets", "file locks", "event descriptors", "descriptors shared with other processes",
                 "I/O signal owners", "TCP connections resumed", "mm fields", "threads", "signals and timers",
                 "root directory", "limits and credentials", "scheduling", "capabilities", "files written",
@@ -219,6 +220,63 @@ import Testing
     /// opens the ends of the pipes it holds and no other; the loop keeps its stdin pipe with
     /// its bytes (its writer was in the tree and is gone): only the first process's stdio
     /// is ld-chpox's.
+    /// A pty pair is made by the first process of the tree that holds it or leads the session
+    /// it is the controlling terminal of (here the session leader, which holds none of its
+    /// descriptors: tty00's child); the others take the master and open slaves from it.
+    @Test func aTreesPtyIsMadeOnceAndSharedOut() throws {
+        var (_, leader) = try Self.plan()
+        typealias Descriptor = ProcessImage.Descriptor
+        typealias Entry = PseudoTerminalPhase.Entry
+        let state = Descriptor.PseudoTerminal.State(
+            flags: [0x500, 0x5, 0xbf, 0x8a3b], line: 0, controlCharacters: Array(repeating: 0, count: 19),
+            speeds: [15, 15], window: [24, 80, 0, 0], locked: false, packet: false, masterExclusive: false,
+            slaveExclusive: false, slaveClosed: false, owner: 0, group: 5, permissions: 0o620, session: 1001,
+            foregroundGroup: 1001)
+        func pty(_ fd: Int32, master: Bool, duplicateOf: Int32? = nil) -> Descriptor {
+            var descriptor = Descriptor(
+                fd: fd, kind: master ? .ptyMaster : .ptySlave, target: master ? "/dev/ptmx" : "/dev/pts/3",
+                flags: O_RDWR | O_CLOEXEC, offset: 0)
+            descriptor.pty = .init(index: 3, state: master ? state : nil)
+            descriptor.duplicateOf = duplicateOf
+            return descriptor
+        }
+        func child(_ pid: Int32, space: UInt64, _ descriptors: [Descriptor]) -> ProcessImage {
+            var image = leader
+            image.pid = pid
+            image.threads = Array(image.threads.prefix(1))
+            image.threads[0].tid = pid
+            image.position = .init(parent: 1001, processGroup: 1001, session: 1001, space: space, stopped: false)
+            image.descriptors = descriptors
+            return image
+        }
+        leader.position = .init(parent: 1, processGroup: 1001, session: 1001, space: 0, stopped: false)
+        leader.descriptors = []
+        leader.tree = [
+            child(1002, space: 1, [pty(5, master: false), pty(6, master: true), pty(7, master: true, duplicateOf: 6)])
+        ]
+        let plan = RestartPlan(image: leader, generation: 0)
+        #expect(plan.layout.terminals.pairs[3]?.creator == 1001)
+        let phases = try plan.processes.map { try #require($0.phase(PseudoTerminalPhase.self)) }
+        #expect(phases.map { $0.made.map(\.index) } == [[3], []])
+        #expect(phases[0].entries.isEmpty)
+        #expect(phases[0].controlling?.index == 3)
+        #expect(phases[0].controlling?.foregroundGroup == 1001)
+        #expect(phases[1].controlling == nil)
+        #expect(
+            phases[0].steps == [
+                "make pty /dev/pts/3 (24x80)",
+                "make /dev/pts/3 its controlling terminal, foreground process group 1001",
+            ])
+        #expect(
+            phases[1].entries == [
+                Entry(fd: 5, closeOnExec: true, index: 3, master: false, flags: O_RDWR, duplicateOf: nil),
+                Entry(fd: 6, closeOnExec: true, index: 3, master: true, flags: O_RDWR, duplicateOf: nil),
+                Entry(fd: 7, closeOnExec: true, index: 3, master: true, flags: O_RDWR, duplicateOf: 6),
+            ])
+        let descriptors = try #require(plan.processes[1].phase(DescriptorPhase.self))
+        #expect(descriptors.entries.isEmpty, "a pty's descriptors, duplicates too, are the pty phase's")
+    }
+
     @Test func aTreesPipesGoToTheProcessesHoldingThemWithTheirBytes() throws {
         var (_, shell) = try Self.plan()
         typealias Descriptor = ProcessImage.Descriptor

@@ -560,4 +560,38 @@ _Static_assert(sizeof(struct chpox_tcp_repair_window) == 20, "struct tcp_repair_
 _Static_assert(CHPOX_SIOCINQ == FIONREAD, "SIOCINQ");
 _Static_assert(CHPOX_SIOCOUTQ == TIOCOUTQ, "SIOCOUTQ");
 
+
+/// Pseudo-terminal requests (asm-generic/ioctls.h; the _IO* ones are function-like macros):
+/// a pty's number (TIOCGPTN), its lock (TIOCGPTLCK, TIOCSPTLCK), packet mode (TIOCGPKT; set by
+/// TIOCPKT), exclusive mode (TIOCGEXCL; TIOCEXCL, TIOCNXCL), an open file of the slave made
+/// from the master (TIOCGPTPEER), and the slave's termios as termios2 (TCGETS2, TCSETS2: the
+/// kernel's struct, whose c_cc has 19 entries where glibc's termios has 32).
+struct chpox_termios2 {
+    uint32_t c_iflag, c_oflag, c_cflag, c_lflag;
+    uint8_t c_line;
+    uint8_t c_cc[19];
+    uint32_t c_ispeed, c_ospeed;
+};
+_Static_assert(sizeof(struct chpox_termios2) == 44, "struct termios2");
+#define CHPOX_TCGETS2 0x802C542AUL
+#define CHPOX_TCSETS2 0x402C542BUL
+_Static_assert(CHPOX_TCGETS2 == _IOR('T', 0x2A, struct chpox_termios2), "TCGETS2");
+_Static_assert(CHPOX_TCSETS2 == _IOW('T', 0x2B, struct chpox_termios2), "TCSETS2");
+#define CHPOX_TIOCGPTN 0x80045430UL
+#define CHPOX_TIOCSPTLCK 0x40045431UL
+#define CHPOX_TIOCGPKT 0x80045438UL
+#define CHPOX_TIOCGPTLCK 0x80045439UL
+#define CHPOX_TIOCGEXCL 0x80045440UL
+#define CHPOX_TIOCGPTPEER 0x5441UL
+_Static_assert(CHPOX_TIOCGPTN == TIOCGPTN, "TIOCGPTN");
+_Static_assert(CHPOX_TIOCSPTLCK == TIOCSPTLCK, "TIOCSPTLCK");
+_Static_assert(CHPOX_TIOCGPKT == TIOCGPKT, "TIOCGPKT");
+_Static_assert(CHPOX_TIOCGPTLCK == TIOCGPTLCK, "TIOCGPTLCK");
+_Static_assert(CHPOX_TIOCGEXCL == TIOCGEXCL, "TIOCGEXCL");
+_Static_assert(CHPOX_TIOCGPTPEER == TIOCGPTPEER, "TIOCGPTPEER");
+/// TIOCGPTPEER takes its open flags as the argument itself, not a pointer to them.
+static inline int chpox_ioctl_value(int fd, unsigned long request, unsigned long value) {
+    return ioctl(fd, request, value);
+}
+
 #endif

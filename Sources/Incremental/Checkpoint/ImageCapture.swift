@@ -234,8 +234,16 @@ enum ImageCapture {
                 fd: fd, kind: .unsupported, target: target, flags: flags, offset: offset, contents: nil)
             if target == "/dev/null" {
                 descriptor.kind = .null
-            } else if target == "/dev/ptmx" || target.hasSuffix("/ptmx") {
-                unsupported.append("fd \(fd): \(target): a pseudo-terminal master; ptys are not recreated")
+            } else if let terminal = PseudoTerminalCapture.capture(pid, fd, target: target, processes: [pid] + tree) {
+                switch terminal {
+                case .master(let pty):
+                    descriptor.kind = .ptyMaster
+                    descriptor.pty = pty
+                case .slave(let pty):
+                    descriptor.kind = .ptySlave
+                    descriptor.pty = pty
+                case .refused(let reason): unsupported.append("fd \(fd): \(target): \(reason)")
+                }
             } else if target.hasPrefix("/dev/pts/") || target.hasPrefix("/dev/tty") || target == "/dev/console" {
                 descriptor.kind = .terminal
             } else if target.hasPrefix("pipe:") || isFIFO(pid, fd) {

@@ -12,13 +12,13 @@ enum TreeCapture {
     /// Fills in `images` (the tracked processes', in order) and returns the refusals.
     static func link(_ images: inout [ProcessImage], members: [TrackedProcess], zombies: [Int32]) -> [String] {
         var refused: [String] = []
-        var stats: [ProcFS.Stat] = []
+        var stats: [(pid: Int32, terminal: UInt32)] = []
         for (k, member) in members.enumerated() {
             guard let stat = try? ProcFS.stat(member.pid) else {
                 refused.append("process \(member.pid) ended while its tree was frozen")
                 continue
             }
-            stats.append(stat)
+            stats.append((member.pid, stat.terminal))
             if k > 0, let reason = Checkpointer.pidNamespaceRefusal(member.pid) {
                 refused.append("process \(member.pid): \(reason)")
             }
@@ -68,6 +68,56 @@ enum TreeCapture {
         refused += SocketLayout(images).refusals
         refused += signalOwnerRefusals(images)
         refused += sharedLeaseRefusals(images)
+        refused += terminalRefusals(&images, terminals: Dictionary(stats.map { ($0.pid, $0.terminal) }) { a, _ in a })
+        return refused
+    }
+
+    /// A pseudo-terminal of the tree that is a controlling terminal is made one again by its
+    /// session leader (TIOCSCTTY) once its processes exist: refused where that would not be
+    /// the same, that is where a process other than the leader has it (it got it by fork from the
+    /// leader, which a restart cannot redo: its processes are forked first), where the leader is
+    /// not checkpointed, or where the foreground group is none of the tree's. The leader's
+    /// descriptors of /dev/tty become descriptors of that pty, opened by that name again.
+    static func terminalRefusals(_ images: inout [ProcessImage], terminals: [Int32: UInt32]) -> [String] {
+        var states: [Int32: ProcessImage.Descriptor.PseudoTerminal.State] = [:]
+        for image in images {
+            for descriptor in image.descriptors where descriptor.kind == .ptyMaster {
+                if let pty = descriptor.pty, let state = pty.state { states[pty.index] = state }
+            }
+        }
+        let groups = Set(images.compactMap { $0.position?.processGroup })
+        var refused: [String] = []
+        for (k, image) in images.enumerated() {
+            guard let number = terminals[image.pid], let index = PseudoTerminalCapture.controllingIndex(number),
+                let state = states[index]
+            else { continue }
+            let who = image.pid == images.first?.pid ? "" : "process \(image.pid): "
+            guard state.session == image.pid, image.position?.session == image.pid else {
+                refused.append(
+                    who + "its controlling terminal /dev/pts/\(index) (a pty the checkpoint holds) is its session's, "
+                        + "which it does not lead: a restart makes it the controlling terminal of the session leader "
+                        + "only")
+                continue
+            }
+            for d in image.descriptors.indices where image.descriptors[d].target == "/dev/tty" {
+                images[k].descriptors[d].kind = .ptySlave
+                images[k].descriptors[d].pty = .init(index: index, controlling: true)
+            }
+        }
+        for (index, state) in states.sorted(by: { $0.key < $1.key }) {
+            guard let session = state.session else { continue }
+            let leader = images.first { $0.pid == session }
+            if leader == nil || terminals[session].flatMap(PseudoTerminalCapture.controllingIndex) != index {
+                refused.append(
+                    "/dev/pts/\(index) is the controlling terminal of session \(session), whose leader is not one "
+                        + "of the processes checkpointed with it: not restored")
+            }
+            if let group = state.foregroundGroup, !groups.contains(group) {
+                refused.append(
+                    "/dev/pts/\(index): its foreground process group \(group) is none of the checkpointed processes': "
+                        + "not restored")
+            }
+        }
         return refused
     }
 

@@ -106,6 +106,9 @@ extension ProcessImage {
             /// A directory deleted while it was open (`deletedDirectory`).
             case deletedDirectory = "deleted-directory"
             case inetSocket = "inet-socket"
+            /// A pseudo-terminal's master or slave (`pty`: an older restart refuses the kinds).
+            case ptyMaster = "pty-master"
+            case ptySlave = "pty-slave"
         }
         public var fd: Int32
         public var kind: Kind
@@ -158,6 +161,8 @@ extension ProcessImage {
         public var memoryFile: Int? = nil
         /// An IPv4 or IPv6 socket (`kind` inet-socket: an older restart refuses the kind).
         public var inet: InetSocket? = nil
+        /// A pseudo-terminal's master or slave (`kind` pty-master, pty-slave).
+        public var pty: PseudoTerminal? = nil
 
         /// A byte-range lock (struct flock): read (shared) or write (exclusive), from `start`
         /// for `length` bytes, 0: to the end of the file however long it grows.
@@ -177,7 +182,7 @@ extension ProcessImage {
             case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
                 deletedAttributes, flock, inherited, deletedFileOf
             case socket, memoryFile, signalOwner, deletedDirectory, ofdLocks, posixLocks, lease
-            case inet
+            case inet, pty
         }
 
         public init(

@@ -87,6 +87,7 @@ public struct ProcessPlan: Sendable {
             PageFillPhase(image: image),
             DescriptorPhase(image: own, layout: layout),
             SocketPhase(image: own, layout: layout),
+            PseudoTerminalPhase(image: own, layout: layout),
             InetSocketPhase(image: own),
             FileLockPhase(image: own),
             EventDescriptorPhase(image: own),

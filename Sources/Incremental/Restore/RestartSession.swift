@@ -112,6 +112,10 @@ public final class RestartTree {
     /// Sockets one process made for another (`SocketPhase`): the inode, and the process and
     /// descriptor holding it until the other has taken it.
     var socketHolders: [UInt64: (pid: Int32, fd: Int32)] = [:]
+    /// Pseudo-terminal pairs one process made (`PseudoTerminalPhase`): the pty number, and the
+    /// process and its descriptors of the master and of a slave, kept until every process has
+    /// taken its own.
+    var ptyHolders: [Int32: (pid: Int32, master: Int32, slave: Int32)] = [:]
     /// Memory files made for the image's process ("pid:index", its pid in the image) and the
     /// process and descriptor keeping each one until its `DescriptorPhase`: a later process's
     /// memory file of the same object opens it from there (`MemoryLayoutPhase`).

@@ -31,6 +31,8 @@ public struct TreeLayout: Sendable {
     public var sharedMemory: [Int32: [UInt64: SharedMemory]] = [:]
     /// Which process makes each UNIX socket.
     public var sockets: SocketLayout
+    /// Which process makes each pseudo-terminal pair.
+    public var terminals: PseudoTerminalLayout
 
     /// A mapping of shared memory another process of the tree creates.
     public struct SharedMemory: Sendable, Equatable {
@@ -44,6 +46,7 @@ public struct TreeLayout: Sendable {
     public init(image: ProcessImage) {
         let processes = image.processes
         sockets = SocketLayout(processes)
+        terminals = PseudoTerminalLayout(processes)
         first = processes.first?.pid
         let byPid = Dictionary(processes.map { ($0.pid, $0) }, uniquingKeysWith: { first, _ in first })
         (sharedMemory, _) = Self.sharedMemory(processes)

@@ -178,6 +178,7 @@ public struct DescriptorPhase: RestartPhase {
             switch descriptor.kind {
             case .socket: return nil  // every descriptor of a socket, duplicates too: SocketPhase
             case .inetSocket: return nil  // InetSocketPhase
+            case .ptyMaster, .ptySlave: return nil  // every descriptor of a pty, duplicates too: PseudoTerminalPhase
             case _ where descriptor.duplicateOf != nil && descriptor.fd > 2:
                 setup = .duplicate(of: descriptor.duplicateOf ?? 0)
             case .terminal where descriptor.fd <= 2: setup = .stdio(descriptor.fd)

@@ -5,7 +5,7 @@ import Tracee
 
 /// The descriptors a process shares with an earlier process of its tree (inherited across
 /// fork: one open file, one offset): taken from that process (pidfd_getfd) once every process
-/// has made its own, and put at their numbers. First, the pipes and sockets this process made for
+/// has made its own, and put at their numbers. First, the pipes, sockets and ptys this process made for
 /// others are let go: every process has opened its ends of them by now (`DescriptorPhase`).
 public struct SharedDescriptorPhase: RestartPhase {
     public struct Entry: Sendable, Equatable {
@@ -41,6 +41,12 @@ public struct SharedDescriptorPhase: RestartPhase {
         for (inode, holder) in session.tree.socketHolders where holder.pid == session.pid {
             _ = try calls.result(of: .close, holder.fd)
             session.tree.socketHolders[inode] = nil
+        }
+        // The master last: closing it hangs up the slaves of a pair made only for that.
+        for (index, holder) in session.tree.ptyHolders where holder.pid == session.pid {
+            _ = try calls.result(of: .close, holder.slave)
+            _ = try calls.result(of: .close, holder.master)
+            session.tree.ptyHolders[index] = nil
         }
         for entry in entries {
             let what = "take descriptor \(entry.from.fd) of process \(entry.from.pid) as descriptor \(entry.fd)"
