@@ -9,6 +9,9 @@ import CLinux
 public struct ChildProcess: Sendable {
     public let pid: pid_t
 
+    /// A child of this process made otherwise (a tracee's fork with CLONE_PARENT), to wait for.
+    public init(child pid: pid_t) { self.pid = pid }
+
     /// Starts `path` with `arguments` (argv[1...]); stdin and stdout come from the given
     /// descriptors when given; no other descriptor of the caller is inherited but stderr.
     /// With `newSession`, the child gets a session of its own (setsid), out of reach of
@@ -44,7 +47,7 @@ public struct ChildProcess: Sendable {
             envp.map { posix_spawn(&pid, path, &actions, &attributes, argv, $0) }
             ?? posix_spawn(&pid, path, &actions, &attributes, argv, environ)
         guard result == 0 else { throw Errno(rawValue: result) }
-        return ChildProcess(pid: pid)
+        return ChildProcess(child: pid)
     }
 
     /// Starts `path` as a child with process id `pid` (clone3 with set_tid: root, and the pid
@@ -58,7 +61,7 @@ public struct ChildProcess: Sendable {
         defer { for pointer in envp { free(pointer) } }
         let result = chpox_spawn_with_pid(path, argv, envp, pid)
         guard result > 0 else { throw Errno(rawValue: Int32(-result)) }
-        return ChildProcess(pid: pid_t(result))
+        return ChildProcess(child: pid_t(result))
     }
 
     /// Starts `path` as the first process (pid 1) of a new PID namespace (clone3 with
@@ -72,7 +75,7 @@ public struct ChildProcess: Sendable {
         defer { for pointer in envp { free(pointer) } }
         let result = chpox_spawn_in_pid_namespace(path, argv, envp)
         guard result > 0 else { throw Errno(rawValue: Int32(-result)) }
-        return ChildProcess(pid: pid_t(result))
+        return ChildProcess(child: pid_t(result))
     }
 
     /// Sends `signal` (kill(2)).

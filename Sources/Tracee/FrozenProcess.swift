@@ -201,6 +201,13 @@ extension FrozenProcess {
         return try FrozenProcess(forkedChild: forked.removeFirst(), of: pid)
     }
 
+    /// The process the last remote clone3 with CLONE_PARENT created (the kernel reports it as
+    /// a clone: its exit signal is not asked for), frozen on its own like a forked one.
+    public func adoptClonedProcess() throws(TraceeError) -> FrozenProcess {
+        guard !cloned.isEmpty else { throw .unsupported(pid: pid, reason: "no process was cloned") }
+        return try FrozenProcess(forkedChild: cloned.removeFirst(), of: pid)
+    }
+
     /// The thread the last remote `clone` created, once it has stopped: it is frozen with the
     /// others from now on (and let go with them).
     public func adoptClonedThread() throws(TraceeError) -> Int32 {

@@ -36,7 +36,7 @@ enum EventDescriptorCapture {
             }
             return .object(.signalfd(mask: mask))
         case "anon_inode:[pidfd]":
-            return processDescriptor(info)
+            return processDescriptor(info, pid: pid, fd: fd)
         case "anon_inode:inotify":
             return InotifyCapture.capture(pid, fd, lines)
         case "anon_inode:[fanotify]":
@@ -57,17 +57,36 @@ enum EventDescriptorCapture {
     /// "flags: 02000002", "Pid: 4242" (-1 once the process has exited and been reaped), "NSpid:
     /// 4242 1" (its pid in each nested pid namespace). Whether the process is one of the
     /// checkpoint's is `TreeCapture`'s to check.
-    private static func processDescriptor(_ info: [String: String]) -> Outcome {
+    private static func processDescriptor(_ info: [String: String], pid holder: Int32, fd: Int32) -> Outcome {
         guard let pid = info["Pid"].flatMap({ Int32($0) }), let flags = info["flags"].flatMap({ Int32($0, radix: 8) })
         else { return .refused("its process is not in fdinfo as this chpox reads it") }
         // PIDFD_THREAD (Linux 6.9) is O_EXCL.
         if flags & O_EXCL != 0 { return .refused("a pidfd of a thread (PIDFD_THREAD): not restored") }
         if pid <= 0 {
-            return .refused(
-                "a pidfd of a process that has exited and been reaped (fdinfo Pid: \(pid)): a restart cannot make "
-                    + "one that refers to no process")
+            // Every pidfd of one process shares its pidfs inode (Linux 6.9+): what tells two
+            // dead ones apart. Without pidfs (an anonymous inode shared by all) they cannot be.
+            guard let inode = pidfsInode(holder, fd) else {
+                return .refused(
+                    "a pidfd of a process that has exited and been reaped (fdinfo Pid: \(pid)), on a kernel without "
+                        + "pidfs: which dead process it was cannot be told, and a restart cannot make it again")
+            }
+            return .object(.deadPidfd(process: inode))
         }
         return .object(.pidfd(pid: pid))
+    }
+
+    /// The pidfs inode of a pidfd `pid` holds at `fd`; nil where pidfds are not on pidfs (before
+    /// Linux 6.9 every pidfd shares one anonymous inode, which tells no two processes apart).
+    private static func pidfsInode(_ pid: Int32, _ fd: Int32) -> UInt64? {
+        guard let own = try? ProcessDescriptor.open(getpid()) else { return nil }
+        defer { own.close() }
+        guard let type = try? own.descriptor.fileSystemType(), type == 0x5049_4446,  // PID_FS_MAGIC
+            let mine = try? own.descriptor.status(),
+            let status = try? FileDescriptor.currentDirectory.status(
+                of: "/proc/\(pid)/fd/\(fd)", followingSymlinks: true),
+            status.device == mine.device
+        else { return nil }
+        return status.inode
     }
 
     /// "(seconds, nanoseconds)".

@@ -14,6 +14,11 @@ extension ProcessImage {
         case epoll(targets: [EpollTarget])
         /// pidfd_open(2): the process it refers to, by its saved pid, one of the image's tree.
         case pidfd(pid: Int32)
+        /// A pidfd of a process that had exited and been reaped (fdinfo Pid: -1): `process`
+        /// tells the dead processes apart (the pidfs inode every pidfd of one process shares),
+        /// so that the descriptors of one come back as pidfds of one dead process again (an
+        /// older chpox cannot read this case, and refuses the image).
+        case deadPidfd(process: UInt64)
         /// inotify_init1(2): its watches, by watch descriptor (an older chpox cannot read this
         /// case, and refuses the image).
         case inotify(watches: [InotifyWatch])
@@ -35,6 +40,7 @@ extension ProcessImage {
                     + targets.map { "fd \($0.fd)" + ($0.via.map { " (closed; its file is fd \($0))" } ?? "") }
                     .joined(separator: ", ")
             case .pidfd(let pid): "pidfd of process \(pid)"
+            case .deadPidfd(let process): "pidfd of a process that has exited (pidfs inode \(process))"
             case .inotify(let watches):
                 "inotify watching "
                     + (watches.isEmpty

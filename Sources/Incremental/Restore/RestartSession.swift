@@ -120,6 +120,12 @@ public final class RestartTree {
     /// process and descriptor keeping each one until its `DescriptorPhase`: a later process's
     /// memory file of the same object opens it from there (`MemoryLayoutPhase`).
     var memoryFileHolders: [String: (pid: Int32, fd: Int32)] = [:]
+    /// The root process's session: what it forks, its children are not (`forkDeadProcess`).
+    weak var root: RestartSession?
+    /// For each dead process the image's pidfds referred to (by its pidfs inode then), a
+    /// process forked to stand for it while every process opens its pidfds of it
+    /// (`EventDescriptorPhase`); ended and reaped once they all have (`SharedDescriptorPhase`).
+    var deadProcesses: [UInt64: (process: FrozenProcess, inner: Int32)] = [:]
 
     public init() {}
 

@@ -109,6 +109,7 @@ public final class Restorer {
             let root = try RestartSession(
                 stub: stub, image: image, store: store, map: map.space(0), generation: generation, tree: tree)
             sessions.append(root)
+            tree.root = root
             try root.setGroups(plan.processes[0].groups)
             let images = image.processes
             for (k, process) in plan.processes.enumerated().dropFirst() {

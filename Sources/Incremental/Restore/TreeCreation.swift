@@ -33,6 +33,30 @@ extension RestartSession {
         return child
     }
 
+    /// A process for pidfds of a process that has exited to refer to (`deadPidfd`): forked
+    /// from this stub (the root's) with CLONE_PARENT, so that its end signals ld-chpox (or the
+    /// namespace's init), which reaps it, and no process of the image; frozen, at any free pid.
+    /// Returns it and its pid in the tree's PID namespace.
+    func forkDeadProcess() throws -> (process: FrozenProcess, inner: Int32) {
+        try process.traceForks()
+        // Its memory is the image's by now: the arguments go in the trampoline's scratch pages.
+        let result = try calls.withFrame { () throws(TraceeError) -> Int in
+            var arguments = chpox_clone_args()
+            arguments.flags = 0x0000_8000  // CLONE_PARENT: no exit_signal (clone3 refuses one); it takes the stub's
+            return try calls.result(of: .clone3, try calls.value(arguments), MemoryLayout<chpox_clone_args>.size)
+        }
+        try calls.check(result, "fork a process for the pidfds of a process that has exited")
+        let child = try process.adoptClonedProcess()
+        do {
+            try RemoteCalls(child, purpose: "restart").call(
+                .prctl, CHPOX_PR_SET_PDEATHSIG, SIGKILL, to: "tie process \(child.pid) to ld-chpox")
+        } catch {
+            _ = kill(child.pid, SIGKILL)
+            throw error
+        }
+        return (child, Int32(result))
+    }
+
     /// A zombie child of this stub: forked with pid `zombie.pid`, then let go straight into
     /// exit_group with its exit code, or into kill of itself with the signal that ended it.
     /// Returns once it is a zombie (its parent, frozen, has not reaped it).

@@ -154,6 +154,16 @@ public struct EventDescriptorPhase: RestartPhase {
         case .pidfd(let pid):
             // PIDFD_NONBLOCK is O_NONBLOCK; the descriptor is always close-on-exec.
             return try calls.call(.pidfdOpen, try session.tree.current(pid), nonBlocking, to: what)
+        case .deadPidfd(let key):
+            // Opened on a process that stands for the dead one, which then ends and is reaped.
+            if session.tree.deadProcesses[key] == nil {
+                guard let root = session.tree.root else {
+                    throw TraceeError.unsupported(pid: calls.pid, reason: "\(what): the root process is not known")
+                }
+                session.tree.deadProcesses[key] = try root.forkDeadProcess()
+            }
+            let stand = session.tree.deadProcesses[key]!
+            return try calls.call(.pidfdOpen, stand.inner, nonBlocking, to: what)
         case .inotify(let watches):
             // IN_NONBLOCK and IN_CLOEXEC are O_NONBLOCK and O_CLOEXEC. Non-blocking until its
             // queue is emptied of what making the watches put there.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Syscall
 import Tracee
 
 /// The descriptors a process shares with an earlier process of its tree (inherited across
@@ -34,6 +35,22 @@ public struct SharedDescriptorPhase: RestartPhase {
 
     public func run(in session: RestartSession) throws {
         let calls = session.calls
+        // Every process has opened its pidfds of the dead processes by now: they end, and
+        // their parent (ld-chpox, or the namespace's init) reaps them.
+        for (key, stand) in session.tree.deadProcesses {
+            try stand.process.release(into: SystemCall.exitGroup.rawValue, [0])
+            if !session.tree.namespace { _ = try? ChildProcess(child: stand.process.pid).wait() }
+            var gone = false
+            for _ in 0..<2000 {
+                if (try? ProcFS.state(stand.process.pid)) == nil { gone = true; break }
+                CurrentProcess.sleep(microseconds: 1000)
+            }
+            guard gone else {
+                throw TraceeError.unsupported(
+                    pid: stand.process.pid, reason: "the process made for pidfds of a dead process was not reaped")
+            }
+            session.tree.deadProcesses[key] = nil
+        }
         for (inode, holder) in session.tree.pipeHolders where holder.pid == session.pid {
             _ = try calls.result(of: .close, holder.fd)
             session.tree.pipeHolders[inode] = nil
