@@ -209,6 +209,13 @@ public final class Restorer {
                 originalProcesses: sessions.map(\.image.pid), namespaceInit: taken.isEmpty ? nil : child.pid)
         } catch {
             for session in sessions.dropFirst().reversed() { try? Signal.send(SIGKILL, to: session.pid) }
+            // A process made for dead pidfds runs the image's memory if let go: killed first.
+            for stand in sessions.first?.tree.deadProcesses.values.map(\.process) ?? [] {
+                try? Signal.send(SIGKILL, to: stand.pid)
+                stand.thaw()
+                if !(sessions.first?.tree.namespace ?? false) { _ = try? ChildProcess(child: stand.pid).wait() }
+            }
+            sessions.first?.tree.deadProcesses = [:]
             try? child.send(SIGKILL)
             for session in sessions.reversed() { session.process.thaw() }
             // Every death of a process ld-chpox traces is reported to it before its parent may
