@@ -24,12 +24,13 @@ enum RecreatedFile {
         return unnamed
     }
 
-    /// The stub's descriptor (read-write, close-on-exec) of a new, empty file without a name.
-    static func empty(for purpose: String, _ calls: RemoteCalls) throws(TraceeError) -> Int32 {
+    /// The stub's descriptor (close-on-exec; read-write, or `access`: O_WRONLY or O_RDWR) of a
+    /// new, empty file without a name.
+    static func empty(for purpose: String, access: Int32 = O_RDWR, _ calls: RemoteCalls) throws(TraceeError) -> Int32 {
         Int32(
             try calls.withFrame { () throws(TraceeError) in
                 try calls.call(
-                    .openat, AT_FDCWD, try calls.string("/tmp"), CHPOX_O_TMPFILE | O_RDWR | O_CLOEXEC, 0o600,
+                    .openat, AT_FDCWD, try calls.string("/tmp"), CHPOX_O_TMPFILE | access | O_CLOEXEC, 0o600,
                     to: "create a file without a name for \(purpose)")
             })
     }

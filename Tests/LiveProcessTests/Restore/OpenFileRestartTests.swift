@@ -98,6 +98,28 @@ extension LiveProcess {
             #expect(answer == "0o4645 1234567890123456789 4096 True b'headtail' 1048580")
         }
 
+        /// zdtm unlink_fstat041: a file made with O_TMPFILE comes back with its contents, its
+        /// offset and its flags (O_TMPFILE among them, which no reopen gives).
+        @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func aFileMadeWithoutANameKeepsItsFlags() throws {
+            let answer = try Self.answerAfterRestart(
+                "tmpfile",
+                script: """
+                    import fcntl, os, sys
+                    fd = os.open(sys.argv[1], os.O_TMPFILE | os.O_WRONLY | os.O_APPEND, 0o640)
+                    os.write(fd, b"written before")
+                    def show():
+                        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+                        body = open("/proc/self/fd/%d" % fd, "rb").read()
+                        return "%o %d %r %d" % (flags, os.lseek(fd, 0, os.SEEK_CUR), body, os.fstat(fd).st_nlink)
+                    print("ready", flush=True)
+                    sys.stdin.readline()
+                    print(show(), flush=True)
+                    """)
+            // O_TMPFILE (020200000) | O_APPEND | O_WRONLY | O_LARGEFILE, as the kernel keeps them.
+            #expect(answer == "20302001 14 b'written before' 0")
+        }
+
         @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
         func anFlockLockIsTakenAgainByTheRestartedProcess() throws {
             let answer = try Self.answerAfterRestart(

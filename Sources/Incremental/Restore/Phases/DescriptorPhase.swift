@@ -544,7 +544,12 @@ public struct DescriptorPhase: RestartPhase {
         _ contents: Data, attributes: ProcessImage.Descriptor.DeletedFile?, flags: Int32, as target: Int32,
         cloexec: Int32, _ calls: RemoteCalls
     ) throws {
-        let unnamed = try RecreatedFile.empty(for: "descriptor \(target)", calls)
+        // A file the program made with O_TMPFILE (zdtm unlink_fstat041) has those bits in its
+        // flags, which no reopen gives (O_DIRECTORY among them fails): the new unnamed file is
+        // its descriptor itself, made with its access mode.
+        let unnamedFile = flags & CHPOX_O_TMPFILE == CHPOX_O_TMPFILE
+        let unnamed = try RecreatedFile.empty(
+            for: "descriptor \(target)", access: unnamedFile ? flags & O_ACCMODE : O_RDWR, calls)
         // The kernel may hand out `target` itself: then the reopened file replaces it there.
         defer { if unnamed != target { _ = try? calls.result(of: .close, unnamed) } }
         do {
@@ -578,7 +583,14 @@ public struct DescriptorPhase: RestartPhase {
         } catch let error as Errno {
             throw TraceeError.from(error, pid: calls.pid, "write the deleted file of descriptor \(target) of")
         }
-        try open("/proc/self/fd/\(unnamed)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
+        guard unnamedFile else {
+            try open("/proc/self/fd/\(unnamed)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
+            return
+        }
+        let what = "set up descriptor \(target) as the file it made with O_TMPFILE"
+        if unnamed != target { try calls.call(.dup3, unnamed, target, cloexec, to: what) }
+        if cloexec == 0 { try calls.call(.fcntl, target, F_SETFD, 0, to: what) }
+        try calls.call(.fcntl, target, F_SETFL, flags & Self.statusFlags, to: what)
     }
 
     /// Opens `path` with `flags` at descriptor `target`; a `recorded` path (a file or directory
