@@ -13,7 +13,7 @@ process, read the outfile. Each test ends in one of:
   control-fail    it does not pass here even without chpox (not counted)
   skipped         its .checkskip says this host cannot run it (not counted)
 
-Usage: run-zdtm.py --zdtm DIR --bin DIR [--list FILE] [--json OUT] [--markdown OUT] [TEST...]
+Usage: run-zdtm.py --zdtm DIR --bin DIR [--list FILE | --rerun EARLIER.json] [--json OUT] [--markdown OUT] [TEST...]
 """
 import argparse
 import ast
@@ -314,6 +314,10 @@ def main():
     parser.add_argument("--json", help="write the results here as JSON")
     parser.add_argument("--markdown", help="write the results here as a Markdown table")
     parser.add_argument("--timeout", type=int, default=30, help="seconds per step (default 30)")
+    parser.add_argument(
+        "--rerun", metavar="EARLIER_JSON",
+        help="run again only the tests that did not pass in an earlier --json run (skipped ones aside), and write "
+        "--json/--markdown for the whole earlier set: each row of this run marked 'rerun', the others kept")
     parser.add_argument("tests", nargs="*")
     args = parser.parse_args()
     static = os.path.abspath(os.path.join(args.zdtm, "static"))
@@ -328,6 +332,9 @@ def main():
                 names.append(words[0])
                 if len(words) > 1:
                     expected[words[0]] = words[1]
+    elif not args.tests and args.rerun:
+        earlier = json.load(open(args.rerun))["results"]
+        names = [r["test"] for r in earlier if r["outcome"] not in ("pass", "skipped")]
     elif not args.tests:
         names = candidates(static)
     # Tests run as another uid write their outfiles beside themselves, as under zdtm.py.
@@ -361,6 +368,9 @@ def main():
                         "suid": "suid" in flags(test.desc), "seconds": round(time.time() - started, 1)})
         print(f"[{number}/{len(names)}] {name}: {outcome}" + (f" ({detail})" if detail else ""), flush=True)
     shutil.rmtree(store, ignore_errors=True)
+    if args.rerun:
+        fresh = {r["test"]: dict(r, rerun=True) for r in results}
+        results = [fresh.get(r["test"], r) for r in json.load(open(args.rerun))["results"]]
 
     counted = [r for r in results if r["outcome"] not in ("control-fail", "skipped")]
     tally = {o: sum(1 for r in results if r["outcome"] == o)
@@ -375,10 +385,11 @@ def main():
             json.dump({"schema": "chpox.zdtm/1", "summary": tally, "results": results}, f, indent=1)
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write("| test | outcome | reason |\n|---|---|---|\n")
+            f.write("| test | outcome | reason |" + (" run |\n|---|---|---|---|\n" if args.rerun else "\n|---|---|---|\n"))
             for r in results:
                 detail = r["detail"].replace("|", "\\|")
-                f.write(f"| {r['test']}{' (suid)' if r['suid'] else ''} | {r['outcome']} | {detail} |\n")
+                f.write(f"| {r['test']}{' (suid)' if r['suid'] else ''} | {r['outcome']} | {detail} |"
+                        + (" rerun |\n" if r.get("rerun") else (" |\n" if args.rerun else "\n")))
             f.write(f"\n{summary}\n")
     if expected:
         # Each test checked against what it is expected to do: a pass that became anything
