@@ -498,6 +498,12 @@ final class SocketCapture {
         }
         if let fd = holds(pid) {
             if let inode = Self.inode(of: target) {
+                guard (try? file.socketOption(.domain)) == AF_UNIX else {
+                    return .failure(
+                        Refusal(
+                            reason: "\(shown) is the open file of its fd \(fd), a socket made after the UNIX "
+                                + "sockets' queues are sent: not restored"))
+                }
                 described.socket = inode
             } else if !status.isFIFO && !status.isRegularFile || !target.hasPrefix("/") && !target.hasPrefix("pipe:[") {
                 return .failure(

@@ -384,7 +384,19 @@ public struct SocketPhase: RestartPhase {
         }
         try calls.withFrame { () throws(TraceeError) in
             let address = try calls.bytes(Self.address(name))
-            try calls.call(.bind, fd, address, 2 + name.count, to: what)
+            var result = try calls.result(of: .bind, fd, address, 2 + name.count)
+            // An abstract name still held by the checkpointed socket itself, which no process
+            // holds any more: a socket that was in flight (SCM_RIGHTS) is freed by the kernel's
+            // garbage collector a moment after its last holder closed it, and its name with it.
+            if result == -Int(EADDRINUSE), name.first == 0, (try? UnixSocketDiagnosis.of(inode: socket.inode)) != nil,
+                SocketCapture.holder(of: socket.inode, besides: 0) == nil
+            {
+                for _ in 0..<Self.collectorWaits where result == -Int(EADDRINUSE) {
+                    usleep(10_000)
+                    result = try calls.result(of: .bind, fd, address, 2 + name.count)
+                }
+            }
+            try calls.check(result, what)
         }
         guard let file = socket.file, file.deleted != true else { return }
         let path = Self.path(name)
@@ -394,6 +406,10 @@ public struct SocketPhase: RestartPhase {
             try calls.call(.fchmodat, AT_FDCWD, at, file.mode, to: "\(what): give it its mode")
         }
     }
+
+    /// How many times (10 ms apart) a bind waits for the kernel to free the checkpointed
+    /// socket that still holds its abstract name.
+    static let collectorWaits = 200
 
     /// Sends what `socket` (a named datagram socket) had queued, from a new unnamed socket.
     private func sendQueue(_ socket: ProcessImage.UnixSocket, _ calls: RemoteCalls, rights: [Int: [Int32]]) throws {
