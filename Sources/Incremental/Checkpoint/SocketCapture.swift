@@ -411,13 +411,18 @@ final class SocketCapture {
                                 : "its queue holds control data a restart cannot send again"
                                     + (control.others.first.map { " (level \($0.level), type \($0.type))" } ?? "")))
             }
+            // A stream's peek runs over plain bytes up to and through the first piece (one
+            // send's skb) that carries descriptors, and no peek tells where that piece starts
+            // (a peek from any byte before it brings its descriptors): a restart would hand
+            // them to a read of the bytes before. One byte brought with them is that piece.
             if !control.descriptors.isEmpty {
-                guard socket.type != .stream else {
+                guard socket.type != .stream || count == 1 else {
                     for file in control.descriptors { file.close() }
                     return .failure(
                         Refusal(
-                            reason: "descriptors are in flight in its stream queue (SCM_RIGHTS): only those of a "
-                                + "datagram or seqpacket queue are sent again"))
+                            reason: "descriptors are in flight in its stream queue (SCM_RIGHTS) with \(count) bytes "
+                                + "before or with them, and where the bytes they came with start cannot be read: "
+                                + "which read receives them would not be kept"))
                 }
                 var files: [ProcessImage.UnixSocket.InFlightFile] = []
                 var refusal: Refusal?
@@ -453,13 +458,38 @@ final class SocketCapture {
                 return .failure(Refusal(reason: "its queue holds more than \(Format.bytes(Int64(Self.queueLimit)))"))
             }
         }
-        if socket.type == .stream { messages = total == 0 ? [] : [messages.reduce(into: Data()) { $0 += $1 }] }
+        if socket.type == .stream { (messages, rights) = Self.joined(messages, rights) }
         // A datagram socket's count is its first message's length.
         let seen = socket.type == .datagram ? messages.first?.count ?? 0 : total
         guard seen == queued else {
             return .failure(Refusal(reason: "its queue read \(seen) bytes where sock_diag counts \(queued)"))
         }
         return .success((messages, senders, rights))
+    }
+
+    /// A stream's pieces as one Data each, the plain ones next to each other joined: the
+    /// pieces that carry descriptors stay apart, each sent again on its own.
+    static func joined(
+        _ pieces: [Data], _ rights: [ProcessImage.UnixSocket.QueuedRights]
+    ) -> ([Data], [ProcessImage.UnixSocket.QueuedRights]) {
+        let carried = Dictionary(rights.map { ($0.message, $0) }, uniquingKeysWith: { first, _ in first })
+        var joined: [Data] = []
+        var moved: [ProcessImage.UnixSocket.QueuedRights] = []
+        var plain = false
+        for (k, piece) in pieces.enumerated() where !piece.isEmpty || carried[k] != nil {
+            if var entry = carried[k] {
+                entry.message = joined.count
+                moved.append(entry)
+                joined.append(piece)
+                plain = false
+            } else if plain {
+                joined[joined.count - 1] += piece
+            } else {
+                joined.append(piece)
+                plain = true
+            }
+        }
+        return (joined, moved)
     }
 
     /// What an open file in flight is, `file` being cpx's copy of it (kept, or closed here):

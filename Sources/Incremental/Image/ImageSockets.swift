@@ -44,7 +44,8 @@ extension ProcessImage {
         public var readShutdown: Bool? = nil
         public var writeShutdown: Bool? = nil
         /// What this end will read, in order: each message of a datagram or seqpacket socket, a
-        /// stream's bytes as one. Recorded on the socket's first descriptor only (nil on the
+        /// stream's bytes as one (in pieces where some carry descriptors: each such piece, one
+        /// send's, apart). Recorded on the socket's first descriptor only (nil on the
         /// others).
         public var queue: [Data]? = nil
         /// SO_PEEK_OFF when the program set it (nil: -1, peeking at the head).
@@ -74,7 +75,7 @@ extension ProcessImage {
         /// again by connect(2) once the listener listens.
         public var pendingOn: UInt64? = nil
         /// The open files in flight in its queue (SCM_RIGHTS), each set with the message of
-        /// `queue` it rides on (a datagram or seqpacket socket's): sent again with it.
+        /// `queue` it rides on (a stream's piece): sent again with it.
         public var rights: [QueuedRights]? = nil
 
         /// Descriptors sent with one queued message.

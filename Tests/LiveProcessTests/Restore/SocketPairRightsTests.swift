@@ -7,13 +7,16 @@ extension LiveProcess {
     /// Descriptors in flight in a socket pair's queue (SCM_RIGHTS) come back with the message
     /// they ride on: a pipe's read end whose write end the process holds, a regular file at its
     /// offset, both ends of a pipe no process holds, and an open file the process also holds
-    /// (the same one, its status flags shared); what cannot be made again is refused.
+    /// (the same one, its status flags shared), in datagram, seqpacket and stream queues (a
+    /// stream's read stops after the byte that carries them, as it did); what cannot be made
+    /// again is refused.
     @Suite struct SocketPairRightsTests {
         /// A datagram pair and a seqpacket pair with messages carrying descriptors between plain
         /// ones. Told "go", it receives every message with its descriptors and uses them: writes
         /// the pipe it held and reads the end that was in flight, reads the file from its offset,
         /// passes bytes through the pipe whose both ends were in flight, and sets O_NONBLOCK on
-        /// the received copy of its own write end to see it on its descriptor.
+        /// the received copy of its own write end to see it on its descriptor, and reads the
+        /// stream in the pieces its reads return.
         static let program = """
             import array, os, socket, sys
             S = socket.SOL_SOCKET; R = socket.SCM_RIGHTS
@@ -31,9 +34,11 @@ extension LiveProcess {
             r2, w2 = os.pipe()
             send(c, b"pair", [r2, w2]); os.close(r2); os.close(w2)
             send(c, b"same", [w])
+            e, g = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            send(e, b"x", [w]); send(e, b"y", [w]); e.send(b"ta"); e.send(b"il")
             print("ready", w, flush=True)
-            def receive(s):
-                data, control, flags, _ = s.recvmsg(100, socket.CMSG_SPACE(64), socket.MSG_DONTWAIT)
+            def receive(s, size=100):
+                data, control, flags, _ = s.recvmsg(size, socket.CMSG_SPACE(64), socket.MSG_DONTWAIT)
                 fds = []
                 for level, kind, payload in control:
                     fds += array.array("i", payload[:len(payload) - len(payload) % 4])
@@ -46,10 +51,12 @@ extension LiveProcess {
                 name, fds = receive(d); os.write(fds[1], b"x"); out.append(name + ":" + os.read(fds[0], 5).decode())
                 name, fds = receive(d); os.set_blocking(fds[0], False)
                 out.append(name + ":" + str(os.get_blocking(w)) + ":" + str(fds[0] != w))
+                for size in (100, 100, 2, 100):
+                    name, fds = receive(g, size); out.append(name + ":" + str(len(fds)))
                 print(" ".join(out), flush=True)
                 break
             """
-        static let expected = "pipe:through plain:0 file:456789 pair:x same:False:True"
+        static let expected = "pipe:through plain:0 file:456789 pair:x same:False:True x:1 y:1 ta:0 il:0"
 
         @Test(.enabled(if: SocketPairTests.python, "python3 is not installed"), .timeLimit(.minutes(2)))
         func descriptorsInFlightComeBackWithTheirMessages() throws {
@@ -76,8 +83,9 @@ extension LiveProcess {
         }
 
         /// An open file in flight of a kind a restart does not make for a message (an epoll no
-        /// process holds), and credentials in flight to a socket that reads them (SO_PASSCRED),
-        /// are refused with their reason.
+        /// process holds), credentials in flight to a socket that reads them (SO_PASSCRED), and
+        /// descriptors riding on a stream's bytes after others (where their piece starts is not
+        /// known), are refused with their reason.
         @Test(.enabled(if: SocketPairTests.python, "python3 is not installed"), .timeLimit(.minutes(2)))
         func otherControlDataIsRefused() throws {
             let directory = try RestartTests.scratch("socket-rights-refused")
@@ -92,18 +100,22 @@ extension LiveProcess {
                 d.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
                 creds = struct.pack("3i", os.getpid(), os.getuid(), os.getgid())
                 c.sendmsg([b"c"], [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)])
-                print("ready", b.fileno(), d.fileno(), flush=True)
+                s, t = socket.socketpair()
+                s.send(b"header")
+                s.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0]))])
+                print("ready", b.fileno(), d.fileno(), t.fileno(), flush=True)
                 sys.stdin.readline()
                 """
             let target = try WorkloadProcess(
                 executable: "/usr/bin/python3", arguments: ["-c", program])
             let ready = try target.line().split(separator: " ")
-            #expect(ready.count == 3)
+            #expect(ready.count == 4)
             let run = try TestTools.run("cpx", ["--store", directory + "/store", "--name", "refused", "\(target.pid)"])
             #expect(run.status != 0)
             let reasons = [
                 "fd \(ready[1]): socket:[", "(anon_inode:[eventpoll]) is an open file no process holds",
                 "fd \(ready[2]): socket:[", "SO_PASSCRED is set and messages are queued",
+                "fd \(ready[3]): socket:[", "descriptors are in flight in its stream queue (SCM_RIGHTS) with 7 bytes",
             ]
             for reason in reasons { #expect(run.errors.contains(reason), "\(reason) in \(run.errors)") }
             RestartTests.end(target)

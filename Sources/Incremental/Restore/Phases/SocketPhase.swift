@@ -160,7 +160,7 @@ public struct SocketPhase: RestartPhase {
             }
             var byMessage: [Int: [Int32]] = [:]
             for entry in rights {
-                guard (socket.queue ?? []).indices.contains(entry.message), socket.type != .stream else {
+                guard (socket.queue ?? []).indices.contains(entry.message) else {
                     throw TraceeError.unsupported(
                         pid: calls.pid, reason: "\(what): descriptors in flight with no message of its queue")
                 }
@@ -557,7 +557,8 @@ public struct SocketPhase: RestartPhase {
                             + "net.core.wmem_max)")
                 }
                 try calls.check(count, what)
-                guard type == .stream ? count > 0 || bytes.isEmpty : count == bytes.count else {
+                // A stream's piece that carries descriptors goes in one call, one piece as it was.
+                guard type == .stream && rights.isEmpty ? count > 0 || bytes.isEmpty : count == bytes.count else {
                     throw .unsupported(pid: calls.pid, reason: "\(what): sent \(count) of \(bytes.count) bytes")
                 }
                 sent += count
