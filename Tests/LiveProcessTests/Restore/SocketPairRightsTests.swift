@@ -15,7 +15,8 @@ extension LiveProcess {
         /// ones. Told "go", it receives every message with its descriptors and uses them: writes
         /// the pipe it held and reads the end that was in flight, reads the file from its offset,
         /// passes bytes through the pipe whose both ends were in flight, and sets O_NONBLOCK on
-        /// the received copy of its own write end to see it on its descriptor, and reads the
+        /// the received copy of its own write end to see it on its descriptor, does the same
+        /// with a write end sent twice (one open file both times, made once), and reads the
         /// stream in the pieces its reads return.
         static let program = """
             import array, os, socket, sys
@@ -34,6 +35,8 @@ extension LiveProcess {
             r2, w2 = os.pipe()
             send(c, b"pair", [r2, w2]); os.close(r2); os.close(w2)
             send(c, b"same", [w])
+            r3, w3 = os.pipe()
+            send(c, b"t1", [w3]); send(c, b"t2", [w3]); os.close(w3)
             e, g = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             send(e, b"x", [w]); send(e, b"y", [w]); e.send(b"ta"); e.send(b"il")
             print("ready", w, flush=True)
@@ -51,12 +54,16 @@ extension LiveProcess {
                 name, fds = receive(d); os.write(fds[1], b"x"); out.append(name + ":" + os.read(fds[0], 5).decode())
                 name, fds = receive(d); os.set_blocking(fds[0], False)
                 out.append(name + ":" + str(os.get_blocking(w)) + ":" + str(fds[0] != w))
+                one, fds = receive(d); two, more = receive(d); os.set_blocking(fds[0], False)
+                os.write(more[0], b"twice")
+                out.append(one + two + ":" + str(os.get_blocking(more[0])) + ":" + os.read(r3, 10).decode())
                 for size in (100, 100, 2, 100):
                     name, fds = receive(g, size); out.append(name + ":" + str(len(fds)))
                 print(" ".join(out), flush=True)
                 break
             """
-        static let expected = "pipe:through plain:0 file:456789 pair:x same:False:True x:1 y:1 ta:0 il:0"
+        static let expected =
+            "pipe:through plain:0 file:456789 pair:x same:False:True t1t2:False:twice x:1 y:1 ta:0 il:0"
 
         @Test(.enabled(if: SocketPairTests.python, "python3 is not installed"), .timeLimit(.minutes(2)))
         func descriptorsInFlightComeBackWithTheirMessages() throws {
