@@ -467,6 +467,50 @@ final class SocketCapture {
         return .success((messages, senders, rights))
     }
 
+    /// The interest list of an epoll in flight (cpx's copy `file`), from fdinfo: "tfd: 5
+    /// events: 19 data: 5 pos:0 ino:1a sdev:8", the inode naming the file watched. Each must be
+    /// a UNIX socket the process holds (one open file each: a socket is never opened again),
+    /// watched level-triggered (an edge already seen is not read).
+    private func epollTargets(
+        _ file: FileDescriptor, _ shown: String
+    ) -> Result<([ProcessImage.EpollTarget], [UInt64]), Refusal> {
+        guard let lines = try? ProcFS.descriptorInfoLines(getpid(), file.rawValue) else {
+            return .failure(Refusal(reason: "\(shown): its interest list cannot be read"))
+        }
+        var targets: [ProcessImage.EpollTarget] = []
+        var watched: [UInt64] = []
+        for line in lines where line.hasPrefix("tfd:") {
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            func field(_ name: String, radix: Int) -> UInt64? {
+                guard let at = words.firstIndex(where: { $0.hasPrefix(name + ":") }) else { return nil }
+                let inline = words[at].dropFirst(name.count + 1)
+                let text = inline.isEmpty && at + 1 < words.count ? words[at + 1] : inline
+                return UInt64(text, radix: radix)
+            }
+            guard let fd = field("tfd", radix: 10), let events = field("events", radix: 16),
+                let data = field("data", radix: 16), let inode = field("ino", radix: 16)
+            else { return .failure(Refusal(reason: "\(shown): its interest list does not read as expected: \(line)")) }
+            guard held[inode] != nil, diagnosis(inode) != nil else {
+                return .failure(
+                    Refusal(
+                        reason: "\(shown) is an epoll no process holds, watching a file that is no UNIX socket the "
+                            + "process holds (inode \(inode)): only those are watched again"))
+            }
+            let edgeTriggered: UInt64 = 1 << 31  // EPOLLET
+            let oneShot: UInt64 = 1 << 30  // EPOLLONESHOT
+            guard events & (edgeTriggered | oneShot) == 0 else {
+                return .failure(
+                    Refusal(
+                        reason: "\(shown) is an epoll no process holds, watching socket \(inode) edge-triggered or "
+                            + "one-shot: which edges it saw is not read"))
+            }
+            targets.append(
+                .init(fd: Int32(truncatingIfNeeded: fd), events: UInt32(truncatingIfNeeded: events), data: data))
+            watched.append(inode)
+        }
+        return .success((targets, watched))
+    }
+
     /// A stream's pieces as one Data each, the plain ones next to each other joined: the
     /// pieces that carry descriptors stay apart, each sent again on its own.
     static func joined(
@@ -575,11 +619,17 @@ final class SocketCapture {
                 return .failure(Refusal(reason: "\(shown): its offset cannot be read"))
             }
             described.offset = offset
+        } else if target == "anon_inode:[eventpoll]" {
+            described.kind = .epoll
+            switch epollTargets(file, shown) {
+            case .success(let (targets, watched)): (described.targets, described.watched) = (targets, watched)
+            case .failure(let refusal): return .failure(refusal)
+            }
         } else {
             return .failure(
                 Refusal(
                     reason: "\(shown) is an open file no process holds, of a kind not made again for a message "
-                        + "(only pipes and regular files are)"))
+                        + "(only pipes, regular files and epolls watching UNIX sockets are)"))
         }
         inFlight.append((file, described))
         kept = true

@@ -99,6 +99,9 @@ extension ProcessImage {
                 case pipe
                 /// The regular file at `path`, opened again with `flags` at `offset`.
                 case file
+                /// An epoll no process holds, made again with its interest list `targets`, each
+                /// a UNIX socket of the process (`watched`, by inode, in the same order).
+                case epoll
             }
 
             public var kind: Kind
@@ -115,6 +118,8 @@ extension ProcessImage {
             public var capacity: Int? = nil
             public var path: String? = nil
             public var offset: Int64? = nil
+            public var targets: [EpollTarget]? = nil
+            public var watched: [UInt64]? = nil
 
             public init(kind: Kind, id: Int, flags: Int32) { (self.kind, self.id, self.flags) = (kind, id, flags) }
 
@@ -126,6 +131,7 @@ extension ProcessImage {
                     (flags & 3 == 0 ? "a read end" : "a write end") + " of pipe \(pipe ?? 0)"
                         + (through.map { " (as fd \($0)'s)" } ?? " (a new one)")
                 case .file: "\(path ?? "?") at offset \(offset ?? 0)"
+                case .epoll: "an epoll watching " + (watched ?? []).map { "socket \($0)" }.joined(separator: ", ")
                 }
             }
         }

@@ -84,9 +84,51 @@ struct InFlightFiles {
             fd = Int32(try calls.openRecorded(path, flags: flags, to: what))
             opened.append(fd)
             try calls.call(.lseek, fd, offset, SEEK_SET, to: "\(what): set its offset")
+        case .epoll:
+            fd = Int32(try calls.call(.epollCreate1, O_CLOEXEC, to: what))
+            opened.append(fd)
+            let targets = file.targets ?? []
+            let watched = file.watched ?? []
+            guard targets.count == watched.count else {
+                throw TraceeError.unsupported(pid: calls.pid, reason: "\(what): its targets do not match its files")
+            }
+            for (target, inode) in zip(targets, watched) {
+                guard let holder = sockets[inode] else {
+                    throw TraceeError.unsupported(
+                        pid: calls.pid, reason: "\(what): socket \(inode) is not made by this process")
+                }
+                try watch(target, through: holder, in: fd, what)
+            }
+            try calls.call(.fcntl, fd, F_SETFL, file.flags, to: "\(what): set its status flags")
         }
         made[file.id] = fd
         return fd
+    }
+
+    /// Adds `target` to epoll `epoll` under its number, the socket `holder` put there for the
+    /// registration (an epoll knows a target by file and number), and whatever held that
+    /// number put back after.
+    private func watch(
+        _ target: ProcessImage.EpollTarget, through holder: Int32, in epoll: Int32, _ what: String
+    ) throws {
+        let add: Int32 = 1  // EPOLL_CTL_ADD
+        let doing = "\(what): watch socket descriptor \(target.fd)"
+        // struct epoll_event is packed on x86-64: 32-bit events, then 64-bit data.
+        var event = [UInt8](repeating: 0, count: 12)
+        withUnsafeBytes(of: target.events.littleEndian) { event.replaceSubrange(0..<4, with: $0) }
+        withUnsafeBytes(of: target.data.littleEndian) { event.replaceSubrange(4..<12, with: $0) }
+        let occupant = try calls.result(of: .fcntl, target.fd, F_GETFD)  // its FD_CLOEXEC, or -EBADF
+        let aside = occupant >= 0 ? try calls.call(.fcntl, target.fd, F_DUPFD_CLOEXEC, 0, to: doing) : nil
+        if holder != target.fd { try calls.call(.dup3, holder, target.fd, O_CLOEXEC, to: doing) }
+        try calls.withFrame { () throws(TraceeError) in
+            try calls.call(.epollCtl, epoll, add, target.fd, try calls.bytes(event), to: doing)
+        }
+        if let aside {
+            try calls.call(.dup3, aside, target.fd, occupant & Int(FD_CLOEXEC) != 0 ? O_CLOEXEC : 0, to: doing)
+            _ = try calls.result(of: .close, aside)
+        } else if holder != target.fd {
+            _ = try calls.result(of: .close, target.fd)
+        }
     }
 
     /// A new pipe (empty) with `capacity`: both ends kept, and a copy of the read end to open

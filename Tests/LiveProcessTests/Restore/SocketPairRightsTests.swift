@@ -7,7 +7,8 @@ extension LiveProcess {
     /// Descriptors in flight in a socket pair's queue (SCM_RIGHTS) come back with the message
     /// they ride on: a pipe's read end whose write end the process holds, a regular file at its
     /// offset, both ends of a pipe no process holds, and an open file the process also holds
-    /// (the same one, its status flags shared), in datagram, seqpacket and stream queues (a
+    /// (the same one, its status flags shared), an epoll no process holds watching a socket of
+    /// the pair, in datagram, seqpacket and stream queues (a
     /// stream's read stops after the byte that carries them, as it did); what cannot be made
     /// again is refused.
     @Suite struct SocketPairRightsTests {
@@ -16,10 +17,11 @@ extension LiveProcess {
         /// the pipe it held and reads the end that was in flight, reads the file from its offset,
         /// passes bytes through the pipe whose both ends were in flight, and sets O_NONBLOCK on
         /// the received copy of its own write end to see it on its descriptor, does the same
-        /// with a write end sent twice (one open file both times, made once), and reads the
+        /// with a write end sent twice (one open file both times, made once), polls the epoll
+        /// that was in flight (the socket it watches still has messages), and reads the
         /// stream in the pieces its reads return.
         static let program = """
-            import array, os, socket, sys
+            import array, os, select, socket, sys
             S = socket.SOL_SOCKET; R = socket.SCM_RIGHTS
             def send(s, data, fds):
                 s.sendmsg([data], [(S, R, array.array("i", fds))] if fds else [])
@@ -35,6 +37,8 @@ extension LiveProcess {
             r2, w2 = os.pipe()
             send(c, b"pair", [r2, w2]); os.close(r2); os.close(w2)
             send(c, b"same", [w])
+            ep = select.epoll(); ep.register(d.fileno(), select.EPOLLIN)
+            send(c, b"ep", [ep.fileno()]); ep.close()
             r3, w3 = os.pipe()
             send(c, b"t1", [w3]); send(c, b"t2", [w3]); os.close(w3)
             e, g = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -54,6 +58,8 @@ extension LiveProcess {
                 name, fds = receive(d); os.write(fds[1], b"x"); out.append(name + ":" + os.read(fds[0], 5).decode())
                 name, fds = receive(d); os.set_blocking(fds[0], False)
                 out.append(name + ":" + str(os.get_blocking(w)) + ":" + str(fds[0] != w))
+                name, fds = receive(d); ready = select.epoll.fromfd(fds[0]).poll(0)
+                out.append(name + ":" + str(ready == [(d.fileno(), select.EPOLLIN)]))
                 one, fds = receive(d); two, more = receive(d); os.set_blocking(fds[0], False)
                 os.write(more[0], b"twice")
                 out.append(one + two + ":" + str(os.get_blocking(more[0])) + ":" + os.read(r3, 10).decode())
@@ -63,7 +69,7 @@ extension LiveProcess {
                 break
             """
         static let expected =
-            "pipe:through plain:0 file:456789 pair:x same:False:True t1t2:False:twice x:1 y:1 ta:0 il:0"
+            "pipe:through plain:0 file:456789 pair:x same:False:True ep:True t1t2:False:twice x:1 y:1 ta:0 il:0"
 
         @Test(.enabled(if: SocketPairTests.python, "python3 is not installed"), .timeLimit(.minutes(2)))
         func descriptorsInFlightComeBackWithTheirMessages() throws {
@@ -89,8 +95,8 @@ extension LiveProcess {
             }
         }
 
-        /// An open file in flight of a kind a restart does not make for a message (an epoll no
-        /// process holds), credentials in flight to a socket that reads them (SO_PASSCRED), and
+        /// An open file in flight that a restart does not make for a message (an epoll watching a
+        /// pipe), credentials in flight to a socket that reads them (SO_PASSCRED), and
         /// descriptors riding on a stream's bytes after others (where their piece starts is not
         /// known), are refused with their reason.
         @Test(.enabled(if: SocketPairTests.python, "python3 is not installed"), .timeLimit(.minutes(2)))
@@ -100,7 +106,7 @@ extension LiveProcess {
             let program = """
                 import array, os, select, socket, struct, sys
                 a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-                e = select.epoll()
+                e = select.epoll(); r, w = os.pipe(); e.register(r, select.EPOLLIN)
                 a.sendmsg([b"e"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [e.fileno()]))])
                 e.close()
                 c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -120,7 +126,7 @@ extension LiveProcess {
             let run = try TestTools.run("cpx", ["--store", directory + "/store", "--name", "refused", "\(target.pid)"])
             #expect(run.status != 0)
             let reasons = [
-                "fd \(ready[1]): socket:[", "(anon_inode:[eventpoll]) is an open file no process holds",
+                "fd \(ready[1]): socket:[", "is an epoll no process holds, watching a file that is no UNIX socket",
                 "fd \(ready[2]): socket:[", "SO_PASSCRED is set and messages are queued",
                 "fd \(ready[3]): socket:[", "descriptors are in flight in its stream queue (SCM_RIGHTS) with 7 bytes",
             ]
