@@ -579,7 +579,9 @@ final class SocketCapture {
                                 + "sockets' queues are sent: not restored"))
                 }
                 described.socket = inode
-            } else if !status.isFIFO && !status.isRegularFile || !target.hasPrefix("/") && !target.hasPrefix("pipe:[") {
+            } else if !status.isFIFO && !status.isRegularFile || !target.hasPrefix("/") && !target.hasPrefix("pipe:[")
+                || target.hasPrefix("/memfd:")
+            {
                 return .failure(
                     Refusal(
                         reason: "\(shown) is the open file of its fd \(fd), of a kind a restart makes after the "

@@ -24,7 +24,21 @@ struct InFlightFiles {
     /// Every descriptor made here, closed at the end.
     private var opened: [Int32] = []
 
-    init(calls: RemoteCalls, pid: Int32) { (self.calls, self.pid) = (calls, pid) }
+    /// The process's descriptors in place while the sockets are made (`SocketPhase.placedBefore`).
+    let placed: Set<Int32>
+
+    init(calls: RemoteCalls, pid: Int32, placed: Set<Int32>) {
+        (self.calls, self.pid, self.placed) = (calls, pid, placed)
+    }
+
+    /// Refused unless descriptor `fd` of the image is in place now.
+    private func requirePlaced(_ fd: Int32, _ what: String) throws {
+        guard placed.contains(fd) else {
+            throw TraceeError.unsupported(
+                pid: calls.pid,
+                reason: "\(what): descriptor \(fd) is not a file or pipe made before the sockets")
+        }
+    }
 
     /// The stub's descriptors for the files of `rights`, `sockets` telling where each UNIX
     /// socket of this process is held.
@@ -52,6 +66,7 @@ struct InFlightFiles {
                 guard let number = file.fd else {
                     throw TraceeError.unsupported(pid: calls.pid, reason: "\(what): the image names no descriptor")
                 }
+                try requirePlaced(number, what)
                 fd = number
             }
             made[file.id] = fd
@@ -61,6 +76,7 @@ struct InFlightFiles {
                 throw TraceeError.unsupported(pid: calls.pid, reason: "\(what): the image names no pipe")
             }
             if let through = file.through {
+                try requirePlaced(through, what)
                 fd = try reopen("/proc/\(pid)/fd/\(through)", file.flags, what)
             } else {
                 if pipes[inode] == nil { try makePipe(inode, capacity: file.capacity, what) }

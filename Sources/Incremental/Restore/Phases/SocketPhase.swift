@@ -38,6 +38,9 @@ public struct SocketPhase: RestartPhase {
     public var holderBase: Int32
     /// This process's pid in the image.
     public var pid: Int32
+    /// Its descriptors `DescriptorPhase` has put in place before the sockets (files, pipes):
+    /// the only ones besides sockets a descriptor in flight may be sent from.
+    public var placedBefore: Set<Int32>
 
     public var name: String { "UNIX sockets" }
     public var steps: [String] {
@@ -80,6 +83,9 @@ public struct SocketPhase: RestartPhase {
         user = image.credentials.user.effective
         group = image.credentials.group.effective
         holderBase = max((image.descriptors.map(\.fd).max() ?? 2) + 1, DescriptorPhase.holderBase)
+        placedBefore = Set(
+            image.descriptors.filter { [.file, .deletedFile, .pipe].contains($0.kind) && $0.inherited == nil }.map(\.fd)
+        )
     }
 
     /// Made by socketpair(2): connected back to its peer, or its peer closed.
@@ -148,7 +154,7 @@ public struct SocketPhase: RestartPhase {
     ) throws {
         let calls = session.calls
         func holder(_ inode: UInt64) -> Int32 { holders[inode] ?? -1 }
-        var inFlight = InFlightFiles(calls: calls, pid: session.pid)
+        var inFlight = InFlightFiles(calls: calls, pid: session.pid, placed: placedBefore)
         defer { inFlight.close() }
         // The descriptors in flight that ride on each message of a socket's queue.
         func rights(of socket: ProcessImage.UnixSocket, _ what: String) throws -> [Int: [Int32]] {
@@ -387,11 +393,16 @@ public struct SocketPhase: RestartPhase {
             var result = try calls.result(of: .bind, fd, address, 2 + name.count)
             // An abstract name still held by the checkpointed socket itself, which no process
             // holds any more: a socket that was in flight (SCM_RIGHTS) is freed by the kernel's
-            // garbage collector a moment after its last holder closed it, and its name with it.
+            // garbage collector, and its name with it. The collector runs when a UNIX socket is
+            // released while descriptors are in flight: a pair made and closed here starts it.
             if result == -Int(EADDRINUSE), name.first == 0, (try? UnixSocketDiagnosis.of(inode: socket.inode)) != nil,
                 SocketCapture.holder(of: socket.inode, besides: 0) == nil
             {
                 for _ in 0..<Self.collectorWaits where result == -Int(EADDRINUSE) {
+                    if let (one, other) = try? FileDescriptor.socketPair(type: Int32(SOCK_DGRAM.rawValue)) {
+                        one.close()
+                        other.close()
+                    }
                     usleep(10_000)
                     result = try calls.result(of: .bind, fd, address, 2 + name.count)
                 }
@@ -407,8 +418,8 @@ public struct SocketPhase: RestartPhase {
         }
     }
 
-    /// How many times (10 ms apart) a bind waits for the kernel to free the checkpointed
-    /// socket that still holds its abstract name.
+    /// How many times (10 ms apart) a bind waits for the kernel's garbage collector to free
+    /// the checkpointed socket that still holds its abstract name.
     static let collectorWaits = 200
 
     /// Sends what `socket` (a named datagram socket) had queued, from a new unnamed socket.
