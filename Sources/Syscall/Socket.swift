@@ -127,6 +127,72 @@ extension FileDescriptor {
         }
     }
 
+    /// SCM_CREDENTIALS (glibc declares it only under _GNU_SOURCE).
+    static let credentialsMessage: Int32 = 2
+
+    /// What came with a message beside its bytes (`receiveWithControl`).
+    public struct Control: Sendable {
+        /// The descriptors SCM_RIGHTS installed in this process (close-on-exec), in order.
+        public var descriptors: [FileDescriptor] = []
+        /// SCM_CREDENTIALS came with it.
+        public var credentials = false
+        /// Another control message (level and type).
+        public var others: [(level: Int32, type: Int32)] = []
+    }
+
+    /// Receives one message into `buffer` (recvmsg(2)) with room for `descriptorLimit`
+    /// descriptors of SCM_RIGHTS and credentials: the descriptors are installed in this process
+    /// (MSG_CMSG_CLOEXEC), the caller closes them. A peek (MSG_PEEK) installs copies of the
+    /// files in flight and leaves them in the queue.
+    public func receiveWithControl(
+        into buffer: UnsafeMutableRawBufferPointer, flags: MessageFlags, descriptorLimit: Int = 253
+    ) throws(Errno) -> (count: Int, flags: MessageFlags, sender: [UInt8], control: Control) {
+        var vector = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+        var address = sockaddr_storage()
+        // cmsghdr is 16 bytes; the descriptors and the credentials (12 bytes), each padded to 8.
+        var space = [UInt8](repeating: 0, count: 16 + (descriptorLimit * 4 + 7) / 8 * 8 + 16 + 16)
+        return try withUnsafeMutablePointer(to: &vector) { (vectorPointer) throws(Errno) in
+            try withUnsafeMutableBytes(of: &address) { (addressBytes) throws(Errno) in
+                try space.withMutableRawBytes { (controlBytes) throws(Errno) in
+                    var header = msghdr()
+                    header.msg_iov = vectorPointer
+                    header.msg_iovlen = 1
+                    header.msg_name = addressBytes.baseAddress
+                    header.msg_namelen = socklen_t(addressBytes.count)
+                    header.msg_control = controlBytes.baseAddress
+                    header.msg_controllen = controlBytes.count
+                    let count = try retryingInterrupts {
+                        recvmsg(rawValue, &header, flags.rawValue | Int32(MSG_CMSG_CLOEXEC))
+                    }.get()
+                    let family = MemoryLayout<sa_family_t>.size
+                    let length = min(Int(header.msg_namelen), addressBytes.count)
+                    let sender = length > family ? Array(addressBytes[family..<length]) : []
+                    var control = Control()
+                    var offset = 0
+                    let end = min(Int(header.msg_controllen), controlBytes.count)
+                    while offset + 16 <= end {
+                        let total = Int(controlBytes.load(fromByteOffset: offset, as: UInt64.self))
+                        let level = controlBytes.load(fromByteOffset: offset + 8, as: Int32.self)
+                        let type = controlBytes.load(fromByteOffset: offset + 12, as: Int32.self)
+                        guard total >= 16, offset + total <= end else { break }
+                        if level == SOL_SOCKET, type == Int32(SCM_RIGHTS) {
+                            for k in 0..<(total - 16) / 4 {
+                                let fd = controlBytes.load(fromByteOffset: offset + 16 + 4 * k, as: Int32.self)
+                                control.descriptors.append(FileDescriptor(rawValue: fd))
+                            }
+                        } else if level == SOL_SOCKET, type == Self.credentialsMessage {
+                            control.credentials = true
+                        } else {
+                            control.others.append((level, type))
+                        }
+                        offset += (total + 7) / 8 * 8
+                    }
+                    return (count, MessageFlags(rawValue: header.msg_flags), sender, control)
+                }
+            }
+        }
+    }
+
     /// Conditions poll(2) reports.
     public struct PollEvents: OptionSet, Sendable {
         public let rawValue: Int16

@@ -201,6 +201,7 @@ enum chpox_system_call {
     CHPOX_SYS_kill = SYS_kill,
     CHPOX_SYS_socketpair = SYS_socketpair,
     CHPOX_SYS_sendto = SYS_sendto,
+    CHPOX_SYS_sendmsg = SYS_sendmsg,
     CHPOX_SYS_socket = SYS_socket,
     CHPOX_SYS_bind = SYS_bind,
     CHPOX_SYS_listen = SYS_listen,

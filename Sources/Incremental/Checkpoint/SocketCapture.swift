@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinux
 import Foundation
 import Syscall
 import Tracee
@@ -31,6 +32,11 @@ final class SocketCapture {
     private let held: [UInt64: Int32]
     /// The socket inodes the other processes of its tree hold, each with one that holds it.
     private let elsewhere: [UInt64: Int32]
+    /// The other processes of its tree.
+    private let tree: [Int32]
+    /// The files in flight read so far (cpx's copies, kept open until the end so that kcmp
+    /// tells when one is in flight again), each with its record.
+    private var inFlight: [(copy: FileDescriptor, file: ProcessImage.UnixSocket.InFlightFile)] = []
     private var process: ProcessDescriptor?
     /// Sockets already recorded (their queue on their first descriptor): a later descriptor
     /// on one gets the same record without its queue.
@@ -60,9 +66,13 @@ final class SocketCapture {
             }
         }
         self.elsewhere = elsewhere
+        self.tree = tree.filter { $0 != pid }
     }
 
-    deinit { process?.close() }
+    deinit {
+        process?.close()
+        for file in inFlight { file.copy.close() }
+    }
 
     /// The inode of a /proc/PID/fd link that reads "socket:[inode]"; nil for anything else.
     static func inode(of target: String) -> UInt64? {
@@ -233,7 +243,7 @@ final class SocketCapture {
             // A listener's queue holds connections; an unconnected stream's holds nothing.
             guard socket.unconnected != true || type == .datagram else { return .socket(socket) }
             switch try queue(of: copy, socket, peekOffset: peekOffset, queued: Int(diagnosis.queuedBytes ?? 0)) {
-            case .success(let (messages, senders)):
+            case .success(let (messages, senders, rights)):
                 // A message comes with its sender's name: the pair's other end's, which the
                 // restart sends it from; none, where it is sent from an unnamed socket.
                 let partnerName =
@@ -250,6 +260,7 @@ final class SocketCapture {
                     return .refused(refusal)
                 }
                 socket.queue = messages
+                if !rights.isEmpty { socket.rights = rights }
             case .failure(let refusal): return .refused(refusal.reason)
             }
             return .socket(socket)
@@ -364,34 +375,69 @@ final class SocketCapture {
 
     /// The messages queued to the socket, peeked one after another from offset 0. Datagrams
     /// and seqpackets keep their boundaries (one Data each, empty ones too); a stream's bytes
-    /// are one Data. Control data (descriptors, credentials) in the queue is refused.
+    /// are one Data. Descriptors in flight (SCM_RIGHTS) come with each peek as copies in cpx:
+    /// each is recorded with its message (`inFlight(_:)`), in a datagram or seqpacket queue
+    /// only. Credentials are refused.
     private func queue(
         of copy: FileDescriptor, _ socket: ProcessImage.UnixSocket, peekOffset: Int32, queued: Int
-    ) throws(Errno) -> Result<([Data], [[UInt8]]), Refusal> {
+    ) throws(Errno) -> Result<([Data], [[UInt8]], [ProcessImage.UnixSocket.QueuedRights]), Refusal> {
         try copy.setSocketOption(.peekOffset, to: 0)
         defer { try? copy.setSocketOption(.peekOffset, to: peekOffset) }
         var messages: [Data] = []
         var senders: [[UInt8]] = []
+        var rights: [ProcessImage.UnixSocket.QueuedRights] = []
         var total = 0
         // A stream stops at its last queued byte: one more peek would return end of file, or
         // take (and clear) an error pending after the data.
         while socket.type != .stream || total < queued {
-            let (count, flags, sender): (Int, FileDescriptor.MessageFlags, [UInt8])
+            let (count, flags, sender, control): (Int, FileDescriptor.MessageFlags, [UInt8], FileDescriptor.Control)
             do {
-                (count, flags, sender) = try buffer.withMutableRawBytes { (raw) throws(Errno) in
-                    try copy.receive(into: raw, flags: [.peek, .dontWait])
+                (count, flags, sender, control) = try buffer.withMutableRawBytes { (raw) throws(Errno) in
+                    try copy.receiveWithControl(into: raw, flags: [.peek, .dontWait])
                 }
             } catch let error where error == .wouldBlock {
                 break
             }
-            if flags.contains(.controlTruncated) {
+            if control.credentials || !control.others.isEmpty || flags.contains(.controlTruncated) {
+                for file in control.descriptors { file.close() }
                 return .failure(
                     Refusal(
                         reason: socket.passCredentials == true
                             ? "SO_PASSCRED is set and messages are queued: the credentials that come with them "
                                 + "are not restored"
-                            : "its queue holds control data (descriptors or credentials in flight), which a "
-                                + "restart cannot send again"))
+                            : control.credentials
+                                ? "its queue holds credentials in flight (SCM_CREDENTIALS), which a restart cannot "
+                                    + "send again"
+                                : "its queue holds control data a restart cannot send again"
+                                    + (control.others.first.map { " (level \($0.level), type \($0.type))" } ?? "")))
+            }
+            // A stream's peek runs over plain bytes up to and through the first piece (one
+            // send's skb) that carries descriptors, and no peek tells where that piece starts
+            // (a peek from any byte before it brings its descriptors): a restart would hand
+            // them to a read of the bytes before. One byte brought with them is that piece.
+            if !control.descriptors.isEmpty {
+                guard socket.type != .stream || count == 1 else {
+                    for file in control.descriptors { file.close() }
+                    return .failure(
+                        Refusal(
+                            reason: "descriptors are in flight in its stream queue (SCM_RIGHTS) with \(count) bytes "
+                                + "before or with them, and where the bytes they came with start cannot be read: "
+                                + "which read receives them would not be kept"))
+                }
+                var files: [ProcessImage.UnixSocket.InFlightFile] = []
+                var refusal: Refusal?
+                for file in control.descriptors {
+                    guard refusal == nil else {
+                        file.close()
+                        continue
+                    }
+                    switch inFlight(file) {
+                    case .success(let described): files.append(described)
+                    case .failure(let refused): refusal = refused
+                    }
+                }
+                if let refusal { return .failure(refusal) }
+                rights.append(.init(message: messages.count, files: files))
             }
             if flags.contains(.truncated) {
                 return .failure(
@@ -412,13 +458,184 @@ final class SocketCapture {
                 return .failure(Refusal(reason: "its queue holds more than \(Format.bytes(Int64(Self.queueLimit)))"))
             }
         }
-        if socket.type == .stream { messages = total == 0 ? [] : [messages.reduce(into: Data()) { $0 += $1 }] }
+        if socket.type == .stream { (messages, rights) = Self.joined(messages, rights) }
         // A datagram socket's count is its first message's length.
         let seen = socket.type == .datagram ? messages.first?.count ?? 0 : total
         guard seen == queued else {
             return .failure(Refusal(reason: "its queue read \(seen) bytes where sock_diag counts \(queued)"))
         }
-        return .success((messages, senders))
+        return .success((messages, senders, rights))
+    }
+
+    /// The interest list of an epoll in flight (cpx's copy `file`), from fdinfo: "tfd: 5
+    /// events: 19 data: 5 pos:0 ino:1a sdev:8", the inode naming the file watched. Each must be
+    /// a UNIX socket the process holds (one open file each: a socket is never opened again),
+    /// watched level-triggered (an edge already seen is not read).
+    private func epollTargets(
+        _ file: FileDescriptor, _ shown: String
+    ) -> Result<([ProcessImage.EpollTarget], [UInt64]), Refusal> {
+        guard let lines = try? ProcFS.descriptorInfoLines(getpid(), file.rawValue) else {
+            return .failure(Refusal(reason: "\(shown): its interest list cannot be read"))
+        }
+        var targets: [ProcessImage.EpollTarget] = []
+        var watched: [UInt64] = []
+        for line in lines where line.hasPrefix("tfd:") {
+            let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            func field(_ name: String, radix: Int) -> UInt64? {
+                guard let at = words.firstIndex(where: { $0.hasPrefix(name + ":") }) else { return nil }
+                let inline = words[at].dropFirst(name.count + 1)
+                let text = inline.isEmpty && at + 1 < words.count ? words[at + 1] : inline
+                return UInt64(text, radix: radix)
+            }
+            guard let fd = field("tfd", radix: 10), let events = field("events", radix: 16),
+                let data = field("data", radix: 16), let inode = field("ino", radix: 16)
+            else { return .failure(Refusal(reason: "\(shown): its interest list does not read as expected: \(line)")) }
+            guard held[inode] != nil, diagnosis(inode) != nil else {
+                return .failure(
+                    Refusal(
+                        reason: "\(shown) is an epoll no process holds, watching a file that is no UNIX socket the "
+                            + "process holds (inode \(inode)): only those are watched again"))
+            }
+            let edgeTriggered: UInt64 = 1 << 31  // EPOLLET
+            let oneShot: UInt64 = 1 << 30  // EPOLLONESHOT
+            guard events & (edgeTriggered | oneShot) == 0 else {
+                return .failure(
+                    Refusal(
+                        reason: "\(shown) is an epoll no process holds, watching socket \(inode) edge-triggered or "
+                            + "one-shot: which edges it saw is not read"))
+            }
+            targets.append(
+                .init(fd: Int32(truncatingIfNeeded: fd), events: UInt32(truncatingIfNeeded: events), data: data))
+            watched.append(inode)
+        }
+        return .success((targets, watched))
+    }
+
+    /// A stream's pieces as one Data each, the plain ones next to each other joined: the
+    /// pieces that carry descriptors stay apart, each sent again on its own.
+    static func joined(
+        _ pieces: [Data], _ rights: [ProcessImage.UnixSocket.QueuedRights]
+    ) -> ([Data], [ProcessImage.UnixSocket.QueuedRights]) {
+        let carried = Dictionary(rights.map { ($0.message, $0) }, uniquingKeysWith: { first, _ in first })
+        var joined: [Data] = []
+        var moved: [ProcessImage.UnixSocket.QueuedRights] = []
+        var plain = false
+        for (k, piece) in pieces.enumerated() where !piece.isEmpty || carried[k] != nil {
+            if var entry = carried[k] {
+                entry.message = joined.count
+                moved.append(entry)
+                joined.append(piece)
+                plain = false
+            } else if plain {
+                joined[joined.count - 1] += piece
+            } else {
+                joined.append(piece)
+                plain = true
+            }
+        }
+        return (joined, moved)
+    }
+
+    /// What an open file in flight is, `file` being cpx's copy of it (kept, or closed here):
+    /// the open file of a descriptor of the process (kcmp), an end of a pipe, or a regular
+    /// file. One that another process of the tree holds, or of another kind, is refused.
+    private func inFlight(_ file: FileDescriptor) -> Result<ProcessImage.UnixSocket.InFlightFile, Refusal> {
+        let me = getpid()
+        for earlier in inFlight
+        where (try? ProcessDescriptor.shareOpenFile(me, earlier.copy.rawValue, me, file.rawValue)) == true {
+            file.close()
+            return .success(earlier.file)
+        }
+        let id = inFlight.count
+        var kept = false
+        defer { if !kept { file.close() } }
+        guard let target = ProcFS.descriptorTarget(me, file.rawValue),
+            let info = try? ProcFS.descriptorInfo(me, file.rawValue),
+            let flags = info["flags"].flatMap({ Int32($0, radix: 8) })
+        else {
+            return .failure(Refusal(reason: "a descriptor in flight in its queue cannot be read"))
+        }
+        let flagsKept = flags & ~(O_CLOEXEC | CHPOX_O_LARGEFILE)
+        let shown = "a descriptor in flight in its queue (\(target))"
+        func holds(_ process: Int32) -> Int32? {
+            for fd in (try? ProcFS.descriptors(process)) ?? [] where ProcFS.descriptorTarget(process, fd) == target {
+                if (try? ProcessDescriptor.shareOpenFile(process, fd, me, file.rawValue)) == true { return fd }
+            }
+            return nil
+        }
+        var described = ProcessImage.UnixSocket.InFlightFile(kind: .descriptor, id: id, flags: flagsKept)
+        let status: FileDescriptor.Status
+        do {
+            status = try file.status()
+        } catch {
+            return .failure(Refusal(reason: "\(shown) cannot be read (\(error))"))
+        }
+        if let fd = holds(pid) {
+            if let inode = Self.inode(of: target) {
+                guard (try? file.socketOption(.domain)) == AF_UNIX else {
+                    return .failure(
+                        Refusal(
+                            reason: "\(shown) is the open file of its fd \(fd), a socket made after the UNIX "
+                                + "sockets' queues are sent: not restored"))
+                }
+                described.socket = inode
+            } else if !status.isFIFO && !status.isRegularFile || !target.hasPrefix("/") && !target.hasPrefix("pipe:[")
+                || target.hasPrefix("/memfd:")
+            {
+                return .failure(
+                    Refusal(
+                        reason: "\(shown) is the open file of its fd \(fd), of a kind a restart makes after the "
+                            + "queues are sent: not restored"))
+            }
+            described.fd = fd
+        } else if let other = tree.first(where: { holds($0) != nil }) {
+            return .failure(
+                Refusal(
+                    reason: "\(shown) is an open file process \(other) of the tree holds: only one the process holds "
+                        + "itself, or none holds, is sent again"))
+        } else if target.hasPrefix("pipe:["), status.isFIFO {
+            described.kind = .pipe
+            described.pipe = status.inode
+            func onPipe(_ process: Int32) -> Int32? {
+                ((try? ProcFS.descriptors(process)) ?? []).first { ProcFS.descriptorTarget(process, $0) == target }
+            }
+            if let fd = onPipe(pid) {
+                described.through = fd
+            } else if let other = tree.first(where: { onPipe($0) != nil }) {
+                return .failure(
+                    Refusal(reason: "\(shown) is an end of a pipe process \(other) of the tree holds: not restored"))
+            } else {
+                let queued = (try? file.bytesQueued()) ?? -1
+                guard queued == 0 else {
+                    return .failure(
+                        Refusal(
+                            reason: "\(shown) is an end of a pipe no process holds, with \(queued) bytes in it: what "
+                                + "such a pipe holds is not restored"))
+                }
+                described.capacity = try? file.pipeCapacity()
+            }
+        } else if status.isRegularFile, target.hasPrefix("/"), !target.hasSuffix(" (deleted)") {
+            described.kind = .file
+            described.path = target
+            guard let offset = info["pos"].flatMap({ Int64($0) }) else {
+                return .failure(Refusal(reason: "\(shown): its offset cannot be read"))
+            }
+            described.offset = offset
+        } else if target == "anon_inode:[eventpoll]" {
+            described.kind = .epoll
+            switch epollTargets(file, shown) {
+            case .success(let (targets, watched)): (described.targets, described.watched) = (targets, watched)
+            case .failure(let refusal): return .failure(refusal)
+            }
+        } else {
+            return .failure(
+                Refusal(
+                    reason: "\(shown) is an open file no process holds, of a kind not made again for a message "
+                        + "(only pipes, regular files and epolls watching UNIX sockets are)"))
+        }
+        inFlight.append((file, described))
+        kept = true
+        return .success(described)
     }
 
     /// What a peek cannot see: an empty datagram or seqpacket message that was peeked once

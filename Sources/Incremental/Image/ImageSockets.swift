@@ -44,7 +44,8 @@ extension ProcessImage {
         public var readShutdown: Bool? = nil
         public var writeShutdown: Bool? = nil
         /// What this end will read, in order: each message of a datagram or seqpacket socket, a
-        /// stream's bytes as one. Recorded on the socket's first descriptor only (nil on the
+        /// stream's bytes as one (in pieces where some carry descriptors: each such piece, one
+        /// send's, apart). Recorded on the socket's first descriptor only (nil on the
         /// others).
         public var queue: [Data]? = nil
         /// SO_PEEK_OFF when the program set it (nil: -1, peeking at the head).
@@ -73,12 +74,73 @@ extension ProcessImage {
         /// A socket connected to this listening socket of the tree and not accepted yet: made
         /// again by connect(2) once the listener listens.
         public var pendingOn: UInt64? = nil
+        /// The open files in flight in its queue (SCM_RIGHTS), each set with the message of
+        /// `queue` it rides on (a stream's piece): sent again with it.
+        public var rights: [QueuedRights]? = nil
+
+        /// Descriptors sent with one queued message.
+        public struct QueuedRights: Codable, Sendable, Equatable {
+            /// The index in `queue` of the message they came with.
+            public var message: Int
+            /// In the order the receiver gets them.
+            public var files: [InFlightFile]
+
+            public init(message: Int, files: [InFlightFile]) { (self.message, self.files) = (message, files) }
+        }
+
+        /// An open file in flight: one a descriptor of the process has open too (sent again from
+        /// it), or one that no process holds, made again for the message.
+        public struct InFlightFile: Codable, Sendable, Equatable {
+            public enum Kind: String, Codable, Sendable {
+                /// The open file of descriptor `fd` of the process (a UNIX socket's: `socket`).
+                case descriptor
+                /// An end of pipe `pipe`: opened again through descriptor `through` of the process
+                /// on the same pipe, or of a new pipe (empty) when no process holds one.
+                case pipe
+                /// The regular file at `path`, opened again with `flags` at `offset`.
+                case file
+                /// An epoll no process holds, made again with its interest list `targets`, each
+                /// a UNIX socket of the process (`watched`, by inode, in the same order).
+                case epoll
+            }
+
+            public var kind: Kind
+            /// One number for each open file: the same one in flight twice (in one queue or
+            /// two) is one open file sent twice.
+            public var id: Int
+            /// Its access mode and status flags (F_GETFL).
+            public var flags: Int32
+            public var fd: Int32? = nil
+            public var socket: UInt64? = nil
+            public var pipe: UInt64? = nil
+            public var through: Int32? = nil
+            /// A new pipe's capacity (F_GETPIPE_SZ).
+            public var capacity: Int? = nil
+            public var path: String? = nil
+            public var offset: Int64? = nil
+            public var targets: [EpollTarget]? = nil
+            public var watched: [UInt64]? = nil
+
+            public init(kind: Kind, id: Int, flags: Int32) { (self.kind, self.id, self.flags) = (kind, id, flags) }
+
+            /// What it is, for people.
+            public var summary: String {
+                switch kind {
+                case .descriptor: "the open file of fd \(fd ?? -1)"
+                case .pipe:
+                    (flags & 3 == 0 ? "a read end" : "a write end") + " of pipe \(pipe ?? 0)"
+                        + (through.map { " (as fd \($0)'s)" } ?? " (a new one)")
+                case .file: "\(path ?? "?") at offset \(offset ?? 0)"
+                case .epoll: "an epoll watching " + (watched ?? []).map { "socket \($0)" }.joined(separator: ", ")
+                }
+            }
+        }
 
         enum CodingKeys: String, CodingKey {
             case inode, type, peer, readShutdown, writeShutdown, queue, peekOffset, passCredentials, passSecurity,
                 resetPending,
                 peerCredentials, sendBuffer, receiveBuffer, unconnected, oneWay, name, file, listening, backlog,
-                reuseAddress, peerPid, acceptedFrom, pending, pendingOn
+                reuseAddress, peerPid, acceptedFrom, pending, pendingOn, rights
         }
 
         /// The socket file of a path name.
@@ -129,6 +191,11 @@ extension ProcessImage {
                 let bytes = queue.reduce(0) { $0 + $1.count }
                 words.append(
                     type == .stream ? "\(bytes) bytes queued" : "\(queue.count) messages (\(bytes) bytes) queued")
+            }
+            if let rights, !rights.isEmpty {
+                words.append(
+                    "descriptors in flight: "
+                        + rights.flatMap(\.files).map(\.summary).joined(separator: ", "))
             }
             let shut = [(readShutdown, "reading"), (writeShutdown, "writing")].filter { $0.0 == true }.map(\.1)
             if !shut.isEmpty { words.append("shut down for " + shut.joined(separator: " and ")) }

@@ -104,6 +104,8 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let socketpair = SystemCall(CHPOX_SYS_socketpair)
     /// The corresponding C constant is SYS_sendto.
     public static let sendto = SystemCall(CHPOX_SYS_sendto)
+    /// The corresponding C constant is SYS_sendmsg.
+    public static let sendmsg = SystemCall(CHPOX_SYS_sendmsg)
     /// The corresponding C constant is SYS_socket.
     public static let socket = SystemCall(CHPOX_SYS_socket)
     /// The corresponding C constant is SYS_bind.

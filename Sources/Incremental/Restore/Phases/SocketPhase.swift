@@ -38,6 +38,9 @@ public struct SocketPhase: RestartPhase {
     public var holderBase: Int32
     /// This process's pid in the image.
     public var pid: Int32
+    /// Its descriptors `DescriptorPhase` has put in place before the sockets (files, pipes):
+    /// the only ones besides sockets a descriptor in flight may be sent from.
+    public var placedBefore: Set<Int32>
 
     public var name: String { "UNIX sockets" }
     public var steps: [String] {
@@ -80,6 +83,9 @@ public struct SocketPhase: RestartPhase {
         user = image.credentials.user.effective
         group = image.credentials.group.effective
         holderBase = max((image.descriptors.map(\.fd).max() ?? 2) + 1, DescriptorPhase.holderBase)
+        placedBefore = Set(
+            image.descriptors.filter { [.file, .deletedFile, .pipe].contains($0.kind) && $0.inherited == nil }.map(\.fd)
+        )
     }
 
     /// Made by socketpair(2): connected back to its peer, or its peer closed.
@@ -148,6 +154,26 @@ public struct SocketPhase: RestartPhase {
     ) throws {
         let calls = session.calls
         func holder(_ inode: UInt64) -> Int32 { holders[inode] ?? -1 }
+        var inFlight = InFlightFiles(calls: calls, pid: session.pid, placed: placedBefore)
+        defer { inFlight.close() }
+        // The descriptors in flight that ride on each message of a socket's queue.
+        func rights(of socket: ProcessImage.UnixSocket, _ what: String) throws -> [Int: [Int32]] {
+            guard let rights = socket.rights, !rights.isEmpty else { return [:] }
+            guard byInode[socket.inode]?.holder == session.image.pid else {
+                throw TraceeError.unsupported(
+                    pid: calls.pid,
+                    reason: "\(what): descriptors are in flight in it, and another process of the tree makes it")
+            }
+            var byMessage: [Int: [Int32]] = [:]
+            for entry in rights {
+                guard (socket.queue ?? []).indices.contains(entry.message) else {
+                    throw TraceeError.unsupported(
+                        pid: calls.pid, reason: "\(what): descriptors in flight with no message of its queue")
+                }
+                byMessage[entry.message, default: []] += try inFlight.descriptors(entry, sockets: holders, what)
+            }
+            return byMessage
+        }
         // Buffer sizes first: the sender's bounds what the queue it fills may hold.
         func setBuffers(_ socket: ProcessImage.UnixSocket, on fd: Int32) throws {
             let what = "set the buffers of UNIX socket \(socket.inode)"
@@ -230,7 +256,9 @@ public struct SocketPhase: RestartPhase {
             }
             try bind(record.socket, [UInt8](name), on: holder(record.socket.inode), session)
             if !Self.isPairEnd(record.socket) && !(record.socket.queue ?? []).isEmpty {
-                try sendQueue(record.socket, calls)
+                try sendQueue(
+                    record.socket, calls,
+                    rights: try rights(of: record.socket, "queue what UNIX socket \(record.socket.inode) held"))
             }
             for client in made where client.socket.oneWay == true && client.socket.peer == record.socket.inode {
                 try connect(client.socket, to: name, on: holder(client.socket.inode), calls)
@@ -257,7 +285,9 @@ public struct SocketPhase: RestartPhase {
             guard !isDeleted(record), record.socket.acceptedFrom == nil, record.socket.pendingOn == nil else {
                 continue
             }
-            try sendQueue(record.socket, calls)
+            try sendQueue(
+                record.socket, calls,
+                rights: try rights(of: record.socket, "queue what UNIX socket \(record.socket.inode) held"))
         }
         for record in made where record.socket.oneWay == true {
             let socket = record.socket
@@ -273,7 +303,10 @@ public struct SocketPhase: RestartPhase {
             let socket = record.socket
             let what = "queue what UNIX socket \(socket.inode) held"
             let sender = socket.peer == 0 ? closedEnds[socket.inode] ?? -1 : holder(socket.peer)
-            for message in socket.queue ?? [] { try send(message, from: sender, socket.type, calls, what) }
+            let files = try rights(of: socket, what)
+            for (k, message) in (socket.queue ?? []).enumerated() {
+                try send(message, from: sender, socket.type, calls, what, rights: files[k] ?? [])
+            }
         }
         for record in made {
             let socket = record.socket, fd = holder(socket.inode)
@@ -357,7 +390,24 @@ public struct SocketPhase: RestartPhase {
         }
         try calls.withFrame { () throws(TraceeError) in
             let address = try calls.bytes(Self.address(name))
-            try calls.call(.bind, fd, address, 2 + name.count, to: what)
+            var result = try calls.result(of: .bind, fd, address, 2 + name.count)
+            // An abstract name still held by the checkpointed socket itself, which no process
+            // holds any more: a socket that was in flight (SCM_RIGHTS) is freed by the kernel's
+            // garbage collector, and its name with it. The collector runs when a UNIX socket is
+            // released while descriptors are in flight: a pair made and closed here starts it.
+            if result == -Int(EADDRINUSE), name.first == 0, (try? UnixSocketDiagnosis.of(inode: socket.inode)) != nil,
+                SocketCapture.holder(of: socket.inode, besides: 0) == nil
+            {
+                for _ in 0..<Self.collectorWaits where result == -Int(EADDRINUSE) {
+                    if let (one, other) = try? FileDescriptor.socketPair(type: Int32(SOCK_DGRAM.rawValue)) {
+                        one.close()
+                        other.close()
+                    }
+                    usleep(10_000)
+                    result = try calls.result(of: .bind, fd, address, 2 + name.count)
+                }
+            }
+            try calls.check(result, what)
         }
         guard let file = socket.file, file.deleted != true else { return }
         let path = Self.path(name)
@@ -368,8 +418,12 @@ public struct SocketPhase: RestartPhase {
         }
     }
 
+    /// How many times (10 ms apart) a bind waits for the kernel's garbage collector to free
+    /// the checkpointed socket that still holds its abstract name.
+    static let collectorWaits = 200
+
     /// Sends what `socket` (a named datagram socket) had queued, from a new unnamed socket.
-    private func sendQueue(_ socket: ProcessImage.UnixSocket, _ calls: RemoteCalls) throws {
+    private func sendQueue(_ socket: ProcessImage.UnixSocket, _ calls: RemoteCalls, rights: [Int: [Int32]]) throws {
         let what = "queue what UNIX socket \(socket.inode) held"
         guard let name = socket.name, socket.type == .datagram else {
             throw TraceeError.unsupported(pid: calls.pid, reason: "\(what): it has no name to send it to")
@@ -381,7 +435,9 @@ public struct SocketPhase: RestartPhase {
             let address = try calls.bytes(Self.address([UInt8](name)))
             try calls.call(.connect, sender, address, 2 + name.count, to: what)
         }
-        for message in socket.queue ?? [] { try send(message, from: Int32(sender), socket.type, calls, what) }
+        for (k, message) in (socket.queue ?? []).enumerated() {
+            try send(message, from: Int32(sender), socket.type, calls, what, rights: rights[k] ?? [])
+        }
     }
 
     /// Takes a socket another process of the tree made for this one, and puts it at its numbers.
@@ -486,18 +542,25 @@ public struct SocketPhase: RestartPhase {
     static let scratchPiece = 8192
 
     /// Sends `message` from `holder` without waiting: one message of a datagram or seqpacket
-    /// socket, or a stream's bytes, as many calls as it takes.
+    /// socket, or a stream's bytes, as many calls as it takes; with `rights`, the stub's
+    /// descriptors it carries (SCM_RIGHTS, sendmsg(2)).
     private func send(
         _ message: Data, from holder: Int32, _ type: ProcessImage.UnixSocket.SocketType, _ calls: RemoteCalls,
-        _ what: String
+        _ what: String, rights: [Int32] = []
     ) throws {
         let bytes = [UInt8](message)
         let flags = Int32(MSG_DONTWAIT) | Int32(MSG_NOSIGNAL)
         func sendAll(at address: UInt64) throws(TraceeError) {
             var sent = 0
             repeat {
-                let count = try calls.result(
-                    of: .sendto, holder, address + UInt64(sent), bytes.count - sent, flags, 0, 0)
+                let count =
+                    rights.isEmpty
+                    ? try calls.result(of: .sendto, holder, address + UInt64(sent), bytes.count - sent, flags, 0, 0)
+                    : try calls.withFrame { () throws(TraceeError) in
+                        try calls.result(
+                            of: .sendmsg, holder,
+                            try Self.messageHeader(address + UInt64(sent), bytes.count - sent, rights, calls), flags)
+                    }
                 if count == -Int(EAGAIN) {
                     throw .unsupported(
                         pid: calls.pid,
@@ -505,7 +568,8 @@ public struct SocketPhase: RestartPhase {
                             + "net.core.wmem_max)")
                 }
                 try calls.check(count, what)
-                guard type == .stream ? count > 0 || bytes.isEmpty : count == bytes.count else {
+                // A stream's piece that carries descriptors goes in one call, one piece as it was.
+                guard type == .stream && rights.isEmpty ? count > 0 || bytes.isEmpty : count == bytes.count else {
                     throw .unsupported(pid: calls.pid, reason: "\(what): sent \(count) of \(bytes.count) bytes")
                 }
                 sent += count
@@ -523,6 +587,24 @@ public struct SocketPhase: RestartPhase {
         defer { _ = try? calls.result(of: .munmap, buffer, size) }
         try calls.write(bytes, at: UInt64(buffer))
         try sendAll(at: UInt64(buffer))
+    }
+
+    /// A msghdr in the stub's scratch for `count` bytes at `address` carrying `rights`
+    /// (one SCM_RIGHTS control message); its address.
+    static func messageHeader(
+        _ address: UInt64, _ count: Int, _ rights: [Int32], _ calls: RemoteCalls
+    ) throws(TraceeError) -> UInt64 {
+        let vector = try calls.words([address, UInt64(count)])
+        // cmsghdr: its length (header and descriptors), level, type; the space padded to 8.
+        var control = BinaryWriter(capacity: 16 + rights.count * 4 + 4)
+        control.append(UInt64(16 + rights.count * 4))
+        control.append(UInt32(SOL_SOCKET))
+        control.append(UInt32(SCM_RIGHTS))
+        for fd in rights { control.append(UInt32(bitPattern: fd)) }
+        if rights.count % 2 == 1 { control.append(UInt32(0)) }
+        let controlAddress = try calls.bytes(control.bytes, alignment: 8)
+        // msghdr: name, name length, iovec, its count, control, its length, flags.
+        return try calls.words([0, 0, vector, 1, controlAddress, UInt64(control.bytes.count), 0])
     }
 
     /// Sets a buffer size as getsockopt read it back (the kernel doubles what it is given):
