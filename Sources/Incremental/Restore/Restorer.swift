@@ -106,6 +106,7 @@ public final class Restorer {
         do {
             let tree = RestartTree()
             tree.namespace = !taken.isEmpty
+            tree.trustedAsRoot = authority.trustedAsRoot(restartedBy: CurrentProcess.userID)
             let root = try RestartSession(
                 stub: stub, image: image, store: store, map: map.space(0), generation: generation, tree: tree)
             sessions.append(root)
