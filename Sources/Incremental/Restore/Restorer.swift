@@ -211,6 +211,8 @@ public final class Restorer {
             for session in sessions.dropFirst().reversed() { try? Signal.send(SIGKILL, to: session.pid) }
             try? child.send(SIGKILL)
             for session in sessions.reversed() { session.process.thaw() }
+            // A thread that died traced waits for ld-chpox to reap it; its process cannot end before.
+            for session in sessions.reversed() { session.process.reapKilledThreads() }
             // Every death of a process ld-chpox traces is reported to it before its parent may
             // reap it: a namespace's init waits for its killed processes, so they are collected
             // here until the init itself is (`ChildProcess.reapAll`: any child of this process).

@@ -134,5 +134,48 @@ extension LiveProcess {
                 usleep(20_000)
             }
         }
+
+        /// A restart that fails once the process has several threads ends and says why: a
+        /// thread that died still traced is reaped by ld-chpox, so that the stub can be (it
+        /// used to wait for the stub forever). The failure: threads that kept root's
+        /// capabilities through setresuid (PR_SET_KEEPCAPS), which a restart never grants.
+        @Test(
+            .enabled(
+                if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"),
+                "needs root and python3"),
+            .timeLimit(.minutes(2)))
+        func aFailedRestartOfThreadsEnds() throws {
+            let directory = try RestartTests.scratch("threads-refused")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import ctypes, os, sys, threading
+                    ctypes.CDLL(None, use_errno=True).prctl(8, 1, 0, 0, 0)  # PR_SET_KEEPCAPS
+                    done = threading.Event()
+                    threading.Thread(target=done.wait, daemon=True).start()
+                    os.setresgid(65534, 65534, 65534)
+                    os.setresuid(65534, 65534, 65534)
+                    print("ready", flush=True)
+                    for line in sys.stdin:
+                        print("alive", flush=True)
+                    """,
+                ])
+            #expect(try original.line() == "ready")
+            let store = directory + "/store"
+            try RestartTests.checkpoint(original.pid, store: store, name: "kept")
+            RestartTests.end(original)
+            let run = try TestTools.run(
+                "/usr/bin/timeout",
+                ["-s", "KILL", "60", TestTools.path("ld-chpox"), "--store", store, "--name", "kept"])
+            #expect(run.status == 1, "\(run.output) \(run.errors)")
+            #expect(run.errors.contains("a restart never grants a capability"), "\(run.errors)")
+            #expect(
+                RestartTests.started(since: [], running: ["python3"]).allSatisfy {
+                    (try? ProcFS.status($0).userIDs.first) != 65534
+                })
+        }
     }
 }
