@@ -58,6 +58,7 @@ enum ImageCapture {
                 }
                 thread.scheduling = try scheduling(pid, thread: tid)
                 thread.credentials = threadCredentials[tid]
+                thread.securebits = injectedThread?.securebits
                 threads.append(thread)
             }
             var (descriptors, unsupported) = try captureDescriptors(pid, tree: tree)
