@@ -31,7 +31,8 @@ extension ProcessImage {
         /// setresuid and capset act on the calling thread); nil when they are.
         public var credentials: Credentials? = nil
         /// Its secure bits (PR_GET_SECUREBITS); nil in images written before they were recorded.
-        /// The restart sets SECBIT_KEEP_CAPS again (`CredentialsPhase`) and refuses any other.
+        /// The restart sets SECBIT_KEEP_CAPS again (`CredentialsPhase`); any other is refused at
+        /// the checkpoint.
         public var securebits: UInt32? = nil
 
         enum CodingKeys: String, CodingKey {

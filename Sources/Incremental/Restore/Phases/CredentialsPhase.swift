@@ -11,10 +11,9 @@ public struct CredentialsPhase: RestartPhase {
     public var credentials: ProcessImage.Credentials
     /// The ids of threads whose own differ from the process's, by their tid in the image.
     public var threadCredentials: [Int32: ProcessImage.Credentials]
-    /// The threads (by their tid in the image) whose secure bits hold SECBIT_KEEP_CAPS.
+    /// The threads (by their tid in the image) whose secure bits hold SECBIT_KEEP_CAPS (the
+    /// only secure bit set again: the checkpoint lists any other as not restored).
     public var keepCaps: Set<Int32>
-    /// Secure bits other than SECBIT_KEEP_CAPS a thread had, which a restart does not set: refused.
-    public var otherSecurebits: [Int32: UInt32]
     let pid: Int32
 
     /// SECBIT_KEEP_CAPS (linux/securebits.h), what PR_SET_KEEPCAPS sets.
@@ -46,10 +45,6 @@ public struct CredentialsPhase: RestartPhase {
             image.threads.compactMap { thread in thread.credentials.map { (thread.tid, $0) } },
             uniquingKeysWith: { first, _ in first })
         keepCaps = Set(image.threads.filter { ($0.securebits ?? 0) & Self.keepCapsBit != 0 }.map(\.tid))
-        otherSecurebits = Dictionary(
-            image.threads.compactMap { thread in
-                thread.securebits.map { (thread.tid, $0 & ~Self.keepCapsBit) }.flatMap { $0.1 != 0 ? $0 : nil }
-            }, uniquingKeysWith: { first, _ in first })
     }
 
     /// Whether a restart by `uid` sets the ids: only root does, and only to ones not all root's
@@ -70,13 +65,6 @@ public struct CredentialsPhase: RestartPhase {
             } catch {
                 throw TraceeError.from(error, pid: pid, "set resource limit \(limit.name) of")
             }
-        }
-        if let other = otherSecurebits.min(by: { $0.key < $1.key }) {
-            throw TraceeError.unsupported(
-                pid: pid,
-                reason: "thread \(other.key) had secure bits 0x\(String(other.value, radix: 16)) (PR_SET_SECUREBITS) "
-                    + "besides "
-                    + "SECBIT_KEEP_CAPS: a restart sets only that one")
         }
         let calls = session.calls
         // A thread that kept its capabilities through a change of its ids (PR_SET_KEEPCAPS) keeps
