@@ -124,6 +124,12 @@ public final class FrozenProcess {
         }
     }
 
+    /// After the process was killed and thawed: collects its threads other than the leader
+    /// that ended still traced (their detach came too late), so that its parent can reap it.
+    public func reapKilledThreads() {
+        for tid in threads where tid != pid { Ptrace.reapKilled(tid) }
+    }
+
     /// Lets a one-thread process go straight into system call `number`, its registers set for
     /// it at a `syscall` instruction and every signal unblocked: how a restart ends a process
     /// it created to be a zombie (exit_group, or kill of itself), which its parent then reaps.

@@ -36,7 +36,13 @@ public struct InjectedState: Sendable, Equatable {
         public var clearAddress: UInt64
         /// The alternate signal stack (sigaltstack): address, flags, size; nil when disabled.
         public var alternateStack: [UInt64]? = nil
+        /// Its secure bits (PR_GET_SECUREBITS), SECBIT_KEEP_CAPS among them (PR_SET_KEEPCAPS: its
+        /// permitted capabilities survive a change of its user ids from root); nil when unread.
+        public var securebits: UInt32? = nil
     }
+
+    /// The corresponding C constant is PR_GET_SECUREBITS (linux/prctl.h).
+    public static let getSecurebits: Int32 = 27
 
     /// A struct k_sigaction as the kernel keeps it.
     public struct SignalAction: Sendable, Equatable {
@@ -65,13 +71,17 @@ public struct InjectedState: Sendable, Equatable {
                 let slot = try calls.reserve(8)
                 try calls.call(.prctl, CHPOX_PR_GET_TID_ADDRESS, slot, to: "read the tid address of thread \(tid)")
                 let address = try calls.words(at: slot, count: 1)[0]
+                let bits = try calls.call(
+                    .prctl, Self.getSecurebits, 0, 0, 0, 0, to: "read the secure bits of thread \(tid)")
                 let stack = try calls.reserve(24)
                 guard try calls.result(of: .sigaltstack, 0, stack) == 0 else {
-                    return ThreadAddress(tid: tid, clearAddress: address)
+                    return ThreadAddress(tid: tid, clearAddress: address, securebits: UInt32(truncatingIfNeeded: bits))
                 }
                 let words = try calls.words(at: stack, count: 3)
                 let disabled = words[1] & 2 != 0  // SS_DISABLE
-                return ThreadAddress(tid: tid, clearAddress: address, alternateStack: disabled ? nil : words)
+                return ThreadAddress(
+                    tid: tid, clearAddress: address, alternateStack: disabled ? nil : words,
+                    securebits: UInt32(truncatingIfNeeded: bits))
             }
             threads.append(thread)
         }
@@ -120,6 +130,7 @@ public struct InjectedState: Sendable, Equatable {
             + threads.compactMap { thread in
                 thread.alternateStack.map { "altstack \(thread.tid) \(hex($0[0])) \(hex($0[1])) \(hex($0[2]))" }
             }
+            + threads.compactMap { thread in thread.securebits.map { "secbits \(thread.tid) \($0)" } }
             + signalActions.map {
                 "sigaction \($0.signal) \(hex($0.handler)) \(hex($0.flags)) \(hex($0.restorer)) \(hex($0.mask))"
             }
@@ -166,6 +177,10 @@ public struct InjectedState: Sendable, Equatable {
             case ("altstack", 4):
                 if let k = threads.firstIndex(where: { $0.tid == Int32(truncatingIfNeeded: numbers[0]) }) {
                     threads[k].alternateStack = Array(numbers[1...3])
+                }
+            case ("secbits", 2):
+                if let k = threads.firstIndex(where: { $0.tid == Int32(truncatingIfNeeded: numbers[0]) }) {
+                    threads[k].securebits = UInt32(truncatingIfNeeded: numbers[1])
                 }
             case ("itimer", 3):
                 timers.append(

@@ -107,6 +107,18 @@ public enum Ptrace {
         }
     }
 
+    /// Collects thread `tid`, killed, where it is still traced: a traced thread other than the
+    /// leader that ends waits for its tracer to reap it, and its process cannot be reaped
+    /// before. Returns at once for one that is not (ECHILD: detached, or gone).
+    static func reapKilled(_ tid: Int32) {
+        var status: Int32 = 0
+        while true {
+            let result = waitpid(tid, &status, waitAll)
+            if result == -1 && errno == EINTR { continue }
+            if result == -1 || chpox_wifexited(status) != 0 || chpox_wifsignaled(status) != 0 { return }
+        }
+    }
+
     /// Waits for thread `tid` to stop; returns the raw status. A thread that exits instead
     /// is reported as `.noSuchProcess`.
     static func waitStop(_ tid: Int32, pid: Int32, _ operation: String) throws(TraceeError) -> Int32 {

@@ -8,6 +8,7 @@ import Testing
         "tid 100 0x7f00000009d0",
         "tid 101 0x7f0000001000",
         "altstack 101 0x7f0000100000 0x0 0x2000",
+        "secbits 100 16",
         "sigaction 10 0x401000 0x14000004 0x401100 0x200",
         "sigaction 15 0x1 0x0 0x0 0x0",
         "itimer 0 1000000 250000",
@@ -20,7 +21,7 @@ import Testing
         var state = InjectedState(
             programBreak: 0x5555_dead_b000,
             threads: [
-                .init(tid: 100, clearAddress: 0x7f00_0000_09d0),
+                .init(tid: 100, clearAddress: 0x7f00_0000_09d0, securebits: 16),
                 .init(tid: 101, clearAddress: 0x7f00_0000_1000, alternateStack: [0x7f00_0010_0000, 0, 0x2000]),
             ],
             signalActions: [

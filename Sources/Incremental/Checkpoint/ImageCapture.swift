@@ -58,6 +58,7 @@ enum ImageCapture {
                 }
                 thread.scheduling = try scheduling(pid, thread: tid)
                 thread.credentials = threadCredentials[tid]
+                thread.securebits = injectedThread?.securebits
                 threads.append(thread)
             }
             var (descriptors, unsupported) = try captureDescriptors(pid, tree: tree)
@@ -80,6 +81,12 @@ enum ImageCapture {
                 pid, settings: injected.posixTimers, threads: process.threads)
             unsupported += posixTimers.unsupported
             unsupported += capabilities.unsupported
+            // Of the secure bits a restart sets only SECBIT_KEEP_CAPS (`CredentialsPhase`).
+            unsupported += threads.compactMap { thread in
+                guard let bits = thread.securebits, bits & ~CredentialsPhase.keepCapsBit != 0 else { return nil }
+                return "thread \(thread.tid): secure bits 0x\(String(bits, radix: 16)) (PR_SET_SECUREBITS): a restart "
+                    + "sets SECBIT_KEEP_CAPS alone"
+            }
             // Seccomp (Seccomp: 1 strict, 2 filter) is not read back: a restart would run unconfined.
             if let mode = status["Seccomp"], mode != "0" {
                 unsupported.append(

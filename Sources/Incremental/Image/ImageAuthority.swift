@@ -32,6 +32,11 @@ public struct ImageAuthority: Sendable, Equatable {
             owner: owner, groups: Set(account?.groups ?? [store.ownerGroup]), ownerName: account?.name)
     }
 
+    /// Whether a restart by `uid` trusts the image as root's own: root restarting it from a
+    /// store only root can write. Only then may the restart open, with root's access, a file
+    /// the process held that its own ids cannot open again (docs/threat-model.md).
+    public func trustedAsRoot(restartedBy uid: UInt32) -> Bool { groups == nil && owner == 0 && uid == 0 }
+
     private var who: String { "uid \(owner)" + (ownerName.map { " (\($0))" } ?? "") }
 
     /// Why `credentials` ask for more than the owner may grant; nil when they do not.

@@ -30,10 +30,14 @@ extension ProcessImage {
         /// Its ids and capability sets where they are not the process's (each thread has its own:
         /// setresuid and capset act on the calling thread); nil when they are.
         public var credentials: Credentials? = nil
+        /// Its secure bits (PR_GET_SECUREBITS); nil in images written before they were recorded.
+        /// The restart sets SECBIT_KEEP_CAPS again (`CredentialsPhase`); any other is refused at
+        /// the checkpoint.
+        public var securebits: UInt32? = nil
 
         enum CodingKeys: String, CodingKey {
             case tid, name, registers, xstate, signalMask, rseq, pendingSignals, clearAddress, signalStack, robustList,
-                scheduling, credentials
+                scheduling, credentials, securebits
         }
 
         public init(

@@ -88,6 +88,14 @@ extension RemoteCalls {
     /// /proc resolved it: no symlink in it then), never following a symlink in its last
     /// component: one there now was put there after the checkpoint.
     func openRecorded(_ path: String, flags: Int32, to what: String) throws(TraceeError) -> Int {
+        let fd = try openRecordedResult(path, flags: flags, to: what)
+        try check(fd, what)
+        return fd
+    }
+
+    /// `openRecorded`'s open, its result as the kernel answered (a negated errno on failure);
+    /// a symlink in the last component is refused.
+    func openRecordedResult(_ path: String, flags: Int32, to what: String) throws(TraceeError) -> Int {
         try withFrame { () throws(TraceeError) -> Int in
             let fd = try result(of: .openat, AT_FDCWD, try string(path), flags | O_NOFOLLOW, 0)
             if fd == -Int(ELOOP) {
@@ -96,9 +104,61 @@ extension RemoteCalls {
                     reason: "cannot \(what): \(path) is a symbolic link now, where this generation had a file; "
                         + "a restart does not follow it (put the file back, or remove the link)")
             }
-            try check(fd, what)
             return fd
         }
+    }
+}
+
+extension RestartSession {
+    /// Opens a path the image recorded (a file it held open or mapped, its executable) as
+    /// `RemoteCalls.openRecorded` does, with the image owner's access (`FileAccessPhase`).
+    /// Where that access is refused, the process had opened the file under other credentials
+    /// (before it changed its ids, or by exec of a file it may not read). Only a restart the
+    /// image is trusted for (`RestartTree.trustedAsRoot`: root, from a store only root can
+    /// write) opens it again with the stub's own (root's) access, for that one call; and only
+    /// when the file opened is the one at the recorded path itself, no symlink followed on the
+    /// way (its path as /proc resolves it is the recorded one). Otherwise the restart is
+    /// refused, saying which uid could not open which path and why (docs/threat-model.md).
+    func openRecorded(_ path: String, flags: Int32, to what: String) throws -> Int {
+        let fd = try calls.openRecordedResult(path, flags: flags, to: what)
+        guard fd == -Int(EACCES) || fd == -Int(EPERM) else {
+            try calls.check(fd, what)
+            return fd
+        }
+        let uid = (try? ProcFS.status(pid).userIDs.last).map { "uid \($0)" } ?? "the image's user"
+        let denied = "cannot \(what): \(uid) may not open \(path) (\(Errno(rawValue: Int32(-fd))))"
+        let why =
+            "the process opened it under other credentials (before it changed its user or group ids, or by exec "
+            + "of a file it may not read)"
+        guard tree.trustedAsRoot else {
+            let trust =
+                CurrentProcess.userID != 0
+                ? "only root, restarting it from a store only root can write, opens it again with root's access"
+                : "its store is uid \(store.owner)'s, who could have written any path into the image: a restart "
+                    + "from a store others can write opens files only with the image owner's access, never root's"
+            throw TraceeError.unsupported(pid: pid, reason: "\(denied); \(why), and \(trust)")
+        }
+        let previous = try calls.result(of: .setfsuid, 0)
+        let opened: Int
+        do {
+            defer { _ = try? calls.result(of: .setfsuid, previous) }
+            opened = try calls.openRecordedResult(path, flags: flags, to: what)
+        }
+        try calls.check(opened, what)
+        let reached = ProcFS.descriptorTarget(pid, Int32(opened))
+        guard reached == path else {
+            _ = try? calls.result(of: .close, opened)
+            throw TraceeError.unsupported(
+                pid: pid,
+                reason: "\(denied); \(why), and opened with root's access it leads to \(reached ?? "?"), not to "
+                    + "\(path) itself: a symbolic link on its path was put there after the checkpoint; a restart "
+                    + "does not follow one with root's access")
+        }
+        let notice =
+            "opened \(path) with root's access for process \(image.pid): \(uid) may not open it, and the process "
+            + "had opened it under other credentials (a store only root can write is trusted as root's own)"
+        if !notices.contains(notice) { notices.append(notice) }
+        return opened
     }
 }
 
@@ -132,6 +192,11 @@ public final class RestartTree {
     /// The tree runs in a new PID namespace (its pids were taken here): inside it every process
     /// has its saved pid, and `pids` holds what they are outside it.
     public internal(set) var namespace = false
+
+    /// The image is trusted as root's own: root restarts it from a store only root can write
+    /// (`ImageAuthority.trustedAsRoot`). Then a file the process held that its owner's access
+    /// cannot open again is opened with root's (`RestartSession.openRecorded`).
+    public internal(set) var trustedAsRoot = false
 
     /// The process that is saved pid `pid` now, as ld-chpox sees it (and /proc, the host's).
     func current(_ pid: Int32) throws(TraceeError) -> Int32 {

@@ -106,6 +106,7 @@ public final class Restorer {
         do {
             let tree = RestartTree()
             tree.namespace = !taken.isEmpty
+            tree.trustedAsRoot = authority.trustedAsRoot(restartedBy: CurrentProcess.userID)
             let root = try RestartSession(
                 stub: stub, image: image, store: store, map: map.space(0), generation: generation, tree: tree)
             sessions.append(root)
@@ -218,6 +219,8 @@ public final class Restorer {
             sessions.first?.tree.deadProcesses = [:]
             try? child.send(SIGKILL)
             for session in sessions.reversed() { session.process.thaw() }
+            // A thread that died traced waits for ld-chpox to reap it; its process cannot end before.
+            for session in sessions.reversed() { session.process.reapKilledThreads() }
             // Every death of a process ld-chpox traces is reported to it before its parent may
             // reap it: a namespace's init waits for its killed processes, so they are collected
             // here until the init itself is (`ChildProcess.reapAll`: any child of this process).

@@ -207,5 +207,74 @@ extension LiveProcess {
                 verify.output.contains("generation 0 of chain uid: its image asks to run as uid 0"), "\(verify.output)")
             #expect(verify.output.contains("generation 0 of chain group"), "\(verify.output)")
         }
+
+        /// A process root started opens a file only root may read, then drops to another user
+        /// (setresuid): its descriptor still reads the file. Restarted by root from a store only
+        /// root can write (the image is root's own), the file is opened again with root's
+        /// access and the process runs as the user, reading it. The same image in a store the
+        /// user can write is the user's word alone: the restart opens with the user's access
+        /// and is refused, saying which uid could not open which file and why.
+        @Test(.enabled(if: canRun, "needs root and setpriv to run a process as another user"), .timeLimit(.minutes(2)))
+        func filesOpenedBeforeDroppingIds() throws {
+            let directory = "/tmp/chpox-dropped-\(getpid())"
+            try? FileManager.default.removeItem(atPath: directory)
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let secret = directory + "/secret"
+            try Self.write("root only", to: secret, owner: 0, mode: 0o600)
+            let uid = Self.user
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import os, sys
+                    os.chdir(sys.argv[1])
+                    secret = open("secret")
+                    os.setgroups([])
+                    os.setresgid(\(uid), \(uid), \(uid))
+                    os.setresuid(\(uid), \(uid), \(uid))
+                    try:
+                        open("secret")
+                        print("opened again", flush=True)
+                    except PermissionError:
+                        print("ready", flush=True)
+                    for line in sys.stdin:
+                        secret.seek(0)
+                        print("read", repr(secret.read()), os.getresuid(), flush=True)
+                    """,
+                    directory,
+                ])
+            #expect(try original.line() == "ready")
+            #expect(try original.send("go") == "read 'root only' (\(uid), \(uid), \(uid))")
+            let rootStore = directory + "/store", userStore = directory + "/user-store"
+            try RestartTests.checkpoint(original.pid, store: rootStore, name: "dropped")
+            RestartTests.end(original)
+
+            // Root's own image: the file is opened with root's access, the process is the user's.
+            let restarted = try RestartTests.restart(store: rootStore, name: "dropped", generation: 0)
+            #expect(try restarted.send("go") == "read 'root only' (\(uid), \(uid), \(uid))")
+            RestartTests.end(restarted)
+            if let process = RestartTests.started(since: [], running: ["python3"]).first(where: {
+                (try? ProcFS.status($0).userIDs.first) == uid
+            }) {
+                kill(process, SIGKILL)
+            }
+            usleep(200_000)
+
+            // The same image in a store the user can write: refused, the secret out of reach.
+            #expect(try TestTools.run("/bin/sh", ["-c", "cp -a \(rootStore) \(userStore)"]).status == 0)
+            #expect(try TestTools.run("/bin/sh", ["-c", "chown -R \(uid):\(uid) \(userStore)"]).status == 0)
+            let run = try TestTools.run("ld-chpox", ["--store", userStore, "--name", "dropped"])
+            #expect(run.status != 0, "\(run.output)")
+            #expect(run.errors.contains("uid \(uid) may not open \(secret)"), "\(run.errors)")
+            #expect(run.errors.contains("opened it under other credentials"), "\(run.errors)")
+            #expect(run.errors.contains("store is uid \(uid)'s"), "\(run.errors)")
+            #expect(
+                RestartTests.started(since: [], running: ["python3"]).allSatisfy {
+                    ProcFS.descriptorTarget($0, 3) != secret
+                })
+        }
     }
 }

@@ -134,5 +134,65 @@ extension LiveProcess {
                 usleep(20_000)
             }
         }
+
+        /// Threads that kept root's capabilities through setresuid (PR_SET_KEEPCAPS) keep them
+        /// again when root restarts a store only root can write; from a store their user can
+        /// write, the flag is set only after the ids change, the capabilities are refused, and
+        /// the failed restart of a process with several threads ends and says why (a thread
+        /// that died traced is reaped by ld-chpox, so that the stub can be: it used to hang).
+        @Test(
+            .enabled(
+                if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"),
+                "needs root and python3"),
+            .timeLimit(.minutes(2)))
+        func threadsThatKeptCapabilities() throws {
+            let directory = try RestartTests.scratch("kept-caps")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            #expect(chmod(directory, 0o755) == 0)
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    """
+                    import ctypes, os, sys, threading
+                    prctl = ctypes.CDLL(None, use_errno=True).prctl
+                    prctl(8, 1, 0, 0, 0)  # PR_SET_KEEPCAPS
+                    done = threading.Event()
+                    threading.Thread(target=done.wait, daemon=True).start()
+                    os.setgroups([])
+                    os.setresgid(65534, 65534, 65534)
+                    os.setresuid(65534, 65534, 65534)
+                    print("ready", flush=True)
+                    for line in sys.stdin:
+                        caps = [l.split()[1] for l in open("/proc/self/status") if l.startswith("CapPrm")]
+                        print("keepcaps", prctl(7, 0, 0, 0, 0), "permitted", caps[0], os.getresuid(), flush=True)
+                    """,
+                ])
+            #expect(try original.line() == "ready")
+            let before = try original.send("go")
+            #expect(before.hasPrefix("keepcaps 1 permitted "), "\(before)")
+            #expect(!before.contains("permitted 0000000000000000"), "\(before)")
+            let store = directory + "/store", userStore = directory + "/user-store"
+            try RestartTests.checkpoint(original.pid, store: store, name: "kept")
+            RestartTests.end(original)
+
+            let restarted = try RestartTests.restart(store: store, name: "kept", generation: 0)
+            #expect(try restarted.send("go") == before)
+            RestartTests.end(restarted)
+            if let process = RestartTests.started(since: [], running: ["python3"]).first(where: {
+                (try? ProcFS.status($0).userIDs.first) == 65534
+            }) {
+                kill(process, SIGKILL)
+            }
+            usleep(200_000)
+
+            #expect(try TestTools.run("/bin/sh", ["-c", "cp -a \(store) \(userStore)"]).status == 0)
+            #expect(try TestTools.run("/bin/sh", ["-c", "chown -R 65534:65534 \(userStore)"]).status == 0)
+            let run = try TestTools.run(
+                "/usr/bin/timeout",
+                ["-s", "KILL", "60", TestTools.path("ld-chpox"), "--store", userStore, "--name", "kept"])
+            #expect(run.status == 1, "\(run.output) \(run.errors)")
+            #expect(run.errors.contains("a restart never grants a capability"), "\(run.errors)")
+        }
     }
 }

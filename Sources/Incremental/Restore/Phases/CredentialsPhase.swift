@@ -11,7 +11,15 @@ public struct CredentialsPhase: RestartPhase {
     public var credentials: ProcessImage.Credentials
     /// The ids of threads whose own differ from the process's, by their tid in the image.
     public var threadCredentials: [Int32: ProcessImage.Credentials]
+    /// The threads (by their tid in the image) whose secure bits hold SECBIT_KEEP_CAPS (the
+    /// only secure bit set again: the checkpoint lists any other as not restored).
+    public var keepCaps: Set<Int32>
     let pid: Int32
+
+    /// SECBIT_KEEP_CAPS (linux/securebits.h), what PR_SET_KEEPCAPS sets.
+    static let keepCapsBit: UInt32 = 1 << 4
+    /// The corresponding C constant is PR_SET_KEEPCAPS (linux/prctl.h).
+    static let setKeepCaps: Int32 = 8
 
     public var name: String { "limits and credentials" }
     public var steps: [String] {
@@ -23,6 +31,10 @@ public struct CredentialsPhase: RestartPhase {
             + threadCredentials.sorted { $0.key < $1.key }.map {
                 "thread \($0.key): gid \($0.value.group.all.prefix(3)), uid \($0.value.user.all.prefix(3))"
             }
+            + keepCaps.sorted().map {
+                "thread \($0): keep capabilities across a change of user ids (PR_SET_KEEPCAPS; before the ids "
+                    + "change only for root restarting a store only root can write)"
+            }
     }
 
     public init(image: ProcessImage) {
@@ -32,6 +44,7 @@ public struct CredentialsPhase: RestartPhase {
         threadCredentials = Dictionary(
             image.threads.compactMap { thread in thread.credentials.map { (thread.tid, $0) } },
             uniquingKeysWith: { first, _ in first })
+        keepCaps = Set(image.threads.filter { ($0.securebits ?? 0) & Self.keepCapsBit != 0 }.map(\.tid))
     }
 
     /// Whether a restart by `uid` sets the ids: only root does, and only to ones not all root's
@@ -53,15 +66,29 @@ public struct CredentialsPhase: RestartPhase {
                 throw TraceeError.from(error, pid: pid, "set resource limit \(limit.name) of")
             }
         }
-        guard changesIds(asUser: CurrentProcess.userID) else { return }
+        let calls = session.calls
+        // A thread that kept its capabilities through a change of its ids (PR_SET_KEEPCAPS) keeps
+        // them again only where the image is trusted as root's own: elsewhere the flag is set
+        // after the ids change, when it grants nothing (CapabilitiesPhase then refuses the
+        // capabilities the thread held).
+        let keepsEarly = session.tree.trustedAsRoot
+        guard changesIds(asUser: CurrentProcess.userID) else {
+            for (saved, tid) in session.threadsBySavedID(main: self.pid) where keepCaps.contains(saved) {
+                try calls.call(.prctl, Self.setKeepCaps, 1, 0, 0, 0, on: tid, to: "set keep-caps of thread \(tid)")
+            }
+            return
+        }
         // The supplementary groups were set first of all, with the filesystem ids (FileAccessPhase).
         // The ids are each thread's own (the kernel's setresuid changes the calling thread alone;
         // glibc's signals every thread to make them all change): every thread makes the calls.
-        let calls = session.calls
         // Each thread by its tid in the image and now: its own ids where it had them.
         for (saved, tid) in session.threadsBySavedID(main: self.pid) {
             let ids = threadCredentials[saved] ?? credentials
             try narrowBoundingSet(on: tid, to: ids.capabilities, session)
+            let keeps = keepCaps.contains(saved)
+            if keeps && keepsEarly {
+                try calls.call(.prctl, Self.setKeepCaps, 1, 0, 0, 0, on: tid, to: "set keep-caps of thread \(tid)")
+            }
             // setresgid and setresuid make the filesystem id the effective one: each is set
             // again after (the group's while the thread is still root: it may be none of the
             // others). setfs* answer the old id, never an error: the ids are read back below.
@@ -73,6 +100,9 @@ public struct CredentialsPhase: RestartPhase {
                 .setresuid, ids.user.real, ids.user.effective, ids.user.saved, on: tid,
                 to: "set the user ids of thread \(tid)")
             _ = try calls.result(of: .setfsuid, ids.user.filesystem, on: tid)
+            if keeps && !keepsEarly {
+                try calls.call(.prctl, Self.setKeepCaps, 1, 0, 0, 0, on: tid, to: "set keep-caps of thread \(tid)")
+            }
             let status = try ProcFS.status(pid, thread: tid)
             guard status.userIDs == ids.user.all, status.groupIDs == ids.group.all else {
                 throw TraceeError.unsupported(

@@ -257,7 +257,7 @@ public struct DescriptorPhase: RestartPhase {
         var foreign: [UInt64: String] = [:]
         var ends = PipeEnds()
         for pipe in pipes {
-            let made = try create(pipe, calls)
+            let made = try create(pipe, session)
             holders[pipe.inode] = made.holder
             if let write = made.write {
                 ends.unused[pipe.inode] = [O_RDONLY: made.holder, O_WRONLY: write]
@@ -391,13 +391,14 @@ public struct DescriptorPhase: RestartPhase {
     /// Creates `pipe` in the stub with its capacity and bytes; returns a descriptor of the stub on
     /// it (a read end, or a FIFO open read-write) from which its open files are reopened, and
     /// for a pipe, its write end (kept above the image's descriptors too, until they are set).
-    private func create(_ pipe: PipeSetup, _ calls: RemoteCalls) throws -> (holder: Int32, write: Int32?) {
+    private func create(_ pipe: PipeSetup, _ session: RestartSession) throws -> (holder: Int32, write: Int32?) {
+        let calls = session.calls
         let what = "create pipe \(pipe.inode)"
         var write: Int32?
         let opened: Int32
         if let path = pipe.path {
             opened = Int32(
-                try calls.openRecorded(path, flags: O_RDWR | O_NONBLOCK | O_CLOEXEC, to: "reopen FIFO \(path)"))
+                try session.openRecorded(path, flags: O_RDWR | O_NONBLOCK | O_CLOEXEC, to: "reopen FIFO \(path)"))
         } else {
             let pair = try calls.withFrame { () throws(TraceeError) in
                 let ends = try calls.reserve(8)
@@ -461,7 +462,7 @@ public struct DescriptorPhase: RestartPhase {
             }
             if other != target { _ = try calls.result(of: .close, other) }
         case .reopen(let path, let flags, let offset):
-            try open(path, flags: flags, as: target, cloexec: cloexec, calls)
+            try open(path, flags: flags, as: target, cloexec: cloexec, session)
             if let offset { _ = try calls.result(of: .lseek, target, offset, SEEK_SET) }
         case .deletedDirectory(let k, let flags):
             guard ends.directories.indices.contains(k) else {
@@ -469,12 +470,12 @@ public struct DescriptorPhase: RestartPhase {
             }
             try open(
                 "/proc/self/fd/\(ends.directories[k])", flags: flags, as: target, cloexec: cloexec, recorded: false,
-                calls)
+                session)
         case .namespace(let type, let flags):
             // A magic link of procfs, followed on purpose (the path is chpox's, not the image's).
-            try open("/proc/self/ns/\(type)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
+            try open("/proc/self/ns/\(type)", flags: flags, as: target, cloexec: cloexec, recorded: false, session)
         case .recreate(let contents, let flags, let offset, let attributes):
-            try recreate(contents, attributes: attributes, flags: flags, as: target, cloexec: cloexec, calls)
+            try recreate(contents, attributes: attributes, flags: flags, as: target, cloexec: cloexec, session)
             _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
         case .duplicate(let source):
             try calls.call(
@@ -497,11 +498,11 @@ public struct DescriptorPhase: RestartPhase {
             } else {
                 try open(
                     "/proc/self/fd/\(holder)", flags: access | O_NONBLOCK, as: target, cloexec: cloexec,
-                    recorded: false, calls)
+                    recorded: false, session)
             }
             try calls.call(.fcntl, target, F_SETFL, statusFlags, to: "set the status flags of descriptor \(target)")
         case .sameDeletedFile(let source, let flags, let offset):
-            try open("/proc/self/fd/\(source)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
+            try open("/proc/self/fd/\(source)", flags: flags, as: target, cloexec: cloexec, recorded: false, session)
             _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
         case .deletedFileOf(let pid, let fd, let flags, let offset):
             let what = "open the deleted file of descriptor \(fd) of process \(pid) as descriptor \(target)"
@@ -525,12 +526,12 @@ public struct DescriptorPhase: RestartPhase {
                 }
                 try calls.call(.fcntl, target, F_SETFL, flags & Self.statusFlags, to: what)
             } else {
-                try open("/proc/self/fd/\(kept)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
+                try open("/proc/self/fd/\(kept)", flags: flags, as: target, cloexec: cloexec, recorded: false, session)
             }
             _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
         case .reopenDeleted(let file, let flags, let offset):
             let kept = RestartSession.deletedFileCopies + Int32(file)
-            try open("/proc/self/fd/\(kept)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
+            try open("/proc/self/fd/\(kept)", flags: flags, as: target, cloexec: cloexec, recorded: false, session)
             _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
         }
     }
@@ -542,8 +543,9 @@ public struct DescriptorPhase: RestartPhase {
     /// and modification time.
     private func recreate(
         _ contents: Data, attributes: ProcessImage.Descriptor.DeletedFile?, flags: Int32, as target: Int32,
-        cloexec: Int32, _ calls: RemoteCalls
+        cloexec: Int32, _ session: RestartSession
     ) throws {
+        let calls = session.calls
         // A file the program made with O_TMPFILE (zdtm unlink_fstat041) has those bits in its
         // flags, which no reopen gives (O_DIRECTORY among them fails): the new unnamed file is
         // its descriptor itself, made with its access mode.
@@ -584,7 +586,7 @@ public struct DescriptorPhase: RestartPhase {
             throw TraceeError.from(error, pid: calls.pid, "write the deleted file of descriptor \(target) of")
         }
         guard unnamedFile else {
-            try open("/proc/self/fd/\(unnamed)", flags: flags, as: target, cloexec: cloexec, recorded: false, calls)
+            try open("/proc/self/fd/\(unnamed)", flags: flags, as: target, cloexec: cloexec, recorded: false, session)
             return
         }
         let what = "set up descriptor \(target) as the file it made with O_TMPFILE"
@@ -594,14 +596,17 @@ public struct DescriptorPhase: RestartPhase {
     }
 
     /// Opens `path` with `flags` at descriptor `target`; a `recorded` path (a file or directory
-    /// of the image) is never followed through a symlink in its last component.
+    /// of the image) is never followed through a symlink in its last component, and is opened
+    /// with root's access only where `RestartSession.openRecorded` allows it.
     private func open(
-        _ path: String, flags: Int32, as target: Int32, cloexec: Int32, recorded: Bool = true, _ calls: RemoteCalls
+        _ path: String, flags: Int32, as target: Int32, cloexec: Int32, recorded: Bool = true,
+        _ session: RestartSession
     ) throws {
+        let calls = session.calls
         let what = "reopen \(path) as descriptor \(target)"
         let opened =
             recorded
-            ? try calls.openRecorded(path, flags: flags | cloexec, to: what)
+            ? try session.openRecorded(path, flags: flags | cloexec, to: what)
             : try calls.withFrame { () throws(TraceeError) in
                 try calls.call(.openat, AT_FDCWD, try calls.string(path), flags | cloexec, 0, to: what)
             }

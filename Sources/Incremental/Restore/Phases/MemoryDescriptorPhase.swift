@@ -26,10 +26,10 @@ public struct MemoryDescriptorPhase: RestartPhase {
     public func run(in session: RestartSession) throws {
         let calls = session.calls
         let space = addressSpace
+        let exe = try session.openRecorded(
+            executable, flags: O_RDONLY | O_CLOEXEC, to: "open the executable \(executable)")
+        defer { _ = try? calls.result(of: .close, exe) }
         try calls.withFrame { () throws(TraceeError) in
-            let exe = try calls.openRecorded(
-                executable, flags: O_RDONLY | O_CLOEXEC, to: "open the executable \(executable)")
-            defer { _ = try? calls.result(of: .close, exe) }
             let auxv = try calls.words(space.auxv)
             let layout = chpox_prctl_mm_map(
                 start_code: space.startCode, end_code: space.endCode, start_data: space.startData,

@@ -293,7 +293,7 @@ public struct MemoryLayoutPhase: RestartPhase {
                 .mmap, mapping.start, mapping.size, mapping.protection, mapping.flags | MAP_ANONYMOUS, -1, 0,
                 to: "map anonymous memory at 0x\(String(mapping.start, radix: 16))")
         case .file(let path, let writable, let offset):
-            let fd = try calls.openRecorded(path, flags: writable ? O_RDWR : O_RDONLY, to: "open \(path)")
+            let fd = try session.openRecorded(path, flags: writable ? O_RDWR : O_RDONLY, to: "open \(path)")
             defer { _ = try? calls.result(of: .close, fd) }
             try calls.call(
                 .mmap, mapping.start, mapping.size, mapping.protection, mapping.flags, fd, offset, to: "map \(path)")
