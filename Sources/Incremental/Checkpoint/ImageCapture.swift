@@ -41,6 +41,7 @@ enum ImageCapture {
             let details = try earlier.current(regions, pid: pid)
             let capabilities = try ProcessControlsCapture.capabilities(pid, threads: process.threads)
             let threadCredentials = capabilities.threads
+            let seccomp = try SeccompCapture.capture(process)
             var threads: [ProcessImage.ThreadImage] = []
             for tid in process.threads {
                 let injectedThread = injected.threads.first { $0.tid == tid }
@@ -58,6 +59,7 @@ enum ImageCapture {
                 }
                 thread.scheduling = try scheduling(pid, thread: tid)
                 thread.credentials = threadCredentials[tid]
+                thread.seccomp = seccomp.threads[tid]
                 threads.append(thread)
             }
             var (descriptors, unsupported) = try captureDescriptors(pid, tree: tree)
@@ -80,12 +82,7 @@ enum ImageCapture {
                 pid, settings: injected.posixTimers, threads: process.threads)
             unsupported += posixTimers.unsupported
             unsupported += capabilities.unsupported
-            // Seccomp (Seccomp: 1 strict, 2 filter) is not read back: a restart would run unconfined.
-            if let mode = status["Seccomp"], mode != "0" {
-                unsupported.append(
-                    "seccomp mode \(mode == "1" ? "strict" : "filter") (/proc/\(pid)/status Seccomp: \(mode)): "
-                        + "seccomp filters are not restored; a restart would run without them")
-            }
+            unsupported += seccomp.unsupported
             if let cwd = ProcFS.link(pid, "cwd"), cwd.hasSuffix(" (deleted)"),
                 let reason = DeletedDirectories.refusal(cwd)
             {
