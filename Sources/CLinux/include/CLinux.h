@@ -263,6 +263,8 @@ struct chpox_seccomp_metadata {
 #define CHPOX_SECCOMP_SET_MODE_FILTER 1
 #define CHPOX_SECCOMP_FILTER_FLAG_TSYNC 1
 #define CHPOX_SECCOMP_FILTER_FLAG_LOG 2
+/// PR_SET_NO_NEW_PRIVS (linux/prctl.h): execve grants nothing from then on; never unset.
+#define CHPOX_PR_SET_NO_NEW_PRIVS 38
 /// Thread-creation flags for a remote clone(2) (sched.h declares them only under _GNU_SOURCE).
 /// CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |
 /// CLONE_SETTLS | CLONE_CHILD_CLEARTID: what pthread_create asks for.

@@ -60,6 +60,7 @@ enum ImageCapture {
                 thread.scheduling = try scheduling(pid, thread: tid)
                 thread.credentials = threadCredentials[tid]
                 thread.seccomp = seccomp.threads[tid]
+                if try ProcFS.status(pid, thread: tid)["NoNewPrivs"] == "1" { thread.noNewPrivileges = true }
                 threads.append(thread)
             }
             var (descriptors, unsupported) = try captureDescriptors(pid, tree: tree)

@@ -33,10 +33,14 @@ extension ProcessImage {
         /// Its seccomp mode and filters; nil when it had none (and in images from before they
         /// were kept, which refused a process under seccomp).
         public var seccomp: Seccomp? = nil
+        /// prctl(PR_SET_NO_NEW_PRIVS) was set (/proc NoNewPrivs: 1): execve grants it nothing
+        /// (no setuid, no file capabilities). nil when it was not, and in images from before
+        /// it was kept.
+        public var noNewPrivileges: Bool? = nil
 
         enum CodingKeys: String, CodingKey {
             case tid, name, registers, xstate, signalMask, rseq, pendingSignals, clearAddress, signalStack, robustList,
-                scheduling, credentials, seccomp
+                scheduling, credentials, seccomp, noNewPrivileges
         }
 
         public init(

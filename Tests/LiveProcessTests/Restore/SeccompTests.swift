@@ -95,6 +95,39 @@ extension LiveProcess {
             #expect(try restarted.send("tsync") == tsyncBefore)
         }
 
+        /// no_new_privs (zdtm seccomp_no_new_privs) comes back on the threads that had it: here
+        /// the main thread, not the worker started before it was set.
+        @Test(.enabled(if: canFilter, "needs root and python3"), .timeLimit(.minutes(2)))
+        func noNewPrivsComesBackOnTheThreadsThatHadIt() throws {
+            let directory = try RestartTests.scratch("seccomp-nnp")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3",
+                arguments: [
+                    "-c",
+                    Self.script + """
+                        worker_tid = in_worker(threading.get_native_id)
+                        assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
+                        def flags(tid):
+                            text = open(f"/proc/self/task/{tid}/status").read()
+                            return text.split("NoNewPrivs:\t")[1][0]
+                        def report():
+                            return f"{libc.prctl(39, 0, 0, 0, 0)} {flags(threading.get_native_id())} {flags(worker_tid)}"
+                        print(report(), flush=True)
+                        for line in sys.stdin:
+                            print(report(), flush=True)
+                        """,
+                ])
+            let before = try original.line()
+            #expect(before == "1 1 0", "no_new_privs as set")
+            let store = directory + "/store"
+            try RestartTests.checkpoint(original.pid, store: store, name: "nnp")
+            RestartTests.end(original)
+            let restarted = try RestartTests.restart(store: store, name: "nnp", generation: 0)
+            defer { RestartTests.end(restarted) }
+            #expect(try restarted.send("go") == before)
+        }
+
         /// A filter whose listener is a descriptor (SECCOMP_FILTER_FLAG_NEW_LISTENER, returning
         /// SECCOMP_RET_USER_NOTIF) cannot be given its listener again: refused at the checkpoint.
         @Test(.enabled(if: canFilter, "needs root and python3"), .timeLimit(.minutes(2)))

@@ -11,16 +11,21 @@ import Tracee
 /// The filters every thread shares are installed once, from the main thread, with
 /// SECCOMP_FILTER_FLAG_TSYNC: one chain the kernel holds for all, as inheritance or TSYNC made
 /// it (a later TSYNC of the process succeeds as it would have). Then each thread's own, oldest
-/// first, and strict mode in a thread that had it. Filters only ever take away: nothing an
-/// image holds here grants the process anything. The result is read back and compared.
+/// first, and strict mode in a thread that had it. Then no_new_privs in each thread that had
+/// it (after the filters: a TSYNC would give the caller's to every thread). Filters and
+/// no_new_privs only ever take away: nothing an image holds here grants the process anything.
+/// The result is read back and compared.
 public struct SeccompPhase: RestartPhase {
     /// Each thread's state, by its tid in the image; threads without seccomp are absent.
     public var threads: [Int32: ProcessImage.Seccomp]
+    /// The threads that had no_new_privs set, by their tid in the image.
+    public var noNewPrivileges: Set<Int32>
     let pid: Int32
 
     public var name: String { "seccomp" }
     public var steps: [String] {
         threads.sorted { $0.key < $1.key }.map { "thread \($0.key): \($0.value.summary)" }
+            + noNewPrivileges.sorted().map { "thread \($0): no_new_privs" }
     }
 
     public init(image: ProcessImage) {
@@ -28,11 +33,36 @@ public struct SeccompPhase: RestartPhase {
         threads = Dictionary(
             image.threads.compactMap { thread in thread.seccomp.map { (thread.tid, $0) } },
             uniquingKeysWith: { first, _ in first })
+        noNewPrivileges = Set(image.threads.filter { $0.noNewPrivileges == true }.map(\.tid))
     }
 
     public func run(in session: RestartSession) throws {
-        guard !threads.isEmpty else { return }
         let all = session.threadsBySavedID(main: pid)
+        try installFilters(all, session)
+        try setNoNewPrivileges(all, session)
+    }
+
+    /// Sets no_new_privs where the image had it, once the filters are in, and checks every
+    /// thread has it exactly where the image had.
+    private func setNoNewPrivileges(_ all: [(saved: Int32, current: Int32)], _ session: RestartSession) throws {
+        for (saved, tid) in all where noNewPrivileges.contains(saved) {
+            try session.calls.call(
+                .prctl, CHPOX_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, on: tid, to: "set no_new_privs in thread \(tid)")
+        }
+        for (saved, tid) in all {
+            let now = try ProcFS.status(session.pid, thread: tid)["NoNewPrivs"] == "1"
+            guard now == noNewPrivileges.contains(saved) else {
+                throw TraceeError.unsupported(
+                    pid: session.pid,
+                    reason: "its thread \(saved) had no_new_privs \(now ? "unset" : "set"), which the restart "
+                        + "cannot give it: ld-chpox runs with no_new_privs, which every process it starts inherits "
+                        + "and none can unset; restart it from a process without it")
+            }
+        }
+    }
+
+    private func installFilters(_ all: [(saved: Int32, current: Int32)], _ session: RestartSession) throws {
+        guard !threads.isEmpty else { return }
         try check(threadCount: all.count, session)
         do {
             try session.process.suspendSeccomp()
