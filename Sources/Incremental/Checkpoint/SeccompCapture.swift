@@ -33,6 +33,8 @@ enum SeccompCapture {
             case "2":
                 let filters = try process.seccompFilters(of: tid).map { Seccomp.Filter(program: $0, flags: $1) }
                 result.threads[tid] = Seccomp(filters: filters)
+                let status = try ProcFS.status(pid, thread: tid)
+                result.threads[tid]?.speculation = speculationFields.map { status[$0] ?? "" }
                 for (k, filter) in filters.enumerated() {
                     if let reason = refusal(filter) {
                         result.unsupported.append("seccomp filter \(k) of thread \(tid): \(reason)")
@@ -50,8 +52,16 @@ enum SeccompCapture {
         return result
     }
 
+    /// The /proc status fields a filter may change (`Seccomp.speculation`).
+    static let speculationFields = ["Speculation_Store_Bypass", "SpeculationIndirectBranch"]
+
     /// Why `filter` cannot be installed again as it was; nil when it can.
     static func refusal(_ filter: Seccomp.Filter) -> String? {
+        // The restart passes the program in its scratch pages (`MemoryLayoutPhase`).
+        if filter.program.count * 8 + 64 > MemoryLayoutPhase.scratchSize {
+            return "its \(filter.program.count) instructions do not fit the restart's \(MemoryLayoutPhase.scratchSize) "
+                + "bytes of scratch memory, which pass it to seccomp(2)"
+        }
         if filter.flags & ~restorableFlags != 0 {
             return "flags 0x\(String(filter.flags, radix: 16)), which a restart cannot give again"
         }

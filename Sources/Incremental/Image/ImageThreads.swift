@@ -178,8 +178,12 @@ extension ProcessImage {
         /// with SECCOMP_FILTER_FLAG_TSYNC); the same number on every thread. A restart installs
         /// those once, with TSYNC, then each thread's own after them.
         public var shared: Int
+        /// /proc's Speculation_Store_Bypass and SpeculationIndirectBranch of the thread: a filter
+        /// may force mitigations (unless installed with SECCOMP_FILTER_FLAG_SPEC_ALLOW, which the
+        /// kernel does not report); a restart checks its own are the same. nil when unread.
+        public var speculation: [String]? = nil
 
-        enum CodingKeys: String, CodingKey { case strict, filters, shared }
+        enum CodingKeys: String, CodingKey { case strict, filters, shared, speculation }
 
         public init(strict: Bool = false, filters: [Filter] = [], shared: Int = 0) {
             (self.strict, self.filters, self.shared) = (strict, filters, shared)

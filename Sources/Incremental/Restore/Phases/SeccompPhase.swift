@@ -158,6 +158,17 @@ public struct SeccompPhase: RestartPhase {
                 throw refuse(
                     "thread \(tid) holds other seccomp filters than the image's after installing them", session)
             }
+            if let speculation = expected.speculation {
+                let status = try ProcFS.status(session.pid, thread: tid)
+                let current = SeccompCapture.speculationFields.map { status[$0] ?? "" }
+                guard current == speculation else {
+                    throw refuse(
+                        "thread \(tid) had speculation mitigations \(speculation.joined(separator: ", ")) and has "
+                            + "\(current.joined(separator: ", ")) under the same filters (one may have been installed "
+                            + "with SECCOMP_FILTER_FLAG_SPEC_ALLOW, which the kernel does not report, or set with "
+                            + "PR_SET_SPECULATION_CTRL)", session)
+                }
+            }
         }
     }
 
