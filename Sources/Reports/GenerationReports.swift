@@ -263,6 +263,10 @@ public enum GenerationReports {
             guard let scheduling = thread.scheduling, scheduling != .standard else { continue }
             lines.append("thread \(thread.tid) scheduling: \(scheduling.summary)")
         }
+        for thread in image.threads {
+            guard let seccomp = thread.seccomp else { continue }
+            lines.append("thread \(thread.tid) seccomp: \(seccomp.summary)")
+        }
         if regs {
             for thread in image.threads {
                 lines.append("")

@@ -20,6 +20,10 @@ public final class FrozenProcess {
     /// Signals taken from threads on their way in (at the stop, or during a call), delivered at
     /// `thaw`: one per thread.
     var heldSignals: [Int32: (signal: Int32, info: [UInt8])] = [:]
+    /// The ptrace options chpox set on each thread (PTRACE_SETOPTIONS replaces them all).
+    private var options: [Int32: Int32] = [:]
+    /// Its seccomp filters are suspended (`suspendSeccomp`).
+    public private(set) var seccompSuspended = false
 
     /// Seizes and stops every thread, repeating until no new thread appeared meanwhile.
     public init(pid: Int32) throws(TraceeError) {
@@ -28,7 +32,7 @@ public final class FrozenProcess {
         if state == "Z" || state == "X" { throw .zombie(pid: pid) }
         // Stopping itself or a process that waits for it would stop it for good.
         if let reason = Self.refusal(toStop: pid) { throw .unsupported(pid: pid, reason: reason) }
-        do {
+        do throws(TraceeError) {
             var seized = Set<Int32>()
             while true {
                 let current = try ProcFS.threads(pid)
@@ -52,6 +56,21 @@ public final class FrozenProcess {
                 }
             }
             threads.sort { ($0 == pid ? 0 : 1, $0) < ($1 == pid ? 0 : 1, $1) }
+            // Under seccomp a system call chpox makes inside it could be refused or kill it
+            // (strict mode allows four; a filter may return KILL): its filters are suspended
+            // for as long as it is traced. Each thread has its own (seccomp_filter_threads).
+            if let thread = threads.first(where: { (try? ProcFS.status(pid, thread: $0)["Seccomp"]) ?? "0" != "0" }) {
+                do throws(TraceeError) {
+                    try suspendSeccomp()
+                } catch {
+                    throw .unsupported(
+                        pid: pid,
+                        reason: (thread == pid ? "it runs" : "its thread \(thread) runs")
+                            + " under seccomp, which chpox must suspend while it works inside it "
+                            + "(PTRACE_O_SUSPEND_SECCOMP: \(error)); that needs CAP_SYS_ADMIN, and chpox itself "
+                            + "outside seccomp")
+                }
+            }
         } catch {
             thaw()
             throw error
@@ -78,17 +97,6 @@ public final class FrozenProcess {
     public static func refusal(toStop pid: Int32) -> String? {
         if let stat = try? ProcFS.stat(pid), stat.isKernelThread {
             return "it is a kernel thread (\(stat.command)), which has no user memory to checkpoint"
-        }
-        // Under seccomp, a system call chpox makes inside it (its helper's) may kill it
-        // (strict mode allows four; a filter may return KILL): it is not touched at all.
-        // Each thread has its own filters (seccomp_filter_threads sets one in a second thread).
-        for thread in (try? ProcFS.threads(pid)) ?? [pid] {
-            guard let mode = try? ProcFS.status(pid, thread: thread)["Seccomp"], mode != "0" else { continue }
-            let file = thread == pid ? "/proc/\(pid)/status" : "/proc/\(pid)/task/\(thread)/status"
-            return (thread == pid ? "it runs" : "its thread \(thread) runs")
-                + " under seccomp (\(mode == "1" ? "strict mode" : "a filter"), \(file) "
-                + "Seccomp: \(mode)): a system call chpox makes inside it could kill it, and its filters are not "
-                + "restored"
         }
         if let thread = try? ProcFS.status(pid).tracer, thread != 0 {
             // TracerPid names the tracing thread: say its process.
@@ -191,20 +199,36 @@ extension FrozenProcess {
     /// Has threads created by later remote `clone` calls attached and stopped before they run
     /// a single instruction (PTRACE_O_TRACECLONE on the thread making the calls).
     public func traceClones(from thread: Int32? = nil) throws(TraceeError) {
-        try Ptrace.setOptions(thread ?? pid, pid: pid, CHPOX_PTRACE_O_TRACECLONE)
+        try setOptions(thread ?? pid, CHPOX_PTRACE_O_TRACECLONE)
+    }
+
+    /// Suspends the seccomp filters and strict mode of every thread while it is traced
+    /// (PTRACE_O_SUSPEND_SECCOMP; CAP_SYS_ADMIN): chpox's calls inside it are never filtered.
+    /// Threads and processes its remote calls create inherit it; detaching ends it.
+    public func suspendSeccomp() throws(TraceeError) {
+        seccompSuspended = true
+        for tid in threads { try setOptions(tid, options[tid] ?? 0) }
+    }
+
+    /// PTRACE_SETOPTIONS on `tid`, with PTRACE_O_SUSPEND_SECCOMP kept once set.
+    private func setOptions(_ tid: Int32, _ flags: Int32) throws(TraceeError) {
+        options[tid] = flags
+        try Ptrace.setOptions(tid, pid: pid, flags | (seccompSuspended ? CHPOX_PTRACE_O_SUSPEND_SECCOMP : 0))
     }
 
     /// Has processes forked by later remote calls attached and stopped before they run a
     /// single instruction (PTRACE_O_TRACEFORK, with clones still traced).
     public func traceForks() throws(TraceeError) {
-        try Ptrace.setOptions(pid, pid: pid, CHPOX_PTRACE_O_TRACECLONE | CHPOX_PTRACE_O_TRACEFORK)
+        try setOptions(pid, CHPOX_PTRACE_O_TRACECLONE | CHPOX_PTRACE_O_TRACEFORK)
     }
 
     /// The process the last remote fork created, once it has stopped: frozen on its own from
     /// now on (its `thaw` lets it go).
     public func adoptForkedChild() throws(TraceeError) -> FrozenProcess {
         guard !forked.isEmpty else { throw .unsupported(pid: pid, reason: "no process was forked") }
-        return try FrozenProcess(forkedChild: forked.removeFirst(), of: pid)
+        let child = try FrozenProcess(forkedChild: forked.removeFirst(), of: pid)
+        child.seccompSuspended = seccompSuspended  // the kernel copied the option to it
+        return child
     }
 
     /// The process the last remote clone3 with CLONE_PARENT created (the kernel reports it as

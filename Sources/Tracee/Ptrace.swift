@@ -64,6 +64,39 @@ public enum Ptrace {
         }
     }
 
+    /// PTRACE_SECCOMP_GET_FILTER: the classic BPF program of seccomp filter `index` of a
+    /// stopped thread, one 8-byte sock_filter a word; index 0 is its oldest filter (verified on
+    /// Linux 6.18: the kernel counts from the root of the chain). nil past its newest.
+    static func seccompFilter(_ tid: Int32, pid: Int32, index: Int) throws(TraceeError) -> [UInt64]? {
+        let slot = UnsafeMutableRawPointer(bitPattern: index)
+        let count: Int
+        switch call(CHPOX_PTRACE_SECCOMP_GET_FILTER, tid, slot, nil) {
+        case .success(let n): count = n
+        case .failure(.noSuchFile): return nil
+        case .failure(let errno): throw .from(errno, pid: pid, "read seccomp filter \(index) of thread \(tid) of")
+        }
+        var program = [UInt64](repeating: 0, count: count)
+        let result = program.withUnsafeMutableBytes { call(CHPOX_PTRACE_SECCOMP_GET_FILTER, tid, slot, $0.baseAddress) }
+        switch result {
+        case .success(let n) where n == count: return program
+        case .success(let n):
+            throw .unsupported(
+                pid: pid, reason: "seccomp filter \(index) of thread \(tid) changed length (\(count), then \(n))")
+        case .failure(let errno): throw .from(errno, pid: pid, "read seccomp filter \(index) of thread \(tid) of")
+        }
+    }
+
+    /// PTRACE_SECCOMP_GET_METADATA: the flags seccomp filter `index` of a stopped thread was
+    /// installed with, as far as the kernel keeps them (SECCOMP_FILTER_FLAG_LOG only).
+    static func seccompFilterFlags(_ tid: Int32, pid: Int32, index: Int) throws(TraceeError) -> UInt64 {
+        var metadata = chpox_seccomp_metadata(filter_off: UInt64(index), flags: 0)
+        let size = UnsafeMutableRawPointer(bitPattern: MemoryLayout<chpox_seccomp_metadata>.size)
+        if case .failure(let errno) = call(CHPOX_PTRACE_SECCOMP_GET_METADATA, tid, size, &metadata) {
+            throw .from(errno, pid: pid, "read the flags of seccomp filter \(index) of thread \(tid) of")
+        }
+        return metadata.flags
+    }
+
     /// PTRACE_GETEVENTMSG: the new thread's id at a PTRACE_EVENT_CLONE stop.
     static func eventMessage(_ tid: Int32, pid: Int32) throws(TraceeError) -> Int32 {
         var message: UInt = 0

@@ -26,7 +26,7 @@ import Testing
                 "pseudo-terminals",
                 "IPv4 and IPv6 sockets", "file locks", "event descriptors", "descriptors shared with other processes",
                 "I/O signal owners", "TCP connections resumed", "mm fields", "threads", "signals and timers",
-                "root directory", "limits and credentials", "scheduling", "capabilities", "files written",
+                "root directory", "seccomp", "limits and credentials", "scheduling", "capabilities", "files written",
                 "POSIX locks and leases", "process controls", "POSIX timers", "registers",
             ])
         #expect(plan.steps.first == "process 1001")

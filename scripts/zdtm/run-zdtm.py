@@ -246,6 +246,10 @@ class Test:
             wait_gone(pid, 10)
             return False, "did not exit after SIGTERM (" + stuck + ")"
         text = tail(self.path(".out"))
+        # A test may report FAIL and go on to PASS (seccomp_no_new_privs): any FAIL line fails it.
+        failed = [line for line in tail(self.path(".out"), lines=100000).splitlines() if "FAIL:" in line]
+        if failed:
+            return False, "\n".join([line for line in failed[:3] if line not in text] + [text])
         return "PASS" in text.split(), text
 
 

@@ -227,6 +227,7 @@ enum chpox_system_call {
     CHPOX_SYS_inotify_rm_watch = SYS_inotify_rm_watch,
     CHPOX_SYS_fanotify_init = SYS_fanotify_init,
     CHPOX_SYS_fanotify_mark = SYS_fanotify_mark,
+    CHPOX_SYS_seccomp = SYS_seccomp,
 };
 /// PR_SET_MM and PR_SET_MM_MAP (linux/prctl.h), and struct prctl_mm_map.
 #define CHPOX_PR_SET_MM 35
@@ -248,6 +249,23 @@ _Static_assert(sizeof(struct chpox_prctl_mm_map) == 104, "struct prctl_mm_map");
 #define CHPOX_PTRACE_EVENT_FORK 1
 #define CHPOX_PTRACE_SETOPTIONS 0x4200
 #define CHPOX_PTRACE_GETEVENTMSG 0x4201
+/// PTRACE_O_SUSPEND_SECCOMP (linux/ptrace.h): the tracee's seccomp filters and strict mode
+/// are not applied while it is traced with it (the tracer needs CAP_SYS_ADMIN).
+#define CHPOX_PTRACE_O_SUSPEND_SECCOMP (1 << 21)
+/// PTRACE_SECCOMP_GET_FILTER and PTRACE_SECCOMP_GET_METADATA (struct seccomp_metadata).
+#define CHPOX_PTRACE_SECCOMP_GET_FILTER 0x420c
+#define CHPOX_PTRACE_SECCOMP_GET_METADATA 0x420d
+struct chpox_seccomp_metadata {
+    uint64_t filter_off;
+    uint64_t flags;
+};
+/// seccomp(2) operations and SECCOMP_SET_MODE_FILTER's flags (linux/seccomp.h).
+#define CHPOX_SECCOMP_SET_MODE_STRICT 0
+#define CHPOX_SECCOMP_SET_MODE_FILTER 1
+#define CHPOX_SECCOMP_FILTER_FLAG_TSYNC 1
+#define CHPOX_SECCOMP_FILTER_FLAG_LOG 2
+/// PR_SET_NO_NEW_PRIVS (linux/prctl.h): execve grants nothing from then on; never unset.
+#define CHPOX_PR_SET_NO_NEW_PRIVS 38
 /// Thread-creation flags for a remote clone(2) (sched.h declares them only under _GNU_SOURCE).
 /// CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |
 /// CLONE_SETTLS | CLONE_CHILD_CLEARTID: what pthread_create asks for.

@@ -41,6 +41,7 @@ enum ImageCapture {
             let details = try earlier.current(regions, pid: pid)
             let capabilities = try ProcessControlsCapture.capabilities(pid, threads: process.threads)
             let threadCredentials = capabilities.threads
+            let seccomp = try SeccompCapture.capture(process)
             var threads: [ProcessImage.ThreadImage] = []
             for tid in process.threads {
                 let injectedThread = injected.threads.first { $0.tid == tid }
@@ -59,6 +60,8 @@ enum ImageCapture {
                 thread.scheduling = try scheduling(pid, thread: tid)
                 thread.credentials = threadCredentials[tid]
                 thread.securebits = injectedThread?.securebits
+                thread.seccomp = seccomp.threads[tid]
+                if try ProcFS.status(pid, thread: tid)["NoNewPrivs"] == "1" { thread.noNewPrivileges = true }
                 threads.append(thread)
             }
             var (descriptors, unsupported) = try captureDescriptors(pid, tree: tree)
@@ -87,12 +90,7 @@ enum ImageCapture {
                 return "thread \(thread.tid): secure bits 0x\(String(bits, radix: 16)) (PR_SET_SECUREBITS): a restart "
                     + "sets SECBIT_KEEP_CAPS alone"
             }
-            // Seccomp (Seccomp: 1 strict, 2 filter) is not read back: a restart would run unconfined.
-            if let mode = status["Seccomp"], mode != "0" {
-                unsupported.append(
-                    "seccomp mode \(mode == "1" ? "strict" : "filter") (/proc/\(pid)/status Seccomp: \(mode)): "
-                        + "seccomp filters are not restored; a restart would run without them")
-            }
+            unsupported += seccomp.unsupported
             if let cwd = ProcFS.link(pid, "cwd"), cwd.hasSuffix(" (deleted)"),
                 let reason = DeletedDirectories.refusal(cwd)
             {

@@ -35,9 +35,17 @@ extension ProcessImage {
         /// the checkpoint.
         public var securebits: UInt32? = nil
 
+        /// Its seccomp mode and filters; nil when it had none (and in images from before they
+        /// were kept, which refused a process under seccomp).
+        public var seccomp: Seccomp? = nil
+        /// prctl(PR_SET_NO_NEW_PRIVS) was set (/proc NoNewPrivs: 1): execve grants it nothing
+        /// (no setuid, no file capabilities). nil when it was not, and in images from before
+        /// it was kept.
+        public var noNewPrivileges: Bool? = nil
+
         enum CodingKeys: String, CodingKey {
             case tid, name, registers, xstate, signalMask, rseq, pendingSignals, clearAddress, signalStack, robustList,
-                scheduling, credentials, securebits
+                scheduling, credentials, securebits, seccomp, noNewPrivileges
         }
 
         public init(
@@ -161,6 +169,50 @@ extension ProcessImage {
                 + (flags & ~1 != 0 ? " flags 0x\(String(flags, radix: 16))" : "")
                 + (deadline.map { " runtime/deadline/period \($0.map(String.init).joined(separator: "/")) ns" } ?? "")
                 + ", nice \(nice)"
+        }
+    }
+
+    /// A thread's seccomp(2) state: strict mode, or its filters.
+    public struct Seccomp: Codable, Sendable, Equatable {
+        /// SECCOMP_MODE_STRICT (/proc Seccomp: 1): read, write, _exit and sigreturn only.
+        public var strict: Bool
+        /// Its filters, the oldest first (the order they were installed in).
+        public var filters: [Filter]
+        /// How many of its oldest filters every thread of the process shares with it (one chain
+        /// the kernel holds once: inherited from the thread that made them, or given to all
+        /// with SECCOMP_FILTER_FLAG_TSYNC); the same number on every thread. A restart installs
+        /// those once, with TSYNC, then each thread's own after them.
+        public var shared: Int
+        /// /proc's Speculation_Store_Bypass and SpeculationIndirectBranch of the thread: a filter
+        /// may force mitigations (unless installed with SECCOMP_FILTER_FLAG_SPEC_ALLOW, which the
+        /// kernel does not report); a restart checks its own are the same. nil when unread.
+        public var speculation: [String]? = nil
+
+        enum CodingKeys: String, CodingKey { case strict, filters, shared, speculation }
+
+        public init(strict: Bool = false, filters: [Filter] = [], shared: Int = 0) {
+            (self.strict, self.filters, self.shared) = (strict, filters, shared)
+        }
+
+        /// One filter: its classic BPF program and the flags it was installed with.
+        public struct Filter: Codable, Sendable, Equatable {
+            /// struct sock_filter, one a word: code (bits 0-15), jt (16-23), jf (24-31), k (32-63).
+            public var program: [UInt64]
+            /// SECCOMP_FILTER_FLAG_LOG (2) where it was set; the only flag the kernel reports.
+            public var flags: UInt64
+
+            enum CodingKeys: String, CodingKey { case program, flags }
+
+            public init(program: [UInt64], flags: UInt64 = 0) { (self.program, self.flags) = (program, flags) }
+        }
+
+        /// "strict mode", "3 filters (2 shared by every thread)".
+        public var summary: String {
+            if strict { return "strict mode" }
+            return "\(filters.count) filter\(filters.count == 1 ? "" : "s")"
+                + (shared > 0 ? " (\(shared) shared by every thread)" : "")
+                + (filters.contains { $0.flags != 0 }
+                    ? ", flags \(filters.map { String($0.flags) }.joined(separator: "/"))" : "")
         }
     }
 

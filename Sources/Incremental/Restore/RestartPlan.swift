@@ -98,6 +98,7 @@ public struct ProcessPlan: Sendable {
             ThreadPhase(image: image),
             SignalPhase(image: image),
             RootDirectoryPhase(image: image),
+            SeccompPhase(image: image),
             CredentialsPhase(image: image),
             SchedulingPhase(image: image),
             CapabilitiesPhase(image: image),

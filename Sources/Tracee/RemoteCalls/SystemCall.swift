@@ -160,4 +160,6 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let fanotifyInit = SystemCall(CHPOX_SYS_fanotify_init)
     /// The corresponding C constant is SYS_fanotify_mark.
     public static let fanotifyMark = SystemCall(CHPOX_SYS_fanotify_mark)
+    /// The corresponding C constant is SYS_seccomp.
+    public static let seccomp = SystemCall(CHPOX_SYS_seccomp)
 }
