@@ -89,6 +89,25 @@ enum EventDescriptorCapture {
         return status.inode
     }
 
+    /// Why an inotify or fanotify descriptor (`kind`) cannot come back as it is: events queued
+    /// and not read yet (FIONREAD on a pidfd_getfd copy), which a restart cannot queue again;
+    /// nil when none are.
+    static func queuedEventsRefusal(_ pid: Int32, _ fd: Int32, kind: String) -> String? {
+        let queued: Int
+        do {
+            let process = try ProcessDescriptor.open(pid)
+            defer { process.close() }
+            let copy = try process.copyDescriptor(fd)
+            defer { copy.close() }
+            queued = try copy.bytesQueued()
+        } catch {
+            return "its event queue cannot be measured (\(error))"
+        }
+        guard queued > 0 else { return nil }
+        return "\(queued) bytes of \(kind) events are queued and not read yet: a restart cannot queue them again "
+            + "(checkpoint it once the program has read them)"
+    }
+
     /// "(seconds, nanoseconds)".
     private static func nanoseconds(_ text: String) -> UInt64? {
         let parts = text.stripping("() ").split(separator: ",").map { $0.stripping(" ") }

@@ -20,20 +20,8 @@ enum FanotifyCapture {
     static let restorableMarkFlags: UInt32 = 0x40 | 0x200 | 0x400
 
     static func capture(_ pid: Int32, _ fd: Int32, _ lines: [Substring]) -> EventDescriptorCapture.Outcome {
-        let queued: Int
-        do {
-            let process = try ProcessDescriptor.open(pid)
-            defer { process.close() }
-            let copy = try process.copyDescriptor(fd)
-            defer { copy.close() }
-            queued = try copy.bytesQueued()
-        } catch {
-            return .refused("its event queue cannot be measured (\(error))")
-        }
-        if queued > 0 {
-            return .refused(
-                "\(queued) bytes of fanotify events are queued and not read yet: a restart cannot queue them "
-                    + "again (checkpoint it once the program has read them)")
+        if let refusal = EventDescriptorCapture.queuedEventsRefusal(pid, fd, kind: "fanotify") {
+            return .refused(refusal)
         }
         var group: (flags: UInt32, eventFlags: UInt32)?
         var marks: [ProcessImage.FanotifyMark] = []

@@ -23,20 +23,8 @@ enum InotifyCapture {
     static let restorableMask: UInt32 = 0x0000_0fff | 0x0400_0000 | 0x8000_0000
 
     static func capture(_ pid: Int32, _ fd: Int32, _ lines: [Substring]) -> EventDescriptorCapture.Outcome {
-        let queued: Int
-        do {
-            let process = try ProcessDescriptor.open(pid)
-            defer { process.close() }
-            let copy = try process.copyDescriptor(fd)
-            defer { copy.close() }
-            queued = try copy.bytesQueued()
-        } catch {
-            return .refused("its event queue cannot be measured (\(error))")
-        }
-        if queued > 0 {
-            return .refused(
-                "\(queued) bytes of inotify events are queued and not read yet: a restart cannot queue them "
-                    + "again (checkpoint it once the program has read them)")
+        if let refusal = EventDescriptorCapture.queuedEventsRefusal(pid, fd, kind: "inotify") {
+            return .refused(refusal)
         }
         var mounts: [WatchedFile.Mount]?
         var watches: [ProcessImage.InotifyWatch] = []
