@@ -248,7 +248,7 @@ final class SocketCapture {
                 // restart sends it from; none, where it is sent from an unnamed socket.
                 let partnerName =
                     socket.peer != 0 && socket.oneWay != true
-                    ? (try? UnixSocketDiagnosis.of(inode: socket.peer))?.name ?? [] : []
+                    ? self.diagnosis(socket.peer)?.name ?? [] : []
                 if let other = senders.first(where: { $0 != partnerName && !$0.isEmpty }) {
                     return .refused(
                         "a message from \(Self.address(other)) is queued in it: the address it came from is not "
@@ -319,7 +319,7 @@ final class SocketCapture {
             }
             return .failure(Refusal(reason: "its peer socket:[\(peer)] is in no process (a descriptor in flight?)"))
         }
-        guard let back = try? UnixSocketDiagnosis.of(inode: peer) else {
+        guard let back = diagnosis(peer) else {
             return .failure(Refusal(reason: "its peer socket:[\(peer)] cannot be read by sock_diag"))
         }
         if back.peer.map(UInt64.init) == inode, peer != inode { return .success(false) }
