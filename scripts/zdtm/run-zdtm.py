@@ -164,6 +164,29 @@ def first_line(text, limit=240):
     return (joined[:limit] + "...") if len(joined) > limit else (joined or "(no message)")
 
 
+def filter_rules():
+    """The rules of the host's iptables and ip6tables filter tables ("-A ..." lines), or none
+    where the tools are missing."""
+    rules = []
+    for tool in ["iptables", "ip6tables"]:
+        try:
+            listed = subprocess.run([tool, "-w", "-S"], capture_output=True, text=True, timeout=30)
+        except (FileNotFoundError, subprocess.TimeoutExpired):
+            continue
+        rules += [(tool, line) for line in listed.stdout.splitlines() if line.startswith("-A ")]
+    return rules
+
+
+def drop_new_rules(before):
+    """Deletes the filter rules a test added and did not delete: one killed midway (as a
+    refused one is) leaves them (socket-tcp-syn-sent's DROP on its port), and they break every
+    later test on that port. Returns those it deleted."""
+    left = [rule for rule in filter_rules() if rule not in before]
+    for tool, line in left:
+        subprocess.run([tool, "-w", "-D"] + line.split()[1:], capture_output=True, timeout=30)
+    return left
+
+
 class Test:
     def __init__(self, static, name, timeout):
         self.static, self.name, self.timeout = static, name, timeout
@@ -206,7 +229,7 @@ class Test:
     def clean(self):
         for pid in self.leftovers():
             kill_tree(pid)
-        for suffix in [".pid", ".out", ".out.inprogress"]:
+        for suffix in [".pid", ".out", ".out.inprogress", ".out.external"]:
             try:
                 os.unlink(self.path(suffix))
             except FileNotFoundError:
@@ -349,6 +372,7 @@ def main():
     for number, name in enumerate(names, 1):
         test = Test(static, name, args.timeout)
         shutil.rmtree(store, ignore_errors=True)
+        rules = filter_rules()
         started = time.time()
         try:
             if test.checkskip():
@@ -368,6 +392,8 @@ def main():
         except Exception as error:  # a runner bug must not stop the run
             outcome, detail = "control-fail", f"runner: {error!r}"
         test.clean()
+        for tool, line in drop_new_rules(rules):
+            print(f"zdtm: {name} left the {tool} rule {line}: deleted", flush=True)
         results.append({"test": name, "outcome": outcome, "detail": detail,
                         "suid": "suid" in flags(test.desc), "seconds": round(time.time() - started, 1)})
         print(f"[{number}/{len(names)}] {name}: {outcome}" + (f" ({detail})" if detail else ""), flush=True)
