@@ -16,6 +16,8 @@ extension Checkpointer.Generation {
             + "\(newChunks) new chunks, \(Format.bytes(storedBytes)) stored; "
             + "paused \(pause) ms (\(total) ms in all\(rounds)); "
             + "\(milliseconds) ms"
+            + heldConnections.map { "\n  held for the restart: the connection \($0)" }.joined()
+            + warnings.map { "\n  warning: \($0)" }.joined()
     }
 }
 

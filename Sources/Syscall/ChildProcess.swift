@@ -20,7 +20,7 @@ public struct ChildProcess: Sendable {
     /// runner blocks dozens) must not leak into the programs it starts.
     public static func spawn(
         _ path: String, _ arguments: [String], stdin: FileDescriptor? = nil, stdout: FileDescriptor? = nil,
-        newSession: Bool = false, environment: [String]? = nil
+        stderr: FileDescriptor? = nil, newSession: Bool = false, environment: [String]? = nil
     ) throws(Errno) -> ChildProcess {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -37,6 +37,7 @@ public struct ChildProcess: Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         if let stdin { posix_spawn_file_actions_adddup2(&actions, stdin.rawValue, 0) }
         if let stdout { posix_spawn_file_actions_adddup2(&actions, stdout.rawValue, 1) }
+        if let stderr { posix_spawn_file_actions_adddup2(&actions, stderr.rawValue, 2) }
         _ = chpox_posix_spawn_closefrom(&actions, 3)
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
@@ -97,6 +98,44 @@ public struct ChildProcess: Sendable {
             let ended = waitpid(-1, &status, Int32(bitPattern: 0x4000_0000))  // __WALL
             if ended == pid || (ended < 0 && errno != EINTR) { return }
         }
+    }
+
+    /// Runs `path` with `arguments` to its end, `input` on its stdin: how it ended and what it
+    /// wrote on stdout and stderr together (at most `limit` bytes kept). SIGPIPE is ignored in
+    /// this process from then on (the children it spawns get the default action back).
+    public static func run(
+        _ path: String, _ arguments: [String], input: [UInt8] = [], limit: Int = 1 << 20
+    ) throws(Errno) -> (termination: Termination, output: [UInt8]) {
+        let stdin = try FileDescriptor.pipe()
+        let stdout: (read: FileDescriptor, write: FileDescriptor)
+        do { stdout = try FileDescriptor.pipe() } catch {
+            stdin.read.close()
+            stdin.write.close()
+            throw error
+        }
+        let child: ChildProcess
+        do {
+            child = try spawn(path, arguments, stdin: stdin.read, stdout: stdout.write, stderr: stdout.write)
+        } catch {
+            for end in [stdin.read, stdin.write, stdout.read, stdout.write] { end.close() }
+            throw error
+        }
+        stdin.read.close()
+        stdout.write.close()
+        // The child reads its input whole before it writes (nft -f -): the input goes first.
+        // One that exits without reading it must give EPIPE here, not kill this process.
+        signal(SIGPIPE, SIG_IGN)
+        input.withUnsafeBytes { raw in _ = try? stdin.write.writeAll(raw) }
+        stdin.write.close()
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { raw in (try? stdout.read.read(into: raw)) ?? 0 }
+            if count <= 0 { break }
+            if output.count < limit { output += buffer[0..<min(count, limit - output.count)] }
+        }
+        stdout.read.close()
+        return (try child.wait(), output)
     }
 
     /// Waits for the child to end (waitpid(2)).

@@ -79,6 +79,10 @@ public final class Checkpointer {
         public var totalPauseMicroseconds: Int64
         public var preCopyRounds: Int
         public var milliseconds: Int64
+        /// Connections to peers outside the tree held for the restart (`--kill`): "LOCAL to REMOTE".
+        public var heldConnections: [String] = []
+        /// What went wrong after the generation was committed (it stands).
+        public var warnings: [String] = []
     }
 
     public let pid: Int32
@@ -118,6 +122,7 @@ public final class Checkpointer {
     /// chain belongs to another process: `ChainOwnership`), then starts tracking `pid` (before it
     /// is ever stopped: uffd-wp's helper needs it free).
     public init(pid: Int32, store: Store, options: Options) throws(CheckpointError) {
+        ConnectionHold.releaseStale()  // a hold a cpx left on connections that still run
         self.pid = pid
         self.store = store
         self.options = options
@@ -207,7 +212,21 @@ public final class Checkpointer {
                 if finish != .resume { for member in members { try? Signal.send(SIGCONT, to: member.pid) } }
                 throw error
             }
-            if finish == .kill { for member in members { try? Signal.send(SIGKILL, to: member.pid) } }
+            var warnings: [String] = []
+            var held: [String] = []
+            if finish == .kill {
+                let tree = [image] + (image.tree ?? [])
+                do {
+                    warnings = try ConnectionHold.kill(members.map(\.pid), images: tree)
+                } catch {
+                    for member in members { try? Signal.send(SIGCONT, to: member.pid) }
+                    throw error
+                }
+                var seen: Set<String> = []
+                held = ProcessImage.outsideConnections(tree).map(\.connection.description).filter {
+                    seen.insert($0).inserted
+                }
+            }
             written += 1
             endedSpaces = []
             let statistics = run.writer.currentStatistics
@@ -219,7 +238,8 @@ public final class Checkpointer {
                 revertedPages: run.reverted, unmappedPages: run.unmapped, newChunks: statistics.newChunks,
                 storedBytes: statistics.storedBytes, pauseMicroseconds: image.capture.pauseNanoseconds / 1000,
                 totalPauseMicroseconds: image.capture.totalPauseNanoseconds / 1000, preCopyRounds: run.rounds,
-                milliseconds: (ClockTime.monotonic() - started) / 1_000_000)
+                milliseconds: (ClockTime.monotonic() - started) / 1_000_000, heldConnections: held,
+                warnings: warnings)
         } catch {
             run.writer.abandon()
             throw Self.classify(error, pid: pid)

@@ -504,34 +504,25 @@ enum InetSocketCapture {
 
     /// The established connections of the tree whose peer socket no process of it holds: a
     /// restart cannot make their peer again, and the peer resets them once the process is
-    /// gone unless its packets are held. Refused unless `external` (cpx --tcp-established);
-    /// with `skip` (--skip-unsupported) they are left out of the image instead.
+    /// gone unless its packets are held. Refused unless `external` (cpx --tcp-established,
+    /// which `cpx --kill` holds); with `skip` (--skip-unsupported) they are left out of the
+    /// image instead.
     static func unheldPeers(_ images: inout [ProcessImage], external: Bool, skip: Bool) -> [String] {
-        var ends: Set<String> = []
-        for image in images {
-            for descriptor in image.descriptors {
-                if let inet = descriptor.inet, inet.state == .established, let local = inet.local {
-                    ends.insert(endpoint(local))
-                }
-            }
-        }
+        guard !external else { return [] }
         var refused: [String] = []
-        for k in images.indices {
-            for d in images[k].descriptors.indices {
-                guard let inet = images[k].descriptors[d].inet, inet.state == .established,
-                    let remote = inet.remote, !ends.contains(endpoint(remote)), !external
-                else { continue }
-                let line =
-                    "fd \(images[k].descriptors[d].fd): a TCP connection \(inet.local?.description ?? "?") to "
-                    + "\(remote) whose peer is outside the checkpointed tree: between checkpoint and restart the "
-                    + "peer would reset it; cpx --tcp-established restores it anyway (the peer's packets are not "
-                    + "held meanwhile)"
-                refused.append(images.count == 1 || k == 0 ? line : "process \(images[k].pid): \(line)")
-                if skip {
-                    images[k].descriptors[d].kind = .unsupported
-                    images[k].descriptors[d].inet = nil
-                    images[k].unsupported.append(line)
-                }
+        for outside in ProcessImage.outsideConnections(images) {
+            guard let k = images.firstIndex(where: { $0.pid == outside.pid }),
+                let d = images[k].descriptors.firstIndex(where: { $0.fd == outside.fd })
+            else { continue }
+            let line =
+                "fd \(outside.fd): a TCP connection \(outside.connection) whose peer is outside the checkpointed "
+                + "tree: between checkpoint and restart the peer would reset it; cpx --tcp-established restores it "
+                + "anyway (with --kill, its packets are held until the restart)"
+            refused.append(images.count == 1 || k == 0 ? line : "process \(outside.pid): \(line)")
+            if skip {
+                images[k].descriptors[d].kind = .unsupported
+                images[k].descriptors[d].inet = nil
+                images[k].unsupported.append(line)
             }
         }
         return skip ? [] : refused

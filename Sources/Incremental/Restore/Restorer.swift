@@ -87,6 +87,7 @@ public final class Restorer {
     /// where that cannot be recorded, a notice says so.
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
         let plan = self.plan
+        ConnectionHold.releaseStale()
         try plan.preflight.check(
             authority: authority, otherControlGroups: options.otherControlGroups,
             requireSamePid: options.requireSamePid)
@@ -180,6 +181,23 @@ public final class Restorer {
                         generation: generation,
                         reason: "the new PID namespace's init (pid \(child.pid)) did not mount a /proc of its own: "
                             + "its processes would see the host's /proc under their pids")
+                }
+            }
+            // The connections to peers outside the tree that `cpx --kill` held have their sockets
+            // again (out of repair mode): their packets may flow.
+            let outside = Set(ProcessImage.outsideConnections(images).map(\.connection))
+            if !outside.isEmpty {
+                do {
+                    let released = try PacketFilter.release(outside)
+                    if !released.isEmpty {
+                        notices.append(
+                            "released the hold of \(released.count) connection(s) to peers outside the tree: "
+                                + released.map(\.description).sorted().joined(separator: ", "))
+                    }
+                } catch {
+                    notices.append(
+                        "could not look for held connections to release (\(error)): the next cpx or ld-chpox "
+                            + "releases any left")
                 }
             }
             // Let go children first; a stopped process gets its stop signal as it is let go

@@ -1,0 +1,248 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The rules that hold TCP connections of a checkpointed-and-killed process until its restart,
+/// in the host's nftables (through nft(8), package nftables): while the socket is gone, the
+/// kernel would answer the peer's next segment with a reset, so both directions of each held
+/// connection are dropped. They live in one table, `inet chpox_hold`, with an input and an
+/// output chain at the raw priority (before connection tracking); each rule holds one
+/// direction of one connection and names it in its comment ("chpox hold LOCAL REMOTE").
+/// Every change is one nft transaction: all of it applies, or none. Needs CAP_NET_ADMIN in the
+/// caller's network namespace, whose rules these are.
+public enum PacketFilter {
+    public static let table = "chpox_hold"
+
+    /// One TCP connection seen from its held end: addresses as printed (IPv4 dotted, IPv6
+    /// without brackets; an IPv4-mapped IPv6 address is held as its IPv4 form, which its
+    /// packets carry).
+    public struct Connection: Hashable, Sendable, CustomStringConvertible {
+        public var localHost: String
+        public var localPort: UInt16
+        public var remoteHost: String
+        public var remotePort: UInt16
+
+        public init(localHost: String, localPort: UInt16, remoteHost: String, remotePort: UInt16) {
+            self.localHost = Self.unmapped(localHost)
+            self.localPort = localPort
+            self.remoteHost = Self.unmapped(remoteHost)
+            self.remotePort = remotePort
+        }
+
+        public var description: String {
+            "\(Self.shown(localHost, localPort)) to \(Self.shown(remoteHost, remotePort))"
+        }
+
+        /// The words of the rule comment that names it.
+        var comment: String { "chpox hold \(Self.shown(localHost, localPort)) \(Self.shown(remoteHost, remotePort))" }
+
+        static func shown(_ host: String, _ port: UInt16) -> String {
+            host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        }
+
+        static func unmapped(_ host: String) -> String {
+            let prefix = "::ffff:"
+            if host.lowercased().hasPrefix(prefix), host.dropFirst(prefix.count).contains(".") {
+                return String(host.dropFirst(prefix.count))
+            }
+            return host
+        }
+
+        /// The nft match of packets from `source` to `destination` (both of this connection).
+        func match(inbound: Bool) -> String {
+            let family = localHost.contains(":") ? "ip6" : "ip"
+            let (source, sourcePort, destination, destinationPort) =
+                inbound
+                ? (remoteHost, remotePort, localHost, localPort) : (localHost, localPort, remoteHost, remotePort)
+            return "\(family) saddr \(source) \(family) daddr \(destination) tcp sport \(sourcePort) "
+                + "tcp dport \(destinationPort)"
+        }
+
+        /// Parses a rule comment written by `comment`.
+        init?(comment: String) {
+            let words = comment.split(separator: " ")
+            guard words.count == 4, words[0] == "chpox", words[1] == "hold",
+                let local = Self.endpoint(words[2]), let remote = Self.endpoint(words[3])
+            else { return nil }
+            self.init(localHost: local.0, localPort: local.1, remoteHost: remote.0, remotePort: remote.1)
+        }
+
+        static func endpoint(_ word: Substring) -> (String, UInt16)? {
+            guard let colon = word.lastIndex(of: ":"), let port = UInt16(word[word.index(after: colon)...]) else {
+                return nil
+            }
+            var host = word[..<colon]
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = host.dropFirst().dropLast() }
+            return host.isEmpty ? nil : (String(host), port)
+        }
+    }
+
+    /// One rule of the table: the connection it holds and where it is.
+    public struct Rule: Hashable, Sendable {
+        public var connection: Connection
+        public var chain: String
+        public var handle: Int
+    }
+
+    public enum Failure: Error, Sendable, CustomStringConvertible {
+        /// nft(8) is not installed.
+        case missingTool
+        /// nft ran and refused: its words.
+        case refused(String)
+        case system(Errno)
+
+        public var description: String {
+            switch self {
+            case .missingTool: "nft(8) is not installed (Debian package nftables)"
+            case .refused(let words): "nft refused: \(words)"
+            case .system(let errno): "nft could not be run: \(errno)"
+            }
+        }
+    }
+
+    /// Drops every packet of `connections`, both ways, from now until `release`.
+    public static func hold(_ connections: [Connection]) throws(Failure) {
+        guard !connections.isEmpty else { return }
+        var script = [
+            "add table inet \(table)",
+            "add chain inet \(table) input { type filter hook input priority -300; policy accept; }",
+            "add chain inet \(table) output { type filter hook output priority -300; policy accept; }",
+        ]
+        for connection in connections {
+            script.append(
+                "add rule inet \(table) input \(connection.match(inbound: true)) drop comment \"\(connection.comment)\""
+            )
+            script.append(
+                "add rule inet \(table) output \(connection.match(inbound: false)) drop comment \"\(connection.comment)\""
+            )
+        }
+        try nft(["-f", "-"], input: script.joined(separator: "\n") + "\n")
+    }
+
+    /// The rules holding connections now (none when the table does not exist).
+    public static func rules() throws(Failure) -> [Rule] {
+        let listed: String
+        do { listed = try nft(["-a", "list", "table", "inet", table]) } catch {
+            if case .refused(let words) = error, words.contains("No such file or directory") { return [] }
+            throw error
+        }
+        var rules: [Rule] = []
+        var chain = ""
+        for line in listed.split(separator: "\n") {
+            let text = Substring(line.trimmingCharacters(in: " \t"))
+            if text.hasPrefix("chain ") {
+                chain = String(text.dropFirst(6).split(separator: " ").first ?? "")
+                continue
+            }
+            guard let commentStart = text.range(of: "comment \""), let handleStart = text.range(of: "# handle ")
+            else { continue }
+            let afterComment = text[commentStart.upperBound...]
+            guard let quote = afterComment.firstIndex(of: "\""),
+                let connection = Connection(comment: String(afterComment[..<quote])),
+                let handle = Int(text[handleStart.upperBound...].split(separator: " ").first ?? "")
+            else { continue }
+            rules.append(Rule(connection: connection, chain: chain, handle: handle))
+        }
+        return rules
+    }
+
+    /// Deletes the rules holding `connections` (those it finds), and the table once it holds
+    /// nothing more. Returns the connections it released.
+    @discardableResult
+    public static func release(_ connections: Set<Connection>) throws(Failure) -> Set<Connection> {
+        let all = try rules()
+        let doomed = all.filter { connections.contains($0.connection) }
+        guard !doomed.isEmpty else { return [] }
+        var script = doomed.map { "delete rule inet \(table) \($0.chain) handle \($0.handle)" }
+        if doomed.count == all.count { script.append("delete table inet \(table)") }
+        try nft(["-f", "-"], input: script.joined(separator: "\n") + "\n")
+        return Set(doomed.map(\.connection))
+    }
+
+    @discardableResult
+    private static func nft(_ arguments: [String], input: String = "") throws(Failure) -> String {
+        guard
+            let path = [String](["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]).first(where: { (path: String) in
+                access(path, X_OK) == 0
+            })
+        else {
+            throw .missingTool
+        }
+        let result: (termination: ChildProcess.Termination, output: [UInt8])
+        do throws(Errno) {
+            result = try ChildProcess.run(path, arguments, input: Array(input.utf8))
+        } catch {
+            throw .system(error)
+        }
+        let output = String(decoding: result.output, as: UTF8.self)
+        guard result.termination == .exited(0) else {
+            throw .refused(output.split(separator: "\n").prefix(3).joined(separator: " ").trimmingCharacters(in: " "))
+        }
+        return output
+    }
+}
+
+extension String {
+    fileprivate func trimmingCharacters(in set: String) -> String {
+        var text = Substring(self)
+        while let first = text.first, set.contains(first) { text = text.dropFirst() }
+        while let last = text.last, set.contains(last) { text = text.dropLast() }
+        return String(text)
+    }
+}
+
+extension Substring {
+    fileprivate func trimmingCharacters(in set: String) -> String { String(self).trimmingCharacters(in: set) }
+    fileprivate func range(of needle: String) -> Range<Index>? {
+        var start = startIndex
+        while start < endIndex {
+            if self[start...].hasPrefix(needle) { return start..<index(start, offsetBy: needle.count) }
+            start = index(after: start)
+        }
+        return nil
+    }
+}
+
+/// The TCP connections of this network namespace that a process holds open (a socket with an
+/// inode) and that are established, from /proc/net/tcp and /proc/net/tcp6, as held ends.
+public enum EstablishedConnections {
+    public static func held() -> Set<PacketFilter.Connection> {
+        var found: Set<PacketFilter.Connection> = []
+        for (path, family) in [("/proc/net/tcp", AF_INET), ("/proc/net/tcp6", AF_INET6)] {
+            guard let file = try? FileDescriptor.open(path, .readOnly), let bytes = try? file.readAll(limit: 64 << 20)
+            else { continue }
+            file.close()
+            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ")
+                guard fields.count > 9, fields[3] == "01", fields[9] != "0",
+                    let local = endpoint(fields[1], family: family), let remote = endpoint(fields[2], family: family)
+                else { continue }
+                found.insert(
+                    PacketFilter.Connection(
+                        localHost: local.0, localPort: local.1, remoteHost: remote.0, remotePort: remote.1))
+            }
+        }
+        return found
+    }
+
+    /// "0100007F:1F90": the address as 32-bit words in host order, the port in hex.
+    static func endpoint(_ field: Substring, family: Int32) -> (String, UInt16)? {
+        let parts = field.split(separator: ":")
+        guard parts.count == 2, let port = UInt16(parts[1], radix: 16) else { return nil }
+        let hex = Array(parts[0].utf8)
+        guard hex.count == (family == AF_INET ? 8 : 32) else { return nil }
+        var bytes: [UInt8] = []
+        for word in stride(from: 0, to: hex.count, by: 8) {
+            guard let value = UInt32(String(decoding: hex[word..<word + 8], as: UTF8.self), radix: 16) else {
+                return nil
+            }
+            withUnsafeBytes(of: value) { bytes += $0 }  // host order, as the kernel printed it
+        }
+        var text = [CChar](repeating: 0, count: 64)
+        let shown = bytes.withUnsafeBytes { inet_ntop(family, $0.baseAddress, &text, socklen_t(text.count)) }
+        guard shown != nil else { return nil }
+        return (String(cString: text), port)
+    }
+}
