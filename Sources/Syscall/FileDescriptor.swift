@@ -117,6 +117,19 @@ public struct FileDescriptor: Hashable, Sendable {
         return result
     }
 
+    /// Reads from the current offset until end of file, for files whose size stat(2) does not
+    /// tell (/proc's report 0): refuses more than `limit` bytes.
+    public func readToEnd(limit: Int) throws(Errno) -> [UInt8] {
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = try chunk.withMutableRawBytes { (raw) throws(Errno) in try read(into: raw) }
+            if n == 0 { return result }
+            guard result.count + n <= limit else { throw Errno(rawValue: EFBIG) }
+            result.append(contentsOf: chunk[0..<n])
+        }
+    }
+
     /// Sets the size of the file at `path` (truncate(2)): for a file chpox does not hold open.
     public static func setSize(ofFileAt path: String, to size: Int64) throws(Errno) {
         _ = try retryingInterrupts { truncate(path, off_t(size)) }.get()

@@ -211,7 +211,8 @@ public enum EstablishedConnections {
     public static func held() -> Set<PacketFilter.Connection> {
         var found: Set<PacketFilter.Connection> = []
         for (path, family) in [("/proc/net/tcp", AF_INET), ("/proc/net/tcp6", AF_INET6)] {
-            guard let file = try? FileDescriptor.open(path, .readOnly), let bytes = try? file.readAll(limit: 64 << 20)
+            guard let file = try? FileDescriptor.open(path, .readOnly),
+                let bytes = try? file.readToEnd(limit: 256 << 20)
             else { continue }
             file.close()
             for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n").dropFirst() {

@@ -15,14 +15,7 @@ public enum ProcFS {
         do {
             let fd = try FileDescriptor.open(path, [.readOnly])
             defer { fd.close() }
-            var result: [UInt8] = []
-            var chunk = [UInt8](repeating: 0, count: 65536)
-            while true {
-                let n = try chunk.withMutableRawBytes { (raw) throws(Errno) in try fd.read(into: raw) }
-                if n == 0 { break }
-                result.append(contentsOf: chunk[0..<n])
-            }
-            return result
+            return try fd.readToEnd(limit: Int.max)
         } catch {
             throw .from(error, pid: pid, "read \(path) of")
         }

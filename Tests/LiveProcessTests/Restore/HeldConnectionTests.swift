@@ -1,0 +1,152 @@
+import Foundation
+import Syscall
+import TestTools
+import Testing
+import Tracee
+import TrackerTestSupport
+
+extension LiveProcess {
+    /// A Python echo server whose client is outside the checkpointed tree (the test starts it
+    /// separately): `cpx --kill --tcp-established` kills the server with the connection held
+    /// (an nftables rule drops its packets both ways, `PacketFilter`), the client sends while
+    /// the server is gone, and after `ld-chpox` the same connection answers: nothing was reset,
+    /// and the rule is gone.
+    @Suite struct HeldConnectionTests {
+        static let server = """
+            import socket
+            s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+            print(s.getsockname()[1], flush=True)
+            c, _ = s.accept()
+            for line in c.makefile("rb"):
+                c.sendall(line.upper())
+            """
+
+        static let client = """
+            import socket, sys
+            c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=60)
+            def ask(word):
+                c.sendall(word.encode() + b"\\n")
+                data = b""
+                while not data.endswith(b"\\n"):
+                    chunk = c.recv(100)
+                    if not chunk: return "closed"
+                    data += chunk
+                return data.decode().strip()
+            print(ask("one"), c.getsockname()[1], flush=True)
+            for line in sys.stdin:
+                try: print(ask(line.strip()), flush=True)
+                except OSError as e: print("error", e.errno, flush=True)
+            """
+
+        static var canHold: Bool {
+            FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
+                && FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft") && getuid() == 0
+        }
+
+        static func rules(for connection: PacketFilter.Connection) throws -> [PacketFilter.Rule] {
+            try PacketFilter.rules().filter { $0.connection == connection }
+        }
+
+        @Test(.enabled(if: canHold, "needs python3, nft (package nftables) and root"), .timeLimit(.minutes(2)))
+        func aConnectionToAPeerOutsideSurvivesKillAndRestart() throws {
+            let directory = try RestartTests.scratch("held")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", Self.server])
+            let port = try original.line()
+            let client = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", Self.client, port])
+            defer { RestartTests.end(client) }
+            let first = try client.line().split(separator: " ")
+            try #require(first.count == 2 && first[0] == "ONE", "\(first)")
+            let connection = PacketFilter.Connection(
+                localHost: "127.0.0.1", localPort: UInt16(port)!, remoteHost: "127.0.0.1",
+                remotePort: UInt16(first[1])!)
+
+            // Without --tcp-established the connection is refused, naming it.
+            let refused = try TestTools.run("cpx", ["--store", store, "--name", "held", original.pid.description])
+            #expect(refused.status != 0)
+            #expect(refused.errors.contains("whose peer is outside the checkpointed tree"), "\(refused.errors)")
+            let base = try TestTools.run(
+                "cpx", ["--store", store, "--name", "held", "--tcp-established", original.pid.description])
+            #expect(base.status == 0, "\(base.errors)")
+            #expect(try Self.rules(for: connection).isEmpty, "a generation without --kill holds nothing")
+            #expect(try client.send("alive") == "ALIVE")
+
+            let last = try TestTools.run(
+                "cpx", ["--store", store, "--name", "held", "--tcp-established", "--kill", original.pid.description])
+            #expect(last.status == 0, "\(last.errors)")
+            #expect(last.output.contains("held for the restart: the connection \(connection)"), "\(last.output)")
+            #expect(try original.child.wait() == .signalled(SIGKILL))
+            let held = try Self.rules(for: connection)
+            #expect(Set(held.map(\.chain)) == ["input", "output"], "\(held)")
+
+            // Sent while the server is gone: held, retransmitted, answered after the restart.
+            try client.write("held")
+            Thread.sleep(forTimeInterval: 0.5)
+            let restarted = try RestartTests.restart(store: store, name: "held", generation: 1)
+            defer { RestartTests.end(restarted) }
+            #expect(try client.line() == "HELD")
+            #expect(try client.send("after") == "AFTER")
+            #expect(try Self.rules(for: connection).isEmpty, "the restart releases the hold")
+        }
+
+        /// `cpx --kill` SIGKILLed at instants across its run: each time either the server still
+        /// runs (let go, it answers, and no rule is left on its connection once the next cpx
+        /// has started) or it was killed with its connection held and restarts; either way the
+        /// client's connection goes on.
+        @Test(.enabled(if: canHold, "needs python3, nft (package nftables) and root"), .timeLimit(.minutes(4)))
+        func aKilledCpxNeverLeavesAConnectionHeldOrBroken() throws {
+            let directory = try RestartTests.scratch("heldkill")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", Self.server])
+            let pid = original.pid
+            var owner = original  // the server's parent: the test, then ld-chpox --wait
+            defer { RestartTests.end(owner) }
+            let port = try original.line()
+            let client = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", Self.client, port])
+            defer { RestartTests.end(client) }
+            let first = try client.line().split(separator: " ")
+            try #require(first.count == 2 && first[0] == "ONE", "\(first)")
+            let connection = PacketFilter.Connection(
+                localHost: "127.0.0.1", localPort: UInt16(port)!, remoteHost: "127.0.0.1",
+                remotePort: UInt16(first[1])!)
+            let options = ["--store", store, "--name", "k", "--tcp-established"]
+            // A hold left on a connection that runs on (a cpx that died after making it): the
+            // next cpx removes it before anything else.
+            try PacketFilter.hold([connection])
+            #expect(try Self.rules(for: connection).count == 2)
+            let sweep = try TestTools.run("cpx", options + ["\(pid)"])
+            #expect(sweep.status == 0, "\(sweep.errors)")
+            #expect(try Self.rules(for: connection).isEmpty, "the next cpx removes a hold on a running connection")
+            #expect(try client.send("swept") == "SWEPT")
+            var outcomes: [String] = []
+            for (k, delay) in [0.02, 0.08, 0.15, 0.25, 0.4, 5.0].enumerated() {
+                let cpx = try ChildProcess.spawn(TestTools.path("cpx"), options + ["--kill", "\(pid)"])
+                Thread.sleep(forTimeInterval: delay)
+                try? cpx.send(SIGKILL)
+                _ = try cpx.wait()
+                try? Signal.send(SIGCONT, to: pid)  // a process cpx stopped for the kill is let go
+                Thread.sleep(forTimeInterval: 0.1)
+                let state = try? ProcFS.state(pid)
+                if let state, state != "Z" {
+                    // The next cpx (a generation, the server running on) removes a hold left on it.
+                    let next = try TestTools.run("cpx", options + ["\(pid)"])
+                    #expect(next.status == 0, "round \(k): \(next.errors)")
+                    #expect(try Self.rules(for: connection).isEmpty, "round \(k): a rule holds a running connection")
+                    #expect(try client.send("r\(k)") == "R\(k)", "round \(k): the server runs on")
+                    outcomes.append("ran on")
+                } else {
+                    _ = try? owner.child.wait()
+                    owner = try WorkloadProcess(
+                        executable: TestTools.path("ld-chpox"), arguments: ["--store", store, "--name", "k", "--wait"])
+                    #expect(try client.send("r\(k)") == "R\(k)", "round \(k): the restarted server answers")
+                    #expect(try Self.rules(for: connection).isEmpty, "round \(k): the restart releases the hold")
+                    outcomes.append("restarted")
+                }
+            }
+            #expect(outcomes.contains("restarted"), "\(outcomes)")
+            #expect(outcomes.contains("ran on"), "\(outcomes)")
+        }
+    }
+}
