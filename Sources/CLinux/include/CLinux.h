@@ -199,6 +199,7 @@ enum chpox_system_call {
     CHPOX_SYS_pidfd_getfd = 438,
     CHPOX_SYS_exit_group = SYS_exit_group,
     CHPOX_SYS_kill = SYS_kill,
+    CHPOX_SYS_wait4 = SYS_wait4,
     CHPOX_SYS_socketpair = SYS_socketpair,
     CHPOX_SYS_sendto = SYS_sendto,
     CHPOX_SYS_sendmsg = SYS_sendmsg,

@@ -2,8 +2,8 @@ import Syscall
 import Tracee
 
 /// The control groups a process runs in (/proc/PID/cgroup), the groups below them (a restart
-/// makes those a cleanup removed: a program may count on an empty group it made), and the
-/// threads that run elsewhere than their process, which a restart cannot place (refused).
+/// makes those a cleanup removed: a program may count on an empty group it made), and those of
+/// each thread that runs elsewhere than its process.
 enum ControlGroupCapture {
     /// The most groups recorded below the process's: a process in a large subtree (a root
     /// shell in "/") gets none recorded, and a restart makes only its own groups.
@@ -39,13 +39,11 @@ enum ControlGroupCapture {
         return found
     }
 
-    /// A line for each thread of `threads` that runs in other groups than process `pid`.
-    static func unsupported(_ pid: Int32, threads: [Int32], lines: [String]) -> [String] {
-        threads.filter { $0 != pid }.compactMap { tid in
-            guard let own = try? Self.lines(pid, thread: tid), own != lines else { return nil }
-            return
-                "thread \(tid) runs in other control groups (\(own.filter { !lines.contains($0) }.joined(separator: ", "))) "
-                + "than its process: a restart places whole processes only"
-        }
+    /// The groups of thread `tid` of process `pid` where they are not `process` (the process's
+    /// lines); nil where they are. A restart moves the thread into them (`ControlGroupPlacement`).
+    static func threadLines(_ pid: Int32, thread tid: Int32, process: [String]) throws(TraceeError) -> [String]? {
+        guard tid != pid else { return nil }
+        let own = try lines(pid, thread: tid)
+        return own == process ? nil : own
     }
 }

@@ -42,6 +42,7 @@ enum ImageCapture {
             let capabilities = try ProcessControlsCapture.capabilities(pid, threads: process.threads)
             let threadCredentials = capabilities.threads
             let seccomp = try SeccompCapture.capture(process)
+            let cgroups = try ControlGroupCapture.lines(pid)
             var threads: [ProcessImage.ThreadImage] = []
             for tid in process.threads {
                 let injectedThread = injected.threads.first { $0.tid == tid }
@@ -62,6 +63,7 @@ enum ImageCapture {
                 thread.securebits = injectedThread?.securebits
                 thread.seccomp = seccomp.threads[tid]
                 if try ProcFS.status(pid, thread: tid)["NoNewPrivs"] == "1" { thread.noNewPrivileges = true }
+                thread.cgroups = try ControlGroupCapture.threadLines(pid, thread: tid, process: cgroups)
                 threads.append(thread)
             }
             var (descriptors, unsupported) = try captureDescriptors(pid, tree: tree)
@@ -70,8 +72,6 @@ enum ImageCapture {
             let mapped = MappedFileCapture.capture(pid, regions: regions.filter { !memory.maps($0) })
             unsupported += mapped.unsupported
             let guardPages = GuardRegionCapture.runs(pid, regions: regions)
-            let cgroups = try ControlGroupCapture.lines(pid)
-            unsupported += ControlGroupCapture.unsupported(pid, threads: process.threads, lines: cgroups)
             for k in descriptors.indices where descriptors[k].kind == .deletedFile {
                 guard let status = openFileStatus(pid, descriptors[k].fd),
                     let file = mapped.identities.firstIndex(of: .init(device: status.device, inode: status.inode))

@@ -51,12 +51,12 @@ enum TreeCapture {
                     "zombie \(zombie.pid) is in session \(session), which it did not lead and its parent "
                         + "\(zombie.parent) is not in: it cannot be put back there")
             } else if group != zombie.pid && group != parent.processGroup && !led {
-                refused.append(
-                    "zombie \(zombie.pid) is in process group \(group), whose leader is gone: a restart cannot make "
-                        + "that group again (it would need a helper process to lead it)")
+                if let reason = unledGroupRefusal(group, images: images, zombies: found) {
+                    refused.append("zombie \(zombie.pid) is in process group \(group), \(reason)")
+                }
             }
         }
-        refused += groupRefusals(images)
+        refused += groupRefusals(images, zombies: found)
         refused += sharedContextRefusals(images)
         refused += TreeLayout.sharedMemory(images).1
         refused += pidfdRefusals(&images)
@@ -182,7 +182,7 @@ enum TreeCapture {
     /// A restart recreates sessions and process groups by setsid and setpgid in the processes
     /// themselves, each inheriting its parent's otherwise: a process whose group or session is
     /// led by a process outside the tree that its parent is not in cannot be put back there.
-    static func groupRefusals(_ images: [ProcessImage]) -> [String] {
+    static func groupRefusals(_ images: [ProcessImage], zombies: [ProcessImage.Zombie] = []) -> [String] {
         var refused: [String] = []
         let byPid = Dictionary(images.map { ($0.pid, $0) }, uniquingKeysWith: { first, _ in first })
         for image in images.dropFirst() {
@@ -198,11 +198,34 @@ enum TreeCapture {
             if let leader = byPid[group]?.position, leader.processGroup == group, leader.session == position.session {
                 continue  // joins a group another process of the tree leads
             }
-            refused.append(
-                "\(who) is in process group \(group), whose leader is not in the tree and which its parent "
-                    + "\(position.parent) is not in: such a group cannot be joined again")
+            if let reason = unledGroupRefusal(group, images: images, zombies: zombies) {
+                refused.append("\(who) is in process group \(group), \(reason)")
+            }
         }
         return refused
+    }
+
+    /// Why process group `group`, which no process of the tree leads, cannot be made again for
+    /// a process or zombie of the tree that its parent does not take there; nil when it can: its
+    /// leader has exited (pid `group` is no process now: the kernel keeps a group's number while
+    /// the group lives, so it names no other), and a restart makes it with a keeper process of
+    /// that pid that exits once its members are in it (`TreeLayout.groupKeepers`).
+    static func unledGroupRefusal(
+        _ group: Int32, images: [ProcessImage], zombies: [ProcessImage.Zombie],
+        exists: (Int32) -> Bool = { (try? ProcFS.stat($0)) != nil }
+    ) -> String? {
+        if group == images.first?.position?.processGroup {
+            return "the group of process \(images[0].pid), which does not lead it: that one restarts in ld-chpox's "
+                + "group, and its group cannot be made again"
+        }
+        if zombies.contains(where: { $0.pid == group }) {
+            return "whose leader \(group) is a zombie of the tree: a restart cannot make its group again"
+        }
+        if exists(group) {
+            return "whose leader \(group) is not one of the checkpointed processes: such a group cannot be joined "
+                + "again (checkpoint the tree that holds its leader)"
+        }
+        return nil
     }
 
     /// Processes made by clone(2) with CLONE_VM, CLONE_FILES, CLONE_FS or CLONE_SIGHAND (not

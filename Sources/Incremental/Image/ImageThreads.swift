@@ -42,10 +42,14 @@ extension ProcessImage {
         /// (no setuid, no file capabilities). nil when it was not, and in images from before
         /// it was kept.
         public var noNewPrivileges: Bool? = nil
+        /// Its control groups (lines of /proc/PID/task/TID/cgroup) where they are not its
+        /// process's (cgroup v1 places threads one by one, v2 in a threaded subtree); nil when
+        /// they are, and in images from before they were kept (which refused such a thread).
+        public var cgroups: [String]? = nil
 
         enum CodingKeys: String, CodingKey {
             case tid, name, registers, xstate, signalMask, rseq, pendingSignals, clearAddress, signalStack, robustList,
-                scheduling, credentials, securebits, seccomp, noNewPrivileges
+                scheduling, credentials, securebits, seccomp, noNewPrivileges, cgroups
         }
 
         public init(

@@ -43,6 +43,11 @@ public struct RestartPlan: Sendable {
                 lines += phase.steps.map { "    " + $0 }
             }
         }
+        for (group, forker) in layout.groupKeepers.sorted(by: { $0.key < $1.key }) {
+            lines.append(
+                "process group \(group) (its leader had exited): made by a keeper process \(group) forked by "
+                    + "\(forker), which exits once its members are in it")
+        }
         for zombie in zombies {
             lines.append(
                 "zombie \(zombie.pid) (forked by \(zombie.parent)): "

@@ -104,6 +104,7 @@ public final class Restorer {
             (child, stub) = try StubProcess.startInPidNamespace(pid: image.pid, generation: generation)
         }
         var sessions: [RestartSession] = []
+        var keepers: [(group: Int32, process: FrozenProcess, forker: RestartSession)] = []
         do {
             let tree = RestartTree()
             tree.namespace = !taken.isEmpty
@@ -127,6 +128,14 @@ public final class Restorer {
                 if case .join = process.groups { continue }
                 try session.setGroups(process.groups)
             }
+            for (group, forker) in plan.layout.groupKeepers.sorted(by: { $0.key < $1.key }) {
+                guard let session = sessions.first(where: { $0.image.pid == forker }) else {
+                    throw CheckpointError.badImage(
+                        generation: generation,
+                        reason: "process group \(group)'s keeper's parent \(forker) is not in it")
+                }
+                keepers.append((group, try session.forkGroupKeeper(group), session))
+            }
             for zombie in plan.zombies {
                 guard let parent = sessions.first(where: { $0.image.pid == zombie.parent }) else {
                     throw CheckpointError.badImage(
@@ -136,6 +145,10 @@ public final class Restorer {
             }
             for (k, process) in plan.processes.enumerated() {
                 if case .join = process.groups { try sessions[k].setGroups(process.groups) }
+            }
+            while let keeper = keepers.last {
+                try keeper.forker.endGroupKeeper(keeper.process, of: keeper.group)
+                keepers.removeLast()  // reaped: its pid may be another's now
             }
             // Into its control groups before its memory is made, so that it is charged there.
             var moved: [String] = []
@@ -149,10 +162,10 @@ public final class Restorer {
                 } catch {
                     throw CheckpointError.cannotRestart(
                         generation: generation,
-                        reason: "move process \(process.pid) into \(placement.procsFiles.joined(separator: ", ")): "
+                        reason: "move process \(process.pid) into \(placement.files.joined(separator: ", ")): "
                             + "\(error)")
                 }
-                moved.append("process \(process.pid) into \(placement.procsFiles.count) control group(s)")
+                moved.append("process \(process.pid) into \(placement.files.count) control group(s)")
             }
             let phases = plan.processes.map(\.phases.count).max() ?? 0
             for phase in 0..<phases {
@@ -160,11 +173,41 @@ public final class Restorer {
                     try process.phases[phase].run(in: sessions[k])
                 }
             }
+            // Threads that ran in other groups than their process: one by one, now that they exist.
+            for (k, process) in images.enumerated() where !options.otherControlGroups {
+                let placements = try Preflight(image: process, generation: generation)
+                    .threadControlGroupPlacements(authority: authority)
+                for (saved, placement) in placements {
+                    guard let tid = sessions[k].threadIDs[saved] else {
+                        throw CheckpointError.cannotRestart(
+                            generation: generation, reason: "thread \(saved) of process \(process.pid) was not created")
+                    }
+                    do {
+                        try placement.move(tid)
+                    } catch {
+                        throw CheckpointError.cannotRestart(
+                            generation: generation,
+                            reason: "move thread \(saved) of process \(process.pid) into "
+                                + "\(placement.files.joined(separator: ", ")): \(error)"
+                                + (placement.files.contains { $0.hasSuffix("/cgroup.threads") }
+                                    ? " (a cgroup v2 group takes single threads only where it is threaded)" : ""))
+                    }
+                    moved.append(
+                        "thread \(saved) of process \(process.pid) into \(placement.files.count) control group(s)")
+                }
+            }
             var notices = sessions.flatMap(\.notices)
             if !taken.isEmpty { notices.insert(plan.preflight.namespaceNotice(taken: taken, root: stub), at: 0) }
             notices += plan.preflight.notRestored.map { "not restored (skipped at the checkpoint): \($0)" }
             if options.otherControlGroups, let change = plan.preflight.controlGroupChange {
                 notices.append("\(change) (--other-cgroups)")
+            }
+            for process in images where options.otherControlGroups {
+                for thread in process.threads where thread.cgroups != nil {
+                    notices.append(
+                        "thread \(thread.tid) of process \(process.pid) ran in other control groups than its process "
+                            + "and runs in its process's now (--other-cgroups)")
+                }
             }
             notices += moved.map { "moved \($0) it ran in" }
             if let chain,
@@ -235,6 +278,10 @@ public final class Restorer {
                 if !(sessions.first?.tree.namespace ?? false) { _ = try? ChildProcess(child: stand.pid).wait() }
             }
             sessions.first?.tree.deadProcesses = [:]
+            for keeper in keepers {
+                try? Signal.send(SIGKILL, to: keeper.process.pid)
+                keeper.process.thaw()
+            }
             try? child.send(SIGKILL)
             for session in sessions.reversed() { session.process.thaw() }
             // A thread that died traced waits for ld-chpox to reap it; its process cannot end before.

@@ -11,18 +11,19 @@ import Tracee
 extension RestartSession {
     /// A new process forked from this stub with pid `pid` (which must be free), frozen before
     /// its first instruction. It dies with this stub until the restart ends (PR_SET_PDEATHSIG).
-    func fork(pid: Int32) throws -> FrozenProcess {
+    /// `exitSignal` 0: its end signals nothing (reaped with __WALL), and ptrace reports it as a clone.
+    func fork(pid: Int32, exitSignal: Int32 = SIGCHLD) throws -> FrozenProcess {
         try process.traceForks()
         let result = try RemoteCalls.onStack(of: process, size: 256, purpose: "restart") {
             (calls) throws(TraceeError) -> Int in
             var arguments = chpox_clone_args()
-            arguments.exit_signal = UInt64(SIGCHLD)
+            arguments.exit_signal = UInt64(exitSignal)
             arguments.set_tid = try calls.bytes(ThreadPhase.tidBytes(pid), alignment: 8)
             arguments.set_tid_size = 1
             return try calls.result(of: .clone3, try calls.value(arguments), MemoryLayout<chpox_clone_args>.size)
         }
         try calls.check(result, "fork process \(pid) (its pid must be free)")
-        let child = try process.adoptForkedChild()
+        let child = try exitSignal == SIGCHLD ? process.adoptForkedChild() : process.adoptClonedProcess()
         do {
             try RemoteCalls(child, purpose: "restart").call(
                 .prctl, CHPOX_PR_SET_PDEATHSIG, SIGKILL, to: "tie process \(pid) to its parent")
@@ -89,6 +90,33 @@ extension RestartSession {
             CurrentProcess.sleep(microseconds: 1000)
         }
         throw TraceeError.unsupported(pid: child.pid, reason: "it did not end as zombie \(zombie.pid) was")
+    }
+
+    /// A keeper of process group `group`, whose leader had exited (`TreeLayout.groupKeepers`):
+    /// a child of this stub with pid `group` that makes the group, in this stub's session, for
+    /// its members to join. Its end signals nothing to this stub (exit signal 0: no SIGCHLD
+    /// the image did not have), and `endGroupKeeper` reaps it.
+    func forkGroupKeeper(_ group: Int32) throws -> FrozenProcess {
+        let keeper = try fork(pid: group, exitSignal: 0)
+        do {
+            try RemoteCalls(keeper, purpose: "restart").call(
+                .setpgid, 0, 0, to: "make process group \(group) again (its leader had exited)")
+        } catch {
+            _ = kill(keeper.pid, SIGKILL)
+            keeper.thaw()
+            throw error
+        }
+        tree.pids[group] = keeper.pid
+        return keeper
+    }
+
+    /// Ends `keeper` of process group `group`, once every member is in the group: it exits and
+    /// this stub reaps it, so that pid `group` is free and the group lives on without its leader.
+    func endGroupKeeper(_ keeper: FrozenProcess, of group: Int32) throws {
+        let inner = try tree.inner(group)
+        tree.pids[group] = nil
+        try keeper.release(into: SystemCall.exitGroup.rawValue, [0])
+        try calls.call(.wait4, inner, 0, Int(__WALL), 0, to: "reap the keeper of process group \(group)")
     }
 
     /// Opens `path`, a file of another process of the tree under /proc (its descriptor of a

@@ -33,6 +33,11 @@ public struct TreeLayout: Sendable {
     public var sockets: SocketLayout
     /// Which process makes each pseudo-terminal pair.
     public var terminals: PseudoTerminalLayout
+    /// Process groups whose leader had exited (the group lived on in its other members, live
+    /// or zombies), and the process that forks a keeper for each: a process with the group's
+    /// pid that makes the group (setpgid) and leads it while its members are put in it, then
+    /// exits and is reaped, so that the group lives on without its leader as it did.
+    public var groupKeepers: [Int32: Int32] = [:]
 
     /// A mapping of shared memory another process of the tree creates.
     public struct SharedMemory: Sendable, Equatable {
@@ -61,6 +66,9 @@ public struct TreeLayout: Sendable {
                 groups[process.pid] = .newSession
             } else if position.processGroup == process.pid {
                 groups[process.pid] = .ownGroup
+            } else if k > 0, position.processGroup == parentGroup, case .join(let leader) = groups[position.parent] {
+                // Its parent joins its group only once every process exists, after forking it.
+                groups[process.pid] = .join(leader: leader)
             } else if k == 0 || position.processGroup == parentGroup {
                 groups[process.pid] = .inherited
             } else {
@@ -76,6 +84,31 @@ public struct TreeLayout: Sendable {
                 }
             }
         }
+        groupKeepers = Self.groupKeepers(processes, zombies: image.zombies ?? [], groups: groups)
+    }
+
+    /// The groups of `processes` and `zombies` that none of them leads (`groupKeepers`), each
+    /// with the parent of its first member: a process in the group's session.
+    static func groupKeepers(
+        _ processes: [ProcessImage], zombies: [ProcessImage.Zombie], groups: [Int32: Groups]
+    ) -> [Int32: Int32] {
+        // The first process runs in ld-chpox's group, not its saved one: none is made for that.
+        let pids = Set(processes.map(\.pid) + zombies.map(\.pid) + [processes.first?.position?.processGroup ?? 0])
+        let byPid = Dictionary(processes.map { ($0.pid, $0) }, uniquingKeysWith: { first, _ in first })
+        var keepers: [Int32: Int32] = [:]
+        for process in processes.dropFirst() {
+            guard case .join(let leader) = groups[process.pid], !pids.contains(leader),
+                let parent = process.position?.parent
+            else { continue }
+            if keepers[leader] == nil { keepers[leader] = parent }
+        }
+        for zombie in zombies {
+            guard let group = zombie.processGroup, group != zombie.pid, zombie.session != zombie.pid,
+                !pids.contains(group), let parent = byPid[zombie.parent]?.position, group != parent.processGroup
+            else { continue }
+            if keepers[group] == nil { keepers[group] = zombie.parent }
+        }
+        return keepers
     }
 
     /// Which mappings of shared anonymous memory map another process's (the first to map the

@@ -100,6 +100,8 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let exitGroup = SystemCall(CHPOX_SYS_exit_group)
     /// The corresponding C constant is SYS_kill.
     public static let kill = SystemCall(CHPOX_SYS_kill)
+    /// The corresponding C constant is SYS_wait4.
+    public static let wait4 = SystemCall(CHPOX_SYS_wait4)
     /// The corresponding C constant is SYS_socketpair.
     public static let socketpair = SystemCall(CHPOX_SYS_socketpair)
     /// The corresponding C constant is SYS_sendto.

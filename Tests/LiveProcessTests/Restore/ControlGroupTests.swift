@@ -74,5 +74,140 @@ extension LiveProcess {
             #expect(try accepted.send("where") == "in False")
             RestartTests.end(accepted)
         }
+
+        /// A process that moves itself into `procs` (a control group's cgroup.procs, or its v1
+        /// `tasks`: the main thread alone) and starts a thread that moves itself into `tasks`.
+        /// Each line it reads, it answers with the path of its main thread's group and its
+        /// thread's in the hierarchy whose controllers field is `controllers` ("" for v2).
+        static let threadProgram = """
+            import os, queue, sys, threading
+            procs, tasks, controllers = sys.argv[1:4]
+            def group():
+                lines = open('/proc/thread-self/cgroup').read().splitlines()
+                return [l.split(':', 2)[2] for l in lines if l.split(':')[1] == controllers][0]
+            open(procs, 'w').write(str(os.getpid()))
+            asks, answers = queue.Queue(), queue.Queue()
+            def worker():
+                open(tasks, 'w').write(str(threading.get_native_id()))
+                answers.put(threading.get_native_id())
+                while True:
+                    asks.get()
+                    answers.put(group())
+            threading.Thread(target=worker, daemon=True).start()
+            print('ready', answers.get(), flush=True)
+            for _ in sys.stdin:
+                asks.put(1)
+                print(group(), answers.get(), flush=True)
+            """
+
+        /// Runs `threadProgram` with `procs` and `tasks`, checkpoints it and kills it, runs
+        /// `between` (a cleanup), restarts it and returns what it answers before and after, and
+        /// what /proc says of its thread's groups after.
+        static func restartThreadProgram(
+            _ name: String, procs: String, tasks: String, controllers: String, between: () -> Void
+        ) throws -> (before: String, after: String, proc: String) {
+            let directory = try RestartTests.scratch(name)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3", arguments: ["-c", threadProgram, procs, tasks, controllers])
+            _ = try original.line()
+            let before = try original.send("where")
+            try RestartTests.checkpoint(original.pid, store: store, name: "threads")
+            RestartTests.end(original)
+            between()
+            let restarted = try RestartTests.restart(store: store, name: "threads", generation: 0)
+            let after = try restarted.send("where")
+            let pid = try #require(RestartTests.child(of: restarted.pid))
+            defer {
+                kill(pid, SIGKILL)
+                _ = try? restarted.child.wait()
+            }
+            let thread = try #require(
+                try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task").first { $0 != "\(pid)" })
+            let proc = try String(contentsOfFile: "/proc/\(pid)/task/\(thread)/cgroup", encoding: .utf8)
+            return (before, after, proc)
+        }
+
+        /// cgroup v1: a thread in a group below its process's (of a named hierarchy, whose groups
+        /// a cleanup removed before the restart) is moved there again, alone (`tasks`).
+        @Test(.enabled(if: getuid() == 0, "needs root to mount a cgroup hierarchy"), .timeLimit(.minutes(2)))
+        func aThreadInAnotherV1ControlGroupThanItsProcessIsMovedBackAlone() throws {
+            // Not "chpox-test...": the hierarchy shows in every process's /proc/self/cgroup.
+            let name = "chpox-threads-\(getpid())"
+            let mountPoint = try RestartTests.scratch("cgroup-v1-mount")
+            try #require(
+                mount("none", mountPoint, "cgroup", 0, "none,name=\(name)") == 0,
+                "cannot mount a named cgroup v1 hierarchy: errno \(errno)")
+            defer {
+                // A hierarchy unmounted with groups in it (removed ones too, until the kernel has
+                // released them) lives on unmounted, in every process's /proc/self/cgroup: emptied,
+                // then unmounted until it is gone.
+                let deadline = Date().addingTimeInterval(20)
+                while rmdir(mountPoint + "/a/b") != 0 && errno != ENOENT && Date() < deadline { usleep(50_000) }
+                while rmdir(mountPoint + "/a") != 0 && errno != ENOENT && Date() < deadline { usleep(50_000) }
+                func gone() -> Bool {  // the kernel destroys it a moment after the unmount
+                    for _ in 0..<40 {
+                        let lines = (try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)) ?? ""
+                        if !lines.contains(":name=\(name):") { return true }
+                        usleep(50_000)
+                    }
+                    return false
+                }
+                umount(mountPoint)
+                for _ in 0..<5 where !gone() {
+                    guard mount("none", mountPoint, "cgroup", 0, "none,name=\(name)") == 0 else { break }
+                    umount(mountPoint)
+                }
+                try? FileManager.default.removeItem(atPath: mountPoint)
+            }
+            #expect(mkdir(mountPoint + "/a", 0o755) == 0)
+            #expect(mkdir(mountPoint + "/a/b", 0o755) == 0)
+            let seen = try Self.restartThreadProgram(
+                "cgroup-v1-threads", procs: mountPoint + "/a/tasks", tasks: mountPoint + "/a/b/tasks",
+                controllers: "name=\(name)"
+            ) {
+                // The killed process leaves its groups once reaped; then the cleanup removes them.
+                let deadline = Date().addingTimeInterval(20)
+                while rmdir(mountPoint + "/a/b") != 0 && Date() < deadline { usleep(50_000) }
+                while rmdir(mountPoint + "/a") != 0 && Date() < deadline { usleep(50_000) }
+            }
+            #expect(seen.before == "/a /a/b")
+            #expect(seen.after == "/a /a/b")
+            #expect(seen.proc.contains(":name=\(name):/a/b\n"), "\(seen.proc)")
+        }
+
+        /// cgroup v2: a thread in another group of a threaded subtree than its process is moved
+        /// there again (`cgroup.threads`).
+        @Test(.enabled(if: getuid() == 0, "needs root to make a control group"), .timeLimit(.minutes(2)))
+        func aThreadInAnotherV2ThreadedGroupThanItsProcessIsMovedBack() throws {
+            let hierarchy = try #require(
+                ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].first {
+                    FileManager.default.fileExists(atPath: $0 + "/cgroup.threads")
+                }, "no cgroup v2 hierarchy")
+            let path = "/chpox-test-\(getpid())"
+            #expect(mkdir(hierarchy + path, 0o755) == 0)
+            defer {
+                let deadline = Date().addingTimeInterval(20)
+                for group in ["/a", "/b", ""] {
+                    while rmdir(hierarchy + path + group) != 0 && errno != ENOENT && Date() < deadline {
+                        usleep(50_000)
+                    }
+                }
+            }
+            for group in ["/a", "/b"] {
+                #expect(mkdir(hierarchy + path + group, 0o755) == 0)
+                let type = open(hierarchy + path + group + "/cgroup.type", O_WRONLY)
+                #expect(write(type, "threaded", 8) == 8)
+                close(type)
+            }
+            let seen = try Self.restartThreadProgram(
+                "cgroup-v2-threads", procs: hierarchy + path + "/a/cgroup.procs",
+                tasks: hierarchy + path + "/b/cgroup.threads", controllers: ""
+            ) {}
+            #expect(seen.before == "\(path)/a \(path)/b")
+            #expect(seen.after == "\(path)/a \(path)/b")
+            #expect(seen.proc.contains("0::\(path)/b\n"), "\(seen.proc)")
+        }
     }
 }

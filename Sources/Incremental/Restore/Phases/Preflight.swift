@@ -53,6 +53,7 @@ public struct Preflight: Sendable {
         let pids =
             image.processes.map { ($0.pid, $0.command.first ?? "?") }
             + (image.zombies ?? []).map { ($0.pid, "a zombie child") }
+            + TreeLayout(image: image).groupKeepers.keys.sorted().map { ($0, "the leader of process group \($0)") }
         return pids.compactMap { pid, what in
             (try? ProcFS.stat(pid)).map { (pid, what, $0.command) }
         }
@@ -77,7 +78,9 @@ public struct Preflight: Sendable {
                 "pid \(pid), \(what)'s, is taken by \(now) now: \(why), in a new PID namespace where they are "
                     + "taken, and only root makes one; \(advice), or restart it as root")
         }
-        if image.processes.contains(where: { $0.pid == 1 }) || image.zombies?.contains(where: { $0.pid == 1 }) == true {
+        if image.processes.contains(where: { $0.pid == 1 }) || image.zombies?.contains(where: { $0.pid == 1 }) == true
+            || TreeLayout(image: image).groupKeepers[1] != nil
+        {
             throw refuse(
                 "pid \(pid), \(what)'s, is taken by \(now) now, and its tree has pid 1, which in a new PID namespace "
                     + "is the namespace's own init; \(advice)")
@@ -177,7 +180,10 @@ public struct Preflight: Sendable {
         // The stub is ld-chpox's child, in ld-chpox's control groups: a process that ran in
         // others would run with other limits and accounting (and a program that reads its own
         // cgroup finds another). Moving a process between cgroups is the caller's to decide.
-        if !otherControlGroups { _ = try controlGroupPlacement(authority: authority) }
+        if !otherControlGroups {
+            _ = try controlGroupPlacement(authority: authority)
+            _ = try threadControlGroupPlacements(authority: authority)
+        }
         let here = (try? MemoryRegion.of(CurrentProcess.id)) ?? []
         // A process that unmapped the kernel's pages restarts without them (MemoryLayoutPhase).
         let hadKernelPages = image.mappings.contains { MemoryLayoutPhase.kernelPageNames.contains($0.path) }
@@ -214,6 +220,37 @@ public struct Preflight: Sendable {
         } catch {
             throw refuse("\(change): \(error); \(advice)")
         }
+    }
+
+    /// Where each thread that ran in other control groups than its process is moved (one by
+    /// one, once the threads exist: they start in their process's), by saved thread id; the
+    /// same rules as the process's (`controlGroupPlacement`), and the reason where one cannot be.
+    public func threadControlGroupPlacements(
+        authority: ImageAuthority
+    ) throws(CheckpointError) -> [(tid: Int32, placement: ControlGroupPlacement)] {
+        let threads = image.threads.compactMap { thread in thread.cgroups.map { (thread.tid, $0) } }
+        guard !threads.isEmpty else { return [] }
+        let advice = "accept its process's groups for them with --other-cgroups"
+        guard authority.owner == 0, CurrentProcess.effectiveUserID == 0 else {
+            throw refuse(
+                "thread \(threads[0].0) ran in other control groups than its process: only root restarting an image "
+                    + "of a store only root can write moves it there; \(advice)")
+        }
+        let mounts = ControlGroupMounts()
+        var placements: [(tid: Int32, placement: ControlGroupPlacement)] = []
+        for (tid, lines) in threads {
+            do {
+                placements.append(
+                    (
+                        tid,
+                        try ControlGroupPlacement.resolve(
+                            saved: lines, below: [], own: image.cgroups ?? [], mounts: mounts, thread: true)
+                    ))
+            } catch {
+                throw refuse("thread \(tid) ran in other control groups than its process: \(error); \(advice)")
+            }
+        }
+        return placements
     }
 
     /// How the control groups it ran in differ from ld-chpox's, which the stub inherits; nil
