@@ -161,6 +161,8 @@ public struct FileDescriptor: Hashable, Sendable {
         public let links: UInt64
         /// The last modification time (st_mtim).
         public let modified: timespec
+        /// The device a character or block device node stands for (st_rdev); 0 for other files.
+        public let specialDevice: DeviceNumber
         public var isDirectory: Bool { chpox_s_isdir(mode) != 0 }
         public var isRegularFile: Bool { chpox_s_isreg(mode) != 0 }
         public var isSymlink: Bool { chpox_s_islnk(mode) != 0 }
@@ -168,6 +170,10 @@ public struct FileDescriptor: Hashable, Sendable {
         public var isFIFO: Bool { chpox_s_isfifo(mode) != 0 }
         /// A UNIX socket's file (S_IFSOCK).
         public var isSocket: Bool { mode & 0o170000 == 0o140000 }
+        /// A character device node (S_IFCHR).
+        public var isCharacterDevice: Bool { mode & 0o170000 == 0o020000 }
+        /// A block device node (S_IFBLK).
+        public var isBlockDevice: Bool { mode & 0o170000 == 0o060000 }
         /// The permission bits (rwx for user, group, other).
         public var permissions: UInt32 { mode & 0o7777 }
 
@@ -180,6 +186,7 @@ public struct FileDescriptor: Hashable, Sendable {
             device = UInt64(s.st_dev)
             links = UInt64(s.st_nlink)
             modified = s.st_mtim
+            specialDevice = DeviceNumber(UInt64(s.st_rdev))
         }
     }
 

@@ -119,7 +119,8 @@ import Testing
                 Entry(fd: 5, closeOnExec: false, setup: .duplicate(of: 4)),
                 Entry(
                     fd: 6, closeOnExec: false,
-                    setup: .recreate(contents: Data(count: 8192), flags: O_RDWR, offset: 9, attributes: attributes)),
+                    setup: .recreate(
+                        contents: Data(count: 4096), size: 8192, flags: O_RDWR, offset: 9, attributes: attributes)),
                 Entry(fd: 7, closeOnExec: false, setup: .sameDeletedFile(as: 6, flags: O_RDWR, offset: 9)),
             ])
     }

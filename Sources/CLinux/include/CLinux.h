@@ -168,6 +168,8 @@ enum chpox_system_call {
     CHPOX_SYS_chdir = SYS_chdir,
     CHPOX_SYS_fchdir = SYS_fchdir,
     CHPOX_SYS_mkdirat = SYS_mkdirat,
+    CHPOX_SYS_mknodat = SYS_mknodat,
+    CHPOX_SYS_symlinkat = SYS_symlinkat,
     CHPOX_SYS_clone = SYS_clone,
     CHPOX_SYS_setresuid = SYS_setresuid,
     CHPOX_SYS_setresgid = SYS_setresgid,

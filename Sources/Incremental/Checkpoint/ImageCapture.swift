@@ -8,8 +8,9 @@ import Tracee
 /// Reads a frozen process's image: registers, /proc, descriptors. Pages are not read here
 /// (see `PageSelection`); what must be asked inside the process comes in `injected`.
 enum ImageCapture {
-    /// Deleted files larger than this are not copied into the image (and the process is
-    /// refused unless --skip-unsupported).
+    /// Deleted files holding more data than this are not copied into the image (and the
+    /// process is refused unless --skip-unsupported): the data of a file a descriptor holds
+    /// (its holes not counted), the size of one a private mapping holds.
     static let deletedFileLimit: Int64 = 64 << 20
 
     /// The mapping details (smaps' VmFlags and Rss) read before the stop, with the mappings
@@ -72,7 +73,7 @@ enum ImageCapture {
             let mapped = MappedFileCapture.capture(pid, regions: regions.filter { !memory.maps($0) })
             unsupported += mapped.unsupported
             let guardPages = GuardRegionCapture.runs(pid, regions: regions)
-            for k in descriptors.indices where descriptors[k].kind == .deletedFile {
+            for k in descriptors.indices where descriptors[k].kind.isDeletedFile {
                 guard let status = openFileStatus(pid, descriptors[k].fd),
                     let file = mapped.identities.firstIndex(of: .init(device: status.device, inode: status.inode))
                 else { continue }
@@ -277,12 +278,12 @@ enum ImageCapture {
                 unsupported.append(
                     "fd \(fd): \(target): a deleted file under a \(lease): reading it to save it would break that")
             } else if target.hasPrefix("/") && target.hasSuffix(" (deleted)") {
-                if let contents = deletedContents(pid, fd) {
-                    descriptor.kind = .deletedFile
-                    descriptor.contents = contents
-                } else {
-                    unsupported.append(
-                        "fd \(fd): \(target) (deleted, larger than \(Format.bytes(deletedFileLimit)) or unreadable)")
+                switch DeletedFileCapture.find(pid, fd, target: target, flags: flags) {
+                case .regularFile: descriptor.kind = .deletedFile  // read by `captureDeletedFile`
+                case .node(let node):
+                    descriptor.kind = .deletedNode
+                    descriptor.deletedNode = node
+                case .refused(let reason): unsupported.append("fd \(fd): \(target): \(reason)")
                 }
             } else if target.hasPrefix("/") {
                 descriptor.kind = (flags & O_DIRECTORY) != 0 ? .directory : .file
@@ -357,14 +358,4 @@ enum ImageCapture {
         }
         return nil
     }
-
-    static func deletedContents(_ pid: Int32, _ fd: Int32) -> Data? {
-        guard let file = try? FileDescriptor.open("/proc/\(pid)/fd/\(fd)", [.readOnly]) else { return nil }
-        defer { file.close() }
-        guard let status = try? file.status(), status.isRegularFile, status.size <= deletedFileLimit,
-            let bytes = try? file.readAll(limit: Int(deletedFileLimit))
-        else { return nil }
-        return Data(bytes)
-    }
-
 }

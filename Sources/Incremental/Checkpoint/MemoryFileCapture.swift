@@ -151,26 +151,12 @@ enum MemoryFileCapture {
                             + "(MFD_HUGETLB): not restored"))
             }
             let status = try file.status()
-            let ranges = try file.dataRanges(size: status.size)
-            let bytes = ranges.reduce(Int64(0)) { $0 + Int64($1.count) }
-            guard bytes <= ImageCapture.deletedFileLimit else {
-                return .failure(
-                    Refusal(
-                        description: "it holds \(Format.bytes(UInt64(bytes))) of data, more than "
-                            + "\(Format.bytes(UInt64(ImageCapture.deletedFileLimit))) a checkpoint copies: not restored"
-                    ))
+            let extents: DeletedFileCapture.Extents
+            switch try DeletedFileCapture.data(of: file, size: status.size) {
+            case .success(let read): extents = read
+            case .failure(let refusal): return .failure(Refusal(description: "\(refusal): not restored"))
             }
-            var contents = Data(capacity: Int(bytes))
-            for range in ranges {
-                var chunk = [UInt8](repeating: 0, count: range.count)
-                let n = try chunk.withUnsafeMutableBufferPointer { (buffer) throws(Errno) -> Int in
-                    try file.readFully(into: UnsafeMutableRawBufferPointer(buffer), at: range.lowerBound)
-                }
-                guard n == range.count else {
-                    return .failure(Refusal(description: "it changed size while it was read"))
-                }
-                contents.append(contentsOf: chunk)
-            }
+            let (ranges, contents) = (extents.ranges, extents.bytes)
             return .success(
                 ProcessImage.MemoryFile(
                     memfdName: memfd ? memfdName(shown) : nil, device: mapsDevice(status.device), inode: status.inode,

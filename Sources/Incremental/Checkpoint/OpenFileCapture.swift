@@ -28,15 +28,16 @@ extension ImageCapture {
                         type: owner.type, pid: owner.pid, signal: owner.signal, uid: owner.uid, euid: owner.euid)
                 }
             }
-            // A pipe on 0-2 is recorded too: in a tree, another process may have its other end.
-            guard fd > 2 || descriptors[index].kind == .pipe else { continue }
+            // A pipe on 0-2 is recorded too: in a tree, another process may have its other end;
+            // a deleted file on 0-2 as well: only the image holds its data.
+            guard fd > 2 || descriptors[index].kind == .pipe || descriptors[index].kind.isDeletedFile else { continue }
             let earlier = descriptors[..<index].filter { $0.fd > 2 && $0.target == descriptors[index].target }
             descriptors[index].duplicateOf =
                 earlier.first { (try? ProcessDescriptor.shareOpenFile(pid, $0.fd, fd)) ?? false }?.fd
             switch descriptors[index].kind {
             case .pipe:
                 unsupported += capturePipe(pid, &descriptors[index], earlier: descriptors[..<index])
-            case .deletedFile:
+            case .deletedFile, .sparseDeletedFile:
                 unsupported += captureDeletedFile(pid, &descriptors[index], earlier: descriptors[..<index])
             default: break
             }
@@ -171,8 +172,9 @@ extension ImageCapture {
         }
     }
 
-    /// A deleted file's permissions, owner, modification time and holes; a second descriptor on
-    /// the same file is recorded as that (one file at restart, not two copies).
+    /// A deleted regular file's data (its holes left out: `sparseDeletedFile` when it has
+    /// some), permissions, owner, modification time and size; a second descriptor on the same
+    /// file is recorded as that (one file at restart, not two copies), without the data.
     static func captureDeletedFile(
         _ pid: Int32, _ descriptor: inout ProcessImage.Descriptor, earlier: ArraySlice<ProcessImage.Descriptor>
     ) -> [String] {
@@ -182,19 +184,32 @@ extension ImageCapture {
             defer { file.close() }
             let status = try file.status()
             let same = earlier.first { other in
-                other.kind == .deletedFile && other.deletedAttributes != nil
+                other.kind.isDeletedFile && other.deletedAttributes != nil
                     && openFileStatus(pid, other.fd).map { $0.inode == status.inode && $0.device == status.device }
                         == true
             }
-            let ranges = try file.dataRanges(size: status.size)
+            let ranges: [Range<Int64>]
+            if same != nil {
+                ranges = try file.dataRanges(size: status.size)
+                descriptor.contents = nil
+            } else {
+                switch try DeletedFileCapture.data(of: file, size: status.size) {
+                case .success(let extents):
+                    ranges = extents.ranges
+                    descriptor.contents = extents.bytes
+                case .failure(let refusal): return ["fd \(fd): \(descriptor.target): \(refusal)"]
+                }
+            }
+            descriptor.kind =
+                ProcessImage.Descriptor.DeletedFile.isWhole(ranges, size: status.size)
+                ? .deletedFile : .sparseDeletedFile
             descriptor.deletedAttributes = .init(
                 permissions: status.permissions, owner: status.owner, group: status.group,
                 modified: [Int64(status.modified.tv_sec), Int64(status.modified.tv_nsec)],
-                dataRanges: ranges.map { [$0.lowerBound, $0.upperBound] }, sameFileAs: same?.fd)
-            if same != nil { descriptor.contents = nil }
+                dataRanges: ranges.map { [$0.lowerBound, $0.upperBound] }, sameFileAs: same?.fd, size: status.size)
             return []
         } catch {
-            return ["fd \(fd): \(descriptor.target): cannot read its attributes (\(error))"]
+            return ["fd \(fd): \(descriptor.target): cannot read it (\(error))"]
         }
     }
 }

@@ -255,12 +255,12 @@ enum TreeCapture {
         let pid = images[k].pid
         for d in images[k].descriptors.indices {
             let descriptor = images[k].descriptors[d]
-            guard descriptor.kind == .deletedFile, descriptor.inherited == nil, descriptor.deletedFile == nil,
+            guard descriptor.kind.isDeletedFile, descriptor.inherited == nil, descriptor.deletedFile == nil,
                 let mine = identity(pid, descriptor.fd)
             else { continue }
             search: for earlier in images[..<k] {
                 for other in earlier.descriptors
-                where other.kind == .deletedFile && other.inherited == nil && other.deletedFileOf == nil
+                where other.kind.isDeletedFile && other.inherited == nil && other.deletedFileOf == nil
                     && other.deletedFile == nil && identity(earlier.pid, other.fd) == mine
                 {
                     images[k].descriptors[d].deletedFileOf = .init(pid: earlier.pid, fd: other.fd)

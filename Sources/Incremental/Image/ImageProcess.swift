@@ -109,6 +109,17 @@ extension ProcessImage {
             /// A pseudo-terminal's master or slave (`pty`: an older restart refuses the kinds).
             case ptyMaster = "pty-master"
             case ptySlave = "pty-slave"
+            /// A deleted regular file with holes: `contents` holds the bytes of its data ranges
+            /// one after another, `deletedAttributes` its size and those ranges (an older restart,
+            /// which would take `contents` for the whole file, refuses the kind). One without
+            /// holes is a `deletedFile`, whose `contents` are the whole file.
+            case sparseDeletedFile = "sparse-deleted-file"
+            /// A deleted device node or symbolic link (`deletedNode`: an older restart refuses
+            /// the kind).
+            case deletedNode = "deleted-node"
+
+            /// A deleted regular file, with holes or without.
+            public var isDeletedFile: Bool { self == .deletedFile || self == .sparseDeletedFile }
         }
         public var fd: Int32
         public var kind: Kind
@@ -163,6 +174,8 @@ extension ProcessImage {
         public var inet: InetSocket? = nil
         /// A pseudo-terminal's master or slave (`kind` pty-master, pty-slave).
         public var pty: PseudoTerminal? = nil
+        /// A deleted device node or symbolic link (`kind` deleted-node).
+        public var deletedNode: DeletedNode? = nil
 
         /// A byte-range lock (struct flock): read (shared) or write (exclusive), from `start`
         /// for `length` bytes, 0: to the end of the file however long it grows.
@@ -182,7 +195,7 @@ extension ProcessImage {
             case fd, kind, target, flags, offset, contents, size, event, deletedFile, duplicateOf, pipe,
                 deletedAttributes, flock, inherited, deletedFileOf
             case socket, memoryFile, signalOwner, deletedDirectory, ofdLocks, posixLocks, lease
-            case inet, pty
+            case inet, pty, deletedNode
         }
 
         public init(

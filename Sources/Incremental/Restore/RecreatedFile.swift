@@ -34,4 +34,20 @@ enum RecreatedFile {
                     to: "create a file without a name for \(purpose)")
             })
     }
+
+    /// Where each of `contents`' bytes go: it holds the bytes of `ranges` ([start, end) each,
+    /// the rest of the file holes) one after another. nil when it holds fewer bytes than the
+    /// ranges cover, or a range is not one.
+    static func pieces(_ ranges: [[Int64]], of contents: Data) -> [(at: Int64, bytes: Data)]? {
+        var pieces: [(at: Int64, bytes: Data)] = []
+        var from = contents.startIndex
+        for range in ranges {
+            guard range.count == 2, range[0] >= 0, range[1] >= range[0], range[1] - range[0] <= contents.endIndex - from
+            else { return nil }
+            let count = Int(range[1] - range[0])
+            pieces.append((range[0], contents[from..<(from + count)]))
+            from += count
+        }
+        return pieces
+    }
 }

@@ -85,23 +85,15 @@ enum RecreatedMemoryFile {
                 pid: calls.pid,
                 reason: "\(file.what) belongs to \(file.owner):\(file.group), not to the image's user")
         }
-        let bytes = [UInt8](file.contents)
-        var pieces: [(at: Int64, bytes: ArraySlice<UInt8>)] = []
-        var from = 0
-        for range in file.dataRanges where range.count == 2 && range[1] >= range[0] {
-            let count = Int(range[1] - range[0])
-            guard from + count <= bytes.count else {
-                throw TraceeError.unsupported(
-                    pid: calls.pid, reason: "the image's \(file.what) holds fewer bytes than its data ranges")
-            }
-            pieces.append((range[0], bytes[from..<(from + count)]))
-            from += count
+        guard let pieces = RecreatedFile.pieces(file.dataRanges, of: file.contents) else {
+            throw TraceeError.unsupported(
+                pid: calls.pid, reason: "the image's \(file.what) holds fewer bytes than its data ranges")
         }
         do throws(Errno) {
             let opened = try FileDescriptor.open("/proc/\(calls.pid)/fd/\(fd)", [.writeOnly])
             defer { opened.close() }
             for piece in pieces {
-                try Array(piece.bytes).withRawBytes { (raw) throws(Errno) in try opened.writeAll(raw, at: piece.at) }
+                try [UInt8](piece.bytes).withRawBytes { (raw) throws(Errno) in try opened.writeAll(raw, at: piece.at) }
             }
             try opened.setSize(file.size)
             try opened.setOwner(user: file.owner, group: file.group)

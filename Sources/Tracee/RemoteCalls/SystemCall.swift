@@ -124,6 +124,10 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let fchdir = SystemCall(CHPOX_SYS_fchdir)
     /// The corresponding C constant is SYS_mkdirat.
     public static let mkdirat = SystemCall(CHPOX_SYS_mkdirat)
+    /// The corresponding C constant is SYS_mknodat.
+    public static let mknodat = SystemCall(CHPOX_SYS_mknodat)
+    /// The corresponding C constant is SYS_symlinkat.
+    public static let symlinkat = SystemCall(CHPOX_SYS_symlinkat)
     /// The corresponding C constant is SYS_fchmodat.
     public static let fchmodat = SystemCall(CHPOX_SYS_fchmodat)
     /// The corresponding C constant is SYS_fchownat.

@@ -38,8 +38,14 @@ public struct DescriptorPhase: RestartPhase {
         case namespace(type: String, flags: Int32)
         /// A deleted directory (of `deletedDirectories`), opened again with these flags.
         case deletedDirectory(Int, flags: Int32)
-        /// A deleted file: its saved contents in a new file, opened, then unlinked.
-        case recreate(contents: Data, flags: Int32, offset: Int64, attributes: ProcessImage.Descriptor.DeletedFile?)
+        /// A deleted file: a new file of `size` bytes, the bytes of its data ranges (`contents`,
+        /// one range after another; the whole file when `attributes` is nil) written, the rest
+        /// left holes; opened, then unlinked.
+        case recreate(
+            contents: Data, size: Int64, flags: Int32, offset: Int64, attributes: ProcessImage.Descriptor.DeletedFile?)
+        /// A deleted device node or symbolic link made again beside where it was, opened with
+        /// these flags, then removed (`RecreatedNode`); nil: the image recorded none.
+        case recreateNode(ProcessImage.Descriptor.DeletedNode?, flags: Int32, offset: Int64)
         /// A deleted file the memory layout recreated for mappings (`deletedFiles` index),
         /// opened again with these open flags, then moved to `offset`.
         case reopenDeleted(file: Int, flags: Int32, offset: Int64)
@@ -119,11 +125,13 @@ public struct DescriptorPhase: RestartPhase {
                 case .deletedDirectory(let k, _):
                     what =
                         "deleted directory \(deletedDirectories.indices.contains(k) ? deletedDirectories[k].path : "?")"
-                case .recreate(let contents, _, let offset, let attributes):
+                case .recreate(let contents, let size, _, let offset, let attributes):
                     what =
-                        "a deleted file recreated (\(contents.count) bytes"
+                        "a deleted file recreated (\(size) bytes, \(contents.count) of data"
                         + (attributes.map { ", mode 0\(String($0.permissions, radix: 8))" } ?? "")
                         + ") at offset \(offset)"
+                case .recreateNode(let node, _, _):
+                    what = "a deleted \(node?.summary ?? "node") made again, opened, removed"
                 case .duplicate(let source): what = "a duplicate of fd \(source)"
                 case .pipeEnd(let inode, let access, let statusFlags, _):
                     let mode = access == O_RDONLY ? "read" : access == O_WRONLY ? "write" : "read-write"
@@ -190,11 +198,14 @@ public struct DescriptorPhase: RestartPhase {
                     inode: descriptor.pipe?.inode ?? 0, access: descriptor.flags & O_ACCMODE,
                     statusFlags: descriptor.flags & Self.statusFlags,
                     created: descriptor.flags & CHPOX_O_LARGEFILE == 0 && descriptor.pipe?.path == nil)
-            case .deletedFile where descriptor.deletedFileOf != nil:
+            case .deletedFile where descriptor.deletedFileOf != nil,
+                .sparseDeletedFile where descriptor.deletedFileOf != nil:
                 setup = .deletedFileOf(
                     pid: descriptor.deletedFileOf?.pid ?? 0, fd: descriptor.deletedFileOf?.fd ?? 0, flags: flags,
                     offset: descriptor.offset)
-            case .deletedFile where descriptor.deletedFile == nil && descriptor.deletedAttributes?.sameFileAs != nil:
+            case _
+            where descriptor.kind.isDeletedFile && descriptor.deletedFile == nil
+                && descriptor.deletedAttributes?.sameFileAs != nil:
                 setup = .sameDeletedFile(
                     as: descriptor.deletedAttributes?.sameFileAs ?? 0, flags: flags, offset: descriptor.offset)
             case .pipe: setup = .pipeWithoutPeer(readEnd: descriptor.flags & O_ACCMODE == O_RDONLY)
@@ -207,12 +218,16 @@ public struct DescriptorPhase: RestartPhase {
                 setup = .deletedDirectory(k, flags: flags)
             case .directory: setup = .reopen(path: descriptor.target, flags: flags, offset: nil)
             case .file: setup = .reopen(path: descriptor.target, flags: flags, offset: descriptor.offset)
-            case .deletedFile where descriptor.deletedFile != nil:
+            case .deletedFile where descriptor.deletedFile != nil,
+                .sparseDeletedFile where descriptor.deletedFile != nil:
                 setup = .reopenDeleted(file: descriptor.deletedFile ?? 0, flags: flags, offset: descriptor.offset)
-            case .deletedFile:
+            case .deletedFile, .sparseDeletedFile:
+                let (contents, size) = Self.dataOfDeletedFile(descriptor)
                 setup = .recreate(
-                    contents: descriptor.contents ?? Data(), flags: flags, offset: descriptor.offset,
+                    contents: contents, size: size, flags: flags, offset: descriptor.offset,
                     attributes: descriptor.deletedAttributes)
+            case .deletedNode:
+                setup = .recreateNode(descriptor.deletedNode, flags: flags, offset: descriptor.offset)
             case .memoryFile:
                 guard let file = descriptor.memoryFile else { return nil }
                 setup = .memoryFile(
@@ -245,6 +260,24 @@ public struct DescriptorPhase: RestartPhase {
         seals = memoryFiles.enumerated().compactMap { k, file in
             RecreatedMemoryFile.sealsToAdd(file).map { (k, $0) }
         }
+    }
+
+    /// A deleted file's data, its data ranges' bytes one after another, and its size. A
+    /// `deletedFile` holds the whole file, holes as zeros (its data ranges are cut out of it);
+    /// a `sparseDeletedFile` the data alone, its size recorded (-1 where it is missing: the
+    /// restart refuses it).
+    static func dataOfDeletedFile(_ descriptor: ProcessImage.Descriptor) -> (contents: Data, size: Int64) {
+        let contents = descriptor.contents ?? Data()
+        guard descriptor.kind == .deletedFile else { return (contents, descriptor.deletedAttributes?.size ?? -1) }
+        guard let ranges = descriptor.deletedAttributes?.dataRanges else { return (contents, Int64(contents.count)) }
+        var data = Data()
+        for range in ranges where range.count == 2 && 0 <= range[0] && range[0] <= range[1] {
+            let end = min(Int(range[1]), contents.count)
+            if Int(range[0]) < end {
+                data.append(contents[contents.startIndex + Int(range[0])..<contents.startIndex + end])
+            }
+        }
+        return (data, descriptor.deletedAttributes?.size ?? Int64(contents.count))
     }
 
     /// The status flags F_SETFL sets (O_ASYNC needs an owner too and is left out).
@@ -474,9 +507,32 @@ public struct DescriptorPhase: RestartPhase {
         case .namespace(let type, let flags):
             // A magic link of procfs, followed on purpose (the path is chpox's, not the image's).
             try open("/proc/self/ns/\(type)", flags: flags, as: target, cloexec: cloexec, recorded: false, session)
-        case .recreate(let contents, let flags, let offset, let attributes):
-            try recreate(contents, attributes: attributes, flags: flags, as: target, cloexec: cloexec, session)
+        case .recreate(let contents, let size, let flags, let offset, let attributes):
+            try recreate(
+                contents, size: size, attributes: attributes, flags: flags, as: target, cloexec: cloexec, session)
             _ = try calls.result(of: .lseek, target, offset, SEEK_SET)
+        case .recreateNode(let node, let flags, let offset):
+            guard let node else {
+                throw TraceeError.unsupported(
+                    pid: calls.pid, reason: "the image records no deleted node for descriptor \(target)")
+            }
+            guard anyOwner || (users.contains(node.owner) && groups.contains(node.group)) else {
+                throw TraceeError.unsupported(
+                    pid: calls.pid,
+                    reason:
+                        "the deleted \(node.summary) of descriptor \(target) belongs to \(node.owner):\(node.group), "
+                        + "not to the image's user")
+            }
+            let opened = try RecreatedNode.open(node, flags: flags, calls)
+            let what = "set up descriptor \(target) as the deleted \(node.summary)"
+            if opened != target {
+                try calls.call(.dup3, opened, target, cloexec, to: what)
+                _ = try calls.result(of: .close, opened)
+            } else if cloexec == 0 {
+                try calls.call(.fcntl, target, F_SETFD, 0, to: what)
+            }
+            // An O_PATH descriptor has no offset (lseek fails).
+            if flags & CHPOX_O_PATH == 0 { _ = try calls.result(of: .lseek, target, offset, SEEK_SET) }
         case .duplicate(let source):
             try calls.call(
                 .dup3, source, target, cloexec, to: "set up descriptor \(target) as a duplicate of \(source)")
@@ -542,10 +598,16 @@ public struct DescriptorPhase: RestartPhase {
     /// The file gets the recorded permissions, owner (only ids the image itself runs as), holes
     /// and modification time.
     private func recreate(
-        _ contents: Data, attributes: ProcessImage.Descriptor.DeletedFile?, flags: Int32, as target: Int32,
-        cloexec: Int32, _ session: RestartSession
+        _ contents: Data, size: Int64, attributes: ProcessImage.Descriptor.DeletedFile?, flags: Int32,
+        as target: Int32, cloexec: Int32, _ session: RestartSession
     ) throws {
         let calls = session.calls
+        guard size >= 0, let pieces = RecreatedFile.pieces(attributes?.dataRanges ?? [[0, size]], of: contents) else {
+            throw TraceeError.unsupported(
+                pid: calls.pid,
+                reason: "the image's deleted file of descriptor \(target) records no size, or fewer bytes than its "
+                    + "data ranges")
+        }
         // A file the program made with O_TMPFILE (zdtm unlink_fstat041) has those bits in its
         // flags, which no reopen gives (O_DIRECTORY among them fails): the new unnamed file is
         // its descriptor itself, made with its access mode.
@@ -557,14 +619,10 @@ public struct DescriptorPhase: RestartPhase {
         do {
             let file = try FileDescriptor.open("/proc/\(calls.pid)/fd/\(unnamed)", [.writeOnly])
             defer { file.close() }
-            let bytes = [UInt8](contents)
-            let ranges = attributes?.dataRanges.compactMap { $0.count == 2 ? Int($0[0])..<Int($0[1]) : nil }
-            for range in ranges ?? [0..<bytes.count] where range.upperBound <= bytes.count {
-                try Array(bytes[range]).withRawBytes { (raw) throws(Errno) in
-                    try file.writeAll(raw, at: Int64(range.lowerBound))
-                }
+            for piece in pieces {
+                try [UInt8](piece.bytes).withRawBytes { (raw) throws(Errno) in try file.writeAll(raw, at: piece.at) }
             }
-            try file.setSize(Int64(bytes.count))
+            try file.setSize(size)
             if let attributes {
                 guard anyOwner || (users.contains(attributes.owner) && groups.contains(attributes.group)) else {
                     throw TraceeError.unsupported(

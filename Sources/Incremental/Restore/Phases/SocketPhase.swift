@@ -84,7 +84,9 @@ public struct SocketPhase: RestartPhase {
         group = image.credentials.group.effective
         holderBase = max((image.descriptors.map(\.fd).max() ?? 2) + 1, DescriptorPhase.holderBase)
         placedBefore = Set(
-            image.descriptors.filter { [.file, .deletedFile, .pipe].contains($0.kind) && $0.inherited == nil }.map(\.fd)
+            image.descriptors.filter {
+                [.file, .deletedFile, .sparseDeletedFile, .deletedNode, .pipe].contains($0.kind) && $0.inherited == nil
+            }.map(\.fd)
         )
     }
 
