@@ -14,6 +14,9 @@ import Musl
 /// caller's network namespace, whose rules these are.
 public enum PacketFilter {
     public static let table = "chpox_hold"
+    /// Packets with this mark (SO_MARK) pass a hold: the segments a restart makes itself to
+    /// bring a connection back into its state (`TCPSegment`: the peer's FIN).
+    public static let passMark: UInt32 = 0x6368_7078
 
     /// One TCP connection seen from its held end: addresses as printed (IPv4 dotted, IPv6
     /// without brackets; an IPv4-mapped IPv6 address is held as its IPv4 form, which its
@@ -112,7 +115,7 @@ public enum PacketFilter {
         ]
         for connection in connections {
             script.append(
-                "add rule inet \(table) input \(connection.match(inbound: true)) drop comment \"\(connection.comment)\""
+                "add rule inet \(table) input meta mark != \(passMark) \(connection.match(inbound: true)) drop comment \"\(connection.comment)\""
             )
             script.append(
                 "add rule inet \(table) output \(connection.match(inbound: false)) drop comment \"\(connection.comment)\""
@@ -205,11 +208,22 @@ extension Substring {
     }
 }
 
-/// The TCP connections of this network namespace that a process holds open (a socket with an
-/// inode) and that are established, from /proc/net/tcp and /proc/net/tcp6, as held ends.
+/// The TCP sockets of this network namespace with a peer (connected, in any state), from
+/// /proc/net/tcp and /proc/net/tcp6.
 public enum EstablishedConnections {
-    public static func held() -> Set<PacketFilter.Connection> {
-        var found: Set<PacketFilter.Connection> = []
+    public struct Socket: Sendable {
+        public var connection: PacketFilter.Connection
+        /// 0 for a socket no process holds (one closing, or in TIME_WAIT).
+        public var inode: UInt64
+        /// The kernel's TCP state number (1 ESTABLISHED ... 11 CLOSING).
+        public var state: UInt8
+
+        /// A process holds it, connected (not yet CLOSE).
+        public var isHeld: Bool { inode != 0 && state != 7 }
+    }
+
+    public static func sockets() -> [Socket] {
+        var found: [Socket] = []
         for (path, family) in [("/proc/net/tcp", AF_INET), ("/proc/net/tcp6", AF_INET6)] {
             guard let file = try? FileDescriptor.open(path, .readOnly),
                 let bytes = try? file.readToEnd(limit: 256 << 20)
@@ -217,12 +231,13 @@ public enum EstablishedConnections {
             file.close()
             for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n").dropFirst() {
                 let fields = line.split(separator: " ")
-                guard fields.count > 9, fields[3] == "01", fields[9] != "0",
+                guard fields.count > 9, let state = UInt8(fields[3], radix: 16), state != 10,  // not LISTEN
+                    let inode = UInt64(fields[9]),
                     let local = endpoint(fields[1], family: family), let remote = endpoint(fields[2], family: family)
                 else { continue }
-                found.insert(
-                    PacketFilter.Connection(
-                        localHost: local.0, localPort: local.1, remoteHost: remote.0, remotePort: remote.1))
+                let connection = PacketFilter.Connection(
+                    localHost: local.0, localPort: local.1, remoteHost: remote.0, remotePort: remote.1)
+                found.append(Socket(connection: connection, inode: inode, state: state))
             }
         }
         return found

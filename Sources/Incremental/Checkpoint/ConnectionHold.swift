@@ -65,14 +65,25 @@ enum ConnectionHold {
         return problems
     }
 
-    /// Removes the hold rules whose connection a process has open again (or still): left by a
-    /// cpx that died between holding and killing, or by a restart that made the socket and
-    /// died before releasing it. Returns the connections released.
+    /// Removes the hold rules that hold nothing to wait for: those whose connection a process
+    /// has open again (or still: left by a cpx that died between holding and killing, or by a
+    /// restart that made the socket and died before releasing it), and those whose peer is on
+    /// this host's loopback and has no socket left (its program ended: no restart can resume
+    /// the connection). Returns the connections released.
     @discardableResult
     static func releaseStale() -> Set<PacketFilter.Connection> {
         guard let rules = try? PacketFilter.rules(), !rules.isEmpty else { return [] }
-        let open = EstablishedConnections.held()
-        let stale = Set(rules.map(\.connection)).intersection(open)
+        let sockets = EstablishedConnections.sockets()
+        let open = Set(sockets.filter(\.isHeld).map(\.connection))
+        let present = Set(sockets.map(\.connection))
+        let stale = Set(rules.map(\.connection)).filter { connection in
+            let peer = PacketFilter.Connection(
+                localHost: connection.remoteHost, localPort: connection.remotePort,
+                remoteHost: connection.localHost, remotePort: connection.localPort)
+            return open.contains(connection) || (isLoopback(connection.remoteHost) && !present.contains(peer))
+        }
         return (try? PacketFilter.release(stale)) ?? []
     }
+
+    static func isLoopback(_ host: String) -> Bool { host.hasPrefix("127.") || host == "::1" }
 }

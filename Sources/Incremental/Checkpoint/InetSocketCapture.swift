@@ -21,6 +21,8 @@ enum InetSocketCapture {
     static let solUDPLite: Int32 = 136
     static let tcpInfo = Option(level: solTCP, name: 11)
     static let maxSegment = Option(level: solTCP, name: 2)
+    /// MAX_TCP_WINDOW: the largest TCP_MAXSEG setsockopt(2) takes.
+    static let maxUserSegment: Int32 = 32767
     static let reuseAddress = Option(level: solSocket, name: 2)
     static let bufferLock = Option(level: solSocket, name: 72)
     static let getFilter = Option(level: solSocket, name: 26)
@@ -179,8 +181,8 @@ enum InetSocketCapture {
                             reason: "a listening \(name) on \(local?.description ?? "?") with \(word(24)) "
                                 + "connections not accepted yet: they are not restored"))
                 }
-            case 1:  // TCP_ESTABLISHED
-                socket.state = .established
+            case 1, 4, 5, 8, 9, 11:  // ESTABLISHED, FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, LAST_ACK, CLOSING
+                socket.state = connectionStates[info[0]] ?? .established
                 socket.remote = remote
                 if events.contains(.priority) {
                     return .failure(Refusal(reason: "out-of-band data (MSG_OOB) is queued in it, not restored"))
@@ -189,8 +191,8 @@ enum InetSocketCapture {
                 return .failure(
                     Refusal(
                         reason: "a \(name) in state \(tcpStateName(info[0])) (\(local?.description ?? "?") to "
-                            + "\(remote?.description ?? "?")): only listening, unconnected and established TCP "
-                            + "sockets are restored"))
+                            + "\(remote?.description ?? "?")): only listening, unconnected, established and "
+                            + "half-closed TCP sockets are restored"))
             }
         } else if let remote {
             socket.state = .connected
@@ -202,10 +204,17 @@ enum InetSocketCapture {
             if diagnosis.shutdown & 1 != 0 { socket.readShutdown = true }
             if diagnosis.shutdown & 2 != 0 { socket.writeShutdown = true }
         }
-        if socket.state == .established || socket.state == .listening,
-            socket.readShutdown == true || socket.writeShutdown == true
-        {
+        if socket.state == .listening, socket.readShutdown == true || socket.writeShutdown == true {
             return .failure(Refusal(reason: "a \(name) shut down for reading or writing: not restored"))
+        }
+        // A connection is shut down for writing exactly when it sent its FIN; for reading when
+        // it received the peer's, or the program asked (shutdown(SHUT_RD), made again so).
+        if socket.state.isConnection, (socket.writeShutdown == true) != socket.state.sentFin {
+            return .failure(
+                Refusal(
+                    reason: "a \(name) in state \(tcpStateName(info0(copy))) "
+                        + (socket.writeShutdown == true ? "shut down for writing" : "not shut down for writing")
+                        + ": not restored"))
         }
         if transport != .tcp {
             // A peek of no bytes: EAGAIN when nothing waits (its pending error was refused above).
@@ -232,7 +241,8 @@ enum InetSocketCapture {
                     Refusal(reason: "a corked \(name) holds data not sent yet (UDP_CORK): not restored"))
             }
         }
-        switch try options(copy, domain: domain, type: type, protocol: proto, established: socket.state == .established)
+        switch try options(
+            copy, domain: domain, type: type, protocol: proto, established: socket.state.isConnection)
         {
         case .success(let options): if !options.isEmpty { socket.options = options }
         case .failure(let refusal): return .failure(refusal)
@@ -241,9 +251,12 @@ enum InetSocketCapture {
         case .success(let filter): socket.filter = filter
         case .failure(let refusal): return .failure(refusal)
         }
-        if socket.state == .established {
+        if socket.state.isConnection {
             switch try steadyConnections([copy]) {
-            case .success(let connections): socket.connection = connections[0]
+            case .success(let connections):
+                socket.connection = connections[0]
+                if let state = connections[0].state { socket.state = state }
+                socket.connection?.state = nil
             case .failure(let refusal): return .failure(refusal)
             }
         }
@@ -333,6 +346,8 @@ enum InetSocketCapture {
                     let connection = byInode[inode]
                 else { continue }
                 images[k].descriptors[d].inet?.connection = connection
+                if let state = connection.state { images[k].descriptors[d].inet?.state = state }
+                images[k].descriptors[d].inet?.connection?.state = nil
             }
         }
         return []
@@ -362,6 +377,10 @@ enum InetSocketCapture {
             }
             guard let value = try? copy.socketOption(known.option) else { continue }
             let initial = try? fresh.socketOption(known.option)
+            // TCP_MAXSEG of a socket whose connection is over reads the connection's MSS
+            // (mss_cache) unless the program set one: a value above MAX_TCP_WINDOW (32767) is
+            // the kernel's, which no program can set (zdtm socket-tcp-close2).
+            if known.label == "TCP_MAXSEG", value > maxUserSegment { continue }
             // A buffer size is the program's when it set it (its lock bit): otherwise TCP
             // tunes it by itself.
             if known.label == "SO_SNDBUF" {
@@ -413,8 +432,26 @@ enum InetSocketCapture {
         let receiveQueue = try peek(copy, count: received)
         try copy.setSocketOption(repairQueue, to: TCPRepair.sendQueue)
         let sendSequence = UInt32(bitPattern: try copy.socketOption(queueSequence))
-        let unacknowledged = Int(try copy.queueLength(.unacknowledged))
-        let unsent = Int(try copy.queueLength(.unsent))
+        var unacknowledged = Int(try copy.queueLength(.unacknowledged))
+        var unsent = Int(try copy.queueLength(.unsent))
+        // The send queue's counts take in this end's FIN while it is not acknowledged (and not
+        // sent): it is no byte of the queue (zdtm socket-tcp-fin-wait1).
+        let stateCode = (try copy.socketOptionBytes(tcpInfo, capacity: 8)).first ?? 0
+        guard let state = connectionStates[stateCode] else {
+            return .failure(
+                Refusal(reason: "its connection went to state \(tcpStateName(stateCode)) while it was read: try again"))
+        }
+        var finQueued: Bool? = nil
+        if state.sentFin {
+            if state != .finWait2 {
+                guard unacknowledged > 0 else {
+                    return .failure(Refusal(reason: "its FIN is not acknowledged, and not in its send queue"))
+                }
+                unacknowledged -= 1
+            }
+            finQueued = unsent > 0
+            unsent = max(unsent - 1, 0)
+        }
         let sendQueue = try peek(copy, count: unacknowledged)
         guard received <= queueLimit, unacknowledged <= queueLimit else {
             return .failure(Refusal(reason: "its queues hold more than \(Format.bytes(Int64(queueLimit)))"))
@@ -440,6 +477,8 @@ enum InetSocketCapture {
             window: (0..<5).map { i in
                 window.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self) }
             })
+        connection.finQueued = finQueued
+        connection.state = state
         if flags & 4 != 0 {
             connection.sendScale = info[6] & 0x0f
             connection.receiveScale = info[6] >> 4
@@ -493,6 +532,15 @@ enum InetSocketCapture {
     }
 
     static func isWildcard(_ host: String) -> Bool { host == "0.0.0.0" || host == "::" }
+
+    /// TCP_INFO's tcpi_state of the connections restored: ESTABLISHED and the half-closed ones.
+    static let connectionStates: [UInt8: Socket.State] = [
+        1: .established, 4: .finWait1, 5: .finWait2, 8: .closeWait, 9: .lastAck, 11: .closing,
+    ]
+
+    private static func info0(_ copy: FileDescriptor) -> UInt8 {
+        (try? copy.socketOptionBytes(tcpInfo, capacity: 8))?.first ?? 0
+    }
 
     static func tcpStateName(_ state: UInt8) -> String {
         let names = [

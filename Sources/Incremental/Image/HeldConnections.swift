@@ -1,7 +1,7 @@
 import Syscall
 
 extension ProcessImage {
-    /// One established TCP connection of a tree whose peer is outside it: where it is, and the
+    /// One TCP connection of a tree (established or half-closed) whose peer is outside it: where it is, and the
     /// connection as a packet filter holds it.
     public struct OutsideConnection: Sendable, Equatable {
         public var pid: Int32
@@ -9,7 +9,7 @@ extension ProcessImage {
         public var connection: PacketFilter.Connection
     }
 
-    /// The established TCP connections of `images` (one tree) whose peer socket no process of
+    /// The TCP connections (established or half-closed) of `images` (one tree) whose peer socket no process of
     /// the tree holds: a restart cannot make their peer, and once the process is gone the peer
     /// would be reset unless their packets are held (`cpx --kill` holds them).
     public static func outsideConnections(_ images: [ProcessImage]) -> [OutsideConnection] {
@@ -35,7 +35,7 @@ extension ProcessImage {
     }
 
     private static func established(_ inet: InetSocket) -> PacketFilter.Connection? {
-        guard inet.state == .established, inet.transport == .tcp, let local = inet.local, let remote = inet.remote
+        guard inet.state.isConnection, inet.transport == .tcp, let local = inet.local, let remote = inet.remote
         else { return nil }
         return PacketFilter.Connection(
             localHost: local.host, localPort: local.port, remoteHost: remote.host, remotePort: remote.port)

@@ -34,6 +34,34 @@ extension ProcessImage {
             case connected
             /// A TCP connection (TCP_ESTABLISHED) to `remote`, with `connection`.
             case established
+            /// A TCP connection to `remote` half closed, with `connection`: this end sent its
+            /// FIN (shutdown(2) for writing), not acknowledged yet (TCP_FIN_WAIT1).
+            case finWait1 = "fin-wait-1"
+            /// Its FIN sent and acknowledged; the peer may still send (TCP_FIN_WAIT2).
+            case finWait2 = "fin-wait-2"
+            /// The peer's FIN received: reads end after the queued bytes; this end may still
+            /// send (TCP_CLOSE_WAIT).
+            case closeWait = "close-wait"
+            /// The peer's FIN received, then this end's sent, not acknowledged yet
+            /// (TCP_LAST_ACK).
+            case lastAck = "last-ack"
+            /// Both FINs crossed: this end's not acknowledged yet, the peer's received
+            /// (TCP_CLOSING).
+            case closing
+
+            /// A TCP connection, established or half closed: made again in repair mode.
+            public var isConnection: Bool {
+                switch self {
+                case .established, .finWait1, .finWait2, .closeWait, .lastAck, .closing: true
+                case .unconnected, .listening, .connected: false
+                }
+            }
+
+            /// This end sent its FIN (its send sequence counts it).
+            public var sentFin: Bool { [.finWait1, .finWait2, .lastAck, .closing].contains(self) }
+
+            /// The peer's FIN was received (the receive sequence counts it).
+            public var receivedFin: Bool { [.closeWait, .lastAck, .closing].contains(self) }
         }
 
         /// An address and port, as getsockname(2)/getpeername(2) read it.
@@ -74,7 +102,8 @@ extension ProcessImage {
         /// An established TCP connection as TCP repair mode reads it.
         public struct Connection: Codable, Sendable, Equatable {
             /// The sequence number after the last byte written (write_seq) and after the last
-            /// byte received (rcv_nxt): TCP_QUEUE_SEQ of the send and receive queues.
+            /// byte received (rcv_nxt): TCP_QUEUE_SEQ of the send and receive queues. A FIN
+            /// takes one number: each counts the FIN of its direction when there is one.
             public var sendSequence: UInt32
             public var receiveSequence: UInt32
             /// Bytes written and not acknowledged by the peer yet, the last `unsent` of them not
@@ -97,10 +126,17 @@ extension ProcessImage {
             /// SO_SNDBUF, SO_RCVBUF (as TCP tuned them, or the program set them) and SO_BUF_LOCK:
             /// the queues are written back with larger buffers, then these are set.
             public var buffers: [Int32]? = nil
+            /// A connection whose FIN this end sent (`State.sentFin`): true when the FIN waits
+            /// in the send queue behind bytes not sent yet, or for the peer's window to open.
+            /// `sendSequence` counts the FIN; `sendQueue` and `unsent` count bytes only.
+            public var finQueued: Bool? = nil
+            /// The state the connection was read in (the socket's `state`, kept with the
+            /// reading it goes with); not in the image.
+            public var state: State? = nil
 
             enum CodingKeys: String, CodingKey {
                 case sendSequence, receiveSequence, sendQueue, unsent, receiveQueue, mss, sendScale, receiveScale,
-                    sack, timestamps, timestamp, window, buffers
+                    sack, timestamps, timestamp, window, buffers, finQueued
             }
 
             public init(
@@ -120,7 +156,7 @@ extension ProcessImage {
         public var state: State
         /// Where it is bound; nil when it is not (port 0 on the wildcard address).
         public var local: Address? = nil
-        /// Its peer (connected and established).
+        /// Its peer (connected, established and half closed).
         public var remote: Address? = nil
         /// listen(2)'s backlog (listening).
         public var backlog: Int32? = nil
@@ -132,7 +168,7 @@ extension ProcessImage {
         /// A classic BPF socket filter (SO_ATTACH_FILTER): its struct sock_filter instructions,
         /// 8 bytes each.
         public var filter: [UInt8]? = nil
-        /// An established connection's state.
+        /// An established or half-closed connection's state.
         public var connection: Connection? = nil
         /// A raw socket's protocol (socket(2)'s third argument).
         public var rawProtocol: Int32? = nil
@@ -155,6 +191,10 @@ extension ProcessImage {
             case .listening: words.append("listening on \(local?.description ?? "?") (backlog \(backlog ?? 0))")
             case .connected, .established:
                 words.append("\(local?.description ?? "?") connected to \(remote?.description ?? "?")")
+            case .finWait1, .finWait2, .closeWait, .lastAck, .closing:
+                words.append(
+                    "\(local?.description ?? "?") connected to \(remote?.description ?? "?") "
+                        + "(\(state.rawValue.uppercased()))")
             }
             if let connection {
                 words.append("\(connection.receiveQueue.count) bytes to read, \(connection.sendQueue.count) to send")

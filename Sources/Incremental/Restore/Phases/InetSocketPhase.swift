@@ -21,6 +21,12 @@ public struct InetSocketPhase: RestartPhase {
         /// Its descriptors, lowest first; the others are dup'ed from the first.
         public var descriptors: [SocketPhase.Placement]
         public var statusFlags: Int32
+        /// SO_REUSEADDR and SO_REUSEPORT set on for bind(2) only, then back to the recorded
+        /// value (0 when none is recorded): another socket of the image binds its port with
+        /// the option, which the kernel lets share the port only when both hold it as they
+        /// bind. A program that set it before bind and cleared it after (zdtm
+        /// socket-tcp-reuseport) kept its port shared.
+        public var bindSharing: [ProcessImage.InetSocket.Option] = []
     }
 
     public var sockets: [Made]
@@ -49,12 +55,39 @@ public struct InetSocketPhase: RestartPhase {
                     socket: socket, descriptors: all.map { .init(fd: $0.fd, closeOnExec: $0.flags & O_CLOEXEC != 0) },
                     statusFlags: descriptor.flags & DescriptorPhase.statusFlags))
         }
+        for k in sockets.indices { sockets[k].bindSharing = Self.bindSharing(of: sockets[k].socket, among: sockets) }
         self.sockets = sockets
         holderBase = (image.descriptors.map(\.fd).max() ?? 2) + 1
     }
 
     public func run(in session: RestartSession) throws {
         for made in sockets { try make(made, session.calls) }
+    }
+
+    static let sharingLabels = ["SO_REUSEADDR", "SO_REUSEPORT"]
+
+    /// The sharing options `socket` needs on while it binds: those another socket of the image
+    /// bound to the same port (and transport) holds. A connection (repair mode binds by force)
+    /// needs none.
+    static func bindSharing(
+        of socket: ProcessImage.InetSocket, among sockets: [Made]
+    ) -> [ProcessImage.InetSocket.Option] {
+        guard socket.connection == nil, let port = socket.local?.port, port != 0 else { return [] }
+        let sharers = sockets.map(\.socket).filter { other in
+            other.inode != socket.inode && other.connection == nil && other.transport == socket.transport
+                && other.local?.port == port
+        }
+        guard !sharers.isEmpty else { return [] }
+        return sharingLabels.compactMap { label in
+            let held = ([socket] + sharers).contains { member in
+                member.options?.contains { $0.label == label && $0.value != 0 } ?? false
+            }
+            guard held else { return nil }
+            let own = socket.options?.first { $0.label == label }
+            return ProcessImage.InetSocket.Option(
+                label: label, level: 1, name: label == "SO_REUSEADDR" ? SO_REUSEADDR : SO_REUSEPORT,
+                value: own?.value ?? 0)
+        }
     }
 
     static let tcpRepair = (level: Int32(6), name: TCPRepair.repair.name)
@@ -91,6 +124,9 @@ public struct InetSocketPhase: RestartPhase {
         for option in socket.options ?? [] where connection == nil || option.label != "SO_REUSEADDR" {
             try set(option, on: fd, calls, what)
         }
+        for option in made.bindSharing {
+            try set(fd, level: option.level, name: option.name, 1, calls, "\(what): \(option.label) on to bind")
+        }
         if let local = socket.local {
             // An address that is not the host's was bound with IP_FREEBIND, perhaps turned
             // off since: on while binding, then as it was.
@@ -119,7 +155,7 @@ public struct InetSocketPhase: RestartPhase {
         case .unconnected: break
         case .listening:
             try calls.call(.listen, fd, socket.backlog ?? 128, to: "\(what): listen")
-        case .connected, .established:
+        case .connected, .established, .finWait1, .finWait2, .closeWait, .lastAck, .closing:
             guard let remote = socket.remote else {
                 throw TraceeError.unsupported(pid: calls.pid, reason: "\(what): the image names no peer")
             }
@@ -127,26 +163,34 @@ public struct InetSocketPhase: RestartPhase {
                 try setQueue(fd, TCPRepair.receiveQueue, calls, what)
                 try set(
                     fd, level: 6, name: TCPRepair.queueSequence.name,
-                    Int32(bitPattern: connection.receiveSequence &- UInt32(connection.receiveQueue.count)), calls,
-                    "\(what): its receive sequence")
+                    Int32(
+                        bitPattern: Self.receiveSequence(connection, socket.state)
+                            &- UInt32(connection.receiveQueue.count)),
+                    calls, "\(what): its receive sequence")
                 try setQueue(fd, TCPRepair.sendQueue, calls, what)
                 try set(
                     fd, level: 6, name: TCPRepair.queueSequence.name,
-                    Int32(bitPattern: connection.sendSequence &- UInt32(connection.sendQueue.count)), calls,
-                    "\(what): its send sequence")
+                    Int32(
+                        bitPattern: Self.sendSequence(connection, socket.state) &- UInt32(connection.sendQueue.count)),
+                    calls, "\(what): its send sequence")
             }
             try calls.withFrame { () throws(TraceeError) in
                 let address = try Self.sockaddr(remote, family: socket.family)
                 try calls.call(
                     .connect, fd, try calls.bytes(address), address.count, to: "\(what): connect to \(remote)")
             }
-            if let connection { try repair(connection, fd, calls, what) }
+            if let connection { try repair(connection, state: socket.state, fd, calls, what) }
+        }
+        // After listen(2): a listening socket joins its port's SO_REUSEPORT group there.
+        for option in made.bindSharing where option.value != 1 {
+            try set(fd, level: option.level, name: option.name, option.value ?? 0, calls, "\(what): \(option.label)")
         }
         let how: Int32? =
             socket.readShutdown == true && socket.writeShutdown == true
             ? Int32(SHUT_RDWR)
             : socket.readShutdown == true ? Int32(SHUT_RD) : socket.writeShutdown == true ? Int32(SHUT_WR) : nil
-        if let how {
+        // A connection's FINs and SHUT_RD are made again in `TcpResumePhase`.
+        if let how, connection == nil {
             // An unconnected datagram socket answers ENOTCONN, and is shut down all the same.
             let result = try calls.result(of: .shutdown, fd, how)
             if result != -Int(ENOTCONN) || socket.state != .unconnected {
@@ -165,9 +209,43 @@ public struct InetSocketPhase: RestartPhase {
         }
     }
 
+    /// The sequence numbers the connection is made with: without the FINs, which
+    /// `TcpResumePhase` has the socket send (its own) and receive (the peer's) again.
+    static func sendSequence(
+        _ connection: ProcessImage.InetSocket.Connection, _ state: ProcessImage.InetSocket.State
+    )
+        -> UInt32
+    {
+        connection.sendSequence &- (state.sentFin ? 1 : 0)
+    }
+
+    static func receiveSequence(
+        _ connection: ProcessImage.InetSocket.Connection, _ state: ProcessImage.InetSocket.State
+    ) -> UInt32 {
+        connection.receiveSequence &- (state.receivedFin ? 1 : 0)
+    }
+
+    /// TCP_REPAIR_WINDOW's values while the peer's FIN is not received again: the kernel takes
+    /// no rcv_wup beyond rcv_nxt, which is one short of the recorded one until the FIN comes,
+    /// so the window's right edge (rcv_wup + rcv_wnd) is kept with rcv_wup moved back.
+    static func windowBeforeFin(
+        _ connection: ProcessImage.InetSocket.Connection, _ state: ProcessImage.InetSocket.State
+    ) -> [UInt32] {
+        var window = connection.window
+        guard state.receivedFin, window.count == 5 else { return window }
+        let next = receiveSequence(connection, state)
+        let ahead = Int32(bitPattern: window[4] &- next)
+        if ahead > 0 {
+            window[4] = next
+            window[3] = window[3] &+ UInt32(ahead)
+        }
+        return window
+    }
+
     /// The connection's negotiated options, timestamp clock, queues and window, in repair mode.
     private func repair(
-        _ connection: ProcessImage.InetSocket.Connection, _ fd: Int32, _ calls: RemoteCalls, _ what: String
+        _ connection: ProcessImage.InetSocket.Connection, state: ProcessImage.InetSocket.State, _ fd: Int32,
+        _ calls: RemoteCalls, _ what: String
     )
         throws
     {
@@ -201,8 +279,8 @@ public struct InetSocketPhase: RestartPhase {
         guard connection.window.count == 5 else { return }
         try calls.withFrame { () throws(TraceeError) in
             try calls.call(
-                .setsockopt, fd, 6, TCPRepair.window.name, try calls.value(connection.window), 20,
-                to: "\(what): its window")
+                .setsockopt, fd, 6, TCPRepair.window.name, try calls.value(Self.windowBeforeFin(connection, state)),
+                20, to: "\(what): its window")
         }
     }
 
@@ -302,10 +380,20 @@ public struct InetSocketPhase: RestartPhase {
     }
 }
 
-/// The established TCP connections leave repair mode, once every process of the tree has made
-/// its sockets (so each peer exists again): a window probe tells the peer the window; the bytes
-/// the program had written and the kernel not sent yet are written now, and SO_REUSEADDR,
-/// which leaving repair mode clears, is set again.
+/// The TCP connections leave repair mode, once every process of the tree has made its sockets
+/// (so each peer exists again): a window probe tells the peer the window; the bytes the program
+/// had written and the kernel not sent yet are written now, and SO_REUSEADDR, which leaving
+/// repair mode clears, is set again.
+///
+/// A half-closed connection was made established, its sequence numbers short of its FINs, and
+/// is brought into its state here as TCP would: this end's FIN by shutdown(2) (in repair mode
+/// with the send queue selected when it had been sent: counted sent, not transmitted, resent
+/// by the retransmit timer as it would have been; after the unsent bytes, out of repair mode,
+/// when it was still queued), the peer's FIN, and the ack of this end's FIN (FIN_WAIT2), as
+/// segments the socket receives from the peer's address (`TCPSegment`) while it is in repair
+/// mode, in the order the states were reached (CLOSING: its FIN, then the peer's; LAST_ACK:
+/// the peer's, then its own). The recorded window is set again after them; the socket's ack of
+/// the peer's FIN goes to the peer (restored already), which has it.
 public struct TcpResumePhase: RestartPhase {
     public struct Resumed: Sendable, Equatable {
         public var fd: Int32
@@ -313,6 +401,7 @@ public struct TcpResumePhase: RestartPhase {
         public var reuseAddress: Int32?
         /// SO_SNDBUF, SO_RCVBUF and SO_BUF_LOCK as they were.
         public var buffers: [Int32]?
+        public var socket: ProcessImage.InetSocket
     }
 
     public var connections: [Resumed]
@@ -322,6 +411,7 @@ public struct TcpResumePhase: RestartPhase {
         connections.map {
             "fd \($0.fd): leaves repair mode"
                 + ($0.unsent.isEmpty ? "" : ", sends \($0.unsent.count) bytes not sent yet")
+                + ($0.socket.state == .established ? "" : ", goes to \($0.socket.state.rawValue.uppercased())")
         }
     }
 
@@ -331,7 +421,7 @@ public struct TcpResumePhase: RestartPhase {
             return Resumed(
                 fd: fd, unsent: connection.sendQueue.suffix(connection.unsent),
                 reuseAddress: made.socket.options?.first { $0.label == "SO_REUSEADDR" }?.value,
-                buffers: connection.buffers)
+                buffers: connection.buffers, socket: made.socket)
         }
     }
 
@@ -339,6 +429,10 @@ public struct TcpResumePhase: RestartPhase {
         let calls = session.calls
         for connection in connections {
             let what = "resume the TCP connection of descriptor \(connection.fd)"
+            let closing = HalfClose(connection.socket)
+            if let closing {
+                try closing.inRepair(connection.fd, session, what)
+            }
             try calls.withFrame { () throws(TraceeError) in
                 try calls.call(
                     .setsockopt, connection.fd, 6, TCPRepair.repair.name, try calls.value(Int32(0)), 4, to: what)
@@ -359,6 +453,159 @@ public struct TcpResumePhase: RestartPhase {
                     try calls.call(.setsockopt, connection.fd, 1, SO_REUSEADDR, try calls.value(reuse), 4, to: what)
                 }
             }
+            if let closing {
+                try closing.afterRepair(connection.fd, session, what)
+            }
         }
+    }
+}
+
+/// How a half-closed connection, or one shut down for reading, is brought from ESTABLISHED
+/// into its state (`TcpResumePhase`).
+struct HalfClose {
+    typealias Socket = ProcessImage.InetSocket
+    var socket: Socket
+    var connection: Socket.Connection
+    var state: Socket.State
+
+    init?(_ socket: Socket) {
+        guard let connection = socket.connection,
+            socket.state != .established || socket.readShutdown == true
+        else { return nil }
+        (self.socket, self.connection, self.state) = (socket, connection, socket.state)
+    }
+
+    /// This end's FIN is counted sent in repair mode: it had left (its sequence number is below
+    /// snd_nxt), not waiting behind unsent bytes.
+    var finSentInRepair: Bool { state.sentFin && connection.finQueued != true }
+
+    /// snd_una as made again: the first byte not acknowledged.
+    var firstUnacknowledged: UInt32 {
+        InetSocketPhase.sendSequence(connection, state) &- UInt32(connection.sendQueue.count)
+    }
+
+    func inRepair(_ fd: Int32, _ session: RestartSession, _ what: String) throws {
+        let ownFirst = state == .finWait1 || state == .finWait2 || state == .closing
+        if finSentInRepair, ownFirst {
+            try shutInRepair(fd, session, what)
+        }
+        // CLOSING with its FIN still queued: the peer's FIN comes after it (`afterRepair`).
+        let finInRepair = state.receivedFin && !(state == .closing && !finSentInRepair)
+        if finInRepair {
+            try receive(
+                [.fin, .ack], sequence: InetSocketPhase.receiveSequence(connection, state),
+                acknowledgment: firstUnacknowledged, expecting: state == .lastAck ? .closeWait : state, fd, session,
+                what)
+        }
+        if finSentInRepair, state == .lastAck {
+            try shutInRepair(fd, session, what)
+        }
+        if state == .finWait2 {
+            try receive(
+                [.ack], sequence: connection.receiveSequence, acknowledgment: connection.sendSequence,
+                expecting: .finWait2, fd, session, what)
+        }
+        if finInRepair || state == .finWait2, connection.window.count == 5 {
+            // The segments moved the window: as it was.
+            let calls = session.calls
+            try calls.withFrame { () throws(TraceeError) in
+                try calls.call(
+                    .setsockopt, fd, 6, TCPRepair.window.name, try calls.value(connection.window), 20,
+                    to: "\(what): its window")
+            }
+        }
+    }
+
+    func afterRepair(_ fd: Int32, _ session: RestartSession, _ what: String) throws {
+        let calls = session.calls
+        if state.sentFin, !finSentInRepair {
+            try calls.call(.shutdown, fd, Int32(SHUT_WR), to: "\(what): its FIN, after the bytes not sent yet")
+        }
+        if state == .closing, !finSentInRepair {
+            try receive(
+                [.fin, .ack], sequence: InetSocketPhase.receiveSequence(connection, state),
+                acknowledgment: firstUnacknowledged, expecting: .closing, fd, session, what)
+        }
+        if socket.readShutdown == true, !state.receivedFin {
+            try calls.call(.shutdown, fd, Int32(SHUT_RD), to: "\(what): shut it down for reading")
+        }
+        try wait(for: state, fd, session, what)
+    }
+
+    /// shutdown(SHUT_WR) with the send queue selected: the FIN is queued and counted sent.
+    private func shutInRepair(_ fd: Int32, _ session: RestartSession, _ what: String) throws {
+        let calls = session.calls
+        for queue in [TCPRepair.sendQueue, 0] {  // TCP_NO_QUEUE after
+            try calls.withFrame { () throws(TraceeError) in
+                try calls.call(
+                    .setsockopt, fd, 6, TCPRepair.queue.name, try calls.value(queue), 4,
+                    to: "\(what): select a queue to repair")
+            }
+            if queue == TCPRepair.sendQueue {
+                try calls.call(.shutdown, fd, Int32(SHUT_WR), to: "\(what): its FIN")
+            }
+        }
+    }
+
+    /// The socket receives a segment from its peer's address, and is seen to reach `expecting`.
+    private func receive(
+        _ flags: TCPSegment.Flags, sequence: UInt32, acknowledgment: UInt32, expecting: Socket.State, _ fd: Int32,
+        _ session: RestartSession, _ what: String
+    ) throws {
+        guard let local = socket.local, let remote = socket.remote,
+            let source = Self.hostBytes(remote.host), let destination = Self.hostBytes(local.host),
+            source.count == destination.count
+        else {
+            throw TraceeError.unsupported(
+                pid: session.pid, reason: "\(what): its addresses cannot be read to send it its peer's segment")
+        }
+        let window =
+            connection.window.count == 5
+            ? UInt16(clamping: connection.window[1] >> UInt32(connection.sendScale ?? 0)) : UInt16.max
+        let segment = TCPSegment(
+            source: source, destination: destination, sourcePort: remote.port, destinationPort: local.port,
+            sequence: sequence, acknowledgment: acknowledgment, flags: flags, window: window)
+        do {
+            try segment.send()
+        } catch {
+            throw TraceeError.unsupported(
+                pid: session.pid,
+                reason: "\(what): its peer's \(flags.contains(.fin) ? "FIN" : "ack") cannot be sent to it on a raw "
+                    + "socket (\(error); needs CAP_NET_RAW)")
+        }
+        try wait(for: expecting, fd, session, what)
+    }
+
+    /// Waits (2 seconds at most) for the socket to be in `expected` (TCP_INFO's tcpi_state).
+    private func wait(for expected: Socket.State, _ fd: Int32, _ session: RestartSession, _ what: String) throws {
+        var seen: UInt8 = 0
+        do throws(Errno) {
+            let process = try ProcessDescriptor.open(session.pid)
+            defer { process.close() }
+            let copy = try process.copyDescriptor(fd)
+            defer { copy.close() }
+            for attempt in 0..<2000 {
+                if attempt > 0 { usleep(1000) }
+                seen = (try copy.socketOptionBytes(InetSocketCapture.tcpInfo, capacity: 8)).first ?? 0
+                if InetSocketCapture.connectionStates[seen] == expected { return }
+            }
+        } catch {
+            throw TraceeError.unsupported(pid: session.pid, reason: "\(what): its state cannot be read (\(error))")
+        }
+        throw TraceeError.unsupported(
+            pid: session.pid,
+            reason: "\(what): it is in state \(InetSocketCapture.tcpStateName(seen)) where "
+                + "\(expected.rawValue.uppercased()) was expected")
+    }
+
+    /// An address's bytes in network order: 4 for IPv4 and IPv4-mapped IPv6, 16 for IPv6.
+    static func hostBytes(_ host: String) -> [UInt8]? {
+        let mapped = host.hasPrefix("::ffff:") && host.contains(".") ? String(host.dropFirst(7)) : host
+        if !mapped.contains(":") {
+            var bytes = [UInt8](repeating: 0, count: 4)
+            return inet_pton(AF_INET, mapped, &bytes) == 1 ? bytes : nil
+        }
+        var bytes = [UInt8](repeating: 0, count: 16)
+        return inet_pton(AF_INET6, mapped, &bytes) == 1 ? bytes : nil
     }
 }
