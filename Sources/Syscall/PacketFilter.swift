@@ -34,6 +34,11 @@ public enum PacketFilter {
             self.remotePort = remotePort
         }
 
+        /// The same connection seen from its other end.
+        public var reversed: Connection {
+            Connection(localHost: remoteHost, localPort: remotePort, remoteHost: localHost, remotePort: localPort)
+        }
+
         public var description: String {
             "\(Self.shown(localHost, localPort)) to \(Self.shown(remoteHost, remotePort))"
         }

@@ -196,6 +196,12 @@ public final class Checkpointer {
                     if round <= options.stopCopyPages { break }
                 }
             }
+            // The connections to peers outside the tree are held before they are read: a
+            // segment the kernel took (and acknowledged) between the read and the kill would
+            // be lost to the restart, and the peer would never send it again.
+            if finish == .kill && options.tcpEstablished {
+                run.held = try ConnectionHold.holdOutside(members.map(\.pid))
+            }
             var image = try finalRound(&run, finish: finish)
             image.capture.tracker = run.baseline != nil ? "hash (chain)" : tracker.kind.rawValue
             let entry: Chain.Entry
@@ -217,7 +223,8 @@ public final class Checkpointer {
             if finish == .kill {
                 let tree = [image] + (image.tree ?? [])
                 do {
-                    warnings = try ConnectionHold.kill(members.map(\.pid), images: tree)
+                    warnings = try ConnectionHold.kill(members.map(\.pid), images: tree, held: run.held)
+                    run.held = []
                 } catch {
                     for member in members { try? Signal.send(SIGCONT, to: member.pid) }
                     throw error
@@ -242,6 +249,7 @@ public final class Checkpointer {
                 warnings: warnings)
         } catch {
             run.writer.abandon()
+            if !run.held.isEmpty { _ = try? PacketFilter.release(run.held) }  // the process runs on
             throw Self.classify(error, pid: pid)
         }
     }
@@ -269,6 +277,9 @@ public final class Checkpointer {
         var zeroed: UInt64 = 0
         var reverted: UInt64 = 0
         var unmapped: UInt64 = 0
+        /// Connections held by a packet filter for `--kill` (`ConnectionHold`), released if
+        /// the generation fails.
+        var held: Set<PacketFilter.Connection> = []
         var firstRound = true
         /// Pages stored and to store in the current round, for `progress`.
         var roundStored: UInt64 = 0

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Syscall
+import Tracee
 
 /// `cpx --kill` of a tree with TCP connections to peers outside it (`--tcp-established`): the
 /// tree is killed with those connections held for its restart, as CRIU's --tcp-established
@@ -15,43 +16,71 @@ import Syscall
 /// A rule must never hold a connection a process still has open: one left by a cpx that died
 /// before the kill is found by the next cpx or ld-chpox (`releaseStale`) and removed.
 enum ConnectionHold {
-    /// Kills `members` (stopped) with the outside connections of `images` held. Throws, with
-    /// nothing held and the members still alive and stopped, when the hold cannot be made;
-    /// returns what went wrong after the kill (a socket that could not enter repair mode).
-    static func kill(_ members: [Int32], images: [ProcessImage]) throws(CheckpointError) -> [String] {
+    /// Holds the TCP connections of the tree `pids` whose peer socket is not in the tree (as
+    /// the kernel lists them now, before the tree is frozen and read). Returns them.
+    static func holdOutside(_ pids: [Int32]) throws(CheckpointError) -> Set<PacketFilter.Connection> {
+        var inodes: Set<UInt64> = []
+        for pid in pids {
+            for fd in (try? ProcFS.descriptors(pid)) ?? [] {
+                guard let target = ProcFS.descriptorTarget(pid, fd), target.hasPrefix("socket:["),
+                    let inode = UInt64(target.dropFirst(8).dropLast())
+                else { continue }
+                inodes.insert(inode)
+            }
+        }
+        let tree = EstablishedConnections.sockets().filter { $0.isHeld && inodes.contains($0.inode) }
+        let ends = Set(tree.map(\.connection))
+        let outside = Set(tree.map(\.connection).filter { !ends.contains($0.reversed) })
+        do {
+            try PacketFilter.hold(Array(outside))
+        } catch {
+            throw .process(
+                .unsupported(
+                    pid: pids.first ?? 0,
+                    reason: "cannot hold its connections to peers outside the tree for the restart (\(error)): "
+                        + "nothing was checkpointed; without --kill, cpx leaves it running and holds nothing"))
+        }
+        return outside
+    }
+
+    /// Kills `members` (stopped) with the outside connections of `images` held (`held`, and
+    /// any the tree opened since). Throws, with the members still alive and stopped, when the
+    /// hold cannot be made (the caller releases `held`); returns what went wrong after the
+    /// kill (a socket that could not enter repair mode).
+    static func kill(
+        _ members: [Int32], images: [ProcessImage], held: Set<PacketFilter.Connection>
+    ) throws(CheckpointError) -> [String] {
         var seen: Set<PacketFilter.Connection> = []
         let outside = ProcessImage.outsideConnections(images).filter { seen.insert($0.connection).inserted }
-        guard !outside.isEmpty else {
-            for member in members { try? Signal.send(SIGKILL, to: member) }
-            return []
-        }
         var copies: [(connection: PacketFilter.Connection, socket: FileDescriptor)] = []
         func closeCopies() { for copy in copies { copy.socket.close() } }
-        for held in outside {
+        for connection in outside {
             do {
-                let process = try ProcessDescriptor.open(held.pid)
+                let process = try ProcessDescriptor.open(connection.pid)
                 defer { process.close() }
-                copies.append((held.connection, try process.copyDescriptor(held.fd)))
+                copies.append((connection.connection, try process.copyDescriptor(connection.fd)))
             } catch {
                 closeCopies()
                 throw .process(
                     .unsupported(
-                        pid: held.pid,
-                        reason: "cannot take fd \(held.fd) to hold its connection "
-                            + "\(held.connection) (\(error)): the process was not killed"))
+                        pid: connection.pid,
+                        reason: "cannot take fd \(connection.fd) to hold its connection \(connection.connection) "
+                            + "(\(error)): the process was not killed"))
             }
         }
+        let late = seen.subtracting(held)
         do {
-            try PacketFilter.hold(outside.map(\.connection))
+            try PacketFilter.hold(Array(late))
         } catch {
             closeCopies()
             throw .process(
                 .unsupported(
                     pid: members.first ?? 0,
-                    reason: "cannot hold its connections to peers "
-                        + "outside the tree for the restart (\(error)): the process was not killed; without --kill, cpx "
-                        + "leaves it running"))
+                    reason: "cannot hold its connections to peers outside the tree for the restart (\(error)): "
+                        + "the process was not killed; without --kill, cpx leaves it running"))
         }
+        // Held but not in the image (closed meanwhile): nothing to wait for.
+        _ = try? PacketFilter.release(held.subtracting(seen))
         for member in members { try? Signal.send(SIGKILL, to: member) }
         var problems: [String] = []
         for copy in copies {
@@ -77,10 +106,7 @@ enum ConnectionHold {
         let open = Set(sockets.filter(\.isHeld).map(\.connection))
         let present = Set(sockets.map(\.connection))
         let stale = Set(rules.map(\.connection)).filter { connection in
-            let peer = PacketFilter.Connection(
-                localHost: connection.remoteHost, localPort: connection.remotePort,
-                remoteHost: connection.localHost, remotePort: connection.localPort)
-            return open.contains(connection) || (isLoopback(connection.remoteHost) && !present.contains(peer))
+            open.contains(connection) || (isLoopback(connection.remoteHost) && !present.contains(connection.reversed))
         }
         return (try? PacketFilter.release(stale)) ?? []
     }

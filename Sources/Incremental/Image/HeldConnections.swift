@@ -23,10 +23,7 @@ extension ProcessImage {
         for image in images {
             for descriptor in image.descriptors {
                 guard let connection = descriptor.inet.flatMap(Self.established) else { continue }
-                let peer = PacketFilter.Connection(
-                    localHost: connection.remoteHost, localPort: connection.remotePort,
-                    remoteHost: connection.localHost, remotePort: connection.localPort)
-                if !ends.contains(peer) {
+                if !ends.contains(connection.reversed) {
                     outside.append(OutsideConnection(pid: image.pid, fd: descriptor.fd, connection: connection))
                 }
             }
