@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what chpox needs on a fresh Debian machine of this kind, only when missing:
-# the LZ4 and xxHash development packages and pkg-config (Swift finds them through it).
+# the LZ4 and xxHash development packages and pkg-config (Swift finds them through it), and
+# nftables (nft: cpx --kill holds connections to peers outside the tree with a rule).
 set -euo pipefail
 
 missing=()
-for package in liblz4-dev libxxhash-dev pkg-config; do
+for package in liblz4-dev libxxhash-dev pkg-config nftables; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if ((${#missing[@]})); then
