@@ -44,6 +44,16 @@ public enum GenerationReports {
         public var pendingSignals: [String]
         public var limits: [Limit]
         public var unsupported: [String]
+        /// TCP connections of the tree whose peer is outside it; `held`: a rule holds them
+        /// now (`cpx --kill`), nil where the rules cannot be read.
+        public var outsideConnections: [OutsideConnection]?
+    }
+
+    public struct OutsideConnection: Codable, Sendable {
+        public var pid: Int32
+        public var fd: Int32
+        public var connection: String
+        public var held: Bool?
     }
 
     public struct Credentials: Codable, Sendable {
@@ -118,10 +128,15 @@ public enum GenerationReports {
             pagesWritten: s.pagesWritten,
             zeroPages: s.zeroPages, newChunks: s.newChunks, storedBytes: s.storedBytes,
             storedPages: UInt64(detail.map.pages.count),
-            process: detail.image.map { process($0, storedPages: detail.storedPages) })
+            process: detail.image.map {
+                process($0, storedPages: detail.storedPages, outside: detail.outsideConnections)
+            })
     }
 
-    static func process(_ image: ProcessImage, storedPages: [UInt64]) -> Process {
+    static func process(
+        _ image: ProcessImage, storedPages: [UInt64],
+        outside: [(connection: ProcessImage.OutsideConnection, held: Bool?)] = []
+    ) -> Process {
         let c = image.capture
         return Process(
             pid: image.pid, command: image.command, executable: image.executable,
@@ -176,7 +191,14 @@ public enum GenerationReports {
             limits: image.limits.map {
                 Limit(name: $0.name, soft: $0.soft == .max ? nil : $0.soft, hard: $0.hard == .max ? nil : $0.hard)
             },
-            unsupported: image.unsupported)
+            unsupported: image.unsupported,
+            outsideConnections: outside.isEmpty
+                ? nil
+                : outside.map {
+                    OutsideConnection(
+                        pid: $0.connection.pid, fd: $0.connection.fd, connection: $0.connection.connection.description,
+                        held: $0.held)
+                })
     }
 
     public static func json(_ detail: GenerationDetail, store: String) -> String {
@@ -226,6 +248,17 @@ public enum GenerationReports {
                 + " (\(detail.statistics.pagesWritten) written by this generation)"
         )
         lines.append("unsupported  " + (image.unsupported.isEmpty ? "none" : image.unsupported.joined(separator: ", ")))
+        for (outside, held) in detail.outsideConnections {
+            let state =
+                switch held {
+                case true?: "held now by a packet filter rule (cpx --kill); a restart releases it"
+                case false?: "not held now (a restart finds the peer reset it unless it sent nothing)"
+                case nil: "whether it is held now cannot be read here (needs root and nft)"
+                }
+            lines.append(
+                "connection   \(outside.connection), fd \(outside.fd) of pid \(outside.pid), peer outside the tree: \(state)"
+            )
+        }
         if image.processes.count > 1 || image.zombies?.isEmpty == false {
             // The rest of its tree: one line each, the first process first.
             for process in image.processes {

@@ -102,7 +102,11 @@ struct Checkpoint: ParsableCommand {
     var preCopy = true
     @Flag(name: .long, help: "Leave the process stopped (SIGSTOP) after the last generation, exactly as checkpointed.")
     var leaveStopped = false
-    @Flag(name: .long, help: "Kill the process once the last generation is committed.")
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Kill the process once the last generation is committed. With --tcp-established its connections "
+                + "to peers outside the tree are held until ld-chpox restarts it (nftables table inet chpox_hold)."))
     var kill = false
     @Flag(
         name: .long,
@@ -125,8 +129,10 @@ struct Checkpoint: ParsableCommand {
     @Flag(
         name: .long,
         help: ArgumentHelp(
-            "Checkpoint established TCP connections whose peer is outside the process tree (CRIU's name): "
-                + "the peer's packets are not held meanwhile, so a peer that sends before the restart resets it."))
+            "Checkpoint TCP connections (established or half-closed) whose peer is outside the process tree "
+                + "(CRIU's name). With --kill they are held: the sockets close without a packet and an nftables "
+                + "rule drops theirs both ways until ld-chpox makes them again (the peer retransmits meanwhile). "
+                + "Without --kill nothing is held: once the process is gone the peer's next packet resets them."))
     var tcpEstablished = false
     @Flag(name: .long, help: "Print which dirty-page trackers this kernel supports and which one `auto` picks.")
     var probe = false

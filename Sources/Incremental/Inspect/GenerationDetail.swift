@@ -14,6 +14,9 @@ public struct GenerationDetail: Sendable {
     public var map: PageMap
     /// For each of the image's mappings, in order: its pages the page map holds.
     public var storedPages: [UInt64]
+    /// The tree's TCP connections to peers outside it, each with whether a packet filter rule
+    /// holds it now (`cpx --kill`; nil where the rules cannot be read: not root, no nft).
+    public var outsideConnections: [(connection: ProcessImage.OutsideConnection, held: Bool?)] = []
 
     public init(chain: String, entry: Chain.Entry, manifest: GenerationManifest, map: PageMap) throws(CheckpointError) {
         self.chain = chain
@@ -25,6 +28,13 @@ public struct GenerationDetail: Sendable {
             ? nil : try ProcessImage(decoding: manifest.metadata, generation: entry.generation)
         self.map = map
         storedPages = (image?.mappings ?? []).map { UInt64(map.entries(in: $0.pages).count) }
+        let outside = image.map { ProcessImage.outsideConnections($0.processes) } ?? []
+        if !outside.isEmpty {
+            let rules = (try? PacketFilter.rules()).map { Set($0.map(\.connection)) }
+            outsideConnections = outside.map {
+                ($0, rules.map { [connection = $0.connection] in $0.contains(connection) })
+            }
+        }
     }
 
     /// Generation `generation` of chain `name` (default: its newest), rebuilt.

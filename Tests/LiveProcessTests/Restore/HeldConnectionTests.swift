@@ -79,6 +79,9 @@ extension LiveProcess {
             #expect(try original.child.wait() == .signalled(SIGKILL))
             let held = try Self.rules(for: connection)
             #expect(Set(held.map(\.chain)) == ["input", "output"], "\(held)")
+            let shown = try TestTools.run("dumpinfo", ["--store", store, "--name", "held", "--generation", "1"])
+            #expect(shown.output.contains("connection   \(connection), fd"), "\(shown.output)")
+            #expect(shown.output.contains("peer outside the tree: held now"), "\(shown.output)")
 
             // Sent while the server is gone: held, retransmitted, answered after the restart.
             try client.write("held")
@@ -88,6 +91,8 @@ extension LiveProcess {
             #expect(try client.line() == "HELD")
             #expect(try client.send("after") == "AFTER")
             #expect(try Self.rules(for: connection).isEmpty, "the restart releases the hold")
+            let after = try TestTools.run("dumpinfo", ["--store", store, "--name", "held", "--generation", "1"])
+            #expect(after.output.contains("peer outside the tree: not held now"), "\(after.output)")
         }
 
         /// `cpx --kill` SIGKILLed at instants across its run: each time either the server still
