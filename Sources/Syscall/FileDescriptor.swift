@@ -117,6 +117,12 @@ public struct FileDescriptor: Hashable, Sendable {
         return result
     }
 
+    /// The open file's status flags (fcntl(2) F_GETFL): access mode, O_NONBLOCK, O_APPEND...
+    public func statusFlags() throws(Errno) -> Int32 {
+        let fd = rawValue
+        return try retryingInterrupts { fcntl(fd, F_GETFL) }.get()
+    }
+
     /// Reads from the current offset until end of file, for files whose size stat(2) does not
     /// tell (/proc's report 0): refuses more than `limit` bytes.
     public func readToEnd(limit: Int) throws(Errno) -> [UInt8] {

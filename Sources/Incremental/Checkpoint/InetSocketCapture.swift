@@ -187,6 +187,23 @@ enum InetSocketCapture {
                 if events.contains(.priority) {
                     return .failure(Refusal(reason: "out-of-band data (MSG_OOB) is queued in it, not restored"))
                 }
+            case 2:  // SYN_SENT: its peer is only in the kernel's table (getpeername says ENOTCONN)
+                guard try copy.statusFlags() & O_NONBLOCK != 0 else {
+                    return .failure(
+                        Refusal(
+                            reason: "a \(name) connecting (SYN_SENT) in a blocking connect(2): a thread waits in "
+                                + "it, which a restart cannot make again"))
+                }
+                guard
+                    let peer = EstablishedConnections.sockets().first(where: { $0.inode == inode && $0.state == 2 })
+                else {
+                    return .failure(Refusal(reason: "a \(name) connecting (SYN_SENT) whose peer is not listed"))
+                }
+                socket.state = .synSent
+                socket.remote = Socket.Address(host: peer.connection.remoteHost, port: peer.connection.remotePort)
+                if family == .ipv6, !socket.remote!.host.contains(":") {
+                    socket.remote!.host = "::ffff:" + socket.remote!.host
+                }
             default:
                 return .failure(
                     Refusal(

@@ -48,12 +48,15 @@ extension ProcessImage {
             /// Both FINs crossed: this end's not acknowledged yet, the peer's received
             /// (TCP_CLOSING).
             case closing
+            /// A non-blocking connect(2) to `remote` not answered yet (TCP_SYN_SENT): made again by
+            /// a new connect (a new SYN: the peer answered none, so none of it is known there).
+            case synSent = "syn-sent"
 
             /// A TCP connection, established or half closed: made again in repair mode.
             public var isConnection: Bool {
                 switch self {
                 case .established, .finWait1, .finWait2, .closeWait, .lastAck, .closing: true
-                case .unconnected, .listening, .connected: false
+                case .unconnected, .listening, .connected, .synSent: false
                 }
             }
 
@@ -191,7 +194,7 @@ extension ProcessImage {
             case .listening: words.append("listening on \(local?.description ?? "?") (backlog \(backlog ?? 0))")
             case .connected, .established:
                 words.append("\(local?.description ?? "?") connected to \(remote?.description ?? "?")")
-            case .finWait1, .finWait2, .closeWait, .lastAck, .closing:
+            case .finWait1, .finWait2, .closeWait, .lastAck, .closing, .synSent:
                 words.append(
                     "\(local?.description ?? "?") connected to \(remote?.description ?? "?") "
                         + "(\(state.rawValue.uppercased()))")

@@ -155,6 +155,22 @@ public struct InetSocketPhase: RestartPhase {
         case .unconnected: break
         case .listening:
             try calls.call(.listen, fd, socket.backlog ?? 128, to: "\(what): listen")
+        case .synSent:
+            guard let remote = socket.remote else {
+                throw TraceeError.unsupported(pid: calls.pid, reason: "\(what): the image names no peer")
+            }
+            // Non-blocking for the connect (the descriptor's own flags, O_NONBLOCK among them,
+            // are set when it is placed): it answers EINPROGRESS, its SYN on the way.
+            try calls.call(.fcntl, fd, F_SETFL, O_NONBLOCK, to: "\(what): make it non-blocking to connect")
+            let result = try calls.withFrame { () throws(TraceeError) in
+                let address = try Self.sockaddr(remote, family: socket.family)
+                return try calls.result(of: .connect, fd, try calls.bytes(address), address.count)
+            }
+            if result != -Int(EINPROGRESS) {
+                try calls.check(result, "\(what): connect to \(remote) again")
+                throw TraceeError.unsupported(
+                    pid: calls.pid, reason: "\(what): connect to \(remote) again did not stay in progress")
+            }
         case .connected, .established, .finWait1, .finWait2, .closeWait, .lastAck, .closing:
             guard let remote = socket.remote else {
                 throw TraceeError.unsupported(pid: calls.pid, reason: "\(what): the image names no peer")
