@@ -136,5 +136,38 @@ extension LiveProcess {
             #expect(try restarted.send("go") == expected)
             #expect(try restarted.child.wait() == .exited(0))
         }
+
+        /// A datagram socket bound in a directory, a client connected to it, the name unlinked
+        /// and the directory removed (zdtm sk-unix01): restarted, the socket keeps its name, the
+        /// directory is gone again, and the client's datagram reaches it.
+        static let goneDirectoryProgram = """
+            import os, socket, sys
+            sub = sys.argv[1] + "/gone/deeper"
+            os.makedirs(sub)
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); server.bind(sub + "/s")
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); client.connect(sub + "/s")
+            os.unlink(sub + "/s"); os.rmdir(sub); os.rmdir(sys.argv[1] + "/gone")
+            print("ready", flush=True)
+            sys.stdin.readline()
+            client.send(b"through")
+            print(server.recv(100).decode(), server.getsockname() == sub + "/s",
+                  os.path.exists(sys.argv[1] + "/gone"), flush=True)
+            """
+
+        @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(2)))
+        func aSocketWhoseDirectoryIsGoneKeepsItsName() throws {
+            let directory = try RestartTests.scratch("gone-dir-socket")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3", arguments: ["-c", Self.goneDirectoryProgram, directory])
+            #expect(try original.line() == "ready")
+            try RestartTests.checkpoint(original.pid, store: store, name: "gone")
+            RestartTests.end(original)
+            let restarted = try RestartTests.restart(store: store, name: "gone", generation: 0)
+            defer { RestartTests.end(restarted) }
+            #expect(try restarted.send("go") == "through True False")
+            #expect(!FileManager.default.fileExists(atPath: directory + "/gone"))
+        }
     }
 }

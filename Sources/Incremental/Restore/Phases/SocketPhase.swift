@@ -256,6 +256,9 @@ public struct SocketPhase: RestartPhase {
                     throw TraceeError.from(error, pid: calls.pid, "\(what): move aside what is at that path in")
                 }
             }
+            // Its directory may be gone too (removed after the unlink, zdtm sk-unix01): made
+            // for the bind, removed again after the unlink.
+            let parents = try makeParents(of: full, session, what)
             try bind(record.socket, [UInt8](name), on: holder(record.socket.inode), session)
             if !Self.isPairEnd(record.socket) && !(record.socket.queue ?? []).isEmpty {
                 try sendQueue(
@@ -272,6 +275,7 @@ public struct SocketPhase: RestartPhase {
             do {
                 try FileDescriptor.currentDirectory.removeFile(full)
                 if moved { try FileDescriptor.currentDirectory.rename(aside, to: full) }
+                for directory in parents.reversed() { try FileDescriptor.currentDirectory.removeDirectory(directory) }
             } catch {
                 throw TraceeError.from(error, pid: calls.pid, "\(what): unlink it again in")
             }
@@ -355,6 +359,40 @@ public struct SocketPhase: RestartPhase {
     /// The path of a path name (its bytes up to the first NUL).
     static func path(_ name: [UInt8]) -> String {
         String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+    }
+
+    /// The directories missing on the way to `path`, made (mode 0700) from the nearest one
+    /// that exists, which must belong to the image's user (or the image be trusted as root's):
+    /// a restart never makes a directory where its image's user could not. Returns them, the
+    /// outermost first.
+    private func makeParents(of path: String, _ session: RestartSession, _ what: String) throws -> [String] {
+        var missing: [String] = []
+        var directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+        while !directory.isEmpty, (try? FileDescriptor.currentDirectory.status(of: directory)) == nil {
+            missing.append(directory)
+            directory = String(directory[..<(directory.lastIndex(of: "/") ?? directory.startIndex)])
+        }
+        guard !missing.isEmpty else { return [] }
+        let existing = directory.isEmpty ? "/" : directory
+        guard let status = try? FileDescriptor.currentDirectory.status(of: existing),
+            status.owner == user || session.tree.trustedAsRoot
+        else {
+            throw TraceeError.unsupported(
+                pid: session.calls.pid,
+                reason: "\(what): its directory \(missing.last!) is gone, and \(existing) does not belong to uid "
+                    + "\(user): not made again there")
+        }
+        var made: [String] = []
+        for name in missing.reversed() {
+            do {
+                try FileDescriptor.currentDirectory.makeDirectory(name)
+            } catch {
+                for done in made.reversed() { try? FileDescriptor.currentDirectory.removeDirectory(done) }
+                throw TraceeError.from(error, pid: session.calls.pid, "\(what): make its gone directory \(name) for")
+            }
+            made.append(name)
+        }
+        return made
     }
 
     /// Binds `fd` to `name`. A path must be free: a socket file left there by the checkpointed
