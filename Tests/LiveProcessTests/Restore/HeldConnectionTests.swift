@@ -43,6 +43,23 @@ extension LiveProcess {
                 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft") && getuid() == 0
         }
 
+        /// The server, its client (outside its tree) once it has had an answer, and their
+        /// connection as the server's end sees it.
+        static func connected() throws -> (WorkloadProcess, WorkloadProcess, PacketFilter.Connection) {
+            let server = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", Self.server])
+            let port = try server.line()
+            let client = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", Self.client, port])
+            let first = try client.line().split(separator: " ")
+            guard first.count == 2, first[0] == "ONE", let local = UInt16(port), let remote = UInt16(first[1]) else {
+                RestartTests.end(client)
+                RestartTests.end(server)
+                throw POSIXError(.EPROTO)
+            }
+            let connection = PacketFilter.Connection(
+                localHost: "127.0.0.1", localPort: local, remoteHost: "127.0.0.1", remotePort: remote)
+            return (server, client, connection)
+        }
+
         static func rules(for connection: PacketFilter.Connection) throws -> [PacketFilter.Rule] {
             try PacketFilter.rules().filter { $0.connection == connection }
         }
@@ -52,15 +69,8 @@ extension LiveProcess {
             let directory = try RestartTests.scratch("held")
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let store = directory + "/store"
-            let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", Self.server])
-            let port = try original.line()
-            let client = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", Self.client, port])
+            let (original, client, connection) = try Self.connected()
             defer { RestartTests.end(client) }
-            let first = try client.line().split(separator: " ")
-            try #require(first.count == 2 && first[0] == "ONE", "\(first)")
-            let connection = PacketFilter.Connection(
-                localHost: "127.0.0.1", localPort: UInt16(port)!, remoteHost: "127.0.0.1",
-                remotePort: UInt16(first[1])!)
 
             // Without --tcp-established the connection is refused, naming it.
             let refused = try TestTools.run("cpx", ["--store", store, "--name", "held", original.pid.description])
@@ -104,18 +114,11 @@ extension LiveProcess {
             let directory = try RestartTests.scratch("heldkill")
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let store = directory + "/store"
-            let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", Self.server])
+            let (original, client, connection) = try Self.connected()
             let pid = original.pid
             var owner = original  // the server's parent: the test, then ld-chpox --wait
             defer { RestartTests.end(owner) }
-            let port = try original.line()
-            let client = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", Self.client, port])
             defer { RestartTests.end(client) }
-            let first = try client.line().split(separator: " ")
-            try #require(first.count == 2 && first[0] == "ONE", "\(first)")
-            let connection = PacketFilter.Connection(
-                localHost: "127.0.0.1", localPort: UInt16(port)!, remoteHost: "127.0.0.1",
-                remotePort: UInt16(first[1])!)
             let options = ["--store", store, "--name", "k", "--tcp-established"]
             // A hold left on a connection that runs on (a cpx that died after making it): the
             // next cpx removes it before anything else.
