@@ -156,5 +156,63 @@ extension LiveProcess {
             #expect(outcomes.contains("restarted"), "\(outcomes)")
             #expect(outcomes.contains("ran on"), "\(outcomes)")
         }
+
+        /// Python's http.server (HTTP/1.1, keep-alive) serving a file, with a client outside its
+        /// tree holding one connection: the server is checkpointed with --kill between two
+        /// requests, the client sends its next request while the server is gone, and after the
+        /// restart it gets the right answer on the same connection.
+        static let httpServer = """
+            import http.server, os, sys
+            os.chdir(sys.argv[1])
+            class Handler(http.server.SimpleHTTPRequestHandler):
+                protocol_version = "HTTP/1.1"
+                def log_message(self, *args): pass
+            server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+            print(server.server_address[1], flush=True)
+            server.serve_forever()
+            """
+
+        static let httpClient = """
+            import http.client, sys
+            c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=60)
+            def get(path):
+                c.request("GET", path)
+                r = c.getresponse()
+                return "%d %s" % (r.status, r.read().decode().strip())
+            print(get("/a.txt"), c.sock.getsockname()[1], flush=True)
+            for line in sys.stdin:
+                print(get(line.strip()), c.sock.getsockname()[1], flush=True)
+            """
+
+        @Test(.enabled(if: canHold, "needs python3, nft (package nftables) and root"), .timeLimit(.minutes(2)))
+        func anHTTPServerAnswersAKeepAliveClientAfterItsRestart() throws {
+            let directory = try RestartTests.scratch("held-http")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            try FileManager.default.createDirectory(atPath: directory + "/www", withIntermediateDirectories: true)
+            try "first".write(toFile: directory + "/www/a.txt", atomically: true, encoding: .utf8)
+            try "second".write(toFile: directory + "/www/b.txt", atomically: true, encoding: .utf8)
+            let server = try WorkloadProcess(
+                executable: "/usr/bin/python3", arguments: ["-c", Self.httpServer, directory + "/www"])
+            let port = try server.line()
+            let client = try WorkloadProcess(
+                executable: "/usr/bin/python3", arguments: ["-c", Self.httpClient, port])
+            defer { RestartTests.end(client) }
+            let first = try client.line().split(separator: " ")
+            try #require(first.count == 3 && first[0] == "200" && first[1] == "first", "\(first)")
+            let options = ["--store", store, "--name", "http", "--tcp-established"]
+            let base = try TestTools.run("cpx", options + ["\(server.pid)"])
+            #expect(base.status == 0, "\(base.errors)")
+            #expect(try client.send("/b.txt") == "200 second \(first[2])")
+            let last = try TestTools.run("cpx", options + ["--kill", "\(server.pid)"])
+            #expect(last.status == 0, "\(last.errors)")
+            #expect(try server.child.wait() == .signalled(SIGKILL))
+            try client.write("/a.txt")  // sent while the server is gone
+            Thread.sleep(forTimeInterval: 0.3)
+            let restarted = try RestartTests.restart(store: store, name: "http", generation: 1)
+            defer { RestartTests.end(restarted) }
+            #expect(try client.line() == "200 first \(first[2])", "the same connection (its port) answers")
+            #expect(try client.send("/b.txt") == "200 second \(first[2])")
+        }
     }
 }
