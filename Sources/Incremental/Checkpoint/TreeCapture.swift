@@ -57,7 +57,7 @@ enum TreeCapture {
             }
         }
         refused += groupRefusals(images, zombies: found)
-        refused += sharedContextRefusals(images)
+        refused += sharedContextRefusals(&images)
         refused += TreeLayout.sharedMemory(images).1
         refused += pidfdRefusals(&images)
         for k in images.indices.dropFirst() {
@@ -228,22 +228,32 @@ enum TreeCapture {
         return nil
     }
 
-    /// Processes made by clone(2) with CLONE_VM, CLONE_FILES, CLONE_FS or CLONE_SIGHAND (not
-    /// threads) share one memory, descriptor table, cwd and umask, or signal handlers; a
-    /// restart would give each its own: refused.
-    static func sharedContextRefusals(_ images: [ProcessImage]) -> [String] {
+    /// Processes made by clone(2) with CLONE_VM, CLONE_FS or CLONE_SIGHAND (not threads) share
+    /// one memory, cwd and umask, or signal handlers; a restart would give each its own:
+    /// refused. A descriptor table shared (CLONE_FILES) is recorded on the later process
+    /// (`TreePosition.descriptorTableOf`: the first process with that table), which a restart
+    /// forks sharing it again; the shapes it cannot make so are refused
+    /// (`TreeLayout.descriptorTableRefusals`).
+    static func sharedContextRefusals(_ images: inout [ProcessImage]) -> [String] {
         var refused: [String] = []
-        for (k, image) in images.enumerated() {
-            for earlier in images[..<k] {
-                for object in ProcessDescriptor.SharedObject.allCases
-                where (try? ProcessDescriptor.share(object, earlier.pid, image.pid)) == true {
-                    refused.append(
-                        "process \(image.pid) shares its \(object.words) with process \(earlier.pid) "
-                            + "(clone \(object.cloneFlag)): a restart would give each its own")
+        for k in images.indices {
+            let image = images[k]
+            for object in ProcessDescriptor.SharedObject.allCases {
+                guard
+                    let earlier = images[..<k].first(where: {
+                        (try? ProcessDescriptor.share(object, $0.pid, image.pid)) == true
+                    })
+                else { continue }
+                if object == .descriptorTable, images[k].position != nil {
+                    images[k].position?.descriptorTableOf = earlier.pid
+                    continue
                 }
+                refused.append(
+                    "process \(image.pid) shares its \(object.words) with process \(earlier.pid) "
+                        + "(clone \(object.cloneFlag)): a restart would give each its own")
             }
         }
-        return refused
+        return refused + TreeLayout.descriptorTableRefusals(images)
     }
 
     /// Marks the deleted files process `k` has open (its own open files of them) that an earlier

@@ -15,8 +15,15 @@ extension ProcessImage {
         public var stopped: Bool
         /// The signal that stopped it (SIGSTOP, SIGTSTP...), as its parent's waitpid reports it.
         public var stopSignal: Int32? = nil
+        /// The earlier process of the tree whose descriptor table it shares (clone(2) with
+        /// CLONE_FILES): the first process of the tree that has that table. A restart forks it
+        /// sharing that table again, and it makes none of its descriptors itself: they are that
+        /// process's. nil: a table of its own (and in images from before tables were shared).
+        public var descriptorTableOf: Int32? = nil
 
-        enum CodingKeys: String, CodingKey { case parent, processGroup, session, space, stopped, stopSignal }
+        enum CodingKeys: String, CodingKey {
+            case parent, processGroup, session, space, stopped, stopSignal, descriptorTableOf
+        }
 
         public init(parent: Int32, processGroup: Int32, session: Int32, space: UInt64, stopped: Bool) {
             (self.parent, self.processGroup, self.session) = (parent, processGroup, session)

@@ -37,6 +37,7 @@ public struct RestartPlan: Sendable {
         for process in processes {
             lines.append(
                 "process \(process.pid)" + (process.parent.map { " (forked by \($0))" } ?? "")
+                    + (process.descriptorTableOf.map { ", sharing the descriptor table of \($0)" } ?? "")
                     + (process.groupsNote.map { ", \($0)" } ?? "") + (process.stopped ? ", left stopped" : ""))
             for phase in process.phases {
                 lines.append("  " + phase.name)
@@ -72,6 +73,8 @@ public struct ProcessPlan: Sendable {
     /// Sent `stopSignal` as it is let go: it was stopped.
     public var stopped: Bool
     public var stopSignal: Int32
+    /// The process whose descriptor table it shares (forked sharing it: `TreeLayout.descriptorTables`).
+    public var descriptorTableOf: Int32?
     public var phases: [any RestartPhase]
 
     public init(image: ProcessImage, layout: TreeLayout? = nil) {
@@ -81,22 +84,28 @@ public struct ProcessPlan: Sendable {
         space = image.space
         stopped = image.position?.stopped ?? false
         stopSignal = image.position?.stopSignal ?? SIGSTOP
+        let tableOf = layout?.descriptorTables[image.pid]
+        descriptorTableOf = tableOf
         // What it shares with an earlier process is taken from that one, after every process
-        // made its own (`SharedDescriptorPhase`); the other phases see only its own.
+        // made its own (`SharedDescriptorPhase`); the other phases see only its own. A process
+        // that shares another's whole table has none of its own: that one makes them all,
+        // and this one sees them (and must not touch them: it would change the other's too).
         var own = image
-        own.descriptors = image.descriptors.filter { $0.inherited == nil }
+        own.descriptors = image.descriptors.filter { $0.inherited == nil && tableOf == nil }
+        var shared = image
+        if tableOf != nil { shared.descriptors = [] }
         phases = [
             LoginPhase(image: image),
             FileAccessPhase(image: image),
             MemoryLayoutPhase(image: image, layout: layout),
             PageFillPhase(image: image),
-            DescriptorPhase(image: own, layout: layout),
+            DescriptorPhase(image: own, layout: layout, tableOf: tableOf),
             SocketPhase(image: own, layout: layout),
             PseudoTerminalPhase(image: own, layout: layout),
             InetSocketPhase(image: own),
             FileLockPhase(image: own),
             EventDescriptorPhase(image: own),
-            SharedDescriptorPhase(image: image),
+            SharedDescriptorPhase(image: shared),
             SignalOwnerPhase(image: own),
             TcpResumePhase(image: own),
             MemoryDescriptorPhase(image: image),

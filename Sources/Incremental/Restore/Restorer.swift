@@ -122,7 +122,8 @@ public final class Restorer {
                         reason: "process \(process.pid) comes before its parent \(process.parent ?? 0) in the image")
                 }
                 let session = try RestartSession(
-                    process: try parent.fork(pid: process.pid), image: images[k], store: store,
+                    process: try parent.fork(pid: process.pid, sharingDescriptors: process.descriptorTableOf != nil),
+                    image: images[k], store: store,
                     map: map.space(process.space), generation: generation, tree: tree)
                 sessions.append(session)
                 if case .join = process.groups { continue }

@@ -12,17 +12,23 @@ extension RestartSession {
     /// A new process forked from this stub with pid `pid` (which must be free), frozen before
     /// its first instruction. It dies with this stub until the restart ends (PR_SET_PDEATHSIG).
     /// `exitSignal` 0: its end signals nothing (reaped with __WALL), and ptrace reports it as a clone.
-    func fork(pid: Int32, exitSignal: Int32 = SIGCHLD) throws -> FrozenProcess {
+    /// `sharingDescriptors`: it shares this stub's descriptor table (CLONE_FILES), as the image's
+    /// process shared its parent's (`TreeLayout.descriptorTables`).
+    func fork(pid: Int32, exitSignal: Int32 = SIGCHLD, sharingDescriptors: Bool = false) throws -> FrozenProcess {
         try process.traceForks()
         let result = try RemoteCalls.onStack(of: process, size: 256, purpose: "restart") {
             (calls) throws(TraceeError) -> Int in
             var arguments = chpox_clone_args()
             arguments.exit_signal = UInt64(exitSignal)
+            if sharingDescriptors { arguments.flags = 0x0000_0400 }  // CLONE_FILES
             arguments.set_tid = try calls.bytes(ThreadPhase.tidBytes(pid), alignment: 8)
             arguments.set_tid_size = 1
             return try calls.result(of: .clone3, try calls.value(arguments), MemoryLayout<chpox_clone_args>.size)
         }
-        try calls.check(result, "fork process \(pid) (its pid must be free)")
+        try calls.check(
+            result,
+            "fork process \(pid)" + (sharingDescriptors ? " sharing its descriptor table" : "")
+                + " (its pid must be free)")
         let child = try exitSignal == SIGCHLD ? process.adoptForkedChild() : process.adoptClonedProcess()
         do {
             try RemoteCalls(child, purpose: "restart").call(

@@ -38,6 +38,10 @@ public struct TreeLayout: Sendable {
     /// pid that makes the group (setpgid) and leads it while its members are put in it, then
     /// exits and is reaped, so that the group lives on without its leader as it did.
     public var groupKeepers: [Int32: Int32] = [:]
+    /// The processes that share an earlier one's descriptor table (CLONE_FILES), and that one
+    /// (`TreePosition.descriptorTableOf`): each is forked by its parent sharing the parent's
+    /// table, which is that table, and makes none of its descriptors.
+    public var descriptorTables: [Int32: Int32] = [:]
 
     /// A mapping of shared memory another process of the tree creates.
     public struct SharedMemory: Sendable, Equatable {
@@ -61,6 +65,7 @@ public struct TreeLayout: Sendable {
                 continue
             }
             if k > 0 { parents[process.pid] = position.parent }
+            if k > 0, let table = position.descriptorTableOf { descriptorTables[process.pid] = table }
             let parentGroup = k > 0 ? byPid[position.parent]?.position?.processGroup : nil
             if position.session == process.pid {
                 groups[process.pid] = .newSession
@@ -85,6 +90,44 @@ public struct TreeLayout: Sendable {
             }
         }
         groupKeepers = Self.groupKeepers(processes, zombies: image.zombies ?? [], groups: groups)
+    }
+
+    /// Why the descriptor tables `processes` share (`TreePosition.descriptorTableOf`) cannot be
+    /// shared again, one line each; empty when they can. A restart makes a shared table only by
+    /// forking a process from its parent with CLONE_FILES: the parent must have that table
+    /// (be the process it names, or share it too). And a process that shares a table keeps no
+    /// descriptors of its own while its memory is made (deleted files its private mappings
+    /// hold, memory files): those would take the numbers of the other's in the one table.
+    public static func descriptorTableRefusals(_ processes: [ProcessImage]) -> [String] {
+        var refused: [String] = []
+        let byPid = Dictionary(processes.map { ($0.pid, $0) }, uniquingKeysWith: { first, _ in first })
+        for (k, process) in processes.enumerated() {
+            guard let table = process.position?.descriptorTableOf else { continue }
+            let shares = "process \(process.pid) shares its descriptor table with process \(table) (clone CLONE_FILES)"
+            guard k > 0, let parent = process.position?.parent else {
+                refused.append("\(shares), a process outside the tree: a restart would give it its own")
+                continue
+            }
+            guard let owner = byPid[table], owner.position?.descriptorTableOf == nil,
+                processes[..<k].contains(where: { $0.pid == table })
+            else {
+                refused.append("\(shares), which is not an earlier process of the tree with a table of its own")
+                continue
+            }
+            let parentTable = parent == table ? table : byPid[parent]?.position?.descriptorTableOf
+            if parentTable != table {
+                refused.append(
+                    "\(shares) but not with its parent \(parent): a restart shares a table only by forking with "
+                        + "CLONE_FILES from a process that has it, and would give it its own")
+            }
+            if !(process.deletedFiles ?? []).isEmpty || !(process.memoryFiles ?? []).isEmpty {
+                refused.append(
+                    "\(shares) and holds deleted files or memory files (memfd, shared memory by a descriptor): "
+                        + "a restart keeps those at descriptors of its own while its memory is made, which would "
+                        + "take the numbers of the other's in the one table")
+            }
+        }
+        return refused
     }
 
     /// The groups of `processes` and `zombies` that none of them leads (`groupKeepers`), each

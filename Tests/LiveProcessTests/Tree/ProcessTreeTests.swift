@@ -270,11 +270,14 @@ extension LiveProcess {
             .enabled(if: hasPython, "python3 is not installed"), .timeLimit(.minutes(2)),
             arguments: [
                 (
-                    "clone-files",
-                    "import ctypes, os, sys, time\nlibc = ctypes.CDLL(None, use_errno=True)\n"
-                        + "c = libc.syscall(56, 0x400 | 17, 0, 0, 0, 0)\nif c == 0:\n    time.sleep(100); os._exit(0)\n"
-                        + "print('ready', flush=True)\nsys.stdin.readline()",
-                    "shares its descriptor table with process"
+                    // A grandchild shares root's table, its parent (which unshared it) does not.
+                    "clone-files-not-parent",
+                    "import ctypes, os, sys, time\nlibc = ctypes.CDLL(None, use_errno=True)\nr, w = os.pipe()\n"
+                        + "c = libc.syscall(56, 0x400 | 17, 0, 0, 0, 0)\nif c == 0:\n"
+                        + "    if libc.syscall(56, 0x400 | 17, 0, 0, 0, 0) == 0:\n        time.sleep(100); os._exit(0)\n"
+                        + "    libc.unshare(0x400); os.write(w, b'u'); time.sleep(100); os._exit(0)\n"
+                        + "os.read(r, 1)\nprint('ready', flush=True)\nsys.stdin.readline()",
+                    "but not with its parent"
                 )
             ])
         func whatATreeRestartCannotReproduceIsRefused(name: String, script: String, reason: String) throws {
@@ -284,11 +287,12 @@ extension LiveProcess {
                 let original = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", script])
                 #expect(try original.line() == "ready")
                 let children = (try? ProcFS.children(original.pid)) ?? []
+                let grandchildren = children.flatMap { (try? ProcFS.children($0)) ?? [] }
                 let run = try TestTools.run("cpx", ["--store", directory + "/store", "\(original.pid)"])
                 #expect(run.status == 1)
                 #expect(run.errors.contains(reason), "\(run.errors)")
                 #expect((try? ProcFS.state(original.pid)) != nil)
-                Self.killTree([original.pid] + children)
+                Self.killTree([original.pid] + children + grandchildren)
             }
         }
 

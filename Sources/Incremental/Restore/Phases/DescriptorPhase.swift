@@ -104,10 +104,15 @@ public struct DescriptorPhase: RestartPhase {
     /// has mapped it (a write seal forbids writable shared mappings after it) and before its
     /// descriptors are opened.
     public var seals: [(file: Int, seals: UInt32)] = []
+    /// The process whose descriptor table this one shares (CLONE_FILES): that one makes every
+    /// descriptor, and this one touches none (not even its own stdio copies, which are that
+    /// one's too); only its working directory and umask are its own.
+    public var tableOf: Int32?
 
     public var name: String { "descriptors" }
     public var steps: [String] {
-        closed.map { "close \($0)" }
+        tableOf.map { ["its descriptor table is process \($0)'s (shared, clone CLONE_FILES): made there"] } ?? []
+            + closed.map { "close \($0)" }
             + pipes.map { pipe in
                 (pipe.path.map { "reopen FIFO \($0)" } ?? "create a pipe")
                     + " (inode \(pipe.inode)) of \(pipe.capacity)"
@@ -158,7 +163,8 @@ public struct DescriptorPhase: RestartPhase {
     }
 
     /// The descriptors of `image`; in a tree, its pipes as `layout` shares them out.
-    public init(image: ProcessImage, layout: TreeLayout? = nil) {
+    public init(image: ProcessImage, layout: TreeLayout? = nil, tableOf: Int32? = nil) {
+        self.tableOf = tableOf
         let treePipes = layout?.sharedPipes ?? []
         // ld-chpox stands in for what ran the tree's first process only. Another process's
         // pipe on 0-2 that no process of the tree shares had its peer in the tree, gone since
@@ -168,7 +174,7 @@ public struct DescriptorPhase: RestartPhase {
         let ownPipe = { (fd: Int32, inode: UInt64?) in fd > 2 || keepsOwnPipes || treePipes.contains(inode ?? 0) }
         foreignPipes = layout?.foreignPipes(of: image.pid) ?? []
         exportedPipes = layout?.exportedPipes(of: image.pid) ?? []
-        closed = (Int32(0)..<3).filter { fd in !image.descriptors.contains { $0.fd == fd } }
+        closed = tableOf != nil ? [] : (Int32(0)..<3).filter { fd in !image.descriptors.contains { $0.fd == fd } }
         // A memfd's open file that memfd_create made is no writer of it (one opened again is:
         // exec of the memfd fails while one is open). Which of its read-write descriptors that
         // was cannot be read; the lowest one gets it (the usual case: the others opened later).
@@ -285,6 +291,15 @@ public struct DescriptorPhase: RestartPhase {
 
     public func run(in session: RestartSession) throws {
         let calls = session.calls
+        guard tableOf == nil else {
+            // Its deleted working directory is made again for it alone, held only while it enters it.
+            var directories = [Int32](repeating: -1, count: deletedDirectories.count)
+            defer { for fd in directories where fd >= 0 { _ = try? calls.result(of: .close, fd) } }
+            if let k = deletedWorkingDirectory, deletedDirectories.indices.contains(k) {
+                directories[k] = try make(deletedDirectories[k], calls)
+            }
+            return try setDirectories(session, directories: directories)
+        }
         for fd in closed { _ = try calls.result(of: .close, fd) }
         var holders: [UInt64: Int32] = [:]
         var foreign: [UInt64: String] = [:]
@@ -342,6 +357,14 @@ public struct DescriptorPhase: RestartPhase {
                 _ = try calls.result(of: .close, holder)
             }
         }
+        try setDirectories(session, directories: directories)
+        for fd in directories { _ = try calls.result(of: .close, fd) }
+        for fd in RestartSession.stdioCopies..<(RestartSession.stdioCopies + 3) { _ = try calls.result(of: .close, fd) }
+    }
+
+    /// Its working directory (a deleted one from `directories`, made again) and its umask.
+    private func setDirectories(_ session: RestartSession, directories: [Int32]) throws {
+        let calls = session.calls
         if let k = deletedWorkingDirectory, directories.indices.contains(k) {
             try calls.call(
                 .fchdir, directories[k], to: "enter its deleted working directory \(deletedDirectories[k].path)")
@@ -350,9 +373,7 @@ public struct DescriptorPhase: RestartPhase {
                 try calls.result(of: .chdir, try calls.string(workingDirectory))
             }
         }
-        for fd in directories { _ = try calls.result(of: .close, fd) }
         _ = try calls.result(of: .umask, umask)
-        for fd in RestartSession.stdioCopies..<(RestartSession.stdioCopies + 3) { _ = try calls.result(of: .close, fd) }
     }
 
     /// A pipe's descriptors in the stub are kept above every descriptor of the image while the

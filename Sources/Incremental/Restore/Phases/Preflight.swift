@@ -34,6 +34,7 @@ public struct Preflight: Sendable {
             return try checkProcess(authority: authority, otherControlGroups: otherControlGroups)
         }
         try checkPids(requireSamePid: requireSamePid)
+        if let reason = TreeLayout.descriptorTableRefusals(image.processes).first { throw refuse(reason) }
         for process in image.processes {
             do throws(CheckpointError) {
                 try Preflight(image: process, generation: generation).checkProcess(
