@@ -22,7 +22,8 @@ import Testing
         #expect(process.parent == nil)
         #expect(
             process.phases.map(\.name) == [
-                "audit login uid", "file access", "memory layout", "page fill", "descriptors", "UNIX sockets",
+                "audit login uid", "file access", "memory layout", "page fill", "AIO contexts", "descriptors",
+                "UNIX sockets",
                 "pseudo-terminals",
                 "IPv4 and IPv6 sockets", "file locks", "event descriptors", "descriptors shared with other processes",
                 "I/O signal owners", "TCP connections resumed", "mm fields", "threads", "signals and timers",

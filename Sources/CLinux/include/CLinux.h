@@ -154,6 +154,8 @@ enum chpox_system_call {
     CHPOX_SYS_mmap = SYS_mmap,
     CHPOX_SYS_munmap = SYS_munmap,
     CHPOX_SYS_mremap = SYS_mremap,
+    CHPOX_SYS_io_setup = SYS_io_setup,
+    CHPOX_SYS_io_submit = SYS_io_submit,
     CHPOX_SYS_madvise = SYS_madvise,
     CHPOX_SYS_openat = SYS_openat,
     CHPOX_SYS_close = SYS_close,

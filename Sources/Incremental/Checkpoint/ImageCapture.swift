@@ -72,6 +72,8 @@ enum ImageCapture {
             unsupported += memory.unsupported
             let mapped = MappedFileCapture.capture(pid, regions: regions.filter { !memory.maps($0) })
             unsupported += mapped.unsupported
+            let aio = try AioContextCapture.capture(pid, regions: regions)
+            unsupported += aio.unsupported
             let guardPages = GuardRegionCapture.runs(pid, regions: regions)
             for k in descriptors.indices where descriptors[k].kind.isDeletedFile {
                 guard let status = openFileStatus(pid, descriptors[k].fd),
@@ -152,6 +154,7 @@ enum ImageCapture {
             if !mapped.files.isEmpty { image.deletedFiles = mapped.files }
             if !memory.files.isEmpty { image.memoryFiles = memory.files }
             if !posixTimers.timers.isEmpty { image.posixTimers = posixTimers.timers }
+            if !aio.contexts.isEmpty { image.aioContexts = aio.contexts }
             image.rootDirectory = ProcessControlsCapture.rootDirectory(pid)
             image.guardPages = guardPages.isEmpty ? nil : guardPages
             DeletedDirectories.collect(pid, into: &image)
@@ -196,6 +199,7 @@ enum ImageCapture {
         case "[stack]": return .stack
         default: break
         }
+        if AioContextCapture.isRing(region) { return .aioRing }
         if region.shared {
             let path = region.path
             let shmem =

@@ -5,7 +5,7 @@ import Tracee
 /// Mappings whose backing a restart cannot find by path: private mappings of deleted files
 /// (their contents saved, so that the restart maps a recreated file and clean pages still come
 /// from it, shared with any descriptor of the same file), and the shared memory a restart does
-/// not rebuild (deleted-file shared mappings, AIO rings), refused with a reason. Mappings of
+/// not rebuild (deleted-file shared mappings), refused with a reason. Mappings of
 /// memfds and of shared memory a descriptor names are `MemoryFileCapture`'s.
 enum MappedFileCapture {
     /// The file behind `region`, through /proc/PID/map_files (it reaches a deleted file too).
@@ -49,10 +49,6 @@ enum MappedFileCapture {
         var captured = Captured()
         for region in regions {
             let at = "0x\(String(region.start, radix: 16))"
-            if region.path.hasPrefix("/[aio]") {
-                captured.unsupported.append("an AIO context (io_setup) at \(at): not restored")
-                continue
-            }
             if region.shared, ImageCapture.backing(of: region) == .sharedAnonymous, !isPlainSharedMemory(region),
                 !isUnlinkedSharedMemoryFile(pid, region)
             {

@@ -35,7 +35,8 @@ struct PageSelection {
                     described = MemoryFileCapture.described(pid)
                     return described ?? []
                 }
-            if backing == .sharedFile || (backing == .sharedAnonymous && memoryFile) {
+            // An AIO ring is the image's `aioContexts`, read whole at each checkpoint.
+            if backing == .sharedFile || backing == .aioRing || (backing == .sharedAnonymous && memoryFile) {
                 revert += wanted.runs
                 continue
             }

@@ -106,6 +106,9 @@ extension ProcessImage {
             /// A mapping, shared or private, of one of the image's `memoryFiles` (`memoryFile`):
             /// a shared one stores nothing, a private one its written pages.
             case memoryFile = "memory-file"
+            /// The ring of an AIO context (io_setup): the image's `aioContexts` entry of the same
+            /// start holds its state; a restart makes the context again and moves its ring here.
+            case aioRing = "aio-ring"
             case vdso, vvar, vsyscall
 
             var isKernel: Bool { self == .vdso || self == .vvar || self == .vsyscall }
@@ -146,7 +149,8 @@ extension ProcessImage {
 
         /// Whether pages of this mapping are held in the store's page map.
         public var storesContents: Bool {
-            backing != .sharedFile && !backing.isKernel && !(backing == .memoryFile && protection.contains(.shared))
+            backing != .sharedFile && backing != .aioRing && !backing.isKernel
+                && !(backing == .memoryFile && protection.contains(.shared))
         }
         /// Whether its clean pages come from a file (or memory file) rather than being zero.
         public var isFileBacked: Bool {
@@ -155,6 +159,49 @@ extension ProcessImage {
         public var pageCount: UInt64 { Page.count(of: end - start) }
         /// VmFlags `gd`: the mapping grows down (a stack).
         public var growsDown: Bool { flags.contains("gd") }
+    }
+
+    /// An AIO context (io_setup): its ring, a mapping of the kernel's "[aio]" file whose address
+    /// is the context's id, read whole while the process was stopped. The ring starts with
+    /// struct aio_ring (id, nr, head, tail, magic, compat and incompat features, header length:
+    /// 32 bytes) and holds `nr` io_events after it; the completed events a program has not
+    /// taken are those from `head` to `tail`.
+    public struct AioContext: Codable, Sendable, Equatable {
+        /// The ring's mapping, [start, end): start is the context id.
+        public var start: UInt64
+        public var end: UInt64
+        /// Slots of the ring (aio_ring.nr): the kernel's nr_events.
+        public var events: UInt32
+        public var head: UInt32
+        public var tail: UInt32
+        /// The ring's bytes, header included.
+        public var ring: Data
+
+        enum CodingKeys: String, CodingKey { case start, end, events, head, tail, ring }
+
+        public init(start: UInt64, end: UInt64, events: UInt32, head: UInt32, tail: UInt32, ring: Data) {
+            (self.start, self.end, self.events, self.head, self.tail, self.ring) = (
+                start, end, events, head, tail, ring
+            )
+        }
+
+        /// The size of struct aio_ring, and of struct io_event.
+        public static let headerSize = 32
+        public static let eventSize = 32
+        /// AIO_RING_MAGIC, AIO_RING_COMPAT_FEATURES, AIO_RING_INCOMPAT_FEATURES.
+        public static let magic: UInt32 = 0xa10a_10a1
+        public static let compatFeatures: UInt32 = 1
+        public static let incompatFeatures: UInt32 = 0
+
+        /// The slots a ring of `size` bytes holds (the kernel fills its pages with them).
+        public static func slots(inRingOf size: UInt64) -> UInt32 {
+            UInt32((size - UInt64(headerSize)) / UInt64(eventSize))
+        }
+
+        /// The io_setup(2) argument that makes a ring of `events` slots again on a machine with
+        /// as many CPUs: the kernel takes max(n, 4 * CPUs), doubles it, adds 2 and fills the pages
+        /// that need; (events - 2) / 2 needs the same pages whichever of the two it took.
+        public var setupEvents: UInt32 { events >= 2 ? (events - 2) / 2 : 1 }
     }
 
     /// A deleted file mapped by the process, saved whole: a restart recreates it once (a file

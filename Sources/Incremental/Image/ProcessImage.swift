@@ -73,13 +73,16 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     public var zombies: [Zombie]? = nil
     /// Its POSIX timers (timer_create); nil in images from before they were restored.
     public var posixTimers: [PosixTimer]? = nil
+    /// Its AIO contexts (io_setup), each with its ring's `Mapping` (backing `aio-ring`); nil
+    /// when it had none.
+    public var aioContexts: [AioContext]? = nil
 
     enum CodingKeys: String, CodingKey {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
             deletedFiles, cgroups, cgroupsBelow, position, tree, zombies, rootDirectory, guardPages, memoryFiles,
-            posixTimers, deletedDirectories, deletedWorkingDirectory
+            posixTimers, deletedDirectories, deletedWorkingDirectory, aioContexts
     }
 
     public init(

@@ -99,6 +99,7 @@ public struct ProcessPlan: Sendable {
             FileAccessPhase(image: image),
             MemoryLayoutPhase(image: image, layout: layout),
             PageFillPhase(image: image),
+            AioContextPhase(image: image),
             DescriptorPhase(image: own, layout: layout, tableOf: tableOf),
             SocketPhase(image: own, layout: layout),
             PseudoTerminalPhase(image: own, layout: layout),

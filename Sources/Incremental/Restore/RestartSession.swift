@@ -94,10 +94,26 @@ extension RemoteCalls {
     }
 
     /// `openRecorded`'s open, its result as the kernel answered (a negated errno on failure);
-    /// a symlink in the last component is refused.
+    /// a symlink in the last component is refused. The path is opened O_PATH|O_NOFOLLOW, then
+    /// that file opened again through /proc/self/fd with the recorded flags: O_NOFOLLOW stays
+    /// in a file's status flags (F_GETFL, fdinfo), so it is set only where the program had it.
+    /// Opening a symlink itself that way answers ELOOP, as O_NOFOLLOW does.
     func openRecordedResult(_ path: String, flags: Int32, to what: String) throws(TraceeError) -> Int {
         try withFrame { () throws(TraceeError) -> Int in
-            let fd = try result(of: .openat, AT_FDCWD, try string(path), flags | O_NOFOLLOW, 0)
+            // O_PATH is 0o10_000_000. Where the program had O_NOFOLLOW (a /proc link answers ELOOP to it), or the
+            // process sees no /proc (chrooted), the path is opened with O_NOFOLLOW directly.
+            var fd = -Int(ENOENT)
+            if flags & O_NOFOLLOW == 0 {
+                let located = try result(of: .openat, AT_FDCWD, try string(path), 0o10_000_000 | O_NOFOLLOW | O_CLOEXEC, 0)
+                fd = located
+                if located >= 0 {
+                    fd = try result(of: .openat, AT_FDCWD, try string("/proc/self/fd/\(located)"), flags, 0)
+                    _ = try result(of: .close, located)
+                }
+            }
+            if fd == -Int(ENOENT) {
+                fd = try result(of: .openat, AT_FDCWD, try string(path), flags | O_NOFOLLOW, 0)
+            }
             if fd == -Int(ELOOP) {
                 throw TraceeError.unsupported(
                     pid: pid,

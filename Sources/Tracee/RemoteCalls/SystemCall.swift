@@ -16,6 +16,10 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let munmap = SystemCall(CHPOX_SYS_munmap)
     /// The corresponding C constant is SYS_mremap.
     public static let mremap = SystemCall(CHPOX_SYS_mremap)
+    /// The corresponding C constant is SYS_io_setup.
+    public static let ioSetup = SystemCall(CHPOX_SYS_io_setup)
+    /// The corresponding C constant is SYS_io_submit.
+    public static let ioSubmit = SystemCall(CHPOX_SYS_io_submit)
     /// The corresponding C constant is SYS_madvise.
     public static let madvise = SystemCall(CHPOX_SYS_madvise)
     /// The corresponding C constant is SYS_openat.

@@ -35,8 +35,7 @@ extension LiveProcess {
             def state():
                 out = []
                 for fd in (f, g, 40):
-                    # O_NOFOLLOW left out: every restart's reopen adds it (a separate matter, not the table's).
-                    flags = fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NOFOLLOW
+                    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
                     out.append('%d:%x:%d:%d' % (fd, flags, fcntl.fcntl(fd, fcntl.F_GETFD),
                                                 os.lseek(fd, 0, 1)))
                 return ' '.join(out) + ' fds ' + ','.join(sorted(os.listdir('/proc/self/fd'), key=int))
