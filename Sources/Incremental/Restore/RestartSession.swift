@@ -104,7 +104,8 @@ extension RemoteCalls {
             // process sees no /proc (chrooted), the path is opened with O_NOFOLLOW directly.
             var fd = -Int(ENOENT)
             if flags & O_NOFOLLOW == 0 {
-                let located = try result(of: .openat, AT_FDCWD, try string(path), 0o10_000_000 | O_NOFOLLOW | O_CLOEXEC, 0)
+                let located = try result(
+                    of: .openat, AT_FDCWD, try string(path), 0o10_000_000 | O_NOFOLLOW | O_CLOEXEC, 0)
                 fd = located
                 if located >= 0 {
                     fd = try result(of: .openat, AT_FDCWD, try string("/proc/self/fd/\(located)"), flags, 0)
