@@ -92,6 +92,10 @@ extension LiveProcess {
             let shown = try TestTools.run("dumpinfo", ["--store", store, "--name", "held", "--generation", "1"])
             #expect(shown.output.contains("connection   \(connection), fd"), "\(shown.output)")
             #expect(shown.output.contains("peer outside the tree: held now"), "\(shown.output)")
+            let json = try TestTools.run(
+                "dumpinfo", ["--store", store, "--name", "held", "--generation", "1", "--json"])
+            #expect(json.output.contains("\"held\":true") || json.output.contains("\"held\" : true"), "\(json.output)")
+            #expect(try JSONSchemaCheck().problems(json.output) == [])
 
             // Sent while the server is gone: held, retransmitted, answered after the restart.
             try client.write("held")
