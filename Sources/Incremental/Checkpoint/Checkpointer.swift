@@ -221,17 +221,14 @@ public final class Checkpointer {
             var warnings: [String] = []
             var held: [String] = []
             if finish == .kill {
-                let tree = [image] + (image.tree ?? [])
                 do {
-                    warnings = try ConnectionHold.kill(members.map(\.pid), images: tree, held: run.held)
+                    let killed = try ConnectionHold.kill(
+                        members.map(\.pid), images: [image] + (image.tree ?? []), held: run.held)
+                    (held, warnings) = (killed.held.map(\.description), killed.problems)
                     run.held = []
                 } catch {
                     for member in members { try? Signal.send(SIGCONT, to: member.pid) }
                     throw error
-                }
-                var seen: Set<String> = []
-                held = ProcessImage.outsideConnections(tree).map(\.connection.description).filter {
-                    seen.insert($0).inserted
                 }
             }
             written += 1

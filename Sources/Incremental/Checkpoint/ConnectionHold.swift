@@ -45,11 +45,11 @@ enum ConnectionHold {
 
     /// Kills `members` (stopped) with the outside connections of `images` held (`held`, and
     /// any the tree opened since). Throws, with the members still alive and stopped, when the
-    /// hold cannot be made (the caller releases `held`); returns what went wrong after the
-    /// kill (a socket that could not enter repair mode).
+    /// hold cannot be made (the caller releases `held`); returns the connections held for the
+    /// restart and what went wrong after the kill (a socket that could not enter repair mode).
     static func kill(
         _ members: [Int32], images: [ProcessImage], held: Set<PacketFilter.Connection>
-    ) throws(CheckpointError) -> [String] {
+    ) throws(CheckpointError) -> (held: [PacketFilter.Connection], problems: [String]) {
         var seen: Set<PacketFilter.Connection> = []
         let outside = ProcessImage.outsideConnections(images).filter { seen.insert($0.connection).inserted }
         var copies: [(connection: PacketFilter.Connection, socket: FileDescriptor)] = []
@@ -91,7 +91,7 @@ enum ConnectionHold {
             }
             copy.socket.close()
         }
-        return problems
+        return (outside.map(\.connection), problems)
     }
 
     /// Removes the hold rules that hold nothing to wait for: those whose connection a process

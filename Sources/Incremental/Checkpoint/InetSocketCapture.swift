@@ -540,14 +540,6 @@ enum InetSocketCapture {
         return address
     }
 
-    /// An address as both ends of a connection name it: an IPv4-mapped IPv6 address as IPv4.
-    static func endpoint(_ address: Socket.Address) -> String {
-        let host =
-            address.host.hasPrefix("::ffff:") && address.host.contains(".")
-            ? String(address.host.dropFirst(7)) : address.host
-        return "\(host) \(address.port)"
-    }
-
     static func isWildcard(_ host: String) -> Bool { host == "0.0.0.0" || host == "::" }
 
     /// TCP_INFO's tcpi_state of the connections restored: ESTABLISHED and the half-closed ones.

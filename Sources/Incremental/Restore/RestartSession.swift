@@ -100,18 +100,18 @@ extension RemoteCalls {
     /// Opening a symlink itself that way answers ELOOP, as O_NOFOLLOW does.
     func openRecordedResult(_ path: String, flags: Int32, to what: String) throws(TraceeError) -> Int {
         try withFrame { () throws(TraceeError) -> Int in
-            // O_PATH is 0o10_000_000. Where the program had O_NOFOLLOW (a /proc link answers ELOOP to it), or the
-            // process sees no /proc (chrooted), the path is opened with O_NOFOLLOW directly.
-            var fd = -Int(ENOENT)
+            var fd: Int
             if flags & O_NOFOLLOW == 0 {
                 let located = try result(
-                    of: .openat, AT_FDCWD, try string(path), 0o10_000_000 | O_NOFOLLOW | O_CLOEXEC, 0)
-                fd = located
-                if located >= 0 {
-                    fd = try result(of: .openat, AT_FDCWD, try string("/proc/self/fd/\(located)"), flags, 0)
-                    _ = try result(of: .close, located)
-                }
+                    of: .openat, AT_FDCWD, try string(path),
+                    FileDescriptor.OpenOptions.pathOnly.rawValue | O_NOFOLLOW | O_CLOEXEC, 0)
+                guard located >= 0 else { return located }
+                fd = try result(of: .openat, AT_FDCWD, try string("/proc/self/fd/\(located)"), flags, 0)
+                _ = try result(of: .close, located)
+            } else {
+                fd = -Int(ENOENT)  // a /proc link answers ELOOP to O_NOFOLLOW: opened directly
             }
+            // A process that sees no /proc (chrooted) opens the path with O_NOFOLLOW directly.
             if fd == -Int(ENOENT) {
                 fd = try result(of: .openat, AT_FDCWD, try string(path), flags | O_NOFOLLOW, 0)
             }
