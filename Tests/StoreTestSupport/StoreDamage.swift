@@ -126,4 +126,11 @@ public enum PackDamage {
         for (offset, length) in frames { bytes[offset + length / 2] ^= 0x55 }
         try Data(bytes).write(to: URL(fileURLWithPath: path))
     }
+
+    /// `flipEveryFrame` on every pack of the store at `store`.
+    public static func flipEveryFrame(inStore store: String) throws {
+        for name in try FileManager.default.contentsOfDirectory(atPath: store + "/packs") {
+            try flipEveryFrame(atPath: store + "/packs/" + name)
+        }
+    }
 }

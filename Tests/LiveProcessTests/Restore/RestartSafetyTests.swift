@@ -1,5 +1,6 @@
 import Foundation
 import Incremental
+import StoreTestSupport
 import Syscall
 import TestTools
 import TrackerTestSupport
@@ -9,16 +10,6 @@ import Tracee
 extension LiveProcess {
     /// A restart changes nothing until it is sure, and leaves nothing behind when it is stopped.
     @Suite struct RestartSafetyTests {
-        /// Flips a byte in the middle of every pack of `store`.
-        static func damagePacks(_ store: String) throws {
-            for name in try FileManager.default.contentsOfDirectory(atPath: store + "/packs") {
-                let path = store + "/packs/" + name
-                var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
-                bytes[bytes.count / 3] ^= 0x55
-                try Data(bytes).write(to: URL(fileURLWithPath: path))
-            }
-        }
-
         @Test(
             .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3 is not installed"),
             .timeLimit(.minutes(2)))
@@ -45,7 +36,8 @@ extension LiveProcess {
             #expect(try original.send("after the generation") == "wrote")
             let written = try Data(contentsOf: URL(fileURLWithPath: log))
             RestartTests.end(original)
-            try Self.damagePacks(directory + "/store")
+            // Every frame of every pack: a byte at one place may fall where the restart reads nothing.
+            try PackDamage.flipEveryFrame(inStore: directory + "/store")
             let run = try TestTools.run("ld-chpox", ["--store", directory + "/store", "--name", "log"])
             #expect(run.status != 0, "\(run.output) \(run.errors)")
             #expect(try Data(contentsOf: URL(fileURLWithPath: log)) == written, "the log is as the original left it")

@@ -259,9 +259,7 @@ extension LiveProcess {
             try Self.checkpoint(original.pid, store: store, name: "damaged")
             Self.end(original)
             // Flip a byte in the middle of every chunk of every pack.
-            for name in try FileManager.default.contentsOfDirectory(atPath: store + "/packs") {
-                try PackDamage.flipEveryFrame(atPath: store + "/packs/" + name)
-            }
+            try PackDamage.flipEveryFrame(inStore: store)
             let before = Self.processes()
             let run = try TestTools.run("ld-chpox", ["--store", store, "--name", "damaged"])
             #expect(run.status != 0, "\(run.output) \(run.errors)")
