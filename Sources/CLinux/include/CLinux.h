@@ -157,6 +157,8 @@ enum chpox_system_call {
     CHPOX_SYS_io_setup = SYS_io_setup,
     CHPOX_SYS_io_submit = SYS_io_submit,
     CHPOX_SYS_madvise = SYS_madvise,
+    CHPOX_SYS_mprotect = SYS_mprotect,
+    CHPOX_SYS_close_range = SYS_close_range,
     CHPOX_SYS_openat = SYS_openat,
     CHPOX_SYS_close = SYS_close,
     CHPOX_SYS_dup3 = SYS_dup3,

@@ -61,6 +61,7 @@ enum TreeCapture {
         refused += TreeLayout.sharedMemory(images).1
         refused += pidfdRefusals(&images)
         for k in images.indices.dropFirst() {
+            findCopyOnWrite(&images, of: k)
             findInherited(&images, of: k)
             findDeletedFiles(&images, of: k)
             refused += findMemoryFiles(&images, of: k)
@@ -334,6 +335,48 @@ enum TreeCapture {
             }
         }
         return refused
+    }
+
+    /// Records the pages process `k` shares copy-on-write with its parent (`copyOnWrite`): in
+    /// its private mappings that a fork of the parent leaves (`Mapping.isForkCopy`), each
+    /// anonymous page present (or swapped) in both at the same address with the same page frame
+    /// (or swap slot). Page frames show to root alone (CAP_SYS_ADMIN); elsewhere none is seen,
+    /// and a restart gives each process its own copy, as before.
+    static func findCopyOnWrite(_ images: inout [ProcessImage], of k: Int) {
+        let child = images[k]
+        guard let parentPid = child.position?.parent, let parent = images.first(where: { $0.pid == parentPid }),
+            let own = try? Pagemap(pid: child.pid), let theirs = try? Pagemap(pid: parent.pid)
+        else { return }
+        var runs: [[UInt64]] = []
+        for mapping in child.mappings where parent.mappings.contains(where: { mapping.isForkCopy(of: $0) }) {
+            var address = mapping.start
+            while address < mapping.end {
+                let count = Int(min(Page.count(of: mapping.end - address), 1 << 16))
+                guard let mine = try? own.entries(from: address, count: count),
+                    let other = try? theirs.entries(from: address, count: count), mine.count == count,
+                    other.count == count
+                else { break }
+                for i in 0..<count where sharesFrame(mine[i], other[i]) {
+                    let page = address + UInt64(i * Page.size)
+                    if let last = runs.last, last[1] == page {
+                        runs[runs.count - 1][1] = page + UInt64(Page.size)
+                    } else {
+                        runs.append([page, page + UInt64(Page.size)])
+                    }
+                }
+                address += UInt64(count * Page.size)
+            }
+        }
+        images[k].copyOnWrite = runs.isEmpty ? nil : runs
+    }
+
+    /// Whether two pagemap entries are one anonymous page: present or swapped in both, with the
+    /// same frame (swap slot), not a file's page (bit 61), a frame root alone sees (non-zero).
+    static func sharesFrame(_ a: UInt64, _ b: UInt64) -> Bool {
+        let kind = PagemapBit.present | PagemapBit.swapped | PagemapBit.fileOrShared
+        return a & kind == b & kind && a & (PagemapBit.present | PagemapBit.swapped) != 0
+            && a & PagemapBit.fileOrShared == 0 && a & PagemapBit.frameMask != 0
+            && a & PagemapBit.frameMask == b & PagemapBit.frameMask
     }
 
     /// Marks the descriptors of process `k` whose open file description an earlier process

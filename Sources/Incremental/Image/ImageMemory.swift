@@ -159,6 +159,24 @@ extension ProcessImage {
         public var pageCount: UInt64 { Page.count(of: end - start) }
         /// VmFlags `gd`: the mapping grows down (a stack).
         public var growsDown: Bool { flags.contains("gd") }
+
+        /// Whether a fork of a process that has `parent` leaves this mapping in the child as it
+        /// is: private memory of the same kind (anonymous, or the same file at the same offsets),
+        /// within `parent`, and copied by fork (no MADV_DONTFORK, MADV_WIPEONFORK: VmFlags `dc`,
+        /// `wf`; neither hugetlb nor droppable; not locked, as fork does not lock it; reserved alike). Such a mapping may keep the pages the child shares copy-on-write with its parent.
+        public func isForkCopy(of parent: Mapping) -> Bool {
+            guard parent.start <= start, end <= parent.end, growsDown == parent.growsDown,
+                !parent.flags.contains("dc"), !parent.flags.contains("wf"), !flags.contains("dp"),
+                !flags.contains("ht"),
+                !flags.contains("lo"), flags.contains("nr") == parent.flags.contains("nr"),
+                deletedFile == nil, parent.deletedFile == nil, memoryFile == nil, parent.memoryFile == nil
+            else { return false }
+            let anonymous: Set<Backing> = [.anonymous, .heap, .stack]
+            if anonymous.contains(backing) { return anonymous.contains(parent.backing) }
+            return backing == .privateFile && parent.backing == .privateFile && path == parent.path
+                && device == parent.device && inode == parent.inode && !path.hasSuffix(" (deleted)")
+                && offset == parent.offset + (start - parent.start)
+        }
     }
 
     /// An AIO context (io_setup): its ring, a mapping of the kernel's "[aio]" file whose address

@@ -64,6 +64,11 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     public var deletedWorkingDirectory: Int? = nil
     /// Guard pages (MADV_GUARD_INSTALL) as [start, end) runs; nil when it had none.
     public var guardPages: [[UInt64]]? = nil
+    /// Pages it shares copy-on-write with its parent, as fork left them (one physical page at
+    /// the same address in both: `TreeCapture.findCopyOnWrite`), as [start, end) runs; a restart
+    /// forks it from its parent once the parent's memory is rebuilt and keeps those pages
+    /// (`TreeLayout.inheritedMappings`). nil when none were seen (and for the first process).
+    public var copyOnWrite: [[UInt64]]? = nil
     /// Where the process sits in its tree: parent, process group, session, address space.
     /// nil in images from before trees were checkpointed (a process alone).
     public var position: TreePosition? = nil
@@ -82,7 +87,7 @@ public struct ProcessImage: Codable, Sendable, Equatable {
             threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
             deletedFiles, cgroups, cgroupsBelow, position, tree, zombies, rootDirectory, guardPages, memoryFiles,
-            posixTimers, deletedDirectories, deletedWorkingDirectory, aioContexts
+            posixTimers, deletedDirectories, deletedWorkingDirectory, aioContexts, copyOnWrite
     }
 
     public init(

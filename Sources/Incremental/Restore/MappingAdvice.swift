@@ -8,6 +8,8 @@ enum MappingAdvice {
     /// The corresponding C constant is MAP_DROPPABLE (Linux 6.11; not in every libc's headers):
     /// a private anonymous mapping whose pages the kernel may drop under memory pressure.
     static let mapDroppable: Int32 = 0x08
+    /// MADV_DONTNEED: empties pages (zero again, or the file's for a private file mapping).
+    static let dontNeed: Int32 = MADV_DONTNEED
     /// MADV_GUARD_INSTALL (Linux 6.13; not in this libc's headers).
     static let guardInstall: Int32 = 102
 

@@ -8,11 +8,13 @@ import Store
 /// `ld-chpox` runs it (`Restorer.restart`); tests build and read it without a live process.
 ///
 /// A plan holds one `ProcessPlan` per process of the image's tree, parents before their
-/// children (`parent` names the one that forks it). Every process is created first (each
-/// forked by its parent's stub), then the phases run in step: phase k of every process, in
-/// order, before phase k+1 of any. So what one process creates for others (a pipe between two
-/// of them, an open file they share) exists when a later process's phase takes it
-/// (`TreeLayout` decides who creates what).
+/// children (`parent` names the one that forks it). Each process is created in that order,
+/// forked by its parent's stub once the parent's memory is rebuilt, and rebuilds its own memory
+/// at once (its first phases, up to `ProcessPlan.inStep`): so it starts with its parent's
+/// memory and keeps the pages it shared copy-on-write, as fork left them. Then the other
+/// phases run in step: phase k of every process, in order, before phase k+1 of any. So what
+/// one process creates for others (a pipe between two of them, an open file they share) exists
+/// when a later process's phase takes it (`TreeLayout` decides who creates what).
 public struct RestartPlan: Sendable {
     /// Refusals and the files to cut back, checked before a stub is started.
     public var preflight: Preflight
@@ -36,7 +38,8 @@ public struct RestartPlan: Sendable {
         var lines: [String] = []
         for process in processes {
             lines.append(
-                "process \(process.pid)" + (process.parent.map { " (forked by \($0))" } ?? "")
+                "process \(process.pid)"
+                    + (process.parent.map { " (forked by \($0) once its memory is rebuilt)" } ?? "")
                     + (process.descriptorTableOf.map { ", sharing the descriptor table of \($0)" } ?? "")
                     + (process.groupsNote.map { ", \($0)" } ?? "") + (process.stopped ? ", left stopped" : ""))
             for phase in process.phases {
@@ -76,6 +79,10 @@ public struct ProcessPlan: Sendable {
     /// The process whose descriptor table it shares (forked sharing it: `TreeLayout.descriptorTables`).
     public var descriptorTableOf: Int32?
     public var phases: [any RestartPhase]
+    /// The phases before this one (its login uid, file access, memory layout and page fill)
+    /// it runs alone as soon as it is forked, before it forks its children; the others run in
+    /// step with the other processes'.
+    public var inStep: Int { (phases.firstIndex { $0 is PageFillPhase } ?? -1) + 1 }
 
     public init(image: ProcessImage, layout: TreeLayout? = nil) {
         pid = image.pid

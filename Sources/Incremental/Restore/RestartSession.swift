@@ -34,6 +34,15 @@ public final class RestartSession {
     public internal(set) var notices: [String] = []
     /// Pages written by the page fill.
     public internal(set) var pagesWritten = 0
+    /// The process whose stub forked this one once its memory was rebuilt (nil for the first):
+    /// this one starts with that memory, runs its first calls at that one's trampoline, and
+    /// keeps what it shared copy-on-write (`MemoryLayoutPhase`).
+    public let forkedFrom: RestartSession?
+    /// Forked sharing its parent's descriptor table (CLONE_FILES).
+    public let sharesDescriptorTable: Bool
+    /// Pages it keeps as its parent's, shared copy-on-write (`MemoryLayoutPhase`): the page
+    /// fill leaves them.
+    var inheritedPages: Set<UInt64> = []
 
     public var pid: Int32 { process.pid }
     /// Its pid in its own PID namespace (what its system calls name it by): the saved one in a
@@ -61,9 +70,11 @@ public final class RestartSession {
             tree: tree)
     }
 
-    /// Rebuilds `image` in `process`, a frozen stub (a forked copy of another one).
+    /// Rebuilds `image` in `process`, a frozen stub, or a process `parent`'s stub forked
+    /// (`fork`), sharing its descriptor table where `sharesDescriptorTable`.
     init(
-        process: FrozenProcess, image: ProcessImage, store: Store, map: PageMap, generation: UInt64, tree: RestartTree
+        process: FrozenProcess, image: ProcessImage, store: Store, map: PageMap, generation: UInt64, tree: RestartTree,
+        forkedFrom parent: RestartSession? = nil, sharesDescriptorTable: Bool = false
     ) throws {
         self.image = image
         self.store = store
@@ -71,8 +82,30 @@ public final class RestartSession {
         self.generation = generation
         self.process = process
         self.tree = tree
+        forkedFrom = parent
+        self.sharesDescriptorTable = sharesDescriptorTable
         calls = RemoteCalls(process, purpose: "restart")
+        if let trampoline = parent?.trampoline {
+            // Its stack is its parent's stub's, unmapped there: its calls run at the trampoline it has too.
+            useTrampoline(at: trampoline.address, size: trampoline.size, scratch: Self.scratch(of: trampoline.address))
+        }
         tree.pids[image.pid] = process.pid
+    }
+
+    /// The scratch pages after the trampoline at `address` (`MemoryLayoutPhase`).
+    static func scratch(of trampoline: UInt64) -> ScratchArena {
+        ScratchArena(
+            base: trampoline + UInt64(MemoryLayoutPhase.trampolineSize), size: MemoryLayoutPhase.scratchSize)
+    }
+
+    /// Runs `body` with calls that have scratch memory: at the trampoline once there is one,
+    /// else on the stub's own stack (`size` bytes below its red zone).
+    func withScratch<T>(size: Int, _ body: (RemoteCalls) throws(TraceeError) -> T) throws(TraceeError) -> T {
+        if trampoline != nil {
+            let calls = self.calls
+            return try calls.withFrame { () throws(TraceeError) in try body(calls) }
+        }
+        return try RemoteCalls.onStack(of: process, size: size, purpose: "restart", body)
     }
 
     /// Runs later calls at the trampoline, with the scratch pages after it.

@@ -115,19 +115,42 @@ public final class Restorer {
             tree.root = root
             try root.setGroups(plan.processes[0].groups)
             let images = image.processes
-            for (k, process) in plan.processes.enumerated().dropFirst() {
-                guard let parent = sessions.first(where: { $0.image.pid == process.parent }) else {
-                    throw CheckpointError.badImage(
-                        generation: generation,
-                        reason: "process \(process.pid) comes before its parent \(process.parent ?? 0) in the image")
+            var moved: [String] = []
+            // Each process, parents first: forked by its parent once the parent's memory is
+            // rebuilt (it starts with that memory and keeps the pages it shared copy-on-write),
+            // given its session, group and control groups (before its memory is made, so that it
+            // is charged there), then its own memory: the phases it runs alone (`ProcessPlan.inStep`).
+            for (k, process) in plan.processes.enumerated() {
+                if k > 0 {
+                    guard let parent = sessions.first(where: { $0.image.pid == process.parent }) else {
+                        throw CheckpointError.badImage(
+                            generation: generation,
+                            reason: "process \(process.pid) comes before its parent \(process.parent ?? 0) in the image"
+                        )
+                    }
+                    let sharing = process.descriptorTableOf != nil
+                    let session = try RestartSession(
+                        process: try parent.fork(pid: process.pid, sharingDescriptors: sharing),
+                        image: images[k], store: store, map: map.space(process.space), generation: generation,
+                        tree: tree, forkedFrom: parent, sharesDescriptorTable: sharing)
+                    sessions.append(session)
+                    if case .join = process.groups {} else { try session.setGroups(process.groups) }
                 }
-                let session = try RestartSession(
-                    process: try parent.fork(pid: process.pid, sharingDescriptors: process.descriptorTableOf != nil),
-                    image: images[k], store: store,
-                    map: map.space(process.space), generation: generation, tree: tree)
-                sessions.append(session)
-                if case .join = process.groups { continue }
-                try session.setGroups(process.groups)
+                if !options.otherControlGroups,
+                    let placement = try Preflight(image: images[k], generation: generation)
+                        .controlGroupPlacement(authority: authority)
+                {
+                    do {
+                        try placement.move(sessions[k].pid)
+                    } catch {
+                        throw CheckpointError.cannotRestart(
+                            generation: generation,
+                            reason: "move process \(process.pid) into \(placement.files.joined(separator: ", ")): "
+                                + "\(error)")
+                    }
+                    moved.append("process \(process.pid) into \(placement.files.count) control group(s)")
+                }
+                for phase in process.phases[..<process.inStep] { try phase.run(in: sessions[k]) }
             }
             for (group, forker) in plan.layout.groupKeepers.sorted(by: { $0.key < $1.key }) {
                 guard let session = sessions.first(where: { $0.image.pid == forker }) else {
@@ -151,26 +174,10 @@ public final class Restorer {
                 try keeper.forker.endGroupKeeper(keeper.process, of: keeper.group)
                 keepers.removeLast()  // reaped: its pid may be another's now
             }
-            // Into its control groups before its memory is made, so that it is charged there.
-            var moved: [String] = []
-            for (k, process) in images.enumerated() where !options.otherControlGroups {
-                guard
-                    let placement = try Preflight(image: process, generation: generation)
-                        .controlGroupPlacement(authority: authority)
-                else { continue }
-                do {
-                    try placement.move(sessions[k].pid)
-                } catch {
-                    throw CheckpointError.cannotRestart(
-                        generation: generation,
-                        reason: "move process \(process.pid) into \(placement.files.joined(separator: ", ")): "
-                            + "\(error)")
-                }
-                moved.append("process \(process.pid) into \(placement.files.count) control group(s)")
-            }
             let phases = plan.processes.map(\.phases.count).max() ?? 0
             for phase in 0..<phases {
-                for (k, process) in plan.processes.enumerated() where phase < process.phases.count {
+                for (k, process) in plan.processes.enumerated()
+                where process.inStep <= phase && phase < process.phases.count {
                     try process.phases[phase].run(in: sessions[k])
                 }
             }

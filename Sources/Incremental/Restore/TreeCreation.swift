@@ -5,19 +5,20 @@ import CLinux
 import Syscall
 import Tracee
 
-/// Creating the processes of a tree: each forked by its parent's stub before any of them is
-/// rebuilt (a stub's fork is a stub), with its saved pid (clone3 set_tid), then given its
-/// session and process group.
+/// Creating the processes of a tree: each forked by its parent's stub once the parent's memory
+/// is rebuilt (so that it starts with that memory, and keeps the pages it shared copy-on-write),
+/// with its saved pid (clone3 set_tid), then given its session and process group.
 extension RestartSession {
     /// A new process forked from this stub with pid `pid` (which must be free), frozen before
     /// its first instruction. It dies with this stub until the restart ends (PR_SET_PDEATHSIG).
     /// `exitSignal` 0: its end signals nothing (reaped with __WALL), and ptrace reports it as a clone.
     /// `sharingDescriptors`: it shares this stub's descriptor table (CLONE_FILES), as the image's
-    /// process shared its parent's (`TreeLayout.descriptorTables`).
+    /// process shared its parent's (`TreeLayout.descriptorTables`). Forked once this stub has a
+    /// trampoline, it makes its calls there too (its stack pointer is this stub's, whose stack is
+    /// gone).
     func fork(pid: Int32, exitSignal: Int32 = SIGCHLD, sharingDescriptors: Bool = false) throws -> FrozenProcess {
         try process.traceForks()
-        let result = try RemoteCalls.onStack(of: process, size: 256, purpose: "restart") {
-            (calls) throws(TraceeError) -> Int in
+        let result = try withScratch(size: 256) { (calls) throws(TraceeError) -> Int in
             var arguments = chpox_clone_args()
             arguments.exit_signal = UInt64(exitSignal)
             if sharingDescriptors { arguments.flags = 0x0000_0400 }  // CLONE_FILES
@@ -30,6 +31,7 @@ extension RestartSession {
             "fork process \(pid)" + (sharingDescriptors ? " sharing its descriptor table" : "")
                 + " (its pid must be free)")
         let child = try exitSignal == SIGCHLD ? process.adoptForkedChild() : process.adoptClonedProcess()
+        if let trampoline { child.useSyscallInstruction(at: trampoline.address) }
         do {
             try RemoteCalls(child, purpose: "restart").call(
                 .prctl, CHPOX_PR_SET_PDEATHSIG, SIGKILL, to: "tie process \(pid) to its parent")
@@ -79,10 +81,15 @@ extension RestartSession {
         }
         let signal = zombie.status & 0x7f
         if signal != 0 && signal != SIGKILL && signal != SIGSTOP {  // its default action, whatever the stub catches
-            try RemoteCalls.onStack(of: child, size: 64, purpose: "restart") { (calls) throws(TraceeError) in
+            let reset = { (calls: RemoteCalls) throws(TraceeError) in
                 try calls.call(
                     .rtSigaction, signal, try calls.words([0, 0, 0, 0]), 0, 8,
                     to: "put signal \(signal) of zombie \(zombie.pid) back to its default action")
+            }
+            if let trampoline {  // forked with this stub's trampoline and scratch, its stack gone
+                try reset(RemoteCalls(child, scratch: Self.scratch(of: trampoline.address), purpose: "restart"))
+            } else {
+                try RemoteCalls.onStack(of: child, size: 64, purpose: "restart", reset)
             }
         }
         if signal == 0 {

@@ -43,6 +43,13 @@ public struct TreeLayout: Sendable {
     /// table, which is that table, and makes none of its descriptors.
     public var descriptorTables: [Int32: Int32] = [:]
 
+    /// The mappings each process keeps from its parent as fork left them ([start, end)): those
+    /// holding pages it shared copy-on-write with the parent (`ProcessImage.copyOnWrite`), each
+    /// a fork's copy of one of the parent's (`Mapping.isForkCopy`). Every process is forked by
+    /// its parent once the parent's memory is rebuilt (`Restorer.restart`); it keeps these
+    /// instead of mapping them anew, and with them the pages it shared (`MemoryLayoutPhase`).
+    public var inheritedMappings: [Int32: [Range<UInt64>]] = [:]
+
     /// A mapping of shared memory another process of the tree creates.
     public struct SharedMemory: Sendable, Equatable {
         /// The process whose mapping creates the object, and where.
@@ -90,6 +97,15 @@ public struct TreeLayout: Sendable {
             }
         }
         groupKeepers = Self.groupKeepers(processes, zombies: image.zombies ?? [], groups: groups)
+        for process in processes.dropFirst() {
+            guard let runs = process.copyOnWrite, let parent = process.position.flatMap({ byPid[$0.parent] })
+            else { continue }
+            let kept = process.mappings.filter { mapping in
+                parent.mappings.contains { mapping.isForkCopy(of: $0) }
+                    && runs.contains { $0.count == 2 && $0[0] < mapping.end && mapping.start < $0[1] }
+            }
+            if !kept.isEmpty { inheritedMappings[process.pid] = kept.map { $0.start..<$0.end } }
+        }
     }
 
     /// Why the descriptor tables `processes` share (`TreePosition.descriptorTableOf`) cannot be

@@ -22,6 +22,10 @@ public struct SystemCall: RawRepresentable, Sendable, Hashable {
     public static let ioSubmit = SystemCall(CHPOX_SYS_io_submit)
     /// The corresponding C constant is SYS_madvise.
     public static let madvise = SystemCall(CHPOX_SYS_madvise)
+    /// The corresponding C constant is SYS_mprotect.
+    public static let mprotect = SystemCall(CHPOX_SYS_mprotect)
+    /// The corresponding C constant is SYS_close_range.
+    public static let closeRange = SystemCall(CHPOX_SYS_close_range)
     /// The corresponding C constant is SYS_openat.
     public static let openat = SystemCall(CHPOX_SYS_openat)
     /// The corresponding C constant is SYS_close.

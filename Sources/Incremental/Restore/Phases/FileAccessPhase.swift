@@ -47,9 +47,8 @@ public struct FileAccessPhase: RestartPhase {
 
     func setGroups(in session: RestartSession) throws {
         let groups = credentials.groups
-        // The stub's own stack lends the group list: no trampoline exists yet.
-        try RemoteCalls.onStack(of: session.process, size: max(64, 4 * groups.count + 16), purpose: "restart") {
-            (calls) throws(TraceeError) in
+        // The stub's own stack lends the group list where no trampoline exists yet.
+        try session.withScratch(size: max(64, 4 * groups.count + 16)) { (calls) throws(TraceeError) in
             let list = groups.isEmpty ? try calls.reserve(4) : try calls.value(groups.map(\.littleEndian))
             try calls.call(.setgroups, groups.count, list, to: "set the supplementary groups")
         }

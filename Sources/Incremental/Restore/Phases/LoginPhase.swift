@@ -23,8 +23,7 @@ public struct LoginPhase: RestartPhase {
         let current = try ProcessControlsCapture.number(pid, "loginuid")
         guard current != Int64(loginUID) else { return }
         let text = Array("\(loginUID)".utf8)
-        let failure = try RemoteCalls.onStack(of: session.process, size: 64, purpose: "restart") {
-            (calls) throws(TraceeError) -> Int in
+        let failure = try session.withScratch(size: 64) { (calls) throws(TraceeError) -> Int in
             let fd = try calls.result(
                 of: .openat, AT_FDCWD, try calls.string("/proc/self/loginuid"), O_WRONLY | O_CLOEXEC)
             guard fd >= 0 else { return fd }

@@ -91,6 +91,11 @@ public struct MemoryLayoutPhase: RestartPhase {
     let pid: Int32
     /// Ranges the image occupies (the trampoline goes elsewhere).
     let occupied: [ClosedRange<UInt64>]
+    /// Mappings kept as the fork from its parent left them (`TreeLayout.inheritedMappings`),
+    /// with the pages it shared copy-on-write with the parent (`ProcessImage.copyOnWrite`).
+    public var inherited: [Range<UInt64>]
+    /// Those pages, as page-number ranges.
+    let copyOnWrite: [Range<UInt64>]
 
     /// The trampoline page, then the scratch pages remote calls put their arguments in.
     static let trampolineSize = Page.size
@@ -114,7 +119,13 @@ public struct MemoryLayoutPhase: RestartPhase {
                 return "make memory file \(k): \(file.what) of \(file.size) bytes, \(file.contents.count) of data, "
                     + "mode 0\(String(file.permissions, radix: 8))"
             }
-            + mappings.map(\.description)
+            + mappings.map { mapping in
+                guard inherited.contains(mapping.start..<(mapping.start + UInt64(mapping.size))) else {
+                    return mapping.description
+                }
+                return "keep 0x\(String(mapping.start, radix: 16)) +\(mapping.size) as forked from its parent, "
+                    + "with the pages it shared copy-on-write (the others emptied)"
+            }
             + guardPages.map {
                 "guard pages 0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16)) "
                     + "(MADV_GUARD_INSTALL)"
@@ -140,6 +151,10 @@ public struct MemoryLayoutPhase: RestartPhase {
         memoryFiles = image.memoryFiles ?? []
         owners = RecreatedMemoryFile.Owners(image)
         pid = image.pid
+        inherited = layout?.inheritedMappings[image.pid] ?? []
+        copyOnWrite = (image.copyOnWrite ?? []).filter { $0.count == 2 && $0[0] < $0[1] }.map {
+            Page.numbers(from: $0[0], to: $0[1])
+        }
     }
 
     /// Where memory file `file` is kept in the stub from this phase until `DescriptorPhase`:
@@ -204,9 +219,21 @@ public struct MemoryLayoutPhase: RestartPhase {
             -1, 0,
             to: "map the trampoline")
         try calls.write([0x0f, 0x05, 0xcc], at: base)  // syscall; int3
-        let scratch = ScratchArena(base: base + UInt64(Self.trampolineSize), size: Self.scratchSize)
-        session.useTrampoline(at: base, size: Int(total), scratch: scratch)
-        try dropStub(stub, keeping: base, session.calls)
+        session.useTrampoline(at: base, size: Int(total), scratch: RestartSession.scratch(of: base))
+        // Forked from its parent once the parent's memory was made: what it keeps of it.
+        let kept =
+            session.forkedFrom == nil
+            ? []
+            : inherited.filter { range in
+                stub.contains { !$0.isSpecial && $0.start <= range.lowerBound && range.upperBound <= $0.end }
+            }
+        try dropStub(stub, keeping: base, kept: kept, session.calls)
+        if session.forkedFrom != nil && !session.sharesDescriptorTable {
+            // The copies its parent keeps of files for its own mappings are not its own.
+            try session.calls.call(
+                .closeRange, RestartSession.deletedFileCopies, UInt32.max, 0,
+                to: "close the copies of files its parent keeps (descriptors \(RestartSession.deletedFileCopies) on)")
+        }
         try moveKernelPages(session.calls)
         for (k, file) in deletedFiles.enumerated() {
             let fd = try RecreatedFile.create(file.contents, for: "the mappings of \(file.path)", session.calls)
@@ -237,7 +264,14 @@ public struct MemoryLayoutPhase: RestartPhase {
             }
             session.tree.memoryFileHolders["\(pid):\(k)"] = (session.pid, kept)
         }
-        for mapping in mappings { try map(mapping, session) }
+        for mapping in mappings {
+            let range = mapping.start..<(mapping.start + UInt64(mapping.size))
+            if kept.contains(range) {
+                try keep(mapping, session)
+            } else {
+                try map(mapping, session)
+            }
+        }
         for run in guardPages {
             try trampolineCalls.call(
                 .madvise, run.lowerBound, run.upperBound - run.lowerBound, MappingAdvice.guardInstall,
@@ -246,11 +280,60 @@ public struct MemoryLayoutPhase: RestartPhase {
     }
 
     /// Keeps the stub's stdio as sources for terminals and pipes, then unmaps everything of the
-    /// stub's but the trampoline and the kernel's pages.
-    private func dropStub(_ stub: [MemoryRegion], keeping trampoline: UInt64, _ calls: RemoteCalls) throws {
+    /// stub's but the trampoline, the kernel's pages and the `kept` ranges.
+    private func dropStub(
+        _ stub: [MemoryRegion], keeping trampoline: UInt64, kept: [Range<UInt64>], _ calls: RemoteCalls
+    ) throws {
         for fd in Int32(0)..<3 { _ = try calls.result(of: .dup3, fd, RestartSession.stdioCopies + fd, O_CLOEXEC) }
         for region in stub where !region.isSpecial && region.start != trampoline {
-            try calls.call(.munmap, region.start, region.size, to: "unmap \(region)")
+            var from = region.start
+            for range in kept.sorted(by: { $0.lowerBound < $1.lowerBound })
+            where range.lowerBound < region.end && region.start < range.upperBound {
+                if from < range.lowerBound {
+                    try calls.call(.munmap, from, range.lowerBound - from, to: "unmap part of \(region)")
+                }
+                from = max(from, range.upperBound)
+            }
+            if from < region.end {
+                try calls.call(.munmap, from, region.end - from, to: "unmap \(region)")
+            }
+        }
+    }
+
+    /// A mapping the process keeps as its fork from its parent left it: given its protection
+    /// and advice; every page but those it shared copy-on-write with the parent (whose page
+    /// maps hold the same chunk there) emptied (MADV_DONTNEED: zero, or the file's), for the
+    /// page fill to write its own. Those pages are the parent's still, shared: the page fill
+    /// leaves them (`RestartSession.inheritedPages`).
+    private func keep(_ mapping: MappingSetup, _ session: RestartSession) throws {
+        let calls = session.calls
+        let at = "0x\(String(mapping.start, radix: 16))"
+        try calls.call(.mprotect, mapping.start, mapping.size, mapping.protection, to: "protect the inherited \(at)")
+        let pages = Page.numbers(from: mapping.start, to: mapping.start + UInt64(mapping.size))
+        var shared: [UInt64] = []
+        if let parent = session.forkedFrom {
+            for run in copyOnWrite where run.lowerBound < pages.upperBound && pages.lowerBound < run.upperBound {
+                for page in max(run.lowerBound, pages.lowerBound)..<min(run.upperBound, pages.upperBound) {
+                    if let chunk = session.map.chunk(of: page), chunk == parent.map.chunk(of: page) {
+                        shared.append(page)
+                    }
+                }
+            }
+        }
+        var from = pages.lowerBound
+        for page in shared + [pages.upperBound] {
+            if from < page {
+                try calls.call(
+                    .madvise, Page.address(of: from), Int(page - from) * Page.size, MappingAdvice.dontNeed,
+                    to: "empty the pages of \(at) it did not share with its parent")
+            }
+            from = page + 1
+        }
+        session.inheritedPages.formUnion(shared)
+        for advice in mapping.advice {
+            try calls.call(
+                .madvise, mapping.start, mapping.size, advice.advice,
+                to: "advise \(at) as it was (VmFlags \(advice.flag))")
         }
     }
 

@@ -4,7 +4,9 @@ import Tracee
 
 /// Every page the generation's page map holds, written into the mappings through
 /// /proc/<pid>/mem (which writes read-only pages too). A zero page is written only where a
-/// file's bytes would otherwise show; anonymous memory is zero already.
+/// file's bytes would otherwise show; anonymous memory is zero already. Pages a process keeps
+/// shared copy-on-write with its parent (`RestartSession.inheritedPages`) hold the same bytes
+/// already and are left, so that they stay shared.
 public struct PageFillPhase: RestartPhase {
     /// Page ranges (page numbers, end exclusive) of private file mappings (and memory files').
     public var fileBackedPages: [Range<UInt64>]
@@ -43,6 +45,7 @@ public struct PageFillPhase: RestartPhase {
         try session.store.reader().readPages(session.map) { entry, bytes in
             if entry.chunk == .zeroPage && !writesZeroPage(at: entry.page) { return }
             if droppablePages.contains(where: { $0.contains(entry.page) }) { return }
+            if session.inheritedPages.contains(entry.page) { return }  // its parent's, shared copy-on-write
             do throws(Errno) { try memory.writeAll(bytes, at: Int64(Page.address(of: entry.page))) } catch {
                 throw TraceeError.from(
                     error, pid: pid, "write page 0x\(String(Page.address(of: entry.page), radix: 16)) of")
