@@ -17,6 +17,7 @@ extension Checkpointer.Generation {
             + "paused \(pause) ms (\(total) ms in all\(rounds)); "
             + "\(milliseconds) ms"
             + heldConnections.map { "\n  held for the restart: the connection \($0)" }.joined()
+            + closedConnections.map { "\n  closed at the restart (--tcp-close): the connection \($0)" }.joined()
             + warnings.map { "\n  warning: \($0)" }.joined()
     }
 }

@@ -47,6 +47,9 @@ public enum GenerationReports {
         /// TCP connections of the tree whose peer is outside it; `held`: a rule holds them
         /// now (`cpx --kill`), nil where the rules cannot be read.
         public var outsideConnections: [OutsideConnection]?
+        /// TCP connections of the tree recorded to be made again closed at the restart (`cpx
+        /// --tcp-close`); `held` is absent.
+        public var closedConnections: [OutsideConnection]?
     }
 
     public struct OutsideConnection: Codable, Sendable {
@@ -138,6 +141,7 @@ public enum GenerationReports {
         outside: [(connection: ProcessImage.OutsideConnection, held: Bool?)] = []
     ) -> Process {
         let c = image.capture
+        let closed = ProcessImage.closedConnections(image.processes)
         return Process(
             pid: image.pid, command: image.command, executable: image.executable,
             workingDirectory: image.workingDirectory,
@@ -198,6 +202,11 @@ public enum GenerationReports {
                     OutsideConnection(
                         pid: $0.connection.pid, fd: $0.connection.fd, connection: $0.connection.connection.description,
                         held: $0.held)
+                },
+            closedConnections: closed.isEmpty
+                ? nil
+                : closed.map {
+                    OutsideConnection(pid: $0.pid, fd: $0.fd, connection: $0.connection.description, held: nil)
                 })
     }
 
@@ -258,6 +267,11 @@ public enum GenerationReports {
             lines.append(
                 "connection   \(outside.connection), fd \(outside.fd) of pid \(outside.pid), peer outside the tree: \(state)"
             )
+        }
+        for closed in ProcessImage.closedConnections(image.processes) {
+            lines.append(
+                "connection   \(closed.connection), fd \(closed.fd) of pid \(closed.pid): closed at the restart "
+                    + "(cpx --tcp-close): the program finds it closed and must reconnect")
         }
         if image.processes.count > 1 || image.zombies?.isEmpty == false {
             // The rest of its tree: one line each, the first process first.

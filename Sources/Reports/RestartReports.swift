@@ -19,6 +19,8 @@ public enum RestartReports {
         var originalProcesses: [Int32]
         /// The init of the new PID namespace the tree runs in, where its pids were taken.
         var pidNamespaceInit: Int32?
+        /// The TCP connections made again closed (--tcp-close): "process PID fd N: LOCAL to REMOTE".
+        var closedConnections: [String]?
     }
 
     public static func restartJSON(_ outcome: Restorer.Outcome, chain: String, generation: UInt64) -> String {
@@ -27,7 +29,8 @@ public enum RestartReports {
                 chain: chain, generation: generation, pid: outcome.pid, originalPid: outcome.originalPid,
                 samePid: outcome.pid == outcome.originalPid, mappings: outcome.mappings,
                 pagesWritten: outcome.pagesWritten, notices: outcome.notices, processes: outcome.processes,
-                originalProcesses: outcome.originalProcesses, pidNamespaceInit: outcome.namespaceInit))
+                originalProcesses: outcome.originalProcesses, pidNamespaceInit: outcome.namespaceInit,
+                closedConnections: outcome.closedConnections.isEmpty ? nil : outcome.closedConnections))
     }
 
     struct Check: Codable {

@@ -134,6 +134,15 @@ struct Checkpoint: ParsableCommand {
                 + "rule drops theirs both ways until ld-chpox makes them again (the peer retransmits meanwhile). "
                 + "Without --kill nothing is held: once the process is gone the peer's next packet resets them."))
     var tcpEstablished = false
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Checkpoint TCP connections (established or half closed) whose peer is outside the process tree "
+                + "without their state, for programs that reconnect (CRIU's name): the restart makes each one a "
+                + "closed socket at its descriptor numbers (its next read returns end of file, its next write fails "
+                + "with EPIPE), and restores listening sockets and connections inside the tree as always. Nothing is "
+                + "held: with --kill the peer sees the connection closed. dumpinfo lists them."))
+    var tcpClose = false
     @Flag(name: .long, help: "Print which dirty-page trackers this kernel supports and which one `auto` picks.")
     var probe = false
     @Flag(
@@ -151,6 +160,9 @@ struct Checkpoint: ParsableCommand {
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         if let keepLast, keepLast < 1 { throw ValidationError("--keep-last must be at least 1") }
         if leaveStopped && kill { throw ValidationError("--leave-stopped and --kill exclude each other") }
+        if tcpEstablished && tcpClose {
+            throw ValidationError("--tcp-established and --tcp-close exclude each other (restore or close them)")
+        }
     }
 
     func run() throws {
@@ -162,6 +174,7 @@ struct Checkpoint: ParsableCommand {
             options.preCopy = preCopy
             options.skipUnsupported = skipUnsupported
             options.tcpEstablished = tcpEstablished
+            options.tcpClose = tcpClose
             options.adopt = adopt
             options.tree = !noTree
             let schedule = CheckpointSchedule(

@@ -17,9 +17,10 @@ struct LdChpox: ParsableCommand {
             a notice; a tree whose pids are taken restarts in a new PID namespace, where each process has its own \
             pid, with a notice (root; --require-same-pid: an error instead). Its descriptors are reopened at their \
             numbers; terminals and pipes on 0-2 become ld-chpox's own, other pipes a pipe whose peer is gone. Files \
-            it was writing are cut back to their size at that generation.
+            it was writing are cut back to their size at that generation. TCP connections come back as they were \
+            (TCP repair); with --tcp-close they come back closed, for programs that reconnect (notices list them).
 
-            --json prints one document (chpox.restart/1: pid, original pid, notices; chpox.check/1; chpox.core/1; see \
+            --json prints one document (chpox.restart/1: pid, original pid, notices, closed connections; chpox.check/1; chpox.core/1; see \
             docs/json-schemas.md); with --wait it comes before the process's own output.
 
             --check rebuilds the generation, verifies every chunk and says what a restart would refuse. --core FILE \
@@ -71,6 +72,16 @@ struct LdChpox: ParsableCommand {
                 + "Without it, root restarting a root store's image moves it back into its groups (making those of a "
                 + "named hierarchy without controllers that are gone); anything else is refused."))
     var otherCgroups = false
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Restore every TCP connection (established or half closed) closed, for programs that reconnect "
+                + "(CRIU's name): each socket comes back at its descriptor numbers with its options, not connected "
+                + "and shut down, so the program's next read returns end of file (0), its next write fails with "
+                + "EPIPE (SIGPIPE unless ignored) and poll says it is readable and hung up. Listening sockets and "
+                + "UDP are restored as always. A hold cpx --kill --tcp-established left on them is released (their "
+                + "peers are reset). Connections cpx --tcp-close recorded come back closed with or without it."))
+    var tcpClose = false
 
     func run() throws {
         if let core { return try writeCore(core) }
@@ -106,7 +117,8 @@ struct LdChpox: ParsableCommand {
     func printPlan() throws {
         try reportingErrors("ld-chpox") {
             let store = try storeOptions.openToRead()
-            let restorer = try Restorer.load(store, chain: try store.chainName(name), generation: generation)
+            var restorer = try Restorer.load(store, chain: try store.chainName(name), generation: generation)
+            if tcpClose { restorer = restorer.closingConnections() }
             for line in restorer.plan.steps { print(line) }
         }
     }
@@ -135,7 +147,8 @@ struct LdChpox: ParsableCommand {
         try reportingErrors("ld-chpox") {
             let store = try storeOptions.openToRead()
             let name = try store.chainName(name)
-            let restorer = try Restorer.load(store, chain: name, generation: generation)
+            var restorer = try Restorer.load(store, chain: name, generation: generation)
+            if tcpClose { restorer = restorer.closingConnections() }
             var options = Restorer.Options()
             options.requireSamePid = requireSamePid
             options.otherControlGroups = otherCgroups

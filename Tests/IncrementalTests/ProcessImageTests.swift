@@ -136,3 +136,69 @@ import Testing
         #expect(registers.contains("3 registers, not 27"), "\(registers)")
     }
 }
+
+/// `ld-chpox --tcp-close`'s image: every TCP connection, established or half closed, in each
+/// process of the tree, becomes a closed socket keeping its addresses; nothing else changes.
+@Suite struct ClosingConnectionsTests {
+    typealias Socket = ProcessImage.InetSocket
+
+    static func socket(
+        _ inode: UInt64, _ transport: Socket.Transport, _ state: Socket.State, peer: UInt16? = nil
+    ) -> Socket {
+        var socket = Socket(inode: inode, family: .ipv4, transport: transport, state: state)
+        socket.local = .init(host: "127.0.0.1", port: UInt16(40000 + inode))
+        socket.remote = peer.map { .init(host: "127.0.0.1", port: $0) }
+        if state.isConnection {
+            socket.connection = .init(
+                sendSequence: 7, receiveSequence: 9, sendQueue: Data([1, 2]), unsent: 1, receiveQueue: Data([3]),
+                mss: 1460, sack: true, timestamps: true, window: [1, 2, 3, 4, 5])
+            socket.readShutdown = state == .closeWait ? true : nil
+        }
+        return socket
+    }
+
+    static func descriptors(_ sockets: [Socket]) -> [ProcessImage.Descriptor] {
+        sockets.enumerated().map { k, socket in
+            var descriptor = ProcessImage.Descriptor(
+                fd: Int32(3 + k), kind: .inetSocket, target: "socket:[\(socket.inode)]", flags: 2, offset: 0)
+            descriptor.inet = socket
+            return descriptor
+        }
+    }
+
+    @Test func everyConnectionOfTheTreeAndNothingElseIsClosed() throws {
+        var image = try ProcessImageTests.version1(1)
+        let first = [
+            Self.socket(1, .tcp, .listening), Self.socket(2, .tcp, .established, peer: 80),
+            Self.socket(3, .udp, .connected, peer: 53), Self.socket(4, .tcp, .synSent, peer: 81),
+        ]
+        let second = [Self.socket(5, .tcp, .closeWait, peer: 82), Self.socket(6, .tcp, .unconnected)]
+        image.descriptors = Self.descriptors(first)
+        var member = image
+        member.pid = image.pid + 1
+        member.descriptors = Self.descriptors(second)
+        image.tree = [member]
+
+        let closed = image.closingConnections()
+        let sockets = closed.processes.flatMap { $0.descriptors.compactMap(\.inet) }
+        let original = first + second
+        for (before, after) in zip(original, sockets) {
+            if before.transport == .tcp && before.state.isConnection {
+                #expect(after.state == .closed, "\(before.summary)")
+                #expect(after.connection == nil && after.readShutdown == nil && after.writeShutdown == nil)
+                #expect(after.local == before.local && after.remote == before.remote)
+            } else {
+                #expect(after == before, "\(before.summary)")
+            }
+        }
+        #expect(
+            ProcessImage.closedConnections(closed.processes).map { "\($0.pid) \($0.fd) \($0.connection)" } == [
+                "\(image.pid) 4 127.0.0.1:40002 to 127.0.0.1:80", "\(member.pid) 3 127.0.0.1:40005 to 127.0.0.1:82",
+            ])
+        #expect(ProcessImage.outsideConnections(closed.processes).isEmpty)
+        // The state is named in the image: a restart that does not know it refuses the image.
+        let bytes = try closed.encoded()
+        #expect(String(decoding: bytes, as: UTF8.self).contains("\"state\":\"closed\""))
+        #expect(try ProcessImage(decoding: bytes, generation: 1) == closed)
+    }
+}

@@ -10,7 +10,8 @@ process, read the outfile. Each test ends in one of:
   refused-cpx     cpx refused it, with a reason (a gap, never wrong)
   refused-restart ld-chpox refused it, with a reason (a gap, never wrong)
   WRONG           restarted, then the test's own check said FAIL (or it died): silently wrong
-  control-fail    it does not pass here even without chpox (not counted)
+  control-fail    it does not pass here even without chpox (not counted; a test flagged reqrst, which
+                  passes only once restored, has no control run)
   skipped         its .checkskip says this host cannot run it (not counted)
 
 Usage: run-zdtm.py --zdtm DIR --bin DIR [--list FILE | --rerun EARLIER.json] [--json OUT] [--markdown OUT] [TEST...]
@@ -284,7 +285,13 @@ def run(command, timeout):
 def dump_options(desc):
     """The cpx options the .desc asks zdtm.py to dump with (opts, dopts) that cpx has."""
     words = (desc.get("opts", "") + " " + desc.get("dopts", "")).split()
-    return ["--tcp-established"] if "--tcp-established" in words else []
+    return [option for option in ("--tcp-established", "--tcp-close") if option in words]
+
+
+def restore_options(desc):
+    """The ld-chpox options the .desc asks zdtm.py to restore with (opts, ropts) that ld-chpox has."""
+    words = (desc.get("opts", "") + " " + desc.get("ropts", "")).split()
+    return ["--tcp-close"] if "--tcp-close" in words else []
 
 
 def through_chpox(test, bin_dir, store):
@@ -316,7 +323,7 @@ def through_chpox(test, bin_dir, store):
             return "refused-restart", f"pid {member} was not released after SIGKILL"
     test.hook("--pre-restore")
     try:
-        status, _, errors = run([ld, "--store", store, "--name", "t"], test.timeout)
+        status, _, errors = run([ld, "--store", store, "--name", "t"] + restore_options(test.desc), test.timeout)
     except subprocess.TimeoutExpired:
         return "refused-restart", f"ld-chpox did not finish in {test.timeout} s"
     if status != 0:
@@ -381,6 +388,9 @@ def main():
         try:
             if test.checkskip():
                 outcome, detail = "skipped", "its .checkskip fails here"
+            elif "reqrst" in flags(test.desc):
+                # It passes only once restored (zdtm.py never runs it without a restore): no control run.
+                outcome, detail = through_chpox(test, bin_dir, store)
             else:
                 pid = test.start()
                 time.sleep(0.1)

@@ -35,6 +35,9 @@ public final class Checkpointer {
         /// Record established TCP connections whose peer is outside the tree (`cpx
         /// --tcp-established`); otherwise they are refused.
         public var tcpEstablished = false
+        /// Record those connections to be made again closed at the restart, without their state
+        /// (`cpx --tcp-close`), for programs that reconnect; otherwise they are refused.
+        public var tcpClose = false
         /// Extend the chain even when it belongs to another process, making this one the chain's
         /// lineage from now on (`cpx --adopt`).
         public var adopt = false
@@ -81,6 +84,9 @@ public final class Checkpointer {
         public var milliseconds: Int64
         /// Connections to peers outside the tree held for the restart (`--kill`): "LOCAL to REMOTE".
         public var heldConnections: [String] = []
+        /// Connections to peers outside the tree recorded to be made again closed at the restart
+        /// (`--tcp-close`): "LOCAL to REMOTE".
+        public var closedConnections: [String] = []
         /// What went wrong after the generation was committed (it stands).
         public var warnings: [String] = []
     }
@@ -243,6 +249,7 @@ public final class Checkpointer {
                 storedBytes: statistics.storedBytes, pauseMicroseconds: image.capture.pauseNanoseconds / 1000,
                 totalPauseMicroseconds: image.capture.totalPauseNanoseconds / 1000, preCopyRounds: run.rounds,
                 milliseconds: (ClockTime.monotonic() - started) / 1_000_000, heldConnections: held,
+                closedConnections: ProcessImage.closedConnections(image.processes).map(\.connection.description),
                 warnings: warnings)
         } catch {
             run.writer.abandon()
@@ -491,7 +498,8 @@ public final class Checkpointer {
             if refused.isEmpty {
                 refused = leftOut + TreeCapture.link(&images, members: members, zombies: zombies)
                 refused += InetSocketCapture.unheldPeers(
-                    &images, external: options.tcpEstablished, skip: options.skipUnsupported)
+                    &images, external: options.tcpEstablished, close: options.tcpClose,
+                    skip: options.skipUnsupported)
                 if refused.isEmpty { refused += InetSocketCapture.settle(&images) }
                 if options.skipUnsupported {
                     images[0].unsupported += refused

@@ -562,19 +562,25 @@ enum InetSocketCapture {
     /// The established connections of the tree whose peer socket no process of it holds: a
     /// restart cannot make their peer again, and the peer resets them once the process is
     /// gone unless its packets are held. Refused unless `external` (cpx --tcp-established,
-    /// which `cpx --kill` holds); with `skip` (--skip-unsupported) they are left out of the
-    /// image instead.
-    static func unheldPeers(_ images: inout [ProcessImage], external: Bool, skip: Bool) -> [String] {
+    /// which `cpx --kill` holds) or `close` (cpx --tcp-close: recorded without their state, to
+    /// be made again closed, `InetSocket.State.closed`); with `skip` (--skip-unsupported) they
+    /// are left out of the image instead.
+    static func unheldPeers(_ images: inout [ProcessImage], external: Bool, close: Bool, skip: Bool) -> [String] {
         guard !external else { return [] }
         var refused: [String] = []
         for outside in ProcessImage.outsideConnections(images) {
             guard let k = images.firstIndex(where: { $0.pid == outside.pid }),
                 let d = images[k].descriptors.firstIndex(where: { $0.fd == outside.fd })
             else { continue }
+            if close {
+                images[k].descriptors[d].inet?.close()
+                continue
+            }
             let line =
                 "fd \(outside.fd): a TCP connection \(outside.connection) whose peer is outside the checkpointed "
                 + "tree: between checkpoint and restart the peer would reset it; cpx --tcp-established restores it "
-                + "anyway (with --kill, its packets are held until the restart)"
+                + "anyway (with --kill, its packets are held until the restart), cpx --tcp-close records it to be "
+                + "restored closed (for programs that reconnect)"
             refused.append(images.count == 1 || k == 0 ? line : "process \(outside.pid): \(line)")
             if skip {
                 images[k].descriptors[d].kind = .unsupported

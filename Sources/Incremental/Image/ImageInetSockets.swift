@@ -51,12 +51,19 @@ extension ProcessImage {
             /// A non-blocking connect(2) to `remote` not answered yet (TCP_SYN_SENT): made again by
             /// a new connect (a new SYN: the peer answered none, so none of it is known there).
             case synSent = "syn-sent"
+            /// A TCP connection to `remote` (from `local`) made again closed, for a program that
+            /// reconnects (`cpx --tcp-close` records its connections to peers outside the tree
+            /// so; `ld-chpox --tcp-close` turns every connection of the image into one): a new
+            /// socket with its options, not bound, not connected, shut down both ways, whose
+            /// next read returns end of file and next write fails with EPIPE. Never connected:
+            /// no `connection`. An older restart refuses the state.
+            case closed
 
             /// A TCP connection, established or half closed: made again in repair mode.
             public var isConnection: Bool {
                 switch self {
                 case .established, .finWait1, .finWait2, .closeWait, .lastAck, .closing: true
-                case .unconnected, .listening, .connected, .synSent: false
+                case .unconnected, .listening, .connected, .synSent, .closed: false
                 }
             }
 
@@ -194,6 +201,10 @@ extension ProcessImage {
             case .listening: words.append("listening on \(local?.description ?? "?") (backlog \(backlog ?? 0))")
             case .connected, .established:
                 words.append("\(local?.description ?? "?") connected to \(remote?.description ?? "?")")
+            case .closed:
+                words.append(
+                    "closed (its connection \(local?.description ?? "?") to \(remote?.description ?? "?") is not "
+                        + "restored: reads return end of file, writes fail with EPIPE)")
             case .finWait1, .finWait2, .closeWait, .lastAck, .closing, .synSent:
                 words.append(
                     "\(local?.description ?? "?") connected to \(remote?.description ?? "?") "

@@ -37,6 +37,9 @@ public final class Restorer {
         /// The init of the new PID namespace the tree runs in (its pid here; `child`), where
         /// its pids were taken; nil where it runs with its pids here.
         public var namespaceInit: Int32?
+        /// The TCP connections made again closed (`closingConnections`, `cpx --tcp-close`), one
+        /// line each: "process PID fd N: LOCAL to REMOTE".
+        public var closedConnections: [String] = []
     }
 
     public let image: ProcessImage
@@ -66,6 +69,14 @@ public final class Restorer {
         }
         let image = try ProcessImage(decoding: manifest.metadata, generation: target)
         return Restorer(image: image, map: map, store: store, generation: target, chain: name)
+    }
+
+    /// This generation with every TCP connection (established or half closed) made again
+    /// closed (`ld-chpox --tcp-close`), for programs that reconnect: each socket comes back at
+    /// its descriptors not connected and shut down (`InetSocket.State.closed`), and the hold of
+    /// those `cpx --kill --tcp-established` held is released, so that their peers are reset.
+    public func closingConnections() -> Restorer {
+        Restorer(image: image.closingConnections(), map: map, store: store, generation: generation, chain: chain)
     }
 
     /// What a restart of this generation will do.
@@ -235,8 +246,14 @@ public final class Restorer {
                 }
             }
             // The connections to peers outside the tree that `cpx --kill` held have their sockets
-            // again (out of repair mode): their packets may flow.
-            let outside = Set(ProcessImage.outsideConnections(images).map(\.connection))
+            // again (out of repair mode): their packets may flow. Those made again closed have
+            // none: released, their peer's next packet is answered with a reset.
+            let closed = ProcessImage.closedConnections(images)
+            notices += closed.map {
+                "closed (--tcp-close): process \($0.pid) fd \($0.fd), the TCP connection \($0.connection): its next "
+                    + "read returns end of file, its next write fails with EPIPE"
+            }
+            let outside = Set((ProcessImage.outsideConnections(images) + closed).map(\.connection))
             if !outside.isEmpty {
                 do {
                     let released = try PacketFilter.release(outside)
@@ -276,7 +293,8 @@ public final class Restorer {
                 pid: stub, originalPid: image.pid, mappings: image.mappings.count,
                 pagesWritten: sessions.map(\.pagesWritten).reduce(0, +),
                 child: child, notices: notices, processes: sessions.map(\.pid),
-                originalProcesses: sessions.map(\.image.pid), namespaceInit: taken.isEmpty ? nil : child.pid)
+                originalProcesses: sessions.map(\.image.pid), namespaceInit: taken.isEmpty ? nil : child.pid,
+                closedConnections: closed.map { "process \($0.pid) fd \($0.fd): \($0.connection)" })
         } catch {
             for session in sessions.dropFirst().reversed() { try? Signal.send(SIGKILL, to: session.pid) }
             // A process made for dead pidfds runs the image's memory if let go: killed first.

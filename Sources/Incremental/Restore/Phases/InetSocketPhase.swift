@@ -9,7 +9,10 @@ import Tracee
 /// watch them: socket(2) of the family and protocol, its options and socket filter set again,
 /// bound to its address (a listening socket's port must be free: the checkpointed process's
 /// socket is gone), then listen(2) with its backlog, connect(2) for a connected datagram
-/// socket, shutdown(2) as it was. An established TCP connection is made in TCP repair mode
+/// socket, shutdown(2) as it was. A connection made again closed (`State.closed`, --tcp-close)
+/// is a new socket with its options, neither bound nor connected, shut down both ways: the
+/// program's next read returns end of file, its next write fails with EPIPE, and poll(2) says
+/// it is readable and hung up, as for a connection its peer closed. An established TCP connection is made in TCP repair mode
 /// (no packet leaves): bound, its sequence numbers set, connected without a handshake, its
 /// negotiated options, timestamp clock and window set, its queues written back; it leaves
 /// repair mode in `TcpResumePhase`, once every process of the tree has made its sockets, so
@@ -72,9 +75,12 @@ public struct InetSocketPhase: RestartPhase {
     static func bindSharing(
         of socket: ProcessImage.InetSocket, among sockets: [Made]
     ) -> [ProcessImage.InetSocket.Option] {
-        guard socket.connection == nil, let port = socket.local?.port, port != 0 else { return [] }
+        guard socket.connection == nil, socket.state != .closed, let port = socket.local?.port, port != 0 else {
+            return []
+        }
         let sharers = sockets.map(\.socket).filter { other in
-            other.inode != socket.inode && other.connection == nil && other.transport == socket.transport
+            other.inode != socket.inode && other.connection == nil && other.state != .closed
+                && other.transport == socket.transport
                 && other.local?.port == port
         }
         guard !sharers.isEmpty else { return [] }
@@ -127,7 +133,8 @@ public struct InetSocketPhase: RestartPhase {
         for option in made.bindSharing {
             try set(fd, level: option.level, name: option.name, 1, calls, "\(what): \(option.label) on to bind")
         }
-        if let local = socket.local {
+        // A closed connection is not bound: its port may be its listener's, or another's by now.
+        if let local = socket.local, socket.state != .closed {
             // An address that is not the host's was bound with IP_FREEBIND, perhaps turned
             // off since: on while binding, then as it was.
             let freebind =
@@ -152,7 +159,7 @@ public struct InetSocketPhase: RestartPhase {
             if freed { try set(fd, level: freebind.level, name: freebind.name, 0, calls, "\(what): IP_FREEBIND off") }
         }
         switch socket.state {
-        case .unconnected: break
+        case .unconnected, .closed: break
         case .listening:
             try calls.call(.listen, fd, socket.backlog ?? 128, to: "\(what): listen")
         case .synSent:
@@ -202,14 +209,14 @@ public struct InetSocketPhase: RestartPhase {
             try set(fd, level: option.level, name: option.name, option.value ?? 0, calls, "\(what): \(option.label)")
         }
         let how: Int32? =
-            socket.readShutdown == true && socket.writeShutdown == true
+            socket.state == .closed || socket.readShutdown == true && socket.writeShutdown == true
             ? Int32(SHUT_RDWR)
             : socket.readShutdown == true ? Int32(SHUT_RD) : socket.writeShutdown == true ? Int32(SHUT_WR) : nil
         // A connection's FINs and SHUT_RD are made again in `TcpResumePhase`.
         if let how, connection == nil {
-            // An unconnected datagram socket answers ENOTCONN, and is shut down all the same.
+            // An unconnected socket answers ENOTCONN, and is shut down all the same.
             let result = try calls.result(of: .shutdown, fd, how)
-            if result != -Int(ENOTCONN) || socket.state != .unconnected {
+            if result != -Int(ENOTCONN) || (socket.state != .unconnected && socket.state != .closed) {
                 try calls.check(result, "\(what): shut it down as it was")
             }
         }
