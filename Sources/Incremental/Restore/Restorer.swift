@@ -88,6 +88,11 @@ public final class Restorer {
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
         let plan = self.plan
         ConnectionHold.releaseStale()
+        // The holds of its connections to peers outside the tree are this restart's from now
+        // (`PacketFilter.Owner`): a cpx or ld-chpox run beside it must not take them for stale
+        // once it has made their sockets and before it releases them.
+        let outside = Set(ProcessImage.outsideConnections(image.processes).map(\.connection))
+        if !outside.isEmpty { _ = try? PacketFilter.takeOver(outside) }
         try plan.preflight.check(
             authority: authority, otherControlGroups: options.otherControlGroups,
             requireSamePid: options.requireSamePid)
@@ -229,7 +234,6 @@ public final class Restorer {
             }
             // The connections to peers outside the tree that `cpx --kill` held have their sockets
             // again (out of repair mode): their packets may flow.
-            let outside = Set(ProcessImage.outsideConnections(images).map(\.connection))
             if !outside.isEmpty {
                 do {
                     let released = try PacketFilter.release(outside)
