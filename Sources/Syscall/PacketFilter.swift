@@ -255,17 +255,17 @@ public enum PacketFilter {
     /// nothing more. Returns the connections it released.
     @discardableResult
     public static func release(_ connections: Set<Connection>) throws(Failure) -> Set<Connection> {
-        try release { connections.contains($0.connection) }
+        try release { rules in rules.filter { connections.contains($0.connection) } }
     }
 
-    /// Deletes the rules that `doomed` picks from those listed now, and the table once it
+    /// Deletes the rules that `pick` chooses from all those listed now, and the table once it
     /// holds nothing more: the listing, the choice and the deletion under the lock, so that
     /// nothing another run does comes between. Returns the connections it released.
     @discardableResult
-    public static func release(where doomed: (Rule) -> Bool) throws(Failure) -> Set<Connection> {
+    public static func release(picking pick: ([Rule]) -> [Rule]) throws(Failure) -> Set<Connection> {
         try locked { () throws(Failure) in
             let all = try rules()
-            let picked = all.filter(doomed)
+            let picked = Set(pick(all))
             guard !picked.isEmpty else { return [] }
             var script = picked.map { "delete rule inet \(table) \($0.chain) handle \($0.handle)" }
             if picked.count == all.count { script.append("delete table inet \(table)") }

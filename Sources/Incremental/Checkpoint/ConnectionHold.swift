@@ -126,14 +126,18 @@ enum ConnectionHold {
     @discardableResult
     static func releaseStale() -> Set<PacketFilter.Connection> {
         guard let rules = try? PacketFilter.rules(), !rules.isEmpty else { return [] }
-        let sockets = EstablishedConnections.sockets()
-        let open = Set(sockets.filter(\.isHeld).map(\.connection))
-        let present = Set(sockets.map(\.connection))
-        let released = try? PacketFilter.release { rule in
-            if let owner = rule.owner, owner.isAlive { return false }
-            let connection = rule.connection
-            return open.contains(connection)
-                || (isLoopback(connection.remoteHost) && !present.contains(connection.reversed))
+        let released = try? PacketFilter.release { rules in
+            // The owners first, then the sockets: a socket seen open before its owner was seen
+            // gone may be one that owner has killed and closed since.
+            let ownerless = rules.filter { !($0.owner?.isAlive ?? false) }
+            guard !ownerless.isEmpty else { return [] }
+            let sockets = EstablishedConnections.sockets()
+            let open = Set(sockets.filter(\.isHeld).map(\.connection))
+            let present = Set(sockets.map(\.connection))
+            return ownerless.filter { rule in
+                open.contains(rule.connection)
+                    || (isLoopback(rule.connection.remoteHost) && !present.contains(rule.connection.reversed))
+            }
         }
         return released ?? []
     }

@@ -130,6 +130,18 @@ extension LiveProcess {
                 try WorkloadProcess(executable: RedisTests.nsenter, arguments: inside(program, arguments))
             }
 
+            /// The sockets of the namespace that a process holds on the connection from local
+            /// port `local` to remote port `remote` (/proc/PID/net/tcp shows PID's namespace).
+            func heldSockets(local: UInt16, remote: UInt16) throws -> Int {
+                let table = try String(contentsOfFile: "/proc/\(holder.pid)/net/tcp", encoding: .utf8)
+                return table.split(separator: "\n").dropFirst().filter { line in
+                    let fields = line.split(separator: " ")
+                    guard fields.count > 9 else { return false }
+                    let ports = [fields[1], fields[2]].map { UInt16($0.split(separator: ":").last ?? "", radix: 16) }
+                    return ports == [local, remote] && fields[3] != "07" && fields[9] != "0"
+                }.count
+            }
+
             /// The namespace's hold table as nft lists it, or nil when there is none.
             func holdTable() throws -> String? {
                 let listed = try run("/usr/sbin/nft", ["list", "table", "inet", PacketFilter.table])
@@ -207,6 +219,9 @@ extension LiveProcess {
             try #require(last.status == 0, "\(last.errors)")
             #expect(last.output.contains("generation 1 (delta"), "\(last.output)")
             #expect(last.output.contains("held for the restart: the connection \(connection)"), "\(last.output)")
+            // cpx returns once the killed server has closed it: a run beside it then sees the
+            // connection closed, held for the restart, and leaves its hold.
+            #expect(try network.heldSockets(local: connection.localPort, remote: connection.remotePort) == 0)
             #expect(try server.child.wait() == .signalled(SIGKILL))
             let held = try network.holdTable() ?? ""
             #expect(held.contains("chpox hold 127.0.0.1:\(port) \(address)"), "the connection is held: \(held)")
