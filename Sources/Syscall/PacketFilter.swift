@@ -9,9 +9,12 @@ import Musl
 /// kernel would answer the peer's next segment with a reset, so both directions of each held
 /// connection are dropped. They live in one table, `inet chpox_hold`, with an input and an
 /// output chain at the raw priority (before connection tracking); each rule holds one
-/// direction of one connection and names it in its comment ("chpox hold LOCAL REMOTE").
-/// Every change is one nft transaction: all of it applies, or none. Needs CAP_NET_ADMIN in the
-/// caller's network namespace, whose rules these are.
+/// direction of one connection and names it and its owner in its comment ("chpox hold LOCAL
+/// REMOTE by PID/START": `Owner`). Every change is one nft transaction: all of it applies, or
+/// none; and every change is made under one lock (`lockPath`), so that one chpox run never
+/// decides from a listing another has changed since (a release that deletes the table it
+/// found emptied would delete the rules another cpx added meanwhile). Needs CAP_NET_ADMIN in
+/// the caller's network namespace, whose rules these are.
 public enum PacketFilter {
     public static let table = "chpox_hold"
     /// Packets with this mark (SO_MARK) pass a hold: the segments a restart makes itself to
@@ -43,8 +46,11 @@ public enum PacketFilter {
             "\(Self.shown(localHost, localPort)) to \(Self.shown(remoteHost, remotePort))"
         }
 
-        /// The words of the rule comment that names it.
-        var comment: String { "chpox hold \(Self.shown(localHost, localPort)) \(Self.shown(remoteHost, remotePort))" }
+        /// The words of the rule comment that names it and the owner of its hold.
+        func comment(owner: Owner?) -> String {
+            "chpox hold \(Self.shown(localHost, localPort)) \(Self.shown(remoteHost, remotePort))"
+                + (owner.map { " by \($0)" } ?? "")
+        }
 
         static func shown(_ host: String, _ port: UInt16) -> String {
             host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
@@ -68,13 +74,21 @@ public enum PacketFilter {
                 + "tcp dport \(destinationPort)"
         }
 
-        /// Parses a rule comment written by `comment`.
-        init?(comment: String) {
+        /// Parses a rule comment written by `comment(owner:)`: the connection and its owner (nil
+        /// for a rule without one, as the chpox runs before owners were recorded wrote them).
+        static func parse(comment: String) -> (connection: Connection, owner: Owner?)? {
             let words = comment.split(separator: " ")
-            guard words.count == 4, words[0] == "chpox", words[1] == "hold",
+            guard words.count == 4 || words.count == 6, words[0] == "chpox", words[1] == "hold",
                 let local = Self.endpoint(words[2]), let remote = Self.endpoint(words[3])
             else { return nil }
-            self.init(localHost: local.0, localPort: local.1, remoteHost: remote.0, remotePort: remote.1)
+            var owner: Owner?
+            if words.count == 6 {
+                guard words[4] == "by", let parsed = Owner(words[5]) else { return nil }
+                owner = parsed
+            }
+            let connection = Connection(
+                localHost: local.0, localPort: local.1, remoteHost: remote.0, remotePort: remote.1)
+            return (connection, owner)
         }
 
         static func endpoint(_ word: Substring) -> (String, UInt16)? {
@@ -87,9 +101,64 @@ public enum PacketFilter {
         }
     }
 
-    /// One rule of the table: the connection it holds and where it is.
+    /// The process that made a hold or has taken it over, and works on it: a cpx between its
+    /// hold and its kill, an ld-chpox restarting the connection. While it lives its rules are
+    /// its own, whatever the sockets show (a cpx holds a connection that is still open until it
+    /// kills the process; a restart makes the socket before it releases the hold): no other run
+    /// may take them for stale. It is named by its pid and its start time (clock ticks since
+    /// boot, the 22nd field of /proc/PID/stat), so that a pid used again does not pass for it.
+    public struct Owner: Hashable, Sendable, CustomStringConvertible {
+        public var pid: Int32
+        public var startTime: UInt64
+
+        public init(pid: Int32, startTime: UInt64) {
+            self.pid = pid
+            self.startTime = startTime
+        }
+
+        /// "PID/START", as rule comments name it.
+        init?(_ word: Substring) {
+            let parts = word.split(separator: "/")
+            guard parts.count == 2, let pid = Int32(parts[0]), let start = UInt64(parts[1]) else { return nil }
+            self.init(pid: pid, startTime: start)
+        }
+
+        public var description: String { "\(pid)/\(startTime)" }
+
+        /// This process (nil where its /proc/self/stat cannot be read).
+        public static var current: Owner? {
+            let pid = getpid()
+            return startTime(of: pid).map { Owner(pid: pid, startTime: $0) }
+        }
+
+        /// The process still runs: a zombie has gone (its sockets are closed, and its parent
+        /// may never reap it), and a pid used again names another start time.
+        public var isAlive: Bool {
+            guard let stat = Self.stat(of: pid) else { return false }
+            return stat.startTime == startTime && stat.state != "Z" && stat.state != "X"
+        }
+
+        static func startTime(of pid: Int32) -> UInt64? { stat(of: pid)?.startTime }
+
+        /// The state (field 3) and start time (field 22) of /proc/PID/stat, its fields counted
+        /// after the command's closing parenthesis (which the command itself may contain).
+        static func stat(of pid: Int32) -> (state: Character, startTime: UInt64)? {
+            guard let file = try? FileDescriptor.open("/proc/\(pid)/stat", .readOnly) else { return nil }
+            defer { file.close() }
+            guard let bytes = try? file.readToEnd(limit: 4096), let close = bytes.lastIndex(of: UInt8(ascii: ")"))
+            else { return nil }
+            let fields = bytes[(close + 1)...].split(separator: UInt8(ascii: " "))
+            guard fields.count > 19, let state = fields[0].first,
+                let start = UInt64(String(decoding: fields[19], as: UTF8.self))
+            else { return nil }
+            return (Character(UnicodeScalar(state)), start)
+        }
+    }
+
+    /// One rule of the table: the connection it holds, the owner of the hold and where it is.
     public struct Rule: Hashable, Sendable {
         public var connection: Connection
+        public var owner: Owner?
         public var chain: String
         public var handle: Int
     }
@@ -110,23 +179,49 @@ public enum PacketFilter {
         }
     }
 
-    /// Drops every packet of `connections`, both ways, from now until `release`.
-    public static func hold(_ connections: [Connection]) throws(Failure) {
+    /// Drops every packet of `connections`, both ways, from now until `release`; the hold is
+    /// `owner`'s (this process unless told otherwise).
+    public static func hold(_ connections: [Connection], owner: Owner? = .current) throws(Failure) {
         guard !connections.isEmpty else { return }
-        var script = [
-            "add table inet \(table)",
-            "add chain inet \(table) input { type filter hook input priority -300; policy accept; }",
-            "add chain inet \(table) output { type filter hook output priority -300; policy accept; }",
-        ]
-        for connection in connections {
-            script.append(
-                "add rule inet \(table) input meta mark != \(passMark) \(connection.match(inbound: true)) drop comment \"\(connection.comment)\""
-            )
-            script.append(
-                "add rule inet \(table) output \(connection.match(inbound: false)) drop comment \"\(connection.comment)\""
-            )
+        try locked { () throws(Failure) in
+            try nft(
+                ["-f", "-"],
+                input: (chains + connections.flatMap { rules($0, owner: owner) }).joined(separator: "\n") + "\n")
         }
-        try nft(["-f", "-"], input: script.joined(separator: "\n") + "\n")
+    }
+
+    /// Makes this process the owner of the holds of `connections` (those it finds), so that no
+    /// other run takes them for stale while it restarts them: each rule is replaced by its
+    /// copy in one transaction (no packet passes between). Returns the connections taken over.
+    @discardableResult
+    public static func takeOver(_ connections: Set<Connection>) throws(Failure) -> Set<Connection> {
+        try locked { () throws(Failure) in
+            let found = try rules().filter { connections.contains($0.connection) }
+            guard !found.isEmpty else { return [] }
+            let taken = Set(found.map(\.connection))
+            let owner = Owner.current
+            let script =
+                chains + taken.flatMap { rules($0, owner: owner) }
+                + found.map { "delete rule inet \(table) \($0.chain) handle \($0.handle)" }
+            try nft(["-f", "-"], input: script.joined(separator: "\n") + "\n")
+            return taken
+        }
+    }
+
+    /// The table and its chains (added where missing).
+    private static let chains = [
+        "add table inet \(table)",
+        "add chain inet \(table) input { type filter hook input priority -300; policy accept; }",
+        "add chain inet \(table) output { type filter hook output priority -300; policy accept; }",
+    ]
+
+    /// The two rules that hold `connection` for `owner`.
+    private static func rules(_ connection: Connection, owner: Owner?) -> [String] {
+        let comment = connection.comment(owner: owner)
+        return [
+            "add rule inet \(table) input meta mark != \(passMark) \(connection.match(inbound: true)) drop comment \"\(comment)\"",
+            "add rule inet \(table) output \(connection.match(inbound: false)) drop comment \"\(comment)\"",
+        ]
     }
 
     /// The rules holding connections now (none when the table does not exist).
@@ -148,10 +243,10 @@ public enum PacketFilter {
             else { continue }
             let afterComment = text[commentStart.upperBound...]
             guard let quote = afterComment.firstIndex(of: "\""),
-                let connection = Connection(comment: String(afterComment[..<quote])),
+                let named = Connection.parse(comment: String(afterComment[..<quote])),
                 let handle = Int(text[handleStart.upperBound...].split(separator: " ").first ?? "")
             else { continue }
-            rules.append(Rule(connection: connection, chain: chain, handle: handle))
+            rules.append(Rule(connection: named.connection, owner: named.owner, chain: chain, handle: handle))
         }
         return rules
     }
@@ -160,13 +255,37 @@ public enum PacketFilter {
     /// nothing more. Returns the connections it released.
     @discardableResult
     public static func release(_ connections: Set<Connection>) throws(Failure) -> Set<Connection> {
-        let all = try rules()
-        let doomed = all.filter { connections.contains($0.connection) }
-        guard !doomed.isEmpty else { return [] }
-        var script = doomed.map { "delete rule inet \(table) \($0.chain) handle \($0.handle)" }
-        if doomed.count == all.count { script.append("delete table inet \(table)") }
-        try nft(["-f", "-"], input: script.joined(separator: "\n") + "\n")
-        return Set(doomed.map(\.connection))
+        try release { rules in rules.filter { connections.contains($0.connection) } }
+    }
+
+    /// Deletes the rules that `pick` chooses from all those listed now, and the table once it
+    /// holds nothing more: the listing, the choice and the deletion under the lock, so that
+    /// nothing another run does comes between. Returns the connections it released.
+    @discardableResult
+    public static func release(picking pick: ([Rule]) -> [Rule]) throws(Failure) -> Set<Connection> {
+        try locked { () throws(Failure) in
+            let all = try rules()
+            let picked = Set(pick(all))
+            guard !picked.isEmpty else { return [] }
+            var script = picked.map { "delete rule inet \(table) \($0.chain) handle \($0.handle)" }
+            if picked.count == all.count { script.append("delete table inet \(table)") }
+            try nft(["-f", "-"], input: script.joined(separator: "\n") + "\n")
+            return Set(picked.map(\.connection))
+        }
+    }
+
+    /// The lock every change of the table is made under (flock(2): a run that dies lets it go).
+    public static let lockPath = "/run/chpox_hold.lock"
+
+    /// Runs `body` with the table's lock held. Where the lock file cannot be opened (no /run),
+    /// it runs without: as the runs before the lock did.
+    private static func locked<T>(_ body: () throws(Failure) -> T) throws(Failure) -> T {
+        guard let lock = try? FileDescriptor.open(lockPath, [.readWrite, .create], permissions: 0o600) else {
+            return try body()
+        }
+        defer { lock.close() }  // lets the lock go
+        do { try lock.lock(.exclusive) } catch { throw .system(error) }
+        return try body()
     }
 
     @discardableResult

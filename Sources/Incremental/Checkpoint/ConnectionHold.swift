@@ -13,8 +13,9 @@ import Tracee
 /// the peer retransmits until the restart (`ld-chpox`) makes the socket again and releases
 /// the rule.
 ///
-/// A rule must never hold a connection a process still has open: one left by a cpx that died
-/// before the kill is found by the next cpx or ld-chpox (`releaseStale`) and removed.
+/// A rule must never hold a connection a process still has open once the run that made it has
+/// gone: one left by a cpx that died before the kill is found by the next cpx or ld-chpox
+/// (`releaseStale`) and removed; one whose cpx still runs (`PacketFilter.Owner`) is its own.
 enum ConnectionHold {
     /// Holds the TCP connections of the tree `pids` whose peer socket is not in the tree (as
     /// the kernel lists them now, before the tree is frozen and read). Returns them.
@@ -91,24 +92,54 @@ enum ConnectionHold {
             }
             copy.socket.close()
         }
+        problems += awaitClosed(Set(outside.map(\.connection)))
         return (outside.map(\.connection), problems)
+    }
+
+    /// Waits until no process holds a socket of `connections` any more. The killed processes
+    /// close their sockets as they exit, a while after SIGKILL (every thread stops first): a
+    /// run beside this one that looked in between, once this cpx has exited, would see the
+    /// connections open and take their holds for stale (`releaseStale`), and the peer would be
+    /// reset. Returns what is still open after 10 s.
+    static func awaitClosed(_ connections: Set<PacketFilter.Connection>) -> [String] {
+        let deadline = ClockTime.monotonic() + 10_000_000_000
+        var open = connections
+        while true {
+            open = connections.intersection(EstablishedConnections.sockets().filter(\.isHeld).map(\.connection))
+            if open.isEmpty || ClockTime.monotonic() > deadline { break }
+            CurrentProcess.sleep(microseconds: 2000)
+        }
+        return open.sorted { $0.description < $1.description }.map {
+            "the connection \($0) still had its socket open 10 s after the kill: a cpx or ld-chpox run may "
+                + "take its hold for stale and release it before the restart"
+        }
     }
 
     /// Removes the hold rules that hold nothing to wait for: those whose connection a process
     /// has open again (or still: left by a cpx that died between holding and killing, or by a
     /// restart that made the socket and died before releasing it), and those whose peer is on
     /// this host's loopback and has no socket left (its program ended: no restart can resume
-    /// the connection). Returns the connections released.
+    /// the connection). A rule whose owner still runs is never stale: a cpx holds a connection
+    /// still open until its kill, a restart makes the socket before it releases the hold, and a
+    /// run beside them (another cpx, another ld-chpox) must not take their holds away, which
+    /// would have the peer reset. Returns the connections released.
     @discardableResult
     static func releaseStale() -> Set<PacketFilter.Connection> {
         guard let rules = try? PacketFilter.rules(), !rules.isEmpty else { return [] }
-        let sockets = EstablishedConnections.sockets()
-        let open = Set(sockets.filter(\.isHeld).map(\.connection))
-        let present = Set(sockets.map(\.connection))
-        let stale = Set(rules.map(\.connection)).filter { connection in
-            open.contains(connection) || (isLoopback(connection.remoteHost) && !present.contains(connection.reversed))
+        let released = try? PacketFilter.release { rules in
+            // The owners first, then the sockets: a socket seen open before its owner was seen
+            // gone may be one that owner has killed and closed since.
+            let ownerless = rules.filter { !($0.owner?.isAlive ?? false) }
+            guard !ownerless.isEmpty else { return [] }
+            let sockets = EstablishedConnections.sockets()
+            let open = Set(sockets.filter(\.isHeld).map(\.connection))
+            let present = Set(sockets.map(\.connection))
+            return ownerless.filter { rule in
+                open.contains(rule.connection)
+                    || (isLoopback(rule.connection.remoteHost) && !present.contains(rule.connection.reversed))
+            }
         }
-        return (try? PacketFilter.release(stale)) ?? []
+        return released ?? []
     }
 
     static func isLoopback(_ host: String) -> Bool { host.hasPrefix("127.") || host == "::1" }

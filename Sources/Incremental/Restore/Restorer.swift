@@ -99,6 +99,11 @@ public final class Restorer {
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
         let plan = self.plan
         ConnectionHold.releaseStale()
+        // The holds of its connections to peers outside the tree are this restart's from now
+        // (`PacketFilter.Owner`): a cpx or ld-chpox run beside it must not take them for stale
+        // once it has made their sockets and before it releases them.
+        let outside = Set(ProcessImage.outsideConnections(image.processes).map(\.connection))
+        if !outside.isEmpty { _ = try? PacketFilter.takeOver(outside) }
         try plan.preflight.check(
             authority: authority, otherControlGroups: options.otherControlGroups,
             requireSamePid: options.requireSamePid)
@@ -253,10 +258,10 @@ public final class Restorer {
                 "closed (--tcp-close): process \($0.pid) fd \($0.fd), the TCP connection \($0.connection): its next "
                     + "read returns end of file, its next write fails with EPIPE"
             }
-            let outside = Set((ProcessImage.outsideConnections(images) + closed).map(\.connection))
-            if !outside.isEmpty {
+            let releasing = outside.union(closed.map(\.connection))
+            if !releasing.isEmpty {
                 do {
-                    let released = try PacketFilter.release(outside)
+                    let released = try PacketFilter.release(releasing)
                     if !released.isEmpty {
                         notices.append(
                             "released the hold of \(released.count) connection(s) to peers outside the tree: "

@@ -109,6 +109,60 @@ extension LiveProcess {
             #expect(after.output.contains("peer outside the tree: not held now"), "\(after.output)")
         }
 
+        /// The owner a hold names when the run that made it has gone: a process that has exited
+        /// (its pid with a start time no process has).
+        static func goneOwner() throws -> PacketFilter.Owner {
+            let gone = try ChildProcess.spawn("/bin/true", [])
+            _ = try gone.wait()
+            return PacketFilter.Owner(pid: gone.pid, startTime: 0)
+        }
+
+        /// A hold made by a run that still works on it (a cpx between its hold and its kill, a
+        /// restart between making the socket and releasing it) is that run's: a cpx or an
+        /// ld-chpox run beside it leaves it, though its connection is open; once its owner has
+        /// gone the next run removes it. (Two cpx runs at once, each checkpointing a server of
+        /// its own, took each other's holds away: the peer of the one killed was reset.)
+        @Test(.enabled(if: canHold, "needs python3, nft (package nftables) and root"), .timeLimit(.minutes(2)))
+        func aHoldWhoseOwnerRunsIsLeftByTheRunsBesideIt() throws {
+            let directory = try RestartTests.scratch("heldowner")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let (server, client, connection) = try Self.connected()
+            defer { RestartTests.end(server) }
+            defer { RestartTests.end(client) }
+            let owner = try WorkloadProcess(executable: "/bin/cat", arguments: [])  // runs until killed
+            let identity = try Self.identity(of: owner.pid)
+            try PacketFilter.hold([connection], owner: identity)
+            let made = try Self.rules(for: connection)
+            #expect(Set(made.map(\.owner)) == [identity], "the rules name their owner: \(made)")
+
+            // Beside it: a cpx of the server, and a checkpoint and restart of another process.
+            let store = directory + "/store"
+            let beside = try TestTools.run(
+                "cpx", ["--store", store, "--name", "server", "--tcp-established", "\(server.pid)"])
+            #expect(beside.status == 0, "\(beside.errors)")
+            let other = try WorkloadProcess(executable: "/bin/cat", arguments: [])
+            try RestartTests.checkpoint(other.pid, store: store, name: "other")
+            RestartTests.end(other)
+            let restarted = try RestartTests.restart(store: store, name: "other", generation: 0)
+            #expect(try restarted.send("again") == "again")
+            RestartTests.end(restarted)
+            #expect(try Self.rules(for: connection) == made, "runs beside the owner leave its hold")
+
+            RestartTests.end(owner)
+            let next = try TestTools.run(
+                "cpx", ["--store", store, "--name", "server", "--tcp-established", "\(server.pid)"])
+            #expect(next.status == 0, "\(next.errors)")
+            #expect(try Self.rules(for: connection).isEmpty, "the owner gone, the next run removes the hold")
+            #expect(try client.send("free") == "FREE")
+        }
+
+        /// The owner identity of the running process `pid`.
+        static func identity(of pid: Int32) throws -> PacketFilter.Owner {
+            let stat = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+            let fields = try #require(stat.split(separator: ")").last).split(separator: " ")
+            return PacketFilter.Owner(pid: pid, startTime: try #require(UInt64(fields[19])))
+        }
+
         /// `cpx --kill` SIGKILLed at instants across its run: each time either the server still
         /// runs (let go, it answers, and no rule is left on its connection once the next cpx
         /// has started) or it was killed with its connection held and restarts; either way the
@@ -126,7 +180,7 @@ extension LiveProcess {
             let options = ["--store", store, "--name", "k", "--tcp-established"]
             // A hold left on a connection that runs on (a cpx that died after making it): the
             // next cpx removes it before anything else.
-            try PacketFilter.hold([connection])
+            try PacketFilter.hold([connection], owner: try Self.goneOwner())
             #expect(try Self.rules(for: connection).count == 2)
             let sweep = try TestTools.run("cpx", options + ["\(pid)"])
             #expect(sweep.status == 0, "\(sweep.errors)")
