@@ -44,13 +44,16 @@ extension LiveProcess {
             kc.start_channels()
             kc.wait_for_ready(timeout=60)
             print("ready", flush=True)
+            seen = []  # the messages of the cell running, for a cell that times out
             def run(code):
                 msg_id = kc.execute(code)
                 out = []
+                seen.clear()
                 while True:
                     msg = kc.get_iopub_msg(timeout=60)
                     if msg["parent_header"].get("msg_id") != msg_id: continue
                     kind, content = msg["msg_type"], msg["content"]
+                    seen.append(content.get("execution_state", kind))
                     if kind == "stream": out.append(content["text"])
                     elif kind == "execute_result": out.append(content["data"]["text/plain"])
                     elif kind == "error": out.append("error %s: %s" % (content["ename"], content["evalue"]))
@@ -59,7 +62,7 @@ extension LiveProcess {
                 return " | ".join("".join(out).strip().splitlines())
             for line in sys.stdin:
                 try: print(run(json.loads(line)), flush=True)
-                except Exception as e: print("client error", type(e).__name__, e, flush=True)
+                except Exception as e: print("client error", type(e).__name__, e, "after", seen, flush=True)
             """
 
         /// Sends `code` as one cell; returns its output line.
@@ -159,14 +162,17 @@ extension LiveProcess {
             #expect(try Self.cell(client, "threading.active_count()") == threads)
             // fd 1 is the kernel's own pipe, read by its watcher thread, which copies it to the
             // log (its original stdout).
-            #expect(try Self.cell(client, "n = os.write(1, b'fd 1 after the restart\\n')") != "client error")
+            let written = try Self.cell(client, "n = os.write(1, b'fd 1 after the restart\\n')")
+            #expect(!written.hasPrefix("client error"), "\(written)")
             let deadline = Date().addingTimeInterval(10)
             while !RealProgramTests.text(log).contains("fd 1 after the restart") && Date() < deadline { usleep(50_000) }
             #expect(RealProgramTests.text(log).contains("fd 1 after the restart"), "\(RealProgramTests.text(log))")
             // The history: every cell so far in In, and in the SQLite file the history thread writes.
             let history =
                 "hm = get_ipython().history_manager\nhm.writeout_cache()\nlen(In) - 1, len(list(hm.get_range()))"
-            #expect(try Self.cell(client, history) == "(13, 13)")
+            // (The watcher's copy of fd 1 may come as a stream of this cell: its result is last.)
+            let counts = try Self.cell(client, history)
+            #expect(counts.hasSuffix("(13, 13)"), "\(counts)")
         }
     }
 }
