@@ -9,9 +9,12 @@ import Musl
 /// kernel would answer the peer's next segment with a reset, so both directions of each held
 /// connection are dropped. They live in one table, `inet chpox_hold`, with an input and an
 /// output chain at the raw priority (before connection tracking); each rule holds one
-/// direction of one connection and names it in its comment ("chpox hold LOCAL REMOTE").
-/// Every change is one nft transaction: all of it applies, or none. Needs CAP_NET_ADMIN in the
-/// caller's network namespace, whose rules these are.
+/// direction of one connection and names it in its comment ("chpox hold LOCAL REMOTE"), and
+/// the process whose run made it, while that runs (" by PID/START": `Owner`). Every change is
+/// one nft transaction: all of it applies, or none; and one at a time across processes (a lock
+/// file), so that a release that empties the table and deletes it deletes no rule another
+/// process added meanwhile. Needs CAP_NET_ADMIN in the caller's network namespace, whose rules
+/// these are.
 public enum PacketFilter {
     public static let table = "chpox_hold"
     /// Packets with this mark (SO_MARK) pass a hold: the segments a restart makes itself to
@@ -68,10 +71,10 @@ public enum PacketFilter {
                 + "tcp dport \(destinationPort)"
         }
 
-        /// Parses a rule comment written by `comment`.
+        /// Parses a rule comment written by `comment` (what follows, its owner, aside).
         init?(comment: String) {
             let words = comment.split(separator: " ")
-            guard words.count == 4, words[0] == "chpox", words[1] == "hold",
+            guard words.count == 4 || (words.count == 6 && words[4] == "by"), words[0] == "chpox", words[1] == "hold",
                 let local = Self.endpoint(words[2]), let remote = Self.endpoint(words[3])
             else { return nil }
             self.init(localHost: local.0, localPort: local.1, remoteHost: remote.0, remotePort: remote.1)
@@ -87,9 +90,29 @@ public enum PacketFilter {
         }
     }
 
-    /// One rule of the table: the connection it holds and where it is.
+    /// The process whose run made a rule: its pid and its start time (field 22 of
+    /// /proc/PID/stat), so that a pid used again is another owner.
+    public struct Owner: Hashable, Sendable {
+        public var pid: Int32
+        public var startTicks: UInt64
+
+        public init(pid: Int32, startTicks: UInt64) { (self.pid, self.startTicks) = (pid, startTicks) }
+
+        var words: String { "by \(pid)/\(startTicks)" }
+
+        init?(words: [Substring]) {
+            guard words.count == 2, words[0] == "by" else { return nil }
+            let parts = words[1].split(separator: "/")
+            guard parts.count == 2, let pid = Int32(parts[0]), let ticks = UInt64(parts[1]) else { return nil }
+            self.init(pid: pid, startTicks: ticks)
+        }
+    }
+
+    /// One rule of the table: the connection it holds, the run that made it (none for a rule
+    /// that names none) and where it is.
     public struct Rule: Hashable, Sendable {
         public var connection: Connection
+        public var owner: Owner?
         public var chain: String
         public var handle: Int
     }
@@ -110,8 +133,9 @@ public enum PacketFilter {
         }
     }
 
-    /// Drops every packet of `connections`, both ways, from now until `release`.
-    public static func hold(_ connections: [Connection]) throws(Failure) {
+    /// Drops every packet of `connections`, both ways, from now until `release`; the rules name
+    /// `owner` when given.
+    public static func hold(_ connections: [Connection], owner: Owner? = nil) throws(Failure) {
         guard !connections.isEmpty else { return }
         var script = [
             "add table inet \(table)",
@@ -119,14 +143,34 @@ public enum PacketFilter {
             "add chain inet \(table) output { type filter hook output priority -300; policy accept; }",
         ]
         for connection in connections {
+            let comment = connection.comment + (owner.map { " " + $0.words } ?? "")
             script.append(
-                "add rule inet \(table) input meta mark != \(passMark) \(connection.match(inbound: true)) drop comment \"\(connection.comment)\""
+                "add rule inet \(table) input meta mark != \(passMark) \(connection.match(inbound: true)) drop comment \"\(comment)\""
             )
             script.append(
-                "add rule inet \(table) output \(connection.match(inbound: false)) drop comment \"\(connection.comment)\""
+                "add rule inet \(table) output \(connection.match(inbound: false)) drop comment \"\(comment)\""
             )
         }
+        let lock = try changeLock()
+        defer { lock?.close() }
         try nft(["-f", "-"], input: script.joined(separator: "\n") + "\n")
+    }
+
+    /// The lock every change takes (flock on a file in /run/lock, else /tmp); none where no
+    /// such file can be made (the change then runs unlocked, as nft alone would).
+    static func changeLock() throws(Failure) -> FileDescriptor? {
+        for directory in ["/run/lock", "/tmp"] {
+            guard let file = try? FileDescriptor.open(directory + "/chpox-hold.lock", [.readWrite, .create, .noFollow])
+            else {
+                continue
+            }
+            do { try file.lock(.exclusive) } catch {
+                file.close()
+                throw .system(error)
+            }
+            return file
+        }
+        return nil
     }
 
     /// The rules holding connections now (none when the table does not exist).
@@ -151,7 +195,8 @@ public enum PacketFilter {
                 let connection = Connection(comment: String(afterComment[..<quote])),
                 let handle = Int(text[handleStart.upperBound...].split(separator: " ").first ?? "")
             else { continue }
-            rules.append(Rule(connection: connection, chain: chain, handle: handle))
+            let owner = Owner(words: Array(afterComment[..<quote].split(separator: " ").dropFirst(4)))
+            rules.append(Rule(connection: connection, owner: owner, chain: chain, handle: handle))
         }
         return rules
     }
@@ -160,6 +205,8 @@ public enum PacketFilter {
     /// nothing more. Returns the connections it released.
     @discardableResult
     public static func release(_ connections: Set<Connection>) throws(Failure) -> Set<Connection> {
+        let lock = try changeLock()
+        defer { lock?.close() }
         let all = try rules()
         let doomed = all.filter { connections.contains($0.connection) }
         guard !doomed.isEmpty else { return [] }

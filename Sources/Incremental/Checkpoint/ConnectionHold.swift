@@ -14,8 +14,21 @@ import Tracee
 /// the rule.
 ///
 /// A rule must never hold a connection a process still has open: one left by a cpx that died
-/// before the kill is found by the next cpx or ld-chpox (`releaseStale`) and removed.
+/// before the kill is found by the next cpx or ld-chpox (`releaseStale`) and removed. Each
+/// rule names the run that made it (`PacketFilter.Owner`): while that runs, its rules are its
+/// own (a cpx holds before it kills, a restart while it makes the sockets), and no other run
+/// removes them.
 enum ConnectionHold {
+    /// This process as the owner of the rules it makes.
+    static let me: PacketFilter.Owner? = (try? ProcFS.stat(getpid())).map {
+        PacketFilter.Owner(pid: getpid(), startTicks: $0.startTicks)
+    }
+
+    /// True while the run that made a rule runs.
+    static func runs(_ owner: PacketFilter.Owner) -> Bool {
+        (try? ProcFS.stat(owner.pid))?.startTicks == owner.startTicks
+    }
+
     /// Holds the TCP connections of the tree `pids` whose peer socket is not in the tree (as
     /// the kernel lists them now, before the tree is frozen and read). Returns them.
     static func holdOutside(_ pids: [Int32]) throws(CheckpointError) -> Set<PacketFilter.Connection> {
@@ -32,7 +45,7 @@ enum ConnectionHold {
         let ends = Set(tree.map(\.connection))
         let outside = Set(tree.map(\.connection).filter { !ends.contains($0.reversed) })
         do {
-            try PacketFilter.hold(Array(outside))
+            try PacketFilter.hold(Array(outside), owner: me)
         } catch {
             throw .process(
                 .unsupported(
@@ -70,7 +83,7 @@ enum ConnectionHold {
         }
         let late = seen.subtracting(held)
         do {
-            try PacketFilter.hold(Array(late))
+            try PacketFilter.hold(Array(late), owner: me)
         } catch {
             closeCopies()
             throw .process(
@@ -98,17 +111,29 @@ enum ConnectionHold {
     /// has open again (or still: left by a cpx that died between holding and killing, or by a
     /// restart that made the socket and died before releasing it), and those whose peer is on
     /// this host's loopback and has no socket left (its program ended: no restart can resume
-    /// the connection). Returns the connections released.
+    /// the connection). A connection that a running cpx or ld-chpox holds is its, whatever its
+    /// socket: that run releases it. Returns the connections released.
     @discardableResult
     static func releaseStale() -> Set<PacketFilter.Connection> {
         guard let rules = try? PacketFilter.rules(), !rules.isEmpty else { return [] }
+        let owned = Set(rules.filter { $0.owner.map(runs) ?? false }.map(\.connection))
         let sockets = EstablishedConnections.sockets()
         let open = Set(sockets.filter(\.isHeld).map(\.connection))
         let present = Set(sockets.map(\.connection))
-        let stale = Set(rules.map(\.connection)).filter { connection in
+        let stale = Set(rules.map(\.connection)).subtracting(owned).filter { connection in
             open.contains(connection) || (isLoopback(connection.remoteHost) && !present.contains(connection.reversed))
         }
         return (try? PacketFilter.release(stale)) ?? []
+    }
+
+    /// The held connections of `images` made this process's (a restart's, while it makes their
+    /// sockets): a rule naming it is added beside each, so no other run removes the hold before
+    /// the restart releases it. Connections not held now stay so.
+    static func adopt(_ images: [ProcessImage]) {
+        let outside = Set(ProcessImage.outsideConnections(images).map(\.connection))
+        guard !outside.isEmpty, let rules = try? PacketFilter.rules() else { return }
+        let held = Set(rules.map(\.connection)).intersection(outside)
+        try? PacketFilter.hold(Array(held), owner: me)
     }
 
     static func isLoopback(_ host: String) -> Bool { host.hasPrefix("127.") || host == "::1" }

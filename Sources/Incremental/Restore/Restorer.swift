@@ -88,6 +88,7 @@ public final class Restorer {
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
         let plan = self.plan
         ConnectionHold.releaseStale()
+        ConnectionHold.adopt(image.processes)
         try plan.preflight.check(
             authority: authority, otherControlGroups: options.otherControlGroups,
             requireSamePid: options.requireSamePid)

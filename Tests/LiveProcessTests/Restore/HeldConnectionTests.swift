@@ -109,6 +109,32 @@ extension LiveProcess {
             #expect(after.output.contains("peer outside the tree: not held now"), "\(after.output)")
         }
 
+        /// A hold that a running cpx or ld-chpox made is that run's: another run's sweep of
+        /// stale holds leaves it, though its connection is still open (as it is while cpx --kill
+        /// checkpoints, before the kill); once its owner has ended, the next sweep removes it.
+        @Test(.enabled(if: canHold, "needs python3, nft (package nftables) and root"), .timeLimit(.minutes(2)))
+        func aHoldIsItsRunningOwnersUntilItEnds() throws {
+            let directory = try RestartTests.scratch("heldowner")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let options = ["--store", directory + "/store", "--name", "o", "--tcp-established"]
+            let (server, client, connection) = try Self.connected()
+            defer { RestartTests.end(server) }
+            defer { RestartTests.end(client) }
+            let running = try ChildProcess.spawn("/bin/sleep", ["60"])
+            let owner = PacketFilter.Owner(pid: running.pid, startTicks: try ProcFS.stat(running.pid).startTicks)
+            try PacketFilter.hold([connection], owner: owner)
+            #expect(try Self.rules(for: connection).map(\.owner) == [owner, owner])
+            let beside = try TestTools.run("cpx", options + ["\(server.pid)"])
+            #expect(beside.status == 0, "\(beside.errors)")
+            #expect(try Self.rules(for: connection).count == 2, "a running owner's hold stays")
+            try running.send(SIGKILL)
+            _ = try running.wait()
+            let after = try TestTools.run("cpx", options + ["\(server.pid)"])
+            #expect(after.status == 0, "\(after.errors)")
+            #expect(try Self.rules(for: connection).isEmpty, "an ended owner's hold on a running connection goes")
+            #expect(try client.send("on") == "ON")
+        }
+
         /// `cpx --kill` SIGKILLed at instants across its run: each time either the server still
         /// runs (let go, it answers, and no rule is left on its connection once the next cpx
         /// has started) or it was killed with its connection held and restarts; either way the
