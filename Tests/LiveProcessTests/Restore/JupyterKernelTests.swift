@@ -155,6 +155,8 @@ extension LiveProcess {
             #expect(
                 try Self.cell(client, "len(state), state['k999'], state['after'], os.getpid()")
                     == "(1002, 998001, 1000, \(pid))")
+            let restartLog = RealProgramTests.text(directory + "/restart.log")
+            #expect(restartLog.contains("released the hold of"), "the restart released no hold: \(restartLog)")
             let sum = numpy == "numpy" ? "int(arr.sum()), arr.dtype.name, arr.shape" : "sum(map(sum, arr))"
             let sumShown = numpy == "numpy" ? "(\(base + 1100), 'int64', (1000, 100))" : "\(base + 1100)"
             #expect(try Self.cell(client, sum) == sumShown)
