@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Installs what chpox needs on a fresh Debian machine of this kind, only when missing:
 # the LZ4 and xxHash development packages and pkg-config (Swift finds them through it), and
-# nftables (nft: cpx --kill holds connections to peers outside the tree with a rule), and
-# redis-server, a real program the live tests checkpoint (its system service is left stopped and
-# disabled: the test starts its own server on a free port).
+# nftables (nft: cpx --kill holds connections to peers outside the tree with a rule).
+# With --tests (scripts/test.sh), also what the live tests run besides: redis-server, a real
+# program they checkpoint (its system service is left stopped and disabled: the test starts its
+# own), and a Python virtual environment in .build/jupyter-venv with ipykernel, jupyter_client
+# (pyzmq comes with them) and numpy from PyPI, for the Jupyter kernel proof
+# (Tests/LiveProcessTests/Restore/JupyterKernelTests).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
+tests=false
+[ "${1:-}" = "--tests" ] && tests=true
 missing=()
-for package in liblz4-dev libxxhash-dev pkg-config nftables redis-server; do
+packages=(liblz4-dev libxxhash-dev pkg-config nftables)
+$tests && packages+=(python3-venv redis-server)
+for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if ((${#missing[@]})); then
@@ -21,3 +29,14 @@ if ((${#missing[@]})); then
     fi
 fi
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (this machine kind ships it in /opt/swift)"; exit 1; }
+
+if $tests; then
+    # Checked by importing: a venv whose install was cut short is completed, a complete one
+    # costs one Python start. Debian's python3, as the tests' other Python programs use.
+    venv=.build/jupyter-venv
+    if ! "$venv/bin/python" -c "import ipykernel, jupyter_client, zmq, numpy" 2>/dev/null; then
+        echo "setup: installing ipykernel, jupyter_client and numpy into $venv"
+        [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check ipykernel jupyter_client numpy
+    fi
+fi

@@ -4,7 +4,7 @@
 # then the formatter's lint, the install step, the QEMU guests and CRIU's zdtm tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 swift build --build-tests 2>&1 | tail -n 3
 log=.build/test-output.txt
 set +e

@@ -8,11 +8,12 @@ import Tracee
 
 /// The saved descriptor table at the same numbers, the working directory and the umask.
 /// Terminals and pipes on 0-2 become ld-chpox's own stdio at the same number (a pipe only in
-/// the tree's first process); other terminals its stdout; other pipes a pipe whose other end is
-/// closed (reads see end of file, writes EPIPE), as if the peer had exited. Images that
-/// recorded a pipe's buffer get it back: each pipe is created once with its capacity and bytes,
-/// each of its open files reopened from it with the recorded access and status flags,
-/// duplicates dup'ed again.
+/// the tree's first process, and only one it does not hold both ends of: a pipe it made and
+/// moved onto 0-2 to capture its own output is its own); other terminals its stdout; other
+/// pipes a pipe whose other end is closed (reads see end of file, writes EPIPE), as if the
+/// peer had exited. Images that recorded a pipe's buffer get it back: each pipe is created once
+/// with its capacity and bytes, each of its open files reopened from it with the recorded
+/// access and status flags, duplicates dup'ed again.
 public struct DescriptorPhase: RestartPhase {
     /// A pipe to create before the descriptors: anonymous, or a FIFO reopened by `path`.
     public struct PipeSetup: Sendable, Equatable {
@@ -171,7 +172,12 @@ public struct DescriptorPhase: RestartPhase {
         // (a pipeline's first command that wrote everything and exited): it gets its pipe
         // back with the bytes still queued, its peer closed, as at fd 3 and up.
         let keepsOwnPipes = layout.map { $0.first != image.pid } ?? false
-        let ownPipe = { (fd: Int32, inode: UInt64?) in fd > 2 || keepsOwnPipes || treePipes.contains(inode ?? 0) }
+        // A pipe on 0-2 whose read and write ends the process holds both is its own: it made
+        // it and moved an end onto 0-2 (a program that captures its own output: pipe, dup2).
+        let selfContained = Self.pipesWithBothEnds(image.descriptors)
+        let ownPipe = { (fd: Int32, inode: UInt64?) in
+            fd > 2 || keepsOwnPipes || treePipes.contains(inode ?? 0) || selfContained.contains(inode ?? 0)
+        }
         foreignPipes = layout?.foreignPipes(of: image.pid) ?? []
         exportedPipes = layout?.exportedPipes(of: image.pid) ?? []
         closed = tableOf != nil ? [] : (Int32(0)..<3).filter { fd in !image.descriptors.contains { $0.fd == fd } }
@@ -266,6 +272,18 @@ public struct DescriptorPhase: RestartPhase {
         seals = memoryFiles.enumerated().compactMap { k, file in
             RecreatedMemoryFile.sealsToAdd(file).map { (k, $0) }
         }
+    }
+
+    /// The pipes of which `descriptors` hold a read end and a write end (or a read-write one).
+    static func pipesWithBothEnds(_ descriptors: [ProcessImage.Descriptor]) -> Set<UInt64> {
+        var readers = Set<UInt64>(), writers = Set<UInt64>()
+        for descriptor in descriptors where descriptor.kind == .pipe {
+            guard let inode = descriptor.pipe?.inode else { continue }
+            let access = descriptor.flags & O_ACCMODE
+            if access != O_WRONLY { readers.insert(inode) }
+            if access != O_RDONLY { writers.insert(inode) }
+        }
+        return readers.intersection(writers)
     }
 
     /// A deleted file's data, its data ranges' bytes one after another, and its size. A
