@@ -283,6 +283,10 @@ public enum GenerationReports {
                             ?? "")
                         + ", \(process.threads.count) thread\(process.threads.count == 1 ? "" : "s"), "
                         + "\(process.mappings.count) mappings, \(process.descriptors.count) descriptors"
+                        + (process.copyOnWrite.map { runs in
+                            let pages = runs.reduce(0) { $0 + ($1.count == 2 ? Page.count(of: $1[1] - $1[0]) : 0) }
+                            return ", \(pages) pages shared copy-on-write with its parent"
+                        } ?? "")
                         + (position?.stopped == true ? ", stopped" : "") + "  "
                         + process.command.prefix(3).map(quoted).joined(separator: " "))
             }

@@ -102,6 +102,9 @@ extension LiveProcess {
                 let plan = try TestTools.run("ld-chpox", ["--store", store, "--name", "cow", "--plan"])
                 #expect(plan.output.contains("forked by \(root) once its memory is rebuilt"), "\(plan.output)")
                 #expect(plan.output.contains("keep 0x\(String(address, radix: 16)) +262144"), "\(plan.output)")
+                let shown = try TestTools.run("dumpinfo", ["--store", store, "--name", "cow", "--generation", "1"])
+                #expect(shown.output.contains("pid \(child) parent \(root)"), "\(shown.output)")
+                #expect(shown.output.contains("pages shared copy-on-write with its parent"), "\(shown.output)")
                 ProcessTreeTests.killTree([root, child])
 
                 let restarted = try RestartTests.restart(store: store, name: "cow", generation: 1)
