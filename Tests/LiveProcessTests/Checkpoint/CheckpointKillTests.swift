@@ -17,7 +17,11 @@ extension LiveProcess {
             let descriptors = try ProcFS.descriptors(target.pid)
             var rng = SystemRandomNumberGenerator()
             var committed = 0
-            for instant in 0..<instants {
+            // One instant more where none of the others landed after a commit (a loaded machine
+            // can take longer than any delay below to commit the base): that one waits for a
+            // generation of its run to be committed before it kills.
+            for instant in 0..<(instants + 1) {
+                if instant == instants && committed > 0 { break }
                 let cpx = try ChildProcess.spawn(
                     TestTools.path("cpx"),
                     [
@@ -27,6 +31,10 @@ extension LiveProcess {
                     stdout: try FileDescriptor.open("/dev/null", [.writeOnly]))
                 // From the very start (tracker set-up, the base) to a few generations in.
                 usleep(UInt32.random(in: instant % 2 == 0 ? 0...600_000 : 600_000...2_500_000, using: &rng))
+                for _ in 0..<1200 where instant == instants {
+                    if ((try? Store(at: target.store).chain("k").entries.count) ?? 0) > 0 { break }
+                    usleep(50_000)
+                }
                 try cpx.send(SIGKILL)
                 #expect(try cpx.wait() == .signalled(SIGKILL))
                 target.waitForHelpers()
