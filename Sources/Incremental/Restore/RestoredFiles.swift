@@ -20,6 +20,9 @@ public struct RestoredFiles: Sendable {
         public var path: String
         /// The name the file that was there now has; nil when there was none.
         public var displaced: String?
+        /// The file was the generation's own (same device and inode), rewritten in place (the
+        /// process knows its inode); `displaced` is then a copy of what it held.
+        public var inPlace = false
     }
 
     public let image: ProcessImage
@@ -123,6 +126,25 @@ public struct RestoredFiles: Sendable {
         {
             return nil
         }
+        // The generation's own file, still at its path: rewritten in place, so that it keeps
+        // its inode (which a program may compare, as fstat against stat), after a copy of what it
+        // holds now is made beside it.
+        if let now, now.isRegularFile, now.device == file.device, now.inode == file.inode {
+            let target = try FileDescriptor.open(path, [.readWrite, .noFollow, .closeOnExec])
+            defer { target.close() }
+            let current = try target.readAll(limit: Int(min(Int64(Int.max), now.size)))
+            let displaced = keep ? try keepCopy(path, current, status: now) : nil
+            do {
+                try Self.rewrite(target, with: bytes, permissions: file.permissions, modified: file.modified)
+            } catch {
+                try? Self.rewrite(
+                    target, with: current, permissions: now.permissions,
+                    modified: [Int64(now.modified.tv_sec), Int64(now.modified.tv_nsec)])
+                if let displaced { try? FileDescriptor.currentDirectory.removeFile(displaced) }
+                throw error
+            }
+            return Restored(path: path, displaced: displaced, inPlace: true)
+        }
         let replacement = try ReplacementFile(replacing: path)
         try Self.write(bytes, to: replacement.descriptor)
         try replacement.descriptor.setPermissions(file.permissions)
@@ -137,18 +159,61 @@ public struct RestoredFiles: Sendable {
         return Restored(path: path, displaced: displaced)
     }
 
-    /// Gives the file at `path` a second name beside it; returns that name.
-    private func keepBeside(_ path: String) throws -> String {
-        let folder = try FileDescriptor.open(Self.parent(of: path), [.readOnly, .directory])
-        defer { folder.close() }
+    /// Writes `bytes` over the whole of `file`, cut to their length, with `permissions` and
+    /// modification time `modified`, and syncs it.
+    static func rewrite(
+        _ file: FileDescriptor, with bytes: [UInt8], permissions: UInt32, modified: [Int64]
+    ) throws(Errno) {
+        try bytes.withRawBytes { (raw) throws(Errno) in try file.writeAll(raw, at: 0) }
+        try file.setSize(Int64(bytes.count))
+        try file.setPermissions(permissions)
+        try file.setModificationTime(timespec(tv_sec: Int(modified[0]), tv_nsec: Int(modified[1])))
+        try file.sync()
+    }
+
+    /// The name beside `path` its displaced version gets: NAME.chpox-CHAIN-TIME, -2, -3... when taken.
+    private func besideNames(_ path: String) -> (folder: String, name: String, candidates: [String]) {
         let name = String(path.split(separator: "/").last ?? "")
         let time = Format.time(nanoseconds: ClockTime.realtime()).filter { $0 != "-" && $0 != ":" }
             .replacingOccurrences(of: " ", with: "T")
         let base = "\(name).chpox-\(chain)-\(time)"
-        for attempt in 1...1000 {
-            let candidate = attempt == 1 ? base : "\(base)-\(attempt)"
+        return (Self.parent(of: path), name, [base] + (2...1000).map { "\(base)-\($0)" })
+    }
+
+    /// Writes `bytes`, what the file at `path` holds now, to a new file beside it with its
+    /// permissions and modification time; returns that file's path.
+    private func keepCopy(_ path: String, _ bytes: [UInt8], status: FileDescriptor.Status) throws -> String {
+        let (parent, _, candidates) = besideNames(path)
+        let folder = try FileDescriptor.open(parent, [.readOnly, .directory])
+        defer { folder.close() }
+        for candidate in candidates {
+            let made = Result { () throws(Errno) in
+                try FileDescriptor.open(
+                    candidate, in: folder, [.writeOnly, .create, .exclusive, .noFollow, .closeOnExec],
+                    permissions: 0o600)
+            }
+            switch made {
+            case .success(let copy):
+                defer { copy.close() }
+                try Self.rewrite(
+                    copy, with: bytes, permissions: status.permissions,
+                    modified: [Int64(status.modified.tv_sec), Int64(status.modified.tv_nsec)])
+                return parent + "/" + candidate
+            case .failure(let error) where error.rawValue == EEXIST: continue
+            case .failure(let error): throw error
+            }
+        }
+        throw Errno(rawValue: EEXIST)
+    }
+
+    /// Gives the file at `path` a second name beside it; returns that name.
+    private func keepBeside(_ path: String) throws -> String {
+        let (parent, name, candidates) = besideNames(path)
+        let folder = try FileDescriptor.open(parent, [.readOnly, .directory])
+        defer { folder.close() }
+        for candidate in candidates {
             switch Result(catching: { () throws(Errno) in try folder.link(name, to: candidate) }) {
-            case .success: return Self.parent(of: path) + "/" + candidate
+            case .success: return parent + "/" + candidate
             case .failure(let error) where error.rawValue == EEXIST: continue
             case .failure(let error): throw error
             }
@@ -176,7 +241,22 @@ public struct RestoredFiles: Sendable {
     /// removed where there was none).
     public static func undo(_ restored: [Restored]) {
         for file in restored.reversed() {
-            if let displaced = file.displaced {
+            if file.inPlace, let displaced = file.displaced {
+                guard let before = try? FileDescriptor.open(displaced, [.readOnly, .closeOnExec]) else { continue }
+                let status = try? before.status()
+                let bytes = try? before.readAll(limit: Int.max)
+                before.close()
+                guard let status, let bytes,
+                    let target = try? FileDescriptor.open(file.path, [.readWrite, .noFollow, .closeOnExec])
+                else { continue }
+                defer { target.close() }
+                if (try? rewrite(
+                    target, with: bytes, permissions: status.permissions,
+                    modified: [Int64(status.modified.tv_sec), Int64(status.modified.tv_nsec)])) != nil
+                {
+                    try? FileDescriptor.currentDirectory.removeFile(displaced)
+                }
+            } else if let displaced = file.displaced {
                 try? FileDescriptor.currentDirectory.rename(displaced, to: file.path)
             } else {
                 try? FileDescriptor.currentDirectory.removeFile(file.path)
