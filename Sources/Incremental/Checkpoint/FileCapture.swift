@@ -58,6 +58,12 @@ final class FileCapture {
         var heldBy: [String]
         /// The inode it must be (a mapping's); nil for a descriptor, opened through /proc.
         var inode: UInt64?
+        /// A descriptor of the tree open for reading and writing on it, read through a copy of
+        /// it (pidfd_getfd) rather than by opening the file: an open would break a lease on it
+        /// (and wait for the frozen holder to give it up).
+        var readable: (pid: Int32, fd: Int32)?
+        /// A process of the tree holds a lease on it.
+        var leased = false
     }
 
     /// The files `images` hold open for writing (O_WRONLY, O_RDWR) or map shared and writable,
@@ -82,6 +88,9 @@ final class FileCapture {
                 add(
                     descriptor.target, open: "/proc/\(image.pid)/fd/\(descriptor.fd)",
                     by: "process \(image.pid) fd \(descriptor.fd)", inode: nil)
+                if descriptor.flags & O_ACCMODE == O_RDWR, byPath[descriptor.target]?.readable == nil {
+                    byPath[descriptor.target]?.readable = (image.pid, descriptor.fd)
+                }
             }
             for mapping in image.mappings
             where mapping.backing == .sharedFile && mapping.protection.contains(.write)
@@ -90,6 +99,11 @@ final class FileCapture {
                 add(
                     mapping.path, open: mapping.path,
                     by: "process \(image.pid) mapping 0x\(String(mapping.start, radix: 16))", inode: mapping.inode)
+            }
+        }
+        for image in images {
+            for descriptor in image.descriptors where descriptor.lease != nil {
+                byPath[descriptor.target]?.leased = true
             }
         }
         return order.compactMap { byPath[$0] }
@@ -101,8 +115,27 @@ final class FileCapture {
         var pending: [Pending] = []
         var refused: [String] = []
         for held in Self.held(images) {
+            // Leased and open for writing only: opening it would break the lease. Kept without
+            // its contents (stat does not break it), as an excluded file is.
+            if held.leased && held.readable == nil {
+                guard let status = try? FileDescriptor.currentDirectory.status(of: held.path, followingSymlinks: true)
+                else { continue }
+                var record = Self.record(held, status)
+                record.state = .excluded
+                record.reason = "a lease is held on it, which opening it to read it would break"
+                pending.append(Pending(record: record, bytes: nil))
+                continue
+            }
             let file: FileDescriptor
-            do { file = try FileDescriptor.open(held.open, [.readOnly, .closeOnExec]) } catch {
+            do {
+                if let (pid, fd) = held.readable {
+                    let process = try ProcessDescriptor.open(pid)
+                    defer { process.close() }
+                    file = try process.copyDescriptor(fd)
+                } else {
+                    file = try FileDescriptor.open(held.open, [.readOnly, .closeOnExec])
+                }
+            } catch {
                 refused.append(
                     "\(held.path), written by \(held.heldBy.joined(separator: ", ")): cpx cannot read it "
                         + "(\(error)) to keep it with the generation; exclude it with --exclude-file to restart it as "
@@ -112,11 +145,7 @@ final class FileCapture {
             defer { file.close() }
             guard let status = try? file.status(), status.isRegularFile else { continue }
             if let inode = held.inode, inode != status.inode { continue }  // renamed over since it was mapped
-            var record = ProcessImage.RecordedFile(
-                path: held.path, state: .recorded, device: status.device, inode: status.inode, size: status.size,
-                permissions: status.permissions, owner: status.owner, group: status.group,
-                modified: [Int64(status.modified.tv_sec), Int64(status.modified.tv_nsec)],
-                changed: [Int64(status.changed.tv_sec), Int64(status.changed.tv_nsec)], heldBy: held.heldBy)
+            var record = Self.record(held, status)
             if let glob = options.exclude.first(where: { fnmatch($0, held.path, 0) == 0 }) {
                 record.state = .excluded
                 record.reason = "--exclude-file \(glob)"
@@ -151,6 +180,14 @@ final class FileCapture {
             pending.append(Pending(record: record, bytes: bytes))
         }
         return (pending, refused)
+    }
+
+    static func record(_ held: Held, _ status: FileDescriptor.Status) -> ProcessImage.RecordedFile {
+        ProcessImage.RecordedFile(
+            path: held.path, state: .recorded, device: status.device, inode: status.inode, size: status.size,
+            permissions: status.permissions, owner: status.owner, group: status.group,
+            modified: [Int64(status.modified.tv_sec), Int64(status.modified.tv_nsec)],
+            changed: [Int64(status.changed.tv_sec), Int64(status.changed.tv_nsec)], heldBy: held.heldBy)
     }
 
     /// The same file, untouched since it was read: same inode, size, modification and change
