@@ -244,5 +244,43 @@ extension LiveProcess {
             if let pid = RestartTests.child(of: restarted.pid) { kill(pid, SIGKILL) }
             _ = try? restarted.child.wait()
         }
+
+        /// A file left out (`--exclude-file`, `--file-limit`) is recorded as such: the restart
+        /// uses it as it is, cut back to its size then, and says so; `ld-chpox --files-to` writes
+        /// the kept ones elsewhere without touching the originals.
+        @Test(.enabled(if: python, "python3 is not installed"), .timeLimit(.minutes(3)))
+        func aFileLeftOutFallsBackToCuttingItBackLoudly() throws {
+            let directory = try RestartTests.scratch("file-excluded")
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let store = directory + "/store"
+            let path = directory + "/data"
+            let original = try WorkloadProcess(
+                executable: "/usr/bin/python3", arguments: ["-c", Self.workload, directory, "append"])
+            #expect(try original.line() == "ready")
+            #expect(try original.send("step") == "stepped 1")
+            for (name, option) in [("x", ["--exclude-file", directory + "/d*"]), ("l", ["--file-limit", "1K"])] {
+                let run = try TestTools.run("cpx", ["--store", store, "--name", name] + option + ["\(original.pid)"])
+                #expect(run.status == 0, "\(run.errors)")
+                #expect(run.output.contains("file not kept"), "\(run.output)")
+            }
+            try RestartTests.checkpoint(original.pid, store: store, name: "k")
+            let atGeneration = Self.bytes(path)
+            #expect(try original.send("step") == "stepped 2")
+            RestartTests.end(original)
+            let look = directory + "/look"
+            let files = try TestTools.run("ld-chpox", ["--store", store, "--name", "k", "--files-to", look])
+            #expect(files.status == 0, "\(files.errors)")
+            #expect(Self.bytes(look + path) == atGeneration)
+            #expect(Self.bytes(path) != atGeneration, "--files-to leaves the original alone")
+            let grown = Self.bytes(path)
+            let restarted = try RestartTests.restart(store: store, name: "x", generation: 0)
+            #expect(try restarted.send("check") == "\(try Self.sha(atGeneration)) 1")
+            #expect(Self.displaced(in: directory).isEmpty, "nothing put back, nothing displaced")
+            #expect(Self.bytes(path) == Array(grown.prefix(atGeneration.count)))
+            if let pid = RestartTests.child(of: restarted.pid) { kill(pid, SIGKILL) }
+            _ = try? restarted.child.wait()
+            let dump = try TestTools.run("dumpinfo", ["--store", store, "--name", "l", "--generation", "0"])
+            #expect(dump.output.contains("too-large"), "\(dump.output)")
+        }
     }
 }
