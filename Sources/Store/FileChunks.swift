@@ -34,7 +34,13 @@ public enum FileChunks {
         PageRange(first: firstPage + slot * pagesPerSlot, count: pagesPerSlot)
     }
 
-    /// The chunks of the file in slot `slot` of `map`, numbered from 0.
+    /// Where in its slot the chunk that starts at byte `offset` is: `offset / minimum` (chunks
+    /// start at least `minimum` bytes apart, so no two share one). A chunk keeps its page as
+    /// long as it keeps its offset: a file rewritten in place changes only the pages of the
+    /// chunks it rewrote, and a delta holds only those.
+    public static func page(ofChunkAt offset: Int) -> UInt64 { UInt64(offset / minimum) }
+
+    /// The chunks of the file in slot `slot` of `map`, by `page(ofChunkAt:)`.
     public static func chunks(ofSlot slot: UInt64, in map: PageMap) -> PageMap {
         let range = range(ofSlot: slot)
         return PageMap(pages: map.entries(in: range).map { PageEntry(page: $0.page - range.first, chunk: $0.chunk) })
@@ -108,37 +114,39 @@ public enum FileChunks {
         return UnsafeRawBufferPointer(rebasing: page[0..<length])
     }
 
-    /// The pages of `bytes`, one per chunk, in order, with their ids.
-    public static func pages(of bytes: UnsafeRawBufferPointer) -> (pages: [UInt8], ids: [ChunkID]) {
+    /// The pages of `bytes`, one per chunk, in order, with their ids and their page numbers in
+    /// a slot (`page(ofChunkAt:)`).
+    public static func pages(of bytes: UnsafeRawBufferPointer) -> (pages: [UInt8], ids: [ChunkID], numbers: [UInt64]) {
         let ends = boundaries(bytes)
         var pages = [UInt8](repeating: 0, count: ends.count * Page.size)
         var ids: [ChunkID] = []
         ids.reserveCapacity(ends.count)
+        var numbers: [UInt64] = []
         pages.withUnsafeMutableBytes { out in
             var start = 0
             for (k, end) in ends.enumerated() {
+                numbers.append(page(ofChunkAt: start))
                 let page = UnsafeMutableRawBufferPointer(rebasing: out[k * Page.size..<(k + 1) * Page.size])
                 encode(UnsafeRawBufferPointer(rebasing: bytes[start..<end]), into: page)
                 ids.append(ChunkID(hashing: UnsafeRawBufferPointer(page)))
                 start = end
             }
         }
-        return (pages, ids)
+        return (pages, ids, numbers)
     }
 
     /// The file whose chunks are the pages of slot `slot` in `map`, read through `reader`;
-    /// throws when a page is not a chunk, or the pages are not 0, 1, 2, ... without a gap.
+    /// throws when a page is not a chunk, or not where a chunk starting where the previous one
+    /// ended would be (a chunk missing).
     public static func contents(ofSlot slot: UInt64, in map: PageMap, reader: ChunkReader) throws -> [UInt8] {
         let pages = chunks(ofSlot: slot, in: map)
         let space = slot
         var bytes: [UInt8] = []
         bytes.reserveCapacity(pages.pages.count * 2048)
-        var expected: UInt64 = 0
         try reader.readPages(pages) { entry, page in
-            guard entry.page == expected else {
-                throw StoreError.invalidArgument("file slot \(space): chunk \(expected) is missing")
+            guard entry.page == Self.page(ofChunkAt: bytes.count) else {
+                throw StoreError.invalidArgument("file slot \(space): the chunk at byte \(bytes.count) is missing")
             }
-            expected += 1
             guard let chunk = decode(page) else {
                 throw StoreError.invalidArgument("file slot \(space): page \(entry.page) holds no file chunk")
             }

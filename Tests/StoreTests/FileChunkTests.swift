@@ -28,7 +28,7 @@ import Testing
         #expect(start == bytes.count)
         let average = bytes.count / ends.count
         #expect(average > 1500 && average < 2600, "average chunk \(average)")
-        let (pages, ids) = bytes.withUnsafeBytes { FileChunks.pages(of: $0) }
+        let (pages, ids, _) = bytes.withUnsafeBytes { FileChunks.pages(of: $0) }
         #expect(ids.count == ends.count)
         var back: [UInt8] = []
         pages.withUnsafeBytes { raw in
@@ -58,7 +58,7 @@ import Testing
         let store = try temporary.open()
         var file = Self.random(200_000, seed: 4)
         var versions: [[UInt8]] = []
-        var previous: [ChunkID] = []
+        var previous: [UInt64: ChunkID] = [:]
         let first = FileChunks.range(ofSlot: 3).first
         for round in 0..<6 {
             if round > 0 {
@@ -66,16 +66,21 @@ import Testing
                 file.replaceSubrange(round * 20_000..<round * 20_000 + 3000, with: patch)
             }
             let writer = try store.beginGeneration(chain: "f")
-            let (pages, ids) = file.withUnsafeBytes { FileChunks.pages(of: $0) }
+            let (pages, ids, numbers) = file.withUnsafeBytes { FileChunks.pages(of: $0) }
+            for stale in Set(previous.keys).subtracting(numbers) {
+                writer.unmap(PageRange(first: first + stale, count: 1))
+            }
             try pages.withUnsafeBytes { raw in
-                for k in ids.indices where k >= previous.count || previous[k] != ids[k] {
+                for k in ids.indices where previous[numbers[k]] != ids[k] {
                     try writer.put(
-                        firstPage: first + UInt64(k),
+                        firstPage: first + numbers[k],
                         contents: UnsafeRawBufferPointer(rebasing: raw[k * Page.size..<(k + 1) * Page.size]))
                 }
             }
-            try writer.commit()
-            previous = ids
+            let manifest = try writer.commit()
+            // Rewritten in place: the delta holds the chunks that changed, not every later one.
+            if round > 0 { #expect(manifest.deltaEntries < 12, "round \(round): \(manifest.deltaEntries) entries") }
+            previous = Dictionary(uniqueKeysWithValues: zip(numbers, ids))
             versions.append(file)
         }
         for (g, version) in versions.enumerated() {

@@ -28,7 +28,8 @@ final class FileCapture {
     /// What a generation recorded of one file, for the next.
     private struct Known {
         var record: ProcessImage.RecordedFile
-        var ids: [ChunkID]
+        /// Its chunks by page of its slot.
+        var ids: [UInt64: ChunkID]
         /// CLOCK_REALTIME when it was read.
         var readAt: Int64
     }
@@ -45,7 +46,9 @@ final class FileCapture {
     func continuing(_ image: ProcessImage, map: PageMap, createdNanoseconds: Int64) {
         for record in image.files ?? [] {
             guard record.state == .recorded, let slot = record.slot else { continue }
-            let ids = FileChunks.chunks(ofSlot: slot, in: map).pages.map(\.chunk)
+            let ids = Dictionary(
+                FileChunks.chunks(ofSlot: slot, in: map).pages.map { ($0.page, $0.chunk) },
+                uniquingKeysWith: { a, _ in a })
             known[record.path] = Known(record: record, ids: ids, readAt: createdNanoseconds)
             nextSlot = max(nextSlot, slot + 1)
         }
@@ -229,18 +232,35 @@ final class FileCapture {
                 slot = try freeSlot(
                     taken: Set(known.values.compactMap(\.record.slot) + now.values.compactMap(\.record.slot)))
             }
-            let (pages, ids) = bytes.withUnsafeBytes { FileChunks.pages(of: $0) }
-            let old = full ? [] : (previous?.ids ?? [])
+            // One chunk at a time through one page: a file costs its bytes in memory, not twice
+            // that. Pages of the old chunks no chunk starts at now go first.
+            let old = full ? [:] : (previous?.ids ?? [:])
             let first = FileChunks.range(ofSlot: slot).first
-            try pages.withRawBytes { (raw) throws(StoreError) in
-                for k in ids.indices where k >= old.count || old[k] != ids[k] {
-                    try writer.put(
-                        firstPage: first + UInt64(k),
-                        contents: UnsafeRawBufferPointer(rebasing: raw[k * Page.size..<(k + 1) * Page.size]))
-                }
+            let ends = bytes.withUnsafeBytes { FileChunks.boundaries($0) }
+            let starts = [0] + ends.dropLast()
+            let present = Set(starts.map { FileChunks.page(ofChunkAt: $0) })
+            let stale = old.keys.filter { !present.contains($0) }.sorted()
+            var k = 0
+            while k < stale.count {
+                var end = k + 1
+                while end < stale.count && stale[end] == stale[end - 1] + 1 { end += 1 }
+                writer.unmap(PageRange(first: first + stale[k], count: UInt64(end - k)))
+                k = end
             }
-            if old.count > ids.count {
-                writer.unmap(PageRange(first: first + UInt64(ids.count), count: UInt64(old.count - ids.count)))
+            var ids: [UInt64: ChunkID] = [:]
+            ids.reserveCapacity(ends.count)
+            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: Page.size, alignment: Page.size)
+            defer { page.deallocate() }
+            try bytes.withRawBytes { (raw) throws(StoreError) in
+                for (start, end) in zip(starts, ends) {
+                    FileChunks.encode(UnsafeRawBufferPointer(rebasing: raw[start..<end]), into: page)
+                    let id = ChunkID(hashing: UnsafeRawBufferPointer(page))
+                    let number = FileChunks.page(ofChunkAt: start)
+                    ids[number] = id
+                    if old[number] != id {
+                        try writer.put(firstPage: first + number, contents: UnsafeRawBufferPointer(page))
+                    }
+                }
             }
             record.slot = slot
             record.chunks = ids.count
