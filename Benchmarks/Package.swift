@@ -103,5 +103,18 @@ let package = Package(
             path: "Benchmarks/TreeBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        // Files kept with generations: a 1 GiB file 1% rewritten between generations, bytes stored
+        // against the LZ4 size of the rewritten bytes, pause against cpx --no-files (README.md).
+        // A plain executable (it prints its table): `swift run -c release FileBenchmark`.
+        .executableTarget(
+            name: "FileBenchmark",
+            dependencies: [
+                .product(name: "Incremental", package: "chpox"),
+                .product(name: "Store", package: "chpox"),
+                "CBenchLZ4",
+                "TargetProcess",
+            ],
+            path: "Benchmarks/FileBenchmark"
+        ),
     ]
 )

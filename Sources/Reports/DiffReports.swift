@@ -19,6 +19,16 @@ public enum DiffReports {
         public var threads: [Change]
         public var signals: [Change]
         public var process: [Change]
+        /// The kept files that differ: path, change, sizes, bytes stored anew.
+        public var files: [File]?
+    }
+
+    public struct File: Codable, Sendable {
+        public var path: String
+        public var change: String
+        public var sizeBefore: Int64?
+        public var sizeAfter: Int64?
+        public var changedBytes: Int64
     }
 
     public struct Mapping: Codable, Sendable {
@@ -71,7 +81,14 @@ public enum DiffReports {
             unattributedRanges: diff.unattributedRanges.map(range),
             descriptors: diff.descriptors.map(change), threads: diff.threads.map(change),
             signals: diff.signals.map(change),
-            process: diff.process.map(change))
+            process: diff.process.map(change),
+            files: diff.files.isEmpty
+                ? nil
+                : diff.files.map {
+                    File(
+                        path: $0.path, change: $0.kind.rawValue, sizeBefore: $0.sizeBefore, sizeAfter: $0.sizeAfter,
+                        changedBytes: $0.changedBytes)
+                })
     }
 
     public static func json(_ diff: GenerationDiff, store: String) -> String {
@@ -109,6 +126,18 @@ public enum DiffReports {
                 let pages = diff.unattributedRanges.reduce(0) { $0 + $1.count }
                 table.add([
                     "pages", "-", "-", "-", "-", "\(pages)", ranges(diff.unattributedRanges), "(no process image)",
+                ])
+            }
+            lines.append(table.render())
+        }
+        if !diff.files.isEmpty {
+            lines.append("")
+            lines.append("FILES")
+            var table = TextTable(["CHANGE", "BEFORE", "AFTER", "CHANGED", "PATH"], numeric: [1, 2, 3])
+            for f in diff.files {
+                table.add([
+                    f.kind.rawValue, f.sizeBefore.map { "\($0)" } ?? "-", f.sizeAfter.map { "\($0)" } ?? "-",
+                    "\(f.changedBytes)", f.path,
                 ])
             }
             lines.append(table.render())

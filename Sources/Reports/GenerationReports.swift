@@ -26,6 +26,8 @@ public enum GenerationReports {
         public var storedPages: UInt64
         /// nil for generations written by something other than cpx.
         public var process: Process?
+        /// The regular files the tree wrote, kept with the generation (or why not); nil when none.
+        public var files: [ProcessImage.RecordedFile]? = nil
     }
 
     public struct Process: Codable, Sendable {
@@ -133,7 +135,7 @@ public enum GenerationReports {
             storedPages: UInt64(detail.map.pages.count),
             process: detail.image.map {
                 process($0, storedPages: detail.storedPages, outside: detail.outsideConnections)
-            })
+            }, files: detail.image?.files)
     }
 
     static func process(
@@ -329,6 +331,20 @@ public enum GenerationReports {
                     lines.append(("  " + pairs[row..<min(row + 3, pairs.count)].joined()).replacingTrailingSpaces())
                 }
             }
+        }
+
+        if let files = image.files, !files.isEmpty {
+            lines.append("")
+            lines.append("FILES (kept with the generation: a restart puts them back as they were)")
+            var table = TextTable(["SIZE", "CHUNKS", "STATE", "MODE", "PATH"], numeric: [0, 1])
+            for f in files {
+                table.add([
+                    "\(f.size)", f.chunks.map { "\($0)" } ?? "-",
+                    f.state.rawValue + (f.reason.map { " (\($0))" } ?? ""), "0" + String(f.permissions, radix: 8),
+                    f.path,
+                ])
+            }
+            lines.append(table.render())
         }
 
         lines.append("")

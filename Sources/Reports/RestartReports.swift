@@ -21,6 +21,13 @@ public enum RestartReports {
         var pidNamespaceInit: Int32?
         /// The TCP connections made again closed (--tcp-close): "process PID fd N: LOCAL to REMOTE".
         var closedConnections: [String]?
+        /// The files put back as they were at the generation, and where the file that was there went.
+        var restoredFiles: [RestoredFile]?
+    }
+
+    struct RestoredFile: Codable {
+        var path: String
+        var displaced: String?
     }
 
     public static func restartJSON(_ outcome: Restorer.Outcome, chain: String, generation: UInt64) -> String {
@@ -30,7 +37,9 @@ public enum RestartReports {
                 samePid: outcome.pid == outcome.originalPid, mappings: outcome.mappings,
                 pagesWritten: outcome.pagesWritten, notices: outcome.notices, processes: outcome.processes,
                 originalProcesses: outcome.originalProcesses, pidNamespaceInit: outcome.namespaceInit,
-                closedConnections: outcome.closedConnections.isEmpty ? nil : outcome.closedConnections))
+                closedConnections: outcome.closedConnections.isEmpty ? nil : outcome.closedConnections,
+                restoredFiles: outcome.restoredFiles.isEmpty
+                    ? nil : outcome.restoredFiles.map { RestoredFile(path: $0.path, displaced: $0.displaced) }))
     }
 
     struct Check: Codable {

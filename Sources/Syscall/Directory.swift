@@ -19,6 +19,13 @@ extension FileDescriptor {
         _ = try retryingInterrupts { renameat(rawValue, name, targetFD, newName) }.get()
     }
 
+    /// Gives file `name` of this directory a second name, `newName` in `target` (linkat(2)):
+    /// fails with EEXIST rather than replace anything.
+    public func link(_ name: String, to newName: String, in target: FileDescriptor? = nil) throws(Errno) {
+        let targetFD = (target ?? self).rawValue
+        _ = try retryingInterrupts { linkat(rawValue, name, targetFD, newName, 0) }.get()
+    }
+
     /// Removes file `name` from this directory (unlinkat(2)).
     public func removeFile(_ name: String) throws(Errno) {
         _ = try retryingInterrupts { unlinkat(rawValue, name, 0) }.get()

@@ -167,6 +167,8 @@ public struct FileDescriptor: Hashable, Sendable {
         public let links: UInt64
         /// The last modification time (st_mtim).
         public let modified: timespec
+        /// The last status change time (st_ctim): any write, chmod, rename or link moves it.
+        public let changed: timespec
         /// The device a character or block device node stands for (st_rdev); 0 for other files.
         public let specialDevice: DeviceNumber
         public var isDirectory: Bool { chpox_s_isdir(mode) != 0 }
@@ -192,6 +194,7 @@ public struct FileDescriptor: Hashable, Sendable {
             device = UInt64(s.st_dev)
             links = UInt64(s.st_nlink)
             modified = s.st_mtim
+            changed = s.st_ctim
             specialDevice = DeviceNumber(UInt64(s.st_rdev))
         }
     }

@@ -143,6 +143,24 @@ struct Checkpoint: ParsableCommand {
                 + "with EPIPE), and restores listening sockets and connections inside the tree as always. Nothing is "
                 + "held: with --kill the peer sees the connection closed. dumpinfo lists them."))
     var tcpClose = false
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The largest file whose contents a generation keeps (default 1G; K, M, G, T: binary units). A larger "
+                + "file the tree writes is recorded as too large: its restart uses it as it is then, said loudly."))
+    var fileLimit: String = "1G"
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A glob (fnmatch, `*` matches `/` too) of paths whose contents generations do not keep (repeatable): "
+                + "recorded as excluded; a restart uses such a file as it is then, said loudly."))
+    var excludeFile: [String] = []
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Keep no file contents with the generations (by default the regular files the tree writes, open for "
+                + "writing or mapped shared and writable, are kept, so that any generation restarts with its files)."))
+    var noFiles = false
     @Flag(name: .long, help: "Print which dirty-page trackers this kernel supports and which one `auto` picks.")
     var probe = false
     @Flag(
@@ -163,6 +181,9 @@ struct Checkpoint: ParsableCommand {
         if tcpEstablished && tcpClose {
             throw ValidationError("--tcp-established and --tcp-close exclude each other (restore or close them)")
         }
+        guard Format.parseBytes(fileLimit) != nil else {
+            throw ValidationError("--file-limit takes a size: 1073741824, 512K, 64M, 1G")
+        }
     }
 
     func run() throws {
@@ -177,6 +198,9 @@ struct Checkpoint: ParsableCommand {
             options.tcpClose = tcpClose
             options.adopt = adopt
             options.tree = !noTree
+            options.recordFiles = !noFiles
+            options.fileLimit = Format.parseBytes(fileLimit) ?? options.fileLimit
+            options.excludeFiles = excludeFile
             let schedule = CheckpointSchedule(
                 interval: interval, count: count, keepLast: keepLast,
                 finish: kill ? .kill : leaveStopped ? .leaveStopped : .resume)

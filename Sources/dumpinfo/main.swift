@@ -77,6 +77,14 @@ struct DumpInfo: ParsableCommand {
             "The chain (with --chain: only this one; with --generation and --diff: needed when the store holds "
                 + "several)."))
     var name: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "With --generation: write this file as the generation kept it (its path when the tree wrote it) to "
+                + "--to.", valueName: "path"))
+    var extractFile: String?
+    @Option(name: .long, help: ArgumentHelp("Where --extract-file writes (a new file).", valueName: "file"))
+    var to: String?
 
     func validate() throws {
         guard [chain, generation != nil, !diff.isEmpty, verify, stats].filter({ $0 }).count == 1 else {
@@ -86,6 +94,9 @@ struct DumpInfo: ParsableCommand {
         if verbose && !verify { throw ValidationError("--verbose goes with --verify") }
         if (regs || maps) && generation == nil { throw ValidationError("--regs and --maps go with --generation") }
         if !diff.isEmpty && diff.count != 2 { throw ValidationError("--diff takes two generation numbers: --diff A B") }
+        if (extractFile == nil) != (to == nil) || (extractFile != nil && generation == nil) {
+            throw ValidationError("--extract-file PATH goes with --generation N and --to FILE")
+        }
         if let generation, generation != "latest", UInt64(generation) == nil {
             throw ValidationError("--generation takes a generation number or 'latest', not '\(generation)'")
         }
@@ -97,6 +108,19 @@ struct DumpInfo: ParsableCommand {
             if chain {
                 let rows = try StoreReports.generationRows(store, chains: name.map { [$0] } ?? store.chainNames())
                 print(json ? StoreReports.chainJSON(rows, store: store.path) : StoreReports.chainTable(rows))
+            } else if let generation, let extractFile, let to {
+                let detail = try GenerationDetail.load(
+                    store, chain: try store.chainName(name), generation: UInt64(generation))
+                guard let file = detail.image?.files?.first(where: { $0.path == extractFile }) else {
+                    throw ValidationError(
+                        "generation \(detail.entry.generation) kept no file \(extractFile) (dumpinfo --generation "
+                            + "\(detail.entry.generation) lists the files it kept)")
+                }
+                let bytes = try RestoredFiles.contents(of: file, map: detail.map, store: store)
+                guard FileManager.default.createFile(atPath: to, contents: Data(bytes)) else {
+                    throw ValidationError("cannot write \(to)")
+                }
+                print("\(extractFile) at generation \(detail.entry.generation): \(bytes.count) bytes written to \(to)")
             } else if let generation {
                 let detail = try GenerationDetail.load(
                     store, chain: try store.chainName(name), generation: UInt64(generation))

@@ -82,9 +82,18 @@ struct LdChpox: ParsableCommand {
                 + "UDP are restored as always. A hold cpx --kill --tcp-established left on them is released (their "
                 + "peers are reset). Connections cpx --tcp-close recorded come back closed with or without it."))
     var tcpClose = false
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Write the files the generation kept under this directory (DIR/their/path), for a look, and start "
+                + "nothing: the originals are not touched. (A restart puts them back at their own paths, keeping "
+                + "the file it replaces beside it as NAME.chpox-CHAIN-TIME.)",
+            valueName: "dir"))
+    var filesTo: String?
 
     func run() throws {
         if let core { return try writeCore(core) }
+        if let filesTo { return try writeFiles(to: filesTo) }
         if plan { return try printPlan() }
         guard check else { return try restart() }
         try reportingErrors("ld-chpox") {
@@ -120,6 +129,22 @@ struct LdChpox: ParsableCommand {
             var restorer = try Restorer.load(store, chain: try store.chainName(name), generation: generation)
             if tcpClose { restorer = restorer.closingConnections() }
             for line in restorer.plan.steps { print(line) }
+        }
+    }
+
+    func writeFiles(to root: String) throws {
+        try reportingErrors("ld-chpox") {
+            let store = try storeOptions.openToRead()
+            let name = try store.chainName(name)
+            let restorer = try Restorer.load(store, chain: name, generation: generation)
+            let files = RestoredFiles(
+                image: restorer.image, map: restorer.map, generation: restorer.generation, chain: name)
+            let written = try files.restore(store: store, authority: restorer.authority, root: root)
+            for file in files.recorded {
+                let put = written.contains { $0.path.hasSuffix(file.path) }
+                print("\(file.path): \(file.size) bytes\(put ? "" : " (already there)")")
+            }
+            for line in files.notKeptNotices { print("not kept: \(line)") }
         }
     }
 

@@ -116,8 +116,16 @@ import Testing
         let unknown = try Self.refusal { $0["format"] = "chpox.image/9" }
         #expect(
             unknown.hasPrefix(
-                "generation 7: unreadable process image: format 'chpox.image/9' is none of chpox.image/2, chpox.image/1"
+                "generation 7: unreadable process image: format 'chpox.image/9' is none of chpox.image/2, "
+                    + "chpox.image/3, chpox.image/1"
             ))
+        // A file record of a state this chpox does not know is refused, not ignored.
+        let record = Data(
+            """
+            {"path": "/tmp/x", "state": "somewhere-else", "device": 1, "inode": 2, "size": 3, "permissions": 420,
+             "owner": 0, "group": 0, "modified": [0, 0], "changed": [0, 0], "heldBy": []}
+            """.utf8)
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(ProcessImage.RecordedFile.self, from: record) }
         let protection = try Self.refusal { json in
             var mappings = json["mappings"] as? [[String: Any]] ?? []
             mappings[0]["protection"] = "rwz"

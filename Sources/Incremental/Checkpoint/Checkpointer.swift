@@ -44,6 +44,14 @@ public final class Checkpointer {
         /// Checkpoint the process's descendants with it; false: refuse a process with children
         /// (`cpx --no-tree`).
         public var tree = true
+        /// Keep the contents of the regular files the tree writes with each generation
+        /// (`FileCapture`); false: `cpx --no-files`, a restart uses them as they are then.
+        public var recordFiles = true
+        /// Files larger than this are recorded as too large, without their contents
+        /// (`cpx --file-limit`).
+        public var fileLimit: Int64 = 1 << 30
+        /// Globs of paths whose contents are not kept (`cpx --exclude-file`).
+        public var excludeFiles: [String] = []
 
         public init(chain: String, tracker: TrackerKind? = nil) {
             self.chain = chain
@@ -89,6 +97,11 @@ public final class Checkpointer {
         public var closedConnections: [String] = []
         /// What went wrong after the generation was committed (it stands).
         public var warnings: [String] = []
+        /// Regular files the tree writes kept with the generation, and of them, those read again
+        /// (changed since the previous generation), and those not kept (excluded, too large).
+        public var filesRecorded = 0
+        public var filesRead = 0
+        public var filesNotKept: [String] = []
     }
 
     public let pid: Int32
@@ -107,6 +120,8 @@ public final class Checkpointer {
     /// continues a chain (so that its pages are compared with the same process's).
     private var chainSpaces: [Int32: UInt64] = [:]
     private var nextSpace: UInt64 = 1
+    /// The files the tree writes (nil: `recordFiles` is off).
+    private let files: FileCapture?
     /// Descendants that had exited, unreaped, when the tree was last looked at.
     private var zombies: [Int32] = []
     /// The children `--no-tree` leaves out, one line each.
@@ -132,6 +147,9 @@ public final class Checkpointer {
         self.pid = pid
         self.store = store
         self.options = options
+        files =
+            options.recordFiles
+            ? FileCapture(options: .init(limit: options.fileLimit, exclude: options.excludeFiles)) : nil
         guard Chain.isValidName(options.chain) else { throw .store(.invalidChainName(options.chain)) }
         do {
             let state = try ProcFS.state(pid)
@@ -180,6 +198,9 @@ public final class Checkpointer {
                 let (_, manifest, map) = try store.rebuild(chain: options.chain, generation: head.generation)
                 baseline = map
                 chainSpaces = Self.spaces(in: manifest.metadata, generation: head.generation)
+                if let files, let image = try? ProcessImage(decoding: manifest.metadata, generation: head.generation) {
+                    files.continuing(image, map: map, createdNanoseconds: head.createdNanoseconds)
+                }
             }
         } catch {
             throw .store(error)
@@ -219,6 +240,7 @@ public final class Checkpointer {
                     pendingLineage = nil
                 }
                 entry = try run.writer.commit(metadata: image.encoded())
+                files?.committed()
             } catch {
                 // Never leave them stopped for nothing.
                 if finish != .resume { for member in members { try? Signal.send(SIGCONT, to: member.pid) } }
@@ -250,7 +272,11 @@ public final class Checkpointer {
                 totalPauseMicroseconds: image.capture.totalPauseNanoseconds / 1000, preCopyRounds: run.rounds,
                 milliseconds: (ClockTime.monotonic() - started) / 1_000_000, heldConnections: held,
                 closedConnections: ProcessImage.closedConnections(image.processes).map(\.connection.description),
-                warnings: warnings)
+                warnings: warnings, filesRecorded: (image.files ?? []).filter { $0.state == .recorded }.count,
+                filesRead: run.filesRead,
+                filesNotKept: (image.files ?? []).filter { $0.state != .recorded }.map {
+                    "\($0.path): \($0.state.rawValue) (\($0.reason ?? ""))"
+                })
         } catch {
             run.writer.abandon()
             if !run.held.isEmpty { _ = try? PacketFilter.release(run.held) }  // the process runs on
@@ -288,6 +314,10 @@ public final class Checkpointer {
         /// Pages stored and to store in the current round, for `progress`.
         var roundStored: UInt64 = 0
         var roundTotal: UInt64 = 0
+        /// The files read at the final stop, stored once the tree runs again.
+        var files: [FileCapture.Pending] = []
+        var filesReadAt: Int64 = 0
+        var filesRead = 0
     }
 
     /// Follows the tree as it is now: a tracker for each new descendant (started while it runs),
@@ -319,6 +349,13 @@ public final class Checkpointer {
             } else {
                 space = nextSpace
                 nextSpace += 1
+            }
+            // The last space holds the files the tree writes (`FileChunks`).
+            guard space < FileChunks.space else {
+                throw TraceeError.unsupported(
+                    pid: pid,
+                    reason: "its tree has had more than \(FileChunks.space) processes in this chain (each keeps an "
+                        + "address space of the page map): start a new chain")
             }
             let tracker: any DirtyTracker
             do { tracker = try TrackerSelection.start(options.tracker ?? self.tracker.kind, pid: child) } catch {
@@ -501,6 +538,13 @@ public final class Checkpointer {
                     &images, external: options.tcpEstablished, close: options.tcpClose,
                     skip: options.skipUnsupported)
                 if refused.isEmpty { refused += InetSocketCapture.settle(&images) }
+                if refused.isEmpty, let files {  // read frozen: the files as the processes left them
+                    run.filesReadAt = ClockTime.realtime()
+                    let read = files.read(images, full: run.writer.kind == .full)
+                    run.files = read.pending
+                    run.filesRead = read.pending.filter { $0.bytes != nil }.count
+                    refused += read.refused
+                }
                 if options.skipUnsupported {
                     images[0].unsupported += refused
                     refused = []
@@ -533,6 +577,14 @@ public final class Checkpointer {
             run.firstRound = false
             var image = images[0]
             if images.count > 1 { image.tree = Array(images.dropFirst()) }
+            if let files {
+                let records = try files.store(run.files, into: run.writer, readAt: run.filesReadAt)
+                run.files = []
+                if !records.isEmpty {
+                    image.files = records
+                    image.format = ProcessImage.filesFormat
+                }
+            }
             image.capture.pauseNanoseconds = run.pause
             image.capture.totalPauseNanoseconds = run.totalPause
             image.capture.preCopyRounds = run.rounds

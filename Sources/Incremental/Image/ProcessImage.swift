@@ -15,7 +15,7 @@ import Store
 public struct ProcessImage: Codable, Sendable, Equatable {
     public static let currentFormat = "chpox.image/2"
     /// Every format this version reads.
-    public static let readableFormats = [currentFormat, ImageFormatV1.format]
+    public static let readableFormats = [currentFormat, filesFormat, ImageFormatV1.format]
 
     public var format = ProcessImage.currentFormat
     public var pid: Int32
@@ -81,13 +81,17 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     /// Its AIO contexts (io_setup), each with its ring's `Mapping` (backing `aio-ring`); nil
     /// when it had none.
     public var aioContexts: [AioContext]? = nil
+    /// On the first process of a tree only: the regular files the tree was writing, whose
+    /// contents the generation holds (`RecordedFile`); nil when none (the image's format is
+    /// then `currentFormat`, else `filesFormat`).
+    public var files: [RecordedFile]? = nil
 
     enum CodingKeys: String, CodingKey {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
             deletedFiles, cgroups, cgroupsBelow, position, tree, zombies, rootDirectory, guardPages, memoryFiles,
-            posixTimers, deletedDirectories, deletedWorkingDirectory, aioContexts, copyOnWrite
+            posixTimers, deletedDirectories, deletedWorkingDirectory, aioContexts, copyOnWrite, files
     }
 
     public init(
@@ -133,7 +137,7 @@ public struct ProcessImage: Codable, Sendable, Equatable {
         do {
             let format = try JSONDecoder().decode(Tag.self, from: data).format
             switch format {
-            case Self.currentFormat: self = try JSONDecoder().decode(ProcessImage.self, from: data)
+            case Self.currentFormat, Self.filesFormat: self = try JSONDecoder().decode(ProcessImage.self, from: data)
             case ImageFormatV1.format: self = try JSONDecoder().decode(ImageFormatV1.Image.self, from: data).upgraded()
             default:
                 throw CheckpointError.badImage(

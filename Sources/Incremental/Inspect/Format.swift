@@ -20,6 +20,26 @@ public enum Format {
 
     public static func bytes(_ value: UInt64) -> String { bytes(Int64(clamping: value)) }
 
+    /// A size as people write it: "1073741824", "512K", "64MiB", "1G" (binary units); nil for
+    /// anything else.
+    public static func parseBytes(_ text: String) -> Int64? {
+        var digits = Substring(text)
+        var unit: Int64 = 1
+        for (suffixes, factor) in [
+            (["KiB", "K", "k"], Int64(1) << 10), (["MiB", "M"], Int64(1) << 20), (["GiB", "G"], Int64(1) << 30),
+            (["TiB", "T"], Int64(1) << 40),
+        ] {
+            if let suffix = suffixes.first(where: { text.hasSuffix($0) }) {
+                digits = text.dropLast(suffix.count)
+                unit = factor
+                break
+            }
+        }
+        guard let number = Int64(digits), number >= 0 else { return nil }
+        let (product, overflow) = number.multipliedReportingOverflow(by: unit)
+        return overflow ? nil : product
+    }
+
     /// An address, register or mask as people read them: 0x7f3a2c000000.
     public static func address(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
 

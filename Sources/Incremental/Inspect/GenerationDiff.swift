@@ -42,18 +42,60 @@ public struct GenerationDiff: Sendable {
     public var threads: [Change]
     public var signals: [Change]
     public var process: [Change]
+    /// The files the generations kept (`ProcessImage.files`) that differ.
+    public var files: [FileChange] = []
+
+    /// A kept file that changed from one generation to the other.
+    public struct FileChange: Sendable {
+        public var path: String
+        public var kind: Change.Kind
+        public var sizeBefore: Int64?
+        public var sizeAfter: Int64?
+        /// Bytes of B's chunks that A does not have: what B stored for it.
+        public var changedBytes: Int64
+    }
 
     public static func load(_ store: Store, chain: String, from a: UInt64, to b: UInt64) throws -> GenerationDiff {
         let old = try GenerationDetail.load(store, chain: chain, generation: a)
         let new = try GenerationDetail.load(store, chain: chain, generation: b)
-        return GenerationDiff(old, new)
+        var diff = GenerationDiff(old, new)
+        diff.files = try Self.fileChanges(old, new, store: store)
+        return diff
+    }
+
+    /// The kept files that differ, each with the bytes of the chunks B has that A has not.
+    static func fileChanges(_ a: GenerationDetail, _ b: GenerationDetail, store: Store) throws -> [FileChange] {
+        let before = Dictionary((a.image?.files ?? []).map { ($0.path, $0) }, uniquingKeysWith: { x, _ in x })
+        let after = Dictionary((b.image?.files ?? []).map { ($0.path, $0) }, uniquingKeysWith: { x, _ in x })
+        var changes: [FileChange] = []
+        let reader = store.reader()
+        for path in Set(before.keys).union(after.keys).sorted() {
+            let old = before[path], new = after[path]
+            if let old, let new, old.digest == new.digest, old.state == new.state, old.size == new.size { continue }
+            let oldChunks = Set(old?.slot.map { FileChunks.chunks(ofSlot: $0, in: a.map).pages.map(\.chunk) } ?? [])
+            var fresh = (new?.slot.map { FileChunks.chunks(ofSlot: $0, in: b.map).pages } ?? []).filter {
+                !oldChunks.contains($0.chunk)
+            }
+            fresh = Array(Set(fresh.map(\.chunk))).enumerated().map { PageEntry(page: UInt64($0), chunk: $1) }
+            var bytes: Int64 = 0
+            try reader.readPages(PageMap(pages: fresh)) { _, page in
+                bytes += Int64(FileChunks.decode(page)?.count ?? 0)
+            }
+            changes.append(
+                FileChange(
+                    path: path, kind: old == nil ? .added : new == nil ? .removed : .changed, sizeBefore: old?.size,
+                    sizeAfter: new?.size, changedBytes: bytes))
+        }
+        return changes
     }
 
     public init(_ a: GenerationDetail, _ b: GenerationDetail) {
         chain = b.chain
         from = a.entry.generation
         to = b.entry.generation
-        let changed = Self.changedPages(Self.contents(a), Self.contents(b))
+        let changed = Self.changedPages(Self.contents(a), Self.contents(b)).filter {
+            $0 < FileChunks.firstPage
+        }
         changedPages = UInt64(changed.count)
         let oldMappings = a.image?.mappings ?? []
         let newMappings = b.image?.mappings ?? []

@@ -40,6 +40,9 @@ public final class Restorer {
         /// The TCP connections made again closed (`closingConnections`, `cpx --tcp-close`), one
         /// line each: "process PID fd N: LOCAL to REMOTE".
         public var closedConnections: [String] = []
+        /// The files put back as they were at the generation, each with the name the file that
+        /// was there has now (`RestoredFiles`).
+        public var restoredFiles: [RestoredFiles.Restored] = []
     }
 
     public let image: ProcessImage
@@ -111,6 +114,12 @@ public final class Restorer {
         // keeps them in a new PID namespace (`Preflight.checkPids`).
         let isTree = plan.preflight.isTree
         let taken = isTree ? plan.preflight.takenPids.map(\.pid) : []
+        // The files the generation kept, as they were, before any process opens them; put back
+        // as they are now if the restart fails.
+        let files = RestoredFiles(image: image, map: map, generation: generation, chain: chain)
+        let restoredFiles = try files.restore(store: store, authority: authority)
+        var keepFiles = false
+        defer { if !keepFiles { RestoredFiles.undo(restoredFiles) } }
         let child: ChildProcess, stub: Int32
         if taken.isEmpty {
             child = try StubProcess.start(
@@ -221,6 +230,11 @@ public final class Restorer {
                 }
             }
             var notices = sessions.flatMap(\.notices)
+            notices += restoredFiles.map {
+                "put back \($0.path) as it was at generation \(generation)"
+                    + ($0.displaced.map { ", the file that was there kept as \($0)" } ?? " (there was none)")
+            }
+            notices += files.notKeptNotices
             if !taken.isEmpty { notices.insert(plan.preflight.namespaceNotice(taken: taken, root: stub), at: 0) }
             notices += plan.preflight.notRestored.map { "not restored (skipped at the checkpoint): \($0)" }
             if options.otherControlGroups, let change = plan.preflight.controlGroupChange {
@@ -294,12 +308,14 @@ public final class Restorer {
                             + "now: stopped by SIGSTOP instead")
                 }
             }
+            keepFiles = true
             return Outcome(
                 pid: stub, originalPid: image.pid, mappings: image.mappings.count,
                 pagesWritten: sessions.map(\.pagesWritten).reduce(0, +),
                 child: child, notices: notices, processes: sessions.map(\.pid),
                 originalProcesses: sessions.map(\.image.pid), namespaceInit: taken.isEmpty ? nil : child.pid,
-                closedConnections: closed.map { "process \($0.pid) fd \($0.fd): \($0.connection)" })
+                closedConnections: closed.map { "process \($0.pid) fd \($0.fd): \($0.connection)" },
+                restoredFiles: restoredFiles)
         } catch {
             for session in sessions.dropFirst().reversed() { try? Signal.send(SIGKILL, to: session.pid) }
             // A process made for dead pidfds runs the image's memory if let go: killed first.

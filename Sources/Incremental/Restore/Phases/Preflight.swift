@@ -9,10 +9,15 @@ import Tracee
 public struct Preflight: Sendable {
     public let image: ProcessImage
     public let generation: UInt64
+    /// Files the restart puts back as they were (`RestoredFiles`) before anything opens them:
+    /// whether they are there now and how long does not matter.
+    public let restoredFiles: Set<String>
 
-    public init(image: ProcessImage, generation: UInt64) {
+    public init(image: ProcessImage, generation: UInt64, restoredFiles: Set<String>? = nil) {
         self.image = image
         self.generation = generation
+        self.restoredFiles =
+            restoredFiles ?? Set((image.files ?? []).filter { $0.state == .recorded }.map(\.path))
     }
 
     /// What the process held that the restart runs without (recorded at the checkpoint under
@@ -37,7 +42,7 @@ public struct Preflight: Sendable {
         if let reason = TreeLayout.descriptorTableRefusals(image.processes).first { throw refuse(reason) }
         for process in image.processes {
             do throws(CheckpointError) {
-                try Preflight(image: process, generation: generation).checkProcess(
+                try Preflight(image: process, generation: generation, restoredFiles: restoredFiles).checkProcess(
                     authority: authority, otherControlGroups: otherControlGroups)
             } catch .cannotRestart(_, let reason) where process.pid != image.pid {
                 throw refuse("process \(process.pid) of its tree: \(reason)")
@@ -126,7 +131,7 @@ public struct Preflight: Sendable {
             )
         }
         for mapping in image.mappings where mapping.backing == .privateFile || mapping.backing == .sharedFile {
-            guard !mapping.path.hasSuffix(" (deleted)") else { continue }
+            guard !mapping.path.hasSuffix(" (deleted)"), !restoredFiles.contains(mapping.path) else { continue }
             guard let status = Self.status(mapping.path) else {
                 throw refuse(
                     "\(mapping.path), mapped at 0x\(String(mapping.start, radix: 16)), no longer exists; "
@@ -141,7 +146,7 @@ public struct Preflight: Sendable {
             }
         }
         for descriptor in image.descriptors where descriptor.kind == .file {
-            guard let size = descriptor.size else { continue }
+            guard let size = descriptor.size, !restoredFiles.contains(descriptor.target) else { continue }
             guard let status = Self.status(descriptor.target) else {
                 throw refuse(
                     "\(descriptor.target), open as descriptor \(descriptor.fd), no longer exists; "

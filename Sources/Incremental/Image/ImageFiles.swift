@@ -1,0 +1,60 @@
+import Foundation
+
+extension ProcessImage {
+    /// The format of an image that records written files (`files`): a chpox that does not know
+    /// them refuses the image ("format ... is none of ...") rather than restart it without them.
+    public static let filesFormat = "chpox.image/3"
+
+    /// A regular file the tree held open for writing, or mapped shared and writable, at the
+    /// generation: its contents are the pages of slot `slot` of the generation's page map, one
+    /// chunk a page (`FileChunks`), and a restart puts it back exactly as it was.
+    public struct RecordedFile: Codable, Sendable, Equatable {
+        public enum State: String, Codable, Sendable {
+            /// Its contents are in the store.
+            case recorded
+            /// Left out by `cpx --exclude-file`: a restart uses the file as it is then.
+            case excluded
+            /// Larger than `cpx --file-limit`: a restart uses the file as it is then.
+            case tooLarge = "too-large"
+        }
+
+        /// Its path when it was read.
+        public var path: String
+        public var state: State
+        public var device: UInt64
+        public var inode: UInt64
+        public var size: Int64
+        /// Permission bits, set-id and sticky bits included.
+        public var permissions: UInt32
+        public var owner: UInt32
+        public var group: UInt32
+        /// Modification and status change times, seconds and nanoseconds.
+        public var modified: [Int64]
+        public var changed: [Int64]
+        /// The slot of the page map holding its chunks (`FileChunks.range(ofSlot:)`); nil unless
+        /// recorded.
+        public var slot: UInt64?
+        /// How many chunks (pages) it is.
+        public var chunks: Int?
+        /// XXH3-128 of its bytes, hex: what a restart checks the rebuilt file against.
+        public var digest: String?
+        /// Why it was not recorded (the glob that excluded it, the limit it exceeds).
+        public var reason: String?
+        /// Who held it: "process PID fd N" or "process PID mapping 0x...".
+        public var heldBy: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case path, state, device, inode, size, permissions, owner, group, modified, changed, slot, chunks,
+                digest, reason, heldBy
+        }
+
+        public init(
+            path: String, state: State, device: UInt64, inode: UInt64, size: Int64, permissions: UInt32,
+            owner: UInt32, group: UInt32, modified: [Int64], changed: [Int64], heldBy: [String]
+        ) {
+            (self.path, self.state, self.device, self.inode, self.size) = (path, state, device, inode, size)
+            (self.permissions, self.owner, self.group) = (permissions, owner, group)
+            (self.modified, self.changed, self.heldBy) = (modified, changed, heldBy)
+        }
+    }
+}
