@@ -36,6 +36,9 @@ let package = Package(
         // fork, each with pages of its own, each writing 1% of its pages on request (see
         // Sources/TreeTarget/main.c).
         .executableTarget(name: "TreeTarget"),
+        // The processes the network benchmark runs: a network namespace's keeper, a server
+        // holding N accepted connections, their client (see Sources/NetTarget/main.c).
+        .executableTarget(name: "NetTarget"),
         // What the benchmarks share: starting and driving a DirtyTarget, scratch stores, a
         // seeded generator (SplitMix64), and the notes run-ratios reads.
         .target(name: "TargetProcess", dependencies: [.product(name: "Store", package: "chpox")]),
@@ -115,6 +118,21 @@ let package = Package(
                 "TargetProcess",
             ],
             path: "Benchmarks/FileBenchmark"
+        ),
+        // The extra pause per established TCP connection: a server with 0, 100 and 1,000
+        // connections from a client outside its tree, in a network namespace of its own,
+        // checkpointed by cpx and dumped by `criu dump --leave-running --tcp-established` in the
+        // same run. Needs NetTarget, cpx, dumpinfo and chpox-inject built beside it, CRIU
+        // ($CHPOX_CRIU) and nsenter: `run-ratios`.
+        .executableTarget(
+            name: "NetworkBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                "TargetProcess",
+                "NetTarget",
+            ],
+            path: "Benchmarks/NetworkBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ]
 )

@@ -183,11 +183,14 @@ public enum PacketFilter {
     /// `owner`'s (this process unless told otherwise).
     public static func hold(_ connections: [Connection], owner: Owner? = .current) throws(Failure) {
         guard !connections.isEmpty else { return }
-        try locked { () throws(Failure) in
-            try nft(
-                ["-f", "-"],
-                input: (chains + connections.flatMap { rules($0, owner: owner) }).joined(separator: "\n") + "\n")
-        }
+        try locked { () throws(Failure) in try nft(["-f", "-"], input: holdScript(connections, owner: owner)) }
+    }
+
+    /// The nft script `hold` runs: the table and its chains where missing, two rules per
+    /// connection. (Public for tests that hold connections in a network namespace of their own,
+    /// through `nsenter … nft -f`.)
+    public static func holdScript(_ connections: [Connection], owner: Owner?) -> String {
+        (chains + connections.flatMap { rules($0, owner: owner) }).joined(separator: "\n") + "\n"
     }
 
     /// Makes this process the owner of the holds of `connections` (those it finds), so that no
@@ -231,6 +234,12 @@ public enum PacketFilter {
             if case .refused(let words) = error, words.contains("No such file or directory") { return [] }
             throw error
         }
+        return rules(listed: listed)
+    }
+
+    /// The rules of the table in `listed`, the output of `nft -a list table inet chpox_hold`
+    /// (public for tests that list a network namespace's table themselves).
+    public static func rules(listed: String) -> [Rule] {
         var rules: [Rule] = []
         var chain = ""
         for line in listed.split(separator: "\n") {

@@ -10,7 +10,8 @@ extension LiveProcess {
     /// separately): `cpx --kill --tcp-established` kills the server with the connection held
     /// (an nftables rule drops its packets both ways, `PacketFilter`), the client sends while
     /// the server is gone, and after `ld-chpox` the same connection answers: nothing was reset,
-    /// and the rule is gone.
+    /// and the rule is gone. Each test runs in a network namespace of its own (`TestNetwork`):
+    /// its holds are in that namespace's table, apart from the host's and other runs'.
     @Suite struct HeldConnectionTests {
         static let server = """
             import socket
@@ -40,15 +41,17 @@ extension LiveProcess {
 
         static var canHold: Bool {
             FileManager.default.isExecutableFile(atPath: "/usr/bin/python3")
-                && FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft") && getuid() == 0
+                && FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft") && TestNetwork.canMake
         }
 
         /// The server, its client (outside its tree) once it has had an answer, and their
-        /// connection as the server's end sees it.
-        static func connected() throws -> (WorkloadProcess, WorkloadProcess, PacketFilter.Connection) {
-            let server = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", Self.server])
+        /// connection as the server's end sees it, all in `network`.
+        static func connected(
+            in network: TestNetwork
+        ) throws -> (WorkloadProcess, WorkloadProcess, PacketFilter.Connection) {
+            let server = try network.spawn("/usr/bin/python3", ["-c", Self.server])
             let port = try server.line()
-            let client = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", Self.client, port])
+            let client = try network.spawn("/usr/bin/python3", ["-c", Self.client, port])
             let first = try client.line().split(separator: " ")
             guard first.count == 2, first[0] == "ONE", let local = UInt16(port), let remote = UInt16(first[1]) else {
                 RestartTests.end(client)
@@ -60,39 +63,45 @@ extension LiveProcess {
             return (server, client, connection)
         }
 
-        static func rules(for connection: PacketFilter.Connection) throws -> [PacketFilter.Rule] {
-            try PacketFilter.rules().filter { $0.connection == connection }
+        /// The rules of `network`'s hold table on `connection`.
+        static func rules(
+            for connection: PacketFilter.Connection, in network: TestNetwork
+        ) throws -> [PacketFilter.Rule] {
+            try network.holdRules().filter { $0.connection == connection }
         }
 
-        @Test(.enabled(if: canHold, "needs python3, nft (package nftables) and root"), .timeLimit(.minutes(2)))
+        @Test(
+            .enabled(if: canHold, "needs python3, nft (package nftables), unshare, nsenter, ip and root"),
+            .timeLimit(.minutes(2)))
         func aConnectionToAPeerOutsideSurvivesKillAndRestart() throws {
             let directory = try RestartTests.scratch("held")
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let store = directory + "/store"
-            let (original, client, connection) = try Self.connected()
+            let network = try TestNetwork()
+            let (original, client, connection) = try Self.connected(in: network)
             defer { RestartTests.end(client) }
 
             // Without --tcp-established the connection is refused, naming it.
-            let refused = try TestTools.run("cpx", ["--store", store, "--name", "held", original.pid.description])
+            let refused = try network.run("cpx", ["--store", store, "--name", "held", original.pid.description])
             #expect(refused.status != 0)
             #expect(refused.errors.contains("whose peer is outside the checkpointed tree"), "\(refused.errors)")
-            let base = try TestTools.run(
+            let base = try network.run(
                 "cpx", ["--store", store, "--name", "held", "--tcp-established", original.pid.description])
             #expect(base.status == 0, "\(base.errors)")
-            #expect(try Self.rules(for: connection).isEmpty, "a generation without --kill holds nothing")
+            #expect(try Self.rules(for: connection, in: network).isEmpty, "a generation without --kill holds nothing")
             #expect(try client.send("alive") == "ALIVE")
 
-            let last = try TestTools.run(
+            let last = try network.run(
                 "cpx", ["--store", store, "--name", "held", "--tcp-established", "--kill", original.pid.description])
             #expect(last.status == 0, "\(last.errors)")
             #expect(last.output.contains("held for the restart: the connection \(connection)"), "\(last.output)")
             #expect(try original.child.wait() == .signalled(SIGKILL))
-            let held = try Self.rules(for: connection)
+            let held = try Self.rules(for: connection, in: network)
             #expect(Set(held.map(\.chain)) == ["input", "output"], "\(held)")
-            let shown = try TestTools.run("dumpinfo", ["--store", store, "--name", "held", "--generation", "1"])
+            let shown = try network.run("dumpinfo", ["--store", store, "--name", "held", "--generation", "1"])
             #expect(shown.output.contains("connection   \(connection), fd"), "\(shown.output)")
             #expect(shown.output.contains("peer outside the tree: held now"), "\(shown.output)")
-            let json = try TestTools.run(
+            let json = try network.run(
                 "dumpinfo", ["--store", store, "--name", "held", "--generation", "1", "--json"])
             #expect(json.output.contains("\"held\":true") || json.output.contains("\"held\" : true"), "\(json.output)")
             #expect(try JSONSchemaCheck().problems(json.output) == [])
@@ -100,12 +109,13 @@ extension LiveProcess {
             // Sent while the server is gone: held, retransmitted, answered after the restart.
             try client.write("held")
             Thread.sleep(forTimeInterval: 0.5)
-            let restarted = try RestartTests.restart(store: store, name: "held", generation: 1)
+            let restarted = try network.spawn(
+                "ld-chpox", ["--store", store, "--name", "held", "--generation", "1", "--wait"])
             defer { RestartTests.end(restarted) }
             #expect(try client.line() == "HELD")
             #expect(try client.send("after") == "AFTER")
-            #expect(try Self.rules(for: connection).isEmpty, "the restart releases the hold")
-            let after = try TestTools.run("dumpinfo", ["--store", store, "--name", "held", "--generation", "1"])
+            #expect(try Self.rules(for: connection, in: network).isEmpty, "the restart releases the hold")
+            let after = try network.run("dumpinfo", ["--store", store, "--name", "held", "--generation", "1"])
             #expect(after.output.contains("peer outside the tree: not held now"), "\(after.output)")
         }
 
@@ -122,37 +132,43 @@ extension LiveProcess {
         /// ld-chpox run beside it leaves it, though its connection is open; once its owner has
         /// gone the next run removes it. (Two cpx runs at once, each checkpointing a server of
         /// its own, took each other's holds away: the peer of the one killed was reset.)
-        @Test(.enabled(if: canHold, "needs python3, nft (package nftables) and root"), .timeLimit(.minutes(2)))
+        @Test(
+            .enabled(if: canHold, "needs python3, nft (package nftables), unshare, nsenter, ip and root"),
+            .timeLimit(.minutes(2)))
         func aHoldWhoseOwnerRunsIsLeftByTheRunsBesideIt() throws {
             let directory = try RestartTests.scratch("heldowner")
             defer { try? FileManager.default.removeItem(atPath: directory) }
-            let (server, client, connection) = try Self.connected()
+            let network = try TestNetwork()
+            let (server, client, connection) = try Self.connected(in: network)
             defer { RestartTests.end(server) }
             defer { RestartTests.end(client) }
             let owner = try WorkloadProcess(executable: "/bin/cat", arguments: [])  // runs until killed
             let identity = try Self.identity(of: owner.pid)
-            try PacketFilter.hold([connection], owner: identity)
-            let made = try Self.rules(for: connection)
+            try network.hold([connection], owner: identity)
+            let made = try Self.rules(for: connection, in: network)
             #expect(Set(made.map(\.owner)) == [identity], "the rules name their owner: \(made)")
 
             // Beside it: a cpx of the server, and a checkpoint and restart of another process.
             let store = directory + "/store"
-            let beside = try TestTools.run(
+            let beside = try network.run(
                 "cpx", ["--store", store, "--name", "server", "--tcp-established", "\(server.pid)"])
             #expect(beside.status == 0, "\(beside.errors)")
-            let other = try WorkloadProcess(executable: "/bin/cat", arguments: [])
-            try RestartTests.checkpoint(other.pid, store: store, name: "other")
+            let other = try network.spawn("/bin/cat", [])
+            let taken = try network.run("cpx", ["--store", store, "--name", "other", "\(other.pid)"])
+            #expect(taken.status == 0, "\(taken.errors)")
             RestartTests.end(other)
-            let restarted = try RestartTests.restart(store: store, name: "other", generation: 0)
+            let restarted = try network.spawn(
+                "ld-chpox", ["--store", store, "--name", "other", "--generation", "0", "--wait"])
             #expect(try restarted.send("again") == "again")
             RestartTests.end(restarted)
-            #expect(try Self.rules(for: connection) == made, "runs beside the owner leave its hold")
+            #expect(try Self.rules(for: connection, in: network) == made, "runs beside the owner leave its hold")
 
             RestartTests.end(owner)
-            let next = try TestTools.run(
+            let next = try network.run(
                 "cpx", ["--store", store, "--name", "server", "--tcp-established", "\(server.pid)"])
             #expect(next.status == 0, "\(next.errors)")
-            #expect(try Self.rules(for: connection).isEmpty, "the owner gone, the next run removes the hold")
+            #expect(
+                try Self.rules(for: connection, in: network).isEmpty, "the owner gone, the next run removes the hold")
             #expect(try client.send("free") == "FREE")
         }
 
@@ -167,12 +183,15 @@ extension LiveProcess {
         /// runs (let go, it answers, and no rule is left on its connection once the next cpx
         /// has started) or it was killed with its connection held and restarts; either way the
         /// client's connection goes on.
-        @Test(.enabled(if: canHold, "needs python3, nft (package nftables) and root"), .timeLimit(.minutes(4)))
+        @Test(
+            .enabled(if: canHold, "needs python3, nft (package nftables), unshare, nsenter, ip and root"),
+            .timeLimit(.minutes(4)))
         func aKilledCpxNeverLeavesAConnectionHeldOrBroken() throws {
             let directory = try RestartTests.scratch("heldkill")
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let store = directory + "/store"
-            let (original, client, connection) = try Self.connected()
+            let network = try TestNetwork()
+            let (original, client, connection) = try Self.connected(in: network)
             let pid = original.pid
             var owner = original  // the server's parent: the test, then ld-chpox --wait
             defer { RestartTests.end(owner) }
@@ -180,15 +199,17 @@ extension LiveProcess {
             let options = ["--store", store, "--name", "k", "--tcp-established"]
             // A hold left on a connection that runs on (a cpx that died after making it): the
             // next cpx removes it before anything else.
-            try PacketFilter.hold([connection], owner: try Self.goneOwner())
-            #expect(try Self.rules(for: connection).count == 2)
-            let sweep = try TestTools.run("cpx", options + ["\(pid)"])
+            try network.hold([connection], owner: try Self.goneOwner())
+            #expect(try Self.rules(for: connection, in: network).count == 2)
+            let sweep = try network.run("cpx", options + ["\(pid)"])
             #expect(sweep.status == 0, "\(sweep.errors)")
-            #expect(try Self.rules(for: connection).isEmpty, "the next cpx removes a hold on a running connection")
+            #expect(
+                try Self.rules(for: connection, in: network).isEmpty,
+                "the next cpx removes a hold on a running connection")
             #expect(try client.send("swept") == "SWEPT")
             var outcomes: [String] = []
             for (k, delay) in [0.02, 0.08, 0.15, 0.25, 0.4, 5.0].enumerated() {
-                let cpx = try ChildProcess.spawn(TestTools.path("cpx"), options + ["--kill", "\(pid)"])
+                let cpx = try network.start("cpx", options + ["--kill", "\(pid)"])
                 Thread.sleep(forTimeInterval: delay)
                 try? cpx.send(SIGKILL)
                 _ = try cpx.wait()
@@ -197,17 +218,20 @@ extension LiveProcess {
                 let state = try? ProcFS.state(pid)
                 if let state, state != "Z" {
                     // The next cpx (a generation, the server running on) removes a hold left on it.
-                    let next = try TestTools.run("cpx", options + ["\(pid)"])
+                    let next = try network.run("cpx", options + ["\(pid)"])
                     #expect(next.status == 0, "round \(k): \(next.errors)")
-                    #expect(try Self.rules(for: connection).isEmpty, "round \(k): a rule holds a running connection")
+                    #expect(
+                        try Self.rules(for: connection, in: network).isEmpty,
+                        "round \(k): a rule holds a running connection")
                     #expect(try client.send("r\(k)") == "R\(k)", "round \(k): the server runs on")
                     outcomes.append("ran on")
                 } else {
                     _ = try? owner.child.wait()
-                    owner = try WorkloadProcess(
-                        executable: TestTools.path("ld-chpox"), arguments: ["--store", store, "--name", "k", "--wait"])
+                    owner = try network.spawn("ld-chpox", ["--store", store, "--name", "k", "--wait"])
                     #expect(try client.send("r\(k)") == "R\(k)", "round \(k): the restarted server answers")
-                    #expect(try Self.rules(for: connection).isEmpty, "round \(k): the restart releases the hold")
+                    #expect(
+                        try Self.rules(for: connection, in: network).isEmpty,
+                        "round \(k): the restart releases the hold")
                     outcomes.append("restarted")
                 }
             }
@@ -242,7 +266,9 @@ extension LiveProcess {
                 print(get(line.strip()), c.sock.getsockname()[1], flush=True)
             """
 
-        @Test(.enabled(if: canHold, "needs python3, nft (package nftables) and root"), .timeLimit(.minutes(2)))
+        @Test(
+            .enabled(if: canHold, "needs python3, nft (package nftables), unshare, nsenter, ip and root"),
+            .timeLimit(.minutes(2)))
         func anHTTPServerAnswersAKeepAliveClientAfterItsRestart() throws {
             let directory = try RestartTests.scratch("held-http")
             defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -250,24 +276,24 @@ extension LiveProcess {
             try FileManager.default.createDirectory(atPath: directory + "/www", withIntermediateDirectories: true)
             try "first".write(toFile: directory + "/www/a.txt", atomically: true, encoding: .utf8)
             try "second".write(toFile: directory + "/www/b.txt", atomically: true, encoding: .utf8)
-            let server = try WorkloadProcess(
-                executable: "/usr/bin/python3", arguments: ["-c", Self.httpServer, directory + "/www"])
+            let network = try TestNetwork()
+            let server = try network.spawn("/usr/bin/python3", ["-c", Self.httpServer, directory + "/www"])
             let port = try server.line()
-            let client = try WorkloadProcess(
-                executable: "/usr/bin/python3", arguments: ["-c", Self.httpClient, port])
+            let client = try network.spawn("/usr/bin/python3", ["-c", Self.httpClient, port])
             defer { RestartTests.end(client) }
             let first = try client.line().split(separator: " ")
             try #require(first.count == 3 && first[0] == "200" && first[1] == "first", "\(first)")
             let options = ["--store", store, "--name", "http", "--tcp-established"]
-            let base = try TestTools.run("cpx", options + ["\(server.pid)"])
+            let base = try network.run("cpx", options + ["\(server.pid)"])
             #expect(base.status == 0, "\(base.errors)")
             #expect(try client.send("/b.txt") == "200 second \(first[2])")
-            let last = try TestTools.run("cpx", options + ["--kill", "\(server.pid)"])
+            let last = try network.run("cpx", options + ["--kill", "\(server.pid)"])
             #expect(last.status == 0, "\(last.errors)")
             #expect(try server.child.wait() == .signalled(SIGKILL))
             try client.write("/a.txt")  // sent while the server is gone
             Thread.sleep(forTimeInterval: 0.3)
-            let restarted = try RestartTests.restart(store: store, name: "http", generation: 1)
+            let restarted = try network.spawn(
+                "ld-chpox", ["--store", store, "--name", "http", "--generation", "1", "--wait"])
             defer { RestartTests.end(restarted) }
             #expect(try client.line() == "200 first \(first[2])", "the same connection (its port) answers")
             #expect(try client.send("/b.txt") == "200 second \(first[2])")

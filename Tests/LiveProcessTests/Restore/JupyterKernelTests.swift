@@ -12,7 +12,9 @@ extension LiveProcess {
     /// connections to the client are held), a cell is sent while it is gone, and after
     /// `ld-chpox` the same client gets that cell's result and runs more cells that read the
     /// earlier state. The kernel keeps IPython's history in SQLite (its own IPYTHONDIR) and
-    /// captures its own fd 1 through a pipe it made, which comes back as its own.
+    /// captures its own fd 1 through a pipe it made, which comes back as its own. The kernel, its
+    /// client, cpx and ld-chpox run in a network namespace of the test's own (`TestNetwork`), so
+    /// that its holds are in that namespace's table, apart from the host's and other runs'.
     @Suite struct JupyterKernelTests {
         /// The environment's python: .build/jupyter-venv at the package's root.
         static let python =
@@ -24,7 +26,7 @@ extension LiveProcess {
 
         static var canRun: Bool {
             FileManager.default.isExecutableFile(atPath: python)
-                && FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft") && getuid() == 0
+                && FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft") && TestNetwork.canMake
                 && (try? TestTools.run(python, ["-c", "import ipykernel, jupyter_client"]).status) == 0
         }
 
@@ -76,7 +78,9 @@ extension LiveProcess {
         }
 
         @Test(
-            .enabled(if: canRun, "needs .build/jupyter-venv (scripts/setup.sh --tests), nft (nftables) and root"),
+            .enabled(
+                if: canRun,
+                "needs .build/jupyter-venv (scripts/setup.sh --tests), nft (nftables), unshare, nsenter, ip and root"),
             .timeLimit(.minutes(3)))
         func aKernelRunsCellsOnItsEarlierStateAfterKillAndRestart() throws {
             let directory = try RestartTests.scratch("jupyter")
@@ -85,9 +89,10 @@ extension LiveProcess {
             let options = ["--store", store, "--name", "kernel", "--tcp-established"]
             // ipykernel writes the connection file (ports it picked on 127.0.0.1); IPython's
             // history goes to the test's own IPYTHONDIR.
-            let runner = try WorkloadProcess(
-                executable: TestTools.path("chpox-subreaper"),
-                arguments: [
+            let network = try TestNetwork()
+            let runner = try network.spawn(
+                "chpox-subreaper",
+                [
                     log, "/usr/bin/env", "IPYTHONDIR=\(directory)/ipython", Self.python, "-m", "ipykernel_launcher",
                     "-f", connection, "--ip=127.0.0.1",
                 ])
@@ -97,7 +102,7 @@ extension LiveProcess {
                 kill(pid, SIGKILL)
                 _ = try? kernelOwner.child.wait()
             }
-            let client = try WorkloadProcess(executable: Self.python, arguments: ["-c", Self.client, connection])
+            let client = try network.spawn(Self.python, ["-c", Self.client, connection])
             defer { RestartTests.end(client) }
             try #require(try client.line() == "ready", "the kernel's log: \(RealProgramTests.text(log))")
 
@@ -126,13 +131,13 @@ extension LiveProcess {
             #expect(try Self.cell(client, helper) == "('lenrek', \(pid))")
             let threads = try Self.cell(client, "import threading\nthreading.active_count()")
 
-            let full = try TestTools.run("cpx", options + ["\(pid)"])
+            let full = try network.run("cpx", options + ["\(pid)"])
             #expect(full.status == 0, "\(full.errors)")
             #expect(full.output.contains("generation 0 (full"), "\(full.output)")
             let touch = numpy == "numpy" ? "arr[7] += 11" : "arr[7] = [x + 11 for x in arr[7]]"
             #expect(try Self.cell(client, "state['after'] = len(state)\n\(touch)\nstate['after']") == "1000")
 
-            let last = try TestTools.run("cpx", options + ["--kill", "\(pid)"])
+            let last = try network.run("cpx", options + ["--kill", "\(pid)"])
             #expect(last.status == 0, "\(last.errors)")
             #expect(last.output.contains("generation 1 (delta"), "\(last.output)")
             #expect(last.output.contains("held for the restart: the connection"), "\(last.output)")
@@ -140,9 +145,9 @@ extension LiveProcess {
             // Sent while the kernel is gone: its packets are held, and the restarted kernel runs it.
             try client.write(try Self.json("state['during'] = int(sum(arr[7][:3]))\nstate['during']"))
             Thread.sleep(forTimeInterval: 0.5)
-            kernelOwner = try WorkloadProcess(
-                executable: TestTools.path("chpox-subreaper"),
-                arguments: [
+            kernelOwner = try network.spawn(
+                "chpox-subreaper",
+                [
                     directory + "/restart.log", TestTools.path("ld-chpox"), "--store", store, "--name", "kernel",
                     "--wait",
                 ])

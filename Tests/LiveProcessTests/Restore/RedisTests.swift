@@ -89,75 +89,22 @@ extension LiveProcess {
 
         static let keys = 10_000
         static let redisServer = "/usr/bin/redis-server"
-        static let nsenter = "/usr/bin/nsenter"
 
         static var canRun: Bool {
-            [redisServer, nsenter, "/usr/bin/unshare", "/usr/bin/python3", "/usr/sbin/nft"].allSatisfy {
+            [redisServer, "/usr/bin/python3", "/usr/sbin/nft"].allSatisfy {
                 FileManager.default.isExecutableFile(atPath: $0)
-            } && getuid() == 0
-        }
-
-        /// A network namespace made for the test, its loopback up, kept while `holder` runs
-        /// (until its stdin closes); every program of the test runs in it (`inside`): Redis,
-        /// its client, cpx and ld-chpox (which restarts Redis in its own namespace), and nft.
-        struct Network {
-            let holder: WorkloadProcess
-
-            init() throws {
-                let up = """
-                    import fcntl, socket, struct, sys
-                    s = socket.socket()
-                    flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0)))[1]
-                    fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 1))  # SIOCSIFFLAGS: IFF_UP
-                    print("up", flush=True)
-                    sys.stdin.read()
-                    """
-                holder = try WorkloadProcess(
-                    executable: "/usr/bin/unshare", arguments: ["--net", "/usr/bin/python3", "-c", up])
-                guard try holder.line() == "up" else { throw WorkloadProcess.WorkloadError.exited }
-            }
-
-            /// `program arguments` run in the namespace (nsenter execs it: the pid is its own).
-            func inside(_ program: String, _ arguments: [String]) -> [String] {
-                ["--net=/proc/\(holder.pid)/ns/net", "--", program] + arguments
-            }
-
-            func run(_ program: String, _ arguments: [String]) throws -> TestTools.Run {
-                try TestTools.run(RedisTests.nsenter, inside(program, arguments))
-            }
-
-            func start(_ program: String, _ arguments: [String]) throws -> WorkloadProcess {
-                try WorkloadProcess(executable: RedisTests.nsenter, arguments: inside(program, arguments))
-            }
-
-            /// The sockets of the namespace that a process holds on the connection from local
-            /// port `local` to remote port `remote` (/proc/PID/net/tcp shows PID's namespace).
-            func heldSockets(local: UInt16, remote: UInt16) throws -> Int {
-                let table = try String(contentsOfFile: "/proc/\(holder.pid)/net/tcp", encoding: .utf8)
-                return table.split(separator: "\n").dropFirst().filter { line in
-                    let fields = line.split(separator: " ")
-                    guard fields.count > 9 else { return false }
-                    let ports = [fields[1], fields[2]].map { UInt16($0.split(separator: ":").last ?? "", radix: 16) }
-                    return ports == [local, remote] && fields[3] != "07" && fields[9] != "0"
-                }.count
-            }
-
-            /// The namespace's hold table as nft lists it, or nil when there is none.
-            func holdTable() throws -> String? {
-                let listed = try run("/usr/sbin/nft", ["list", "table", "inet", PacketFilter.table])
-                return listed.status == 0 ? listed.output : nil
-            }
+            } && TestNetwork.canMake
         }
 
         /// The reply of `words` on a connection of its own, closed by the server (QUIT).
-        static func once(_ network: Network, _ port: String, _ words: String...) throws -> String {
+        static func once(_ network: TestNetwork, _ port: String, _ words: String...) throws -> String {
             let run = try network.run("/usr/bin/python3", ["-c", client, port, "once"] + words)
             return run.output.trimmingCharacters(in: .whitespacesAndNewlines)
         }
 
         /// The bytes Redis holds in its own output buffer for the client at `address`, from
         /// CLIENT LIST (its `omem` field).
-        static func outputMemory(_ network: Network, _ port: String, client address: String) throws -> Int? {
+        static func outputMemory(_ network: TestNetwork, _ port: String, client address: String) throws -> Int? {
             let clients = try once(network, port, "CLIENT", "LIST").components(separatedBy: " | ")
             guard let line = clients.first(where: { $0.contains(" addr=\(address) ") }) else { return nil }
             let field = line.split(separator: " ").first { $0.hasPrefix("omem=") }
@@ -167,16 +114,16 @@ extension LiveProcess {
         @Test(
             .enabled(
                 if: canRun,
-                "needs redis-server (package redis-server), nsenter and unshare (util-linux), python3, nft and root"),
+                "needs redis-server (package redis-server), nsenter and unshare (util-linux), ip, python3, nft and root"
+            ),
             .timeLimit(.minutes(3)))
         func redisServesItsMidPipelineClientEveryKeyAfterKillAndRestart() throws {
             let directory = try RestartTests.scratch("redis")
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let store = directory + "/store", log = directory + "/redis.log"
-            let network = try Network()
-            defer { RestartTests.end(network.holder) }
+            let network = try TestNetwork()  // Redis, its client, cpx, ld-chpox and nft run in it
             let port = "6379"  // Redis's own: free in a namespace of the test's
-            let server = try network.start(
+            let server = try network.spawn(
                 Self.redisServer,
                 [
                     "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
@@ -184,7 +131,7 @@ extension LiveProcess {
                 ])
             let pid = server.pid
             defer { RestartTests.end(server) }
-            let client = try network.start("/usr/bin/python3", ["-c", Self.client, port])
+            let client = try network.spawn("/usr/bin/python3", ["-c", Self.client, port])
             defer { RestartTests.end(client) }
             let clientPort = try client.line()
             let address = "127.0.0.1:\(clientPort)"
@@ -229,7 +176,7 @@ extension LiveProcess {
             #expect(try client.line() == "sent")
             Thread.sleep(forTimeInterval: 0.3)
 
-            let restarted = try network.start(
+            let restarted = try network.spawn(
                 TestTools.path("ld-chpox"), ["--store", store, "--name", "redis", "--generation", "1", "--wait"])
             defer {
                 kill(pid, SIGKILL)  // the restarted server (its pid is the original's)

@@ -10,7 +10,7 @@ extension LiveProcess {
     /// connection to an echo server outside its tree and a listening socket of its own. Its
     /// restart brings the connection back closed: its next write fails with EPIPE, it
     /// reconnects and goes on, and its listening socket still accepts. Everything runs in a
-    /// network namespace the test makes (`Network`), on its loopback.
+    /// network namespace the test makes (`TestNetwork`), on its loopback.
     @Suite struct TcpCloseTests {
         /// The echo server outside the tree: every line back in capitals, on any number of
         /// connections.
@@ -60,47 +60,18 @@ extension LiveProcess {
                         print("reconnected", errno.errorcode.get(e.errno, "EOF"), ask(word), flush=True)
             """
 
-        /// A network namespace made for the test (unshare -n) with its loopback up, kept by a
-        /// process that waits on its stdin; the test's programs run in it (nsenter --net). It
-        /// ends with its last process.
-        final class Network {
-            let keeper: WorkloadProcess
-
-            init() throws {
-                keeper = try WorkloadProcess(
-                    executable: "/usr/bin/unshare",
-                    arguments: ["--net", "/bin/sh", "-c", "ip link set lo up && echo up && exec cat"])
-                guard try keeper.line() == "up" else { throw POSIXError(.ENETDOWN) }
-            }
-
-            deinit { RestartTests.end(keeper) }
-
-            private var enter: [String] { ["--net=/proc/\(keeper.pid)/ns/net", "--"] }
-
-            /// A program started in the namespace (nsenter execs it: `pid` is the program's).
-            func spawn(_ executable: String, _ arguments: [String]) throws -> WorkloadProcess {
-                try WorkloadProcess(executable: "/usr/bin/nsenter", arguments: enter + [executable] + arguments)
-            }
-
-            /// One of the package's tools, or a program by its path, run in the namespace to its end.
-            func run(_ tool: String, _ arguments: [String]) throws -> TestTools.Run {
-                try TestTools.run(
-                    "/usr/bin/nsenter", enter + [tool.hasPrefix("/") ? tool : TestTools.path(tool)] + arguments)
-            }
-
-            /// What the listening socket on `port` says to a new connection.
-            func greeting(_ port: String) throws -> String {
-                let script =
-                    "import socket; print(socket.create_connection(('127.0.0.1', \(port))).recv(100).decode().strip())"
-                return try run("/usr/bin/python3", ["-c", script]).output.trimmingCharacters(
-                    in: .whitespacesAndNewlines)
-            }
+        /// What the listening socket on `port` in `network` says to a new connection.
+        static func greeting(_ port: String, in network: TestNetwork) throws -> String {
+            let script =
+                "import socket; print(socket.create_connection(('127.0.0.1', \(port))).recv(100).decode().strip())"
+            return try network.run("/usr/bin/python3", ["-c", script]).output.trimmingCharacters(
+                in: .whitespacesAndNewlines)
         }
 
         /// The client and its server in `network`, once it has had its first answer: the client,
         /// its listening port, and its connections as "LOCAL to REMOTE".
         static func connected(
-            in network: Network, idle: Int = 0
+            in network: TestNetwork, idle: Int = 0
         ) throws -> (server: WorkloadProcess, client: WorkloadProcess, listening: String, connections: [String]) {
             let server = try network.spawn("/usr/bin/python3", ["-c", Self.server])
             let port = try server.line()
@@ -116,9 +87,7 @@ extension LiveProcess {
         }
 
         static var canRun: Bool {
-            ["/usr/bin/python3", "/usr/bin/unshare", "/usr/bin/nsenter", "/usr/sbin/ip"].allSatisfy {
-                FileManager.default.isExecutableFile(atPath: $0)
-            } && getuid() == 0
+            FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") && TestNetwork.canMake
         }
 
         static var canHold: Bool { canRun && FileManager.default.isExecutableFile(atPath: "/usr/sbin/nft") }
@@ -135,7 +104,7 @@ extension LiveProcess {
             let directory = try RestartTests.scratch("tcp-close")
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let store = directory + "/store"
-            let network = try Network()
+            let network = try TestNetwork()
             let (server, original, listening, connections) = try Self.connected(in: network)
             defer { RestartTests.end(server) }
             let connection = try #require(connections.first)
@@ -163,7 +132,7 @@ extension LiveProcess {
             #expect(closed.count == 1 && closed.allSatisfy { $0.hasSuffix(": \(connection)") }, "\(document)")
             #expect(try restarted.send("two") == "reconnected EPIPE TWO")
             #expect(try restarted.send("three") == "THREE")
-            #expect(try network.greeting(listening) == "tree", "the listening socket in the tree accepts")
+            #expect(try Self.greeting(listening, in: network) == "tree", "the listening socket in the tree accepts")
         }
 
         @Test(.enabled(if: canHold, "needs python3, unshare, nsenter, ip, nft and root"), .timeLimit(.minutes(2)))
@@ -171,7 +140,7 @@ extension LiveProcess {
             let directory = try RestartTests.scratch("tcp-close-held")
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let store = directory + "/store"
-            let network = try Network()
+            let network = try TestNetwork()
             let (server, original, listening, connections) = try Self.connected(in: network)
             defer { RestartTests.end(server) }
             let connection = try #require(connections.first)
@@ -199,7 +168,7 @@ extension LiveProcess {
             #expect(try !ruleListed(), "the restart releases the hold of the connection it closed")
             #expect(try restarted.send("two") == "reconnected EPIPE TWO")
             #expect(try restarted.send("three") == "THREE")
-            #expect(try network.greeting(listening) == "tree", "the listening socket in the tree accepts")
+            #expect(try Self.greeting(listening, in: network) == "tree", "the listening socket in the tree accepts")
         }
 
         @Test(.enabled(if: canRun, "needs python3, unshare, nsenter, ip and root"), .timeLimit(.minutes(2)))
@@ -207,7 +176,7 @@ extension LiveProcess {
             let directory = try RestartTests.scratch("tcp-close-refused")
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let store = directory + "/store"
-            let network = try Network()
+            let network = try TestNetwork()
             let (server, client, _, connections) = try Self.connected(in: network, idle: 1)
             defer { RestartTests.end(server) }
             defer { RestartTests.end(client) }

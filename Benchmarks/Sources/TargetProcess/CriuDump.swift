@@ -4,9 +4,9 @@ import Glibc
 import Musl
 #endif
 import Foundation
-import TargetProcess
 
-/// `criu dump --leave-running` of a process tree, the baseline of the tree benchmark: CRIU 4.2,
+/// `criu dump --leave-running` of a process tree, the baseline of the tree and network
+/// benchmarks: CRIU 4.2,
 /// built by ../shared/peers/build-criu.sh into the repository's .build/peers ($CHPOX_CRIU, which
 /// `run-ratios` sets when it finds one).
 ///
@@ -15,30 +15,34 @@ import TargetProcess
 /// memory written into the image files included, since without a page server or pre-dump the
 /// pages go to files while the tree stands still. "Freezing time", the seizing of the tree, is
 /// reported beside it.
-struct CriuDump {
-    let path: String
+public struct CriuDump: Sendable {
+    public let path: String
 
-    struct Result {
-        var frozenMicroseconds = 0
-        var freezingMicroseconds = 0
-        var pagesWritten = 0
+    public struct Result: Sendable {
+        public var frozenMicroseconds = 0
+        public var freezingMicroseconds = 0
+        public var pagesWritten = 0
         /// Sizes of the image directory's regular files (pages-*.img the most), the log left out.
-        var imageBytes = 0
+        public var imageBytes = 0
         /// The whole `criu dump` run, from spawn to exit.
-        var milliseconds = 0
+        public var milliseconds = 0
     }
 
-    static let located: CriuDump? = {
+    public static let located: CriuDump? = {
         guard let path = ProcessInfo.processInfo.environment["CHPOX_CRIU"], access(path, X_OK) == 0 else { return nil }
         return CriuDump(path: path)
     }()
 
-    static let missing = "criu not found: set CHPOX_CRIU, or build CRIU 4.2 with ../shared/peers/build-criu.sh .build/peers "
+    public static let missing = "criu not found: set CHPOX_CRIU, or build CRIU 4.2 with ../shared/peers/build-criu.sh .build/peers "
         + "at the repository's root (run-ratios looks there and in the main worktree)"
 
     /// Dumps the tree of `pid` into a fresh `directory` (removed afterwards, once measured) and
     /// leaves it running. `--shell-job`: the tree's session and terminal are the benchmark's.
-    func dump(_ pid: Int32, into directory: String) -> Swift.Result<Result, DumpFailure> {
+    /// `options` go to `criu dump` after those; `launcher` runs criu (`nsenter --net=… --`, for
+    /// a process in a network namespace of the benchmark's: criu must be in the same one).
+    public func dump(_ pid: Int32, into directory: String, options: [String] = [], launcher: [String] = [])
+        -> Swift.Result<Result, DumpFailure>
+    {
         try? FileManager.default.removeItem(atPath: directory)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         do {
@@ -48,8 +52,9 @@ struct CriuDump {
         }
         let stats = directory + ".stats"
         defer { unlink(stats) }
-        let arguments = [path, "dump", "-t", "\(pid)", "-D", directory, "--leave-running", "--shell-job",
-                         "--display-stats", "-o", "dump.log"]
+        let arguments = launcher + [path, "dump", "-t", "\(pid)", "-D", directory, "--leave-running", "--shell-job",
+                                    "--display-stats", "-o", "dump.log"] + options
+        let program = arguments[0]
         let ((status, spawnError), elapsed) = microseconds { () -> (Int32, Int32) in
             var actions = posix_spawn_file_actions_t()
             posix_spawn_file_actions_init(&actions)
@@ -60,13 +65,13 @@ struct CriuDump {
             let argv = arguments.map { strdup($0) } + [nil]
             defer { argv.forEach { free($0) } }
             var child: pid_t = 0
-            let spawned = posix_spawn(&child, path, &actions, nil, argv, environ)
+            let spawned = posix_spawn(&child, program, &actions, nil, argv, environ)
             guard spawned == 0 else { return (-1, spawned) }
             var status: Int32 = 0
             while waitpid(child, &status, 0) < 0 && errno == EINTR {}
             return (status, 0)
         }
-        guard spawnError == 0 else { return .failure(DumpFailure("cannot start \(path): \(String(cString: strerror(spawnError)))")) }
+        guard spawnError == 0 else { return .failure(DumpFailure("cannot start \(program): \(String(cString: strerror(spawnError)))")) }
         let output = (try? String(contentsOfFile: stats, encoding: .utf8)) ?? ""
         guard status == 0 else {
             let log = (try? String(contentsOfFile: directory + "/dump.log", encoding: .utf8)) ?? ""
@@ -94,8 +99,8 @@ struct CriuDump {
         return .success(result)
     }
 
-    struct DumpFailure: Error, CustomStringConvertible {
-        let description: String
-        init(_ description: String) { self.description = description }
+    public struct DumpFailure: Error, CustomStringConvertible {
+        public let description: String
+        public init(_ description: String) { self.description = description }
     }
 }
