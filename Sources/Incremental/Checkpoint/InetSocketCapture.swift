@@ -216,7 +216,9 @@ enum InetSocketCapture {
             socket.remote = remote
         }
         if transport != .ping, transport != .raw,
-            let diagnosis = try InetSocketDiagnosis.of(inode: inode, family: domain, protocol: proto)
+            let diagnosis = try InetSocketDiagnosis.of(
+                inode: inode, family: domain, protocol: proto, local: try? copy.localAddress(),
+                remote: try? copy.peerAddress())
         {
             if diagnosis.shutdown & 1 != 0 { socket.readShutdown = true }
             if diagnosis.shutdown & 2 != 0 { socket.writeShutdown = true }
