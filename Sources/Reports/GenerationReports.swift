@@ -52,6 +52,37 @@ public enum GenerationReports {
         /// TCP connections of the tree recorded to be made again closed at the restart (`cpx
         /// --tcp-close`); `held` is absent.
         public var closedConnections: [OutsideConnection]?
+        /// UNIX sockets of the tree whose peer was outside it, named external (`cpx
+        /// --external-unix`): reconnected or closed at the restart.
+        public var externalUnixSockets: [ExternalUnixSocket]? = nil
+    }
+
+    public struct ExternalUnixSocket: Codable, Sendable {
+        public var pid: Int32
+        public var fd: Int32
+        public var inode: UInt64
+        public var type: String
+        /// "reconnect" or "close".
+        public var action: String
+        /// The path its peer was bound to; absent for an unnamed peer.
+        public var path: String?
+        /// A process that held the peer at the checkpoint.
+        public var peerPid: Int32?
+
+        /// Those of `processes`, one per socket (its first descriptor).
+        static func of(_ processes: [ProcessImage]) -> [ExternalUnixSocket] {
+            var seen: Set<UInt64> = []
+            return processes.flatMap { process in
+                process.descriptors.compactMap { descriptor -> ExternalUnixSocket? in
+                    guard let socket = descriptor.socket, let external = socket.external,
+                        seen.insert(socket.inode).inserted
+                    else { return nil }
+                    return ExternalUnixSocket(
+                        pid: process.pid, fd: descriptor.fd, inode: socket.inode, type: socket.type.rawValue,
+                        action: external.action.rawValue, path: external.path, peerPid: external.peerPid)
+                }
+            }
+        }
     }
 
     public struct OutsideConnection: Codable, Sendable {
@@ -144,7 +175,8 @@ public enum GenerationReports {
     ) -> Process {
         let c = image.capture
         let closed = ProcessImage.closedConnections(image.processes)
-        return Process(
+        let externals = ExternalUnixSocket.of(image.processes)
+        var process = Process(
             pid: image.pid, command: image.command, executable: image.executable,
             workingDirectory: image.workingDirectory,
             umask: GenerationDiff.octal(image.umask),
@@ -210,6 +242,8 @@ public enum GenerationReports {
                 : closed.map {
                     OutsideConnection(pid: $0.pid, fd: $0.fd, connection: $0.connection.description, held: nil)
                 })
+        if !externals.isEmpty { process.externalUnixSockets = externals }
+        return process
     }
 
     public static func json(_ detail: GenerationDetail, store: String) -> String {
@@ -274,6 +308,16 @@ public enum GenerationReports {
             lines.append(
                 "connection   \(closed.connection), fd \(closed.fd) of pid \(closed.pid): closed at the restart "
                     + "(cpx --tcp-close): the program finds it closed and must reconnect")
+        }
+        for external in ExternalUnixSocket.of(image.processes) {
+            let peer =
+                external.path ?? "an unnamed socket" + (external.peerPid.map { " of process \($0)" } ?? "")
+            lines.append(
+                "external     UNIX \(external.type) socket \(external.inode), fd \(external.fd) of pid \(external.pid), "
+                    + "peer \(peer) outside the tree: "
+                    + (external.action == "reconnect"
+                        ? "connected to \(peer) again at the restart (cpx --external-unix)"
+                        : "its peer closed at the restart (cpx --external-unix)"))
         }
         if image.processes.count > 1 || image.zombies?.isEmpty == false {
             // The rest of its tree: one line each, the first process first.

@@ -146,6 +146,18 @@ struct Checkpoint: ParsableCommand {
     @Option(
         name: .long,
         help: ArgumentHelp(
+            "A UNIX socket whose peer is outside the process tree, and what the restart does with it (repeatable; "
+                + "CRIU's --external): PATH=reconnect or PATH=close names the sockets connected to the peer bound "
+                + "to PATH, unix:INODE=close (or =reconnect) the socket of the tree with that inode. reconnect: a "
+                + "new socket of the same type connects to PATH again at the same descriptors, with its options; "
+                + "refused unless nothing is queued in either direction (it would be lost). close: the socket "
+                + "comes back with its peer closed (its next read returns end of file, a write fails with EPIPE). "
+                + "Without it such a socket is refused, naming it and its peer. dumpinfo lists them.",
+            valueName: "spec"))
+    var externalUnix: [String] = []
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
             "The largest file whose contents a generation keeps (default 1G; K, M, G, T: binary units). A larger "
                 + "file the tree writes is recorded as too large: its restart uses it as it is then, said loudly."))
     var fileLimit: String = "1G"
@@ -178,6 +190,11 @@ struct Checkpoint: ParsableCommand {
         if let count, count < 1 { throw ValidationError("--count must be at least 1") }
         if let keepLast, keepLast < 1 { throw ValidationError("--keep-last must be at least 1") }
         if leaveStopped && kill { throw ValidationError("--leave-stopped and --kill exclude each other") }
+        for spec in externalUnix {
+            if case .failure(let error) = ExternalUnix.parse(spec) {
+                throw ValidationError("--external-unix \(error.reason)")
+            }
+        }
         if tcpEstablished && tcpClose {
             throw ValidationError("--tcp-established and --tcp-close exclude each other (restore or close them)")
         }
@@ -196,6 +213,7 @@ struct Checkpoint: ParsableCommand {
             options.skipUnsupported = skipUnsupported
             options.tcpEstablished = tcpEstablished
             options.tcpClose = tcpClose
+            options.externalUnix = externalUnix.compactMap { try? ExternalUnix.parse($0).get() }
             options.adopt = adopt
             options.tree = !noTree
             options.recordFiles = !noFiles

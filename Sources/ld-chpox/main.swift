@@ -18,7 +18,9 @@ struct LdChpox: ParsableCommand {
             pid, with a notice (root; --require-same-pid: an error instead). Its descriptors are reopened at their \
             numbers; terminals and pipes on 0-2 become ld-chpox's own, other pipes a pipe whose peer is gone. Files \
             it was writing are cut back to their size at that generation. TCP connections come back as they were \
-            (TCP repair); with --tcp-close they come back closed, for programs that reconnect (notices list them).
+            (TCP repair); with --tcp-close they come back closed, for programs that reconnect (notices list them). \
+            UNIX sockets cpx --external-unix named connect to their peer's path again or come back with their peer \
+            closed, as recorded (notices list them).
 
             --json prints one document (chpox.restart/1: pid, original pid, notices, closed connections; chpox.check/1; chpox.core/1; see \
             docs/json-schemas.md); with --wait it comes before the process's own output.

@@ -38,6 +38,9 @@ public final class Checkpointer {
         /// Record those connections to be made again closed at the restart, without their state
         /// (`cpx --tcp-close`), for programs that reconnect; otherwise they are refused.
         public var tcpClose = false
+        /// UNIX sockets whose peer is outside the tree, named by the user with what a restart
+        /// does with each (`cpx --external-unix`); any other such socket is refused.
+        public var externalUnix: [ExternalUnix] = []
         /// Extend the chain even when it belongs to another process, making this one the chain's
         /// lineage from now on (`cpx --adopt`).
         public var adopt = false
@@ -525,7 +528,8 @@ public final class Checkpointer {
                 do {
                     let image = try ImageCapture.capture(
                         frozen[k], regions: try MemoryRegion.of(member.pid), injected: injected[k], smaps: smaps[k],
-                        skipUnsupported: options.skipUnsupported, tree: members.map(\.pid))
+                        skipUnsupported: options.skipUnsupported, tree: members.map(\.pid),
+                        externalUnix: options.externalUnix)
                     taken.append(Stopped(report: report, selection: selection, copy: copy, image: image))
                 } catch CheckpointError.unsupportedDescriptors(let who, let list) {
                     refused += list.map { who == pid ? $0 : "process \(who) (\(Self.name(of: who))): \($0)" }
@@ -585,6 +589,7 @@ public final class Checkpointer {
                     image.format = ProcessImage.filesFormat
                 }
             }
+            if image.hasExternalSockets { image.format = ProcessImage.externalFormat }
             image.capture.pauseNanoseconds = run.pause
             image.capture.totalPauseNanoseconds = run.totalPause
             image.capture.preCopyRounds = run.rounds

@@ -33,7 +33,7 @@ enum ImageCapture {
 
     static func capture(
         _ process: FrozenProcess, regions: [MemoryRegion], injected: InjectedState, smaps earlier: EarlySmaps,
-        skipUnsupported: Bool, tree: [Int32] = []
+        skipUnsupported: Bool, tree: [Int32] = [], externalUnix: [ExternalUnix] = []
     ) throws(CheckpointError) -> ProcessImage {
         let pid = process.pid
         do {
@@ -67,7 +67,7 @@ enum ImageCapture {
                 thread.cgroups = try ControlGroupCapture.threadLines(pid, thread: tid, process: cgroups)
                 threads.append(thread)
             }
-            var (descriptors, unsupported) = try captureDescriptors(pid, tree: tree)
+            var (descriptors, unsupported) = try captureDescriptors(pid, tree: tree, externalUnix: externalUnix)
             let memory = MemoryFileCapture.capture(pid, &descriptors, regions: regions)
             unsupported += memory.unsupported
             let mapped = MappedFileCapture.capture(pid, regions: regions.filter { !memory.maps($0) })
@@ -229,11 +229,11 @@ enum ImageCapture {
     /// The descriptor table, and a line for each descriptor a restart cannot recreate; `tree`
     /// lists the other processes checkpointed with it (their sockets may be its sockets' peers).
     static func captureDescriptors(
-        _ pid: Int32, tree: [Int32] = []
+        _ pid: Int32, tree: [Int32] = [], externalUnix: [ExternalUnix] = []
     ) throws(TraceeError) -> ([ProcessImage.Descriptor], [String]) {
         var descriptors: [ProcessImage.Descriptor] = []
         var unsupported: [String] = []
-        let sockets = SocketCapture(pid, tree: tree)
+        let sockets = SocketCapture(pid, tree: tree, externalUnix: externalUnix)
         for fd in try ProcFS.descriptors(pid) {
             guard let target = ProcFS.descriptorTarget(pid, fd), let info = try? ProcFS.descriptorInfo(pid, fd) else {
                 continue

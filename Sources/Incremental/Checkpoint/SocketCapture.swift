@@ -34,6 +34,8 @@ final class SocketCapture {
     private let elsewhere: [UInt64: Int32]
     /// The other processes of its tree.
     private let tree: [Int32]
+    /// The sockets whose peer is outside the tree that the user named (`cpx --external-unix`).
+    private let externalUnix: [ExternalUnix]
     /// The files in flight read so far (cpx's copies, kept open until the end so that kcmp
     /// tells when one is in flight again), each with its record.
     private var inFlight: [(copy: FileDescriptor, file: ProcessImage.UnixSocket.InFlightFile)] = []
@@ -50,8 +52,9 @@ final class SocketCapture {
     static let queueLimit = 256 << 20
 
     /// The sockets of `pid`; `tree` lists the other processes checkpointed with it.
-    init(_ pid: Int32, tree: [Int32] = []) {
+    init(_ pid: Int32, tree: [Int32] = [], externalUnix: [ExternalUnix] = []) {
         self.pid = pid
+        self.externalUnix = externalUnix
         var held: [UInt64: Int32] = [:]
         for fd in (try? ProcFS.descriptors(pid)) ?? [] {
             guard let inode = ProcFS.descriptorTarget(pid, fd).flatMap(Self.inode(of:)) else { continue }
@@ -137,8 +140,17 @@ final class SocketCapture {
                     }
                 }
             }
+            var external: ProcessImage.UnixSocket.External?
+            if !diagnosis.isListening, let peer = diagnosis.peer, peer != 0, held[UInt64(peer)] == nil,
+                elsewhere[UInt64(peer)] == nil
+            {
+                switch externalRecord(inode: inode, peer: UInt64(peer), socket, diagnosis) {
+                case .success(let record): external = record
+                case .failure(let refusal): return .refused(refusal.reason)
+                }
+            }
             let credentials = try copy.peerCredentials()
-            if credentials.pid != 0 {
+            if credentials.pid != 0, external == nil {
                 guard credentials.pid == pid || elsewhere.values.contains(credentials.pid) else {
                     return .refused(
                         "its peer credentials (SO_PEERCRED) name pid \(credentials.pid), a process outside the "
@@ -164,6 +176,8 @@ final class SocketCapture {
                 socket.listening = true
                 socket.backlog = Int32(truncatingIfNeeded: diagnosis.sentMemory ?? 0)
                 socket.unconnected = true
+            } else if let external {
+                socket.external = external
             } else {
                 switch diagnosis.peer {
                 case nil: socket.unconnected = true
@@ -300,6 +314,73 @@ final class SocketCapture {
             return candidate
         }
         return nil
+    }
+
+    /// A socket connected to `peer`, a socket outside the tree: what the user said to do with it
+    /// (`cpx --external-unix`, by the path the peer is bound to or by the socket's inode), or a
+    /// refusal naming the socket, its peer and the option. Reconnecting takes a peer bound to an
+    /// absolute path, nothing queued either way and no shutdown: what was queued would be lost.
+    private func externalRecord(
+        inode: UInt64, peer: UInt64, _ socket: ProcessImage.UnixSocket, _ diagnosis: UnixSocketDiagnosis
+    ) -> Result<ProcessImage.UnixSocket.External, Refusal> {
+        let other = self.diagnosis(peer)
+        let peerName = other?.name ?? []
+        let path =
+            peerName.first.map { $0 != 0 } == true ? String(decoding: peerName.prefix { $0 != 0 }, as: UTF8.self) : nil
+        let holder = Self.holder(of: peer, besides: pid)
+        let who = holder.map { "in process \($0) outside the tree" } ?? "in no process (a descriptor in flight?)"
+        let shownPeer =
+            path.map { "socket:[\(peer)] bound to \($0), \(who)" }
+            ?? (peerName.isEmpty
+                ? "socket:[\(peer)], unnamed, \(who)"
+                : "socket:[\(peer)] bound to \(Self.address(peerName)), \(who)")
+        let what = "UNIX \(socket.type.rawValue) socket:[\(inode)] connected to \(shownPeer)"
+        let named = externalUnix.last { spec in
+            switch spec.target {
+            case .inode(let named): named == inode
+            case .peerPath(let named): named == path
+            }
+        }
+        guard let named else {
+            let options =
+                path.map { "--external-unix \($0)=reconnect (connect to it again at the restart) or =close" }
+                ?? "--external-unix unix:\(inode)=close"
+            return .failure(
+                Refusal(
+                    reason: "\(what): its peer is not checkpointed; name it external with cpx \(options) (it comes "
+                        + "back with its peer closed), or checkpoint their common ancestor's tree"))
+        }
+        guard socket.name == nil else {
+            return .failure(
+                Refusal(
+                    reason: "\(what), named external (\(named)): it is bound to "
+                        + "\(Self.address([UInt8](socket.name ?? Data()))), which an external socket does not keep"))
+        }
+        var record = ProcessImage.UnixSocket.External(action: named.action, path: path, peerPid: holder)
+        guard named.action == .reconnect else { return .success(record) }
+        guard let path, path.hasPrefix("/") else {
+            return .failure(
+                Refusal(
+                    reason: "\(what), named external to reconnect (\(named)): only a peer bound to an absolute path "
+                        + "is connected to again (use =close)"))
+        }
+        let mine = Int(diagnosis.queuedBytes ?? 0)
+        let theirs = Int(other?.queuedBytes ?? 0)
+        guard mine == 0, theirs == 0, other != nil else {
+            return .failure(
+                Refusal(
+                    reason: "\(what), named external to reconnect (\(named)): \(mine) bytes wait in it to be read and "
+                        + "\(theirs) in its peer: data queued in either direction is lost by a new connection, so "
+                        + "it is reconnected only with both queues empty (checkpoint again, or use =close)"))
+        }
+        guard diagnosis.shutdown == 0 else {
+            return .failure(
+                Refusal(
+                    reason: "\(what), named external to reconnect (\(named)): it was shut down (shutdown(2)), which "
+                        + "a new connection would not be"))
+        }
+        record.path = path
+        return .success(record)
     }
 
     /// How a socket is connected to `peer` (a live socket): false when `peer` is connected back

@@ -4,6 +4,38 @@ extension ProcessImage {
     /// The format of an image that records written files (`files`): a chpox that does not know
     /// them refuses the image ("format ... is none of ...") rather than restart it without them.
     public static let filesFormat = "chpox.image/3"
+    /// The format of an image with a UNIX socket whose peer was outside the tree
+    /// (`UnixSocket.external`), written files or not: a chpox that does not know it refuses the
+    /// image rather than restart the socket paired with a closed end.
+    public static let externalFormat = "chpox.image/4"
+
+    /// A line for each external UNIX socket of `processes` (`cpx --external-unix`), as a restart
+    /// reports it: connected again, or with its peer closed.
+    public static func externalUnixNotices(_ processes: [ProcessImage]) -> [String] {
+        var seen: Set<UInt64> = []
+        return processes.flatMap { process in
+            process.descriptors.compactMap { descriptor -> String? in
+                guard let socket = descriptor.socket, let external = socket.external,
+                    seen.insert(socket.inode).inserted
+                else { return nil }
+                let at = "process \(process.pid) fd \(descriptor.fd), UNIX \(socket.type.rawValue) socket"
+                switch external.action {
+                case .reconnect:
+                    return "reconnected (--external-unix): \(at), connected again to \(external.path ?? "?") (what "
+                        + "the peer knew of the old connection is gone)"
+                case .close:
+                    let peer = external.path ?? "an unnamed socket outside the tree"
+                    return "closed (--external-unix): \(at), its peer \(peer) gone: its next read returns end of "
+                        + "file, its next write fails with EPIPE"
+                }
+            }
+        }
+    }
+
+    /// Whether a process of the image (`tree` included) holds an external UNIX socket.
+    public var hasExternalSockets: Bool {
+        ([self] + (tree ?? [])).contains { process in process.descriptors.contains { $0.socket?.external != nil } }
+    }
 
     /// A regular file the tree held open for writing, or mapped shared and writable, at the
     /// generation: its contents are the pages of slot `slot` of the generation's page map, one

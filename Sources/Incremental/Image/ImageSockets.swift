@@ -77,6 +77,42 @@ extension ProcessImage {
         /// The open files in flight in its queue (SCM_RIGHTS), each set with the message of
         /// `queue` it rides on (a stream's piece): sent again with it.
         public var rights: [QueuedRights]? = nil
+        /// A socket whose peer was outside the tree, named external at the checkpoint (`cpx
+        /// --external-unix`): made again connected to `path` again, or with its peer closed.
+        /// An image holding one has format `externalFormat`, which a chpox that does not know it
+        /// refuses.
+        public var external: External? = nil
+
+        /// What a restart does with a socket whose peer was outside the tree.
+        public struct External: Codable, Sendable, Equatable {
+            public enum Action: String, Codable, Sendable {
+                /// A new socket of its type connects to `path` again, at its descriptors.
+                case reconnect
+                /// It comes back with its peer closed (a pair's end whose other end is closed).
+                case close
+            }
+
+            public var action: Action
+            /// The path its peer was bound to (to connect to again); nil for an unnamed peer.
+            public var path: String? = nil
+            /// The pid of a process that held the peer at the checkpoint, for people.
+            public var peerPid: Int32? = nil
+
+            public init(action: Action, path: String? = nil, peerPid: Int32? = nil) {
+                (self.action, self.path, self.peerPid) = (action, path, peerPid)
+            }
+
+            enum CodingKeys: String, CodingKey { case action, path, peerPid }
+
+            /// What it is, for people.
+            public var summary: String {
+                let peer = path ?? "an unnamed socket" + (peerPid.map { " in process \($0)" } ?? "")
+                return switch action {
+                case .reconnect: "external: connected again to \(peer) at the restart"
+                case .close: "external (peer \(peer)): its peer closed at the restart"
+                }
+            }
+        }
 
         /// Descriptors sent with one queued message.
         public struct QueuedRights: Codable, Sendable, Equatable {
@@ -140,7 +176,7 @@ extension ProcessImage {
             case inode, type, peer, readShutdown, writeShutdown, queue, peekOffset, passCredentials, passSecurity,
                 resetPending,
                 peerCredentials, sendBuffer, receiveBuffer, unconnected, oneWay, name, file, listening, backlog,
-                reuseAddress, peerPid, acceptedFrom, pending, pendingOn, rights
+                reuseAddress, peerPid, acceptedFrom, pending, pendingOn, rights, external
         }
 
         /// The socket file of a path name.
@@ -179,6 +215,8 @@ extension ProcessImage {
                 words = ["\(kind) paired with socket \(peer), accepted from socket \(acceptedFrom)"]
             } else if unconnected == true {
                 words = ["\(kind), unconnected"]
+            } else if let external {
+                words = ["\(kind), " + external.summary]
             } else if oneWay == true {
                 words = ["\(kind) connected to socket \(peer)"]
             } else {

@@ -15,7 +15,7 @@ import Store
 public struct ProcessImage: Codable, Sendable, Equatable {
     public static let currentFormat = "chpox.image/2"
     /// Every format this version reads.
-    public static let readableFormats = [currentFormat, filesFormat, ImageFormatV1.format]
+    public static let readableFormats = [currentFormat, filesFormat, externalFormat, ImageFormatV1.format]
 
     public var format = ProcessImage.currentFormat
     public var pid: Int32
@@ -137,7 +137,8 @@ public struct ProcessImage: Codable, Sendable, Equatable {
         do {
             let format = try JSONDecoder().decode(Tag.self, from: data).format
             switch format {
-            case Self.currentFormat, Self.filesFormat: self = try JSONDecoder().decode(ProcessImage.self, from: data)
+            case Self.currentFormat, Self.filesFormat, Self.externalFormat:
+                self = try JSONDecoder().decode(ProcessImage.self, from: data)
             case ImageFormatV1.format: self = try JSONDecoder().decode(ImageFormatV1.Image.self, from: data).upgraded()
             default:
                 throw CheckpointError.badImage(

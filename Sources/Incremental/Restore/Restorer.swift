@@ -272,6 +272,7 @@ public final class Restorer {
                 "closed (--tcp-close): process \($0.pid) fd \($0.fd), the TCP connection \($0.connection): its next "
                     + "read returns end of file, its next write fails with EPIPE"
             }
+            notices += ProcessImage.externalUnixNotices(images)
             let releasing = outside.union(closed.map(\.connection))
             if !releasing.isEmpty {
                 do {

@@ -93,6 +93,7 @@ public struct SocketPhase: RestartPhase {
     /// Made by socketpair(2): connected back to its peer, or its peer closed.
     static func isPairEnd(_ socket: ProcessImage.UnixSocket) -> Bool {
         socket.unconnected != true && socket.oneWay != true && socket.pendingOn == nil && socket.acceptedFrom == nil
+            && socket.external?.action != .reconnect
     }
 
     /// The sockets connected to one that a listener accepted: made by socket(2) and connected
@@ -304,6 +305,17 @@ public struct SocketPhase: RestartPhase {
                     reason: "connect UNIX datagram socket \(socket.inode) to socket \(socket.peer): it has no name")
             }
             try connect(socket, to: name, on: holder(socket.inode), calls)
+        }
+        // A socket whose peer was outside the tree, named to reconnect (cpx --external-unix):
+        // connected to its peer's path again (nothing was queued either way).
+        for record in made where record.socket.external?.action == .reconnect {
+            let socket = record.socket
+            guard let path = socket.external?.path, (socket.queue ?? []).isEmpty else {
+                throw TraceeError.unsupported(
+                    pid: calls.pid,
+                    reason: "connect UNIX socket \(socket.inode) again: its image names no path, or holds a queue")
+            }
+            try connect(socket, to: Data(path.utf8), on: holder(socket.inode), calls)
         }
         for record in made where Self.isPairEnd(record.socket) || record.socket.acceptedFrom != nil {
             let socket = record.socket
