@@ -141,7 +141,8 @@ extension LiveProcess {
             #expect(run.status != 0)
             var reasons = [
                 "fd \(ready[1]): socket:[",
-                "its peer credentials (SO_PEERCRED) name pid \(server.pid), a process outside the checkpoint",
+                "bound to \(directory)/server, in process \(server.pid) outside the tree",
+                "--external-unix \(directory)/server=reconnect",
                 "fd \(ready[2]): socket:[",
                 "which has not accepted it yet, and sent data meanwhile",
                 "fd \(ready[4]): socket:[",
