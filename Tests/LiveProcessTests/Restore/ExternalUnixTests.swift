@@ -27,7 +27,7 @@ extension LiveProcess {
 
         /// The client: its first line is "FD INODE ANSWER" (its socket's descriptor and inode,
         /// the answer to "one"); then each word of stdin is asked on the same socket: "FD ANSWER",
-        /// or "error ERRNO", or "FD EOF".
+        /// or "error ERRNO", or "FD EOF"; "send:WORD" sends WORD without reading the answer.
         static let client = """
             import os, socket, sys
             c = socket.socket(socket.AF_UNIX); c.connect(sys.argv[1])
@@ -41,6 +41,8 @@ extension LiveProcess {
                 return data.decode().strip()
             print(c.fileno(), os.fstat(c.fileno()).st_ino, ask("one"), flush=True)
             for line in sys.stdin:
+                if line.startswith("send:"):
+                    c.sendall(line[5:].encode()); print("sent", flush=True); continue
                 try:
                     print(c.fileno(), ask(line.strip()), flush=True)
                 except OSError as e:
@@ -152,6 +154,17 @@ extension LiveProcess {
             #expect(bad.errors.contains("neither reconnect nor close"), "\(bad.errors)")
             // The client runs on, untouched.
             #expect(try client.send("after") == "\(fd) 1:AFTER")
+            // An answer left unread in its queue would be lost by a new connection: refused.
+            #expect(try client.send("send:unread") == "sent")
+            var queued = ""
+            for _ in 0..<100 {
+                let refused = try TestTools.run(
+                    "cpx", ["--store", store, "--name", "ext", "--external-unix", "\(path)=reconnect", "\(client.pid)"])
+                queued = refused.errors
+                if refused.status != 0, queued.contains("data queued in either direction is lost") { break }
+                usleep(20_000)
+            }
+            #expect(queued.contains("9 bytes wait in it to be read and 0 in its peer"), "\(queued)")
         }
     }
 }
