@@ -20,6 +20,7 @@ extension Checkpointer.Generation {
             + filesNotKept.map { "\n  warning: file not kept, a restart uses it as it is then: \($0)" }.joined()
             + heldConnections.map { "\n  held for the restart: the connection \($0)" }.joined()
             + closedConnections.map { "\n  closed at the restart (--tcp-close): the connection \($0)" }.joined()
+            + externalUnixSockets.map { "\n  external (--external-unix): \($0)" }.joined()
             + warnings.map { "\n  warning: \($0)" }.joined()
     }
 }

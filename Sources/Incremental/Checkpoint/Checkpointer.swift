@@ -98,6 +98,9 @@ public final class Checkpointer {
         /// Connections to peers outside the tree recorded to be made again closed at the restart
         /// (`--tcp-close`): "LOCAL to REMOTE".
         public var closedConnections: [String] = []
+        /// UNIX sockets whose peer is outside the tree, named external (`--external-unix`): "process
+        /// PID fd N: UNIX stream socket INODE to PATH: reconnect" (or "... to an unnamed socket: close").
+        public var externalUnixSockets: [String] = []
         /// What went wrong after the generation was committed (it stands).
         public var warnings: [String] = []
         /// Regular files the tree writes kept with the generation, and of them, those read again
@@ -275,7 +278,8 @@ public final class Checkpointer {
                 totalPauseMicroseconds: image.capture.totalPauseNanoseconds / 1000, preCopyRounds: run.rounds,
                 milliseconds: (ClockTime.monotonic() - started) / 1_000_000, heldConnections: held,
                 closedConnections: ProcessImage.closedConnections(image.processes).map(\.connection.description),
-                warnings: warnings, filesRecorded: (image.files ?? []).filter { $0.state == .recorded }.count,
+                externalUnixSockets: ProcessImage.externalUnixSockets(image.processes), warnings: warnings,
+                filesRecorded: (image.files ?? []).filter { $0.state == .recorded }.count,
                 filesRead: run.filesRead,
                 filesNotKept: (image.files ?? []).filter { $0.state != .recorded }.map {
                     "\($0.path): \($0.state.rawValue) (\($0.reason ?? ""))"

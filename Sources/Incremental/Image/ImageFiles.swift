@@ -9,6 +9,22 @@ extension ProcessImage {
     /// image rather than restart the socket paired with a closed end.
     public static let externalFormat = "chpox.image/4"
 
+    /// A line for each external UNIX socket of `processes`, as cpx reports it: "process PID fd N:
+    /// UNIX stream socket INODE to PATH: reconnect".
+    public static func externalUnixSockets(_ processes: [ProcessImage]) -> [String] {
+        var seen: Set<UInt64> = []
+        return processes.flatMap { process in
+            process.descriptors.compactMap { descriptor -> String? in
+                guard let socket = descriptor.socket, let external = socket.external,
+                    seen.insert(socket.inode).inserted
+                else { return nil }
+                return
+                    "process \(process.pid) fd \(descriptor.fd): UNIX \(socket.type.rawValue) socket \(socket.inode) "
+                    + "to \(external.path ?? "an unnamed socket"): \(external.action.rawValue)"
+            }
+        }
+    }
+
     /// A line for each external UNIX socket of `processes` (`cpx --external-unix`), as a restart
     /// reports it: connected again, or with its peer closed.
     public static func externalUnixNotices(_ processes: [ProcessImage]) -> [String] {

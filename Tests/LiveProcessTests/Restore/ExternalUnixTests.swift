@@ -82,6 +82,10 @@ extension LiveProcess {
             let taken = try TestTools.run(
                 "cpx", ["--store", store, "--name", "ext", "--external-unix", "\(path)=reconnect", "\(client.pid)"])
             #expect(taken.status == 0, "\(taken.errors)")
+            #expect(
+                taken.output.contains(
+                    "external (--external-unix): process \(client.pid) fd \(fd): UNIX stream socket \(inode) to "
+                        + "\(path): reconnect"), "\(taken.output)")
             let shown = try TestTools.run("dumpinfo", ["--store", store, "--name", "ext", "--generation", "0"])
             #expect(
                 shown.output.contains("external     UNIX stream socket \(inode), fd \(fd) of pid \(client.pid)"),
@@ -117,8 +121,19 @@ extension LiveProcess {
             let (server, client, _, inode) = try Self.connected(directory)
             defer { RestartTests.end(server) }
             let taken = try TestTools.run(
-                "cpx", ["--store", store, "--name", "ext", "--external-unix", "unix:\(inode)=close", "\(client.pid)"])
+                "cpx",
+                [
+                    "--store", store, "--name", "ext", "--json", "--external-unix", "unix:\(inode)=close",
+                    "\(client.pid)",
+                ])
             #expect(taken.status == 0, "\(taken.errors)")
+            let lines = taken.output.split(separator: "\n").map(String.init)
+            for line in lines { #expect(try JSONSchemaCheck().problems(line) == [], "\(line)") }
+            let generation = try #require(lines.first { $0.contains("\"externalUnixSockets\"") }, "\(lines)")
+            let document = try JSONSerialization.jsonObject(with: Data(generation.utf8)) as? [String: Any]
+            let externals = document?["externalUnixSockets"] as? [String] ?? []
+            #expect(
+                externals.count == 1 && externals.first?.hasSuffix("\(inode) to \(directory)/srv.sock: close") == true)
             let shown = try TestTools.run("dumpinfo", ["--store", store, "--name", "ext", "--generation", "0"])
             #expect(shown.output.contains("its peer closed at the restart (cpx --external-unix)"), "\(shown.output)")
             RestartTests.end(client)
