@@ -148,7 +148,7 @@ struct Checkpoint: ParsableCommand {
         help: ArgumentHelp(
             "A UNIX socket whose peer is outside the process tree, and what the restart does with it (repeatable; "
                 + "CRIU's --external): PATH=reconnect or PATH=close names the sockets connected to the peer bound "
-                + "to PATH, unix:INODE=close (or =reconnect) the socket of the tree with that inode. reconnect: a "
+                + "to PATH, unix:INODE=close (or =reconnect) the socket of the tree with that inode, '*=ACTION' every such socket. reconnect: a "
                 + "new socket of the same type connects to PATH again at the same descriptors, with its options; "
                 + "refused unless nothing is queued in either direction (it would be lost). close: the socket "
                 + "comes back with its peer closed (its next read returns end of file, a write fails with EPIPE). "

@@ -11,6 +11,7 @@ import Testing
                 == .init(target: .peerPath("/run/x.sock"), action: .reconnect))
         #expect(try ExternalUnix.parse("unix:12345=close").get() == .init(target: .inode(12345), action: .close))
         #expect(try ExternalUnix.parse("/a=b=close").get().target == .peerPath("/a=b"))
+        #expect(try ExternalUnix.parse("*=reconnect").get() == .init(target: .any, action: .reconnect))
         for bad in ["/run/x.sock", "/run/x.sock=keep", "x.sock=close", "unix:abc=close", "=close", "/=close"] {
             #expect(throws: ExternalUnix.ParseError.self, "\(bad)") { try ExternalUnix.parse(bad).get() }
         }

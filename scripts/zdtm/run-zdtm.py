@@ -285,7 +285,9 @@ def run(command, timeout):
 def dump_options(desc):
     """The cpx options the .desc asks zdtm.py to dump with (opts, dopts) that cpx has."""
     words = (desc.get("opts", "") + " " + desc.get("dopts", "")).split()
-    return [option for option in ("--tcp-established", "--tcp-close") if option in words]
+    options = [option for option in ("--tcp-established", "--tcp-close") if option in words]
+    # CRIU's --ext-unix-sk (every UNIX socket whose peer is outside the tree) is connected again.
+    return options + (["--external-unix", "*=reconnect"] if "--ext-unix-sk" in words else [])
 
 
 def restore_options(desc):

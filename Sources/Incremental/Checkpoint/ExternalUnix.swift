@@ -1,13 +1,17 @@
 /// A UNIX socket whose peer is outside the tree, named by the user (`cpx --external-unix
 /// SPEC`), with what a restart does with it. SPEC is `PATH=ACTION` (the socket connected to the
 /// peer bound to PATH, an absolute path) or `unix:INODE=ACTION` (the socket of the tree with that
-/// inode), ACTION `reconnect` or `close`.
+/// inode) or `*=ACTION` (every socket of the tree whose peer is outside it), ACTION `reconnect`
+/// or `close`.
 public struct ExternalUnix: Sendable, Equatable, CustomStringConvertible {
     public enum Target: Sendable, Equatable {
         /// The socket(s) connected to a peer bound to this path.
         case peerPath(String)
         /// The socket of the tree with this inode.
         case inode(UInt64)
+        /// Every socket of the tree whose peer is outside it (`*`, CRIU's `--ext-unix-sk`
+        /// without an id).
+        case any
     }
 
     public var target: Target
@@ -27,6 +31,7 @@ public struct ExternalUnix: Sendable, Equatable, CustomStringConvertible {
         guard let action = ProcessImage.UnixSocket.External.Action(rawValue: word) else {
             return .failure(ParseError(reason: "'\(spec)': the action '\(word)' is neither reconnect nor close"))
         }
+        if name == "*" { return .success(ExternalUnix(target: .any, action: action)) }
         if name.hasPrefix("unix:") {
             guard let inode = UInt64(name.dropFirst("unix:".count)) else {
                 return .failure(ParseError(reason: "'\(spec)': unix: takes a socket's inode number"))
@@ -46,6 +51,7 @@ public struct ExternalUnix: Sendable, Equatable, CustomStringConvertible {
         switch target {
         case .peerPath(let path): "\(path)=\(action.rawValue)"
         case .inode(let inode): "unix:\(inode)=\(action.rawValue)"
+        case .any: "*=\(action.rawValue)"
         }
     }
 }

@@ -339,6 +339,7 @@ final class SocketCapture {
             switch spec.target {
             case .inode(let named): named == inode
             case .peerPath(let named): named == path
+            case .any: true
             }
         }
         guard let named else {
