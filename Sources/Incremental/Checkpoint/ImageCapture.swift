@@ -319,12 +319,30 @@ enum ImageCapture {
                 case .refused(let reason): unsupported.append("fd \(fd): \(target): \(reason)")
                 }
             } else {
-                unsupported.append("fd \(fd): \(target)")
+                unsupported.append("fd \(fd): \(target): \(unrestorable(target))")
             }
             descriptors.append(descriptor)
         }
         unsupported += captureOpenFiles(pid, &descriptors)
         return (descriptors, unsupported)
+    }
+
+    /// Why a descriptor of a kind no capture takes cannot be restored, in words.
+    static func unrestorable(_ target: String) -> String {
+        let kinds: [(prefix: String, what: String)] = [
+            (
+                "anon_inode:[io_uring]",
+                "an io_uring instance: its rings and the requests in flight cannot be made again"
+            ),
+            ("anon_inode:[userfaultfd]", "a userfaultfd: the ranges it watches and the faults waiting on it"),
+            ("anon_inode:bpf", "a BPF map, program or link"),
+            ("anon_inode:[perf_event]", "a perf event"),
+            ("anon_inode:[pidfd]", "a pidfd"),
+            ("anon_inode:kvm", "a KVM object"),
+            ("anon_inode:[dmabuf]", "a DMA buffer"),
+        ]
+        let what = kinds.first { target.hasPrefix($0.prefix) }?.what ?? "a kind of descriptor chpox does not restore"
+        return what + " (not restored)"
     }
 
     /// The namespaces /proc/PID/ns names.

@@ -2,6 +2,7 @@ import Foundation
 import Syscall
 import TestTools
 import Testing
+import TrackerTestSupport
 import Tracee
 
 extension LiveProcess {
@@ -69,6 +70,31 @@ extension LiveProcess {
                 #expect(run.errors.contains(message), "\(tool) \(arguments): \(run.errors)")
                 #expect(!run.errors.contains("Missing value"), "\(tool) \(arguments)")
             }
+        }
+
+        /// A descriptor of a kind chpox does not restore is refused saying what it is: an
+        /// io_uring instance (made by io_uring_setup, syscall 425, from Python's ctypes).
+        @Test(
+            .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "python3"),
+            .timeLimit(.minutes(1)))
+        func anIoUringIsRefusedNamedForWhatItIs() throws {
+            let store = try RestartTests.scratch("io-uring") + "/store"
+            defer { try? FileManager.default.removeItem(atPath: (store as NSString).deletingLastPathComponent) }
+            let program = """
+                import ctypes, sys
+                params = ctypes.create_string_buffer(120)
+                fd = ctypes.CDLL(None, use_errno=True).syscall(425, 8, params)
+                print('ready', fd, flush=True)
+                sys.stdin.readline()
+                """
+            let target = try WorkloadProcess(executable: "/usr/bin/python3", arguments: ["-c", program])
+            defer { RestartTests.end(target) }
+            let fd = try target.line().split(separator: " ").last.map(String.init) ?? "?"
+            try #require(Int(fd) ?? -1 >= 0, "io_uring_setup failed here")
+            let run = try TestTools.run("cpx", ["--store", store, "\(target.pid)"])
+            #expect(run.status == 1)
+            #expect(run.errors.contains("fd \(fd): anon_inode:[io_uring]: an io_uring instance"), "\(run.errors)")
+            #expect(run.errors.contains("--skip-unsupported"), "\(run.errors)")
         }
     }
 }
