@@ -9,41 +9,44 @@ extension ProcessImage {
     /// image rather than restart the socket paired with a closed end.
     public static let externalFormat = "chpox.image/4"
 
-    /// A line for each external UNIX socket of `processes`, as cpx reports it: "process PID fd N:
-    /// UNIX stream socket INODE to PATH: reconnect".
-    public static func externalUnixSockets(_ processes: [ProcessImage]) -> [String] {
+    /// Each external UNIX socket of `processes` once (`cpx --external-unix`): the process and
+    /// descriptor first holding it, the socket and what a restart does with it.
+    static func externalUnix(
+        _ processes: [ProcessImage]
+    ) -> [(pid: Int32, fd: Int32, socket: UnixSocket, external: UnixSocket.External)] {
         var seen: Set<UInt64> = []
         return processes.flatMap { process in
-            process.descriptors.compactMap { descriptor -> String? in
+            process.descriptors.compactMap { descriptor in
                 guard let socket = descriptor.socket, let external = socket.external,
                     seen.insert(socket.inode).inserted
                 else { return nil }
-                return
-                    "process \(process.pid) fd \(descriptor.fd): UNIX \(socket.type.rawValue) socket \(socket.inode) "
-                    + "to \(external.path ?? "an unnamed socket"): \(external.action.rawValue)"
+                return (process.pid, descriptor.fd, socket, external)
             }
+        }
+    }
+
+    /// A line for each external UNIX socket of `processes`, as cpx reports it: "process PID fd N:
+    /// UNIX stream socket INODE to PATH: reconnect".
+    public static func externalUnixSockets(_ processes: [ProcessImage]) -> [String] {
+        externalUnix(processes).map { pid, fd, socket, external in
+            "process \(pid) fd \(fd): UNIX \(socket.type.rawValue) socket \(socket.inode) "
+                + "to \(external.path ?? "an unnamed socket"): \(external.action.rawValue)"
         }
     }
 
     /// A line for each external UNIX socket of `processes` (`cpx --external-unix`), as a restart
     /// reports it: connected again, or with its peer closed.
     public static func externalUnixNotices(_ processes: [ProcessImage]) -> [String] {
-        var seen: Set<UInt64> = []
-        return processes.flatMap { process in
-            process.descriptors.compactMap { descriptor -> String? in
-                guard let socket = descriptor.socket, let external = socket.external,
-                    seen.insert(socket.inode).inserted
-                else { return nil }
-                let at = "process \(process.pid) fd \(descriptor.fd), UNIX \(socket.type.rawValue) socket"
-                switch external.action {
-                case .reconnect:
-                    return "reconnected (--external-unix): \(at), connected again to \(external.path ?? "?") (what "
-                        + "the peer knew of the old connection is gone)"
-                case .close:
-                    let peer = external.path ?? "an unnamed socket outside the tree"
-                    return "closed (--external-unix): \(at), its peer \(peer) gone: its next read returns end of "
-                        + "file, its next write fails with EPIPE"
-                }
+        externalUnix(processes).map { pid, fd, socket, external in
+            let at = "process \(pid) fd \(fd), UNIX \(socket.type.rawValue) socket"
+            switch external.action {
+            case .reconnect:
+                return "reconnected (--external-unix): \(at), connected again to \(external.path ?? "?") (what "
+                    + "the peer knew of the old connection is gone)"
+            case .close:
+                let peer = external.path ?? "an unnamed socket outside the tree"
+                return "closed (--external-unix): \(at), its peer \(peer) gone: its next read returns end of "
+                    + "file, its next write fails with EPIPE"
             }
         }
     }
