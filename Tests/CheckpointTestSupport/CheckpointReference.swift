@@ -84,9 +84,13 @@ public final class CheckpointReference {
                 if problems.count >= limit { return problems }
             }
         }
-        // Nothing stored outside the kept mappings.
+        // Nothing stored outside the kept mappings (but the files the process writes, which a
+        // generation keeps in the file slots: `FileChunks`).
         let keptRanges = regions.filter(Self.kept).map { ($0.start / 4096, $0.end / 4096) }
-        for entry in map.pages where !keptRanges.contains(where: { $0.0 <= entry.page && entry.page < $0.1 }) {
+        for entry in map.pages
+        where entry.page < FileChunks.firstPage
+            && !keptRanges.contains(where: { $0.0 <= entry.page && entry.page < $0.1 })
+        {
             problems.append("page 0x\(String(entry.page * 4096, radix: 16)) is stored but in no kept mapping")
             if problems.count >= limit { break }
         }

@@ -39,7 +39,6 @@ import Testing
     @Test func aConnectionIsFoundByItsAddressesAsInADump() throws {
         let (listener, client, server) = try Self.connection()
         defer { [listener, client, server].forEach { $0.close() } }
-        #expect(shutdown(client.rawValue, Int32(SHUT_WR)) == 0)
         for socket in [client, server] {
             let inode = try socket.status().inode
             let local = try socket.localAddress(), remote = try #require(try socket.peerAddress())
@@ -52,6 +51,8 @@ import Testing
                     inode: inode, family: AF_INET, protocol: Int32(IPPROTO_TCP),
                     local: local, remote: remote) == dumped)
         }
+        // Established both ways above (states that hold still); shut down now, SEND_SHUTDOWN shows.
+        #expect(shutdown(client.rawValue, Int32(SHUT_WR)) == 0)
         let sent = try InetSocketDiagnosis.of(
             inode: try client.status().inode, family: AF_INET, protocol: Int32(IPPROTO_TCP),
             local: try client.localAddress(), remote: try client.peerAddress())
