@@ -1,9 +1,10 @@
 import Syscall
 
-/// A file's contents as pages of the store: cut into chunks at content-defined boundaries (a
-/// gear rolling hash, as FastCDC does), so that bytes inserted or removed move only the chunks
-/// around them, and each chunk kept in one page of its own: its bytes, zeros, and its length in
-/// the page's last two bytes. A file's chunks, in order, are the pages of a slot of its own
+/// A file's contents as pages of the store, cut one of two ways (`Chunking`): into chunks at
+/// content-defined boundaries (a gear rolling hash, as FastCDC does), so that bytes inserted or
+/// removed move only the chunks around them, each chunk kept in one page of its own (its bytes,
+/// zeros, and its length in the page's last two bytes); or into 4 KiB blocks at their offsets,
+/// each block a page as it is. A file's chunks, in order, are the pages of a slot of its own
 /// (`FileChunks.range(ofSlot:)`) in the last address space, 511 (a manifest's pages end at
 /// 2^45: 512 spaces of 2^36), 4096 slots of 2^24 pages (16 GiB of chunks of 1 KiB at least):
 /// the store deduplicates, collects, verifies and rebases them as it does every page, and a
@@ -14,6 +15,20 @@ import Syscall
 /// on average), and at most 4094 bytes, what a page holds besides the length. A rewrite of W
 /// bytes in place costs about W plus one chunk (the two it starts and ends in).
 public enum FileChunks {
+    /// How a file is cut into the pages of its slot; recorded with it (`nil` in images made
+    /// before blocks: `content`).
+    public enum Chunking: String, Codable, Sendable {
+        /// Content-defined chunks, each at page `offset / 1 KiB` of the slot: what a file whose
+        /// bytes are inserted or removed (rewritten whole, edited) changes least.
+        case content
+        /// 4 KiB blocks, each at page `offset / 4 KiB`, the last padded with zeros: what a file
+        /// rewritten in place (a database, a file mapped shared) changes least, since a write of W
+        /// bytes changes at most W + 8 KiB of blocks whatever its offset, and a block fills its
+        /// page, so the store compresses it as it does memory (a content chunk averages 2 KiB in
+        /// its page, which doubles what the store handles per byte).
+        case blocks
+    }
+
     public static let minimum = 1024
     public static let maximum = Page.size - 2
     /// The hash's high bits that must be zero for a cut.
@@ -38,7 +53,9 @@ public enum FileChunks {
     /// start at least `minimum` bytes apart, so no two share one). A chunk keeps its page as
     /// long as it keeps its offset: a file rewritten in place changes only the pages of the
     /// chunks it rewrote, and a delta holds only those.
-    public static func page(ofChunkAt offset: Int) -> UInt64 { UInt64(offset / minimum) }
+    public static func page(ofChunkAt offset: Int, _ chunking: Chunking = .content) -> UInt64 {
+        UInt64(offset / (chunking == .blocks ? Page.size : minimum))
+    }
 
     /// The chunks of the file in slot `slot` of `map`, by `page(ofChunkAt:)`.
     public static func chunks(ofSlot slot: UInt64, in map: PageMap) -> PageMap {
@@ -95,9 +112,32 @@ public enum FileChunks {
         return ends
     }
 
-    /// Writes chunk `bytes` (at most `maximum`) as its page into `page` (one page).
-    public static func encode(_ bytes: UnsafeRawBufferPointer, into page: UnsafeMutableRawBufferPointer) {
-        precondition(bytes.count >= 1 && bytes.count <= maximum && page.count == Page.size)
+    /// Where each chunk of `bytes` cut as `chunking` says ends (ascending; the last is
+    /// `bytes.count`; none when empty).
+    public static func boundaries(_ bytes: UnsafeRawBufferPointer, _ chunking: Chunking) -> [Int] {
+        switch chunking {
+        case .content: return boundaries(bytes)
+        case .blocks:
+            return bytes.isEmpty ? [] : Array(stride(from: Page.size, to: bytes.count, by: Page.size)) + [bytes.count]
+        }
+    }
+
+    /// Writes chunk `bytes` (at most `maximum`; a block: at most a page) as its page into
+    /// `page` (one page).
+    public static func encode(
+        _ bytes: UnsafeRawBufferPointer, into page: UnsafeMutableRawBufferPointer, _ chunking: Chunking = .content
+    ) {
+        precondition(page.count == Page.size)
+        if chunking == .blocks {
+            precondition(bytes.count >= 1 && bytes.count <= Page.size)
+            page.copyMemory(from: bytes)
+            if bytes.count < Page.size {
+                UnsafeMutableRawBufferPointer(rebasing: page[bytes.count...]).initializeMemory(
+                    as: UInt8.self, repeating: 0)
+            }
+            return
+        }
+        precondition(bytes.count >= 1 && bytes.count <= maximum)
         page.copyMemory(from: bytes)
         for k in bytes.count..<Page.size - 2 { page[k] = 0 }
         page[Page.size - 2] = UInt8(bytes.count & 0xFF)
@@ -114,10 +154,12 @@ public enum FileChunks {
         return UnsafeRawBufferPointer(rebasing: page[0..<length])
     }
 
-    /// The pages of `bytes`, one per chunk, in order, with their ids and their page numbers in
-    /// a slot (`page(ofChunkAt:)`).
-    public static func pages(of bytes: UnsafeRawBufferPointer) -> (pages: [UInt8], ids: [ChunkID], numbers: [UInt64]) {
-        let ends = boundaries(bytes)
+    /// The pages of `bytes` cut as `chunking` says, one per chunk, in order, with their ids and
+    /// their page numbers in a slot (`page(ofChunkAt:)`).
+    public static func pages(
+        of bytes: UnsafeRawBufferPointer, _ chunking: Chunking = .content
+    ) -> (pages: [UInt8], ids: [ChunkID], numbers: [UInt64]) {
+        let ends = boundaries(bytes, chunking)
         var pages = [UInt8](repeating: 0, count: ends.count * Page.size)
         var ids: [ChunkID] = []
         ids.reserveCapacity(ends.count)
@@ -125,9 +167,9 @@ public enum FileChunks {
         pages.withUnsafeMutableBytes { out in
             var start = 0
             for (k, end) in ends.enumerated() {
-                numbers.append(page(ofChunkAt: start))
+                numbers.append(page(ofChunkAt: start, chunking))
                 let page = UnsafeMutableRawBufferPointer(rebasing: out[k * Page.size..<(k + 1) * Page.size])
-                encode(UnsafeRawBufferPointer(rebasing: bytes[start..<end]), into: page)
+                encode(UnsafeRawBufferPointer(rebasing: bytes[start..<end]), into: page, chunking)
                 ids.append(ChunkID(hashing: UnsafeRawBufferPointer(page)))
                 start = end
             }
@@ -135,22 +177,34 @@ public enum FileChunks {
         return (pages, ids, numbers)
     }
 
-    /// The file whose chunks are the pages of slot `slot` in `map`, read through `reader`;
-    /// throws when a page is not a chunk, or not where a chunk starting where the previous one
-    /// ended would be (a chunk missing).
-    public static func contents(ofSlot slot: UInt64, in map: PageMap, reader: ChunkReader) throws -> [UInt8] {
+    /// The bytes of the file a page of a slot holds: a content chunk's (nil when the page is
+    /// not one), or a whole block.
+    public static func payload(_ page: UnsafeRawBufferPointer, _ chunking: Chunking) -> UnsafeRawBufferPointer? {
+        chunking == .blocks ? page : decode(page)
+    }
+
+    /// The file whose chunks are the pages of slot `slot` in `map`, cut as `chunking` says,
+    /// read through `reader`; `size` cuts the last block's padding. Throws when a page is not a
+    /// chunk, or not where a chunk starting where the previous one ended would be (a chunk
+    /// missing).
+    public static func contents(
+        ofSlot slot: UInt64, in map: PageMap, reader: ChunkReader, chunking: Chunking = .content, size: Int64
+    ) throws -> [UInt8] {
         let pages = chunks(ofSlot: slot, in: map)
         let space = slot
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(pages.pages.count * 2048)
+        bytes.reserveCapacity(chunking == .blocks ? Int(size) : pages.pages.count * 2048)
         try reader.readPages(pages) { entry, page in
-            guard entry.page == Self.page(ofChunkAt: bytes.count) else {
+            guard entry.page == Self.page(ofChunkAt: bytes.count, chunking) else {
                 throw StoreError.invalidArgument("file slot \(space): the chunk at byte \(bytes.count) is missing")
             }
-            guard let chunk = decode(page) else {
+            guard let chunk = payload(page, chunking) else {
                 throw StoreError.invalidArgument("file slot \(space): page \(entry.page) holds no file chunk")
             }
             bytes.append(contentsOf: chunk)
+        }
+        if chunking == .blocks, Int64(bytes.count) > size, Int64(bytes.count) - size < Int64(Page.size) {
+            bytes.removeLast(bytes.count - Int(size))
         }
         return bytes
     }

@@ -50,10 +50,38 @@ import Testing
         #expect(new.count <= 4, "\(new.count) of \(after.count) chunks changed")
     }
 
-    /// A file in a slot of the page map, written over generations: GC down to the last one and
-    /// a rebase keep every chunk it needs.
-    @Test func garbageCollectionAndRebaseKeepFileChunks() throws {
-        let temporary = TemporaryStore("file-gc")
+    /// Blocks: a file rewritten in place changes only the blocks its writes touch (at most two
+    /// for a write of 4 KiB at any offset), and a file whose size is no multiple of a page reads
+    /// back exactly, its last block's padding cut.
+    @Test func blocksChangeOnlyWhereWrittenAndReadBack() {
+        let bytes = Self.random(300_123, seed: 5)
+        let (pages, ids, numbers) = bytes.withUnsafeBytes { FileChunks.pages(of: $0, .blocks) }
+        #expect(ids.count == (bytes.count + Page.size - 1) / Page.size)
+        #expect(numbers == (0..<UInt64(ids.count)).map { $0 })
+        var back: [UInt8] = []
+        pages.withUnsafeBytes { raw in
+            for k in 0..<ids.count {
+                let page = UnsafeRawBufferPointer(rebasing: raw[k * Page.size..<(k + 1) * Page.size])
+                back += FileChunks.payload(page, .blocks).map(Array.init) ?? []
+            }
+        }
+        #expect(Array(back.prefix(bytes.count)) == bytes)
+        #expect(back[bytes.count...].allSatisfy { $0 == 0 })
+        for offset in [0, 1, 4095, 77_777, 296_000] {
+            var written = bytes
+            let end = min(offset + 4096, written.count)
+            written.replaceSubrange(offset..<end, with: Self.random(end - offset, seed: UInt64(offset) + 9))
+            let after = written.withUnsafeBytes { FileChunks.pages(of: $0, .blocks).ids }
+            let changed = zip(ids, after).filter { $0 != $1 }.count
+            #expect(changed >= 1 && changed <= 2, "a 4 KiB write at \(offset) changed \(changed) blocks")
+        }
+    }
+
+    /// A file in a slot of the page map, written over generations, cut either way: GC down to
+    /// the last one and a rebase keep every chunk it needs.
+    @Test(arguments: [FileChunks.Chunking.content, .blocks])
+    func garbageCollectionAndRebaseKeepFileChunks(chunking: FileChunks.Chunking) throws {
+        let temporary = TemporaryStore("file-gc-\(chunking.rawValue)")
         defer { temporary.cleanup() }
         let store = try temporary.open()
         var file = Self.random(200_000, seed: 4)
@@ -66,7 +94,7 @@ import Testing
                 file.replaceSubrange(round * 20_000..<round * 20_000 + 3000, with: patch)
             }
             let writer = try store.beginGeneration(chain: "f")
-            let (pages, ids, numbers) = file.withUnsafeBytes { FileChunks.pages(of: $0) }
+            let (pages, ids, numbers) = file.withUnsafeBytes { FileChunks.pages(of: $0, chunking) }
             for stale in Set(previous.keys).subtracting(numbers) {
                 writer.unmap(PageRange(first: first + stale, count: 1))
             }
@@ -85,12 +113,16 @@ import Testing
         }
         for (g, version) in versions.enumerated() {
             let map = try store.pageMap(chain: "f", generation: UInt64(g))
-            #expect(try FileChunks.contents(ofSlot: 3, in: map, reader: store.reader()) == version)
+            let contents = try FileChunks.contents(
+                ofSlot: 3, in: map, reader: store.reader(), chunking: chunking, size: Int64(version.count))
+            #expect(contents == version)
         }
         _ = try store.rebase(chain: "f", generation: 4)
         _ = try store.collectGarbage(RetentionPolicy(keepLast: 1))
         #expect(try store.verify(deep: true).isClean)
         let map = try store.pageMap(chain: "f", generation: 5)
-        #expect(try FileChunks.contents(ofSlot: 3, in: map, reader: store.reader()) == versions[5])
+        let last = try FileChunks.contents(
+            ofSlot: 3, in: map, reader: store.reader(), chunking: chunking, size: Int64(versions[5].count))
+        #expect(last == versions[5])
     }
 }

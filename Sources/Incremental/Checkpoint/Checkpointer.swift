@@ -594,6 +594,9 @@ public final class Checkpointer {
                 }
             }
             if image.hasExternalSockets { image.format = ProcessImage.externalFormat }
+            if image.files?.contains(where: { $0.chunking == .blocks }) == true {
+                image.format = ProcessImage.blockFilesFormat
+            }
             image.capture.pauseNanoseconds = run.pause
             image.capture.totalPauseNanoseconds = run.totalPause
             image.capture.preCopyRounds = run.rounds

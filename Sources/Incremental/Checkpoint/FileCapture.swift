@@ -67,6 +67,12 @@ final class FileCapture {
         var readable: (pid: Int32, fd: Int32)?
         /// A process of the tree holds a lease on it.
         var leased = false
+        /// Written in place: held for reading and writing without O_APPEND, or mapped shared and
+        /// writable (a database, a file updated at its offsets): kept in blocks, else in content
+        /// chunks (`FileChunks.Chunking`).
+        var inPlace = false
+
+        var chunking: FileChunks.Chunking { inPlace ? .blocks : .content }
     }
 
     /// The files `images` hold open for writing (O_WRONLY, O_RDWR) or map shared and writable,
@@ -91,8 +97,11 @@ final class FileCapture {
                 add(
                     descriptor.target, open: "/proc/\(image.pid)/fd/\(descriptor.fd)",
                     by: "process \(image.pid) fd \(descriptor.fd)", inode: nil)
-                if descriptor.flags & O_ACCMODE == O_RDWR, byPath[descriptor.target]?.readable == nil {
-                    byPath[descriptor.target]?.readable = (image.pid, descriptor.fd)
+                if descriptor.flags & O_ACCMODE == O_RDWR {
+                    if byPath[descriptor.target]?.readable == nil {
+                        byPath[descriptor.target]?.readable = (image.pid, descriptor.fd)
+                    }
+                    if descriptor.flags & O_APPEND == 0 { byPath[descriptor.target]?.inPlace = true }
                 }
             }
             for mapping in image.mappings
@@ -102,6 +111,7 @@ final class FileCapture {
                 add(
                     mapping.path, open: mapping.path,
                     by: "process \(image.pid) mapping 0x\(String(mapping.start, radix: 16))", inode: mapping.inode)
+                byPath[mapping.path]?.inPlace = true
             }
         }
         for image in images {
@@ -186,11 +196,13 @@ final class FileCapture {
     }
 
     static func record(_ held: Held, _ status: FileDescriptor.Status) -> ProcessImage.RecordedFile {
-        ProcessImage.RecordedFile(
+        var record = ProcessImage.RecordedFile(
             path: held.path, state: .recorded, device: status.device, inode: status.inode, size: status.size,
             permissions: status.permissions, owner: status.owner, group: status.group,
             modified: [Int64(status.modified.tv_sec), Int64(status.modified.tv_nsec)],
             changed: [Int64(status.changed.tv_sec), Int64(status.changed.tv_nsec)], heldBy: held.heldBy)
+        record.chunking = held.chunking == .content ? nil : held.chunking
+        return record
     }
 
     /// The same file, untouched since it was read: same inode, size, modification and change
@@ -236,9 +248,10 @@ final class FileCapture {
             // that. Pages of the old chunks no chunk starts at now go first.
             let old = full ? [:] : (previous?.ids ?? [:])
             let first = FileChunks.range(ofSlot: slot).first
-            let ends = bytes.withUnsafeBytes { FileChunks.boundaries($0) }
+            let chunking = record.chunking ?? .content
+            let ends = bytes.withUnsafeBytes { FileChunks.boundaries($0, chunking) }
             let starts = [0] + ends.dropLast()
-            let present = Set(starts.map { FileChunks.page(ofChunkAt: $0) })
+            let present = Set(starts.map { FileChunks.page(ofChunkAt: $0, chunking) })
             let stale = old.keys.filter { !present.contains($0) }.sorted()
             var k = 0
             while k < stale.count {
@@ -253,9 +266,9 @@ final class FileCapture {
             defer { page.deallocate() }
             try bytes.withRawBytes { (raw) throws(StoreError) in
                 for (start, end) in zip(starts, ends) {
-                    FileChunks.encode(UnsafeRawBufferPointer(rebasing: raw[start..<end]), into: page)
+                    FileChunks.encode(UnsafeRawBufferPointer(rebasing: raw[start..<end]), into: page, chunking)
                     let id = ChunkID(hashing: UnsafeRawBufferPointer(page))
-                    let number = FileChunks.page(ofChunkAt: start)
+                    let number = FileChunks.page(ofChunkAt: start, chunking)
                     ids[number] = id
                     if old[number] != id {
                         try writer.put(firstPage: first + number, contents: UnsafeRawBufferPointer(page))

@@ -1,4 +1,5 @@
 import Foundation
+import Store
 
 extension ProcessImage {
     /// The format of an image that records written files (`files`): a chpox that does not know
@@ -8,6 +9,10 @@ extension ProcessImage {
     /// (`UnixSocket.external`), written files or not: a chpox that does not know it refuses the
     /// image rather than restart the socket paired with a closed end.
     public static let externalFormat = "chpox.image/4"
+    /// The format of an image with a written file kept in 4 KiB blocks
+    /// (`FileChunks.Chunking.blocks`), external UNIX sockets or not: a chpox that does not know
+    /// blocks refuses the image rather than read the blocks as content chunks.
+    public static let blockFilesFormat = "chpox.image/5"
 
     /// Each external UNIX socket of `processes` once (`cpx --external-unix`): the process and
     /// descriptor first holding it, the socket and what a restart does with it.
@@ -93,10 +98,13 @@ extension ProcessImage {
         public var reason: String?
         /// Who held it: "process PID fd N" or "process PID mapping 0x...".
         public var heldBy: [String]
+        /// How it is cut into the pages of its slot; nil: content-defined chunks (images before
+        /// blocks). An image with a file in blocks has format `blockFilesFormat`.
+        public var chunking: FileChunks.Chunking?
 
         enum CodingKeys: String, CodingKey {
             case path, state, device, inode, size, permissions, owner, group, modified, changed, slot, chunks,
-                digest, reason, heldBy
+                digest, reason, heldBy, chunking
         }
 
         public init(

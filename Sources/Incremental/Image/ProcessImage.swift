@@ -15,7 +15,9 @@ import Store
 public struct ProcessImage: Codable, Sendable, Equatable {
     public static let currentFormat = "chpox.image/2"
     /// Every format this version reads.
-    public static let readableFormats = [currentFormat, filesFormat, externalFormat, ImageFormatV1.format]
+    public static let readableFormats = [
+        currentFormat, filesFormat, externalFormat, blockFilesFormat, ImageFormatV1.format,
+    ]
 
     public var format = ProcessImage.currentFormat
     public var pid: Int32
@@ -137,7 +139,7 @@ public struct ProcessImage: Codable, Sendable, Equatable {
         do {
             let format = try JSONDecoder().decode(Tag.self, from: data).format
             switch format {
-            case Self.currentFormat, Self.filesFormat, Self.externalFormat:
+            case Self.currentFormat, Self.filesFormat, Self.externalFormat, Self.blockFilesFormat:
                 self = try JSONDecoder().decode(ProcessImage.self, from: data)
             case ImageFormatV1.format: self = try JSONDecoder().decode(ImageFormatV1.Image.self, from: data).upgraded()
             default:

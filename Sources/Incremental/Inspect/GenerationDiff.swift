@@ -79,7 +79,7 @@ public struct GenerationDiff: Sendable {
             fresh = Array(Set(fresh.map(\.chunk))).enumerated().map { PageEntry(page: UInt64($0), chunk: $1) }
             var bytes: Int64 = 0
             try reader.readPages(PageMap(pages: fresh)) { _, page in
-                bytes += Int64(FileChunks.decode(page)?.count ?? 0)
+                bytes += Int64(FileChunks.payload(page, new?.chunking ?? .content)?.count ?? 0)
             }
             changes.append(
                 FileChange(

@@ -58,7 +58,8 @@ public struct RestoredFiles: Sendable {
             throw CheckpointError.badImage(
                 generation: 0, reason: "\(file.path) was \(file.state.rawValue): its contents were not kept")
         }
-        let bytes = try FileChunks.contents(ofSlot: slot, in: map, reader: store.reader())
+        let bytes = try FileChunks.contents(
+            ofSlot: slot, in: map, reader: store.reader(), chunking: file.chunking ?? .content, size: file.size)
         let digest = bytes.withUnsafeBytes { ChunkID(hashing: $0) }.hex
         guard Int64(bytes.count) == file.size, digest == file.digest else {
             throw StoreError.invalidArgument(

@@ -81,6 +81,12 @@ extension LiveProcess {
                 atGeneration.append(bytes(path))
             }
             #expect(try original.send("step") == "stepped 7")
+            // Appended: content-defined chunks; rewritten in place: blocks (`FileChunks.Chunking`).
+            let image = try ProcessImage(
+                decoding: try Store(at: store).manifest(chain: "w", generation: 5).metadata, generation: 5)
+            let kept = image.files?.first { $0.path == path }
+            #expect(kept?.chunking == (mode == "append" ? nil : .blocks))
+            #expect(image.format == (mode == "append" ? ProcessImage.filesFormat : ProcessImage.blockFilesFormat))
             let afterStep = Array(atGeneration.dropFirst()) + [bytes(path)]
             RestartTests.end(original)
             for generation in [5, 0, 3, 5] {
