@@ -16,7 +16,9 @@ extension Checkpointer.Generation {
             + "\(newChunks) new chunks, \(Format.bytes(storedBytes)) stored; "
             + "paused \(pause) ms (\(total) ms in all\(rounds)); "
             + "\(milliseconds) ms"
-            + (filesRecorded > 0 ? "\n  files: \(filesRecorded) kept, \(filesRead) read again (changed)" : "")
+            + (filesRecorded > 0
+                ? "\n  files: \(filesRecorded) kept, \(filesRead) read again (changed, \(filesReadEarly) of them while it ran)"
+                : "")
             + filesNotKept.map { "\n  warning: file not kept, a restart uses it as it is then: \($0)" }.joined()
             + heldConnections.map { "\n  held for the restart: the connection \($0)" }.joined()
             + closedConnections.map { "\n  closed at the restart (--tcp-close): the connection \($0)" }.joined()

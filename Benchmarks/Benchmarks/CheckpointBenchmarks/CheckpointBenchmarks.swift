@@ -77,18 +77,21 @@ enum CheckpointFigure {
     /// store bytes added by the twin / store bytes added by the first base, x1000.
     static let twinBytesRatio = metric("ckpt twin bytes ratio x1000")
 
-    static let all = [residentPages, baseline, baselineRead, baselineLZ4Bytes, baselineReadAtOnce,
-                      fullMilliseconds, fullPause, fullTotalPause, fullCopied, fullStoreBytes, fullThroughputRatio,
-                      preCopyMilliseconds, preCopyPause, preCopyTotalPause, preCopyRounds, preCopyCopied,
-                      deltaMilliseconds, deltaPause, deltaTotalPause, deltaRounds, deltaCopied, deltaDirty, deltaChanged,
-                      deltaStoreBytes, deltaLZ4Bytes, deltaPauseRatio, deltaBytesRatio, preCopyPauseRatio,
-                      twinMilliseconds, twinStoreBytes, twinNewChunks, twinBytesRatio]
+    static let all = [
+        residentPages, baseline, baselineRead, baselineLZ4Bytes, baselineReadAtOnce,
+        fullMilliseconds, fullPause, fullTotalPause, fullCopied, fullStoreBytes, fullThroughputRatio,
+        preCopyMilliseconds, preCopyPause, preCopyTotalPause, preCopyRounds, preCopyCopied,
+        deltaMilliseconds, deltaPause, deltaTotalPause, deltaRounds, deltaCopied, deltaDirty, deltaChanged,
+        deltaStoreBytes, deltaLZ4Bytes, deltaPauseRatio, deltaBytesRatio, preCopyPauseRatio,
+        twinMilliseconds, twinStoreBytes, twinNewChunks, twinBytesRatio,
+    ]
 }
-
 
 /// Checkpoints `target` once into `store` (a new checkpointer, stopped afterwards); returns
 /// the generation and the bytes it added under the store's directory.
-func checkpointOnce(_ target: TargetProcess, _ store: Store, chain: String, preCopy: Bool) throws -> (Checkpointer.Generation, Int) {
+func checkpointOnce(
+    _ target: TargetProcess, _ store: Store, chain: String, preCopy: Bool
+) throws -> (Checkpointer.Generation, Int) {
     var options = Checkpointer.Options(chain: chain, tracker: nil)
     options.preCopy = preCopy
     let checkpointer = try Checkpointer(pid: target.pid, store: store, options: options)
@@ -105,10 +108,15 @@ let checkpointIterations = 3
 let benchmarks: @Sendable () -> Void = {
     TargetProcess.locateInjector()
 
-    Benchmark("Checkpoint 1 GiB mixed",
-              configuration: .init(metrics: [.wallClock, .throughput] + CheckpointFigure.all, timeUnits: .milliseconds,
-                                   warmupIterations: 0, maxDuration: .seconds(300), maxIterations: checkpointIterations)) { benchmark in
-        func measure(_ metric: BenchmarkMetric, _ value: some BinaryInteger) { benchmark.measurement(metric, Int(value)) }
+    Benchmark(
+        "Checkpoint 1 GiB mixed",
+        configuration: .init(
+            metrics: [.wallClock, .throughput] + CheckpointFigure.all, timeUnits: .milliseconds,
+            warmupIterations: 0, maxDuration: .seconds(300), maxIterations: checkpointIterations)
+    ) { benchmark in
+        func measure(_ metric: BenchmarkMetric, _ value: some BinaryInteger) {
+            benchmark.measurement(metric, Int(value))
+        }
 
         // Target A: the baseline, then a full base without pre-copy.
         let a = try TargetProcess(pages: Mixed.pages, mixed: true)
@@ -150,8 +158,9 @@ let benchmarks: @Sendable () -> Void = {
         measure(CheckpointFigure.fullCopied, full.copiedPages)
         measure(CheckpointFigure.fullStoreBytes, fullBytes)
         // Throughputs over the same resident bytes: the ratio is baseline time / generation time.
-        measure(CheckpointFigure.fullThroughputRatio,
-                ratio1000(residentBytes / Double(max(full.milliseconds, 1)), residentBytes / (Double(baselineTime) / 1000)))
+        measure(
+            CheckpointFigure.fullThroughputRatio,
+            ratio1000(residentBytes / Double(max(full.milliseconds, 1)), residentBytes / (Double(baselineTime) / 1000)))
 
         // Target B: a full base with pre-copy into a new store, then the 1% delta.
         let b = try TargetProcess(pages: Mixed.pages, mixed: true)
@@ -195,9 +204,13 @@ let benchmarks: @Sendable () -> Void = {
         measure(CheckpointFigure.deltaChanged, changed.count)
         measure(CheckpointFigure.deltaStoreBytes, deltaBytes)
         measure(CheckpointFigure.deltaLZ4Bytes, deltaCompressor.bytes)
-        measure(CheckpointFigure.deltaPauseRatio, ratio1000(Double(delta.pauseMicroseconds), Double(full.pauseMicroseconds)))
+        measure(
+            CheckpointFigure.deltaPauseRatio, ratio1000(Double(delta.pauseMicroseconds), Double(full.pauseMicroseconds))
+        )
         measure(CheckpointFigure.deltaBytesRatio, ratio1000(Double(deltaBytes), Double(deltaCompressor.bytes)))
-        measure(CheckpointFigure.preCopyPauseRatio, ratio1000(Double(preCopied.pauseMicroseconds), Double(delta.pauseMicroseconds)))
+        measure(
+            CheckpointFigure.preCopyPauseRatio,
+            ratio1000(Double(preCopied.pauseMicroseconds), Double(delta.pauseMicroseconds)))
 
         // Target C: the same process again, into store 1 beside A's base.
         let c = try TargetProcess(pages: Mixed.pages, mixed: true)
@@ -210,12 +223,13 @@ let benchmarks: @Sendable () -> Void = {
         measure(CheckpointFigure.twinNewChunks, twin.newChunks)
         measure(CheckpointFigure.twinBytesRatio, ratio1000(Double(twinBytes), Double(fullBytes)))
 
-        note("checkpoint-iteration: resident \(residentPages) pages, baseline \(baselineTime / 1000) ms (read \(readTime / 1000) ms, "
-            + "at once \(readAtOnceTime / 1000) ms), "
-            + "lz4 \(compressor.bytes) B; full \(full.milliseconds) ms pause \(full.pauseMicroseconds) us +\(fullBytes) B; "
-            + "pre-copy \(preCopied.milliseconds) ms pause \(preCopied.pauseMicroseconds) us total \(preCopied.totalPauseMicroseconds) us "
-            + "rounds \(preCopied.preCopyRounds); delta \(delta.milliseconds) ms pause \(delta.pauseMicroseconds) us total \(delta.totalPauseMicroseconds) us "
-            + "copied \(delta.copiedPages) changed \(changed.count) +\(deltaBytes) B lz4 \(deltaCompressor.bytes) B; "
-            + "twin +\(twinBytes) B new chunks \(twin.newChunks)")
+        note(
+            "checkpoint-iteration: resident \(residentPages) pages, baseline \(baselineTime / 1000) ms (read \(readTime / 1000) ms, "
+                + "at once \(readAtOnceTime / 1000) ms), "
+                + "lz4 \(compressor.bytes) B; full \(full.milliseconds) ms pause \(full.pauseMicroseconds) us +\(fullBytes) B; "
+                + "pre-copy \(preCopied.milliseconds) ms pause \(preCopied.pauseMicroseconds) us total \(preCopied.totalPauseMicroseconds) us "
+                + "rounds \(preCopied.preCopyRounds); delta \(delta.milliseconds) ms pause \(delta.pauseMicroseconds) us total \(delta.totalPauseMicroseconds) us "
+                + "copied \(delta.copiedPages) changed \(changed.count) +\(deltaBytes) B lz4 \(deltaCompressor.bytes) B; "
+                + "twin +\(twinBytes) B new chunks \(twin.newChunks)")
     }
 }

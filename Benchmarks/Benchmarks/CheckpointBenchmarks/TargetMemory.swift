@@ -30,13 +30,19 @@ struct TargetMemory {
         if pagemap.hasScan() {
             // Sorted and merged: Linux 6.18 can answer a walk that ends inside one call with a
             // walk_end short of the range's end, so the next call reports its last runs again.
-            return AddressRuns(try pagemap.scan(start: region.start, end: region.end, anyOf: [.present, .swapped],
-                                                returned: [.present, .swapped, .pfnZero]).filter { !$0.categories.contains(.pfnZero) }).runs
+            return AddressRuns(
+                try pagemap.scan(
+                    start: region.start, end: region.end, anyOf: [.present, .swapped],
+                    returned: [.present, .swapped, .pfnZero]
+                ).filter { !$0.categories.contains(.pfnZero) }
+            ).runs
         }
         var runs: [PageRun] = []
         try Residency.forEachEntry(pagemap, region) { address, entry in
             guard Residency.holdsData(entry) else { return }
-            if let last = runs.last, last.end == address { runs[runs.count - 1].end += 4096 } else {
+            if let last = runs.last, last.end == address {
+                runs[runs.count - 1].end += 4096
+            } else {
                 runs.append(PageRun(start: address, end: address + 4096))
             }
         }
@@ -46,7 +52,8 @@ struct TargetMemory {
     /// Reads the pages of `runs` in address order with process_vm_readv, `batchPages` at a
     /// time, and hands each batch on packed (page k of the batch at k * 4096), with the
     /// address of each of its pages.
-    func read(_ runs: [PageRun], _ body: (_ addresses: [UInt64], _ pages: UnsafeRawBufferPointer) throws -> Void) throws {
+    func read(_ runs: [PageRun], _ body: (_ addresses: [UInt64], _ pages: UnsafeRawBufferPointer) throws -> Void) throws
+    {
         let memory = ProcessMemory(pid: target.pid)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.batchPages * 4096, alignment: 4096)
         defer { buffer.deallocate() }
@@ -66,7 +73,8 @@ struct TargetMemory {
                 let room = Self.batchPages - addresses.count
                 let take = min(Int((run.end - address) / 4096), room)
                 let offset = addresses.count * 4096
-                requests.append((address, UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<(offset + take * 4096)])))
+                requests.append(
+                    (address, UnsafeMutableRawBufferPointer(rebasing: buffer[offset..<(offset + take * 4096)])))
                 for k in 0..<take { addresses.append(address + UInt64(k) * 4096) }
                 address += UInt64(take) * 4096
                 if addresses.count == Self.batchPages { try flush() }
@@ -98,7 +106,8 @@ struct TargetMemory {
         var hashes: [Int: ChunkID] = [:]
         try read(resident()) { addresses, pages in
             for (k, address) in addresses.enumerated() {
-                hashes[Int((address - target.base) / 4096)] = ChunkID(hashing: UnsafeRawBufferPointer(rebasing: pages[(k * 4096)..<((k + 1) * 4096)]))
+                hashes[Int((address - target.base) / 4096)] = ChunkID(
+                    hashing: UnsafeRawBufferPointer(rebasing: pages[(k * 4096)..<((k + 1) * 4096)]))
             }
         }
         return hashes
@@ -149,8 +158,10 @@ struct FrameCompressor {
         var offset = 0
         while offset < pages.count {
             let length = min(frame, pages.count - offset)
-            let packed = Int(LZ4_compress_default((base + offset).assumingMemoryBound(to: CChar.self),
-                                                  output.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(length), bound))
+            let packed = Int(
+                LZ4_compress_default(
+                    (base + offset).assumingMemoryBound(to: CChar.self),
+                    output.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(length), bound))
             precondition(packed > 0, "LZ4_compress_default failed")
             bytes += min(packed, length)
             offset += length

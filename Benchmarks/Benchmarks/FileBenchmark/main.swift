@@ -119,7 +119,8 @@ let (baseWithout, _) = try generation(notKeeping, withoutFiles)
 print(
     "base (full): \(base.milliseconds) ms, pause \(ms(base.pauseMicroseconds)) "
         + "(without files \(ms(baseWithout.pauseMicroseconds))), \(baseBytes) bytes stored "
-        + "(file LZ4 ~\(lz4Size(Array(FileManager.default.contents(atPath: path)!.prefix(64 << 20))) * mebibytes / 64))")
+        + "(file LZ4 ~\(lz4Size(Array(FileManager.default.contents(atPath: path)!.prefix(64 << 20))) * mebibytes / 64))"
+)
 var rows: [String] = []
 for run in [65536, 4096] {
     let (changed, lz4) = rewriteOnePercent(run: run)
@@ -131,7 +132,8 @@ for run in [65536, 4096] {
         "1% in \(run / 1024) KiB runs: \(changed) bytes changed, LZ4 \(lz4); stored \(stored) bytes "
             + "(packs \(g.storedBytes)): \(String(format: "%.2f", ratio))x (packs \(String(format: "%.2f", packRatio))x, "
             + "goal <= 1.2x); pause \(ms(g.pauseMicroseconds)) against \(ms(h.pauseMicroseconds)) without files "
-            + "(+\(ms(g.pauseMicroseconds - h.pauseMicroseconds))); generation \(g.milliseconds) ms")
+            + "(+\(ms(g.pauseMicroseconds - h.pauseMicroseconds)), read while running: \(g.filesReadEarly) of \(g.filesRead)); "
+            + "generation \(g.milliseconds) ms")
     print(rows.last!)
 }
 // A generation that read the file within a second of its last write reads it again (its times

@@ -27,7 +27,9 @@ enum NetShape {
 }
 
 enum NetFigure {
-    static func metric(_ name: String) -> BenchmarkMetric { .custom(name, polarity: .prefersSmaller, useScalingFactor: false) }
+    static func metric(_ name: String) -> BenchmarkMetric {
+        .custom(name, polarity: .prefersSmaller, useScalingFactor: false)
+    }
 
     /// Per connection count: the same figures.
     struct Count {
@@ -41,7 +43,9 @@ enum NetFigure {
             criuFrozen = m("criu frozen us"); criuFreezing = m("criu freezing us"); criuMilliseconds = m("criu ms")
         }
 
-        var all: [BenchmarkMetric] { [pause, totalPause, cpxMilliseconds, connections, criuFrozen, criuFreezing, criuMilliseconds] }
+        var all: [BenchmarkMetric] {
+            [pause, totalPause, cpxMilliseconds, connections, criuFrozen, criuFreezing, criuMilliseconds]
+        }
     }
 
     static let counts = Dictionary(uniqueKeysWithValues: NetShape.connections.map { ($0, Count($0)) })
@@ -62,7 +66,9 @@ func tool(_ name: String) -> String {
 func outsideConnections(_ value: Any) -> Int {
     if let object = value as? [String: Any] {
         return object.reduce(0) { sum, entry in
-            sum + (entry.key == "outsideConnections" ? (entry.value as? [Any])?.count ?? 0 : outsideConnections(entry.value))
+            sum
+                + (entry.key == "outsideConnections"
+                    ? (entry.value as? [Any])?.count ?? 0 : outsideConnections(entry.value))
         }
     }
     return (value as? [Any])?.reduce(0) { $0 + outsideConnections($1) } ?? 0
@@ -77,16 +83,17 @@ func checkpoint(_ pid: Int32, in namespace: NetTargetProcess.Namespace, name: St
         namespace.launcher + [tool("cpx"), "--store", store, "--name", "net", "--tcp-established", "--json", "\(pid)"],
         scratch: store)
     guard run.status == 0, let line = run.output.split(separator: "\n").first,
-          let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-          let pause = object["pauseMicroseconds"] as? Int
+        let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+        let pause = object["pauseMicroseconds"] as? Int
     else {
         throw TargetProcess.TargetError.protocol("cpx of \(pid) failed (exit \(run.status)): \(run.errors.suffix(600))")
     }
     var figures = CpxFigures(pause: pause)
     figures.totalPause = object["totalPauseMicroseconds"] as? Int ?? 0
     figures.milliseconds = object["milliseconds"] as? Int ?? 0
-    let shown = try runToEnd([tool("dumpinfo"), "--store", store, "--name", "net", "--generation", "0", "--json"],
-                             scratch: store + "-dumpinfo")
+    let shown = try runToEnd(
+        [tool("dumpinfo"), "--store", store, "--name", "net", "--generation", "0", "--json"],
+        scratch: store + "-dumpinfo")
     if shown.status == 0, let document = try? JSONSerialization.jsonObject(with: Data(shown.output.utf8)) {
         figures.connections = outsideConnections(document)
     }
@@ -103,15 +110,21 @@ final class IterationCounter: @unchecked Sendable {
 let netIteration = IterationCounter()
 
 let benchmarks: @Sendable () -> Void = {
-    Benchmark("Network 0-1000 connections",
-              configuration: .init(metrics: [.wallClock, .throughput] + NetFigure.all, timeUnits: .milliseconds,
-                                   warmupIterations: 0, maxDuration: .seconds(300), maxIterations: netIterations)) { benchmark in
-        func measure(_ metric: BenchmarkMetric, _ value: some BinaryInteger) { benchmark.measurement(metric, Int(value)) }
+    Benchmark(
+        "Network 0-1000 connections",
+        configuration: .init(
+            metrics: [.wallClock, .throughput] + NetFigure.all, timeUnits: .milliseconds,
+            warmupIterations: 0, maxDuration: .seconds(300), maxIterations: netIterations)
+    ) { benchmark in
+        func measure(_ metric: BenchmarkMetric, _ value: some BinaryInteger) {
+            benchmark.measurement(metric, Int(value))
+        }
         let iteration = netIteration.next()
         if CriuDump.located == nil { note("net-criu: \(CriuDump.missing)") }
         if !NetShape.criuThousand, iteration == 0 {
-            note("net-criu: 1,000 connections not dumped (about 0.1 s a connection with this CRIU's iptables lock); "
-                + "CHPOX_BENCH_NET_CRIU_1000=1 dumps them once")
+            note(
+                "net-criu: 1,000 connections not dumped (about 0.1 s a connection with this CRIU's iptables lock); "
+                    + "CHPOX_BENCH_NET_CRIU_1000=1 dumps them once")
         }
         let namespace = try NetTargetProcess.Namespace()
         defer { namespace.end() }
@@ -130,12 +143,17 @@ let benchmarks: @Sendable () -> Void = {
             measure(figures.totalPause, cpx.totalPause)
             measure(figures.cpxMilliseconds, cpx.milliseconds)
             measure(figures.connections, max(cpx.connections, 0))
-            var shown = "\(count): cpx pause \(cpx.pause) us total \(cpx.totalPause) us \(cpx.milliseconds) ms "
+            var shown =
+                "\(count): cpx pause \(cpx.pause) us total \(cpx.totalPause) us \(cpx.milliseconds) ms "
                 + "\(cpx.connections) connections"
 
-            if let criu = CriuDump.located, count <= NetShape.criuEveryIteration || (iteration == 0 && NetShape.criuThousand) {
-                switch criu.dump(server.pid, into: Scratch.root + "/criu-\(count)", options: ["--tcp-established"],
-                                 launcher: namespace.launcher) {
+            if let criu = CriuDump.located,
+                count <= NetShape.criuEveryIteration || (iteration == 0 && NetShape.criuThousand)
+            {
+                switch criu.dump(
+                    server.pid, into: Scratch.root + "/criu-\(count)", options: ["--tcp-established"],
+                    launcher: namespace.launcher)
+                {
                 case .success(let result):
                     measure(figures.criuFrozen, result.frozenMicroseconds)
                     measure(figures.criuFreezing, result.freezingMicroseconds)

@@ -61,8 +61,10 @@ enum RestartFigure {
     static let readWriteRatio = metric("restart read+write/read x1000")
     static let readCopyRatio = metric("restart read+copy/read x1000")
 
-    static let all = [checkpointMilliseconds, mapPages, zeroPages, mappings, read, readWrite, readCopy, restart, pagesWritten,
-                      samePid, ratio, readWriteRatio, readCopyRatio]
+    static let all = [
+        checkpointMilliseconds, mapPages, zeroPages, mappings, read, readWrite, readCopy, restart, pagesWritten,
+        samePid, ratio, readWriteRatio, readCopyRatio,
+    ]
 }
 
 enum RebuildFigure {
@@ -77,7 +79,8 @@ enum RebuildFigure {
     /// `pageMap` of the newest generation of the chain `depth` generations deep.
     static let rebuild = Dictionary(uniqueKeysWithValues: depths.map { ($0, metric("rebuild depth \($0) us")) })
     /// Its time / depth 1's, x1000.
-    static let ratio = Dictionary(uniqueKeysWithValues: depths.dropFirst().map { ($0, metric("rebuild depth \($0)/1 x1000")) })
+    static let ratio = Dictionary(
+        uniqueKeysWithValues: depths.dropFirst().map { ($0, metric("rebuild depth \($0)/1 x1000")) })
     /// Once per run: writing the three chains.
     static let buildMilliseconds = metric("rebuild chains build ms")
     static let mapPages = metric("rebuild map pages")
@@ -104,11 +107,14 @@ enum RebuildFigure {
     static let diffAdjacentPages = metric("inspect diff adjacent pages")
     static let diffWholePages = metric("inspect diff first-newest pages")
 
-    static let all = depths.map { rebuild[$0]! } + depths.dropFirst().map { ratio[$0]! }
-        + [buildMilliseconds, mapPages, snapshots, chainFile, snapshotRebuild, deltasPastSnapshot,
-           diffAdjacent, diffWhole, diffAdjacentRatio, diffWholeRatio, diffAdjacentPages, diffWholePages, rebuildsAdjacent, rebuildsWhole]
+    static let all =
+        depths.map { rebuild[$0]! } + depths.dropFirst().map { ratio[$0]! }
+        + [
+            buildMilliseconds, mapPages, snapshots, chainFile, snapshotRebuild, deltasPastSnapshot,
+            diffAdjacent, diffWhole, diffAdjacentRatio, diffWholeRatio, diffAdjacentPages, diffWholePages,
+            rebuildsAdjacent, rebuildsWhole,
+        ]
 }
-
 
 func ratio1000(_ a: Int, _ b: Int) -> Int { b > 0 ? Int((Double(a) / Double(b) * 1000).rounded()) : 0 }
 
@@ -149,7 +155,9 @@ final class RestartSubject: @unchecked Sendable {
 /// one word of each; returns the checksum so the reads cannot be optimised away.
 func readBack(_ store: Store, _ map: PageMap) throws -> UInt64 {
     var sum: UInt64 = 0
-    try store.reader().readPages(map) { entry, bytes in sum &+= bytes.load(fromByteOffset: 8, as: UInt64.self) ^ entry.page }
+    try store.reader().readPages(map) { entry, bytes in
+        sum &+= bytes.load(fromByteOffset: 8, as: UInt64.self) ^ entry.page
+    }
     return sum
 }
 
@@ -161,7 +169,8 @@ func readBack(_ store: Store, _ map: PageMap) throws -> UInt64 {
 func readAndWrite(_ store: Store, _ map: PageMap, regionBase: UInt64, procMem: Bool) throws -> Int {
     let size = Mixed.pages * 4096
     guard let region = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
-          region != MAP_FAILED else { fatalError("mmap: \(String(cString: strerror(errno)))") }
+        region != MAP_FAILED
+    else { fatalError("mmap: \(String(cString: strerror(errno)))") }
     defer { munmap(region, size) }
     let fd = open("/proc/self/mem", O_RDWR | O_CLOEXEC)
     precondition(fd >= 0, "open /proc/self/mem: \(String(cString: strerror(errno)))")
@@ -170,11 +179,14 @@ func readAndWrite(_ store: Store, _ map: PageMap, regionBase: UInt64, procMem: B
     let address = UInt64(UInt(bitPattern: region))
     var written = 0
     try store.reader().readPages(map) { entry, bytes in
-        guard entry.chunk != .zeroPage, entry.page >= firstPage, entry.page < firstPage + UInt64(Mixed.pages) else { return }
+        guard entry.chunk != .zeroPage, entry.page >= firstPage, entry.page < firstPage + UInt64(Mixed.pages) else {
+            return
+        }
         let offset = address + (entry.page - firstPage) * 4096
         written += 1
         guard procMem else {
-            UnsafeMutableRawPointer(bitPattern: UInt(offset))!.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+            UnsafeMutableRawPointer(bitPattern: UInt(offset))!.copyMemory(
+                from: bytes.baseAddress!, byteCount: bytes.count)
             return
         }
         let done = pwrite(fd, bytes.baseAddress, bytes.count, off_t(Int64(bitPattern: offset)))
@@ -219,7 +231,9 @@ final class RebuildChains: @unchecked Sendable {
         var chosen = Set<UInt64>()
         for step in 1..<UInt64(RebuildFigure.depths.max()!) {
             chosen.removeAll(keepingCapacity: true)
-            while chosen.count < RebuildFigure.deltaPages { chosen.insert(random.next() % UInt64(RebuildFigure.basePages)) }
+            while chosen.count < RebuildFigure.deltaPages {
+                chosen.insert(random.next() % UInt64(RebuildFigure.basePages))
+            }
             let pages = chosen.sorted()
             for depth in RebuildFigure.depths where UInt64(depth) > step {
                 let writer = try store.beginGeneration(chain: "depth\(depth)")
@@ -243,10 +257,15 @@ let benchmarks: @Sendable () -> Void = {
     TargetProcess.locateRestoreStub()
 
     nonisolated(unsafe) var subject: RestartSubject?
-    Benchmark("Restart 1 GiB mixed",
-              configuration: .init(metrics: [.wallClock, .throughput] + RestartFigure.all, timeUnits: .milliseconds,
-                                   warmupIterations: 0, maxDuration: .seconds(300), maxIterations: restartIterations)) { benchmark in
-        func measure(_ metric: BenchmarkMetric, _ value: some BinaryInteger) { benchmark.measurement(metric, Int(value)) }
+    Benchmark(
+        "Restart 1 GiB mixed",
+        configuration: .init(
+            metrics: [.wallClock, .throughput] + RestartFigure.all, timeUnits: .milliseconds,
+            warmupIterations: 0, maxDuration: .seconds(300), maxIterations: restartIterations)
+    ) { benchmark in
+        func measure(_ metric: BenchmarkMetric, _ value: some BinaryInteger) {
+            benchmark.measurement(metric, Int(value))
+        }
 
         if subject == nil {
             let made = try RestartSubject()
@@ -265,8 +284,12 @@ let benchmarks: @Sendable () -> Void = {
         let (sum, readTime) = try microseconds { try readBack(s.store, s.map) }
         benchmark.stopMeasurement()
         blackHole(sum)
-        let (_, readCopyTime) = try microseconds { try readAndWrite(s.store, s.map, regionBase: s.base, procMem: false) }
-        let (filled, readWriteTime) = try microseconds { try readAndWrite(s.store, s.map, regionBase: s.base, procMem: true) }
+        let (_, readCopyTime) = try microseconds {
+            try readAndWrite(s.store, s.map, regionBase: s.base, procMem: false)
+        }
+        let (filled, readWriteTime) = try microseconds {
+            try readAndWrite(s.store, s.map, regionBase: s.base, procMem: true)
+        }
 
         let restorer = Restorer(image: s.image, map: s.map, store: s.store, generation: s.generation)
         let (outcome, restartTime) = try microseconds { try restorer.restart() }
@@ -283,23 +306,32 @@ let benchmarks: @Sendable () -> Void = {
         measure(RestartFigure.ratio, ratio1000(restartTime, readTime))
         measure(RestartFigure.readWriteRatio, ratio1000(readWriteTime, readTime))
         measure(RestartFigure.readCopyRatio, ratio1000(readCopyTime, readTime))
-        note("restart-iteration: read \(readTime / 1000) ms, read+copy \(readCopyTime / 1000) ms, read+write \(readWriteTime / 1000) ms (\(filled) pages), "
-            + "restart \(restartTime / 1000) ms (\(outcome.pagesWritten) pages written, \(outcome.mappings) mappings, "
-            + "pid \(outcome.pid)\(outcome.pid == outcome.originalPid ? " same" : ", was \(outcome.originalPid)")); "
-            + "map \(s.map.pages.count) pages, checkpoint \(s.checkpointMilliseconds) ms, store \(Scratch.bytes(under: s.store.path) >> 20) MiB")
+        note(
+            "restart-iteration: read \(readTime / 1000) ms, read+copy \(readCopyTime / 1000) ms, read+write \(readWriteTime / 1000) ms (\(filled) pages), "
+                + "restart \(restartTime / 1000) ms (\(outcome.pagesWritten) pages written, \(outcome.mappings) mappings, "
+                + "pid \(outcome.pid)\(outcome.pid == outcome.originalPid ? " same" : ", was \(outcome.originalPid)")); "
+                + "map \(s.map.pages.count) pages, checkpoint \(s.checkpointMilliseconds) ms, store \(Scratch.bytes(under: s.store.path) >> 20) MiB"
+        )
     }
 
     nonisolated(unsafe) var chains: RebuildChains?
-    Benchmark("Restart rebuild depth 1-1000",
-              configuration: .init(metrics: [.wallClock, .throughput] + RebuildFigure.all, timeUnits: .microseconds,
-                                   warmupIterations: 1, maxDuration: .seconds(300), maxIterations: rebuildIterations)) { benchmark in
-        func measure(_ metric: BenchmarkMetric, _ value: some BinaryInteger) { benchmark.measurement(metric, Int(value)) }
+    Benchmark(
+        "Restart rebuild depth 1-1000",
+        configuration: .init(
+            metrics: [.wallClock, .throughput] + RebuildFigure.all, timeUnits: .microseconds,
+            warmupIterations: 1, maxDuration: .seconds(300), maxIterations: rebuildIterations)
+    ) { benchmark in
+        func measure(_ metric: BenchmarkMetric, _ value: some BinaryInteger) {
+            benchmark.measurement(metric, Int(value))
+        }
 
         if chains == nil {
             let made = try RebuildChains()
             chains = made
-            note("rebuild-chains: \(RebuildFigure.depths.map { "depth\($0) newest generation \(made.newest[$0]!)" }.joined(separator: ", ")); "
-                + "written in \(made.buildMilliseconds) ms, \(made.snapshots) snapshots, store \(Scratch.bytes(under: made.store.path) >> 20) MiB")
+            note(
+                "rebuild-chains: \(RebuildFigure.depths.map { "depth\($0) newest generation \(made.newest[$0]!)" }.joined(separator: ", ")); "
+                    + "written in \(made.buildMilliseconds) ms, \(made.snapshots) snapshots, store \(Scratch.bytes(under: made.store.path) >> 20) MiB"
+            )
         }
         let c = chains!
         measure(RebuildFigure.buildMilliseconds, c.buildMilliseconds)
@@ -317,7 +349,9 @@ let benchmarks: @Sendable () -> Void = {
             if depth == RebuildFigure.depths.first! { measure(RebuildFigure.mapPages, map.pages.count) }
         }
         let deepest = "depth\(RebuildFigure.depths.last!)"
-        let (_, snapshotTime) = try microseconds { try c.store.pageMap(chain: deepest, generation: c.snapshotGeneration) }
+        let (_, snapshotTime) = try microseconds {
+            try c.store.pageMap(chain: deepest, generation: c.snapshotGeneration)
+        }
         measure(RebuildFigure.snapshotRebuild, snapshotTime)
         measure(RebuildFigure.deltasPastSnapshot, c.newest[RebuildFigure.depths.last!]! - c.snapshotGeneration)
         let (_, chainTime) = try microseconds { try c.store.chain("depth\(RebuildFigure.depths.last!)") }
@@ -327,12 +361,17 @@ let benchmarks: @Sendable () -> Void = {
         }
         let newest = c.newest[RebuildFigure.depths.last!]!
         func rebuilds(_ a: UInt64, _ b: UInt64) throws -> Int {
-            try microseconds { try c.store.pageMap(chain: deepest, generation: a) }.1 + microseconds { try c.store.pageMap(chain: deepest, generation: b) }.1
+            try microseconds { try c.store.pageMap(chain: deepest, generation: a) }.1
+                + microseconds { try c.store.pageMap(chain: deepest, generation: b) }.1
         }
         let adjacentRebuilds = try rebuilds(newest - 1, newest)
-        let (adjacent, adjacentTime) = try microseconds { try GenerationDiff.load(c.store, chain: deepest, from: newest - 1, to: newest) }
+        let (adjacent, adjacentTime) = try microseconds {
+            try GenerationDiff.load(c.store, chain: deepest, from: newest - 1, to: newest)
+        }
         let wholeRebuilds = try rebuilds(0, newest)
-        let (whole, wholeTime) = try microseconds { try GenerationDiff.load(c.store, chain: deepest, from: 0, to: newest) }
+        let (whole, wholeTime) = try microseconds {
+            try GenerationDiff.load(c.store, chain: deepest, from: 0, to: newest)
+        }
         measure(RebuildFigure.rebuildsAdjacent, adjacentRebuilds)
         measure(RebuildFigure.rebuildsWhole, wholeRebuilds)
         measure(RebuildFigure.diffAdjacent, adjacentTime)
@@ -341,9 +380,10 @@ let benchmarks: @Sendable () -> Void = {
         measure(RebuildFigure.diffWholeRatio, ratio1000(wholeTime, wholeRebuilds))
         measure(RebuildFigure.diffAdjacentPages, adjacent.changedPages)
         measure(RebuildFigure.diffWholePages, whole.changedPages)
-        note("rebuild-iteration: " + RebuildFigure.depths.map { "depth \($0) \(times[$0]!) us" }.joined(separator: ", ")
-            + "; of depth \(RebuildFigure.depths.last!): generation \(c.snapshotGeneration) (a snapshot) \(snapshotTime) us, "
-            + "chain file \(chainTime) us; diff \(newest - 1)-\(newest) \(adjacentTime) us (\(adjacent.changedPages) pages; its rebuilds \(adjacentRebuilds) us), "
-            + "diff 0-\(newest) \(wholeTime) us (\(whole.changedPages) pages; its rebuilds \(wholeRebuilds) us)")
+        note(
+            "rebuild-iteration: " + RebuildFigure.depths.map { "depth \($0) \(times[$0]!) us" }.joined(separator: ", ")
+                + "; of depth \(RebuildFigure.depths.last!): generation \(c.snapshotGeneration) (a snapshot) \(snapshotTime) us, "
+                + "chain file \(chainTime) us; diff \(newest - 1)-\(newest) \(adjacentTime) us (\(adjacent.changedPages) pages; its rebuilds \(adjacentRebuilds) us), "
+                + "diff 0-\(newest) \(wholeTime) us (\(whole.changedPages) pages; its rebuilds \(wholeRebuilds) us)")
     }
 }

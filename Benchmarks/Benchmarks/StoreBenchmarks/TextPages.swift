@@ -20,7 +20,9 @@ enum TextPages {
     static let templates: [[UInt8]] = {
         var random = SplitMix64(seed: 0x7E3D_1A7E)
         return (0..<256).map { _ in
-            Array((0..<6).map { _ in vocabulary[skewed(random.next(), below: vocabulary.count)] }.joined(separator: [0x20]))
+            Array(
+                (0..<6).map { _ in vocabulary[skewed(random.next(), below: vocabulary.count)] }.joined(separator: [0x20]
+                ))
         }
     }()
 
@@ -64,8 +66,9 @@ final class PageSet: @unchecked Sendable {
         self.numbers = numbers
         bytes = .allocate(byteCount: numbers.count * pageSize, alignment: pageSize)
         for (k, number) in numbers.enumerated() {
-            TextPages.fill(UnsafeMutableRawBufferPointer(rebasing: bytes[(k * pageSize)..<((k + 1) * pageSize)]),
-                           number: number, version: version)
+            TextPages.fill(
+                UnsafeMutableRawBufferPointer(rebasing: bytes[(k * pageSize)..<((k + 1) * pageSize)]),
+                number: number, version: version)
         }
     }
 

@@ -48,16 +48,20 @@ enum Workload {
         var start = 0
         while start < pages.count {
             var end = start + 1
-            while end < pages.count, end - start < pagesPerPut, pages.numbers[end] == pages.numbers[end - 1] + 1 { end += 1 }
-            try writer.put(firstPage: pages.numbers[start],
-                           contents: UnsafeRawBufferPointer(rebasing: pages.bytes[(start * pageSize)..<(end * pageSize)]))
+            while end < pages.count, end - start < pagesPerPut, pages.numbers[end] == pages.numbers[end - 1] + 1 {
+                end += 1
+            }
+            try writer.put(
+                firstPage: pages.numbers[start],
+                contents: UnsafeRawBufferPointer(rebasing: pages.bytes[(start * pageSize)..<(end * pageSize)]))
             start = end
         }
     }
 
     /// Total size of the files in `directory` whose names end in `suffix`.
     static func bytes(in directory: String, suffix: String) throws -> Int {
-        try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(suffix) }.reduce(0) { total, name in
+        try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(suffix) }.reduce(0) {
+            total, name in
             var info = stat()
             guard stat("\(directory)/\(name)", &info) == 0 else { return total }
             return total + Int(info.st_size)

@@ -19,9 +19,11 @@ struct Fraction: Sendable {
     let label: String
     let pages: Int
 
-    static let all = [Fraction(label: "0.1%", pages: DirtyTarget.pages / 1000),
-                      Fraction(label: "1%", pages: DirtyTarget.pages / 100),
-                      Fraction(label: "10%", pages: DirtyTarget.pages / 10)]
+    static let all = [
+        Fraction(label: "0.1%", pages: DirtyTarget.pages / 1000),
+        Fraction(label: "1%", pages: DirtyTarget.pages / 100),
+        Fraction(label: "10%", pages: DirtyTarget.pages / 10),
+    ]
 }
 
 /// Custom metrics, one name per figure (the JMH export keys them by name alone).
@@ -39,12 +41,18 @@ enum TrackerFigure {
     /// 1 when the tracker is supported here, 0 when not (then it has no other figure).
     static func supported(_ kind: TrackerKind) -> BenchmarkMetric { metric("\(kind.rawValue) supported") }
     /// `collect` alone, the process frozen.
-    static func collect(_ kind: TrackerKind, _ fraction: Fraction) -> BenchmarkMetric { metric("\(kind.rawValue) \(fraction.label) collect us") }
+    static func collect(_ kind: TrackerKind, _ fraction: Fraction) -> BenchmarkMetric {
+        metric("\(kind.rawValue) \(fraction.label) collect us")
+    }
     /// FrozenProcess init + collect + thaw: how long the target stood still.
-    static func freeze(_ kind: TrackerKind, _ fraction: Fraction) -> BenchmarkMetric { metric("\(kind.rawValue) \(fraction.label) freeze us") }
+    static func freeze(_ kind: TrackerKind, _ fraction: Fraction) -> BenchmarkMetric {
+        metric("\(kind.rawValue) \(fraction.label) freeze us")
+    }
     /// `report.dirty.pageCount`: what the tracker reported (the pages asked for, plus the few
     /// the target's own stack and libc touched while it answered).
-    static func reported(_ kind: TrackerKind, _ fraction: Fraction) -> BenchmarkMetric { metric("\(kind.rawValue) \(fraction.label) reported pages") }
+    static func reported(_ kind: TrackerKind, _ fraction: Fraction) -> BenchmarkMetric {
+        metric("\(kind.rawValue) \(fraction.label) reported pages")
+    }
 
     static func all(_ kind: TrackerKind) -> [BenchmarkMetric] {
         [supported(kind)] + Fraction.all.flatMap { [collect(kind, $0), freeze(kind, $0), reported(kind, $0)] }
@@ -64,16 +72,20 @@ let trackerIterations = 5
 
 func trackerConfiguration(_ figures: [BenchmarkMetric], warmup: Int = 0) -> Benchmark.Configuration {
     // .throughput: the JMH export leaves out benchmarks without it.
-    .init(metrics: [.wallClock, .throughput] + figures, timeUnits: .milliseconds, warmupIterations: warmup,
-          maxDuration: .seconds(60), maxIterations: trackerIterations)
+    .init(
+        metrics: [.wallClock, .throughput] + figures, timeUnits: .milliseconds, warmupIterations: warmup,
+        maxDuration: .seconds(60), maxIterations: trackerIterations)
 }
 
 let benchmarks: @Sendable () -> Void = {
     TargetProcess.locateInjector()
 
     // The baseline: the whole 1 GiB read with process_vm_readv in 64 MiB chunks, frozen.
-    Benchmark("Tracker full read 1 GiB (baseline)",
-              configuration: trackerConfiguration([TrackerFigure.fullRead, TrackerFigure.fullReadFrozen, TrackerFigure.freezeThaw], warmup: 1)) { benchmark in
+    Benchmark(
+        "Tracker full read 1 GiB (baseline)",
+        configuration: trackerConfiguration(
+            [TrackerFigure.fullRead, TrackerFigure.fullReadFrozen, TrackerFigure.freezeThaw], warmup: 1)
+    ) { benchmark in
         let target = DirtyTarget.shared
         let memory = ProcessMemory(pid: target.pid)
         let chunk = 64 << 20
@@ -107,7 +119,9 @@ let benchmarks: @Sendable () -> Void = {
     // each fraction dirties that many pages and times one freeze + collect + thaw.
     let probe = TrackerProbe()
     for kind in [TrackerKind.softDirty, .uffdWP, .hash] {
-        Benchmark("Tracker \(kind.rawValue) collect 1 GiB", configuration: trackerConfiguration(TrackerFigure.all(kind))) { benchmark in
+        Benchmark(
+            "Tracker \(kind.rawValue) collect 1 GiB", configuration: trackerConfiguration(TrackerFigure.all(kind))
+        ) { benchmark in
             let result = probe.result(kind)
             guard result.supported else {
                 note("tracker-probe: \(kind.rawValue) not supported: \(result.detail)")
@@ -133,7 +147,9 @@ let benchmarks: @Sendable () -> Void = {
                     (report, collectTime) = try microseconds { try tracker.collect(frozen) }
                 }
                 let reported = Int(report!.dirty.pageCount)
-                precondition(reported >= fraction.pages, "\(kind.rawValue) reported \(reported) of \(fraction.pages) pages written")
+                precondition(
+                    reported >= fraction.pages,
+                    "\(kind.rawValue) reported \(reported) of \(fraction.pages) pages written")
                 benchmark.measurement(TrackerFigure.collect(kind, fraction), collectTime)
                 benchmark.measurement(TrackerFigure.freeze(kind, fraction), freezeTime)
                 benchmark.measurement(TrackerFigure.reported(kind, fraction), reported)

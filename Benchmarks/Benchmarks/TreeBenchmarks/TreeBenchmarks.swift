@@ -30,7 +30,9 @@ enum TreeShape {
 }
 
 enum TreeFigure {
-    static func metric(_ name: String) -> BenchmarkMetric { .custom(name, polarity: .prefersSmaller, useScalingFactor: false) }
+    static func metric(_ name: String) -> BenchmarkMetric {
+        .custom(name, polarity: .prefersSmaller, useScalingFactor: false)
+    }
 
     /// Per shape ("tree", "single"): the same figures.
     struct Shape {
@@ -60,9 +62,12 @@ enum TreeFigure {
         }
 
         var all: [BenchmarkMetric] {
-            [processes, rssBytes, pssBytes, fullPause, fullMilliseconds, fullStoreBytes, fullCopied, preCopyPause, preCopyTotalPause,
-             deltaPause, deltaStoreBytes, deltaWritten, deltaDirty, criuFrozen, criuFreezing, criuBytes, criuPages,
-             criuMilliseconds, storeOverRss, storeOverPss, fullOverCriuPause, preCopyOverCriuPause, bytesOverCriu]
+            [
+                processes, rssBytes, pssBytes, fullPause, fullMilliseconds, fullStoreBytes, fullCopied, preCopyPause,
+                preCopyTotalPause,
+                deltaPause, deltaStoreBytes, deltaWritten, deltaDirty, criuFrozen, criuFreezing, criuBytes, criuPages,
+                criuMilliseconds, storeOverRss, storeOverPss, fullOverCriuPause, preCopyOverCriuPause, bytesOverCriu,
+            ]
         }
     }
 
@@ -76,7 +81,9 @@ enum TreeFigure {
     static let all = tree.all + single.all + [fullPauseRatio, preCopyPauseRatio, deltaPauseRatio]
 }
 
-func ratio1000(_ a: some BinaryInteger, _ b: some BinaryInteger) -> Int { b > 0 ? Int((Double(a) / Double(b) * 1000).rounded()) : 0 }
+func ratio1000(_ a: some BinaryInteger, _ b: some BinaryInteger) -> Int {
+    b > 0 ? Int((Double(a) / Double(b) * 1000).rounded()) : 0
+}
 
 /// What one shape's iteration measured.
 struct ShapeRun {
@@ -91,8 +98,10 @@ struct ShapeRun {
 }
 
 /// Runs one shape: targets A and B (or C and D) of the header.
-func runShape(processes: Int, sharedPages: Int, privatePages: Int, name: String,
-              measureDelta: (() throws -> Checkpointer.Generation) throws -> Checkpointer.Generation) throws -> ShapeRun {
+func runShape(
+    processes: Int, sharedPages: Int, privatePages: Int, name: String,
+    measureDelta: (() throws -> Checkpointer.Generation) throws -> Checkpointer.Generation
+) throws -> ShapeRun {
     var run = ShapeRun()
     do {
         let a = try TreeTargetProcess(processes: processes, sharedPages: sharedPages, privatePages: privatePages)
@@ -143,20 +152,29 @@ let treeIterations = 3
 let benchmarks: @Sendable () -> Void = {
     TargetProcess.locateInjector()
 
-    Benchmark("Tree 8 processes vs 1 GiB",
-              configuration: .init(metrics: [.wallClock, .throughput] + TreeFigure.all, timeUnits: .milliseconds,
-                                   warmupIterations: 0, maxDuration: .seconds(600), maxIterations: treeIterations)) { benchmark in
-        func measure(_ metric: BenchmarkMetric, _ value: some BinaryInteger) { benchmark.measurement(metric, Int(value)) }
+    Benchmark(
+        "Tree 8 processes vs 1 GiB",
+        configuration: .init(
+            metrics: [.wallClock, .throughput] + TreeFigure.all, timeUnits: .milliseconds,
+            warmupIterations: 0, maxDuration: .seconds(600), maxIterations: treeIterations)
+    ) { benchmark in
+        func measure(_ metric: BenchmarkMetric, _ value: some BinaryInteger) {
+            benchmark.measurement(metric, Int(value))
+        }
         if CriuDump.located == nil { note("tree-criu: \(CriuDump.missing)") }
 
-        let tree = try runShape(processes: TreeShape.processes, sharedPages: TreeShape.sharedPages,
-                                privatePages: TreeShape.privatePages, name: "tree") { take in
+        let tree = try runShape(
+            processes: TreeShape.processes, sharedPages: TreeShape.sharedPages,
+            privatePages: TreeShape.privatePages, name: "tree"
+        ) { take in
             // The benchmark's own wall clock: the tree's delta generation (see CheckpointBenchmarks).
             benchmark.startMeasurement()
             defer { benchmark.stopMeasurement() }
             return try take()
         }
-        let single = try runShape(processes: 1, sharedPages: TreeShape.singlePages, privatePages: 0, name: "single") { try $0() }
+        let single = try runShape(processes: 1, sharedPages: TreeShape.singlePages, privatePages: 0, name: "single") {
+            try $0()
+        }
 
         for (figures, run) in [(TreeFigure.tree, tree), (TreeFigure.single, single)] {
             guard let full = run.full, let preCopied = run.preCopied, let delta = run.delta else { continue }
@@ -186,19 +204,26 @@ let benchmarks: @Sendable () -> Void = {
                 measure(figures.bytesOverCriu, ratio1000(run.fullBytes, criu.imageBytes))
             }
         }
-        if let t = tree.full, let s = single.full { measure(TreeFigure.fullPauseRatio, ratio1000(t.pauseMicroseconds, s.pauseMicroseconds)) }
+        if let t = tree.full, let s = single.full {
+            measure(TreeFigure.fullPauseRatio, ratio1000(t.pauseMicroseconds, s.pauseMicroseconds))
+        }
         if let t = tree.preCopied, let s = single.preCopied {
             measure(TreeFigure.preCopyPauseRatio, ratio1000(t.pauseMicroseconds, s.pauseMicroseconds))
         }
-        if let t = tree.delta, let s = single.delta { measure(TreeFigure.deltaPauseRatio, ratio1000(t.pauseMicroseconds, s.pauseMicroseconds)) }
+        if let t = tree.delta, let s = single.delta {
+            measure(TreeFigure.deltaPauseRatio, ratio1000(t.pauseMicroseconds, s.pauseMicroseconds))
+        }
 
         for (name, run) in [("tree", tree), ("single", single)] {
-            let criu = run.criu.map { "criu frozen \($0.frozenMicroseconds) us \($0.imageBytes) B \($0.milliseconds) ms" } ?? "no criu"
-            note("tree-iteration: \(name) \(run.processes) processes rss \(run.rss) B pss \(run.pss) B; "
-                + "full pause \(run.full?.pauseMicroseconds ?? -1) us copied \(run.full?.copiedPages ?? 0) pages +\(run.fullBytes) B in \(run.full?.milliseconds ?? -1) ms; "
-                + "pre-copy pause \(run.preCopied?.pauseMicroseconds ?? -1) us total \(run.preCopied?.totalPauseMicroseconds ?? -1) us; "
-                + "delta pause \(run.delta?.pauseMicroseconds ?? -1) us +\(run.deltaBytes) B written \(run.written) "
-                + "dirty \(run.delta?.dirtyPages ?? 0); \(criu)")
+            let criu =
+                run.criu.map { "criu frozen \($0.frozenMicroseconds) us \($0.imageBytes) B \($0.milliseconds) ms" }
+                ?? "no criu"
+            note(
+                "tree-iteration: \(name) \(run.processes) processes rss \(run.rss) B pss \(run.pss) B; "
+                    + "full pause \(run.full?.pauseMicroseconds ?? -1) us copied \(run.full?.copiedPages ?? 0) pages +\(run.fullBytes) B in \(run.full?.milliseconds ?? -1) ms; "
+                    + "pre-copy pause \(run.preCopied?.pauseMicroseconds ?? -1) us total \(run.preCopied?.totalPauseMicroseconds ?? -1) us; "
+                    + "delta pause \(run.delta?.pauseMicroseconds ?? -1) us +\(run.deltaBytes) B written \(run.written) "
+                    + "dirty \(run.delta?.dirtyPages ?? 0); \(criu)")
         }
     }
 }

@@ -107,6 +107,9 @@ public final class Checkpointer {
         /// (changed since the previous generation), and those not kept (excluded, too large).
         public var filesRecorded = 0
         public var filesRead = 0
+        /// Of those read, the ones read while the tree ran and unchanged since (`prefetch`): not
+        /// read in the pause.
+        public var filesReadEarly = 0
         public var filesNotKept: [String] = []
     }
 
@@ -235,6 +238,7 @@ public final class Checkpointer {
             if finish == .kill && options.tcpEstablished {
                 run.held = try ConnectionHold.holdOutside(members.map(\.pid))
             }
+            files?.prefetch(full: run.writer.kind == .full)  // while the tree runs
             var image = try finalRound(&run, finish: finish)
             image.capture.tracker = run.baseline != nil ? "hash (chain)" : tracker.kind.rawValue
             let entry: Chain.Entry
@@ -280,7 +284,7 @@ public final class Checkpointer {
                 closedConnections: ProcessImage.closedConnections(image.processes).map(\.connection.description),
                 externalUnixSockets: ProcessImage.externalUnixSockets(image.processes), warnings: warnings,
                 filesRecorded: (image.files ?? []).filter { $0.state == .recorded }.count,
-                filesRead: run.filesRead,
+                filesRead: run.filesRead, filesReadEarly: run.filesReadEarly,
                 filesNotKept: (image.files ?? []).filter { $0.state != .recorded }.map {
                     "\($0.path): \($0.state.rawValue) (\($0.reason ?? ""))"
                 })
@@ -325,6 +329,7 @@ public final class Checkpointer {
         var files: [FileCapture.Pending] = []
         var filesReadAt: Int64 = 0
         var filesRead = 0
+        var filesReadEarly = 0
     }
 
     /// Follows the tree as it is now: a tracker for each new descendant (started while it runs),
@@ -551,6 +556,7 @@ public final class Checkpointer {
                     let read = files.read(images, full: run.writer.kind == .full)
                     run.files = read.pending
                     run.filesRead = read.pending.filter { $0.bytes != nil }.count
+                    run.filesReadEarly = read.early
                     refused += read.refused
                 }
                 if options.skipUnsupported {

@@ -34,16 +34,31 @@ final class FileCapture {
         var readAt: Int64
     }
 
+    /// A file read while the tree ran (`prefetch`): its bytes, its status before the read, and
+    /// cpx's own watch on it, whose IN_MODIFY says something wrote it since.
+    private struct Early {
+        var status: FileDescriptor.Status
+        var bytes: [UInt8]
+        var watch: Int32
+    }
+
     let options: Options
     private var known: [String: Known] = [:]
+    /// The files the last frozen read found the tree holding.
+    private var lastHeld: [Held] = []
+    /// What `prefetch` read, and the watches that tell whether it still holds.
+    private var early: [String: Early] = [:]
+    private var watcher: Inotify?
     /// What `store` found, made `known` once its generation is committed (`committed`).
     private var staged: [String: Known]?
     private var nextSlot: UInt64 = 0
 
     init(options: Options) { self.options = options }
 
-    /// A run continuing a chain starts from its newest generation's files.
+    /// A run continuing a chain starts from its newest generation's files (and reads early the
+    /// ones it held, as a run does after its own generations).
     func continuing(_ image: ProcessImage, map: PageMap, createdNanoseconds: Int64) {
+        lastHeld = Self.held(image.processes)
         for record in image.files ?? [] {
             guard record.state == .recorded, let slot = record.slot else { continue }
             let ids = Dictionary(
@@ -71,6 +86,11 @@ final class FileCapture {
         /// writable (a database, a file updated at its offsets): kept in blocks, else in content
         /// chunks (`FileChunks.Chunking`).
         var inPlace = false
+        /// Mapped shared and writable by a process of the tree: written without any write call
+        /// (and without IN_MODIFY), so never taken from a read made while the tree ran.
+        var mapped = false
+        /// The events an inotify of the tree watches it, or its directory, for (`IN_*`).
+        var watched: UInt32 = 0
 
         var chunking: FileChunks.Chunking { inPlace ? .blocks : .content }
     }
@@ -112,6 +132,7 @@ final class FileCapture {
                     mapping.path, open: mapping.path,
                     by: "process \(image.pid) mapping 0x\(String(mapping.start, radix: 16))", inode: mapping.inode)
                 byPath[mapping.path]?.inPlace = true
+                byPath[mapping.path]?.mapped = true
             }
         }
         for image in images {
@@ -119,15 +140,122 @@ final class FileCapture {
                 byPath[descriptor.target]?.leased = true
             }
         }
+        // What the tree's inotify descriptors watch: a watch on a file, or on its directory (which
+        // reports the events of the files in it), by path, or by inode for another name of it.
+        let watches = images.flatMap { image in
+            image.descriptors.flatMap { descriptor -> [ProcessImage.InotifyWatch] in
+                if case .inotify(let watches) = descriptor.event { return watches }
+                return []
+            }
+        }
+        if !watches.isEmpty {
+            let inodes = watches.map {
+                try? FileDescriptor.currentDirectory.status(of: $0.path, followingSymlinks: true)
+            }
+            for path in order {
+                let status = try? FileDescriptor.currentDirectory.status(of: path, followingSymlinks: true)
+                let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast()
+                    .joined(separator: "/")
+                for (watch, inode) in zip(watches, inodes)
+                where watch.path == path || watch.path == (directory.isEmpty ? "/" : directory)
+                    || (status != nil && inode?.inode == status?.inode && inode?.device == status?.device)
+                {
+                    byPath[path]?.watched |= watch.mask
+                }
+            }
+        }
         return order.compactMap { byPath[$0] }
     }
 
-    /// Reads the files while the tree is frozen. `full`: the generation is a full one (every
-    /// file's chunks are put, none is skipped).
-    func read(_ images: [ProcessImage], full: Bool) -> (pending: [Pending], refused: [String]) {
+    /// Events reading a file queues for an inotify watching it: opening it (IN_OPEN), closing
+    /// what was opened (IN_CLOSE_NOWRITE), reading it (IN_ACCESS; not through a mapping).
+    static let readEvents = UInt32(IN_OPEN | IN_CLOSE_NOWRITE | IN_ACCESS)
+
+    /// Reads, while the tree runs, the files the last generation found it holding for reading
+    /// and writing that changed since then, each through a copy of the tree's own descriptor
+    /// (nothing is opened), after putting a watch of cpx's own on it: the freeze takes those
+    /// bytes as they are when nothing modified the file since the watch was set (IN_MODIFY,
+    /// which every write, truncate and fallocate raises once done) and its size and times are
+    /// the same, and reads it again otherwise. So a file that changed between generations is
+    /// read while the tree runs, not in its pause. Not read early: files mapped shared (written
+    /// with no call, no IN_MODIFY), files an inotify of the tree watches for reads, files held
+    /// for writing only (reading them means opening them).
+    func prefetch(full: Bool) {
+        watcher?.close()
+        watcher = nil
+        early = [:]
+        let candidates = lastHeld.filter { held in
+            !held.mapped && !held.leased && held.readable != nil && held.watched & Self.readEvents == 0
+                && !options.exclude.contains(where: { fnmatch($0, held.path, 0) == 0 })
+        }
+        guard !candidates.isEmpty, let watcher = try? Inotify() else { return }
+        self.watcher = watcher
+        for held in candidates {
+            guard let (pid, fd) = held.readable, let process = try? ProcessDescriptor.open(pid) else { continue }
+            defer { process.close() }
+            guard let file = try? process.copyDescriptor(fd) else { continue }
+            defer { file.close() }
+            guard let wd = try? watcher.watch("/proc/self/fd/\(file.rawValue)", mask: UInt32(IN_MODIFY)),
+                let status = try? file.status(), status.isRegularFile,
+                status.size <= min(options.limit, FileChunks.largestFile)
+            else { continue }
+            if !full, let previous = known[held.path], previous.record.state == .recorded,
+                Self.unchanged(previous.record, Self.record(held, status), readAt: previous.readAt)
+            {
+                continue
+            }
+            var bytes = [UInt8](repeating: 0, count: Int(status.size))
+            guard
+                let got = try? bytes.withUnsafeMutableBytes({ (raw) throws(Errno) -> Int in
+                    try file.readFully(into: raw, at: 0)
+                }), got == bytes.count
+            else { continue }
+            early[held.path] = Early(status: status, bytes: bytes, watch: wd)
+        }
+    }
+
+    /// Whether a file read early (`prefetch`) is still as read: no IN_MODIFY since the watch,
+    /// no event lost, and the same inode, size and times as before the read.
+    private static func stillAsRead(
+        _ early: Early, _ status: FileDescriptor.Status, modified: Set<Int32>, overflowed: Bool
+    ) -> Bool {
+        !overflowed && !modified.contains(early.watch) && early.status.device == status.device
+            && early.status.inode == status.inode && early.status.size == status.size
+            && early.status.modified.tv_sec == status.modified.tv_sec
+            && early.status.modified.tv_nsec == status.modified.tv_nsec
+            && early.status.changed.tv_sec == status.changed.tv_sec
+            && early.status.changed.tv_nsec == status.changed.tv_nsec
+    }
+
+    /// Reads the files while the tree is frozen, taking those `prefetch` read when nothing
+    /// changed them since. `full`: the generation is a full one (every file's chunks are put,
+    /// none is skipped).
+    func read(_ images: [ProcessImage], full: Bool) -> (pending: [Pending], refused: [String], early: Int) {
         var pending: [Pending] = []
         var refused: [String] = []
-        for held in Self.held(images) {
+        var takenEarly = 0
+        let (modified, overflowed) = (try? watcher?.drain()) ?? ([], true)
+        defer {
+            watcher?.close()
+            watcher = nil
+            early = [:]
+        }
+        let allHeld = Self.held(images)
+        lastHeld = allHeld
+        for held in allHeld {
+            // Opening it would queue an event for an inotify of the tree that watches it (the
+            // program would read an open it never made): kept without its contents.
+            if held.readable == nil && held.watched & UInt32(IN_OPEN | IN_CLOSE_NOWRITE) != 0 {
+                guard let status = try? FileDescriptor.currentDirectory.status(of: held.path, followingSymlinks: true)
+                else { continue }
+                var record = Self.record(held, status)
+                record.state = .excluded
+                record.reason =
+                    "an inotify of the tree watches it for opens, and reading it means opening it: the "
+                    + "program would read an event it never caused"
+                pending.append(Pending(record: record, bytes: nil))
+                continue
+            }
             // Leased and open for writing only: opening it would break the lease. Kept without
             // its contents (stat does not break it), as an excluded file is.
             if held.leased && held.readable == nil {
@@ -179,12 +307,33 @@ final class FileCapture {
                 pending.append(Pending(record: same, bytes: nil))
                 continue
             }
-            var bytes = [UInt8](repeating: 0, count: Int(status.size))
+            if let early = early[held.path],
+                Self.stillAsRead(early, status, modified: modified, overflowed: overflowed)
+            {
+                record.size = Int64(early.bytes.count)
+                pending.append(Pending(record: record, bytes: early.bytes))
+                takenEarly += 1
+                continue
+            }
+            // Into the early read's memory when there was one: already faulted in.
+            var bytes = early.removeValue(forKey: held.path)?.bytes ?? []
+            bytes.removeAll(keepingCapacity: true)
+            bytes.append(contentsOf: repeatElement(0, count: Int(status.size)))
             do {
-                let got = try bytes.withUnsafeMutableBytes { (raw) throws(Errno) -> Int in
-                    try file.readFully(into: raw, at: 0)
+                if held.watched & UInt32(IN_ACCESS) != 0 {
+                    // A read would queue IN_ACCESS for the tree's inotify; a mapping's does not.
+                    let mapped = try MappedFile(file)
+                    let count = min(mapped.bytes.count, bytes.count)
+                    bytes.withUnsafeMutableBytes {
+                        $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: mapped.bytes[0..<count]))
+                    }
+                    if count < bytes.count { bytes.removeLast(bytes.count - count) }
+                } else {
+                    let got = try bytes.withUnsafeMutableBytes { (raw) throws(Errno) -> Int in
+                        try file.readFully(into: raw, at: 0)
+                    }
+                    if got < bytes.count { bytes.removeLast(bytes.count - got) }  // cut short meanwhile by another
                 }
-                if got < bytes.count { bytes.removeLast(bytes.count - got) }  // cut short meanwhile by another
             } catch {
                 refused.append("\(held.path): cannot read it (\(error))")
                 continue
@@ -192,7 +341,7 @@ final class FileCapture {
             record.size = Int64(bytes.count)
             pending.append(Pending(record: record, bytes: bytes))
         }
-        return (pending, refused)
+        return (pending, refused, takenEarly)
     }
 
     static func record(_ held: Held, _ status: FileDescriptor.Status) -> ProcessImage.RecordedFile {
