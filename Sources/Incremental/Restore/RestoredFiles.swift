@@ -71,27 +71,62 @@ public struct RestoredFiles: Sendable {
 
     /// Puts every recorded file back (`root`: under that directory instead, leaving the
     /// originals alone, for a look: nothing is displaced there). Undoes what it did and throws
-    /// when one cannot be.
+    /// when one cannot be. A file root may not put back (`refusal`) refuses the whole before
+    /// any file is touched.
     public func restore(
         store: Store, authority: ImageAuthority, root: String? = nil
     ) throws(CheckpointError)
         -> [Restored]
     {
+        let targets = recorded.map { file in (file: file, path: root.map { Self.under($0, file.path) } ?? file.path) }
+        for (file, path) in targets {
+            if let refusal = refusal(of: file, at: path, authority: authority) {
+                throw .cannotRestart(generation: generation, reason: refusal)
+            }
+        }
         var done: [Restored] = []
-        for file in recorded {
+        for (file, path) in targets {
             do {
                 let bytes = try Self.contents(of: file, map: map, store: store)
-                let path = root.map { Self.under($0, file.path) } ?? file.path
                 if let restored = try put(bytes, of: file, at: path, authority: authority, keep: root == nil) {
                     done.append(restored)
                 }
             } catch {
                 Self.undo(done)
+                if let refused = error as? CheckpointError { throw refused }
                 throw .cannotRestart(
                     generation: generation, reason: "cannot put back \(file.path) as it was (\(error))")
             }
         }
         return done
+    }
+
+    /// Why root may not put `file` back at `path`; nil when it may. Root writes only where the
+    /// store's owner could: a store others write may name any path, so from one that is not
+    /// only root's, root puts back only files its owner had at the generation and has now (or,
+    /// for a file that is not there, whose folder is the owner's).
+    func refusal(of file: ProcessImage.RecordedFile, at path: String, authority: ImageAuthority) -> String? {
+        guard CurrentProcess.effectiveUserID == 0, !authority.trustedAsRoot(restartedBy: 0) else { return nil }
+        let user = "uid \(authority.owner)" + (authority.ownerName.map { " (\($0))" } ?? "")
+        let rule = "\(user)'s, whose store this is: root puts back only that user's files from it"
+        guard file.owner == authority.owner else {
+            return "\(path) was uid \(file.owner)'s at generation \(generation), not \(rule)"
+        }
+        // Its group is given back too: one the owner is not in would be a grant (with the
+        // set-group-id bit, to run as that group what the owner wrote).
+        if let groups = authority.groups, !groups.contains(file.group) {
+            return "\(path) was group \(file.group)'s at generation \(generation), which \(user), whose store this "
+                + "is, does not belong to: root puts back only that user's files from it, with that user's groups"
+        }
+        if let now = try? FileDescriptor.currentDirectory.status(of: path) {
+            return now.owner == authority.owner ? nil : "\(path) is uid \(now.owner)'s now, not \(rule)"
+        }
+        let folder = Self.parent(of: path)
+        guard let owner = (try? FileDescriptor.currentDirectory.status(of: folder))?.owner else {
+            return "\(path) is not there and its folder \(folder) cannot be read: it may not be \(rule)"
+        }
+        return owner == authority.owner
+            ? nil : "\(path) is not there and its folder \(folder) is uid \(owner)'s, not \(rule)"
     }
 
     /// `path` under directory `root`, its directories made as needed.
@@ -111,16 +146,10 @@ public struct RestoredFiles: Sendable {
     ) throws -> Restored? {
         let now = try? FileDescriptor.currentDirectory.status(of: path)
         if let now, now.isDirectory { throw Errno(rawValue: EISDIR) }
-        // Root writes only where the store's owner could: a store others write may name any path.
+        // Checked again just before writing: what was there may have changed since `restore` did.
         let me = CurrentProcess.effectiveUserID
-        if me == 0, !authority.trustedAsRoot(restartedBy: 0) {
-            let owner = now?.owner ?? (try? FileDescriptor.currentDirectory.status(of: Self.parent(of: path)))?.owner
-            guard owner == authority.owner, file.owner == authority.owner else {
-                throw CheckpointError.cannotRestart(
-                    generation: generation,
-                    reason: "\(path) is not uid \(authority.owner)'s, whose store this is: root puts back only that "
-                        + "user's files from it")
-            }
+        if let refusal = refusal(of: file, at: path, authority: authority) {
+            throw CheckpointError.cannotRestart(generation: generation, reason: refusal)
         }
         if let now, now.isRegularFile, now.size == Int64(bytes.count), now.permissions == file.permissions,
             Self.sameBytes(path, bytes)
@@ -148,8 +177,10 @@ public struct RestoredFiles: Sendable {
         }
         let replacement = try ReplacementFile(replacing: path)
         try Self.write(bytes, to: replacement.descriptor)
-        try replacement.descriptor.setPermissions(file.permissions)
+        // Owner before mode: chown clears the set-user-id and set-group-id bits, and root's must
+        // never hold them on bytes another user wrote, even for an instant.
         if me == 0 { try replacement.descriptor.setOwner(user: file.owner, group: file.group) }
+        try replacement.descriptor.setPermissions(file.permissions)
         try replacement.descriptor.setModificationTime(
             timespec(tv_sec: Int(file.modified[0]), tv_nsec: Int(file.modified[1])))
         let displaced = now != nil && keep ? try keepBeside(path) : nil
@@ -196,9 +227,19 @@ public struct RestoredFiles: Sendable {
             switch made {
             case .success(let copy):
                 defer { copy.close() }
-                try Self.rewrite(
-                    copy, with: bytes, permissions: status.permissions,
-                    modified: [Int64(status.modified.tv_sec), Int64(status.modified.tv_nsec)])
+                // The copy is its file's owner's, as the file is: root's, it would be a file the
+                // user cannot change, and with the set-user-id bit, root running the user's bytes.
+                do {
+                    if CurrentProcess.effectiveUserID == 0 {
+                        try copy.setOwner(user: status.owner, group: status.group)
+                    }
+                    try Self.rewrite(
+                        copy, with: bytes, permissions: status.permissions,
+                        modified: [Int64(status.modified.tv_sec), Int64(status.modified.tv_nsec)])
+                } catch {
+                    try? folder.removeFile(candidate)
+                    throw error
+                }
                 return parent + "/" + candidate
             case .failure(let error) where error.rawValue == EEXIST: continue
             case .failure(let error): throw error
