@@ -158,9 +158,12 @@ struct Checkpoint: ParsableCommand {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "The largest file whose contents a generation keeps (default 1G; K, M, G, T: binary units). A larger "
-                + "file the tree writes is recorded as too large: its restart uses it as it is then, said loudly."))
-    var fileLimit: String = "1G"
+            "FILE[,GENERATION]: the largest file whose contents a generation keeps, and the most bytes of "
+                + "files one generation keeps in all, which cpx holds in memory while it stores them (default 1G,4G; "
+                + "K, M, G, T: binary units). A file past either is recorded as too large: its restart uses it as "
+                + "it is then, said loudly.",
+            valueName: "size"))
+    var fileLimit: String = "1G,4G"
     @Option(
         name: .long,
         help: ArgumentHelp(
@@ -182,6 +185,15 @@ struct Checkpoint: ParsableCommand {
                 + "chpox.probe/1 with --probe."))
     var json = false
 
+    /// `--file-limit FILE[,GENERATION]`; nil when either is no size.
+    static func fileLimits(_ text: String) -> (file: Int64, generation: Int64?)? {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count <= 2, let file = Format.parseBytes(parts[0]) else { return nil }
+        guard parts.count == 2 else { return (file, nil) }
+        guard let generation = Format.parseBytes(parts[1]) else { return nil }
+        return (file, generation)
+    }
+
     func validate() throws {
         if probe { return }
         guard let pid else { throw ValidationError("give the pid of the process to checkpoint (or --probe)") }
@@ -198,8 +210,9 @@ struct Checkpoint: ParsableCommand {
         if tcpEstablished && tcpClose {
             throw ValidationError("--tcp-established and --tcp-close exclude each other (restore or close them)")
         }
-        guard Format.parseBytes(fileLimit) != nil else {
-            throw ValidationError("--file-limit takes a size: 1073741824, 512K, 64M, 1G")
+        guard Self.fileLimits(fileLimit) != nil else {
+            throw ValidationError(
+                "--file-limit takes a size per file and, after a comma, one per generation: 64M, 1G,4G, 512K,2G")
         }
     }
 
@@ -217,7 +230,10 @@ struct Checkpoint: ParsableCommand {
             options.adopt = adopt
             options.tree = !noTree
             options.recordFiles = !noFiles
-            options.fileLimit = Format.parseBytes(fileLimit) ?? options.fileLimit
+            if let (file, generation) = Self.fileLimits(fileLimit) {
+                options.fileLimit = file
+                options.generationFileLimit = generation ?? options.generationFileLimit
+            }
             options.excludeFiles = excludeFile
             let schedule = CheckpointSchedule(
                 interval: interval, count: count, keepLast: keepLast,

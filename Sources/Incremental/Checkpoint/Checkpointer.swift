@@ -53,6 +53,9 @@ public final class Checkpointer {
         /// Files larger than this are recorded as too large, without their contents
         /// (`cpx --file-limit`).
         public var fileLimit: Int64 = 1 << 30
+        /// The most bytes of files a generation keeps, all files together (what cpx holds in
+        /// memory for them); files past it are recorded as too large (`cpx --file-limit ,TOTAL`).
+        public var generationFileLimit: Int64 = 4 << 30
         /// Globs of paths whose contents are not kept (`cpx --exclude-file`).
         public var excludeFiles: [String] = []
 
@@ -158,7 +161,9 @@ public final class Checkpointer {
         self.options = options
         files =
             options.recordFiles
-            ? FileCapture(options: .init(limit: options.fileLimit, exclude: options.excludeFiles)) : nil
+            ? FileCapture(
+                options: .init(
+                    limit: options.fileLimit, total: options.generationFileLimit, exclude: options.excludeFiles)) : nil
         guard Chain.isValidName(options.chain) else { throw .store(.invalidChainName(options.chain)) }
         do {
             let state = try ProcFS.state(pid)

@@ -14,6 +14,9 @@ final class FileCapture {
     struct Options: Sendable {
         /// Larger files are recorded as `tooLarge` (their contents are not kept).
         var limit: Int64
+        /// The most bytes of files one generation keeps (what cpx holds in memory between the
+        /// read and the store): files past it, in the order the tree holds them, are `tooLarge`.
+        var total: Int64 = 4 << 30
         /// Globs (fnmatch) of paths recorded as `excluded`.
         var exclude: [String]
     }
@@ -190,6 +193,7 @@ final class FileCapture {
         }
         guard !candidates.isEmpty, let watcher = try? Inotify() else { return }
         self.watcher = watcher
+        var read: Int64 = 0
         for held in candidates {
             guard let (pid, fd) = held.readable, let process = try? ProcessDescriptor.open(pid) else { continue }
             defer { process.close() }
@@ -197,7 +201,7 @@ final class FileCapture {
             defer { file.close() }
             guard let wd = try? watcher.watch("/proc/self/fd/\(file.rawValue)", mask: UInt32(IN_MODIFY)),
                 let status = try? file.status(), status.isRegularFile,
-                status.size <= min(options.limit, FileChunks.largestFile)
+                status.size <= min(options.limit, FileChunks.largestFile), read + status.size <= options.total
             else { continue }
             if !full, let previous = known[held.path], previous.record.state == .recorded,
                 Self.unchanged(previous.record, Self.record(held, status), readAt: previous.readAt)
@@ -211,6 +215,7 @@ final class FileCapture {
                 }), got == bytes.count
             else { continue }
             early[held.path] = Early(status: status, bytes: bytes, watch: wd)
+            read += status.size
         }
     }
 
@@ -242,6 +247,7 @@ final class FileCapture {
         }
         let allHeld = Self.held(images)
         lastHeld = allHeld
+        var kept: Int64 = 0
         for held in allHeld {
             // Opening it would queue an event for an inotify of the tree that watches it (the
             // program would read an open it never made): kept without its contents.
@@ -299,6 +305,15 @@ final class FileCapture {
                 pending.append(Pending(record: record, bytes: nil))
                 continue
             }
+            if kept + status.size > options.total {
+                record.state = .tooLarge
+                record.reason =
+                    "\(status.size) bytes, past what a generation keeps of files (--file-limit ...,\(options.total): "
+                    + "\(kept) bytes of files before it)"
+                pending.append(Pending(record: record, bytes: nil))
+                continue
+            }
+            kept += status.size
             if !full, let previous = known[held.path], previous.record.state == .recorded,
                 Self.unchanged(previous.record, record, readAt: previous.readAt)
             {

@@ -264,7 +264,11 @@ extension LiveProcess {
                 executable: "/usr/bin/python3", arguments: ["-c", Self.workload, directory, "append"])
             #expect(try original.line() == "ready")
             #expect(try original.send("step") == "stepped 1")
-            for (name, option) in [("x", ["--exclude-file", directory + "/d*"]), ("l", ["--file-limit", "1K"])] {
+            let options = [
+                ("x", ["--exclude-file", directory + "/d*"]), ("l", ["--file-limit", "1K"]),
+                ("g", ["--file-limit", "1M,1K"]),  // under the file's limit, over the generation's
+            ]
+            for (name, option) in options {
                 let run = try TestTools.run("cpx", ["--store", store, "--name", name] + option + ["\(original.pid)"])
                 #expect(run.status == 0, "\(run.errors)")
                 #expect(run.output.contains("file not kept"), "\(run.output)")
@@ -287,6 +291,10 @@ extension LiveProcess {
             _ = try? restarted.child.wait()
             let dump = try TestTools.run("dumpinfo", ["--store", store, "--name", "l", "--generation", "0"])
             #expect(dump.output.contains("too-large"), "\(dump.output)")
+            let total = try TestTools.run("dumpinfo", ["--store", store, "--name", "g", "--generation", "0"])
+            #expect(total.output.contains("past what a generation keeps of files"), "\(total.output)")
+            let bad = try TestTools.run("cpx", ["--store", store, "--file-limit", "1M,lots", "1"])
+            #expect(bad.status != 0 && bad.errors.contains("--file-limit"), "\(bad.errors)")
         }
     }
 }
