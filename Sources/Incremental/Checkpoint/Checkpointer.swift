@@ -243,7 +243,7 @@ public final class Checkpointer {
             if finish == .kill && options.tcpEstablished {
                 run.held = try ConnectionHold.holdOutside(members.map(\.pid))
             }
-            files?.prefetch(full: run.writer.kind == .full)  // while the tree runs
+            files?.prefetch(full: run.writer.kind == .full, pids: members.map(\.pid))  // while the tree runs
             var image = try finalRound(&run, finish: finish)
             image.capture.tracker = run.baseline != nil ? "hash (chain)" : tracker.kind.rawValue
             let entry: Chain.Entry

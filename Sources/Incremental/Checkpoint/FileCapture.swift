@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import Store
 import Syscall
+import Tracee
 
 /// The regular files a tree writes, kept with each generation: read while the tree is frozen
 /// (one instant of the files and of the processes), cut into chunks and stored once it runs
@@ -57,6 +58,8 @@ final class FileCapture {
     private var nextSlot: UInt64 = 0
 
     init(options: Options) { self.options = options }
+
+    deinit { watcher?.close() }
 
     /// A run continuing a chain starts from its newest generation's files (and reads early the
     /// ones it held, as a run does after its own generations).
@@ -170,12 +173,59 @@ final class FileCapture {
         return order.compactMap { byPath[$0] }
     }
 
+    /// The files `pids` hold open for reading and writing now, looked up while they run (for a
+    /// chain's first generation, which has no earlier one to go by): each with the events the
+    /// tree's inotify descriptors watch it or its directory for (by inode), and `mapped` when a
+    /// process maps it shared and writable.
+    static func heldNow(_ pids: [Int32]) -> [Held] {
+        var byPath: [String: Held] = [:]
+        var order: [String] = []
+        var watched: [(inode: UInt64, mask: UInt32)] = []
+        var mapped: Set<UInt64> = []
+        for pid in pids {
+            for fd in (try? ProcFS.descriptors(pid)) ?? [] {
+                guard let target = ProcFS.descriptorTarget(pid, fd) else { continue }
+                if target == "anon_inode:inotify" {
+                    watched += InotifyCapture.watchedInodes(pid, fd)
+                    continue
+                }
+                guard fd > 2, target.hasPrefix("/"), !target.hasSuffix(" (deleted)"),
+                    let flags = (try? ProcFS.descriptorInfo(pid, fd))?["flags"].flatMap({ Int32($0, radix: 8) }),
+                    flags & O_ACCMODE == O_RDWR
+                else { continue }
+                if byPath[target] == nil {
+                    order.append(target)
+                    byPath[target] = Held(
+                        path: target, open: "/proc/\(pid)/fd/\(fd)", heldBy: [], inode: nil, readable: (pid, fd))
+                }
+                byPath[target]?.heldBy.append("process \(pid) fd \(fd)")
+            }
+            for region in (try? MemoryRegion.of(pid)) ?? [] where region.shared && region.writable {
+                mapped.insert(region.inode)
+            }
+        }
+        for path in order {
+            guard let status = try? FileDescriptor.currentDirectory.status(of: path, followingSymlinks: true) else {
+                continue
+            }
+            let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast()
+                .joined(separator: "/")
+            let parent = try? FileDescriptor.currentDirectory.status(
+                of: directory.isEmpty ? "/" : directory, followingSymlinks: true)
+            for (inode, mask) in watched where inode == status.inode || inode == parent?.inode {
+                byPath[path]?.watched |= mask
+            }
+            if mapped.contains(status.inode) { byPath[path]?.mapped = true }
+        }
+        return order.compactMap { byPath[$0] }
+    }
+
     /// Events reading a file queues for an inotify watching it: opening it (IN_OPEN), closing
     /// what was opened (IN_CLOSE_NOWRITE), reading it (IN_ACCESS; not through a mapping).
     static let readEvents = UInt32(IN_OPEN | IN_CLOSE_NOWRITE | IN_ACCESS)
 
     /// Reads, while the tree runs, the files the last generation found it holding for reading
-    /// and writing that changed since then, each through a copy of the tree's own descriptor
+    /// and writing (a chain's first: those `pids` hold now) that changed since then, each through a copy of the tree's own descriptor
     /// (nothing is opened), after putting a watch of cpx's own on it: the freeze takes those
     /// bytes as they are when nothing modified the file since the watch was set (IN_MODIFY,
     /// which every write, truncate and fallocate raises once done) and its size and times are
@@ -183,11 +233,11 @@ final class FileCapture {
     /// read while the tree runs, not in its pause. Not read early: files mapped shared (written
     /// with no call, no IN_MODIFY), files an inotify of the tree watches for reads, files held
     /// for writing only (reading them means opening them).
-    func prefetch(full: Bool) {
+    func prefetch(full: Bool, pids: [Int32]) {
         watcher?.close()
         watcher = nil
         early = [:]
-        let candidates = lastHeld.filter { held in
+        let candidates = (lastHeld.isEmpty ? Self.heldNow(pids) : lastHeld).filter { held in
             !held.mapped && !held.leased && held.readable != nil && held.watched & Self.readEvents == 0
                 && !options.exclude.contains(where: { fnmatch($0, held.path, 0) == 0 })
         }
@@ -240,11 +290,9 @@ final class FileCapture {
         var refused: [String] = []
         var takenEarly = 0
         let (modified, overflowed) = (try? watcher?.drain()) ?? ([], true)
-        defer {
-            watcher?.close()
-            watcher = nil
-            early = [:]
-        }
+        // The watcher is closed once the tree runs again (`store`): closing an inotify waits for
+        // an RCU grace period, tens of milliseconds of the pause.
+        defer { early = [:] }
         let allHeld = Self.held(images)
         lastHeld = allHeld
         var kept: Int64 = 0
@@ -383,6 +431,8 @@ final class FileCapture {
     func store(
         _ pending: [Pending], into writer: GenerationWriter, readAt: Int64
     ) throws(StoreError) -> [ProcessImage.RecordedFile] {
+        watcher?.close()
+        watcher = nil
         var records: [ProcessImage.RecordedFile] = []
         var now: [String: Known] = [:]
         let full = writer.kind == .full

@@ -22,6 +22,29 @@ enum InotifyCapture {
     /// (fdinfo shows the watch's events and these flags, nothing else, since Linux 6.2).
     static let restorableMask: UInt32 = 0x0000_0fff | 0x0400_0000 | 0x8000_0000
 
+    /// The "key:value" words of a watch's fdinfo line, after "inotify".
+    static func fields(of line: Substring) -> [Substring: Substring] {
+        var fields: [Substring: Substring] = [:]
+        for word in line.split(separator: " ").dropFirst() {
+            guard let colon = word.firstIndex(of: ":") else { continue }
+            fields[word[..<colon]] = word[word.index(after: colon)...]
+        }
+        return fields
+    }
+
+    /// The inodes the inotify descriptor `fd` of `pid` watches and the events of each, read
+    /// while it runs (no path is looked for).
+    static func watchedInodes(_ pid: Int32, _ fd: Int32) -> [(inode: UInt64, mask: UInt32)] {
+        guard let lines = try? ProcFS.descriptorInfoLines(pid, fd) else { return [] }
+        return lines.filter { $0.hasPrefix("inotify ") }.compactMap { line in
+            let fields = Self.fields(of: line)
+            guard let inode = fields["ino"].flatMap({ UInt64($0, radix: 16) }),
+                let mask = fields["mask"].flatMap({ UInt32($0, radix: 16) })
+            else { return nil }
+            return (inode, mask)
+        }
+    }
+
     static func capture(_ pid: Int32, _ fd: Int32, _ lines: [Substring]) -> EventDescriptorCapture.Outcome {
         if let refusal = EventDescriptorCapture.queuedEventsRefusal(pid, fd, kind: "inotify") {
             return .refused(refusal)
@@ -29,11 +52,7 @@ enum InotifyCapture {
         var mounts: [WatchedFile.Mount]?
         var watches: [ProcessImage.InotifyWatch] = []
         for line in lines where line.hasPrefix("inotify ") {
-            var fields: [Substring: Substring] = [:]
-            for word in line.split(separator: " ").dropFirst() {
-                guard let colon = word.firstIndex(of: ":") else { continue }
-                fields[word[..<colon]] = word[word.index(after: colon)...]
-            }
+            let fields = Self.fields(of: line)
             func hex(_ key: Substring) -> UInt64? { fields[key].flatMap { UInt64($0, radix: 16) } }
             guard let wd = hex("wd").flatMap({ Int32(exactly: $0) }), let inode = hex("ino"), let device = hex("sdev"),
                 let mask = hex("mask").map({ UInt32(truncatingIfNeeded: $0) }), let ignored = hex("ignored_mask")

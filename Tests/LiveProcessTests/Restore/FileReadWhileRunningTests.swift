@@ -72,7 +72,9 @@ extension LiveProcess {
             let original = try WorkloadProcess(
                 executable: "/usr/bin/python3", arguments: ["-c", Self.workload, directory])
             #expect(try original.line() == "ready")
-            _ = try Self.generation(original.pid, store: store)
+            // A chain's first generation finds the files the tree holds while it runs, too.
+            let base = try Self.generation(original.pid, store: store)
+            #expect(base["filesReadEarly"] as? Int == 1, "the base read the file while the tree ran: \(base)")
             #expect(try original.send("step") == "stepped")
             let changed = try Self.generation(original.pid, store: store)
             #expect(changed["filesRead"] as? Int == 1)
