@@ -57,6 +57,20 @@ let package = Package(
             path: "Benchmarks/TrackerBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
+        // chpox against CRIU 4.2 on one 1 GiB mixed target in one run: full dump (stop-and-copy
+        // and pre-copy) against `criu dump --leave-running`, restart against `criu restore -d`
+        // (a plain executable, run by `run-ratios --criu-only`; needs DirtyTarget, chpox-inject,
+        // chpox-restore-stub and CRIU).
+        .executableTarget(
+            name: "VersusCriu",
+            dependencies: [
+                .product(name: "Incremental", package: "chpox"),
+                .product(name: "Store", package: "chpox"),
+                "TargetProcess",
+                "DirtyTarget",
+            ],
+            path: "Benchmarks/VersusCriu"
+        ),
         // Live checkpoints of a 1 GiB mixed target (full base with and without pre-copy, a 1%
         // delta, a second identical process) against process_vm_readv + LZ4 of its resident
         // pages in the same run. Needs DirtyTarget and chpox-inject, as the tracker benchmarks.

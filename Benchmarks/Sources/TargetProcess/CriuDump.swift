@@ -40,11 +40,12 @@ public struct CriuDump: Sendable {
     /// leaves it running. `--shell-job`: the tree's session and terminal are the benchmark's.
     /// `options` go to `criu dump` after those; `launcher` runs criu (`nsenter --net=… --`, for
     /// a process in a network namespace of the benchmark's: criu must be in the same one).
-    public func dump(_ pid: Int32, into directory: String, options: [String] = [], launcher: [String] = [])
-        -> Swift.Result<Result, DumpFailure>
-    {
+    /// `keepImages`: leave the images for a `criu restore` (the caller removes them).
+    public func dump(
+        _ pid: Int32, into directory: String, options: [String] = [], launcher: [String] = [], keepImages: Bool = false
+    ) -> Swift.Result<Result, DumpFailure> {
         try? FileManager.default.removeItem(atPath: directory)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
+        defer { if !keepImages { try? FileManager.default.removeItem(atPath: directory) } }
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
