@@ -117,7 +117,7 @@ import Testing
         #expect(
             unknown.hasPrefix(
                 "generation 7: unreadable process image: format 'chpox.image/9' is none of chpox.image/2, "
-                    + "chpox.image/3, chpox.image/4, chpox.image/1"
+                    + "chpox.image/3, chpox.image/4, chpox.image/5, chpox.image/1"
             ))
         // A file record of a state this chpox does not know is refused, not ignored.
         let record = Data(
