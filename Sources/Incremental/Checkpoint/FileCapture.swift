@@ -297,27 +297,14 @@ final class FileCapture {
         lastHeld = allHeld
         var kept: Int64 = 0
         for held in allHeld {
-            // Opening it would queue an event for an inotify of the tree that watches it (the
-            // program would read an open it never made): kept without its contents.
-            if held.readable == nil && held.watched & UInt32(IN_OPEN | IN_CLOSE_NOWRITE) != 0 {
+            // Reading it means opening it, and an open must not happen: kept without its
+            // contents (stat opens nothing), as an excluded file is.
+            if held.readable == nil, let reason = Self.unopenable(held) {
                 guard let status = try? FileDescriptor.currentDirectory.status(of: held.path, followingSymlinks: true)
                 else { continue }
                 var record = Self.record(held, status)
                 record.state = .excluded
-                record.reason =
-                    "an inotify of the tree watches it for opens, and reading it means opening it: the "
-                    + "program would read an event it never caused"
-                pending.append(Pending(record: record, bytes: nil))
-                continue
-            }
-            // Leased and open for writing only: opening it would break the lease. Kept without
-            // its contents (stat does not break it), as an excluded file is.
-            if held.leased && held.readable == nil {
-                guard let status = try? FileDescriptor.currentDirectory.status(of: held.path, followingSymlinks: true)
-                else { continue }
-                var record = Self.record(held, status)
-                record.state = .excluded
-                record.reason = "a lease is held on it, which opening it to read it would break"
+                record.reason = reason
                 pending.append(Pending(record: record, bytes: nil))
                 continue
             }
@@ -405,6 +392,18 @@ final class FileCapture {
             pending.append(Pending(record: record, bytes: bytes))
         }
         return (pending, refused, takenEarly)
+    }
+
+    /// Why `held` must not be opened: an open would break a lease the tree holds on it (and
+    /// wait for the frozen holder to give it up), or queue an event for an inotify of the tree
+    /// watching it (the program would read an open it never made). Nil when it may be.
+    static func unopenable(_ held: Held) -> String? {
+        if held.leased { return "a lease is held on it, which opening it to read it would break" }
+        if held.watched & UInt32(IN_OPEN | IN_CLOSE_NOWRITE) != 0 {
+            return "an inotify of the tree watches it for opens, and reading it means opening it: the program "
+                + "would read an event it never caused"
+        }
+        return nil
     }
 
     static func record(_ held: Held, _ status: FileDescriptor.Status) -> ProcessImage.RecordedFile {
