@@ -94,6 +94,13 @@ enum ImageCapture {
                     + "sets SECBIT_KEEP_CAPS alone"
             }
             unsupported += seccomp.unsupported
+            // SysV shared memory (shmat): a restart would map plain shared memory with its bytes,
+            // which shmdt, shmctl and every other process attaching the segment by key tell apart.
+            unsupported += regions.filter { $0.shared && $0.path.hasPrefix("/SYSV") }.map { region in
+                "mapping 0x\(String(region.start, radix: 16))-0x\(String(region.end, radix: 16)): a SysV shared memory "
+                    + "segment (\(region.path), attached with shmat): a restart cannot attach it again (SysV IPC "
+                    + "objects are not checkpointed); detach it (shmdt) before checkpointing"
+            }
             if let cwd = ProcFS.link(pid, "cwd"), cwd.hasSuffix(" (deleted)"),
                 let reason = DeletedDirectories.refusal(cwd)
             {
