@@ -21,22 +21,41 @@ public final class ChunkReader {
     init(store: Store) { self.store = store }
 
     /// Visits every page of `map` in order with its bytes (valid during the call only).
+    public func readPages(_ map: PageMap, _ visit: (PageEntry, UnsafeRawBufferPointer) throws -> Void) throws {
+        try readPageWindows(map) { window in
+            for k in 0..<window.count {
+                let (entry, bytes) = window[k]
+                try visit(entry, bytes)
+            }
+        }
+    }
+
+    /// Visits every page of `map` in order, a window of pages at a time, each page with its
+    /// bytes (valid during that window's visit only): for a visitor that writes many pages
+    /// with one call.
     ///
     /// Pages are taken in windows of up to `windowFrames` distinct frames: each frame of a
     /// window is read and decoded once, and its pages rehashed, in parallel on every core;
     /// then the visitor gets pointers into the decoded frames, in page order, without a copy.
-    public func readPages(_ map: PageMap, _ visit: (PageEntry, UnsafeRawBufferPointer) throws -> Void) throws {
+    /// Two windows take turns: the next is decoded while the visitor has the current one.
+    public func readPageWindows(_ map: PageMap, _ visit: (PageWindow) throws -> Void) throws {
         let zero = UnsafeMutableRawBufferPointer.allocate(pages: 1)
         zero.initializeMemory(as: UInt8.self, repeating: 0)
-        let window = FrameWindow(frames: Self.windowFrames, store: store.path)
+        let windows = [
+            FrameWindow(frames: Self.windowFrames, store: store.path),
+            FrameWindow(frames: Self.windowFrames, store: store.path),
+        ]
         let locations = LocationBlock(capacity: Self.lookupBlock)
         defer {
+            for window in windows { window.waitForDecoding() }  // a visitor that threw leaves one decoding
             zero.deallocate()
-            window.deallocate()
+            for window in windows { window.deallocate() }
             locations.deallocate()
         }
-        var placement: [Int] = []  // per page of the window: frame index * 16 + slot, or -1 for zero
-        placement.reserveCapacity(PackFormat.maxPagesPerFrame * Self.windowFrames)
+        var placements: [[Int]] = [[], []]  // per page of a window: frame index * 16 + slot, or -1 for zero
+        for k in placements.indices { placements[k].reserveCapacity(PackFormat.maxPagesPerFrame * Self.windowFrames) }
+        var pending: PageWindow?  // decoded, not yet visited
+        var next = 0  // the window planned next
         var blockStart = 0
         while blockStart < map.pages.count {
             // Index lookups for a block of pages, spread over every core.
@@ -44,8 +63,9 @@ public final class ChunkReader {
             locations.lookUp(block, in: store.index)
             var start = 0
             while start < block.count {
+                let window = windows[next]
                 window.reset()
-                placement.removeAll(keepingCapacity: true)
+                placements[next].removeAll(keepingCapacity: true)
                 var frameOfKey: [FrameKey: Int] = [:]
                 var lastKey: FrameKey?
                 var lastFrame = 0
@@ -53,7 +73,7 @@ public final class ChunkReader {
                 while end < block.count {
                     let entry = block[block.startIndex + end]
                     if entry.chunk == .zeroPage {
-                        placement.append(-1)
+                        placements[next].append(-1)
                         end += 1
                         continue
                     }
@@ -74,18 +94,20 @@ public final class ChunkReader {
                     lastKey = key
                     lastFrame = frame
                     window.expect(entry.chunk, slot: Int(location.slot), inFrame: frame)
-                    placement.append(frame * PackFormat.maxPagesPerFrame + Int(location.slot))
+                    placements[next].append(frame * PackFormat.maxPagesPerFrame + Int(location.slot))
                     end += 1
                 }
-                try window.decodeAll()
-                for (offset, place) in placement.enumerated() {
-                    let bytes = place < 0 ? UnsafeRawBufferPointer(zero) : window.page(place)
-                    try visit(block[block.startIndex + start + offset], bytes)
-                }
+                window.startDecoding()
+                if let pending { try visit(pending) }
+                try window.finishDecoding()
+                let pages = block[(block.startIndex + start)..<(block.startIndex + end)]
+                pending = PageWindow(entries: pages, placement: placements[next], frames: window, zero: zero)
+                next = 1 - next
                 start = end
             }
             blockStart += block.count
         }
+        if let pending { try visit(pending) }
     }
 
     /// Pages whose chunks are looked up together, in parallel.
@@ -108,6 +130,24 @@ public final class ChunkReader {
         } catch { throw error.store("open", file) }
     }
 
+}
+
+/// One window of `ChunkReader.readPageWindows`: pages in order, each with its bytes, valid
+/// during the visit of the window only.
+public struct PageWindow {
+    /// The window's pages, ascending.
+    public let entries: ArraySlice<PageEntry>
+    fileprivate let placement: [Int]
+    fileprivate let frames: FrameWindow
+    fileprivate let zero: UnsafeMutableRawBufferPointer
+
+    public var count: Int { entries.count }
+
+    /// The `k`th page of the window (from 0) and its bytes.
+    public subscript(_ k: Int) -> (entry: PageEntry, bytes: UnsafeRawBufferPointer) {
+        let place = placement[k]
+        return (entries[entries.startIndex + k], place < 0 ? UnsafeRawBufferPointer(zero) : frames.page(place))
+    }
 }
 
 /// The frames of one `readPages` window: raw and decoded buffers, and which pages of each
@@ -152,8 +192,23 @@ final class FrameWindow: @unchecked Sendable {
         UnsafeRawBufferPointer(decoded.page(at: place))
     }
 
-    /// Reads, decodes and verifies every frame; throws the first failure in frame order.
-    func decodeAll() throws(StoreError) {
+    private let decoding = DispatchGroup()
+
+    /// Decodes the window on other threads (`decodeAll`); `finishDecoding` waits for it.
+    func startDecoding() {
+        DispatchQueue.global().async(group: decoding) { self.decodeAll() }
+    }
+
+    /// Waits for `startDecoding`'s work; throws the first failure in frame order.
+    func finishDecoding() throws(StoreError) {
+        waitForDecoding()
+        if let failure = failures[0..<jobs.count].lazy.compactMap({ $0 }).first { throw failure }
+    }
+
+    func waitForDecoding() { decoding.wait() }
+
+    /// Reads, decodes and verifies every frame, each frame's failure in `failures`.
+    private func decodeAll() {
         let cores = max(1, min(jobs.count, ProcessInfoCores.active))
         DispatchQueue.concurrentPerform(iterations: cores) { worker in
             var k = worker
@@ -162,7 +217,6 @@ final class FrameWindow: @unchecked Sendable {
                 k += cores
             }
         }
-        if let failure = failures[0..<jobs.count].lazy.compactMap({ $0 }).first { throw failure }
     }
 
     private func decode(_ k: Int) -> StoreError? {

@@ -165,6 +165,19 @@ public struct ProcessMemory: Sendable {
         }
     }
 
+    /// Writes the `local` buffers, one after another, over the `remote` ranges, one after
+    /// another, with one process_vm_writev (at most IOV_MAX, 1024, of each); returns the bytes
+    /// written, which stop short at the first page that cannot be written (not writable, not
+    /// mapped): process_vm_writev keeps to the protections, unlike /proc/<pid>/mem.
+    public func write(
+        _ local: UnsafeBufferPointer<iovec>, over remote: UnsafeBufferPointer<iovec>
+    ) throws(TraceeError) -> Int {
+        guard let localBase = local.baseAddress, let remoteBase = remote.baseAddress else { return 0 }
+        let n = chpox_process_vm_writev(pid, localBase, UInt(local.count), remoteBase, UInt(remote.count))
+        if n < 0 && errno == ESRCH { throw .noSuchProcess(pid: pid) }
+        return max(n, 0)
+    }
+
     private func readThroughProcMem(
         from address: UInt64, into buffer: UnsafeMutableRawBufferPointer
     ) throws(TraceeError) -> Int {

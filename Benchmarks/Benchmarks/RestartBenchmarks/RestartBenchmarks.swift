@@ -45,7 +45,8 @@ enum RestartFigure {
     /// Baseline: `store.reader().readPages(map)`, the visitor reading one word per page.
     static let read = metric("restart read us")
     /// Information: readPages again, each non-zero page written with pwrite through
-    /// /proc/self/mem into a fresh 1 GiB anonymous mapping, as the restart fills the stub.
+    /// /proc/self/mem into a fresh 1 GiB anonymous mapping, as the restart filled the stub
+    /// before it wrote in batches (PageFillPhase).
     static let readWrite = metric("restart read+write us")
     /// Information: the same with memcpy instead of pwrite (readPages and page faults).
     static let readCopy = metric("restart read+copy us")

@@ -97,6 +97,38 @@ extension LiveProcess {
             #expect(answer == "X b c d")
         }
 
+        @Test(.timeLimit(.minutes(2))) func readOnlyAndWritablePagesAreFilledWithTheirOwnBytes() throws {
+            // The fill writes writable mappings in batches (process_vm_writev), read-only ones
+            // page by page through /proc/PID/mem: a private file mapping written, one page
+            // zeroed, then made read-only; anonymous memory made read-only; and 3,000 anonymous
+            // pages of which every third is written (runs broken, over several batches).
+            let answer = try Self.answerAfterRestart(
+                "fill",
+                script: """
+                    fd = os.open(directory + "/data", os.O_RDWR | os.O_CREAT, 0o644)
+                    os.write(fd, b"f" * (4 * PAGE))
+                    private = libc.mmap(None, 4 * PAGE, 3, 2, fd, 0)  # PROT_READ | PROT_WRITE, MAP_PRIVATE
+                    os.close(fd)
+                    ctypes.memset(private, ord("p"), PAGE)
+                    ctypes.memset(private + PAGE, 0, PAGE)
+                    assert libc.mprotect(private, 4 * PAGE, 1) == 0  # PROT_READ
+                    readonly = libc.mmap(None, 2 * PAGE, 3, 0x22, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS
+                    ctypes.memset(readonly, ord("r"), PAGE)
+                    assert libc.mprotect(readonly, 2 * PAGE, 1) == 0
+                    many = libc.mmap(None, 3000 * PAGE, 3, 0x22, -1, 0)
+                    for k in range(0, 3000, 3):
+                        ctypes.memmove(many + k * PAGE, b"%08d" % k, 8)
+                    print("pending", flush=True)
+                    sys.stdin.readline()
+                    at = lambda address: ctypes.string_at(address, 1).decode().replace("\\0", "0")
+                    written = all(ctypes.string_at(many + k * PAGE, 8) == b"%08d" % k for k in range(0, 3000, 3))
+                    others = all(ctypes.string_at(many + k * PAGE, PAGE) == bytes(PAGE) for k in range(1, 3000, 3))
+                    pages = [at(private + k * PAGE) for k in range(4)] + [at(readonly), at(readonly + PAGE)]
+                    print(" ".join(pages), written, others, flush=True)
+                    """)
+            #expect(answer == "p 0 f f r 0 True True")
+        }
+
         @Test(.timeLimit(.minutes(2))) func madviseFlagsAndMapFlagsOfEachMappingAreGivenAgain() throws {
             // One mapping per advice (and MAP_NORESERVE): their VmFlags, as smaps shows them
             // before the checkpoint, must be the restarted process's too.

@@ -1,22 +1,52 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Store
 import Syscall
 import Tracee
 
-/// Every page the generation's page map holds, written into the mappings through
-/// /proc/<pid>/mem (which writes read-only pages too). A zero page is written only where a
-/// file's bytes would otherwise show; anonymous memory is zero already. Pages a process keeps
-/// shared copy-on-write with its parent (`RestartSession.inheritedPages`) hold the same bytes
-/// already and are left, so that they stay shared.
+/// Every page the generation's page map holds, written into the mappings. A zero page is
+/// written only where a file's bytes would otherwise show; anonymous memory is zero already.
+/// Pages of MAP_DROPPABLE mappings are left out, and pages a process keeps shared
+/// copy-on-write with its parent (`RestartSession.inheritedPages`) hold the same bytes already
+/// and are left, so that they stay shared.
+///
+/// The pages come a window at a time from the store (`ChunkReader.readPageWindows`, which
+/// decodes the next window while this one is written). Pages of writable mappings are written
+/// in batches with process_vm_writev, straight from the decoded frames (one copy, up to 1024
+/// runs of pages a call, where one `pwrite` a page cost a system call, a page allocated for
+/// the copy and a second copy each). process_vm_writev keeps to the protections: pages of
+/// mappings that are not writable, and a batch it could not write whole, are written one by
+/// one through /proc/<pid>/mem, which writes read-only pages too (FOLL_FORCE) and names the
+/// page that fails. Pages are not faulted in ahead: the kernel faults each in as it is
+/// written, which costs no more than faulting a range in first (MADV_POPULATE_WRITE), and
+/// a page that is not written stays absent, as it was.
 public struct PageFillPhase: RestartPhase {
     /// Page ranges (page numbers, end exclusive) of private file mappings (and memory files').
     public var fileBackedPages: [Range<UInt64>]
     /// Page ranges of MAP_DROPPABLE mappings (VmFlags `dp`): left empty, as the kernel may
     /// leave them at any moment (and CRIU does).
     public var droppablePages: [Range<UInt64>] = []
+    /// Every mapping's pages and how they are filled, ascending.
+    var regions: [Region]
+
+    /// A mapping's pages, as the fill treats them.
+    struct Region: Equatable {
+        var pages: Range<UInt64>
+        /// Zero pages are written (file or memory file pages would show otherwise).
+        var fileBacked: Bool
+        /// Nothing is written (MAP_DROPPABLE).
+        var droppable: Bool
+        /// process_vm_writev may write it (its protection has PROT_WRITE).
+        var writable: Bool
+    }
 
     public var name: String { "page fill" }
     public var steps: [String] {
-        ["write the stored pages through /proc/PID/mem (zero pages only over \(fileBackedPages.count) file mappings)"]
+        [
+            "write the stored pages, with process_vm_writev where writable, else through /proc/PID/mem"
+                + " (zero pages only over \(fileBackedPages.count) file mappings)"
+        ]
             + (droppablePages.isEmpty ? [] : ["leave \(droppablePages.count) droppable mappings empty"])
     }
 
@@ -27,11 +57,18 @@ public struct PageFillPhase: RestartPhase {
         droppablePages = image.mappings.filter { $0.flags.contains("dp") }.map {
             Page.numbers(from: $0.start, to: $0.end)
         }
+        regions = image.mappings.sorted { $0.start < $1.start }.map {
+            Region(
+                pages: Page.numbers(from: $0.start, to: $0.end),
+                fileBacked: $0.backing == .privateFile || $0.backing == .memoryFile,
+                droppable: $0.flags.contains("dp"), writable: $0.protection.contains(.write))
+        }
     }
 
     /// Whether a zero page at `page` must be written (it would show a file's bytes otherwise).
     public func writesZeroPage(at page: UInt64) -> Bool {
-        fileBackedPages.contains { $0.contains(page) }
+        var cursor = RegionCursor(regions)
+        return cursor.region(of: page)?.fileBacked ?? false
     }
 
     public func run(in session: RestartSession) throws {
@@ -41,17 +78,112 @@ public struct PageFillPhase: RestartPhase {
             throw TraceeError.from(error, pid: pid, "open the memory of")
         }
         defer { memory.close() }
-        var written = 0
-        try session.store.reader().readPages(session.map) { entry, bytes in
-            if entry.chunk == .zeroPage && !writesZeroPage(at: entry.page) { return }
-            if droppablePages.contains(where: { $0.contains(entry.page) }) { return }
-            if session.inheritedPages.contains(entry.page) { return }  // its parent's, shared copy-on-write
-            do throws(Errno) { try memory.writeAll(bytes, at: Int64(Page.address(of: entry.page))) } catch {
-                throw TraceeError.from(
-                    error, pid: pid, "write page 0x\(String(Page.address(of: entry.page), radix: 16)) of")
+        var writer = PageWriter(pid: pid, memory: memory)
+        var cursor = RegionCursor(regions)
+        let inherited = session.inheritedPages
+        try session.store.reader().readPageWindows(session.map) { window in
+            for k in 0..<window.count {
+                let (entry, bytes) = window[k]
+                let region = cursor.region(of: entry.page)
+                if entry.chunk == .zeroPage && region?.fileBacked != true { continue }
+                if region?.droppable == true { continue }
+                if !inherited.isEmpty && inherited.contains(entry.page) { continue }  // its parent's, shared
+                if region?.writable == true {
+                    try writer.add(entry.page, bytes)
+                } else {
+                    try writer.writeThroughMemory(entry.page, bytes)
+                }
             }
-            written += 1
+            try writer.flush()  // the window's bytes are gone once it returns
         }
-        session.pagesWritten = written
+        session.pagesWritten = writer.written
+    }
+}
+
+/// The mapping of each page, pages asked for in ascending order (as a page map holds them):
+/// one step forward a page at most, instead of a search through every mapping.
+struct RegionCursor {
+    let regions: [PageFillPhase.Region]
+    private var index = 0
+    private var last: UInt64 = 0
+
+    init(_ regions: [PageFillPhase.Region]) { self.regions = regions }
+
+    /// The region holding `page`, or nil where no mapping holds it.
+    mutating func region(of page: UInt64) -> PageFillPhase.Region? {
+        if page < last { index = 0 }  // out of order: from the start again
+        last = page
+        while index < regions.count && regions[index].pages.upperBound <= page { index += 1 }
+        guard index < regions.count, regions[index].pages.contains(page) else { return nil }
+        return regions[index]
+    }
+}
+
+/// Writes pages into a process: batches for process_vm_writev (runs of consecutive pages on
+/// either side merged into one iovec, at most `maxVectors` each side a call), and single
+/// pages through /proc/<pid>/mem.
+struct PageWriter {
+    let pid: Int32
+    let memory: FileDescriptor
+    let process: ProcessMemory
+    /// Pages written so far.
+    private(set) var written = 0
+    private var local: [iovec] = []
+    private var remote: [iovec] = []
+    private var batch: [(page: UInt64, bytes: UnsafeRawBufferPointer)] = []
+
+    /// IOV_MAX: the most iovecs process_vm_writev takes on each side.
+    static let maxVectors = 1024
+
+    init(pid: Int32, memory: FileDescriptor) {
+        self.pid = pid
+        self.memory = memory
+        process = ProcessMemory(pid: pid)
+        local.reserveCapacity(Self.maxVectors)
+        remote.reserveCapacity(Self.maxVectors)
+    }
+
+    /// Adds `bytes` (one page, valid until `flush`) for page `page` to the batch.
+    mutating func add(_ page: UInt64, _ bytes: UnsafeRawBufferPointer) throws(TraceeError) {
+        let address = Page.address(of: page)
+        let base = UnsafeMutableRawPointer(mutating: bytes.baseAddress)
+        if local.count == Self.maxVectors || remote.count == Self.maxVectors { try flush() }
+        if let last = remote.last, UInt64(UInt(bitPattern: last.iov_base)) + UInt64(last.iov_len) == address {
+            remote[remote.count - 1].iov_len += bytes.count
+        } else {
+            remote.append(iovec(iov_base: UnsafeMutableRawPointer(bitPattern: UInt(address)), iov_len: bytes.count))
+        }
+        if let last = local.last, let base, last.iov_base.map({ $0 + last.iov_len }) == base {
+            local[local.count - 1].iov_len += bytes.count
+        } else {
+            local.append(iovec(iov_base: base, iov_len: bytes.count))
+        }
+        batch.append((page, bytes))
+    }
+
+    /// Writes the batch: with one process_vm_writev, the pages it could not write (from the
+    /// first it stopped at) through /proc/<pid>/mem.
+    mutating func flush() throws(TraceeError) {
+        guard !batch.isEmpty else { return }
+        let wanted = batch.count * Page.size
+        let done = try local.withUnsafeBufferPointer { (local) throws(TraceeError) in
+            try remote.withUnsafeBufferPointer { (remote) throws(TraceeError) in try process.write(local, over: remote)
+            }
+        }
+        written += done / Page.size
+        if done < wanted {
+            for (page, bytes) in batch[(done / Page.size)...] { try writeThroughMemory(page, bytes) }
+        }
+        local.removeAll(keepingCapacity: true)
+        remote.removeAll(keepingCapacity: true)
+        batch.removeAll(keepingCapacity: true)
+    }
+
+    /// Writes one page through /proc/<pid>/mem at once.
+    mutating func writeThroughMemory(_ page: UInt64, _ bytes: UnsafeRawBufferPointer) throws(TraceeError) {
+        do throws(Errno) { try memory.writeAll(bytes, at: Int64(Page.address(of: page))) } catch {
+            throw TraceeError.from(error, pid: pid, "write page 0x\(String(Page.address(of: page), radix: 16)) of")
+        }
+        written += 1
     }
 }
