@@ -1,4 +1,5 @@
 import CLZ4
+import Dispatch
 import Syscall
 
 /// Where a chunk lives: which pack, which frame in it, which page of that frame.
@@ -54,7 +55,6 @@ struct PackEntry: Hashable, Sendable {
 /// into packs/ under its content hash when finished.
 final class PackWriter {
     private let file: StagedFile
-    private var scratch: [UInt8]
     private(set) var entries: [PackEntry] = []
     /// Bytes of page data in, and frame bytes out, for statistics.
     private(set) var logicalBytes = 0
@@ -64,7 +64,6 @@ final class PackWriter {
     init(directory: StoreDirectory) throws(StoreError) {
         self.directory = directory
         file = try StagedFile("pack", in: directory)
-        scratch = [UInt8](repeating: 0, count: Int(LZ4_compressBound(Int32(Page.bytes(PackFormat.maxPagesPerFrame)))))
         var header = BinaryWriter()
         header.append(magic: "CHPXPACK")
         header.append(PackFormat.version)
@@ -75,38 +74,44 @@ final class PackWriter {
     var isEmpty: Bool { entries.isEmpty }
     var isFull: Bool { file.size >= PackFormat.targetSize }
 
-    /// Appends one frame holding `pages` (1...16 whole pages) whose ids are `ids`.
-    func appendFrame(_ pages: UnsafeRawBufferPointer, ids: ArraySlice<ChunkID>) throws(StoreError) {
+    /// Room for the LZ4 of one frame's pages (`compress`'s output).
+    static let compressedCapacity = Int(LZ4_compressBound(Int32(Page.bytes(PackFormat.maxPagesPerFrame))))
+
+    /// LZ4 of `pages` (1...16 whole pages) into `output` (`compressedCapacity` bytes): its length
+    /// when that is shorter than the pages (the frame is stored LZ4), nil when it is not (stored
+    /// raw). Touches nothing but its arguments: frames are compressed on any thread, many at once.
+    static func compress(_ pages: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Int? {
+        precondition(!pages.isEmpty && pages.count <= Page.bytes(PackFormat.maxPagesPerFrame))
+        precondition(output.count >= compressedCapacity)
+        let compressed = LZ4_compress_default(
+            pages.baseAddress!.assumingMemoryBound(to: CChar.self),
+            output.baseAddress!.assumingMemoryBound(to: CChar.self),
+            Int32(pages.count), Int32(output.count))
+        return compressed > 0 && Int(compressed) < pages.count ? Int(compressed) : nil
+    }
+
+    /// Appends one frame holding `pages` (1...16 whole pages) whose ids are `ids`: stored as
+    /// `compressed` (what `compress` made of these pages, nil when it could not shrink them).
+    func appendFrame(
+        _ pages: UnsafeRawBufferPointer, ids: ArraySlice<ChunkID>, compressed: UnsafeRawBufferPointer?
+    ) throws(StoreError) {
         let count = pages.pageCount
         precondition(
             count >= 1 && count <= PackFormat.maxPagesPerFrame && count == ids.count && Page.isAligned(pages.count))
         guard file.size + PackFormat.maxFrameLength <= PackFormat.maxSize else {
             throw .invalidArgument("pack exceeds 4 GiB")
         }
-        let compressed = scratch.withUnsafeMutableBytes { out in
-            LZ4_compress_default(
-                pages.baseAddress!.assumingMemoryBound(to: CChar.self),
-                out.baseAddress!.assumingMemoryBound(to: CChar.self),
-                Int32(pages.count), Int32(out.count))
-        }
-        let useLZ4 = compressed > 0 && Int(compressed) < pages.count
-        let payloadLength = useLZ4 ? Int(compressed) : pages.count
+        let payload = compressed ?? pages
         let frameOffset = UInt32(file.size)
         var header = BinaryWriter(capacity: PackFormat.frameHeaderSize)
         header.append(PackFormat.frameMagic)
         header.append(UInt8(count))
-        header.append((useLZ4 ? PackFormat.Encoding.lz4 : .raw).rawValue)
+        header.append((compressed != nil ? PackFormat.Encoding.lz4 : .raw).rawValue)
         header.append(UInt16(0))
-        header.append(UInt32(payloadLength))
+        header.append(UInt32(payload.count))
         try file.append(header.bytes)
-        if useLZ4 {
-            try scratch.withRawBytes { (raw) throws(StoreError) in
-                try file.append(UnsafeRawBufferPointer(rebasing: raw[0..<payloadLength]))
-            }
-        } else {
-            try file.append(pages)
-        }
-        let frameLength = UInt32(PackFormat.frameHeaderSize + payloadLength)
+        try file.append(payload)
+        let frameLength = UInt32(PackFormat.frameHeaderSize + payload.count)
         logicalBytes += pages.count
         storedBytes += Int(frameLength)
         for (slot, id) in ids.enumerated() {
@@ -141,38 +146,107 @@ final class PackWriter {
 
 /// Gathers new chunks into frames of up to 16 pages and frames into packs of about 32 MiB:
 /// how every new chunk, from a writer or from GC's repack, reaches the disk.
+///
+/// Pages are gathered a batch at a time (`framesPerBatch` frames, 4 MiB of pages by default).
+/// A full batch is compressed on every core, each frame into an output buffer of its own, while
+/// the caller fills the other of two batches; its frames are appended, on the caller's thread
+/// and in the order their pages were added, when that next batch is full (or at `finish`), with
+/// the same pack boundaries as one frame at a time. So the packs' bytes, and their names,
+/// depend only on the chunks added and their order, never on the number of cores or on which
+/// thread finished first. Only whole frames are appended and a pack is published only once it
+/// is full or by `finish`: a failure anywhere in a batch leaves the packs published before it
+/// (which the caller removes, see `GenerationWriter.abandon`) and garbage in tmp/, never a pack
+/// with part of a batch.
 final class ChunkPacker {
+    /// Frames compressed at once: enough for every core to take a few (a frame is 64 KiB, about
+    /// 100 us of LZ4), few enough that a batch stays within the caches' reach.
+    static let defaultFramesPerBatch = 64
+
+    /// Pages gathered, and where their frames are compressed to.
+    private final class Batch {
+        /// Frame k is pages 16k..<16k+16.
+        let pages: UnsafeMutableRawBufferPointer
+        /// Frame k's LZ4 output, at k * `PackWriter.compressedCapacity`.
+        let compressed: UnsafeMutableRawBufferPointer
+        /// Frame k's LZ4 length, or -1 where LZ4 cannot shrink it (stored raw).
+        let lengths: UnsafeMutableBufferPointer<Int>
+        var ids: [ChunkID] = []
+
+        init(frames: Int) {
+            pages = .allocate(pages: frames * PackFormat.maxPagesPerFrame)
+            compressed = .allocate(
+                byteCount: frames * PackWriter.compressedCapacity, alignment: MemoryLayout<UInt64>.alignment)
+            lengths = .allocate(capacity: frames)
+            ids.reserveCapacity(frames * PackFormat.maxPagesPerFrame)
+        }
+
+        deinit {
+            pages.deallocate()
+            compressed.deallocate()
+            lengths.deallocate()
+        }
+
+        var frameCount: Int { (ids.count + PackFormat.maxPagesPerFrame - 1) / PackFormat.maxPagesPerFrame }
+
+        func frame(_ k: Int, pageCount: Int) -> UnsafeRawBufferPointer {
+            let first = k * PackFormat.maxPagesPerFrame
+            return UnsafeRawBufferPointer(pages.pages(first..<min(first + PackFormat.maxPagesPerFrame, pageCount)))
+        }
+
+        func output(_ k: Int) -> UnsafeMutableRawBufferPointer {
+            let start = k * PackWriter.compressedCapacity
+            return UnsafeMutableRawBufferPointer(rebasing: compressed[start..<(start + PackWriter.compressedCapacity)])
+        }
+
+        /// Compresses the first `frames` frames of `pageCount` pages on every core; touches
+        /// only this batch's buffers.
+        func compress(frames: Int, pageCount: Int) {
+            Parallel.forEach(frames) { k in
+                lengths[k] = PackWriter.compress(frame(k, pageCount: pageCount), into: output(k)) ?? -1
+            }
+        }
+    }
+
     private let directory: StoreDirectory
     private var pack: PackWriter?
-    private let frame: UnsafeMutableRawBufferPointer
-    private var frameIDs: [ChunkID] = []
+    private let framesPerBatch: Int
+    /// The batch being filled; the one being compressed (appended at the next rotation); one
+    /// appended, to be filled next.
+    private var filling: Batch
+    private var inFlight: Batch?
+    private var spare: Batch?
+    private let compressed = DispatchGroup()
     /// Published packs and their entries.
     private(set) var finished: [(pack: ChunkID, entries: [PackEntry])] = []
     private(set) var chunks = 0
     private(set) var storedBytes = 0
     private(set) var logicalBytes = 0
 
-    init(directory: StoreDirectory) {
+    /// `framesPerBatch` 1 compresses and appends each frame alone (the same bytes out).
+    init(directory: StoreDirectory, framesPerBatch: Int = ChunkPacker.defaultFramesPerBatch) {
+        precondition(framesPerBatch >= 1)
         self.directory = directory
-        frame = .allocate(pages: PackFormat.maxPagesPerFrame)
+        self.framesPerBatch = framesPerBatch
+        filling = Batch(frames: framesPerBatch)
     }
 
     deinit {
+        compressed.wait()  // its buffers are freed with it
         pack?.discard()
-        frame.deallocate()
     }
 
     /// Adds chunk `id` whose bytes are `page`.
     func add(_ id: ChunkID, page: UnsafeRawBufferPointer) throws(StoreError) {
-        let slot = frameIDs.count
-        frame.page(at: slot).copyMemory(from: page)
-        frameIDs.append(id)
-        if frameIDs.count == PackFormat.maxPagesPerFrame { try flushFrame() }
+        filling.pages.page(at: filling.ids.count).copyMemory(from: page)
+        filling.ids.append(id)
+        if filling.ids.count == framesPerBatch * PackFormat.maxPagesPerFrame { try rotate() }
     }
 
     /// Publishes what is pending and fsyncs packs/; returns every published pack.
     func finish() throws(StoreError) -> [(pack: ChunkID, entries: [PackEntry])] {
-        try flushFrame()
+        try appendInFlight()
+        filling.compress(frames: filling.frameCount, pageCount: filling.ids.count)
+        try append(filling)
         try finishPack()
         if !finished.isEmpty { try directory.sync(directory.packs, dirName: "packs") }
         return finished
@@ -191,18 +265,54 @@ final class ChunkPacker {
     }
 
     func discard() {
+        compressed.wait()
+        inFlight = nil
         pack?.discard()
         pack = nil
-        frameIDs = []
+        filling.ids = []
     }
 
-    private func flushFrame() throws(StoreError) {
-        guard !frameIDs.isEmpty else { return }
-        if pack == nil { pack = try PackWriter(directory: directory) }
-        try pack!.appendFrame(UnsafeRawBufferPointer(frame.pages(0..<frameIDs.count)), ids: frameIDs[...])
-        frameIDs.removeAll(keepingCapacity: true)
-        if pack!.isFull { try finishPack() }
+    /// Appends the batch in flight, then starts compressing the full one and fills the other.
+    private func rotate() throws(StoreError) {
+        try appendInFlight()
+        let full = filling
+        filling = spare.take() ?? Batch(frames: framesPerBatch)
+        inFlight = full
+        let (frames, pageCount) = (full.frameCount, full.ids.count)
+        let batch = UncheckedBatch(batch: full)
+        compressed.enter()
+        DispatchQueue.global().async { [compressed] in
+            batch.batch.compress(frames: frames, pageCount: pageCount)
+            compressed.leave()
+        }
     }
+
+    /// Waits for the batch in flight and appends it; it is kept to be filled next.
+    private func appendInFlight() throws(StoreError) {
+        guard let batch = inFlight else { return }
+        compressed.wait()
+        inFlight = nil
+        try append(batch)
+        spare = batch
+    }
+
+    /// Appends a compressed batch's frames in order, closing packs as they fill.
+    private func append(_ batch: Batch) throws(StoreError) {
+        let pageCount = batch.ids.count
+        for k in 0..<batch.frameCount {
+            if pack == nil { pack = try PackWriter(directory: directory) }
+            let first = k * PackFormat.maxPagesPerFrame
+            let ids = batch.ids[first..<min(first + PackFormat.maxPagesPerFrame, pageCount)]
+            let length = batch.lengths[k]
+            let payload = length < 0 ? nil : UnsafeRawBufferPointer(rebasing: batch.output(k)[0..<length])
+            try pack!.appendFrame(batch.frame(k, pageCount: pageCount), ids: ids, compressed: payload)
+            if pack!.isFull { try finishPack() }
+        }
+        batch.ids.removeAll(keepingCapacity: true)
+    }
+
+    /// A batch handed to the compressing thread, which touches only its buffers.
+    private struct UncheckedBatch: @unchecked Sendable { let batch: Batch }
 
     private func finishPack() throws(StoreError) {
         guard let current = pack, !current.isEmpty else { return }

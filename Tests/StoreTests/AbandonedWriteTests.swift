@@ -9,8 +9,11 @@ import Testing
 /// published before its index segment, its files in tmp/) is counted by `dumpinfo --stats` and
 /// removed by the next writer or GC.
 @Suite(.serialized) struct AbandonedWriteTests {
-    /// Pages enough to fill one pack (32 MiB) with random, incompressible bytes, and some more.
-    static let pagesPastOnePack: UInt64 = 8300
+    /// Pages enough to fill one pack (32 MiB, 8192 pages) with random, incompressible bytes, and
+    /// some more: a writer holds up to two batches of 64 frames (2048 pages) before it appends
+    /// them (one being filled, one being compressed), so the first pack is published only once
+    /// 10,240 pages are put.
+    static let pagesPastOnePack: UInt64 = 10400
 
     static func putRandom(_ writer: GenerationWriter, pages: UInt64, seed: UInt64) throws {
         var random = SplitMix(seed)

@@ -10,6 +10,10 @@ import Tracee
 /// Pages copied out of a process into one buffer, with the pages that could not be read
 /// (unmapped while the process ran): those are never handed on, and the next collect reports
 /// them.
+///
+/// A large read is split into parts of about `bytesPerPart` read on every core at once (each
+/// part's pages land at their own place in the buffer, so the copy is the same whatever the
+/// order): the final stop of a full base copies the whole process while it is frozen.
 final class CopiedPages {
     struct Slice {
         var firstPage: UInt64
@@ -17,17 +21,26 @@ final class CopiedPages {
         var bytes: UnsafeRawBufferPointer
     }
 
+    typealias Request = (address: UInt64, buffer: UnsafeMutableRawBufferPointer)
+
+    /// The size of the parts read at once (16 MiB: tens of microseconds of system call
+    /// overhead against milliseconds of copying, and enough parts to keep every core busy).
+    static let bytesPerPart = 16 << 20
+
     let pageCount: UInt64
     private let buffer: UnsafeMutableRawBufferPointer
+    private let ownsBuffer: Bool
     private let slices: [(firstPage: UInt64, count: UInt64, offset: Int)]
     private let unreadable: AddressRuns
 
-    /// Reads `runs` now, all at once.
-    init(_ runs: [PageRun], from memory: ProcessMemory) throws {
+    /// Reads `runs` now, all at once, into a buffer of their size (or into `reusing`, which
+    /// must hold them, and which the caller keeps).
+    init(_ runs: [PageRun], from memory: ProcessMemory, reusing: UnsafeMutableRawBufferPointer? = nil) throws {
         let pages = runs.reduce(0) { $0 + Int($1.pageCount) }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(pages: pages)
+        precondition(reusing.map { $0.count >= Page.bytes(pages) } ?? true)
+        let buffer = reusing ?? UnsafeMutableRawBufferPointer.allocate(pages: pages)
         var offset = 0
-        var requests: [(address: UInt64, buffer: UnsafeMutableRawBufferPointer)] = []
+        var requests: [Request] = []
         var slices: [(firstPage: UInt64, count: UInt64, offset: Int)] = []
         for run in runs {
             let size = Page.bytes(Int(run.pageCount))
@@ -35,16 +48,57 @@ final class CopiedPages {
             slices.append((Page.number(of: run.start), run.pageCount, offset))
             offset += size
         }
-        do { unreadable = AddressRuns(try memory.read(requests)) } catch {
-            buffer.deallocate()
+        do { unreadable = AddressRuns(try Self.read(requests, from: memory)) } catch {
+            if reusing == nil { buffer.deallocate() }
             throw error
         }
         self.buffer = buffer
+        ownsBuffer = reusing == nil
         self.slices = slices
         pageCount = UInt64(pages)
     }
 
-    deinit { buffer.deallocate() }
+    deinit { if ownsBuffer { buffer.deallocate() } }
+
+    /// Reads `requests` in parts of about `bytesPerPart`, in parallel; returns the pages that
+    /// could not be read.
+    static func read(_ requests: [Request], from memory: ProcessMemory) throws -> [PageRun] {
+        let parts = split(requests, bytesPerPart: bytesPerPart)
+        var outcomes = [Result<[PageRun], TraceeError>](repeating: .success([]), count: parts.count)
+        outcomes.withUnsafeMutableBufferPointer { outcomes in
+            Parallel.forEach(parts.count) { k in
+                outcomes[k] = Result { () throws(TraceeError) in try memory.read(parts[k]) }
+            }
+        }
+        return try outcomes.flatMap { try $0.get() }
+    }
+
+    /// `requests` cut at page boundaries into parts of about `bytesPerPart` bytes each.
+    static func split(_ requests: [Request], bytesPerPart: Int) -> [[Request]] {
+        var parts: [[Request]] = []
+        var part: [Request] = []
+        var partBytes = 0
+        for request in requests {
+            var offset = 0
+            while offset < request.buffer.count {
+                let take = min(request.buffer.count - offset, max(Page.size, Page.alignDown(bytesPerPart - partBytes)))
+                part.append(
+                    (
+                        request.address + UInt64(offset),
+                        UnsafeMutableRawBufferPointer(rebasing: request.buffer[offset..<(offset + take)])
+                    ))
+                partBytes += take
+                offset += take
+                if partBytes >= bytesPerPart {
+                    parts.append(part)
+                    part = []
+                    partBytes = 0
+                }
+            }
+        }
+        if !part.isEmpty { parts.append(part) }
+        return parts
+    }
 
     /// Hands on every run of pages that was read.
     func forEach(_ body: (Slice) throws -> Void) throws {
@@ -63,21 +117,17 @@ final class CopiedPages {
     }
 
     /// Reads `runs` batch by batch (at most `maximumPages` each) while the process runs, each
-    /// batch handed to `consume` before the next is read; returns how many pages it read.
+    /// batch handed to `consume` in order; returns how many pages it read. The next batch is
+    /// read while `consume` works on the current one, into the other of two buffers allocated
+    /// once (a batch's pages are put before the next collect whenever they were read: a page
+    /// written after its read is reported dirty by that collect).
     static func stream(
         _ runs: AddressRuns, from pid: Int32, maximumPages: Int, _ consume: (Slice) throws -> Void
     ) throws -> UInt64 {
         let memory = ProcessMemory(pid: pid)
+        var batches: [[PageRun]] = []
         var batch: [PageRun] = []
         var batchPages = 0
-        var total: UInt64 = 0
-        func flush() throws {
-            guard batchPages > 0 else { return }
-            try CopiedPages(batch, from: memory).forEach(consume)
-            total += UInt64(batchPages)
-            batch = []
-            batchPages = 0
-        }
         for run in runs.runs {
             var start = run.start
             while start < run.end {
@@ -85,10 +135,61 @@ final class CopiedPages {
                 batch.append(PageRun(start: start, end: start + Page.bytes(UInt64(take))))
                 batchPages += take
                 start += Page.bytes(UInt64(take))
-                if batchPages == maximumPages { try flush() }
+                if batchPages == maximumPages {
+                    batches.append(batch)
+                    batch = []
+                    batchPages = 0
+                }
             }
         }
-        try flush()
+        if batchPages > 0 { batches.append(batch) }
+        guard !batches.isEmpty else { return 0 }
+        let largest = batches.map { $0.reduce(0) { $0 + Int($1.pageCount) } }.max() ?? 0
+        let buffers = (0..<min(2, batches.count)).map { _ in UnsafeMutableRawBufferPointer.allocate(pages: largest) }
+        defer { for buffer in buffers { buffer.deallocate() } }
+        let reader = BatchReader()
+        defer { _ = try? reader.wait() }  // never leave a read in flight into freed buffers
+        var total: UInt64 = 0
+        var current = try CopiedPages(batches[0], from: memory, reusing: buffers[0])
+        for k in batches.indices {
+            if k + 1 < batches.count {
+                reader.start { try CopiedPages(batches[k + 1], from: memory, reusing: buffers[(k + 1) % 2]) }
+            }
+            try current.forEach(consume)
+            total += current.pageCount
+            if k + 1 < batches.count { current = try reader.wait()! }
+        }
         return total
+    }
+}
+
+/// One read in flight on another thread; `wait` returns it (or throws what it threw).
+private final class BatchReader: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var inFlight = false
+    private var outcome: Result<CopiedPages, any Error>?
+
+    func start(_ read: @escaping () throws -> CopiedPages) {
+        precondition(!inFlight)
+        inFlight = true
+        let work = Unchecked(value: read)
+        DispatchQueue.global().async {
+            self.outcome = Result { try work.value() }
+            self.done.signal()
+        }
+    }
+
+    /// The read started last, nil when none is in flight.
+    @discardableResult
+    func wait() throws -> CopiedPages? {
+        guard inFlight else { return nil }
+        done.wait()
+        inFlight = false
+        defer { outcome = nil }
+        return try outcome!.get()
+    }
+
+    private struct Unchecked<Value>: @unchecked Sendable {
+        let value: Value
     }
 }

@@ -1,0 +1,116 @@
+import Foundation
+import StoreTestSupport
+import Syscall
+import TestTools
+import Testing
+
+@testable import Store
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The ChunkPacker compresses a batch of frames on every core at once and appends them in the
+/// order their pages came: its packs must be the same bytes as one frame at a time, and a write
+/// that fails in the middle of a batch must leave nothing behind once the generation is dropped.
+@Suite struct ParallelPackerTests {
+    /// 14,000 pages (55 MiB, 38 MiB stored: a full pack and part of another; not a whole number of frames or
+    /// batches) in frames that LZ4 shrinks, frames it cannot, and frames of both.
+    static let pageCount = 14000
+
+    static func content(of page: Int) -> SyntheticMemory.Content {
+        switch (page / PackFormat.maxPagesPerFrame) % 3 {
+        case 0: .random(UInt64(page))
+        case 1: .compressible(UInt64(page))
+        default: page % 2 == 0 ? .random(UInt64(page)) : .compressible(UInt64(page))
+        }
+    }
+
+    struct PackFile: Equatable {
+        var name: String
+        var bytes: Data
+    }
+
+    /// The packs `framesPerBatch` makes of the pages, in a store of its own.
+    static func packs(framesPerBatch: Int) throws -> (files: [PackFile], firstPackFrames: Int) {
+        let temporary = TemporaryStore("packer-\(framesPerBatch)")
+        defer { temporary.cleanup() }
+        let store = try temporary.open()
+        let packer = ChunkPacker(directory: store.directory, framesPerBatch: framesPerBatch)
+        let page = UnsafeMutableRawBufferPointer.allocate(pages: 1)
+        defer { page.deallocate() }
+        for number in 0..<pageCount {
+            SyntheticMemory.fill(content(of: number), page)
+            try packer.add(ChunkID(hashing: UnsafeRawBufferPointer(page)), page: UnsafeRawBufferPointer(page))
+        }
+        let finished = try packer.finish()
+        let files = try finished.map { pack, _ in
+            let name = PackFormat.fileName(pack)
+            let path = "\(temporary.path)/packs/\(name)"
+            return PackFile(name: name, bytes: try Data(contentsOf: URL(fileURLWithPath: path)))
+        }
+        let firstPackFrames = Set(finished.first?.entries.map(\.frameOffset) ?? []).count
+        return (files, firstPackFrames)
+    }
+
+    @Test func batchesOfAnySizeWriteTheSamePacksAsOneFrameAtATime() throws {
+        let serial = try Self.packs(framesPerBatch: 1)
+        #expect(serial.files.count == 2)
+        for framesPerBatch in [5, ChunkPacker.defaultFramesPerBatch] {
+            let batched = try Self.packs(framesPerBatch: framesPerBatch)
+            // The first pack fills in the middle of a batch: the boundary is where it would be
+            // one frame at a time, not at the end of the batch.
+            #expect(serial.firstPackFrames % framesPerBatch != 0)
+            #expect(batched.files.map(\.name) == serial.files.map(\.name))
+            #expect(batched.files == serial.files, "batches of \(framesPerBatch) frames")
+        }
+    }
+
+    /// On a 34 MiB tmpfs: a first pack (32 MiB) is published in the middle of a batch, and the
+    /// disk fills while the same batch goes on into the next pack.
+    @Test(.enabled(if: getuid() == 0, "needs root to mount a small tmpfs"), .timeLimit(.minutes(2)))
+    func aWriteThatFailsMidBatchLeavesNothingOnceAbandoned() throws {
+        let temporary = TemporaryStore("packer-full")
+        try FileManager.default.createDirectory(atPath: temporary.path, withIntermediateDirectories: true)
+        defer { temporary.cleanup() }
+        try #require(
+            try TestTools.run("/bin/mount", ["-t", "tmpfs", "-o", "size=34m,mode=0700", "tmpfs", temporary.path])
+                .status == 0)
+        defer { _ = try? TestTools.run("/bin/umount", [temporary.path]) }
+        let path = temporary.path + "/store"
+        let store = try Store(at: path, create: true)
+        let writer = try store.beginGeneration(chain: "full")
+        let page = UnsafeMutableRawBufferPointer.allocate(pages: 1)
+        defer { page.deallocate() }
+        // One frame that LZ4 shrinks to almost nothing, so that the first pack closes one frame
+        // into a batch (it holds 512 frames of random pages and this one).
+        SyntheticMemory.fill(.compressible(1), page)
+        for number in 0..<UInt64(PackFormat.maxPagesPerFrame) {
+            page.storeBytes(of: number, toByteOffset: 0, as: UInt64.self)
+            try writer.put(firstPage: number, contents: UnsafeRawBufferPointer(page))
+        }
+        var failure: StoreError?
+        for number in UInt64(PackFormat.maxPagesPerFrame)..<20000 {
+            SyntheticMemory.fill(.random(number), page)
+            do { try writer.put(firstPage: number, contents: UnsafeRawBufferPointer(page)) } catch {
+                failure = error
+                break
+            }
+        }
+        let error = try #require(failure)
+        guard case .system(let errno, _, _) = error else {
+            Issue.record("expected a write to fail for want of space: \(error)")
+            return
+        }
+        #expect(errno == .noSpace)
+        let published = try FileManager.default.contentsOfDirectory(atPath: path + "/packs")
+        #expect(published.count == 1, "the first pack was published before the failure")
+        writer.abandon()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/packs").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/tmp").isEmpty)
+        #expect(try store.chainOrEmpty("full").entries.isEmpty)
+        let report = try store.verify(deep: true)
+        #expect(report.isClean)
+        #expect(report.garbagePacks == 0)
+    }
+}
