@@ -386,6 +386,12 @@ public final class Checkpointer {
         members.sort { (order[$0.pid] ?? Int.max) < (order[$1.pid] ?? Int.max) }
     }
 
+    /// Whether the checkpointed process itself has exited (or is a zombie).
+    private func hasEnded(root: Int32) -> Bool {
+        let state = try? ProcFS.state(root)
+        return state == nil || state == "Z" || state == "X"
+    }
+
     /// A descendant that has exited (or is a zombie) since the tree was followed: a tree's
     /// processes come and go while it runs (a shell's commands, make's compilers), and the
     /// generation goes on without it. The first process ending ends the checkpoint.
@@ -490,8 +496,15 @@ public final class Checkpointer {
                     frozenAt.append(ClockTime.monotonic())
                 }
             } catch {
-                // A descendant ended since the tree was followed: follow it again.
-                guard attempts < Self.attempts && members.contains(where: { hasEnded($0) }) else { throw error }
+                // A descendant ended since the tree was followed, or a thread while its process
+                // was asked or stopped (glibc's SIGEV_THREAD timers start a thread per expiry,
+                // make's children come and go): follow the tree again and ask what is new. What
+                // a try that succeeds takes is checked below as always.
+                var vanished = false
+                if case .noSuchProcess = error { vanished = true }
+                guard attempts < Self.attempts,
+                    members.contains(where: { hasEnded($0) }) || (vanished && !hasEnded(root: pid))
+                else { throw error }
                 for process in frozen.reversed() { process.thaw() }
                 continue
             }

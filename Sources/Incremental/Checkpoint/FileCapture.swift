@@ -53,6 +53,8 @@ final class FileCapture {
     /// What `prefetch` read, and the watches that tell whether it still holds.
     private var early: [String: Early] = [:]
     private var watcher: Inotify?
+    /// Whether `prefetch` looked at the running tree (`heldNow`) already.
+    private var lookedNow = false
     /// What `store` found, made `known` once its generation is committed (`committed`).
     private var staged: [String: Known]?
     private var nextSlot: UInt64 = 0
@@ -237,10 +239,13 @@ final class FileCapture {
         watcher?.close()
         watcher = nil
         early = [:]
-        let candidates = (lastHeld.isEmpty ? Self.heldNow(pids) : lastHeld).filter { held in
+        // The live look is for a run's first generation only: later ones go by the last freeze
+        // (a tree that writes no file would be looked at again at every generation otherwise).
+        let candidates = (lastHeld.isEmpty && !lookedNow ? Self.heldNow(pids) : lastHeld).filter { held in
             !held.mapped && !held.leased && held.readable != nil && held.watched & Self.readEvents == 0
                 && !options.exclude.contains(where: { fnmatch($0, held.path, 0) == 0 })
         }
+        lookedNow = true
         guard !candidates.isEmpty, let watcher = try? Inotify() else { return }
         self.watcher = watcher
         var read: Int64 = 0
