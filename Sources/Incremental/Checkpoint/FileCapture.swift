@@ -148,28 +148,20 @@ final class FileCapture {
                 byPath[descriptor.target]?.leased = true
             }
         }
-        // What the tree's inotify descriptors watch: a watch on a file, or on its directory (which
-        // reports the events of the files in it), by path, or by inode for another name of it.
+        // What the tree's inotify descriptors watch, each watch by its path and inode.
         let watches = images.flatMap { image in
             image.descriptors.flatMap { descriptor -> [ProcessImage.InotifyWatch] in
                 if case .inotify(let watches) = descriptor.event { return watches }
                 return []
             }
+        }.map { watch in
+            let status = try? FileDescriptor.currentDirectory.status(of: watch.path, followingSymlinks: true)
+            return Watch(path: watch.path, device: status?.device, inode: status?.inode, mask: watch.mask)
         }
         if !watches.isEmpty {
-            let inodes = watches.map {
-                try? FileDescriptor.currentDirectory.status(of: $0.path, followingSymlinks: true)
-            }
             for path in order {
                 let status = try? FileDescriptor.currentDirectory.status(of: path, followingSymlinks: true)
-                let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast()
-                    .joined(separator: "/")
-                for (watch, inode) in zip(watches, inodes)
-                where watch.path == path || watch.path == (directory.isEmpty ? "/" : directory)
-                    || (status != nil && inode?.inode == status?.inode && inode?.device == status?.device)
-                {
-                    byPath[path]?.watched |= watch.mask
-                }
+                byPath[path]?.watched = Self.watchedMask(of: path, status, watches)
             }
         }
         return order.compactMap { byPath[$0] }
@@ -182,13 +174,15 @@ final class FileCapture {
     static func heldNow(_ pids: [Int32]) -> [Held] {
         var byPath: [String: Held] = [:]
         var order: [String] = []
-        var watched: [(inode: UInt64, mask: UInt32)] = []
+        var watched: [Watch] = []
         var mapped: Set<UInt64> = []
         for pid in pids {
             for fd in (try? ProcFS.descriptors(pid)) ?? [] {
                 guard let target = ProcFS.descriptorTarget(pid, fd) else { continue }
                 if target == "anon_inode:inotify" {
-                    watched += InotifyCapture.watchedInodes(pid, fd)
+                    watched += InotifyCapture.watchedInodes(pid, fd).map {
+                        Watch(path: nil, device: nil, inode: $0.inode, mask: $0.mask)
+                    }
                     continue
                 }
                 guard fd > 2, target.hasPrefix("/"), !target.hasSuffix(" (deleted)"),
@@ -210,16 +204,39 @@ final class FileCapture {
             guard let status = try? FileDescriptor.currentDirectory.status(of: path, followingSymlinks: true) else {
                 continue
             }
-            let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast()
-                .joined(separator: "/")
-            let parent = try? FileDescriptor.currentDirectory.status(
-                of: directory.isEmpty ? "/" : directory, followingSymlinks: true)
-            for (inode, mask) in watched where inode == status.inode || inode == parent?.inode {
-                byPath[path]?.watched |= mask
-            }
+            byPath[path]?.watched = Self.watchedMask(of: path, status, watched)
             if mapped.contains(status.inode) { byPath[path]?.mapped = true }
         }
         return order.compactMap { byPath[$0] }
+    }
+
+    /// A watch of an inotify of the tree: its path when known (from an image), the inode it is
+    /// on (and its device, when known: fdinfo's is the kernel's encoding, not stat's) and its
+    /// events.
+    struct Watch {
+        var path: String?
+        var device: UInt64?
+        var inode: UInt64?
+        var mask: UInt32
+    }
+
+    /// The events `watches` watch the file at `path` (whose status is `status`) for: a watch on
+    /// the file, or on its directory (which reports the events of the files in it), by path or
+    /// by inode (another name of either).
+    static func watchedMask(of path: String, _ status: FileDescriptor.Status?, _ watches: [Watch]) -> UInt32 {
+        guard !watches.isEmpty else { return 0 }
+        let directory = RestoredFiles.parent(of: path)
+        let parent = try? FileDescriptor.currentDirectory.status(of: directory, followingSymlinks: true)
+        var mask: UInt32 = 0
+        for watch in watches {
+            let byPath = watch.path == path || watch.path == directory
+            let byInode = [status, parent].contains { status in
+                guard let status, let inode = watch.inode else { return false }
+                return inode == status.inode && (watch.device ?? status.device) == status.device
+            }
+            if byPath || byInode { mask |= watch.mask }
+        }
+        return mask
     }
 
     /// Events reading a file queues for an inotify watching it: opening it (IN_OPEN), closing
