@@ -20,6 +20,9 @@ const unsigned long chpox_UFFDIO_API = UFFDIO_API;
 const unsigned long chpox_UFFDIO_REGISTER = UFFDIO_REGISTER;
 const unsigned long chpox_UFFDIO_UNREGISTER = UFFDIO_UNREGISTER;
 const unsigned long chpox_UFFDIO_WRITEPROTECT = UFFDIO_WRITEPROTECT;
+const unsigned long chpox_UFFDIO_COPY = UFFDIO_COPY;
+const unsigned long chpox_UFFDIO_ZEROPAGE = UFFDIO_ZEROPAGE;
+const unsigned long chpox_UFFDIO_WAKE = UFFDIO_WAKE;
 
 // clone3 with `args`, the child straight to execve. Between the two only raw system calls run
 // (the parent may have threads: nothing else is safe there).

@@ -23,6 +23,20 @@ public enum RestartReports {
         var closedConnections: [String]?
         /// The files put back as they were at the generation, and where the file that was there went.
         var restoredFiles: [RestoredFile]?
+        /// A lazy restart's page server (--lazy): what it filled, how, and how long it took.
+        var lazy: Lazy?
+    }
+
+    struct Lazy: Codable {
+        var faults: Int
+        var zeroFaults: Int
+        var faultPages: Int
+        var streamedPages: Int
+        var hintedPages: Int
+        var forks: Int
+        var layoutEvents: Int
+        var milliseconds: Double
+        var failure: String?
     }
 
     struct RestoredFile: Codable {
@@ -30,7 +44,9 @@ public enum RestartReports {
         var displaced: String?
     }
 
-    public static func restartJSON(_ outcome: Restorer.Outcome, chain: String, generation: UInt64) -> String {
+    public static func restartJSON(
+        _ outcome: Restorer.Outcome, chain: String, generation: UInt64, lazy: LazyPageServer.Report? = nil
+    ) -> String {
         StoreReports.jsonLine(
             Restart(
                 chain: chain, generation: generation, pid: outcome.pid, originalPid: outcome.originalPid,
@@ -39,7 +55,27 @@ public enum RestartReports {
                 originalProcesses: outcome.originalProcesses, pidNamespaceInit: outcome.namespaceInit,
                 closedConnections: outcome.closedConnections.isEmpty ? nil : outcome.closedConnections,
                 restoredFiles: outcome.restoredFiles.isEmpty
-                    ? nil : outcome.restoredFiles.map { RestoredFile(path: $0.path, displaced: $0.displaced) }))
+                    ? nil : outcome.restoredFiles.map { RestoredFile(path: $0.path, displaced: $0.displaced) },
+                lazy: lazy.map {
+                    Lazy(
+                        faults: $0.faults, zeroFaults: $0.zeroFaults, faultPages: $0.faultPages,
+                        streamedPages: $0.streamedPages, hintedPages: $0.hintedPages, forks: $0.forks,
+                        layoutEvents: $0.layoutEvents, milliseconds: ($0.seconds * 1e6).rounded() / 1e3,
+                        failure: $0.failure)
+                }))
+    }
+
+    /// `ld-chpox --lazy`'s line once every page is in (or the server failed).
+    public static func lazyText(_ report: LazyPageServer.Report, pid: Int32) -> String {
+        if let failure = report.failure {
+            return "the page server failed before every page of pid \(pid) was in (\(failure)): the restarted "
+                + "processes were killed, none ran with a page it never had"
+        }
+        return "every page of pid \(pid) is in after \(Format.decimal(report.seconds * 1000)) ms: "
+            + "\(report.faultPages) filled on \(report.faults) faults (\(report.zeroFaults) more given the zero "
+            + "page), \(report.streamedPages) streamed"
+            + (report.hintedPages > 0 ? " (\(report.hintedPages) first, as the last lazy restart touched them)" : "")
+            + (report.forks > 0 ? "; \(report.forks) forks served" : "")
     }
 
     struct Check: Codable {

@@ -110,6 +110,64 @@ public final class ChunkReader {
         if let pending { try visit(pending) }
     }
 
+    /// Visits the pages of `entries` (a few, in any order) with their bytes, valid during the
+    /// call only: a frame is read and decoded once for a run of its
+    /// pages (neighbours mostly share one), on this thread, and every page rehashed
+    /// against its id. For reads of a page and its neighbours on demand (a lazy restart's page
+    /// faults), where `readPageWindows`' windows and worker threads cost more than the reading.
+    public func readFew(_ entries: [PageEntry], _ visit: (PageEntry, UnsafeRawBufferPointer) throws -> Void) throws {
+        if few == nil {
+            let buffer = UnsafeMutableRawBufferPointer.allocate(pages: PackFormat.maxPagesPerFrame + 1)
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            few = buffer
+        }
+        guard let buffer = few else { return }
+        let decoded = buffer.pages(0..<PackFormat.maxPagesPerFrame)
+        let zero = UnsafeRawBufferPointer(buffer.page(at: PackFormat.maxPagesPerFrame))
+        let located = entries.compactMap { entry in
+            entry.chunk == .zeroPage ? nil : store.index.lookup(entry.chunk).map { (entry, $0) }
+        }
+        if let missing = entries.first(where: { $0.chunk != .zeroPage && store.index.lookup($0.chunk) == nil }) {
+            throw StoreError.missingChunk(missing.chunk, context: "page \(missing.page)")
+        }
+        for entry in entries where entry.chunk == .zeroPage { try visit(entry, zero) }
+        var current: FrameKey?
+        var count = 0
+        for (entry, location) in located {
+            let key = FrameKey(pack: location.pack, offset: location.frameOffset)
+            let name = PackFormat.fileName(location.pack)
+            if key != current {
+                let mapped = try pack(location.pack)
+                let start = Int(location.frameOffset)
+                let length = Int(location.frameLength)
+                guard length <= PackFormat.maxFrameLength, start + length <= mapped.bytes.count else {
+                    throw StoreError.corruptChunk(entry.chunk, pack: name, reason: "the pack is truncated")
+                }
+                let frame = UnsafeRawBufferPointer(rebasing: mapped.bytes[start..<(start + length)])
+                do {
+                    count = try PackReader.decodeFrame(
+                        frame, into: decoded, file: "\(store.path)/packs/\(name)", offset: location.frameOffset)
+                } catch {
+                    throw StoreError.corruptChunk(entry.chunk, pack: name, reason: "\(error)")
+                }
+                current = key
+            }
+            guard Int(location.slot) < count else {
+                throw StoreError.corruptChunk(entry.chunk, pack: name, reason: "its frame has no page \(location.slot)")
+            }
+            let page = UnsafeRawBufferPointer(decoded.page(at: Int(location.slot)))
+            guard ChunkID(hashing: page) == entry.chunk else {
+                throw StoreError.corruptChunk(entry.chunk, pack: name, reason: "its bytes do not hash to its id")
+            }
+            try visit(entry, page)
+        }
+    }
+
+    /// `readFew`'s frame buffer (16 pages) and a zero page after it, made on first use.
+    private var few: UnsafeMutableRawBufferPointer?
+
+    deinit { few?.deallocate() }
+
     /// Pages whose chunks are looked up together, in parallel.
     static let lookupBlock = 16384
 

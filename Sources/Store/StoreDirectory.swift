@@ -15,6 +15,7 @@ import Syscall
 ///     STORE/manifests/<id>.gen   generation manifests, named by the hash of their bytes
 ///     STORE/chains/<name>.chain  a chain: generation number -> manifest id (the commit point)
 ///     STORE/chains/<name>.lineage  the processes that may extend the chain (Lineage)
+///     STORE/chains/<name>.touched  pages a lazy restart saw touched first (TouchOrder, a hint)
 ///     STORE/snapshots/<id>.map   rebuilt page maps of some generations (a cache)
 ///     STORE/locks/               flock files: store.lock (writers shared, GC exclusive), chains
 ///                                (<name>.chain.lock: one writer's run, its pid inside)

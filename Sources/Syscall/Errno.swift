@@ -32,6 +32,8 @@ public struct Errno: Error, Equatable, Hashable, Sendable, CustomStringConvertib
     public static let permissionDenied = Errno(rawValue: EACCES)
     /// The corresponding C constant is EPERM (a privilege the caller lacks).
     public static let notPermitted = Errno(rawValue: EPERM)
+    /// The corresponding C constant is ESRCH (the process is gone).
+    public static let noSuchProcess = Errno(rawValue: ESRCH)
 }
 
 /// Runs a raw call that reports failure as -1 and errno, retrying EINTR.

@@ -101,6 +101,35 @@ extension FileDescriptor {
         try retryingInterrupts { Glibc.send(rawValue, bytes.baseAddress, bytes.count, flags.rawValue) }.get()
     }
 
+    /// Sends `bytes` as one message with `descriptors` attached as SCM_RIGHTS (sendmsg(2)):
+    /// the receiver gets its own references to the same files.
+    public func send(_ bytes: UnsafeRawBufferPointer, descriptors: [FileDescriptor]) throws(Errno) {
+        var vector = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+        // cmsghdr (16 bytes), then the descriptors, padded to 8.
+        let length = 16 + descriptors.count * 4
+        var space = [UInt8](repeating: 0, count: (length + 7) / 8 * 8)
+        space.withUnsafeMutableBytes { control in
+            control.storeBytes(of: UInt64(length), toByteOffset: 0, as: UInt64.self)
+            control.storeBytes(of: SOL_SOCKET, toByteOffset: 8, as: Int32.self)
+            control.storeBytes(of: Int32(SCM_RIGHTS), toByteOffset: 12, as: Int32.self)
+            for (k, descriptor) in descriptors.enumerated() {
+                control.storeBytes(of: descriptor.rawValue, toByteOffset: 16 + 4 * k, as: Int32.self)
+            }
+        }
+        _ = try withUnsafeMutablePointer(to: &vector) { (vectorPointer) throws(Errno) in
+            try space.withMutableRawBytes { (control) throws(Errno) in
+                var header = msghdr()
+                header.msg_iov = vectorPointer
+                header.msg_iovlen = 1
+                if !descriptors.isEmpty {
+                    header.msg_control = control.baseAddress
+                    header.msg_controllen = length
+                }
+                return try retryingInterrupts { sendmsg(rawValue, &header, Int32(MSG_NOSIGNAL)) }.get()
+            }
+        }
+    }
+
     /// Receives one message into `buffer` (recvmsg(2)) with no room for control data: control
     /// data that came with it is reported as `.controlTruncated`, never installed here (a
     /// descriptor in flight would otherwise become one of this process's). `sender` is the

@@ -29,7 +29,12 @@ struct LdChpox: ParsableCommand {
             writes the generation as an ELF core file that `gdb EXECUTABLE FILE` opens with the process's threads, \
             registers and memory as they were. ld-chpox needs chpox-restore-stub beside it.
 
-            Examples: `ld-chpox --generation 3`; `ld-chpox --name job --wait` (stay its parent); `ld-chpox --check \
+            --lazy (root) lets the process run at once and fills its anonymous memory as it touches it, streaming \
+            the rest in; ld-chpox stays until every page is in and says how many came on touch (the JSON document \
+            comes then, with the page server's figures under "lazy"). If ld-chpox ends before, a guardian process \
+            kills the restarted processes: none runs on with memory it never had, none waits forever.
+
+            Examples: `ld-chpox --generation 3`; `ld-chpox --lazy --generation 3`; `ld-chpox --name job --wait` (stay its parent); `ld-chpox --check \
             --generation 3`; `ld-chpox --core job.core` then `gdb EXECUTABLE job.core`.
 
             Exit status: 0 when the process was restarted (or --check or --core succeeded); with --wait, the \
@@ -63,6 +68,16 @@ struct LdChpox: ParsableCommand {
     var core: String?
     @Flag(name: .long, help: "Stay the restarted process's parent and exit with its exit status.")
     var wait = false
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Let the process run before its memory is in (root): its anonymous memory is filled from the store "
+                + "on first touch (userfaultfd) and streamed in meanwhile, the pages the last lazy restart saw "
+                + "touched first, first. ld-chpox stays until every page is in, then says how many came on touch; "
+                + "if it is killed before, the restarted processes are killed too (a guardian process holds the "
+                + "memory until then): none runs with a page it never had. A process that forks others of its "
+                + "tree is filled whole first."))
+    var lazy = false
     @Flag(
         name: .long,
         help: "Fail if a saved pid is taken, instead of restarting under a new one (a tree: in a new PID namespace).")
@@ -179,6 +194,7 @@ struct LdChpox: ParsableCommand {
             var options = Restorer.Options()
             options.requireSamePid = requireSamePid
             options.otherControlGroups = otherCgroups
+            options.lazy = lazy
             let outcome = try restorer.restart(options: options)
             let notice =
                 outcome.namespaceInit.map {
@@ -190,11 +206,26 @@ struct LdChpox: ParsableCommand {
                     ("ld-chpox: \(name) generation \(restorer.generation) restarted as pid \(outcome.pid)\(notice)"
                         + (outcome.processes.count > 1 ? " with its tree of \(outcome.processes.count) processes" : "")
                         + "\n").utf8))
-            // With --wait the process shares this stdout: the document comes first, its output after.
+            // A lazy restart's server fills the memory until every page is in; the pages touched
+            // first are kept as a hint for the next lazy restart of the chain (where the store
+            // is this user's to write).
+            var lazyReport: LazyPageServer.Report?
+            if let server = outcome.pageServer {
+                let report = server.finish()
+                lazyReport = report
+                if report.failure == nil && !report.touchedFirst.isEmpty {
+                    try? store.recordTouchOrder(chain: name, pages: report.touchedFirst)
+                }
+                FileHandle.standardError.write(
+                    Data("ld-chpox: \(RestartReports.lazyText(report, pid: outcome.pid))\n".utf8))
+            }
+            // With --wait the process shares this stdout: the document comes first, its output
+            // after (a lazy restart's once every page is in).
             if json {
-                print(RestartReports.restartJSON(outcome, chain: name, generation: restorer.generation))
+                print(RestartReports.restartJSON(outcome, chain: name, generation: restorer.generation, lazy: lazyReport))
                 fflush(nil)  // every stream: the document must precede the process's output
             }
+            if lazyReport?.failure != nil { throw ExitCode(1) }
             if wait {
                 switch try outcome.child.wait() {
                 case .exited(let code): status = code

@@ -394,6 +394,10 @@ static inline int chpox_wptrace_event(int status) { return (status >> 16) & 0xff
 _Static_assert(sizeof(struct uffdio_api) == 24, "uffdio_api layout");
 _Static_assert(sizeof(struct uffdio_register) == 32, "uffdio_register layout");
 _Static_assert(sizeof(struct uffdio_writeprotect) == 24, "uffdio_writeprotect layout");
+_Static_assert(sizeof(struct uffdio_copy) == 40, "uffdio_copy layout");
+_Static_assert(sizeof(struct uffdio_zeropage) == 32, "uffdio_zeropage layout");
+_Static_assert(sizeof(struct uffd_msg) == 32, "uffd_msg layout");
+_Static_assert(__builtin_offsetof(struct uffd_msg, arg) == 8, "uffd_msg arguments");
 
 // ---- PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h), absent from the 6.1 headers ----
 struct chpox_page_region {
@@ -436,6 +440,16 @@ extern const unsigned long chpox_UFFDIO_API;
 extern const unsigned long chpox_UFFDIO_REGISTER;
 extern const unsigned long chpox_UFFDIO_UNREGISTER;
 extern const unsigned long chpox_UFFDIO_WRITEPROTECT;
+extern const unsigned long chpox_UFFDIO_COPY;
+extern const unsigned long chpox_UFFDIO_ZEROPAGE;
+extern const unsigned long chpox_UFFDIO_WAKE;
+
+// The guardian of a lazy restart (`ld-chpox --lazy`): a child of the caller that holds a
+// reference to every userfaultfd it is sent, so that the kernel never resolves a fault of
+// the restarted processes with a zero page because the page server died; when the control
+// socket closes before it was told the server is done, it kills the processes it was told
+// of and every descendant of theirs. Returns its pid, or a negated errno.
+long chpox_start_page_guard(int control);
 
 // kcmp(2) has no glibc wrapper: KCMP_FILE tells whether two descriptors of processes share
 // one open file description (dup, fork), which /proc does not show.

@@ -25,11 +25,17 @@ public struct RestartPlan: Sendable {
     /// Children that had exited unreaped: recreated as zombies once their parents exist.
     public var zombies: [ProcessImage.Zombie]
 
-    public init(image: ProcessImage, generation: UInt64) {
+    /// `lazy`: each process that forks no other of the tree has its anonymous memory filled
+    /// by a page server as it runs (`ld-chpox --lazy`); a process that does is filled whole
+    /// first, since its children start with its memory and share its pages copy-on-write.
+    public init(image: ProcessImage, generation: UInt64, lazy: Bool = false) {
         preflight = Preflight(image: image, generation: generation)
         let layout = TreeLayout(image: image)
         self.layout = layout
-        processes = image.processes.map { ProcessPlan(image: $0, layout: layout) }
+        let parents = Set(layout.parents.values)
+        processes = image.processes.map {
+            ProcessPlan(image: $0, layout: layout, lazy: lazy && !parents.contains($0.pid))
+        }
         zombies = image.zombies ?? []
     }
 
@@ -84,7 +90,7 @@ public struct ProcessPlan: Sendable {
     /// step with the other processes'.
     public var inStep: Int { (phases.firstIndex { $0 is PageFillPhase } ?? -1) + 1 }
 
-    public init(image: ProcessImage, layout: TreeLayout? = nil) {
+    public init(image: ProcessImage, layout: TreeLayout? = nil, lazy: Bool = false) {
         pid = image.pid
         parent = layout?.parents[image.pid]
         groups = layout?.groups[image.pid] ?? .inherited
@@ -105,7 +111,7 @@ public struct ProcessPlan: Sendable {
             LoginPhase(image: image),
             FileAccessPhase(image: image),
             MemoryLayoutPhase(image: image, layout: layout),
-            PageFillPhase(image: image),
+            PageFillPhase(image: image, lazy: lazy),
             AioContextPhase(image: image),
             DescriptorPhase(image: own, layout: layout, tableOf: tableOf),
             SocketPhase(image: own, layout: layout),

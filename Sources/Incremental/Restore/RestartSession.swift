@@ -248,6 +248,10 @@ public final class RestartTree {
     /// cannot open again is opened with root's (`RestartSession.openRecorded`).
     public internal(set) var trustedAsRoot = false
 
+    /// The page server of a lazy restart (`Restorer.Options.lazy`): it fills the memory of the
+    /// processes whose page fill registered them with it.
+    public internal(set) var pageServer: LazyPageServer?
+
     /// The process that is saved pid `pid` now, as ld-chpox sees it (and /proc, the host's).
     func current(_ pid: Int32) throws(TraceeError) -> Int32 {
         guard let now = pids[pid] else {

@@ -18,6 +18,10 @@ public final class Restorer {
         /// Run it in ld-chpox's control groups where they differ from the saved ones (a notice
         /// says so) instead of refusing.
         public var otherControlGroups = false
+        /// Let the processes run before their memory is in (`ld-chpox --lazy`): their anonymous
+        /// memory is filled on first touch and streamed in meanwhile by `Outcome.pageServer`,
+        /// which the caller must `finish` (root only: userfaultfd fork events need CAP_SYS_PTRACE).
+        public var lazy = false
         public init() {}
     }
 
@@ -43,6 +47,9 @@ public final class Restorer {
         /// The files put back as they were at the generation, each with the name the file that
         /// was there has now (`RestoredFiles`).
         public var restoredFiles: [RestoredFiles.Restored] = []
+        /// A lazy restart's page server, filling the processes' memory as they run: `finish()`
+        /// waits until every page is in (the processes are killed if it fails).
+        public var pageServer: LazyPageServer?
     }
 
     public let image: ProcessImage
@@ -85,6 +92,9 @@ public final class Restorer {
     /// What a restart of this generation will do.
     public var plan: RestartPlan { RestartPlan(image: image, generation: generation) }
 
+    /// What a restart of this generation will do, lazily where `lazy`.
+    public func plan(lazy: Bool) -> RestartPlan { RestartPlan(image: image, generation: generation, lazy: lazy) }
+
     /// Who the image may become: at most its store's owner.
     public var authority: ImageAuthority { ImageAuthority(store: store) }
 
@@ -100,7 +110,13 @@ public final class Restorer {
     /// The process is added to the chain's lineage, so that `cpx` continues the chain with it;
     /// where that cannot be recorded, a notice says so.
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
-        let plan = self.plan
+        let plan = self.plan(lazy: options.lazy)
+        if options.lazy && CurrentProcess.effectiveUserID != 0 {
+            throw .cannotRestart(
+                generation: generation,
+                reason: "a lazy restart needs root: the page server follows the process's forks through its "
+                    + "userfaultfd, which takes CAP_SYS_PTRACE; restart without --lazy")
+        }
         ConnectionHold.releaseStale()
         // The holds of its connections to peers outside the tree are this restart's from now
         // (`PacketFilter.Owner`): a cpx or ld-chpox run beside it must not take them for stale
@@ -130,8 +146,18 @@ public final class Restorer {
         }
         var sessions: [RestartSession] = []
         var keepers: [(group: Int32, process: FrozenProcess, forker: RestartSession)] = []
+        var pageServer: LazyPageServer?
         do {
             let tree = RestartTree()
+            if options.lazy {
+                do {
+                    pageServer = try LazyPageServer(store: store, hint: chain.flatMap { store.touchOrder(of: $0)?.pages } ?? [])
+                } catch {
+                    throw CheckpointError.cannotRestart(
+                        generation: generation, reason: "cannot start the lazy restart's guardian process: \(error)")
+                }
+                tree.pageServer = pageServer
+            }
             tree.namespace = !taken.isEmpty
             tree.trustedAsRoot = authority.trustedAsRoot(restartedBy: CurrentProcess.userID)
             let root = try RestartSession(
@@ -310,14 +336,16 @@ public final class Restorer {
                 }
             }
             keepFiles = true
+            pageServer?.letGo()
             return Outcome(
                 pid: stub, originalPid: image.pid, mappings: image.mappings.count,
                 pagesWritten: sessions.map(\.pagesWritten).reduce(0, +),
                 child: child, notices: notices, processes: sessions.map(\.pid),
                 originalProcesses: sessions.map(\.image.pid), namespaceInit: taken.isEmpty ? nil : child.pid,
                 closedConnections: closed.map { "process \($0.pid) fd \($0.fd): \($0.connection)" },
-                restoredFiles: restoredFiles)
+                restoredFiles: restoredFiles, pageServer: pageServer)
         } catch {
+            pageServer?.cancel()
             for session in sessions.dropFirst().reversed() { try? Signal.send(SIGKILL, to: session.pid) }
             // A process made for dead pidfds runs the image's memory if let go: killed first.
             for stand in sessions.first?.tree.deadProcesses.values.map(\.process) ?? [] {

@@ -21,6 +21,12 @@ import Tracee
 /// page that fails. Pages are not faulted in ahead: the kernel faults each in as it is
 /// written, which costs no more than faulting a range in first (MADV_POPULATE_WRITE), and
 /// a page that is not written stays absent, as it was.
+///
+/// In a lazy restart (`ld-chpox --lazy`) only the pages of mappings a userfaultfd cannot serve
+/// are written here (private file mappings, shared memory, unreadable mappings, the stack);
+/// the anonymous private mappings are registered with a userfaultfd of the process and their
+/// stored pages handed to the restart's page server (`LazyPageServer`), which fills them on
+/// first touch and streams the rest in once the process runs.
 public struct PageFillPhase: RestartPhase {
     /// Page ranges (page numbers, end exclusive) of private file mappings (and memory files').
     public var fileBackedPages: [Range<UInt64>]
@@ -39,15 +45,43 @@ public struct PageFillPhase: RestartPhase {
         var droppable: Bool
         /// process_vm_writev may write it (its protection has PROT_WRITE).
         var writable: Bool
+        /// Filled lazily, by the page server (`lazy`).
+        var lazy = false
     }
+
+    /// Anonymous private mappings are filled by the page server, not here.
+    public private(set) var lazy = false
 
     public var name: String { "page fill" }
     public var steps: [String] {
-        [
-            "write the stored pages, with process_vm_writev where writable, else through /proc/PID/mem"
+        let lazyCount = regions.filter(\.lazy).count
+        return [
+            (lazy
+                ? "write the stored pages of the mappings a userfaultfd cannot serve"
+                : "write the stored pages")
+                + ", with process_vm_writev where writable, else through /proc/PID/mem"
                 + " (zero pages only over \(fileBackedPages.count) file mappings)"
         ]
+            + (lazy
+                ? [
+                    "register \(lazyCount) anonymous private mappings with a userfaultfd of the process: their "
+                        + "stored pages are filled on first touch and streamed in once it runs (--lazy)"
+                ] : [])
             + (droppablePages.isEmpty ? [] : ["leave \(droppablePages.count) droppable mappings empty"])
+    }
+
+    /// `lazy`: leave the anonymous private mappings to the page server.
+    public init(image: ProcessImage, lazy: Bool) {
+        self.init(image: image)
+        guard lazy else { return }
+        self.lazy = true
+        let lazyStarts = Set(
+            image.mappings.filter { mapping in
+                (mapping.backing == .anonymous || mapping.backing == .heap)
+                    && mapping.protection.contains(.read) && !mapping.protection.contains(.shared)
+                    && !mapping.flags.contains("dp")
+            }.map { Page.number(of: $0.start) })
+        for k in regions.indices where lazyStarts.contains(regions[k].pages.lowerBound) { regions[k].lazy = true }
     }
 
     public init(image: ProcessImage) {
@@ -81,7 +115,22 @@ public struct PageFillPhase: RestartPhase {
         var writer = PageWriter(pid: pid, memory: memory)
         var cursor = RegionCursor(regions)
         let inherited = session.inheritedPages
-        try session.store.reader().readPageWindows(session.map) { window in
+        // Lazily: the pages the page server fills are set aside without being read.
+        var lazyEntries: [PageEntry] = []
+        var eager = session.map
+        if lazy {
+            var sorter = RegionCursor(regions)
+            var kept: [PageEntry] = []
+            for entry in session.map.pages {
+                if sorter.region(of: entry.page)?.lazy == true {
+                    if entry.chunk != .zeroPage && !inherited.contains(entry.page) { lazyEntries.append(entry) }
+                } else {
+                    kept.append(entry)
+                }
+            }
+            eager = PageMap(pages: kept)
+        }
+        try session.store.reader().readPageWindows(eager) { window in
             for k in 0..<window.count {
                 let (entry, bytes) = window[k]
                 let region = cursor.region(of: entry.page)
@@ -97,6 +146,7 @@ public struct PageFillPhase: RestartPhase {
             try writer.flush()  // the window's bytes are gone once it returns
         }
         session.pagesWritten = writer.written
+        if lazy { try session.serveLazily(regions.filter(\.lazy).map(\.pages), lazyEntries) }
     }
 }
 
