@@ -78,6 +78,14 @@ struct LdChpox: ParsableCommand {
                 + "memory until then): none runs with a page it never had. A process that forks others of its "
                 + "tree is filled whole first."))
     var lazy = false
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "With --lazy: stream the pages in this many seconds after the process runs (default 0: at once); "
+                + "until then only the pages it touches are filled (to see what it touches, or to leave the disk "
+                + "and cores to it while it starts). Streaming starts at once when the process ends.",
+            valueName: "seconds"))
+    var lazyStreamAfter: Double = 0
     @Flag(
         name: .long,
         help: "Fail if a saved pid is taken, instead of restarting under a new one (a tree: in a new PID namespace).")
@@ -107,6 +115,13 @@ struct LdChpox: ParsableCommand {
                 + "the file it replaces beside it as NAME.chpox-CHAIN-TIME.)",
             valueName: "dir"))
     var filesTo: String?
+
+    func validate() throws {
+        guard lazyStreamAfter >= 0, lazyStreamAfter.isFinite else {
+            throw ValidationError("--lazy-stream-after takes a number of seconds, 0 or more")
+        }
+        if lazyStreamAfter > 0 && !lazy { throw ValidationError("--lazy-stream-after goes with --lazy") }
+    }
 
     func run() throws {
         if let core { return try writeCore(core) }
@@ -145,7 +160,7 @@ struct LdChpox: ParsableCommand {
             let store = try storeOptions.openToRead()
             var restorer = try Restorer.load(store, chain: try store.chainName(name), generation: generation)
             if tcpClose { restorer = restorer.closingConnections() }
-            for line in restorer.plan.steps { print(line) }
+            for line in restorer.plan(lazy: lazy).steps { print(line) }
         }
     }
 
@@ -195,6 +210,7 @@ struct LdChpox: ParsableCommand {
             options.requireSamePid = requireSamePid
             options.otherControlGroups = otherCgroups
             options.lazy = lazy
+            options.lazyStreamDelay = lazyStreamAfter
             let outcome = try restorer.restart(options: options)
             let notice =
                 outcome.namespaceInit.map {

@@ -7,6 +7,9 @@
 //   "a"    answer "main 0x... shadow 0x..." (where the main region and its shadow are)
 //   "w K..." write pages K... of the main region (and the shadow) with fresh random bytes and
 //          nothing else, answer "ok" (the inspection tests know exactly which pages changed)
+//   "f"    fork a child that compares the main region with its shadow, answer "fork ok" or
+//          "fork FAIL" (its memory is the parent's copy: a lazy restart must serve it too)
+//   "m"    move the main region elsewhere (mremap MREMAP_FIXED), answer "moved" or "move FAIL"
 //   "q"    exit 0
 // A round writes random pages of a main region and of a shadow copy of it (the self-check
 // compares the two), maps, unmaps, remaps at the same address, mremaps (moves and grows),
@@ -196,6 +199,22 @@ int main(int argc, char **argv) {
                 cursor = end;
             }
             printf("ok\n");
+        } else if (line[0] == 'f') {
+            pid_t child = fork();
+            if (child == 0) _exit(memcmp(main_region, shadow, MAIN_PAGES * PAGE) == 0 ? 0 : 1);
+            int status = 0;
+            if (child > 0) waitpid(child, &status, 0);
+            printf(child > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "fork ok\n" : "fork FAIL\n");
+        } else if (line[0] == 'm') {
+            void *target = mmap(NULL, MAIN_PAGES * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            void *moved = target == MAP_FAILED ? MAP_FAILED
+                : mremap(main_region, MAIN_PAGES * PAGE, MAIN_PAGES * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+            if (moved == MAP_FAILED) {
+                printf("move FAIL\n");
+            } else {
+                main_region = moved;
+                printf("moved\n");
+            }
         } else if (line[0] == 'q') {
             return 0;
         }

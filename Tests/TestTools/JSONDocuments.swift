@@ -224,6 +224,20 @@ public struct RestartDocument: Decodable {
     public var mappings: Int
     public var pagesWritten: Int
     public var notices: [String]
+    /// `--lazy`: the page server's figures.
+    public var lazy: LazyFigures?
+
+    public struct LazyFigures: Decodable {
+        public var faults: Int
+        public var zeroFaults: Int
+        public var faultPages: Int
+        public var streamedPages: Int
+        public var hintedPages: Int
+        public var forks: Int
+        public var layoutEvents: Int
+        public var milliseconds: Double
+        public var failure: String?
+    }
 }
 
 /// chpox.check/1: `ld-chpox --check --json`.

@@ -18,11 +18,24 @@ public enum TestTools {
         public var errors: String
     }
 
+    /// Every restart test runs lazily too: with CHPOX_TEST_LAZY=1 in the environment (the test
+    /// command's second pass over the restart suites), a restart by `ld-chpox` gets `--lazy`
+    /// (what only inspects a generation is left as it is).
+    public static var lazyRestarts: Bool { ProcessInfo.processInfo.environment["CHPOX_TEST_LAZY"] == "1" }
+
+    /// `arguments` of an `ld-chpox` run, with `--lazy` added where `lazyRestarts` asks for it.
+    public static func restartArguments(_ arguments: [String]) -> [String] {
+        let inspecting = ["--check", "--plan", "--core", "--files-to", "--help", "--lazy"]
+        guard lazyRestarts, !arguments.contains(where: { argument in inspecting.contains { argument.hasPrefix($0) } })
+        else { return arguments }
+        return ["--lazy"] + arguments
+    }
+
     /// Runs `tool` with `arguments` to completion, capturing stdout and stderr.
     public static func run(_ tool: String, _ arguments: [String]) throws -> Run {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path(tool))
-        process.arguments = arguments
+        process.arguments = tool == "ld-chpox" ? restartArguments(arguments) : arguments
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err

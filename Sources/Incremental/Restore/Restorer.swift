@@ -22,6 +22,9 @@ public final class Restorer {
         /// memory is filled on first touch and streamed in meanwhile by `Outcome.pageServer`,
         /// which the caller must `finish` (root only: userfaultfd fork events need CAP_SYS_PTRACE).
         public var lazy = false
+        /// In a lazy restart, stream the pages in this many seconds after the processes run
+        /// (until then only the pages they touch are filled), or once they have all ended.
+        public var lazyStreamDelay = 0.0
         public init() {}
     }
 
@@ -336,7 +339,7 @@ public final class Restorer {
                 }
             }
             keepFiles = true
-            pageServer?.letGo()
+            pageServer?.letGo(after: options.lazyStreamDelay)
             return Outcome(
                 pid: stub, originalPid: image.pid, mappings: image.mappings.count,
                 pagesWritten: sessions.map(\.pagesWritten).reduce(0, +),

@@ -147,10 +147,8 @@ extension LiveProcess {
             Thread.sleep(forTimeInterval: 0.5)
             kernelOwner = try network.spawn(
                 "chpox-subreaper",
-                [
-                    directory + "/restart.log", TestTools.path("ld-chpox"), "--store", store, "--name", "kernel",
-                    "--wait",
-                ])
+                [directory + "/restart.log", TestTools.path("ld-chpox")]
+                    + TestTools.restartArguments(["--store", store, "--name", "kernel", "--wait"]))
             _ = try kernelOwner.line()  // ld-chpox's pid
             let row7 = (0..<3).reduce(0) { $0 + 3 * (700 + $1) + 11 }
             #expect(

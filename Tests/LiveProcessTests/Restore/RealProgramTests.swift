@@ -91,10 +91,8 @@ extension LiveProcess {
 
             let restart = try TestTools.run(
                 "chpox-subreaper",
-                [
-                    directory + "/restart.log", TestTools.path("ld-chpox"), "--store", store, "--name", program.name,
-                    "--wait",
-                ])
+                [directory + "/restart.log", TestTools.path("ld-chpox")]
+                    + TestTools.restartArguments(["--store", store, "--name", program.name, "--wait"]))
             #expect(
                 restart.status == 0,
                 "ld-chpox: \(text(directory + "/restart.log"))\n\(program.name)'s log: \(text(run + "/log"))")

@@ -177,7 +177,8 @@ extension LiveProcess {
             Thread.sleep(forTimeInterval: 0.3)
 
             let restarted = try network.spawn(
-                TestTools.path("ld-chpox"), ["--store", store, "--name", "redis", "--generation", "1", "--wait"])
+                TestTools.path("ld-chpox"),
+                TestTools.restartArguments(["--store", store, "--name", "redis", "--generation", "1", "--wait"]))
             defer {
                 kill(pid, SIGKILL)  // the restarted server (its pid is the original's)
                 RestartTests.end(restarted)

@@ -35,7 +35,8 @@ extension LiveProcess {
         ) throws -> WorkloadProcess {
             try WorkloadProcess(
                 executable: TestTools.path("ld-chpox"),
-                arguments: ["--store", store, "--name", name, "--generation", "\(generation)", "--wait"] + extra)
+                arguments: TestTools.restartArguments(
+                    ["--store", store, "--name", name, "--generation", "\(generation)", "--wait"] + extra))
         }
 
         /// Runs `script` (`python3 -c`) until it prints "pending", checkpoints it, kills it and
@@ -172,11 +173,16 @@ extension LiveProcess {
             }
         }
 
+        /// The first child of `parent` that runs another program than it (a lazy restart's
+        /// ld-chpox has its guardian, a copy of itself, as a child too).
         static func child(of parent: Int32) -> Int32? {
+            let own = ProcFS.link(parent, "exe")
             for _ in 0..<200 {
                 let children =
                     (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
-                if let first = children.split(separator: " ").first, let pid = Int32(first) { return pid }
+                for pid in children.split(separator: " ").compactMap({ Int32($0) }) where ProcFS.link(pid, "exe") != own {
+                    return pid
+                }
                 usleep(5000)
             }
             return nil

@@ -67,6 +67,7 @@ public final class LazyPageServer: @unchecked Sendable {
     private var result: Report?
     /// Pages of the first process to stream first.
     private let hint: [UInt64]
+    private let hintSet: Set<UInt64>
 
     // The server thread's own state.
     private var spaces: [LazySpace] = []
@@ -83,6 +84,7 @@ public final class LazyPageServer: @unchecked Sendable {
     public init(store: Store, hint: [UInt64] = []) throws(Errno) {
         self.store = store
         self.hint = hint
+        hintSet = Set(hint)
         faultReader = store.reader()
         pageGuard = try PageGuard.start()
         do { wake = try FileDescriptor.pipe() } catch {
@@ -91,12 +93,13 @@ public final class LazyPageServer: @unchecked Sendable {
         }
     }
 
-    /// Serves `userfaultfd`, whose registered mappings in process `pid` are missing `entries`
-    /// (ascending; stored, non-zero pages); the guardian holds it and watches the process.
-    func add(userfaultfd: Userfaultfd, pid: Int32, pidfd: FileDescriptor, entries: [PageEntry]) throws(Errno) {
+    /// Serves `userfaultfd`, whose registered mappings in process `pid` (`process`, its pidfd,
+    /// which the server closes) are missing `entries` (ascending; stored, non-zero pages); the
+    /// guardian holds it and watches the process.
+    func add(userfaultfd: Userfaultfd, pid: Int32, process: ProcessDescriptor, entries: [PageEntry]) throws(Errno) {
         try pageGuard.hold(userfaultfd.descriptor)
-        try pageGuard.watch(pid, pidfd: pidfd)
-        let space = LazySpace(userfaultfd: userfaultfd, pid: pid, entries: entries)
+        try pageGuard.watch(pid, pidfd: process.descriptor)
+        let space = LazySpace(userfaultfd: userfaultfd, pid: pid, process: process, entries: entries)
         lock.lock()
         if firstPid == nil {
             firstPid = pid
@@ -122,13 +125,18 @@ public final class LazyPageServer: @unchecked Sendable {
         return started
     }
 
-    /// The restart is done: stream every page in from now on.
-    public func letGo() {
+    /// The restart is done: stream every page in, `after` seconds from now (until then only the
+    /// pages touched are filled), or as soon as every restarted process has ended.
+    public func letGo(after seconds: Double = 0) {
         lock.lock()
         lettingGo = true
+        streamAt = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, seconds) * 1e9)
         lock.unlock()
         poke()
     }
+
+    /// When streaming starts (`letGo`), in uptime nanoseconds.
+    private var streamAt: UInt64 = 0
 
     /// Waits until every page is in (or the server failed); then releases the guardian (or,
     /// after a failure, has it kill the processes) and closes every userfaultfd.
@@ -143,10 +151,17 @@ public final class LazyPageServer: @unchecked Sendable {
         finishedSignal.wait()
         let report = result ?? Report()
         if report.failure == nil { pageGuard.release() } else { pageGuard.abandon() }
-        for space in spaces { space.userfaultfd.close() }
+        closeSpaces()
+        return report
+    }
+
+    private func closeSpaces() {
+        for space in spaces {
+            space.userfaultfd.close()
+            space.process?.close()
+        }
         wake.read.close()
         wake.write.close()
-        return report
     }
 
     /// Stops serving at once (a failed restart, whose processes are killed): the guardian
@@ -159,9 +174,7 @@ public final class LazyPageServer: @unchecked Sendable {
         poke()
         if running { finishedSignal.wait() }
         pageGuard.abandon()
-        for space in spaces { space.userfaultfd.close() }
-        wake.read.close()
-        wake.write.close()
+        closeSpaces()
     }
 
     private func poke() {
@@ -177,13 +190,20 @@ public final class LazyPageServer: @unchecked Sendable {
                 lock.lock()
                 spaces += incoming
                 incoming = []
-                let streaming = lettingGo
+                let released = lettingGo
+                let at = streamAt
                 let stop = stopping
                 lock.unlock()
                 if stop { throw Stop() }
                 let open = spaces.filter { !$0.finished }
-                if streaming && open.isEmpty { break }
-                try serveWaiting(timeout: streaming ? 0 : -1)
+                if released && open.isEmpty { break }
+                let now = DispatchTime.now().uptimeNanoseconds
+                // Once every restarted process has ended, only forked children are left: no wait.
+                let ended = !spaces.contains { $0.pid != nil && !$0.gone }
+                let streaming = released && (now >= at || ended)
+                let timeout: Int32 =
+                    streaming ? 0 : released ? Int32(clamping: (at - now) / 1_000_000 + 1) : -1
+                try serveWaiting(timeout: timeout)
                 if streaming, let space = open.first { try stream(space) }
             }
         } catch is Stop {
@@ -200,13 +220,18 @@ public final class LazyPageServer: @unchecked Sendable {
     /// message queued on any userfaultfd, faults last.
     private func serveWaiting(timeout: Int32) throws {
         let open = spaces.filter { !$0.gone }
-        let ready = try Poll.readable([wake.read] + open.map(\.userfaultfd.descriptor), timeout: timeout)
+        let watched = open.filter { $0.process != nil }
+        let ready = try Poll.readable(
+            [wake.read] + open.map(\.userfaultfd.descriptor) + watched.compactMap { $0.process?.descriptor },
+            timeout: timeout)
         if ready.contains(0) {
             var sink = [UInt8](repeating: 0, count: 64)
             _ = try? sink.withMutableRawBytes { (bytes) throws(Errno) in try wake.read.read(into: bytes) }
         }
-        for k in ready where k > 0 { try readMessages(open[k - 1]) }
+        for k in ready where k > 0 && k <= open.count { try readMessages(open[k - 1]) }
         try serveQueuedFaults()
+        // A process that ended (its pidfd is readable) has nothing more to fill.
+        for k in ready where k > open.count { watched[k - open.count - 1].gone = true }
     }
 
     /// Serves what is queued without waiting (between streamed runs).
@@ -373,8 +398,6 @@ public final class LazyPageServer: @unchecked Sendable {
         guard !indexes.isEmpty else { return }
         let before = events
         let entries = indexes.map { space.entry($0) }
-        let hinted = Set(indexes.prefix(0))
-        _ = hinted
         var position = 0
         try store.reader().readPageWindows(PageMap(pages: entries)) { window in
             guard events == before, !space.gone else { return }
@@ -414,8 +437,11 @@ public final class LazyPageServer: @unchecked Sendable {
                 let counted = keep.count
                 report.streamedPages += counted
                 if space.pid == firstPid {
-                    for j in keep where report.streamedFirst.count < Self.streamedLimit {
-                        report.streamedFirst.append(runEntries[j].page)
+                    for j in keep {
+                        if report.streamedFirst.count < Self.streamedLimit {
+                            report.streamedFirst.append(runEntries[j].page)
+                        }
+                        if hintSet.contains(runEntries[j].page) { report.hintedPages += 1 }
                     }
                 }
                 try serveQueued()

@@ -61,13 +61,12 @@ extension RestartSession {
                             + "for missing pages (UFFDIO_REGISTER) in")
                 }
             }
-            try server.add(userfaultfd: userfaultfd, pid: pid, pidfd: process.descriptor, entries: entries)
+            try server.add(userfaultfd: userfaultfd, pid: pid, process: process, entries: entries)
         } catch {
             userfaultfd.close()
             process.close()
             throw error
         }
-        process.close()  // the guardian holds its own copy
     }
 
     /// Adjacent ranges joined (one registration each run of mappings).

@@ -13,6 +13,8 @@ final class LazySpace {
     let userfaultfd: Userfaultfd
     /// The restarted process it is the memory of; nil for a child forked while it was filled.
     let pid: Int32?
+    /// A pidfd of `pid`: readable once the process has ended.
+    let process: ProcessDescriptor?
     /// Stored pages, ascending, and their chunks.
     private(set) var pages: [UInt64]
     private(set) var chunks: [ChunkID]
@@ -27,9 +29,10 @@ final class LazySpace {
     /// The next index in ascending order to look at once `first` is used up.
     private var cursor = 0
 
-    init(userfaultfd: Userfaultfd, pid: Int32?, entries: [PageEntry]) {
+    init(userfaultfd: Userfaultfd, pid: Int32?, process: ProcessDescriptor?, entries: [PageEntry]) {
         self.userfaultfd = userfaultfd
         self.pid = pid
+        self.process = process
         pages = entries.map(\.page)
         chunks = entries.map(\.chunk)
         done = [Bool](repeating: false, count: entries.count)
@@ -39,6 +42,7 @@ final class LazySpace {
     private init(copying other: LazySpace, userfaultfd: Userfaultfd) {
         self.userfaultfd = userfaultfd
         pid = nil
+        process = nil
         pages = other.pages
         chunks = other.chunks
         done = other.done
