@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command, and what CI runs: sets up, builds everything and runs every test
 # (unit, crash-safety with SIGKILLed writers, corruption, GC, security, and the bounded fuzzer),
-# then the formatter's lint, the install step, the QEMU guests and CRIU's zdtm tests.
+# then every restart test again with `ld-chpox --lazy`, the formatter's lint, the install step,
+# the QEMU guests and CRIU's zdtm tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --tests
@@ -30,6 +31,9 @@ part() {
     if [ -z "$summary" ]; then part_passed=0; part_failed=1; fi
 }
 
+# Every restart test again with `ld-chpox --lazy` (scripts/lazy-restart-tests.sh).
+part lazy scripts/lazy-restart-tests.sh
+lpassed=$part_passed lfailed=$part_failed lstatus=$part_status
 # The formatter: every Swift file as .swift-format says (swift format lint --strict).
 part format scripts/format-lint.sh
 fpassed=$part_passed ffailed=$part_failed fstatus=$part_status
@@ -42,6 +46,6 @@ qpassed=$part_passed qfailed=$part_failed qstatus=$part_status
 # CRIU's zdtm tests through chpox, the CI subset, each held to its outcome (scripts/zdtm.sh).
 part zdtm scripts/zdtm.sh
 zpassed=$part_passed zfailed=$part_failed zstatus=$part_status
-echo "$((passed + fpassed + ipassed + qpassed + zpassed)) passed," \
-  "$((failed + ffailed + ifailed + qfailed + zfailed)) failed"
-[ "$status" -eq 0 ] && [ "$fstatus" -eq 0 ] && [ "$istatus" -eq 0 ] && [ "$qstatus" -eq 0 ] && [ "$zstatus" -eq 0 ]
+echo "$((passed + lpassed + fpassed + ipassed + qpassed + zpassed)) passed," \
+  "$((failed + lfailed + ffailed + ifailed + qfailed + zfailed)) failed"
+[ "$status" -eq 0 ] && [ "$lstatus" -eq 0 ] && [ "$fstatus" -eq 0 ] && [ "$istatus" -eq 0 ] && [ "$qstatus" -eq 0 ] && [ "$zstatus" -eq 0 ]

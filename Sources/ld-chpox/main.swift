@@ -238,7 +238,8 @@ struct LdChpox: ParsableCommand {
             // With --wait the process shares this stdout: the document comes first, its output
             // after (a lazy restart's once every page is in).
             if json {
-                print(RestartReports.restartJSON(outcome, chain: name, generation: restorer.generation, lazy: lazyReport))
+                print(
+                    RestartReports.restartJSON(outcome, chain: name, generation: restorer.generation, lazy: lazyReport))
                 fflush(nil)  // every stream: the document must precede the process's output
             }
             if lazyReport?.failure != nil { throw ExitCode(1) }

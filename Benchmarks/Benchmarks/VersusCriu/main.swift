@@ -13,6 +13,7 @@ import TargetProcess
 //   criu dump --leave-running --shell-job: wall time (spawn to exit), frozen time, image bytes
 // the target killed (its pid free), then, page cache warm for both:
 //   chpox restart (Restorer, as ld-chpox) of the stop-and-copy base, until the process runs
+//   chpox lazy restart (ld-chpox --lazy) of it: until the process runs, and until every page is in
 //   criu restore -d --shell-job of the dump, until it returns (the process runs, detached)
 // each restarted process killed before the next. $CHPOX_VS_ITERATIONS (default 3) iterations,
 // medians printed with the ratio chpox / CRIU and the goal of issue 16.
@@ -31,6 +32,7 @@ struct Iteration {
     var fullWall = 0, fullPause = 0, preWall = 0, prePause = 0, chpoxBytes = 0
     var criuWall = 0, criuFrozen = 0, criuBytes = 0
     var chpoxRestart = 0, criuRestore = 0
+    var lazyRestart = 0, lazyAllIn = 0, lazyFaults = 0
     var samePid = false
 }
 
@@ -86,6 +88,19 @@ func iteration(_ k: Int) throws -> Iteration {
     _ = try? outcome.child.wait()
     waitGone(pid)
 
+    // Lazily: the process runs first, its memory comes on touch and streams in meanwhile.
+    var lazyOptions = Restorer.Options()
+    lazyOptions.lazy = true
+    let (lazyOutcome, lazyRestart) = try microseconds { try restorer.restart(options: lazyOptions) }
+    let (lazyReport, allIn) = microseconds { lazyOutcome.pageServer?.finish() }
+    figures.lazyRestart = lazyRestart
+    figures.lazyAllIn = lazyRestart + allIn
+    figures.lazyFaults = lazyReport?.faults ?? 0
+    if let failure = lazyReport?.failure { throw CriuDump.DumpFailure("lazy restart: \(failure)") }
+    try? lazyOutcome.child.send(SIGKILL)
+    _ = try? lazyOutcome.child.wait()
+    waitGone(pid)
+
     let (restored, restore) = try microseconds {
         try runToEnd(
             [criu.path, "restore", "-D", images, "-d", "--shell-job", "-o", "restore.log"],
@@ -103,7 +118,8 @@ func iteration(_ k: Int) throws -> Iteration {
         "iteration \(k): chpox full \(fullWall / 1000) ms (pause \(figures.fullPause / 1000) ms), pre-copy "
             + "\(preWall / 1000) ms (pause \(figures.prePause / 1000) ms), \(figures.chpoxBytes) bytes; criu dump "
             + "\(figures.criuWall / 1000) ms (frozen \(figures.criuFrozen / 1000) ms), \(figures.criuBytes) bytes; "
-            + "restart chpox \(restart / 1000) ms\(figures.samePid ? "" : " (new pid)"), criu \(restore / 1000) ms")
+            + "restart chpox \(restart / 1000) ms\(figures.samePid ? "" : " (new pid)"), lazily \(lazyRestart / 1000) ms "
+            + "(all in at \(figures.lazyAllIn / 1000) ms, \(figures.lazyFaults) faults), criu \(restore / 1000) ms")
     return figures
 }
 
@@ -146,5 +162,11 @@ print("| pause (pre-copy) | \(ms(\.prePause)) | \(ms(\.criuFrozen)) | \(ratio(\.
 print("| bytes on disk | \(mb(\.chpoxBytes)) | \(mb(\.criuBytes)) | \(ratio(\.chpoxBytes, \.criuBytes)) | - |")
 print(
     "| restart until running | \(ms(\.chpoxRestart)) | \(ms(\.criuRestore)) | \(ratio(\.chpoxRestart, \.criuRestore)) | <= 0.5x |"
+)
+print(
+    "| restart until running, lazy | \(ms(\.lazyRestart)) | \(ms(\.criuRestore)) | \(ratio(\.lazyRestart, \.criuRestore)) | <= 0.1x |"
+)
+print(
+    "| lazy restart until every page is in | \(ms(\.lazyAllIn)) | \(ms(\.criuRestore)) | \(ratio(\.lazyAllIn, \.criuRestore)) | - |"
 )
 if runs.contains(where: { !$0.samePid }) { print("(some chpox restarts took a new pid: its pid was still held)") }

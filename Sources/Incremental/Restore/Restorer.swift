@@ -154,7 +154,8 @@ public final class Restorer {
             let tree = RestartTree()
             if options.lazy {
                 do {
-                    pageServer = try LazyPageServer(store: store, hint: chain.flatMap { store.touchOrder(of: $0)?.pages } ?? [])
+                    pageServer = try LazyPageServer(
+                        store: store, hint: chain.flatMap { store.touchOrder(of: $0)?.pages } ?? [])
                 } catch {
                     throw CheckpointError.cannotRestart(
                         generation: generation, reason: "cannot start the lazy restart's guardian process: \(error)")

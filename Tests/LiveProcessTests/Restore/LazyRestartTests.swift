@@ -129,7 +129,8 @@ extension LiveProcess {
             let plan = try TestTools.run("ld-chpox", ["--store", store, "--name", "dirty", "--plan", "--lazy"])
             #expect(plan.status == 0, "\(plan.errors)")
             #expect(plan.output.contains("with a userfaultfd of the process"), "\(plan.output)")
-            let refused = try TestTools.run("ld-chpox", ["--store", store, "--name", "dirty", "--lazy-stream-after", "5"])
+            let refused = try TestTools.run(
+                "ld-chpox", ["--store", store, "--name", "dirty", "--lazy-stream-after", "5"])
             #expect(refused.status == 64)
             #expect(refused.errors.contains("--lazy-stream-after goes with --lazy"), "\(refused.errors)")
         }

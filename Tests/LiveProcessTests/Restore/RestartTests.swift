@@ -180,7 +180,8 @@ extension LiveProcess {
             for _ in 0..<200 {
                 let children =
                     (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
-                for pid in children.split(separator: " ").compactMap({ Int32($0) }) where ProcFS.link(pid, "exe") != own {
+                for pid in children.split(separator: " ").compactMap({ Int32($0) }) where ProcFS.link(pid, "exe") != own
+                {
                     return pid
                 }
                 usleep(5000)

@@ -293,7 +293,9 @@ public final class LazyPageServer: @unchecked Sendable {
                 let block = page & ~UInt64(15)
                 var indexes: [Int] = []
                 for neighbour in block..<(block + 16) {
-                    if neighbour == page { indexes.append(index) } else if let k = space.pending(neighbour) {
+                    if neighbour == page {
+                        indexes.append(index)
+                    } else if let k = space.pending(neighbour) {
                         indexes.append(k)
                     }
                 }
@@ -429,7 +431,8 @@ public final class LazyPageServer: @unchecked Sendable {
                 } else {
                     for j in keep {
                         let one = buffer.page(at: j)
-                        if try copyRuns(space, [runIndexes[j]], [runEntries[j]], one, eventsBefore: before) == .changed {
+                        if try copyRuns(space, [runIndexes[j]], [runEntries[j]], one, eventsBefore: before) == .changed
+                        {
                             return
                         }
                     }
