@@ -64,11 +64,10 @@ extension Store {
                 TouchOrder.fileName(name), in: directory.chains, dirName: "chains", limit: TouchOrder.maxSize)
         else { return nil }
         let file = "\(path)/chains/\(TouchOrder.fileName(name))"
-        guard
-            let order = try? bytes.withRawBytes({ (raw) throws(StoreError) in try TouchOrder(decoding: raw, file: file)
-                }),
-            order.chain == name
-        else { return nil }
+        func decode(_ raw: UnsafeRawBufferPointer) throws(StoreError) -> TouchOrder {
+            try TouchOrder(decoding: raw, file: file)
+        }
+        guard let order = try? bytes.withRawBytes(decode), order.chain == name else { return nil }
         return order
     }
 
