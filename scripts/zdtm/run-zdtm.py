@@ -296,6 +296,9 @@ def restore_options(desc):
     return ["--tcp-close"] if "--tcp-close" in words else []
 
 
+LAZY = []  # ["--lazy"] with --lazy: every restart lets the process run before its memory is in
+
+
 def through_chpox(test, bin_dir, store):
     """One test through cpx, cpx, kill, ld-chpox, SIGTERM: (outcome, detail)."""
     cpx, ld = os.path.join(bin_dir, "cpx"), os.path.join(bin_dir, "ld-chpox")
@@ -325,7 +328,8 @@ def through_chpox(test, bin_dir, store):
             return "refused-restart", f"pid {member} was not released after SIGKILL"
     test.hook("--pre-restore")
     try:
-        status, _, errors = run([ld, "--store", store, "--name", "t"] + restore_options(test.desc), test.timeout)
+        status, _, errors = run([ld, "--store", store, "--name", "t"] + LAZY + restore_options(test.desc),
+                                test.timeout)
     except subprocess.TimeoutExpired:
         return "refused-restart", f"ld-chpox did not finish in {test.timeout} s"
     if status != 0:
@@ -358,8 +362,12 @@ def main():
         "--rerun", metavar="EARLIER_JSON",
         help="run again only the tests that did not pass in an earlier --json run (skipped ones aside), and write "
         "--json/--markdown for the whole earlier set: each row of this run marked 'rerun', the others kept")
+    parser.add_argument("--lazy", action="store_true",
+                        help="restart every test with ld-chpox --lazy (its memory filled on touch as it runs)")
     parser.add_argument("tests", nargs="*")
     args = parser.parse_args()
+    if args.lazy:
+        LAZY.append("--lazy")
     static = os.path.abspath(os.path.join(args.zdtm, "static"))
     bin_dir = os.path.abspath(args.bin)
     names = args.tests

@@ -26,7 +26,9 @@ extension LiveProcess {
 
         /// Runs `script` until it prints "pending", checkpoints, kills and restarts it, and
         /// answers what it prints when told "go".
-        static func answerAfterRestart(_ name: String, script: String) throws -> String {
+        static func answerAfterRestart(
+            _ name: String, script: String, restartWith extra: [String] = []
+        ) throws -> String {
             let directory = try RestartTests.scratch(name)
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let original = try WorkloadProcess(
@@ -34,7 +36,8 @@ extension LiveProcess {
             #expect(try original.line() == "pending")
             try RestartTests.checkpoint(original.pid, store: directory + "/store", name: name)
             RestartTests.end(original)
-            let restarted = try RestartTests.restart(store: directory + "/store", name: name, generation: 0)
+            let restarted = try RestartTests.restart(
+                store: directory + "/store", name: name, generation: 0, extra: extra)
             let answer = try restarted.send("go")
             _ = try? restarted.child.wait()
             return answer

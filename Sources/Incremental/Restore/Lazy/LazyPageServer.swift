@@ -364,9 +364,12 @@ public final class LazyPageServer: @unchecked Sendable {
             var end = start + 1
             while end < entries.count && entries[end].page == entries[end - 1].page + 1 { end += 1 }
             var k = start
+            // A run spans mappings (an mprotect splits one, neighbours join): UFFDIO_COPY then
+            // answers ENOENT for the whole run, which says nothing of its pages: page by page.
+            var single = false
             while k < end {
                 guard events == eventsBefore, !space.gone else { return .changed }
-                let bytes = UnsafeRawBufferPointer(buffer.pages(k..<end))
+                let bytes = UnsafeRawBufferPointer(buffer.pages(k..<(single ? k + 1 : end)))
                 let (copied, error) = space.userfaultfd.copy(bytes, to: Page.address(of: entries[k].page))
                 let pages = copied / Page.size
                 for j in k..<(k + pages) { space.markDone(indexes[j]) }
@@ -378,8 +381,13 @@ public final class LazyPageServer: @unchecked Sendable {
                     return .done
                 }
                 guard k < end else { continue }
+                if error.rawValue == ENOENT && !single && end - k > 1 {
+                    single = true
+                    continue
+                }
                 if error == .exists || error.rawValue == ENOENT {
-                    // Present already (a fault's fill came first) or no longer registered there.
+                    // Present already (a fault's fill came first) or no mapping registered there
+                    // any more (unmapped, or mapped anew): nothing to fill.
                     space.markDone(indexes[k])
                     space.userfaultfd.wake(at: Page.address(of: entries[k].page), length: UInt64(Page.size))
                     k += 1

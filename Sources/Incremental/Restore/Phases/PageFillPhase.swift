@@ -23,7 +23,8 @@ import Tracee
 /// a page that is not written stays absent, as it was.
 ///
 /// In a lazy restart (`ld-chpox --lazy`) only the pages of mappings a userfaultfd cannot serve
-/// are written here (private file mappings, shared memory, unreadable mappings, the stack);
+/// are written here (private file mappings, shared memory, unreadable mappings, wipe-on-fork
+/// memory, and what the kernel writes where a fault cannot wait: stacks, TLS blocks);
 /// the anonymous private mappings are registered with a userfaultfd of the process and their
 /// stored pages handed to the restart's page server (`LazyPageServer`), which fills them on
 /// first touch and streams the rest in once the process runs.
@@ -75,12 +76,34 @@ public struct PageFillPhase: RestartPhase {
         self.init(image: image)
         guard lazy else { return }
         self.lazy = true
+        // Memory the kernel itself writes in a context where a fault cannot wait for the page
+        // server: a signal frame (the kernel cannot wait with a signal pending: the frame is
+        // lost and the thread killed with SIGSEGV), rseq's cpu id on the way back to user
+        // mode, the tid cleared and the robust list walked as a thread exits. Every mapping
+        // holding a thread's stack pointer, its sigaltstack, rseq area, clear-tid word or robust
+        // list head is filled whole now (thread stacks and the TLS blocks: small).
+        var kernelWritten: [UInt64] = []
+        for thread in image.threads {
+            kernelWritten.append(thread.registers.rsp)
+            if let stack = thread.signalStack, stack.flags & 2 == 0, stack.size > 0 {  // not SS_DISABLE
+                kernelWritten += [stack.address, stack.address + stack.size - 1]
+            }
+            if let rseq = thread.rseq { kernelWritten.append(rseq.address) }
+            if let clear = thread.clearAddress, clear != 0 { kernelWritten.append(clear) }
+            if let head = thread.robustList?.first, head != 0 { kernelWritten.append(head) }
+        }
+        let kernelMappings = Set(
+            image.mappings.filter { mapping in kernelWritten.contains { $0 >= mapping.start && $0 < mapping.end } }
+                .map { Page.number(of: $0.start) })
         let lazyStarts = Set(
             image.mappings.filter { mapping in
                 (mapping.backing == .anonymous || mapping.backing == .heap)
                     && mapping.protection.contains(.read) && !mapping.protection.contains(.shared)
-                    && !mapping.flags.contains("dp")
-            }.map { Page.number(of: $0.start) })
+                    // MADV_WIPEONFORK: a child's copy must start empty, and a fork would hand the
+                    // server a copy of it to fill.
+                    && !mapping.flags.contains("dp") && !mapping.flags.contains("wf")
+            }.map { Page.number(of: $0.start) }
+        ).subtracting(kernelMappings)
         for k in regions.indices where lazyStarts.contains(regions[k].pages.lowerBound) { regions[k].lazy = true }
     }
 
