@@ -5,6 +5,8 @@
 #                              scripts/zdtm/ci-list.txt expects (part of scripts/test.sh)
 #   scripts/zdtm.sh --all      every static test the host flavour runs, written to
 #                              docs/zdtm-results.md (the table kept in the repo)
+#   scripts/zdtm.sh --lazy     the tests of scripts/zdtm/lazy-list.txt restarted with
+#                              ld-chpox --lazy, each held to its outcome (part of scripts/test.sh)
 #   scripts/zdtm.sh TEST...    those tests, their outcomes printed
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,7 @@ fi
 run=(python3 scripts/zdtm/run-zdtm.py --zdtm "$zdtm" --bin .build/debug)
 case "${1:-}" in
   "") exec "${run[@]}" --list scripts/zdtm/ci-list.txt ;;
+  --lazy) exec "${run[@]}" --lazy --list scripts/zdtm/lazy-list.txt ;;
   --all) exec "${run[@]}" --json .build/zdtm-results.json --markdown docs/zdtm-results.md ;;
   *) exec "${run[@]}" "$@" ;;
 esac

@@ -451,7 +451,7 @@ def main():
         missed = [r for r in results if r["test"] in expected and r["outcome"] != expected[r["test"]]]
         for r in missed:
             print(f"zdtm: {r['test']} was expected to end {expected[r['test']]}, and ended {r['outcome']}")
-        print(f"zdtm: {len(results) - len(missed)} passed, {len(missed)} failed")
+        print(f"{'zdtm-lazy' if LAZY else 'zdtm'}: {len(results) - len(missed)} passed, {len(missed)} failed")
         # A WRONG the list holds (cow00, with its reason) is known; any other WRONG is missed.
         sys.exit(1 if missed else 0)
     # The run fails when a test restarted silently wrong: that is a defect, a refusal a gap.
