@@ -64,7 +64,7 @@ public final class RestartSession {
     convenience init(
         stub pid: Int32, image: ProcessImage, store: Store, map: PageMap, generation: UInt64, tree: RestartTree
     ) throws {
-        for _ in 0..<2000 where (try? ProcFS.state(pid)) != "S" { CurrentProcess.sleep(microseconds: 500) }
+        for _ in 0..<10000 where (try? ProcFS.state(pid)) != "S" { CurrentProcess.sleep(microseconds: 100) }
         try self.init(
             process: try FrozenProcess(pid: pid), image: image, store: store, map: map, generation: generation,
             tree: tree)
