@@ -23,6 +23,16 @@ extension LiveProcess {
             RestartTests.end(original)
         }
 
+        /// Whether process `pid` ends (a zombie, or gone) within four seconds.
+        static func ends(_ pid: Int32) -> Bool {
+            for _ in 0..<400 {
+                let state = (try? ProcFS.state(pid)) ?? "X"
+                if state == "Z" || state == "X" { return true }
+                usleep(10_000)
+            }
+            return false
+        }
+
         static func lazyRestart(store: String, extra: [String]) throws -> WorkloadProcess {
             try WorkloadProcess(
                 executable: TestTools.path("ld-chpox"),
@@ -130,27 +140,11 @@ extension LiveProcess {
             #expect(try server.child.wait() == .signalled(SIGKILL))
             // The guardian kills it (and ends): it never answers from memory it did not get.
             try? server.write("c")
-            var ended = false
-            for _ in 0..<400 {
-                let state = (try? ProcFS.state(restarted)) ?? "X"
-                if state == "Z" || state == "X" {
-                    ended = true
-                    break
-                }
-                usleep(10_000)
-            }
-            #expect(ended, "the restarted process (pid \(restarted)) still runs after its page server was killed")
+            #expect(
+                Self.ends(restarted),
+                "the restarted process (pid \(restarted)) still runs after its page server was killed")
             #expect((try? server.line()) == nil, "it answered after its server died")
-            var guardianEnded = false
-            for _ in 0..<400 {
-                let state = (try? ProcFS.state(guardian)) ?? "X"
-                if state == "Z" || state == "X" {
-                    guardianEnded = true
-                    break
-                }
-                usleep(10_000)
-            }
-            #expect(guardianEnded, "the guardian (pid \(guardian)) is still there")
+            #expect(Self.ends(guardian), "the guardian (pid \(guardian)) is still there")
         }
 
         @Test(.enabled(if: isRoot, "a lazy restart needs root"), .timeLimit(.minutes(2)))
