@@ -1,9 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CLinux
 
-/// The guardian process of a lazy restart (`chpox_start_page_guard`, CLinux/page_guard.c): it
+/// The guardian process of a lazy restart (`chpox-restore-stub --guard`, its guard.c): it
 /// holds a reference to every userfaultfd it is handed, so that no fault of a restarted process
 /// is ever resolved with a zero page because the page server ended, and kills the processes it
 /// watches (and their descendants) when its control socket closes before `release`. Dropping
@@ -13,16 +12,19 @@ public final class PageGuard {
     private let control: FileDescriptor
     private var released = false
 
-    /// Starts the guardian, a child of this process.
-    public static func start() throws(Errno) -> PageGuard {
+    /// Starts the guardian, `helper --guard` (chpox-restore-stub), a child of this process in
+    /// a session of its own, its control socket as its stdin. Spawned, not forked: a copy of a
+    /// large ld-chpox would cost its page tables and every page it then writes.
+    public static func start(helper: String) throws(Errno) -> PageGuard {
         let (ours, theirs) = try FileDescriptor.socketPair(type: Int32(SOCK_SEQPACKET.rawValue))
         defer { theirs.close() }
-        let pid = chpox_start_page_guard(theirs.rawValue)
-        guard pid > 0 else {
+        do {
+            let child = try ChildProcess.spawn(helper, ["--guard"], stdin: theirs, newSession: true)
+            return PageGuard(process: child, control: ours)
+        } catch {
             ours.close()
-            throw Errno(rawValue: Int32(-pid))
+            throw error
         }
-        return PageGuard(process: ChildProcess(child: pid_t(pid)), control: ours)
     }
 
     private init(process: ChildProcess, control: FileDescriptor) {

@@ -10,6 +10,8 @@
 // clears it as its last call), and exits at once if that parent, named by ld-chpox in
 // CHPOX_RESTORE_PARENT, is already gone.
 //
+// `chpox-restore-stub --guard` is the guardian of a lazy restart (guard.c).
+//
 // `chpox-restore-stub --init PID` is the init of a new PID namespace (ld-chpox starts it with
 // CLONE_NEWPID where a tree's saved pids are taken): it forks the stub with pid PID inside the
 // namespace, then reaps every process of it, and exits once none is left with the stub's exit
@@ -34,6 +36,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "guard.h"
 
 static volatile sig_atomic_t handed = 0;
 
@@ -104,6 +108,7 @@ static int init(char *path, pid_t root) {
 }
 
 int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--guard") == 0) return run_page_guard();
     if (argc == 3 && strcmp(argv[1], "--init") == 0) return init(argv[0], (pid_t)atol(argv[2]));
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return 1;
     const char *parent = getenv("CHPOX_RESTORE_PARENT");

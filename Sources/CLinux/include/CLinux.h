@@ -444,12 +444,6 @@ extern const unsigned long chpox_UFFDIO_COPY;
 extern const unsigned long chpox_UFFDIO_ZEROPAGE;
 extern const unsigned long chpox_UFFDIO_WAKE;
 
-// The guardian of a lazy restart (`ld-chpox --lazy`): a child of the caller that holds a
-// reference to every userfaultfd it is sent, so that the kernel never resolves a fault of
-// the restarted processes with a zero page because the page server died; when the control
-// socket closes before it was told the server is done, it kills the processes it was told
-// of and every descendant of theirs. Returns its pid, or a negated errno.
-long chpox_start_page_guard(int control);
 
 // kcmp(2) has no glibc wrapper: KCMP_FILE tells whether two descriptors of processes share
 // one open file description (dup, fork), which /proc does not show.

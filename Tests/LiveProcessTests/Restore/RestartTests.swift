@@ -173,20 +173,22 @@ extension LiveProcess {
             }
         }
 
-        /// The first child of `parent` that runs another program than it (a lazy restart's
-        /// ld-chpox has its guardian, a copy of itself, as a child too).
+        /// The first child of `parent` but a lazy restart's guardian (`chpox-restore-stub --guard`).
         static func child(of parent: Int32) -> Int32? {
-            let own = ProcFS.link(parent, "exe")
             for _ in 0..<200 {
                 let children =
                     (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
-                for pid in children.split(separator: " ").compactMap({ Int32($0) }) where ProcFS.link(pid, "exe") != own
-                {
+                for pid in children.split(separator: " ").compactMap({ Int32($0) }) where !isGuardian(pid) {
                     return pid
                 }
                 usleep(5000)
             }
             return nil
+        }
+
+        static func isGuardian(_ pid: Int32) -> Bool {
+            let arguments = (try? ProcFS.bytes(pid, "cmdline")) ?? []
+            return arguments.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.last == "--guard"
         }
 
         @Test(.timeLimit(.minutes(2))) func aWrittenFileCutShorterThanTheGenerationIsRefused() throws {

@@ -86,7 +86,7 @@ public final class LazyPageServer: @unchecked Sendable {
         self.hint = hint
         hintSet = Set(hint)
         faultReader = store.reader()
-        pageGuard = try PageGuard.start()
+        pageGuard = try PageGuard.start(helper: StubProcess.path)
         do { wake = try FileDescriptor.pipe() } catch {
             pageGuard.abandon()
             throw error

@@ -10,9 +10,11 @@
 // (children forked during the restart get userfaultfds of their own, which it holds too), so
 // none runs with a page it never had and none waits forever.
 //
-// It is a raw clone of the caller, which may have threads: only system calls run in it (no
-// malloc, no stdio), and it keeps only its control socket. It ignores the terminal's signals
-// and leads a process group of its own, so that a Ctrl-C that ends ld-chpox does not end it too.
+// It is `chpox-restore-stub --guard`, started by ld-chpox (posix_spawn: no copy of ld-chpox's
+// memory, which may be large) with the control socket as its stdin and a session of its own;
+// it ignores the terminal's signals too, so that a Ctrl-C that ends ld-chpox does not end it.
+// It keeps only system calls and fixed buffers (no malloc, no stdio): it runs while processes
+// it may have to kill are stuck on their memory.
 //
 // Messages on the control socket (SOCK_SEQPACKET), a kind byte each, with the descriptor they
 // hand over as SCM_RIGHTS:
@@ -28,7 +30,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include "CLinux.h"
+#include "guard.h"
 
 #define GUARD_PROCESSES 256
 #define GUARD_KILLED 8192
@@ -149,22 +151,13 @@ static void guard(int control) {
     syscall(SYS_exit_group, 0);
 }
 
-long chpox_start_page_guard(int control) {
-    struct chpox_clone_args args = {0};
-    args.exit_signal = SIGCHLD;
-    long child = syscall(SYS_clone3, &args, sizeof args);
-    if (child < 0) return -errno;
-    if (child == 0) {
-        if (control != 0) syscall(SYS_dup3, control, 0, 0);
-        syscall(SYS_close_range, 1, ~0U, 0);
-        static const int ignored[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE, SIGUSR1,
-                                      SIGUSR2};
-        struct sigaction ignore;
-        memset(&ignore, 0, sizeof ignore);
-        ignore.sa_handler = SIG_IGN;
-        for (unsigned k = 0; k < sizeof ignored / sizeof ignored[0]; k++) sigaction(ignored[k], &ignore, NULL);
-        syscall(SYS_setpgid, 0, 0);
-        guard(0);
-    }
-    return child;
+int run_page_guard(void) {
+    static const int ignored[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE, SIGUSR1, SIGUSR2};
+    struct sigaction ignore;
+    memset(&ignore, 0, sizeof ignore);
+    ignore.sa_handler = SIG_IGN;
+    for (unsigned k = 0; k < sizeof ignored / sizeof ignored[0]; k++) sigaction(ignored[k], &ignore, NULL);
+    syscall(SYS_close_range, 1, ~0U, 0);
+    guard(0);
+    return 0;
 }
