@@ -36,6 +36,7 @@ public enum RestartReports {
         var forks: Int
         var layoutEvents: Int
         var milliseconds: Double
+        var pagesOfEndedProcesses: Int
         var failure: String?
     }
 
@@ -61,7 +62,7 @@ public enum RestartReports {
                         faults: $0.faults, zeroFaults: $0.zeroFaults, faultPages: $0.faultPages,
                         streamedPages: $0.streamedPages, hintedPages: $0.hintedPages, forks: $0.forks,
                         layoutEvents: $0.layoutEvents, milliseconds: ($0.seconds * 1e6).rounded() / 1e3,
-                        failure: $0.failure)
+                        pagesOfEndedProcesses: $0.pagesOfEndedProcesses, failure: $0.failure)
                 }))
     }
 
@@ -71,11 +72,14 @@ public enum RestartReports {
             return "the page server failed before every page of pid \(pid) was in (\(failure)): the restarted "
                 + "processes were killed, none ran with a page it never had"
         }
+        let ended =
+            report.pagesOfEndedProcesses > 0
+            ? "; \(report.pagesOfEndedProcesses) pages were never needed: their process ended first" : ""
         return "every page of pid \(pid) is in after \(Format.decimal(report.seconds * 1000)) ms: "
             + "\(report.faultPages) filled on \(report.faults) faults (\(report.zeroFaults) more given the zero "
             + "page), \(report.streamedPages) streamed"
             + (report.hintedPages > 0 ? " (\(report.hintedPages) first, as the last lazy restart touched them)" : "")
-            + (report.forks > 0 ? "; \(report.forks) forks served" : "")
+            + (report.forks > 0 ? "; \(report.forks) forks served" : "") + ended
     }
 
     struct Check: Codable {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CLinux
 
 /// The guardian process of a lazy restart (`chpox-restore-stub --guard`, its guard.c): it
 /// holds a reference to every userfaultfd it is handed, so that no fault of a restarted process
@@ -18,7 +19,7 @@ public final class PageGuard {
     public static func start(helper: String) throws(Errno) -> PageGuard {
         let (ours, theirs) = try FileDescriptor.socketPair(type: Int32(SOCK_SEQPACKET.rawValue))
         defer { theirs.close() }
-        do {
+        do throws(Errno) {
             let child = try ChildProcess.spawn(helper, ["--guard"], stdin: theirs, newSession: true)
             return PageGuard(process: child, control: ours)
         } catch {

@@ -236,6 +236,7 @@ public struct RestartDocument: Decodable {
         public var forks: Int
         public var layoutEvents: Int
         public var milliseconds: Double
+        public var pagesOfEndedProcesses: Int
         public var failure: String?
     }
 }

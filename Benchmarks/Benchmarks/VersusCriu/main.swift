@@ -18,6 +18,12 @@ import TargetProcess
 // each restarted process killed before the next. $CHPOX_VS_ITERATIONS (default 3) iterations,
 // medians printed with the ratio chpox / CRIU and the goal of issue 16.
 
+// A restarted target gets this process's stdin, and ends at its end of file: a pipe nobody
+// writes keeps it waiting, as the original did, until it is killed (a lazy restart's "every
+// page in" would otherwise be the target's exit).
+var idleInput: [Int32] = [0, 0]
+guard pipe(&idleInput) == 0, dup2(idleInput[0], 0) == 0 else { fatalError("a pipe onto stdin failed") }
+
 TargetProcess.locateInjector()
 TargetProcess.locateRestoreStub()
 guard let criu = CriuDump.located else {

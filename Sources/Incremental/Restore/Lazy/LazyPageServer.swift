@@ -38,8 +38,10 @@ public final class LazyPageServer: @unchecked Sendable {
         public var forks = 0
         /// Changes of the layout the server followed (mremap, MADV_DONTNEED, munmap).
         public var layoutEvents = 0
-        /// Seconds from the first registration until every page was in.
+        /// Seconds from the first registration until every page was in (or its process ended).
         public var seconds = 0.0
+        /// Pages never filled because their process ended first (nothing needed them).
+        public var pagesOfEndedProcesses = 0
         /// Why it stopped before every page was in (then the guardian killed the processes).
         public var failure: String?
         /// The pages (numbers) of the first restarted process that faults touched first, in order.
@@ -211,6 +213,7 @@ public final class LazyPageServer: @unchecked Sendable {
         } catch {
             report.failure = "\(error)"
         }
+        report.pagesOfEndedProcesses = spaces.filter(\.gone).map(\.remaining).reduce(0, +)
         report.seconds = Double(DispatchTime.now().uptimeNanoseconds - startTime.uptimeNanoseconds) / 1e9
         result = report
         finishedSignal.signal()
