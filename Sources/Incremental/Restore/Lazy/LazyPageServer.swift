@@ -290,7 +290,14 @@ public final class LazyPageServer: @unchecked Sendable {
     /// still missing), or maps the zero page where nothing is stored; after a layout change
     /// it looks again.
     private func serveFault(_ space: LazySpace, _ page: UInt64) throws {
-        for _ in 0..<1000 {
+        // EAGAIN lasts until the task whose fork, mremap or madvise we were told of runs again
+        // (it lowers the kernel's count as it leaves its wait): on 2 busy cores, milliseconds.
+        // Each try after the first waits a little longer, for ten seconds in all.
+        let deadline = DispatchTime.now().uptimeNanoseconds + 10_000_000_000
+        var pause: UInt64 = 0
+        while DispatchTime.now().uptimeNanoseconds < deadline {
+            if pause > 0 { CurrentProcess.sleep(microseconds: pause) }
+            pause = min(max(pause * 2, 20), 2000)
             guard !space.gone else { return }
             if let index = space.pending(page) {
                 let block = page & ~UInt64(15)
