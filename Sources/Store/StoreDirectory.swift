@@ -73,7 +73,7 @@ final class StoreDirectory: @unchecked Sendable {
         var names: [String]
         do { names = try root.entries() } catch { throw error.store("list", path) }
         if !names.contains(Self.markerName) {
-            guard create, names.isEmpty else {
+            guard create, names.isEmpty || Self.interruptedCreation(root, names) else {
                 throw .notAStore(
                     path: path,
                     reason: names.isEmpty ? "not initialized" : "it holds other files and no \(Self.markerName) marker")
@@ -204,6 +204,27 @@ final class StoreDirectory: @unchecked Sendable {
         }
         defer { tmp.close() }
         try publish(marker.bytes, as: markerName, in: root, dirPath: path, tmp: tmp)
+    }
+
+    /// Whether `names`, what a directory without a marker holds, is what an interrupted
+    /// `initialize` leaves: some of the store's own folders, all empty but for the marker's
+    /// temporary copy in tmp/ (removed here). Anything else is someone's files: never taken.
+    private static func interruptedCreation(_ root: FileDescriptor, _ names: [String]) -> Bool {
+        guard names.allSatisfy({ subdirectories.contains($0) }) else { return false }
+        for name in names {
+            guard (try? root.status(of: name))?.isSymlink == false,
+                let directory = try? FileDescriptor.open(name, in: root, [.readOnly, .directory, .noFollow])
+            else { return false }
+            defer { directory.close() }
+            guard let entries = try? directory.entries() else { return false }
+            if name == "tmp" {
+                guard entries.allSatisfy({ $0.hasPrefix(markerName + ".") }) else { return false }
+                for entry in entries { try? directory.removeFile(entry) }
+            } else if !entries.isEmpty {
+                return false
+            }
+        }
+        return true
     }
 
     private static func checkMarker(_ root: FileDescriptor, path: String) throws(StoreError) {

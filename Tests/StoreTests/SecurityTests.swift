@@ -28,6 +28,41 @@ import Testing
         }
     }
 
+    @Test func aCreationCutShortIsFinishedByTheNextOpenAndNothingElseIsTaken() throws {
+        // What a writer killed while it made the store leaves: some of its folders, the marker's
+        // temporary copy in tmp/, no marker. The next open finishes the store (CrashTests' writer
+        // killed that early on a loaded machine left every later writer refused).
+        let temporary = TemporaryStore("cut-short")
+        defer { temporary.cleanup() }
+        let manager = FileManager.default
+        try manager.createDirectory(
+            atPath: temporary.path, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        for name in ["packs", "index", "tmp"] {
+            try manager.createDirectory(
+                atPath: temporary.path + "/" + name, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700])
+        }
+        #expect(manager.createFile(atPath: temporary.path + "/tmp/chpox-store.4242.17", contents: Data([1, 2])))
+        let store = try temporary.open()
+        #expect(try store.verify().isClean)
+        #expect(manager.fileExists(atPath: temporary.path + "/chpox-store"))
+        #expect(try manager.contentsOfDirectory(atPath: temporary.path + "/tmp").isEmpty)
+
+        // A folder with anything else in it is someone's: refused, untouched.
+        let other = TemporaryStore("not-ours")
+        defer { other.cleanup() }
+        try manager.createDirectory(
+            atPath: other.path, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        try manager.createDirectory(
+            atPath: other.path + "/packs", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        #expect(manager.createFile(atPath: other.path + "/packs/notes.txt", contents: Data("mine".utf8)))
+        #expect { _ = try Store(at: other.path, create: true) } throws: { error in
+            "\(error)".contains("no chpox-store marker")
+        }
+        #expect(manager.fileExists(atPath: other.path + "/packs/notes.txt"))
+        #expect(!manager.fileExists(atPath: other.path + "/chpox-store"))
+    }
+
     @Test func refusesASymlinkedStore() throws {
         let temporary = TemporaryStore("real")
         defer { temporary.cleanup() }
