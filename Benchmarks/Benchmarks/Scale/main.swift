@@ -85,8 +85,14 @@ func waitGone(_ pid: Int32) {
     for _ in 0..<1000 where kill(pid, 0) == 0 || errno != ESRCH { usleep(10_000) }
 }
 
+/// A progress line on stderr, with this process's peak resident memory so far (VmHWM): the
+/// in-process checkpoints, restarts and GC are the library's, as cpx, ld-chpox and cpx gc run it.
 func log(_ line: String) {
-    FileHandle.standardError.write(Data("scale: \(line)\n".utf8))
+    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+    let peak = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }.map {
+        $0.dropFirst("VmHWM:".count).trimmingCharacters(in: .whitespaces)
+    }
+    FileHandle.standardError.write(Data("scale: \(line) [this process's peak \(peak ?? "?")]\n".utf8))
 }
 
 /// One generation with `checkpointer`, timed as a whole.
