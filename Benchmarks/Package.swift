@@ -71,6 +71,25 @@ let package = Package(
             ],
             path: "Benchmarks/VersusCriu"
         ),
+        // Runs a program as its child and reports its peak resident memory, untainted by the
+        // large process that starts it (see Sources/PeakRSS/main.c).
+        .executableTarget(name: "PeakRSS"),
+        // How costs grow with the process's size (1, 4, 16 GiB, up to $CHPOX_SCALE_GIB): full base,
+        // 1% delta, restart, lazy restart, GC, cpx's own peak memory; and a chain of 1,000
+        // generations (a plain executable, run by `run-ratios --scale-only`; needs DirtyTarget,
+        // PeakRSS, chpox-inject, chpox-restore-stub, cpx and dumpinfo).
+        .executableTarget(
+            name: "Scale",
+            dependencies: [
+                .product(name: "Incremental", package: "chpox"),
+                .product(name: "Store", package: "chpox"),
+                .product(name: "Tracee", package: "chpox"),
+                "TargetProcess",
+                "DirtyTarget",
+                "PeakRSS",
+            ],
+            path: "Benchmarks/Scale"
+        ),
         // Live checkpoints of a 1 GiB mixed target (full base with and without pre-copy, a 1%
         // delta, a second identical process) against process_vm_readv + LZ4 of its resident
         // pages in the same run. Needs DirtyTarget and chpox-inject, as the tracker benchmarks.

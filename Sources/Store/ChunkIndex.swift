@@ -46,11 +46,14 @@ final class ChunkIndex: @unchecked Sendable {
         return nil
     }
 
-    /// Writes one new segment holding `entries` (any order) and starts using it.
+    /// Writes one new segment holding `entries` (any order) and starts using it. The entries are
+    /// sorted where they are (no copy of a generation's worth of them when the caller hands its
+    /// only reference over).
     @discardableResult
-    func add(_ entries: [(ChunkID, ChunkLocation)]) throws(StoreError) -> ChunkID? {
-        guard !entries.isEmpty else { return nil }
-        let sorted = entries.sorted { $0.0 < $1.0 }
+    func add(_ entries: consuming [(ChunkID, ChunkLocation)]) throws(StoreError) -> ChunkID? {
+        var sorted = consume entries
+        guard !sorted.isEmpty else { return nil }
+        sorted.sort { $0.0 < $1.0 }
         let writer = try IndexSegmentWriter(directory: directory)
         do {
             for (id, location) in sorted { try writer.add(id, location) }

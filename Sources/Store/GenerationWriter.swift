@@ -97,6 +97,14 @@ public final class GenerationWriter {
         try packer.add(id, page: page)
     }
 
+    /// Makes room for `count` more pages at once, for a caller that knows how many it is about to
+    /// put (a checkpoint's round): the page list of a large generation then grows once instead of
+    /// doubling, which holds the old entries and twice as many new ones at the same moment (24
+    /// bytes a page: 67 MB for the 2.8 million pages of a 16 GiB base, 151 MB while doubling).
+    public func reservePages(_ count: Int) {
+        if pages.capacity < pages.count + count { pages.reserveCapacity(pages.count + count) }
+    }
+
     /// Records one page that is zero without looking at any bytes.
     public func putZero(page: UInt64) {
         pages.append(PageEntry(page: page, chunk: .zeroPage))
@@ -118,7 +126,7 @@ public final class GenerationWriter {
     private var retractions: [Retraction] = []
 
     /// `pages` without the entries taken back by later unmaps: a sweep over both sorted by page.
-    private func retracted(_ pages: [PageEntry]) -> [PageEntry] {
+    private func retracted(_ pages: consuming [PageEntry]) -> [PageEntry] {
         let relevant = retractions.filter { $0.before > 0 && $0.range.count > 0 }.sorted {
             $0.range.first < $1.range.first
         }
@@ -136,7 +144,13 @@ public final class GenerationWriter {
             active.removeAll { $0.range.end <= page }
             if active.contains(where: { $0.before > index }) { dropped[index] = true }
         }
-        return pages.indices.filter { !dropped[$0] }.map { pages[$0] }
+        var kept = 0  // in place: the list is this call's own
+        for index in pages.indices where !dropped[index] {
+            pages[kept] = pages[index]
+            kept += 1
+        }
+        pages.removeSubrange(kept...)
+        return pages
     }
 
     /// Publishes the generation; returns its chain entry.
@@ -145,13 +159,19 @@ public final class GenerationWriter {
         precondition(!finished, "generation already committed or abandoned")
         do throws(StoreError) {
             _ = try packer.finish()
+            // Every chunk is packed: what put() kept to find a page's twin within the generation
+            // (one id per chunk) goes before the index and the page list are built.
+            written = []
             statistics.newChunks = UInt64(packer.chunks)
             statistics.storedBytes = UInt64(packer.storedBytes)
             statistics.newLogicalBytes = UInt64(packer.logicalBytes)
-            try store.index.add(packer.locations())
+            try store.index.add(packer.takeLocations())
             indexed = true
 
-            let delta = PageDelta(unmapped: kind == .full ? [] : unmapped, pages: retracted(pages))
+            // The page list is handed over to the delta, not copied (nothing is put after this).
+            let entries = pages
+            pages = []
+            let delta = PageDelta(unmapped: kind == .full ? [] : unmapped, pages: retracted(consume entries))
             statistics.unmappedPages = delta.unmappedPageCount
             let created = createdNanoseconds ?? ClockTime.realtime()
             let manifest = GenerationManifest(

@@ -73,21 +73,38 @@ public struct PageDelta: Sendable, Equatable {
 
     /// Builds a delta from entries in any order (a later entry for the same page wins) and
     /// ranges in any order (overlaps are merged).
-    public init(unmapped: [PageRange], pages: [PageEntry]) {
+    ///
+    /// The entries are sorted where they are, and kept as they are when they ascend already: a
+    /// generation's page list (24 bytes a page, 67 MB for a 16 GiB base) is not copied when the
+    /// caller hands its only reference over.
+    public init(unmapped: [PageRange], pages: consuming [PageEntry]) {
         self.unmapped = Self.normalize(unmapped)
-        // A stable sort keeps the order of equal pages, so the last one written wins.
-        let ordered = pages.enumerated().sorted { ($0.element.page, $0.offset) < ($1.element.page, $1.offset) }.map(
-            \.element)
-        var unique: [PageEntry] = []
-        unique.reserveCapacity(ordered.count)
-        for entry in ordered {
-            if let last = unique.last, last.page == entry.page {
-                unique[unique.count - 1] = entry
-            } else {
-                unique.append(entry)
+        var ordered = consume pages
+        if !Self.strictlyAscending(ordered) {
+            // The standard library's sort is stable: a page's entries keep their order, so the
+            // last one written is the last of its run, and wins.
+            ordered.sort { $0.page < $1.page }
+            var kept = 0
+            for k in ordered.indices {
+                if kept > 0 && ordered[kept - 1].page == ordered[k].page {
+                    ordered[kept - 1] = ordered[k]
+                } else {
+                    ordered[kept] = ordered[k]
+                    kept += 1
+                }
             }
+            ordered.removeSubrange(kept...)
         }
-        self.pages = unique
+        self.pages = ordered
+    }
+
+    private static func strictlyAscending(_ pages: [PageEntry]) -> Bool {
+        var k = 1
+        while k < pages.count {
+            if pages[k - 1].page >= pages[k].page { return false }
+            k += 1
+        }
+        return true
     }
 
     /// Trusted constructor: inputs already normalized (parsers check this themselves).

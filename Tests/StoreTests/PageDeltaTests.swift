@@ -62,4 +62,23 @@ import Testing
         let delta = PageDelta(unmapped: [], pages: [PageEntry(page: 5, chunk: a), PageEntry(page: 5, chunk: b)])
         #expect(delta.pages == [PageEntry(page: 5, chunk: b)])
     }
+
+    /// Entries sorted and made unique where they are (a checkpoint's rounds put a page again
+    /// and again): against the model, with many entries per page, and with entries that
+    /// already ascend (kept as they are).
+    @Test func manyEntriesPerPageLastWins() {
+        var rng = SplitMix(3)
+        for _ in 0..<200 {
+            var model: Model = [:]
+            var entries: [PageEntry] = []
+            for _ in 0..<(1 + rng.next() % 300) {
+                let entry = PageEntry(page: rng.next() % 16, chunk: ChunkID(high: rng.next() % 7, low: rng.next()))
+                entries.append(entry)
+                model[entry.page] = entry.chunk
+            }
+            #expect(PageDelta(unmapped: [], pages: entries).pages == Self.map(model).pages)
+            let ascending = Self.map(model).pages
+            #expect(PageDelta(unmapped: [], pages: ascending).pages == ascending)
+        }
+    }
 }

@@ -16,7 +16,9 @@ import SoftDirty
 struct TargetMemory {
     let target: TargetProcess
 
-    /// Pages per process_vm_readv batch: 64 MiB, as the checkpointer's pre-copy reads.
+    /// Pages per process_vm_readv batch: 64 MiB (the checkpointer's pre-copy read such batches
+    /// until it took 16 MiB ones, `Checkpointer.preCopyBatchPages`; kept so the baseline stays
+    /// comparable with earlier runs).
     static let batchPages = 16384
     /// Pages per LZ4 frame: 64 KiB, the Store's frames of new chunks.
     static let framePages = 16

@@ -30,12 +30,14 @@ public final class TargetProcess: @unchecked Sendable {
     }
 
     /// Starts `DirtyTarget PAGES [mixed]` ($CHPOX_DIRTY_TARGET, else beside this executable,
-    /// where `run-ratios` builds it) and waits until it has written its pages.
-    public init(pages: Int, mixed: Bool = false) throws {
+    /// where `run-ratios` builds it) and waits until it has written its pages. `quiet`: its
+    /// stderr is /dev/null, not ours (a checkpoint keeps a regular file the process holds open
+    /// for writing, and a restart puts it back as it was: our log, when stderr is one).
+    public init(pages: Int, mixed: Bool = false, quiet: Bool = false) throws {
         self.pages = pages
         let path = ProcessInfo.processInfo.environment["CHPOX_DIRTY_TARGET"] ?? Self.binDirectory + "/DirtyTarget"
         let arguments = ["\(pages)"] + (mixed ? ["mixed"] : [])
-        let (child, input, output) = try Self.spawn(path, arguments)
+        let (child, input, output) = try Self.spawn(path, arguments, quiet: quiet)
         pid = child
         toTarget = input
         fromTarget = output
@@ -64,9 +66,11 @@ public final class TargetProcess: @unchecked Sendable {
         return String(decoding: line, as: UTF8.self)
     }
 
-    /// Starts `path ARGUMENTS` with pipes for its stdin and stdout (stderr is ours); returns its
-    /// pid and our ends: the one we write, the one we read.
-    static func spawn(_ path: String, _ arguments: [String]) throws(TargetError) -> (pid: pid_t, input: Int32, output: Int32) {
+    /// Starts `path ARGUMENTS` with pipes for its stdin and stdout (stderr is ours, or /dev/null
+    /// when `quiet`); returns its pid and our ends: the one we write, the one we read.
+    static func spawn(
+        _ path: String, _ arguments: [String], quiet: Bool = false
+    ) throws(TargetError) -> (pid: pid_t, input: Int32, output: Int32) {
         var input: [Int32] = [0, 0], output: [Int32] = [0, 0]
         guard pipe(&input) == 0 else { throw TargetError.spawn(path, errno) }
         guard pipe(&output) == 0 else {
@@ -81,6 +85,7 @@ public final class TargetProcess: @unchecked Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_adddup2(&actions, input[0], 0)
         posix_spawn_file_actions_adddup2(&actions, output[1], 1)
+        if quiet { posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) }
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var child: pid_t = 0
@@ -114,7 +119,8 @@ public final class TargetProcess: @unchecked Sendable {
 
     /// The directory of the running benchmark executable, where SwiftPM puts the products.
     public static var binDirectory: String {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let exe =
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         return (exe as NSString).deletingLastPathComponent
     }
 

@@ -440,7 +440,10 @@ public final class Checkpointer {
             candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
         run.roundStored = 0
         run.roundTotal = selection.copy.pageCount
-        run.runningCopied += try CopiedPages.stream(selection.copy, from: member.pid, maximumPages: 16384) { pages in
+        run.writer.reservePages(Int(selection.copy.pageCount))
+        run.runningCopied += try CopiedPages.stream(
+            selection.copy, from: member.pid, maximumPages: Self.preCopyBatchPages
+        ) { pages in
             try record(pages, member, &run)
         }
         apply(report, selection, member, &run)
@@ -596,6 +599,7 @@ public final class Checkpointer {
                 member.lastFrozenCopy = taken[k].copy.pageCount
                 run.roundStored = 0
                 run.roundTotal = taken[k].copy.pageCount
+                run.writer.reservePages(Int(taken[k].copy.pageCount))
                 try taken[k].copy.forEach { pages in try record(pages, member, &run) }
                 apply(taken[k].report, taken[k].selection, member, &run)
             }
@@ -629,6 +633,13 @@ public final class Checkpointer {
             return image
         }
     }
+
+    /// Pages a pre-copy round reads at a time (16 MiB, one `CopiedPages.bytesPerPart`), into
+    /// each of two buffers: one is read on a thread of its own while the other's pages are
+    /// hashed and compressed on every core, which takes longer. 64 MiB batches held 128 MiB of
+    /// buffers whatever the process's size, for no faster a round (a 4 GiB base: 10.2-11.4 s
+    /// either way; Benchmarks/README.md, "Scale").
+    static let preCopyBatchPages = 4096
 
     /// Tries of the final stop before a tree that keeps changing is given up.
     static let attempts = 10

@@ -125,41 +125,74 @@ final class CopiedPages {
         _ runs: AddressRuns, from pid: Int32, maximumPages: Int, _ consume: (Slice) throws -> Void
     ) throws -> UInt64 {
         let memory = ProcessMemory(pid: pid)
-        var batches: [[PageRun]] = []
-        var batch: [PageRun] = []
-        var batchPages = 0
-        for run in runs.runs {
-            var start = run.start
-            while start < run.end {
-                let take = min(Int(Page.count(of: run.end - start)), maximumPages - batchPages)
-                batch.append(PageRun(start: start, end: start + Page.bytes(UInt64(take))))
-                batchPages += take
-                start += Page.bytes(UInt64(take))
-                if batchPages == maximumPages {
-                    batches.append(batch)
-                    batch = []
-                    batchPages = 0
-                }
-            }
+        let batches = Batches(runs.runs, maximumPages: maximumPages)
+        guard batches.count > 0 else { return 0 }
+        let buffers = (0..<min(2, batches.count)).map { _ in
+            UnsafeMutableRawBufferPointer.allocate(pages: batches.largest)
         }
-        if batchPages > 0 { batches.append(batch) }
-        guard !batches.isEmpty else { return 0 }
-        let largest = batches.map { $0.reduce(0) { $0 + Int($1.pageCount) } }.max() ?? 0
-        let buffers = (0..<min(2, batches.count)).map { _ in UnsafeMutableRawBufferPointer.allocate(pages: largest) }
         defer { for buffer in buffers { buffer.deallocate() } }
         let reader = BatchReader()
         defer { _ = try? reader.wait() }  // never leave a read in flight into freed buffers
         var total: UInt64 = 0
-        var current = try CopiedPages(batches[0], from: memory, reusing: buffers[0])
-        for k in batches.indices {
+        var current = try CopiedPages(batches.runs(0), from: memory, reusing: buffers[0])
+        for k in 0..<batches.count {
             if k + 1 < batches.count {
-                reader.start { try CopiedPages(batches[k + 1], from: memory, reusing: buffers[(k + 1) % 2]) }
+                let next = batches.runs(k + 1)
+                reader.start { try CopiedPages(next, from: memory, reusing: buffers[(k + 1) % 2]) }
             }
             try current.forEach(consume)
             total += current.pageCount
             if k + 1 < batches.count { current = try reader.wait()! }
         }
         return total
+    }
+
+    /// `runs` cut into batches of at most `maximumPages` pages, each batch's runs made when it is
+    /// read: where each batch begins is all that is kept (a copy of every run up front cost 16
+    /// bytes a run, 34 MB for a 16 GiB process whose resident pages alternate with holes).
+    struct Batches {
+        private let all: [PageRun]
+        private let maximumPages: Int
+        /// Where each batch begins: an index into `all` and the address within that run.
+        private var starts: [(run: Int, address: UInt64)] = []
+        private(set) var largest = 0
+        var count: Int { starts.count }
+
+        init(_ runs: [PageRun], maximumPages: Int) {
+            all = runs
+            self.maximumPages = maximumPages
+            var pages = 0
+            for (k, run) in runs.enumerated() {
+                var start = run.start
+                while start < run.end {
+                    if pages == 0 { starts.append((k, start)) }
+                    let take = min(Int(Page.count(of: run.end - start)), maximumPages - pages)
+                    pages += take
+                    start += Page.bytes(UInt64(take))
+                    largest = max(largest, pages)
+                    if pages == maximumPages { pages = 0 }
+                }
+            }
+        }
+
+        /// The runs of batch `k`.
+        func runs(_ k: Int) -> [PageRun] {
+            var batch: [PageRun] = []
+            var (index, start) = starts[k]
+            var pages = 0
+            while index < all.count && pages < maximumPages {
+                let run = all[index]
+                let take = min(Int(Page.count(of: run.end - start)), maximumPages - pages)
+                if take > 0 { batch.append(PageRun(start: start, end: start + Page.bytes(UInt64(take)))) }
+                pages += take
+                start += Page.bytes(UInt64(take))
+                if start == run.end {
+                    index += 1
+                    if index < all.count { start = all[index].start }
+                }
+            }
+            return batch
+        }
     }
 }
 
