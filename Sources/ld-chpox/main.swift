@@ -75,8 +75,8 @@ struct LdChpox: ParsableCommand {
                 + "on first touch (userfaultfd) and streamed in meanwhile, the pages the last lazy restart saw "
                 + "touched first, first. ld-chpox stays until every page is in, then says how many came on touch; "
                 + "if it is killed before, the restarted processes are killed too (a guardian process holds the "
-                + "memory until then): none runs with a page it never had. A process that forks others of its "
-                + "tree is filled whole first."))
+                + "memory until then): none runs with a page it never had. A tree is filled whole, as without "
+                + "--lazy."))
     var lazy = false
     @Option(
         name: .long,

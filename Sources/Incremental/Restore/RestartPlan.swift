@@ -25,16 +25,19 @@ public struct RestartPlan: Sendable {
     /// Children that had exited unreaped: recreated as zombies once their parents exist.
     public var zombies: [ProcessImage.Zombie]
 
-    /// `lazy`: each process that forks no other of the tree has its anonymous memory filled
-    /// by a page server as it runs (`ld-chpox --lazy`); a process that does is filled whole
-    /// first, since its children start with its memory and share its pages copy-on-write.
+    /// `lazy`: a process that is not forked within the restart and forks no other of the tree
+    /// (a single process) has its anonymous memory filled by a page server as it runs
+    /// (`ld-chpox --lazy`). A tree is filled whole: a parent's children start with its memory,
+    /// and a child forked so holds its parent's pages where its own must be written over them
+    /// (a userfaultfd only fills missing pages: lazily it would keep its parent's bytes).
     public init(image: ProcessImage, generation: UInt64, lazy: Bool = false) {
         preflight = Preflight(image: image, generation: generation)
         let layout = TreeLayout(image: image)
         self.layout = layout
         let parents = Set(layout.parents.values)
         processes = image.processes.map {
-            ProcessPlan(image: $0, layout: layout, lazy: lazy && !parents.contains($0.pid))
+            ProcessPlan(
+                image: $0, layout: layout, lazy: lazy && !parents.contains($0.pid) && layout.parents[$0.pid] == nil)
         }
         zombies = image.zombies ?? []
     }

@@ -141,6 +141,9 @@ public struct PageFillPhase: RestartPhase {
         // Lazily: the pages the page server fills are set aside without being read.
         var lazyEntries: [PageEntry] = []
         var eager = session.map
+        // A process forked within the restart holds its parent's pages where its own are to be
+        // written: filled whole (RestartPlan decides so too; this is the phase's own guard).
+        let lazy = self.lazy && session.forkedFrom == nil
         if lazy {
             var sorter = RegionCursor(regions)
             var kept: [PageEntry] = []
