@@ -113,8 +113,10 @@ public final class Restorer {
     /// The process is added to the chain's lineage, so that `cpx` continues the chain with it;
     /// where that cannot be recorded, a notice says so.
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
-        let plan = self.plan(lazy: options.lazy)
-        if options.lazy && CurrentProcess.effectiveUserID != 0 {
+        // A tree is restarted whole (`RestartPlan`): no page server, no guardian.
+        let lazy = options.lazy && image.processes.count == 1
+        let plan = self.plan(lazy: lazy)
+        if lazy && CurrentProcess.effectiveUserID != 0 {
             throw .cannotRestart(
                 generation: generation,
                 reason: "a lazy restart needs root: the page server follows the process's forks through its "
@@ -152,7 +154,7 @@ public final class Restorer {
         var pageServer: LazyPageServer?
         do {
             let tree = RestartTree()
-            if options.lazy {
+            if lazy {
                 do {
                     pageServer = try LazyPageServer(
                         store: store, hint: chain.flatMap { store.touchOrder(of: $0)?.pages } ?? [])
@@ -260,6 +262,11 @@ public final class Restorer {
                 }
             }
             var notices = sessions.flatMap(\.notices)
+            if options.lazy && !lazy {
+                notices.append(
+                    "--lazy serves a single process: this tree of \(images.count) processes was filled whole (a child "
+                        + "forked from its parent's memory must have its own pages written over its parent's)")
+            }
             notices += restoredFiles.map {
                 "put back \($0.path) as it was at generation \(generation)"
                     + ($0.displaced.map { ", the file that was there kept as \($0)" } ?? " (there was none)")
