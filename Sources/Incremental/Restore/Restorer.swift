@@ -95,8 +95,11 @@ public final class Restorer {
     /// What a restart of this generation will do.
     public var plan: RestartPlan { RestartPlan(image: image, generation: generation) }
 
-    /// What a restart of this generation will do, lazily where `lazy`.
-    public func plan(lazy: Bool) -> RestartPlan { RestartPlan(image: image, generation: generation, lazy: lazy) }
+    /// What a restart of this generation will do, lazily where `lazy` (a single process only:
+    /// a tree is restarted whole).
+    public func plan(lazy: Bool) -> RestartPlan {
+        RestartPlan(image: image, generation: generation, lazy: lazy && image.processes.count == 1)
+    }
 
     /// Who the image may become: at most its store's owner.
     public var authority: ImageAuthority { ImageAuthority(store: store) }
