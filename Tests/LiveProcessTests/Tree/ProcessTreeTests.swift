@@ -399,8 +399,10 @@ extension LiveProcess {
                 #expect(try ProcFS.state(child) == "T")  // the checkpoint left it stopped
                 Self.killTree([original.pid, child])
                 let restarted = try RestartTests.restart(store: store, name: "stopped", generation: 0)
+                // ld-chpox is still rebuilding the tree for a while (a second on a busy machine:
+                // "t", traced, or not there yet): ten seconds for it to be let go, stopped.
                 var state: Character = "?"
-                for _ in 0..<500 {
+                for _ in 0..<5000 {
                     state = (try? ProcFS.state(child)) ?? "?"
                     if state == "T" { break }
                     usleep(2000)
