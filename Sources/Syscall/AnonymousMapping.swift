@@ -20,10 +20,13 @@ public final class AnonymousMapping: @unchecked Sendable {
         public static let write = Protection(rawValue: PROT_WRITE)
     }
 
-    /// Maps `size` bytes (rounded up to pages by the kernel), unpopulated: a read maps the
-    /// zero page, a write a page of its own.
-    public init(size: Int, _ protection: Protection) throws(Errno) {
-        let address = mmap(nil, size, protection.rawValue, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    /// Maps `size` bytes (rounded up to pages by the kernel). Unpopulated, a read maps the zero
+    /// page and a write faults in a page of its own; `populated` faults every page in now, in
+    /// one call (MAP_POPULATE, which the corresponding C constant names; best effort: what the
+    /// kernel could not populate faults in later as usual).
+    public init(size: Int, _ protection: Protection, populated: Bool = false) throws(Errno) {
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS | (populated ? MAP_POPULATE : 0)
+        let address = mmap(nil, size, protection.rawValue, flags, -1, 0)
         guard let address, address != MAP_FAILED else { throw Errno.current }
         bytes = UnsafeMutableRawBufferPointer(start: address, count: size)
     }
