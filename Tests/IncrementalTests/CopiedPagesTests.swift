@@ -49,8 +49,8 @@ import Glibc
 
     @Test func aPreparedBufferThatHoldsThePagesIsUsedAndKept() throws {
         let source = try Self.source()
-        var prepared: AnonymousMapping? = try AnonymousMapping(
-            size: Page.bytes(Self.pageCount), [.read, .write], populated: true)
+        var prepared: AnonymousMapping? = try AnonymousMapping(size: Page.bytes(Self.pageCount), [.read, .write])
+        try prepared?.populate(0..<Page.bytes(Self.pageCount))
         let copy = try CopiedPages(Self.runs(of: source), from: ProcessMemory(pid: getpid()), prepared: prepared)
         #expect(copy.isIn(try #require(prepared)))
         prepared = nil  // the copy's pages stay readable: it holds the buffer
@@ -60,7 +60,7 @@ import Glibc
 
     @Test func aPreparedBufferTooSmallIsLeftAndAFreshOneTaken() throws {
         let source = try Self.source()
-        let small = try AnonymousMapping(size: Page.bytes(53), [.read, .write], populated: true)
+        let small = try AnonymousMapping(size: Page.bytes(53), [.read, .write])
         small.bytes.initializeMemory(as: UInt8.self, repeating: 0xEE)
         let copy = try CopiedPages(Self.runs(of: source), from: ProcessMemory(pid: getpid()), prepared: small)
         #expect(!copy.isIn(small))
