@@ -92,8 +92,8 @@ public final class GenerationWriter {
             statistics.zeroPages += 1
             return
         }
-        if written.contains(id) || store.index.lookup(id) != nil { return }
-        written.insert(id)
+        // One hash of the set per page (an insert that finds the id is the contains).
+        guard store.index.lookup(id) == nil, written.insert(id).inserted else { return }
         try packer.add(id, page: page)
     }
 

@@ -146,6 +146,10 @@ final class IndexSegmentWriter {
     private var histogram = [UInt32](repeating: 0, count: 1 << IndexFormat.maxFanoutBits)
     private(set) var count = 0
     private var last: ChunkID?
+    /// Entries not yet appended to the file: appended (hashed, buffered) some 64 KiB at a time
+    /// rather than 28 bytes at a time, which cost most of a large segment's writing.
+    private var pending = BinaryWriter(capacity: IndexSegmentWriter.pendingBytes + IndexFormat.entrySize)
+    static let pendingBytes = 64 << 10
 
     init(directory: StoreDirectory) throws(StoreError) {
         self.directory = directory
@@ -171,18 +175,18 @@ final class IndexSegmentWriter {
             packOrdinals[location.pack] = ordinal
             packs.append(location.pack)
         }
-        var entry = BinaryWriter(capacity: IndexFormat.entrySize)
-        entry.append(id)
-        entry.append(ordinal)
-        entry.append(location.frameOffset)
-        entry.append(location.frameLength & 0xFF_FFFF | UInt32(location.slot) << 24)
-        try append(entry.bytes)
+        pending.append(id)
+        pending.append(ordinal)
+        pending.append(location.frameOffset)
+        pending.append(location.frameLength & 0xFF_FFFF | UInt32(location.slot) << 24)
         histogram[Int(id.high >> 48)] += 1
         count += 1
+        if pending.bytes.count >= Self.pendingBytes { try appendPending() }
     }
 
     /// Writes fan-out, packs and footer, syncs and publishes; returns the segment id.
     func finish() throws(StoreError) -> ChunkID {
+        try appendPending()
         let bits = IndexFormat.fanoutBits(for: count)
         var tail = BinaryWriter(capacity: (4 << bits) + 16 * packs.count + IndexFormat.footerSize)
         var running: UInt32 = 0
@@ -208,6 +212,12 @@ final class IndexSegmentWriter {
     }
 
     func discard() { file.discard() }
+
+    private func appendPending() throws(StoreError) {
+        guard !pending.bytes.isEmpty else { return }
+        try append(pending.bytes)
+        pending = BinaryWriter(capacity: Self.pendingBytes + IndexFormat.entrySize)
+    }
 
     private func append(_ bytes: [UInt8]) throws(StoreError) {
         bytes.withUnsafeBytes { XXH3_64bits_update(checksum, $0.baseAddress, $0.count) }

@@ -1,5 +1,6 @@
 import CLZ4
 import Dispatch
+import Synchronization
 import Syscall
 
 /// Where a chunk lives: which pack, which frame in it, which page of that frame.
@@ -119,9 +120,8 @@ final class PackWriter {
         }
     }
 
-    /// Writes the trailer, syncs and publishes the pack; returns its id. The caller fsyncs
-    /// packs/ before anything refers to the pack.
-    func finish() throws(StoreError) -> ChunkID {
+    /// Writes the trailer and ends the pack; returns its id. `publish` puts it in packs/.
+    func seal() throws(StoreError) -> ChunkID {
         var trailer = BinaryWriter(capacity: entries.count * PackFormat.trailerEntrySize + PackFormat.footerSize)
         let trailerOffset = file.size
         for entry in entries {
@@ -137,33 +137,118 @@ final class PackWriter {
         trailer.append(sum)
         trailer.append(magic: "CHPXPEND")
         try file.append(trailer.bytes)
-        return try file.publish(in: directory.packs, dirName: "packs", name: PackFormat.fileName)
+        return try file.seal()
     }
 
-    /// Drops an unfinished pack.
+    /// Syncs the sealed pack and renames it into packs/, on any thread (one at a time). The
+    /// caller fsyncs packs/ before anything refers to the pack.
+    func publish() throws(StoreError) {
+        _ = try file.publish(in: directory.packs, dirName: "packs", name: PackFormat.fileName)
+    }
+
+    /// Drops a pack that is not published.
     func discard() { file.discard() }
 }
 
 /// Gathers new chunks into frames of up to 16 pages and frames into packs of about 32 MiB:
 /// how every new chunk, from a writer or from GC's repack, reaches the disk.
 ///
-/// Pages are gathered a batch at a time (`framesPerBatch` frames, 4 MiB of pages by default).
-/// A full batch is compressed on every core, each frame into an output buffer of its own, while
-/// the caller fills the other of two batches; its frames are appended, on the caller's thread
-/// and in the order their pages were added, when that next batch is full (or at `finish`), with
-/// the same pack boundaries as one frame at a time. So the packs' bytes, and their names,
-/// depend only on the chunks added and their order, never on the number of cores or on which
-/// thread finished first. Only whole frames are appended and a pack is published only once it
-/// is full or by `finish`: a failure anywhere in a batch leaves the packs published before it
-/// (which the caller removes, see `GenerationWriter.abandon`) and garbage in tmp/, never a pack
-/// with part of a batch.
+/// A pipeline, so that the caller, the compression and the disk all work at once:
+/// 1. the caller's thread gathers pages into a batch (`framesPerBatch` frames, 4 MiB of pages
+///    by default);
+/// 2. full batches are compressed one after the other in the order they filled, each on every
+///    core, each frame into an output buffer of its own;
+/// 3. one thread appends each compressed batch's frames, in that order, to the open pack and
+///    seals the pack when it is full; a sealed pack is published (fsync, rename into packs/) on
+///    a thread of its own while the next one is written.
+/// At most `batchesInFlight` batches exist: a caller that gets ahead waits for one to be
+/// appended. Pack boundaries are where they would be one frame at a time, so the packs' bytes,
+/// and their names, depend only on the chunks added and their order, never on the number of
+/// cores or on which thread finished first.
+///
+/// A write or a publish that fails stops the appends: the failure is thrown by the caller's
+/// next `add` or by `finish`, once nothing is in flight any more; the packs that were published
+/// all the same are in `finished` (the caller removes them, see `GenerationWriter.abandon`), the
+/// rest is garbage in tmp/. No pack holds part of a batch. `finish` returns once every pack is
+/// published and packs/ is synced: nothing may refer to a pack before.
 final class ChunkPacker {
     /// Frames compressed at once: enough for every core to take a few (a frame is 64 KiB, about
     /// 100 us of LZ4), few enough that a batch stays within the caches' reach.
     static let defaultFramesPerBatch = 64
 
-    /// Pages gathered, and where their frames are compressed to.
-    private final class Batch {
+    /// Batches in the pipeline at most: one filling, one compressing, one being appended, and
+    /// one so that the caller seldom waits (about 33 MiB of buffers in all, reused).
+    static let batchesInFlight = 4
+
+    private let directory: StoreDirectory
+    private let framesPerBatch: Int
+    private let pipeline: Pipeline
+    /// The batch the caller fills; nil once finished.
+    private var filling: Batch?
+
+    /// `framesPerBatch` 1 compresses and appends each frame alone (the same bytes out).
+    init(directory: StoreDirectory, framesPerBatch: Int = ChunkPacker.defaultFramesPerBatch) {
+        precondition(framesPerBatch >= 1)
+        self.directory = directory
+        self.framesPerBatch = framesPerBatch
+        pipeline = Pipeline(directory: directory, framesPerBatch: framesPerBatch, batches: Self.batchesInFlight)
+        filling = pipeline.takeBatch()
+    }
+
+    deinit { pipeline.discard() }
+
+    /// Adds chunk `id` whose bytes are `page`.
+    func add(_ id: ChunkID, page: UnsafeRawBufferPointer) throws(StoreError) {
+        guard let batch = filling else { preconditionFailure("chunk added after the packer finished") }
+        batch.pages.page(at: batch.ids.count).copyMemory(from: page)
+        batch.ids.append(id)
+        guard batch.ids.count == framesPerBatch * PackFormat.maxPagesPerFrame else { return }
+        pipeline.submit(batch)
+        filling = pipeline.takeBatch()
+        if let failure = pipeline.failure {
+            pipeline.drain()
+            throw failure
+        }
+    }
+
+    /// Appends and publishes what is pending and fsyncs packs/; returns every published pack.
+    func finish() throws(StoreError) -> [(pack: ChunkID, entries: [PackEntry])] {
+        if let batch = filling, !batch.ids.isEmpty { pipeline.submit(batch) }
+        filling = nil
+        pipeline.closePack()
+        pipeline.drain()
+        if let failure = pipeline.failure { throw failure }
+        let packs = finished
+        if !packs.isEmpty { try directory.sync(directory.packs, dirName: "packs") }
+        return packs
+    }
+
+    /// The packs published so far, in the order they were written, with their entries.
+    var finished: [(pack: ChunkID, entries: [PackEntry])] {
+        pipeline.published.map { ($0.pack, $0.entries) }
+    }
+
+    var chunks: Int { pipeline.published.reduce(0) { $0 + $1.chunks } }
+    var storedBytes: Int { pipeline.published.reduce(0) { $0 + $1.storedBytes } }
+    var logicalBytes: Int { pipeline.published.reduce(0) { $0 + $1.logicalBytes } }
+
+    /// The locations of every chunk in the published packs, in an array of exactly their number;
+    /// each pack's entries are let go as they are taken (`finished` keeps the pack ids, which
+    /// `abandon` needs). A full base of a large process holds one entry per page stored: taken
+    /// with `flatMap`, and the entries kept beside, they cost about three times as much at the
+    /// commit (Benchmarks/README.md, "Scale").
+    func takeLocations() -> [(ChunkID, ChunkLocation)] { pipeline.takeLocations() }
+
+    /// Waits for what is in flight and drops the pack being written; published packs stay (see
+    /// `finished`).
+    func discard() {
+        pipeline.discard()
+        filling?.ids.removeAll()
+    }
+
+    /// Pages gathered, and where their frames are compressed to. One stage at a time has it:
+    /// the caller fills it, then the compression, then the appends, then it is filled again.
+    fileprivate final class Batch: @unchecked Sendable {
         /// Frame k is pages 16k..<16k+16.
         let pages: UnsafeMutableRawBufferPointer
         /// Frame k's LZ4 output, at k * `PackWriter.compressedCapacity`.
@@ -188,9 +273,9 @@ final class ChunkPacker {
 
         var frameCount: Int { (ids.count + PackFormat.maxPagesPerFrame - 1) / PackFormat.maxPagesPerFrame }
 
-        func frame(_ k: Int, pageCount: Int) -> UnsafeRawBufferPointer {
+        func frame(_ k: Int) -> UnsafeRawBufferPointer {
             let first = k * PackFormat.maxPagesPerFrame
-            return UnsafeRawBufferPointer(pages.pages(first..<min(first + PackFormat.maxPagesPerFrame, pageCount)))
+            return UnsafeRawBufferPointer(pages.pages(first..<min(first + PackFormat.maxPagesPerFrame, ids.count)))
         }
 
         func output(_ k: Int) -> UnsafeMutableRawBufferPointer {
@@ -198,145 +283,192 @@ final class ChunkPacker {
             return UnsafeMutableRawBufferPointer(rebasing: compressed[start..<(start + PackWriter.compressedCapacity)])
         }
 
-        /// Compresses the first `frames` frames of `pageCount` pages on every core; touches
-        /// only this batch's buffers.
-        func compress(frames: Int, pageCount: Int) {
-            Parallel.forEach(frames) { k in
-                lengths[k] = PackWriter.compress(frame(k, pageCount: pageCount), into: output(k)) ?? -1
+        /// Compresses every frame on every core; touches only this batch's buffers.
+        func compress() {
+            Parallel.forEach(frameCount) { k in
+                lengths[k] = PackWriter.compress(frame(k), into: output(k)) ?? -1
             }
         }
     }
 
-    private let directory: StoreDirectory
-    private var pack: PackWriter?
-    private let framesPerBatch: Int
-    /// The batch being filled; the one being compressed (appended at the next rotation); one
-    /// appended, to be filled next.
-    private var filling: Batch
-    private var inFlight: Batch?
-    private var spare: Batch?
-    private let compressed = DispatchGroup()
-    /// Published packs and their entries.
-    private(set) var finished: [(pack: ChunkID, entries: [PackEntry])] = []
-    private(set) var chunks = 0
-    private(set) var storedBytes = 0
-    private(set) var logicalBytes = 0
-
-    /// `framesPerBatch` 1 compresses and appends each frame alone (the same bytes out).
-    init(directory: StoreDirectory, framesPerBatch: Int = ChunkPacker.defaultFramesPerBatch) {
-        precondition(framesPerBatch >= 1)
-        self.directory = directory
-        self.framesPerBatch = framesPerBatch
-        filling = Batch(frames: framesPerBatch)
+    /// A pack sealed by the appends; `published` once it is synced and renamed into packs/.
+    fileprivate struct SealedPack {
+        var pack: ChunkID
+        var entries: [PackEntry]
+        var storedBytes: Int
+        var logicalBytes: Int
+        /// `entries.count`, kept once the entries are taken.
+        var chunks: Int
+        var published = false
     }
 
-    deinit {
-        compressed.wait()  // its buffers are freed with it
-        pack?.discard()
-    }
+    /// The stages behind the caller. Who touches what: `pack` belongs to `appending` (and to the
+    /// caller once `drain` returned); `state` is shared under its lock; a batch belongs to one
+    /// stage at a time, handed on through the queues.
+    private final class Pipeline: @unchecked Sendable {
+        private let directory: StoreDirectory
+        private let framesPerBatch: Int
+        /// Compresses one batch at a time, in submission order, then hands it to `appending`.
+        private let compressing = DispatchQueue(label: "chpox.packer.compress")
+        private let appending = DispatchQueue(label: "chpox.packer.append")
+        private let publishing = DispatchQueue(label: "chpox.packer.publish")
+        /// Every batch submitted and not yet appended, every pack sealed and not yet published.
+        private let inFlight = DispatchGroup()
+        /// Batches the caller may still take (free, or not allocated yet).
+        private let available: DispatchSemaphore
+        private let state = Mutex(State())
+        private var pack: PackWriter?
 
-    /// Adds chunk `id` whose bytes are `page`.
-    func add(_ id: ChunkID, page: UnsafeRawBufferPointer) throws(StoreError) {
-        filling.pages.page(at: filling.ids.count).copyMemory(from: page)
-        filling.ids.append(id)
-        if filling.ids.count == framesPerBatch * PackFormat.maxPagesPerFrame { try rotate() }
-    }
+        private struct State {
+            var free: [Batch] = []
+            var failure: StoreError?
+            /// In the order they were sealed.
+            var sealed: [SealedPack] = []
+        }
 
-    /// Publishes what is pending and fsyncs packs/; returns every published pack.
-    func finish() throws(StoreError) -> [(pack: ChunkID, entries: [PackEntry])] {
-        try appendInFlight()
-        filling.compress(frames: filling.frameCount, pageCount: filling.ids.count)
-        try append(filling)
-        try finishPack()
-        if !finished.isEmpty { try directory.sync(directory.packs, dirName: "packs") }
-        return finished
-    }
+        init(directory: StoreDirectory, framesPerBatch: Int, batches: Int) {
+            self.directory = directory
+            self.framesPerBatch = framesPerBatch
+            // Made at 0 and raised: libdispatch traps on freeing a semaphore whose count is
+            // below the one it was made with, and the caller keeps the batch it fills.
+            available = DispatchSemaphore(value: 0)
+            for _ in 0..<batches { available.signal() }
+        }
 
-    /// The locations of every chunk in the published packs, in an array of exactly their number;
-    /// each pack's entries are let go as they are taken (`finished` keeps the pack ids, which
-    /// `abandon` needs). A full base of a large process holds one entry per page stored: taken
-    /// with `flatMap`, and the entries kept beside, they cost about three times as much at the
-    /// commit (Benchmarks/README.md, "Scale").
-    func takeLocations() -> [(ChunkID, ChunkLocation)] {
-        var locations: [(ChunkID, ChunkLocation)] = []
-        locations.reserveCapacity(finished.reduce(0) { $0 + $1.entries.count })
-        for k in finished.indices {
-            let pack = finished[k].pack
-            for entry in finished[k].entries {
-                locations.append(
-                    (
-                        entry.id,
-                        ChunkLocation(
-                            pack: pack, frameOffset: entry.frameOffset, frameLength: entry.frameLength, slot: entry.slot
-                        )
-                    ))
+        var failure: StoreError? { state.withLock { $0.failure } }
+        var published: [SealedPack] { state.withLock { $0.sealed.filter(\.published) } }
+
+        /// A batch to fill: a free one, or a new one while fewer than `batches` exist; waits
+        /// for one to be appended otherwise.
+        func takeBatch() -> Batch {
+            available.wait()
+            return state.withLock { $0.free.popLast() } ?? Batch(frames: framesPerBatch)
+        }
+
+        /// Compresses `batch` and appends it after the batches submitted before it.
+        func submit(_ batch: Batch) {
+            inFlight.enter()
+            compressing.async { [self] in
+                if failure == nil { batch.compress() }
+                appending.async { [self] in
+                    if failure == nil {
+                        do throws(StoreError) { try append(batch) } catch { failAppending(error) }
+                    }
+                    batch.ids.removeAll(keepingCapacity: true)
+                    state.withLock { $0.free.append(batch) }
+                    available.signal()
+                    inFlight.leave()
+                }
             }
-            finished[k].entries = []
         }
-        return locations
-    }
 
-    func discard() {
-        compressed.wait()
-        inFlight = nil
-        pack?.discard()
-        pack = nil
-        filling.ids = []
-    }
+        /// Seals the open pack after the batches submitted (which reach `appending` through
+        /// `compressing`, and so must this), and publishes it.
+        func closePack() {
+            inFlight.enter()
+            compressing.async { [self] in
+                appending.async { [self] in
+                    if failure == nil {
+                        do throws(StoreError) { try sealPack() } catch { failAppending(error) }
+                    }
+                    inFlight.leave()
+                }
+            }
+        }
 
-    /// Appends the batch in flight, then starts compressing the full one and fills the other.
-    private func rotate() throws(StoreError) {
-        try appendInFlight()
-        let full = filling
-        filling = spare.take() ?? Batch(frames: framesPerBatch)
-        inFlight = full
-        let (frames, pageCount) = (full.frameCount, full.ids.count)
-        let batch = UncheckedBatch(batch: full)
-        compressed.enter()
-        DispatchQueue.global().async { [compressed] in
-            batch.batch.compress(frames: frames, pageCount: pageCount)
-            compressed.leave()
+        /// See `ChunkPacker.takeLocations`.
+        func takeLocations() -> [(ChunkID, ChunkLocation)] {
+            state.withLock { state in
+                var locations: [(ChunkID, ChunkLocation)] = []
+                locations.reserveCapacity(state.sealed.reduce(0) { $1.published ? $0 + $1.entries.count : $0 })
+                for k in state.sealed.indices where state.sealed[k].published {
+                    let pack = state.sealed[k].pack
+                    for entry in state.sealed[k].entries {
+                        locations.append(
+                            (
+                                entry.id,
+                                ChunkLocation(
+                                    pack: pack, frameOffset: entry.frameOffset, frameLength: entry.frameLength,
+                                    slot: entry.slot)
+                            ))
+                    }
+                    state.sealed[k].entries = []
+                }
+                return locations
+            }
+        }
+
+        /// Returns once nothing is in flight.
+        func drain() { inFlight.wait() }
+
+        /// Waits for what is in flight, then drops the open pack.
+        func discard() {
+            drain()
+            pack?.discard()
+            pack = nil
+        }
+
+        /// Appends a compressed batch's frames in order, sealing packs as they fill (on
+        /// `appending`).
+        private func append(_ batch: Batch) throws(StoreError) {
+            for k in 0..<batch.frameCount {
+                if pack == nil { pack = try PackWriter(directory: directory) }
+                let first = k * PackFormat.maxPagesPerFrame
+                let ids = batch.ids[first..<min(first + PackFormat.maxPagesPerFrame, batch.ids.count)]
+                let length = batch.lengths[k]
+                let payload = length < 0 ? nil : UnsafeRawBufferPointer(rebasing: batch.output(k)[0..<length])
+                try pack!.appendFrame(batch.frame(k), ids: ids, compressed: payload)
+                if pack!.isFull { try sealPack() }
+            }
+        }
+
+        /// Seals the open pack and hands it to `publishing` (on `appending`).
+        private func sealPack() throws(StoreError) {
+            guard let current = pack, !current.isEmpty else { return }
+            pack = nil
+            let id: ChunkID
+            do { id = try current.seal() } catch {
+                current.discard()
+                throw error
+            }
+            // Copied to an array of exactly their number: grown by doubling, a pack's entries hold
+            // up to twice their size until the commit (a 16 GiB base: 136 MB where 90 MB do).
+            let sealed = SealedPack(
+                pack: id, entries: current.entries.withUnsafeBufferPointer { Array($0) },
+                storedBytes: current.storedBytes, logicalBytes: current.logicalBytes, chunks: current.entries.count)
+            let slot = state.withLock {
+                $0.sealed.append(sealed)
+                return $0.sealed.count - 1
+            }
+            let unpublished = UncheckedPack(writer: current)
+            inFlight.enter()
+            publishing.async { [self] in
+                do throws(StoreError) {
+                    try unpublished.writer.publish()
+                    state.withLock { $0.sealed[slot].published = true }
+                } catch {
+                    unpublished.writer.discard()
+                    fail(error)
+                }
+                inFlight.leave()
+            }
+        }
+
+        /// A failure on `appending`: the open pack is dropped, nothing more is appended.
+        private func failAppending(_ error: StoreError) {
+            pack?.discard()
+            pack = nil
+            fail(error)
+        }
+
+        /// Keeps the first failure.
+        private func fail(_ error: StoreError) {
+            state.withLock { if $0.failure == nil { $0.failure = error } }
         }
     }
 
-    /// Waits for the batch in flight and appends it; it is kept to be filled next.
-    private func appendInFlight() throws(StoreError) {
-        guard let batch = inFlight else { return }
-        compressed.wait()
-        inFlight = nil
-        try append(batch)
-        spare = batch
-    }
-
-    /// Appends a compressed batch's frames in order, closing packs as they fill.
-    private func append(_ batch: Batch) throws(StoreError) {
-        let pageCount = batch.ids.count
-        for k in 0..<batch.frameCount {
-            if pack == nil { pack = try PackWriter(directory: directory) }
-            let first = k * PackFormat.maxPagesPerFrame
-            let ids = batch.ids[first..<min(first + PackFormat.maxPagesPerFrame, pageCount)]
-            let length = batch.lengths[k]
-            let payload = length < 0 ? nil : UnsafeRawBufferPointer(rebasing: batch.output(k)[0..<length])
-            try pack!.appendFrame(batch.frame(k, pageCount: pageCount), ids: ids, compressed: payload)
-            if pack!.isFull { try finishPack() }
-        }
-        batch.ids.removeAll(keepingCapacity: true)
-    }
-
-    /// A batch handed to the compressing thread, which touches only its buffers.
-    private struct UncheckedBatch: @unchecked Sendable { let batch: Batch }
-
-    private func finishPack() throws(StoreError) {
-        guard let current = pack, !current.isEmpty else { return }
-        pack = nil
-        let id = try current.finish()
-        chunks += current.entries.count
-        storedBytes += current.storedBytes
-        logicalBytes += current.logicalBytes
-        // Copied to an array of exactly their number: grown by doubling, a pack's entries hold
-        // up to twice their size until the commit (a 16 GiB base: 136 MB where 90 MB do).
-        finished.append((id, current.entries.withUnsafeBufferPointer { Array($0) }))
-    }
+    /// A sealed pack handed to the publishing thread, which alone touches it from then on.
+    private struct UncheckedPack: @unchecked Sendable { let writer: PackWriter }
 }
 
 /// Reading packs: the trailer, and frames decoded into pages.

@@ -155,6 +155,30 @@ public struct FileDescriptor: Hashable, Sendable {
         _ = try retryingInterrupts { fsync(rawValue) }.get()
     }
 
+    /// What `syncRange` does with a range's pages (sync_file_range(2) flags).
+    public struct RangeSync: OptionSet, Sendable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        /// Waits for writeback already under way on the range's pages to end first.
+        /// The corresponding C constant is SYNC_FILE_RANGE_WAIT_BEFORE.
+        public static let waitBefore = RangeSync(rawValue: CHPOX_SYNC_FILE_RANGE_WAIT_BEFORE)
+        /// Starts writeback of the range's dirty pages that are not being written already, and
+        /// returns without waiting for the device. The corresponding C constant is
+        /// SYNC_FILE_RANGE_WRITE.
+        public static let write = RangeSync(rawValue: CHPOX_SYNC_FILE_RANGE_WRITE)
+        /// Waits for the range's writeback to end afterwards.
+        /// The corresponding C constant is SYNC_FILE_RANGE_WAIT_AFTER.
+        public static let waitAfter = RangeSync(rawValue: CHPOX_SYNC_FILE_RANGE_WAIT_AFTER)
+    }
+
+    /// Writeback of `count` bytes from `offset` (sync_file_range(2)). It makes nothing durable:
+    /// no metadata, no device cache flush (that is `sync`'s job); with `.write` it only has the
+    /// kernel start writing pages now, so that a later fsync finds little left to do.
+    public func syncRange(offset: Int64, count: Int64, _ what: RangeSync) throws(Errno) {
+        let fd = rawValue
+        _ = try retryingInterrupts { chpox_sync_file_range(fd, offset, count, what.rawValue) }.get()
+    }
+
     /// What fstat(2) says about a file.
     public struct Status: Sendable {
         public let size: Int64

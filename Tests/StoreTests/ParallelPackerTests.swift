@@ -11,8 +11,9 @@ import Glibc
 #endif
 
 /// The ChunkPacker compresses a batch of frames on every core at once and appends them in the
-/// order their pages came: its packs must be the same bytes as one frame at a time, and a write
-/// that fails in the middle of a batch must leave nothing behind once the generation is dropped.
+/// order their pages came, on a thread of its own, and publishes full packs on another: its
+/// packs must be the same bytes as one frame at a time, and a write or a publish that fails must
+/// fail the generation and leave nothing behind once it is dropped.
 @Suite struct ParallelPackerTests {
     /// 14,000 pages (55 MiB, 38 MiB stored: a full pack and part of another; not a whole number of frames or
     /// batches) in frames that LZ4 shrinks, frames it cannot, and frames of both.
@@ -109,6 +110,74 @@ import Glibc
         #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/packs").isEmpty)
         #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/tmp").isEmpty)
         #expect(try store.chainOrEmpty("full").entries.isEmpty)
+        let report = try store.verify(deep: true)
+        #expect(report.isClean)
+        #expect(report.garbagePacks == 0)
+    }
+
+    /// On a tmpfs whose packs/ is immutable (chattr +i, which stops root too): every pack is
+    /// written and sealed in tmp/, and its rename into packs/, on the publishing thread, fails.
+    /// The generation must fail with that error, naming the pack, and leave no generation, no
+    /// pack and nothing in tmp/; once packs/ is writable again the same writes commit.
+    @Test(
+        .enabled(if: getuid() == 0, "needs root to mount a tmpfs and make a directory immutable"),
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/chattr"), "needs chattr (e2fsprogs)"),
+        .timeLimit(.minutes(2)))
+    func aPackWhosePublishFailsFailsTheGenerationAndLeavesNothing() throws {
+        let temporary = TemporaryStore("packer-publish")
+        try FileManager.default.createDirectory(atPath: temporary.path, withIntermediateDirectories: true)
+        defer { temporary.cleanup() }
+        try #require(
+            try TestTools.run("/bin/mount", ["-t", "tmpfs", "-o", "size=96m,mode=0700", "tmpfs", temporary.path])
+                .status == 0)
+        defer { _ = try? TestTools.run("/bin/umount", [temporary.path]) }
+        let path = temporary.path + "/store"
+        let store = try Store(at: path, create: true)
+        try #require(try TestTools.run("/usr/bin/chattr", ["+i", path + "/packs"]).status == 0)
+        var immutable = true
+        defer { if immutable { _ = try? TestTools.run("/usr/bin/chattr", ["-i", path + "/packs"]) } }
+
+        // 9,000 random pages: a full pack, published while the pages are still being put, and
+        // the rest, published by commit.
+        let pageCount: UInt64 = 9000
+        func writeGeneration() throws(StoreError) {
+            let writer = try store.beginGeneration(chain: "publish")
+            let page = UnsafeMutableRawBufferPointer.allocate(pages: 1)
+            defer { page.deallocate() }
+            do throws(StoreError) {
+                for number in 0..<pageCount {
+                    SyntheticMemory.fill(.random(number), page)
+                    try writer.put(firstPage: number, contents: UnsafeRawBufferPointer(page))
+                }
+                try writer.commit()
+            } catch {
+                writer.abandon()
+                throw error
+            }
+        }
+        var failure: StoreError?
+        do { try writeGeneration() } catch { failure = error }
+        let error = try #require(failure, "a generation whose packs cannot be renamed into packs/ committed")
+        guard case .system(let errno, let operation, let failedPath) = error else {
+            Issue.record("expected the rename into packs/ to fail: \(error)")
+            return
+        }
+        #expect(errno == .notPermitted)
+        #expect(operation == "publish")
+        #expect(failedPath.hasPrefix(path + "/packs/") && failedPath.hasSuffix(".pack"), "\(failedPath)")
+        #expect(try store.chainOrEmpty("publish").entries.isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/packs").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/tmp").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/index").isEmpty)
+
+        try #require(try TestTools.run("/usr/bin/chattr", ["-i", path + "/packs"]).status == 0)
+        immutable = false
+        try writeGeneration()
+        let chain = try store.chain("publish")
+        #expect(chain.entries.count == 1)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/packs").count == 2)
+        let map = try store.pageMap(chain: "publish", generation: chain.entries[0].generation)
+        #expect(map.pages.count == Int(pageCount))
         let report = try store.verify(deep: true)
         #expect(report.isClean)
         #expect(report.garbagePacks == 0)

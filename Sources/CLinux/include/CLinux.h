@@ -136,6 +136,15 @@ static inline long chpox_process_vm_writev(pid_t pid, const struct iovec *local,
     return syscall(SYS_process_vm_writev, pid, local, localCount, remote, remoteCount, 0UL);
 }
 
+// sync_file_range(2) is declared only under _GNU_SOURCE.
+static inline int chpox_sync_file_range(int fd, int64_t offset, int64_t count, unsigned int flags) {
+    return (int)syscall(SYS_sync_file_range, fd, offset, count, flags);
+}
+/// sync_file_range(2) flags (linux/fs.h; fcntl.h names them only under _GNU_SOURCE).
+#define CHPOX_SYNC_FILE_RANGE_WAIT_BEFORE 1u
+#define CHPOX_SYNC_FILE_RANGE_WRITE 2u
+#define CHPOX_SYNC_FILE_RANGE_WAIT_AFTER 4u
+
 // prlimit(2) on another process is declared only under _GNU_SOURCE.
 static inline int chpox_prlimit(pid_t pid, int resource, unsigned long long limits[2]) {
     return (int)syscall(SYS_prlimit64, pid, resource, (void *)0, limits);

@@ -466,6 +466,11 @@ public final class Checkpointer {
         // the tree changed asks only its new processes (a shell or make forks faster than every
         // process of the tree can be asked again).
         var asked: [Int32: (state: InjectedState, smaps: ImageCapture.EarlySmaps)] = [:]
+        // A stop that copies the processes whole (this checkpointer's first generation without
+        // pre-copy: the trackers have no history yet) copies each into a buffer made and faulted
+        // in while it still runs: a fresh buffer's faults (a zeroed page each) were most of it.
+        var prepared: [Int32: AnonymousMapping] = [:]
+        let copiesWhole = written == 0 && run.firstRound
         while true {
             attempts += 1
             if attempts > 1 { try followTree() }
@@ -490,6 +495,9 @@ public final class Checkpointer {
                     smaps.append(asked[member.pid]!.smaps)
                 }
                 run.totalPause += ClockTime.monotonic() - started
+                for member in members where copiesWhole && prepared[member.pid] == nil {
+                    prepared[member.pid] = Self.stopBuffer(for: asked[member.pid]!.smaps)
+                }
                 stopped = ClockTime.monotonic()
                 for member in members {
                     let stat = try? ProcFS.stat(member.pid)
@@ -554,7 +562,9 @@ public final class Checkpointer {
                 let selection = try PageSelection(
                     pid: member.pid,
                     candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
-                let copy = try CopiedPages(selection.copy.runs, from: ProcessMemory(pid: member.pid))
+                let copy = try CopiedPages(
+                    selection.copy.runs, from: ProcessMemory(pid: member.pid), prepared: prepared[member.pid])
+                prepared[member.pid] = nil  // kept by the copy if it took it
                 do {
                     let image = try ImageCapture.capture(
                         frozen[k], regions: try MemoryRegion.of(member.pid), injected: injected[k], smaps: smaps[k],
@@ -640,6 +650,36 @@ public final class Checkpointer {
     /// buffers whatever the process's size, for no faster a round (a 4 GiB base: 10.2-11.4 s
     /// either way; Benchmarks/README.md, "Scale").
     static let preCopyBatchPages = 4096
+
+    /// A buffer for the stop's copy of a process copied whole, faulted in now (in parts, on
+    /// every core): as many pages as its mappings that hold data of their own had resident
+    /// when it was asked, and a little more for what it maps meanwhile (a copy that does not
+    /// fit takes a fresh buffer, as a small one does). Nil below `preparedStopPages`, or when
+    /// it cannot be made.
+    static func stopBuffer(for smaps: ImageCapture.EarlySmaps) -> AnonymousMapping? {
+        var pages: UInt64 = 0
+        for region in smaps.regions {
+            switch ImageCapture.backing(of: region) {
+            case .anonymous, .heap, .stack, .sharedAnonymous: break
+            case .privateFile where region.writable: break
+            default: continue
+            }
+            pages += smaps.details[region.start]?.residentPages ?? 0
+        }
+        guard pages >= preparedStopPages,
+            let buffer = try? AnonymousMapping(size: Page.bytes(Int(pages + pages / 32)), [.read, .write])
+        else { return nil }
+        // On every core: zeroing the pages is most of the cost. A kernel without
+        // MADV_POPULATE_WRITE leaves them to fault in during the copy, as a fresh buffer's do.
+        Parallel.forEachBlock(buffer.bytes.count, step: populatedPart) { part in try? buffer.populate(part) }
+        return buffer
+    }
+
+    /// Bytes populated per task (16 MiB).
+    static let populatedPart = 16 << 20
+
+    /// Below this many pages (16 MiB) a stop's fresh buffer faults in within milliseconds.
+    static let preparedStopPages: UInt64 = 4096
 
     /// Tries of the final stop before a tree that keeps changing is given up.
     static let attempts = 10

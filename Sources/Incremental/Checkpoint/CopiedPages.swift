@@ -30,15 +30,23 @@ final class CopiedPages {
     let pageCount: UInt64
     private let buffer: UnsafeMutableRawBufferPointer
     private let ownsBuffer: Bool
+    /// The prepared buffer the pages were read into, kept as long as they are.
+    private let prepared: AnonymousMapping?
     private let slices: [(firstPage: UInt64, count: UInt64, offset: Int)]
     private let unreadable: AddressRuns
 
-    /// Reads `runs` now, all at once, into a buffer of their size (or into `reusing`, which
-    /// must hold them, and which the caller keeps).
-    init(_ runs: [PageRun], from memory: ProcessMemory, reusing: UnsafeMutableRawBufferPointer? = nil) throws {
+    /// Reads `runs` now, all at once, into `prepared` when it holds them (a buffer faulted in
+    /// beforehand, see `Checkpointer`'s stop; kept with the pages), else into a buffer of their
+    /// size (or into `reusing`, which must hold them, and which the caller keeps).
+    init(
+        _ runs: [PageRun], from memory: ProcessMemory, reusing: UnsafeMutableRawBufferPointer? = nil,
+        prepared: AnonymousMapping? = nil
+    ) throws {
         let pages = runs.reduce(0) { $0 + Int($1.pageCount) }
         precondition(reusing.map { $0.count >= Page.bytes(pages) } ?? true)
-        let buffer = reusing ?? UnsafeMutableRawBufferPointer.allocate(pages: pages)
+        let prepared = reusing == nil ? prepared.flatMap { $0.bytes.count >= Page.bytes(pages) ? $0 : nil } : nil
+        let buffer = reusing ?? prepared?.bytes ?? UnsafeMutableRawBufferPointer.allocate(pages: pages)
+        let ownsBuffer = reusing == nil && prepared == nil
         var offset = 0
         var requests: [Request] = []
         var slices: [(firstPage: UInt64, count: UInt64, offset: Int)] = []
@@ -49,16 +57,20 @@ final class CopiedPages {
             offset += size
         }
         do { unreadable = AddressRuns(try Self.read(requests, from: memory)) } catch {
-            if reusing == nil { buffer.deallocate() }
+            if ownsBuffer { buffer.deallocate() }
             throw error
         }
         self.buffer = buffer
-        ownsBuffer = reusing == nil
+        self.ownsBuffer = ownsBuffer
+        self.prepared = prepared
         self.slices = slices
         pageCount = UInt64(pages)
     }
 
     deinit { if ownsBuffer { buffer.deallocate() } }
+
+    /// Whether the pages were read into `mapping` (prepared beforehand).
+    func isIn(_ mapping: AnonymousMapping) -> Bool { prepared === mapping }
 
     /// Reads `requests` in parts of about `bytesPerPart`, in parallel; returns the pages that
     /// could not be read.
