@@ -88,6 +88,12 @@ struct LdChpox: ParsableCommand {
     var lazyStreamAfter: Double = 0
     @Flag(
         name: .long,
+        help: ArgumentHelp(
+            "Say where the restart's time went until the process ran, step by step (reading the store, the checks, "
+                + "starting the stub, each phase), on stderr. --json always has them under \"timings\"."))
+    var timings = false
+    @Flag(
+        name: .long,
         help: "Fail if a saved pid is taken, instead of restarting under a new one (a tree: in a new PID namespace).")
     var requireSamePid = false
     @Flag(
@@ -212,6 +218,10 @@ struct LdChpox: ParsableCommand {
             options.lazy = lazy
             options.lazyStreamDelay = lazyStreamAfter
             let outcome = try restorer.restart(options: options)
+            if timings {
+                FileHandle.standardError.write(
+                    Data("ld-chpox: \(RestartReports.timingsText(outcome.timings))\n".utf8))
+            }
             let notice =
                 outcome.namespaceInit.map {
                     " (pid \(outcome.originalPid) in a new PID namespace, whose init is pid \($0))"

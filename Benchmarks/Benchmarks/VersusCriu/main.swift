@@ -83,11 +83,13 @@ func iteration(_ k: Int) throws -> Iteration {
     }
     target.kill()
 
-    let manifest = try full.manifest(chain: "bench", generation: fullGeneration.generation)
-    let image = try ProcessImage(decoding: manifest.metadata, generation: fullGeneration.generation)
-    let map = try full.pageMap(chain: "bench", generation: fullGeneration.generation)
-    let restorer = Restorer(image: image, map: map, store: full, generation: fullGeneration.generation)
-    let (outcome, restart) = try microseconds { try restorer.restart() }
+    // As ld-chpox: the generation read from the store (manifest, page map) is part of the restart,
+    // as CRIU's restore reads its image files.
+    let (restorer, load) = try microseconds {
+        try Restorer.load(full, chain: "bench", generation: fullGeneration.generation)
+    }
+    let (outcome, restartOnly) = try microseconds { try restorer.restart() }
+    let restart = load + restartOnly
     figures.chpoxRestart = restart
     figures.samePid = outcome.pid == pid
     try? outcome.child.send(SIGKILL)
@@ -97,7 +99,15 @@ func iteration(_ k: Int) throws -> Iteration {
     // Lazily: the process runs first, its memory comes on touch and streams in meanwhile.
     var lazyOptions = Restorer.Options()
     lazyOptions.lazy = true
-    let (lazyOutcome, lazyRestart) = try microseconds { try restorer.restart(options: lazyOptions) }
+    let (lazyRestorer, lazyLoad) = try microseconds {
+        try Restorer.load(full, chain: "bench", generation: fullGeneration.generation)
+    }
+    let (lazyOutcome, lazyRestartOnly) = try microseconds { try lazyRestorer.restart(options: lazyOptions) }
+    let lazyRestart = lazyLoad + lazyRestartOnly
+    print(
+        "  lazy restart: "
+            + lazyOutcome.timings.steps.map { "\($0.name) \(Int($0.milliseconds.rounded())) ms" }.joined(
+                separator: ", "))
     let (lazyReport, allIn) = microseconds { lazyOutcome.pageServer?.finish() }
     figures.lazyRestart = lazyRestart
     figures.lazyAllIn = lazyRestart + allIn

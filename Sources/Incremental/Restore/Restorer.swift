@@ -53,6 +53,8 @@ public final class Restorer {
         /// A lazy restart's page server, filling the processes' memory as they run: `finish()`
         /// waits until every page is in (the processes are killed if it fails).
         public var pageServer: LazyPageServer?
+        /// Where the time went, from the call until the processes were let go.
+        public var timings = RestartTimings()
     }
 
     public let image: ProcessImage
@@ -62,6 +64,9 @@ public final class Restorer {
     /// The chain the generation is of: the restarted process joins its lineage (nil: it joins
     /// none, and a `cpx` of it into any chain is a new process's).
     public let chain: String?
+    /// How long `load` took to read the generation from the store (0 when made otherwise): the
+    /// first step of the restart's `timings`.
+    public private(set) var storeReadNanoseconds: Int64 = 0
 
     public init(image: ProcessImage, map: PageMap, store: Store, generation: UInt64, chain: String? = nil) {
         self.image = image
@@ -74,6 +79,7 @@ public final class Restorer {
     /// Generation `generation` of chain `chain` (default: its newest), rebuilt and ready to
     /// restart or inspect.
     public static func load(_ store: Store, chain name: String, generation: UInt64?) throws -> Restorer {
+        let start = ClockTime.monotonic()
         let (entry, manifest, map) = try store.rebuild(chain: name, generation: generation)
         let target = entry.generation
         guard !manifest.metadata.isEmpty else {
@@ -81,7 +87,9 @@ public final class Restorer {
                 generation: target, reason: "it holds pages but no process image (written by something other than cpx)")
         }
         let image = try ProcessImage(decoding: manifest.metadata, generation: target)
-        return Restorer(image: image, map: map, store: store, generation: target, chain: name)
+        let restorer = Restorer(image: image, map: map, store: store, generation: target, chain: name)
+        restorer.storeReadNanoseconds = ClockTime.monotonic() - start
+        return restorer
     }
 
     /// This generation with every TCP connection (established or half closed) made again
@@ -89,7 +97,10 @@ public final class Restorer {
     /// its descriptors not connected and shut down (`InetSocket.State.closed`), and the hold of
     /// those `cpx --kill --tcp-established` held is released, so that their peers are reset.
     public func closingConnections() -> Restorer {
-        Restorer(image: image.closingConnections(), map: map, store: store, generation: generation, chain: chain)
+        let restorer = Restorer(
+            image: image.closingConnections(), map: map, store: store, generation: generation, chain: chain)
+        restorer.storeReadNanoseconds = storeReadNanoseconds
+        return restorer
     }
 
     /// What a restart of this generation will do.
@@ -117,6 +128,8 @@ public final class Restorer {
     /// where that cannot be recorded, a notice says so.
     public func restart(options: Options = Options()) throws(CheckpointError) -> Outcome {
         // A tree is restarted whole (`RestartPlan`): no page server, no guardian.
+        var timings = RestartTimings()
+        if storeReadNanoseconds > 0 { timings.add("store read", nanoseconds: storeReadNanoseconds) }
         let lazy = options.lazy && image.processes.count == 1
         let plan = self.plan(lazy: lazy)
         if lazy && CurrentProcess.effectiveUserID != 0 {
@@ -136,6 +149,7 @@ public final class Restorer {
             requireSamePid: options.requireSamePid)
         // A tree keeps its pids: its processes know each other by them. Where one is taken, it
         // keeps them in a new PID namespace (`Preflight.checkPids`).
+        timings.mark("checks")
         let isTree = plan.preflight.isTree
         let taken = isTree ? plan.preflight.takenPids.map(\.pid) : []
         // The files the generation kept, as they were, before any process opens them; put back
@@ -144,6 +158,7 @@ public final class Restorer {
         let restoredFiles = try files.restore(store: store, authority: authority)
         var keepFiles = false
         defer { if !keepFiles { RestoredFiles.undo(restoredFiles) } }
+        if !restoredFiles.isEmpty { timings.mark("files put back") }
         let child: ChildProcess, stub: Int32
         if taken.isEmpty {
             child = try StubProcess.start(
@@ -152,6 +167,7 @@ public final class Restorer {
         } else {
             (child, stub) = try StubProcess.startInPidNamespace(pid: image.pid, generation: generation)
         }
+        timings.mark("stub started")
         var sessions: [RestartSession] = []
         var keepers: [(group: Int32, process: FrozenProcess, forker: RestartSession)] = []
         var pageServer: LazyPageServer?
@@ -166,6 +182,7 @@ public final class Restorer {
                         generation: generation, reason: "cannot start the lazy restart's guardian process: \(error)")
                 }
                 tree.pageServer = pageServer
+                timings.mark("page server and guardian started")
             }
             tree.namespace = !taken.isEmpty
             tree.trustedAsRoot = authority.trustedAsRoot(restartedBy: CurrentProcess.userID)
@@ -173,6 +190,7 @@ public final class Restorer {
                 stub: stub, image: image, store: store, map: map.space(0), generation: generation, tree: tree)
             sessions.append(root)
             tree.root = root
+            timings.mark("stub stopped and prepared")
             try root.setGroups(plan.processes[0].groups)
             let images = image.processes
             var moved: [String] = []
@@ -210,7 +228,10 @@ public final class Restorer {
                     }
                     moved.append("process \(process.pid) into \(placement.files.count) control group(s)")
                 }
-                for phase in process.phases[..<process.inStep] { try phase.run(in: sessions[k]) }
+                for phase in process.phases[..<process.inStep] {
+                    try phase.run(in: sessions[k])
+                    timings.mark(phase.name)
+                }
             }
             for (group, forker) in plan.layout.groupKeepers.sorted(by: { $0.key < $1.key }) {
                 guard let session = sessions.first(where: { $0.image.pid == forker }) else {
@@ -239,6 +260,7 @@ public final class Restorer {
                 for (k, process) in plan.processes.enumerated()
                 where process.inStep <= phase && phase < process.phases.count {
                     try process.phases[phase].run(in: sessions[k])
+                    timings.mark(process.phases[phase].name)
                 }
             }
             // Threads that ran in other groups than their process: one by one, now that they exist.
@@ -328,6 +350,7 @@ public final class Restorer {
                             + "releases any left")
                 }
             }
+            timings.mark("lineage recorded, holds released")
             // Let go children first; a stopped process gets its stop signal as it is let go
             // (SIGSTOP where that one did not stop it: SIGTSTP and the like are ignored in an
             // orphaned process group).
@@ -351,13 +374,14 @@ public final class Restorer {
             }
             keepFiles = true
             pageServer?.letGo(after: options.lazyStreamDelay)
+            timings.mark("let go")
             return Outcome(
                 pid: stub, originalPid: image.pid, mappings: image.mappings.count,
                 pagesWritten: sessions.map(\.pagesWritten).reduce(0, +),
                 child: child, notices: notices, processes: sessions.map(\.pid),
                 originalProcesses: sessions.map(\.image.pid), namespaceInit: taken.isEmpty ? nil : child.pid,
                 closedConnections: closed.map { "process \($0.pid) fd \($0.fd): \($0.connection)" },
-                restoredFiles: restoredFiles, pageServer: pageServer)
+                restoredFiles: restoredFiles, pageServer: pageServer, timings: timings)
         } catch {
             pageServer?.cancel()
             for session in sessions.dropFirst().reversed() { try? Signal.send(SIGKILL, to: session.pid) }
