@@ -138,6 +138,14 @@ public final class Restorer {
                 reason: "a lazy restart needs root: the page server follows the process's forks through its "
                     + "userfaultfd, which takes CAP_SYS_PTRACE; restart without --lazy")
         }
+        // The page server's guardian is spawned meanwhile: its start overlaps the checks and the stub's.
+        let store = self.store
+        let hintChain = chain
+        let starting =
+            lazy
+            ? LazyPageServer.Starting(
+                store: store, hint: { hintChain.flatMap { store.touchOrder(of: $0)?.pages } ?? [] })
+            : nil
         ConnectionHold.releaseStale()
         // The holds of its connections to peers outside the tree are this restart's from now
         // (`PacketFilter.Owner`): a cpx or ld-chpox run beside it must not take them for stale
@@ -173,11 +181,8 @@ public final class Restorer {
         var pageServer: LazyPageServer?
         do {
             let tree = RestartTree()
-            if lazy {
-                do {
-                    pageServer = try LazyPageServer(
-                        store: store, hint: chain.flatMap { store.touchOrder(of: $0)?.pages } ?? [])
-                } catch {
+            if let starting {
+                do { pageServer = try starting.take() } catch {
                     throw CheckpointError.cannotRestart(
                         generation: generation, reason: "cannot start the lazy restart's guardian process: \(error)")
                 }

@@ -479,3 +479,37 @@ struct LazyPageError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
+
+extension LazyPageServer {
+    /// A server being made on a thread of its own (its guardian is a process spawned: a few
+    /// milliseconds that overlap the restart's checks and the stub's start). `take` waits for it;
+    /// one never taken is cancelled when this is let go.
+    final class Starting: @unchecked Sendable {
+        private let done = DispatchSemaphore(value: 0)
+        private var result: Result<LazyPageServer, Errno>?
+        private var taken = false
+
+        init(store: Store, hint: @escaping @Sendable () -> [UInt64]) {
+            let thread = Thread { [self] in
+                result = Result { () throws(Errno) in try LazyPageServer(store: store, hint: hint()) }
+                done.signal()
+            }
+            thread.name = "chpox lazy start"
+            thread.start()
+        }
+
+        /// The server, once made.
+        func take() throws(Errno) -> LazyPageServer {
+            done.wait()
+            done.signal()  // a second take, or deinit, does not wait again
+            taken = true
+            return try result!.get()
+        }
+
+        deinit {
+            guard !taken else { return }
+            done.wait()
+            if case .success(let server) = result { server.cancel() }
+        }
+    }
+}

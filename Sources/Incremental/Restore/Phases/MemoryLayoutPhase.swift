@@ -227,7 +227,7 @@ public struct MemoryLayoutPhase: RestartPhase {
             : inherited.filter { range in
                 stub.contains { !$0.isSpecial && $0.start <= range.lowerBound && range.upperBound <= $0.end }
             }
-        try dropStub(stub, keeping: base, kept: kept, session.calls)
+        try dropStub(stub, keeping: base..<(base + total), kept: kept, session.calls)
         if session.forkedFrom != nil && !session.sharesDescriptorTable {
             // The copies its parent keeps of files for its own mappings are not its own.
             try session.calls.call(
@@ -264,12 +264,16 @@ public struct MemoryLayoutPhase: RestartPhase {
             }
             session.tree.memoryFileHolders["\(pid):\(k)"] = (session.pid, kept)
         }
+        // Each file opened once for all its mappings (a library has four or five): every remote
+        // call is a round trip through ptrace, and opening a recorded path takes three.
+        var opened = OpenedFiles()
+        defer { opened.close(trampolineCalls) }
         for mapping in mappings {
             let range = mapping.start..<(mapping.start + UInt64(mapping.size))
             if kept.contains(range) {
                 try keep(mapping, session)
             } else {
-                try map(mapping, session)
+                try map(mapping, session, &opened)
             }
         }
         for run in guardPages {
@@ -280,24 +284,49 @@ public struct MemoryLayoutPhase: RestartPhase {
     }
 
     /// Keeps the stub's stdio as sources for terminals and pipes, then unmaps everything of the
-    /// stub's but the trampoline, the kernel's pages and the `kept` ranges.
+    /// stub's but the trampoline, the kernel's pages and the `kept` ranges: one munmap for each
+    /// stretch between those (a stretch's holes are unmapped already), not one a mapping (a
+    /// dynamically linked stub has about 45, each a ptrace round trip of about 0.1 ms).
     private func dropStub(
-        _ stub: [MemoryRegion], keeping trampoline: UInt64, kept: [Range<UInt64>], _ calls: RemoteCalls
+        _ stub: [MemoryRegion], keeping trampoline: Range<UInt64>, kept: [Range<UInt64>], _ calls: RemoteCalls
     ) throws {
         for fd in Int32(0)..<3 { _ = try calls.result(of: .dup3, fd, RestartSession.stdioCopies + fd, O_CLOEXEC) }
-        for region in stub where !region.isSpecial && region.start != trampoline {
+        for stretch in Self.stretchesToUnmap(stub, keeping: [trampoline] + kept) {
+            try calls.call(
+                .munmap, stretch.lowerBound, stretch.upperBound - stretch.lowerBound,
+                to: "unmap the stub's memory at 0x\(String(stretch.lowerBound, radix: 16))-"
+                    + "0x\(String(stretch.upperBound, radix: 16))")
+        }
+    }
+
+    /// Address ranges covering every mapping of `stub` but the kernel's pages and the ranges to
+    /// `keep` (the trampoline, mapped after `stub` was read, perhaps in a hole between its
+    /// mappings; what a forked process keeps), touching none of those: each mapping's parts
+    /// outside them, joined across the holes between where nothing to keep lies.
+    static func stretchesToUnmap(_ stub: [MemoryRegion], keeping: [Range<UInt64>]) -> [Range<UInt64>] {
+        let keep = (stub.filter(\.isSpecial).map { $0.start..<$0.end } + keeping).sorted {
+            $0.lowerBound < $1.lowerBound
+        }
+        var parts: [Range<UInt64>] = []
+        for region in stub where !region.isSpecial {
             var from = region.start
-            for range in kept.sorted(by: { $0.lowerBound < $1.lowerBound })
-            where range.lowerBound < region.end && region.start < range.upperBound {
-                if from < range.lowerBound {
-                    try calls.call(.munmap, from, range.lowerBound - from, to: "unmap part of \(region)")
-                }
+            for range in keep where range.lowerBound < region.end && region.start < range.upperBound {
+                if from < range.lowerBound { parts.append(from..<range.lowerBound) }
                 from = max(from, range.upperBound)
             }
-            if from < region.end {
-                try calls.call(.munmap, from, region.end - from, to: "unmap \(region)")
+            if from < region.end { parts.append(from..<region.end) }
+        }
+        var stretches: [Range<UInt64>] = []
+        for part in parts.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+            if let last = stretches.last,
+                !keep.contains(where: { $0.lowerBound < part.lowerBound && last.upperBound < $0.upperBound })
+            {
+                stretches[stretches.count - 1] = last.lowerBound..<max(last.upperBound, part.upperBound)
+            } else {
+                stretches.append(part)
             }
         }
+        return stretches
     }
 
     /// A mapping the process keeps as its fork from its parent left it: given its protection
@@ -358,9 +387,28 @@ public struct MemoryLayoutPhase: RestartPhase {
         }
     }
 
-    private func map(_ mapping: MappingSetup, _ session: RestartSession) throws {
+    /// The files opened in the stub for mappings, by path and access, closed at the phase's end.
+    struct OpenedFiles {
+        private var descriptors: [String: Int] = [:]
+
+        mutating func descriptor(
+            _ path: String, writable: Bool, _ session: RestartSession
+        ) throws -> Int {
+            let key = "\(writable ? "w" : "r") \(path)"
+            if let fd = descriptors[key] { return fd }
+            let fd = try session.openRecorded(path, flags: writable ? O_RDWR : O_RDONLY, to: "open \(path)")
+            descriptors[key] = fd
+            return fd
+        }
+
+        func close(_ calls: RemoteCalls) {
+            for fd in descriptors.values { _ = try? calls.result(of: .close, fd) }
+        }
+    }
+
+    private func map(_ mapping: MappingSetup, _ session: RestartSession, _ opened: inout OpenedFiles) throws {
         let calls = session.calls
-        try create(mapping, session)
+        try create(mapping, session, &opened)
         for advice in mapping.advice {
             try calls.call(
                 .madvise, mapping.start, mapping.size, advice.advice,
@@ -368,7 +416,7 @@ public struct MemoryLayoutPhase: RestartPhase {
         }
     }
 
-    private func create(_ mapping: MappingSetup, _ session: RestartSession) throws {
+    private func create(_ mapping: MappingSetup, _ session: RestartSession, _ opened: inout OpenedFiles) throws {
         let calls = session.calls
         switch mapping.source {
         case .anonymous:
@@ -376,8 +424,7 @@ public struct MemoryLayoutPhase: RestartPhase {
                 .mmap, mapping.start, mapping.size, mapping.protection, mapping.flags | MAP_ANONYMOUS, -1, 0,
                 to: "map anonymous memory at 0x\(String(mapping.start, radix: 16))")
         case .file(let path, let writable, let offset):
-            let fd = try session.openRecorded(path, flags: writable ? O_RDWR : O_RDONLY, to: "open \(path)")
-            defer { _ = try? calls.result(of: .close, fd) }
+            let fd = try opened.descriptor(path, writable: writable, session)
             try calls.call(
                 .mmap, mapping.start, mapping.size, mapping.protection, mapping.flags, fd, offset, to: "map \(path)")
         case .deletedFile(let file, let path, let offset):
