@@ -12,6 +12,7 @@ public enum RestartReports {
         var samePid: Bool
         var mappings: Int
         var pagesWritten: Int
+        var pagesCopied: Int
         var notices: [String]
         /// Every process restarted, the first one first.
         var processes: [Int32]
@@ -59,7 +60,8 @@ public enum RestartReports {
             Restart(
                 chain: chain, generation: generation, pid: outcome.pid, originalPid: outcome.originalPid,
                 samePid: outcome.pid == outcome.originalPid, mappings: outcome.mappings,
-                pagesWritten: outcome.pagesWritten, notices: outcome.notices, processes: outcome.processes,
+                pagesWritten: outcome.pagesWritten, pagesCopied: outcome.pagesCopied, notices: outcome.notices,
+                processes: outcome.processes,
                 originalProcesses: outcome.originalProcesses, pidNamespaceInit: outcome.namespaceInit,
                 closedConnections: outcome.closedConnections.isEmpty ? nil : outcome.closedConnections,
                 restoredFiles: outcome.restoredFiles.isEmpty

@@ -223,6 +223,8 @@ public struct RestartDocument: Decodable {
     public var samePid: Bool
     public var mappings: Int
     public var pagesWritten: Int
+    /// Of those, the pages put in through a userfaultfd of the process (UFFDIO_COPY).
+    public var pagesCopied: Int
     public var notices: [String]
     /// `--lazy`: the page server's figures.
     public var lazy: LazyFigures?

@@ -34,6 +34,9 @@ public final class RestartSession {
     public internal(set) var notices: [String] = []
     /// Pages written by the page fill.
     public internal(set) var pagesWritten = 0
+    /// Of those, the pages put in by UFFDIO_COPY (`PageCopier`) rather than written over a
+    /// zeroed page.
+    public internal(set) var pagesCopied = 0
     /// The process whose stub forked this one once its memory was rebuilt (nil for the first):
     /// this one starts with that memory, runs its first calls at that one's trampoline, and
     /// keeps what it shared copy-on-write (`MemoryLayoutPhase`).

@@ -34,6 +34,8 @@ public final class Restorer {
         public var originalPid: Int32
         public var mappings: Int
         public var pagesWritten: Int
+        /// Of those, the pages put in by UFFDIO_COPY (`PageCopier`).
+        public var pagesCopied = 0
         public var child: ChildProcess
         /// What the restart changed outside the process (files cut back).
         public var notices: [String] = []
@@ -383,6 +385,7 @@ public final class Restorer {
             return Outcome(
                 pid: stub, originalPid: image.pid, mappings: image.mappings.count,
                 pagesWritten: sessions.map(\.pagesWritten).reduce(0, +),
+                pagesCopied: sessions.map(\.pagesCopied).reduce(0, +),
                 child: child, notices: notices, processes: sessions.map(\.pid),
                 originalProcesses: sessions.map(\.image.pid), namespaceInit: taken.isEmpty ? nil : child.pid,
                 closedConnections: closed.map { "process \($0.pid) fd \($0.fd): \($0.connection)" },

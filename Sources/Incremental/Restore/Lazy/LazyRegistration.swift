@@ -19,29 +19,13 @@ extension RestartSession {
         guard let server = tree.pageServer else {
             throw TraceeError.unsupported(pid: pid, reason: "a lazy page fill without a page server")
         }
-        let remote = try calls.result(of: .userfaultfd, Int(O_CLOEXEC | O_NONBLOCK))
-        guard remote >= 0 else {
-            throw TraceeError.unsupported(
-                pid: pid,
-                reason: "a lazy restart needs a userfaultfd in the process, which the kernel refused "
-                    + "(\(Errno(rawValue: Int32(-remote)))): it takes root (CAP_SYS_PTRACE) or "
-                    + "vm.unprivileged_userfaultfd=1; restart without --lazy")
-        }
-        let process: ProcessDescriptor
-        let local: FileDescriptor
-        do throws(Errno) {
-            process = try ProcessDescriptor.open(pid)
-            do throws(Errno) { local = try process.copyDescriptor(Int32(remote)) } catch {
-                process.close()
-                throw error
-            }
-        } catch {
-            _ = try? calls.result(of: .close, remote)
-            throw TraceeError.system(error, pid: pid, operation: "take the userfaultfd (pidfd_getfd) of")
-        }
-        let userfaultfd = Userfaultfd(descriptor: local)
+        let (userfaultfd, process) = try takeUserfaultfd(
+            Int(O_CLOEXEC | O_NONBLOCK),
+            refused: {
+                "a lazy restart needs a userfaultfd in the process, which the kernel refused (\($0)): it takes "
+                    + "root (CAP_SYS_PTRACE) or vm.unprivileged_userfaultfd=1; restart without --lazy"
+            })
         do {
-            try calls.check(try calls.result(of: .close, remote), "close the userfaultfd taken from it")
             do {
                 try userfaultfd.enable([.forkEvents, .remapEvents, .removeEvents, .unmapEvents])
             } catch {
@@ -67,6 +51,39 @@ extension RestartSession {
             process.close()
             throw error
         }
+    }
+
+    /// A new userfaultfd of the process (`flags`: userfaultfd(2)'s), made inside it (it belongs
+    /// to the address space of whoever creates it), taken with pidfd_getfd and closed there, so
+    /// the process's descriptor table is as the image has it; with the process's pidfd.
+    /// `refused` says why a restart cannot go on where the kernel refuses it.
+    func takeUserfaultfd(_ flags: Int, refused: (Errno) -> String) throws -> (Userfaultfd, ProcessDescriptor) {
+        let remote = try calls.result(of: .userfaultfd, flags)
+        guard remote >= 0 else {
+            throw TraceeError.unsupported(
+                pid: pid,
+                reason: refused(Errno(rawValue: Int32(-remote))))
+        }
+        let process: ProcessDescriptor
+        let local: FileDescriptor
+        do throws(Errno) {
+            process = try ProcessDescriptor.open(pid)
+            do throws(Errno) { local = try process.copyDescriptor(Int32(remote)) } catch {
+                process.close()
+                throw error
+            }
+        } catch {
+            _ = try? calls.result(of: .close, remote)
+            throw TraceeError.system(error, pid: pid, operation: "take the userfaultfd (pidfd_getfd) of")
+        }
+        do {
+            try calls.check(try calls.result(of: .close, remote), "close the userfaultfd taken from it")
+        } catch {
+            local.close()
+            process.close()
+            throw error
+        }
+        return (Userfaultfd(descriptor: local), process)
     }
 
     /// Adjacent ranges joined (one registration each run of mappings).

@@ -48,6 +48,9 @@ public struct PageFillPhase: RestartPhase {
         var writable: Bool
         /// Filled lazily, by the page server (`lazy`).
         var lazy = false
+        /// Anonymous private memory a userfaultfd may fill (`PageCopier`): not shared, locked
+        /// (populated at its mmap) or droppable.
+        var copyFillable = false
     }
 
     /// Anonymous private mappings are filled by the page server, not here.
@@ -118,7 +121,9 @@ public struct PageFillPhase: RestartPhase {
             Region(
                 pages: Page.numbers(from: $0.start, to: $0.end),
                 fileBacked: $0.backing == .privateFile || $0.backing == .memoryFile,
-                droppable: $0.flags.contains("dp"), writable: $0.protection.contains(.write))
+                droppable: $0.flags.contains("dp"), writable: $0.protection.contains(.write),
+                copyFillable: ($0.backing == .anonymous || $0.backing == .heap || $0.backing == .stack)
+                    && !$0.protection.contains(.shared) && !$0.flags.contains("lo") && !$0.flags.contains("dp"))
         }
     }
 
@@ -156,6 +161,13 @@ public struct PageFillPhase: RestartPhase {
             }
             eager = PageMap(pages: kept)
         }
+        // Eagerly, anonymous private memory is copied in through a userfaultfd where the kernel
+        // gives one (a process forked within the restart holds its parent's pages there: written).
+        var copier =
+            lazy || session.forkedFrom != nil
+            ? nil : PageCopier.open(session, ranges: regions.filter(\.copyFillable).map(\.pages))
+        defer { copier?.close() }
+        var leftover: [(page: UInt64, bytes: [UInt8])] = []
         try session.store.reader().readPageWindows(eager) { window in
             for k in 0..<window.count {
                 let (entry, bytes) = window[k]
@@ -163,15 +175,37 @@ public struct PageFillPhase: RestartPhase {
                 if entry.chunk == .zeroPage && region?.fileBacked != true { continue }
                 if region?.droppable == true { continue }
                 if !inherited.isEmpty && inherited.contains(entry.page) { continue }  // its parent's, shared
-                if region?.writable == true {
+                if region?.copyFillable == true && copier != nil {
+                    copier!.add(entry.page, bytes)
+                } else if region?.writable == true {
                     try writer.add(entry.page, bytes)
                 } else {
                     try writer.writeThroughMemory(entry.page, bytes)
                 }
             }
-            try writer.flush()  // the window's bytes are gone once it returns
+            // The window's bytes are gone once it returns: the pages the copier could not take
+            // are kept, to be written once it is closed (while a mapping is registered, a write
+            // that must fault a page in fails: EIO).
+            for (page, bytes) in copier?.flush() ?? [] { leftover.append((page, Array(bytes))) }
+            try writer.flush()
         }
-        session.pagesWritten = writer.written
+        let copied = copier?.copied ?? 0
+        copier?.close()
+        copier = nil
+        var leftoverCursor = RegionCursor(regions)
+        for (page, bytes) in leftover {
+            let writable = leftoverCursor.region(of: page)?.writable == true
+            try bytes.withUnsafeBytes { raw in
+                if writable {
+                    try writer.add(page, raw)
+                    try writer.flush()
+                } else {
+                    try writer.writeThroughMemory(page, raw)
+                }
+            }
+        }
+        session.pagesWritten = writer.written + copied
+        session.pagesCopied = copied
         if lazy { try session.serveLazily(regions.filter(\.lazy).map(\.pages), lazyEntries) }
     }
 }
