@@ -165,7 +165,7 @@ public final class GenerationWriter {
             statistics.newChunks = UInt64(packer.chunks)
             statistics.storedBytes = UInt64(packer.storedBytes)
             statistics.newLogicalBytes = UInt64(packer.logicalBytes)
-            try store.index.add(packer.takeLocations())
+            try store.index.add(try packer.takeLocations())
             indexed = true
 
             // The page list is handed over to the delta, not copied (nothing is put after this).
