@@ -48,7 +48,7 @@ final class ChunkIndex: @unchecked Sendable {
 
     /// Writes one new segment holding `entries` (any order) and starts using it. The entries are
     /// sorted where they are (no copy of a generation's worth of them when the caller hands its
-    /// only reference over).
+    /// only reference over), and let go once written, before the segment is mapped and checked.
     @discardableResult
     func add(_ entries: consuming [(ChunkID, ChunkLocation)]) throws(StoreError) -> ChunkID? {
         var sorted = consume entries
@@ -57,6 +57,7 @@ final class ChunkIndex: @unchecked Sendable {
         let writer = try IndexSegmentWriter(directory: directory)
         do {
             for (id, location) in sorted { try writer.add(id, location) }
+            sorted = []
             let id = try writer.finish()
             let segment = try IndexSegment(id: id, in: directory)
             segments.append(segment)
