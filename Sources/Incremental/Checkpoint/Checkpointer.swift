@@ -327,6 +327,8 @@ public final class Checkpointer {
         /// the generation fails.
         var held: Set<PacketFilter.Connection> = []
         var firstRound = true
+        /// A base's first round needs no zero entries: absent anonymous pages are zero.
+        var needsZeros: Bool { !(firstRound && writer.kind == .full) }
         /// Pages stored and to store in the current round, for `progress`.
         var roundStored: UInt64 = 0
         var roundTotal: UInt64 = 0
@@ -437,7 +439,8 @@ public final class Checkpointer {
         run.totalPause += ClockTime.monotonic() - stopped
         let selection = try PageSelection(
             pid: member.pid,
-            candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
+            candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap,
+            zeros: run.needsZeros)
         run.roundStored = 0
         run.roundTotal = selection.copy.pageCount
         run.writer.reservePages(Int(selection.copy.pageCount))
@@ -561,7 +564,8 @@ public final class Checkpointer {
                 let report = try member.tracker.collect(frozen[k])
                 let selection = try PageSelection(
                     pid: member.pid,
-                    candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap)
+                    candidates: report.dirty, written: report.written, regions: report.regions, pagemap: pagemap,
+                    zeros: run.needsZeros)
                 let copy = try CopiedPages(
                     selection.copy.runs, from: ProcessMemory(pid: member.pid), prepared: prepared[member.pid])
                 prepared[member.pid] = nil  // kept by the copy if it took it
@@ -743,9 +747,7 @@ public final class Checkpointer {
         run.unmapped += report.unmapped.pageCount
         for range in selection.revert.runs { run.writer.unmap(member.range(Self.pages(range))) }
         run.reverted += selection.revert.pageCount
-        // A base's first round needs no zero entries: absent anonymous pages are zero.
-        let needZeros = !(run.firstRound && run.writer.kind == .full)
-        if needZeros {
+        if run.needsZeros {
             for range in selection.zero.runs {
                 let pages = member.range(Self.pages(range))
                 for page in pages.first..<pages.end { run.writer.putZero(page: page) }
