@@ -44,6 +44,19 @@ enum PackFormat {
     static func fileName(_ id: ChunkID) -> String { "\(id.hex).pack" }
 }
 
+/// A chunk a packer stored: a trailer entry and its pack, by its place in a list of packs.
+struct PackedChunk {
+    var id: ChunkID
+    var pack: UInt32
+    var frameOffset: UInt32
+    var frameLength: UInt32
+    var slot: UInt8
+
+    func location(in packs: [ChunkID]) -> ChunkLocation {
+        ChunkLocation(pack: packs[Int(pack)], frameOffset: frameOffset, frameLength: frameLength, slot: slot)
+    }
+}
+
 /// One entry of a pack's trailer.
 struct PackEntry: Hashable, Sendable {
     var id: ChunkID
@@ -232,16 +245,18 @@ final class ChunkPacker {
     var storedBytes: Int { pipeline.published.reduce(0) { $0 + $1.storedBytes } }
     var logicalBytes: Int { pipeline.published.reduce(0) { $0 + $1.logicalBytes } }
 
-    /// The locations of every chunk in the published packs (after `finish`), in an array of
-    /// exactly their number, read back from the packs' trailers: the packer keeps no entry of
-    /// its own. A full base of a large process stores one chunk per page: held from the first
-    /// pack to the commit, the entries were 32 bytes a chunk (90 MB of a 16 GiB base's peak;
-    /// Benchmarks/README.md, "Scale"), where the trailers are in the page cache, just written.
-    func takeLocations() throws(StoreError) -> [(ChunkID, ChunkLocation)] {
+    /// Every chunk in the published packs (after `finish`), in an array of exactly their number,
+    /// each naming its pack by its place in `packs` (the published packs, in order): read back
+    /// from the packs' trailers, as the packer keeps no entry of its own. A full base of a large
+    /// process stores one chunk per page: held from the first pack to the commit, the entries
+    /// were 32 bytes a chunk (90 MB of a 16 GiB base's peak; Benchmarks/README.md, "Scale"),
+    /// where the trailers are in the page cache, just written. 32 bytes a chunk here too, where
+    /// a pack's id in each (`ChunkLocation`) took 48.
+    func takeChunks() throws(StoreError) -> (chunks: [PackedChunk], packs: [ChunkID]) {
         let published = pipeline.published
-        var locations: [(ChunkID, ChunkLocation)] = []
-        locations.reserveCapacity(published.reduce(0) { $0 + $1.chunks })
-        for sealed in published {
+        var chunks: [PackedChunk] = []
+        chunks.reserveCapacity(published.reduce(0) { $0 + $1.chunks })
+        for (ordinal, sealed) in published.enumerated() {
             let name = PackFormat.fileName(sealed.pack)
             let file = "\(directory.path)/packs/\(name)"
             let fd: FileDescriptor
@@ -255,16 +270,19 @@ final class ChunkPacker {
                     file: file, reason: "its trailer lists \(entries.count) chunks where \(sealed.chunks) were written")
             }
             for entry in entries {
-                locations.append(
-                    (
-                        entry.id,
-                        ChunkLocation(
-                            pack: sealed.pack, frameOffset: entry.frameOffset, frameLength: entry.frameLength,
-                            slot: entry.slot)
-                    ))
+                chunks.append(
+                    PackedChunk(
+                        id: entry.id, pack: UInt32(ordinal), frameOffset: entry.frameOffset,
+                        frameLength: entry.frameLength, slot: entry.slot))
             }
         }
-        return locations
+        return (chunks, published.map(\.pack))
+    }
+
+    /// `takeChunks`, each with its location.
+    func takeLocations() throws(StoreError) -> [(ChunkID, ChunkLocation)] {
+        let (chunks, packs) = try takeChunks()
+        return chunks.map { ($0.id, $0.location(in: packs)) }
     }
 
     /// Waits for what is in flight and drops the pack being written; published packs stay (see
