@@ -35,8 +35,19 @@ public protocol DirtyTracker: AnyObject {
     /// Reports the pages written since the previous collect and resets tracking, atomically:
     /// call it with every thread of the process stopped.
     func collect(_ process: FrozenProcess) throws(TraceeError) -> DirtyReport
+    /// About how many pages the next collect would report, counted up to `limit` (at most
+    /// `limit` is returned), read while the process runs: nothing is reset, nothing stopped.
+    /// An estimate, for deciding whether a generation is worth copying while the process runs:
+    /// pages written since the previous collect and those of mappings new since (a first
+    /// collect reports everything: `limit`), not those of shared mappings, which the collect
+    /// reports whole and which hold others' pages. Nil where only a collect can tell (hash).
+    func pendingPages(upTo limit: UInt64) throws(TraceeError) -> UInt64?
     /// Ends tracking; the process keeps no trace of it. Also done on deinit.
     func stop()
+}
+
+extension DirtyTracker {
+    public func pendingPages(upTo limit: UInt64) throws(TraceeError) -> UInt64? { nil }
 }
 
 /// The bookkeeping every tracker shares: which mappings continue from the previous collect

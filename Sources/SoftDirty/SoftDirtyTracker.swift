@@ -48,6 +48,25 @@ public final class SoftDirtyTracker: DirtyTracker {
             unmapped: layout.unmapped, wholesale: layout.new)
     }
 
+    /// Pages whose soft-dirty bit is set (those of new mappings too: a page faulted in is
+    /// soft-dirty), by PAGEMAP_SCAN; nil without it (a pagemap read of every page costs about
+    /// what the collect would).
+    public func pendingPages(upTo limit: UInt64) throws(TraceeError) -> UInt64? {
+        guard usesScan else { return nil }
+        guard !history.isFirst else { return limit }
+        let pagemap = try Pagemap(pid: pid)
+        var pages: UInt64 = 0
+        for region in try TrackingHistory.regions(of: pid) where !region.shared && pages < limit {
+            for run in try pagemap.scan(
+                start: region.start, end: region.end, required: .softDirty, returned: .softDirty,
+                maxPages: limit - pages)
+            {
+                pages += run.pageCount
+            }
+        }
+        return min(pages, limit)
+    }
+
     /// Clears the soft-dirty bits of every page of `pid`.
     static func clear(_ pid: Int32) throws(TraceeError) {
         do {

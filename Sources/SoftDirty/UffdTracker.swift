@@ -123,6 +123,33 @@ public final class UffdTracker: DirtyTracker {
             unmapped: layout.unmapped, wholesale: wholesaleRuns, written: written)
     }
 
+    public func pendingPages(upTo limit: UInt64) throws(TraceeError) -> UInt64? {
+        guard uffd != nil else { return nil }
+        guard !history.isFirst else { return limit }
+        let pagemap = try Pagemap(pid: pid)
+        var pages: UInt64 = 0
+        for region in try TrackingHistory.regions(of: pid) where !region.shared && pages < limit {
+            // Written pages of the registered ranges (the kernel skips the others without a walk),
+            // and the resident pages of ranges not registered yet.
+            for run in try pagemap.scan(
+                start: region.start, end: region.end, required: [.written, .wpAllowed], returned: .written,
+                maxPages: limit - pages)
+            {
+                pages += run.pageCount
+            }
+            for range in AddressRuns([PageRun(start: region.start, end: region.end)]).subtracting(registered).runs
+            where pages < limit {
+                for run in try pagemap.scan(
+                    start: range.start, end: range.end, anyOf: [.present, .swapped], returned: .present,
+                    maxPages: limit - pages)
+                {
+                    pages += run.pageCount
+                }
+            }
+        }
+        return min(pages, limit)
+    }
+
     /// Registers and write-protects `region`, adding it to `added` once registered (the caller
     /// adds them to `registered` at once: one union per region was quadratic in the mappings).
     private func protect(

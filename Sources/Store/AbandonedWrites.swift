@@ -49,10 +49,10 @@ extension Store {
 
     /// Removes packs an abandoned generation published, unless an index entry names one (a pack
     /// is named by its bytes: another writer may have published the same one and indexed it).
-    func removeUnreferenced(_ published: [(pack: ChunkID, entries: [PackEntry])]) {
+    func removeUnreferenced(_ published: [ChunkID]) {
         guard !published.isEmpty, (try? index.refresh()) != nil, index.damaged.isEmpty else { return }
         let referenced = index.referencedPacks()
-        for (pack, _) in published where !referenced.contains(pack) {
+        for pack in published where !referenced.contains(pack) {
             try? directory.remove(PackFormat.fileName(pack), in: directory.packs, dirName: "packs")
         }
         try? directory.sync(directory.packs, dirName: "packs")

@@ -46,17 +46,20 @@ final class ChunkIndex: @unchecked Sendable {
         return nil
     }
 
-    /// Writes one new segment holding `entries` (any order) and starts using it. The entries are
-    /// sorted where they are (no copy of a generation's worth of them when the caller hands its
-    /// only reference over).
+    /// Writes one new segment holding `chunks` (any order; each names its pack by its place in
+    /// `packs`) and starts using it. The chunks are sorted where they are (no copy of a
+    /// generation's worth of them when the caller hands its only reference over; the sort's
+    /// own buffer is half their size), and let go once written, before the segment is mapped
+    /// and checked.
     @discardableResult
-    func add(_ entries: consuming [(ChunkID, ChunkLocation)]) throws(StoreError) -> ChunkID? {
-        var sorted = consume entries
+    func add(_ chunks: consuming [PackedChunk], packs: [ChunkID]) throws(StoreError) -> ChunkID? {
+        var sorted = consume chunks
         guard !sorted.isEmpty else { return nil }
-        sorted.sort { $0.0 < $1.0 }
+        sorted.sort { $0.id < $1.id }
         let writer = try IndexSegmentWriter(directory: directory)
         do {
-            for (id, location) in sorted { try writer.add(id, location) }
+            for chunk in sorted { try writer.add(chunk.id, chunk.location(in: packs)) }
+            sorted = []
             let id = try writer.finish()
             let segment = try IndexSegment(id: id, in: directory)
             segments.append(segment)

@@ -340,7 +340,7 @@ extension Store {
         do {
             try reader().readPages(map) { entry, page in if writing { try packer.add(entry.chunk, page: page) } }
             let packs = try packer.finish()
-            return (Dictionary(packer.takeLocations(), uniquingKeysWith: { first, _ in first }), packs.count)
+            return (Dictionary(try packer.takeLocations(), uniquingKeysWith: { first, _ in first }), packs.count)
         } catch {
             packer.discard()
             if let error = error as? StoreError { throw error }

@@ -77,7 +77,9 @@ public struct GenerationManifest: Sendable, Equatable {
     }
 
     public func encoded() -> [UInt8] {
-        var writer = BinaryWriter(capacity: 256 + metadata.count + delta.pages.count * 17 + delta.unmapped.count * 16)
+        // Exactly (but for the chain's name): a guess short of a large base's page list made
+        // the bytes grow by a copy, both held at once.
+        var writer = BinaryWriter(capacity: 256 + chain.utf8.count + metadata.count + delta.encodedSize)
         writer.append(magic: "CHPXGEN1")
         writer.append(Self.version)
         writer.append(generation)

@@ -165,7 +165,8 @@ public final class GenerationWriter {
             statistics.newChunks = UInt64(packer.chunks)
             statistics.storedBytes = UInt64(packer.storedBytes)
             statistics.newLogicalBytes = UInt64(packer.logicalBytes)
-            try store.index.add(packer.takeLocations())
+            let (chunks, packs) = try packer.takeChunks()
+            try store.index.add(chunks, packs: packs)
             indexed = true
 
             // The page list is handed over to the delta, not copied (nothing is put after this).

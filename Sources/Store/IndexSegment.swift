@@ -93,6 +93,9 @@ final class IndexSegment: @unchecked Sendable {
         guard previous == UInt32(count) else {
             throw .malformed(file: file, reason: "fan-out table does not cover every entry")
         }
+        // The checksum read every page; a lookup reads a few. The rest stays in the page cache,
+        // not in this process's memory (a 16 GiB base's segment is 78 MB).
+        map.releasePages()
     }
 
     @inline(__always)

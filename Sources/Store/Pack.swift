@@ -44,6 +44,19 @@ enum PackFormat {
     static func fileName(_ id: ChunkID) -> String { "\(id.hex).pack" }
 }
 
+/// A chunk a packer stored: a trailer entry and its pack, by its place in a list of packs.
+struct PackedChunk {
+    var id: ChunkID
+    var pack: UInt32
+    var frameOffset: UInt32
+    var frameLength: UInt32
+    var slot: UInt8
+
+    func location(in packs: [ChunkID]) -> ChunkLocation {
+        ChunkLocation(pack: packs[Int(pack)], frameOffset: frameOffset, frameLength: frameLength, slot: slot)
+    }
+}
+
 /// One entry of a pack's trailer.
 struct PackEntry: Hashable, Sendable {
     var id: ChunkID
@@ -212,32 +225,65 @@ final class ChunkPacker {
     }
 
     /// Appends and publishes what is pending and fsyncs packs/; returns every published pack.
-    func finish() throws(StoreError) -> [(pack: ChunkID, entries: [PackEntry])] {
+    /// The batches' buffers (about 33 MiB) are let go: nothing more is added.
+    func finish() throws(StoreError) -> [ChunkID] {
         if let batch = filling, !batch.ids.isEmpty { pipeline.submit(batch) }
         filling = nil
         pipeline.closePack()
         pipeline.drain()
+        pipeline.releaseBatches()
         if let failure = pipeline.failure { throw failure }
         let packs = finished
         if !packs.isEmpty { try directory.sync(directory.packs, dirName: "packs") }
         return packs
     }
 
-    /// The packs published so far, in the order they were written, with their entries.
-    var finished: [(pack: ChunkID, entries: [PackEntry])] {
-        pipeline.published.map { ($0.pack, $0.entries) }
-    }
+    /// The packs published so far, in the order they were written.
+    var finished: [ChunkID] { pipeline.published.map(\.pack) }
 
     var chunks: Int { pipeline.published.reduce(0) { $0 + $1.chunks } }
     var storedBytes: Int { pipeline.published.reduce(0) { $0 + $1.storedBytes } }
     var logicalBytes: Int { pipeline.published.reduce(0) { $0 + $1.logicalBytes } }
 
-    /// The locations of every chunk in the published packs, in an array of exactly their number;
-    /// each pack's entries are let go as they are taken (`finished` keeps the pack ids, which
-    /// `abandon` needs). A full base of a large process holds one entry per page stored: taken
-    /// with `flatMap`, and the entries kept beside, they cost about three times as much at the
-    /// commit (Benchmarks/README.md, "Scale").
-    func takeLocations() -> [(ChunkID, ChunkLocation)] { pipeline.takeLocations() }
+    /// Every chunk in the published packs (after `finish`), in an array of exactly their number,
+    /// each naming its pack by its place in `packs` (the published packs, in order): read back
+    /// from the packs' trailers, as the packer keeps no entry of its own. A full base of a large
+    /// process stores one chunk per page: held from the first pack to the commit, the entries
+    /// were 32 bytes a chunk (90 MB of a 16 GiB base's peak; Benchmarks/README.md, "Scale"),
+    /// where the trailers are in the page cache, just written. 32 bytes a chunk here too, where
+    /// a pack's id in each (`ChunkLocation`) took 48.
+    func takeChunks() throws(StoreError) -> (chunks: [PackedChunk], packs: [ChunkID]) {
+        let published = pipeline.published
+        var chunks: [PackedChunk] = []
+        chunks.reserveCapacity(published.reduce(0) { $0 + $1.chunks })
+        for (ordinal, sealed) in published.enumerated() {
+            let name = PackFormat.fileName(sealed.pack)
+            let file = "\(directory.path)/packs/\(name)"
+            let fd: FileDescriptor
+            do { fd = try FileDescriptor.open(name, in: directory.packs, [.readOnly, .noFollow]) } catch {
+                throw error.store("open", file)
+            }
+            defer { fd.close() }
+            let entries = try PackReader.readTrailer(fd, file: file)
+            guard entries.count == sealed.chunks else {
+                throw .malformed(
+                    file: file, reason: "its trailer lists \(entries.count) chunks where \(sealed.chunks) were written")
+            }
+            for entry in entries {
+                chunks.append(
+                    PackedChunk(
+                        id: entry.id, pack: UInt32(ordinal), frameOffset: entry.frameOffset,
+                        frameLength: entry.frameLength, slot: entry.slot))
+            }
+        }
+        return (chunks, published.map(\.pack))
+    }
+
+    /// `takeChunks`, each with its location.
+    func takeLocations() throws(StoreError) -> [(ChunkID, ChunkLocation)] {
+        let (chunks, packs) = try takeChunks()
+        return chunks.map { ($0.id, $0.location(in: packs)) }
+    }
 
     /// Waits for what is in flight and drops the pack being written; published packs stay (see
     /// `finished`).
@@ -292,12 +338,11 @@ final class ChunkPacker {
     }
 
     /// A pack sealed by the appends; `published` once it is synced and renamed into packs/.
+    /// Its entries are in its trailer (`takeLocations`).
     fileprivate struct SealedPack {
         var pack: ChunkID
-        var entries: [PackEntry]
         var storedBytes: Int
         var logicalBytes: Int
-        /// `entries.count`, kept once the entries are taken.
         var chunks: Int
         var published = false
     }
@@ -376,27 +421,8 @@ final class ChunkPacker {
             }
         }
 
-        /// See `ChunkPacker.takeLocations`.
-        func takeLocations() -> [(ChunkID, ChunkLocation)] {
-            state.withLock { state in
-                var locations: [(ChunkID, ChunkLocation)] = []
-                locations.reserveCapacity(state.sealed.reduce(0) { $1.published ? $0 + $1.entries.count : $0 })
-                for k in state.sealed.indices where state.sealed[k].published {
-                    let pack = state.sealed[k].pack
-                    for entry in state.sealed[k].entries {
-                        locations.append(
-                            (
-                                entry.id,
-                                ChunkLocation(
-                                    pack: pack, frameOffset: entry.frameOffset, frameLength: entry.frameLength,
-                                    slot: entry.slot)
-                            ))
-                    }
-                    state.sealed[k].entries = []
-                }
-                return locations
-            }
-        }
+        /// Frees the batches once nothing is in flight and none will be taken again.
+        func releaseBatches() { state.withLock { $0.free = [] } }
 
         /// Returns once nothing is in flight.
         func drain() { inFlight.wait() }
@@ -431,11 +457,9 @@ final class ChunkPacker {
                 current.discard()
                 throw error
             }
-            // Copied to an array of exactly their number: grown by doubling, a pack's entries hold
-            // up to twice their size until the commit (a 16 GiB base: 136 MB where 90 MB do).
             let sealed = SealedPack(
-                pack: id, entries: current.entries.withUnsafeBufferPointer { Array($0) },
-                storedBytes: current.storedBytes, logicalBytes: current.logicalBytes, chunks: current.entries.count)
+                pack: id, storedBytes: current.storedBytes, logicalBytes: current.logicalBytes,
+                chunks: current.entries.count)
             let slot = state.withLock {
                 $0.sealed.append(sealed)
                 return $0.sealed.count - 1

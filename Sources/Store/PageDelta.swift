@@ -226,21 +226,35 @@ extension PageDelta {
             writer.append(range.first)
             writer.append(range.count)
         }
-        var runs: [Range<Int>] = []
-        var start = 0
-        for i in pages.indices where i > 0 {
-            if pages[i].page != pages[i - 1].page + 1 || i - start == Int(UInt32.max) {
-                runs.append(start..<i)
-                start = i
-            }
-        }
-        if !pages.isEmpty { runs.append(start..<pages.count) }
-        writer.append(UInt64(runs.count))
-        for run in runs {
+        writer.append(UInt64(runCount))
+        forEachRun { run in
             writer.append(pages[run.lowerBound].page)
             writer.append(UInt32(run.count))
             for entry in pages[run] { writer.append(entry.chunk) }
         }
+    }
+
+    /// The bytes `encode` writes.
+    var encodedSize: Int { 8 + 16 * unmapped.count + 8 + 12 * runCount + 16 * pages.count }
+
+    /// Runs of consecutive pages, as `encode` writes them (at most `UInt32.max` pages each).
+    private var runCount: Int {
+        var count = 0
+        forEachRun { _ in count += 1 }
+        return count
+    }
+
+    /// Visits the runs one by one: a large base has a million of them (its resident pages
+    /// between holes), not worth an array beside the pages.
+    private func forEachRun(_ body: (Range<Int>) -> Void) {
+        var start = 0
+        for i in pages.indices where i > 0 {
+            if pages[i].page != pages[i - 1].page + 1 || i - start == Int(UInt32.max) {
+                body(start..<i)
+                start = i
+            }
+        }
+        if !pages.isEmpty { body(start..<pages.count) }
     }
 
     /// Parses and validates (ascending, disjoint, in range); never allocates more than the

@@ -13,11 +13,12 @@ enum Snapshot {
     static func fileName(_ manifest: ChunkID) -> String { "\(manifest.hex).map" }
 
     static func write(_ map: PageMap, for manifest: ChunkID, in directory: StoreDirectory) throws(StoreError) {
-        var writer = BinaryWriter(capacity: 64 + map.pages.count * 17)
+        let delta = PageDelta(full: map)
+        var writer = BinaryWriter(capacity: 64 + delta.encodedSize)
         writer.append(magic: "CHPXSNAP")
         writer.append(version)
         writer.append(manifest)
-        PageDelta(full: map).encode(into: &writer)
+        delta.encode(into: &writer)
         writer.appendChecksum()
         try directory.publish(writer.bytes, as: fileName(manifest), in: directory.snapshots, dirName: "snapshots")
     }

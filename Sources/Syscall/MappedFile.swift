@@ -24,4 +24,12 @@ public final class MappedFile: @unchecked Sendable {
     deinit {
         if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
     }
+
+    /// Drops the pages read so far from this process's memory (madvise(2) MADV_DONTNEED): they
+    /// stay in the page cache, and a later read maps them again. A file read through once (a
+    /// checksum) then no longer counts as resident memory of this process.
+    public func releasePages() {
+        guard let base = bytes.baseAddress else { return }
+        _ = madvise(UnsafeMutableRawPointer(mutating: base), bytes.count, MADV_DONTNEED)
+    }
 }

@@ -93,12 +93,15 @@ public final class Pagemap {
 
     /// PAGEMAP_SCAN over [start, end): runs of pages that have every category in `required`
     /// (after flipping `inverted`) and any of `anyOf` (when not empty), with `returned`
-    /// categories reported. Loops until the whole range is walked.
+    /// categories reported. Loops until the whole range is walked, or until `maxPages` pages
+    /// (when not 0) are found: the kernel stops its walk there (the corresponding field is
+    /// max_pages).
     public func scan(
         start: UInt64, end: UInt64, flags: ScanFlags = [], required: PageCategory = [], inverted: PageCategory = [],
-        anyOf: PageCategory = [], returned: PageCategory
+        anyOf: PageCategory = [], returned: PageCategory, maxPages: UInt64 = 0
     ) throws(TraceeError) -> [PageRun] {
         var runs: [PageRun] = []
+        var found: UInt64 = 0
         // A range of n pages holds at most n runs: a small mapping (a process can have tens of
         // thousands) gets a small buffer, not a full one to clear.
         let pages = Int(min((end &- start) / UInt64(Page.size), UInt64(Self.regionsPerScan)))
@@ -115,6 +118,7 @@ public final class Pagemap {
             argument.category_mask = required.rawValue
             argument.category_anyof_mask = anyOf.rawValue
             argument.return_mask = returned.rawValue
+            argument.max_pages = maxPages == 0 ? 0 : maxPages - found
             let count: Int32
             do {
                 count = try regions.withUnsafeMutableBufferPointer { (buffer) throws(Errno) -> Int32 in
@@ -128,8 +132,9 @@ public final class Pagemap {
                 runs.append(
                     PageRun(start: region.start, end: region.end, categories: PageCategory(rawValue: region.categories))
                 )
+                found += (region.end - region.start) / UInt64(Page.size)
             }
-            guard argument.walk_end > cursor else { break }
+            guard argument.walk_end > cursor, maxPages == 0 || found < maxPages else { break }
             cursor = argument.walk_end
         }
         return runs

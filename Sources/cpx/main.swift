@@ -219,6 +219,9 @@ struct Checkpoint: ParsableCommand {
     func run() throws {
         if probe { return try printProbe() }
         guard let pid else { return }
+        // A large process's lists are blocks of many megabytes each, made and freed through the
+        // generation: mapped, they leave nothing behind in the heap when freed.
+        Allocator.mapBlocks(atLeast: 1 << 20)
         try reportingErrors("cpx") {
             let chain = name ?? Self.defaultName(pid)
             var options = Checkpointer.Options(chain: chain, tracker: trackerOption.kind)

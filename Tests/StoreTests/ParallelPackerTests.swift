@@ -40,17 +40,32 @@ import Glibc
         let packer = ChunkPacker(directory: store.directory, framesPerBatch: framesPerBatch)
         let page = UnsafeMutableRawBufferPointer.allocate(pages: 1)
         defer { page.deallocate() }
+        var added: [ChunkID] = []
         for number in 0..<pageCount {
             SyntheticMemory.fill(content(of: number), page)
-            try packer.add(ChunkID(hashing: UnsafeRawBufferPointer(page)), page: UnsafeRawBufferPointer(page))
+            added.append(ChunkID(hashing: UnsafeRawBufferPointer(page)))
+            try packer.add(added[number], page: UnsafeRawBufferPointer(page))
         }
         let finished = try packer.finish()
-        let files = try finished.map { pack, _ in
+        let files = try finished.map { pack in
             let name = PackFormat.fileName(pack)
             let path = "\(temporary.path)/packs/\(name)"
             return PackFile(name: name, bytes: try Data(contentsOf: URL(fileURLWithPath: path)))
         }
-        let firstPackFrames = Set(finished.first?.entries.map(\.frameOffset) ?? []).count
+        // The locations, read back from the trailers: every chunk added, in its order, in the
+        // packs published, each frame's pages in slot order.
+        let locations = try packer.takeLocations()
+        #expect(locations.map(\.0) == added)
+        #expect(Set(locations.map(\.1.pack)) == Set(finished))
+        for (k, location) in locations.enumerated().dropFirst() {
+            let previous = locations[k - 1].1
+            if location.1.pack == previous.pack && location.1.frameOffset == previous.frameOffset {
+                #expect(location.1.slot == previous.slot + 1)
+            } else {
+                #expect(location.1.slot == 0)
+            }
+        }
+        let firstPackFrames = Set(locations.filter { $0.1.pack == finished.first }.map(\.1.frameOffset)).count
         return (files, firstPackFrames)
     }
 

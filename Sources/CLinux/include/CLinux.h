@@ -37,6 +37,15 @@ static inline int chpox_s_isreg(unsigned int mode) { return S_ISREG(mode); }
 static inline int chpox_s_islnk(unsigned int mode) { return S_ISLNK(mode); }
 static inline int chpox_s_isfifo(unsigned int mode) { return S_ISFIFO(mode); }
 
+// mallopt(3) and its M_* constants are in <malloc.h>, which Swift's Glibc module does not
+// include (and musl has neither): the one setting cpx makes, as a function that exists anyway.
+#if defined(__GLIBC__)
+#include <malloc.h>
+static inline int chpox_set_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
+#else
+static inline int chpox_set_mmap_threshold(int bytes) { (void)bytes; return 0; }
+#endif
+
 // ptrace(2) is variadic in glibc.
 static inline long chpox_ptrace(int request, pid_t pid, void *address, void *data) {
     return ptrace((enum __ptrace_request)request, pid, address, data);

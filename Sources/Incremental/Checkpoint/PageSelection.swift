@@ -15,9 +15,12 @@ struct PageSelection {
     var revert = AddressRuns()
 
     /// `written`: pages among the candidates known to hold anonymous data (the tracker's word).
+    /// `zeros` false leaves `zero` empty, for a base's first round, where an absent anonymous
+    /// page is zero already: its runs were as many as the copied ones (a million and more for a
+    /// large process whose resident pages alternate with untouched ones), held for nothing.
     init(
         pid: Int32, candidates: AddressRuns, written: AddressRuns = AddressRuns(), regions: [MemoryRegion],
-        pagemap: Pagemap
+        pagemap: Pagemap, zeros: Bool = true
     ) throws(TraceeError) {
         let residency = Residency(pagemap: pagemap)
         var copy: [PageRun] = [], zero: [PageRun] = [], revert: [PageRun] = []
@@ -45,7 +48,7 @@ struct PageSelection {
             // which pages hold data (SEEK_DATA), not the pagemap.
             if backing == .sharedAnonymous, let data = Self.sharedMemoryData(pid, region) {
                 copy += wanted.intersection(data).runs
-                zero += wanted.subtracting(data).runs
+                if zeros { zero += wanted.subtracting(data).runs }
                 continue
             }
             // A private mapping of a file that is gone keeps every page unless the image saves
@@ -69,7 +72,7 @@ struct PageSelection {
                 revert += wanted.subtracting(anonymous).runs
             } else {
                 copy += file.runs
-                zero += wanted.subtracting(anonymous).subtracting(file).runs
+                if zeros { zero += wanted.subtracting(anonymous).subtracting(file).runs }
             }
         }
         self.copy = AddressRuns(copy)

@@ -8,7 +8,8 @@ final class TrackedProcess {
     let pid: Int32
     let space: UInt64
     let tracker: any DirtyTracker
-    /// Pages the last final stop copied of it.
+    /// Pages the last final stop copied of it: whether a delta is pre-copied where its tracker
+    /// cannot tell what is written without a collect.
     var lastFrozenCopy: UInt64 = 0
     /// Its state before the final stop froze it: stopped ('T') processes are restarted stopped.
     var stateBeforeStop: Character = "R"
