@@ -10,10 +10,21 @@ import Testing
 /// removed by the next writer or GC.
 @Suite(.serialized) struct AbandonedWriteTests {
     /// Pages enough to fill one pack (32 MiB, 8192 pages) with random, incompressible bytes, and
-    /// some more: a writer holds up to two batches of 64 frames (2048 pages) before it appends
-    /// them (one being filled, one being compressed), so the first pack is published only once
-    /// 10,240 pages are put.
-    static let pagesPastOnePack: UInt64 = 10400
+    /// some more: a writer holds up to four batches of 64 frames (4096 pages) before they are
+    /// appended (`ChunkPacker.batchesInFlight`: filling, compressing, appending, one spare), so
+    /// the first pack is sealed once 12,288 pages are put; it is published (fsync, rename) on a
+    /// thread of its own after that: `published` waits for it.
+    static let pagesPastOnePack: UInt64 = 13000
+
+    /// Whether packs/ holds more than `count` packs within ten seconds (a sealed pack is
+    /// published on the packer's own thread).
+    static func published(beyond count: Int, _ temporary: TemporaryStore) throws -> Bool {
+        for _ in 0..<1000 {
+            if try temporary.files(in: "packs", suffix: ".pack").count > count { return true }
+            usleep(10_000)
+        }
+        return false
+    }
 
     static func putRandom(_ writer: GenerationWriter, pages: UInt64, seed: UInt64) throws {
         var random = SplitMix(seed)
@@ -35,7 +46,7 @@ import Testing
 
         let writer = try store.beginGeneration(chain: "failing")
         try Self.putRandom(writer, pages: Self.pagesPastOnePack, seed: 2)
-        #expect(try temporary.files(in: "packs", suffix: ".pack").count > kept.count, "a pack was published")
+        #expect(try Self.published(beyond: kept.count, temporary), "a pack was published")
         writer.abandon()
         #expect(try temporary.files(in: "packs", suffix: ".pack") == kept)
         #expect(try temporary.files(in: "tmp", suffix: "").isEmpty)

@@ -32,9 +32,9 @@ do {
         var page = [UInt64](repeating: 0, count: 512)
         var number: UInt64 = 0
         var extra = 0
-        // Frames reach a pack two batches of 1024 pages after they are put (one batch filling,
-        // one compressing): 3000 pages on, the next pack is being written in tmp/.
-        while extra < 3000 {
+        // Frames reach a pack up to four batches of 1024 pages after they are put (filling,
+        // compressing, appending, one spare): 5000 pages on, the next pack is being written in tmp/.
+        while extra < 5000 {
             for k in page.indices { page[k] = random.next() }
             try page.withUnsafeBytes { try writer.put(firstPage: number, contents: $0) }
             number += 1
