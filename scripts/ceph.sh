@@ -132,6 +132,10 @@ osd pool default pgp num = 8
 osd pool default pg autoscale mode = off
 osd crush chooseleaf type = 0
 mon allow pool size one = true
+# Each map change (an OSD's boot, each of the gateway's pools) waits out the proposal
+# interval, 1 s by default: about 10 s of the start. One monitor has nobody to batch with.
+paxos propose interval = 0.01
+paxos min wait = 0.001
 mon warn on pool no redundancy = false
 mon data avail warn = 1
 mon data avail crit = 0
