@@ -57,6 +57,35 @@ import Testing
         #expect(error.status == 416)
     }
 
+    /// The signed payload hash is what keeps a body damaged on the way out of the store: RGW
+    /// recomputes it and refuses a body that does not match (this client always signs it).
+    @Test func serverChecksTheSignedPayloadHash() throws {
+        let client = try CephCluster.freshBucket("sha")
+        let configuration = client.configuration
+        let signed = Array("the body that was signed".utf8)
+        let sent = Array("the body that arrived...".utf8)
+        let payloadHash = Digests.hex(Digests.sha256(signed))
+        let timestamp = "\(ISO8601DateFormatter().string(from: Date()).filter { $0 != "-" && $0 != ":" })"
+        let path = "/\(client.bucket)/damaged"
+        var headers: [(name: String, value: String)] = [
+            ("Host", configuration.hostHeader), ("x-amz-content-sha256", payloadHash), ("x-amz-date", timestamp),
+        ]
+        let signer = SigV4Signer(credentials: configuration.credentials, region: configuration.region)
+        headers.append(
+            (
+                "Authorization",
+                signer.authorization(
+                    SigV4Signer.Request(method: "PUT", path: path, headers: headers, payloadHash: payloadHash),
+                    timestamp: timestamp)
+            ))
+        let transport = CurlTransport(timeouts: S3Timeouts())
+        let response = try transport.perform(
+            HTTPRequest(method: "PUT", url: configuration.endpoint + path, headers: headers, body: sent))
+        #expect(response.status == 400)
+        #expect(try S3XML.parse(response.body)["Code"] == "XAmzContentSHA256Mismatch")
+        #expect(try client.head("damaged") == nil)
+    }
+
     @Test func writeOnce() throws {
         let client = try CephCluster.freshBucket("once")
         let first = Self.pattern(1000, seed: 1)
