@@ -17,6 +17,11 @@ struct HTTPResponse {
     /// Lower-cased names; the final response's headers (not a `100 Continue`'s).
     var headers: [String: String]
     var body: [UInt8]
+    /// The request may have reached the server more than once: curl sends a request again,
+    /// unasked, on a new connection when a kept one closes before the answer (the first
+    /// sending may have been carried out). Also true when a kept connection was found dead
+    /// before sending: then nothing was sent twice, but the two cannot be told apart.
+    var maybeSentTwice = false
 }
 
 /// Why no HTTP answer came back.
@@ -65,16 +70,21 @@ final class CurlTransport: Sendable {
     func perform(_ request: HTTPRequest) throws(TransportFailure) -> HTTPResponse {
         guard Self.initialized else { throw TransportFailure(kind: .transport, message: "curl_global_init failed") }
         let handle: Handle
-        if let reused = idle.withLock({ $0.popLast() }) {
-            curl_easy_reset(reused.pointer)  // keeps the connections, forgets the last request's options
-            handle = reused
+        var reused = false
+        if let kept = idle.withLock({ $0.popLast() }) {
+            curl_easy_reset(kept.pointer)  // keeps the connections, forgets the last request's options
+            handle = kept
+            reused = true
         } else if let pointer = curl_easy_init() {
             handle = Handle(pointer: pointer)
         } else {
             throw TransportFailure(kind: .transport, message: "curl_easy_init failed")
         }
         do {
-            let response = try perform(request, on: handle.pointer)
+            var response = try perform(request, on: handle.pointer)
+            var connects = 0
+            _ = chpox_curl_getinfo_long(handle.pointer, CURLINFO_NUM_CONNECTS, &connects)
+            response.maybeSentTwice = reused && connects > 0
             idle.withLock { $0.append(handle) }
             return response
         } catch {

@@ -62,9 +62,11 @@ public struct RetryPolicy: Sendable {
 /// - `put(_:_:condition: .ifMatch(etag))` replaces only what was read (`If-Match`): a stale
 ///   ETag gets `.etagMismatch` (compare-and-swap).
 ///
-/// A conditional put retried after a failure that may have reached the server (the answer was
-/// lost) can find its own write: when the object there has the MD5 of this body, that put
-/// succeeded, and is reported so.
+/// A conditional put sent again after a failure that may have reached the server (the answer
+/// was lost), by this client's retry or by curl itself (it resends, unasked, on a new connection
+/// when a kept one closes before the answer), can be refused by its own first write: when the
+/// object there has the MD5 of this body, that put succeeded, and is reported so. (Another
+/// writer's identical bytes read the same: the state is the one this put asked for.)
 public final class S3Client: Sendable {
     /// How an ETag is written in `If-Match`. RFC 9110 and AWS quote it; Ceph RGW 16.2
     /// compares the header's text with its unquoted ETag, so it refuses (412) the quoted form
@@ -121,11 +123,10 @@ public final class S3Client: Sendable {
             case .ifAbsent: headers.append(("If-None-Match", "*"))
             case .ifMatch(let etag): headers.append(("If-Match", formUsed == .quoted ? etag.quoted : etag.value))
             }
-            var ambiguous = false
+            var maybeSentTwice = false
             do throws(S3Error) {
                 let response = try send(
-                    "PUT", key: key, headers: headers, body: body, operation: "put",
-                    onRetry: { ambiguous = ambiguous || $0.kind != .unreachable })
+                    "PUT", key: key, headers: headers, body: body, operation: "put", maybeSentTwice: &maybeSentTwice)
                 guard let etag = response.headers["etag"] else {
                     throw failure(.badResponse, "put", key: key, message: "the answer has no ETag")
                 }
@@ -133,7 +134,7 @@ public final class S3Client: Sendable {
                 return ETag(etag)
             } catch let error where error.status == 412 || error.status == 409 {
                 // 409 ConditionalRequestConflict: AWS's word for a concurrent conditional write.
-                if ambiguous, let current = try? head(key), current.etag.value == Digests.hex(Digests.md5(body)) {
+                if maybeSentTwice, let current = try? head(key), current.etag.value == Digests.hex(Digests.md5(body)) {
                     return current.etag  // our own write, whose answer was lost
                 }
                 var refusal = error
@@ -280,12 +281,23 @@ public final class S3Client: Sendable {
 
     // MARK: Requests
 
-    /// Signs and sends one request, again while it fails transiently. `onRetry` hears each
-    /// failure that is retried.
+    private func send(
+        _ method: String, key: String?, query: [(name: String, value: String)] = [],
+        headers: [(name: String, value: String)] = [], body: [UInt8] = [], operation: String
+    ) throws(S3Error) -> HTTPResponse {
+        var ignored = false
+        return try send(
+            method, key: key, query: query, headers: headers, body: body, operation: operation,
+            maybeSentTwice: &ignored)
+    }
+
+    /// Signs and sends one request, again while it fails transiently. `maybeSentTwice`: set
+    /// when an earlier sending may have been carried out by the server (a failure after the
+    /// connection was made, or curl's own resending on a new connection).
     private func send(
         _ method: String, key: String?, query: [(name: String, value: String)] = [],
         headers extra: [(name: String, value: String)] = [], body: [UInt8] = [], operation: String,
-        onRetry: (S3Error) -> Void = { _ in }
+        maybeSentTwice: inout Bool
     ) throws(S3Error) -> HTTPResponse {
         var path = "/" + SigV4Signer.uriEncode(bucket, encodeSlash: true)
         if let key { path += "/" + SigV4Signer.uriEncode(key, encodeSlash: false) }
@@ -307,6 +319,7 @@ public final class S3Client: Sendable {
             do throws(TransportFailure) {
                 let response = try transport.perform(
                     HTTPRequest(method: method, url: url, headers: headers, body: body))
+                if response.maybeSentTwice { maybeSentTwice = true }
                 if (200..<300).contains(response.status) { return response }
                 failed = failure(response, operation, key: key)
             } catch {
@@ -314,7 +327,7 @@ public final class S3Client: Sendable {
             }
             failed.attempts = attempt
             guard failed.isTransient, attempt < retry.attempts else { throw failed }
-            onRetry(failed)
+            if failed.kind != .unreachable { maybeSentTwice = true }
             attempt += 1
             Thread.sleep(forTimeInterval: Self.seconds(retry.delay(before: attempt)))
         }

@@ -57,6 +57,42 @@ import Testing
         #expect(error.status == 416)
     }
 
+    /// A conditional put whose answer was lost (the connection cut after the server wrote it)
+    /// is sent again, by the client's retry or by curl itself on a kept connection, and refused
+    /// as a precondition failure; the object holds this very body, so the put was ours: it
+    /// succeeds, for write-once and for compare-and-swap.
+    @Test func conditionalPutWhoseAnswerWasLost() throws {
+        let direct = try CephCluster.freshBucket("lost")
+        let proxy = try CuttingProxy(upstreamPort: UInt16(try #require(direct.configuration.port)), cuts: 1)
+        defer { proxy.stop() }
+        var configuration = direct.configuration
+        configuration.port = Int(proxy.port)
+        let client = try S3Client(
+            configuration: configuration, bucket: direct.bucket, retry: RetryPolicy(firstDelay: .milliseconds(10)))
+
+        let first = Array("generation 1".utf8)
+        let written = try client.put("head", first, condition: .ifAbsent)
+        #expect(proxy.cut.withLock { $0 } == 1)
+        #expect(written.value == Digests.hex(Digests.md5(first)))
+        #expect(try direct.get("head") == first)
+
+        proxy.cutNext()
+        let second = Array("generation 2".utf8)
+        let swapped = try client.put("head", second, condition: .ifMatch(written))
+        #expect(proxy.cut.withLock { $0 } == 2)
+        #expect(swapped.value == Digests.hex(Digests.md5(second)))
+        #expect(try direct.get("head") == second)
+
+        // Another writer's body under the key is still a refusal after a lost answer.
+        proxy.cutNext()
+        let refused = try #require(throws: S3Error.self) {
+            try client.put("head", Array("generation 3".utf8), condition: .ifMatch(written))
+        }
+        #expect(proxy.cut.withLock { $0 } == 3)
+        #expect(refused.kind == .etagMismatch)
+        #expect(try direct.get("head") == second)
+    }
+
     /// The signed payload hash is what keeps a body damaged on the way out of the store: RGW
     /// recomputes it and refuses a body that does not match (this client always signs it).
     @Test func serverChecksTheSignedPayloadHash() throws {
