@@ -58,10 +58,14 @@ alive() {
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
-# The gateway answers an anonymous request (403 or 200: anything but a refused connection).
+# The gateway answers HTTP (an anonymous request: any status will do). Bash's /dev/tcp, not
+# curl, which a fresh machine may lack.
 rgw_answers() {
-    # shellcheck disable=SC1090
-    [ -f "$env_file" ] && (source "$env_file" && curl -s -o /dev/null -m 2 "$AWS_ENDPOINT_URL/")
+    local port answer
+    port=$(sed -n 's|^AWS_ENDPOINT_URL=http://127.0.0.1:||p' "$env_file" 2>/dev/null)
+    [ -n "$port" ] || return 1
+    answer=$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && printf 'HEAD / HTTP/1.0\r\n\r\n' >&3 && head -c 5 <&3" 2>/dev/null) || return 1
+    [ "$answer" = "HTTP/" ]
 }
 
 running() {
@@ -99,10 +103,10 @@ start() {
     fi
     [ -d "$dir" ] && stop # what is left of a cluster that died: start afresh
     local began fsid mon_port rgw_port uuid osd_id access secret attempt
-    began=$(date +%s.%N)
+    began=$EPOCHREALTIME
     mkdir -p "$dir"/{run,mon.a,osd.0}
     chmod 700 "$dir"
-    fsid=$(uuidgen)
+    fsid=$(cat /proc/sys/kernel/random/uuid)
     mon_port=$(free_port)
     rgw_port=$(free_port)
     cat >"$conf" <<EOF
@@ -160,7 +164,7 @@ EOF
     ceph-mon -c "$conf" -i a >>"$dir/mkfs.log" 2>&1 || fail "ceph-mon did not start" "$dir/mon.a.log"
 
     # `ceph osd new` fails while the monitor settles (elections, the first maps): retry it.
-    uuid=$(uuidgen)
+    uuid=$(cat /proc/sys/kernel/random/uuid)
     for attempt in $(seq 1 40); do
         osd_id=$(cluster osd new "$uuid" 2>>"$dir/ceph-cli.log") && break
         osd_id=""
@@ -198,7 +202,8 @@ EOF
         sleep 0.25
     done
     rgw_answers || fail "radosgw does not answer on 127.0.0.1:$rgw_port" "$dir/client.rgw.a.log"
-    echo "ceph.sh: started in $dir in $(echo "$(date +%s.%N) - $began" | bc | xargs printf '%.1f') s;" \
+    local elapsed_ms=$(((${EPOCHREALTIME/./} - ${began/./}) / 1000))
+    echo "ceph.sh: started in $dir in $((elapsed_ms / 1000)).$((elapsed_ms % 1000 / 100)) s;" \
         "S3 at http://127.0.0.1:$rgw_port (keys in $env_file)"
 }
 
