@@ -63,7 +63,7 @@ import Testing
     /// succeeds, for write-once and for compare-and-swap.
     @Test func conditionalPutWhoseAnswerWasLost() throws {
         let direct = try CephCluster.freshBucket("lost")
-        let proxy = try CuttingProxy(upstreamPort: UInt16(try #require(direct.configuration.port)), cuts: 1)
+        let proxy = try FaultProxy(upstreamPort: UInt16(try #require(direct.configuration.port)), cuts: 1)
         defer { proxy.stop() }
         var configuration = direct.configuration
         configuration.port = Int(proxy.port)
@@ -91,6 +91,29 @@ import Testing
         #expect(proxy.cut.withLock { $0 } == 3)
         #expect(refused.kind == .etagMismatch)
         #expect(try direct.get("head") == second)
+    }
+
+    /// 503 SlowDown is transient: retried with backoff, up to the policy's attempts.
+    @Test func slowDownIsRetried() throws {
+        let direct = try CephCluster.freshBucket("slow")
+        try direct.put("k", [1, 2, 3])
+        let proxy = try FaultProxy(upstreamPort: UInt16(try #require(direct.configuration.port)), slowDowns: 2)
+        defer { proxy.stop() }
+        var configuration = direct.configuration
+        configuration.port = Int(proxy.port)
+        let retry = RetryPolicy(attempts: 3, firstDelay: .milliseconds(10))
+        let client = try S3Client(configuration: configuration, bucket: direct.bucket, retry: retry)
+        #expect(try client.get("k") == [1, 2, 3])
+        #expect(proxy.slowedDown.withLock { $0 } == 2)
+
+        proxy.slowDownNext(3)
+        let error = try #require(throws: S3Error.self) { try client.get("k") }
+        #expect(error.kind == .server)
+        #expect(error.status == 503)
+        #expect(error.code == "SlowDown")
+        #expect(error.attempts == 3)
+        #expect(error.description.contains("[after 3 attempts]"))
+        #expect(proxy.slowedDown.withLock { $0 } == 5)
     }
 
     /// The signed payload hash is what keeps a body damaged on the way out of the store: RGW

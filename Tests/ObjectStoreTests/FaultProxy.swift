@@ -1,28 +1,39 @@
 import Foundation
 import Synchronization
 
-/// A TCP proxy on 127.0.0.1 in front of the S3 server that, `cuts` times, forwards a request
-/// but drops its answer and closes the connection: a request that reached the server, whose
-/// client never learns the outcome (a connection cut at the worst moment).
-final class CuttingProxy: Sendable {
+/// A TCP proxy on 127.0.0.1 in front of the S3 server, with faults on demand: it can forward
+/// a request but drop its answer and close the connection (a request that reached the server,
+/// whose client never learns the outcome), or answer a request itself with 503 SlowDown, as a
+/// busy S3 server does, without forwarding it. The tests send one request at a time, each in
+/// one piece (no body past what the first read gets).
+final class FaultProxy: Sendable {
     let port: UInt16
     private let listener: Int32
     private let upstreamPort: UInt16
     private let cutsLeft: Mutex<Int>
+    private let slowDownsLeft: Mutex<Int>
     /// How many answers were dropped.
     let cut = Mutex(0)
+    /// How many requests were answered 503 SlowDown.
+    let slowedDown = Mutex(0)
 
-    init(upstreamPort: UInt16, cuts: Int) throws {
+    /// `cuts`: how many of the next answers to drop; `slowDowns`: how many of the next
+    /// requests to answer 503 SlowDown.
+    init(upstreamPort: UInt16, cuts: Int = 0, slowDowns: Int = 0) throws {
         let socket = try LocalSocket.listening()
         listener = socket.descriptor
         port = socket.port
         self.upstreamPort = upstreamPort
         cutsLeft = Mutex(cuts)
+        slowDownsLeft = Mutex(slowDowns)
         Thread.detachNewThread { [self] in acceptLoop() }
     }
 
-    /// Cuts one more connection.
-    func cutNext() { cutsLeft.withLock { $0 = max($0, 0) + 1 } }
+    /// Drops one more answer.
+    func cutNext() { cutsLeft.withLock { $0 += 1 } }
+
+    /// Answers the next `count` requests 503 SlowDown.
+    func slowDownNext(_ count: Int) { slowDownsLeft.withLock { $0 += count } }
 
     /// Stops accepting (connections already open end with their peers).
     func stop() { shutdown(listener, Int32(SHUT_RDWR)) }
@@ -44,21 +55,34 @@ final class CuttingProxy: Sendable {
         }
     }
 
-    /// Copies until either side closes, then closes both directions.
-    /// `answers`: the server's side, whose next bytes are dropped, with the connection, while
-    /// cuts are left (the tests send one request at a time: those bytes start an answer).
+    /// One of a fault's remaining times taken, if any is left.
+    private static func take(_ left: borrowing Mutex<Int>, counting done: borrowing Mutex<Int>) -> Bool {
+        let taken = left.withLock { left in
+            guard left > 0 else { return false }
+            left -= 1
+            return true
+        }
+        if taken { done.withLock { $0 += 1 } }
+        return taken
+    }
+
+    /// Copies until either side closes, then closes both directions. `answers`: this is the
+    /// server's side (the bytes read start an answer).
     private func pump(from source: Int32, to destination: Int32, answers: Bool) {
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
         loop: while true {
             let count = buffer.withUnsafeMutableBytes { read(source, $0.baseAddress, $0.count) }
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else { break }
-            if answers,
-                cutsLeft.withLock({ left in
-                    defer { left -= 1 }; return left > 0
-                })
-            {
-                cut.withLock { $0 += 1 }
+            if answers && Self.take(cutsLeft, counting: cut) { break }
+            if !answers && Self.take(slowDownsLeft, counting: slowedDown) {
+                let body =
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>"
+                    + "<Message>Please reduce your request rate.</Message></Error>"
+                let answer = Array(
+                    ("HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                        + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)").utf8)
+                _ = answer.withUnsafeBytes { write(source, $0.baseAddress, $0.count) }
                 break
             }
             var sent = 0
