@@ -62,6 +62,8 @@ enum CephCluster {
         var pid: pid_t = 0
         guard posix_spawn(&pid, arguments[0], &actions, nil, &argv, environ) == 0 else { return -1 }
         var status: Int32 = 0
+        // ECHILD: a live-process test's reaper (waitpid -1) collected it first; it has ended,
+        // and reading s3.env says whether it did its work.
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
