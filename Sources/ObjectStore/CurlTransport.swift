@@ -114,13 +114,11 @@ final class CurlTransport: Sendable {
         errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
         defer { errorBuffer.deallocate() }
         var headerList: UnsafeMutablePointer<curl_slist>? = nil
-        // "Expect:" with no value: curl's 100-continue wait is dropped for small bodies only
-        // (curl adds it past 1 MiB, where a refusal before the upload saves the bytes).
+        // curl sends every upload with "Expect: 100-continue" and waits for the server's go: a
+        // round trip that saves the bytes of a refused upload (a write-once put of a key that
+        // is taken). Worth it past 1 MiB; below, "Expect:" with no value drops it.
         var headers = request.headers.map { "\($0.name): \($0.value)" }
         if request.body.count <= 1 << 20 { headers.append("Expect:") }
-        if request.method == "GET" || request.method == "HEAD" || request.method == "DELETE" {
-            headers.append("Content-Type:")
-        }
         for header in headers {
             guard let appended = curl_slist_append(headerList, header) else {
                 curl_slist_free_all(headerList)
