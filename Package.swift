@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "SoftDirty", targets: ["SoftDirty"]),
         .library(name: "Incremental", targets: ["Incremental"]),
         .library(name: "Reports", targets: ["Reports"]),
+        .library(name: "ObjectStore", targets: ["ObjectStore"]),
         .executable(name: "cpx", targets: ["cpx"]),
         .executable(name: "ld-chpox", targets: ["ld-chpox"]),
         .executable(name: "dumpinfo", targets: ["dumpinfo"]),
@@ -26,6 +27,8 @@ let package = Package(
         // C libraries from Debian, found with pkg-config.
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         // Fixed-argument wrappers for the variadic and macro APIs Swift cannot call.
         .target(name: "CLinux"),
 
@@ -33,6 +36,8 @@ let package = Package(
         .target(name: "Syscall", dependencies: ["CLinux"]),
         // The content-addressed, deduplicating chunk store.
         .target(name: "Store", dependencies: ["Syscall", "CLZ4", "CXXHash"]),
+        // An S3 client (issue 17): SigV4-signed requests over libcurl, for the store on S3.
+        .target(name: "ObjectStore", dependencies: ["CCurl", "CCrypto"]),
         // A live process from outside: ptrace freeze, remote syscalls, /proc readers, memory.
         .target(name: "Tracee", dependencies: ["Syscall", "CLinux"]),
         // Dirty-page trackers behind one protocol: soft-dirty, uffd-wp, hash; DirtyRate.
@@ -115,6 +120,8 @@ let package = Package(
             name: "StoreTests",
             dependencies: ["TestTools", "Store", "Syscall", "StoreTestSupport", "chpox-store-writer"]),
         .testTarget(name: "TraceeTests", dependencies: ["Tracee"]),
+        // The S3 client against a real Ceph RGW (scripts/ceph.sh), and its signer against AWS's examples.
+        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore"]),
         .testTarget(name: "SoftDirtyTests", dependencies: ["SoftDirty", "Tracee"]),
         // The engine, and the commands over stores it wrote (dumpinfo's golden text in Golden/).
         .testTarget(

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what chpox needs on a fresh Debian machine of this kind, only when missing:
-# the LZ4 and xxHash development packages and pkg-config (Swift finds them through it), and
-# nftables (nft: cpx --kill holds connections to peers outside the tree with a rule).
+# the LZ4 and xxHash development packages and pkg-config (Swift finds them through it),
+# libcurl (OpenSSL flavour) and OpenSSL's libcrypto for the S3 client (Sources/ObjectStore),
+# and nftables (nft: cpx --kill holds connections to peers outside the tree with a rule).
+# (The S3 tests' Ceph packages are scripts/ceph.sh's to install.)
 # With --tests (scripts/test.sh), also what the live tests run besides: redis-server, a real
 # program they checkpoint (its system service is left stopped and disabled: the test starts its
 # own), and a Python virtual environment in .build/jupyter-venv with ipykernel, jupyter_client
@@ -13,7 +15,7 @@ cd "$(dirname "$0")/.."
 tests=false
 [ "${1:-}" = "--tests" ] && tests=true
 missing=()
-packages=(liblz4-dev libxxhash-dev pkg-config nftables)
+packages=(liblz4-dev libxxhash-dev pkg-config libcurl4-openssl-dev libssl-dev nftables)
 $tests && packages+=(python3-venv redis-server)
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

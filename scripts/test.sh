@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command, and what CI runs: sets up, builds everything and runs every test
-# (unit, crash-safety with SIGKILLed writers, corruption, GC, security, and the bounded fuzzer),
+# (unit, crash-safety with SIGKILLed writers, corruption, GC, security, the bounded fuzzer, and
+# the S3 client against a one-node Ceph that scripts/ceph.sh starts before and stops after),
 # then every restart test again with `ld-chpox --lazy`, the formatter's lint, the install step,
 # the QEMU guests and CRIU's zdtm tests.
 set -euo pipefail
@@ -8,10 +9,15 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --tests
 swift build --build-tests 2>&1 | tail -n 3
 log=.build/test-output.txt
+# The S3 tests' Ceph (RGW): started here (installed when missing), stopped when the tests end.
+# Should it fail to start, the S3 tests try again themselves and fail with its words.
+trap 'bash scripts/ceph.sh stop' EXIT
+bash scripts/ceph.sh start || echo "test: scripts/ceph.sh start failed; the S3 tests will say why"
 set +e
 swift test --skip-build --disable-xctest 2>&1 | tee "$log" | grep -v -E '^(◇|↳) '
 status=${PIPESTATUS[0]}
 set -e
+bash scripts/ceph.sh stop
 passed=$(grep -E '^✔ Test .* passed' "$log" | grep -v -c 'Test run with' || true)
 failed=$(grep -E '^✘ Test .* failed' "$log" | grep -v -c 'Test run with' || true)
 if [ "$passed" -eq 0 ] && [ "$status" -eq 0 ]; then echo "no test ran"; exit 1; fi
