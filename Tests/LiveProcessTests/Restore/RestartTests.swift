@@ -178,7 +178,7 @@ extension LiveProcess {
             for _ in 0..<200 {
                 let children =
                     (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
-                for pid in children.split(separator: " ").compactMap({ Int32($0) }) where !isGuardian(pid) {
+                for pid in children.split(separator: " ").compactMap({ Int32($0) }) where !isNotTheRestarted(pid) {
                     return pid
                 }
                 usleep(5000)
@@ -189,6 +189,17 @@ extension LiveProcess {
         static func isGuardian(_ pid: Int32) -> Bool {
             let arguments = (try? ProcFS.bytes(pid, "cmdline")) ?? []
             return arguments.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }.last == "--guard"
+        }
+
+        /// Whether child `pid` of ld-chpox is not the restarted process: a lazy restart's
+        /// guardian, one being spawned (still ld-chpox's program: the guardian is spawned on a
+        /// thread of its own while the restart runs, and may come first among the children), or
+        /// one that ended (a zombie has no command line).
+        static func isNotTheRestarted(_ pid: Int32) -> Bool {
+            let program = (try? ProcFS.link(pid, "exe")) ?? ""
+            return isGuardian(pid) || ((try? ProcFS.bytes(pid, "cmdline")) ?? []).isEmpty
+                || (try? ProcFS.state(pid)) == "Z" || program.hasSuffix("/ld-chpox")
+                || program.hasSuffix("/chpox-restore-stub")
         }
 
         @Test(.timeLimit(.minutes(2))) func aWrittenFileCutShorterThanTheGenerationIsRefused() throws {
