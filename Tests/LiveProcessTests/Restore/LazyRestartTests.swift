@@ -133,9 +133,7 @@ extension LiveProcess {
             let server = try Self.lazyRestart(store: store, extra: ["--lazy-stream-after", "60"])
             #expect(try server.send("a").hasPrefix("main "))  // running, most pages still missing
             let restarted = try #require(RestartTests.child(of: server.pid))
-            let guardian = try #require(
-                ((try? String(contentsOfFile: "/proc/\(server.pid)/task/\(server.pid)/children", encoding: .utf8))
-                    ?? "").split(separator: " ").compactMap { Int32($0) }.first { RestartTests.isGuardian($0) })
+            let guardian = try #require(RestartTests.children(of: server.pid).first { RestartTests.isGuardian($0) })
             try server.child.send(SIGKILL)
             #expect(try server.child.wait() == .signalled(SIGKILL))
             // The guardian kills it (and ends): it never answers from memory it did not get.

@@ -176,14 +176,21 @@ extension LiveProcess {
         /// The first child of `parent` but a lazy restart's guardian (`chpox-restore-stub --guard`).
         static func child(of parent: Int32) -> Int32? {
             for _ in 0..<200 {
-                let children =
-                    (try? String(contentsOfFile: "/proc/\(parent)/task/\(parent)/children", encoding: .utf8)) ?? ""
-                for pid in children.split(separator: " ").compactMap({ Int32($0) }) where !isNotTheRestarted(pid) {
-                    return pid
-                }
+                for pid in children(of: parent) where !isNotTheRestarted(pid) { return pid }
                 usleep(5000)
             }
             return nil
+        }
+
+        /// The children of every thread of `parent` (a child is listed under the thread that
+        /// made it, or the one it passed to when that thread ended), the main thread's first.
+        static func children(of parent: Int32) -> [Int32] {
+            let threads = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(parent)/task")) ?? [])
+                .compactMap { Int32($0) }.sorted { ($0 == parent ? 0 : $0) < ($1 == parent ? 0 : $1) }
+            return threads.flatMap { thread in
+                ((try? String(contentsOfFile: "/proc/\(parent)/task/\(thread)/children", encoding: .utf8)) ?? "")
+                    .split(separator: " ").compactMap { Int32($0) }
+            }
         }
 
         static func isGuardian(_ pid: Int32) -> Bool {
