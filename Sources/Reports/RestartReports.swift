@@ -78,7 +78,7 @@ public enum RestartReports {
                 }))
     }
 
-    /// `ld-chpox --timings`: "restarted in 61.2 ms: store read 20.1 ms, checks 3.0 ms, ...".
+    /// `ld-chpox --timings`: "running after 61.2 ms: store read 20.1 ms, checks 3.0 ms, ...".
     public static func timingsText(_ timings: RestartTimings) -> String {
         "running after \(Format.decimal(Double(timings.totalNanoseconds) / 1e6)) ms: "
             + timings.steps.map { "\($0.name) \(Format.decimal($0.milliseconds)) ms" }.joined(separator: ", ")

@@ -28,23 +28,25 @@ extension LiveProcess {
             #expect(document.pagesCopied <= document.pagesWritten)
         }
 
+        /// 64 written pages, the middle ones made read-only, the last ones not readable until
+        /// asked: four mappings side by side, whose stored pages one copy (or one fault's block,
+        /// lazily) would span; it answers which pages are wrong after the restart.
+        static let mappingBoundaries = """
+            pages = libc.mmap(None, 64 * PAGE, 3, 0x22, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS
+            for k in range(64):
+                ctypes.memmove(pages + k * PAGE, b"%08d" % (k + 1000), 8)
+            assert libc.mprotect(pages + 20 * PAGE, 8 * PAGE, 1) == 0  # PROT_READ
+            assert libc.mprotect(pages + 56 * PAGE, 8 * PAGE, 0) == 0  # PROT_NONE
+            print("pending", flush=True)
+            sys.stdin.readline()
+            assert libc.mprotect(pages + 56 * PAGE, 8 * PAGE, 1) == 0
+            wrong = [k for k in range(64) if ctypes.string_at(pages + k * PAGE, 8) != b"%08d" % (k + 1000)]
+            print("wrong", wrong, flush=True)
+            """
+
         @Test(.timeLimit(.minutes(2))) func pagesOnBothSidesOfAMappingBoundaryAndReadOnlyOnesAreFilled() throws {
-            // 64 written pages, the middle ones made read-only, the last ones not readable until
-            // asked: four mappings side by side, whose stored pages one copy would span.
             let answer = try MappingRestartTests.answerAfterRestart(
-                "copy-split",
-                script: """
-                    pages = libc.mmap(None, 64 * PAGE, 3, 0x22, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS
-                    for k in range(64):
-                        ctypes.memmove(pages + k * PAGE, b"%08d" % (k + 1000), 8)
-                    assert libc.mprotect(pages + 20 * PAGE, 8 * PAGE, 1) == 0  # PROT_READ
-                    assert libc.mprotect(pages + 56 * PAGE, 8 * PAGE, 0) == 0  # PROT_NONE
-                    print("pending", flush=True)
-                    sys.stdin.readline()
-                    assert libc.mprotect(pages + 56 * PAGE, 8 * PAGE, 1) == 0
-                    wrong = [k for k in range(64) if ctypes.string_at(pages + k * PAGE, 8) != b"%08d" % (k + 1000)]
-                    print("wrong", wrong, flush=True)
-                    """)
+                "copy-split", script: Self.mappingBoundaries)
             #expect(answer == "wrong []")
         }
     }

@@ -106,21 +106,12 @@ extension LiveProcess {
 
         @Test(.enabled(if: isRoot, "a lazy restart needs root"), .timeLimit(.minutes(2)))
         func pagesOnBothSidesOfAMappingBoundaryAreFilled() throws {
-            // 64 written pages, the middle ones made read-only: three mappings side by side,
-            // whose stored pages a fault's 16-page block (and a streamed run) spans. The kernel
-            // fills no run across mappings (ENOENT for the whole run): each page must still come.
+            // Mappings side by side whose stored pages a fault's 16-page block (and a streamed run)
+            // spans. The kernel fills no run across mappings (ENOENT for the whole run): each page
+            // must still come.
             let answer = try MappingRestartTests.answerAfterRestart(
-                "lazy-split",
-                script: """
-                    pages = libc.mmap(None, 64 * PAGE, 3, 0x22, -1, 0)  # MAP_PRIVATE | MAP_ANONYMOUS
-                    for k in range(64):
-                        ctypes.memmove(pages + k * PAGE, b"%08d" % (k + 1000), 8)
-                    assert libc.mprotect(pages + 20 * PAGE, 8 * PAGE, 1) == 0  # PROT_READ
-                    print("pending", flush=True)
-                    sys.stdin.readline()
-                    wrong = [k for k in range(64) if ctypes.string_at(pages + k * PAGE, 8) != b"%08d" % (k + 1000)]
-                    print("wrong", wrong, flush=True)
-                    """, restartWith: ["--lazy", "--lazy-stream-after", "60"])
+                "lazy-split", script: CopyFillTests.mappingBoundaries,
+                restartWith: ["--lazy", "--lazy-stream-after", "60"])
             #expect(answer == "wrong []")
         }
 

@@ -16,7 +16,6 @@ import Tracee
 /// already (EEXIST: memory the layout populated), or that the kernel will not copy, is handed
 /// back for `PageWriter`.
 struct PageCopier {
-    let pid: Int32
     private let userfaultfd: Userfaultfd
     private let ranges: [Range<UInt64>]
     private var batch: [(page: UInt64, bytes: UnsafeRawBufferPointer)] = []
@@ -46,25 +45,13 @@ struct PageCopier {
             userfaultfd.close()
             return nil
         }
-        return PageCopier(pid: session.pid, userfaultfd: userfaultfd, ranges: registered)
+        return PageCopier(userfaultfd: userfaultfd, ranges: registered)
     }
 
-    private init(pid: Int32, userfaultfd: Userfaultfd, ranges: [Range<UInt64>]) {
-        self.pid = pid
+    private init(userfaultfd: Userfaultfd, ranges: [Range<UInt64>]) {
         self.userfaultfd = userfaultfd
         self.ranges = ranges
         batch.reserveCapacity(PageWriter.maxBatch)
-    }
-
-    /// Whether `page` is in the registered ranges.
-    func covers(_ page: UInt64) -> Bool {
-        var low = 0
-        var high = ranges.count
-        while low < high {
-            let mid = (low + high) / 2
-            if ranges[mid].upperBound <= page { low = mid + 1 } else { high = mid }
-        }
-        return low < ranges.count && ranges[low].contains(page)
     }
 
     /// Adds `bytes` (one page, valid until `flush`) for page `page`.
@@ -77,16 +64,14 @@ struct PageCopier {
     /// caller's window ends).
     mutating func flush() -> [(page: UInt64, bytes: UnsafeRawBufferPointer)] {
         guard !batch.isEmpty else { return [] }
-        let parts = max(1, min(Kernel.onlineProcessors, batch.count / PageWriter.pagesPerPart))
-        let size = (batch.count + parts - 1) / parts
-        var outcomes = [(copied: Int, present: [Int])](repeating: (0, []), count: parts)
+        let parts = PageWriter.parts(of: batch.count)
+        var outcomes = [(copied: Int, present: [Int])](repeating: (0, []), count: parts.count)
         let userfaultfd = self.userfaultfd
         batch.withUnsafeBufferPointer { batch in
             outcomes.withUnsafeMutableBufferPointer { outcomes in
-                Parallel.forEach(parts) { k in
-                    let first = k * size
-                    let part = UnsafeBufferPointer(rebasing: batch[first..<min(first + size, batch.count)])
-                    outcomes[k] = Self.copy(part, offset: first, userfaultfd)
+                Parallel.forEach(parts.count) { k in
+                    outcomes[k] = Self.copy(
+                        UnsafeBufferPointer(rebasing: batch[parts[k]]), offset: parts[k].lowerBound, userfaultfd)
                 }
             }
         }

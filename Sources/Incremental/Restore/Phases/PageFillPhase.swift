@@ -269,25 +269,31 @@ struct PageWriter {
     /// not write (from the first it stopped at) go through /proc/<pid>/mem.
     mutating func flush() throws(TraceeError) {
         guard !batch.isEmpty else { return }
-        let parts = max(1, min(Kernel.onlineProcessors, batch.count / Self.pagesPerPart))
-        let size = (batch.count + parts - 1) / parts
+        let parts = Self.parts(of: batch.count)
         // Pages each part wrote from its start, or the error that stopped it.
-        var outcomes = [Result<Int, TraceeError>](repeating: .success(0), count: parts)
+        var outcomes = [Result<Int, TraceeError>](repeating: .success(0), count: parts.count)
         batch.withUnsafeBufferPointer { batch in
             outcomes.withUnsafeMutableBufferPointer { outcomes in
-                Parallel.forEach(parts) { k in
-                    let part = UnsafeBufferPointer(rebasing: batch[(k * size)..<min((k + 1) * size, batch.count)])
+                Parallel.forEach(parts.count) { k in
+                    let part = UnsafeBufferPointer(rebasing: batch[parts[k]])
                     outcomes[k] = Result { () throws(TraceeError) in try Self.write(part, process) }
                 }
             }
         }
-        for k in 0..<parts {
-            let part = batch[(k * size)..<min((k + 1) * size, batch.count)]
-            let done = try outcomes[k].get()
+        for (part, outcome) in zip(parts, outcomes) {
+            let done = try outcome.get()
             written += done
-            for (page, bytes) in part.dropFirst(done) { try writeThroughMemory(page, bytes) }
+            for (page, bytes) in batch[part].dropFirst(done) { try writeThroughMemory(page, bytes) }
         }
         batch.removeAll(keepingCapacity: true)
+    }
+
+    /// A batch of `count` pages cut into parts of about equal size, one a core, none under
+    /// `pagesPerPart` (one part below that): how `flush` and `PageCopier` spread their work.
+    static func parts(of count: Int) -> [Range<Int>] {
+        let parts = max(1, min(Kernel.onlineProcessors, count / pagesPerPart))
+        let size = (count + parts - 1) / parts
+        return stride(from: 0, to: count, by: max(size, 1)).map { $0..<min($0 + size, count) }
     }
 
     /// Writes `pages` with as few process_vm_writev calls as their runs allow; returns how many
