@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "Incremental", targets: ["Incremental"]),
         .library(name: "Reports", targets: ["Reports"]),
         .library(name: "ObjectStore", targets: ["ObjectStore"]),
+        .library(name: "S3Store", targets: ["S3Store"]),
         .executable(name: "cpx", targets: ["cpx"]),
         .executable(name: "ld-chpox", targets: ["ld-chpox"]),
         .executable(name: "dumpinfo", targets: ["dumpinfo"]),
@@ -38,6 +39,8 @@ let package = Package(
         .target(name: "Store", dependencies: ["Syscall", "CLZ4", "CXXHash"]),
         // An S3 client (issue 17): SigV4-signed requests over libcurl, for the store on S3.
         .target(name: "ObjectStore", dependencies: ["CCurl", "CCrypto"]),
+        // The store on S3: a local store as its cache, kept in step with the bucket (issue 17).
+        .target(name: "S3Store", dependencies: ["Store", "ObjectStore", "Syscall", "CXXHash"]),
         // A live process from outside: ptrace freeze, remote syscalls, /proc readers, memory.
         .target(name: "Tracee", dependencies: ["Syscall", "CLinux"]),
         // Dirty-page trackers behind one protocol: soft-dirty, uffd-wp, hash; DirtyRate.
@@ -52,7 +55,7 @@ let package = Package(
         .target(
             name: "CommandSupport",
             dependencies: [
-                "Incremental", "Store", "Syscall", "Tracee",
+                "Incremental", "Store", "S3Store", "Syscall", "Tracee",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(

@@ -4,18 +4,36 @@ import Foundation
 import Glibc
 #endif
 import Incremental
+import S3Store
 import Store
 import Tracee
 
-/// `--store DIR`, shared by every command.
+/// `--store DIR|s3://BUCKET/PREFIX` and `--cache-dir`, shared by every command.
 public struct StoreOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "The store directory.",
-            discussion: "Default: $CHPOX_STORE, else $XDG_STATE_HOME/chpox, else ~/.local/state/chpox.",
-            valueName: "dir"))
+            "The store: a directory, or s3://BUCKET/PREFIX for a store on S3.",
+            discussion: """
+                Default: $CHPOX_STORE, else $XDG_STATE_HOME/chpox, else ~/.local/state/chpox. On S3 the \
+                endpoint, region and credentials are taken as the AWS tools take them (AWS_ENDPOINT_URL, \
+                AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, or AWS_PROFILE in ~/.aws); the bucket \
+                must exist.
+                """,
+            valueName: "store"))
     public var store: String?
+
+    @Option(
+        name: .customLong("cache-dir"),
+        help: ArgumentHelp(
+            "Where a store on S3 is cached (index, manifests, the packs used last).",
+            discussion: """
+                Default: $CHPOX_CACHE, else $XDG_CACHE_HOME/chpox, else ~/.cache/chpox; each store has a \
+                directory of its own there. Packs beyond $CHPOX_CACHE_LIMIT (default 4G) are evicted, \
+                oldest first.
+                """,
+            valueName: "dir"))
+    public var cacheDirectory: String?
 
     public init() {}
 
@@ -23,12 +41,17 @@ public struct StoreOptions: ParsableArguments {
 
     /// Opens the store to write; only commands that write generations create it.
     public func open(create: Bool = false) throws -> Store {
-        try Store(at: path, create: create)
+        if S3StoreLocation.isS3(path) { return try S3Store.open(path, cacheRoot: cacheDirectory, create: create) }
+        return try Store(at: path, create: create)
     }
 
     /// Opens the store to read: the caller's own store as usual (a restart may note in it what
     /// it restarted), another user's, which only root may open, read-only (docs/threat-model.md).
-    public func openToRead() throws -> Store { try Store(at: path, reading: true) }
+    /// A store on S3 is read through the caller's own cache.
+    public func openToRead() throws -> Store {
+        if S3StoreLocation.isS3(path) { return try S3Store.open(path, cacheRoot: cacheDirectory, create: false) }
+        return try Store(at: path, reading: true)
+    }
 }
 
 /// Runs a command body, printing a store error as one line on stderr with a non-zero exit.

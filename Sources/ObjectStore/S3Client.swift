@@ -23,6 +23,29 @@ public struct ObjectInfo: Hashable, Sendable {
     public var key: String
     public var size: UInt64
     public var etag: ETag
+    /// When the server stored it, in seconds since the epoch by the server's clock (a
+    /// listing's `LastModified`; nil from `head`, and where a server leaves it out).
+    public var lastModified: Int64?
+
+    public init(key: String, size: UInt64, etag: ETag, lastModified: Int64? = nil) {
+        (self.key, self.size, self.etag, self.lastModified) = (key, size, etag, lastModified)
+    }
+
+    /// `2026-12-02T16:00:00.000Z` (ISO 8601 in UTC, as S3 lists it) in seconds since the epoch.
+    static func seconds(iso8601 text: String) -> Int64? {
+        let digits = text.split(whereSeparator: { !$0.isNumber }).compactMap { Int64($0) }
+        guard digits.count >= 6, text.hasSuffix("Z") else { return nil }
+        let (year, month, day) = (digits[0], digits[1], digits[2])
+        guard (1...12).contains(month), (1...31).contains(day) else { return nil }
+        // Days from the civil date (Howard Hinnant's algorithm, in proleptic Gregorian terms).
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yearOfEra = y - era * 400
+        let dayOfYear = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        let days = era * 146_097 + dayOfEra - 719_468
+        return days * 86_400 + digits[3] * 3_600 + digits[4] * 60 + digits[5]
+    }
 }
 
 /// One page of a listing, and the token for the next (nil on the last page).
@@ -159,6 +182,21 @@ public final class S3Client: Sendable {
         }
     }
 
+    /// The object's bytes and its ETag, for a compare-and-swap of what was read; nil when there
+    /// is no such object (a missing bucket still throws).
+    public func getVersioned(_ key: String) throws(S3Error) -> (body: [UInt8], etag: ETag)? {
+        try checkKey(key, operation: "get")
+        do throws(S3Error) {
+            let response = try send("GET", key: key, operation: "get")
+            guard let etag = response.headers["etag"] else {
+                throw failure(.badResponse, "get", key: key, message: "the answer lacks an ETag")
+            }
+            return (response.body, ETag(etag))
+        } catch let error where error.kind == .noSuchKey {
+            return nil
+        }
+    }
+
     /// The object's bytes, or those of `range` (the end clipped to the object's size).
     public func get(_ key: String, range: Range<UInt64>? = nil) throws(S3Error) -> [UInt8] {
         try checkKey(key, operation: "get")
@@ -249,7 +287,10 @@ public final class S3Client: Sendable {
             guard let key = entry["Key"], let size = entry["Size"].flatMap(UInt64.init), let etag = entry["ETag"] else {
                 throw failure(.badResponse, "list", message: "a <Contents> without Key, Size or ETag")
             }
-            objects.append(ObjectInfo(key: key, size: size, etag: ETag(etag)))
+            objects.append(
+                ObjectInfo(
+                    key: key, size: size, etag: ETag(etag),
+                    lastModified: entry["LastModified"].flatMap(ObjectInfo.seconds(iso8601:))))
         }
         let truncated = root["IsTruncated"] == "true"
         let next = root["NextContinuationToken"].flatMap { $0.isEmpty ? nil : $0 }

@@ -9,6 +9,8 @@ public final class ChainClaim {
     public let chain: String
     let store: Store
     private var lock: StoreLock?
+    /// The remote's claim, for a cache of a remote store (`StoreRemote.claim`).
+    private var remoteClaim: AnyObject?
 
     /// Claims chain `name` of `store`; throws `chainBusy` (naming the holder's pid) when another
     /// writer holds it.
@@ -30,6 +32,8 @@ public final class ChainClaim {
         }
         lock.recordHolder()
         self.lock = lock
+        // On a remote store, writers on other hosts are kept out by the remote's claim.
+        remoteClaim = try store.remote?.claim(chain: name)
     }
 
     /// Starts the next generation of the claimed chain (see `Store.beginGeneration`).
@@ -51,6 +55,7 @@ public final class ChainClaim {
 
     /// Gives the chain up to other writers.
     public func release() {
+        remoteClaim = nil
         lock?.clearHolder()
         lock = nil
     }

@@ -42,7 +42,8 @@ public struct Chain: Sendable, Equatable {
         }
     }
 
-    func encoded() -> [UInt8] {
+    /// The chain file's bytes.
+    public func encoded() -> [UInt8] {
         var writer = BinaryWriter(capacity: 64 + entries.count * Self.entrySize)
         writer.append(magic: "CHPXCHN1")
         writer.append(Self.version)

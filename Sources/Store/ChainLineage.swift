@@ -150,6 +150,7 @@ extension Store {
     public func lineage(of name: String) throws(StoreError) -> Lineage? {
         guard Chain.isValidName(name) else { throw .invalidChainName(name) }
         guard !(try chainOrEmpty(name).entries.isEmpty) else { return nil }
+        try remote?.refresh(.lineage, chain: name, in: self)
         let bytes: [UInt8]
         do {
             bytes = try directory.readFile(
@@ -170,6 +171,7 @@ extension Store {
         try StoreLock.withLock(.store, .shared, in: directory) { () throws(StoreError) in
             try directory.publish(
                 lineage.encoded(), as: Lineage.fileName(lineage.chain), in: directory.chains, dirName: "chains")
+            try remote?.publishLineage(chain: lineage.chain, in: self)
         }
     }
 

@@ -95,6 +95,10 @@ extension Store {
     /// Makes `generation` of `chain` a full generation (its page map stored whole), so that
     /// rebuilding it and everything after it no longer reads older generations; those stay.
     public func rebase(chain name: String, generation: UInt64) throws(StoreError) -> Chain.Entry {
+        try maintaining { () throws(StoreError) in try rebaseLocally(chain: name, generation: generation) }
+    }
+
+    private func rebaseLocally(chain name: String, generation: UInt64) throws(StoreError) -> Chain.Entry {
         try StoreLock.withMaintenanceLocks(in: directory) { () throws(StoreError) in
             let chain = try self.chain(name)
             guard chain.entry(generation) != nil else { throw .noSuchGeneration(chain: name, generation: generation) }

@@ -179,13 +179,24 @@ public final class ChunkReader {
         let name = PackFormat.fileName(id)
         let file = "\(store.path)/packs/\(name)"
         if packs.count >= Self.openPacks, let victim = packs.keys.first { packs.removeValue(forKey: victim) }
+        let fd: FileDescriptor
         do {
-            let fd = try FileDescriptor.open(name, in: store.directory.packs, [.readOnly, .noFollow])
-            defer { fd.close() }
+            fd = try FileDescriptor.open(name, in: store.directory.packs, [.readOnly, .noFollow])
+        } catch .noSuchFile where store.remote != nil {
+            // A cache of a remote store: the pack is fetched whole the first time it is needed.
+            guard try store.remote!.fetch(.pack, id.hex, into: store) else {
+                throw StoreError.system(.noSuchFile, operation: "open", path: store.remotePath(.pack, id.hex))
+            }
+            do { fd = try FileDescriptor.open(name, in: store.directory.packs, [.readOnly, .noFollow]) } catch {
+                throw error.store("open", file)
+            }
+        } catch { throw error.store("open", file) }
+        defer { fd.close() }
+        do {
             let mapped = try MappedFile(fd)
             packs[id] = mapped
             return mapped
-        } catch { throw error.store("open", file) }
+        } catch { throw error.store("map", file) }
     }
 
 }

@@ -102,8 +102,10 @@ extension Store {
         _ policy: RetentionPolicy, dryRun: Bool = false, repackThreshold: Double = 0.3
     ) throws(StoreError) -> GCReport {
         // One GC (or rebase, or rebuild-index) at a time.
-        try StoreLock.withLock(.gc, .exclusive, in: directory) { () throws(StoreError) -> GCReport in
-            try collectGarbageAlone(policy, dryRun: dryRun, repackThreshold: repackThreshold)
+        try maintaining { () throws(StoreError) -> GCReport in
+            try StoreLock.withLock(.gc, .exclusive, in: directory) { () throws(StoreError) -> GCReport in
+                try collectGarbageAlone(policy, dryRun: dryRun, repackThreshold: repackThreshold)
+            }
         }
     }
 

@@ -21,6 +21,8 @@ public final class GenerationWriter {
 
     private let store: Store
     private var storeLock: StoreLock?
+    /// The remote's hold for a generation in flight (`StoreRemote.beginGeneration`).
+    private var remoteHold: AnyObject?
     private var chainClaim: ChainClaim?
     /// The generation's chunks are in the index: its packs are no longer its own to remove.
     private var indexed = false
@@ -46,12 +48,13 @@ public final class GenerationWriter {
             _ = try? store.reclaimAbandonedWrites()
         }
         storeLock = try StoreLock(.store, .shared, in: store.directory)
+        remoteHold = try store.remote?.beginGeneration(chain: name)
         let current = try store.chainOrEmpty(name)
         generation = current.nextGeneration
         parent = current.head?.manifest
         kind = full || current.entries.isEmpty ? .full : .delta
         // Under the shared lock the index can only grow: what it says now stays true.
-        try store.index.refresh()
+        try store.refreshIndex()
     }
 
     deinit {
@@ -166,7 +169,8 @@ public final class GenerationWriter {
             statistics.storedBytes = UInt64(packer.storedBytes)
             statistics.newLogicalBytes = UInt64(packer.logicalBytes)
             let (chunks, packs) = try packer.takeChunks()
-            try store.index.add(chunks, packs: packs)
+            try store.remote?.upload(packs: packs, from: store)
+            let segment = try store.index.add(chunks, packs: packs)
             indexed = true
 
             // The page list is handed over to the delta, not copied (nothing is put after this).
@@ -193,11 +197,14 @@ public final class GenerationWriter {
                 deltaEntries: UInt64(delta.pages.count + delta.unmapped.count))
             current.entries.append(entry)
             current.nextGeneration = generation + 1
+            // A remote store's commit point is its chain's swap; the cache follows it.
+            try store.remote?.commit(current, segment: segment, manifest: id, in: store)
             try store.publish(current)  // the commit point
             finished = true
 
-            // After the commit: failures here cost speed, never data.
-            try? store.index.compact()
+            // After the commit: failures here cost speed, never data. A cache's index is the
+            // remote's segments as they are (`StoreRemote.refreshIndex`): it is not merged here.
+            if store.remote == nil { try? store.index.compact() }
             writeSnapshotIfDue(current)
             release()
             return entry
@@ -223,6 +230,7 @@ public final class GenerationWriter {
     public var currentStatistics: GenerationManifest.Statistics { statistics }
 
     private func release() {
+        remoteHold = nil
         storeLock = nil
         chainClaim = nil
     }

@@ -9,6 +9,10 @@ extension Store {
     /// Rebuilds the index from the pack trailers alone and replaces every segment with it.
     /// Packs whose trailer is damaged are reported and left out (their chunks stay missing).
     public func rebuildIndex() throws(StoreError) -> (chunks: Int, packs: Int, skipped: [VerifyReport.Problem]) {
+        try maintaining { () throws(StoreError) in try rebuildIndexLocally() }
+    }
+
+    private func rebuildIndexLocally() throws(StoreError) -> (chunks: Int, packs: Int, skipped: [VerifyReport.Problem]) {
         try StoreLock.withMaintenanceLocks(in: directory) { () throws(StoreError) in
             var entries: [(ChunkID, ChunkLocation)] = []
             var skipped: [VerifyReport.Problem] = []

@@ -11,14 +11,25 @@ public final class Store: @unchecked Sendable {
     public let path: String
     let directory: StoreDirectory
     let index: ChunkIndex
+    /// Where the store's files really live when `path` is a cache of them (the store on S3);
+    /// nil for a store that is its directory.
+    public let remote: StoreRemote?
+    /// Inside `maintaining`: the remote's maintenance is under way, the cache holds everything.
+    var maintenanceUnderWay = false
 
     /// Opens the store at `path`; with `create`, makes it (0700) when missing or empty.
     /// `reading`: to read it (inspect, restart): the caller's own store opens as usual, and
     /// root may open another user's, read-only (`isReadOnly`).
-    public init(at path: String, create: Bool = false, reading: Bool = false) throws(StoreError) {
+    /// `remote`: `path` is a cache of the store `remote` holds (`StoreRemote`).
+    public init(
+        at path: String, create: Bool = false, reading: Bool = false, remote: StoreRemote? = nil
+    ) throws(StoreError) {
         self.path = path
-        directory = try StoreDirectory(path: path, create: create, reading: reading)
+        self.remote = remote
+        directory = try StoreDirectory(path: path, create: create || remote != nil, reading: reading && remote == nil)
+        if remote != nil { try directory.requireWritable("cache the store \(remote!.location)") }
         index = try ChunkIndex(directory: directory)
+        try refreshIndex()
     }
 
     /// The user whose store it is: the one who can have written it, so whom its images can
@@ -47,7 +58,8 @@ public final class Store: @unchecked Sendable {
     // MARK: Chains and manifests
 
     public func chainNames() throws(StoreError) -> [String] {
-        try directory.names(in: directory.chains, dirName: "chains", suffix: "chain").filter(Chain.isValidName).sorted()
+        if let remote { return try remote.chainNames().filter(Chain.isValidName).sorted() }
+        return try directory.names(in: directory.chains, dirName: "chains", suffix: "chain").filter(Chain.isValidName).sorted()
     }
 
     /// `requested`, or the store's only chain when none is named.
@@ -66,6 +78,7 @@ public final class Store: @unchecked Sendable {
     /// The chain `name`, as last committed.
     public func chain(_ name: String) throws(StoreError) -> Chain {
         guard Chain.isValidName(name) else { throw .invalidChainName(name) }
+        try remote?.refresh(.chain, chain: name, in: self)
         let bytes: [UInt8]
         do {
             bytes = try directory.readFile(
@@ -92,8 +105,7 @@ public final class Store: @unchecked Sendable {
     public func manifest(_ id: ChunkID) throws(StoreError) -> GenerationManifest {
         let name = GenerationManifest.fileName(id)
         let file = "\(path)/manifests/\(name)"
-        let bytes = try directory.readFile(
-            name, in: directory.manifests, dirName: "manifests", limit: GenerationManifest.maxSize)
+        let bytes = try readThroughCache(.manifest, id.hex)
         return try bytes.withRawBytes { (raw) throws(StoreError) in
             guard ChunkID(hashing: raw) == id else {
                 throw StoreError.malformed(file: file, reason: "its bytes do not hash to its id (altered or damaged)")
@@ -209,7 +221,13 @@ extension Store {
     }
 
     public func totals() throws(StoreError) -> Totals {
-        try index.refresh()
+        try refreshIndex()
+        if let remote {
+            let packs = try remote.packSizes()
+            return Totals(
+                chains: try chainNames().count, uniqueChunks: index.entryCount, packs: packs.count,
+                packBytes: packs.values.reduce(0, +), abandoned: nil)
+        }
         let packs = try directory.names(in: directory.packs, dirName: "packs", suffix: "pack")
         let bytes = packs.reduce(Int64(0)) { $0 + ((try? directory.packs.status(of: $1 + ".pack").size) ?? 0) }
         return Totals(

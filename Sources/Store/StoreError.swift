@@ -25,6 +25,8 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
     /// `operation` (gc) refused to change anything: chunks of generations it would drop, merge
     /// or rewrite are damaged.
     case damaged(operation: String, ChunkDamage)
+    /// The remote holding the store (S3) failed or refused: `reason` says what and what to do.
+    case remote(location: String, reason: String)
 
     public var description: String {
         switch self {
@@ -58,6 +60,8 @@ public enum StoreError: Error, Sendable, CustomStringConvertible, Equatable {
             return "chain '\(chain)' generation \(generation) does not verify: \(reason)"
         case .invalidArgument(let text):
             return text
+        case .remote(let location, let reason):
+            return "store \(location): \(reason)"
         case .damaged(let operation, let damage):
             return
                 "refusing to \(operation): generations it would drop, merge or rewrite use damaged chunks; "

@@ -63,7 +63,9 @@ extension Store {
     public func verify(deep: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws(StoreError) -> VerifyReport {
         var report = VerifyReport()
         report.deep = deep
-        try index.refresh()
+        // A cache of a remote store: everything is checked here, so everything comes here.
+        try remote?.pullAll(into: self)
+        try refreshIndex()
         for (name, error) in index.damaged {
             report.problems.append(
                 .init(
