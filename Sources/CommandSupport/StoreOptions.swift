@@ -35,13 +35,22 @@ public struct StoreOptions: ParsableArguments {
             valueName: "dir"))
     public var cacheDirectory: String?
 
+    @Flag(name: .long, help: "Make the S3 bucket of --store when it does not exist (commands that write).")
+    public var createBucket = false
+
     public init() {}
 
     public var path: String { store ?? Store.defaultPath(environment: ProcessInfo.processInfo.environment) }
 
     /// Opens the store to write; only commands that write generations create it.
-    public func open(create: Bool = false) throws -> Store {
-        if S3StoreLocation.isS3(path) { return try S3Store.open(path, cacheRoot: cacheDirectory, create: create) }
+    public func open(create: Bool = false) throws -> Store { try open(path, create: create) }
+
+    /// Opens the store at `path` (a directory or `s3://`) to write, with these options' cache
+    /// and bucket settings (`cpx copy --to`).
+    public func open(_ path: String, create: Bool) throws -> Store {
+        if S3StoreLocation.isS3(path) {
+            return try S3Store.open(path, cacheRoot: cacheDirectory, create: create, createBucket: createBucket)
+        }
         return try Store(at: path, create: create)
     }
 

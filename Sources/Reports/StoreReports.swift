@@ -240,7 +240,7 @@ public enum StoreReports {
         }
         let sharing = try? store.sharing()
         return Statistics(
-            store: store.path, chains: totals.chains, generations: generations, uniqueChunks: totals.uniqueChunks,
+            store: store.location, chains: totals.chains, generations: generations, uniqueChunks: totals.uniqueChunks,
             packs: totals.packs, packBytes: totals.packBytes, logicalBytes: logical,
             dedupRatio: totals.packBytes > 0 ? Double(logical) / Double(totals.packBytes) : nil,
             referencedChunks: sharing?.referencedChunks, dedupAcrossChains: sharing?.acrossChainsRatio,
@@ -341,6 +341,44 @@ public enum StoreReports {
         var chain: String
         var generation: UInt64
         var id: String
+    }
+
+    /// `cpx copy`'s line per chain.
+    public static func copyText(_ report: ChainCopyReport, to destination: String) -> String {
+        guard report.generationsCopied > 0 else {
+            return "\(report.chain): \(report.generationsPresent) generations already in \(destination)"
+        }
+        return "\(report.chain): \(report.generationsCopied) generations copied to \(destination)"
+            + (report.generationsPresent > 0 ? " (\(report.generationsPresent) there already)" : "")
+            + ", \(report.chunksCopied) chunks (\(Format.bytes(report.storedBytes)) stored), "
+            + "\(report.chunksPresent) chunks there already"
+    }
+
+    struct CopyDocument: Codable {
+        struct Chain: Codable {
+            var chain: String
+            var generationsCopied: Int
+            var generationsPresent: Int
+            var chunksCopied: Int
+            var chunksPresent: Int
+            var storedBytes: Int64
+        }
+        var schema = "chpox.copy/\(StoreReports.schemaVersion)"
+        var from: String
+        var to: String
+        var chains: [Chain]
+    }
+
+    public static func copyJSON(_ reports: [ChainCopyReport], from: String, to: String) -> String {
+        json(
+            CopyDocument(
+                from: from, to: to,
+                chains: reports.map {
+                    .init(
+                        chain: $0.chain, generationsCopied: $0.generationsCopied,
+                        generationsPresent: $0.generationsPresent, chunksCopied: $0.chunksCopied,
+                        chunksPresent: $0.chunksPresent, storedBytes: $0.storedBytes)
+                }))
     }
 
     public static func rebaseJSON(_ entry: Chain.Entry, chain: String, store: String) -> String {

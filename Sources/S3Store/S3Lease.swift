@@ -104,7 +104,27 @@ final class S3Lease: @unchecked Sendable {
         thread.name = "chpox lease"
         renewer = thread
         thread.start()
+        Self.held.withLock { held in
+            if held.isEmpty && !Self.exitHookInstalled.withLock({ $0 }) {
+                Self.exitHookInstalled.withLock { $0 = true }
+                atexit { S3Lease.releaseAll() }
+            }
+            held[ObjectIdentifier(self)] = self
+        }
         return self
+    }
+
+    /// Leases held now: a command that ends with exit() (no deinit runs then) lets them go in
+    /// an exit hook, so the next command on any host need not wait for them to expire.
+    private static let held = Mutex<[ObjectIdentifier: S3Lease]>([:])
+    private static let exitHookInstalled = Mutex(false)
+
+    static func releaseAll() {
+        let leases = held.withLock { held in
+            defer { held.removeAll() }
+            return Array(held.values)
+        }
+        for lease in leases { lease.release() }
     }
 
     /// Whether the lease was taken over or removed while held: whatever it protected may have
@@ -127,6 +147,7 @@ final class S3Lease: @unchecked Sendable {
             defer { state.stopped = true }
             return !state.stopped && !state.lost
         }
+        _ = Self.held.withLock { $0.removeValue(forKey: ObjectIdentifier(self)) }
         guard wasHeld else { return }
         done.signal()
         if let etag = state.withLock({ $0.etag }), let current = try? Self.read(key, client: client),

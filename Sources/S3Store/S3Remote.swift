@@ -75,31 +75,44 @@ public final class S3Remote: StoreRemote {
     static let markerBody = Array("chpox-store 1\n".utf8)
 
     /// Opens the store at `location`; `create`: writes its marker when the prefix holds none
-    /// (the bucket must exist).
+    /// (the bucket must exist, unless `createBucket`).
     public init(
-        _ location: S3StoreLocation, client: S3Client, settings: S3StoreSettings, create: Bool
+        _ location: S3StoreLocation, client: S3Client, settings: S3StoreSettings, create: Bool,
+        createBucket: Bool = false
     ) throws(StoreError) {
         self.place = location
         self.location = location.description
         self.client = client
         self.settings = settings
-        let marker = try s3("open") { () throws(S3Error) in try client.getVersioned(location.key(Self.markerKey)) }
+        let marker: (body: [UInt8], etag: ETag)?
+        var exists = true
+        do {
+            marker = try client.getVersioned(location.key(Self.markerKey))
+        } catch let error where error.kind == .noSuchBucket {
+            (marker, exists) = (nil, false)
+        } catch {
+            throw .remote(location: location.description, reason: "could not open: \(error)")
+        }
         if let marker {
             guard marker.body == Self.markerBody else {
                 throw .notAStore(path: self.location, reason: "its \(Self.markerKey) object is not a chpox marker")
             }
             return
         }
-        let exists = try s3("open") { () throws(S3Error) in try client.bucketExists() }
+        if !exists && create && createBucket {
+            try s3("create bucket \(location.bucket)") { () throws(S3Error) in try client.createBucket() }
+            exists = true
+        }
         guard exists else {
             throw .remote(
                 location: self.location,
                 reason: "bucket \(location.bucket) does not exist at \(client.configuration.endpoint) "
-                    + "(create it, or check AWS_ENDPOINT_URL)")
+                    + "(check its name and AWS_ENDPOINT_URL, or let cpx make it: --create-bucket)")
         }
         guard create else {
             throw .notAStore(
-                path: self.location, reason: "no \(Self.markerKey) object under it (cpx creates one with its first checkpoint)")
+                path: self.location,
+                reason: "no \(Self.markerKey) object under it (cpx creates one with its first checkpoint)")
         }
         do {
             _ = try client.put(location.key(Self.markerKey), Self.markerBody, condition: .ifAbsent)
@@ -231,9 +244,9 @@ public final class S3Remote: StoreRemote {
         for pack in packs { try uploadOnce(.pack, pack.hex, from: store) }
     }
 
-    public func commit(_ chain: Chain, segment: ChunkID?, manifest: ChunkID, in store: Store) throws(StoreError) {
+    public func commit(_ chain: Chain, segment: ChunkID?, manifests: [ChunkID], in store: Store) throws(StoreError) {
         if let segment { try uploadOnce(.index, segment.hex, from: store) }
-        try uploadOnce(.manifest, manifest.hex, from: store)
+        for manifest in manifests { try uploadOnce(.manifest, manifest.hex, from: store) }
         let lapsed =
             (claims[chain.name].map { $0.lost || !$0.renew() } ?? false)
             || (generationLease.map { $0.lost || !$0.renew() } ?? false)
@@ -253,7 +266,9 @@ public final class S3Remote: StoreRemote {
 
     /// Replaces the remote's chain (or lineage) object with `bytes`, from the version the cache
     /// read (compare-and-swap; a new one only where there is none).
-    private func swap(_ kind: StoreFileKind, _ name: String, _ bytes: [UInt8], in store: Store, what: String)
+    private func swap(
+        _ kind: StoreFileKind, _ name: String, _ bytes: [UInt8], in store: Store, what: String
+    )
         throws(StoreError)
     {
         let key = place.key(kind, name)
@@ -348,7 +363,9 @@ public final class S3Remote: StoreRemote {
     private func waitForWriters() throws(StoreError) {
         let deadline = now + settings.waitSeconds
         while true {
-            let leases = try s3("list leases") { () throws(S3Error) in try client.list(prefix: place.key("locks/writer-")) }
+            let leases = try s3("list leases") { () throws(S3Error) in
+                try client.list(prefix: place.key("locks/writer-"))
+            }
             var busy: [String] = []
             for object in leases {
                 let read = try s3("read a lease") { () throws(S3Error) in try S3Lease.read(object.key, client: client) }

@@ -9,18 +9,20 @@ public enum S3Store {
     /// `cacheRoot` (default: `S3StoreLocation.defaultCacheRoot`). `create`: a writer's open,
     /// which marks an empty prefix as a store.
     public static func open(
-        _ url: String, cacheRoot: String? = nil, create: Bool,
+        _ url: String, cacheRoot: String? = nil, create: Bool, createBucket: Bool = false,
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws(StoreError) -> Store {
         let location = try S3StoreLocation(parsing: url)
         let client: S3Client
         do {
-            client = try S3Client(configuration: try S3Configuration.fromEnvironment(environment), bucket: location.bucket)
+            client = try S3Client(
+                configuration: try S3Configuration.fromEnvironment(environment), bucket: location.bucket)
         } catch {
             throw .remote(location: location.description, reason: "\(error)")
         }
         let settings = S3StoreSettings.fromEnvironment(environment)
-        let remote = try S3Remote(location, client: client, settings: settings, create: create)
+        let remote = try S3Remote(
+            location, client: client, settings: settings, create: create, createBucket: createBucket)
         let cache = location.cacheDirectory(
             root: cacheRoot ?? S3StoreLocation.defaultCacheRoot(environment: environment),
             endpoint: client.configuration.endpoint)

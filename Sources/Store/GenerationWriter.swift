@@ -198,7 +198,7 @@ public final class GenerationWriter {
             current.entries.append(entry)
             current.nextGeneration = generation + 1
             // A remote store's commit point is its chain's swap; the cache follows it.
-            try store.remote?.commit(current, segment: segment, manifest: id, in: store)
+            try store.remote?.commit(current, segment: segment, manifests: [id], in: store)
             try store.publish(current)  // the commit point
             finished = true
 

@@ -12,7 +12,8 @@ extension Store {
         try maintaining { () throws(StoreError) in try rebuildIndexLocally() }
     }
 
-    private func rebuildIndexLocally() throws(StoreError) -> (chunks: Int, packs: Int, skipped: [VerifyReport.Problem]) {
+    private func rebuildIndexLocally() throws(StoreError) -> (chunks: Int, packs: Int, skipped: [VerifyReport.Problem])
+    {
         try StoreLock.withMaintenanceLocks(in: directory) { () throws(StoreError) in
             var entries: [(ChunkID, ChunkLocation)] = []
             var skipped: [VerifyReport.Problem] = []

@@ -59,7 +59,8 @@ public final class Store: @unchecked Sendable {
 
     public func chainNames() throws(StoreError) -> [String] {
         if let remote { return try remote.chainNames().filter(Chain.isValidName).sorted() }
-        return try directory.names(in: directory.chains, dirName: "chains", suffix: "chain").filter(Chain.isValidName).sorted()
+        return try directory.names(in: directory.chains, dirName: "chains", suffix: "chain").filter(Chain.isValidName)
+            .sorted()
     }
 
     /// `requested`, or the store's only chain when none is named.

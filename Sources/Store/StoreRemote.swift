@@ -80,11 +80,11 @@ public protocol StoreRemote: AnyObject {
     /// cache's index names is on the remote.
     func upload(packs: [ChunkID], from store: Store) throws(StoreError)
 
-    /// Publishes a generation whose packs (uploaded), index segment and manifest are in the
-    /// cache: uploads the segment and the manifest, then swaps the remote chain from the version
+    /// Publishes generations whose packs (uploaded), index segment and manifests are in the
+    /// cache: uploads the segment and the manifests, then swaps the remote chain from the version
     /// this writer read to `chain`. Throws when the remote chain changed meanwhile, or the
-    /// writer's lease was lost (nothing of the generation is then visible).
-    func commit(_ chain: Chain, segment: ChunkID?, manifest: ChunkID, in store: Store) throws(StoreError)
+    /// writer's lease was lost (nothing of the generations is then visible).
+    func commit(_ chain: Chain, segment: ChunkID?, manifests: [ChunkID], in store: Store) throws(StoreError)
 
     /// Publishes the cache's lineage of chain `name` (written under the chain's claim).
     func publishLineage(chain name: String, in store: Store) throws(StoreError)
@@ -171,7 +171,8 @@ extension Store {
             return try cachedBytes(kind, name)
         } catch .system(let errno, let operation, let path) where errno == .noSuchFile {
             guard let remote, try remote.fetch(kind, name, into: self) else {
-                throw StoreError.system(errno, operation: operation, path: remote.map { _ in remotePath(kind, name) } ?? path)
+                throw StoreError.system(
+                    errno, operation: operation, path: remote.map { _ in remotePath(kind, name) } ?? path)
             }
             return try cachedBytes(kind, name)
         }

@@ -54,7 +54,7 @@ struct Cpx: ParsableCommand {
             after the generation in flight: the ending line says which); 1 on an error, said on stderr (the \
             process runs on, and nothing half-written is left in the store); 64 for wrong arguments.
             """,
-        subcommands: [Checkpoint.self, Track.self, GC.self, Rebase.self, RebuildIndex.self],
+        subcommands: [Checkpoint.self, Track.self, GC.self, Rebase.self, RebuildIndex.self, Copy.self],
         defaultSubcommand: Checkpoint.self)
 }
 
@@ -469,7 +469,7 @@ struct GC: ParsableCommand {
                 keep: Set(keep), chains: name.map { [$0] })
             if let name { _ = try store.chain(name) }
             let report = try store.collectGarbage(policy, dryRun: dryRun, repackThreshold: repackThreshold)
-            print(json ? StoreReports.gcJSON(report, store: store.path) : StoreReports.gcText(report))
+            print(json ? StoreReports.gcJSON(report, store: store.location) : StoreReports.gcText(report))
         }
     }
 }
@@ -503,8 +503,50 @@ struct Rebase: ParsableCommand {
             let entry = try store.rebase(chain: name, generation: target)
             print(
                 json
-                    ? StoreReports.rebaseJSON(entry, chain: name, store: store.path)
+                    ? StoreReports.rebaseJSON(entry, chain: name, store: store.location)
                     : "\(name) generation \(entry.generation) is now full (manifest \(entry.manifest.short))")
+        }
+    }
+}
+
+struct Copy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Copy chains from one store to another: a local store and one on S3, either way.",
+        discussion: """
+            Manifests are copied byte for byte (the copy is the same chain, with the same ids), with every chunk \
+            they use that the destination lacks, each checked against its id as it is read. A destination that \
+            holds an earlier copy of a chain gets only the newer generations; one whose chain differs is refused. \
+            The destination commits each chain at once, as a generation: a copy that fails or is killed leaves \
+            nothing half-copied there.
+
+            Examples: `cpx copy --store ~/.local/state/chpox --to s3://ckpt/hosts/a --name job` (push a chain \
+            before a migration); `cpx copy --store s3://ckpt/hosts/a --to /srv/chpox` (every chain, to a local store).
+
+            Exit status: 0 when every chain was copied (or was there already); 1 on an error; 64 for wrong arguments.
+            """)
+
+    @OptionGroup var storeOptions: StoreOptions
+    @Option(name: .long, help: "The store to copy into: a directory or s3://BUCKET/PREFIX (made when missing).")
+    var to: String
+    @Option(name: .long, help: "A chain to copy (repeatable; default: every chain of --store).")
+    var name: [String] = []
+    @Flag(name: .long, help: "Print JSON for scripts (chpox.copy/1).")
+    var json = false
+
+    func run() throws {
+        try reportingErrors("cpx copy") {
+            let source = try storeOptions.openToRead()
+            let destination = try storeOptions.open(to, create: true)
+            let names = name.isEmpty ? try source.chainNames() : name
+            var reports: [ChainCopyReport] = []
+            for chain in names {
+                let progress = ProgressLine("copying \(chain)")
+                let report = try source.copyChain(chain, to: destination, progress: progress.update)
+                progress.finish()
+                reports.append(report)
+                if !json { print(StoreReports.copyText(report, to: destination.location)) }
+            }
+            if json { print(StoreReports.copyJSON(reports, from: source.location, to: destination.location)) }
         }
     }
 }
@@ -533,7 +575,7 @@ struct RebuildIndex: ParsableCommand {
             if json {
                 print(
                     StoreReports.rebuildIndexJSON(
-                        chunks: result.chunks, packs: result.packs, skipped: result.skipped, store: store.path))
+                        chunks: result.chunks, packs: result.packs, skipped: result.skipped, store: store.location))
             } else {
                 print("indexed \(result.chunks) chunks from \(result.packs) packs")
                 for problem in result.skipped { print("skipped \(problem.file): \(problem.message)") }

@@ -107,7 +107,7 @@ struct DumpInfo: ParsableCommand {
             let store = try storeOptions.openToRead()
             if chain {
                 let rows = try StoreReports.generationRows(store, chains: name.map { [$0] } ?? store.chainNames())
-                print(json ? StoreReports.chainJSON(rows, store: store.path) : StoreReports.chainTable(rows))
+                print(json ? StoreReports.chainJSON(rows, store: store.location) : StoreReports.chainTable(rows))
             } else if let generation, let extractFile, let to {
                 let detail = try GenerationDetail.load(
                     store, chain: try store.chainName(name), generation: UInt64(generation))
@@ -126,12 +126,12 @@ struct DumpInfo: ParsableCommand {
                     store, chain: try store.chainName(name), generation: UInt64(generation))
                 print(
                     json
-                        ? GenerationReports.json(detail, store: store.path)
+                        ? GenerationReports.json(detail, store: store.location)
                         : GenerationReports.text(detail, regs: regs, maps: maps))
             } else if diff.count == 2 {
                 let changes = try GenerationDiff.load(
                     store, chain: try store.chainName(name), from: diff[0], to: diff[1])
-                print(json ? DiffReports.json(changes, store: store.path) : DiffReports.text(changes))
+                print(json ? DiffReports.json(changes, store: store.location) : DiffReports.text(changes))
             } else if verify {
                 let progress = ProgressLine(deep ? "verifying packs (decompress and rehash)" : "reading pack trailers")
                 var report = try store.verify(deep: deep, progress: progress.update)
@@ -139,8 +139,8 @@ struct DumpInfo: ParsableCommand {
                 progress.finish()
                 print(
                     json
-                        ? StoreReports.verifyJSON(report, store: store.path)
-                        : StoreReports.verifyText(report, store: store.path, verbose: verbose))
+                        ? StoreReports.verifyJSON(report, store: store.location)
+                        : StoreReports.verifyText(report, store: store.location, verbose: verbose))
                 if !report.isClean { throw ExitCode.failure }
             } else {
                 let statistics = try StoreReports.statistics(store)

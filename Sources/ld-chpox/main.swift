@@ -152,7 +152,7 @@ struct LdChpox: ParsableCommand {
             print(
                 json
                     ? RestartReports.checkJSON(
-                        store: store.path, chain: name, generation: target, pages: map.pages.count, bytes: bytes,
+                        store: store.location, chain: name, generation: target, pages: map.pages.count, bytes: bytes,
                         processImage: image != nil, notRestored: notRestored)
                     : RestartReports.checkText(
                         chain: name, generation: target, pages: map.pages.count, bytes: bytes,
