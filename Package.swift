@@ -78,7 +78,7 @@ let package = Package(
         .target(name: "StoreTestSupport", dependencies: ["Store"], path: "Tests/StoreTestSupport"),
         // A child process that writes generations until killed (crash-safety tests).
         .executableTarget(
-            name: "chpox-store-writer", dependencies: ["Store", "StoreTestSupport"],
+            name: "chpox-store-writer", dependencies: ["Store", "S3Store", "StoreTestSupport"],
             path: "Tests/StoreWriterTool"),
         // The C workload the tracker proofs run: writes, maps, unmaps, mremaps, forks...
         .executableTarget(name: "chpox-dirty-workload", path: "Tests/DirtyWorkload"),
@@ -124,7 +124,16 @@ let package = Package(
             dependencies: ["TestTools", "Store", "Syscall", "StoreTestSupport", "chpox-store-writer"]),
         .testTarget(name: "TraceeTests", dependencies: ["Tracee"]),
         // The S3 client against a real Ceph RGW (scripts/ceph.sh), and its signer against AWS's examples.
-        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore"]),
+        .testTarget(name: "ObjectStoreTests", dependencies: ["ObjectStore", "S3TestSupport"]),
+        // The one-node Ceph of scripts/ceph.sh for tests, and a proxy that cuts or slows requests.
+        .target(name: "S3TestSupport", dependencies: ["ObjectStore"], path: "Tests/S3TestSupport"),
+        // The store on S3: commands and library against the real RGW, faults included.
+        .testTarget(
+            name: "S3StoreTests",
+            dependencies: [
+                "S3Store", "Store", "ObjectStore", "S3TestSupport", "StoreTestSupport", "Syscall", "TestTools",
+                "chpox-store-writer",
+            ]),
         .testTarget(name: "SoftDirtyTests", dependencies: ["SoftDirty", "Tracee"]),
         // The engine, and the commands over stores it wrote (dumpinfo's golden text in Golden/).
         .testTarget(

@@ -89,16 +89,11 @@ final class S3Lease: @unchecked Sendable {
     }
 
     private func started() -> S3Lease {
-        let thread = Thread { [self] in
-            while true {
-                let stop = done.wait(timeout: .now() + .milliseconds(Int(seconds * 1000 / 3))) == .success
-                if stop || state.withLock({ $0.stopped || $0.lost }) { return }
-                guard let etag = state.withLock({ $0.etag }) else { return }
-                do throws(S3Error) { try write(.ifMatch(etag)) } catch {
-                    // Taken over (it had expired) or gone: lost. A transient failure is
-                    // retried at the next turn, while the lease still runs.
-                    if !error.isTransient { state.withLock { $0.lost = true } }
-                }
+        // The thread holds the lease only while it renews it: the lease ends with its holder.
+        let (done, period) = (done, Int(seconds * 1000 / 3))
+        let thread = Thread { [weak self] in
+            while done.wait(timeout: .now() + .milliseconds(period)) == .timedOut {
+                guard let self, self.renewOnce() else { return }
             }
         }
         thread.name = "chpox lease"
@@ -109,22 +104,33 @@ final class S3Lease: @unchecked Sendable {
                 Self.exitHookInstalled.withLock { $0 = true }
                 atexit { S3Lease.releaseAll() }
             }
-            held[ObjectIdentifier(self)] = self
+            held[ObjectIdentifier(self)] = WeakLease(lease: self)
         }
         return self
     }
 
     /// Leases held now: a command that ends with exit() (no deinit runs then) lets them go in
     /// an exit hook, so the next command on any host need not wait for them to expire.
-    private static let held = Mutex<[ObjectIdentifier: S3Lease]>([:])
+    private static let held = Mutex<[ObjectIdentifier: WeakLease]>([:])
     private static let exitHookInstalled = Mutex(false)
 
     static func releaseAll() {
         let leases = held.withLock { held in
             defer { held.removeAll() }
-            return Array(held.values)
+            return held.values.compactMap(\.lease)
         }
         for lease in leases { lease.release() }
+    }
+
+    /// One renewal of the renewing thread; false when there is nothing more to renew.
+    private func renewOnce() -> Bool {
+        guard let etag = state.withLock({ $0.stopped || $0.lost ? nil : $0.etag }) else { return false }
+        do throws(S3Error) { try write(.ifMatch(etag)) } catch {
+            // Taken over (it had expired) or gone: lost. A transient failure is retried at
+            // the next turn, while the lease still runs.
+            if !error.isTransient { state.withLock { $0.lost = true } }
+        }
+        return true
     }
 
     /// Whether the lease was taken over or removed while held: whatever it protected may have
@@ -158,4 +164,9 @@ final class S3Lease: @unchecked Sendable {
     }
 
     deinit { release() }
+}
+
+/// A lease held without keeping it alive (its holder's claim or generation does).
+struct WeakLease: @unchecked Sendable {
+    weak var lease: S3Lease?
 }

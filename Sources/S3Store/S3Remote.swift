@@ -204,12 +204,12 @@ public final class S3Remote: StoreRemote {
                     + "(its lease runs \(max(0, (taken.busy?.expires ?? 0) - now)) s more unless renewed: "
                     + "wait for it to end, or pick another --name)")
         }
-        claims[name] = lease
+        claims[name] = WeakLease(lease: lease)
         return lease
     }
 
     /// The chains this process claimed, for the commit's check.
-    private var claims: [String: S3Lease] = [:]
+    private var claims: [String: WeakLease] = [:]
 
     public func beginGeneration(chain name: String) throws(StoreError) -> AnyObject {
         let key = place.key("locks/writer-\(UInt64.random(in: 0...UInt64.max)).lease")
@@ -248,7 +248,7 @@ public final class S3Remote: StoreRemote {
         if let segment { try uploadOnce(.index, segment.hex, from: store) }
         for manifest in manifests { try uploadOnce(.manifest, manifest.hex, from: store) }
         let lapsed =
-            (claims[chain.name].map { $0.lost || !$0.renew() } ?? false)
+            (claims[chain.name]?.lease.map { $0.lost || !$0.renew() } ?? false)
             || (generationLease.map { $0.lost || !$0.renew() } ?? false)
         guard !lapsed else {
             throw .remote(
@@ -370,7 +370,12 @@ public final class S3Remote: StoreRemote {
             for object in leases {
                 let read = try s3("read a lease") { () throws(S3Error) in try S3Lease.read(object.key, client: client) }
                 guard let lease = read else { continue }
-                if !lease.holder.expired() { busy.append(lease.holder.who) }
+                if !lease.holder.expired() {
+                    busy.append(lease.holder.who)
+                } else {
+                    // A writer that died: its lease holds nothing, and goes.
+                    try s3("remove an expired lease") { () throws(S3Error) in try client.delete(object.key) }
+                }
             }
             if busy.isEmpty { return }
             guard now < deadline else {

@@ -1,4 +1,5 @@
 import Foundation
+import S3TestSupport
 import Testing
 
 @testable import ObjectStore
@@ -27,8 +28,11 @@ import Testing
         #expect(info.size == UInt64(size))
         #expect(info.etag == etag)
         #expect(try client.get("objects/\(size)") == body)
-        #expect(
-            try client.list(prefix: "objects/") == [ObjectInfo(key: "objects/\(size)", size: UInt64(size), etag: etag)])
+        let listed = try client.list(prefix: "objects/")
+        #expect(listed.map { [$0.key, "\($0.size)", $0.etag.value] } == [["objects/\(size)", "\(size)", etag.value]])
+        // Stored just now, by the server's clock (this machine's, here).
+        let stored = try #require(listed.first?.lastModified)
+        #expect(abs(stored - Int64(Date().timeIntervalSince1970)) < 120)
     }
 
     /// Keys as they are: spaces, `+`, `$`, non-ASCII, and dot segments curl must not squash.
@@ -293,40 +297,5 @@ import Testing
         let error = try #require(throws: S3Error.self) { try client.head("k") }
         #expect(error.kind == .timedOut)
         #expect(error.attempts == 2)
-    }
-}
-
-/// TCP sockets on 127.0.0.1 for the failure tests.
-enum LocalSocket {
-    struct Failure: Error { var what: String }
-
-    /// A socket bound to a free port and listening, never accepting (the kernel completes the
-    /// handshake: the client connects, then waits).
-    static func listening() throws -> (descriptor: Int32, port: UInt16) {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { throw Failure(what: "socket: errno \(errno)") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
-                bind(descriptor, address, length) == 0 && listen(descriptor, 8) == 0
-                    && getsockname(descriptor, address, &length) == 0
-            }
-        }
-        guard bound else {
-            close(descriptor)
-            throw Failure(what: "bind/listen on 127.0.0.1: errno \(errno)")
-        }
-        return (descriptor, UInt16(bigEndian: address.sin_port))
-    }
-
-    /// A port nothing listens on (one that was free a moment ago).
-    static func closedPort() throws -> UInt16 {
-        let socket = try listening()
-        close(socket.descriptor)
-        return socket.port
     }
 }

@@ -1,5 +1,6 @@
 // chpox-store-writer STORE CHAIN SEED PAGES [ROUNDS | hold]
 //
+// STORE may be s3://BUCKET/PREFIX (its cache in $CHPOX_CACHE, settings from the environment).
 // Writes generations of a SyntheticMemory into STORE's CHAIN, continuing the chain where it
 // stands, until ROUNDS generations have been committed (forever without ROUNDS). Prints
 // "committed N" after each commit. The crash tests kill it with SIGKILL at random instants.
@@ -8,6 +9,7 @@
 // has published a pack and more pages are being written to the next one in tmp/, prints
 // "published", and waits to be killed: a writer killed mid-generation after publishing packs.
 import Foundation
+import S3Store
 import Store
 import StoreTestSupport
 
@@ -23,9 +25,11 @@ guard arguments.count >= 5, let seed = UInt64(arguments[3]), let pageCount = Int
 let rounds = arguments.count > 5 ? Int(arguments[5]) ?? 0 : Int.max
 let hold = arguments.count > 5 && arguments[5] == "hold"
 do {
-    let store = try Store(at: arguments[1], create: true)
+    let store =
+        S3StoreLocation.isS3(arguments[1])
+        ? try S3Store.open(arguments[1], create: true) : try Store(at: arguments[1], create: true)
     if hold {
-        let packs = { (try? FileManager.default.contentsOfDirectory(atPath: arguments[1] + "/packs"))?.count ?? 0 }
+        let packs = { (try? store.cachedNames(.pack))?.count ?? 0 }
         let before = packs()
         let writer = try store.beginGeneration(chain: arguments[2])
         var random = SplitMix(seed)

@@ -6,20 +6,20 @@ import Synchronization
 /// whose client never learns the outcome), or answer a request itself with 503 SlowDown, as a
 /// busy S3 server does, without forwarding it. The tests send one request at a time, each in
 /// one piece (no body past what the first read gets).
-final class FaultProxy: Sendable {
-    let port: UInt16
+public final class FaultProxy: Sendable {
+    public let port: UInt16
     private let listener: Int32
     private let upstreamPort: UInt16
     private let cutsLeft: Mutex<Int>
     private let slowDownsLeft: Mutex<Int>
     /// How many answers were dropped.
-    let cut = Mutex(0)
+    public let cut = Mutex(0)
     /// How many requests were answered 503 SlowDown.
-    let slowedDown = Mutex(0)
+    public let slowedDown = Mutex(0)
 
     /// `cuts`: how many of the next answers to drop; `slowDowns`: how many of the next
     /// requests to answer 503 SlowDown.
-    init(upstreamPort: UInt16, cuts: Int = 0, slowDowns: Int = 0) throws {
+    public init(upstreamPort: UInt16, cuts: Int = 0, slowDowns: Int = 0) throws {
         let socket = try LocalSocket.listening()
         listener = socket.descriptor
         port = socket.port
@@ -30,13 +30,13 @@ final class FaultProxy: Sendable {
     }
 
     /// Drops one more answer.
-    func cutNext() { cutsLeft.withLock { $0 += 1 } }
+    public func cutNext() { cutsLeft.withLock { $0 += 1 } }
 
     /// Answers the next `count` requests 503 SlowDown.
-    func slowDownNext(_ count: Int) { slowDownsLeft.withLock { $0 += count } }
+    public func slowDownNext(_ count: Int) { slowDownsLeft.withLock { $0 += count } }
 
     /// Stops accepting (connections already open end with their peers).
-    func stop() { shutdown(listener, Int32(SHUT_RDWR)) }
+    public func stop() { shutdown(listener, Int32(SHUT_RDWR)) }
 
     private func acceptLoop() {
         while true {

@@ -3,19 +3,20 @@ import ObjectStore
 
 /// The one-node Ceph cluster of scripts/ceph.sh, started once for the test process (reused when
 /// it runs already: the test command starts it before `swift test` and stops it after).
-enum CephCluster {
-    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+public enum CephCluster {
+    public static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent()
         .deletingLastPathComponent()
 
     /// RGW's endpoint and the S3 user's keys, or why there are none (the script's output).
-    static let configuration: Result<S3Configuration, StartFailure> = start()
+    public static let configuration: Result<S3Configuration, StartFailure> = start()
 
-    struct StartFailure: Error, CustomStringConvertible {
-        var description: String
+    public struct StartFailure: Error, CustomStringConvertible {
+        public var description: String
     }
 
     /// A client of a new, empty bucket of its own (tests run in parallel).
-    static func freshBucket(_ purpose: String, retry: RetryPolicy = RetryPolicy()) throws -> S3Client {
+    public static func freshBucket(_ purpose: String, retry: RetryPolicy = RetryPolicy()) throws -> S3Client {
         let configuration = try configuration.get()
         let name = "chpox-\(purpose)-\(UInt32.random(in: 0...UInt32.max))"
         let client = try S3Client(configuration: configuration, bucket: name, retry: retry)
