@@ -38,6 +38,16 @@ public struct StoreOptions: ParsableArguments {
     @Flag(name: .long, help: "Make the S3 bucket of --store when it does not exist (commands that write).")
     public var createBucket = false
 
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Trust a store on S3 as root's own (ld-chpox run by root).",
+            discussion: """
+                Whoever holds a bucket's credentials can write any image into it; root restarts an image from \
+                S3 as another user, or as root, only when told that only root can write the bucket.
+                """))
+    public var trustStore = false
+
     public init() {}
 
     public var path: String { store ?? Store.defaultPath(environment: ProcessInfo.processInfo.environment) }
@@ -49,7 +59,8 @@ public struct StoreOptions: ParsableArguments {
     /// and bucket settings (`cpx copy --to`).
     public func open(_ path: String, create: Bool) throws -> Store {
         if S3StoreLocation.isS3(path) {
-            return try S3Store.open(path, cacheRoot: cacheDirectory, create: create, createBucket: createBucket)
+            return try S3Store.open(
+                path, cacheRoot: cacheDirectory, create: create, createBucket: createBucket, trusted: trustStore)
         }
         return try Store(at: path, create: create)
     }
@@ -58,7 +69,9 @@ public struct StoreOptions: ParsableArguments {
     /// it restarted), another user's, which only root may open, read-only (docs/threat-model.md).
     /// A store on S3 is read through the caller's own cache.
     public func openToRead() throws -> Store {
-        if S3StoreLocation.isS3(path) { return try S3Store.open(path, cacheRoot: cacheDirectory, create: false) }
+        if S3StoreLocation.isS3(path) {
+            return try S3Store.open(path, cacheRoot: cacheDirectory, create: false, trusted: trustStore)
+        }
         return try Store(at: path, reading: true)
     }
 }

@@ -67,6 +67,7 @@ public final class S3Remote: StoreRemote {
     public let place: S3StoreLocation
     public let client: S3Client
     public let settings: S3StoreSettings
+    public let trusted: Bool
     /// The ETag of the version of each chain and lineage object the cache holds (a
     /// compare-and-swap is from it).
     private var versions: [String: ETag] = [:]
@@ -78,8 +79,9 @@ public final class S3Remote: StoreRemote {
     /// (the bucket must exist, unless `createBucket`).
     public init(
         _ location: S3StoreLocation, client: S3Client, settings: S3StoreSettings, create: Bool,
-        createBucket: Bool = false
+        createBucket: Bool = false, trusted: Bool = false
     ) throws(StoreError) {
+        self.trusted = trusted
         self.place = location
         self.location = location.description
         self.client = client

@@ -9,7 +9,7 @@ public enum S3Store {
     /// `cacheRoot` (default: `S3StoreLocation.defaultCacheRoot`). `create`: a writer's open,
     /// which marks an empty prefix as a store.
     public static func open(
-        _ url: String, cacheRoot: String? = nil, create: Bool, createBucket: Bool = false,
+        _ url: String, cacheRoot: String? = nil, create: Bool, createBucket: Bool = false, trusted: Bool = false,
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws(StoreError) -> Store {
         let location = try S3StoreLocation(parsing: url)
@@ -22,7 +22,7 @@ public enum S3Store {
         }
         let settings = S3StoreSettings.fromEnvironment(environment)
         let remote = try S3Remote(
-            location, client: client, settings: settings, create: create, createBucket: createBucket)
+            location, client: client, settings: settings, create: create, createBucket: createBucket, trusted: trusted)
         let cache = location.cacheDirectory(
             root: cacheRoot ?? S3StoreLocation.defaultCacheRoot(environment: environment),
             endpoint: client.configuration.endpoint)

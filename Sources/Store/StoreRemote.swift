@@ -52,6 +52,10 @@ public protocol StoreRemote: AnyObject {
     /// The store's name for people: `s3://bucket/prefix`.
     var location: String { get }
 
+    /// Whether the caller vouched that only trusted users can write the remote (`--trust-store`):
+    /// root restarts its images as any user only then (`ImageAuthority`).
+    var trusted: Bool { get }
+
     /// Brings file `name` of `kind` into the cache (`Store.install`); false when the remote
     /// has no such file.
     func fetch(_ kind: StoreFileKind, _ name: String, into store: Store) throws(StoreError) -> Bool

@@ -15,6 +15,9 @@ public struct ImageAuthority: Sendable, Equatable {
     public var groups: Set<UInt32>?
     /// The owner's login name, for messages.
     public var ownerName: String?
+    /// Why nothing in the store may be trusted as root's: a store on S3 opened by root without
+    /// `--trust-store` (whoever holds the bucket's credentials could have written it).
+    public var untrusted: String?
 
     public init(owner: UInt32, groups: Set<UInt32>?, ownerName: String?) {
         (self.owner, self.groups, self.ownerName) = (owner, groups, ownerName)
@@ -23,6 +26,14 @@ public struct ImageAuthority: Sendable, Equatable {
     /// What `store`'s owner may grant, from the system's user database.
     public init(store: Store) {
         let owner = store.owner
+        if owner == 0, let remote = store.remote, !remote.trusted {
+            self.init(owner: 0, groups: [], ownerName: "root")
+            untrusted =
+                "its store \(remote.location) can be written by whoever holds its bucket's credentials, so "
+                + "restarting its image as root trusts them with root: pass --trust-store if only root can write "
+                + "the bucket, or restart it as the image's user"
+            return
+        }
         guard owner != 0 else {
             self.init(owner: 0, groups: nil, ownerName: "root")
             return
@@ -41,6 +52,7 @@ public struct ImageAuthority: Sendable, Equatable {
 
     /// Why `credentials` ask for more than the owner may grant; nil when they do not.
     public func excess(_ credentials: ProcessImage.Credentials) -> String? {
+        if let untrusted { return untrusted }
         guard let groups else { return nil }
         if let uid = credentials.user.all.first(where: { $0 != owner }) {
             return "its image asks to run as uid \(uid), but its store is \(who)'s, "
