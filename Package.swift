@@ -132,6 +132,7 @@ let package = Package(
             name: "S3StoreTests",
             dependencies: [
                 "S3Store", "Store", "ObjectStore", "S3TestSupport", "StoreTestSupport", "Syscall", "TestTools",
+                "Incremental",
                 "chpox-store-writer",
             ]),
         .testTarget(name: "SoftDirtyTests", dependencies: ["SoftDirty", "Tracee"]),

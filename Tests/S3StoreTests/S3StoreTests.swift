@@ -1,4 +1,5 @@
 import Foundation
+import Incremental
 import ObjectStore
 import S3Store
 import S3TestSupport
@@ -242,6 +243,29 @@ import Testing
         }
         let sizes = try small.cachedNames(.pack).compactMap { small.cachedStatus(.pack, $0)?.size }
         #expect(sizes.count < 4, "the cache kept \(sizes.count) packs past its limit")
+    }
+
+    /// Root trusts a store on S3 as its own only when told (`--trust-store`): whoever holds the
+    /// bucket's credentials could have written its images. A user's restart is bounded by the
+    /// user's own ids, as for a local store of theirs.
+    @Test(.enabled(if: getuid() == 0, "the rule is about root's restarts; run as root"))
+    func rootTrustsAStoreOnS3OnlyWhenTold() throws {
+        let fixture = try S3StoreFixture("trust")
+        defer { fixture.cleanup() }
+        try writeChain(try fixture.open(host: "a"), chain: "job", seed: 2, rounds: 1)
+        let untrusted = ImageAuthority(store: try fixture.open(host: "b", create: false))
+        #expect(untrusted.untrusted?.contains("--trust-store") == true)
+        #expect(!untrusted.trustedAsRoot(restartedBy: 0))
+        let rootImage = ProcessImage.Credentials(
+            user: .init(real: 0, effective: 0, saved: 0, filesystem: 0),
+            group: .init(real: 0, effective: 0, saved: 0, filesystem: 0), groups: [])
+        #expect(untrusted.excess(rootImage) != nil)
+        let trusted = ImageAuthority(
+            store: try S3Store.open(
+                fixture.url, create: false, trusted: true, environment: try fixture.environment(host: "b")))
+        #expect(trusted.untrusted == nil)
+        #expect(trusted.excess(rootImage) == nil)
+        #expect(trusted.trustedAsRoot(restartedBy: 0))
     }
 
     /// Errors name the store and what to do: a prefix that is not a store, a missing bucket.
