@@ -155,6 +155,39 @@ import Testing
         #expect(Set((problem.generations ?? []).map { UInt64($0.generation) }) == Set(users))
     }
 
+    /// `cpx copy` between two local stores: the same chain (manifest ids) there, every
+    /// generation rebuilding byte for byte, the JSON as documented; a second copy finds it all
+    /// there; a destination whose chain differs is refused with exit 1.
+    @Test func copyAChainToAnotherStore() throws {
+        let source = TemporaryStore("cli-copy-from")
+        let destination = TemporaryStore("cli-copy-to")
+        defer {
+            source.cleanup()
+            destination.cleanup()
+        }
+        let states = try writeChain(try source.open(), chain: "job", seed: 12, rounds: 4)
+        let first = try Self.run("cpx", ["copy", "--store", source.path, "--to", destination.path])
+        #expect(first.status == 0, "\(first.errors)")
+        #expect(first.output.hasPrefix("job: 4 generations copied to \(destination.path)"), "\(first.output)")
+        let copied = try destination.open(create: false)
+        #expect(try copied.chain("job") == source.open(create: false).chain("job"))
+        for generation in 0..<4 {
+            #expect(
+                try mismatch(copied, chain: "job", generation: UInt64(generation), expected: states[generation]) == nil)
+        }
+        let again = try Self.run("cpx", ["copy", "--store", source.path, "--to", destination.path, "--json"])
+        #expect(again.status == 0, "\(again.errors)")
+        #expect(try JSONSchemaCheck().problems(again.output) == [])
+        #expect(again.output.contains("\"generationsPresent\" : 4"), "\(again.output)")
+
+        let other = TemporaryStore("cli-copy-other")
+        defer { other.cleanup() }
+        try writeChain(try other.open(), chain: "job", seed: 13, rounds: 1)
+        let refused = try Self.run("cpx", ["copy", "--store", other.path, "--to", destination.path])
+        #expect(refused.status == 1)
+        #expect(refused.errors.contains("is not an earlier copy"), "\(refused.errors)")
+    }
+
     @Test func chainListingAfterGCShowsThePagesAMergedGenerationRebuilds() throws {
         let temporary = TemporaryStore("cli-gc-pages")
         defer { temporary.cleanup() }
@@ -190,6 +223,7 @@ import Testing
             (["cpx", "gc"], ["chpox.gc/1"]),
             (["cpx", "rebase"], ["chpox.rebase/1"]),
             (["cpx", "rebuild-index"], ["chpox.rebuild-index/1"]),
+            (["cpx", "copy"], ["chpox.copy/1"]),
             (["ld-chpox"], ["chpox.restart/1", "chpox.check/1", "chpox.core/1"]),
             (["dumpinfo"], ["chpox.chain/1", "chpox.generation/1", "chpox.diff/1", "chpox.verify/1", "chpox.stats/1"]),
         ]
