@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import ObjectStore
 import Store
 import Syscall
@@ -125,8 +126,23 @@ public final class S3Remote: StoreRemote {
     // MARK: Reading
 
     public func fetch(_ kind: StoreFileKind, _ name: String, into store: Store) throws(StoreError) -> Bool {
-        let key = place.key(kind, name)
         if kind == .pack { store.evictPacks(over: settings.cacheLimitBytes) }
+        return try download(kind, name, into: store)
+    }
+
+    public func fetch(packs names: [String], into store: Store) throws(StoreError) {
+        guard !names.isEmpty else { return }
+        store.evictPacks(over: settings.cacheLimitBytes)
+        try transfer(names) { (name) throws(StoreError) in
+            guard try self.download(.pack, name, into: store) else {
+                throw StoreError.system(.noSuchFile, operation: "fetch", path: "\(self.location)/packs/\(name).pack")
+            }
+        }
+    }
+
+    /// Downloads one object into the cache; false when the remote has none.
+    private func download(_ kind: StoreFileKind, _ name: String, into store: Store) throws(StoreError) -> Bool {
+        let key = place.key(kind, name)
         let fetched = try s3("fetch") { () throws(S3Error) in try client.getVersioned(key) }
         guard let (body, _) = fetched else { return false }
         try store.install(kind, name, body)
@@ -170,8 +186,8 @@ public final class S3Remote: StoreRemote {
     public func refreshIndex(in store: Store) throws(StoreError) {
         let remote = Set(try names(.index))
         let cached = Set(try store.cachedNames(.index))
-        for name in remote.subtracting(cached) {
-            _ = try fetch(.index, name, into: store)
+        try transfer(Array(remote.subtracting(cached))) { (name) throws(StoreError) in
+            _ = try self.download(.index, name, into: store)
         }
         for name in cached.subtracting(remote) { try store.uncache(.index, name) }
     }
@@ -183,7 +199,9 @@ public final class S3Remote: StoreRemote {
     public func pullAll(into store: Store) throws(StoreError) {
         for kind in [StoreFileKind.index, .manifest, .pack] {
             let cached = Set(try store.cachedNames(kind))
-            for name in try names(kind) where !cached.contains(name) { _ = try fetch(kind, name, into: store) }
+            try transfer(try names(kind).filter { !cached.contains($0) }) { (name) throws(StoreError) in
+                _ = try self.download(kind, name, into: store)
+            }
         }
         for name in try chainNames() {
             try refresh(.chain, chain: name, in: store)
@@ -243,7 +261,45 @@ public final class S3Remote: StoreRemote {
     private weak var generationLease: S3Lease?
 
     public func upload(packs: [ChunkID], from store: Store) throws(StoreError) {
-        for pack in packs { try uploadOnce(.pack, pack.hex, from: store) }
+        try transfer(packs.map(\.hex)) { (name) throws(StoreError) in try self.uploadOnce(.pack, name, from: store) }
+    }
+
+    /// Objects moved at once, each by a thread of its own: a transfer waits on the network and
+    /// the server, not on this machine's cores.
+    static let transfers = 4
+
+    /// Runs `body` for every name, `transfers` at a time; the first failure is thrown once all
+    /// have ended.
+    private func transfer(
+        _ names: [String], _ body: @escaping (String) throws(StoreError) -> Void
+    ) throws(StoreError) {
+        guard names.count > 1 else {
+            for name in names { try body(name) }
+            return
+        }
+        let next = Mutex(0)
+        let failure = Mutex<StoreError?>(nil)
+        let group = DispatchGroup()
+        // The threads share the names (read only), the counter and the failure (locked).
+        let shared = UncheckedBody(body: body)
+        for _ in 0..<min(Self.transfers, names.count) {
+            group.enter()
+            Thread.detachNewThread {
+                defer { group.leave() }
+                while failure.withLock({ $0 == nil }) {
+                    let k = next.withLock { value in
+                        defer { value += 1 }
+                        return value
+                    }
+                    guard k < names.count else { return }
+                    do throws(StoreError) { try shared.body(names[k]) } catch {
+                        failure.withLock { if $0 == nil { $0 = error } }
+                    }
+                }
+            }
+        }
+        group.wait()
+        if let error = failure.withLock({ $0 }) { throw error }
     }
 
     public func commit(_ chain: Chain, segment: ChunkID?, manifests: [ChunkID], in store: Store) throws(StoreError) {
@@ -326,7 +382,9 @@ public final class S3Remote: StoreRemote {
         var after: [StoreFileKind: Set<String>] = [:]
         for kind in [StoreFileKind.pack, .index, .manifest] {
             after[kind] = Set(try store.cachedNames(kind))
-            for name in after[kind]!.subtracting(before[kind]!.keys) { try uploadOnce(kind, name, from: store) }
+            try transfer(Array(after[kind]!.subtracting(before[kind]!.keys))) { (name) throws(StoreError) in
+                try self.uploadOnce(kind, name, from: store)
+            }
         }
         for name in try store.cachedNames(.chain) {
             let bytes = try store.cachedBytes(.chain, name)
@@ -402,4 +460,9 @@ public final class S3Remote: StoreRemote {
     private func convert(_ error: S3Error, _ what: String) -> StoreError {
         .remote(location: location, reason: "could not \(what): \(error)")
     }
+}
+
+/// A transfer's body, shared by the threads of `S3Remote.transfer`, which partition the work.
+private struct UncheckedBody: @unchecked Sendable {
+    let body: (String) throws(StoreError) -> Void
 }

@@ -39,6 +39,7 @@ public final class ChunkReader {
     /// then the visitor gets pointers into the decoded frames, in page order, without a copy.
     /// Two windows take turns: the next is decoded while the visitor has the current one.
     public func readPageWindows(_ map: PageMap, _ visit: (PageWindow) throws -> Void) throws {
+        try store.prefetchPacks(for: map)
         let zero = UnsafeMutableRawBufferPointer.allocate(pages: 1)
         zero.initializeMemory(as: UInt8.self, repeating: 0)
         let windows = [

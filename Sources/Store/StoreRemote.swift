@@ -60,6 +60,9 @@ public protocol StoreRemote: AnyObject {
     /// has no such file.
     func fetch(_ kind: StoreFileKind, _ name: String, into store: Store) throws(StoreError) -> Bool
 
+    /// Brings packs `names` into the cache, several at once (a restart's, before it reads them).
+    func fetch(packs names: [String], into store: Store) throws(StoreError)
+
     /// The chains the remote holds.
     func chainNames() throws(StoreError) -> [String]
 
@@ -189,6 +192,22 @@ extension Store {
         maintenanceUnderWay = true
         defer { maintenanceUnderWay = false }
         return try remote.maintain(self, body)
+    }
+
+    /// Brings the packs holding `map`'s pages into the cache before they are read, several at a
+    /// time, for a store whose directory caches a remote one (nothing otherwise).
+    func prefetchPacks(for map: PageMap) throws(StoreError) {
+        guard let remote else { return }
+        try refreshIndex()
+        var packs: Set<ChunkID> = []
+        var last: ChunkID?
+        for entry in map.pages where entry.chunk != .zeroPage {
+            guard let location = index.lookup(entry.chunk), location.pack != last else { continue }
+            last = location.pack
+            packs.insert(location.pack)
+        }
+        let cached = Set(try cachedNames(.pack))
+        try remote.fetch(packs: packs.map(\.hex).filter { !cached.contains($0) }, into: self)
     }
 
     /// Where file `name` of `kind` is on the remote, for messages.
