@@ -75,7 +75,7 @@ let package = Package(
 
         // Test support: a deterministic synthetic memory workload, shared by the tests,
         // the crash-test writer and the demo.
-        .target(name: "StoreTestSupport", dependencies: ["Store"], path: "Tests/StoreTestSupport"),
+        .target(name: "StoreTestSupport", dependencies: ["Store", "Syscall"], path: "Tests/StoreTestSupport"),
         // A child process that writes generations until killed (crash-safety tests).
         .executableTarget(
             name: "chpox-store-writer", dependencies: ["Store", "S3Store", "StoreTestSupport"],

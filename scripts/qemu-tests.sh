@@ -12,9 +12,9 @@ generations=${CHPOX_QEMU_GENERATIONS:-8}
 
 bash scripts/qemu-setup.sh >/dev/null
 echo "qemu: building the static proof"
-swift build --scratch-path .build-static -c release -Xswiftc -static-executable \
+swift build --scratch-path .build-static -c release -Xswiftc -static-executable -Xswiftc -DCHPOX_NO_S3 \
     --product chpox-tracker-proof 2>&1 | tail -n 1
-swift build --scratch-path .build-static -c release -Xswiftc -static-executable \
+swift build --scratch-path .build-static -c release -Xswiftc -static-executable -Xswiftc -DCHPOX_NO_S3 \
     --product chpox-inject 2>&1 | tail -n 1
 bin=$(swift build --scratch-path .build-static -c release --show-bin-path)
 mkdir -p .build-static/guest

@@ -1,4 +1,6 @@
+#if !CHPOX_NO_S3
 import CCurl
+#endif
 import Foundation
 import Synchronization
 
@@ -44,6 +46,23 @@ public struct S3Timeouts: Sendable {
     }
 }
 
+#if CHPOX_NO_S3
+/// A build without libcurl (`-DCHPOX_NO_S3`: the statically linked build of the QEMU guests and
+/// the scale runs, where Debian has no static libcurl with its dependencies): every request
+/// fails, saying why.
+final class CurlTransport: Sendable {
+    let timeouts: S3Timeouts
+
+    init(timeouts: S3Timeouts) { self.timeouts = timeouts }
+
+    func perform(_ request: HTTPRequest) throws(TransportFailure) -> HTTPResponse {
+        throw TransportFailure(
+            kind: .configuration,
+            message: "this chpox was built without libcurl (-DCHPOX_NO_S3, a static build): stores on S3 need a "
+                + "dynamically linked build")
+    }
+}
+#else
 /// HTTP over libcurl's easy interface, with handles (and so their open connections) kept for
 /// the next request. Why libcurl and not async-http-client: that one would add SwiftNIO and
 /// BoringSSL (swift-crypto) to every build, minutes of CI on two cores; Debian ships libcurl.
@@ -227,3 +246,4 @@ final class CurlTransport: Sendable {
         return Int32(CURL_SEEKFUNC_OK)
     }
 }
+#endif

@@ -166,7 +166,11 @@ public final class S3Remote: StoreRemote {
         for object in listed {
             let file = object.key.dropFirst(prefix.count)
             guard !file.contains("/"), file.hasSuffix("." + kind.suffix) else { continue }
-            found[String(file.dropLast(kind.suffix.count + 1))] = object
+            let name = String(file.dropLast(kind.suffix.count + 1))
+            // Objects a store never names so are not its own (a chain's name is checked where
+            // it is used): nothing else is brought into the cache.
+            if kind != .chain && kind != .lineage && ChunkID(hex: name) == nil { continue }
+            found[name] = object
         }
         return found
     }
@@ -419,8 +423,15 @@ public final class S3Remote: StoreRemote {
     }
 
     /// Waits until no generation is in flight on any host (expired leases are of writers that
-    /// died: they hold nothing).
+    /// died: they hold nothing, and go, with the expired chain leases of writers that died).
     private func waitForWriters() throws(StoreError) {
+        let chains = try s3("list leases") { () throws(S3Error) in try client.list(prefix: place.key("locks/chain-")) }
+        for object in chains {
+            let read = try s3("read a lease") { () throws(S3Error) in try S3Lease.read(object.key, client: client) }
+            if let read, read.holder.expired() {
+                try s3("remove an expired lease") { () throws(S3Error) in try client.delete(object.key) }
+            }
+        }
         let deadline = now + settings.waitSeconds
         while true {
             let leases = try s3("list leases") { () throws(S3Error) in

@@ -114,20 +114,9 @@ import Testing
         let states = try writeChain(a, chain: "job", seed: 9, rounds: 2, pages: 64)
         // A writer in a process of its own holds the chain mid-generation, and is killed.
         let environment = try fixture.environment(host: "killed", settings).map { "\($0.key)=\($0.value)" }
-        let (read, write) = try FileDescriptor.pipe()
-        let child = try ChildProcess.spawn(
-            TestTools.path("chpox-store-writer"), [fixture.url, "job", "7", "16", "hold"], stdout: write,
-            environment: environment)
-        write.close()
-        var said: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 256)
-        while !said.contains(UInt8(ascii: "\n")) {
-            let n = try chunk.withUnsafeMutableBytes { try read.read(into: $0) }
-            if n == 0 { break }
-            said += chunk[0..<n]
-        }
-        read.close()
-        #expect(String(decoding: said, as: UTF8.self) == "published\n")
+        let (child, said) = try startHeldWriter(
+            TestTools.path("chpox-store-writer"), store: fixture.url, chain: "job", environment: environment)
+        #expect(said == "published\n")
         try child.send(SIGKILL)
         _ = try child.wait()
 

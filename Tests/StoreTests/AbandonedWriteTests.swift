@@ -59,19 +59,8 @@ import Testing
     /// Starts chpox-store-writer in `hold` mode and kills it once it has published a pack
     /// mid-generation.
     static func killWriterAfterItPublishes(_ temporary: TemporaryStore, chain: String) throws {
-        let (read, write) = try FileDescriptor.pipe()
-        let child = try ChildProcess.spawn(
-            TestTools.path("chpox-store-writer"), [temporary.path, chain, "7", "16", "hold"], stdout: write)
-        write.close()
-        defer { read.close() }
-        var said: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 256)
-        while !said.contains(UInt8(ascii: "\n")) {
-            let n = try chunk.withUnsafeMutableBytes { try read.read(into: $0) }
-            if n == 0 { break }
-            said += chunk[0..<n]
-        }
-        #expect(String(decoding: said, as: UTF8.self) == "published\n")
+        let (child, said) = try startHeldWriter(TestTools.path("chpox-store-writer"), store: temporary.path, chain: chain)
+        #expect(said == "published\n")
         try child.send(SIGKILL)
         #expect(try child.wait() == .signalled(SIGKILL))
     }
