@@ -10,6 +10,10 @@
 //   "f"    fork a child that compares the main region with its shadow, answer "fork ok" or
 //          "fork FAIL" (its memory is the parent's copy: a lazy restart must serve it too)
 //   "m"    move the main region elsewhere (mremap MREMAP_FIXED), answer "moved" or "move FAIL"
+//   "t"    read the clocks through the vDSO (as libc calls it), answer "clock REALTIME_NS
+//          MONOTONIC_NS GETTIMEOFDAY_US TIME_S CPU RESOLUTION_NS" (a restart under another
+//          kernel must keep these right), or "clock FAIL <which>"
+//   "v"    answer "vdso 0x..." (AT_SYSINFO_EHDR: where the process's vDSO is said to be)
 //   "q"    exit 0
 // A round writes random pages of a main region and of a shadow copy of it (the self-check
 // compares the two), maps, unmaps, remaps at the same address, mremaps (moves and grows),
@@ -21,7 +25,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/time.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -215,6 +223,24 @@ int main(int argc, char **argv) {
                 main_region = moved;
                 printf("moved\n");
             }
+        } else if (line[0] == 't') {
+            struct timespec real, mono, res;
+            struct timeval tv;
+            unsigned cpu = 0;
+            if (clock_gettime(CLOCK_REALTIME, &real) != 0) printf("clock FAIL clock_gettime realtime\n");
+            else if (clock_gettime(CLOCK_MONOTONIC, &mono) != 0) printf("clock FAIL clock_gettime monotonic\n");
+            else if (gettimeofday(&tv, NULL) != 0) printf("clock FAIL gettimeofday\n");
+            else if (getcpu(&cpu, NULL) != 0) printf("clock FAIL getcpu\n");
+            else if (clock_getres(CLOCK_MONOTONIC, &res) != 0) printf("clock FAIL clock_getres\n");
+            else {
+                time_t now = time(NULL);
+                printf("clock %lld %lld %lld %lld %u %lld\n", (long long)real.tv_sec * 1000000000LL + real.tv_nsec,
+                       (long long)mono.tv_sec * 1000000000LL + mono.tv_nsec,
+                       (long long)tv.tv_sec * 1000000LL + tv.tv_usec, (long long)now, cpu,
+                       (long long)res.tv_sec * 1000000000LL + res.tv_nsec);
+            }
+        } else if (line[0] == 'v') {
+            printf("vdso %#lx\n", getauxval(AT_SYSINFO_EHDR));
         } else if (line[0] == 'q') {
             return 0;
         }
