@@ -1,4 +1,4 @@
-// chpox-dirty-workload SEED
+// chpox-dirty-workload SEED [PAGES]
 //
 // A process whose memory changes in every way the dirty-page trackers must follow. It reads
 // commands on stdin, one per line, and answers each on stdout:
@@ -34,7 +34,8 @@
 #include <unistd.h>
 
 #define PAGE 4096UL
-#define MAIN_PAGES 4096UL          /* 16 MiB */
+static size_t main_pages = 4096;   /* 16 MiB; PAGES sets it (a guest sends its store out small) */
+#define MAIN_PAGES main_pages
 #define THP_SIZE (4UL << 20)       /* 2 huge pages */
 #define SLOTS 8
 
@@ -176,6 +177,7 @@ static void round_(uint64_t seed, unsigned long n) {
 
 int main(int argc, char **argv) {
     uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : 1;
+    if (argc > 2 && strtoul(argv[2], NULL, 10) >= 64) main_pages = strtoul(argv[2], NULL, 10);
     setvbuf(stdout, NULL, _IOLBF, 0);
     main_region = map_anon(MAIN_PAGES * PAGE);
     shadow = map_anon(MAIN_PAGES * PAGE);
