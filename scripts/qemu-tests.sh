@@ -28,6 +28,25 @@ gcc -O2 -static -o .build-static/guest/chpox-dirty-workload Tests/DirtyWorkload/
 gcc -O2 -static -pthread -o .build-static/guest/chpox-churn-workload Tests/ChurnWorkload/main.c -lm
 gcc -O2 -static -o .build-static/guest/migration-proof scripts/qemu/migration-proof.c
 
+# Prints a guest's probe and PASS/FAIL lines prefixed with `label` and adds its "GUEST N passed,
+# M failed" to the totals; a guest that did not finish, or exited non-zero with no failure
+# said, is one failure more. Returns non-zero when anything failed.
+count_guest() {
+    local log=$1 label=$2 status=$3 summary
+    grep -E '^(probe|PASS|FAIL|GUEST)' "$log" | sed "s/^/  [$label] /" || true
+    summary=$(grep -E '^GUEST [0-9]+ passed' "$log" | tail -n 1 || true)
+    if [ -z "$summary" ]; then
+        echo "  [$label] FAIL the guest did not finish (status $status); its console:"
+        tail -n 20 "$log" | sed "s/^/    /"
+        failed=$((failed + 1))
+        return 1
+    fi
+    passed=$((passed + $(echo "$summary" | awk '{print $2}')))
+    failed=$((failed + $(echo "$summary" | awk '{print $4}')))
+    [ "$(echo "$summary" | awk '{print $4}')" -eq 0 ] || return 1
+    [ "$status" -eq 0 ] || { echo "  [$label] FAIL exit status $status"; failed=$((failed + 1)); return 1; }
+}
+
 passed=0
 failed=0
 for kernel in 6.12 6.1; do
@@ -39,35 +58,8 @@ for kernel in 6.12 6.1; do
         -- "$bin/chpox-tracker-proof" guest /bin/chpox-dirty-workload "$rounds" /bin/chpox-churn-workload "$generations" >"$log" 2>&1
     status=$?
     set -e
-    grep -E '^(probe|PASS|FAIL|GUEST)' "$log" | sed "s/^/  [$kernel] /" || true
-    summary=$(grep -E '^GUEST [0-9]+ passed' "$log" | tail -n 1 || true)
-    if [ -z "$summary" ]; then
-        echo "  [$kernel] FAIL the guest did not finish (status $status); its console:"
-        tail -n 20 "$log" | sed "s/^/    /"
-        failed=$((failed + 1))
-        continue
-    fi
-    passed=$((passed + $(echo "$summary" | awk '{print $2}')))
-    failed=$((failed + $(echo "$summary" | awk '{print $4}')))
-    [ "$status" -eq 0 ] || [ "$(echo "$summary" | awk '{print $4}')" -gt 0 ] || { echo "  [$kernel] FAIL exit status $status"; failed=$((failed + 1)); }
+    count_guest "$log" "$kernel" "$status" || true
 done
-
-# Counts a guest's PASS/FAIL lines (its "GUEST N passed, M failed"), prefixed with `label`;
-# a guest that did not finish is one failure.
-count_guest() {
-    local log=$1 label=$2 status=$3 summary
-    grep -E '^(PASS|FAIL|GUEST)' "$log" | sed "s/^/  [$label] /" || true
-    summary=$(grep -E '^GUEST [0-9]+ passed' "$log" | tail -n 1 || true)
-    if [ -z "$summary" ]; then
-        echo "  [$label] FAIL the guest did not finish (status $status); its console:"
-        tail -n 20 "$log" | sed "s/^/    /"
-        failed=$((failed + 1))
-        return 1
-    fi
-    passed=$((passed + $(echo "$summary" | awk '{print $2}')))
-    failed=$((failed + $(echo "$summary" | awk '{print $4}')))
-    [ "$status" -eq 0 ] && [ "$(echo "$summary" | awk '{print $4}')" -eq 0 ]
-}
 
 guest_files=(--file "$bin/cpx" --file "$bin/chpox-inject" --file "$bin/ld-chpox" --file "$bin/chpox-restore-stub"
     --file .build-static/guest/chpox-dirty-workload)
