@@ -4,7 +4,7 @@
 #
 #   scripts/qemu-run.sh --kernel 6.12|6.1 [--mem MiB] [--smp N] [--timeout SECONDS]
 #                       [--file /host/path]... [--env NAME=VALUE]... [--append "KERNEL ARGS"]
-#                       -- /path/to/binary [args...]
+#                       [--serial-out /host/file] -- /path/to/binary [args...]
 #
 # The guest is a busybox initramfs built afresh in a temporary directory: /init mounts proc, sys,
 # devtmpfs, /dev/shm and a tmpfs on /tmp, then runs /bin/BINARY ARGS as root in /tmp with its
@@ -12,6 +12,9 @@
 # with --file land in the guest's /bin too. Dynamically linked programs get their shared libraries
 # copied along (found with ldd); fully static ones need nothing. /proc/sys/vm is left as the kernel
 # sets it (transparent_hugepage=always is on the command line). No kernel modules are loaded.
+# --serial-out gives the guest a second serial port, /dev/ttyS1, whose output lands in the host
+# file: a way out for bytes (a store), since the guest shares nothing else with the host (set it
+# raw first: stty -F /dev/ttyS1 raw -echo).
 #
 # Exit status: the program's; 124 when the timeout expired; 125 when the guest ended without
 # the marker (kernel panic, crash of /init); 2 for usage errors.
@@ -28,6 +31,7 @@ timeout_s=600
 append_extra=""
 files=()
 envs=()
+serial_out=""
 
 usage() {
     sed -n '5,7p' "$0" | sed 's/^# \{0,1\}/usage: /;2,$s/^usage: /       /' >&2
@@ -43,6 +47,7 @@ while (($#)); do
     --file) need_arg $# "$1"; files+=("$2"); shift 2 ;;
     --env) need_arg $# "$1"; envs+=("$2"); shift 2 ;;
     --append) need_arg $# "$1"; append_extra=$2; shift 2 ;;
+    --serial-out) need_arg $# "$1"; serial_out=$2; shift 2 ;;
     --) shift; break ;;
     -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "qemu-run: unknown option '$1'" >&2; usage ;;
@@ -144,6 +149,7 @@ else
 fi
 qemu=(qemu-system-x86_64 -nodefaults -no-user-config -machine q35 "${accel_args[@]}"
     -smp "$smp" -m "$mem" -display none -monitor none -serial stdio -no-reboot
+    ${serial_out:+-serial "file:$serial_out"}
     -kernel "$image" -initrd "$work/initramfs.cpio"
     -append "console=ttyS0 quiet panic=-1 transparent_hugepage=always $append_extra")
 

@@ -1,4 +1,4 @@
-// chpox-dirty-workload SEED
+// chpox-dirty-workload SEED [PAGES]
 //
 // A process whose memory changes in every way the dirty-page trackers must follow. It reads
 // commands on stdin, one per line, and answers each on stdout:
@@ -10,6 +10,10 @@
 //   "f"    fork a child that compares the main region with its shadow, answer "fork ok" or
 //          "fork FAIL" (its memory is the parent's copy: a lazy restart must serve it too)
 //   "m"    move the main region elsewhere (mremap MREMAP_FIXED), answer "moved" or "move FAIL"
+//   "t"    read the clocks through the vDSO (as libc calls it), answer "clock REALTIME_NS
+//          MONOTONIC_NS GETTIMEOFDAY_US TIME_S CPU RESOLUTION_NS" (a restart under another
+//          kernel must keep these right), or "clock FAIL <which>"
+//   "v"    answer "vdso 0x..." (AT_SYSINFO_EHDR: where the process's vDSO is said to be)
 //   "q"    exit 0
 // A round writes random pages of a main region and of a shadow copy of it (the self-check
 // compares the two), maps, unmaps, remaps at the same address, mremaps (moves and grows),
@@ -21,12 +25,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/time.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define PAGE 4096UL
-#define MAIN_PAGES 4096UL          /* 16 MiB */
+static size_t main_pages = 4096;   /* 16 MiB; PAGES sets it (a guest sends its store out small) */
+#define MAIN_PAGES main_pages
 #define THP_SIZE (4UL << 20)       /* 2 huge pages */
 #define SLOTS 8
 
@@ -168,6 +177,7 @@ static void round_(uint64_t seed, unsigned long n) {
 
 int main(int argc, char **argv) {
     uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : 1;
+    if (argc > 2 && strtoul(argv[2], NULL, 10) >= 64) main_pages = strtoul(argv[2], NULL, 10);
     setvbuf(stdout, NULL, _IOLBF, 0);
     main_region = map_anon(MAIN_PAGES * PAGE);
     shadow = map_anon(MAIN_PAGES * PAGE);
@@ -215,6 +225,24 @@ int main(int argc, char **argv) {
                 main_region = moved;
                 printf("moved\n");
             }
+        } else if (line[0] == 't') {
+            struct timespec real, mono, res;
+            struct timeval tv;
+            unsigned cpu = 0;
+            if (clock_gettime(CLOCK_REALTIME, &real) != 0) printf("clock FAIL clock_gettime realtime\n");
+            else if (clock_gettime(CLOCK_MONOTONIC, &mono) != 0) printf("clock FAIL clock_gettime monotonic\n");
+            else if (gettimeofday(&tv, NULL) != 0) printf("clock FAIL gettimeofday\n");
+            else if (getcpu(&cpu, NULL) != 0) printf("clock FAIL getcpu\n");
+            else if (clock_getres(CLOCK_MONOTONIC, &res) != 0) printf("clock FAIL clock_getres\n");
+            else {
+                time_t now = time(NULL);
+                printf("clock %lld %lld %lld %lld %u %lld\n", (long long)real.tv_sec * 1000000000LL + real.tv_nsec,
+                       (long long)mono.tv_sec * 1000000000LL + mono.tv_nsec,
+                       (long long)tv.tv_sec * 1000000LL + tv.tv_usec, (long long)now, cpu,
+                       (long long)res.tv_sec * 1000000000LL + res.tv_nsec);
+            }
+        } else if (line[0] == 'v') {
+            printf("vdso %#lx\n", getauxval(AT_SYSINFO_EHDR));
         } else if (line[0] == 'q') {
             return 0;
         }

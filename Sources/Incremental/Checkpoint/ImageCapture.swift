@@ -163,6 +163,7 @@ enum ImageCapture {
             if !posixTimers.timers.isEmpty { image.posixTimers = posixTimers.timers }
             if !aio.contexts.isEmpty { image.aioContexts = aio.contexts }
             image.rootDirectory = ProcessControlsCapture.rootDirectory(pid)
+            image.vdso = try vdsoBytes(pid, regions: regions)
             image.guardPages = guardPages.isEmpty ? nil : guardPages
             DeletedDirectories.collect(pid, into: &image)
             image.cgroups = cgroups
@@ -187,6 +188,22 @@ enum ImageCapture {
         } catch {
             throw TraceeError.from(error, pid: pid, "read the scheduling policy of thread \(tid) of")
         }
+    }
+
+    /// The bytes of the process's vDSO, which a restart under another kernel puts back
+    /// (`ProcessImage.vdso`); nil when it has none.
+    static func vdsoBytes(_ pid: Int32, regions: [MemoryRegion]) throws(TraceeError) -> Data? {
+        guard let region = regions.first(where: { $0.path == "[vdso]" }) else { return nil }
+        var bytes = [UInt8](repeating: 0, count: Int(region.size))
+        let memory = ProcessMemory(pid: pid)
+        var read = 0
+        try bytes.withMutableRawBytes { (raw) throws(TraceeError) in
+            read = try memory.read(from: region.start, into: raw)
+        }
+        guard read == bytes.count else {
+            throw .unsupported(pid: pid, reason: "its vDSO at 0x\(String(region.start, radix: 16)) could not be read")
+        }
+        return Data(bytes)
     }
 
     static func mapping(_ region: MemoryRegion, details: ProcFS.MappingDetails) -> ProcessImage.Mapping {

@@ -87,13 +87,18 @@ public struct ProcessImage: Codable, Sendable, Equatable {
     /// contents the generation holds (`RecordedFile`); nil when none (the image's format is
     /// then `currentFormat`, else `filesFormat`).
     public var files: [RecordedFile]? = nil
+    /// The bytes of its vDSO (the `[vdso]` mapping) at the checkpoint: its code, which the
+    /// pointers its libc resolved at startup lead into. A restart under a kernel whose vDSO
+    /// differs puts them back at their address and sends each entry to the running kernel's
+    /// (`VDSOProxy`). nil when it had no vDSO, and in images from before they were kept.
+    public var vdso: Data? = nil
 
     enum CodingKeys: String, CodingKey {
         case format, pid, command, executable, workingDirectory, umask, credentials, limits, addressSpace, mappings,
             threads
         case signalActions, intervalTimers, sharedPendingSignals, descriptors, unsupported, capture, controls,
             deletedFiles, cgroups, cgroupsBelow, position, tree, zombies, rootDirectory, guardPages, memoryFiles,
-            posixTimers, deletedDirectories, deletedWorkingDirectory, aioContexts, copyOnWrite, files
+            posixTimers, deletedDirectories, deletedWorkingDirectory, aioContexts, copyOnWrite, files, vdso
     }
 
     public init(

@@ -46,6 +46,9 @@ public final class RestartSession {
     /// Pages it keeps as its parent's, shared copy-on-write (`MemoryLayoutPhase`): the page
     /// fill leaves them.
     var inheritedPages: Set<UInt64> = []
+    /// Where the running kernel's vDSO is when the image's is a proxy for it
+    /// (`VDSOProxy.Plan.proxied`): what AT_SYSINFO_EHDR says (`MemoryDescriptorPhase`).
+    var runningVDSO: UInt64?
 
     public var pid: Int32 { process.pid }
     /// Its pid in its own PID namespace (what its system calls name it by): the saved one in a

@@ -25,11 +25,12 @@ public struct MemoryDescriptorPhase: RestartPhase {
 
     public func run(in session: RestartSession) throws {
         let calls = session.calls
-        let space = addressSpace
+        var space = addressSpace
+        if let running = session.runningVDSO { space.auxv = Self.auxv(space.auxv, vdsoAt: running) }
         let exe = try session.openRecorded(
             executable, flags: O_RDONLY | O_CLOEXEC, to: "open the executable \(executable)")
         defer { _ = try? calls.result(of: .close, exe) }
-        try calls.withFrame { () throws(TraceeError) in
+        try calls.withFrame { [space] () throws(TraceeError) in
             let auxv = try calls.words(space.auxv)
             let layout = chpox_prctl_mm_map(
                 start_code: space.startCode, end_code: space.endCode, start_data: space.startData,
@@ -42,5 +43,17 @@ public struct MemoryDescriptorPhase: RestartPhase {
                 .prctl, CHPOX_PR_SET_MM, CHPOX_PR_SET_MM_MAP, at, MemoryLayout<chpox_prctl_mm_map>.size, 0,
                 to: "set the memory descriptor (PR_SET_MM_MAP)")
         }
+    }
+
+    /// The auxiliary vector type of the vDSO's address (AT_SYSINFO_EHDR).
+    static let sysinfoHeader: UInt64 = 33
+
+    /// `auxv` (type, value words) with AT_SYSINFO_EHDR set to `start`: where the image's vDSO is
+    /// a proxy, what looks the vDSO up from now on (getauxval, a dlopened library) finds the
+    /// running kernel's.
+    static func auxv(_ auxv: [UInt64], vdsoAt start: UInt64) -> [UInt64] {
+        var auxv = auxv
+        for k in stride(from: 0, to: auxv.count - 1, by: 2) where auxv[k] == sysinfoHeader { auxv[k + 1] = start }
+        return auxv
     }
 }

@@ -7,9 +7,9 @@ import Tracee
 
 /// The image's address space in the stub: a trampoline page (`syscall; int3`) and scratch pages
 /// where neither has anything, every later call made from there; the stub's stdio kept aside,
-/// all its own memory unmapped; the kernel's pages (vDSO, vvar) moved where the image had them
-/// (same kernel: same sizes, checked by `Preflight`); then every mapping the image stores or
-/// shares with a file, empty (`PageFillPhase` fills it).
+/// all its own memory unmapped; the kernel's pages (vDSO, vvar) moved where the image had them,
+/// or the image's vDSO made a proxy for them (`VDSOProxy`); then every mapping the image stores
+/// or shares with a file, empty (`PageFillPhase` fills it).
 public struct MemoryLayoutPhase: RestartPhase {
     /// One mapping to create.
     public struct MappingSetup: Sendable, Equatable, CustomStringConvertible {
@@ -70,13 +70,9 @@ public struct MemoryLayoutPhase: RestartPhase {
         }
     }
 
-    /// A kernel mapping of the stub moved to where the image had it.
-    public struct KernelPages: Sendable, Equatable {
-        public var name: String
-        public var start: UInt64
-    }
-
-    public var kernelPages: [KernelPages]
+    /// What becomes of the kernel's pages (`VDSOProxy`), or why the image cannot restart here
+    /// (`Preflight` says it first).
+    public var vdso: Result<VDSOProxy.Plan, VDSOProxy.Refusal>
     public var mappings: [MappingSetup]
     /// Deleted files private mappings hold, recreated first (and kept for `DescriptorPhase`).
     public var deletedFiles: [ProcessImage.DeletedFile]
@@ -109,8 +105,7 @@ public struct MemoryLayoutPhase: RestartPhase {
             "keep the stub's stdin, stdout, stderr as "
                 + "\(RestartSession.stdioCopies)-\(RestartSession.stdioCopies + 2); unmap all its memory",
         ]
-            + kernelPages.map { "move \($0.name) to 0x\(String($0.start, radix: 16))" }
-            + (kernelPages.isEmpty ? ["unmap the vDSO and vvar (it had unmapped them)"] : [])
+            + vdsoSteps
             + deletedFiles.enumerated().map { "recreate deleted file \($0) (\($1.path), \($1.contents.count) bytes)" }
             + memoryFiles.enumerated().map { k, file in
                 if let held = file.sameAs {
@@ -132,12 +127,27 @@ public struct MemoryLayoutPhase: RestartPhase {
             }
     }
 
-    /// The layout of `image`; in a tree, its shared memory as `layout` shares it out.
-    public init(image: ProcessImage, layout: TreeLayout? = nil) {
-        occupied = image.mappings.map { $0.start...($0.end - 1) }
-        kernelPages = Self.kernelPageNames.compactMap { name in
-            image.mappings.first(where: { $0.path == name }).map { KernelPages(name: name, start: $0.start) }
+    var vdsoSteps: [String] {
+        switch vdso {
+        case .failure(let refusal): return ["refused: \(refusal)"]
+        case .success(.unmapped): return ["unmap the vDSO and vvar (it had unmapped them)"]
+        case .success(.moved(let start)):
+            return ["move the vDSO to 0x\(String(start, radix: 16)), its vvar pages beside it as this kernel has them"]
+        case .success(.proxied(let proxy)):
+            return [
+                proxy.summary,
+                "put its vDSO back at 0x\(String(proxy.start, radix: 16)) (\(proxy.bytes.count) bytes) as memory, "
+                    + "this kernel's vDSO and vvar left where the stub has them (or moved where the image has nothing), "
+                    + "AT_SYSINFO_EHDR pointing there",
+            ] + proxy.redirects.map { "  \($0)" }
         }
+    }
+
+    /// The layout of `image`; in a tree, its shared memory as `layout` shares it out. `running`:
+    /// the kernel's pages here (ld-chpox's own, which every process on this kernel has).
+    public init(image: ProcessImage, layout: TreeLayout? = nil, running: KernelPagesLayout? = VDSOProxy.running) {
+        occupied = image.mappings.map { $0.start...($0.end - 1) }
+        vdso = Result { () throws(VDSOProxy.Refusal) in try VDSOProxy.plan(image, running: running) }
         let shared = layout?.sharedMemory[image.pid] ?? [:]
         mappings = image.mappings.filter { $0.storesContents || $0.isFileBacked }.map { mapping in
             var setup = Self.setup(mapping)
@@ -234,7 +244,7 @@ public struct MemoryLayoutPhase: RestartPhase {
                 .closeRange, RestartSession.deletedFileCopies, UInt32.max, 0,
                 to: "close the copies of files its parent keeps (descriptors \(RestartSession.deletedFileCopies) on)")
         }
-        try moveKernelPages(session.calls)
+        try placeKernelPages(session, keeping: [base..<(base + total)] + kept)
         for (k, file) in deletedFiles.enumerated() {
             let fd = try RecreatedFile.create(file.contents, for: "the mappings of \(file.path)", session.calls)
             let kept = RestartSession.deletedFileCopies + Int32(k)
@@ -366,25 +376,89 @@ public struct MemoryLayoutPhase: RestartPhase {
         }
     }
 
-    /// The kernel's pages a process may have, in the order they are moved.
-    public static let kernelPageNames = ["[vvar]", "[vvar_vclock]", "[vdso]"]
-
-    /// Moves the kernel's pages where the image had them; unmaps those it had not (a process
-    /// that unmapped its vDSO runs without one again).
-    private func moveKernelPages(_ calls: RemoteCalls) throws {
-        let current = try MemoryRegion.of(calls.pid)
-        let kept = Set(kernelPages.map(\.name))
-        for region in current where Self.kernelPageNames.contains(region.path) && !kept.contains(region.path) {
+    /// Places the kernel's pages as `vdso` says: unmapped, moved where the image had its vDSO,
+    /// or left where they are (moved where the image has nothing, if they are in its way) with
+    /// the image's vDSO put back as a proxy for them. `keeping`: what else the stub keeps now.
+    private func placeKernelPages(_ session: RestartSession, keeping: [Range<UInt64>]) throws {
+        let calls = session.calls
+        let current = try MemoryRegion.of(calls.pid).filter { KernelPagesLayout.names.contains($0.path) }
+        let plan: VDSOProxy.Plan
+        switch vdso {
+        case .success(let decided): plan = decided
+        case .failure(let refusal): throw TraceeError.unsupported(pid: calls.pid, reason: "\(refusal)")
+        }
+        guard case .unmapped = plan else {
+            guard let running = current.first(where: { $0.path == "[vdso]" }) else {
+                throw TraceeError.unsupported(pid: calls.pid, reason: "the stub has no vDSO to move")
+            }
+            let avoid = occupied.map { $0.lowerBound..<($0.upperBound + 1) } + keeping
+            switch plan {
+            case .moved(let start):
+                try moveKernelPages(current, vdsoTo: start, avoiding: avoid, calls)
+            case .proxied(let proxy):
+                let low = current.map(\.start).min() ?? running.start
+                let high = current.map(\.end).max() ?? running.end
+                var at = running.start
+                if avoid.contains(where: { $0.overlaps(low..<high) }) {
+                    let free = Self.freeRange(size: high - low, avoiding: avoid + [low..<high])
+                    at = free + (running.start - low)
+                    try moveKernelPages(current, vdsoTo: at, avoiding: avoid, calls)
+                }
+                let size = proxy.bytes.count
+                let where_ = "the vDSO it had at 0x\(String(proxy.start, radix: 16))"
+                try calls.call(
+                    .mmap, proxy.start, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0,
+                    to: "map \(where_)")
+                try calls.write(proxy.patched(runningAt: at), at: proxy.start)
+                try calls.call(.mprotect, proxy.start, size, PROT_READ | PROT_EXEC, to: "protect \(where_)")
+                session.runningVDSO = at
+                session.notices.append(proxy.summary)
+            case .unmapped: break
+            }
+            return
+        }
+        for region in current {
             try calls.call(.munmap, region.start, region.size, to: "unmap \(region.path), which it had unmapped")
         }
-        for pages in kernelPages {
-            guard let from = current.first(where: { $0.path == pages.name }), from.start != pages.start else {
-                continue
-            }
-            try calls.call(
-                .mremap, from.start, from.size, from.size, CHPOX_MREMAP_MAYMOVE | CHPOX_MREMAP_FIXED, pages.start,
-                to: "move \(pages.name) to 0x\(String(pages.start, radix: 16))")
+    }
+
+    /// Moves the kernel's pages `current` so that the vDSO starts at `start` and the vvar pages
+    /// keep their offsets from it (its code has them built in); through a free range first where
+    /// the two places overlap (a move onto the pages still to move would unmap them).
+    private func moveKernelPages(
+        _ current: [MemoryRegion], vdsoTo start: UInt64, avoiding: [Range<UInt64>], _ calls: RemoteCalls
+    ) throws {
+        guard let vdso = current.first(where: { $0.path == "[vdso]" }), vdso.start != start else { return }
+        let low = current.map(\.start).min() ?? vdso.start
+        let high = current.map(\.end).max() ?? vdso.end
+        let target = (start - (vdso.start - low))..<(start + (high - vdso.start))
+        var parts = current
+        if target.overlaps(low..<high) {
+            let free = Self.freeRange(size: high - low, avoiding: avoiding + [low..<high, target])
+            parts = try move(parts, by: Int64(bitPattern: free &- low), calls)
         }
+        let from = parts.first { $0.path == "[vdso]" }?.start ?? vdso.start
+        _ = try move(parts, by: Int64(bitPattern: start &- from), calls)
+    }
+
+    private func move(_ parts: [MemoryRegion], by delta: Int64, _ calls: RemoteCalls) throws -> [MemoryRegion] {
+        try parts.map { part in
+            let to = UInt64(bitPattern: Int64(bitPattern: part.start) &+ delta)
+            try calls.call(
+                .mremap, part.start, part.size, part.size, CHPOX_MREMAP_MAYMOVE | CHPOX_MREMAP_FIXED, to,
+                to: "move \(part.path) to 0x\(String(to, radix: 16))")
+            var moved = part
+            (moved.start, moved.end) = (to, to + part.size)
+            return moved
+        }
+    }
+
+    /// The lowest range of `size` bytes from 256 MiB up, at a 1 MiB step, that overlaps none of
+    /// `avoiding`.
+    static func freeRange(size: UInt64, avoiding: [Range<UInt64>]) -> UInt64 {
+        var base: UInt64 = 0x1000_0000
+        while avoiding.contains(where: { $0.overlaps(base..<(base + size)) }) { base += 0x10_0000 }
+        return base
     }
 
     /// The files opened in the stub for mappings, by path and access, closed at the phase's end.

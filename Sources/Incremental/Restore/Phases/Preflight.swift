@@ -3,8 +3,8 @@ import Tracee
 
 /// What is checked before a stub is started, so that a restart that cannot succeed is refused
 /// with a reason and changes nothing: the files mapped still there and long enough, the files
-/// being written not shorter than they were, who may restart the image, the kernel's vDSO the
-/// same size. (The one change a restart makes outside the process, cutting back files it was
+/// being written not shorter than they were, who may restart the image, a vDSO it can have
+/// (`VDSOProxy`). (The one change a restart makes outside the process, cutting back files it was
 /// writing, is `WrittenFilesPhase`'s, after every other phase.)
 public struct Preflight: Sendable {
     public let image: ProcessImage
@@ -190,18 +190,11 @@ public struct Preflight: Sendable {
             _ = try controlGroupPlacement(authority: authority)
             _ = try threadControlGroupPlacements(authority: authority)
         }
-        let here = (try? MemoryRegion.of(CurrentProcess.id)) ?? []
-        // A process that unmapped the kernel's pages restarts without them (MemoryLayoutPhase).
-        let hadKernelPages = image.mappings.contains { MemoryLayoutPhase.kernelPageNames.contains($0.path) }
-        for name in MemoryLayoutPhase.kernelPageNames where hadKernelPages {
-            let saved = image.mappings.filter { $0.path == name }.map { $0.end - $0.start }
-            let current = here.filter { $0.path == name }.map(\.size)
-            guard saved == current else {
-                throw refuse(
-                    "its \(name) is \(saved) bytes and this kernel's \(current): "
-                        + "restart it on the kernel that checkpointed it"
-                )
-            }
+        // The kernel's vDSO: the same, or one the image's can be a proxy for (`VDSOProxy`).
+        do throws(VDSOProxy.Refusal) {
+            _ = try VDSOProxy.plan(image, running: VDSOProxy.running)
+        } catch {
+            throw refuse(error.description)
         }
     }
 
