@@ -70,11 +70,55 @@ struct Side {
     /// S3 only: the delta's new or replaced objects by directory (packs, index, ...): count, bytes.
     var uploads: [String: (count: Int, bytes: Int)] = [:]
     var objectsAfter = 0
+    /// S3 only: the OSD's used bytes after the delta (the peak), and after the prefix was deleted.
+    var clusterPeak: (used: Int, total: Int)?
+    /// S3 only: the OSD's used bytes once the prefix was deleted and RGW's gc run, and how long
+    /// until its counter (refreshed every few seconds) fell below a tenth of the store's bytes.
+    var clusterAfter: (used: Int, total: Int)?
+    var releaseWait = 0
     var restartSteps = ""
+}
+
+/// RGW alone, in the same iteration: the floor under the store's transfers.
+struct Wire {
+    /// Bytes per second of PUTs and GETs of pack-sized objects, one at a time.
+    var putRate = 0.0, getRate = 0.0
+    /// Median round trip of a PUT of a small object (a chain's size).
+    var smallPut = 0
 }
 
 struct Iteration {
     var local = Side(), s3 = Side()
+    var wire = Wire()
+}
+
+/// PUTs then GETs of four 32 MiB objects (a pack's size), one at a time, and ten PUTs of 139 bytes,
+/// under a prefix of their own, deleted after.
+func measureWire(iteration k: Int) throws -> Wire {
+    let prefix = "wire/iteration-\(k)"
+    defer { removeAll(prefix) }
+    var generator = SplitMix64(seed: UInt64(k))
+    var words = [UInt64](repeating: 0, count: 4 << 20)
+    for n in words.indices { words[n] = generator.next() }
+    let body = words.withUnsafeBytes { Array($0) }
+    var wire = Wire()
+    let (_, put) = try microseconds {
+        for n in 0..<4 { _ = try client.put("\(prefix)/large-\(n)", body) }
+    }
+    let (_, get) = try microseconds {
+        for n in 0..<4 {
+            let read = try client.get("\(prefix)/large-\(n)")
+            guard read.count == body.count else { throw BenchError("GET gave \(read.count) of \(body.count) bytes") }
+        }
+    }
+    (wire.putRate, wire.getRate) = (
+        Double(4 * body.count) / (Double(put) / 1e6), Double(4 * body.count) / (Double(get) / 1e6)
+    )
+    let small = Array(body.prefix(139))
+    var times: [Int] = []
+    for n in 0..<10 { times.append(try microseconds { _ = try client.put("\(prefix)/small-\(n)", small) }.1) }
+    wire.smallPut = times.sorted()[times.count / 2]
+    return wire
 }
 
 /// Waits (up to 10 s) until no process has `pid`.
@@ -101,6 +145,23 @@ func removeAll(_ prefix: String) {
     if collected?.status != 0 {
         print("  radosgw-admin gc process failed (\(collected?.status ?? -1)): \(collected?.errors.suffix(300) ?? "")")
     }
+}
+
+/// The OSD's used and total bytes (its `perf dump`, through its admin socket: with no manager
+/// daemon in the cluster, `ceph df` reports nothing): the memstore holds every object in memory,
+/// up to its cap (scripts/ceph.sh). Nil without CHPOX_CEPH_DIR or an answer.
+func clusterUsage() -> (used: Int, total: Int)? {
+    guard let directory = environment["CHPOX_CEPH_DIR"],
+        let run = try? runToEnd(
+            ["/usr/bin/ceph", "--admin-daemon", directory + "/run/osd.0.asok", "perf", "dump"],
+            scratch: Scratch.root + "/perf"),
+        run.status == 0,
+        let json = try? JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any],
+        let osd = json["osd"] as? [String: Any],
+        let used = (osd["stat_bytes_used"] as? NSNumber)?.intValue,
+        let total = (osd["stat_bytes"] as? NSNumber)?.intValue
+    else { return nil }
+    return (used, total)
 }
 
 /// One target through one store: base, 1% delta, restart of the delta from a fresh open.
@@ -160,6 +221,7 @@ func measure(s3: Bool, iteration k: Int) throws -> Side {
             }
             side.deltaBytes = side.uploads.values.reduce(0) { $0 + $1.bytes }
             side.objectsAfter = afterDelta.bytes
+            side.clusterPeak = clusterUsage()
         } else {
             side.deltaBytes = afterDelta.bytes - afterBase.bytes
         }
@@ -192,7 +254,9 @@ func measure(s3: Bool, iteration k: Int) throws -> Side {
         waitGone(outcome.pid)
     }
     side.samePid = outcome.pid == pid
-    side.restartSteps = outcome.timings.steps.map { "\($0.name) \(Int($0.milliseconds.rounded()))" }.joined(
+    side.restartSteps = outcome.timings.steps.filter { $0.milliseconds >= 1 }.map {
+        "\($0.name) \(Int($0.milliseconds.rounded()))"
+    }.joined(
         separator: ", ")
     side.differences = try MemoryDigest(pid: outcome.pid, base: target.base, size: target.size).differences(
         from: expected)
@@ -200,6 +264,9 @@ func measure(s3: Bool, iteration k: Int) throws -> Side {
     return side
 }
 
+func usage(_ usage: (used: Int, total: Int)?) -> String {
+    usage.map { "\(mb($0.used)) of \(mb($0.total))" } ?? "?"
+}
 func mb(_ bytes: Int) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }
 func ms(_ us: Int) -> String { String(format: "%.0f ms", Double(us) / 1000) }
 
@@ -209,9 +276,23 @@ print(
         + "\(iterations) iterations; RGW at \(client.configuration.endpoint), bucket \(client.bucket)")
 for k in 0..<iterations {
     var run = Iteration()
+    run.wire = try measureWire(iteration: k)
     // Alternately first: neither store always finds the page cache and the machine as the other left them.
     for s3 in k % 2 == 0 ? [false, true] : [true, false] {
-        let side = try measure(s3: s3, iteration: k)
+        var side = try measure(s3: s3, iteration: k)
+        // After measure's cleanup: the prefix deleted and RGW's gc run; the memory must come back
+        // before the next iteration writes as much again.
+        if s3 {
+            let (usage, waited) = microseconds {
+                var usage = clusterUsage()
+                for _ in 0..<60 where (usage?.used ?? 0) > side.objectsAfter / 10 {
+                    usleep(500_000)
+                    usage = clusterUsage()
+                }
+                return usage
+            }
+            (side.clusterAfter, side.releaseWait) = (usage, waited)
+        }
         if s3 { run.s3 = side } else { run.local = side }
     }
     for (name, side) in [("local", run.local), ("s3", run.s3)] {
@@ -221,10 +302,16 @@ for k in 0..<iterations {
                 + "\(side.changedPages) changed, +\(side.deltaBytes) B, LZ4 \(side.lz4Bytes) B), restart \(ms(side.restart)) "
                 + "(open+load \(ms(side.load)); \(side.restartSteps))"
                 + (name == "s3" ? ", downloaded \(mb(side.downloaded)) of \(mb(side.objectsAfter))" : "")
+                + (name == "s3"
+                    ? "; OSD used \(usage(side.clusterPeak)) after the delta, \(usage(side.clusterAfter)) \(ms(side.releaseWait)) after it was deleted"
+                    : "")
                 + ", \(side.differences) pages differ\(side.samePid ? "" : ", new pid")")
     }
     let uploads = run.s3.uploads.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.count) (\($0.value.bytes) B)" }
     print("iteration \(k) s3 delta uploaded: \(uploads.joined(separator: ", "))")
+    print(
+        "iteration \(k) RGW alone: PUT \(mb(Int(run.wire.putRate)))/s, GET \(mb(Int(run.wire.getRate)))/s (32 MiB objects, "
+            + "one at a time), PUT of 139 B \(String(format: "%.1f", Double(run.wire.smallPut) / 1000)) ms")
     runs.append(run)
 }
 try? client.deleteBucket()
@@ -282,6 +369,27 @@ print("| **1% delta bytes / LZ4 of its changed pages** (goal ~1.0x) | \(perLZ4(\
 print(
     "| restart: downloaded into the empty cache | - | \(mbMedian(\.downloaded, \.s3)) of \(mbMedian(\.objectsAfter, \.s3)) | - |"
 )
+/// Median over the iterations of `value`.
+func medianOf(_ value: (Iteration) -> Double) -> Double { median(runs.map(value)) }
+let putRate = medianOf { $0.wire.putRate }, getRate = medianOf { $0.wire.getRate }
+print(
+    "| RGW alone: PUT, GET of 32 MiB objects, one at a time | - | "
+        + String(format: "%.0f MB/s, %.0f MB/s | - |", putRate / 1e6, getRate / 1e6))
+print(
+    "| RGW alone: PUT of 139 B | - | \(String(format: "%.1f ms", medianOf { Double($0.wire.smallPut) } / 1000)) | - |")
+// Where the S3 side's extra time goes, against RGW alone in the same iteration.
+let baseUpload = medianOf {
+    Double($0.s3.baseWall - $0.local.baseWall) / (Double($0.s3.baseBytes) / $0.wire.putRate * 1e6)
+}
+let restartDownload = medianOf {
+    Double($0.s3.restart - $0.local.restart) / (Double($0.s3.downloaded) / $0.wire.getRate * 1e6)
+}
+let deltaTrips = medianOf { Double($0.s3.deltaWall - $0.local.deltaWall) / Double(max(1, $0.wire.smallPut)) }
+print("| full base: S3's extra wall / its bytes PUT one at a time | - | \(String(format: "%.2fx", baseUpload)) | - |")
+print(
+    "| restart: S3's extra wall / the bytes downloaded, GET one at a time | - | \(String(format: "%.2fx", restartDownload)) | - |"
+)
+print("| 1% delta: S3's extra wall, in small PUT round trips | - | \(String(format: "%.0f", deltaTrips)) | - |")
 let differing = runs.map { $0.local.differences + $0.s3.differences }.reduce(0, +)
 print("")
 print(
