@@ -42,6 +42,19 @@ let package = Package(
         // What the benchmarks share: starting and driving a DirtyTarget, scratch stores, a
         // seeded generator (SplitMix64), and the notes run-ratios reads.
         .target(name: "TargetProcess", dependencies: [.product(name: "Store", package: "chpox")]),
+        // A target's memory read from outside, as the checkpoint, scale and S3 benchmarks need
+        // it: its resident pages, their hashes, the pages changed since, their LZ4 size in the
+        // Store's frames, a digest of the whole region to compare a restarted process with.
+        .target(
+            name: "TargetMemory",
+            dependencies: [
+                .product(name: "Incremental", package: "chpox"),
+                .product(name: "Store", package: "chpox"),
+                .product(name: "Tracee", package: "chpox"),
+                .product(name: "SoftDirty", package: "chpox"),
+                "CBenchLZ4",
+                "TargetProcess",
+            ]),
         // Dirty-page trackers (uffd-wp, hash; soft-dirty where the kernel has it) against a
         // process_vm_readv of the whole target. Needs DirtyTarget and the main package's
         // chpox-inject built beside it: `run-ratios` builds both first.
@@ -85,6 +98,7 @@ let package = Package(
                 .product(name: "Store", package: "chpox"),
                 .product(name: "Tracee", package: "chpox"),
                 "TargetProcess",
+                "TargetMemory",
                 "DirtyTarget",
                 "PeakRSS",
             ],
@@ -103,6 +117,7 @@ let package = Package(
                 .product(name: "Benchmark", package: "benchmark"),
                 "CBenchLZ4",
                 "TargetProcess",
+                "TargetMemory",
                 "DirtyTarget",
             ],
             path: "Benchmarks/CheckpointBenchmarks",
@@ -166,6 +181,24 @@ let package = Package(
             ],
             path: "Benchmarks/NetworkBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        // The store on S3 (RGW of ../scripts/ceph.sh) against the local store in the same run: a
+        // 1 GiB mixed target's full base and 1% delta into each, a restart of the delta from a
+        // fresh cache, and the bytes the delta uploads against the LZ4 size of the pages it
+        // changed (a plain executable, run by `run-ratios --s3-only`, which starts the cluster;
+        // needs DirtyTarget, chpox-inject and chpox-restore-stub).
+        .executableTarget(
+            name: "S3Bench",
+            dependencies: [
+                .product(name: "Incremental", package: "chpox"),
+                .product(name: "Store", package: "chpox"),
+                .product(name: "S3Store", package: "chpox"),
+                .product(name: "ObjectStore", package: "chpox"),
+                "TargetProcess",
+                "TargetMemory",
+                "DirtyTarget",
+            ],
+            path: "Benchmarks/S3Bench"
         ),
     ]
 )

@@ -6,6 +6,7 @@ import Musl
 import Benchmark
 import Foundation
 import Incremental
+import TargetMemory
 import TargetProcess
 import Store
 

@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import Incremental
 import Store
+import TargetMemory
 import TargetProcess
 
 // How chpox's costs grow with the size of the process (issue 16, goal 4), in one run:
@@ -422,3 +423,8 @@ if parts.contains("chain") {
 }
 print("")
 print("peak memory of this benchmark process: \(ownPeakBytes() >> 20) MiB")
+
+struct ScaleError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -13,21 +13,23 @@ import SoftDirty
 /// The target's 1 GiB region read from outside, as the baselines need it: which pages are
 /// resident, their bytes in address order, their hashes, and the LZ4 size of a run of pages
 /// framed as the Store frames new chunks.
-struct TargetMemory {
-    let target: TargetProcess
+public struct TargetMemory {
+    public let target: TargetProcess
+
+    public init(target: TargetProcess) { self.target = target }
 
     /// Pages per process_vm_readv batch: 64 MiB (the checkpointer's pre-copy read such batches
     /// until it took 16 MiB ones, `Checkpointer.preCopyBatchPages`; kept so the baseline stays
     /// comparable with earlier runs).
-    static let batchPages = 16384
+    public static let batchPages = 16384
     /// Pages per LZ4 frame: 64 KiB, the Store's frames of new chunks.
-    static let framePages = 16
+    public static let framePages = 16
 
-    var region: PageRun { PageRun(start: target.base, end: target.base + target.size) }
+    public var region: PageRun { PageRun(start: target.base, end: target.base + target.size) }
 
     /// Pages of the region holding data: present or swapped, not the shared zero page (what the
     /// checkpointer copies). PAGEMAP_SCAN where the kernel has it, else pagemap entries.
-    func resident() throws -> [PageRun] {
+    public func resident() throws -> [PageRun] {
         let pagemap = try Pagemap(pid: target.pid)
         if pagemap.hasScan() {
             // Sorted and merged: Linux 6.18 can answer a walk that ends inside one call with a
@@ -54,8 +56,9 @@ struct TargetMemory {
     /// Reads the pages of `runs` in address order with process_vm_readv, `batchPages` at a
     /// time, and hands each batch on packed (page k of the batch at k * 4096), with the
     /// address of each of its pages.
-    func read(_ runs: [PageRun], _ body: (_ addresses: [UInt64], _ pages: UnsafeRawBufferPointer) throws -> Void) throws
-    {
+    public func read(
+        _ runs: [PageRun], _ body: (_ addresses: [UInt64], _ pages: UnsafeRawBufferPointer) throws -> Void
+    ) throws {
         let memory = ProcessMemory(pid: target.pid)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.batchPages * 4096, alignment: 4096)
         defer { buffer.deallocate() }
@@ -88,7 +91,7 @@ struct TargetMemory {
     /// Reads the pages of `runs` all at once into a buffer allocated for them, as the
     /// checkpointer's final stop copies what it must while the process is frozen (the buffer's
     /// pages are faulted in by the read itself).
-    func readAtOnce(_ runs: [PageRun]) throws {
+    public func readAtOnce(_ runs: [PageRun]) throws {
         let pages = runs.reduce(0) { $0 + Int($1.pageCount) }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pages * 4096, alignment: 4096)
         defer { buffer.deallocate() }
@@ -104,7 +107,7 @@ struct TargetMemory {
     }
 
     /// XXH3-128 of every resident page, by page index in the region.
-    func hashes() throws -> [Int: ChunkID] {
+    public func hashes() throws -> [Int: ChunkID] {
         var hashes: [Int: ChunkID] = [:]
         try read(resident()) { addresses, pages in
             for (k, address) in addresses.enumerated() {
@@ -117,7 +120,7 @@ struct TargetMemory {
 
     /// The pages resident now whose bytes differ from `before` (or that were not resident
     /// then), packed in address order.
-    func changed(since before: [Int: ChunkID]) throws -> PackedPages {
+    public func changed(since before: [Int: ChunkID]) throws -> PackedPages {
         var changed = PackedPages()
         try read(resident()) { addresses, pages in
             for (k, address) in addresses.enumerated() {
@@ -130,31 +133,33 @@ struct TargetMemory {
 }
 
 /// Pages gathered into one buffer, in the order appended.
-struct PackedPages {
-    private(set) var bytes: [UInt8] = []
-    var count: Int { bytes.count / 4096 }
+public struct PackedPages {
+    public private(set) var bytes: [UInt8] = []
+    public var count: Int { bytes.count / 4096 }
 
-    mutating func append(_ page: UnsafeRawBufferPointer) { bytes.append(contentsOf: page) }
+    public init() {}
+
+    public mutating func append(_ page: UnsafeRawBufferPointer) { bytes.append(contentsOf: page) }
 }
 
 /// LZ4_compress_default over consecutive 16-page (64 KiB) frames, as the Store frames the new
 /// chunks of a generation; a frame LZ4 does not shrink counts raw, as the Store keeps it.
-struct FrameCompressor {
+public struct FrameCompressor {
     private let output: UnsafeMutableRawBufferPointer
     private let bound: Int32
     /// Compressed bytes so far.
-    private(set) var bytes = 0
+    public private(set) var bytes = 0
 
-    init() {
+    public init() {
         bound = LZ4_compressBound(Int32(TargetMemory.framePages * 4096))
         output = .allocate(byteCount: Int(bound), alignment: 16)
     }
 
-    func deallocate() { output.deallocate() }
+    public func deallocate() { output.deallocate() }
 
     /// Compresses `pages` (a whole number of pages) frame by frame; all but the last frame
     /// are whole, so batches that are multiples of 16 pages frame as one run would.
-    mutating func compress(_ pages: UnsafeRawBufferPointer) {
+    public mutating func compress(_ pages: UnsafeRawBufferPointer) {
         guard let base = pages.baseAddress else { return }
         let frame = TargetMemory.framePages * 4096
         var offset = 0

@@ -7,13 +7,13 @@ import Tracee
 /// XXH3-128 of every page of a process's region, read from outside with process_vm_readv, 64 MiB
 /// at a time: what a restarted process must hold again, page for page. A page never touched reads
 /// as zero, as it does in a restarted process that never had it.
-struct MemoryDigest: Equatable {
-    let pages: [ChunkID]
+public struct MemoryDigest: Equatable, Sendable {
+    public let pages: [ChunkID]
 
-    static let batchBytes = 64 << 20
+    public static let batchBytes = 64 << 20
 
     /// Reads `size` bytes at `base` of `pid` (it must hold them all mapped).
-    init(pid: Int32, base: UInt64, size: UInt64) throws {
+    public init(pid: Int32, base: UInt64, size: UInt64) throws {
         let memory = ProcessMemory(pid: pid)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.batchBytes, alignment: 4096)
         defer { buffer.deallocate() }
@@ -25,7 +25,7 @@ struct MemoryDigest: Equatable {
             let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length])
             let read = try memory.read(from: base + offset, into: chunk)
             guard read == length else {
-                throw ScaleError("pid \(pid): read \(read) of \(length) bytes at \(String(base + offset, radix: 16))")
+                throw ShortRead("pid \(pid): read \(read) of \(length) bytes at \(String(base + offset, radix: 16))")
             }
             for start in stride(from: 0, to: length, by: 4096) {
                 pages.append(ChunkID(hashing: UnsafeRawBufferPointer(rebasing: chunk[start..<(start + 4096)])))
@@ -36,12 +36,13 @@ struct MemoryDigest: Equatable {
     }
 
     /// How many pages differ from `other`'s (a page one of them lacks counts as different).
-    func differences(from other: MemoryDigest) -> Int {
+    public func differences(from other: MemoryDigest) -> Int {
         zip(pages, other.pages).reduce(abs(pages.count - other.pages.count)) { $0 + ($1.0 == $1.1 ? 0 : 1) }
     }
-}
 
-struct ScaleError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+    /// A region that could not be read whole (the process went away, or does not map it all).
+    public struct ShortRead: Error, CustomStringConvertible {
+        public let description: String
+        init(_ description: String) { self.description = description }
+    }
 }
