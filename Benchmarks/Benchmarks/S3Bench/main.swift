@@ -178,7 +178,7 @@ func measure(s3: Bool, iteration k: Int) throws -> Side {
     }
     func open(cache: String, create: Bool) throws -> Store {
         s3
-            ? try S3Store.open(url, cacheRoot: cache, create: create, environment: environment)
+            ? try S3Store.open(url, cacheRoot: cache, create: create, trusted: true, environment: environment)
             : try Store(at: localPath, create: create)
     }
     func bytesStored() throws -> (bytes: Int, objects: [String: ObjectInfo]) {
