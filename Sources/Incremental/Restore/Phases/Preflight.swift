@@ -145,14 +145,17 @@ public struct Preflight: Sendable {
                 )
             }
         }
+        // Every file it had open, read or written, must be there (on another host too: a
+        // migration's files are named here, before anything is made).
         for descriptor in image.descriptors where descriptor.kind == .file {
-            guard let size = descriptor.size, !restoredFiles.contains(descriptor.target) else { continue }
+            guard !restoredFiles.contains(descriptor.target) else { continue }
             guard let status = Self.status(descriptor.target) else {
                 throw refuse(
-                    "\(descriptor.target), open as descriptor \(descriptor.fd), no longer exists; "
-                        + "put it back to restart"
+                    "\(descriptor.target), open as descriptor \(descriptor.fd), no longer exists"
+                        + " (on this machine); put it back to restart"
                 )
             }
+            guard let size = descriptor.size else { continue }
             guard status.size >= size else {
                 throw refuse(
                     "\(descriptor.target) is \(status.size) bytes, shorter than the \(size) it had at this generation: "
