@@ -31,11 +31,15 @@ public enum TestTools {
         return ["--lazy"] + arguments
     }
 
-    /// Runs `tool` with `arguments` to completion, capturing stdout and stderr.
-    public static func run(_ tool: String, _ arguments: [String]) throws -> Run {
+    /// Runs `tool` with `arguments` to completion, capturing stdout and stderr; `environment`:
+    /// variables set over the test's own (a store on S3's endpoint, keys and cache).
+    public static func run(_ tool: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Run {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path(tool))
         process.arguments = tool == "ld-chpox" ? restartArguments(arguments) : arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
