@@ -16,6 +16,10 @@ public enum TestTools {
         public var status: Int32
         public var output: String
         public var errors: String
+
+        public init(status: Int32, output: String, errors: String) {
+            (self.status, self.output, self.errors) = (status, output, errors)
+        }
     }
 
     /// Every restart test runs lazily too: with CHPOX_TEST_LAZY=1 in the environment (the test

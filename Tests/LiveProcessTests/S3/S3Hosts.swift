@@ -7,7 +7,7 @@ import TrackerTestSupport
 /// A store on the test cluster's RGW (scripts/ceph.sh), in a bucket of its own, and the "hosts"
 /// whose commands use it: each host is a cache directory of its own (`CHPOX_CACHE`), as
 /// separate machines would have; the commands run as the user would run them.
-final class S3Hosts {
+final class S3Hosts: Sendable {
     let client: S3Client
     /// `s3://BUCKET/PREFIX`.
     let url: String
