@@ -24,6 +24,20 @@ public enum CephCluster {
         return client
     }
 
+    /// Kills the gateway and starts it again on its port (`scripts/ceph.sh restart-rgw`): the
+    /// monitor and the OSD, and so every object, stay. Returns once it answers again.
+    public static func restartGateway() throws {
+        _ = try configuration.get()
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("chpox-rgw-restart-\(getpid()).log")
+        defer { try? FileManager.default.removeItem(at: log) }
+        let status = run(
+            ["/bin/bash", repository.appendingPathComponent("scripts/ceph.sh").path, "restart-rgw"], log: log.path)
+        guard status == 0 else {
+            let said = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            throw StartFailure(description: "scripts/ceph.sh restart-rgw failed (status \(status)):\n\(said)")
+        }
+    }
+
     private static func start() -> Result<S3Configuration, StartFailure> {
         let directory = repository.appendingPathComponent(".build/ceph")
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("chpox-ceph-start-\(getpid()).log")

@@ -88,13 +88,28 @@ public final class FaultProxy: Sendable {
         }
     }
 
-    /// One client connection and its upstream: the request whose answer is awaited, and
-    /// whether that answer is to be dropped.
+    /// One client connection and its upstream: whether the answer awaited is to be dropped.
+    /// The descriptors are closed once both directions have ended (closed earlier, a number
+    /// could be reused by the next connection while the other direction still shuts it down).
     private final class Exchange: Sendable {
         let client: Int32
         let upstream: Int32
         let cutAnswer = Mutex(false)
+        private let ended = Mutex(0)
         init(client: Int32, upstream: Int32) { (self.client, self.upstream) = (client, upstream) }
+
+        /// One direction is done: both are shut down, and closed after the second.
+        func end() {
+            shutdown(client, Int32(SHUT_RDWR))
+            shutdown(upstream, Int32(SHUT_RDWR))
+            if ended.withLock({ ended in
+                ended += 1
+                return ended == 2
+            }) {
+                close(client)
+                close(upstream)
+            }
+        }
     }
 
     private func acceptLoop() {
@@ -105,29 +120,26 @@ public final class FaultProxy: Sendable {
                 close(listener)
                 return
             }
-            guard let upstream = try? Self.connect(port: upstreamPort) else {
-                close(client)
-                continue
-            }
-            let exchange = Exchange(client: client, upstream: upstream)
-            Thread.detachNewThread { [self] in forwardRequests(exchange) }
-            Thread.detachNewThread { [self] in forwardAnswers(exchange) }
+            Thread.detachNewThread { [self] in forwardRequests(client) }
         }
     }
 
-    /// Client to server: each request's head is read whole, its faults looked up, then the head
-    /// and its body (`Content-Length` bytes) forwarded.
-    private func forwardRequests(_ exchange: Exchange) {
+    /// Client to server: each request's head is read whole, its faults looked up (and its
+    /// action run), then the head and its body (`Content-Length` bytes) forwarded. The server is
+    /// connected to once the first head is in (after its action: a server restarted by it is
+    /// the one connected to).
+    private func forwardRequests(_ client: Int32) {
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
         var head: [UInt8] = []
         var bodyLeft = 0
+        var exchange: Exchange?
         loop: while true {
-            let count = buffer.withUnsafeMutableBytes { read(exchange.client, $0.baseAddress, $0.count) }
+            let count = buffer.withUnsafeMutableBytes { read(client, $0.baseAddress, $0.count) }
             if count < 0 && errno == EINTR { continue }
             guard count > 0 else { break }
             var bytes = buffer[0..<count]
             while !bytes.isEmpty {
-                if bodyLeft > 0 {
+                if bodyLeft > 0, let exchange {
                     let part = bytes.prefix(bodyLeft)
                     guard Self.send(part, to: exchange.upstream) else { break loop }
                     bodyLeft -= part.count
@@ -146,9 +158,16 @@ public final class FaultProxy: Sendable {
                 action?()
                 if fault == .slowDown {
                     slowedDown.withLock { $0 += 1 }
-                    Self.answerSlowDown(exchange.client)
+                    Self.answerSlowDown(client)
                     break loop
                 }
+                if exchange == nil {
+                    guard let upstream = try? Self.connect(port: upstreamPort) else { break loop }
+                    let opened = Exchange(client: client, upstream: upstream)
+                    exchange = opened
+                    Thread.detachNewThread { [self] in forwardAnswers(opened) }
+                }
+                guard let exchange else { break loop }
                 if fault == .cut {
                     exchange.cutAnswer.withLock { $0 = true }
                     cut.withLock { $0 += 1 }
@@ -157,9 +176,12 @@ public final class FaultProxy: Sendable {
                 bodyLeft = length
             }
         }
-        shutdown(exchange.client, Int32(SHUT_RDWR))
-        shutdown(exchange.upstream, Int32(SHUT_RDWR))
-        close(exchange.client)
+        guard let exchange else {
+            shutdown(client, Int32(SHUT_RDWR))
+            close(client)
+            return
+        }
+        exchange.end()
     }
 
     /// Server to client, until either side closes or an answer is to be dropped.
@@ -171,9 +193,7 @@ public final class FaultProxy: Sendable {
             guard count > 0, !exchange.cutAnswer.withLock({ $0 }) else { break }
             guard Self.send(buffer[0..<count], to: exchange.client) else { break }
         }
-        shutdown(exchange.upstream, Int32(SHUT_RDWR))
-        shutdown(exchange.client, Int32(SHUT_RDWR))
-        close(exchange.upstream)
+        exchange.end()
     }
 
     private static func answerSlowDown(_ client: Int32) {

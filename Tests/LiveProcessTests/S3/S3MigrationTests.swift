@@ -25,8 +25,8 @@ extension LiveProcess {
             let original = try WorkloadProcess(
                 executable: TestTools.path("chpox-churn-workload"),
                 arguments: [
-                    "--megabytes", "4", "--threads", "2", "--file", files + "/records", "--seed", "81",
-                    "--pace", "20000",
+                    "--megabytes", "2", "--threads", "2", "--file", files + "/records", "--seed", "81",
+                    "--pace", "100000",
                 ])
             #expect(try original.line().hasPrefix("ready"))
             let cpx = ["--store", hosts.url, "--name", "job", "--json"]
