@@ -12,7 +12,7 @@
 #   scripts/ceph.sh stop     kills every daemon and removes the directory
 #   scripts/ceph.sh status   says whether it runs, and where
 #   scripts/ceph.sh restart-rgw
-#                            kills the gateway (SIGKILL) and starts it again on the same port,
+#                            stops the gateway (SIGTERM) and starts it again on the same port,
 #                            the monitor and the OSD left running (the memstore OSD keeps its
 #                            objects only while it runs): the fault tests' "RGW restarted"
 #
@@ -218,7 +218,15 @@ restart_rgw() {
     local pid attempt began
     began=$EPOCHREALTIME
     pid=$(pid_of client.rgw.a)
-    kill -KILL "$pid" 2>/dev/null || true
+    # SIGTERM: the gateway unregisters its watches on the cluster's notify objects as it goes.
+    # Killed outright, they linger until the OSD times them out (30 s), and each bucket made
+    # meanwhile waits 20 s for the dead gateway's answer.
+    kill -TERM "$pid" 2>/dev/null || true
+    for attempt in $(seq 1 500); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.02
+    done
+    kill -KILL "$pid" 2>/dev/null || true # one that would not stop in 10 s
     while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
     radosgw -c "$conf" -n client.rgw.a >>"$dir/mkfs.log" 2>&1 || fail "radosgw did not start again" "$dir/client.rgw.a.log"
     for attempt in $(seq 1 240); do
