@@ -42,8 +42,8 @@ extension LiveProcess {
             /// The generations committed so far.
             var committed = 0
 
-            init(_ purpose: String) throws {
-                hosts = try S3Hosts(purpose)
+            init(_ purpose: String, on cluster: PrivateCephCluster? = nil) throws {
+                hosts = try S3Hosts(purpose, on: cluster?.configuration)
                 workload = try WorkloadProcess(
                     executable: "/usr/bin/python3", arguments: ["-c", S3FaultTests.workload])
                 let ready = try workload.line()
@@ -119,8 +119,8 @@ extension LiveProcess {
             func put(_ relative: String) -> String { "PUT /\(hosts.client.bucket)/\(hosts.prefix)/\(relative)" }
         }
 
-        static func gatewayPort() throws -> UInt16 {
-            try #require(CephCluster.configuration.get().port.map { UInt16($0) })
+        static func gatewayPort(_ configuration: S3Configuration? = nil) throws -> UInt16 {
+            try #require((configuration ?? CephCluster.configuration.get()).port.map { UInt16($0) })
         }
 
         @Test func wrongCredentialsAreRefusedAndTheNextRunContinues() throws {
@@ -213,18 +213,21 @@ extension LiveProcess {
             try target.expectCommits()
         }
 
-        /// RGW killed and started again as a generation's pack is on its way (the restart left
+        /// RGW stopped and started again as a generation's pack is on its way (the restart left
         /// to run beside it, about 2 s here): the generation either commits (its retries outlast
-        /// the restart) or fails cleanly, naming the upload; the next run commits either way.
+        /// the restart) or fails cleanly, naming the upload; the next run commits either way. On
+        /// a cluster of its own: the suites beside it use the shared one.
         @Test func aGatewayRestartedDuringAGeneration() throws {
-            let target = try Target("fault-restart")
+            let cluster = try PrivateCephCluster("restart")
+            defer { withExtendedLifetime(cluster) {} }  // stopped only once the test is done with it
+            let target = try Target("fault-restart", on: cluster)
             try target.expectCommits()
-            let proxy = try FaultProxy(upstreamPort: try Self.gatewayPort())
+            let proxy = try FaultProxy(upstreamPort: try Self.gatewayPort(cluster.configuration))
             defer { proxy.stop() }
             let restarted = Mutex<[String]>([])
             proxy.beforeRequest(matching: target.put("packs/")) {
                 Thread.detachNewThread {
-                    do { try CephCluster.restartGateway() } catch { restarted.withLock { $0.append("\(error)") } }
+                    do { try cluster.restartGateway() } catch { restarted.withLock { $0.append("\(error)") } }
                     restarted.withLock { $0.append("done") }
                 }
                 usleep(200_000)  // the kill lands first

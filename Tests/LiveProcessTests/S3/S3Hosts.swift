@@ -15,8 +15,13 @@ final class S3Hosts: Sendable {
     /// A scratch directory: the hosts' caches, and files for the workloads.
     let root: String
 
-    init(_ purpose: String) throws {
-        client = try CephCluster.freshBucket(purpose)
+    /// The gateway's endpoint and the S3 user's keys.
+    let configuration: S3Configuration
+
+    /// `on`: another cluster than the shared one (`PrivateCephCluster`).
+    init(_ purpose: String, on other: S3Configuration? = nil) throws {
+        configuration = try other ?? CephCluster.configuration.get()
+        client = try CephCluster.freshBucket(purpose, on: configuration)
         url = "s3://\(client.bucket)/\(prefix)"
         root = NSTemporaryDirectory() + "chpox-s3-\(purpose)-\(getpid())"
         try? FileManager.default.removeItem(atPath: root)
@@ -30,8 +35,7 @@ final class S3Hosts: Sendable {
     /// The variables a command on `host` gets over the test's own: the cluster's endpoint and
     /// keys, the host's cache, and `settings` last (which may replace any of them).
     func environment(host: String, _ settings: [String: String] = [:]) throws -> [String: String] {
-        let configuration = try CephCluster.configuration.get()
-        return [
+        [
             "AWS_ENDPOINT_URL": configuration.endpoint,
             "AWS_ACCESS_KEY_ID": configuration.credentials.accessKeyID,
             "AWS_SECRET_ACCESS_KEY": configuration.credentials.secretAccessKey,
