@@ -117,6 +117,7 @@ let package = Package(
                 "CheckpointTestSupport", "chpox-dirty-workload", "chpox-churn-workload", "chpox-stack-workload",
                 "chpox-subreaper", "chpox-tree-workload",
                 "chpox-tracker-proof", "chpox-inject", "chpox-restore-stub", "cpx", "dumpinfo", "ld-chpox",
+                "S3TestSupport", "ObjectStore",
             ], exclude: ["Restore/Golden"]),
         // Unit tests, one target per module; none runs a live process.
         .testTarget(

@@ -11,6 +11,10 @@
 #                            AWS_REGION), the file the tests read
 #   scripts/ceph.sh stop     kills every daemon and removes the directory
 #   scripts/ceph.sh status   says whether it runs, and where
+#   scripts/ceph.sh restart-rgw
+#                            stops the gateway (SIGTERM) and starts it again on the same port,
+#                            the monitor and the OSD left running (the memstore OSD keeps its
+#                            objects only while it runs): the fault tests' "RGW restarted"
 #
 # Nothing of the machine's own Ceph is used or touched (/etc/ceph, /var/lib/ceph): every
 # command gets DIR/ceph.conf. Ports are picked free at start, so clusters of several
@@ -210,6 +214,34 @@ EOF
         "S3 at http://127.0.0.1:$rgw_port (keys in $env_file)"
 }
 
+# The gateway alone, killed and started again; returns once it answers. The S3 user and every
+# object live in the OSD, which goes on running.
+restart_rgw() {
+    running || fail "no working cluster in $dir to restart the gateway of (scripts/ceph.sh start)"
+    local pid attempt began
+    began=$EPOCHREALTIME
+    pid=$(pid_of client.rgw.a)
+    # SIGTERM: the gateway unregisters its watches on the cluster's notify objects as it goes.
+    # Killed outright, they linger until the OSD times them out (30 s), and each bucket made
+    # meanwhile waits 20 s for the dead gateway's answer.
+    kill -TERM "$pid" 2>/dev/null || true
+    for attempt in $(seq 1 500); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.02
+    done
+    kill -KILL "$pid" 2>/dev/null || true # one that would not stop in 10 s
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
+    radosgw -c "$conf" -n client.rgw.a >>"$dir/mkfs.log" 2>&1 || fail "radosgw did not start again" "$dir/client.rgw.a.log"
+    for attempt in $(seq 1 240); do
+        rgw_answers && break
+        alive client.rgw.a || fail "radosgw died as it started again" "$dir/client.rgw.a.log"
+        sleep 0.05
+    done
+    rgw_answers || fail "radosgw does not answer after its restart" "$dir/client.rgw.a.log"
+    local elapsed_ms=$(((${EPOCHREALTIME/./} - ${began/./}) / 1000))
+    echo "ceph.sh: the gateway restarted in $((elapsed_ms / 1000)).$((elapsed_ms % 1000 / 100)) s"
+}
+
 status() {
     if running; then
         echo "ceph.sh: running in $dir ($(grep AWS_ENDPOINT_URL "$env_file"))"
@@ -227,8 +259,9 @@ case "${1:-}" in
     start) start ;;
     stop) stop ;;
     status) status ;;
+    restart-rgw) restart_rgw ;;
     *)
-        echo "usage: scripts/ceph.sh start|stop|status" >&2
+        echo "usage: scripts/ceph.sh start|stop|status|restart-rgw" >&2
         exit 2
         ;;
 esac

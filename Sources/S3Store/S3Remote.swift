@@ -342,6 +342,19 @@ public final class S3Remote: StoreRemote {
                 chain: name, generation: 0,
                 reason: "it changed on \(location) while \(what) was being written (another host wrote it?); "
                     + "nothing was committed: run the command again")
+        } catch  where error.isTransient {
+            // The retries failed, but an earlier sending may have been carried out, its answer
+            // lost: the swap is the commit point, so the object says whether it happened.
+            if let (body, etag) = try? client.getVersioned(key), body == bytes {
+                versions[key] = etag
+                return
+            }
+            throw .remote(
+                location: location,
+                reason: "could not commit \(what) of chain '\(name)': \(error); whether it was committed is not "
+                    + "known (the server may have carried out a request whose answer was lost): `dumpinfo --store "
+                    + "\(location) --chain` says when the server is back, and the next run continues from the chain "
+                    + "as it is")
         } catch { throw convert(error, "commit \(what) of chain '\(name)'") }
     }
 

@@ -16,6 +16,10 @@ public enum TestTools {
         public var status: Int32
         public var output: String
         public var errors: String
+
+        public init(status: Int32, output: String, errors: String) {
+            (self.status, self.output, self.errors) = (status, output, errors)
+        }
     }
 
     /// Every restart test runs lazily too: with CHPOX_TEST_LAZY=1 in the environment (the test
@@ -31,11 +35,15 @@ public enum TestTools {
         return ["--lazy"] + arguments
     }
 
-    /// Runs `tool` with `arguments` to completion, capturing stdout and stderr.
-    public static func run(_ tool: String, _ arguments: [String]) throws -> Run {
+    /// Runs `tool` with `arguments` to completion, capturing stdout and stderr; `environment`:
+    /// variables set over the test's own (a store on S3's endpoint, keys and cache).
+    public static func run(_ tool: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Run {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path(tool))
         process.arguments = tool == "ld-chpox" ? restartArguments(arguments) : arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err

@@ -18,12 +18,14 @@ public final class WorkloadProcess {
         try self.init(executable: executable, arguments: ["\(seed)"])
     }
 
-    public init(executable: String, arguments: [String]) throws {
+    /// `environment`: the whole environment of the process (nil: the test's own).
+    public init(executable: String, arguments: [String], environment: [String]? = nil) throws {
         // A workload that dies makes writes to its stdin fail with EPIPE, not kill the tests.
         signal(SIGPIPE, SIG_IGN)
         let input = try FileDescriptor.pipe()
         let output = try FileDescriptor.pipe()
-        child = try ChildProcess.spawn(executable, arguments, stdin: input.read, stdout: output.write)
+        child = try ChildProcess.spawn(
+            executable, arguments, stdin: input.read, stdout: output.write, environment: environment)
         input.read.close()
         output.write.close()
         commands = input.write
