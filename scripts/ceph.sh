@@ -162,6 +162,10 @@ osd max object namespace len = 64
 rgw frontends = beast endpoint=127.0.0.1:$rgw_port tcp_nodelay=1
 rgw data = $dir/rgw.a
 rgw dns name = 127.0.0.1
+# Deleted objects' data goes within a minute (RGW waits two hours by default), so that a cluster
+# reused by several test runs does not fill its memstore OSD.
+rgw gc obj min wait = 30
+rgw gc processor period = 30
 EOF
     touch "$dir/keyring"
     monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$mon_port]" "$dir/monmap" >/dev/null ||

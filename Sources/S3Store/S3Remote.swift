@@ -110,7 +110,9 @@ public final class S3Remote: StoreRemote {
             throw .remote(
                 location: self.location,
                 reason: "bucket \(location.bucket) does not exist at \(client.configuration.endpoint) "
-                    + "(check its name and AWS_ENDPOINT_URL, or let cpx make it: --create-bucket)")
+                    + (create
+                        ? "(check its name and AWS_ENDPOINT_URL, or let cpx make it: --create-bucket)"
+                        : "(check its name and AWS_ENDPOINT_URL)"))
         }
         guard create else {
             throw .notAStore(

@@ -59,7 +59,8 @@ import Testing
     /// Starts chpox-store-writer in `hold` mode and kills it once it has published a pack
     /// mid-generation.
     static func killWriterAfterItPublishes(_ temporary: TemporaryStore, chain: String) throws {
-        let (child, said) = try startHeldWriter(TestTools.path("chpox-store-writer"), store: temporary.path, chain: chain)
+        let (child, said) = try startHeldWriter(
+            TestTools.path("chpox-store-writer"), store: temporary.path, chain: chain)
         #expect(said == "published\n")
         try child.send(SIGKILL)
         #expect(try child.wait() == .signalled(SIGKILL))

@@ -53,14 +53,16 @@ final class S3Hosts: Sendable {
         try TestTools.run(tool, arguments, environment: try environment(host: host, settings))
     }
 
-    /// `ld-chpox --wait` on `host`, restarting generation `generation` (nil: the newest) of
-    /// `chain`: the restarted process's stdio are this one's.
+    /// `ld-chpox --wait --trust-store` on `host` (root restarts from the test's own bucket, which
+    /// only this test writes), restarting generation `generation` (nil: the newest) of `chain`:
+    /// the restarted process's stdio are this one's.
     func restart(chain: String, generation: Int? = nil, host: String) throws -> WorkloadProcess {
         let environment = ProcessInfo.processInfo.environment.merging(try self.environment(host: host)) { $1 }
         return try WorkloadProcess(
             executable: TestTools.path("ld-chpox"),
             arguments: TestTools.restartArguments(
-                ["--store", url, "--name", chain, "--wait"] + (generation.map { ["--generation", "\($0)"] } ?? [])),
+                ["--store", url, "--name", chain, "--wait", "--trust-store"]
+                    + (generation.map { ["--generation", "\($0)"] } ?? [])),
             environment: environment.map { "\($0.key)=\($0.value)" })
     }
 
