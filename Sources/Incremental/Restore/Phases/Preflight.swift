@@ -146,16 +146,20 @@ public struct Preflight: Sendable {
             }
         }
         // Every file it had open, read or written, must be there (on another host too: a
-        // migration's files are named here, before anything is made).
+        // migration's files are named here, before anything is made). A file open for reading,
+        // as a name (lstat: a symlink's own name counts); the kernel's files (/proc of the process itself, /sys, /dev) are the phases'
+        // to reopen or refuse.
         for descriptor in image.descriptors where descriptor.kind == .file {
             guard !restoredFiles.contains(descriptor.target) else { continue }
-            guard let status = Self.status(descriptor.target) else {
-                throw refuse(
-                    "\(descriptor.target), open as descriptor \(descriptor.fd), no longer exists"
-                        + " (on this machine); put it back to restart"
-                )
+            let missing =
+                "\(descriptor.target), open as descriptor \(descriptor.fd), no longer exists (on this machine); put it back to restart"
+            guard let size = descriptor.size else {
+                let kernels = ["/proc/", "/sys/", "/dev/"].contains { descriptor.target.hasPrefix($0) }
+                let named = try? FileDescriptor.currentDirectory.status(of: descriptor.target, followingSymlinks: false)
+                if !kernels && named == nil { throw refuse(missing) }
+                continue
             }
-            guard let size = descriptor.size else { continue }
+            guard let status = Self.status(descriptor.target) else { throw refuse(missing) }
             guard status.size >= size else {
                 throw refuse(
                     "\(descriptor.target) is \(status.size) bytes, shorter than the \(size) it had at this generation: "
