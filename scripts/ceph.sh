@@ -207,15 +207,22 @@ AWS_SECRET_ACCESS_KEY=$secret
 AWS_REGION=us-east-1
 EOF
     chmod 600 "$env_file"
-    for attempt in $(seq 1 240); do
-        rgw_answers && break
-        alive client.rgw.a || fail "radosgw died" "$dir/client.rgw.a.log"
-        sleep 0.25
-    done
-    rgw_answers || fail "radosgw does not answer on 127.0.0.1:$rgw_port" "$dir/client.rgw.a.log"
+    wait_for_rgw 0.25 "radosgw died" "radosgw does not answer on 127.0.0.1:$rgw_port"
     local elapsed_ms=$(((${EPOCHREALTIME/./} - ${began/./}) / 1000))
     echo "ceph.sh: started in $dir in $((elapsed_ms / 1000)).$((elapsed_ms % 1000 / 100)) s;" \
         "S3 at http://127.0.0.1:$rgw_port (keys in $env_file)"
+}
+
+# Waits (240 tries, PAUSE seconds apart) until the gateway answers; fails with DIED when it
+# ends meanwhile, with SILENT when it never answers.
+wait_for_rgw() {
+    local pause=$1 died=$2 silent=$3 attempt
+    for attempt in $(seq 1 240); do
+        rgw_answers && return 0
+        alive client.rgw.a || fail "$died" "$dir/client.rgw.a.log"
+        sleep "$pause"
+    done
+    rgw_answers || fail "$silent" "$dir/client.rgw.a.log"
 }
 
 # The gateway alone, killed and started again; returns once it answers. The S3 user and every
@@ -236,12 +243,7 @@ restart_rgw() {
     kill -KILL "$pid" 2>/dev/null || true # one that would not stop in 10 s
     while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done
     radosgw -c "$conf" -n client.rgw.a >>"$dir/mkfs.log" 2>&1 || fail "radosgw did not start again" "$dir/client.rgw.a.log"
-    for attempt in $(seq 1 240); do
-        rgw_answers && break
-        alive client.rgw.a || fail "radosgw died as it started again" "$dir/client.rgw.a.log"
-        sleep 0.05
-    done
-    rgw_answers || fail "radosgw does not answer after its restart" "$dir/client.rgw.a.log"
+    wait_for_rgw 0.05 "radosgw died as it started again" "radosgw does not answer after its restart"
     local elapsed_ms=$(((${EPOCHREALTIME/./} - ${began/./}) / 1000))
     echo "ceph.sh: the gateway restarted in $((elapsed_ms / 1000)).$((elapsed_ms % 1000 / 100)) s"
 }

@@ -29,7 +29,8 @@ public final class Store: @unchecked Sendable {
         directory = try StoreDirectory(path: path, create: create || remote != nil, reading: reading && remote == nil)
         if remote != nil { try directory.requireWritable("cache the store \(remote!.location)") }
         index = try ChunkIndex(directory: directory)
-        try refreshIndex()
+        // ChunkIndex read the directory's segments; a cache first takes the remote's.
+        if remote != nil { try refreshIndex() }
     }
 
     /// The user whose store it is: the one who can have written it, so whom its images can
